@@ -24,11 +24,26 @@ fn decodes_each_type() {
 
 #[test]
 fn integer_extremes() {
-    assert_eq!(decode(b"i9223372036854775807e").unwrap().as_int(), Some(i64::MAX));
-    assert_eq!(decode(b"i-9223372036854775808e").unwrap().as_int(), Some(i64::MIN));
-    assert_eq!(err(b"i9223372036854775808e").kind, ErrorKind::IntegerOverflow);
-    assert_eq!(err(b"i-9223372036854775809e").kind, ErrorKind::IntegerOverflow);
-    assert_eq!(err(b"i99999999999999999999999e").kind, ErrorKind::IntegerOverflow);
+    assert_eq!(
+        decode(b"i9223372036854775807e").unwrap().as_int(),
+        Some(i64::MAX)
+    );
+    assert_eq!(
+        decode(b"i-9223372036854775808e").unwrap().as_int(),
+        Some(i64::MIN)
+    );
+    assert_eq!(
+        err(b"i9223372036854775808e").kind,
+        ErrorKind::IntegerOverflow
+    );
+    assert_eq!(
+        err(b"i-9223372036854775809e").kind,
+        ErrorKind::IntegerOverflow
+    );
+    assert_eq!(
+        err(b"i99999999999999999999999e").kind,
+        ErrorKind::IntegerOverflow
+    );
 }
 
 #[test]
@@ -38,7 +53,10 @@ fn keeps_raw_spans_and_offsets() {
     let info = v.as_dict().unwrap().get(b"info").unwrap();
     assert_eq!(info.raw(), b"d6:lengthi5e4:name1:xe");
     assert_eq!(info.offset(), 22);
-    assert_eq!(&input[info.offset()..info.offset() + info.raw().len()], info.raw());
+    assert_eq!(
+        &input[info.offset()..info.offset() + info.raw().len()],
+        info.raw()
+    );
     assert_eq!(v.raw(), &input[..]);
 }
 
@@ -78,7 +96,14 @@ fn rejects_malformed_forms_with_offsets() {
         (b"i+1e", ErrorKind::UnexpectedByte(b'+'), 1),
         (b"i 1e", ErrorKind::UnexpectedByte(b' '), 1),
         (b"04:spam", ErrorKind::LeadingZero, 0),
-        (b"5:spam", ErrorKind::LengthPastEnd { len: 5, available: 4 }, 0),
+        (
+            b"5:spam",
+            ErrorKind::LengthPastEnd {
+                len: 5,
+                available: 4,
+            },
+            0,
+        ),
         (b"-1:a", ErrorKind::UnexpectedByte(b'-'), 0),
         (b"4spam", ErrorKind::UnexpectedByte(b's'), 1),
         (b"l", ErrorKind::UnexpectedEnd, 1),
@@ -95,7 +120,12 @@ fn rejects_malformed_forms_with_offsets() {
     for (input, kind, offset) in cases {
         let e = decode(input).expect_err(&String::from_utf8_lossy(input));
         assert_eq!(&e.kind, kind, "input {:?}", String::from_utf8_lossy(input));
-        assert_eq!(e.offset, *offset, "input {:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            e.offset,
+            *offset,
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
     }
 }
 
@@ -109,7 +139,10 @@ fn huge_length_prefix_is_an_error_not_an_allocation() {
             available: 3
         }
     );
-    assert_eq!(err(b"99999999999999999999999:").kind, ErrorKind::IntegerOverflow);
+    assert_eq!(
+        err(b"99999999999999999999999:").kind,
+        ErrorKind::IntegerOverflow
+    );
 }
 
 #[test]
@@ -149,7 +182,10 @@ fn value_and_input_limits() {
 #[test]
 fn error_messages_name_the_offset() {
     let e = err(b"d4:infod4:name");
-    assert_eq!(e.to_string(), "invalid bencode at byte 14: input ends in the middle of a value");
+    assert_eq!(
+        e.to_string(),
+        "invalid bencode at byte 14: input ends in the middle of a value"
+    );
 }
 
 #[test]

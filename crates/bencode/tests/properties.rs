@@ -9,8 +9,12 @@ fn owned() -> impl Strategy<Value = Owned> {
     leaf.prop_recursive(6, 64, 8, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..8).prop_map(Owned::List),
-            proptest::collection::btree_map(proptest::collection::vec(any::<u8>(), 0..8), inner, 0..8)
-                .prop_map(Owned::Dict),
+            proptest::collection::btree_map(
+                proptest::collection::vec(any::<u8>(), 0..8),
+                inner,
+                0..8
+            )
+            .prop_map(Owned::Dict),
         ]
     })
 }

@@ -1,0 +1,173 @@
+//! `spore create`.
+
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use metainfo::{hex, CreateOptions, Magnet, MetainfoError, Version};
+use serde_json::json;
+
+use crate::format::{parse_piece_length, size};
+use crate::{CmdResult, CreateArgs, Failure};
+
+/// Runs `work` while a progress bar on stderr (only when stderr is a terminal) follows `progress`
+/// towards `total` bytes.
+pub fn with_progress<T>(
+    total: u64,
+    label: &str,
+    progress: &AtomicU64,
+    work: impl FnOnce() -> T,
+) -> T {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(label.to_string());
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        if !bar.is_hidden() {
+            scope.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    bar.set_position(progress.load(Ordering::Relaxed));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        let result = work();
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    bar.finish_and_clear();
+    result
+}
+
+pub fn run(args: CreateArgs) -> CmdResult {
+    let piece_length =
+        parse_piece_length(&args.piece_length).map_err(|e| Failure::BadInput(anyhow!(e)))?;
+    let version = if args.v2 {
+        Version::V2
+    } else if args.hybrid {
+        Version::Hybrid
+    } else {
+        Version::V1
+    };
+    let trackers = if args.tier {
+        vec![args.trackers.clone()]
+    } else {
+        args.trackers.iter().map(|t| vec![t.clone()]).collect()
+    };
+    let creation_date = (!args.no_date).then(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    let options = CreateOptions {
+        version,
+        piece_length,
+        trackers,
+        web_seeds: args.web_seeds.clone(),
+        comment: args.comment.clone(),
+        source: args.source.clone(),
+        name: args.name.clone(),
+        private: args.private,
+        creation_date,
+        created_by: (!args.no_creator).then(|| format!("Spore {}", env!("CARGO_PKG_VERSION"))),
+        include_hidden: args.include_hidden,
+    };
+    if !args.path.exists() {
+        return Err(Failure::BadInput(anyhow!(
+            "{} does not exist",
+            args.path.display()
+        )));
+    }
+    let (_, files) = metainfo::scan(&args.path, args.include_hidden).map_err(classify)?;
+    let total: u64 = files.iter().map(|f| f.length).sum();
+
+    let progress = AtomicU64::new(0);
+    let started = Instant::now();
+    let created = with_progress(total, "hashing", &progress, || {
+        metainfo::create(&args.path, &options, &progress)
+    })
+    .map_err(classify)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let t = &created.torrent;
+
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", t.name)));
+    write_atomically(&output, &created.bytes)?;
+
+    let magnet = Magnet::from_torrent(t).to_string();
+    let rate = total as f64 / seconds.max(1e-9);
+    if args.json {
+        let mut value = crate::info_cmd::torrent_json(t);
+        value["torrent"] = json!(output.display().to_string());
+        value["seconds"] = json!(seconds);
+        value["bytes_per_second"] = json!(rate);
+        println!("{value}");
+    } else {
+        println!(
+            "created {} ({}, {} pieces of {}, {}) in {seconds:.2} s, {:.2} GB/s",
+            output.display(),
+            t.version.as_str(),
+            t.piece_count(),
+            size(t.piece_length),
+            size(t.total_size()),
+            rate / 1e9
+        );
+        if let Some(h) = t.info_hash_v1 {
+            println!("info-hash v1: {}", hex(&h));
+        }
+        if let Some(h) = t.info_hash_v2 {
+            println!("info-hash v2: {}", hex(&h));
+        }
+        println!("magnet: {magnet}");
+    }
+    Ok(())
+}
+
+/// Problems with the input are bad input; I/O errors are failures.
+fn classify(e: MetainfoError) -> Failure {
+    match e {
+        MetainfoError::Io { .. } => Failure::Failed(anyhow!(e)),
+        other => Failure::BadInput(anyhow!(other)),
+    }
+}
+
+/// Writes beside the target and renames, so a reader never sees half a torrent.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> CmdResult {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Failure::BadInput(anyhow!("{} is not a file name", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> anyhow::Result<()> {
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(Failure::Failed)
+}
