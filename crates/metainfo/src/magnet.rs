@@ -54,7 +54,7 @@ pub struct Magnet {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -91,10 +91,8 @@ impl Magnet {
             match key {
                 "xt" => magnet.parse_xt(&value)?,
                 "dn" => magnet.name = Some(value),
-                "tr" if !value.is_empty() => {
-                    if !magnet.trackers.contains(&value) {
-                        magnet.trackers.push(value)
-                    }
+                "tr" if !value.is_empty() && !magnet.trackers.contains(&value) => {
+                    magnet.trackers.push(value)
                 }
                 "ws" if !value.is_empty() => magnet.web_seeds.push(value),
                 "x.pe" if !value.is_empty() => magnet.peers.push(value),
