@@ -3,6 +3,7 @@
 mod create_cmd;
 mod format;
 mod info_cmd;
+mod tracker_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,8 @@ enum Command {
     Verify(VerifyArgs),
     /// Print a .torrent's magnet link
     Magnet(MagnetArgs),
+    /// Run a BitTorrent tracker (HTTP + UDP), open or private
+    Tracker(tracker_cmd::TrackerArgs),
 }
 
 #[derive(Args)]
@@ -126,11 +129,19 @@ pub struct MagnetArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPORE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Create(args) => create_cmd::run(args),
         Command::Info(args) => info_cmd::info(args),
         Command::Verify(args) => info_cmd::verify(args),
         Command::Magnet(args) => info_cmd::magnet(args),
+        Command::Tracker(args) => tracker_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,7 +18,7 @@ prop_compose! {
                   numwant in proptest::option::of(0u32..i32::MAX as u32), key in any::<u32>(),
                   ip in proptest::option::of(any::<[u8; 4]>())) -> Announce {
         Announce { info_hash, peer_id, port, uploaded, downloaded, left, event, numwant, key: Some(key),
-                   ip: ip.map(|o| std::net::IpAddr::from(o)).filter(|ip| !ip.is_unspecified()) }
+                   ip: ip.map(std::net::IpAddr::from).filter(|ip| !ip.is_unspecified()) }
     }
 }
 

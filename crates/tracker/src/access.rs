@@ -1,0 +1,430 @@
+//! Who may announce what: open, allow-list, deny-list, or private (per-user passkeys), plus per-user
+//! transfer totals for private trackers, kept in redb so they survive restarts.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use parking_lot::{Mutex, RwLock};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Deserialize;
+use tracker_proto::{Event, InfoHash, PeerId};
+
+const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
+const TOTALS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("totals");
+
+/// Longest passkey accepted in a URL.
+const MAX_PASSKEY: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Any info-hash.
+    #[default]
+    Open,
+    /// Only info-hashes in the list file.
+    Allow,
+    /// Any info-hash except those in the list file.
+    Deny,
+    /// Only known passkeys (and, if a list file is given, only listed info-hashes).
+    Private,
+}
+
+/// Why an announce was refused; the text goes to the client as the failure reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownPasskey,
+    NotAllowed,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::UnknownPasskey => "unknown passkey",
+            Refusal::NotAllowed => "torrent not registered with this tracker",
+        }
+    }
+}
+
+type PeerKey = (String, InfoHash, PeerId);
+
+pub struct Access {
+    mode: Mode,
+    list_path: Option<PathBuf>,
+    db_path: Option<PathBuf>,
+    list: RwLock<HashSet<InfoHash>>,
+    users: RwLock<HashSet<String>>,
+    /// Last uploaded/downloaded each private peer reported, to turn running totals into deltas.
+    last_report: Mutex<HashMap<PeerKey, (u64, u64)>>,
+    /// Deltas not yet written to the database, by (passkey, info-hash).
+    pending: Mutex<HashMap<(String, InfoHash), (u64, u64)>>,
+}
+
+fn parse_hex20(line: &str) -> Option<InfoHash> {
+    let line = line.trim();
+    if line.len() != 40 {
+        return None;
+    }
+    let mut h = [0u8; 20];
+    for (i, b) in h.iter_mut().enumerate() {
+        *b = u8::from_str_radix(line.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(h)
+}
+
+/// Reads a list file: one hex info-hash per line; blank lines and `#` comments ignored.
+pub fn read_list(path: &Path) -> anyhow::Result<HashSet<InfoHash>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut set = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let hash = parse_hex20(line).ok_or_else(|| {
+            anyhow::anyhow!("{}:{}: not a 40-hex-digit info-hash", path.display(), n + 1)
+        })?;
+        set.insert(hash);
+    }
+    Ok(set)
+}
+
+fn open_db(path: &Path) -> anyhow::Result<Database> {
+    Database::create(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))
+}
+
+fn load_users(path: &Path) -> anyhow::Result<HashSet<String>> {
+    let db = open_db(path)?;
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(USERS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashSet::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut users = HashSet::new();
+    for row in table.iter()? {
+        let (passkey, _) = row?;
+        users.insert(passkey.value().to_string());
+    }
+    Ok(users)
+}
+
+impl Access {
+    pub fn new(
+        mode: Mode,
+        list_path: Option<PathBuf>,
+        db_path: Option<PathBuf>,
+    ) -> anyhow::Result<Access> {
+        if matches!(mode, Mode::Allow | Mode::Deny) && list_path.is_none() {
+            anyhow::bail!("mode {mode:?} needs a list file");
+        }
+        if mode == Mode::Private && db_path.is_none() {
+            anyhow::bail!("private mode needs a database file (db)");
+        }
+        let access = Access {
+            mode,
+            list_path,
+            db_path,
+            list: RwLock::new(HashSet::new()),
+            users: RwLock::new(HashSet::new()),
+            last_report: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+        };
+        access.reload()?;
+        Ok(access)
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Re-reads the list file and the user table (on SIGHUP and periodically).
+    pub fn reload(&self) -> anyhow::Result<()> {
+        if let Some(path) = &self.list_path {
+            *self.list.write() = read_list(path)?;
+        }
+        if self.mode == Mode::Private {
+            if let Some(path) = &self.db_path {
+                *self.users.write() = load_users(path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides whether `hash` may be announced with `passkey`.
+    pub fn check(&self, hash: &InfoHash, passkey: Option<&[u8]>) -> Result<(), Refusal> {
+        match self.mode {
+            Mode::Open => Ok(()),
+            Mode::Allow => self.listed(hash),
+            Mode::Deny => {
+                if self.list.read().contains(hash) {
+                    Err(Refusal::NotAllowed)
+                } else {
+                    Ok(())
+                }
+            }
+            Mode::Private => {
+                let key = passkey
+                    .filter(|k| k.len() <= MAX_PASSKEY)
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .ok_or(Refusal::UnknownPasskey)?;
+                if !self.users.read().contains(key) {
+                    return Err(Refusal::UnknownPasskey);
+                }
+                if self.list_path.is_some() {
+                    self.listed(hash)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn listed(&self, hash: &InfoHash) -> Result<(), Refusal> {
+        if self.list.read().contains(hash) {
+            Ok(())
+        } else {
+            Err(Refusal::NotAllowed)
+        }
+    }
+
+    /// Accounts a private announce's transfer since the peer's previous report.
+    pub fn account(
+        &self,
+        passkey: &[u8],
+        hash: &InfoHash,
+        peer_id: &PeerId,
+        uploaded: u64,
+        downloaded: u64,
+        event: Event,
+    ) {
+        if self.mode != Mode::Private {
+            return;
+        }
+        let passkey = String::from_utf8_lossy(passkey).into_owned();
+        let key = (passkey.clone(), *hash, *peer_id);
+        let (prev_up, prev_down) = {
+            let mut last = self.last_report.lock();
+            let prev = if event == Event::Started {
+                (0, 0)
+            } else {
+                last.get(&key).copied().unwrap_or((0, 0))
+            };
+            if event == Event::Stopped {
+                last.remove(&key);
+            } else {
+                last.insert(key, (uploaded, downloaded));
+            }
+            prev
+        };
+        let up = uploaded.saturating_sub(prev_up);
+        let down = downloaded.saturating_sub(prev_down);
+        if up > 0 || down > 0 {
+            let mut pending = self.pending.lock();
+            let entry = pending.entry((passkey, *hash)).or_default();
+            entry.0 += up;
+            entry.1 += down;
+        }
+    }
+
+    /// Writes pending totals to the database. The database is opened only for the write, so admin
+    /// commands can use it in between; if it is busy the totals stay pending for the next flush.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.db_path else {
+            return Ok(());
+        };
+        let pending: Vec<_> = self.pending.lock().drain().collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let result = (|| -> anyhow::Result<()> {
+            let db = open_db(path)?;
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(TOTALS)?;
+                for ((passkey, hash), (up, down)) in &pending {
+                    let mut key = passkey.as_bytes().to_vec();
+                    key.extend_from_slice(hash);
+                    let (old_up, old_down) = table
+                        .get(key.as_slice())?
+                        .map(|v| v.value())
+                        .unwrap_or((0, 0));
+                    table.insert(key.as_slice(), (old_up + up, old_down + down))?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let mut back = self.pending.lock();
+            for (k, (up, down)) in pending {
+                let e = back.entry(k).or_default();
+                e.0 += up;
+                e.1 += down;
+            }
+        }
+        result
+    }
+}
+
+/// A user of a private tracker, with transfer totals over all torrents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserTotals {
+    pub name: String,
+    pub passkey: String,
+    pub uploaded: u64,
+    pub downloaded: u64,
+}
+
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Adds a user and returns the new passkey.
+pub fn add_user(db: &Path, name: &str) -> anyhow::Result<String> {
+    let passkey = random_hex(16)?;
+    let db = open_db(db)?;
+    let txn = db.begin_write()?;
+    {
+        let mut users = txn.open_table(USERS)?;
+        for row in users.iter()? {
+            let (_, existing) = row?;
+            if existing.value() == name {
+                anyhow::bail!("user {name} already exists");
+            }
+        }
+        users.insert(passkey.as_str(), name)?;
+    }
+    txn.commit()?;
+    Ok(passkey)
+}
+
+/// Revokes a user by name or passkey; returns whether one was found.
+pub fn revoke_user(db: &Path, who: &str) -> anyhow::Result<bool> {
+    let db = open_db(db)?;
+    let txn = db.begin_write()?;
+    let found = {
+        let mut users = txn.open_table(USERS)?;
+        let mut key = None;
+        for row in users.iter()? {
+            let (passkey, name) = row?;
+            if passkey.value() == who || name.value() == who {
+                key = Some(passkey.value().to_string());
+            }
+        }
+        match key {
+            Some(k) => {
+                users.remove(k.as_str())?;
+                true
+            }
+            None => false,
+        }
+    };
+    txn.commit()?;
+    Ok(found)
+}
+
+/// Every user with totals summed over torrents.
+pub fn list_users(db: &Path) -> anyhow::Result<Vec<UserTotals>> {
+    let db = open_db(db)?;
+    let txn = db.begin_read()?;
+    let mut out = Vec::new();
+    let users = match txn.open_table(USERS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    let mut sums: HashMap<String, (u64, u64)> = HashMap::new();
+    match txn.open_table(TOTALS) {
+        Ok(totals) => {
+            for row in totals.iter()? {
+                let (key, value) = row?;
+                let key = key.value();
+                if key.len() > 20 {
+                    let passkey = String::from_utf8_lossy(&key[..key.len() - 20]).into_owned();
+                    let (up, down) = value.value();
+                    let e = sums.entry(passkey).or_default();
+                    e.0 += up;
+                    e.1 += down;
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for row in users.iter()? {
+        let (passkey, name) = row?;
+        let (uploaded, downloaded) = sums.get(passkey.value()).copied().unwrap_or((0, 0));
+        out.push(UserTotals {
+            name: name.value().to_string(),
+            passkey: passkey.value().to_string(),
+            uploaded,
+            downloaded,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_decide() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list");
+        std::fs::write(&list, format!("# allowed\n{}\n\n", "ab".repeat(20))).unwrap();
+        let allow = Access::new(Mode::Allow, Some(list.clone()), None).unwrap();
+        assert_eq!(allow.check(&[0xab; 20], None), Ok(()));
+        assert_eq!(allow.check(&[0; 20], None), Err(Refusal::NotAllowed));
+        let deny = Access::new(Mode::Deny, Some(list.clone()), None).unwrap();
+        assert_eq!(deny.check(&[0xab; 20], None), Err(Refusal::NotAllowed));
+        assert_eq!(deny.check(&[0; 20], None), Ok(()));
+        // Reload picks up a changed list.
+        std::fs::write(&list, "00".repeat(20)).unwrap();
+        allow.reload().unwrap();
+        assert_eq!(allow.check(&[0; 20], None), Ok(()));
+        std::fs::write(&list, "nonsense").unwrap();
+        assert!(allow.reload().is_err());
+    }
+
+    #[test]
+    fn private_passkeys_and_totals_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.redb");
+        let alice = add_user(&db, "alice").unwrap();
+        assert_eq!(alice.len(), 32);
+        assert!(add_user(&db, "alice").is_err());
+        let access = Access::new(Mode::Private, None, Some(db.clone())).unwrap();
+        assert_eq!(access.check(&[1; 20], Some(alice.as_bytes())), Ok(()));
+        assert_eq!(
+            access.check(&[1; 20], Some(b"0000")),
+            Err(Refusal::UnknownPasskey)
+        );
+        assert_eq!(access.check(&[1; 20], None), Err(Refusal::UnknownPasskey));
+
+        access.account(
+            alice.as_bytes(),
+            &[1; 20],
+            &[7; 20],
+            100,
+            10,
+            Event::Started,
+        );
+        access.account(alice.as_bytes(), &[1; 20], &[7; 20], 250, 10, Event::None);
+        access.flush().unwrap();
+        let users = list_users(&db).unwrap();
+        assert_eq!(users[0].uploaded, 250);
+        assert_eq!(users[0].downloaded, 10);
+
+        assert!(revoke_user(&db, "alice").unwrap());
+        access.reload().unwrap();
+        assert_eq!(
+            access.check(&[1; 20], Some(alice.as_bytes())),
+            Err(Refusal::UnknownPasskey)
+        );
+        assert!(!revoke_user(&db, "alice").unwrap());
+    }
+}

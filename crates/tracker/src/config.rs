@@ -1,0 +1,106 @@
+//! Tracker settings, from a TOML file or defaults.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::access::Mode;
+
+/// Every tracker option. `spore tracker` alone uses the defaults: HTTP and UDP on port 6969, open.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listen address; empty disables HTTP.
+    pub http: String,
+    /// UDP listen address; empty disables UDP.
+    pub udp: String,
+    /// UDP worker threads, each with its own SO_REUSEPORT socket; 0 means one per core.
+    pub udp_workers: usize,
+    /// Lock shards for the swarm table (rounded up to a power of two).
+    pub shards: usize,
+    /// Seconds clients are asked to wait between announces.
+    pub interval: u32,
+    /// Seconds clients must wait at least (HTTP `min interval`).
+    pub min_interval: u32,
+    /// Seconds after which a peer that stopped announcing is dropped.
+    pub peer_timeout: u32,
+    pub default_numwant: usize,
+    pub max_numwant: usize,
+    pub max_swarms: usize,
+    pub max_peers_per_swarm: usize,
+    /// Whether a scrape without info-hashes lists every swarm.
+    pub full_scrape: bool,
+    /// Seconds one IP address must wait between full scrapes.
+    pub full_scrape_interval: u64,
+    pub mode: Mode,
+    /// Info-hash list (one hex hash per line) for `allow` and `deny` modes, and optionally `private`.
+    /// Re-read on SIGHUP.
+    pub list: Option<PathBuf>,
+    /// redb database of users and their totals (private mode).
+    pub db: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: "0.0.0.0:6969".into(),
+            udp: "0.0.0.0:6969".into(),
+            udp_workers: 0,
+            shards: 1024,
+            interval: 1800,
+            min_interval: 300,
+            peer_timeout: 3900,
+            default_numwant: 50,
+            max_numwant: 200,
+            max_swarms: 2_000_000,
+            max_peers_per_swarm: 100_000,
+            full_scrape: true,
+            full_scrape_interval: 60,
+            mode: Mode::Open,
+            list: None,
+            db: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_option_and_rejects_unknown_ones() {
+        let c = Config::from_toml(
+            r#"
+            http = "127.0.0.1:7000"
+            udp = ""
+            udp_workers = 2
+            shards = 64
+            interval = 600
+            min_interval = 60
+            peer_timeout = 1300
+            default_numwant = 30
+            max_numwant = 100
+            max_swarms = 10
+            max_peers_per_swarm = 5
+            full_scrape = false
+            full_scrape_interval = 5
+            mode = "private"
+            list = "/tmp/list"
+            db = "/tmp/db.redb"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.http, "127.0.0.1:7000");
+        assert_eq!(c.mode, Mode::Private);
+        assert!(!c.full_scrape);
+        assert_eq!(Config::from_toml("").unwrap().interval, 1800);
+        assert!(Config::from_toml("bogus = 1").is_err());
+        assert!(Config::from_toml("mode = \"secret\"").is_err());
+    }
+}

@@ -1,0 +1,304 @@
+//! The HTTP front end: announce and scrape (optionally with a passkey path), `/stats` and `/metrics`.
+//!
+//! Queries are read raw (`RawQuery`) and parsed by `tracker-proto` byte for byte: `info_hash` and
+//! `peer_id` are binary and must not pass through a text decoder.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State as AxumState};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bencode::{DictBuilder, Owned};
+use tracker_proto::http::{self as proto, ScrapeResponse};
+
+use crate::metrics::Counters;
+use crate::store::Family;
+use crate::State;
+
+type Shared = Arc<State>;
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let app = Router::new()
+        .route("/announce", get(announce))
+        .route("/announce/{passkey}", get(announce_with_key))
+        .route("/scrape", get(scrape))
+        .route("/scrape/{passkey}", get(scrape_with_key))
+        .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.await;
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::error!("HTTP tracker stopped: {e}");
+    }
+}
+
+fn bencoded(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+fn failure(state: &State, reason: &str) -> Response {
+    Counters::add(&state.counters.errors);
+    bencoded(proto::failure(reason))
+}
+
+async fn announce(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    do_announce(&state, remote, query.as_deref().unwrap_or(""), None)
+}
+
+async fn announce_with_key(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(passkey): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    do_announce(
+        &state,
+        remote,
+        query.as_deref().unwrap_or(""),
+        Some(passkey.as_bytes()),
+    )
+}
+
+fn do_announce(state: &State, remote: SocketAddr, query: &str, passkey: Option<&[u8]>) -> Response {
+    Counters::add(&state.counters.http_announces);
+    let req = match proto::parse_announce(query.as_bytes()) {
+        Ok(r) => r,
+        Err(e) => return failure(state, &e.to_string()),
+    };
+    let a = &req.announce;
+    if let Err(refusal) = state.access.check(&a.info_hash, passkey) {
+        return failure(state, refusal.reason());
+    }
+    if let Some(key) = passkey {
+        state.access.account(
+            key,
+            &a.info_hash,
+            &a.peer_id,
+            a.uploaded,
+            a.downloaded,
+            a.event,
+        );
+    }
+    let ip = match remote {
+        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().map_or(remote.ip(), Into::into),
+        v4 => v4.ip(),
+    };
+    let peer = SocketAddr::new(ip, a.port);
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    let outcome = state.store.announce(
+        &a.info_hash,
+        peer,
+        a.left,
+        a.event,
+        a.numwant,
+        Family::Both,
+        &mut v4,
+        &mut v6,
+    );
+    let mut d = DictBuilder::new();
+    d.insert("interval", Owned::Int(i64::from(state.config.interval)))
+        .insert(
+            "min interval",
+            Owned::Int(i64::from(state.config.min_interval)),
+        )
+        .insert("complete", Owned::Int(i64::from(outcome.seeders)))
+        .insert("incomplete", Owned::Int(i64::from(outcome.leechers)));
+    if req.compact {
+        d.insert("peers", Owned::Bytes(v4));
+        if !v6.is_empty() {
+            d.insert("peers6", Owned::Bytes(v6));
+        }
+    } else {
+        // Peer IDs are not stored (peers are kept compact), so the dictionary form has ip and port only.
+        let mut list: Vec<Owned> = Vec::new();
+        for (chunk, size) in [(&v4, 6usize), (&v6, 18)] {
+            for c in chunk.chunks_exact(size) {
+                let ip: std::net::IpAddr = if size == 6 {
+                    std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]).into()
+                } else {
+                    let mut b = [0u8; 16];
+                    b.copy_from_slice(&c[..16]);
+                    std::net::Ipv6Addr::from(b).into()
+                };
+                let mut e = DictBuilder::new();
+                e.insert("ip", Owned::str(&ip.to_string())).insert(
+                    "port",
+                    Owned::Int(i64::from(u16::from_be_bytes([c[size - 2], c[size - 1]]))),
+                );
+                list.push(e.build());
+            }
+        }
+        d.insert("peers", Owned::List(list));
+    }
+    bencoded(d.build().encode())
+}
+
+async fn scrape(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    do_scrape(&state, remote, query.as_deref().unwrap_or(""), None)
+}
+
+async fn scrape_with_key(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(passkey): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    do_scrape(
+        &state,
+        remote,
+        query.as_deref().unwrap_or(""),
+        Some(passkey.as_bytes()),
+    )
+}
+
+fn do_scrape(state: &State, remote: SocketAddr, query: &str, passkey: Option<&[u8]>) -> Response {
+    Counters::add(&state.counters.http_scrapes);
+    let hashes = match proto::parse_scrape(query.as_bytes()) {
+        Ok(h) => h,
+        Err(e) => return failure(state, &e.to_string()),
+    };
+    let files = if hashes.is_empty() {
+        // A full scrape lists every public swarm; private and list-controlled trackers do not offer it.
+        if state.access.mode() != crate::Mode::Open {
+            return failure(state, "full scrape is not available on this tracker");
+        }
+        if !state.allow_full_scrape(remote.ip()) {
+            return failure(state, "full scrape rate limit: try again later");
+        }
+        state.store.scrape_all()
+    } else {
+        hashes
+            .iter()
+            .filter(|h| state.access.check(h, passkey).is_ok())
+            .map(|h| (*h, state.store.scrape(h)))
+            .collect()
+    };
+    bencoded(ScrapeResponse { files }.encode())
+}
+
+async fn stats(AxumState(state): AxumState<Shared>) -> Response {
+    let (swarms, seeders, leechers) = state.store.totals();
+    let (announce_rate, scrape_rate) = state.rates.get();
+    let c = &state.counters;
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!doctype html><meta charset=utf-8><title>Spore tracker</title>\
+         <h1>Spore tracker</h1><table>\
+         <tr><td>mode<td>{:?}\
+         <tr><td>swarms<td>{swarms}\
+         <tr><td>peers<td>{}\
+         <tr><td>seeders<td>{seeders}\
+         <tr><td>leechers<td>{leechers}\
+         <tr><td>announces/s<td>{announce_rate:.1}\
+         <tr><td>scrapes/s<td>{scrape_rate:.1}\
+         <tr><td>announces (HTTP / UDP)<td>{} / {}\
+         <tr><td>scrapes (HTTP / UDP)<td>{} / {}\
+         <tr><td>errors<td>{}\
+         <tr><td>dropped UDP packets<td>{}\
+         </table>",
+        state.access.mode(),
+        seeders + leechers,
+        c.http_announces.load(Ordering::Relaxed),
+        c.udp_announces.load(Ordering::Relaxed),
+        c.http_scrapes.load(Ordering::Relaxed),
+        c.udp_scrapes.load(Ordering::Relaxed),
+        c.errors.load(Ordering::Relaxed),
+        c.dropped.load(Ordering::Relaxed),
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
+    let (swarms, seeders, leechers) = state.store.totals();
+    let c = &state.counters;
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(text, "{name}{labels} {value}");
+        }
+    };
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    metric(
+        "spore_tracker_announces_total",
+        "counter",
+        "Announce requests received.",
+        &[
+            ("{protocol=\"http\"}", load(&c.http_announces)),
+            ("{protocol=\"udp\"}", load(&c.udp_announces)),
+        ],
+    );
+    metric(
+        "spore_tracker_scrapes_total",
+        "counter",
+        "Scrape requests received.",
+        &[
+            ("{protocol=\"http\"}", load(&c.http_scrapes)),
+            ("{protocol=\"udp\"}", load(&c.udp_scrapes)),
+        ],
+    );
+    metric(
+        "spore_tracker_udp_connects_total",
+        "counter",
+        "UDP connect requests answered.",
+        &[("", load(&c.udp_connects))],
+    );
+    metric(
+        "spore_tracker_errors_total",
+        "counter",
+        "Requests refused or malformed.",
+        &[("", load(&c.errors))],
+    );
+    metric(
+        "spore_tracker_udp_dropped_total",
+        "counter",
+        "UDP packets dropped without reply.",
+        &[("", load(&c.dropped))],
+    );
+    metric(
+        "spore_tracker_swarms",
+        "gauge",
+        "Torrents with peers.",
+        &[("", swarms)],
+    );
+    metric(
+        "spore_tracker_peers",
+        "gauge",
+        "Peers by state.",
+        &[
+            ("{state=\"seeder\"}", seeders),
+            ("{state=\"leecher\"}", leechers),
+        ],
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}

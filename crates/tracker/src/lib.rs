@@ -1,0 +1,247 @@
+//! Spore's tracker server: HTTP and UDP announce and scrape over a sharded in-memory swarm table, in
+//! open, allow-list, deny-list or private (passkey) mode.
+
+pub mod access;
+mod config;
+mod conn_id;
+mod http;
+mod metrics;
+pub mod store;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use access::{add_user, list_users, revoke_user, Mode, UserTotals};
+pub use config::Config;
+
+use access::Access;
+use conn_id::ConnectionIds;
+use metrics::{Counters, Rates};
+use store::{Store, StoreLimits};
+
+/// Everything the HTTP and UDP front ends share.
+pub struct State {
+    pub config: Config,
+    pub store: Store,
+    pub access: Access,
+    counters: Counters,
+    rates: Rates,
+    conn_ids: ConnectionIds,
+    full_scrapes:
+        parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
+}
+
+/// Most addresses remembered for the full-scrape rate limit; past this the table is cleared, which
+/// errs towards allowing a scrape rather than growing without bound.
+const MAX_SCRAPE_CLIENTS: usize = 100_000;
+
+impl State {
+    pub fn new(config: Config) -> anyhow::Result<State> {
+        let access = Access::new(config.mode, config.list.clone(), config.db.clone())?;
+        let store = Store::new(
+            config.shards,
+            StoreLimits {
+                max_swarms: config.max_swarms,
+                max_peers_per_swarm: config.max_peers_per_swarm,
+                max_numwant: config.max_numwant,
+                default_numwant: config.default_numwant,
+            },
+        );
+        Ok(State {
+            conn_ids: ConnectionIds::new(random_keys()?),
+            store,
+            access,
+            counters: Counters::default(),
+            rates: Rates::default(),
+            full_scrapes: Default::default(),
+            config,
+        })
+    }
+
+    /// Whether `ip` may do a full scrape now (and records that it did).
+    fn allow_full_scrape(&self, ip: std::net::IpAddr) -> bool {
+        if !self.config.full_scrape {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let mut seen = self.full_scrapes.lock();
+        if seen.len() >= MAX_SCRAPE_CLIENTS {
+            seen.clear();
+        }
+        let wait = Duration::from_secs(self.config.full_scrape_interval);
+        match seen.get(&ip) {
+            Some(last) if now.duration_since(*last) < wait => false,
+            _ => {
+                seen.insert(ip, now);
+                true
+            }
+        }
+    }
+}
+
+fn random_keys() -> anyhow::Result<(u64, u64)> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    let (k0, k1) = b.split_at(8);
+    Ok((
+        u64::from_le_bytes(k0.try_into()?),
+        u64::from_le_bytes(k1.try_into()?),
+    ))
+}
+
+/// Extracts the passkey from a private announce path: `/announce/<passkey>` (also used as BEP 41 URL
+/// data over UDP).
+pub fn passkey_from_path(path: &[u8]) -> Option<&[u8]> {
+    let rest = path.strip_prefix(b"/announce/")?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b'?' || b == b'/')
+        .unwrap_or(rest.len());
+    let key = &rest[..end];
+    (!key.is_empty()).then_some(key)
+}
+
+/// A running tracker: its bound addresses and a way to stop it.
+pub struct Running {
+    pub http_addr: Option<SocketAddr>,
+    pub udp_addr: Option<SocketAddr>,
+    pub state: Arc<State>,
+    stop: Arc<AtomicBool>,
+    http_shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    http_task: Option<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Binds the configured sockets and starts serving on the current tokio runtime (HTTP, housekeeping)
+/// and on dedicated threads (UDP workers).
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let state = Arc::new(State::new(config)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+
+    let mut http_addr = None;
+    let mut http_shutdown = None;
+    let mut http_task = None;
+    if !state.config.http.is_empty() {
+        let addr: SocketAddr =
+            state.config.http.parse().map_err(|e| {
+                anyhow::anyhow!("bad HTTP listen address {:?}: {e}", state.config.http)
+            })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (HTTP): {e}"))?;
+        http_addr = Some(listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        http_shutdown = Some(tx);
+        http_task = Some(tokio::spawn(http::serve(listener, state.clone(), rx)));
+    }
+
+    let mut udp_addr = None;
+    let mut udp_threads = Vec::new();
+    if !state.config.udp.is_empty() {
+        let addr: SocketAddr =
+            state.config.udp.parse().map_err(|e| {
+                anyhow::anyhow!("bad UDP listen address {:?}: {e}", state.config.udp)
+            })?;
+        let workers = match state.config.udp_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let (bound, threads) = udp::spawn(addr, workers, state.clone(), stop.clone())?;
+        udp_addr = Some(bound);
+        udp_threads = threads;
+    }
+
+    let housekeeping_state = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let state = housekeeping_state;
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            state.rates.sample(&state.counters);
+            if n.is_multiple_of(2) {
+                if state.access.mode() == Mode::Private {
+                    if let Err(e) = state.access.reload() {
+                        tracing::warn!("reloading users: {e:#}");
+                    }
+                }
+                if let Err(e) = state.access.flush() {
+                    tracing::warn!("saving totals: {e:#}");
+                }
+            }
+            if n.is_multiple_of(12) {
+                state.store.expire(state.config.peer_timeout);
+            }
+        }
+    }));
+
+    Ok(Running {
+        http_addr,
+        udp_addr,
+        state,
+        stop,
+        http_shutdown,
+        http_task,
+        tasks,
+        udp_threads,
+    })
+}
+
+impl Running {
+    /// Stops serving, waits for the workers, and saves pending private totals.
+    pub async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(tx) = self.http_shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.http_task.take() {
+            // In-flight requests finish; idle keep-alive connections get a moment, then are dropped.
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("HTTP connections still open at shutdown");
+            }
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        let threads: Vec<_> = self.udp_threads.drain(..).collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        if let Err(e) = self.state.access.flush() {
+            tracing::warn!("saving totals at shutdown: {e:#}");
+        }
+    }
+
+    /// Re-reads the list file and users (SIGHUP).
+    pub fn reload(&self) -> anyhow::Result<()> {
+        self.state.access.reload()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passkeys_from_paths() {
+        assert_eq!(passkey_from_path(b"/announce/abc123"), Some(&b"abc123"[..]));
+        assert_eq!(passkey_from_path(b"/announce/abc?x=1"), Some(&b"abc"[..]));
+        assert_eq!(passkey_from_path(b"/announce/"), None);
+        assert_eq!(passkey_from_path(b"/announce"), None);
+        assert_eq!(passkey_from_path(b"/scrape/abc"), None);
+    }
+}

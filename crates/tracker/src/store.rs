@@ -1,0 +1,586 @@
+//! In-memory swarms: many lock shards keyed by info-hash, peers stored compactly in sorted vectors.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+use tracker_proto::{Event, InfoHash, ScrapeStats};
+
+/// A peer as the tracker keeps it: the compact address it is handed out as, whether it is a seeder,
+/// and when it last announced. 12 bytes for IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+struct Peer<const N: usize> {
+    addr: [u8; N],
+    seeder: bool,
+    last_seen: u32,
+}
+
+/// Peers sorted by address; up to two live inline, so the many one-peer swarms need no heap block.
+type Peers<const N: usize> = SmallVec<[Peer<N>; 2]>;
+
+#[derive(Debug, Default)]
+struct Swarm {
+    v4: Peers<6>,
+    v6: Peers<18>,
+    seeders: u32,
+    completed: u32,
+}
+
+impl Swarm {
+    fn leechers(&self) -> u32 {
+        (self.v4.len() + self.v6.len()) as u32 - self.seeders
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+}
+
+/// Limits that keep memory bounded whatever clients send.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    pub max_swarms: usize,
+    pub max_peers_per_swarm: usize,
+    pub max_numwant: usize,
+    pub default_numwant: usize,
+}
+
+/// What an announce returns besides the peers it wrote out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnounceOutcome {
+    pub seeders: u32,
+    pub leechers: u32,
+}
+
+pub struct Store {
+    shards: Box<[Mutex<HashMap<InfoHash, Swarm>>]>,
+    limits: StoreLimits,
+    epoch: Instant,
+    swarm_count: AtomicU64,
+}
+
+pub fn compact(addr: SocketAddr) -> Compact {
+    match addr {
+        SocketAddr::V4(a) => {
+            let mut b = [0u8; 6];
+            b[..4].copy_from_slice(&a.ip().octets());
+            b[4..].copy_from_slice(&a.port().to_be_bytes());
+            Compact::V4(b)
+        }
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => compact(SocketAddr::new(IpAddr::V4(v4), a.port())),
+            None => {
+                let mut b = [0u8; 18];
+                b[..16].copy_from_slice(&a.ip().octets());
+                b[16..].copy_from_slice(&a.port().to_be_bytes());
+                Compact::V6(b)
+            }
+        },
+    }
+}
+
+/// A peer address in BEP 23 compact form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compact {
+    V4([u8; 6]),
+    V6([u8; 18]),
+}
+
+/// Which peers to hand back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+    Both,
+}
+
+thread_local! {
+    static RNG: std::cell::Cell<u64> = std::cell::Cell::new({
+        let local = 0u8;
+        let seed = (&local as *const u8 as u64) ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        seed | 1
+    });
+}
+
+/// splitmix64: peer selection needs spread, not secrecy.
+fn random() -> u64 {
+    RNG.with(|state| {
+        let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+fn upsert<const N: usize>(
+    peers: &mut Peers<N>,
+    addr: [u8; N],
+    seeder: bool,
+    now: u32,
+    event: Event,
+    cap: usize,
+) -> (i32, bool) {
+    // Returns the change in seeders and whether the peer was stored.
+    match peers.binary_search_by(|p| p.addr.cmp(&addr)) {
+        Ok(i) => {
+            if event == Event::Stopped {
+                let old = peers.remove(i);
+                return (-i32::from(old.seeder), false);
+            }
+            let delta = i32::from(seeder) - i32::from(peers[i].seeder);
+            peers[i].seeder = seeder;
+            peers[i].last_seen = now;
+            (delta, true)
+        }
+        Err(i) => {
+            if event == Event::Stopped || peers.len() >= cap {
+                return (0, false);
+            }
+            peers.insert(
+                i,
+                Peer {
+                    addr,
+                    seeder,
+                    last_seen: now,
+                },
+            );
+            (i32::from(seeder), true)
+        }
+    }
+}
+
+/// Appends up to `want` peers from a random starting point, never `exclude`. Seeders get no seeders.
+fn select<const N: usize>(
+    peers: &Peers<N>,
+    exclude: Option<&[u8; N]>,
+    requester_is_seeder: bool,
+    want: usize,
+    out: &mut Vec<u8>,
+) -> usize {
+    if peers.is_empty() || want == 0 {
+        return 0;
+    }
+    let start = (random() % peers.len() as u64) as usize;
+    let mut taken = 0;
+    for i in 0..peers.len() {
+        if taken == want {
+            break;
+        }
+        let p = &peers[(start + i) % peers.len()];
+        if Some(&p.addr) == exclude || (requester_is_seeder && p.seeder) {
+            continue;
+        }
+        out.extend_from_slice(&p.addr);
+        taken += 1;
+    }
+    taken
+}
+
+impl Store {
+    pub fn new(shards: usize, limits: StoreLimits) -> Store {
+        let shards = shards.max(1).next_power_of_two();
+        Store {
+            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            limits,
+            epoch: Instant::now(),
+            swarm_count: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, hash: &InfoHash) -> &Mutex<HashMap<InfoHash, Swarm>> {
+        // Info-hashes are SHA digests: their bytes are already uniformly spread.
+        let key = u64::from_le_bytes([
+            hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
+        ]);
+        &self.shards[(key as usize) & (self.shards.len() - 1)]
+    }
+
+    fn now(&self) -> u32 {
+        self.epoch.elapsed().as_secs() as u32
+    }
+
+    /// Records an announce from `addr` and appends compact peers for it: IPv4 peers to `out4`, IPv6 peers
+    /// to `out6`, as `family` asks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn announce(
+        &self,
+        hash: &InfoHash,
+        addr: SocketAddr,
+        left: u64,
+        event: Event,
+        numwant: Option<u32>,
+        family: Family,
+        out4: &mut Vec<u8>,
+        out6: &mut Vec<u8>,
+    ) -> AnnounceOutcome {
+        let now = self.now();
+        let seeder = left == 0;
+        let me = compact(addr);
+        let want = numwant
+            .map_or(self.limits.default_numwant, |n| n as usize)
+            .min(self.limits.max_numwant);
+        let mut shard = self.shard(hash).lock();
+        if !shard.contains_key(hash) {
+            if event == Event::Stopped
+                || self.swarm_count.load(Ordering::Relaxed) as usize >= self.limits.max_swarms
+            {
+                return AnnounceOutcome {
+                    seeders: 0,
+                    leechers: 0,
+                };
+            }
+            self.swarm_count.fetch_add(1, Ordering::Relaxed);
+        }
+        let swarm = shard.entry(*hash).or_default();
+        let cap = self.limits.max_peers_per_swarm;
+        let (delta, _) = match me {
+            Compact::V4(a) => upsert(&mut swarm.v4, a, seeder, now, event, cap),
+            Compact::V6(a) => upsert(&mut swarm.v6, a, seeder, now, event, cap),
+        };
+        swarm.seeders = swarm.seeders.saturating_add_signed(delta);
+        if event == Event::Completed {
+            swarm.completed = swarm.completed.saturating_add(1);
+        }
+        let outcome = AnnounceOutcome {
+            seeders: swarm.seeders,
+            leechers: swarm.leechers(),
+        };
+        if event != Event::Stopped {
+            let (ex4, ex6) = match &me {
+                Compact::V4(a) => (Some(a), None),
+                Compact::V6(a) => (None, Some(a)),
+            };
+            let mut remaining = want;
+            if family != Family::V6 {
+                remaining -= select(&swarm.v4, ex4, seeder, remaining, out4);
+            }
+            if family != Family::V4 {
+                select(&swarm.v6, ex6, seeder, remaining, out6);
+            }
+        }
+        if swarm.is_empty() {
+            shard.remove(hash);
+            self.swarm_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    pub fn scrape(&self, hash: &InfoHash) -> ScrapeStats {
+        let shard = self.shard(hash).lock();
+        shard
+            .get(hash)
+            .map(|s| ScrapeStats {
+                seeders: s.seeders,
+                completed: s.completed,
+                leechers: s.leechers(),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every swarm's counts (a full scrape).
+    pub fn scrape_all(&self) -> Vec<(InfoHash, ScrapeStats)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            all.extend(shard.iter().map(|(h, s)| {
+                (
+                    *h,
+                    ScrapeStats {
+                        seeders: s.seeders,
+                        completed: s.completed,
+                        leechers: s.leechers(),
+                    },
+                )
+            }));
+        }
+        all
+    }
+
+    /// Drops peers that have not announced for `timeout_secs`, and swarms left empty.
+    pub fn expire(&self, timeout_secs: u32) -> usize {
+        let cutoff = self.now().saturating_sub(timeout_secs);
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            shard.retain(|_, swarm| {
+                let before = swarm.v4.len() + swarm.v6.len();
+                swarm.v4.retain(|p| p.last_seen >= cutoff);
+                swarm.v6.retain(|p| p.last_seen >= cutoff);
+                removed += before - swarm.v4.len() - swarm.v6.len();
+                swarm.seeders = (swarm.v4.iter().filter(|p| p.seeder).count()
+                    + swarm.v6.iter().filter(|p| p.seeder).count())
+                    as u32;
+                if swarm.is_empty() {
+                    self.swarm_count.fetch_sub(1, Ordering::Relaxed);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        removed
+    }
+
+    /// (swarms, seeders, leechers) right now.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let (mut swarms, mut seeders, mut leechers) = (0u64, 0u64, 0u64);
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            swarms += shard.len() as u64;
+            for s in shard.values() {
+                seeders += u64::from(s.seeders);
+                leechers += u64::from(s.leechers());
+            }
+        }
+        (swarms, seeders, leechers)
+    }
+
+    #[cfg(test)]
+    fn age_all(&self, secs: u32) {
+        for shard in self.shards.iter() {
+            for swarm in shard.lock().values_mut() {
+                for p in swarm.v4.iter_mut() {
+                    p.last_seen = p.last_seen.saturating_sub(secs);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::new(
+            16,
+            StoreLimits {
+                max_swarms: 3,
+                max_peers_per_swarm: 100,
+                max_numwant: 50,
+                default_numwant: 30,
+            },
+        )
+    }
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, i], 6881))
+    }
+
+    fn peers(out: &[u8]) -> Vec<SocketAddr> {
+        out.chunks(6)
+            .map(|c| SocketAddr::from(([c[0], c[1], c[2], c[3]], u16::from_be_bytes([c[4], c[5]]))))
+            .collect()
+    }
+
+    #[test]
+    fn peers_are_compact() {
+        assert_eq!(std::mem::size_of::<Peer<6>>(), 12);
+        assert_eq!(std::mem::size_of::<Peer<18>>(), 24);
+    }
+
+    #[test]
+    fn announce_returns_others_never_self() {
+        let s = store();
+        let h = [1u8; 20];
+        let (mut o4, mut o6) = (Vec::new(), Vec::new());
+        for i in 1..=10 {
+            o4.clear();
+            s.announce(
+                &h,
+                addr(i),
+                100,
+                Event::Started,
+                None,
+                Family::Both,
+                &mut o4,
+                &mut o6,
+            );
+            assert!(!peers(&o4).contains(&addr(i)));
+            assert_eq!(peers(&o4).len(), usize::from(i - 1));
+        }
+        o4.clear();
+        let out = s.announce(
+            &h,
+            addr(3),
+            0,
+            Event::Completed,
+            Some(5),
+            Family::V4,
+            &mut o4,
+            &mut o6,
+        );
+        assert_eq!(
+            out,
+            AnnounceOutcome {
+                seeders: 1,
+                leechers: 9
+            }
+        );
+        assert_eq!(peers(&o4).len(), 5);
+        assert!(!peers(&o4).contains(&addr(3)));
+        assert_eq!(
+            s.scrape(&h),
+            ScrapeStats {
+                seeders: 1,
+                completed: 1,
+                leechers: 9
+            }
+        );
+        // A seeder is given no seeders.
+        s.announce(
+            &h,
+            addr(4),
+            0,
+            Event::None,
+            None,
+            Family::V4,
+            &mut o4,
+            &mut o6,
+        );
+        o4.clear();
+        s.announce(
+            &h,
+            addr(3),
+            0,
+            Event::None,
+            Some(50),
+            Family::V4,
+            &mut o4,
+            &mut o6,
+        );
+        assert!(!peers(&o4).contains(&addr(4)));
+        assert_eq!(peers(&o4).len(), 8);
+    }
+
+    #[test]
+    fn selection_is_random() {
+        let s = store();
+        let h = [2u8; 20];
+        let (mut o4, mut o6) = (Vec::new(), Vec::new());
+        for i in 1..=40 {
+            s.announce(
+                &h,
+                addr(i),
+                1,
+                Event::None,
+                Some(0),
+                Family::V4,
+                &mut o4,
+                &mut o6,
+            );
+        }
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..50 {
+            o4.clear();
+            s.announce(
+                &h,
+                addr(100),
+                1,
+                Event::None,
+                Some(1),
+                Family::V4,
+                &mut o4,
+                &mut o6,
+            );
+            firsts.insert(o4.clone());
+        }
+        assert!(firsts.len() > 10, "only {} distinct picks", firsts.len());
+    }
+
+    #[test]
+    fn stopped_removes_and_swarm_limit_holds() {
+        let s = store();
+        let (mut o4, mut o6) = (Vec::new(), Vec::new());
+        for h in 0..5u8 {
+            s.announce(
+                &[h; 20],
+                addr(1),
+                1,
+                Event::Started,
+                None,
+                Family::V4,
+                &mut o4,
+                &mut o6,
+            );
+        }
+        assert_eq!(s.totals().0, 3, "max_swarms caps new swarms");
+        s.announce(
+            &[0; 20],
+            addr(1),
+            1,
+            Event::Stopped,
+            None,
+            Family::V4,
+            &mut o4,
+            &mut o6,
+        );
+        assert_eq!(s.totals().0, 2);
+        assert_eq!(s.scrape(&[0; 20]), ScrapeStats::default());
+    }
+
+    #[test]
+    fn ipv6_and_mapped_addresses() {
+        let s = store();
+        let h = [3u8; 20];
+        let (mut o4, mut o6) = (Vec::new(), Vec::new());
+        let v6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.9]:5000".parse().unwrap();
+        s.announce(&h, v6, 1, Event::None, None, Family::Both, &mut o4, &mut o6);
+        s.announce(
+            &h,
+            mapped,
+            1,
+            Event::None,
+            None,
+            Family::Both,
+            &mut o4,
+            &mut o6,
+        );
+        o4.clear();
+        o6.clear();
+        s.announce(
+            &h,
+            addr(1),
+            1,
+            Event::None,
+            None,
+            Family::Both,
+            &mut o4,
+            &mut o6,
+        );
+        assert_eq!(peers(&o4), vec![SocketAddr::from(([127, 0, 0, 9], 5000))]);
+        assert_eq!(o6.len(), 18);
+    }
+
+    #[test]
+    fn expiry_drops_silent_peers() {
+        let mut s = store();
+        // Pretend the tracker has run for a while, so ages can be subtracted.
+        s.epoch -= std::time::Duration::from_secs(1000);
+        let h = [4u8; 20];
+        let (mut o4, mut o6) = (Vec::new(), Vec::new());
+        s.announce(
+            &h,
+            addr(1),
+            0,
+            Event::None,
+            None,
+            Family::V4,
+            &mut o4,
+            &mut o6,
+        );
+        assert_eq!(s.expire(60), 0);
+        s.age_all(120);
+        assert_eq!(s.expire(60), 1);
+        assert_eq!(s.totals(), (0, 0, 0));
+    }
+}

@@ -1,0 +1,378 @@
+//! The UDP front end (BEP 15): one thread per worker, each with its own SO_REUSEPORT socket, receiving and
+//! sending in batches with recvmmsg/sendmmsg.
+
+use std::mem::MaybeUninit;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tracker_proto::udp::{Request, Response};
+use tracker_proto::ScrapeStats;
+
+use crate::metrics::Counters;
+use crate::store::Family;
+use crate::{passkey_from_path, State};
+
+/// Packets per recvmmsg/sendmmsg call.
+const BATCH: usize = 32;
+/// Largest request read; bigger datagrams are truncated and then fail to parse.
+const MAX_REQUEST: usize = 2048;
+/// Room for a response: 200 IPv6 peers is 3620 bytes.
+const MAX_RESPONSE: usize = 8192;
+/// How often a blocked worker wakes to notice shutdown.
+const POLL: Duration = Duration::from_millis(200);
+
+fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        // Serve IPv4 too when bound to [::].
+        let _ = socket.set_only_v6(false);
+    }
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.set_read_timeout(Some(POLL))?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (UDP): {e}"))?;
+    Ok(socket.into())
+}
+
+/// Binds `workers` sockets to `addr` (the first picks the port if it is 0) and starts a thread for each.
+pub fn spawn(
+    addr: SocketAddr,
+    workers: usize,
+    state: Arc<State>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>)> {
+    let first = bind(addr)?;
+    let bound = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..workers.max(1) {
+        sockets.push(bind(bound)?);
+    }
+    let threads = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let state = state.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("udp-{i}"))
+                .spawn(move || worker(socket, &state, &stop))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((bound, threads))
+}
+
+/// Handles one datagram; writes the reply into `out` and returns whether to send it.
+pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+    let src = canonical(src);
+    let counters = &state.counters;
+    let request = match Request::parse(packet) {
+        Ok(r) => r,
+        Err(_) => {
+            // Garbage gets no answer: an error reply to an unvalidated source would be a reflection vector.
+            Counters::add(&counters.dropped);
+            return false;
+        }
+    };
+    match request {
+        Request::Connect { transaction_id } => {
+            Counters::add(&counters.udp_connects);
+            // 16 bytes in, 16 bytes out: no amplification.
+            Response::Connect {
+                transaction_id,
+                connection_id: state.conn_ids.issue(&src),
+            }
+            .write(out);
+            true
+        }
+        Request::Announce {
+            connection_id,
+            transaction_id,
+            announce,
+            url_data,
+        } => {
+            if !state.conn_ids.valid(connection_id, &src) {
+                Counters::add(&counters.dropped);
+                return false;
+            }
+            Counters::add(&counters.udp_announces);
+            let passkey = passkey_from_path(&url_data);
+            if let Err(refusal) = state.access.check(&announce.info_hash, passkey) {
+                Counters::add(&counters.errors);
+                Response::Error {
+                    transaction_id,
+                    message: refusal.reason().to_string(),
+                }
+                .write(out);
+                return true;
+            }
+            if let Some(key) = passkey {
+                state.access.account(
+                    key,
+                    &announce.info_hash,
+                    &announce.peer_id,
+                    announce.uploaded,
+                    announce.downloaded,
+                    announce.event,
+                );
+            }
+            let peer = SocketAddr::new(src.ip(), announce.port);
+            let family = if src.is_ipv4() {
+                Family::V4
+            } else {
+                Family::V6
+            };
+            // Header first, then the compact peers straight into the reply.
+            out.extend_from_slice(&1u32.to_be_bytes());
+            out.extend_from_slice(&transaction_id.to_be_bytes());
+            out.extend_from_slice(&state.config.interval.to_be_bytes());
+            let counts_at = out.len();
+            out.extend_from_slice(&[0; 8]);
+            let mut none = Vec::new();
+            let outcome = if family == Family::V4 {
+                state.store.announce(
+                    &announce.info_hash,
+                    peer,
+                    announce.left,
+                    announce.event,
+                    announce.numwant,
+                    family,
+                    out,
+                    &mut none,
+                )
+            } else {
+                state.store.announce(
+                    &announce.info_hash,
+                    peer,
+                    announce.left,
+                    announce.event,
+                    announce.numwant,
+                    family,
+                    &mut none,
+                    out,
+                )
+            };
+            out[counts_at..counts_at + 4].copy_from_slice(&outcome.leechers.to_be_bytes());
+            out[counts_at + 4..counts_at + 8].copy_from_slice(&outcome.seeders.to_be_bytes());
+            true
+        }
+        Request::Scrape {
+            connection_id,
+            transaction_id,
+            info_hashes,
+        } => {
+            if !state.conn_ids.valid(connection_id, &src) {
+                Counters::add(&counters.dropped);
+                return false;
+            }
+            Counters::add(&counters.udp_scrapes);
+            let stats = info_hashes
+                .iter()
+                .map(|h| match state.access.check(h, None) {
+                    Ok(()) => state.store.scrape(h),
+                    // Private and unlisted torrents show nothing.
+                    Err(_) => ScrapeStats::default(),
+                })
+                .collect();
+            Response::Scrape {
+                transaction_id,
+                stats,
+            }
+            .write(out);
+            true
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 sources (from a dual-stack socket) are IPv4 clients.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), a.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool) {
+    let mut batch = Batch::new(socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false));
+    let fd = socket.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        let received = batch.receive(fd);
+        if received == 0 {
+            continue;
+        }
+        let mut replies = 0;
+        for i in 0..received {
+            let Some(src) = batch.source(i) else { continue };
+            let len = batch.received_len(i);
+            let (packet, out) = batch.request_and_reply(i, replies);
+            out.clear();
+            if handle(state, &packet[..len], src, out) {
+                batch.set_destination(replies, src);
+                replies += 1;
+            }
+        }
+        batch.send(fd, replies);
+    }
+}
+
+/// Buffers and headers for one recvmmsg/sendmmsg round.
+struct Batch {
+    requests: Vec<[u8; MAX_REQUEST]>,
+    lengths: [usize; BATCH],
+    sources: [MaybeUninit<libc::sockaddr_storage>; BATCH],
+    source_lens: [libc::socklen_t; BATCH],
+    replies: Vec<Vec<u8>>,
+    destinations: Vec<socket2::SockAddr>,
+    v6_socket: bool,
+}
+
+impl Batch {
+    fn new(v6_socket: bool) -> Self {
+        Batch {
+            requests: vec![[0u8; MAX_REQUEST]; BATCH],
+            lengths: [0; BATCH],
+            sources: [MaybeUninit::zeroed(); BATCH],
+            source_lens: [0; BATCH],
+            replies: (0..BATCH)
+                .map(|_| Vec::with_capacity(MAX_RESPONSE))
+                .collect(),
+            destinations: (0..BATCH)
+                .map(|_| socket2::SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))))
+                .collect(),
+            v6_socket,
+        }
+    }
+
+    /// Waits for at least one datagram (or the poll timeout) and takes as many as are queued.
+    fn receive(&mut self, fd: i32) -> usize {
+        let mut iovecs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
+        let mut headers: [MaybeUninit<libc::mmsghdr>; BATCH] = [MaybeUninit::uninit(); BATCH];
+        for i in 0..BATCH {
+            iovecs[i].write(libc::iovec {
+                iov_base: self.requests[i].as_mut_ptr().cast(),
+                iov_len: MAX_REQUEST,
+            });
+            self.source_lens[i] = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            // SAFETY: an all-zero mmsghdr is a valid value (null pointers, zero lengths).
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = self.sources[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_namelen = self.source_lens[i];
+            h.msg_hdr.msg_iov = iovecs[i].as_mut_ptr();
+            h.msg_hdr.msg_iovlen = 1;
+            headers[i].write(h);
+        }
+        // SAFETY: every header points at live buffers owned by `self` or this frame, sized as declared.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                headers.as_mut_ptr().cast(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            return 0;
+        }
+        let n = n as usize;
+        for (i, header) in headers.iter().enumerate().take(n) {
+            // SAFETY: the first `n` headers were initialised above and filled by the kernel.
+            let h = unsafe { header.assume_init_ref() };
+            self.lengths[i] = h.msg_len as usize;
+            self.source_lens[i] = h.msg_hdr.msg_namelen;
+        }
+        n
+    }
+
+    fn received_len(&self, i: usize) -> usize {
+        self.lengths[i].min(MAX_REQUEST)
+    }
+
+    fn source(&self, i: usize) -> Option<SocketAddr> {
+        // SAFETY: the storage was zeroed at creation and written by the kernel; we read only the family
+        // the kernel reported, and only within the reported length.
+        let storage = unsafe { self.sources[i].assume_init_ref() };
+        let len = self.source_lens[i] as usize;
+        match i32::from(storage.ss_family) {
+            libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+                let sin = unsafe {
+                    &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                    u16::from_be(sin.sin_port),
+                )))
+            }
+            libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+                let sin6 = unsafe {
+                    &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                    u16::from_be(sin6.sin6_port),
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    fn request_and_reply(
+        &mut self,
+        request: usize,
+        reply: usize,
+    ) -> (&[u8; MAX_REQUEST], &mut Vec<u8>) {
+        (&self.requests[request], &mut self.replies[reply])
+    }
+
+    fn set_destination(&mut self, reply: usize, addr: SocketAddr) {
+        // A dual-stack IPv6 socket must address IPv4 clients in mapped form.
+        let addr = match addr {
+            SocketAddr::V4(a) if self.v6_socket => {
+                SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
+            }
+            other => other,
+        };
+        self.destinations[reply] = socket2::SockAddr::from(addr);
+    }
+
+    fn send(&mut self, fd: i32, count: usize) {
+        let mut sent = 0;
+        while sent < count {
+            let mut iovecs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
+            let mut headers: [MaybeUninit<libc::mmsghdr>; BATCH] = [MaybeUninit::uninit(); BATCH];
+            let todo = count - sent;
+            for j in 0..todo {
+                let i = sent + j;
+                iovecs[j].write(libc::iovec {
+                    iov_base: self.replies[i].as_mut_ptr().cast(),
+                    iov_len: self.replies[i].len(),
+                });
+                // SAFETY: an all-zero mmsghdr is valid; we then point it at live buffers.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = self.destinations[i].as_ptr() as *mut libc::c_void;
+                h.msg_hdr.msg_namelen = self.destinations[i].len();
+                h.msg_hdr.msg_iov = iovecs[j].as_mut_ptr();
+                h.msg_hdr.msg_iovlen = 1;
+                headers[j].write(h);
+            }
+            // SAFETY: `todo` headers were initialised above and point at buffers that outlive the call.
+            let n = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr().cast(), todo as u32, 0) };
+            if n <= 0 {
+                // A full send buffer or an unreachable client: drop the rest of this batch.
+                return;
+            }
+            sent += n as usize;
+        }
+    }
+}
