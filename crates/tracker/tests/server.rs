@@ -1,0 +1,397 @@
+//! The tracker over real loopback sockets: UDP connect/announce/scrape, connection-ID checks, HTTP
+//! announce/scrape, modes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use tracker::{Config, Mode};
+use tracker_proto::http::{self as proto, AnnounceResponse, HttpAnnounce, ScrapeResponse};
+use tracker_proto::udp::{Request, Response};
+use tracker_proto::{Announce, Event};
+
+fn config() -> Config {
+    Config {
+        http: "127.0.0.1:0".into(),
+        udp: "127.0.0.1:0".into(),
+        udp_workers: 2,
+        ..Config::default()
+    }
+}
+
+fn announce(hash: [u8; 20], peer: u8, port: u16, left: u64, event: Event) -> Announce {
+    Announce {
+        info_hash: hash,
+        peer_id: [peer; 20],
+        port,
+        uploaded: 0,
+        downloaded: 0,
+        left,
+        event,
+        numwant: None,
+        key: None,
+        ip: None,
+    }
+}
+
+struct Udp {
+    socket: UdpSocket,
+    tracker: SocketAddr,
+}
+
+impl Udp {
+    fn new(tracker: SocketAddr, local: &str) -> Udp {
+        let socket = UdpSocket::bind(local).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(400)))
+            .unwrap();
+        Udp { socket, tracker }
+    }
+
+    fn exchange_raw(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        self.socket.send_to(packet, self.tracker).unwrap();
+        let mut buf = [0u8; 4096];
+        match self.socket.recv_from(&mut buf) {
+            Ok((n, _)) => Some(buf[..n].to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    fn exchange(&self, req: Request) -> Option<Response> {
+        let mut out = Vec::new();
+        req.write(&mut out);
+        self.exchange_raw(&out)
+            .map(|b| Response::parse(&b, false).unwrap())
+    }
+
+    fn connect(&self) -> u64 {
+        match self.exchange(Request::Connect { transaction_id: 77 }) {
+            Some(Response::Connect {
+                transaction_id: 77,
+                connection_id,
+            }) => connection_id,
+            other => panic!("connect failed: {other:?}"),
+        }
+    }
+}
+
+fn http_get(addr: SocketAddr, path_and_query: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path_and_query} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP response");
+    assert!(
+        resp.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    resp[split + 4..].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_announce_scrape_and_connection_ids() {
+    let running = tracker::start(config()).await.unwrap();
+    let addr = running.udp_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let hash = [9u8; 20];
+        let seeder = Udp::new(addr, "127.0.0.2:0");
+        let leecher = Udp::new(addr, "127.0.0.3:0");
+
+        // Connect: 16 bytes in, 16 bytes out.
+        let reply = seeder
+            .exchange_raw(&[
+                0, 0, 4, 0x17, 0x27, 0x10, 0x19, 0x80, 0, 0, 0, 0, 0, 0, 0, 1,
+            ])
+            .unwrap();
+        assert_eq!(reply.len(), 16);
+
+        let id = seeder.connect();
+        let r = seeder.exchange(Request::Announce {
+            connection_id: id,
+            transaction_id: 1,
+            announce: announce(hash, 1, 6881, 0, Event::Started),
+            url_data: vec![],
+        });
+        assert_eq!(
+            r,
+            Some(Response::Announce {
+                transaction_id: 1,
+                interval: 1800,
+                leechers: 0,
+                seeders: 1,
+                peers: vec![]
+            })
+        );
+
+        let lid = leecher.connect();
+        assert_ne!(lid, id, "IDs are bound to the client address");
+        let r = leecher.exchange(Request::Announce {
+            connection_id: lid,
+            transaction_id: 2,
+            announce: announce(hash, 2, 7000, 100, Event::Started),
+            url_data: vec![],
+        });
+        assert_eq!(
+            r,
+            Some(Response::Announce {
+                transaction_id: 2,
+                interval: 1800,
+                leechers: 1,
+                seeders: 1,
+                peers: vec!["127.0.0.2:6881".parse().unwrap()],
+            })
+        );
+
+        // Another client's ID, a made-up ID, and garbage all get silence.
+        for bad in [id, 12345] {
+            let r = leecher.exchange(Request::Announce {
+                connection_id: bad,
+                transaction_id: 3,
+                announce: announce(hash, 2, 7000, 100, Event::None),
+                url_data: vec![],
+            });
+            assert_eq!(r, None);
+        }
+        assert_eq!(leecher.exchange_raw(b"hello tracker, please reply"), None);
+        assert_eq!(
+            leecher.exchange(Request::Scrape {
+                connection_id: 1,
+                transaction_id: 4,
+                info_hashes: vec![hash]
+            }),
+            None
+        );
+
+        let r = leecher.exchange(Request::Scrape {
+            connection_id: lid,
+            transaction_id: 5,
+            info_hashes: vec![hash, [0; 20]],
+        });
+        match r {
+            Some(Response::Scrape {
+                transaction_id: 5,
+                stats,
+            }) => {
+                assert_eq!((stats[0].seeders, stats[0].leechers), (1, 1));
+                assert_eq!(stats[1], Default::default());
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Stopping leaves the swarm.
+        leecher.exchange(Request::Announce {
+            connection_id: lid,
+            transaction_id: 6,
+            announce: announce(hash, 2, 7000, 100, Event::Stopped),
+            url_data: vec![],
+        });
+        match seeder.exchange(Request::Scrape {
+            connection_id: id,
+            transaction_id: 7,
+            info_hashes: vec![hash],
+        }) {
+            Some(Response::Scrape { stats, .. }) => {
+                assert_eq!((stats[0].seeders, stats[0].leechers), (1, 0))
+            }
+            other => panic!("{other:?}"),
+        }
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_announce_scrape_and_full_scrape_limit() {
+    let running = tracker::start(config()).await.unwrap();
+    let addr = running.http_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let hash = *b"\x00\xff%&=+ binary hash!!";
+        let query = |peer: u8, port: u16, left: u64, compact: bool| {
+            proto::encode_announce(&HttpAnnounce {
+                announce: announce(hash, peer, port, left, Event::Started),
+                compact,
+                no_peer_id: false,
+                tracker_id: None,
+            })
+        };
+        let first = AnnounceResponse::decode(&http_get(
+            addr,
+            &format!("/announce?{}", query(1, 5001, 0, true)),
+        ))
+        .unwrap();
+        assert_eq!(
+            (first.complete, first.incomplete, first.peers.len()),
+            (1, 0, 0)
+        );
+        let second = AnnounceResponse::decode(&http_get(
+            addr,
+            &format!("/announce?{}", query(2, 5002, 9, false)),
+        ))
+        .unwrap();
+        assert_eq!((second.complete, second.incomplete), (1, 1));
+        assert_eq!(second.peers[0].addr, "127.0.0.1:5001".parse().unwrap());
+        assert_eq!(second.interval, 1800);
+        assert_eq!(second.min_interval, Some(300));
+
+        let scrape = ScrapeResponse::decode(&http_get(
+            addr,
+            &format!("/scrape?{}", proto::encode_scrape(&[hash])),
+        ))
+        .unwrap();
+        assert_eq!(scrape.files.len(), 1);
+        assert_eq!(
+            (scrape.files[0].1.seeders, scrape.files[0].1.leechers),
+            (1, 1)
+        );
+
+        let full = ScrapeResponse::decode(&http_get(addr, "/scrape")).unwrap();
+        assert_eq!(full.files[0].0, hash);
+        match ScrapeResponse::decode(&http_get(addr, "/scrape")) {
+            Err(proto::ResponseError::Failure(reason)) => assert!(reason.contains("rate limit")),
+            other => panic!("second full scrape allowed: {other:?}"),
+        }
+
+        match AnnounceResponse::decode(&http_get(addr, "/announce?info_hash=short")) {
+            Err(proto::ResponseError::Failure(reason)) => assert_eq!(reason, "invalid info_hash"),
+            other => panic!("{other:?}"),
+        }
+        let metrics = String::from_utf8(http_get(addr, "/metrics")).unwrap();
+        assert!(
+            metrics.contains("spore_tracker_announces_total{protocol=\"http\"} 3"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("spore_tracker_swarms 1"));
+        let stats = String::from_utf8(http_get(addr, "/stats")).unwrap();
+        assert!(stats.contains("<td>swarms<td>1"));
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_mode_needs_a_known_passkey_on_both_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.redb");
+    let passkey = tracker::add_user(&db, "alice").unwrap();
+    let running = tracker::start(Config {
+        mode: Mode::Private,
+        db: Some(db.clone()),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let (http, udp) = (running.http_addr.unwrap(), running.udp_addr.unwrap());
+    let key = passkey.clone();
+    tokio::task::spawn_blocking(move || {
+        let hash = [3u8; 20];
+        let mut a = announce(hash, 1, 5001, 0, Event::Started);
+        a.uploaded = 1000;
+        let q = proto::encode_announce(&HttpAnnounce {
+            announce: a,
+            compact: true,
+            no_peer_id: false,
+            tracker_id: None,
+        });
+        for path in [
+            "/announce".to_string(),
+            "/announce/0123456789abcdef".to_string(),
+        ] {
+            match AnnounceResponse::decode(&http_get(http, &format!("{path}?{q}"))) {
+                Err(proto::ResponseError::Failure(r)) => assert_eq!(r, "unknown passkey"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        assert!(AnnounceResponse::decode(&http_get(http, &format!("/announce/{key}?{q}"))).is_ok());
+        // Private trackers offer no full scrape.
+        assert!(ScrapeResponse::decode(&http_get(http, "/scrape")).is_err());
+
+        let client = Udp::new(udp, "127.0.0.4:0");
+        let id = client.connect();
+        let send = |url: &[u8]| {
+            client.exchange(Request::Announce {
+                connection_id: id,
+                transaction_id: 9,
+                announce: announce(hash, 2, 5002, 10, Event::Started),
+                url_data: url.to_vec(),
+            })
+        };
+        assert_eq!(
+            send(b"/announce/bogus"),
+            Some(Response::Error {
+                transaction_id: 9,
+                message: "unknown passkey".into()
+            })
+        );
+        assert_eq!(
+            send(b""),
+            Some(Response::Error {
+                transaction_id: 9,
+                message: "unknown passkey".into()
+            })
+        );
+        match send(format!("/announce/{key}").as_bytes()) {
+            Some(Response::Announce {
+                seeders: 1,
+                leechers: 1,
+                peers,
+                ..
+            }) => {
+                assert_eq!(peers, vec!["127.0.0.1:5001".parse::<SocketAddr>().unwrap()])
+            }
+            other => panic!("{other:?}"),
+        }
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+    // Totals were saved at shutdown.
+    let users = tracker::list_users(&db).unwrap();
+    assert_eq!(users[0].name, "alice");
+    assert_eq!(users[0].uploaded, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_list_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("deny.txt");
+    std::fs::write(&list, format!("{}\n", "11".repeat(20))).unwrap();
+    let running = tracker::start(Config {
+        mode: Mode::Deny,
+        list: Some(list.clone()),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let http = running.http_addr.unwrap();
+    let ask = move |hash: [u8; 20]| {
+        let q = proto::encode_announce(&HttpAnnounce {
+            announce: announce(hash, 1, 5001, 0, Event::Started),
+            compact: true,
+            no_peer_id: false,
+            tracker_id: None,
+        });
+        AnnounceResponse::decode(&http_get(http, &format!("/announce?{q}")))
+    };
+    let (a, b) = tokio::task::spawn_blocking(move || (ask([0x11; 20]), ask([0x22; 20])))
+        .await
+        .unwrap();
+    assert!(a.is_err() && b.is_ok());
+    std::fs::write(&list, format!("{}\n", "22".repeat(20))).unwrap();
+    running.reload().unwrap();
+    let (a, b) = tokio::task::spawn_blocking(move || (ask([0x11; 20]), ask([0x22; 20])))
+        .await
+        .unwrap();
+    assert!(a.is_ok() && b.is_err());
+    running.shutdown().await;
+}
