@@ -191,6 +191,18 @@ pub fn create(
     progress: &AtomicU64,
 ) -> Result<Created, MetainfoError> {
     let (multi_file, sources) = scan(path, options.include_hidden)?;
+    create_from(path, multi_file, &sources, options, progress)
+}
+
+/// [`create`] for files already listed by [`scan`] of `path` (a caller that needs the total size first,
+/// for a progress bar, scans once).
+pub fn create_from(
+    path: &Path,
+    multi_file: bool,
+    sources: &[SourceFile],
+    options: &CreateOptions,
+    progress: &AtomicU64,
+) -> Result<Created, MetainfoError> {
     let name = match &options.name {
         Some(name) => {
             validate_component(name)?;

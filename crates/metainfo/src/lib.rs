@@ -9,7 +9,9 @@ mod path;
 mod torrent;
 mod verify;
 
-pub use create::{auto_piece_length, create, scan, CreateOptions, Created, SourceFile};
+pub use create::{
+    auto_piece_length, create, create_from, scan, CreateOptions, Created, SourceFile,
+};
 pub use magnet::{Magnet, MagnetError};
 pub use path::validate_component;
 pub use torrent::{FileAttr, FileEntry, Torrent, Version, MAX_PIECE_LENGTH, MIN_V2_PIECE_LENGTH};

@@ -89,13 +89,13 @@ pub fn run(args: CreateArgs) -> CmdResult {
             args.path.display()
         )));
     }
-    let (_, files) = metainfo::scan(&args.path, args.include_hidden).map_err(classify)?;
+    let (multi_file, files) = metainfo::scan(&args.path, args.include_hidden).map_err(classify)?;
     let total: u64 = files.iter().map(|f| f.length).sum();
 
     let progress = AtomicU64::new(0);
     let started = Instant::now();
     let created = with_progress(total, "hashing", &progress, || {
-        metainfo::create(&args.path, &options, &progress)
+        metainfo::create_from(&args.path, multi_file, &files, &options, &progress)
     })
     .map_err(classify)?;
     let seconds = started.elapsed().as_secs_f64();

@@ -134,30 +134,22 @@ pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
             out.extend_from_slice(&state.config.interval.to_be_bytes());
             let counts_at = out.len();
             out.extend_from_slice(&[0; 8]);
-            let mut none = Vec::new();
-            let outcome = if family == Family::V4 {
-                state.store.announce(
-                    &announce.info_hash,
-                    peer,
-                    announce.left,
-                    announce.event,
-                    announce.numwant,
-                    family,
-                    out,
-                    &mut none,
-                )
+            let mut unused = Vec::new();
+            let (out4, out6) = if family == Family::V4 {
+                (&mut *out, &mut unused)
             } else {
-                state.store.announce(
-                    &announce.info_hash,
-                    peer,
-                    announce.left,
-                    announce.event,
-                    announce.numwant,
-                    family,
-                    &mut none,
-                    out,
-                )
+                (&mut unused, &mut *out)
             };
+            let outcome = state.store.announce(
+                &announce.info_hash,
+                peer,
+                announce.left,
+                announce.event,
+                announce.numwant,
+                family,
+                out4,
+                out6,
+            );
             out[counts_at..counts_at + 4].copy_from_slice(&outcome.leechers.to_be_bytes());
             out[counts_at + 4..counts_at + 8].copy_from_slice(&outcome.seeders.to_be_bytes());
             true
