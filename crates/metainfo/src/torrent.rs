@@ -345,10 +345,20 @@ impl Torrent {
         self.piece_space_len().div_ceil(self.piece_length)
     }
 
-    /// Length of piece `index` (the last piece may be short).
+    /// Length of piece `index` on the wire. v1 and hybrid pieces run across files (pad files included),
+    /// so only the torrent's last piece is short; a v2 piece never crosses a file end, so each file's last
+    /// piece is short.
     pub fn piece_size(&self, index: u64) -> u64 {
         let start = index * self.piece_length;
-        (self.piece_space_len() - start).min(self.piece_length)
+        let end = if self.version == Version::V2 {
+            self.files
+                .iter()
+                .find(|f| f.length > 0 && f.offset <= start && start < f.offset + f.length)
+                .map_or(start, |f| f.offset + f.length)
+        } else {
+            self.piece_space_len()
+        };
+        end.saturating_sub(start).min(self.piece_length)
     }
 
     /// Piece layer of a v2 file, or `None` when the file fits in one piece (its root is its only hash).

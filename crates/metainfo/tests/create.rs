@@ -266,3 +266,17 @@ fn auto_piece_length_aims_at_1000_to_2000_pieces() {
         assert!((1000..=2000).contains(&pieces), "{total}: {pieces}");
     }
 }
+
+#[test]
+fn v2_pieces_end_at_file_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("p");
+    write(&root, "a", &data(1, 20_000));
+    write(&root, "b", &data(2, 40_000));
+    let v2 = make(&root, Version::V2, 16384);
+    let sizes: Vec<u64> = (0..v2.piece_count()).map(|i| v2.piece_size(i)).collect();
+    assert_eq!(sizes, [16384, 20_000 - 16384, 16384, 16384, 40_000 - 32768]);
+    let hybrid = make(&root, Version::Hybrid, 16384);
+    let sizes: Vec<u64> = (0..hybrid.piece_count()).map(|i| hybrid.piece_size(i)).collect();
+    assert_eq!(sizes, [16384, 16384, 16384, 16384, 40_000 - 32768]);
+}
