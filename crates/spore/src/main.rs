@@ -2,6 +2,7 @@
 
 mod create_cmd;
 mod format;
+mod get_cmd;
 mod info_cmd;
 mod tracker_cmd;
 
@@ -49,6 +50,10 @@ enum Command {
     Magnet(MagnetArgs),
     /// Run a BitTorrent tracker (HTTP + UDP), open or private
     Tracker(tracker_cmd::TrackerArgs),
+    /// Download a torrent, then keep seeding it
+    Get(get_cmd::GetArgs),
+    /// Seed data you already have
+    Seed(get_cmd::SeedArgs),
 }
 
 #[derive(Args)]
@@ -142,6 +147,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => info_cmd::verify(args),
         Command::Magnet(args) => info_cmd::magnet(args),
         Command::Tracker(args) => tracker_cmd::run(args),
+        Command::Get(args) => get_cmd::get(args),
+        Command::Seed(args) => get_cmd::seed(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

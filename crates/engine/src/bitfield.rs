@@ -1,0 +1,105 @@
+//! Piece sets as BEP 3 bitfields (most significant bit first).
+
+use bytes::Bytes;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bitfield {
+    bits: Vec<u8>,
+    len: u32,
+    count: u32,
+}
+
+impl Bitfield {
+    pub fn new(len: u32) -> Bitfield {
+        Bitfield {
+            bits: vec![0; (len as usize).div_ceil(8)],
+            len,
+            count: 0,
+        }
+    }
+
+    pub fn full(len: u32) -> Bitfield {
+        let mut b = Bitfield::new(len);
+        for i in 0..len {
+            b.set(i);
+        }
+        b
+    }
+
+    /// From wire bytes already checked for length and spare bits.
+    pub fn from_bytes(bytes: &[u8], len: u32) -> Bitfield {
+        let mut b = Bitfield::new(len);
+        for i in 0..len {
+            if bytes
+                .get(i as usize / 8)
+                .is_some_and(|byte| byte & (0x80 >> (i % 8)) != 0)
+            {
+                b.set(i);
+            }
+        }
+        b
+    }
+
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.count == self.len
+    }
+
+    pub fn get(&self, i: u32) -> bool {
+        i < self.len && self.bits[i as usize / 8] & (0x80 >> (i % 8)) != 0
+    }
+
+    /// Sets bit `i`; returns whether it was newly set.
+    pub fn set(&mut self, i: u32) -> bool {
+        if i >= self.len || self.get(i) {
+            return false;
+        }
+        self.bits[i as usize / 8] |= 0x80 >> (i % 8);
+        self.count += 1;
+        true
+    }
+
+    pub fn clear(&mut self, i: u32) {
+        if self.get(i) {
+            self.bits[i as usize / 8] &= !(0x80 >> (i % 8));
+            self.count -= 1;
+        }
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.bits)
+    }
+
+    pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len).filter(|&i| self.get(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msb_first_and_counts() {
+        let mut b = Bitfield::new(10);
+        assert!(b.set(0) && b.set(9) && !b.set(9) && !b.set(10));
+        assert_eq!(&b.to_bytes()[..], &[0x80, 0x40]);
+        assert_eq!(b.count(), 2);
+        let c = Bitfield::from_bytes(&[0x80, 0x40], 10);
+        assert_eq!(b, c);
+        b.clear(0);
+        assert_eq!(b.ones().collect::<Vec<_>>(), vec![9]);
+        assert!(Bitfield::full(10).is_complete());
+    }
+}

@@ -1,0 +1,15 @@
+//! Spore's BitTorrent engine: downloads and seeds one torrent at a time over TCP, with a rarest-first
+//! picker, tit-for-tat choking, verified storage, hostile-peer banning, and HTTP/UDP tracker announces.
+
+mod bitfield;
+mod peer;
+mod picker;
+mod rate;
+mod storage;
+mod torrent;
+pub mod tracker;
+
+pub use bitfield::Bitfield;
+pub use picker::{Picker, Received, BLOCK};
+pub use storage::{piece_matches, Storage};
+pub use torrent::{new_peer_id, start, wire_id, Status, TorrentConfig, TorrentHandle};

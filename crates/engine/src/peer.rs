@@ -1,0 +1,455 @@
+//! One peer connection: handshake, then a reader loop (this task) and a writer task, driving the sans-IO
+//! `wire::Connection` and the torrent's shared state.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use wire::{
+    BlockRef, Connection, Decoder, Event, ExtensionHandshake, Handshake, Message, HANDSHAKE_LEN,
+};
+
+use crate::bitfield::Bitfield;
+use crate::torrent::{Command, Shared};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer silent this long is dropped (it should send keep-alives every two minutes at most).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+const KEEPALIVE: Duration = Duration::from_secs(90);
+/// With requests outstanding and no block for this long, the peer is snubbing us.
+const SNUB_TIMEOUT: Duration = Duration::from_secs(30);
+const MIN_QUEUE: usize = 16;
+const MAX_QUEUE: usize = 500;
+/// Requests a peer may have outstanding with us.
+const MAX_PEER_REQUESTS: usize = 500;
+
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let mut stop = shared.stopping();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, addr)) = accepted else {
+            continue;
+        };
+        if shared.state.lock().banned.contains(&addr.ip()) {
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = incoming(shared, stream, addr).await {
+                tracing::debug!("incoming {addr}: {e:#}");
+            }
+        });
+    }
+}
+
+async fn incoming(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
+    let theirs = Handshake::decode(&buf)?;
+    if theirs.info_hash != shared.id {
+        anyhow::bail!("handshake for another torrent");
+    }
+    let ours = Handshake::new(shared.id, shared.config.peer_id, false);
+    stream.write_all(&ours.encode()).await?;
+    run(shared, stream, addr, ours, theirs).await
+}
+
+pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
+    let result = async {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        let bind = shared.config.listen.ip();
+        if !bind.is_unspecified() && bind.is_ipv4() == addr.is_ipv4() {
+            socket.bind(SocketAddr::new(bind, 0))?;
+        }
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
+        let ours = Handshake::new(shared.id, shared.config.peer_id, false);
+        stream.write_all(&ours.encode()).await?;
+        let mut buf = [0u8; HANDSHAKE_LEN];
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
+        let theirs = Handshake::decode(&buf)?;
+        if theirs.info_hash != shared.id {
+            anyhow::bail!("peer answered for another torrent");
+        }
+        run(shared.clone(), stream, addr, ours, theirs).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!("peer {addr}: {e:#}");
+    }
+    shared.state.lock().connected.remove(&addr);
+}
+
+/// The writer: drains queued messages into one buffer per wake-up and writes it out.
+async fn writer(mut half: OwnedWriteHalf, mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>) {
+    let mut out = BytesMut::with_capacity(256 * 1024);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            if let (Message::Piece { data, .. }, Some(limit)) = (&message, &shared.up_limit) {
+                limit.acquire(data.len()).await;
+            }
+            message.encode(&mut out);
+            if out.len() >= 256 * 1024 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if half.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+    }
+}
+
+struct PeerTask {
+    shared: Arc<Shared>,
+    key: u64,
+    addr: SocketAddr,
+    conn: Connection,
+    bitfield: Bitfield,
+    out: mpsc::Sender<Message>,
+    outstanding: HashSet<BlockRef>,
+    queue_target: usize,
+    last_block: Instant,
+    received_since_tick: u64,
+    snubbed: bool,
+    serving: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    ours: Handshake,
+    theirs: Handshake,
+) -> anyhow::Result<()> {
+    if theirs.peer_id == shared.config.peer_id {
+        anyhow::bail!("connected to ourselves");
+    }
+    stream.set_nodelay(true)?;
+    let (mut read_half, write_half) = stream.into_split();
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(1024);
+    let Some(key) = shared.add_peer(addr, cmd_tx) else {
+        anyhow::bail!("peer limit reached or banned");
+    };
+    let (out_tx, out_rx) = mpsc::channel::<Message>(1024);
+    let writer_task = tokio::spawn(writer(write_half, out_rx, shared.clone()));
+    let pieces = shared.torrent.piece_count() as u32;
+    let mut task = PeerTask {
+        conn: Connection::new(pieces, &ours, &theirs),
+        shared: shared.clone(),
+        key,
+        addr,
+        bitfield: Bitfield::new(pieces),
+        out: out_tx,
+        outstanding: HashSet::new(),
+        queue_target: 64,
+        last_block: Instant::now(),
+        received_since_tick: 0,
+        snubbed: false,
+        serving: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    };
+    let result = task.drive(&mut read_half, &mut cmd_rx).await;
+    task.cleanup();
+    writer_task.abort();
+    result
+}
+
+impl PeerTask {
+    async fn send(&self, m: Message) -> anyhow::Result<()> {
+        self.out
+            .send(m)
+            .await
+            .map_err(|_| anyhow::anyhow!("writer closed"))
+    }
+
+    async fn drive(
+        &mut self,
+        read: &mut tokio::net::tcp::OwnedReadHalf,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> anyhow::Result<()> {
+        // Our pieces first.
+        let have = self.shared.state.lock().picker.have().clone();
+        if self.conn.fast() && have.count() == 0 {
+            self.send(Message::HaveNone).await?;
+        } else if self.conn.fast() && have.is_complete() {
+            self.send(Message::HaveAll).await?;
+        } else if have.count() > 0 {
+            self.send(Message::Bitfield(have.to_bytes())).await?;
+        }
+        if self.conn.extensions() {
+            let hs = ExtensionHandshake {
+                listen_port: Some(self.shared.listen_addr.port()),
+                client: Some(format!("Spore {}", env!("CARGO_PKG_VERSION"))),
+                request_queue: Some(MAX_PEER_REQUESTS as u32),
+                your_ip: Some(self.addr.ip()),
+                ..Default::default()
+            };
+            self.send(Message::Extended {
+                id: 0,
+                payload: hs.encode().into(),
+            })
+            .await?;
+        }
+
+        let decoder = Decoder::default();
+        let mut buf = BytesMut::with_capacity(256 * 1024);
+        let mut last_received = Instant::now();
+        let mut last_sent = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut stop = self.shared.stopping();
+        loop {
+            tokio::select! {
+                n = read.read_buf(&mut buf) => {
+                    let n = n?;
+                    if n == 0 {
+                        anyhow::bail!("peer closed the connection");
+                    }
+                    if let Some(limit) = &self.shared.down_limit {
+                        limit.acquire(n).await;
+                    }
+                    last_received = Instant::now();
+                    while let Some(message) = decoder.decode(&mut buf)? {
+                        let event = self.conn.receive(message)?;
+                        self.on_event(event).await?;
+                    }
+                    if buf.capacity() - buf.len() < 32 * 1024 {
+                        buf.reserve(256 * 1024);
+                    }
+                    self.request_more().await?;
+                }
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Send(m)) => {
+                        let have = matches!(m, Message::Have(_));
+                        self.send(m).await?;
+                        last_sent = Instant::now();
+                        if have {
+                            // A piece we now have may end our interest in this peer.
+                            self.update_interest().await?;
+                        }
+                    }
+                    Some(Command::Choke(choke)) => {
+                        if let Some(m) = self.conn.set_choking(choke) {
+                            self.send(m).await?;
+                            last_sent = Instant::now();
+                        }
+                    }
+                    Some(Command::Disconnect) | None => anyhow::bail!("disconnected by the torrent"),
+                },
+                _ = tick.tick() => {
+                    if last_received.elapsed() > IDLE_TIMEOUT {
+                        anyhow::bail!("peer idle");
+                    }
+                    if last_sent.elapsed() > KEEPALIVE {
+                        self.send(Message::KeepAlive).await?;
+                        last_sent = Instant::now();
+                    }
+                    self.retune();
+                    self.request_more().await?;
+                }
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Sizes the request queue to about two seconds of this peer's rate (the bandwidth-delay product with
+    /// room to spare), and gives up on a peer that sits on our requests.
+    fn retune(&mut self) {
+        let rate = self.received_since_tick as f64;
+        self.received_since_tick = 0;
+        self.queue_target =
+            ((rate * 2.0 / f64::from(crate::picker::BLOCK)) as usize).clamp(MIN_QUEUE, MAX_QUEUE);
+        if !self.outstanding.is_empty() && self.last_block.elapsed() > SNUB_TIMEOUT {
+            self.snubbed = true;
+            self.abandon_all();
+        }
+    }
+
+    fn abandon_all(&mut self) {
+        let mut st = self.shared.state.lock();
+        for b in self.outstanding.drain() {
+            st.picker.abandoned(&b);
+        }
+    }
+
+    async fn update_interest(&mut self) -> anyhow::Result<()> {
+        let interesting = self.shared.state.lock().picker.interesting(&self.bitfield);
+        if let Some(m) = self.conn.set_interested(interesting) {
+            self.send(m).await?;
+        }
+        Ok(())
+    }
+
+    async fn request_more(&mut self) -> anyhow::Result<()> {
+        if self.conn.peer_choking || !self.conn.am_interested {
+            return Ok(());
+        }
+        let target = if self.snubbed { 1 } else { self.queue_target };
+        if self.outstanding.len() >= target {
+            return Ok(());
+        }
+        let mut picked = Vec::new();
+        {
+            let mut st = self.shared.state.lock();
+            st.picker
+                .pick(&self.bitfield, target - self.outstanding.len(), &mut picked);
+        }
+        for b in picked {
+            if self.outstanding.insert(b) {
+                self.send(Message::Request(b)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_peer_bits(&mut self, bits: Bitfield) {
+        let mut st = self.shared.state.lock();
+        st.picker.peer_gone(&self.bitfield);
+        st.picker.peer_has_all(&bits);
+        if let Some(p) = st.peers.get_mut(&self.key) {
+            p.bitfield = bits.clone();
+        }
+        self.bitfield = bits;
+    }
+
+    async fn on_event(&mut self, event: Event) -> anyhow::Result<()> {
+        let pieces = self.bitfield.len();
+        match event {
+            Event::KeepAlive
+            | Event::DhtPort(_)
+            | Event::Suggest(_)
+            | Event::AllowedFast(_)
+            | Event::Extended { .. } => {}
+            Event::Bitfield(bits) => {
+                self.set_peer_bits(Bitfield::from_bytes(&bits, pieces));
+                self.update_interest().await?;
+            }
+            Event::HaveAll => {
+                self.set_peer_bits(Bitfield::full(pieces));
+                self.update_interest().await?;
+            }
+            Event::HaveNone => {}
+            Event::Have(i) => {
+                if self.bitfield.set(i) {
+                    let mut st = self.shared.state.lock();
+                    st.picker.peer_has(i);
+                    if let Some(p) = st.peers.get_mut(&self.key) {
+                        p.bitfield.set(i);
+                    }
+                }
+                if !self.conn.am_interested {
+                    self.update_interest().await?;
+                }
+            }
+            Event::Choked => {
+                // Requests are void after a choke unless the fast extension will reject them one by one.
+                if !self.conn.fast() {
+                    self.abandon_all();
+                }
+            }
+            Event::Unchoked => {
+                self.snubbed = false;
+                self.last_block = Instant::now();
+            }
+            Event::Interested => self.shared.peer_interested(self.key, true),
+            Event::NotInterested => self.shared.peer_interested(self.key, false),
+            Event::Block { index, begin, data } => {
+                let block = BlockRef {
+                    index,
+                    begin,
+                    length: data.len() as u32,
+                };
+                if self.outstanding.remove(&block) {
+                    self.last_block = Instant::now();
+                    self.snubbed = false;
+                    self.received_since_tick += data.len() as u64;
+                    self.shared
+                        .block_received(self.key, self.addr.ip(), block, &data);
+                }
+            }
+            Event::Rejected(b) => {
+                if self.outstanding.remove(&b) {
+                    self.shared.state.lock().picker.abandoned(&b);
+                }
+            }
+            Event::Request(b) => self.serve(b).await?,
+            Event::RequestWhileChoked(b) => {
+                if self.conn.fast() {
+                    self.send(Message::Reject(b)).await?;
+                }
+            }
+            Event::Cancel(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Answers a request from a verified piece, reading it in the background so the reader keeps going.
+    async fn serve(&mut self, b: BlockRef) -> anyhow::Result<()> {
+        let size = self
+            .shared
+            .piece_sizes
+            .get(b.index as usize)
+            .copied()
+            .unwrap_or(0);
+        let in_range = u64::from(b.begin) + u64::from(b.length) <= u64::from(size);
+        let have = self.shared.state.lock().picker.have().get(b.index);
+        if !have || !in_range || self.serving.load(Ordering::Relaxed) >= MAX_PEER_REQUESTS {
+            if self.conn.fast() {
+                self.send(Message::Reject(b)).await?;
+            }
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let out = self.out.clone();
+        let key = self.key;
+        let serving = self.serving.clone();
+        serving.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Some(piece) = shared.piece_data(b.index).await {
+                let data = piece.slice(b.begin as usize..(b.begin + b.length) as usize);
+                if out
+                    .send(Message::Piece {
+                        index: b.index,
+                        begin: b.begin,
+                        data,
+                    })
+                    .await
+                    .is_ok()
+                {
+                    shared
+                        .uploaded
+                        .fetch_add(u64::from(b.length), Ordering::Relaxed);
+                    if let Some(p) = shared.state.lock().peers.get_mut(&key) {
+                        p.uploaded += u64::from(b.length);
+                    }
+                }
+            }
+            serving.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(())
+    }
+
+    fn cleanup(&mut self) {
+        self.abandon_all();
+        self.shared.remove_peer(self.key);
+    }
+}

@@ -1,0 +1,425 @@
+//! Which blocks to ask which peer for: finish started pieces first, then the rarest wanted piece (random
+//! tie-break) or the next one in order when streaming; higher file priority first; endgame duplicates the
+//! last outstanding blocks so one slow peer cannot hold up the end.
+
+use std::collections::HashMap;
+
+use wire::BlockRef;
+
+use crate::bitfield::Bitfield;
+
+pub const BLOCK: u32 = 16 * 1024;
+
+/// What became of a received block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    Unexpected,
+    Accepted,
+    PieceComplete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockState {
+    Open,
+    /// Requested from this many peers.
+    Requested(u8),
+    Received,
+}
+
+#[derive(Debug)]
+struct Partial {
+    blocks: Vec<BlockState>,
+    received: u32,
+}
+
+pub struct Picker {
+    piece_sizes: Vec<u32>,
+    have: Bitfield,
+    /// 0: do not download; higher first.
+    priority: Vec<u8>,
+    availability: Vec<u32>,
+    partial: HashMap<u32, Partial>,
+    sequential: bool,
+    seed: u64,
+}
+
+fn blocks_in(size: u32) -> u32 {
+    size.div_ceil(BLOCK)
+}
+
+impl Picker {
+    pub fn new(piece_sizes: Vec<u32>, have: Bitfield, priority: Vec<u8>) -> Picker {
+        let n = piece_sizes.len();
+        Picker {
+            piece_sizes,
+            have,
+            priority,
+            availability: vec![0; n],
+            partial: HashMap::new(),
+            sequential: false,
+            seed: 0x2545_F491_4F6C_DD1D,
+        }
+    }
+
+    pub fn set_sequential(&mut self, on: bool) {
+        self.sequential = on;
+    }
+
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    pub fn set_priority(&mut self, piece: u32, priority: u8) {
+        if let Some(p) = self.priority.get_mut(piece as usize) {
+            *p = priority;
+        }
+    }
+
+    /// Whether every wanted piece is had.
+    pub fn done(&self) -> bool {
+        (0..self.piece_sizes.len() as u32)
+            .all(|i| self.priority[i as usize] == 0 || self.have.get(i))
+    }
+
+    pub fn wanted_left(&self) -> u64 {
+        (0..self.piece_sizes.len() as u32)
+            .filter(|&i| self.priority[i as usize] > 0 && !self.have.get(i))
+            .map(|i| u64::from(self.piece_sizes[i as usize]))
+            .sum()
+    }
+
+    pub fn peer_has(&mut self, piece: u32) {
+        if let Some(a) = self.availability.get_mut(piece as usize) {
+            *a += 1;
+        }
+    }
+
+    pub fn peer_has_all(&mut self, bits: &Bitfield) {
+        for i in bits.ones() {
+            self.peer_has(i);
+        }
+    }
+
+    pub fn peer_gone(&mut self, bits: &Bitfield) {
+        for i in bits.ones() {
+            if let Some(a) = self.availability.get_mut(i as usize) {
+                *a = a.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Whether `peer` has anything we want.
+    pub fn interesting(&self, peer: &Bitfield) -> bool {
+        peer.ones()
+            .any(|i| !self.have.get(i) && self.priority[i as usize] > 0)
+    }
+
+    fn random(&mut self) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed
+    }
+
+    fn block_ref(&self, piece: u32, block: u32) -> BlockRef {
+        let size = self.piece_sizes[piece as usize];
+        let begin = block * BLOCK;
+        BlockRef {
+            index: piece,
+            begin,
+            length: (size - begin).min(BLOCK),
+        }
+    }
+
+    /// Appends up to `max` block requests for a peer that has `peer`.
+    pub fn pick(&mut self, peer: &Bitfield, max: usize, out: &mut Vec<BlockRef>) {
+        let start_len = out.len();
+        // 1. Blocks of pieces already started, highest priority first.
+        let mut started: Vec<u32> = self
+            .partial
+            .keys()
+            .copied()
+            .filter(|&p| peer.get(p))
+            .collect();
+        started.sort_unstable_by_key(|&p| (std::cmp::Reverse(self.priority[p as usize]), p));
+        for p in started {
+            self.take_open(p, max - (out.len() - start_len), out);
+            if out.len() - start_len >= max {
+                return;
+            }
+        }
+        // 2. New pieces.
+        while out.len() - start_len < max {
+            let Some(p) = self.choose_new(peer) else {
+                break;
+            };
+            let n = blocks_in(self.piece_sizes[p as usize]);
+            self.partial.insert(
+                p,
+                Partial {
+                    blocks: vec![BlockState::Open; n as usize],
+                    received: 0,
+                },
+            );
+            self.take_open(p, max - (out.len() - start_len), out);
+        }
+        if out.len() > start_len {
+            return;
+        }
+        // 3. Endgame: nothing left to start, so double up on blocks still in flight.
+        let mut in_flight: Vec<(u32, u32)> = Vec::new();
+        for (&p, partial) in &self.partial {
+            if !peer.get(p) {
+                continue;
+            }
+            for (b, state) in partial.blocks.iter().enumerate() {
+                if matches!(state, BlockState::Requested(n) if *n < 2) {
+                    in_flight.push((p, b as u32));
+                }
+            }
+        }
+        in_flight.sort_unstable();
+        for (p, b) in in_flight.into_iter().take(max) {
+            if let Some(partial) = self.partial.get_mut(&p) {
+                if let BlockState::Requested(n) = &mut partial.blocks[b as usize] {
+                    *n += 1;
+                }
+            }
+            out.push(self.block_ref(p, b));
+        }
+    }
+
+    fn take_open(&mut self, piece: u32, max: usize, out: &mut Vec<BlockRef>) {
+        let mut picked = Vec::new();
+        if let Some(partial) = self.partial.get_mut(&piece) {
+            for (b, state) in partial.blocks.iter_mut().enumerate() {
+                if picked.len() >= max {
+                    break;
+                }
+                if *state == BlockState::Open {
+                    *state = BlockState::Requested(1);
+                    picked.push(b as u32);
+                }
+            }
+        }
+        for b in picked {
+            out.push(self.block_ref(piece, b));
+        }
+    }
+
+    fn choose_new(&mut self, peer: &Bitfield) -> Option<u32> {
+        let n = self.piece_sizes.len() as u32;
+        if n == 0 {
+            return None;
+        }
+        let offset = if self.sequential {
+            0
+        } else {
+            (self.random() % u64::from(n)) as u32
+        };
+        let mut best: Option<(u8, u32, u32)> = None; // (priority, availability, piece)
+        for k in 0..n {
+            let p = (offset + k) % n;
+            let priority = self.priority[p as usize];
+            if priority == 0 || self.have.get(p) || self.partial.contains_key(&p) || !peer.get(p) {
+                continue;
+            }
+            let avail = if self.sequential {
+                0
+            } else {
+                self.availability[p as usize]
+            };
+            let better = match best {
+                None => true,
+                Some((bp, ba, _)) => priority > bp || (priority == bp && avail < ba),
+            };
+            if better {
+                // Sequential mode scans from piece 0 with equal availability, so the first wanted piece
+                // in order wins among equal priorities.
+                best = Some((priority, avail, p));
+            }
+        }
+        best.map(|(_, _, p)| p)
+    }
+
+    /// Records a received block. Blocks never asked for, of the wrong size, or already received are
+    /// `Unexpected` and must be dropped.
+    pub fn received(&mut self, block: &BlockRef) -> Received {
+        let Some(&size) = self.piece_sizes.get(block.index as usize) else {
+            return Received::Unexpected;
+        };
+        let expected_length = size.saturating_sub(block.begin).min(BLOCK);
+        let Some(partial) = self.partial.get_mut(&block.index) else {
+            return Received::Unexpected;
+        };
+        let b = (block.begin / BLOCK) as usize;
+        if !block.begin.is_multiple_of(BLOCK) || b >= partial.blocks.len() || block.length != expected_length
+        {
+            return Received::Unexpected;
+        }
+        if partial.blocks[b] == BlockState::Received {
+            return Received::Unexpected;
+        }
+        partial.blocks[b] = BlockState::Received;
+        partial.received += 1;
+        if partial.received as usize == partial.blocks.len() {
+            Received::PieceComplete
+        } else {
+            Received::Accepted
+        }
+    }
+
+    pub fn priority_of(&self, piece: u32) -> u8 {
+        self.priority.get(piece as usize).copied().unwrap_or(0)
+    }
+
+    /// Whether this block is wanted (requested and not yet received).
+    pub fn expects(&self, block: &BlockRef) -> bool {
+        self.partial
+            .get(&block.index)
+            .and_then(|p| p.blocks.get((block.begin / BLOCK) as usize))
+            .is_some_and(|s| matches!(s, BlockState::Requested(_)))
+    }
+
+    /// A request that will not be answered (choke, reject, peer gone): the block may be asked of others.
+    pub fn abandoned(&mut self, block: &BlockRef) {
+        if let Some(partial) = self.partial.get_mut(&block.index) {
+            if let Some(state) = partial.blocks.get_mut((block.begin / BLOCK) as usize) {
+                *state = match *state {
+                    BlockState::Requested(n) if n > 1 => BlockState::Requested(n - 1),
+                    BlockState::Requested(_) => BlockState::Open,
+                    other => other,
+                };
+            }
+        }
+    }
+
+    pub fn verified(&mut self, piece: u32) {
+        self.partial.remove(&piece);
+        self.have.set(piece);
+    }
+
+    /// The piece failed its hash: download it again from scratch.
+    pub fn failed(&mut self, piece: u32) {
+        self.partial.remove(&piece);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picker(pieces: u32) -> Picker {
+        Picker::new(
+            vec![BLOCK * 2; pieces as usize],
+            Bitfield::new(pieces),
+            vec![1; pieces as usize],
+        )
+    }
+
+    #[test]
+    fn rarest_first_then_finish_started() {
+        let mut p = picker(4);
+        let all = Bitfield::full(4);
+        p.peer_has_all(&all);
+        p.peer_has_all(&all);
+        let mut rare = Bitfield::new(4);
+        rare.set(2);
+        p.peer_has_all(&rare);
+        // Piece 2 is as rare as the others plus one: the others are rarer... make 1 rarest.
+        p.peer_gone(&{
+            let mut b = Bitfield::new(4);
+            b.set(1);
+            b
+        });
+        let mut out = Vec::new();
+        p.pick(&all, 1, &mut out);
+        assert_eq!(out[0].index, 1, "rarest piece first");
+        out.clear();
+        p.pick(&all, 1, &mut out);
+        assert_eq!(
+            (out[0].index, out[0].begin),
+            (1, BLOCK),
+            "then the rest of the started piece"
+        );
+    }
+
+    #[test]
+    fn priorities_and_completion() {
+        let mut p = picker(3);
+        p.set_priority(0, 0);
+        p.set_priority(2, 7);
+        let all = Bitfield::full(3);
+        let mut out = Vec::new();
+        p.pick(&all, 10, &mut out);
+        let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
+        assert_eq!(pieces, vec![2, 2, 1, 1]);
+        assert_eq!(p.received(&out[0]), Received::Accepted);
+        assert_eq!(p.received(&out[1]), Received::PieceComplete);
+        assert_eq!(
+            p.received(&out[1]),
+            Received::Unexpected,
+            "duplicates do not count"
+        );
+        let wrong_size = BlockRef {
+            length: 5,
+            ..out[2]
+        };
+        assert_eq!(p.received(&wrong_size), Received::Unexpected);
+        p.verified(2);
+        assert!(!p.done());
+        p.received(&out[2]);
+        assert_eq!(p.received(&out[3]), Received::PieceComplete);
+        p.verified(1);
+        assert!(p.done(), "piece 0 is not wanted");
+    }
+
+    #[test]
+    fn endgame_and_abandon() {
+        let mut p = picker(1);
+        let all = Bitfield::full(1);
+        let mut first = Vec::new();
+        p.pick(&all, 10, &mut first);
+        assert_eq!(first.len(), 2);
+        let mut second = Vec::new();
+        p.pick(&all, 10, &mut second);
+        assert_eq!(second, first, "endgame re-requests in-flight blocks");
+        let mut third = Vec::new();
+        p.pick(&all, 10, &mut third);
+        assert!(third.is_empty(), "at most two requests per block");
+        p.abandoned(&first[0]);
+        p.abandoned(&first[0]);
+        let mut again = Vec::new();
+        p.pick(&all, 10, &mut again);
+        assert_eq!(again, vec![first[0]]);
+    }
+
+    #[test]
+    fn sequential_mode_goes_in_order() {
+        let mut p = picker(5);
+        p.set_sequential(true);
+        let all = Bitfield::full(5);
+        p.peer_has_all(&all);
+        let mut out = Vec::new();
+        p.pick(&all, 6, &mut out);
+        let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
+        assert_eq!(pieces, vec![0, 0, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn short_last_piece_blocks() {
+        let mut p = Picker::new(vec![BLOCK * 2, 100], Bitfield::new(2), vec![1, 1]);
+        let all = Bitfield::full(2);
+        p.set_sequential(true);
+        let mut out = Vec::new();
+        p.pick(&all, 10, &mut out);
+        assert_eq!(
+            out.last().unwrap(),
+            &BlockRef {
+                index: 1,
+                begin: 0,
+                length: 100
+            }
+        );
+    }
+}

@@ -1,0 +1,714 @@
+//! One torrent: recheck, the shared download/upload state, the listener, the tracker loop, the choker, and
+//! piece verification.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use metainfo::Torrent;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Notify};
+use tracker_proto::{Announce, Event as TrackerEvent};
+use wire::Message;
+
+use crate::bitfield::Bitfield;
+use crate::picker::{Picker, Received};
+use crate::storage::{piece_matches, Storage};
+
+/// What to download and how.
+#[derive(Debug, Clone)]
+pub struct TorrentConfig {
+    pub torrent: Arc<Torrent>,
+    /// Downloaded files go below this directory (at their torrent paths).
+    pub download_dir: PathBuf,
+    /// Address to accept peers on (port 0 picks one). Outgoing connections and tracker requests are sent
+    /// from its IP when it is not unspecified.
+    pub listen: SocketAddr,
+    /// Peers to connect to directly.
+    pub peers: Vec<SocketAddr>,
+    /// Which files to download (`None`: all).
+    pub selected_files: Option<Vec<bool>>,
+    pub sequential: bool,
+    /// Whether to use the torrent's trackers.
+    pub use_trackers: bool,
+    pub max_peers: usize,
+    pub upload_slots: usize,
+    pub peer_id: [u8; 20],
+    /// Bytes per second; `None` is unlimited.
+    pub max_upload_rate: Option<u64>,
+    pub max_download_rate: Option<u64>,
+}
+
+impl TorrentConfig {
+    pub fn new(torrent: Arc<Torrent>, download_dir: PathBuf) -> TorrentConfig {
+        TorrentConfig {
+            torrent,
+            download_dir,
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            peers: Vec::new(),
+            selected_files: None,
+            sequential: false,
+            use_trackers: true,
+            max_peers: 50,
+            upload_slots: 4,
+            peer_id: new_peer_id(),
+            max_upload_rate: None,
+            max_download_rate: None,
+        }
+    }
+}
+
+/// `-SP0100-` and twelve random bytes, Azureus style.
+pub fn new_peer_id() -> [u8; 20] {
+    let mut id = *b"-SP0100-000000000000";
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ u64::from(std::process::id()) << 32;
+    for b in id[8..].iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[(x % 36) as usize];
+    }
+    id
+}
+
+/// The 20-byte id a torrent goes by on the wire and at trackers: the v1 info-hash, or the v2 one
+/// truncated (BEP 52).
+pub fn wire_id(torrent: &Torrent) -> [u8; 20] {
+    match (torrent.info_hash_v1, torrent.info_hash_v2) {
+        (Some(v1), _) => v1,
+        (None, Some(v2)) => {
+            let mut id = [0u8; 20];
+            id.copy_from_slice(&v2[..20]);
+            id
+        }
+        (None, None) => [0; 20],
+    }
+}
+
+/// Commands from the torrent to one peer's task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send(Message),
+    Choke(bool),
+    Disconnect,
+}
+
+pub(crate) struct PeerEntry {
+    pub addr: SocketAddr,
+    pub tx: mpsc::Sender<Command>,
+    pub bitfield: Bitfield,
+    pub peer_interested: bool,
+    pub am_choking: bool,
+    /// Payload bytes from / to this peer, and the totals at the last choker round.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub down_mark: u64,
+    pub up_mark: u64,
+    pub rate_down: f64,
+    pub rate_up: f64,
+    pub optimistic: bool,
+}
+
+struct PieceBuf {
+    data: Vec<u8>,
+    contributors: HashSet<IpAddr>,
+}
+
+pub(crate) struct State {
+    pub picker: Picker,
+    buffers: HashMap<u32, PieceBuf>,
+    pub peers: HashMap<u64, PeerEntry>,
+    next_peer: u64,
+    /// Addresses we may connect to, and those with a live or pending connection.
+    pub known: VecDeque<SocketAddr>,
+    pub connected: HashSet<SocketAddr>,
+    strikes: HashMap<IpAddr, u32>,
+    pub banned: HashSet<IpAddr>,
+    cache: VecDeque<(u32, Bytes)>,
+    last_optimistic: Instant,
+}
+
+/// Pieces kept in memory for serving uploads.
+const CACHE_PIECES: usize = 32;
+
+/// Everything the torrent's tasks share.
+pub struct Shared {
+    pub torrent: Arc<Torrent>,
+    pub(crate) config: TorrentConfig,
+    pub(crate) storage: Storage,
+    pub(crate) state: Mutex<State>,
+    pub id: [u8; 20],
+    pub listen_addr: SocketAddr,
+    pub downloaded: AtomicU64,
+    pub uploaded: AtomicU64,
+    /// Bytes that failed verification.
+    pub wasted: AtomicU64,
+    complete: AtomicBool,
+    complete_notify: Notify,
+    stopping: watch::Sender<bool>,
+    pub(crate) piece_sizes: Vec<u32>,
+    pub(crate) down_limit: Option<crate::rate::Limiter>,
+    pub(crate) up_limit: Option<crate::rate::Limiter>,
+}
+
+/// A snapshot for progress displays.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub pieces_have: u32,
+    pub pieces_total: u32,
+    /// Bytes still to download among wanted pieces.
+    pub left: u64,
+    pub wanted: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    pub peers: usize,
+    pub complete: bool,
+    pub banned: usize,
+}
+
+pub struct TorrentHandle {
+    pub shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Shared {
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    pub(crate) fn piece_start(&self, index: u32) -> u64 {
+        u64::from(index) * self.torrent.piece_length
+    }
+
+    /// Registers a connected peer; `None` if we are full or the address is banned.
+    pub(crate) fn add_peer(&self, addr: SocketAddr, tx: mpsc::Sender<Command>) -> Option<u64> {
+        let mut st = self.state.lock();
+        if st.banned.contains(&addr.ip()) || st.peers.len() >= self.config.max_peers {
+            return None;
+        }
+        let key = st.next_peer;
+        st.next_peer += 1;
+        let pieces = self.piece_sizes.len() as u32;
+        st.peers.insert(
+            key,
+            PeerEntry {
+                addr,
+                tx,
+                bitfield: Bitfield::new(pieces),
+                peer_interested: false,
+                am_choking: true,
+                downloaded: 0,
+                uploaded: 0,
+                down_mark: 0,
+                up_mark: 0,
+                rate_down: 0.0,
+                rate_up: 0.0,
+                optimistic: false,
+            },
+        );
+        st.connected.insert(addr);
+        Some(key)
+    }
+
+    pub(crate) fn remove_peer(&self, key: u64) {
+        let mut st = self.state.lock();
+        if let Some(peer) = st.peers.remove(&key) {
+            st.picker.peer_gone(&peer.bitfield);
+            st.connected.remove(&peer.addr);
+        }
+    }
+
+    /// Stores a received block; when its piece is complete, verifies and writes it in the background.
+    pub(crate) fn block_received(
+        self: &Arc<Self>,
+        peer: u64,
+        from: IpAddr,
+        block: wire::BlockRef,
+        data: &[u8],
+    ) {
+        let complete_piece = {
+            let mut st = self.state.lock();
+            if let Some(p) = st.peers.get_mut(&peer) {
+                p.downloaded += data.len() as u64;
+            }
+            let outcome = st.picker.received(&block);
+            if outcome == Received::Unexpected {
+                // Unrequested, duplicate (endgame) or malformed: the first good copy counts.
+                return;
+            }
+            let size = self.piece_sizes[block.index as usize] as usize;
+            let end = block.begin as usize + data.len();
+            let buf = st.buffers.entry(block.index).or_insert_with(|| PieceBuf {
+                data: vec![0; size],
+                contributors: HashSet::new(),
+            });
+            buf.data[block.begin as usize..end].copy_from_slice(data);
+            buf.contributors.insert(from);
+            if outcome == Received::PieceComplete {
+                st.buffers.remove(&block.index)
+            } else {
+                None
+            }
+        };
+        self.downloaded
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(buf) = complete_piece {
+            let shared = self.clone();
+            let index = block.index;
+            tokio::task::spawn_blocking(move || shared.verify_and_store(index, buf));
+        }
+    }
+
+    fn verify_and_store(self: &Arc<Self>, index: u32, buf: PieceBuf) {
+        let ok = piece_matches(&self.torrent, index, &buf.data);
+        let written = ok && {
+            match self.storage.write(self.piece_start(index), &buf.data) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!("writing piece {index}: {e}");
+                    false
+                }
+            }
+        };
+        let mut st = self.state.lock();
+        if written {
+            st.picker.verified(index);
+            if st.cache.len() >= CACHE_PIECES {
+                st.cache.pop_front();
+            }
+            st.cache.push_back((index, Bytes::from(buf.data)));
+            for peer in st.peers.values() {
+                let _ = peer.tx.try_send(Command::Send(Message::Have(index)));
+            }
+            if st.picker.done() && !self.complete.swap(true, Ordering::AcqRel) {
+                drop(st);
+                if let Err(e) = self.storage.sync() {
+                    tracing::error!("syncing data: {e}");
+                }
+                self.complete_notify.notify_waiters();
+            }
+        } else {
+            st.picker.failed(index);
+            self.wasted
+                .fetch_add(buf.data.len() as u64, Ordering::Relaxed);
+            if !ok {
+                // Everyone who contributed gets a strike; a peer that sent the whole piece alone gets two.
+                let weight = if buf.contributors.len() == 1 { 2 } else { 1 };
+                let mut to_ban = Vec::new();
+                for ip in &buf.contributors {
+                    let strikes = st.strikes.entry(*ip).or_insert(0);
+                    *strikes += weight;
+                    if *strikes >= 2 {
+                        to_ban.push(*ip);
+                    }
+                }
+                for ip in to_ban {
+                    tracing::warn!("banning {ip}: sent data that failed the hash check");
+                    st.banned.insert(ip);
+                    for peer in st.peers.values().filter(|p| p.addr.ip() == ip) {
+                        let _ = peer.tx.try_send(Command::Disconnect);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A verified piece's bytes, from the cache or the disk.
+    pub(crate) async fn piece_data(self: &Arc<Self>, index: u32) -> Option<Bytes> {
+        {
+            let st = self.state.lock();
+            if !st.picker.have().get(index) {
+                return None;
+            }
+            if let Some((_, data)) = st.cache.iter().find(|(i, _)| *i == index) {
+                return Some(data.clone());
+            }
+        }
+        let shared = self.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; shared.piece_sizes[index as usize] as usize];
+            shared
+                .storage
+                .read(shared.piece_start(index), &mut buf)
+                .map(|()| buf)
+        })
+        .await
+        .ok()?
+        .ok()?;
+        let data = Bytes::from(data);
+        let mut st = self.state.lock();
+        if st.cache.len() >= CACHE_PIECES {
+            st.cache.pop_front();
+        }
+        st.cache.push_back((index, data.clone()));
+        Some(data)
+    }
+
+    /// Unchokes a newly interested peer at once when a slot is free (the choker rebalances later).
+    pub(crate) fn peer_interested(&self, key: u64, interested: bool) {
+        let mut st = self.state.lock();
+        let unchoked = st.peers.values().filter(|p| !p.am_choking).count();
+        let slots = self.config.upload_slots + 1;
+        if let Some(p) = st.peers.get_mut(&key) {
+            p.peer_interested = interested;
+            if interested && p.am_choking && unchoked < slots {
+                p.am_choking = false;
+                let _ = p.tx.try_send(Command::Choke(false));
+            }
+        }
+    }
+
+    /// One choker round: the best `upload_slots` interested peers (by what they give us while we
+    /// download, by what we give them while we seed) plus one optimistic unchoke rotated every 30 s.
+    fn choke_round(&self, elapsed: f64) {
+        let mut st = self.state.lock();
+        let seeding = st.picker.done();
+        for p in st.peers.values_mut() {
+            p.rate_down = (p.downloaded - p.down_mark) as f64 / elapsed;
+            p.rate_up = (p.uploaded - p.up_mark) as f64 / elapsed;
+            p.down_mark = p.downloaded;
+            p.up_mark = p.uploaded;
+        }
+        let mut candidates: Vec<(u64, f64)> = st
+            .peers
+            .iter()
+            .filter(|(_, p)| p.peer_interested)
+            .map(|(k, p)| (*k, if seeding { p.rate_up } else { p.rate_down }))
+            .collect();
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let regular: HashSet<u64> = candidates
+            .iter()
+            .take(self.config.upload_slots)
+            .map(|c| c.0)
+            .collect();
+        let rotate = st.last_optimistic.elapsed() >= Duration::from_secs(30);
+        let mut optimistic: Option<u64> = st
+            .peers
+            .iter()
+            .find(|(k, p)| p.optimistic && p.peer_interested && !regular.contains(k))
+            .map(|(k, _)| *k);
+        if rotate || optimistic.is_none() {
+            let others: Vec<u64> = candidates
+                .iter()
+                .map(|c| c.0)
+                .filter(|k| !regular.contains(k) && Some(*k) != optimistic)
+                .collect();
+            if !others.is_empty() {
+                let pick = (Instant::now().elapsed().subsec_nanos() as usize
+                    ^ st.next_peer as usize
+                    ^ std::process::id() as usize)
+                    % others.len();
+                optimistic = Some(others[pick]);
+                st.last_optimistic = Instant::now();
+            }
+        }
+        for (k, p) in st.peers.iter_mut() {
+            let unchoke = regular.contains(k) || Some(*k) == optimistic;
+            p.optimistic = Some(*k) == optimistic;
+            if unchoke == p.am_choking {
+                p.am_choking = !unchoke;
+                let _ = p.tx.try_send(Command::Choke(!unchoke));
+            }
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let st = self.state.lock();
+        let (down, up) = st
+            .peers
+            .values()
+            .fold((0.0, 0.0), |(d, u), p| (d + p.rate_down, u + p.rate_up));
+        let wanted: u64 = (0..self.piece_sizes.len())
+            .filter(|&i| st.picker.priority_of(i as u32) > 0)
+            .map(|i| u64::from(self.piece_sizes[i]))
+            .sum();
+        Status {
+            pieces_have: st.picker.have().count(),
+            pieces_total: self.piece_sizes.len() as u32,
+            left: st.picker.wanted_left(),
+            wanted,
+            downloaded: self.downloaded.load(Ordering::Relaxed),
+            uploaded: self.uploaded.load(Ordering::Relaxed),
+            download_rate: down,
+            upload_rate: up,
+            peers: st.peers.len(),
+            complete: self.is_complete(),
+            banned: st.banned.len(),
+        }
+    }
+
+    /// Queues addresses to connect to.
+    pub fn add_peers(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        let mut st = self.state.lock();
+        for addr in addrs {
+            if addr == self.listen_addr || addr.port() == 0 || st.banned.contains(&addr.ip()) {
+                continue;
+            }
+            if !st.connected.contains(&addr) && !st.known.contains(&addr) {
+                st.known.push_back(addr);
+            }
+        }
+    }
+
+    fn announce_params(&self, event: TrackerEvent) -> Announce {
+        let left = self.state.lock().picker.wanted_left();
+        Announce {
+            info_hash: self.id,
+            peer_id: self.config.peer_id,
+            port: self.listen_addr.port(),
+            uploaded: self.uploaded.load(Ordering::Relaxed),
+            downloaded: self.downloaded.load(Ordering::Relaxed),
+            left,
+            event,
+            numwant: Some(50),
+            key: Some(u32::from_le_bytes([
+                self.config.peer_id[8],
+                self.config.peer_id[9],
+                self.config.peer_id[10],
+                self.config.peer_id[11],
+            ])),
+            ip: None,
+        }
+    }
+
+    fn bind_ip(&self) -> Option<IpAddr> {
+        Some(self.config.listen.ip()).filter(|ip| !ip.is_unspecified())
+    }
+
+    /// Announces to each tier (first URL that answers, BEP 12); returns the shortest interval.
+    async fn announce_all(&self, event: TrackerEvent) -> Option<Duration> {
+        let params = self.announce_params(event);
+        let mut interval: Option<Duration> = None;
+        for tier in &self.torrent.trackers {
+            for url in tier {
+                match crate::tracker::announce(url, &params, self.bind_ip()).await {
+                    Ok(r) => {
+                        tracing::debug!("{url}: {} peers", r.peers.len());
+                        self.add_peers(r.peers);
+                        interval = Some(interval.map_or(r.interval, |i| i.min(r.interval)));
+                        break;
+                    }
+                    Err(e) => tracing::warn!("tracker {url}: {e:#}"),
+                }
+            }
+        }
+        interval
+    }
+
+    pub async fn wait_complete(&self) {
+        loop {
+            let notified = self.complete_notify.notified();
+            if self.is_complete() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Starts a torrent: rechecks data already in the download directory, then serves and downloads.
+pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
+    let torrent = config.torrent.clone();
+    let piece_count = torrent.piece_count();
+    let piece_count = u32::try_from(piece_count).map_err(|_| anyhow::anyhow!("too many pieces"))?;
+    let piece_sizes: Vec<u32> = (0..u64::from(piece_count))
+        .map(|i| torrent.piece_size(i) as u32)
+        .collect();
+
+    // Which pieces we want: those touching a selected file.
+    let mut priority = vec![0u8; piece_count as usize];
+    for (i, f) in torrent.files.iter().enumerate() {
+        if f.attr.pad || f.length == 0 {
+            continue;
+        }
+        if config
+            .selected_files
+            .as_ref()
+            .is_some_and(|s| !s.get(i).copied().unwrap_or(true))
+        {
+            continue;
+        }
+        let first = f.offset / torrent.piece_length;
+        let last = (f.offset + f.length - 1) / torrent.piece_length;
+        for p in first..=last {
+            priority[p as usize] = 1;
+        }
+    }
+
+    let storage = Storage::new(&torrent, &config.download_dir);
+    // Files first, so the recheck finds the content where the storage will write it.
+    storage.create_files(config.selected_files.as_deref())?;
+    let recheck_torrent = torrent.clone();
+    let dir = config.download_dir.clone();
+    let have = tokio::task::spawn_blocking(move || {
+        let report = metainfo::verify(&recheck_torrent, &dir, &AtomicU64::new(0));
+        let mut have = Bitfield::new(piece_count);
+        for (i, ok) in report.piece_ok.iter().enumerate() {
+            if *ok {
+                have.set(i as u32);
+            }
+        }
+        have
+    })
+    .await?;
+
+    let mut picker = Picker::new(piece_sizes.clone(), have, priority);
+    picker.set_sequential(config.sequential);
+    let already_done = picker.done();
+
+    let listener = TcpListener::bind(config.listen).await?;
+    let listen_addr = listener.local_addr()?;
+    let (stopping, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        id: wire_id(&torrent),
+        torrent,
+        storage,
+        state: Mutex::new(State {
+            picker,
+            buffers: HashMap::new(),
+            peers: HashMap::new(),
+            next_peer: 0,
+            known: VecDeque::new(),
+            connected: HashSet::new(),
+            strikes: HashMap::new(),
+            banned: HashSet::new(),
+            cache: VecDeque::new(),
+            last_optimistic: Instant::now(),
+        }),
+        listen_addr,
+        downloaded: AtomicU64::new(0),
+        uploaded: AtomicU64::new(0),
+        wasted: AtomicU64::new(0),
+        complete: AtomicBool::new(already_done),
+        complete_notify: Notify::new(),
+        stopping,
+        piece_sizes,
+        down_limit: config.max_download_rate.map(crate::rate::Limiter::new),
+        up_limit: config.max_upload_rate.map(crate::rate::Limiter::new),
+        config,
+    });
+    shared.add_peers(shared.config.peers.clone());
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(crate::peer::accept_loop(
+        shared.clone(),
+        listener,
+    )));
+    tasks.push(tokio::spawn(connect_loop(shared.clone())));
+    tasks.push(tokio::spawn(choke_loop(shared.clone())));
+    if shared.config.use_trackers && !shared.torrent.trackers.is_empty() {
+        tasks.push(tokio::spawn(tracker_loop(shared.clone())));
+    }
+    Ok(TorrentHandle { shared, tasks })
+}
+
+async fn connect_loop(shared: Arc<Shared>) {
+    let mut stop = shared.stopping();
+    loop {
+        loop {
+            let next = {
+                let mut st = shared.state.lock();
+                if st.peers.len() >= shared.config.max_peers {
+                    None
+                } else {
+                    st.known.pop_front().inspect(|addr| {
+                        st.connected.insert(*addr);
+                    })
+                }
+            };
+            let Some(addr) = next else { break };
+            tokio::spawn(crate::peer::connect(shared.clone(), addr));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn choke_loop(shared: Arc<Shared>) {
+    let mut stop = shared.stopping();
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = stop.changed() => return,
+        }
+        let elapsed = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        shared.choke_round(elapsed);
+    }
+}
+
+async fn tracker_loop(shared: Arc<Shared>) {
+    let mut stop = shared.stopping();
+    let mut event = TrackerEvent::Started;
+    let mut announced_complete = shared.is_complete();
+    loop {
+        let interval = shared
+            .announce_all(event)
+            .await
+            .unwrap_or(Duration::from_secs(60));
+        event = TrackerEvent::None;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shared.wait_complete(), if !announced_complete => {
+                announced_complete = true;
+                event = TrackerEvent::Completed;
+            }
+            _ = stop.changed() => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), shared.announce_all(TrackerEvent::Stopped)).await;
+                return;
+            }
+        }
+    }
+}
+
+impl TorrentHandle {
+    pub fn status(&self) -> Status {
+        self.shared.status()
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.shared.listen_addr
+    }
+
+    pub async fn wait_complete(&self) {
+        self.shared.wait_complete().await
+    }
+
+    /// Tells trackers we stop, closes every connection, and flushes data.
+    pub async fn stop(self) {
+        let _ = self.shared.stopping.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+        }
+        let peers: Vec<mpsc::Sender<Command>> = self
+            .shared
+            .state
+            .lock()
+            .peers
+            .values()
+            .map(|p| p.tx.clone())
+            .collect();
+        for tx in peers {
+            let _ = tx.try_send(Command::Disconnect);
+        }
+        let _ = self.shared.storage.sync();
+    }
+}

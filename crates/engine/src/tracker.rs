@@ -1,0 +1,287 @@
+//! Tracker client: HTTP (hand-written HTTP/1.0 GET, so `info_hash` bytes are encoded exactly) and UDP
+//! (BEP 15 with BEP 41 URL data), and BEP 12 tiers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, UdpSocket};
+use tracker_proto::http::{self as proto, AnnounceResponse, HttpAnnounce};
+use tracker_proto::udp::{Request, Response};
+use tracker_proto::Announce;
+
+const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+const UDP_ATTEMPT: Duration = Duration::from_secs(3);
+const UDP_ATTEMPTS: usize = 3;
+
+/// The peers and timing a tracker gave us.
+#[derive(Debug, Clone, Default)]
+pub struct Announced {
+    pub interval: Duration,
+    pub peers: Vec<SocketAddr>,
+    pub seeders: u32,
+    pub leechers: u32,
+}
+
+struct Url<'a> {
+    host: &'a str,
+    port: u16,
+    /// Path and query, starting with `/`.
+    path: &'a str,
+}
+
+fn parse_url<'a>(url: &'a str, scheme: &str, default_port: u16) -> anyhow::Result<Url<'a>> {
+    let rest = url
+        .strip_prefix(scheme)
+        .and_then(|r| r.strip_prefix("://"))
+        .ok_or_else(|| anyhow!("not a {scheme} URL: {url}"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let end = v6
+            .find(']')
+            .ok_or_else(|| anyhow!("bad IPv6 host in {url}"))?;
+        let port = v6[end + 1..]
+            .strip_prefix(':')
+            .map(str::parse)
+            .transpose()?;
+        (&v6[..end], port.unwrap_or(default_port))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().with_context(|| format!("bad port in {url}"))?),
+            None => (authority, default_port),
+        }
+    };
+    Ok(Url { host, port, path })
+}
+
+async fn resolve(host: &str, port: u16, family_of: Option<IpAddr>) -> anyhow::Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    addrs
+        .iter()
+        .find(|a| family_of.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4()))
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| anyhow!("{host} has no address"))
+}
+
+/// Announces to one tracker URL. `bind` is the local address to send from (so the tracker records the
+/// address we listen on).
+pub async fn announce(
+    url: &str,
+    announce: &Announce,
+    bind: Option<IpAddr>,
+) -> anyhow::Result<Announced> {
+    if url.starts_with("udp://") {
+        announce_udp(url, announce, bind).await
+    } else if url.starts_with("http://") {
+        announce_http(url, announce, bind).await
+    } else {
+        bail!("unsupported tracker URL {url}")
+    }
+}
+
+async fn announce_http(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::Result<Announced> {
+    let u = parse_url(url, "http", 80)?;
+    let query = proto::encode_announce(&HttpAnnounce {
+        announce: a.clone(),
+        compact: true,
+        no_peer_id: true,
+        tracker_id: None,
+    });
+    let sep = if u.path.contains('?') { '&' } else { '?' };
+    let request = format!(
+        "GET {}{sep}{query} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: Spore/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        u.path,
+        u.host,
+        u.port,
+        env!("CARGO_PKG_VERSION")
+    );
+    let addr = resolve(u.host, u.port, bind).await?;
+    let body = tokio::time::timeout(HTTP_TIMEOUT, async {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4() && !ip.is_unspecified()) {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let mut stream = socket.connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        (&mut stream)
+            .take(proto::MAX_RESPONSE_LEN as u64 + 64 * 1024)
+            .read_to_end(&mut response)
+            .await?;
+        anyhow::Ok(response)
+    })
+    .await
+    .map_err(|_| anyhow!("tracker {url} timed out"))??;
+    let split = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("tracker {url} sent no HTTP headers"))?;
+    let head = String::from_utf8_lossy(&body[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        bail!("tracker {url} answered HTTP {status}");
+    }
+    let mut payload = body[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        payload =
+            dechunk(&payload).ok_or_else(|| anyhow!("tracker {url} sent bad chunked data"))?;
+    }
+    let r = AnnounceResponse::decode(&payload)?;
+    Ok(Announced {
+        interval: Duration::from_secs(u64::from(
+            r.interval.max(r.min_interval.unwrap_or(0)).max(30),
+        )),
+        peers: r.peers.iter().map(|p| p.addr).collect(),
+        seeders: r.complete,
+        leechers: r.incomplete,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+async fn udp_exchange(
+    socket: &UdpSocket,
+    request: &Request,
+    ipv6: bool,
+) -> anyhow::Result<Response> {
+    let mut out = Vec::new();
+    request.write(&mut out);
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..UDP_ATTEMPTS {
+        socket.send(&out).await?;
+        match tokio::time::timeout(UDP_ATTEMPT, socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                let response = Response::parse(&buf[..n], ipv6)?;
+                let tid = match &response {
+                    Response::Connect { transaction_id, .. }
+                    | Response::Announce { transaction_id, .. }
+                    | Response::Scrape { transaction_id, .. }
+                    | Response::Error { transaction_id, .. } => *transaction_id,
+                };
+                if tid != request.transaction_id() {
+                    continue;
+                }
+                if let Response::Error { message, .. } = response {
+                    bail!("tracker refused: {message}");
+                }
+                return Ok(response);
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => continue,
+        }
+    }
+    bail!("UDP tracker did not answer")
+}
+
+fn transaction_id() -> u32 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos ^ 0x5bd1_e995
+}
+
+async fn announce_udp(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::Result<Announced> {
+    let u = parse_url(url, "udp", 80)?;
+    let addr = resolve(u.host, u.port, bind).await?;
+    let local = match bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if addr.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
+        None => SocketAddr::from(([0u16; 8], 0)),
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(addr).await?;
+    let ipv6 = addr.is_ipv6();
+    let connection_id = match udp_exchange(
+        &socket,
+        &Request::Connect {
+            transaction_id: transaction_id(),
+        },
+        ipv6,
+    )
+    .await?
+    {
+        Response::Connect { connection_id, .. } => connection_id,
+        other => bail!("unexpected reply to connect: {other:?}"),
+    };
+    let url_data = if u.path == "/" {
+        Vec::new()
+    } else {
+        u.path.as_bytes().to_vec()
+    };
+    let request = Request::Announce {
+        connection_id,
+        transaction_id: transaction_id().wrapping_add(1),
+        announce: a.clone(),
+        url_data,
+    };
+    match udp_exchange(&socket, &request, ipv6).await? {
+        Response::Announce {
+            interval,
+            leechers,
+            seeders,
+            peers,
+            ..
+        } => Ok(Announced {
+            interval: Duration::from_secs(u64::from(interval.max(30))),
+            peers,
+            seeders,
+            leechers,
+        }),
+        other => bail!("unexpected reply to announce: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = parse_url("http://127.0.0.1:6969/announce/key?x=1", "http", 80).unwrap();
+        assert_eq!(
+            (u.host, u.port, u.path),
+            ("127.0.0.1", 6969, "/announce/key?x=1")
+        );
+        let u = parse_url("udp://[::1]:7/announce", "udp", 80).unwrap();
+        assert_eq!((u.host, u.port, u.path), ("::1", 7, "/announce"));
+        let u = parse_url("http://tracker.example", "http", 80).unwrap();
+        assert_eq!((u.host, u.port, u.path), ("tracker.example", 80, "/"));
+        assert!(parse_url("ftp://x", "http", 80).is_err());
+    }
+
+    #[test]
+    fn chunked() {
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
+        assert!(dechunk(b"5\r\nab").is_none());
+    }
+}

@@ -1,0 +1,411 @@
+//! `spore get` and `spore seed`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use engine::{Status, TorrentConfig, TorrentHandle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use metainfo::Torrent;
+
+use crate::format::size;
+use crate::{CmdResult, Failure};
+
+#[derive(Args)]
+pub struct GetArgs {
+    /// A .torrent file
+    pub torrent: String,
+    /// Download directory
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Address to accept peers on [default: 0.0.0.0:6881; port 0 picks a free one]
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Only these files (numbers as `spore info` shows them), e.g. 0,3-5
+    #[arg(long, value_name = "LIST")]
+    pub files: Option<String>,
+    /// Download pieces in order (for streaming)
+    #[arg(long)]
+    pub sequential: bool,
+    /// Exit when the download completes instead of seeding
+    #[arg(long)]
+    pub no_seed: bool,
+    /// Stop seeding once uploaded / size reaches this ratio
+    #[arg(long, value_name = "RATIO")]
+    pub seed_ratio: Option<f64>,
+    /// Stop seeding after this long, e.g. 90s, 30m, 2h
+    #[arg(long, value_name = "DURATION")]
+    pub seed_time: Option<String>,
+    /// Run this shell command when the download completes (SPORE_TORRENT_NAME, SPORE_TORRENT_DIR,
+    /// SPORE_INFO_HASH are set)
+    #[arg(long, value_name = "CMD")]
+    pub on_complete: Option<String>,
+    /// Connect to this peer directly; repeatable
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    pub peers: Vec<SocketAddr>,
+    /// Do not contact the torrent's trackers
+    #[arg(long)]
+    pub no_trackers: bool,
+    /// Upload rate limit, bytes per second (K, M suffixes), e.g. 2M
+    #[arg(long, value_name = "RATE")]
+    pub max_up: Option<String>,
+    /// Download rate limit, bytes per second (K, M suffixes)
+    #[arg(long, value_name = "RATE")]
+    pub max_down: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SeedArgs {
+    /// A .torrent file
+    pub torrent: String,
+    /// Directory holding the torrent's content (or the content itself)
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Address to accept peers on [default: 0.0.0.0:6881]
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Connect to this peer directly; repeatable
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    pub peers: Vec<SocketAddr>,
+    /// Do not contact the torrent's trackers
+    #[arg(long)]
+    pub no_trackers: bool,
+    /// Upload rate limit, bytes per second (K, M suffixes)
+    #[arg(long, value_name = "RATE")]
+    pub max_up: Option<String>,
+}
+
+fn bad(e: impl Into<anyhow::Error>) -> Failure {
+    Failure::BadInput(e.into())
+}
+
+fn load_torrent(source: &str) -> Result<Arc<Torrent>, Failure> {
+    if source.starts_with("magnet:") {
+        return Err(bad(anyhow!(
+            "magnet links are not supported yet; use a .torrent file"
+        )));
+    }
+    if source.starts_with("http://") || source.starts_with("https://") {
+        return Err(bad(anyhow!(
+            "torrent URLs are not supported yet; download the .torrent first"
+        )));
+    }
+    crate::info_cmd::load(std::path::Path::new(source)).map(Arc::new)
+}
+
+/// Parses "0,3-5" into a selection over the torrent's real (non-pad) files.
+fn parse_files(list: &str, torrent: &Torrent) -> Result<Vec<bool>, Failure> {
+    let real: Vec<usize> = torrent
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.attr.pad)
+        .map(|(i, _)| i)
+        .collect();
+    let mut selected = vec![false; torrent.files.len()];
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<usize>(), b.trim().parse::<usize>()),
+            None => (part.parse(), part.parse()),
+        };
+        let (Ok(lo), Ok(hi)) = (lo, hi) else {
+            return Err(bad(anyhow!(
+                "--files: {part:?} is not a file number or range"
+            )));
+        };
+        if lo > hi || hi >= real.len() {
+            return Err(bad(anyhow!(
+                "--files: {part} is out of range (the torrent has files 0-{})",
+                real.len() - 1
+            )));
+        }
+        for &i in &real[lo..=hi] {
+            selected[i] = true;
+        }
+    }
+    Ok(selected)
+}
+
+pub fn parse_rate(text: &str) -> Result<u64, Failure> {
+    crate::format::parse_piece_length(text)
+        .ok()
+        .flatten()
+        .filter(|&r| r > 0)
+        .ok_or_else(|| {
+            bad(anyhow!(
+                "{text:?} is not a rate in bytes per second (e.g. 500K, 2M)"
+            ))
+        })
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, Failure> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| bad(anyhow!("{text:?} is not a duration (e.g. 90s, 30m, 2h)")))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => {
+            return Err(bad(anyhow!(
+                "{text:?} is not a duration (e.g. 90s, 30m, 2h)"
+            )))
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+        .map_err(Failure::Failed)
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 6881))
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn status_line(name: &str, s: &Status, started: Instant) -> String {
+    let done = s.wanted - s.left;
+    let percent = if s.wanted == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / s.wanted as f64
+    };
+    let eta = if s.complete {
+        "seeding".to_string()
+    } else if s.download_rate > 1.0 {
+        format!("ETA {}s", (s.left as f64 / s.download_rate) as u64)
+    } else {
+        "ETA -".to_string()
+    };
+    format!(
+        "{name}: {percent:5.1}% of {}  down {}/s  up {}/s  peers {}  {eta}  ({}s)",
+        size(s.wanted),
+        size(s.download_rate as u64),
+        size(s.upload_rate as u64),
+        s.peers,
+        started.elapsed().as_secs()
+    )
+}
+
+async fn until_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Shows progress until `done` resolves or a signal arrives; returns false on a signal.
+async fn follow(
+    handle: &TorrentHandle,
+    name: &str,
+    done: impl std::future::Future<Output = ()>,
+) -> bool {
+    let bar = progress_bar();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tokio::pin!(done);
+    let signal = until_signal();
+    tokio::pin!(signal);
+    let finished = loop {
+        tokio::select! {
+            _ = &mut done => break true,
+            _ = &mut signal => break false,
+            _ = tick.tick() => bar.set_message(status_line(name, &handle.status(), started)),
+        }
+    };
+    bar.finish_and_clear();
+    finished
+}
+
+pub fn get(args: GetArgs) -> CmdResult {
+    let torrent = load_torrent(&args.torrent)?;
+    let selected = args
+        .files
+        .as_deref()
+        .map(|f| parse_files(f, &torrent))
+        .transpose()?;
+    let seed_time = args.seed_time.as_deref().map(parse_duration).transpose()?;
+    let max_up = args.max_up.as_deref().map(parse_rate).transpose()?;
+    let max_down = args.max_down.as_deref().map(parse_rate).transpose()?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))
+        .map_err(Failure::Failed)?;
+    let mut config = TorrentConfig::new(torrent.clone(), args.output.clone());
+    config.listen = args.listen.unwrap_or_else(default_listen);
+    config.peers = args.peers.clone();
+    config.selected_files = selected;
+    config.sequential = args.sequential;
+    config.use_trackers = !args.no_trackers;
+    config.max_upload_rate = max_up;
+    config.max_download_rate = max_down;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let handle = engine::start(config).await.map_err(Failure::Failed)?;
+        println!("listening on {}", handle.listen_addr());
+        let started = Instant::now();
+        let name = torrent.name.clone();
+        if !follow(&handle, &name, handle.wait_complete()).await {
+            handle.stop().await;
+            return Err(Failure::Failed(anyhow!(
+                "interrupted before the download completed"
+            )));
+        }
+        let s = handle.status();
+        println!(
+            "complete: {} ({} in {:.1} s)",
+            name,
+            size(s.wanted),
+            started.elapsed().as_secs_f64()
+        );
+        if let Some(cmd) = &args.on_complete {
+            run_on_complete(cmd, &torrent, &args.output);
+        }
+        if !args.no_seed {
+            println!("seeding; Ctrl-C to stop");
+            let total = torrent.total_size().max(1) as f64;
+            let seed_started = Instant::now();
+            let goal = async {
+                loop {
+                    let s = handle.status();
+                    let ratio_met = args
+                        .seed_ratio
+                        .is_some_and(|r| s.uploaded as f64 / total >= r);
+                    let time_met = seed_time.is_some_and(|t| seed_started.elapsed() >= t);
+                    if ratio_met || time_met {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            };
+            follow(&handle, &name, goal).await;
+        }
+        let s = handle.status();
+        handle.stop().await;
+        println!(
+            "stopped: downloaded {}, uploaded {}",
+            size(s.downloaded),
+            size(s.uploaded)
+        );
+        Ok(())
+    })
+}
+
+fn run_on_complete(cmd: &str, torrent: &Torrent, dir: &std::path::Path) {
+    let id = engine::wire_id(torrent);
+    let result = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("SPORE_TORRENT_NAME", &torrent.name)
+        .env("SPORE_TORRENT_DIR", dir)
+        .env("SPORE_INFO_HASH", metainfo::hex(&id))
+        .spawn();
+    match result {
+        // Reap it in the background so seeding is not held up.
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+        }
+        Err(e) => eprintln!("spore: cannot run --on-complete command: {e}"),
+    }
+}
+
+/// The directory that holds the torrent's content, given either that directory or the content itself.
+fn content_parent(torrent: &Torrent, data: &std::path::Path) -> Result<PathBuf, Failure> {
+    let named = data.file_name().is_some_and(|n| n == torrent.name.as_str());
+    let parent = || {
+        data.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), PathBuf::from)
+    };
+    if torrent.multi_file {
+        if data.join(&torrent.name).is_dir() {
+            Ok(data.to_path_buf())
+        } else if data.is_dir() && named {
+            Ok(parent())
+        } else {
+            Err(bad(anyhow!(
+                "no directory {} in {}",
+                torrent.name,
+                data.display()
+            )))
+        }
+    } else if data.is_file() {
+        if named {
+            Ok(parent())
+        } else {
+            Err(bad(anyhow!(
+                "{} is not named {} as in the torrent; pass the directory holding it",
+                data.display(),
+                torrent.name
+            )))
+        }
+    } else if data.join(&torrent.name).is_file() {
+        Ok(data.to_path_buf())
+    } else {
+        Err(bad(anyhow!(
+            "no file {} in {}",
+            torrent.name,
+            data.display()
+        )))
+    }
+}
+
+pub fn seed(args: SeedArgs) -> CmdResult {
+    let torrent = load_torrent(&args.torrent)?;
+    let max_up = args.max_up.as_deref().map(parse_rate).transpose()?;
+    if !args.data.exists() {
+        return Err(bad(anyhow!("{} does not exist", args.data.display())));
+    }
+    let download_dir = content_parent(&torrent, &args.data)?;
+    let mut config = TorrentConfig::new(torrent.clone(), download_dir);
+    config.listen = args.listen.unwrap_or_else(default_listen);
+    config.peers = args.peers.clone();
+    config.use_trackers = !args.no_trackers;
+    config.max_upload_rate = max_up;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let handle = engine::start(config).await.map_err(Failure::Failed)?;
+        let s = handle.status();
+        if !s.complete {
+            let bad_pieces = s.pieces_total - s.pieces_have;
+            handle.stop().await;
+            return Err(Failure::Failed(anyhow!(
+                "the data does not match the torrent: {bad_pieces} of {} pieces missing or bad (spore verify lists them)",
+                s.pieces_total
+            )));
+        }
+        println!("listening on {}", handle.listen_addr());
+        println!("seeding {} ({}); Ctrl-C to stop", torrent.name, size(torrent.total_size()));
+        follow(&handle, &torrent.name, std::future::pending()).await;
+        let s = handle.status();
+        handle.stop().await;
+        println!("stopped: uploaded {}", size(s.uploaded));
+        Ok(())
+    })
+}
