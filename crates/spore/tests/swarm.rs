@@ -1,0 +1,542 @@
+//! The engine end to end through the `spore` binary on loopback: tracker discovery, a swarm that shares,
+//! a hostile peer, resume, partial selection.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// A child process killed when dropped, with its stdout lines delivered on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    fn start(args: &[&str], stderr: PathBuf) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spore"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Waits for a stdout line containing `needle` and returns it.
+    fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no line with {needle:?} within {timeout:?}; stderr: {}",
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                ),
+            }
+        }
+    }
+
+    fn addr(&self, timeout: Duration) -> SocketAddr {
+        let line = self.wait_for("listening on ", timeout);
+        line.trim_start_matches("listening on ")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn terminate(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha256(path: &Path) -> Vec<u8> {
+    Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+}
+
+fn spore_ok(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const T: Duration = Duration::from_secs(60);
+
+fn tracker(dir: &Path) -> (Proc, String) {
+    let p = Proc::start(
+        &["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
+        dir.join("tracker.err"),
+    );
+    let line = p.wait_for("tracker: HTTP on ", T);
+    let url = line
+        .trim_start_matches("tracker: HTTP on ")
+        .trim()
+        .to_string();
+    (p, url)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn seed_and_get_find_each_other_through_the_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_tracker, url) = tracker(d);
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/file.bin"), data(1, 5_000_000)).unwrap();
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/file.bin")),
+        "-o",
+        s(&d.join("t.torrent")),
+        "-t",
+        &url,
+        "--piece-length",
+        "64K",
+    ]);
+
+    let seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.2:0",
+        ],
+        d.join("seed.err"),
+    );
+    seeder.wait_for("seeding", T);
+    // The seeder announces right after it starts listening; give the downloader a tracker that knows it.
+    let mut getter = Proc::start(
+        &[
+            "get",
+            s(&d.join("t.torrent")),
+            "-o",
+            s(&d.join("dl")),
+            "--listen",
+            "127.0.0.3:0",
+            "--no-seed",
+        ],
+        d.join("get.err"),
+    );
+    getter.wait_for("complete: file.bin", T);
+    assert!(getter.wait_exit(T).success());
+    assert_eq!(
+        sha256(&d.join("dl/file.bin")),
+        sha256(&d.join("seed/file.bin"))
+    );
+}
+
+#[test]
+fn a_swarm_shares_so_the_seed_uploads_far_less_than_everyone_downloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_tracker, url) = tracker(d);
+    let size = 8 * 1024 * 1024;
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/swarm.bin"), data(2, size)).unwrap();
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/swarm.bin")),
+        "-o",
+        s(&d.join("t.torrent")),
+        "-t",
+        &url,
+        "--piece-length",
+        "64K",
+    ]);
+    // A slow seed: the downloaders must get most data from each other.
+    let mut seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.2:0",
+            "--max-up",
+            "2M",
+        ],
+        d.join("seed.err"),
+    );
+    seeder.wait_for("seeding", T);
+    let mut peers: Vec<Proc> = (0..8)
+        .map(|i| {
+            let out = d.join(format!("dl{i}"));
+            let listen = format!("127.0.0.{}:0", 10 + i);
+            Proc::start(
+                &[
+                    "get",
+                    s(&d.join("t.torrent")),
+                    "-o",
+                    s(&out),
+                    "--listen",
+                    &listen,
+                    "--seed-time",
+                    "10m",
+                ],
+                d.join(format!("get{i}.err")),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    for p in &peers {
+        p.wait_for("complete: swarm.bin", Duration::from_secs(90));
+    }
+    let elapsed = started.elapsed();
+    let expected = sha256(&d.join("seed/swarm.bin"));
+    for i in 0..8 {
+        assert_eq!(
+            sha256(&d.join(format!("dl{i}/swarm.bin"))),
+            expected,
+            "downloader {i}"
+        );
+    }
+    seeder.terminate();
+    let line = seeder.wait_for("stopped: uploaded ", T);
+    let uploaded = parse_size(line.trim_start_matches("stopped: uploaded ").trim());
+    println!(
+        "swarm of 8: {:.1} s, seed uploaded {:.1} MiB of {} MiB downloaded in all",
+        elapsed.as_secs_f64(),
+        uploaded / 1048576.0,
+        8 * size / 1048576
+    );
+    assert!(
+        uploaded < 4.0 * size as f64,
+        "seed uploaded {uploaded} bytes for 8 x {size}"
+    );
+    for p in &mut peers {
+        p.terminate();
+    }
+}
+
+fn parse_size(text: &str) -> f64 {
+    let mut parts = text.split_whitespace();
+    let n: f64 = parts.next().unwrap().parse().unwrap();
+    let unit = parts.next().unwrap_or("B");
+    n * match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1048576.0,
+        "GiB" => 1073741824.0,
+        other => panic!("unit {other}"),
+    }
+}
+
+/// A peer that claims every piece and answers every request with garbage.
+fn hostile_peer(info_hash: [u8; 20]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.9:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut hs = [0u8; 68];
+                if stream.read_exact(&mut hs).is_err() {
+                    return;
+                }
+                let mut reply = wire::Handshake::new(info_hash, *b"-XX0000-hostilepeer!", false);
+                reply.reserved = [0; 8];
+                let _ = stream.write_all(&reply.encode());
+                let mut out = bytes::BytesMut::new();
+                // Claim all 80 pieces.
+                wire::Message::Bitfield(vec![0xffu8; 10].into()).encode(&mut out);
+                wire::Message::Unchoke.encode(&mut out);
+                if stream.write_all(&out).is_err() {
+                    return;
+                }
+                let decoder = wire::Decoder::default();
+                let mut buf = bytes::BytesMut::new();
+                let mut chunk = [0u8; 65536];
+                loop {
+                    let n = match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Ok(Some(m)) = decoder.decode(&mut buf) {
+                        if let wire::Message::Request(b) = m {
+                            let mut out = bytes::BytesMut::new();
+                            wire::Message::Piece {
+                                index: b.index,
+                                begin: b.begin,
+                                data: vec![0xEE; b.length as usize].into(),
+                            }
+                            .encode(&mut out);
+                            if stream.write_all(&out).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_peer_serving_corrupt_data_is_banned_and_the_download_still_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    // 80 pieces of 64 KiB: matches the hostile peer's bitfield.
+    std::fs::write(d.join("seed/x.bin"), data(3, 80 * 65536)).unwrap();
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/x.bin")),
+        "-o",
+        s(&d.join("t.torrent")),
+        "--piece-length",
+        "64K",
+    ]);
+    let torrent = std::fs::read(d.join("t.torrent")).unwrap();
+    let info_start = torrent.windows(6).position(|w| w == b"4:info").unwrap() + 6;
+    let info_hash: [u8; 20] =
+        <sha1::Sha1 as Digest>::digest(&torrent[info_start..torrent.len() - 1]).into();
+    let bad = hostile_peer(info_hash);
+
+    let seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.2:0",
+            "--no-trackers",
+            "--max-up",
+            "2M",
+        ],
+        d.join("seed.err"),
+    );
+    let good = seeder.addr(T);
+    let mut getter = Proc::start(
+        &[
+            "get",
+            s(&d.join("t.torrent")),
+            "-o",
+            s(&d.join("dl")),
+            "--listen",
+            "127.0.0.3:0",
+            "--no-seed",
+            "--no-trackers",
+            "--peer",
+            &bad.to_string(),
+            "--peer",
+            &good.to_string(),
+        ],
+        d.join("get.err"),
+    );
+    getter.wait_for("complete: x.bin", T);
+    assert!(getter.wait_exit(T).success());
+    assert_eq!(sha256(&d.join("dl/x.bin")), sha256(&d.join("seed/x.bin")));
+    let log = std::fs::read_to_string(d.join("get.err")).unwrap();
+    assert!(
+        log.contains("banning 127.0.0.9"),
+        "hostile peer not banned: {log}"
+    );
+}
+
+#[test]
+fn resume_rechecks_and_fetches_only_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let size = 4 * 1024 * 1024;
+    std::fs::create_dir_all(d.join("seed/album/cd")).unwrap();
+    std::fs::write(d.join("seed/album/cd/a.bin"), data(4, size)).unwrap();
+    std::fs::write(d.join("seed/album/b.bin"), data(5, 100_000)).unwrap();
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/album")),
+        "-o",
+        s(&d.join("t.torrent")),
+        "--piece-length",
+        "64K",
+    ]);
+    let seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.2:0",
+            "--no-trackers",
+        ],
+        d.join("seed.err"),
+    );
+    let peer = seeder.addr(T).to_string();
+    // Most of the data is already there, with one corrupted piece.
+    std::fs::create_dir_all(d.join("dl/album/cd")).unwrap();
+    let mut partial = data(4, size);
+    partial[3 * 65536 + 7] ^= 1;
+    std::fs::write(d.join("dl/album/cd/a.bin"), &partial).unwrap();
+    let getter = Proc::start(
+        &[
+            "get",
+            s(&d.join("t.torrent")),
+            "-o",
+            s(&d.join("dl")),
+            "--listen",
+            "127.0.0.3:0",
+            "--no-seed",
+            "--no-trackers",
+            "--peer",
+            &peer,
+        ],
+        d.join("get.err"),
+    );
+    getter.wait_for("complete: album", T);
+    let line = getter.wait_for("stopped: downloaded ", T);
+    let downloaded = parse_size(
+        line.trim_start_matches("stopped: downloaded ")
+            .split(',')
+            .next()
+            .unwrap(),
+    );
+    assert!(
+        downloaded <= (65536 * 3) as f64,
+        "re-downloaded {downloaded} bytes"
+    );
+    assert_eq!(
+        sha256(&d.join("dl/album/cd/a.bin")),
+        sha256(&d.join("seed/album/cd/a.bin"))
+    );
+    assert_eq!(
+        sha256(&d.join("dl/album/b.bin")),
+        sha256(&d.join("seed/album/b.bin"))
+    );
+}
+
+#[test]
+fn partial_selection_downloads_only_the_chosen_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("seed/set")).unwrap();
+    std::fs::write(d.join("seed/set/1-first.bin"), data(6, 1_000_000)).unwrap();
+    std::fs::write(d.join("seed/set/2-second.bin"), data(7, 700_001)).unwrap();
+    std::fs::write(d.join("seed/set/3-third.bin"), data(8, 1_500_000)).unwrap();
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/set")),
+        "-o",
+        s(&d.join("t.torrent")),
+        "--piece-length",
+        "64K",
+    ]);
+    let seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed/set")),
+            "--listen",
+            "127.0.0.2:0",
+            "--no-trackers",
+        ],
+        d.join("seed.err"),
+    );
+    let peer = seeder.addr(T).to_string();
+    let getter = Proc::start(
+        &[
+            "get",
+            s(&d.join("t.torrent")),
+            "-o",
+            s(&d.join("dl")),
+            "--listen",
+            "127.0.0.3:0",
+            "--no-seed",
+            "--no-trackers",
+            "--peer",
+            &peer,
+            "--files",
+            "1",
+        ],
+        d.join("get.err"),
+    );
+    let line = getter.wait_for("stopped: downloaded ", T);
+    let downloaded = parse_size(
+        line.trim_start_matches("stopped: downloaded ")
+            .split(',')
+            .next()
+            .unwrap(),
+    );
+    assert_eq!(
+        sha256(&d.join("dl/set/2-second.bin")),
+        sha256(&d.join("seed/set/2-second.bin"))
+    );
+    assert!(
+        !d.join("dl/set/3-third.bin").exists()
+            || std::fs::metadata(d.join("dl/set/3-third.bin"))
+                .unwrap()
+                .len()
+                < 1_500_000
+    );
+    // The selected file plus at most its two edge pieces.
+    assert!(
+        downloaded <= (700_001 + 2 * 65536) as f64,
+        "downloaded {downloaded}"
+    );
+}
