@@ -116,8 +116,8 @@ pub fn info(args: InfoArgs) -> CmdResult {
     }
     let real = t.files.iter().filter(|f| !f.attr.pad).count();
     println!("Files ({real}):");
-    for f in t.files.iter().filter(|f| !f.attr.pad) {
-        println!("  {}  ({})", f.path.join("/"), size(f.length));
+    for (i, f) in t.files.iter().filter(|f| !f.attr.pad).enumerate() {
+        println!("  {i:>3}  {}  ({})", f.path.join("/"), size(f.length));
     }
     println!("Magnet:        {}", Magnet::from_torrent(&t));
     Ok(())
