@@ -253,7 +253,9 @@ impl Picker {
             return Received::Unexpected;
         };
         let b = (block.begin / BLOCK) as usize;
-        if !block.begin.is_multiple_of(BLOCK) || b >= partial.blocks.len() || block.length != expected_length
+        if !block.begin.is_multiple_of(BLOCK)
+            || b >= partial.blocks.len()
+            || block.length != expected_length
         {
             return Received::Unexpected;
         }

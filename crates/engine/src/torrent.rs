@@ -133,7 +133,9 @@ pub(crate) struct State {
     pub connected: HashSet<SocketAddr>,
     strikes: HashMap<IpAddr, u32>,
     pub banned: HashSet<IpAddr>,
-    cache: VecDeque<(u32, Bytes)>,
+    /// Recently used pieces; an entry being read from disk is an empty cell others wait on, so many
+    /// requests for one piece cause one read.
+    cache: VecDeque<(u32, Arc<tokio::sync::OnceCell<Bytes>>)>,
     last_optimistic: Instant,
 }
 
@@ -288,10 +290,7 @@ impl Shared {
         let mut st = self.state.lock();
         if written {
             st.picker.verified(index);
-            if st.cache.len() >= CACHE_PIECES {
-                st.cache.pop_front();
-            }
-            st.cache.push_back((index, Bytes::from(buf.data)));
+            st.cache_insert(index, Arc::new(tokio::sync::OnceCell::new_with(Some(Bytes::from(buf.data)))));
             for peer in st.peers.values() {
                 let _ = peer.tx.try_send(Command::Send(Message::Have(index)));
             }
@@ -330,33 +329,35 @@ impl Shared {
 
     /// A verified piece's bytes, from the cache or the disk.
     pub(crate) async fn piece_data(self: &Arc<Self>, index: u32) -> Option<Bytes> {
-        {
-            let st = self.state.lock();
+        let cell = {
+            let mut st = self.state.lock();
             if !st.picker.have().get(index) {
                 return None;
             }
-            if let Some((_, data)) = st.cache.iter().find(|(i, _)| *i == index) {
-                return Some(data.clone());
+            match st.cache.iter().find(|(i, _)| *i == index) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    st.cache_insert(index, cell.clone());
+                    cell
+                }
             }
-        }
+        };
         let shared = self.clone();
-        let data = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; shared.piece_sizes[index as usize] as usize];
-            shared
-                .storage
-                .read(shared.piece_start(index), &mut buf)
-                .map(|()| buf)
-        })
-        .await
-        .ok()?
-        .ok()?;
-        let data = Bytes::from(data);
-        let mut st = self.state.lock();
-        if st.cache.len() >= CACHE_PIECES {
-            st.cache.pop_front();
-        }
-        st.cache.push_back((index, data.clone()));
-        Some(data)
+        let data = cell
+            .get_or_try_init(|| async move {
+                let data = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; shared.piece_sizes[index as usize] as usize];
+                    shared.storage.read(shared.piece_start(index), &mut buf).map(|()| buf)
+                })
+                .await
+                .map_err(|_| ())?
+                .map_err(|e| tracing::error!("reading piece {index}: {e}"))?;
+                Ok::<Bytes, ()>(Bytes::from(data))
+            })
+            .await
+            .ok()?;
+        Some(data.clone())
     }
 
     /// Unchokes a newly interested peer at once when a slot is free (the choker rebalances later).
@@ -676,6 +677,16 @@ async fn tracker_loop(shared: Arc<Shared>) {
                 return;
             }
         }
+    }
+}
+
+impl State {
+    fn cache_insert(&mut self, index: u32, cell: Arc<tokio::sync::OnceCell<Bytes>>) {
+        self.cache.retain(|(i, _)| *i != index);
+        if self.cache.len() >= CACHE_PIECES {
+            self.cache.pop_front();
+        }
+        self.cache.push_back((index, cell));
     }
 }
 

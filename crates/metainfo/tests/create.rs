@@ -277,6 +277,8 @@ fn v2_pieces_end_at_file_ends() {
     let sizes: Vec<u64> = (0..v2.piece_count()).map(|i| v2.piece_size(i)).collect();
     assert_eq!(sizes, [16384, 20_000 - 16384, 16384, 16384, 40_000 - 32768]);
     let hybrid = make(&root, Version::Hybrid, 16384);
-    let sizes: Vec<u64> = (0..hybrid.piece_count()).map(|i| hybrid.piece_size(i)).collect();
+    let sizes: Vec<u64> = (0..hybrid.piece_count())
+        .map(|i| hybrid.piece_size(i))
+        .collect();
     assert_eq!(sizes, [16384, 16384, 16384, 16384, 40_000 - 32768]);
 }
