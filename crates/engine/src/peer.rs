@@ -253,6 +253,11 @@ impl PeerTask {
                             last_sent = Instant::now();
                         }
                     }
+                    Some(Command::Cancel(b)) => {
+                        if self.outstanding.remove(&b) {
+                            self.send(Message::Cancel(b)).await?;
+                        }
+                    }
                     Some(Command::Disconnect) | None => anyhow::bail!("disconnected by the torrent"),
                 },
                 _ = tick.tick() => {

@@ -41,6 +41,7 @@ pub struct Picker {
     partial: HashMap<u32, Partial>,
     sequential: bool,
     seed: u64,
+    last_was_duplicated: bool,
 }
 
 fn blocks_in(size: u32) -> u32 {
@@ -58,6 +59,7 @@ impl Picker {
             partial: HashMap::new(),
             sequential: false,
             seed: 0x2545_F491_4F6C_DD1D,
+            last_was_duplicated: false,
         }
     }
 
@@ -259,16 +261,25 @@ impl Picker {
         {
             return Received::Unexpected;
         }
-        if partial.blocks[b] == BlockState::Received {
-            return Received::Unexpected;
-        }
+        let duplicated = match partial.blocks[b] {
+            BlockState::Received => return Received::Unexpected,
+            BlockState::Requested(n) => n > 1,
+            BlockState::Open => false,
+        };
         partial.blocks[b] = BlockState::Received;
+        self.last_was_duplicated = duplicated;
         partial.received += 1;
         if partial.received as usize == partial.blocks.len() {
             Received::PieceComplete
         } else {
             Received::Accepted
         }
+    }
+
+    /// Whether the block last passed to [`Picker::received`] had also been requested from another peer
+    /// (endgame), so those requests should be cancelled.
+    pub fn last_was_duplicated(&self) -> bool {
+        self.last_was_duplicated
     }
 
     pub fn priority_of(&self, piece: u32) -> u8 {
@@ -386,6 +397,12 @@ mod tests {
         let mut second = Vec::new();
         p.pick(&all, 10, &mut second);
         assert_eq!(second, first, "endgame re-requests in-flight blocks");
+        assert_eq!(p.received(&second[1]), Received::Accepted);
+        assert!(
+            p.last_was_duplicated(),
+            "the other request for it is to be cancelled"
+        );
+        p.abandoned(&second[1]);
         let mut third = Vec::new();
         p.pick(&all, 10, &mut third);
         assert!(third.is_empty(), "at most two requests per block");

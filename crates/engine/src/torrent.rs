@@ -98,6 +98,8 @@ pub fn wire_id(torrent: &Torrent) -> [u8; 20] {
 #[derive(Debug)]
 pub(crate) enum Command {
     Send(Message),
+    /// Another peer delivered this block first (endgame): cancel our request if we made one.
+    Cancel(wire::BlockRef),
     Choke(bool),
     Disconnect,
 }
@@ -160,6 +162,8 @@ pub struct Shared {
     pub(crate) piece_sizes: Vec<u32>,
     pub(crate) down_limit: Option<crate::rate::Limiter>,
     pub(crate) up_limit: Option<crate::rate::Limiter>,
+    /// (when, downloaded, uploaded, download rate, upload rate) at the last status sample.
+    rates: Mutex<(Instant, u64, u64, f64, f64)>,
 }
 
 /// A snapshot for progress displays.
@@ -253,6 +257,13 @@ impl Shared {
                 // Unrequested, duplicate (endgame) or malformed: the first good copy counts.
                 return;
             }
+            if st.picker.last_was_duplicated() {
+                for (k, p) in &st.peers {
+                    if *k != peer {
+                        let _ = p.tx.try_send(Command::Cancel(block));
+                    }
+                }
+            }
             let size = self.piece_sizes[block.index as usize] as usize;
             let end = block.begin as usize + data.len();
             let buf = st.buffers.entry(block.index).or_insert_with(|| PieceBuf {
@@ -290,7 +301,10 @@ impl Shared {
         let mut st = self.state.lock();
         if written {
             st.picker.verified(index);
-            st.cache_insert(index, Arc::new(tokio::sync::OnceCell::new_with(Some(Bytes::from(buf.data)))));
+            st.cache_insert(
+                index,
+                Arc::new(tokio::sync::OnceCell::new_with(Some(Bytes::from(buf.data)))),
+            );
             for peer in st.peers.values() {
                 let _ = peer.tx.try_send(Command::Send(Message::Have(index)));
             }
@@ -348,7 +362,10 @@ impl Shared {
             .get_or_try_init(|| async move {
                 let data = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; shared.piece_sizes[index as usize] as usize];
-                    shared.storage.read(shared.piece_start(index), &mut buf).map(|()| buf)
+                    shared
+                        .storage
+                        .read(shared.piece_start(index), &mut buf)
+                        .map(|()| buf)
                 })
                 .await
                 .map_err(|_| ())?
@@ -430,10 +447,21 @@ impl Shared {
 
     pub fn status(&self) -> Status {
         let st = self.state.lock();
-        let (down, up) = st
-            .peers
-            .values()
-            .fold((0.0, 0.0), |(d, u), p| (d + p.rate_down, u + p.rate_up));
+        let (down, up) = {
+            let mut r = self.rates.lock();
+            let elapsed = r.0.elapsed().as_secs_f64();
+            if elapsed >= 1.0 {
+                let (d, u) = (
+                    self.downloaded.load(Ordering::Relaxed),
+                    self.uploaded.load(Ordering::Relaxed),
+                );
+                // Smoothed over a few samples so the display does not flicker.
+                r.3 = 0.5 * r.3 + 0.5 * (d - r.1) as f64 / elapsed;
+                r.4 = 0.5 * r.4 + 0.5 * (u - r.2) as f64 / elapsed;
+                *r = (Instant::now(), d, u, r.3, r.4);
+            }
+            (r.3, r.4)
+        };
         let wanted: u64 = (0..self.piece_sizes.len())
             .filter(|&i| st.picker.priority_of(i as u32) > 0)
             .map(|i| u64::from(self.piece_sizes[i]))
@@ -599,6 +627,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         complete_notify: Notify::new(),
         stopping,
         piece_sizes,
+        rates: Mutex::new((Instant::now(), 0, 0, 0.0, 0.0)),
         down_limit: config.max_download_rate.map(crate::rate::Limiter::new),
         up_limit: config.max_upload_rate.map(crate::rate::Limiter::new),
         config,

@@ -85,16 +85,34 @@ pub async fn announce(
 }
 
 async fn announce_http(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::Result<Announced> {
-    let u = parse_url(url, "http", 80)?;
     let query = proto::encode_announce(&HttpAnnounce {
         announce: a.clone(),
         compact: true,
         no_peer_id: true,
         tracker_id: None,
     });
-    let sep = if u.path.contains('?') { '&' } else { '?' };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let payload = http_get(&format!("{url}{sep}{query}"), bind, proto::MAX_RESPONSE_LEN).await?;
+    let r = AnnounceResponse::decode(&payload)?;
+    Ok(Announced {
+        interval: Duration::from_secs(u64::from(
+            r.interval.max(r.min_interval.unwrap_or(0)).max(30),
+        )),
+        peers: r.peers.iter().map(|p| p.addr).collect(),
+        seeders: r.complete,
+        leechers: r.incomplete,
+    })
+}
+
+/// A plain HTTP/1.0 GET (no TLS) of at most `max_len` body bytes, sent from `bind` if given. The URL's
+/// query is sent exactly as written.
+pub async fn http_get(url: &str, bind: Option<IpAddr>, max_len: usize) -> anyhow::Result<Vec<u8>> {
+    if url.starts_with("https://") {
+        bail!("https is not supported yet: {url}");
+    }
+    let u = parse_url(url, "http", 80)?;
     let request = format!(
-        "GET {}{sep}{query} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: Spore/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        "GET {} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: Spore/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
         u.path,
         u.host,
         u.port,
@@ -114,39 +132,33 @@ async fn announce_http(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow:
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         (&mut stream)
-            .take(proto::MAX_RESPONSE_LEN as u64 + 64 * 1024)
+            .take(max_len as u64 + 64 * 1024)
             .read_to_end(&mut response)
             .await?;
         anyhow::Ok(response)
     })
     .await
-    .map_err(|_| anyhow!("tracker {url} timed out"))??;
+    .map_err(|_| anyhow!("{url} timed out"))??;
     let split = body
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("tracker {url} sent no HTTP headers"))?;
+        .ok_or_else(|| anyhow!("{url} sent no HTTP headers"))?;
     let head = String::from_utf8_lossy(&body[..split]).to_string();
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
-        bail!("tracker {url} answered HTTP {status}");
+        bail!("{url} answered HTTP {status}");
     }
     let mut payload = body[split + 4..].to_vec();
     if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        payload =
-            dechunk(&payload).ok_or_else(|| anyhow!("tracker {url} sent bad chunked data"))?;
+        payload = dechunk(&payload).ok_or_else(|| anyhow!("{url} sent bad chunked data"))?;
     }
-    let r = AnnounceResponse::decode(&payload)?;
-    Ok(Announced {
-        interval: Duration::from_secs(u64::from(
-            r.interval.max(r.min_interval.unwrap_or(0)).max(30),
-        )),
-        peers: r.peers.iter().map(|p| p.addr).collect(),
-        seeders: r.complete,
-        leechers: r.incomplete,
-    })
+    if payload.len() > max_len {
+        bail!("{url} sent more than {max_len} bytes");
+    }
+    Ok(payload)
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {

@@ -89,9 +89,12 @@ fn load_torrent(source: &str) -> Result<Arc<Torrent>, Failure> {
         )));
     }
     if source.starts_with("http://") || source.starts_with("https://") {
-        return Err(bad(anyhow!(
-            "torrent URLs are not supported yet; download the .torrent first"
-        )));
+        let bytes = runtime()?
+            .block_on(engine::tracker::http_get(source, None, 128 << 20))
+            .map_err(Failure::Failed)?;
+        return Torrent::from_bytes(&bytes)
+            .map(Arc::new)
+            .map_err(|e| bad(anyhow!("{source}: {e}")));
     }
     crate::info_cmd::load(std::path::Path::new(source)).map(Arc::new)
 }

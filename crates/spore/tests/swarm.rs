@@ -540,3 +540,75 @@ fn partial_selection_downloads_only_the_chosen_file() {
         "downloaded {downloaded}"
     );
 }
+
+/// Serves `body` to every HTTP request on a loopback port.
+fn http_server(body: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    addr
+}
+
+#[test]
+fn get_takes_a_torrent_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/web.bin"), data(9, 300_000)).unwrap();
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/web.bin")),
+        "-o",
+        s(&d.join("t.torrent")),
+        "--piece-length",
+        "32K",
+    ]);
+    let web = http_server(std::fs::read(d.join("t.torrent")).unwrap());
+    let seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.2:0",
+            "--no-trackers",
+        ],
+        d.join("seed.err"),
+    );
+    let peer = seeder.addr(T).to_string();
+    let url = format!("http://{web}/files/t.torrent");
+    let mut getter = Proc::start(
+        &[
+            "get",
+            &url,
+            "-o",
+            s(&d.join("dl")),
+            "--listen",
+            "127.0.0.3:0",
+            "--no-seed",
+            "--no-trackers",
+            "--peer",
+            &peer,
+        ],
+        d.join("get.err"),
+    );
+    getter.wait_for("complete: web.bin", T);
+    assert!(getter.wait_exit(T).success());
+    assert_eq!(
+        sha256(&d.join("dl/web.bin")),
+        sha256(&d.join("seed/web.bin"))
+    );
+}
