@@ -297,3 +297,65 @@ mod tests {
         assert!(dechunk(b"5\r\nab").is_none());
     }
 }
+
+/// Swarm counts for each info-hash, from the tracker's scrape (BEP 48 over HTTP, BEP 15 over UDP).
+pub async fn scrape(
+    url: &str,
+    hashes: &[[u8; 20]],
+    bind: Option<IpAddr>,
+) -> anyhow::Result<Vec<tracker_proto::ScrapeStats>> {
+    if url.starts_with("udp://") {
+        let u = parse_url(url, "udp", 80)?;
+        let addr = resolve(u.host, u.port, bind).await?;
+        let local = match bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            Some(ip) => SocketAddr::new(ip, 0),
+            None if addr.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
+            None => SocketAddr::from(([0u16; 8], 0)),
+        };
+        let socket = UdpSocket::bind(local).await?;
+        socket.connect(addr).await?;
+        let ipv6 = addr.is_ipv6();
+        let connection_id = match udp_exchange(
+            &socket,
+            &Request::Connect {
+                transaction_id: transaction_id(),
+            },
+            ipv6,
+        )
+        .await?
+        {
+            Response::Connect { connection_id, .. } => connection_id,
+            other => bail!("unexpected reply to connect: {other:?}"),
+        };
+        let request = Request::Scrape {
+            connection_id,
+            transaction_id: transaction_id().wrapping_add(2),
+            info_hashes: hashes.to_vec(),
+        };
+        match udp_exchange(&socket, &request, ipv6).await? {
+            Response::Scrape { stats, .. } if stats.len() == hashes.len() => Ok(stats),
+            other => bail!("unexpected reply to scrape: {other:?}"),
+        }
+    } else {
+        let scrape = proto::scrape_url(url).ok_or_else(|| anyhow!("{url} has no scrape URL"))?;
+        let sep = if scrape.contains('?') { '&' } else { '?' };
+        let body = http_get(
+            &format!("{scrape}{sep}{}", proto::encode_scrape(hashes)),
+            bind,
+            proto::MAX_RESPONSE_LEN,
+        )
+        .await?;
+        let response = proto::ScrapeResponse::decode(&body)?;
+        Ok(hashes
+            .iter()
+            .map(|h| {
+                response
+                    .files
+                    .iter()
+                    .find(|(k, _)| k == h)
+                    .map(|(_, s)| *s)
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+}

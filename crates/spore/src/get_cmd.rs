@@ -21,7 +21,7 @@ pub struct GetArgs {
     /// Download directory
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
-    /// Address to accept peers on [default: 0.0.0.0:6881; port 0 picks a free one]
+    /// Address to accept peers on [default: 0.0.0.0:6881, or a free port if that is taken; port 0 picks one]
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<SocketAddr>,
     /// Only these files (numbers as `spore info` shows them), e.g. 0,3-5
@@ -173,8 +173,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(Failure::Failed)
 }
 
+/// 0.0.0.0:6881, or any free port when another program holds 6881.
 fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 6881))
+    let preferred = SocketAddr::from(([0, 0, 0, 0], 6881));
+    match std::net::TcpListener::bind(preferred) {
+        Ok(_) => preferred,
+        Err(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+    }
 }
 
 fn progress_bar() -> ProgressBar {
