@@ -270,34 +270,6 @@ async fn announce_udp(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        let u = parse_url("http://127.0.0.1:6969/announce/key?x=1", "http", 80).unwrap();
-        assert_eq!(
-            (u.host, u.port, u.path),
-            ("127.0.0.1", 6969, "/announce/key?x=1")
-        );
-        let u = parse_url("udp://[::1]:7/announce", "udp", 80).unwrap();
-        assert_eq!((u.host, u.port, u.path), ("::1", 7, "/announce"));
-        let u = parse_url("http://tracker.example", "http", 80).unwrap();
-        assert_eq!((u.host, u.port, u.path), ("tracker.example", 80, "/"));
-        assert!(parse_url("ftp://x", "http", 80).is_err());
-    }
-
-    #[test]
-    fn chunked() {
-        assert_eq!(
-            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(),
-            b"abcde"
-        );
-        assert!(dechunk(b"5\r\nab").is_none());
-    }
-}
-
 /// Swarm counts for each info-hash, from the tracker's scrape (BEP 48 over HTTP, BEP 15 over UDP).
 pub async fn scrape(
     url: &str,
@@ -357,5 +329,33 @@ pub async fn scrape(
                     .unwrap_or_default()
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = parse_url("http://127.0.0.1:6969/announce/key?x=1", "http", 80).unwrap();
+        assert_eq!(
+            (u.host, u.port, u.path),
+            ("127.0.0.1", 6969, "/announce/key?x=1")
+        );
+        let u = parse_url("udp://[::1]:7/announce", "udp", 80).unwrap();
+        assert_eq!((u.host, u.port, u.path), ("::1", 7, "/announce"));
+        let u = parse_url("http://tracker.example", "http", 80).unwrap();
+        assert_eq!((u.host, u.port, u.path), ("tracker.example", 80, "/"));
+        assert!(parse_url("ftp://x", "http", 80).is_err());
+    }
+
+    #[test]
+    fn chunked() {
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
+        assert!(dechunk(b"5\r\nab").is_none());
     }
 }
