@@ -28,4 +28,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = wire::ExtensionHandshake::decode(stream);
+    if let Ok(m) = wire::MetadataMessage::decode(stream) {
+        assert_eq!(wire::MetadataMessage::decode(&m.encode()).expect("own message must parse"), m);
+    }
 });

@@ -133,6 +133,8 @@ struct PeerTask {
     received_since_tick: u64,
     snubbed: bool,
     serving: Arc<std::sync::atomic::AtomicUsize>,
+    /// The id the peer wants `ut_metadata` messages under, if it supports them.
+    their_ut_metadata: Option<u8>,
 }
 
 async fn run(
@@ -167,6 +169,7 @@ async fn run(
         received_since_tick: 0,
         snubbed: false,
         serving: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        their_ut_metadata: None,
     };
     let result = task.drive(&mut read_half, &mut cmd_rx).await;
     task.cleanup();
@@ -197,7 +200,11 @@ impl PeerTask {
             self.send(Message::Bitfield(have.to_bytes())).await?;
         }
         if self.conn.extensions() {
+            let mut extensions = std::collections::BTreeMap::new();
+            extensions.insert("ut_metadata".to_string(), crate::metadata::UT_METADATA_ID);
             let hs = ExtensionHandshake {
+                extensions,
+                metadata_size: Some(self.shared.torrent.info_bytes.len() as u64),
                 listen_port: Some(self.shared.listen_addr.port()),
                 client: Some(format!("Spore {}", env!("CARGO_PKG_VERSION"))),
                 request_queue: Some(MAX_PEER_REQUESTS as u32),
@@ -339,11 +346,15 @@ impl PeerTask {
     async fn on_event(&mut self, event: Event) -> anyhow::Result<()> {
         let pieces = self.bitfield.len();
         match event {
-            Event::KeepAlive
-            | Event::DhtPort(_)
-            | Event::Suggest(_)
-            | Event::AllowedFast(_)
-            | Event::Extended { .. } => {}
+            Event::KeepAlive | Event::DhtPort(_) | Event::Suggest(_) | Event::AllowedFast(_) => {}
+            Event::Extended { id: 0, payload } => {
+                let theirs = ExtensionHandshake::decode(&payload)?;
+                self.their_ut_metadata = theirs.id_of("ut_metadata");
+            }
+            Event::Extended { id, payload } if id == crate::metadata::UT_METADATA_ID => {
+                self.serve_metadata(&payload).await?;
+            }
+            Event::Extended { .. } => {}
             Event::Bitfield(bits) => {
                 self.set_peer_bits(Bitfield::from_bytes(&bits, pieces));
                 self.update_interest().await?;
@@ -451,6 +462,33 @@ impl PeerTask {
             serving.fetch_sub(1, Ordering::Relaxed);
         });
         Ok(())
+    }
+
+    /// Answers a BEP 9 request for a piece of our info dictionary.
+    async fn serve_metadata(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+        let (Ok(wire::MetadataMessage::Request { piece }), Some(their_id)) = (
+            wire::MetadataMessage::decode(payload),
+            self.their_ut_metadata,
+        ) else {
+            return Ok(());
+        };
+        let info = &self.shared.torrent.info_bytes;
+        let start = piece as usize * wire::METADATA_PIECE;
+        let reply = if start < info.len() {
+            let end = (start + wire::METADATA_PIECE).min(info.len());
+            wire::MetadataMessage::Data {
+                piece,
+                total_size: info.len() as u64,
+                data: info[start..end].to_vec(),
+            }
+        } else {
+            wire::MetadataMessage::Reject { piece }
+        };
+        self.send(Message::Extended {
+            id: their_id,
+            payload: reply.encode().into(),
+        })
+        .await
     }
 
     fn cleanup(&mut self) {

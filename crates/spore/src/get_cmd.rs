@@ -16,7 +16,7 @@ use crate::{CmdResult, Failure};
 
 #[derive(Args)]
 pub struct GetArgs {
-    /// A .torrent file
+    /// A .torrent file, an http:// URL of one, or a magnet link
     pub torrent: String,
     /// Download directory
     #[arg(short, long, value_name = "DIR")]
@@ -82,12 +82,54 @@ fn bad(e: impl Into<anyhow::Error>) -> Failure {
     Failure::BadInput(e.into())
 }
 
+/// Fetches a magnet link's info dictionary from its peers (BEP 9) and checks it against the info-hash.
+fn torrent_from_magnet(
+    link: &str,
+    listen: SocketAddr,
+    peers: &[SocketAddr],
+) -> Result<Arc<Torrent>, Failure> {
+    use sha1::Digest;
+    let magnet = metainfo::Magnet::parse(link).map_err(bad)?;
+    let v1 = magnet.info_hash_v1.ok_or_else(|| {
+        bad(anyhow!(
+            "v2-only magnet links (btmh without btih) are not supported yet"
+        ))
+    })?;
+    let mut known: Vec<SocketAddr> = peers.to_vec();
+    known.extend(
+        magnet
+            .peers
+            .iter()
+            .filter_map(|p| p.parse::<SocketAddr>().ok()),
+    );
+    let request = engine::metadata::MetadataRequest {
+        info_hash: v1,
+        trackers: magnet.trackers.clone(),
+        peers: known,
+        listen,
+        peer_id: engine::new_peer_id(),
+    };
+    let v2 = magnet.info_hash_v2;
+    let valid = move |info: &[u8]| {
+        sha1::Sha1::digest(info).as_slice() == v1
+            && v2.is_none_or(|h| sha2::Sha256::digest(info).as_slice() == h)
+    };
+    eprintln!("fetching metadata for {} from peers...", metainfo::hex(&v1));
+    let info = runtime()?
+        .block_on(engine::metadata::fetch_metadata(
+            &request,
+            valid,
+            Duration::from_secs(120),
+        ))
+        .map_err(Failure::Failed)?;
+    let mut torrent =
+        Torrent::from_info_bytes(&info).map_err(|e| bad(anyhow!("metadata from peers: {e}")))?;
+    torrent.trackers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+    torrent.web_seeds = magnet.web_seeds.clone();
+    Ok(Arc::new(torrent))
+}
+
 fn load_torrent(source: &str) -> Result<Arc<Torrent>, Failure> {
-    if source.starts_with("magnet:") {
-        return Err(bad(anyhow!(
-            "magnet links are not supported yet; use a .torrent file"
-        )));
-    }
     if source.starts_with("http://") || source.starts_with("https://") {
         let bytes = runtime()?
             .block_on(engine::tracker::http_get(source, None, 128 << 20))
@@ -253,7 +295,21 @@ async fn follow(
 }
 
 pub fn get(args: GetArgs) -> CmdResult {
-    let torrent = load_torrent(&args.torrent)?;
+    let listen = match args.listen {
+        Some(a) if a.port() != 0 => a,
+        // Pick the port now: a magnet download announces it before the torrent starts listening.
+        other => {
+            let want = other.unwrap_or_else(default_listen);
+            std::net::TcpListener::bind(want)
+                .and_then(|l| l.local_addr())
+                .map_err(|e| Failure::Failed(anyhow!("cannot listen on {want}: {e}")))?
+        }
+    };
+    let torrent = if args.torrent.starts_with("magnet:") {
+        torrent_from_magnet(&args.torrent, listen, &args.peers)?
+    } else {
+        load_torrent(&args.torrent)?
+    };
     let selected = args
         .files
         .as_deref()
@@ -266,7 +322,7 @@ pub fn get(args: GetArgs) -> CmdResult {
         .with_context(|| format!("cannot create {}", args.output.display()))
         .map_err(Failure::Failed)?;
     let mut config = TorrentConfig::new(torrent.clone(), args.output.clone());
-    config.listen = args.listen.unwrap_or_else(default_listen);
+    config.listen = listen;
     config.peers = args.peers.clone();
     config.selected_files = selected;
     config.sequential = args.sequential;

@@ -612,3 +612,63 @@ fn get_takes_a_torrent_url() {
         sha256(&d.join("seed/web.bin"))
     );
 }
+
+#[test]
+fn a_magnet_link_alone_is_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_tracker, url) = tracker(d);
+    std::fs::create_dir_all(d.join("seed/pics")).unwrap();
+    std::fs::write(d.join("seed/pics/a.jpg"), data(10, 700_000)).unwrap();
+    std::fs::write(d.join("seed/pics/b.jpg"), data(11, 60_000)).unwrap();
+    // Hybrid, with more than one metadata piece's worth of info dictionary (small pieces).
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/pics")),
+        "-o",
+        s(&d.join("t.torrent")),
+        "-t",
+        &url,
+        "--hybrid",
+        "--piece-length",
+        "16K",
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["magnet", s(&d.join("t.torrent"))])
+        .output()
+        .unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.2:0",
+        ],
+        d.join("seed.err"),
+    );
+    seeder.wait_for("seeding", T);
+    let mut getter = Proc::start(
+        &[
+            "get",
+            &magnet,
+            "-o",
+            s(&d.join("dl")),
+            "--listen",
+            "127.0.0.3:0",
+            "--no-seed",
+        ],
+        d.join("get.err"),
+    );
+    getter.wait_for("complete: pics", T);
+    assert!(getter.wait_exit(T).success());
+    for f in ["a.jpg", "b.jpg"] {
+        assert_eq!(
+            sha256(&d.join("dl/pics").join(f)),
+            sha256(&d.join("seed/pics").join(f)),
+            "{f}"
+        );
+    }
+}

@@ -6,12 +6,14 @@ mod codec;
 mod extension;
 mod handshake;
 mod message;
+mod metadata;
 mod state;
 
 pub use codec::{Decoder, DEFAULT_MAX_MESSAGE};
 pub use extension::ExtensionHandshake;
 pub use handshake::{Handshake, HANDSHAKE_LEN, PROTOCOL};
 pub use message::{BlockRef, Message};
+pub use metadata::{MetadataMessage, MAX_METADATA, METADATA_PIECE};
 pub use state::{Connection, ConnectionError, Event};
 
 /// Why bytes from a peer were refused.
