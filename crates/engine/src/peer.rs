@@ -209,7 +209,6 @@ impl PeerTask {
                 client: Some(format!("Spore {}", env!("CARGO_PKG_VERSION"))),
                 request_queue: Some(MAX_PEER_REQUESTS as u32),
                 your_ip: Some(self.addr.ip()),
-                ..Default::default()
             };
             self.send(Message::Extended {
                 id: 0,
