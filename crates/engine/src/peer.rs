@@ -30,6 +30,8 @@ const MIN_QUEUE: usize = 16;
 const MAX_QUEUE: usize = 500;
 /// Requests a peer may have outstanding with us.
 const MAX_PEER_REQUESTS: usize = 500;
+/// The id we ask peers to use for `ut_pex` messages to us.
+const UT_PEX_ID: u8 = 2;
 
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut stop = shared.stopping();
@@ -66,7 +68,7 @@ async fn incoming(
     }
     let ours = Handshake::new(shared.id, shared.config.peer_id, false);
     stream.write_all(&ours.encode()).await?;
-    run(shared, stream, addr, ours, theirs).await
+    run(shared, stream, addr, false, ours, theirs).await
 }
 
 pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
@@ -89,7 +91,7 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
         if theirs.info_hash != shared.id {
             anyhow::bail!("peer answered for another torrent");
         }
-        run(shared.clone(), stream, addr, ours, theirs).await
+        run(shared.clone(), stream, addr, true, ours, theirs).await
     }
     .await;
     if let Err(e) = result {
@@ -135,12 +137,18 @@ struct PeerTask {
     serving: Arc<std::sync::atomic::AtomicUsize>,
     /// The id the peer wants `ut_metadata` messages under, if it supports them.
     their_ut_metadata: Option<u8>,
+    /// The id for `ut_pex` messages (never set for private torrents), when the next is due, and what the
+    /// peer has been told of so far.
+    their_ut_pex: Option<u8>,
+    next_pex: Instant,
+    pex_told: HashSet<SocketAddr>,
 }
 
 async fn run(
     shared: Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
+    outgoing: bool,
     ours: Handshake,
     theirs: Handshake,
 ) -> anyhow::Result<()> {
@@ -150,7 +158,7 @@ async fn run(
     stream.set_nodelay(true)?;
     let (mut read_half, write_half) = stream.into_split();
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(1024);
-    let Some(key) = shared.add_peer(addr, cmd_tx) else {
+    let Some(key) = shared.add_peer(addr, outgoing, cmd_tx) else {
         anyhow::bail!("peer limit reached or banned");
     };
     let (out_tx, out_rx) = mpsc::channel::<Message>(1024);
@@ -170,6 +178,9 @@ async fn run(
         snubbed: false,
         serving: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         their_ut_metadata: None,
+        their_ut_pex: None,
+        next_pex: Instant::now(),
+        pex_told: HashSet::new(),
     };
     let result = task.drive(&mut read_half, &mut cmd_rx).await;
     task.cleanup();
@@ -202,6 +213,9 @@ impl PeerTask {
         if self.conn.extensions() {
             let mut extensions = std::collections::BTreeMap::new();
             extensions.insert("ut_metadata".to_string(), crate::metadata::UT_METADATA_ID);
+            if !self.shared.torrent.private {
+                extensions.insert("ut_pex".to_string(), UT_PEX_ID);
+            }
             let hs = ExtensionHandshake {
                 extensions,
                 metadata_size: Some(self.shared.torrent.info_bytes.len() as u64),
@@ -276,6 +290,7 @@ impl PeerTask {
                     }
                     self.retune();
                     self.request_more().await?;
+                    self.maybe_pex().await?;
                 }
                 _ = stop.changed() => return Ok(()),
             }
@@ -349,6 +364,24 @@ impl PeerTask {
             Event::Extended { id: 0, payload } => {
                 let theirs = ExtensionHandshake::decode(&payload)?;
                 self.their_ut_metadata = theirs.id_of("ut_metadata");
+                if !self.shared.torrent.private {
+                    self.their_ut_pex = theirs.id_of("ut_pex");
+                    // A first exchange soon after connecting, then at most once a minute (BEP 11).
+                    self.next_pex = Instant::now() + Duration::from_secs(2);
+                }
+                if let Some(port) = theirs.listen_port {
+                    let listen = SocketAddr::new(self.addr.ip(), port);
+                    if let Some(p) = self.shared.state.lock().peers.get_mut(&self.key) {
+                        p.listen = Some(listen);
+                    }
+                }
+            }
+            Event::Extended { id, payload } if id == UT_PEX_ID => {
+                if !self.shared.torrent.private {
+                    if let Ok(pex) = wire::PexMessage::decode(&payload) {
+                        self.shared.add_peers(pex.added);
+                    }
+                }
             }
             Event::Extended { id, payload } if id == crate::metadata::UT_METADATA_ID => {
                 self.serve_metadata(&payload).await?;
@@ -461,6 +494,46 @@ impl PeerTask {
             serving.fetch_sub(1, Ordering::Relaxed);
         });
         Ok(())
+    }
+
+    /// Tells the peer which peers we are connected to now and which we dropped (BEP 11).
+    async fn maybe_pex(&mut self) -> anyhow::Result<()> {
+        let Some(id) = self.their_ut_pex else {
+            return Ok(());
+        };
+        if Instant::now() < self.next_pex {
+            return Ok(());
+        }
+        self.next_pex = Instant::now() + Duration::from_secs(60);
+        let now: HashSet<SocketAddr> = self.shared.pex_candidates(self.key).into_iter().collect();
+        let message = wire::PexMessage {
+            added: now
+                .difference(&self.pex_told)
+                .copied()
+                .take(wire::MAX_PEX_PEERS)
+                .collect(),
+            dropped: self
+                .pex_told
+                .difference(&now)
+                .copied()
+                .take(wire::MAX_PEX_PEERS)
+                .collect(),
+        };
+        if message.added.is_empty() && message.dropped.is_empty() {
+            return Ok(());
+        }
+        for a in &message.added {
+            self.pex_told.insert(*a);
+        }
+        for d in &message.dropped {
+            self.pex_told.remove(d);
+        }
+        self.shared.pex_sent.fetch_add(1, Ordering::Relaxed);
+        self.send(Message::Extended {
+            id,
+            payload: message.encode().into(),
+        })
+        .await
     }
 
     /// Answers a BEP 9 request for a piece of our info dictionary.

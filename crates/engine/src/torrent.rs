@@ -118,6 +118,9 @@ pub(crate) struct PeerEntry {
     pub rate_down: f64,
     pub rate_up: f64,
     pub optimistic: bool,
+    /// Where the peer accepts connections: the address we dialled, or for incoming connections its IP
+    /// with the port from its extension handshake. What peer exchange passes on.
+    pub listen: Option<SocketAddr>,
 }
 
 struct PieceBuf {
@@ -156,6 +159,7 @@ pub struct Shared {
     pub uploaded: AtomicU64,
     /// Bytes that failed verification.
     pub wasted: AtomicU64,
+    pub pex_sent: AtomicU64,
     complete: AtomicBool,
     complete_notify: Notify,
     stopping: watch::Sender<bool>,
@@ -181,6 +185,8 @@ pub struct Status {
     pub peers: usize,
     pub complete: bool,
     pub banned: usize,
+    /// Peer-exchange messages sent (always 0 for private torrents).
+    pub pex_sent: u64,
 }
 
 pub struct TorrentHandle {
@@ -202,7 +208,12 @@ impl Shared {
     }
 
     /// Registers a connected peer; `None` if we are full or the address is banned.
-    pub(crate) fn add_peer(&self, addr: SocketAddr, tx: mpsc::Sender<Command>) -> Option<u64> {
+    pub(crate) fn add_peer(
+        &self,
+        addr: SocketAddr,
+        outgoing: bool,
+        tx: mpsc::Sender<Command>,
+    ) -> Option<u64> {
         let mut st = self.state.lock();
         if st.banned.contains(&addr.ip()) || st.peers.len() >= self.config.max_peers {
             return None;
@@ -225,6 +236,7 @@ impl Shared {
                 rate_down: 0.0,
                 rate_up: 0.0,
                 optimistic: false,
+                listen: outgoing.then_some(addr),
             },
         );
         st.connected.insert(addr);
@@ -478,7 +490,18 @@ impl Shared {
             peers: st.peers.len(),
             complete: self.is_complete(),
             banned: st.banned.len(),
+            pex_sent: self.pex_sent.load(Ordering::Relaxed),
         }
+    }
+
+    /// Listen addresses of connected peers other than `except`, for peer exchange.
+    pub(crate) fn pex_candidates(&self, except: u64) -> Vec<SocketAddr> {
+        let st = self.state.lock();
+        st.peers
+            .iter()
+            .filter(|(k, _)| **k != except)
+            .filter_map(|(_, p)| p.listen)
+            .collect()
     }
 
     /// Queues addresses to connect to.
@@ -623,6 +646,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         downloaded: AtomicU64::new(0),
         uploaded: AtomicU64::new(0),
         wasted: AtomicU64::new(0),
+        pex_sent: AtomicU64::new(0),
         complete: AtomicBool::new(already_done),
         complete_notify: Notify::new(),
         stopping,

@@ -373,9 +373,10 @@ pub fn get(args: GetArgs) -> CmdResult {
         let s = handle.status();
         handle.stop().await;
         println!(
-            "stopped: downloaded {}, uploaded {}",
+            "stopped: downloaded {}, uploaded {}, {} peer-exchange messages sent",
             size(s.downloaded),
-            size(s.uploaded)
+            size(s.uploaded),
+            s.pex_sent
         );
         Ok(())
     })

@@ -672,3 +672,154 @@ fn a_magnet_link_alone_is_enough() {
         );
     }
 }
+
+/// Reads "N peer-exchange messages sent" from a `stopped:` line.
+fn pex_count(line: &str) -> u64 {
+    let before = line.rsplit_once(" peer-exchange").unwrap().0;
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_swarm_outlives_its_seed_and_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut tracker_proc, url) = tracker(d);
+    let size = 6 * 1024 * 1024;
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/keep.bin"), data(12, size)).unwrap();
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/keep.bin")),
+        "-o",
+        s(&d.join("t.torrent")),
+        "-t",
+        &url,
+        "--piece-length",
+        "32K",
+    ]);
+    let mut seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.2:0",
+            "--max-up",
+            "3M",
+        ],
+        d.join("seed.err"),
+    );
+    seeder.wait_for("seeding", T);
+    let peers: Vec<Proc> = (0..10)
+        .map(|i| {
+            Proc::start(
+                &[
+                    "get",
+                    s(&d.join("t.torrent")),
+                    "-o",
+                    s(&d.join(format!("dl{i}"))),
+                    "--listen",
+                    &format!("127.0.0.{}:0", 20 + i),
+                    "--seed-time",
+                    "10m",
+                ],
+                d.join(format!("get{i}.err")),
+            )
+        })
+        .collect();
+    // The moment anyone completes, the original seed and the tracker go away.
+    let first = loop {
+        if let Some(i) = peers.iter().position(|p| {
+            p.lines
+                .try_recv()
+                .is_ok_and(|l| l.contains("complete: keep.bin"))
+        }) {
+            break i;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    seeder.child.kill().unwrap();
+    tracker_proc.child.kill().unwrap();
+    for (i, p) in peers.iter().enumerate() {
+        if i != first {
+            p.wait_for("complete: keep.bin", Duration::from_secs(90));
+        }
+    }
+    let expected = sha256(&d.join("seed/keep.bin"));
+    for i in 0..10 {
+        assert_eq!(
+            sha256(&d.join(format!("dl{i}/keep.bin"))),
+            expected,
+            "downloader {i}"
+        );
+    }
+}
+
+#[test]
+fn private_torrents_never_exchange_peers_and_public_ones_do() {
+    for private in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (_tracker, url) = tracker(d);
+        std::fs::create_dir_all(d.join("seed")).unwrap();
+        std::fs::write(d.join("seed/p.bin"), data(13, 500_000)).unwrap();
+        let (content, torrent) = (d.join("seed/p.bin"), d.join("t.torrent"));
+        let mut args = vec![
+            "create",
+            s(&content),
+            "-o",
+            s(&torrent),
+            "-t",
+            &url,
+            "--piece-length",
+            "32K",
+        ];
+        if private {
+            args.push("--private");
+        }
+        spore_ok(&args);
+        let seeder = Proc::start(
+            &[
+                "seed",
+                s(&d.join("t.torrent")),
+                "--data",
+                s(&d.join("seed")),
+                "--listen",
+                "127.0.0.2:0",
+            ],
+            d.join("seed.err"),
+        );
+        seeder.wait_for("seeding", T);
+        // Three downloaders that seed a few seconds after completing, long enough for an exchange.
+        let getters: Vec<Proc> = (0..3)
+            .map(|i| {
+                Proc::start(
+                    &[
+                        "get",
+                        s(&d.join("t.torrent")),
+                        "-o",
+                        s(&d.join(format!("dl{i}"))),
+                        "--listen",
+                        &format!("127.0.0.{}:0", 40 + i),
+                        "--seed-time",
+                        "4s",
+                    ],
+                    d.join(format!("get{i}.err")),
+                )
+            })
+            .collect();
+        let sent: u64 = getters
+            .iter()
+            .map(|g| pex_count(&g.wait_for("stopped:", T)))
+            .sum();
+        if private {
+            assert_eq!(sent, 0, "a private swarm sent peer-exchange messages");
+        } else {
+            assert!(
+                sent > 0,
+                "the public control sent none, so the count proves nothing"
+            );
+        }
+    }
+}

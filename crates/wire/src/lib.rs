@@ -7,6 +7,7 @@ mod extension;
 mod handshake;
 mod message;
 mod metadata;
+mod pex;
 mod state;
 
 pub use codec::{Decoder, DEFAULT_MAX_MESSAGE};
@@ -14,6 +15,7 @@ pub use extension::ExtensionHandshake;
 pub use handshake::{Handshake, HANDSHAKE_LEN, PROTOCOL};
 pub use message::{BlockRef, Message};
 pub use metadata::{MetadataMessage, MAX_METADATA, METADATA_PIECE};
+pub use pex::{PexMessage, MAX_PEX_PEERS};
 pub use state::{Connection, ConnectionError, Event};
 
 /// Why bytes from a peer were refused.
