@@ -294,6 +294,11 @@ async fn follow(
     finished
 }
 
+/// Shows a live status line until Ctrl-C or SIGTERM.
+pub(crate) async fn follow_public(handle: &TorrentHandle, name: &str) {
+    follow(handle, name, std::future::pending()).await;
+}
+
 pub fn get(args: GetArgs) -> CmdResult {
     let listen = match args.listen {
         Some(a) if a.port() != 0 => a,

@@ -4,6 +4,7 @@ mod create_cmd;
 mod format;
 mod get_cmd;
 mod info_cmd;
+mod share_cmd;
 mod tracker_cmd;
 
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ enum Command {
     Get(get_cmd::GetArgs),
     /// Seed data you already have
     Seed(get_cmd::SeedArgs),
+    /// Share a file or directory: make a torrent, run a tracker for it, seed it, print the magnet link
+    Share(share_cmd::ShareArgs),
 }
 
 #[derive(Args)]
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
         Command::Tracker(args) => tracker_cmd::run(args),
         Command::Get(args) => get_cmd::get(args),
         Command::Seed(args) => get_cmd::seed(args),
+        Command::Share(args) => share_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

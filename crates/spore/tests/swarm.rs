@@ -823,3 +823,56 @@ fn private_torrents_never_exchange_peers_and_public_ones_do() {
         }
     }
 }
+
+#[test]
+fn share_then_get_the_printed_magnet_link_with_no_other_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("mine")).unwrap();
+    std::fs::write(d.join("mine/holiday.mkv"), data(14, 3_000_000)).unwrap();
+    let sharer = Proc::start(
+        &[
+            "share",
+            s(&d.join("mine/holiday.mkv")),
+            "--public-ip",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tracker-port",
+            "0",
+        ],
+        d.join("share.err"),
+    );
+    let torrent = sharer
+        .wait_for("torrent: ", T)
+        .trim_start_matches("torrent: ")
+        .to_string();
+    let magnet = sharer
+        .wait_for("magnet: ", T)
+        .trim_start_matches("magnet: ")
+        .to_string();
+    assert!(Path::new(&torrent).exists());
+    let command = {
+        sharer.wait_for("send your friend this command", T);
+        sharer.wait_for("spore get", T)
+    };
+    assert!(command.contains(&magnet));
+    let mut friend = Proc::start(
+        &[
+            "get",
+            &magnet,
+            "-o",
+            s(&d.join("friend")),
+            "--listen",
+            "127.0.0.3:0",
+            "--no-seed",
+        ],
+        d.join("friend.err"),
+    );
+    friend.wait_for("complete: holiday.mkv", T);
+    assert!(friend.wait_exit(T).success());
+    assert_eq!(
+        sha256(&d.join("friend/holiday.mkv")),
+        sha256(&d.join("mine/holiday.mkv"))
+    );
+}

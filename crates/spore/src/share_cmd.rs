@@ -1,0 +1,195 @@
+//! `spore share PATH`: make a torrent, run a tracker for it in this process, seed it, and print what a
+//! friend needs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use engine::TorrentConfig;
+use metainfo::{CreateOptions, Magnet, Version};
+
+use crate::{CmdResult, Failure};
+
+#[derive(Args)]
+pub struct ShareArgs {
+    /// File or directory to share
+    pub path: PathBuf,
+    /// Use these trackers instead of starting one here; repeatable
+    #[arg(long = "tracker", value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// Make the torrent private (peers only through its tracker)
+    #[arg(long)]
+    pub private: bool,
+    /// Port to accept peers on
+    #[arg(long, default_value_t = 6881)]
+    pub port: u16,
+    /// Port of the embedded tracker (HTTP and UDP)
+    #[arg(long, default_value_t = 6969)]
+    pub tracker_port: u16,
+    /// Address friends reach this machine at [default: this machine's primary address]
+    #[arg(long, value_name = "IP")]
+    pub public_ip: Option<IpAddr>,
+    /// Where to save the .torrent when the data's directory is not writable
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Hybrid v1+v2 torrent instead of v1
+    #[arg(long)]
+    pub hybrid: bool,
+}
+
+fn bad(e: impl Into<anyhow::Error>) -> Failure {
+    Failure::BadInput(e.into())
+}
+
+/// The address this machine uses to reach the outside, found by routing a UDP socket (nothing is sent).
+fn primary_ip() -> IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+fn state_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(dir) = explicit {
+        return dir.to_path_buf();
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("spore")
+}
+
+/// Writes the torrent beside the data, or into the state directory if that fails.
+fn save_torrent(
+    bytes: &[u8],
+    data: &Path,
+    name: &str,
+    state: Option<&Path>,
+) -> Result<PathBuf, Failure> {
+    let file = format!("{name}.torrent");
+    let beside = data
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(&file);
+    if std::fs::write(&beside, bytes).is_ok() {
+        return Ok(beside);
+    }
+    let dir = state_dir(state);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+        .map_err(Failure::Failed)?;
+    let path = dir.join(&file);
+    std::fs::write(&path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(Failure::Failed)?;
+    Ok(path)
+}
+
+pub fn run(args: ShareArgs) -> CmdResult {
+    if !args.path.exists() {
+        return Err(bad(anyhow!("{} does not exist", args.path.display())));
+    }
+    let public_ip = args.public_ip.unwrap_or_else(primary_ip);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+        .map_err(Failure::Failed)?;
+    runtime.block_on(async move {
+        // Our own tracker first, so its address can go into the torrent.
+        let mut tracker = None;
+        let mut trackers = args.trackers.clone();
+        if trackers.is_empty() {
+            let config = tracker::Config {
+                http: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), args.tracker_port).to_string(),
+                udp: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), args.tracker_port).to_string(),
+                udp_workers: 1,
+                ..tracker::Config::default()
+            };
+            let running = tracker::start(config).await.map_err(Failure::Failed)?;
+            let http_port = running.http_addr.map_or(args.tracker_port, |a| a.port());
+            let udp_port = running.udp_addr.map_or(args.tracker_port, |a| a.port());
+            let host = match public_ip {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            trackers.push(format!("http://{host}:{http_port}/announce"));
+            trackers.push(format!("udp://{host}:{udp_port}/announce"));
+            tracker = Some(running);
+        }
+
+        let options = CreateOptions {
+            version: if args.hybrid {
+                Version::Hybrid
+            } else {
+                Version::V1
+            },
+            trackers: trackers.iter().map(|t| vec![t.clone()]).collect(),
+            private: args.private,
+            created_by: Some(format!("Spore {}", env!("CARGO_PKG_VERSION"))),
+            creation_date: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs() as i64),
+            ..CreateOptions::default()
+        };
+        let path = args.path.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            metainfo::create(&path, &options, &AtomicU64::new(0))
+        })
+        .await
+        .map_err(|e| Failure::Failed(anyhow!(e)))?
+        .map_err(|e| bad(anyhow!(e)))?;
+        let torrent = Arc::new(created.torrent);
+        let saved = save_torrent(
+            &created.bytes,
+            &args.path,
+            &torrent.name,
+            args.state_dir.as_deref(),
+        )?;
+
+        let content_dir = args
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), PathBuf::from);
+        let mut config = TorrentConfig::new(torrent.clone(), content_dir);
+        let listen_ip = if public_ip.is_loopback() {
+            public_ip
+        } else {
+            IpAddr::from([0, 0, 0, 0])
+        };
+        config.listen = SocketAddr::new(listen_ip, args.port);
+        let handle = engine::start(config).await.map_err(Failure::Failed)?;
+        let magnet = Magnet::from_torrent(&torrent).to_string();
+        println!(
+            "sharing {} ({})",
+            torrent.name,
+            crate::format::size(torrent.total_size())
+        );
+        println!("torrent: {}", saved.display());
+        println!("magnet: {magnet}");
+        if tracker.is_some() {
+            println!("tracker: {}", trackers.join(" "));
+        }
+        println!("peers connect to: {}", handle.listen_addr());
+        println!("send your friend this command:\n  spore get '{magnet}' -o .");
+        crate::get_cmd::follow_public(&handle, &torrent.name).await;
+        handle.stop().await;
+        if let Some(t) = tracker {
+            t.shutdown().await;
+        }
+        println!("stopped sharing");
+        Ok(())
+    })
+}
