@@ -28,6 +28,8 @@ pub struct MetadataRequest {
     /// Our listen address (its IP is used for outgoing connections; its port is announced).
     pub listen: SocketAddr,
     pub peer_id: [u8; 20],
+    /// Also look the info-hash up in the DHT.
+    pub dht: Option<crate::dht::DhtNode>,
 }
 
 /// Downloads the info dictionary and returns it once `valid` accepts it (the caller checks it against the
@@ -61,6 +63,14 @@ pub async fn fetch_metadata(
                 match crate::tracker::announce(url, &params, bind).await {
                     Ok(r) => found.extend(r.peers),
                     Err(e) => tracing::warn!("tracker {url}: {e:#}"),
+                }
+            }
+            if let Some(node) = &request.dht {
+                if let Ok(peers) =
+                    tokio::time::timeout(Duration::from_secs(15), node.get_peers(request.info_hash))
+                        .await
+                {
+                    found.extend(peers);
                 }
             }
             for addr in found {

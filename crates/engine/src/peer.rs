@@ -66,7 +66,7 @@ async fn incoming(
     if theirs.info_hash != shared.id {
         anyhow::bail!("handshake for another torrent");
     }
-    let ours = Handshake::new(shared.id, shared.config.peer_id, false);
+    let ours = Handshake::new(shared.id, shared.config.peer_id, shared.uses_dht());
     stream.write_all(&ours.encode()).await?;
     run(shared, stream, addr, false, ours, theirs).await
 }
@@ -83,7 +83,7 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
             socket.bind(SocketAddr::new(bind, 0))?;
         }
         let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
-        let ours = Handshake::new(shared.id, shared.config.peer_id, false);
+        let ours = Handshake::new(shared.id, shared.config.peer_id, shared.uses_dht());
         stream.write_all(&ours.encode()).await?;
         let mut buf = [0u8; HANDSHAKE_LEN];
         tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
@@ -140,6 +140,8 @@ struct PeerTask {
     /// The id for `ut_pex` messages (never set for private torrents), when the next is due, and what the
     /// peer has been told of so far.
     their_ut_pex: Option<u8>,
+    /// The peer set the DHT bit in its handshake.
+    their_dht: bool,
     next_pex: Instant,
     pex_told: HashSet<SocketAddr>,
 }
@@ -179,6 +181,7 @@ async fn run(
         serving: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         their_ut_metadata: None,
         their_ut_pex: None,
+        their_dht: theirs.supports_dht(),
         next_pex: Instant::now(),
         pex_told: HashSet::new(),
     };
@@ -209,6 +212,13 @@ impl PeerTask {
             self.send(Message::HaveAll).await?;
         } else if have.count() > 0 {
             self.send(Message::Bitfield(have.to_bytes())).await?;
+        }
+        if let (Some(node), true, true) = (
+            &self.shared.config.dht,
+            self.shared.uses_dht(),
+            self.their_dht,
+        ) {
+            self.send(Message::Port(node.port)).await?;
         }
         if self.conn.extensions() {
             let mut extensions = std::collections::BTreeMap::new();

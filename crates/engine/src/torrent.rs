@@ -42,6 +42,8 @@ pub struct TorrentConfig {
     /// Bytes per second; `None` is unlimited.
     pub max_upload_rate: Option<u64>,
     pub max_download_rate: Option<u64>,
+    /// A DHT node to find and announce peers through (never used for private torrents).
+    pub dht: Option<crate::dht::DhtNode>,
 }
 
 impl TorrentConfig {
@@ -59,6 +61,7 @@ impl TorrentConfig {
             peer_id: new_peer_id(),
             max_upload_rate: None,
             max_download_rate: None,
+            dht: None,
         }
     }
 }
@@ -160,6 +163,7 @@ pub struct Shared {
     /// Bytes that failed verification.
     pub wasted: AtomicU64,
     pub pex_sent: AtomicU64,
+    pub dht_announces: AtomicU64,
     complete: AtomicBool,
     complete_notify: Notify,
     stopping: watch::Sender<bool>,
@@ -185,8 +189,9 @@ pub struct Status {
     pub peers: usize,
     pub complete: bool,
     pub banned: usize,
-    /// Peer-exchange messages sent (always 0 for private torrents).
+    /// Peer-exchange messages sent and DHT announces made (always 0 for private torrents).
     pub pex_sent: u64,
+    pub dht_announces: u64,
 }
 
 pub struct TorrentHandle {
@@ -195,6 +200,11 @@ pub struct TorrentHandle {
 }
 
 impl Shared {
+    /// Whether this torrent uses the DHT (never for private torrents).
+    pub(crate) fn uses_dht(&self) -> bool {
+        self.config.dht.is_some() && !self.torrent.private
+    }
+
     pub fn is_complete(&self) -> bool {
         self.complete.load(Ordering::Acquire)
     }
@@ -491,6 +501,7 @@ impl Shared {
             complete: self.is_complete(),
             banned: st.banned.len(),
             pex_sent: self.pex_sent.load(Ordering::Relaxed),
+            dht_announces: self.dht_announces.load(Ordering::Relaxed),
         }
     }
 
@@ -647,6 +658,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         uploaded: AtomicU64::new(0),
         wasted: AtomicU64::new(0),
         pex_sent: AtomicU64::new(0),
+        dht_announces: AtomicU64::new(0),
         complete: AtomicBool::new(already_done),
         complete_notify: Notify::new(),
         stopping,
@@ -667,6 +679,9 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     tasks.push(tokio::spawn(choke_loop(shared.clone())));
     if shared.config.use_trackers && !shared.torrent.trackers.is_empty() {
         tasks.push(tokio::spawn(tracker_loop(shared.clone())));
+    }
+    if let (Some(node), false) = (shared.config.dht.clone(), shared.torrent.private) {
+        tasks.push(tokio::spawn(dht_loop(shared.clone(), node)));
     }
     Ok(TorrentHandle { shared, tasks })
 }
@@ -727,6 +742,34 @@ async fn tracker_loop(shared: Arc<Shared>) {
             }
             _ = stop.changed() => {
                 let _ = tokio::time::timeout(Duration::from_secs(5), shared.announce_all(TrackerEvent::Stopped)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Looks peers up in the DHT and announces ourselves: every 15 s while we have few peers and are still
+/// downloading, every 5 minutes otherwise.
+async fn dht_loop(shared: Arc<Shared>, node: crate::dht::DhtNode) {
+    let mut stop = shared.stopping();
+    loop {
+        let lookup = tokio::time::timeout(Duration::from_secs(30), node.get_peers(shared.id));
+        if let Ok(peers) = lookup.await {
+            tracing::debug!("DHT: {} peers", peers.len());
+            shared.add_peers(peers);
+        }
+        shared.dht_announces.fetch_add(1, Ordering::Relaxed);
+        node.announce(shared.id, shared.listen_addr.port()).await;
+        let few = shared.state.lock().peers.len() < 5;
+        let wait = if few && !shared.is_complete() {
+            15
+        } else {
+            300
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            _ = stop.changed() => {
+                node.save().await;
                 return;
             }
         }

@@ -14,6 +14,61 @@ use metainfo::Torrent;
 use crate::format::size;
 use crate::{CmdResult, Failure};
 
+/// DHT switches shared by `get`, `seed` and `share`.
+#[derive(Args, Clone, Default)]
+pub struct DhtArgs {
+    /// Do not use the DHT
+    #[arg(long)]
+    pub no_dht: bool,
+    /// Join the DHT through this node instead of the public routers; repeatable
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+    /// UDP port of our DHT node [default: the peer port, or any free one]
+    #[arg(long, value_name = "PORT")]
+    pub dht_port: Option<u16>,
+}
+
+/// Starts a DHT node for a public torrent, unless switched off. A client bound to a loopback address uses
+/// the DHT only with explicit bootstrap nodes (it could not reach the public network anyway).
+pub(crate) async fn make_dht(
+    listen: SocketAddr,
+    args: &DhtArgs,
+    private: bool,
+) -> Result<Option<engine::dht::DhtNode>, Failure> {
+    if args.no_dht || private || (listen.ip().is_loopback() && args.dht_bootstrap.is_empty()) {
+        return Ok(None);
+    }
+    let bind = match listen.ip() {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+    };
+    let port = args.dht_port.unwrap_or_else(|| {
+        let wanted = SocketAddr::from((bind, listen.port()));
+        if listen.port() != 0 && std::net::UdpSocket::bind(wanted).is_ok() {
+            listen.port()
+        } else {
+            0
+        }
+    });
+    let state_file = args
+        .dht_bootstrap
+        .is_empty()
+        .then(|| crate::share_cmd::state_dir(None).join("dht-nodes.txt"));
+    if let Some(parent) = state_file.as_ref().and_then(|f| f.parent()) {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let config = engine::dht::DhtConfig {
+        bind,
+        port,
+        bootstrap: args.dht_bootstrap.clone(),
+        state_file,
+    };
+    engine::dht::DhtNode::start(&config)
+        .await
+        .map(Some)
+        .map_err(|e| Failure::Failed(anyhow!("cannot start the DHT node: {e}")))
+}
+
 #[derive(Args)]
 pub struct GetArgs {
     /// A .torrent file, an http:// URL of one, or a magnet link
@@ -55,6 +110,8 @@ pub struct GetArgs {
     /// Download rate limit, bytes per second (K, M suffixes)
     #[arg(long, value_name = "RATE")]
     pub max_down: Option<String>,
+    #[command(flatten)]
+    pub dht: DhtArgs,
 }
 
 #[derive(Args)]
@@ -76,6 +133,8 @@ pub struct SeedArgs {
     /// Upload rate limit, bytes per second (K, M suffixes)
     #[arg(long, value_name = "RATE")]
     pub max_up: Option<String>,
+    #[command(flatten)]
+    pub dht: DhtArgs,
 }
 
 fn bad(e: impl Into<anyhow::Error>) -> Failure {
@@ -87,6 +146,8 @@ fn torrent_from_magnet(
     link: &str,
     listen: SocketAddr,
     peers: &[SocketAddr],
+    dht: Option<engine::dht::DhtNode>,
+    rt: &tokio::runtime::Runtime,
 ) -> Result<Arc<Torrent>, Failure> {
     use sha1::Digest;
     let magnet = metainfo::Magnet::parse(link).map_err(bad)?;
@@ -108,6 +169,7 @@ fn torrent_from_magnet(
         peers: known,
         listen,
         peer_id: engine::new_peer_id(),
+        dht,
     };
     let v2 = magnet.info_hash_v2;
     let valid = move |info: &[u8]| {
@@ -115,7 +177,7 @@ fn torrent_from_magnet(
             && v2.is_none_or(|h| sha2::Sha256::digest(info).as_slice() == h)
     };
     eprintln!("fetching metadata for {} from peers...", metainfo::hex(&v1));
-    let info = runtime()?
+    let info = rt
         .block_on(engine::metadata::fetch_metadata(
             &request,
             valid,
@@ -256,18 +318,29 @@ fn status_line(name: &str, s: &Status, started: Instant) -> String {
     )
 }
 
-async fn until_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGINT and SIGTERM handlers, installed when created (so a signal that comes early is not lost).
+pub(crate) struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    pub(crate) fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals(
+            signal(SignalKind::terminate())
+                .ok()
+                .zip(signal(SignalKind::interrupt()).ok()),
+        )
+    }
+
+    pub(crate) async fn recv(&mut self) {
+        match &mut self.0 {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -275,13 +348,14 @@ async fn until_signal() {
 async fn follow(
     handle: &TorrentHandle,
     name: &str,
+    signals: &mut Signals,
     done: impl std::future::Future<Output = ()>,
 ) -> bool {
     let bar = progress_bar();
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tokio::pin!(done);
-    let signal = until_signal();
+    let signal = signals.recv();
     tokio::pin!(signal);
     let finished = loop {
         tokio::select! {
@@ -295,8 +369,8 @@ async fn follow(
 }
 
 /// Shows a live status line until Ctrl-C or SIGTERM.
-pub(crate) async fn follow_public(handle: &TorrentHandle, name: &str) {
-    follow(handle, name, std::future::pending()).await;
+pub(crate) async fn follow_public(handle: &TorrentHandle, name: &str, signals: &mut Signals) {
+    follow(handle, name, signals, std::future::pending()).await;
 }
 
 pub fn get(args: GetArgs) -> CmdResult {
@@ -310,10 +384,17 @@ pub fn get(args: GetArgs) -> CmdResult {
                 .map_err(|e| Failure::Failed(anyhow!("cannot listen on {want}: {e}")))?
         }
     };
-    let torrent = if args.torrent.starts_with("magnet:") {
-        torrent_from_magnet(&args.torrent, listen, &args.peers)?
+    let rt = runtime()?;
+    let (torrent, dht) = if args.torrent.starts_with("magnet:") {
+        // A magnet link's private flag is unknown until the metadata arrives; the engine keeps a private
+        // torrent off the DHT once it is known.
+        let dht = rt.block_on(make_dht(listen, &args.dht, false))?;
+        let torrent = torrent_from_magnet(&args.torrent, listen, &args.peers, dht.clone(), &rt)?;
+        (torrent, dht)
     } else {
-        load_torrent(&args.torrent)?
+        let torrent = load_torrent(&args.torrent)?;
+        let dht = rt.block_on(make_dht(listen, &args.dht, torrent.private))?;
+        (torrent, dht)
     };
     let selected = args
         .files
@@ -334,13 +415,14 @@ pub fn get(args: GetArgs) -> CmdResult {
     config.use_trackers = !args.no_trackers;
     config.max_upload_rate = max_up;
     config.max_download_rate = max_down;
-    let rt = runtime()?;
+    config.dht = dht;
     rt.block_on(async move {
+        let mut signals = Signals::new();
         let handle = engine::start(config).await.map_err(Failure::Failed)?;
         println!("listening on {}", handle.listen_addr());
         let started = Instant::now();
         let name = torrent.name.clone();
-        if !follow(&handle, &name, handle.wait_complete()).await {
+        if !follow(&handle, &name, &mut signals, handle.wait_complete()).await {
             handle.stop().await;
             return Err(Failure::Failed(anyhow!(
                 "interrupted before the download completed"
@@ -373,15 +455,16 @@ pub fn get(args: GetArgs) -> CmdResult {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             };
-            follow(&handle, &name, goal).await;
+            follow(&handle, &name, &mut signals, goal).await;
         }
         let s = handle.status();
         handle.stop().await;
         println!(
-            "stopped: downloaded {}, uploaded {}, {} peer-exchange messages sent",
+            "stopped: downloaded {}, uploaded {}, {} peer-exchange messages sent, {} DHT announces",
             size(s.downloaded),
             size(s.uploaded),
-            s.pex_sent
+            s.pex_sent,
+            s.dht_announces
         );
         Ok(())
     })
@@ -460,6 +543,8 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     config.max_upload_rate = max_up;
     let rt = runtime()?;
     rt.block_on(async move {
+        let mut signals = Signals::new();
+        config.dht = make_dht(config.listen, &args.dht, torrent.private).await?;
         let handle = engine::start(config).await.map_err(Failure::Failed)?;
         let s = handle.status();
         if !s.complete {
@@ -472,7 +557,7 @@ pub fn seed(args: SeedArgs) -> CmdResult {
         }
         println!("listening on {}", handle.listen_addr());
         println!("seeding {} ({}); Ctrl-C to stop", torrent.name, size(torrent.total_size()));
-        follow(&handle, &torrent.name, std::future::pending()).await;
+        follow(&handle, &torrent.name, &mut signals, std::future::pending()).await;
         let s = handle.status();
         handle.stop().await;
         println!("stopped: uploaded {}", size(s.uploaded));

@@ -1,6 +1,7 @@
 //! `spore`: create, inspect and verify torrents (and, as the other layers land, track, download and seed).
 
 mod create_cmd;
+mod dht_cmd;
 mod format;
 mod get_cmd;
 mod info_cmd;
@@ -57,6 +58,8 @@ enum Command {
     Seed(get_cmd::SeedArgs),
     /// Share a file or directory: make a torrent, run a tracker for it, seed it, print the magnet link
     Share(share_cmd::ShareArgs),
+    /// Run a standalone DHT node (a bootstrap node for your own peers)
+    Dht(dht_cmd::DhtArgs),
 }
 
 #[derive(Args)]
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
         Command::Get(args) => get_cmd::get(args),
         Command::Seed(args) => get_cmd::seed(args),
         Command::Share(args) => share_cmd::run(args),
+        Command::Dht(args) => dht_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,6 +38,8 @@ pub struct ShareArgs {
     /// Hybrid v1+v2 torrent instead of v1
     #[arg(long)]
     pub hybrid: bool,
+    #[command(flatten)]
+    pub dht: crate::get_cmd::DhtArgs,
 }
 
 fn bad(e: impl Into<anyhow::Error>) -> Failure {
@@ -57,7 +59,7 @@ fn primary_ip() -> IpAddr {
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
-fn state_dir(explicit: Option<&Path>) -> PathBuf {
+pub(crate) fn state_dir(explicit: Option<&Path>) -> PathBuf {
     if let Some(dir) = explicit {
         return dir.to_path_buf();
     }
@@ -106,6 +108,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
         .context("cannot start the runtime")
         .map_err(Failure::Failed)?;
     runtime.block_on(async move {
+        let mut signals = crate::get_cmd::Signals::new();
         // Our own tracker first, so its address can go into the torrent.
         let mut tracker = None;
         let mut trackers = args.trackers.clone();
@@ -170,6 +173,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
             IpAddr::from([0, 0, 0, 0])
         };
         config.listen = SocketAddr::new(listen_ip, args.port);
+        config.dht = crate::get_cmd::make_dht(config.listen, &args.dht, torrent.private).await?;
         let handle = engine::start(config).await.map_err(Failure::Failed)?;
         let magnet = Magnet::from_torrent(&torrent).to_string();
         println!(
@@ -184,7 +188,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
         }
         println!("peers connect to: {}", handle.listen_addr());
         println!("send your friend this command:\n  spore get '{magnet}' -o .");
-        crate::get_cmd::follow_public(&handle, &torrent.name).await;
+        crate::get_cmd::follow_public(&handle, &torrent.name, &mut signals).await;
         handle.stop().await;
         if let Some(t) = tracker {
             t.shutdown().await;

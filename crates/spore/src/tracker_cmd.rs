@@ -124,6 +124,10 @@ pub fn run(args: TrackerArgs) -> CmdResult {
 async fn serve(config: Config) -> CmdResult {
     use tokio::signal::unix::{signal, SignalKind};
     let running = tracker::start(config).await.map_err(bad)?;
+    // Handlers before the ready lines, so a signal sent as soon as they appear is handled.
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     {
         let mut out = std::io::stdout().lock();
         if let Some(a) = running.http_addr {
@@ -139,9 +143,6 @@ async fn serve(config: Config) -> CmdResult {
         );
         let _ = out.flush();
     }
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     loop {
         tokio::select! {
             _ = hup.recv() => match running.reload() {

@@ -673,10 +673,19 @@ fn a_magnet_link_alone_is_enough() {
     }
 }
 
-/// Reads "N peer-exchange messages sent" from a `stopped:` line.
-fn pex_count(line: &str) -> u64 {
-    let before = line.rsplit_once(" peer-exchange").unwrap().0;
-    before.rsplit(' ').next().unwrap().parse().unwrap()
+/// Reads the number before `what` in a `stopped:` line ("3 peer-exchange", "2 DHT announces").
+fn count_before(line: &str, what: &str) -> u64 {
+    let before = line
+        .split_once(what)
+        .unwrap_or_else(|| panic!("{what} in {line}"))
+        .0;
+    before
+        .trim_end()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -762,6 +771,8 @@ fn private_torrents_never_exchange_peers_and_public_ones_do() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (_tracker, url) = tracker(d);
+        // The DHT is on for everyone (through a loopback node); only public torrents may use it.
+        let (_node, boot) = dht_node(d, "127.0.0.70", &[]);
         std::fs::create_dir_all(d.join("seed")).unwrap();
         std::fs::write(d.join("seed/p.bin"), data(13, 500_000)).unwrap();
         let (content, torrent) = (d.join("seed/p.bin"), d.join("t.torrent"));
@@ -779,46 +790,49 @@ fn private_torrents_never_exchange_peers_and_public_ones_do() {
             args.push("--private");
         }
         spore_ok(&args);
+        let seed_args = [
+            "seed",
+            s(&torrent),
+            "--data",
+            s(&content.parent().unwrap()),
+            "--listen",
+            "127.0.0.2:0",
+        ];
         let seeder = Proc::start(
-            &[
-                "seed",
-                s(&d.join("t.torrent")),
-                "--data",
-                s(&d.join("seed")),
-                "--listen",
-                "127.0.0.2:0",
-            ],
+            &[&seed_args[..], &["--dht-bootstrap", &boot]].concat(),
             d.join("seed.err"),
         );
         seeder.wait_for("seeding", T);
         // Three downloaders that seed a few seconds after completing, long enough for an exchange.
         let getters: Vec<Proc> = (0..3)
             .map(|i| {
+                let out = d.join(format!("dl{i}"));
+                let listen = format!("127.0.0.{}:0", 40 + i);
+                let get_args = [
+                    "get",
+                    s(&torrent),
+                    "-o",
+                    s(&out),
+                    "--listen",
+                    &listen,
+                    "--seed-time",
+                    "4s",
+                ];
                 Proc::start(
-                    &[
-                        "get",
-                        s(&d.join("t.torrent")),
-                        "-o",
-                        s(&d.join(format!("dl{i}"))),
-                        "--listen",
-                        &format!("127.0.0.{}:0", 40 + i),
-                        "--seed-time",
-                        "4s",
-                    ],
+                    &[&get_args[..], &["--dht-bootstrap", &boot]].concat(),
                     d.join(format!("get{i}.err")),
                 )
             })
             .collect();
-        let sent: u64 = getters
-            .iter()
-            .map(|g| pex_count(&g.wait_for("stopped:", T)))
-            .sum();
+        let lines: Vec<String> = getters.iter().map(|g| g.wait_for("stopped:", T)).collect();
+        let pex: u64 = lines.iter().map(|l| count_before(l, "peer-exchange")).sum();
+        let dht: u64 = lines.iter().map(|l| count_before(l, "DHT announces")).sum();
         if private {
-            assert_eq!(sent, 0, "a private swarm sent peer-exchange messages");
+            assert_eq!((pex, dht), (0, 0), "a private swarm used PEX or the DHT");
         } else {
             assert!(
-                sent > 0,
-                "the public control sent none, so the count proves nothing"
+                pex > 0 && dht > 0,
+                "the public control sent {pex} PEX messages and {dht} DHT announces"
             );
         }
     }
@@ -875,4 +889,100 @@ fn share_then_get_the_printed_magnet_link_with_no_other_tracker() {
         sha256(&d.join("friend/holiday.mkv")),
         sha256(&d.join("mine/holiday.mkv"))
     );
+}
+
+/// Starts a `spore dht` node on `ip`; returns it and its address.
+fn dht_node(dir: &Path, ip: &str, extra: &[&str]) -> (Proc, String) {
+    let listen = format!("{ip}:0");
+    let mut args = vec!["dht", "--listen", listen.as_str()];
+    args.extend_from_slice(extra);
+    let p = Proc::start(&args, dir.join(format!("dht-{ip}.err")));
+    let addr = p
+        .wait_for("dht: node on ", T)
+        .trim_start_matches("dht: node on ")
+        .trim()
+        .to_string();
+    (p, addr)
+}
+
+#[test]
+fn trackerless_magnet_through_a_loopback_dht() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_first, boot) = dht_node(d, "127.0.0.50", &[]);
+    let _others: Vec<(Proc, String)> = (51..54)
+        .map(|i| dht_node(d, &format!("127.0.0.{i}"), &["--bootstrap", &boot]))
+        .collect();
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/solo.bin"), data(15, 2_000_000)).unwrap();
+    // No tracker at all.
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/solo.bin")),
+        "-o",
+        s(&d.join("t.torrent")),
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["magnet", s(&d.join("t.torrent"))])
+        .output()
+        .unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(!magnet.contains("tr="));
+    let seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.2:0",
+            "--dht-bootstrap",
+            &boot,
+        ],
+        d.join("seed.err"),
+    );
+    seeder.wait_for("seeding", T);
+    let mut getter = Proc::start(
+        &[
+            "get",
+            &magnet,
+            "-o",
+            s(&d.join("dl")),
+            "--listen",
+            "127.0.0.3:0",
+            "--no-seed",
+            "--dht-bootstrap",
+            &boot,
+        ],
+        d.join("get.err"),
+    );
+    getter.wait_for("complete: solo.bin", Duration::from_secs(90));
+    assert!(getter.wait_exit(T).success());
+    assert_eq!(
+        sha256(&d.join("dl/solo.bin")),
+        sha256(&d.join("seed/solo.bin"))
+    );
+}
+
+#[test]
+fn a_dht_node_keeps_its_routing_table_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_first, boot) = dht_node(d, "127.0.0.60", &[]);
+    let state = d.join("nodes.txt");
+    let (mut node, _) = dht_node(
+        d,
+        "127.0.0.61",
+        &["--bootstrap", &boot, "--state", s(&state)],
+    );
+    node.terminate();
+    node.wait_for("dht: stopped", T);
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains(&boot), "routing table not saved: {saved:?}");
+    // Restarted with no bootstrap node, it still knows the network.
+    let (mut again, _) = dht_node(d, "127.0.0.61", &["--state", s(&state)]);
+    again.terminate();
+    let line = again.wait_for("dht: stopped with ", T);
+    let nodes: usize = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(nodes >= 1, "{line}");
 }
