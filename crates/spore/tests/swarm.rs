@@ -794,7 +794,7 @@ fn private_torrents_never_exchange_peers_and_public_ones_do() {
             "seed",
             s(&torrent),
             "--data",
-            s(&content.parent().unwrap()),
+            s(content.parent().unwrap()),
             "--listen",
             "127.0.0.2:0",
         ];
