@@ -223,7 +223,7 @@ impl PeerTask {
         if self.conn.extensions() {
             let mut extensions = std::collections::BTreeMap::new();
             extensions.insert("ut_metadata".to_string(), crate::metadata::UT_METADATA_ID);
-            if !self.shared.torrent.private {
+            if self.shared.uses_pex() {
                 extensions.insert("ut_pex".to_string(), UT_PEX_ID);
             }
             let hs = ExtensionHandshake {
@@ -374,7 +374,7 @@ impl PeerTask {
             Event::Extended { id: 0, payload } => {
                 let theirs = ExtensionHandshake::decode(&payload)?;
                 self.their_ut_metadata = theirs.id_of("ut_metadata");
-                if !self.shared.torrent.private {
+                if self.shared.uses_pex() {
                     self.their_ut_pex = theirs.id_of("ut_pex");
                     // A first exchange soon after connecting, then at most once a minute (BEP 11).
                     self.next_pex = Instant::now() + Duration::from_secs(2);
@@ -387,7 +387,7 @@ impl PeerTask {
                 }
             }
             Event::Extended { id, payload } if id == UT_PEX_ID => {
-                if !self.shared.torrent.private {
+                if self.shared.uses_pex() {
                     if let Ok(pex) = wire::PexMessage::decode(&payload) {
                         self.shared.add_peers(pex.added);
                     }

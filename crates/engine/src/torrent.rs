@@ -44,6 +44,8 @@ pub struct TorrentConfig {
     pub max_download_rate: Option<u64>,
     /// A DHT node to find and announce peers through (never used for private torrents).
     pub dht: Option<crate::dht::DhtNode>,
+    /// Peer exchange (BEP 11; never for private torrents).
+    pub pex: bool,
 }
 
 impl TorrentConfig {
@@ -62,6 +64,7 @@ impl TorrentConfig {
             max_upload_rate: None,
             max_download_rate: None,
             dht: None,
+            pex: true,
         }
     }
 }
@@ -200,6 +203,11 @@ pub struct TorrentHandle {
 }
 
 impl Shared {
+    /// Whether this torrent exchanges peers (never private torrents).
+    pub(crate) fn uses_pex(&self) -> bool {
+        self.config.pex && !self.torrent.private
+    }
+
     /// Whether this torrent uses the DHT (never for private torrents).
     pub(crate) fn uses_dht(&self) -> bool {
         self.config.dht.is_some() && !self.torrent.private

@@ -14,9 +14,9 @@ use metainfo::Torrent;
 use crate::format::size;
 use crate::{CmdResult, Failure};
 
-/// DHT switches shared by `get`, `seed` and `share`.
+/// Peer discovery switches (DHT, PEX) shared by `get`, `seed` and `share`.
 #[derive(Args, Clone, Default)]
-pub struct DhtArgs {
+pub struct DiscoveryArgs {
     /// Do not use the DHT
     #[arg(long)]
     pub no_dht: bool,
@@ -26,13 +26,16 @@ pub struct DhtArgs {
     /// UDP port of our DHT node [default: the peer port, or any free one]
     #[arg(long, value_name = "PORT")]
     pub dht_port: Option<u16>,
+    /// Do not exchange peers with peers (BEP 11)
+    #[arg(long)]
+    pub no_pex: bool,
 }
 
 /// Starts a DHT node for a public torrent, unless switched off. A client bound to a loopback address uses
 /// the DHT only with explicit bootstrap nodes (it could not reach the public network anyway).
 pub(crate) async fn make_dht(
     listen: SocketAddr,
-    args: &DhtArgs,
+    args: &DiscoveryArgs,
     private: bool,
 ) -> Result<Option<engine::dht::DhtNode>, Failure> {
     if args.no_dht || private || (listen.ip().is_loopback() && args.dht_bootstrap.is_empty()) {
@@ -111,7 +114,7 @@ pub struct GetArgs {
     #[arg(long, value_name = "RATE")]
     pub max_down: Option<String>,
     #[command(flatten)]
-    pub dht: DhtArgs,
+    pub discovery: DiscoveryArgs,
 }
 
 #[derive(Args)]
@@ -134,7 +137,7 @@ pub struct SeedArgs {
     #[arg(long, value_name = "RATE")]
     pub max_up: Option<String>,
     #[command(flatten)]
-    pub dht: DhtArgs,
+    pub discovery: DiscoveryArgs,
 }
 
 fn bad(e: impl Into<anyhow::Error>) -> Failure {
@@ -388,12 +391,12 @@ pub fn get(args: GetArgs) -> CmdResult {
     let (torrent, dht) = if args.torrent.starts_with("magnet:") {
         // A magnet link's private flag is unknown until the metadata arrives; the engine keeps a private
         // torrent off the DHT once it is known.
-        let dht = rt.block_on(make_dht(listen, &args.dht, false))?;
+        let dht = rt.block_on(make_dht(listen, &args.discovery, false))?;
         let torrent = torrent_from_magnet(&args.torrent, listen, &args.peers, dht.clone(), &rt)?;
         (torrent, dht)
     } else {
         let torrent = load_torrent(&args.torrent)?;
-        let dht = rt.block_on(make_dht(listen, &args.dht, torrent.private))?;
+        let dht = rt.block_on(make_dht(listen, &args.discovery, torrent.private))?;
         (torrent, dht)
     };
     let selected = args
@@ -416,6 +419,7 @@ pub fn get(args: GetArgs) -> CmdResult {
     config.max_upload_rate = max_up;
     config.max_download_rate = max_down;
     config.dht = dht;
+    config.pex = !args.discovery.no_pex;
     rt.block_on(async move {
         let mut signals = Signals::new();
         let handle = engine::start(config).await.map_err(Failure::Failed)?;
@@ -544,7 +548,8 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     let rt = runtime()?;
     rt.block_on(async move {
         let mut signals = Signals::new();
-        config.dht = make_dht(config.listen, &args.dht, torrent.private).await?;
+        config.dht = make_dht(config.listen, &args.discovery, torrent.private).await?;
+        config.pex = !args.discovery.no_pex;
         let handle = engine::start(config).await.map_err(Failure::Failed)?;
         let s = handle.status();
         if !s.complete {

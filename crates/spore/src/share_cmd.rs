@@ -39,7 +39,7 @@ pub struct ShareArgs {
     #[arg(long)]
     pub hybrid: bool,
     #[command(flatten)]
-    pub dht: crate::get_cmd::DhtArgs,
+    pub discovery: crate::get_cmd::DiscoveryArgs,
 }
 
 fn bad(e: impl Into<anyhow::Error>) -> Failure {
@@ -173,7 +173,9 @@ pub fn run(args: ShareArgs) -> CmdResult {
             IpAddr::from([0, 0, 0, 0])
         };
         config.listen = SocketAddr::new(listen_ip, args.port);
-        config.dht = crate::get_cmd::make_dht(config.listen, &args.dht, torrent.private).await?;
+        config.dht =
+            crate::get_cmd::make_dht(config.listen, &args.discovery, torrent.private).await?;
+        config.pex = !args.discovery.no_pex;
         let handle = engine::start(config).await.map_err(Failure::Failed)?;
         let magnet = Magnet::from_torrent(&torrent).to_string();
         println!(
