@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 
 use bencode::{DictBuilder, Owned};
 
-use crate::hashing::{MmapSource, Plan};
+use crate::hashing::{Plan, ReadSource};
 use crate::merkle;
 use crate::path::validate_component;
 use crate::torrent::{FileAttr, FileEntry, Torrent, Version, MIN_V2_PIECE_LENGTH};
@@ -184,7 +184,7 @@ fn walk(
 }
 
 /// Creates a torrent for the file or directory at `path`, hashing on all cores. `progress` counts the
-/// bytes hashed so far (for a progress bar). The input must not change while it is hashed.
+/// bytes hashed so far (for a progress bar). A file that changes size while it is hashed is an error.
 pub fn create(
     path: &Path,
     options: &CreateOptions,
@@ -288,7 +288,7 @@ pub fn create_from(
         piece_length,
     };
 
-    let source = MmapSource::open(&disk).map_err(|e| io_error(path, e))?;
+    let source = ReadSource::open_all(&disk).map_err(|e| io_error(path, e))?;
     let jobs = plan.jobs(version.has_v1(), version.has_v2());
     let results = plan.run(&jobs, &source, progress);
     let mut hashes = Vec::with_capacity(results.len());

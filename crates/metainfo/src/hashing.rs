@@ -1,13 +1,12 @@
-//! Piece hashing shared by creation and verification: reading file data (mmap or positional reads),
+//! Piece hashing shared by creation and verification: reading file data with positional reads,
 //! v1 SHA-1 pieces and v2 merkle piece roots, spread across cores with rayon.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::Mmap;
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
@@ -32,81 +31,31 @@ pub(crate) trait Source: Sync {
     ) -> io::Result<()>;
 }
 
-/// Read-only memory maps: the fastest way to hash files that are not changing underneath us.
-pub(crate) struct MmapSource {
-    maps: Vec<Option<Mmap>>,
-}
-
-impl MmapSource {
-    /// Maps each file of `paths` (`None` for pad files). Empty files are not mapped.
-    pub(crate) fn open(paths: &[Option<&Path>]) -> io::Result<Self> {
-        let mut maps = Vec::with_capacity(paths.len());
-        for path in paths {
-            let map = match path {
-                Some(path) => {
-                    let file = File::open(path)?;
-                    if file.metadata()?.len() == 0 {
-                        None
-                    } else {
-                        // SAFETY: the map is read-only and private to this process. A file truncated by
-                        // another process while we hash it would fault; creation documents that the
-                        // input must not change while it runs.
-                        let map = unsafe { Mmap::map(&file)? };
-                        let _ = map.advise(memmap2::Advice::Sequential);
-                        Some(map)
-                    }
-                }
-                None => None,
-            };
-            maps.push(map);
-        }
-        Ok(MmapSource { maps })
-    }
-}
-
-impl Source for MmapSource {
-    fn read(
-        &self,
-        file: usize,
-        offset: u64,
-        len: u64,
-        sink: &mut dyn FnMut(&[u8]),
-    ) -> io::Result<()> {
-        if len == 0 {
-            return Ok(());
-        }
-        let map = self.maps[file]
-            .as_ref()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "file is empty"))?;
-        let end = offset
-            .checked_add(len)
-            .filter(|&end| end <= map.len() as u64)
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file is shorter than expected",
-                )
-            })?;
-        sink(&map[offset as usize..end as usize]);
-        Ok(())
-    }
-}
-
-/// Positional reads in small chunks, tolerant of missing and short files (for verification of data that
-/// may be incomplete).
+/// Positional reads in 64 KiB chunks. Measured here on a warm 2 GiB file, this hashes as fast as
+/// mktorrent's reader threads and spends less system time than read-only mmap (page faults), and a file
+/// that shrinks while it is read is an I/O error rather than a SIGBUS.
 pub(crate) struct ReadSource {
     files: Vec<Option<File>>,
 }
 
 impl ReadSource {
-    /// Opens each file that exists; missing ones read as errors.
-    pub(crate) fn open(paths: &[Option<std::path::PathBuf>]) -> Self {
+    /// For verification: opens each file that exists; missing ones read as errors (their pieces fail).
+    pub(crate) fn open_present(paths: &[Option<PathBuf>]) -> Self {
         ReadSource {
             files: paths
                 .iter()
                 .map(|p| p.as_ref().and_then(|p| File::open(p).ok()))
                 .collect(),
         }
+    }
+
+    /// For creation: every file must open. `None` entries are pad files.
+    pub(crate) fn open_all(paths: &[Option<&Path>]) -> io::Result<Self> {
+        let files = paths
+            .iter()
+            .map(|p| p.map(File::open).transpose())
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(ReadSource { files })
     }
 }
 

@@ -83,7 +83,7 @@ pub fn resolve_data_root(torrent: &Torrent, path: &Path) -> Vec<Option<PathBuf>>
 /// both their v1 and their v2 hashes.
 pub fn verify(torrent: &Torrent, path: &Path, progress: &AtomicU64) -> VerifyReport {
     let disk = resolve_data_root(torrent, path);
-    let source = ReadSource::open(&disk);
+    let source = ReadSource::open_present(&disk);
     let plan = Plan {
         files: &torrent.files,
         piece_length: torrent.piece_length,
