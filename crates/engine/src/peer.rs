@@ -259,6 +259,9 @@ impl PeerTask {
                     }
                     last_received = Instant::now();
                     while let Some(message) = decoder.decode(&mut buf)? {
+                        if !matches!(message, Message::Piece { .. }) {
+                            tracing::trace!("{} sent {message:?}", self.addr);
+                        }
                         let event = self.conn.receive(message)?;
                         self.on_event(event).await?;
                     }
@@ -405,7 +408,7 @@ impl PeerTask {
                 self.set_peer_bits(Bitfield::full(pieces));
                 self.update_interest().await?;
             }
-            Event::HaveNone => {}
+            Event::HaveNone => self.set_peer_bits(Bitfield::new(pieces)),
             Event::Have(i) => {
                 if self.bitfield.set(i) {
                     let mut st = self.shared.state.lock();

@@ -1,141 +1,16 @@
 //! The engine end to end through the `spore` binary on loopback: tracker discovery, a swarm that shares,
 //! a hostile peer, resume, partial selection.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
-/// A child process killed when dropped, with its stdout lines delivered on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn start(args: &[&str], stderr: PathBuf) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spore"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines,
-            stderr,
-        }
-    }
-
-    /// Waits for a stdout line containing `needle` and returns it.
-    fn wait_for(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "no line with {needle:?} within {timeout:?}; stderr: {}",
-                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
-                ),
-            }
-        }
-    }
-
-    fn addr(&self, timeout: Duration) -> SocketAddr {
-        let line = self.wait_for("listening on ", timeout);
-        line.trim_start_matches("listening on ")
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn terminate(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn sha256(path: &Path) -> Vec<u8> {
-    Sha256::digest(std::fs::read(path).unwrap()).to_vec()
-}
-
-fn spore_ok(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const T: Duration = Duration::from_secs(60);
-
-fn tracker(dir: &Path) -> (Proc, String) {
-    let p = Proc::start(
-        &["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
-        dir.join("tracker.err"),
-    );
-    let line = p.wait_for("tracker: HTTP on ", T);
-    let url = line
-        .trim_start_matches("tracker: HTTP on ")
-        .trim()
-        .to_string();
-    (p, url)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 #[test]
 fn seed_and_get_find_each_other_through_the_tracker() {

@@ -47,8 +47,6 @@ pub enum Event {
 /// Protocol violations: the engine drops (and may ban) the peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectionError {
-    #[error("bitfield, have-all or have-none after other messages")]
-    LateBitfield,
     #[error("bitfield of {got} bytes, expected {expected}")]
     BitfieldLength { got: usize, expected: usize },
     #[error("bitfield has spare bits set")]
@@ -67,8 +65,6 @@ pub struct Connection {
     num_pieces: u32,
     fast: bool,
     extensions: bool,
-    /// Nothing but the handshake has been received yet.
-    first_message: bool,
     pub am_choking: bool,
     pub am_interested: bool,
     pub peer_choking: bool,
@@ -84,7 +80,6 @@ impl Connection {
             num_pieces,
             fast: ours.supports_fast() && theirs.supports_fast(),
             extensions: ours.supports_extensions() && theirs.supports_extensions(),
-            first_message: true,
             am_choking: true,
             am_interested: false,
             peer_choking: true,
@@ -124,13 +119,12 @@ impl Connection {
 
     /// Checks a received message against the protocol and updates the peer's flags.
     pub fn receive(&mut self, message: Message) -> Result<Event, ConnectionError> {
-        let first = std::mem::replace(&mut self.first_message, false);
+        // BEP 3 puts the bitfield first, but real clients do otherwise: libtorrent sends its extension
+        // handshake first, and aria2 sends have-none and later a full bitfield in the middle of the
+        // connection. So a bitfield, have-all or have-none is accepted at any time and replaces what the
+        // peer had announced.
         Ok(match message {
-            Message::KeepAlive => {
-                // A keep-alive does not use up the bitfield's place.
-                self.first_message = first;
-                Event::KeepAlive
-            }
+            Message::KeepAlive => Event::KeepAlive,
             Message::Choke => {
                 self.peer_choking = true;
                 Event::Choked
@@ -149,9 +143,6 @@ impl Connection {
             }
             Message::Have(i) => Event::Have(self.piece(i)?),
             Message::Bitfield(bits) => {
-                if !first {
-                    return Err(ConnectionError::LateBitfield);
-                }
                 if bits.len() != self.bitfield_len() {
                     return Err(ConnectionError::BitfieldLength {
                         got: bits.len(),
@@ -169,9 +160,6 @@ impl Connection {
             }
             Message::HaveAll | Message::HaveNone => {
                 self.need_fast()?;
-                if !first {
-                    return Err(ConnectionError::LateBitfield);
-                }
                 if matches!(message, Message::HaveAll) {
                     Event::HaveAll
                 } else {

@@ -135,16 +135,30 @@ fn connection(pieces: u32, fast: bool) -> Connection {
 }
 
 #[test]
-fn bitfield_rules() {
+fn bitfield_rules_as_real_clients_need_them() {
     let mut c = connection(10, true);
     assert_eq!(c.receive(Message::KeepAlive), Ok(Event::KeepAlive));
+    // libtorrent's order: extension handshake, then the bitfield.
+    assert!(c
+        .receive(Message::Extended {
+            id: 0,
+            payload: Bytes::from_static(b"de")
+        })
+        .is_ok());
+    assert_eq!(c.receive(Message::Port(6881)), Ok(Event::DhtPort(6881)));
+    assert_eq!(
+        c.receive(Message::AllowedFast(1)),
+        Ok(Event::AllowedFast(1))
+    );
+    assert_eq!(c.receive(Message::Unchoke), Ok(Event::Unchoked));
     assert_eq!(
         c.receive(Message::Bitfield(Bytes::from_static(&[0xff, 0xc0]))),
         Ok(Event::Bitfield(Bytes::from_static(&[0xff, 0xc0])))
     );
+    // aria2 sends have-none, then a full bitfield mid-connection: a later one replaces the earlier.
     assert_eq!(
         c.receive(Message::Bitfield(Bytes::from_static(&[0, 0]))),
-        Err(ConnectionError::LateBitfield)
+        Ok(Event::Bitfield(Bytes::from_static(&[0, 0])))
     );
 
     let mut c = connection(10, true);
@@ -162,10 +176,7 @@ fn bitfield_rules() {
     );
     let mut c = connection(10, true);
     assert_eq!(c.receive(Message::Have(3)), Ok(Event::Have(3)));
-    assert_eq!(
-        c.receive(Message::HaveAll),
-        Err(ConnectionError::LateBitfield)
-    );
+    assert_eq!(c.receive(Message::HaveAll), Ok(Event::HaveAll));
     assert_eq!(
         c.receive(Message::Have(10)),
         Err(ConnectionError::PieceOutOfRange(10))

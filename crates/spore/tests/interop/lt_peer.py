@@ -1,0 +1,52 @@
+#!/usr/bin/python3
+"""Seed or download one torrent with libtorrent, on loopback only.
+
+usage: lt_peer.py seed|get TORRENT SAVE_DIR IP [PEER_IP:PORT ...]
+Prints JSON lines: {"listening": port} once listening, {"done": true, ...} when the data is complete
+(seed: after the recheck found it whole). Then keeps running (seeding) until killed.
+"""
+import json
+import sys
+import time
+
+import libtorrent as lt
+
+
+def main():
+    mode, torrent, save, ip = sys.argv[1:5]
+    peers = sys.argv[5:]
+    s = lt.session({
+        "listen_interfaces": "%s:0" % ip,
+        "outgoing_interfaces": ip,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.status_notification,
+    })
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(torrent)
+    params.save_path = save
+    h = s.add_torrent(params)
+    port = s.listen_port()
+    print(json.dumps({"listening": port}), flush=True)
+    for p in peers:
+        host, pport = p.rsplit(":", 1)
+        h.connect_peer((host, int(pport)))
+    announced_done = False
+    while True:
+        st = h.status()
+        if st.is_seeding and not announced_done:
+            print(json.dumps({"done": True, "state": str(st.state), "downloaded": st.total_payload_download}), flush=True)
+            announced_done = True
+        for a in s.pop_alerts():
+            if a.category() & lt.alert.category_t.error_notification:
+                print(json.dumps({"alert": a.message()}), flush=True)
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    main()
