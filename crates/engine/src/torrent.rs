@@ -169,6 +169,8 @@ pub struct Shared {
     pub dht_announces: AtomicU64,
     complete: AtomicBool,
     complete_notify: Notify,
+    /// Signalled when addresses are queued for connecting.
+    new_peers: Notify,
     stopping: watch::Sender<bool>,
     pub(crate) piece_sizes: Vec<u32>,
     pub(crate) down_limit: Option<crate::rate::Limiter>,
@@ -534,6 +536,8 @@ impl Shared {
                 st.known.push_back(addr);
             }
         }
+        drop(st);
+        self.new_peers.notify_one();
     }
 
     fn announce_params(&self, event: TrackerEvent) -> Announce {
@@ -669,6 +673,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         dht_announces: AtomicU64::new(0),
         complete: AtomicBool::new(already_done),
         complete_notify: Notify::new(),
+        new_peers: Notify::new(),
         stopping,
         piece_sizes,
         rates: Mutex::new((Instant::now(), 0, 0, 0.0, 0.0)),
@@ -711,7 +716,9 @@ async fn connect_loop(shared: Arc<Shared>) {
             let Some(addr) = next else { break };
             tokio::spawn(crate::peer::connect(shared.clone(), addr));
         }
+        // New addresses wake the loop at once; the timer retries when a slot frees up.
         tokio::select! {
+            _ = shared.new_peers.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.changed() => return,
         }

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# One seeder, one downloader, a 1 GiB single-file torrent on loopback, through `spore tracker`:
+# Spore→Spore, libtorrent→libtorrent, aria2→aria2 in the same run, median of RUNS. Seeder on 127.0.0.2,
+# downloader on 127.0.0.3; the seeder's file is in the page cache; each download starts from nothing.
+#   benches/transfer.sh            (env: SIZE=1G RUNS=3 PIECE=1M BENCH_DIR=/tmp/spore-transfer)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${SIZE:-1G}
+RUNS=${RUNS:-3}
+PIECE=${PIECE:-1M}
+DIR=${BENCH_DIR:-/tmp/spore-transfer}
+SPORE=$(pwd)/${SPORE:-target/release/spore}
+LT=$(pwd)/crates/spore/tests/interop/lt_peer.py
+[ -x "$SPORE" ] || cargo build --release -p spore >&2
+mkdir -p "$DIR/seed"
+FILE="$DIR/seed/data.bin"
+[ -f "$FILE" ] || head -c "$SIZE" /dev/urandom > "$FILE"
+BYTES=$(stat -c %s "$FILE")
+cat "$FILE" > /dev/null
+cd "$DIR"
+
+pids=()
+# Stops what /usr/bin/time runs (killing time itself would orphan the program and lose the report).
+stop() { pkill -P "$1" 2> /dev/null || true; wait "$1" 2> /dev/null || true; }
+cleanup() { for p in "${pids[@]}"; do stop "$p"; done; }
+trap cleanup EXIT
+
+"$SPORE" tracker --http 127.0.0.1:0 --udp off > tracker.out 2>&1 &
+pids+=($!)
+until grep -q "HTTP on" tracker.out; do sleep 0.1; done
+URL=$(grep -o 'http://[^ ]*' tracker.out)
+"$SPORE" create "$FILE" -o t.torrent -t "$URL" --piece-length "$PIECE" --no-date > /dev/null
+
+wait_line() { until grep -q "$2" "$1" 2> /dev/null; do sleep 0.05; done; }
+# Runs a command under /usr/bin/time -v, in the background; the caller waits for its log.
+# Sets LAST_PID (not a command substitution: the process must stay a child of this shell).
+timed() { local log=$1; shift; /usr/bin/time -v -o "$log.time" "$@" > "$log" 2>&1 & LAST_PID=$!; pids+=("$LAST_PID"); }
+rss() { awk -F': ' '/Maximum resident/ { printf "%d", $2 / 1024 }' "$1.time" 2> /dev/null || echo "?"; }
+cpu() { awk -F': ' '/User time/ { u = $2 } /System time/ { s = $2 } END { printf "%.2f", u + s }' "$1.time" 2> /dev/null || echo "?"; }
+
+results=$(mktemp)
+run_pair() { # name, run index
+    local name=$1 i=$2 seed_pid get_pid start end
+    rm -rf dl && mkdir dl && sync
+    case $name in
+    spore)
+        timed seed.log "$SPORE" seed t.torrent --data seed --listen 127.0.0.2:0
+        seed_pid=$LAST_PID
+        wait_line seed.log "seeding"
+        start=$(date +%s.%N)
+        timed get.log "$SPORE" get t.torrent -o dl --listen 127.0.0.3:0 --no-seed
+        get_pid=$LAST_PID
+        wait "$get_pid"
+        end=$(date +%s.%N)
+        ;;
+    libtorrent)
+        timed seed.log /usr/bin/python3 "$LT" seed t.torrent seed 127.0.0.2
+        seed_pid=$LAST_PID
+        wait_line seed.log '"done"'
+        # Let it announce before the downloader asks the tracker.
+        until curl -s "$URL" > /dev/null 2>&1 && grep -q . seed.log; do sleep 0.1; done
+        sleep 1
+        start=$(date +%s.%N)
+        timed get.log /usr/bin/python3 "$LT" get t.torrent dl 127.0.0.3
+        get_pid=$LAST_PID
+        wait_line get.log '"done"'
+        end=$(date +%s.%N)
+        stop "$get_pid"
+        ;;
+    aria2)
+        local common=(--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false
+            --file-allocation=none --summary-interval=0 --console-log-level=warn --bt-tracker-connect-timeout=5)
+        timed seed.log aria2c "${common[@]}" --interface=127.0.0.2 --listen-port=51600-51699 -V \
+            --bt-hash-check-seed=true --seed-ratio=0.0 --seed-time=600 -d seed t.torrent
+        seed_pid=$LAST_PID
+        sleep 3 # aria2 prints nothing when its recheck ends; give it time to hash and announce
+        start=$(date +%s.%N)
+        timed get.log aria2c "${common[@]}" --interface=127.0.0.3 --listen-port=51700-51799 \
+            --seed-time=0 -d dl t.torrent
+        get_pid=$LAST_PID
+        wait "$get_pid"
+        end=$(date +%s.%N)
+        ;;
+    esac
+    stop "$seed_pid"
+    cmp -s dl/data.bin seed/data.bin || { echo "$name run $i: downloaded data differs" >&2; exit 1; }
+    echo "$name $(echo "$end - $start" | bc -l) $(rss seed.log) $(rss get.log) $(cpu seed.log) $(cpu get.log)" >> "$results"
+}
+
+for i in $(seq "$RUNS"); do
+    for pair in spore libtorrent aria2; do
+        run_pair "$pair" "$i"
+    done
+done
+
+echo "Transfer of $(numfmt --to=iec "$BYTES") on loopback through spore tracker, median of $RUNS; $(date -u +%F), $(nproc) cores; load $(cut -d' ' -f1 /proc/loadavg)"
+echo
+echo "| pair | seconds | GB/s | seeder peak RSS MiB | downloader peak RSS MiB | seeder CPU s/GiB | downloader CPU s/GiB |"
+echo "|---|---|---|---|---|---|---|"
+for pair in spore libtorrent aria2; do
+    grep "^$pair " "$results" | sort -k2 -n | awk -v b="$BYTES" 'NR == 0 { } { a[NR] = $0 } END { split(a[int((NR + 1) / 2)], f, " "); g = b / 1073741824; printf "| %s→%s | %.2f | %.2f | %s | %s | %.2f | %.2f |\n", f[1], f[1], f[2], b / f[2] / 1e9, f[3], f[4], f[5] / g, f[6] / g }'
+done
+echo
+echo "raw (pair seconds seedRSS getRSS seedCPU getCPU):"
+cat "$results"
+rm -f "$results"
