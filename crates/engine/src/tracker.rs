@@ -219,7 +219,14 @@ fn transaction_id() -> u32 {
     nanos ^ 0x5bd1_e995
 }
 
-async fn announce_udp(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::Result<Announced> {
+/// A UDP tracker session: a socket connected to the tracker and a connection ID from it (BEP 15).
+struct UdpSession {
+    socket: UdpSocket,
+    connection_id: u64,
+    ipv6: bool,
+}
+
+async fn udp_connect(url: &str, bind: Option<IpAddr>) -> anyhow::Result<(UdpSession, String)> {
     let u = parse_url(url, "udp", 80)?;
     let addr = resolve(u.host, u.port, bind).await?;
     let local = match bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
@@ -242,10 +249,29 @@ async fn announce_udp(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::
         Response::Connect { connection_id, .. } => connection_id,
         other => bail!("unexpected reply to connect: {other:?}"),
     };
-    let url_data = if u.path == "/" {
+    Ok((
+        UdpSession {
+            socket,
+            connection_id,
+            ipv6,
+        },
+        u.path.to_string(),
+    ))
+}
+
+async fn announce_udp(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::Result<Announced> {
+    let (
+        UdpSession {
+            socket,
+            connection_id,
+            ipv6,
+        },
+        path,
+    ) = udp_connect(url, bind).await?;
+    let url_data = if path == "/" {
         Vec::new()
     } else {
-        u.path.as_bytes().to_vec()
+        path.into_bytes()
     };
     let request = Request::Announce {
         connection_id,
@@ -277,28 +303,14 @@ pub async fn scrape(
     bind: Option<IpAddr>,
 ) -> anyhow::Result<Vec<tracker_proto::ScrapeStats>> {
     if url.starts_with("udp://") {
-        let u = parse_url(url, "udp", 80)?;
-        let addr = resolve(u.host, u.port, bind).await?;
-        let local = match bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
-            Some(ip) => SocketAddr::new(ip, 0),
-            None if addr.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
-            None => SocketAddr::from(([0u16; 8], 0)),
-        };
-        let socket = UdpSocket::bind(local).await?;
-        socket.connect(addr).await?;
-        let ipv6 = addr.is_ipv6();
-        let connection_id = match udp_exchange(
-            &socket,
-            &Request::Connect {
-                transaction_id: transaction_id(),
+        let (
+            UdpSession {
+                socket,
+                connection_id,
+                ipv6,
             },
-            ipv6,
-        )
-        .await?
-        {
-            Response::Connect { connection_id, .. } => connection_id,
-            other => bail!("unexpected reply to connect: {other:?}"),
-        };
+            _,
+        ) = udp_connect(url, bind).await?;
         let request = Request::Scrape {
             connection_id,
             transaction_id: transaction_id().wrapping_add(2),
