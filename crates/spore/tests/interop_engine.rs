@@ -428,8 +428,7 @@ fn real_clients_find_each_other_only_through_spores_tracker() {
     drop(lt);
 
     // Over UDP: libtorrent seeds and Spore downloads (Debian's aria2 1.36 answers UDP tracker URLs with
-    // "udp is not supported yet", so the second real client over UDP is left to Transmission, which needs
-    // to be dialled and is not driven here yet).
+    // "udp is not supported yet"; two real clients over UDP are Transmission and libtorrent, below).
     make_content(
         &d.join("b"),
         "u",
@@ -470,4 +469,80 @@ fn real_clients_find_each_other_only_through_spores_tracker() {
         announces(&m, "http") >= 2 && announces(&m, "udp") >= 2,
         "{m}"
     );
+}
+
+/// A Transmission daemon on `ip`, its own config directory, DHT/LPD/PEX/uTP off; returns it and its RPC
+/// address once it answers.
+fn transmission(dir: &Path, ip: &str, peer_port: u16, rpc_port: u16) -> (Proc, String) {
+    let conf = dir.join("transmission");
+    std::fs::create_dir_all(&conf).unwrap();
+    let settings = format!(
+        r#"{{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
+            "port-forwarding-enabled": false, "bind-address-ipv4": "{ip}", "peer-port": {peer_port},
+            "peer-port-random-on-start": false, "rpc-port": {rpc_port}, "rpc-bind-address": "127.0.0.1",
+            "rpc-authentication-required": false, "rpc-whitelist-enabled": false, "encryption": 0,
+            "download-dir": "{}", "incomplete-dir-enabled": false, "start-added-torrents": true}}"#,
+        s(dir)
+    );
+    std::fs::write(conf.join("settings.json"), settings).unwrap();
+    let mut command = Command::new("transmission-daemon");
+    command.args(["-f", "-g", s(&conf)]);
+    let p = Proc::spawn(command, dir.join("transmission.err"));
+    let rpc = format!("127.0.0.1:{rpc_port}");
+    for _ in 0..200 {
+        if have(Command::new("transmission-remote").args([&rpc, "-l"])) {
+            return (p, rpc);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("transmission-daemon did not answer on {rpc}");
+}
+
+#[test]
+fn transmission_seeds_over_udp_and_libtorrent_downloads() {
+    if !libtorrent()
+        || !need(
+            "transmission-daemon",
+            have(Command::new("transmission-daemon").arg("--version")),
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_t, http, udp) = tracker_both(d);
+    make_content(
+        &d.join("seed"),
+        "tr",
+        &[("via-udp.bin", 2_000_000)],
+        &udp,
+        &d.join("t.torrent"),
+    );
+    // Ports from the process id, so parallel test runs do not collide.
+    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    let (_daemon, rpc) = transmission(d, "127.0.0.30", base, base + 1);
+    assert!(have(Command::new("transmission-remote").args([
+        &rpc,
+        "-a",
+        s(&d.join("t.torrent")),
+        "-w",
+        s(&d.join("seed/tr"))
+    ])));
+    // Transmission never dials loopback peers it learns from a tracker; libtorrent dials it.
+    for _ in 0..600 {
+        if announces(&metrics(&http), "udp") >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lt = lt_peer(
+        "get",
+        &d.join("t.torrent"),
+        &d.join("lt"),
+        "127.0.0.31",
+        &[],
+        &d.join("lt.err"),
+    );
+    lt.wait_for("\"done\"", LONG);
+    same(&d.join("lt/via-udp.bin"), &d.join("seed/tr/via-udp.bin"));
 }
