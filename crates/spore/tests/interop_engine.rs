@@ -546,3 +546,95 @@ fn transmission_seeds_over_udp_and_libtorrent_downloads() {
     lt.wait_for("\"done\"", LONG);
     same(&d.join("lt/via-udp.bin"), &d.join("seed/tr/via-udp.bin"));
 }
+
+#[test]
+fn spore_and_transmission_both_directions() {
+    if !need(
+        "transmission-daemon",
+        have(Command::new("transmission-daemon").arg("--version")),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_t, http, _udp) = tracker_both(d);
+    let base = 20_000 + (std::process::id() % 20_000) as u16 + 2;
+
+    // Transmission seeds; Spore finds it through the tracker and dials it.
+    make_content(
+        &d.join("seed"),
+        "t1",
+        &[("from-transmission.bin", 2_500_000)],
+        &http,
+        &d.join("a.torrent"),
+    );
+    let (_daemon, rpc) = transmission(d, "127.0.0.32", base, base + 1);
+    let add = |torrent: &Path, dir: &Path| {
+        assert!(have(Command::new("transmission-remote").args([
+            &rpc,
+            "-a",
+            s(torrent),
+            "-w",
+            s(dir)
+        ])));
+    };
+    add(&d.join("a.torrent"), &d.join("seed/t1"));
+    for _ in 0..600 {
+        if announces(&metrics(&http), "http") >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut getter = Proc::start(
+        &[
+            "get",
+            s(&d.join("a.torrent")),
+            "-o",
+            s(&d.join("spore-dl")),
+            "--listen",
+            "127.0.0.33:0",
+            "--no-seed",
+        ],
+        d.join("get.err"),
+    );
+    getter.wait_for("complete: from-transmission.bin", LONG);
+    assert!(getter.wait_exit(T).success());
+    same(
+        &d.join("spore-dl/from-transmission.bin"),
+        &d.join("seed/t1/from-transmission.bin"),
+    );
+
+    // Spore seeds; Transmission never dials loopback peers it learns from a tracker, so Spore dials it.
+    make_content(
+        &d.join("seed"),
+        "t2",
+        &[("from-spore.bin", 2_500_000)],
+        &http,
+        &d.join("b.torrent"),
+    );
+    std::fs::create_dir_all(d.join("tr-dl")).unwrap();
+    add(&d.join("b.torrent"), &d.join("tr-dl"));
+    let _seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("b.torrent")),
+            "--data",
+            s(&d.join("seed/t2")),
+            "--listen",
+            "127.0.0.34:0",
+            "--peer",
+            &format!("127.0.0.32:{base}"),
+        ],
+        d.join("seed.err"),
+    );
+    let target = d.join("tr-dl/from-spore.bin");
+    let expected = sha256(&d.join("seed/t2/from-spore.bin"));
+    let deadline = std::time::Instant::now() + LONG;
+    while !(target.exists() && sha256(&target) == expected) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Transmission did not download from Spore"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
