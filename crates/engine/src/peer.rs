@@ -471,7 +471,15 @@ impl PeerTask {
             .get(b.index as usize)
             .copied()
             .unwrap_or(0);
-        let in_range = u64::from(b.begin) + u64::from(b.length) <= u64::from(size);
+        // libtorrent lays a v2-only torrent out as if every file were padded to whole pieces, the last
+        // one included, so it asks for each file's tail piece as if it were full length; the missing
+        // bytes are zeros.
+        let limit = if self.shared.torrent.version == metainfo::Version::V2 {
+            self.shared.torrent.piece_length
+        } else {
+            u64::from(size)
+        };
+        let in_range = size > 0 && u64::from(b.begin) + u64::from(b.length) <= limit;
         let have = self.shared.state.lock().picker.have().get(b.index);
         if !have || !in_range || self.serving.load(Ordering::Relaxed) >= MAX_PEER_REQUESTS {
             if self.conn.fast() {
@@ -486,7 +494,16 @@ impl PeerTask {
         serving.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Some(piece) = shared.piece_data(b.index).await {
-                let data = piece.slice(b.begin as usize..(b.begin + b.length) as usize);
+                let (begin, end) = (b.begin as usize, (b.begin + b.length) as usize);
+                let data = if end <= piece.len() {
+                    piece.slice(begin..end)
+                } else {
+                    let mut padded = vec![0u8; end - begin];
+                    if begin < piece.len() {
+                        padded[..piece.len() - begin].copy_from_slice(&piece[begin..]);
+                    }
+                    bytes::Bytes::from(padded)
+                };
                 if out
                     .send(Message::Piece {
                         index: b.index,

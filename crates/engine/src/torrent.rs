@@ -69,9 +69,9 @@ impl TorrentConfig {
     }
 }
 
-/// `-SP0100-` and twelve random bytes, Azureus style.
+/// `-SO0100-` and twelve random bytes, Azureus style (`SP` is BitSpirit's).
 pub fn new_peer_id() -> [u8; 20] {
-    let mut id = *b"-SP0100-000000000000";
+    let mut id = *b"-SO0100-000000000000";
     let mut x = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -701,7 +701,16 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
 
 async fn connect_loop(shared: Arc<Shared>) {
     let mut stop = shared.stopping();
+    // Peers given by the user are dialled again while not connected (they may come up later than us),
+    // backing off from 2 s to a minute.
+    let mut redial_backoff = Duration::from_secs(2);
+    let mut redial_at = Instant::now() + redial_backoff;
     loop {
+        if !shared.config.peers.is_empty() && Instant::now() >= redial_at {
+            shared.add_peers(shared.config.peers.iter().copied());
+            redial_backoff = (redial_backoff * 2).min(Duration::from_secs(60));
+            redial_at = Instant::now() + redial_backoff;
+        }
         loop {
             let next = {
                 let mut st = shared.state.lock();
