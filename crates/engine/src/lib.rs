@@ -7,11 +7,16 @@ pub mod metadata;
 mod peer;
 mod picker;
 mod rate;
+mod session;
 mod storage;
 mod torrent;
 pub mod tracker;
 
 pub use bitfield::Bitfield;
 pub use picker::{Picker, Received, BLOCK};
+pub use rate::Limiter;
+pub use session::Session;
 pub use storage::{piece_matches, Storage};
-pub use torrent::{new_peer_id, start, wire_id, Status, TorrentConfig, TorrentHandle};
+pub use torrent::{
+    new_peer_id, start, wire_id, PeerInfo, Resume, Status, TorrentConfig, TorrentHandle,
+};

@@ -60,11 +60,28 @@ async fn incoming(
     mut stream: TcpStream,
     addr: SocketAddr,
 ) -> anyhow::Result<()> {
-    let mut buf = [0u8; HANDSHAKE_LEN];
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
-    let theirs = Handshake::decode(&buf)?;
+    let theirs = read_handshake(&mut stream).await?;
     if theirs.info_hash != shared.id {
         anyhow::bail!("handshake for another torrent");
+    }
+    answer_incoming(shared, stream, addr, theirs).await
+}
+
+pub(crate) async fn read_handshake(stream: &mut TcpStream) -> anyhow::Result<Handshake> {
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
+    Ok(Handshake::decode(&buf)?)
+}
+
+/// Answers an incoming peer whose handshake named this torrent, then runs the connection.
+pub(crate) async fn answer_incoming(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    theirs: Handshake,
+) -> anyhow::Result<()> {
+    if shared.state.lock().banned.contains(&addr.ip()) {
+        anyhow::bail!("banned");
     }
     let ours = Handshake::new(shared.id, shared.config.peer_id, shared.uses_dht());
     stream.write_all(&ours.encode()).await?;
@@ -106,8 +123,8 @@ async fn writer(mut half: OwnedWriteHalf, mut rx: mpsc::Receiver<Message>, share
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(message) = next.take() {
-            if let (Message::Piece { data, .. }, Some(limit)) = (&message, &shared.up_limit) {
-                limit.acquire(data.len()).await;
+            if let Message::Piece { data, .. } = &message {
+                shared.pass_upload(data.len()).await;
             }
             message.encode(&mut out);
             if out.len() >= 256 * 1024 {
@@ -254,9 +271,7 @@ impl PeerTask {
                     if n == 0 {
                         anyhow::bail!("peer closed the connection");
                     }
-                    if let Some(limit) = &self.shared.down_limit {
-                        limit.acquire(n).await;
-                    }
+                    self.shared.pass_download(n).await;
                     last_received = Instant::now();
                     while let Some(message) = decoder.decode(&mut buf)? {
                         if !matches!(message, Message::Piece { .. }) {

@@ -18,6 +18,7 @@ use wire::Message;
 
 use crate::bitfield::Bitfield;
 use crate::picker::{Picker, Received};
+use crate::rate::Limiter;
 use crate::storage::{piece_matches, Storage};
 
 /// What to download and how.
@@ -46,6 +47,22 @@ pub struct TorrentConfig {
     pub dht: Option<crate::dht::DhtNode>,
     /// Peer exchange (BEP 11; never for private torrents).
     pub pex: bool,
+    /// Limits shared with other torrents (a daemon's global rates), on top of this torrent's own.
+    pub global_upload: Option<Arc<Limiter>>,
+    pub global_download: Option<Arc<Limiter>>,
+    /// What a previous session knew, to start without rehashing everything.
+    pub resume: Option<Resume>,
+    /// Accept no connections of our own: a `Session` owns the listening socket at this address and
+    /// hands us the peers that ask for this torrent.
+    pub session_listener: Option<SocketAddr>,
+}
+
+/// Fast-resume data: the pieces verified in an earlier session. Pieces not listed are hashed again
+/// when `check_unlisted` is set (data may have been written after the list was saved).
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub have: Bitfield,
+    pub check_unlisted: bool,
 }
 
 impl TorrentConfig {
@@ -65,6 +82,10 @@ impl TorrentConfig {
             max_download_rate: None,
             dht: None,
             pex: true,
+            global_upload: None,
+            global_download: None,
+            resume: None,
+            session_listener: None,
         }
     }
 }
@@ -173,8 +194,9 @@ pub struct Shared {
     new_peers: Notify,
     stopping: watch::Sender<bool>,
     pub(crate) piece_sizes: Vec<u32>,
-    pub(crate) down_limit: Option<crate::rate::Limiter>,
-    pub(crate) up_limit: Option<crate::rate::Limiter>,
+    /// This torrent's own rate limits (changeable while it runs).
+    pub down_limit: Limiter,
+    pub up_limit: Limiter,
     /// (when, downloaded, uploaded, download rate, upload rate) at the last status sample.
     rates: Mutex<(Instant, u64, u64, f64, f64)>,
 }
@@ -199,9 +221,19 @@ pub struct Status {
     pub dht_announces: u64,
 }
 
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Bytes per second over the last choker round.
+    pub rate_down: f64,
+    pub rate_up: f64,
+}
+
 pub struct TorrentHandle {
     pub shared: Arc<Shared>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -217,6 +249,41 @@ impl Shared {
 
     pub fn is_complete(&self) -> bool {
         self.complete.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn pass_upload(&self, bytes: usize) {
+        self.up_limit.acquire(bytes).await;
+        if let Some(global) = &self.config.global_upload {
+            global.acquire(bytes).await;
+        }
+    }
+
+    pub(crate) async fn pass_download(&self, bytes: usize) {
+        self.down_limit.acquire(bytes).await;
+        if let Some(global) = &self.config.global_download {
+            global.acquire(bytes).await;
+        }
+    }
+
+    /// The verified pieces: what fast-resume data records.
+    pub fn have(&self) -> Bitfield {
+        self.state.lock().picker.have().clone()
+    }
+
+    /// Connected peers: address and payload bytes from and to each.
+    pub fn peer_list(&self) -> Vec<PeerInfo> {
+        self.state
+            .lock()
+            .peers
+            .values()
+            .map(|p| PeerInfo {
+                addr: p.addr,
+                downloaded: p.downloaded,
+                uploaded: p.uploaded,
+                rate_down: p.rate_down,
+                rate_up: p.rate_up,
+            })
+            .collect()
     }
 
     pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
@@ -628,17 +695,42 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     let storage = Storage::new(&torrent, &config.download_dir);
     // Files first, so the recheck finds the content where the storage will write it.
     storage.create_files(config.selected_files.as_deref())?;
+    let resume = config
+        .resume
+        .clone()
+        .filter(|r| r.have.len() == piece_count);
     let recheck_torrent = torrent.clone();
     let dir = config.download_dir.clone();
-    let have = tokio::task::spawn_blocking(move || {
-        let report = metainfo::verify(&recheck_torrent, &dir, &AtomicU64::new(0));
-        let mut have = Bitfield::new(piece_count);
-        for (i, ok) in report.piece_ok.iter().enumerate() {
-            if *ok {
-                have.set(i as u32);
+    let have = tokio::task::spawn_blocking(move || match resume {
+        Some(resume) if !resume.check_unlisted => resume.have,
+        Some(resume) => {
+            // Pieces verified after the resume data was saved are on disk already: find them.
+            let storage = Storage::new(&recheck_torrent, &dir);
+            let mut have = resume.have;
+            let mut buf = Vec::new();
+            for i in 0..piece_count {
+                if have.get(i) {
+                    continue;
+                }
+                buf.resize(recheck_torrent.piece_size(u64::from(i)) as usize, 0);
+                let start = u64::from(i) * recheck_torrent.piece_length;
+                if storage.read(start, &mut buf).is_ok() && piece_matches(&recheck_torrent, i, &buf)
+                {
+                    have.set(i);
+                }
             }
+            have
         }
-        have
+        None => {
+            let report = metainfo::verify(&recheck_torrent, &dir, &AtomicU64::new(0));
+            let mut have = Bitfield::new(piece_count);
+            for (i, ok) in report.piece_ok.iter().enumerate() {
+                if *ok {
+                    have.set(i as u32);
+                }
+            }
+            have
+        }
     })
     .await?;
 
@@ -646,8 +738,14 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     picker.set_sequential(config.sequential);
     let already_done = picker.done();
 
-    let listener = TcpListener::bind(config.listen).await?;
-    let listen_addr = listener.local_addr()?;
+    let (listener, listen_addr) = match config.session_listener {
+        Some(addr) => (None, addr),
+        None => {
+            let listener = TcpListener::bind(config.listen).await?;
+            let addr = listener.local_addr()?;
+            (Some(listener), addr)
+        }
+    };
     let (stopping, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         id: wire_id(&torrent),
@@ -677,17 +775,19 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         stopping,
         piece_sizes,
         rates: Mutex::new((Instant::now(), 0, 0, 0.0, 0.0)),
-        down_limit: config.max_download_rate.map(crate::rate::Limiter::new),
-        up_limit: config.max_upload_rate.map(crate::rate::Limiter::new),
+        down_limit: Limiter::new(config.max_download_rate.unwrap_or(0)),
+        up_limit: Limiter::new(config.max_upload_rate.unwrap_or(0)),
         config,
     });
     shared.add_peers(shared.config.peers.clone());
 
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(crate::peer::accept_loop(
-        shared.clone(),
-        listener,
-    )));
+    if let Some(listener) = listener {
+        tasks.push(tokio::spawn(crate::peer::accept_loop(
+            shared.clone(),
+            listener,
+        )));
+    }
     tasks.push(tokio::spawn(connect_loop(shared.clone())));
     tasks.push(tokio::spawn(choke_loop(shared.clone())));
     if shared.config.use_trackers && !shared.torrent.trackers.is_empty() {
@@ -696,7 +796,10 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     if let (Some(node), false) = (shared.config.dht.clone(), shared.torrent.private) {
         tasks.push(tokio::spawn(dht_loop(shared.clone(), node)));
     }
-    Ok(TorrentHandle { shared, tasks })
+    Ok(TorrentHandle {
+        shared,
+        tasks: Mutex::new(tasks),
+    })
 }
 
 async fn connect_loop(shared: Arc<Shared>) {
@@ -824,9 +927,10 @@ impl TorrentHandle {
     }
 
     /// Tells trackers we stop, closes every connection, and flushes data.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         let _ = self.shared.stopping.send(true);
-        for task in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
         }
         let peers: Vec<mpsc::Sender<Command>> = self

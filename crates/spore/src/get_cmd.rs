@@ -152,13 +152,30 @@ fn torrent_from_magnet(
     dht: Option<engine::dht::DhtNode>,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Arc<Torrent>, Failure> {
-    use sha1::Digest;
     let magnet = metainfo::Magnet::parse(link).map_err(bad)?;
-    let v1 = magnet.info_hash_v1.ok_or_else(|| {
-        bad(anyhow!(
-            "v2-only magnet links (btmh without btih) are not supported yet"
-        ))
-    })?;
+    let v1 = magnet_wire_id(&magnet).map_err(bad)?;
+    eprintln!("fetching metadata for {} from peers...", metainfo::hex(&v1));
+    rt.block_on(magnet_torrent(&magnet, listen, peers, dht))
+        .map(Arc::new)
+}
+
+/// The id a magnet's torrent goes by on the wire; v2-only links cannot be fetched yet.
+pub(crate) fn magnet_wire_id(magnet: &metainfo::Magnet) -> anyhow::Result<[u8; 20]> {
+    magnet
+        .info_hash_v1
+        .ok_or_else(|| anyhow!("v2-only magnet links (btmh without btih) are not supported yet"))
+}
+
+/// The torrent of a magnet link: its info dictionary from peers (found through the link's trackers and
+/// peers, `peers` and the DHT), checked against every hash the link names.
+pub(crate) async fn magnet_torrent(
+    magnet: &metainfo::Magnet,
+    listen: SocketAddr,
+    peers: &[SocketAddr],
+    dht: Option<engine::dht::DhtNode>,
+) -> Result<Torrent, Failure> {
+    use sha1::Digest;
+    let v1 = magnet_wire_id(magnet).map_err(bad)?;
     let mut known: Vec<SocketAddr> = peers.to_vec();
     known.extend(
         magnet
@@ -179,19 +196,14 @@ fn torrent_from_magnet(
         sha1::Sha1::digest(info).as_slice() == v1
             && v2.is_none_or(|h| sha2::Sha256::digest(info).as_slice() == h)
     };
-    eprintln!("fetching metadata for {} from peers...", metainfo::hex(&v1));
-    let info = rt
-        .block_on(engine::metadata::fetch_metadata(
-            &request,
-            valid,
-            Duration::from_secs(120),
-        ))
+    let info = engine::metadata::fetch_metadata(&request, valid, Duration::from_secs(120))
+        .await
         .map_err(Failure::Failed)?;
     let mut torrent =
         Torrent::from_info_bytes(&info).map_err(|e| bad(anyhow!("metadata from peers: {e}")))?;
     torrent.trackers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
     torrent.web_seeds = magnet.web_seeds.clone();
-    Ok(Arc::new(torrent))
+    Ok(torrent)
 }
 
 fn load_torrent(source: &str) -> Result<Arc<Torrent>, Failure> {

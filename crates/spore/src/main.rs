@@ -1,6 +1,8 @@
 //! `spore`: create, inspect and verify torrents (and, as the other layers land, track, download and seed).
 
+mod client_cmd;
 mod create_cmd;
+mod daemon;
 mod dht_cmd;
 mod format;
 mod get_cmd;
@@ -60,6 +62,18 @@ enum Command {
     Share(share_cmd::ShareArgs),
     /// Run a standalone DHT node (a bootstrap node for your own peers)
     Dht(dht_cmd::DhtArgs),
+    /// Run the long-lived client: many torrents, resumable, with a JSON API and a web page
+    Daemon(daemon::DaemonArgs),
+    /// Add a torrent (.torrent file, URL or magnet link) to a running daemon
+    Add(client_cmd::AddArgs),
+    /// List a running daemon's torrents
+    List(client_cmd::ListArgs),
+    /// Pause a torrent in a running daemon
+    Pause(client_cmd::IdArgs),
+    /// Resume a paused torrent in a running daemon
+    Resume(client_cmd::IdArgs),
+    /// Remove a torrent from a running daemon (and its data with --delete-data)
+    Remove(client_cmd::RemoveArgs),
 }
 
 #[derive(Args)]
@@ -157,6 +171,12 @@ fn main() -> ExitCode {
         Command::Seed(args) => get_cmd::seed(args),
         Command::Share(args) => share_cmd::run(args),
         Command::Dht(args) => dht_cmd::run(args),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Add(args) => client_cmd::add(args),
+        Command::List(args) => client_cmd::list(args),
+        Command::Pause(args) => client_cmd::pause(args),
+        Command::Resume(args) => client_cmd::resume(args),
+        Command::Remove(args) => client_cmd::remove(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,78 @@
+//! Many torrents behind one listening port: incoming peers are handed to the torrent their handshake
+//! names.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+
+use crate::torrent::{Shared, TorrentHandle};
+
+type Registry = Arc<Mutex<HashMap<[u8; 20], Arc<Shared>>>>;
+
+pub struct Session {
+    listen_addr: SocketAddr,
+    torrents: Registry,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Session> {
+        let listener = TcpListener::bind(addr).await?;
+        let listen_addr = listener.local_addr()?;
+        let torrents: Registry = Arc::default();
+        let accept = tokio::spawn(accept_loop(listener, torrents.clone()));
+        Ok(Session {
+            listen_addr,
+            torrents,
+            accept,
+        })
+    }
+
+    /// The address torrents started with `session_listener: Some(session.listen_addr())` announce.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    pub fn register(&self, handle: &TorrentHandle) {
+        self.torrents
+            .lock()
+            .insert(handle.shared.id, handle.shared.clone());
+    }
+
+    pub fn unregister(&self, id: &[u8; 20]) {
+        self.torrents.lock().remove(id);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, torrents: Registry) {
+    loop {
+        let Ok((mut stream, addr)) = listener.accept().await else {
+            continue;
+        };
+        let torrents = torrents.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let theirs = crate::peer::read_handshake(&mut stream).await?;
+                let shared = torrents
+                    .lock()
+                    .get(&theirs.info_hash)
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("handshake for a torrent we do not have"))?;
+                crate::peer::answer_incoming(shared, stream, addr, theirs).await
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::debug!("incoming {addr}: {e:#}");
+            }
+        });
+    }
+}

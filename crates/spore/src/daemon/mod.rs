@@ -1,0 +1,1015 @@
+//! `spore daemon`: many torrents behind one peer port, kept in a state directory across restarts
+//! (fast-resume included), driven through a JSON API and a web page.
+
+mod api;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use engine::{Limiter, Session, Status, TorrentConfig, TorrentHandle};
+use metainfo::Torrent;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use crate::get_cmd::DiscoveryArgs;
+use crate::{CmdResult, Failure};
+use store::{Record, ResumeFile, Settings, Store};
+
+#[derive(Args)]
+pub struct DaemonArgs {
+    /// Where torrents, settings, resume data and the API token are kept
+    /// [default: $XDG_DATA_HOME/spore/daemon]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Address to accept peers on, for every torrent
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:6881")]
+    pub listen: SocketAddr,
+    /// Address of the JSON API and web page (a token is required on every API call)
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9091")]
+    pub api: SocketAddr,
+    /// Default download directory (saved in the settings)
+    #[arg(long, value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// Where a torrent is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    FetchingMetadata,
+    Queued,
+    Checking,
+    Running,
+    Paused,
+    Finished,
+    Error(String),
+}
+
+pub struct Entry {
+    pub id: [u8; 20],
+    pub record: Record,
+    pub torrent: Option<Arc<Torrent>>,
+    pub phase: Phase,
+    handle: Option<Arc<TorrentHandle>>,
+    /// Totals before the running session started.
+    base_downloaded: u64,
+    base_uploaded: u64,
+    seeding_since: Option<Instant>,
+    last_saved_have: u32,
+    /// Bumped on every start and stop, so a start that finishes late knows it was overtaken.
+    generation: u64,
+}
+
+type Slot = Arc<Mutex<Entry>>;
+
+pub struct Daemon {
+    store: Store,
+    pub token: String,
+    pub settings: Mutex<Settings>,
+    session: Session,
+    dht: Option<engine::dht::DhtNode>,
+    pex: bool,
+    listen: SocketAddr,
+    global_up: Arc<Limiter>,
+    global_down: Arc<Limiter>,
+    entries: Mutex<BTreeMap<[u8; 20], Slot>>,
+    pub events: tokio::sync::broadcast::Sender<(String, String)>,
+}
+
+/// An API failure: the status it maps to and a one-line reason.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    NotFound,
+    Conflict(String),
+    TooLarge,
+    Internal(String),
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        ApiError::Internal(format!("{e:#}"))
+    }
+}
+
+/// Where a torrent to add comes from.
+pub enum Source {
+    TorrentFile(Vec<u8>),
+    Magnet(String),
+    Url(String),
+    Path(PathBuf),
+}
+
+pub fn run(args: DaemonArgs) -> CmdResult {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: DaemonArgs) -> CmdResult {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| crate::share_cmd::state_dir(None).join("daemon"));
+    let store = Store::open(&state_dir).map_err(Failure::Failed)?;
+    let token = store.token().map_err(Failure::Failed)?;
+    let mut settings = store.settings().map_err(Failure::BadInput)?;
+    if let Some(dir) = &args.download_dir {
+        settings.download_dir = dir.clone();
+        store.save_settings(&settings).map_err(Failure::Failed)?;
+    }
+    let session = Session::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listen = session.listen_addr();
+    let dht = crate::get_cmd::make_dht(listen, &args.discovery, false).await?;
+    let api_listener = tokio::net::TcpListener::bind(args.api)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.api))?;
+    let api_addr = api_listener.local_addr().context("API address")?;
+
+    let daemon = Arc::new(Daemon {
+        store,
+        token,
+        global_up: Arc::new(Limiter::new(settings.max_upload_rate.unwrap_or(0))),
+        global_down: Arc::new(Limiter::new(settings.max_download_rate.unwrap_or(0))),
+        settings: Mutex::new(settings),
+        session,
+        dht,
+        pex: !args.discovery.no_pex,
+        listen,
+        entries: Mutex::new(BTreeMap::new()),
+        events: tokio::sync::broadcast::channel(64).0,
+    });
+    let started = Instant::now();
+    for (id, record, torrent) in daemon.store.load_all() {
+        daemon.insert(id, record, torrent.map(Arc::new));
+    }
+    eprintln!(
+        "state in {}: {} torrents loaded in {} ms",
+        state_dir.display(),
+        daemon.entries.lock().len(),
+        started.elapsed().as_millis()
+    );
+    eprintln!("peers on {listen}");
+    eprintln!("api listening on http://{api_addr}");
+
+    let ticker = tokio::spawn(daemon.clone().tick_loop());
+    let app = api::router(daemon.clone(), api_addr);
+    let server = axum::serve(
+        api_listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal());
+    server.await.context("API server")?;
+    ticker.abort();
+    eprintln!("stopping: saving resume data");
+    daemon.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+impl Daemon {
+    fn insert(&self, id: [u8; 20], record: Record, torrent: Option<Arc<Torrent>>) -> Slot {
+        let phase = if torrent.is_none() {
+            Phase::FetchingMetadata
+        } else if record.paused {
+            Phase::Paused
+        } else if record.finished {
+            Phase::Finished
+        } else {
+            Phase::Queued
+        };
+        let slot = Arc::new(Mutex::new(Entry {
+            id,
+            base_downloaded: record.downloaded,
+            base_uploaded: record.uploaded,
+            record,
+            torrent,
+            phase,
+            handle: None,
+            seeding_since: None,
+            last_saved_have: 0,
+            generation: 0,
+        }));
+        self.entries.lock().insert(id, slot.clone());
+        slot
+    }
+
+    pub fn slot(&self, id: &[u8; 20]) -> Result<Slot, ApiError> {
+        self.entries
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or(ApiError::NotFound)
+    }
+
+    fn slots(&self) -> Vec<Slot> {
+        self.entries.lock().values().cloned().collect()
+    }
+
+    pub async fn add(
+        self: &Arc<Self>,
+        source: Source,
+        download_dir: Option<PathBuf>,
+        paused: bool,
+    ) -> Result<Value, ApiError> {
+        let (id, torrent_file, magnet) = match source {
+            Source::Magnet(link) => {
+                let m = metainfo::Magnet::parse(&link).map_err(bad)?;
+                let id = crate::get_cmd::magnet_wire_id(&m).map_err(bad)?;
+                (id, None, Some(link))
+            }
+            Source::Url(url) => {
+                let bytes = engine::tracker::http_get(&url, None, 16 << 20)
+                    .await
+                    .map_err(|e| bad(format!("{url}: {e:#}")))?;
+                let torrent =
+                    Torrent::from_bytes(&bytes).map_err(|e| bad(format!("{url}: {e}")))?;
+                (engine::wire_id(&torrent), Some((bytes, torrent)), None)
+            }
+            Source::Path(path) => {
+                let torrent = crate::info_cmd::load(&path).map_err(|e| match e {
+                    Failure::BadInput(e) | Failure::Failed(e) => bad(format!("{e:#}")),
+                })?;
+                let bytes = std::fs::read(&path).map_err(|e| bad(format!("{e}")))?;
+                (engine::wire_id(&torrent), Some((bytes, torrent)), None)
+            }
+            Source::TorrentFile(bytes) => {
+                let torrent = Torrent::from_bytes(&bytes)
+                    .map_err(|e| bad(format!("not a valid torrent: {e}")))?;
+                (engine::wire_id(&torrent), Some((bytes, torrent)), None)
+            }
+        };
+        if self.entries.lock().contains_key(&id) {
+            return Err(ApiError::Conflict(format!(
+                "torrent {} is already added",
+                metainfo::hex(&id)
+            )));
+        }
+        let download_dir =
+            download_dir.unwrap_or_else(|| self.settings.lock().download_dir.clone());
+        if !download_dir.is_absolute() {
+            return Err(bad("download_dir must be an absolute path"));
+        }
+        let record = Record {
+            magnet,
+            download_dir,
+            added: store::now_secs(),
+            paused,
+            finished: false,
+            complete: false,
+            files: None,
+            seed_ratio: None,
+            seed_time: None,
+            max_upload_rate: None,
+            max_download_rate: None,
+            downloaded: 0,
+            uploaded: 0,
+            seeding_secs: 0,
+        };
+        let torrent = match torrent_file {
+            Some((bytes, torrent)) => {
+                self.store.save_metainfo(&id, &bytes)?;
+                Some(Arc::new(torrent))
+            }
+            None => None,
+        };
+        self.store.save_record(&id, &record)?;
+        let slot = self.insert(id, record, torrent);
+        let _ = self.events.send((
+            "added".into(),
+            json!({"id": metainfo::hex(&id)}).to_string(),
+        ));
+        self.schedule();
+        let view = self.view(&slot, false);
+        Ok(view)
+    }
+
+    /// Starts what may start: metadata fetches, and queued torrents while there are free slots.
+    fn schedule(self: &Arc<Self>) {
+        let (max_down, max_seed) = {
+            let s = self.settings.lock();
+            (s.max_active_downloads, s.max_active_seeds)
+        };
+        let slots = self.slots();
+        let (mut downloads, mut seeds) = (0, 0);
+        for slot in &slots {
+            let e = slot.lock();
+            if matches!(e.phase, Phase::Running | Phase::Checking) {
+                if e.record.complete {
+                    seeds += 1;
+                } else {
+                    downloads += 1;
+                }
+            }
+        }
+        for slot in slots {
+            let mut e = slot.lock();
+            match e.phase {
+                Phase::FetchingMetadata if e.generation == 0 && !e.record.paused => {
+                    e.generation += 1;
+                    tokio::spawn(self.clone().fetch_metadata(slot.clone()));
+                }
+                Phase::Queued => {
+                    let free = if e.record.complete {
+                        seeds < max_seed
+                    } else {
+                        downloads < max_down
+                    };
+                    if !free {
+                        continue;
+                    }
+                    if e.record.complete {
+                        seeds += 1;
+                    } else {
+                        downloads += 1;
+                    }
+                    e.phase = Phase::Checking;
+                    e.generation += 1;
+                    let generation = e.generation;
+                    drop(e);
+                    tokio::spawn(self.clone().start(slot.clone(), generation));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn fetch_metadata(self: Arc<Self>, slot: Slot) {
+        let (id, link) = {
+            let e = slot.lock();
+            (e.id, e.record.magnet.clone().unwrap_or_default())
+        };
+        let result = async {
+            let magnet = metainfo::Magnet::parse(&link).map_err(|e| anyhow!("{e}"))?;
+            let listen = SocketAddr::new(self.listen.ip(), 0);
+            let torrent = crate::get_cmd::magnet_torrent(&magnet, listen, &[], self.dht.clone())
+                .await
+                .map_err(|e| match e {
+                    Failure::BadInput(e) | Failure::Failed(e) => e,
+                })?;
+            self.store.save_info(&id, &torrent.info_bytes)?;
+            anyhow::Ok(torrent)
+        }
+        .await;
+        let mut e = slot.lock();
+        match result {
+            Ok(torrent) => {
+                e.torrent = Some(Arc::new(torrent));
+                if e.phase == Phase::FetchingMetadata {
+                    e.phase = Phase::Queued;
+                }
+            }
+            Err(err) => e.phase = Phase::Error(format!("metadata: {err:#}")),
+        }
+        drop(e);
+        self.schedule();
+    }
+
+    /// Fast-resume data for a start: trusted as is when no file changed since it was saved, the
+    /// unlisted pieces checked again when files were written after it, none when a file's size changed.
+    fn resume_for(&self, id: &[u8; 20], torrent: &Torrent, dir: &Path) -> Option<engine::Resume> {
+        let saved = self.store.load_resume(id)?;
+        let have_bytes = data_encoding::BASE64.decode(saved.have.as_bytes()).ok()?;
+        let have = engine::Bitfield::from_bytes(&have_bytes, saved.pieces);
+        if have.len() as u64 != torrent.piece_count() || saved.files.len() != torrent.files.len() {
+            return None;
+        }
+        let now = store::file_stamps(torrent, dir);
+        let mut changed = false;
+        for (before, after) in saved.files.iter().zip(&now) {
+            match (before, after) {
+                (Some((size_a, mtime_a)), Some((size_b, mtime_b))) => {
+                    if size_a != size_b {
+                        return None;
+                    }
+                    // A write in the same clock tick as the save leaves the mtime unchanged, so a
+                    // file touched shortly before the save counts as changed too.
+                    if mtime_a != mtime_b || *mtime_b + 2_000_000_000 > saved.saved_at {
+                        changed = true;
+                    }
+                }
+                (None, None) => {}
+                _ => return None,
+            }
+        }
+        Some(engine::Resume {
+            have,
+            check_unlisted: changed,
+        })
+    }
+
+    async fn start(self: Arc<Self>, slot: Slot, generation: u64) {
+        let (id, torrent, record) = {
+            let e = slot.lock();
+            let Some(t) = e.torrent.clone() else { return };
+            (e.id, t, e.record.clone())
+        };
+        let resume = self.resume_for(&id, &torrent, &record.download_dir);
+        let resumed = resume.is_some();
+        let mut config = TorrentConfig::new(torrent.clone(), record.download_dir.clone());
+        config.listen = SocketAddr::new(self.listen.ip(), 0);
+        config.session_listener = Some(self.listen);
+        config.selected_files = record.files.clone();
+        config.max_upload_rate = record.max_upload_rate;
+        config.max_download_rate = record.max_download_rate;
+        config.global_upload = Some(self.global_up.clone());
+        config.global_download = Some(self.global_down.clone());
+        config.dht = self.dht.clone();
+        config.pex = self.pex;
+        config.resume = resume;
+        let started = Instant::now();
+        let result = engine::start(config).await;
+        let overtaken = match result {
+            Ok(handle) => {
+                let handle = Arc::new(handle);
+                let mut e = slot.lock();
+                if e.generation != generation || e.phase != Phase::Checking {
+                    // Paused or removed while checking.
+                    Some(handle)
+                } else {
+                    tracing::info!(
+                        "{}: started in {} ms ({})",
+                        torrent.name,
+                        started.elapsed().as_millis(),
+                        if resumed { "fast resume" } else { "full check" }
+                    );
+                    self.session.register(&handle);
+                    e.handle = Some(handle);
+                    e.phase = Phase::Running;
+                    e.last_saved_have = u32::MAX;
+                    None
+                }
+            }
+            Err(err) => {
+                slot.lock().phase = Phase::Error(format!("{err:#}"));
+                None
+            }
+        };
+        if let Some(handle) = overtaken {
+            handle.stop().await;
+            return;
+        }
+        self.save(&slot);
+    }
+
+    /// Saves the record and, when running, the fast-resume data (file stamps first, then the pieces, so
+    /// a piece written in between shows up as a changed file).
+    fn save(&self, slot: &Slot) {
+        let (id, torrent, dir, handle) = {
+            let e = slot.lock();
+            (
+                e.id,
+                e.torrent.clone(),
+                e.record.download_dir.clone(),
+                e.handle.clone(),
+            )
+        };
+        let resume = match (&torrent, &handle) {
+            (Some(t), Some(h)) => {
+                let files = store::file_stamps(t, &dir);
+                let saved_at = store::now_nanos();
+                let have = h.shared.have();
+                Some(ResumeFile {
+                    pieces: have.len(),
+                    have: data_encoding::BASE64.encode(&have.to_bytes()),
+                    files,
+                    saved_at,
+                })
+            }
+            _ => None,
+        };
+        let record = {
+            let mut e = slot.lock();
+            if let Some(h) = &e.handle {
+                let s = h.status();
+                e.record.downloaded = e.base_downloaded + s.downloaded;
+                e.record.uploaded = e.base_uploaded + s.uploaded;
+                e.record.complete = s.complete;
+            }
+            if let Some(r) = &resume {
+                e.last_saved_have = engine::Bitfield::from_bytes(
+                    &data_encoding::BASE64
+                        .decode(r.have.as_bytes())
+                        .unwrap_or_default(),
+                    r.pieces,
+                )
+                .count();
+            }
+            e.record.clone()
+        };
+        if let Some(r) = &resume {
+            if let Err(err) = self.store.save_resume(&id, r) {
+                tracing::error!("saving resume data: {err:#}");
+            }
+        }
+        if let Err(err) = self.store.save_record(&id, &record) {
+            tracing::error!("saving torrent record: {err:#}");
+        }
+    }
+
+    /// Stops a running torrent (announcing `stopped`), saving its resume data first.
+    async fn stop_entry(&self, slot: &Slot, phase: Phase) {
+        let handle = {
+            let mut e = slot.lock();
+            e.generation += 1;
+            e.phase = phase;
+            e.seeding_since = None;
+            e.handle.clone()
+        };
+        if let Some(h) = handle {
+            self.save(slot);
+            {
+                let mut e = slot.lock();
+                let st = h.status();
+                e.base_downloaded += st.downloaded;
+                e.base_uploaded += st.uploaded;
+                e.handle = None;
+            }
+            self.session.unregister(&h.shared.id);
+            h.stop().await;
+        }
+        self.save(slot);
+    }
+
+    pub async fn pause(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
+        let slot = self.slot(id)?;
+        slot.lock().record.paused = true;
+        self.stop_entry(&slot, Phase::Paused).await;
+        self.schedule();
+        Ok(self.view(&slot, false))
+    }
+
+    pub async fn resume(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
+        let slot = self.slot(id)?;
+        {
+            let mut e = slot.lock();
+            e.record.paused = false;
+            e.record.finished = false;
+            if matches!(e.phase, Phase::Paused | Phase::Finished | Phase::Error(_)) {
+                e.phase = if e.torrent.is_some() {
+                    Phase::Queued
+                } else {
+                    e.generation = 0;
+                    Phase::FetchingMetadata
+                };
+            }
+        }
+        self.save(&slot);
+        self.schedule();
+        Ok(self.view(&slot, false))
+    }
+
+    pub async fn remove(
+        self: &Arc<Self>,
+        id: &[u8; 20],
+        delete_data: bool,
+    ) -> Result<Value, ApiError> {
+        let slot = self.slot(id)?;
+        self.stop_entry(&slot, Phase::Paused).await;
+        self.entries.lock().remove(id);
+        self.store.remove(id);
+        if delete_data {
+            let e = slot.lock();
+            if let Some(t) = &e.torrent {
+                delete_files(t, &e.record.download_dir);
+            }
+        }
+        let _ = self.events.send((
+            "removed".into(),
+            json!({"id": metainfo::hex(id)}).to_string(),
+        ));
+        self.schedule();
+        Ok(json!({"removed": metainfo::hex(id)}))
+    }
+
+    /// Applies a `PUT /api/torrents/{id}`; a new file selection or directory restarts the torrent.
+    pub async fn update(
+        self: &Arc<Self>,
+        id: &[u8; 20],
+        change: &Value,
+    ) -> Result<Value, ApiError> {
+        let slot = self.slot(id)?;
+        let obj = change
+            .as_object()
+            .ok_or_else(|| bad("expected a JSON object"))?;
+        let mut restart = false;
+        let mut move_to = None;
+        {
+            let mut e = slot.lock();
+            for (key, value) in obj {
+                match key.as_str() {
+                    "files" => {
+                        let files: Vec<bool> = serde_json::from_value(value.clone())
+                            .map_err(|_| bad("files: expected a list of booleans"))?;
+                        let n = e.torrent.as_ref().map(|t| t.files.len());
+                        if n.is_some_and(|n| n != files.len()) {
+                            return Err(bad(format!(
+                                "files: the torrent has {} files, got {}",
+                                n.unwrap_or(0),
+                                files.len()
+                            )));
+                        }
+                        e.record.files = Some(files);
+                        e.record.complete = false;
+                        restart = true;
+                    }
+                    "seed_ratio" => e.record.seed_ratio = opt_f64(value, key)?,
+                    "seed_time" => e.record.seed_time = opt_u64(value, key)?,
+                    "max_upload_rate" => {
+                        e.record.max_upload_rate = opt_u64(value, key)?;
+                        if let Some(h) = &e.handle {
+                            h.shared.up_limit.set_rate(e.record.max_upload_rate);
+                        }
+                    }
+                    "max_download_rate" => {
+                        e.record.max_download_rate = opt_u64(value, key)?;
+                        if let Some(h) = &e.handle {
+                            h.shared.down_limit.set_rate(e.record.max_download_rate);
+                        }
+                    }
+                    "download_dir" => {
+                        let dir = PathBuf::from(
+                            value
+                                .as_str()
+                                .ok_or_else(|| bad("download_dir: expected a string"))?,
+                        );
+                        if !dir.is_absolute() {
+                            return Err(bad("download_dir must be an absolute path"));
+                        }
+                        move_to = Some(dir);
+                    }
+                    other => return Err(bad(format!("unknown field {other:?}"))),
+                }
+            }
+        }
+        if restart || move_to.is_some() {
+            let was_active = matches!(
+                slot.lock().phase,
+                Phase::Running | Phase::Checking | Phase::Queued
+            );
+            self.stop_entry(&slot, Phase::Paused).await;
+            if let Some(dir) = move_to {
+                let (torrent, from) = {
+                    let e = slot.lock();
+                    (e.torrent.clone(), e.record.download_dir.clone())
+                };
+                if let Some(t) = torrent {
+                    move_files(&t, &from, &dir)
+                        .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+                }
+                slot.lock().record.download_dir = dir;
+            }
+            if was_active {
+                slot.lock().phase = Phase::Queued;
+            }
+        }
+        self.save(&slot);
+        self.schedule();
+        Ok(self.view(&slot, false))
+    }
+
+    pub fn update_settings(self: &Arc<Self>, change: &Value) -> Result<Value, ApiError> {
+        let mut current = serde_json::to_value(&*self.settings.lock()).map_err(|e| bad(e))?;
+        let (Some(cur), Some(obj)) = (current.as_object_mut(), change.as_object()) else {
+            return Err(bad("expected a JSON object"));
+        };
+        for (k, v) in obj {
+            if !cur.contains_key(k) {
+                return Err(bad(format!("unknown setting {k:?}")));
+            }
+            cur.insert(k.clone(), v.clone());
+        }
+        let settings: Settings =
+            serde_json::from_value(current).map_err(|e| bad(format!("settings: {e}")))?;
+        if !settings.download_dir.is_absolute() {
+            return Err(bad("download_dir must be an absolute path"));
+        }
+        self.global_up.set_rate(settings.max_upload_rate);
+        self.global_down.set_rate(settings.max_download_rate);
+        self.store.save_settings(&settings)?;
+        *self.settings.lock() = settings.clone();
+        self.schedule();
+        Ok(serde_json::to_value(settings).map_err(|e| bad(e))?)
+    }
+
+    /// Every second: seed goals, queue, and resume data for torrents that verified pieces.
+    async fn tick_loop(self: Arc<Self>) {
+        let mut ticks = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ticks += 1;
+            let (ratio_goal, time_goal) = {
+                let s = self.settings.lock();
+                (s.seed_ratio, s.seed_time)
+            };
+            for slot in self.slots() {
+                let (handle, goal_reached, dirty) = {
+                    let mut e = slot.lock();
+                    let Some(h) = e.handle.clone() else { continue };
+                    let st = h.status();
+                    let mut goal_reached = false;
+                    if st.complete {
+                        let since = *e.seeding_since.get_or_insert_with(Instant::now);
+                        let secs = e.record.seeding_secs + since.elapsed().as_secs();
+                        let uploaded = e.base_uploaded + st.uploaded;
+                        let ratio = uploaded as f64 / st.wanted.max(1) as f64;
+                        goal_reached = e
+                            .record
+                            .seed_ratio
+                            .or(ratio_goal)
+                            .is_some_and(|g| ratio >= g)
+                            || e.record.seed_time.or(time_goal).is_some_and(|g| secs >= g);
+                        if !e.record.complete {
+                            e.record.complete = true;
+                        }
+                    }
+                    (h, goal_reached, st.pieces_have != e.last_saved_have)
+                };
+                if goal_reached {
+                    {
+                        let mut e = slot.lock();
+                        e.record.finished = true;
+                        if let Some(since) = e.seeding_since {
+                            e.record.seeding_secs += since.elapsed().as_secs();
+                        }
+                    }
+                    self.stop_entry(&slot, Phase::Finished).await;
+                    continue;
+                }
+                // Pieces verified since the last save, or totals every 30 s.
+                if dirty || ticks % 30 == 0 {
+                    let daemon = self.clone();
+                    let slot = slot.clone();
+                    let _ = tokio::task::spawn_blocking(move || daemon.save(&slot)).await;
+                }
+                drop(handle);
+            }
+            self.schedule();
+            let _ = self
+                .events
+                .send(("torrents".into(), self.list().to_string()));
+        }
+    }
+
+    /// Stops every torrent (announcing `stopped`) and saves its state, for a clean exit.
+    async fn shutdown(&self) {
+        let mut stops = Vec::new();
+        for slot in self.slots() {
+            let phase = slot.lock().phase.clone();
+            if matches!(phase, Phase::Running | Phase::Checking) {
+                stops.push(async move { self.stop_entry(&slot, Phase::Queued).await });
+            }
+        }
+        futures_util::future::join_all(stops).await;
+    }
+
+    pub fn list(&self) -> Value {
+        let torrents: Vec<Value> = self.slots().iter().map(|s| self.view(s, false)).collect();
+        json!({ "torrents": torrents })
+    }
+
+    /// The JSON view of a torrent (docs/api.md), with files, peers and trackers when `detail`.
+    pub fn view(&self, slot: &Slot, detail: bool) -> Value {
+        let e = slot.lock();
+        let status: Option<Status> = e.handle.as_ref().map(|h| h.status());
+        let torrent = e.torrent.as_deref();
+        let total_size = torrent.map_or(0, |t| t.total_size());
+        let selected = |i: usize| {
+            e.record
+                .files
+                .as_ref()
+                .is_none_or(|f| f.get(i).copied().unwrap_or(true))
+        };
+        let size = torrent.map_or(0, |t| {
+            t.files
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| !f.attr.pad && selected(*i))
+                .map(|(_, f)| f.length)
+                .sum()
+        });
+        let (progress, pieces_have) = match &status {
+            Some(s) => (
+                if s.wanted == 0 {
+                    1.0
+                } else {
+                    1.0 - s.left as f64 / s.wanted as f64
+                },
+                s.pieces_have,
+            ),
+            None if e.record.complete => (1.0, torrent.map_or(0, |t| t.piece_count() as u32)),
+            None => (0.0, 0),
+        };
+        let downloaded = e.base_downloaded + status.as_ref().map_or(0, |s| s.downloaded);
+        let uploaded = e.base_uploaded + status.as_ref().map_or(0, |s| s.uploaded);
+        let (down_rate, up_rate) = status
+            .as_ref()
+            .map_or((0.0, 0.0), |s| (s.download_rate, s.upload_rate));
+        let state = match &e.phase {
+            Phase::Running if status.as_ref().is_some_and(|s| s.complete) => "seeding",
+            Phase::Running => "downloading",
+            Phase::FetchingMetadata => "fetching_metadata",
+            Phase::Queued => "queued",
+            Phase::Checking => "checking",
+            Phase::Paused => "paused",
+            Phase::Finished => "finished",
+            Phase::Error(_) => "error",
+        };
+        let left = status.as_ref().map_or(0, |s| s.left);
+        let eta =
+            (state == "downloading" && down_rate > 1.0).then(|| (left as f64 / down_rate) as u64);
+        let name = torrent.map(|t| t.name.clone()).unwrap_or_else(|| {
+            e.record
+                .magnet
+                .as_deref()
+                .and_then(|m| metainfo::Magnet::parse(m).ok())
+                .and_then(|m| m.name)
+                .unwrap_or_else(|| metainfo::hex(&e.id))
+        });
+        let magnet = match torrent {
+            Some(t) => metainfo::Magnet::from_torrent(t).to_string(),
+            None => e.record.magnet.clone().unwrap_or_default(),
+        };
+        let mut v = json!({
+            "id": metainfo::hex(&e.id),
+            "name": name,
+            "state": state,
+            "error": match &e.phase { Phase::Error(m) => Some(m.clone()), _ => None },
+            "progress": progress,
+            "size": size,
+            "total_size": total_size,
+            "downloaded": downloaded,
+            "uploaded": uploaded,
+            "download_rate": down_rate,
+            "upload_rate": up_rate,
+            "ratio": if size > 0 { uploaded as f64 / size as f64 } else { 0.0 },
+            "peers": status.as_ref().map_or(0, |s| s.peers),
+            "eta": eta,
+            "pieces": torrent.map_or(0, |t| t.piece_count()),
+            "pieces_have": pieces_have,
+            "download_dir": e.record.download_dir,
+            "added": e.record.added,
+            "private": torrent.is_some_and(|t| t.private),
+            "magnet": magnet,
+        });
+        if detail {
+            let have = e.handle.as_ref().map(|h| h.shared.have());
+            let files: Vec<Value> = torrent.map_or_else(Vec::new, |t| {
+                t.files
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| !f.attr.pad)
+                    .map(|(i, f)| {
+                        json!({
+                            "index": i,
+                            "path": f.path.join("/"),
+                            "size": f.length,
+                            "selected": selected(i),
+                            "progress": file_progress(t, f, have.as_ref(), e.record.complete && selected(i)),
+                        })
+                    })
+                    .collect()
+            });
+            let peers: Vec<Value> = e.handle.as_ref().map_or_else(Vec::new, |h| {
+                h.shared
+                    .peer_list()
+                    .into_iter()
+                    .map(|p| {
+                        json!({
+                            "addr": p.addr.to_string(),
+                            "downloaded": p.downloaded,
+                            "uploaded": p.uploaded,
+                            "download_rate": p.rate_down,
+                            "upload_rate": p.rate_up,
+                        })
+                    })
+                    .collect()
+            });
+            let trackers: Vec<Value> = torrent.map_or_else(Vec::new, |t| {
+                t.trackers
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(tier, urls)| {
+                        urls.iter().map(move |u| json!({"tier": tier, "url": u}))
+                    })
+                    .collect()
+            });
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("files".into(), json!(files));
+                obj.insert("peers".into(), json!(peers));
+                obj.insert("trackers".into(), json!(trackers));
+                obj.insert("seed_ratio".into(), json!(e.record.seed_ratio));
+                obj.insert("seed_time".into(), json!(e.record.seed_time));
+                obj.insert("max_upload_rate".into(), json!(e.record.max_upload_rate));
+                obj.insert(
+                    "max_download_rate".into(),
+                    json!(e.record.max_download_rate),
+                );
+            }
+        }
+        v
+    }
+}
+
+fn opt_u64(v: &Value, key: &str) -> Result<Option<u64>, ApiError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    v.as_u64()
+        .map(Some)
+        .ok_or_else(|| bad(format!("{key}: expected a non-negative integer or null")))
+}
+
+fn opt_f64(v: &Value, key: &str) -> Result<Option<f64>, ApiError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    v.as_f64()
+        .filter(|x| *x >= 0.0)
+        .map(Some)
+        .ok_or_else(|| bad(format!("{key}: expected a non-negative number or null")))
+}
+
+/// Fraction of a file's pieces that are verified.
+fn file_progress(
+    t: &Torrent,
+    f: &metainfo::FileEntry,
+    have: Option<&engine::Bitfield>,
+    complete: bool,
+) -> f64 {
+    if f.length == 0 || complete {
+        return if complete || f.length == 0 { 1.0 } else { 0.0 };
+    }
+    let Some(have) = have else { return 0.0 };
+    let first = f.offset / t.piece_length;
+    let last = (f.offset + f.length - 1) / t.piece_length;
+    let got = (first..=last).filter(|p| have.get(*p as u32)).count();
+    got as f64 / (last - first + 1) as f64
+}
+
+/// Deletes the torrent's own files, then the directories they leave empty (never anything else).
+fn delete_files(t: &Torrent, dir: &Path) {
+    let mut parents = Vec::new();
+    for f in t.files.iter().filter(|f| !f.attr.pad) {
+        let path = store::file_path(dir, f);
+        let _ = std::fs::remove_file(&path);
+        let mut p = path.parent();
+        while let Some(parent) = p {
+            if parent == dir || !parent.starts_with(dir) {
+                break;
+            }
+            parents.push(parent.to_path_buf());
+            p = parent.parent();
+        }
+    }
+    parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    parents.dedup();
+    for p in parents {
+        let _ = std::fs::remove_dir(p);
+    }
+}
+
+/// Moves the torrent's files from one download directory to another.
+fn move_files(t: &Torrent, from: &Path, to: &Path) -> anyhow::Result<()> {
+    for f in t.files.iter().filter(|f| !f.attr.pad) {
+        let src = store::file_path(from, f);
+        if !src.exists() {
+            continue;
+        }
+        let dst = store::file_path(to, f);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if std::fs::rename(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).with_context(|| format!("moving {}", src.display()))?;
+            std::fs::remove_file(&src)?;
+        }
+    }
+    delete_files(t, from);
+    Ok(())
+}
