@@ -828,10 +828,16 @@ async fn connect_loop(shared: Arc<Shared>) {
             let Some(addr) = next else { break };
             tokio::spawn(crate::peer::connect(shared.clone(), addr));
         }
-        // New addresses wake the loop at once; the timer retries when a slot frees up.
+        // New addresses wake the loop at once; the timer retries when a slot frees up, and rarely
+        // when there is nobody to dial (a daemon runs many idle torrents).
+        let idle = shared.state.lock().known.is_empty();
+        let mut retry = Duration::from_millis(if idle { 5000 } else { 500 });
+        if !shared.config.peers.is_empty() {
+            retry = retry.min(redial_at.saturating_duration_since(Instant::now()));
+        }
         tokio::select! {
             _ = shared.new_peers.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(retry) => {}
             _ = stop.changed() => return,
         }
     }

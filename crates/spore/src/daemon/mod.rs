@@ -154,15 +154,16 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     for (id, record, torrent) in daemon.store.load_all() {
         daemon.insert(id, record, torrent.map(Arc::new));
     }
-    eprintln!(
+    println!(
         "state in {}: {} torrents loaded in {} ms",
         state_dir.display(),
         daemon.entries.lock().len(),
         started.elapsed().as_millis()
     );
-    eprintln!("peers on {listen}");
-    eprintln!("api listening on http://{api_addr}");
+    println!("peers on {listen}");
+    println!("api listening on http://{api_addr}");
 
+    daemon.schedule();
     let ticker = tokio::spawn(daemon.clone().tick_loop());
     let app = api::router(daemon.clone(), api_addr);
     let server = axum::serve(
@@ -694,7 +695,7 @@ impl Daemon {
     }
 
     pub fn update_settings(self: &Arc<Self>, change: &Value) -> Result<Value, ApiError> {
-        let mut current = serde_json::to_value(&*self.settings.lock()).map_err(|e| bad(e))?;
+        let mut current = serde_json::to_value(&*self.settings.lock()).map_err(bad)?;
         let (Some(cur), Some(obj)) = (current.as_object_mut(), change.as_object()) else {
             return Err(bad("expected a JSON object"));
         };
@@ -714,7 +715,7 @@ impl Daemon {
         self.store.save_settings(&settings)?;
         *self.settings.lock() = settings.clone();
         self.schedule();
-        Ok(serde_json::to_value(settings).map_err(|e| bad(e))?)
+        serde_json::to_value(settings).map_err(bad)
     }
 
     /// Every second: seed goals, queue, and resume data for torrents that verified pieces.
@@ -762,7 +763,7 @@ impl Daemon {
                     continue;
                 }
                 // Pieces verified since the last save, or totals every 30 s.
-                if dirty || ticks % 30 == 0 {
+                if dirty || ticks.is_multiple_of(30) {
                     let daemon = self.clone();
                     let slot = slot.clone();
                     let _ = tokio::task::spawn_blocking(move || daemon.save(&slot)).await;
@@ -770,9 +771,11 @@ impl Daemon {
                 drop(handle);
             }
             self.schedule();
-            let _ = self
-                .events
-                .send(("torrents".into(), self.list().to_string()));
+            if self.events.receiver_count() > 0 {
+                let _ = self
+                    .events
+                    .send(("torrents".into(), self.list().to_string()));
+            }
         }
     }
 

@@ -32,7 +32,7 @@ impl Default for Settings {
                 .map(|h| PathBuf::from(h).join("Downloads"))
                 .unwrap_or_else(|| PathBuf::from("downloads")),
             max_active_downloads: 5,
-            max_active_seeds: 200,
+            max_active_seeds: 2000,
             max_upload_rate: None,
             max_download_rate: None,
             seed_ratio: None,

@@ -1,0 +1,562 @@
+//! `spore daemon` end to end on loopback: every API endpoint (and its refusals), the CLI that drives
+//! it, fast resume across restarts, and SIGKILL at random moments losing no verified piece.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+struct Daemon {
+    proc: Proc,
+    api: SocketAddr,
+    token: String,
+    state: PathBuf,
+}
+
+fn start_daemon(state: &Path, download_dir: &Path, log: &str, api: Option<SocketAddr>) -> Daemon {
+    let api_arg = api.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spore"));
+    command
+        .args([
+            "daemon",
+            "--state-dir",
+            s(state),
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            &api_arg,
+            "--download-dir",
+            s(download_dir),
+        ])
+        .env("SPORE_LOG", "info");
+    let proc = Proc::spawn(command, state.parent().unwrap().join(log));
+    let line = proc.wait_for("api listening on http://", T);
+    let api = line
+        .trim_start_matches("api listening on http://")
+        .trim()
+        .parse()
+        .unwrap();
+    let token = std::fs::read_to_string(state.join("api-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Daemon {
+        proc,
+        api,
+        token,
+        state: state.to_path_buf(),
+    }
+}
+
+/// One HTTP/1.1 request; (status, body).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head += &format!("Host: {addr}\r\n");
+    }
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += "\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    // A server may refuse a huge body before reading it all.
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP response");
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = response[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let len =
+            usize::from_str_radix(std::str::from_utf8(&data[..end]).unwrap().trim(), 16).unwrap();
+        data = &data[end + 2..];
+        if len == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..len]);
+        data = &data[len + 2..];
+    }
+}
+
+impl Daemon {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let auth = format!("Bearer {}", self.token);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let (status, bytes) = http(
+            self.api,
+            method,
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        );
+        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, v)
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method, path, body);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    }
+
+    fn torrent(&self, id: &str) -> Value {
+        self.ok("GET", &format!("/api/torrents/{id}"), None)
+    }
+
+    /// Polls the torrent until `done` accepts it.
+    fn wait(
+        &self,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t = self.torrent(id);
+            if done(&t) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not reached in {timeout:?}; last {t}; log: {}",
+                std::fs::read_to_string(&self.proc.stderr).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let api = self.api.to_string();
+        Command::new(env!("CARGO_BIN_EXE_spore"))
+            .args(args)
+            .args(["--api", &api, "--state-dir", s(&self.state)])
+            .output()
+            .unwrap()
+    }
+}
+
+/// A torrent over `len` bytes of data in `dir/data/name`, announcing to `tracker`.
+fn content(dir: &Path, name: &str, len: usize, tracker: &str, piece: &str) -> (PathBuf, PathBuf) {
+    let data_dir = dir.join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let file = data_dir.join(name);
+    std::fs::write(&file, data(len as u64 + 7, len)).unwrap();
+    let torrent = dir.join(format!("{name}.torrent"));
+    spore_ok(&[
+        "create",
+        s(&file),
+        "-t",
+        tracker,
+        "--piece-length",
+        piece,
+        "-o",
+        s(&torrent),
+    ]);
+    (data_dir, torrent)
+}
+
+fn seeder(dir: &Path, torrent: &Path, data_dir: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "seed",
+        s(torrent),
+        "--data",
+        s(data_dir),
+        "--listen",
+        "127.0.0.1:0",
+        "--no-dht",
+    ];
+    args.extend_from_slice(extra);
+    let p = Proc::start(&args, dir.join("seed.err"));
+    p.wait_for("seeding ", T);
+    p
+}
+
+#[test]
+fn every_api_endpoint_and_its_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (data_dir, torrent) = content(dir.path(), "multi.bin", 3_000_000, &url, "64K");
+    let _seed = seeder(dir.path(), &torrent, &data_dir, &[]);
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+
+    // Refusals: no token, a wrong one, a foreign Host (DNS rebinding).
+    let (status, body) = http(d.api, "GET", "/api/torrents", &[], b"");
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(serde_json::from_slice::<Value>(&body).unwrap()["error"].is_string());
+    let (status, _) = http(
+        d.api,
+        "GET",
+        "/api/torrents",
+        &[("Authorization", "Bearer 00")],
+        b"",
+    );
+    assert_eq!(status, 401);
+    let auth = format!("Bearer {}", d.token);
+    let (status, _) = http(
+        d.api,
+        "GET",
+        "/api/torrents",
+        &[("Authorization", &auth), ("Host", "evil.example:80")],
+        b"",
+    );
+    assert_eq!(status, 403);
+    // The page hands the token only to a loopback browser on a loopback name.
+    let (status, page) = http(d.api, "GET", "/", &[], b"");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains(&d.token));
+
+    // Bad input: each a clear 4xx with a JSON error.
+    let (status, v) = d.call(
+        "POST",
+        "/api/torrents",
+        Some(json!({"magnet": "magnet:?xt=urn:btih:zz"})),
+    );
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = d.call(
+        "POST",
+        "/api/torrents",
+        Some(json!({"torrent_base64": "ZDM6Zm9vZQ=="})),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("torrent"), "{v}");
+    let (status, v) = d.call("POST", "/api/torrents", Some(json!({})));
+    assert_eq!(status, 400, "{v}");
+    let (status, bytes) = http(
+        d.api,
+        "POST",
+        "/api/torrents",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-bittorrent"),
+        ],
+        &vec![b'x'; 17 << 20],
+    );
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&bytes));
+    let (status, _) = d.call("GET", "/api/torrents/nothex", None);
+    assert_eq!(status, 400);
+    let (status, _) = d.call("GET", &format!("/api/torrents/{}", "ab".repeat(20)), None);
+    assert_eq!(status, 404);
+    let (status, _) = d.call("PUT", "/api/settings", Some(json!({"no_such": 1})));
+    assert_eq!(status, 400);
+
+    // Add by upload, paused; a second add is a conflict.
+    let bytes = std::fs::read(&torrent).unwrap();
+    let (status, body) = http(
+        d.api,
+        "POST",
+        "/api/torrents?paused=true",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-bittorrent"),
+        ],
+        &bytes,
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let added: Value = serde_json::from_slice(&body).unwrap();
+    let id = added["id"].as_str().unwrap().to_string();
+    assert_eq!(added["state"], "paused");
+    let (status, _) = d.call("POST", "/api/torrents", Some(json!({"path": s(&torrent)})));
+    assert_eq!(status, 409);
+
+    // Settings round trip.
+    let settings = d.ok(
+        "PUT",
+        "/api/settings",
+        Some(json!({"max_active_downloads": 2, "seed_ratio": 50.0})),
+    );
+    assert_eq!(settings["max_active_downloads"], 2);
+    assert_eq!(d.ok("GET", "/api/settings", None)["seed_ratio"], 50.0);
+
+    // Detail, per-torrent options, then resume and let it finish.
+    let detail = d.torrent(&id);
+    assert_eq!(detail["files"].as_array().unwrap().len(), 1);
+    assert_eq!(detail["trackers"][0]["url"], url.as_str());
+    let updated = d.ok(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"max_upload_rate": 1000000, "seed_time": 3600})),
+    );
+    assert_eq!(d.torrent(&id)["max_upload_rate"], 1000000);
+    assert_eq!(updated["id"], id.as_str());
+    let (status, _) = d.call(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"files": [true, false]})),
+    );
+    assert_eq!(status, 400);
+    d.ok("POST", &format!("/api/torrents/{id}/resume"), None);
+    let done = d.wait(&id, "seeding", T, |t| t["state"] == "seeding");
+    assert_eq!(done["progress"], 1.0);
+    assert_eq!(done["pieces_have"], done["pieces"]);
+    assert_eq!(
+        sha256(&dl.join("multi.bin")),
+        sha256(&data_dir.join("multi.bin"))
+    );
+    let list = d.ok("GET", "/api/torrents", None);
+    assert_eq!(list["torrents"].as_array().unwrap().len(), 1);
+    assert!(list["torrents"][0]["downloaded"].as_u64().unwrap() >= 3_000_000);
+
+    // Events: the first is the torrent list, token in the query string.
+    let mut stream = TcpStream::connect(d.api).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/events?token={} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        d.token, d.api
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(&id) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "event stream closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.contains("text/event-stream") && text.contains("event: torrents"),
+        "{text}"
+    );
+
+    // Metrics are open on a loopback-bound API.
+    let (status, metrics) = http(d.api, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("spore_torrents{state=\"seeding\"} 1"),
+        "{metrics}"
+    );
+
+    // Pause, resume, remove with data.
+    assert_eq!(
+        d.ok("POST", &format!("/api/torrents/{id}/pause"), None)["state"],
+        "paused"
+    );
+    d.ok("POST", &format!("/api/torrents/{id}/resume"), None);
+    d.wait(&id, "seeding again", T, |t| t["state"] == "seeding");
+    let removed = d.ok(
+        "DELETE",
+        &format!("/api/torrents/{id}?delete_data=true"),
+        None,
+    );
+    assert_eq!(removed["removed"], id.as_str());
+    assert!(!dl.join("multi.bin").exists());
+    assert!(dl.exists(), "only the torrent's own files go");
+    assert_eq!(
+        d.ok("GET", "/api/torrents", None)["torrents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[test]
+fn the_cli_drives_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (data_dir, torrent) = content(dir.path(), "cli.bin", 1_500_000, &url, "32K");
+    let _seed = seeder(dir.path(), &torrent, &data_dir, &[]);
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+
+    let out = d.cli(&["add", s(&torrent), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = added["id"].as_str().unwrap().to_string();
+    d.wait(&id, "seeding", T, |t| t["state"] == "seeding");
+
+    let out = d.cli(&["list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["torrents"][0]["id"], id.as_str());
+    let out = d.cli(&["list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("100.0%") && text.contains("cli.bin"),
+        "{text}"
+    );
+
+    // A unique prefix of the id is enough.
+    let out = d.cli(&["pause", &id[..6], "--json"]);
+    let paused: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(paused["state"], "paused");
+    let out = d.cli(&["resume", &id[..6]]);
+    assert!(out.status.success());
+
+    let out = d.cli(&["add", s(&torrent)]);
+    assert_eq!(out.status.code(), Some(2), "a duplicate is bad input");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already"));
+    let out = d.cli(&["pause", "ffffffff"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = d.cli(&["remove", &id]);
+    assert!(out.status.success());
+    assert!(
+        dl.join("cli.bin").exists(),
+        "data stays without --delete-data"
+    );
+    let out = d.cli(&["list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(list["torrents"].as_array().unwrap().is_empty());
+
+    // A wrong token is refused.
+    let api = d.api.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["list", "--api", &api, "--token", "wrong"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// A few pseudo-random fractions, different on every run, so kills land at different moments.
+fn random_fractions() -> [f64; 3] {
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % 1000) as f64 / 1000.0
+    };
+    [0.1 + 0.2 * next(), 0.4 + 0.15 * next(), 0.65 + 0.2 * next()]
+}
+
+#[test]
+fn sigkill_at_three_moments_loses_no_verified_piece() {
+    const SIZE: usize = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (data_dir, torrent) = content(dir.path(), "big.bin", SIZE, &url, "256K");
+    // The seed is a second daemon, so its upload total is there to read; its rate is capped so the
+    // download lasts long enough to be killed three times.
+    let seed = start_daemon(&dir.path().join("seed-state"), &data_dir, "seed.err", None);
+    seed.ok(
+        "PUT",
+        "/api/settings",
+        Some(json!({"max_upload_rate": 64_000_000})),
+    );
+    let id = seed.ok("POST", "/api/torrents", Some(json!({"path": s(&torrent)})))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    seed.wait(&id, "seed ready", T, |t| t["state"] == "seeding");
+
+    let state = dir.path().join("state");
+    let dl = dir.path().join("dl");
+    let mut d = start_daemon(&state, &dl, "daemon-0.err", None);
+    d.ok("POST", "/api/torrents", Some(json!({"path": s(&torrent)})));
+    let pieces = d.torrent(&id)["pieces"].as_u64().unwrap();
+    for (round, fraction) in random_fractions().into_iter().enumerate() {
+        let target = (pieces as f64 * fraction) as u64;
+        let before = d.wait(
+            &id,
+            "progress before the kill",
+            Duration::from_secs(120),
+            |t| t["pieces_have"].as_u64().unwrap() >= target,
+        )["pieces_have"]
+            .as_u64()
+            .unwrap();
+        unsafe {
+            libc::kill(d.proc.child.id() as i32, libc::SIGKILL);
+        }
+        d.proc.wait_exit(T);
+        let api = d.api;
+        drop(d);
+        d = start_daemon(&state, &dl, &format!("daemon-{}.err", round + 1), Some(api));
+        let after = d.wait(&id, "restarted", T, |t| {
+            t["state"] == "downloading" || t["state"] == "seeding"
+        })["pieces_have"]
+            .as_u64()
+            .unwrap();
+        eprintln!("kill {round} at {before}/{pieces} pieces; {after} verified after the restart");
+        assert!(
+            after >= before,
+            "lost verified pieces: {before} before the kill, {after} after"
+        );
+    }
+    d.wait(&id, "complete", Duration::from_secs(120), |t| {
+        t["state"] == "seeding"
+    });
+    assert_eq!(
+        sha256(&dl.join("big.bin")),
+        sha256(&data_dir.join("big.bin"))
+    );
+
+    // Re-downloaded at most what was in flight at each kill (pieces requested, in buffers or sockets).
+    let uploaded = seed.torrent(&id)["uploaded"].as_u64().unwrap();
+    let extra = uploaded.saturating_sub(SIZE as u64);
+    eprintln!("the seed uploaded {uploaded} bytes for {SIZE}: {extra} extra over three kills");
+    assert!(extra <= 3 * (24 << 20), "re-downloaded {extra} bytes");
+
+    // A clean restart of the finished torrent trusts its resume data: no rehash.
+    d.proc.terminate();
+    d.proc.wait_exit(T);
+    let api = d.api;
+    drop(d);
+    let started = Instant::now();
+    let d = start_daemon(&state, &dl, "daemon-final.err", Some(api));
+    d.wait(&id, "seeding after a clean restart", T, |t| {
+        t["state"] == "seeding"
+    });
+    let restart = started.elapsed();
+    let log = std::fs::read_to_string(&d.proc.stderr).unwrap();
+    assert!(log.contains("(fast resume)"), "{log}");
+    eprintln!("restart to seeding: {restart:?}");
+}
