@@ -63,6 +63,8 @@ pub struct Entry {
     base_uploaded: u64,
     seeding_since: Option<Instant>,
     last_saved_have: u32,
+    /// The record as last written, to skip writing it again unchanged.
+    saved_record: Option<Record>,
     /// Bumped on every start and stop, so a start that finishes late knows it was overtaken.
     generation: u64,
 }
@@ -194,7 +196,9 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl Daemon {
+    /// Adds an entry for a torrent whose record is already in the state directory.
     fn insert(&self, id: [u8; 20], record: Record, torrent: Option<Arc<Torrent>>) -> Slot {
+        let saved = record.clone();
         let phase = if torrent.is_none() {
             Phase::FetchingMetadata
         } else if record.paused {
@@ -214,6 +218,7 @@ impl Daemon {
             handle: None,
             seeding_since: None,
             last_saved_have: 0,
+            saved_record: Some(saved),
             generation: 0,
         }));
         self.entries.lock().insert(id, slot.clone());
@@ -442,6 +447,11 @@ impl Daemon {
         config.global_download = Some(self.global_down.clone());
         config.dht = self.dht.clone();
         config.pex = self.pex;
+        // Resume data used as is needs no rewrite.
+        let trusted = resume
+            .as_ref()
+            .filter(|r| !r.check_unlisted)
+            .map(|r| r.have.count());
         config.resume = resume;
         let started = Instant::now();
         let result = engine::start(config).await;
@@ -462,7 +472,7 @@ impl Daemon {
                     self.session.register(&handle);
                     e.handle = Some(handle);
                     e.phase = Phase::Running;
-                    e.last_saved_have = u32::MAX;
+                    e.last_saved_have = trusted.unwrap_or(u32::MAX);
                     None
                 }
             }
@@ -475,32 +485,36 @@ impl Daemon {
             handle.stop().await;
             return;
         }
-        self.save(&slot);
+        self.save(&slot, false);
     }
 
     /// Saves the record and, when running, the fast-resume data (file stamps first, then the pieces, so
-    /// a piece written in between shows up as a changed file).
-    fn save(&self, slot: &Slot) {
-        let (id, torrent, dir, handle) = {
+    /// a piece written in between shows up as a changed file). Unless `force`, writes only what changed.
+    fn save(&self, slot: &Slot, force: bool) {
+        let (id, torrent, dir, handle, last_have) = {
             let e = slot.lock();
             (
                 e.id,
                 e.torrent.clone(),
                 e.record.download_dir.clone(),
                 e.handle.clone(),
+                e.last_saved_have,
             )
         };
         let resume = match (&torrent, &handle) {
-            (Some(t), Some(h)) => {
+            (Some(t), Some(h)) if force || h.shared.have().count() != last_have => {
                 let files = store::file_stamps(t, &dir);
                 let saved_at = store::now_nanos();
                 let have = h.shared.have();
-                Some(ResumeFile {
-                    pieces: have.len(),
-                    have: data_encoding::BASE64.encode(&have.to_bytes()),
-                    files,
-                    saved_at,
-                })
+                Some((
+                    have.count(),
+                    ResumeFile {
+                        pieces: have.len(),
+                        have: data_encoding::BASE64.encode(&have.to_bytes()),
+                        files,
+                        saved_at,
+                    },
+                ))
             }
             _ => None,
         };
@@ -512,24 +526,25 @@ impl Daemon {
                 e.record.uploaded = e.base_uploaded + s.uploaded;
                 e.record.complete = s.complete;
             }
-            if let Some(r) = &resume {
-                e.last_saved_have = engine::Bitfield::from_bytes(
-                    &data_encoding::BASE64
-                        .decode(r.have.as_bytes())
-                        .unwrap_or_default(),
-                    r.pieces,
-                )
-                .count();
+            if let Some((count, _)) = &resume {
+                e.last_saved_have = *count;
             }
-            e.record.clone()
+            if !force && e.saved_record.as_ref() == Some(&e.record) {
+                None
+            } else {
+                e.saved_record = Some(e.record.clone());
+                e.saved_record.clone()
+            }
         };
-        if let Some(r) = &resume {
+        if let Some((_, r)) = &resume {
             if let Err(err) = self.store.save_resume(&id, r) {
                 tracing::error!("saving resume data: {err:#}");
             }
         }
-        if let Err(err) = self.store.save_record(&id, &record) {
-            tracing::error!("saving torrent record: {err:#}");
+        if let Some(record) = record {
+            if let Err(err) = self.store.save_record(&id, &record) {
+                tracing::error!("saving torrent record: {err:#}");
+            }
         }
     }
 
@@ -543,7 +558,9 @@ impl Daemon {
             e.handle.clone()
         };
         if let Some(h) = handle {
-            self.save(slot);
+            // A complete torrent's pieces and files no longer change: its saved resume data stands.
+            let complete = h.status().complete;
+            self.save(slot, !complete);
             {
                 let mut e = slot.lock();
                 let st = h.status();
@@ -554,7 +571,7 @@ impl Daemon {
             self.session.unregister(&h.shared.id);
             h.stop().await;
         }
-        self.save(slot);
+        self.save(slot, false);
     }
 
     pub async fn pause(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
@@ -580,7 +597,7 @@ impl Daemon {
                 };
             }
         }
-        self.save(&slot);
+        self.save(&slot, true);
         self.schedule();
         Ok(self.view(&slot, false))
     }
@@ -689,7 +706,7 @@ impl Daemon {
                 slot.lock().phase = Phase::Queued;
             }
         }
-        self.save(&slot);
+        self.save(&slot, true);
         self.schedule();
         Ok(self.view(&slot, false))
     }
@@ -766,7 +783,7 @@ impl Daemon {
                 if dirty || ticks.is_multiple_of(30) {
                     let daemon = self.clone();
                     let slot = slot.clone();
-                    let _ = tokio::task::spawn_blocking(move || daemon.save(&slot)).await;
+                    let _ = tokio::task::spawn_blocking(move || daemon.save(&slot, false)).await;
                 }
                 drop(handle);
             }

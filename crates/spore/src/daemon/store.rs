@@ -42,7 +42,7 @@ impl Default for Settings {
 }
 
 /// What the daemon keeps about one torrent besides its metainfo.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Set for torrents added by magnet link (their metainfo is only the info dictionary).
     pub magnet: Option<String>,
