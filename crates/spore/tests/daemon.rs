@@ -560,3 +560,77 @@ fn sigkill_at_three_moments_loses_no_verified_piece() {
     assert!(log.contains("(fast resume)"), "{log}");
     eprintln!("restart to seeding: {restart:?}");
 }
+
+#[test]
+fn queueing_seed_goals_and_moving_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (data_a, torrent_a) = content(&dir.path().join("a"), "a.bin", 4_000_000, &url, "64K");
+    let (data_b, torrent_b) = content(&dir.path().join("b"), "b.bin", 1_000_000, &url, "64K");
+    // A slow seed for the first torrent keeps it downloading while the second waits its turn.
+    let _seed_a = seeder(
+        &dir.path().join("a"),
+        &torrent_a,
+        &data_a,
+        &["--max-up", "1M"],
+    );
+    let _seed_b = seeder(&dir.path().join("b"), &torrent_b, &data_b, &[]);
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+    d.ok(
+        "PUT",
+        "/api/settings",
+        Some(json!({"max_active_downloads": 1})),
+    );
+
+    let a = d.ok(
+        "POST",
+        "/api/torrents",
+        Some(json!({"path": s(&torrent_a)})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.wait(&a, "a downloading", T, |t| t["state"] == "downloading");
+    let b = d.ok(
+        "POST",
+        "/api/torrents",
+        Some(json!({"path": s(&torrent_b)})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(d.torrent(&b)["state"], "queued", "one download at a time");
+    assert_eq!(d.torrent(&a)["state"], "downloading");
+    // A seed goal of ratio 0 is met at once: b stops as finished when it completes.
+    d.ok(
+        "PUT",
+        &format!("/api/torrents/{b}"),
+        Some(json!({"seed_ratio": 0.0})),
+    );
+    d.wait(&a, "a complete", T, |t| t["state"] == "seeding");
+    let done = d.wait(&b, "b finished", T, |t| t["state"] == "finished");
+    assert_eq!(done["progress"], 1.0);
+    assert_eq!(sha256(&dl.join("b.bin")), sha256(&data_b.join("b.bin")));
+
+    // Moving a finished torrent's data keeps it finished, in its new place.
+    let moved = dir.path().join("moved");
+    let v = d.ok(
+        "PUT",
+        &format!("/api/torrents/{b}"),
+        Some(json!({"download_dir": s(&moved)})),
+    );
+    assert_eq!(v["state"], "finished");
+    assert!(!dl.join("b.bin").exists());
+    assert_eq!(sha256(&moved.join("b.bin")), sha256(&data_b.join("b.bin")));
+    // Resumed, it checks the data where it now is and seeds.
+    d.ok(
+        "PUT",
+        &format!("/api/torrents/{b}"),
+        Some(json!({"seed_ratio": null})),
+    );
+    d.ok("POST", &format!("/api/torrents/{b}/resume"), None);
+    d.wait(&b, "b seeding from its new place", T, |t| {
+        t["state"] == "seeding"
+    });
+}

@@ -686,10 +686,8 @@ impl Daemon {
             }
         }
         if restart || move_to.is_some() {
-            let was_active = matches!(
-                slot.lock().phase,
-                Phase::Running | Phase::Checking | Phase::Queued
-            );
+            let old_phase = slot.lock().phase.clone();
+            let was_active = matches!(old_phase, Phase::Running | Phase::Checking | Phase::Queued);
             self.stop_entry(&slot, Phase::Paused).await;
             if let Some(dir) = move_to {
                 let (torrent, from) = {
@@ -702,9 +700,7 @@ impl Daemon {
                 }
                 slot.lock().record.download_dir = dir;
             }
-            if was_active {
-                slot.lock().phase = Phase::Queued;
-            }
+            slot.lock().phase = if was_active { Phase::Queued } else { old_phase };
         }
         self.save(&slot, true);
         self.schedule();
