@@ -46,6 +46,9 @@ pub struct TorrentConfig {
     pub dht: Option<crate::dht::DhtNode>,
     /// Peer exchange (BEP 11; never for private torrents).
     pub pex: bool,
+    /// Local service discovery (BEP 14; never for private torrents) through this multicast group.
+    pub lsd: bool,
+    pub lsd_group: SocketAddr,
 }
 
 impl TorrentConfig {
@@ -65,6 +68,8 @@ impl TorrentConfig {
             max_download_rate: None,
             dht: None,
             pex: true,
+            lsd: false,
+            lsd_group: crate::lsd::DEFAULT_GROUP,
         }
     }
 }
@@ -167,6 +172,7 @@ pub struct Shared {
     pub wasted: AtomicU64,
     pub pex_sent: AtomicU64,
     pub dht_announces: AtomicU64,
+    pub lsd_announces: AtomicU64,
     complete: AtomicBool,
     complete_notify: Notify,
     /// Signalled when addresses are queued for connecting.
@@ -194,9 +200,10 @@ pub struct Status {
     pub peers: usize,
     pub complete: bool,
     pub banned: usize,
-    /// Peer-exchange messages sent and DHT announces made (always 0 for private torrents).
+    /// Peer-exchange messages sent, DHT and LSD announces made (always 0 for private torrents).
     pub pex_sent: u64,
     pub dht_announces: u64,
+    pub lsd_announces: u64,
 }
 
 pub struct TorrentHandle {
@@ -512,6 +519,7 @@ impl Shared {
             banned: st.banned.len(),
             pex_sent: self.pex_sent.load(Ordering::Relaxed),
             dht_announces: self.dht_announces.load(Ordering::Relaxed),
+            lsd_announces: self.lsd_announces.load(Ordering::Relaxed),
         }
     }
 
@@ -671,6 +679,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         wasted: AtomicU64::new(0),
         pex_sent: AtomicU64::new(0),
         dht_announces: AtomicU64::new(0),
+        lsd_announces: AtomicU64::new(0),
         complete: AtomicBool::new(already_done),
         complete_notify: Notify::new(),
         new_peers: Notify::new(),
@@ -695,6 +704,10 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     }
     if let (Some(node), false) = (shared.config.dht.clone(), shared.torrent.private) {
         tasks.push(tokio::spawn(dht_loop(shared.clone(), node)));
+    }
+    if shared.config.lsd && !shared.torrent.private {
+        let group = shared.config.lsd_group;
+        tasks.push(tokio::spawn(crate::lsd::run(shared.clone(), group)));
     }
     Ok(TorrentHandle { shared, tasks })
 }
