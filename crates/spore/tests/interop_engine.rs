@@ -752,7 +752,7 @@ fn the_swarm_outlives_its_seed_and_tracker_with_libtorrent_and_aria2_in_it() {
     // Who has completed: the eight Spore peers, then libtorrent, then aria2.
     let mut done = [false; 10];
     let mut lt_pex = 0u64;
-    let mut poll = |done: &mut [bool; 10], lt_pex: &mut u64| {
+    let poll = |done: &mut [bool; 10], lt_pex: &mut u64| {
         for (i, p) in spores.iter().enumerate() {
             while let Ok(line) = p.lines.try_recv() {
                 done[i] |= line.contains("complete: keep.bin");
