@@ -38,7 +38,8 @@ wait_line() { until grep -q "$2" "$1" 2> /dev/null; do sleep 0.02; done; }
 results=$(mktemp)
 run() { # seeds, run index
     local n=$1 i=$2 seed_pids=() before start end
-    rm -rf dl && mkdir dl
+    # Old logs go first: a background job truncates its log only once it runs, after wait_line may look.
+    rm -rf dl seed*.log get.log && mkdir dl
     before=$(announces)
     for s in $(seq "$n"); do
         "$SPORE" seed t.torrent --data seed --listen "127.0.0.$((10 + s)):0" --max-up "$RATE" --no-dht \
