@@ -2,6 +2,7 @@
 //! and every 5 minutes, and queue the peers whose announces name our info-hash. Public torrents only
 //! (BEP 27); the caller never starts this for a private one.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +21,11 @@ pub const DEFAULT_GROUP: SocketAddr =
 /// How often we announce a torrent. BEP 14 leaves the rate to us; once per 5 minutes keeps a busy LAN
 /// quiet while a newcomer still finds us at once (every peer answers its first announce by dialling it).
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Anyone on the LAN can send announces; one host gets one peer queued per this long, so a flood of
+/// announces with made-up ports cannot fill our list of addresses to dial.
+const PER_HOST: Duration = Duration::from_secs(10);
+const MAX_HOSTS: usize = 1024;
 
 /// The interface our multicast goes out of and is received on: the listen address when it names one.
 fn interface(listen: IpAddr) -> Ipv4Addr {
@@ -95,7 +101,9 @@ pub(crate) async fn run(shared: Arc<Shared>, group: SocketAddr) {
     .encode();
     let mut stop = shared.stopping();
     let mut next = tokio::time::Instant::now();
+    // One byte more than we parse, so an oversized datagram shows as too long instead of cut short.
     let mut buf = vec![0u8; wire::MAX_LSD_DATAGRAM + 1];
+    let mut heard: HashMap<IpAddr, tokio::time::Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {
@@ -108,7 +116,15 @@ pub(crate) async fn run(shared: Arc<Shared>, group: SocketAddr) {
                 next = tokio::time::Instant::now() + ANNOUNCE_INTERVAL;
             }
             got = recv.recv_from(&mut buf) => {
-                let Ok((n, from)) = got else { continue };
+                let (n, from) = match got {
+                    Ok(got) => got,
+                    Err(e) => {
+                        // Not expected on an unconnected socket; do not spin if it keeps failing.
+                        tracing::debug!("LSD receive: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let Ok(announce) = LsdAnnounce::decode(&buf[..n]) else {
                     tracing::debug!("LSD: malformed announce from {from}");
                     continue;
@@ -118,6 +134,17 @@ pub(crate) async fn run(shared: Arc<Shared>, group: SocketAddr) {
                 {
                     continue;
                 }
+                let now = tokio::time::Instant::now();
+                if heard.get(&from.ip()).is_some_and(|t| now.duration_since(*t) < PER_HOST) {
+                    continue;
+                }
+                if heard.len() >= MAX_HOSTS {
+                    heard.retain(|_, t| now.duration_since(*t) < PER_HOST);
+                    if heard.len() >= MAX_HOSTS {
+                        continue;
+                    }
+                }
+                heard.insert(from.ip(), now);
                 let peer = SocketAddr::new(from.ip(), announce.port);
                 tracing::debug!("LSD: peer {peer}");
                 shared.add_peers([peer]);
