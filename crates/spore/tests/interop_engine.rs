@@ -641,7 +641,7 @@ fn spore_and_transmission_both_directions() {
 
 /// aria2 as one downloader of a swarm: peer exchange on (its default, BEP 11 `ut_pex`), DHT and LPD off,
 /// seeding on after completion (so the data it has stays in the swarm), and a hook that writes `done` when
-/// the download completes.
+/// the download completes. Its info-level log (`DIR.log`) records the ut_pex messages it gets.
 fn aria2_in_swarm(torrent: &Path, dir: &Path, ip: &str, done: &Path, log: &Path) -> Proc {
     let hook = dir.with_extension("hook.sh");
     std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", s(done))).unwrap();
@@ -661,6 +661,8 @@ fn aria2_in_swarm(torrent: &Path, dir: &Path, ip: &str, done: &Path, log: &Path)
         "--seed-ratio=0.0",
         "--seed-time=10",
         &format!("--on-bt-download-complete={}", s(&hook)),
+        &format!("--log={}", s(&dir.with_extension("log"))),
+        "--log-level=info",
         "-d",
         s(dir),
         s(torrent),
@@ -802,6 +804,21 @@ fn the_swarm_outlives_its_seed_and_tracker_with_libtorrent_and_aria2_in_it() {
         );
         std::thread::sleep(Duration::from_millis(50));
         poll(&mut done, &mut lt_pex);
+    }
+    // And aria2 (1.36, which speaks ut_pex by default) logs the exchanges it receives from Spore peers.
+    let aria_heard_pex = || {
+        std::fs::read_to_string(d.join("aria.log"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("From: 127.0.0.8") && l.contains("extended ut_pex added="))
+    };
+    let deadline = std::time::Instant::now() + T;
+    while !aria_heard_pex() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "aria2 got no PEX message from a Spore peer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     let expected = sha256(&d.join("seed/keep.bin"));
     for i in 0..8 {
