@@ -358,7 +358,11 @@ impl Shared {
             st.picker.failed(index);
             self.wasted
                 .fetch_add(buf.data.len() as u64, Ordering::Relaxed);
-            if !ok {
+            // A piece that had a banned peer among its contributors is explained by that peer: blocks it
+            // sent before the ban keep failing pieces for a while, and striking the honest peers that
+            // filled the rest of them would ban those too and leave nobody to download from.
+            let explained = buf.contributors.iter().any(|ip| st.banned.contains(ip));
+            if !ok && !explained {
                 // Everyone who contributed gets a strike; a peer that sent the whole piece alone gets two.
                 let weight = if buf.contributors.len() == 1 { 2 } else { 1 };
                 let mut to_ban = Vec::new();
