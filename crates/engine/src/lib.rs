@@ -1,6 +1,7 @@
 //! Spore's BitTorrent engine: downloads and seeds one torrent at a time over TCP, with a rarest-first
 //! picker, tit-for-tat choking, verified storage, hostile-peer banning, and HTTP/UDP tracker announces.
 
+mod aligned;
 mod bitfield;
 pub mod dht;
 pub mod lsd;

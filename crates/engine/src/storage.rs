@@ -7,6 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use metainfo::{merkle, Torrent, Version};
+
+use crate::aligned::ALIGN;
 use parking_lot::Mutex;
 use sha1::{Digest, Sha1};
 
@@ -16,6 +18,8 @@ struct Slot {
     length: u64,
     pad: bool,
     handle: Mutex<Option<File>>,
+    /// The file opened with O_DIRECT for aligned writes; `Some(None)` where the file system refuses it.
+    direct: Mutex<Option<Option<File>>>,
 }
 
 pub struct Storage {
@@ -36,6 +40,7 @@ impl Storage {
                 length: f.length,
                 pad: f.attr.pad,
                 handle: Mutex::new(None),
+                direct: Mutex::new(None),
             })
             .collect();
         Storage {
@@ -109,14 +114,65 @@ impl Storage {
         Ok(())
     }
 
-    /// Writes a verified piece. Bytes of pad files are not written.
+    /// Writes a verified piece. Bytes of pad files are not written. Where the file offset and the
+    /// buffer are page-aligned, whole pages go straight to the device (O_DIRECT); the rest through the
+    /// page cache.
     pub fn write(&self, start: u64, data: &[u8]) -> io::Result<()> {
         self.spans(start, data.len() as u64, |slot, file_offset, range| {
             if slot.pad {
                 return Ok(());
             }
-            self.with_file(slot, |file| file.write_all_at(&data[range], file_offset))
+            let part = &data[range];
+            let aligned = file_offset.is_multiple_of(ALIGN as u64)
+                && (part.as_ptr() as usize).is_multiple_of(ALIGN);
+            let direct_len = if aligned {
+                part.len() / ALIGN * ALIGN
+            } else {
+                0
+            };
+            let written =
+                direct_len > 0 && self.write_direct(slot, &part[..direct_len], file_offset)?;
+            let (rest, at) = if written {
+                (&part[direct_len..], file_offset + direct_len as u64)
+            } else {
+                (part, file_offset)
+            };
+            if rest.is_empty() {
+                return Ok(());
+            }
+            self.with_file(slot, |file| file.write_all_at(rest, at))
         })
+    }
+
+    /// Writes aligned bytes with O_DIRECT; `false` if this file system does not support it.
+    fn write_direct(&self, slot: &Slot, data: &[u8], offset: u64) -> io::Result<bool> {
+        let mut direct = slot.direct.lock();
+        if direct.is_none() {
+            if let Some(parent) = slot.path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(libc::O_DIRECT)
+                .open(&slot.path)
+                .ok();
+            *direct = Some(file);
+        }
+        let Some(Some(file)) = direct.as_ref() else {
+            return Ok(false);
+        };
+        match file.write_all_at(data, offset) {
+            Ok(()) => Ok(true),
+            // Opened, but the device wants a larger alignment: use the page cache from now on.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                *direct = Some(None);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads piece space `start..start + buf.len()`; pad files read as zeros.
@@ -136,6 +192,9 @@ impl Storage {
     pub fn sync(&self) -> io::Result<()> {
         for slot in &self.slots {
             if let Some(file) = slot.handle.lock().as_ref() {
+                file.sync_data()?;
+            }
+            if let Some(Some(file)) = slot.direct.lock().as_ref() {
                 file.sync_data()?;
             }
         }

@@ -156,7 +156,7 @@ pub(crate) struct PeerEntry {
 }
 
 struct PieceBuf {
-    data: Vec<u8>,
+    data: crate::aligned::AlignedBuf,
     contributors: HashSet<IpAddr>,
 }
 
@@ -373,7 +373,7 @@ impl Shared {
             let size = self.piece_sizes[block.index as usize] as usize;
             let end = block.begin as usize + data.len();
             let buf = st.buffers.entry(block.index).or_insert_with(|| PieceBuf {
-                data: vec![0; size],
+                data: crate::aligned::AlignedBuf::zeroed(size),
                 contributors: HashSet::new(),
             });
             buf.data[block.begin as usize..end].copy_from_slice(data);
@@ -409,7 +409,9 @@ impl Shared {
             st.picker.verified(index);
             st.cache_insert(
                 index,
-                Arc::new(tokio::sync::OnceCell::new_with(Some(Bytes::from(buf.data)))),
+                Arc::new(tokio::sync::OnceCell::new_with(Some(Bytes::from_owner(
+                    buf.data,
+                )))),
             );
             for peer in st.peers.values() {
                 let _ = peer.tx.try_send(Command::Send(Message::Have(index)));
