@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -44,6 +45,17 @@ fn artifacts() -> PathBuf {
         .join("browser-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// node and the Chromium it started, killed together when the test ends, however it ends.
+struct BrowserGroup(Proc);
+
+impl Drop for BrowserGroup {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(-(self.0.child.id() as i32), libc::SIGKILL);
+        }
+    }
 }
 
 #[test]
@@ -128,11 +140,15 @@ fn add_a_torrent_in_the_web_page_and_watch_it_complete() {
         .env("SPORE_SEED", seed_addr.to_string())
         .env("SPORE_SCREENSHOT", &screenshot)
         .env("CHROMIUM", CHROMIUM);
-    let mut browser = Proc::spawn(node, d.join("browser.err"));
+    // Its own process group, so a hung run takes Chromium down with node (see BrowserGroup).
+    node.process_group(0);
+    let mut browser = BrowserGroup(Proc::spawn(node, d.join("browser.err")));
     // The script prints "browser test passed" last; a failure closes its stdout first, which ends
     // the wait at once.
-    browser.wait_for("browser test passed", Duration::from_secs(150));
-    let status = browser.wait_exit(Duration::from_secs(20));
+    browser
+        .0
+        .wait_for("browser test passed", Duration::from_secs(150));
+    let status = browser.0.wait_exit(Duration::from_secs(20));
     assert!(
         status.success(),
         "browser script: {status}; {}",
