@@ -2,11 +2,13 @@
 # One seeder, one downloader, a 1 GiB single-file torrent on loopback, through `spore tracker`:
 # Spore→Spore, libtorrent→libtorrent, aria2→aria2 in the same run, median of RUNS. Seeder on 127.0.0.2,
 # downloader on 127.0.0.3; the seeder's file is in the page cache; each download starts from nothing.
-#   benches/transfer.sh            (env: SIZE=1G RUNS=3 PIECE=1M BENCH_DIR=/tmp/spore-transfer)
+#   benches/transfer.sh            (env: SIZE=1G RUNS=3 PIECE=1M BENCH_DIR=/tmp/spore-transfer
+#                                   PAIRS="spore libtorrent aria2")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1G}
 RUNS=${RUNS:-3}
+PAIRS=${PAIRS:-spore libtorrent aria2}
 PIECE=${PIECE:-1M}
 DIR=${BENCH_DIR:-/tmp/spore-transfer}
 SPORE=$(pwd)/${SPORE:-target/release/spore}
@@ -88,7 +90,7 @@ run_pair() { # name, run index
 }
 
 for i in $(seq "$RUNS"); do
-    for pair in spore libtorrent aria2; do
+    for pair in $PAIRS; do
         run_pair "$pair" "$i"
     done
 done
@@ -97,7 +99,7 @@ echo "Transfer of $(numfmt --to=iec "$BYTES") on loopback through spore tracker,
 echo
 echo "| pair | seconds | GB/s | seeder peak RSS MiB | downloader peak RSS MiB | seeder CPU s/GiB | downloader CPU s/GiB |"
 echo "|---|---|---|---|---|---|---|"
-for pair in spore libtorrent aria2; do
+for pair in $PAIRS; do
     grep "^$pair " "$results" | sort -k2 -n | awk -v b="$BYTES" 'NR == 0 { } { a[NR] = $0 } END { split(a[int((NR + 1) / 2)], f, " "); g = b / 1073741824; printf "| %s→%s | %.2f | %.2f | %s | %s | %.2f | %.2f |\n", f[1], f[1], f[2], b / f[2] / 1e9, f[3], f[4], f[5] / g, f[6] / g }'
 done
 echo

@@ -3,6 +3,7 @@
 
 mod bitfield;
 pub mod dht;
+pub mod lsd;
 pub mod metadata;
 mod peer;
 mod picker;

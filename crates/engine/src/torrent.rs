@@ -55,6 +55,9 @@ pub struct TorrentConfig {
     /// Accept no connections of our own: a `Session` owns the listening socket at this address and
     /// hands us the peers that ask for this torrent.
     pub session_listener: Option<SocketAddr>,
+    /// Local service discovery (BEP 14; never for private torrents) through this multicast group.
+    pub lsd: bool,
+    pub lsd_group: SocketAddr,
 }
 
 /// Fast-resume data: the pieces verified in an earlier session. Pieces not listed are hashed again
@@ -86,6 +89,8 @@ impl TorrentConfig {
             global_download: None,
             resume: None,
             session_listener: None,
+            lsd: false,
+            lsd_group: crate::lsd::DEFAULT_GROUP,
         }
     }
 }
@@ -188,6 +193,7 @@ pub struct Shared {
     pub wasted: AtomicU64,
     pub pex_sent: AtomicU64,
     pub dht_announces: AtomicU64,
+    pub lsd_announces: AtomicU64,
     complete: AtomicBool,
     complete_notify: Notify,
     /// Signalled when addresses are queued for connecting.
@@ -216,9 +222,10 @@ pub struct Status {
     pub peers: usize,
     pub complete: bool,
     pub banned: usize,
-    /// Peer-exchange messages sent and DHT announces made (always 0 for private torrents).
+    /// Peer-exchange messages sent, DHT and LSD announces made (always 0 for private torrents).
     pub pex_sent: u64,
     pub dht_announces: u64,
+    pub lsd_announces: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -418,7 +425,11 @@ impl Shared {
             st.picker.failed(index);
             self.wasted
                 .fetch_add(buf.data.len() as u64, Ordering::Relaxed);
-            if !ok {
+            // A piece that had a banned peer among its contributors is explained by that peer: blocks it
+            // sent before the ban keep failing pieces for a while, and striking the honest peers that
+            // filled the rest of them would ban those too and leave nobody to download from.
+            let explained = buf.contributors.iter().any(|ip| st.banned.contains(ip));
+            if !ok && !explained {
                 // Everyone who contributed gets a strike; a peer that sent the whole piece alone gets two.
                 let weight = if buf.contributors.len() == 1 { 2 } else { 1 };
                 let mut to_ban = Vec::new();
@@ -579,6 +590,7 @@ impl Shared {
             banned: st.banned.len(),
             pex_sent: self.pex_sent.load(Ordering::Relaxed),
             dht_announces: self.dht_announces.load(Ordering::Relaxed),
+            lsd_announces: self.lsd_announces.load(Ordering::Relaxed),
         }
     }
 
@@ -769,6 +781,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         wasted: AtomicU64::new(0),
         pex_sent: AtomicU64::new(0),
         dht_announces: AtomicU64::new(0),
+        lsd_announces: AtomicU64::new(0),
         complete: AtomicBool::new(already_done),
         complete_notify: Notify::new(),
         new_peers: Notify::new(),
@@ -795,6 +808,10 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     }
     if let (Some(node), false) = (shared.config.dht.clone(), shared.torrent.private) {
         tasks.push(tokio::spawn(dht_loop(shared.clone(), node)));
+    }
+    if shared.config.lsd && !shared.torrent.private {
+        let group = shared.config.lsd_group;
+        tasks.push(tokio::spawn(crate::lsd::run(shared.clone(), group)));
     }
     Ok(TorrentHandle {
         shared,

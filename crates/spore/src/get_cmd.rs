@@ -14,7 +14,7 @@ use metainfo::Torrent;
 use crate::format::size;
 use crate::{CmdResult, Failure};
 
-/// Peer discovery switches (DHT, PEX) shared by `get`, `seed` and `share`.
+/// Peer discovery switches (DHT, PEX, LSD) shared by `get`, `seed` and `share`.
 #[derive(Args, Clone, Default)]
 pub struct DiscoveryArgs {
     /// Do not use the DHT
@@ -29,6 +29,23 @@ pub struct DiscoveryArgs {
     /// Do not exchange peers with peers (BEP 11)
     #[arg(long)]
     pub no_pex: bool,
+    /// Do not look for peers on the local network (BEP 14 local service discovery)
+    #[arg(long)]
+    pub no_lsd: bool,
+    /// Multicast group and port for local service discovery; also turns it on for a loopback address
+    #[arg(long, value_name = "IP:PORT", hide = true)]
+    pub lsd_addr: Option<SocketAddr>,
+}
+
+/// Sets whether and where a torrent uses local service discovery. Like the DHT, a client bound to a
+/// loopback address leaves it off unless a group is given explicitly, so tests never multicast to the
+/// real LAN group; private torrents never use it (the engine enforces that too).
+pub(crate) fn set_lsd(config: &mut TorrentConfig, args: &DiscoveryArgs) {
+    let loopback = config.listen.ip().is_loopback();
+    config.lsd = !args.no_lsd && !config.torrent.private && (!loopback || args.lsd_addr.is_some());
+    if let Some(group) = args.lsd_addr {
+        config.lsd_group = group;
+    }
 }
 
 /// Starts a DHT node for a public torrent, unless switched off. A client bound to a loopback address uses
@@ -432,6 +449,7 @@ pub fn get(args: GetArgs) -> CmdResult {
     config.max_download_rate = max_down;
     config.dht = dht;
     config.pex = !args.discovery.no_pex;
+    set_lsd(&mut config, &args.discovery);
     rt.block_on(async move {
         let mut signals = Signals::new();
         let handle = engine::start(config).await.map_err(Failure::Failed)?;
@@ -476,11 +494,12 @@ pub fn get(args: GetArgs) -> CmdResult {
         let s = handle.status();
         handle.stop().await;
         println!(
-            "stopped: downloaded {}, uploaded {}, {} peer-exchange messages sent, {} DHT announces",
+            "stopped: downloaded {}, uploaded {}, {} peer-exchange messages sent, {} DHT announces, {} LSD announces",
             size(s.downloaded),
             size(s.uploaded),
             s.pex_sent,
-            s.dht_announces
+            s.dht_announces,
+            s.lsd_announces
         );
         Ok(())
     })
@@ -562,6 +581,7 @@ pub fn seed(args: SeedArgs) -> CmdResult {
         let mut signals = Signals::new();
         config.dht = make_dht(config.listen, &args.discovery, torrent.private).await?;
         config.pex = !args.discovery.no_pex;
+        set_lsd(&mut config, &args.discovery);
         let handle = engine::start(config).await.map_err(Failure::Failed)?;
         let s = handle.status();
         if !s.complete {

@@ -176,6 +176,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
         config.dht =
             crate::get_cmd::make_dht(config.listen, &args.discovery, torrent.private).await?;
         config.pex = !args.discovery.no_pex;
+        crate::get_cmd::set_lsd(&mut config, &args.discovery);
         let handle = engine::start(config).await.map_err(Failure::Failed)?;
         let magnet = Magnet::from_torrent(&torrent).to_string();
         println!(

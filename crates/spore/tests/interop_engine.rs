@@ -364,3 +364,196 @@ fn transmission_seeds_over_udp_and_libtorrent_downloads() {
     lt.wait_for("\"done\"", LONG);
     same(&d.join("lt/via-udp.bin"), &d.join("seed/tr/via-udp.bin"));
 }
+
+/// aria2 as one downloader of a swarm: peer exchange on (its default, BEP 11 `ut_pex`), DHT and LPD off,
+/// seeding on after completion (so the data it has stays in the swarm), and a hook that writes `done` when
+/// the download completes. Its info-level log (`DIR.log`) records the ut_pex messages it gets.
+fn aria2_in_swarm(torrent: &Path, dir: &Path, ip: &str, done: &Path, log: &Path) -> Proc {
+    let hook = dir.with_extension("hook.sh");
+    std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", s(done))).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut command = Command::new("aria2c");
+    command.args([
+        "--enable-dht=false",
+        "--enable-dht6=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=true",
+        &format!("--interface={ip}"),
+        "--listen-port=51600-51699",
+        "--file-allocation=none",
+        "--summary-interval=0",
+        "--console-log-level=warn",
+        "--bt-tracker-connect-timeout=5",
+        "--seed-ratio=0.0",
+        "--seed-time=10",
+        &format!("--on-bt-download-complete={}", s(&hook)),
+        &format!("--log={}", s(&dir.with_extension("log"))),
+        "--log-level=info",
+        "-d",
+        s(dir),
+        s(torrent),
+    ]);
+    Proc::spawn(command, log.to_path_buf())
+}
+
+/// The swarm-outlives-its-seed test of swarm.rs with two of the ten downloaders real clients: libtorrent
+/// and aria2 on their own loopback addresses (DHT, LSD, UPnP off). The original seed and the tracker are
+/// killed the moment any downloader completes; all ten must still finish, from each other alone.
+#[test]
+fn the_swarm_outlives_its_seed_and_tracker_with_libtorrent_and_aria2_in_it() {
+    if !libtorrent() || !have_aria2() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut tracker_proc, url) = tracker(d);
+    let size = 6 * 1024 * 1024;
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/keep.bin"), data(12, size)).unwrap();
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/keep.bin")),
+        "-o",
+        s(&d.join("t.torrent")),
+        "-t",
+        &url,
+        "--piece-length",
+        "32K",
+    ]);
+    let mut seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.2:0",
+            "--max-up",
+            "3M",
+        ],
+        d.join("seed.err"),
+    );
+    seeder.wait_for("seeding", T);
+    let lt = lt_peer(
+        "get",
+        &d.join("t.torrent"),
+        &d.join("lt"),
+        "127.0.0.90",
+        &[],
+        &d.join("lt.err"),
+    );
+    let aria_done = d.join("aria.done");
+    let _aria = aria2_in_swarm(
+        &d.join("t.torrent"),
+        &d.join("aria"),
+        "127.0.0.91",
+        &aria_done,
+        &d.join("aria.err"),
+    );
+    // The real clients must be in the swarm before it loses its seed and tracker: wait until the
+    // tracker has heard from them (and the seed) before the Spore downloaders start.
+    let deadline = std::time::Instant::now() + T;
+    while announces(&metrics(&url), "http") < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "libtorrent and aria2 never announced"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let spores: Vec<Proc> = (0..8)
+        .map(|i| {
+            Proc::start(
+                &[
+                    "get",
+                    s(&d.join("t.torrent")),
+                    "-o",
+                    s(&d.join(format!("dl{i}"))),
+                    "--listen",
+                    &format!("127.0.0.{}:0", 80 + i),
+                    "--seed-time",
+                    "10m",
+                ],
+                d.join(format!("get{i}.err")),
+            )
+        })
+        .collect();
+    // Who has completed: the eight Spore peers, then libtorrent, then aria2.
+    let mut done = [false; 10];
+    let mut lt_pex = 0u64;
+    let poll = |done: &mut [bool; 10], lt_pex: &mut u64| {
+        for (i, p) in spores.iter().enumerate() {
+            while let Ok(line) = p.lines.try_recv() {
+                done[i] |= line.contains("complete: keep.bin");
+            }
+        }
+        while let Ok(line) = lt.lines.try_recv() {
+            done[8] |= line.contains("\"done\"");
+            if let Some(n) = line.strip_prefix("{\"pex_peers\": ") {
+                *lt_pex = (*lt_pex).max(n.trim_end_matches('}').trim().parse().unwrap_or(0));
+            }
+        }
+        done[9] |= aria_done.exists();
+    };
+    let deadline = std::time::Instant::now() + LONG;
+    while !done.iter().any(|d| *d) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody completed while the seed was up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        poll(&mut done, &mut lt_pex);
+    }
+    seeder.child.kill().unwrap();
+    tracker_proc.child.kill().unwrap();
+    let first = done;
+    println!(
+        "seed and tracker killed when these had completed: {first:?} [spore x8, libtorrent, aria2]"
+    );
+    let deadline = std::time::Instant::now() + LONG;
+    while !done.iter().all(|d| *d) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the seed and tracker left, only {done:?} completed (first: {first:?}; \
+             [spore x8, libtorrent, aria2]); aria2: {}",
+            std::fs::read_to_string(d.join("aria.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        poll(&mut done, &mut lt_pex);
+    }
+    // Spore's peer exchange reaches libtorrent: it reports peers it heard of through ut_pex (the first
+    // exchange comes 2 s after the extension handshake).
+    let deadline = std::time::Instant::now() + T;
+    while lt_pex == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "libtorrent heard of no peer through PEX"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        poll(&mut done, &mut lt_pex);
+    }
+    // And aria2 (1.36, which speaks ut_pex by default) logs the exchanges it receives from Spore peers.
+    let aria_heard_pex = || {
+        std::fs::read_to_string(d.join("aria.log"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("From: 127.0.0.8") && l.contains("extended ut_pex added="))
+    };
+    let deadline = std::time::Instant::now() + T;
+    while !aria_heard_pex() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "aria2 got no PEX message from a Spore peer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let expected = sha256(&d.join("seed/keep.bin"));
+    for i in 0..8 {
+        assert_eq!(
+            sha256(&d.join(format!("dl{i}/keep.bin"))),
+            expected,
+            "spore downloader {i}"
+        );
+    }
+    assert_eq!(sha256(&d.join("lt/keep.bin")), expected, "libtorrent");
+    assert_eq!(sha256(&d.join("aria/keep.bin")), expected, "aria2");
+}

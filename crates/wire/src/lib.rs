@@ -1,10 +1,12 @@
 //! The BitTorrent peer wire protocol without I/O: the handshake, every BEP 3 message, the fast extension
-//! (BEP 6) and the extension protocol (BEP 10), a length-capped codec, and a per-connection state machine
-//! that checks what a peer may send when. Bytes in, messages and errors out; the engine owns the sockets.
+//! (BEP 6), the extension protocol (BEP 10), BEP 14 local discovery announces, a length-capped codec, and
+//! a per-connection state machine that checks what a peer may send when. Bytes in, messages and errors
+//! out; the engine owns the sockets.
 
 mod codec;
 mod extension;
 mod handshake;
+mod lsd;
 mod message;
 mod metadata;
 mod pex;
@@ -13,6 +15,10 @@ mod state;
 pub use codec::{Decoder, DEFAULT_MAX_MESSAGE};
 pub use extension::ExtensionHandshake;
 pub use handshake::{Handshake, HANDSHAKE_LEN, PROTOCOL};
+pub use lsd::{
+    LsdAnnounce, LsdError, LSD_GROUP_V4, LSD_GROUP_V6, LSD_PORT, MAX_LSD_COOKIE, MAX_LSD_DATAGRAM,
+    MAX_LSD_INFOHASHES, MAX_LSD_PACKET,
+};
 pub use message::{BlockRef, Message};
 pub use metadata::{MetadataMessage, MAX_METADATA, METADATA_PIECE};
 pub use pex::{PexMessage, MAX_PEX_PEERS};

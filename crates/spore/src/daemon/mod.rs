@@ -77,7 +77,7 @@ pub struct Daemon {
     pub settings: Mutex<Settings>,
     session: Session,
     dht: Option<engine::dht::DhtNode>,
-    pex: bool,
+    discovery: DiscoveryArgs,
     listen: SocketAddr,
     global_up: Arc<Limiter>,
     global_down: Arc<Limiter>,
@@ -147,7 +147,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         settings: Mutex::new(settings),
         session,
         dht,
-        pex: !args.discovery.no_pex,
+        discovery: args.discovery.clone(),
         listen,
         entries: Mutex::new(BTreeMap::new()),
         events: tokio::sync::broadcast::channel(64).0,
@@ -446,7 +446,8 @@ impl Daemon {
         config.global_upload = Some(self.global_up.clone());
         config.global_download = Some(self.global_down.clone());
         config.dht = self.dht.clone();
-        config.pex = self.pex;
+        config.pex = !self.discovery.no_pex;
+        crate::get_cmd::set_lsd(&mut config, &self.discovery);
         // Resume data used as is needs no rewrite.
         let trusted = resume
             .as_ref()

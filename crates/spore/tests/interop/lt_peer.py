@@ -3,7 +3,8 @@
 
 usage: lt_peer.py seed|get TORRENT SAVE_DIR IP [PEER_IP:PORT ...]
 Prints JSON lines: {"listening": port} once listening, {"done": true, ...} when the data is complete
-(seed: after the recheck found it whole). Then keeps running (seeding) until killed.
+(seed: after the recheck found it whole), and {"pex_peers": N} whenever the number of connected peers
+libtorrent has heard of through peer exchange (BEP 11) changes. Then keeps running (seeding) until killed.
 """
 import json
 import sys
@@ -37,7 +38,12 @@ def main():
         host, pport = p.rsplit(":", 1)
         h.connect_peer((host, int(pport)))
     announced_done = False
+    pex_peers = 0
     while True:
+        heard = sum(1 for p in h.get_peer_info() if p.source & lt.peer_info.pex)
+        if heard != pex_peers:
+            pex_peers = heard
+            print(json.dumps({"pex_peers": heard}), flush=True)
         st = h.status()
         if st.is_seeding and not announced_done:
             print(json.dumps({"done": True, "state": str(st.state), "downloaded": st.total_payload_download}), flush=True)
