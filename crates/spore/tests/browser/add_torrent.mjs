@@ -1,0 +1,125 @@
+// Drives the daemon's web page in headless Chromium: add a .torrent through the Add dialog, wait for
+// its row to reach 100% and seeding, look at the detail panel, save a screenshot.
+// Started by crates/spore/tests/browser.rs, which passes everything through the environment:
+//   SPORE_URL         the daemon's page, http://127.0.0.1:PORT/
+//   SPORE_TORRENT     the .torrent file to upload
+//   SPORE_ID          its expected id (v1 info-hash, hex)
+//   SPORE_TRACKER     the tracker URL the torrent announces to
+//   SPORE_SEED        the seeder's address (for the log)
+//   SPORE_SCREENSHOT  where to save the PNG
+//   CHROMIUM          the browser binary [default: /usr/bin/chromium]
+
+import { chromium } from "playwright-core";
+
+const env = (name, fallback) => {
+  const v = process.env[name] ?? fallback;
+  if (v === undefined) throw new Error(`${name} is not set`);
+  return v;
+};
+const url = env("SPORE_URL");
+const torrent = env("SPORE_TORRENT");
+const id = env("SPORE_ID");
+const tracker = env("SPORE_TRACKER");
+const seed = env("SPORE_SEED", "");
+const screenshot = env("SPORE_SCREENSHOT");
+
+const step = (msg) => console.log(`step: ${msg}`);
+
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+  ],
+  timeout: 30_000,
+});
+const problems = [];
+let page;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 760 }, colorScheme: "light" });
+  page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`console error: ${m.text()}`);
+  });
+  // The page must never reach beyond the daemon (no CDN, no fonts).
+  const origin = new URL(url).origin;
+  page.on("request", (r) => {
+    const u = r.url();
+    if (!u.startsWith(origin) && !u.startsWith("data:")) problems.push(`request off the daemon: ${u}`);
+  });
+
+  step(`open ${url} (seed at ${seed})`);
+  await page.goto(url, { waitUntil: "load" });
+  await page.locator("#add-button").waitFor({ state: "visible" });
+  // The page got its token from the daemon, so the live stream connects without asking.
+  await page.locator('#conn[data-mode="live"]').waitFor({ timeout: 15_000 });
+  if (await page.locator("#token-dialog").evaluate((d) => d.open)) throw new Error("the page asked for a token");
+
+  step("add the .torrent through the Add dialog");
+  await page.click("#add-button");
+  await page.locator("#add-dialog").waitFor({ state: "visible" });
+  await page.setInputFiles("#add-file-input", torrent);
+  await page.click("#add-submit");
+  await page.locator("#add-dialog").waitFor({ state: "hidden" });
+
+  const row = page.locator(`#torrents tbody tr[data-id="${id}"]`);
+  await row.waitFor({ state: "visible" });
+  step("wait for 100% and seeding");
+  await page.waitForFunction(
+    (id) => {
+      const tr = document.querySelector(`#torrents tbody tr[data-id="${id}"]`);
+      return tr && tr.querySelector(".progress").textContent === "100%" && tr.dataset.state === "seeding";
+    },
+    id,
+    { timeout: 60_000, polling: 200 },
+  );
+
+  step("open the detail panel");
+  await row.click();
+  await page.locator("#detail").waitFor({ state: "visible" });
+  await page.locator("#detail-info dd", { hasText: id }).first().waitFor();
+  await page.click('.tabs button[data-tab="trackers"]');
+  await page.locator("#trackers tbody td", { hasText: tracker }).waitFor();
+  await page.click('.tabs button[data-tab="files"]');
+  await page.locator("#files tbody tr").first().waitFor();
+  const files = await page.locator("#files tbody tr").count();
+  const checked = await page.locator("#files tbody input.file-select:checked").count();
+  const done = await page.locator("#files tbody .progress", { hasText: "100%" }).count();
+  if (files === 0 || checked !== files || done !== files)
+    throw new Error(`files tab: ${files} files, ${checked} selected, ${done} at 100%`);
+
+  // An API error shown to the user would be a failure the row alone does not reveal.
+  const errors = await page.locator("#messages .msg:not(.ok)").allTextContents();
+  if (errors.length) throw new Error(`the page shows errors: ${errors.join(" | ")}`);
+  if (problems.length) throw new Error(problems.join("\n"));
+
+  // Let the speed graph and the sizes settle on the last second's figures before the picture.
+  await page.click('.tabs button[data-tab="general"]');
+  const taken = Number(await page.locator("#speed-graph").getAttribute("data-samples"));
+  await page.waitForFunction(
+    (n) => Number(document.querySelector("#speed-graph").dataset.samples) >= n,
+    taken + 2,
+    { timeout: 10_000 },
+  );
+  await page.screenshot({ path: screenshot });
+  console.log(`screenshot: ${screenshot}`);
+  console.log("browser test passed");
+} catch (e) {
+  console.error(`FAILED: ${e.stack || e}`);
+  for (const p of problems) console.error(p);
+  if (page) {
+    const failed = screenshot.replace(/\.png$/, "") + "-failed.png";
+    await page.screenshot({ path: failed }).then(() => console.error(`screenshot of the failure: ${failed}`), () => {});
+  }
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
