@@ -567,9 +567,19 @@ impl Shared {
                     self.downloaded.load(Ordering::Relaxed),
                     self.uploaded.load(Ordering::Relaxed),
                 );
-                // Smoothed over a few samples so the display does not flicker.
-                r.3 = 0.5 * r.3 + 0.5 * (d - r.1) as f64 / elapsed;
-                r.4 = 0.5 * r.4 + 0.5 * (u - r.2) as f64 / elapsed;
+                // Smoothed over a few samples so the display does not flicker, and dropped to zero
+                // once traffic stops instead of fading forever.
+                let smooth = |old: f64, bytes: u64| {
+                    let now = bytes as f64 / elapsed;
+                    let rate = 0.5 * old + 0.5 * now;
+                    if bytes == 0 && rate < 16384.0 {
+                        0.0
+                    } else {
+                        rate
+                    }
+                };
+                r.3 = smooth(r.3, d - r.1);
+                r.4 = smooth(r.4, u - r.2);
                 *r = (Instant::now(), d, u, r.3, r.4);
             }
             (r.3, r.4)

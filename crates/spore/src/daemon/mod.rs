@@ -938,7 +938,10 @@ impl Daemon {
             });
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("files".into(), json!(files));
-                obj.insert("file_count".into(), json!(torrent.map_or(0, |t| t.files.len())));
+                obj.insert(
+                    "file_count".into(),
+                    json!(torrent.map_or(0, |t| t.files.len())),
+                );
                 obj.insert("peers".into(), json!(peers));
                 obj.insert("trackers".into(), json!(trackers));
                 obj.insert("seed_ratio".into(), json!(e.record.seed_ratio));
