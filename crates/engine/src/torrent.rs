@@ -34,6 +34,9 @@ pub struct TorrentConfig {
     pub peers: Vec<SocketAddr>,
     /// Which files to download (`None`: all).
     pub selected_files: Option<Vec<bool>>,
+    /// Per file, how urgent among the selected ones: `PRIORITY_LOW`, `_NORMAL` (the default) or `_HIGH`.
+    /// The picker takes every wanted piece of a higher priority first.
+    pub file_priorities: Option<Vec<u8>>,
     pub sequential: bool,
     /// Whether to use the torrent's trackers.
     pub use_trackers: bool,
@@ -60,6 +63,10 @@ pub struct TorrentConfig {
     pub lsd_group: SocketAddr,
 }
 
+pub const PRIORITY_LOW: u8 = 1;
+pub const PRIORITY_NORMAL: u8 = 2;
+pub const PRIORITY_HIGH: u8 = 3;
+
 /// Fast-resume data: the pieces verified in an earlier session. Pieces not listed are hashed again
 /// when `check_unlisted` is set (data may have been written after the list was saved).
 #[derive(Debug, Clone)]
@@ -76,6 +83,7 @@ impl TorrentConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             peers: Vec::new(),
             selected_files: None,
+            file_priorities: None,
             sequential: false,
             use_trackers: true,
             max_peers: 50,
@@ -709,10 +717,17 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         {
             continue;
         }
+        let file_priority = config
+            .file_priorities
+            .as_ref()
+            .and_then(|p| p.get(i).copied())
+            .unwrap_or(PRIORITY_NORMAL)
+            .clamp(PRIORITY_LOW, PRIORITY_HIGH);
         let first = f.offset / torrent.piece_length;
         let last = (f.offset + f.length - 1) / torrent.piece_length;
         for p in first..=last {
-            priority[p as usize] = 1;
+            // A piece shared by two files is as urgent as the more urgent one.
+            priority[p as usize] = priority[p as usize].max(file_priority);
         }
     }
 

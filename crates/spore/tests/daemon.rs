@@ -332,6 +332,20 @@ fn every_api_endpoint_and_its_refusals() {
         Some(json!({"files": [true, false]})),
     );
     assert_eq!(status, 400);
+    let (status, _) = d.call(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"priorities": ["urgent"]})),
+    );
+    assert_eq!(status, 400);
+    d.ok(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"priorities": ["high"]})),
+    );
+    let detail = d.torrent(&id);
+    assert_eq!(detail["files"][0]["priority"], "high");
+    assert_eq!(detail["state"], "paused", "a paused torrent stays paused");
     d.ok("POST", &format!("/api/torrents/{id}/resume"), None);
     let done = d.wait(&id, "seeding", T, |t| t["state"] == "seeding");
     assert_eq!(done["progress"], 1.0);
@@ -633,4 +647,65 @@ fn queueing_seed_goals_and_moving_data() {
     d.wait(&b, "b seeding from its new place", T, |t| {
         t["state"] == "seeding"
     });
+}
+
+#[test]
+fn a_config_file_sets_the_settings_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        "max_active_downloads = 7\nmax_upload_rate = 5000000\nseed_ratio = 2.5\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spore"));
+    command.args([
+        "daemon",
+        "--state-dir",
+        s(&state),
+        "--listen",
+        "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
+        "--config",
+        s(&config),
+    ]);
+    let proc = Proc::spawn(command, dir.path().join("daemon.err"));
+    let line = proc.wait_for("api listening on http://", T);
+    let d = Daemon {
+        api: line
+            .trim_start_matches("api listening on http://")
+            .trim()
+            .parse()
+            .unwrap(),
+        token: std::fs::read_to_string(state.join("api-token"))
+            .unwrap()
+            .trim()
+            .to_string(),
+        state: state.clone(),
+        proc,
+    };
+    let settings = d.ok("GET", "/api/settings", None);
+    assert_eq!(settings["max_active_downloads"], 7);
+    assert_eq!(settings["max_upload_rate"], 5000000);
+    assert_eq!(settings["seed_ratio"], 2.5);
+    drop(d);
+
+    std::fs::write(&config, "max_active_downloadz = 7\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args([
+            "daemon",
+            "--state-dir",
+            s(&state),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--api", "127.0.0.1:0", "--config", s(&config)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_active_downloadz"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

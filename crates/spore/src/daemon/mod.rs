@@ -36,6 +36,9 @@ pub struct DaemonArgs {
     /// Default download directory (saved in the settings)
     #[arg(long, value_name = "DIR")]
     pub download_dir: Option<PathBuf>,
+    /// A TOML file of settings (the keys of `GET /api/settings`) applied at start and saved
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
 }
@@ -125,8 +128,30 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     let store = Store::open(&state_dir).map_err(Failure::Failed)?;
     let token = store.token().map_err(Failure::Failed)?;
     let mut settings = store.settings().map_err(Failure::BadInput)?;
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .map_err(Failure::BadInput)?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| Failure::BadInput(anyhow!("{}: {e}", path.display())))?;
+        let mut merged = serde_json::to_value(&settings).context("settings")?;
+        for (key, value) in table {
+            let known = merged.as_object().is_some_and(|m| m.contains_key(&key));
+            if !known {
+                return Err(Failure::BadInput(anyhow!(
+                    "{}: unknown setting {key:?}",
+                    path.display()
+                )));
+            }
+            merged[&key] = serde_json::to_value(value).context("settings")?;
+        }
+        settings = serde_json::from_value(merged)
+            .map_err(|e| Failure::BadInput(anyhow!("{}: {e}", path.display())))?;
+    }
     if let Some(dir) = &args.download_dir {
         settings.download_dir = dir.clone();
+    }
+    if args.config.is_some() || args.download_dir.is_some() {
         store.save_settings(&settings).map_err(Failure::Failed)?;
     }
     let session = Session::bind(args.listen)
@@ -289,6 +314,7 @@ impl Daemon {
             finished: false,
             complete: false,
             files: None,
+            priorities: None,
             seed_ratio: None,
             seed_time: None,
             max_upload_rate: None,
@@ -441,6 +467,7 @@ impl Daemon {
         config.listen = SocketAddr::new(self.listen.ip(), 0);
         config.session_listener = Some(self.listen);
         config.selected_files = record.files.clone();
+        config.file_priorities = record.priorities.clone();
         config.max_upload_rate = record.max_upload_rate;
         config.max_download_rate = record.max_download_rate;
         config.global_upload = Some(self.global_up.clone());
@@ -655,6 +682,24 @@ impl Daemon {
                         }
                         e.record.files = Some(files);
                         e.record.complete = false;
+                        restart = true;
+                    }
+                    "priorities" => {
+                        let names: Vec<String> = serde_json::from_value(value.clone())
+                            .map_err(|_| bad("priorities: expected a list of \"low\", \"normal\" or \"high\""))?;
+                        let levels = names.iter().map(|n| priority_level(n)).collect::<Result<
+                            Vec<u8>,
+                            ApiError,
+                        >>(
+                        )?;
+                        let n = e.torrent.as_ref().map_or(levels.len(), |t| t.files.len());
+                        if levels.len() != n {
+                            return Err(bad(format!(
+                                "priorities: the torrent has {n} files, got {}",
+                                levels.len()
+                            )));
+                        }
+                        e.record.priorities = Some(levels);
                         restart = true;
                     }
                     "seed_ratio" => e.record.seed_ratio = opt_f64(value, key)?,
@@ -907,6 +952,13 @@ impl Daemon {
                             "path": f.path.join("/"),
                             "size": f.length,
                             "selected": selected(i),
+                            "priority": priority_name(
+                                e.record
+                                    .priorities
+                                    .as_ref()
+                                    .and_then(|p| p.get(i).copied())
+                                    .unwrap_or(engine::PRIORITY_NORMAL),
+                            ),
                             "progress": file_progress(t, f, have.as_ref(), e.record.complete && selected(i)),
                         })
                     })
@@ -954,6 +1006,25 @@ impl Daemon {
             }
         }
         v
+    }
+}
+
+fn priority_level(name: &str) -> Result<u8, ApiError> {
+    match name {
+        "low" => Ok(engine::PRIORITY_LOW),
+        "normal" => Ok(engine::PRIORITY_NORMAL),
+        "high" => Ok(engine::PRIORITY_HIGH),
+        other => Err(bad(format!(
+            "priorities: {other:?} is not low, normal or high"
+        ))),
+    }
+}
+
+fn priority_name(level: u8) -> &'static str {
+    match level {
+        l if l <= engine::PRIORITY_LOW => "low",
+        l if l >= engine::PRIORITY_HIGH => "high",
+        _ => "normal",
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Record {
     pub complete: bool,
     /// Selection by file index (`None`: all).
     pub files: Option<Vec<bool>>,
+    /// Priority by file index (engine::PRIORITY_*; `None`: all normal).
+    #[serde(default)]
+    pub priorities: Option<Vec<u8>>,
     pub seed_ratio: Option<f64>,
     pub seed_time: Option<u64>,
     pub max_upload_rate: Option<u64>,
