@@ -22,7 +22,7 @@ mkdir -p "$W/seed"
 head -c "$SIZE" /dev/urandom > "$W/seed/data.bin"
 BYTES=$(stat -c %s "$W/seed/data.bin")
 "$SPORE" tracker --http 10.99.0.1:6969 --udp off > "$W/tracker.out" 2>&1 &
-until grep -q "HTTP on" "$W/tracker.out"; do sleep 0.05; done
+until grep -qs "HTTP on" "$W/tracker.out"; do sleep 0.05; done
 "$SPORE" create "$W/seed/data.bin" -o "$W/t.torrent" -t http://10.99.0.1:6969/announce --piece-length 1M \
     --no-date > /dev/null
 now() { date +%s.%N; }
@@ -83,13 +83,13 @@ run_spore() {
 results=$W/results
 transmission_seed
 "$SPORE" seed "$W/t.torrent" --data "$W/seed" --listen 10.99.0.2:0 --no-dht --no-lsd > "$W/seed.log" 2>&1 &
-until grep -q seeding "$W/seed.log"; do sleep 0.05; done
+until grep -qs seeding "$W/seed.log"; do sleep 0.05; done
 # Both seeds are in the swarm; to keep each pair pure, the other kind's seed is out while a downloader
 # runs (Transmission's torrent stopped, which announces `stopped`; Spore's seed frozen with SIGSTOP).
 for i in $(seq "$RUNS"); do
-    remote 9101 -S > /dev/null   # Transmission seed paused while Spore downloads
+    remote 9101 -t all -S > /dev/null   # Transmission seed paused while Spore downloads
     run_spore >> "$results"
-    remote 9101 -s > /dev/null
+    remote 9101 -t all -s > /dev/null
     kill -STOP "$(pgrep -f "spore seed $W/t.torrent")"  # Spore seed frozen while Transmission downloads
     run_transmission >> "$results"
     kill -CONT "$(pgrep -f "spore seed $W/t.torrent")"
