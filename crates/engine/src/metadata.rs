@@ -1,18 +1,19 @@
 //! Fetching a torrent's info dictionary from peers (BEP 9), for magnet links.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use bytes::BytesMut;
+use metainfo::merkle::{self, Hash256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::task::JoinSet;
 use tracker_proto::{Announce, Event as TrackerEvent};
 use wire::{
-    Decoder, ExtensionHandshake, Handshake, Message, MetadataMessage, HANDSHAKE_LEN, MAX_METADATA,
-    METADATA_PIECE,
+    Decoder, ExtensionHandshake, Handshake, HashRange, Message, MetadataMessage, HANDSHAKE_LEN,
+    MAX_METADATA, METADATA_PIECE,
 };
 
 /// The id we ask peers to use for `ut_metadata` messages to us.
@@ -23,6 +24,9 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct MetadataRequest {
     /// The 20-byte id used in handshakes and announces.
     pub info_hash: [u8; 20],
+    /// The hashes the info dictionary must have (at least one): SHA-1 (v1) and SHA-256 (v2).
+    pub expect_v1: Option<[u8; 20]>,
+    pub expect_v2: Option<[u8; 32]>,
     pub trackers: Vec<String>,
     pub peers: Vec<SocketAddr>,
     /// Our listen address (its IP is used for outgoing connections; its port is announced).
@@ -32,13 +36,29 @@ pub struct MetadataRequest {
     pub dht: Option<crate::dht::DhtNode>,
 }
 
-/// Downloads the info dictionary and returns it once `valid` accepts it (the caller checks it against the
-/// info-hash). Gives up after `timeout`.
+/// What a magnet link's peers gave us.
+pub struct Metadata {
+    /// The info dictionary, matching every expected hash.
+    pub info: Vec<u8>,
+    /// For a v2-only torrent, the piece layer of each file longer than a piece (BEP 52 hash requests),
+    /// each proven against its file's `pieces root`. Empty otherwise.
+    pub piece_layers: HashMap<Hash256, Vec<Hash256>>,
+}
+
+/// Whether `info` has every hash the magnet link names.
+fn matches(request_v1: Option<[u8; 20]>, request_v2: Option<[u8; 32]>, info: &[u8]) -> bool {
+    use sha1::Digest;
+    (request_v1.is_some() || request_v2.is_some())
+        && request_v1.is_none_or(|h| sha1::Sha1::digest(info).as_slice() == h)
+        && request_v2.is_none_or(|h| sha2::Sha256::digest(info).as_slice() == h)
+}
+
+/// Downloads the info dictionary (and a v2-only torrent's piece layers) from the first peer that has
+/// them right. Gives up after `timeout`.
 pub async fn fetch_metadata(
     request: &MetadataRequest,
-    valid: impl Fn(&[u8]) -> bool,
     timeout: Duration,
-) -> anyhow::Result<Vec<u8>> {
+) -> anyhow::Result<Metadata> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tried: HashSet<SocketAddr> = HashSet::new();
     let mut attempts = JoinSet::new();
@@ -76,7 +96,10 @@ pub async fn fetch_metadata(
             for addr in found {
                 if addr != request.listen && addr.port() != 0 && tried.insert(addr) {
                     let (hash, id) = (request.info_hash, request.peer_id);
-                    attempts.spawn(async move { (addr, from_peer(addr, hash, id, bind).await) });
+                    let expect = (request.expect_v1, request.expect_v2);
+                    attempts.spawn(
+                        async move { (addr, from_peer(addr, hash, id, bind, expect).await) },
+                    );
                 }
             }
             next_announce = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -86,8 +109,7 @@ pub async fn fetch_metadata(
             Some(done) = attempts.join_next(), if !attempts.is_empty() => {
                 if let Ok((addr, result)) = done {
                     match result {
-                        Ok(info) if valid(&info) => return Ok(info),
-                        Ok(_) => tracing::warn!("{addr} sent metadata that does not match the info-hash"),
+                        Ok(metadata) => return Ok(metadata),
                         Err(e) => tracing::debug!("metadata from {addr}: {e:#}"),
                     }
                 }
@@ -106,7 +128,8 @@ async fn from_peer(
     info_hash: [u8; 20],
     peer_id: [u8; 20],
     bind: Option<std::net::IpAddr>,
-) -> anyhow::Result<Vec<u8>> {
+    (expect_v1, expect_v2): (Option<[u8; 20]>, Option<[u8; 32]>),
+) -> anyhow::Result<Metadata> {
     tokio::time::timeout(PEER_TIMEOUT, async {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -143,10 +166,26 @@ async fn from_peer(
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut info: Option<Vec<u8>> = None;
         let mut received: Vec<bool> = Vec::new();
+        let mut layers: Option<LayerFetch> = None;
         loop {
             while let Some(message) = decoder.decode(&mut buf)? {
-                let Message::Extended { id, payload } = message else {
-                    continue;
+                let (id, payload) = match message {
+                    Message::Extended { id, payload } => (id, payload),
+                    Message::Hashes { range, hashes } => {
+                        if let Some(fetch) = layers.as_mut() {
+                            fetch.received(range, &hashes)?;
+                            if fetch.done() {
+                                let info = info.take().unwrap_or_default();
+                                return Ok(Metadata {
+                                    info,
+                                    piece_layers: std::mem::take(&mut fetch.layers),
+                                });
+                            }
+                        }
+                        continue;
+                    }
+                    Message::HashReject(_) => bail!("peer rejected our hash request"),
+                    _ => continue,
                 };
                 if id == 0 {
                     let theirs = ExtensionHandshake::decode(&payload)?;
@@ -195,8 +234,25 @@ async fn from_peer(
                         }
                         MetadataMessage::Request { .. } => {}
                     }
-                    if received.iter().all(|&r| r) {
-                        return Ok(info.clone());
+                    if received.iter().all(|&r| r) && layers.is_none() {
+                        if !matches(expect_v1, expect_v2, info) {
+                            bail!("metadata does not match the info-hash");
+                        }
+                        let torrent = metainfo::Torrent::from_info_bytes(info)
+                            .map_err(|e| anyhow!("metadata: {e}"))?;
+                        let fetch = LayerFetch::new(&torrent);
+                        if fetch.done() {
+                            return Ok(Metadata {
+                                info: info.clone(),
+                                piece_layers: HashMap::new(),
+                            });
+                        }
+                        let mut out = BytesMut::new();
+                        for range in &fetch.pending {
+                            Message::HashRequest(*range).encode(&mut out);
+                        }
+                        stream.write_all(&out).await?;
+                        layers = Some(fetch);
                     }
                 }
             }
@@ -207,4 +263,93 @@ async fn from_peer(
     })
     .await
     .map_err(|_| anyhow!("timed out"))?
+}
+
+/// Most hashes asked for in one BEP 52 request (libtorrent refuses more than 8192 and, when it
+/// receives piece-layer hashes, anything but 512 or the rest of the file).
+const HASHES_PER_REQUEST: usize = 512;
+
+/// The piece layers a v2-only torrent from a magnet link lacks (they are outside the info dictionary),
+/// asked for in aligned chunks, each proven up to its file's `pieces root`.
+struct LayerFetch {
+    pending: Vec<HashRange>,
+    /// Per file root: its piece count, and the layer as it fills in.
+    files: HashMap<Hash256, (usize, Vec<Hash256>)>,
+    layers: HashMap<Hash256, Vec<Hash256>>,
+    /// The piece-layer hash of the absent pieces past a file's end.
+    pad: Hash256,
+}
+
+impl LayerFetch {
+    fn new(torrent: &metainfo::Torrent) -> LayerFetch {
+        let blocks = (torrent.piece_length / merkle::BLOCK_SIZE as u64) as usize;
+        let mut fetch = LayerFetch {
+            pending: Vec::new(),
+            files: HashMap::new(),
+            layers: HashMap::new(),
+            pad: merkle::pad_root(blocks, [0; 32]),
+        };
+        // Hybrid torrents are checked by their v1 hashes alone until layers are known.
+        if torrent.version != metainfo::Version::V2 {
+            return fetch;
+        }
+        let piece_level = blocks.trailing_zeros();
+        for f in torrent
+            .files
+            .iter()
+            .filter(|f| f.length > torrent.piece_length)
+        {
+            let Some(root) = f.pieces_root else { continue };
+            if fetch.files.contains_key(&root) {
+                continue;
+            }
+            let pieces = f.length.div_ceil(torrent.piece_length) as usize;
+            // As libtorrent asks: chunks of 512 and the rest, with proof layers up to just below
+            // the root (uncles for the layers a chunk does not span).
+            let proof_layers = pieces.next_power_of_two().trailing_zeros() - 1;
+            for index in (0..pieces).step_by(HASHES_PER_REQUEST) {
+                fetch.pending.push(HashRange {
+                    pieces_root: root,
+                    base_layer: piece_level,
+                    index: index as u32,
+                    length: (pieces - index).min(HASHES_PER_REQUEST) as u32,
+                    proof_layers,
+                });
+            }
+            fetch.files.insert(root, (pieces, vec![[0; 32]; pieces]));
+        }
+        fetch
+    }
+
+    fn done(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Takes an answer to one of our requests once its proof holds.
+    fn received(&mut self, range: HashRange, hashes: &[Hash256]) -> anyhow::Result<()> {
+        let Some(at) = self.pending.iter().position(|r| {
+            r.pieces_root == range.pieces_root && r.index == range.index && r.length == range.length
+        }) else {
+            return Ok(());
+        };
+        let (index, length) = (range.index as usize, range.length as usize);
+        let proven = merkle::verify_proof(hashes, index, length, self.pad, range.pieces_root)
+            .ok_or_else(|| anyhow!("piece-layer hashes that do not prove the file root"))?;
+        let Some((pieces, layer)) = self.files.get_mut(&range.pieces_root) else {
+            return Ok(());
+        };
+        let end = (index + length).min(*pieces);
+        layer[index..end].copy_from_slice(&proven[..end - index]);
+        self.pending.remove(at);
+        if !self
+            .pending
+            .iter()
+            .any(|r| r.pieces_root == range.pieces_root)
+        {
+            if let Some((_, layer)) = self.files.remove(&range.pieces_root) {
+                self.layers.insert(range.pieces_root, layer);
+            }
+        }
+        Ok(())
+    }
 }

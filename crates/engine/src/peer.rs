@@ -415,6 +415,15 @@ impl PeerTask {
                 self.serve_metadata(&payload).await?;
             }
             Event::Extended { .. } => {}
+            Event::HashRequest(range) => {
+                let reply = match hashes_for(&self.shared.torrent, &range) {
+                    Some(hashes) => Message::Hashes { range, hashes },
+                    None => Message::HashReject(range),
+                };
+                self.send(reply).await?;
+            }
+            // We only ask for hashes while fetching a magnet link's metadata.
+            Event::Hashes { .. } | Event::HashReject(_) => {}
             Event::Bitfield(bits) => {
                 self.set_peer_bits(Bitfield::from_bytes(&bits, pieces));
                 self.update_interest().await?;
@@ -612,4 +621,26 @@ impl PeerTask {
         self.abandon_all();
         self.shared.remove_peer(self.key);
     }
+}
+
+/// The answer to a BEP 52 hash request from our piece layers: hashes of a file's piece layer with the
+/// uncles asked for, or `None` (a reject) for anything else, block-layer hashes included.
+fn hashes_for(torrent: &metainfo::Torrent, range: &wire::HashRange) -> Option<Vec<[u8; 32]>> {
+    let blocks = torrent.piece_length / metainfo::merkle::BLOCK_SIZE as u64;
+    if range.base_layer != blocks.trailing_zeros() || range.length > 8192 {
+        return None;
+    }
+    let file = torrent
+        .files
+        .iter()
+        .find(|f| f.pieces_root == Some(range.pieces_root) && f.length > torrent.piece_length)?;
+    let layer = torrent.piece_layer(file)?;
+    let pad = metainfo::merkle::pad_root(blocks as usize, [0; 32]);
+    let tree = metainfo::merkle::layers(layer, layer.len().next_power_of_two(), pad);
+    metainfo::merkle::proof(
+        &tree,
+        range.index as usize,
+        range.length as usize,
+        range.proof_layers as usize,
+    )
 }

@@ -115,9 +115,120 @@ pub fn file_root(piece_layer: &[Hash256], piece_blocks: usize) -> Hash256 {
     root(piece_layer, piece_layer.len().next_power_of_two(), pad)
 }
 
+/// Every layer of a tree whose bottom holds `base` followed by copies of `pad` up to `width` (a power of
+/// two): `[bottom, ..., [root]]`.
+pub fn layers(base: &[Hash256], width: usize, pad: Hash256) -> Vec<Vec<Hash256>> {
+    let mut layer: Vec<Hash256> = base.to_vec();
+    layer.resize(width.max(base.len()).next_power_of_two(), pad);
+    let mut out = vec![layer];
+    while let Some(last) = out.last().filter(|l| l.len() > 1) {
+        let next = last.chunks(2).map(|p| join(&p[0], &p[1])).collect();
+        out.push(next);
+    }
+    out
+}
+
+/// A BEP 52 `hashes` answer over `layers` (from [`layers`]): `count` hashes of the bottom layer from
+/// `index`, then uncles proving them, as libtorrent counts them: `proof_layers` is a number of layers
+/// above the bottom, and those inside the requested range's own subtree (of the next power of two of
+/// `count` leaves) need no uncle. `None` when the range is not aligned to that subtree or asks for
+/// uncles above the root.
+pub fn proof(
+    layers: &[Vec<Hash256>],
+    index: usize,
+    count: usize,
+    proof_layers: usize,
+) -> Option<Vec<Hash256>> {
+    let bottom = layers.first()?;
+    let width = count.checked_next_power_of_two()?;
+    if count == 0 || !index.is_multiple_of(width) || index + count > bottom.len() {
+        return None;
+    }
+    let level = width.trailing_zeros() as usize;
+    let uncles = (proof_layers + 1).saturating_sub(level);
+    if level + uncles >= layers.len() {
+        return None;
+    }
+    let mut out = bottom[index..index + count].to_vec();
+    let mut node = index / width;
+    for layer in &layers[level..level + uncles] {
+        out.push(layer[node ^ 1]);
+        node /= 2;
+    }
+    Some(out)
+}
+
+/// Checks a BEP 52 `hashes` answer (`count` bottom hashes from `index`, then uncles) against the
+/// tree's `root`, padding the range's subtree with `pad`; the bottom hashes when they are proven.
+pub fn verify_proof(
+    hashes: &[Hash256],
+    index: usize,
+    count: usize,
+    pad: Hash256,
+    root: Hash256,
+) -> Option<&[Hash256]> {
+    let width = count.checked_next_power_of_two()?;
+    if count == 0 || !index.is_multiple_of(width) || hashes.len() < count {
+        return None;
+    }
+    let (range, uncles) = hashes.split_at(count);
+    let mut node_hash = self::root(range, width, pad);
+    let mut node = index / width;
+    for uncle in uncles {
+        node_hash = if node.is_multiple_of(2) {
+            join(&node_hash, uncle)
+        } else {
+            join(uncle, &node_hash)
+        };
+        node /= 2;
+    }
+    (node == 0 && node_hash == root).then_some(range)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proofs_verify_for_every_aligned_range_and_fail_when_tampered() {
+        let base: Vec<Hash256> = (0..13u8).map(|i| [i; 32]).collect();
+        let pad = pad_root(4, [0; 32]);
+        let tree = layers(&base, 16, pad);
+        let root = tree.last().unwrap()[0];
+        assert_eq!(root, self::root(&base, 16, pad));
+        // proof_layers 3 (a 16-wide tree has 4 layers above the bottom's own): uncles up to the root.
+        // Every aligned power-of-two range, and ranges that stop at the real end of the bottom layer
+        // (the rest of their subtree is padding), as a file's last chunk does.
+        let ranges = [1usize, 2, 4, 8, 16]
+            .iter()
+            .flat_map(|&count| (0..16).step_by(count).map(move |index| (index, count)))
+            .chain([(8, 5), (0, 13), (12, 1)]);
+        for (index, count) in ranges {
+            let width = count.next_power_of_two();
+            {
+                let answer = proof(&tree, index, count, 3).unwrap();
+                assert_eq!(answer.len(), count + 4 - width.trailing_zeros() as usize);
+                let proven = verify_proof(&answer, index, count, pad, root);
+                assert_eq!(
+                    proven,
+                    Some(&tree[0][index..index + count]),
+                    "{index} {count}"
+                );
+                let mut bad = answer.clone();
+                bad[0][0] ^= 1;
+                assert_eq!(verify_proof(&bad, index, count, pad, root), None);
+                if answer.len() > count {
+                    let short = &answer[..answer.len() - 1];
+                    assert_eq!(verify_proof(short, index, count, pad, root), None);
+                }
+            }
+        }
+        // Fewer proof layers than the range spans: no uncles at all.
+        assert_eq!(proof(&tree, 0, 8, 1).unwrap().len(), 8);
+        assert!(proof(&tree, 3, 2, 3).is_none(), "unaligned");
+        assert!(proof(&tree, 0, 16, 4).is_none(), "an uncle above the root");
+        assert!(proof(&tree, 0, 0, 0).is_none());
+    }
 
     #[test]
     fn single_block_root_is_its_hash() {

@@ -323,6 +323,37 @@ impl Torrent {
     }
 
     /// Sum of the lengths of the real (non-pad) files.
+    /// A .torrent file for this torrent: its info dictionary byte for byte, trackers, web seeds and
+    /// v2 piece layers (what a torrent from a magnet link needs to be saved and loaded again).
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        use bencode::Owned;
+        use std::collections::BTreeMap;
+        let mut root: BTreeMap<Vec<u8>, Owned> = BTreeMap::new();
+        root.insert(b"info".to_vec(), Owned::Raw(self.info_bytes.clone()));
+        if let Some(first) = self.trackers.first().and_then(|tier| tier.first()) {
+            root.insert(b"announce".to_vec(), Owned::str(first));
+            let tiers = self
+                .trackers
+                .iter()
+                .map(|tier| Owned::List(tier.iter().map(|u| Owned::str(u)).collect()))
+                .collect();
+            root.insert(b"announce-list".to_vec(), Owned::List(tiers));
+        }
+        if !self.web_seeds.is_empty() {
+            let seeds = self.web_seeds.iter().map(|u| Owned::str(u)).collect();
+            root.insert(b"url-list".to_vec(), Owned::List(seeds));
+        }
+        if !self.piece_layers.is_empty() {
+            let layers = self
+                .piece_layers
+                .iter()
+                .map(|(root, layer)| (root.to_vec(), Owned::Bytes(layer.concat())))
+                .collect();
+            root.insert(b"piece layers".to_vec(), Owned::Dict(layers));
+        }
+        Owned::Dict(root).encode()
+    }
+
     pub fn total_size(&self) -> u64 {
         self.files
             .iter()

@@ -282,3 +282,23 @@ fn v2_pieces_end_at_file_ends() {
         .collect();
     assert_eq!(sizes, [16384, 16384, 16384, 16384, 40_000 - 32768]);
 }
+
+#[test]
+fn a_torrent_written_back_reads_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("album");
+    write(&root, "long.bin", &data(5, 300_000));
+    write(&root, "short.bin", &data(6, 1_000));
+    for version in [Version::V1, Version::V2, Version::Hybrid] {
+        let mut t = make(&root, version, 16 * 1024);
+        t.trackers = vec![vec!["http://a/announce".into()], vec!["udp://b:1".into()]];
+        t.web_seeds = vec!["http://w/".into()];
+        let back = Torrent::from_bytes(&t.to_file_bytes()).unwrap();
+        assert_eq!(back.info_hash_v1, t.info_hash_v1);
+        assert_eq!(back.info_hash_v2, t.info_hash_v2);
+        assert_eq!(back.piece_layers, t.piece_layers);
+        assert_eq!(back.trackers, t.trackers);
+        assert_eq!(back.web_seeds, t.web_seeds);
+        assert_eq!(version != Version::V1, !back.piece_layers.is_empty());
+    }
+}

@@ -176,23 +176,29 @@ fn torrent_from_magnet(
         .map(Arc::new)
 }
 
-/// The id a magnet's torrent goes by on the wire; v2-only links cannot be fetched yet.
+/// The id a magnet's torrent goes by on the wire: its v1 info-hash, or its v2 one truncated (BEP 52).
 pub(crate) fn magnet_wire_id(magnet: &metainfo::Magnet) -> anyhow::Result<[u8; 20]> {
-    magnet
-        .info_hash_v1
-        .ok_or_else(|| anyhow!("v2-only magnet links (btmh without btih) are not supported yet"))
+    match (magnet.info_hash_v1, magnet.info_hash_v2) {
+        (Some(v1), _) => Ok(v1),
+        (None, Some(v2)) => {
+            let mut id = [0u8; 20];
+            id.copy_from_slice(&v2[..20]);
+            Ok(id)
+        }
+        (None, None) => Err(anyhow!("the magnet link has no info-hash")),
+    }
 }
 
 /// The torrent of a magnet link: its info dictionary from peers (found through the link's trackers and
-/// peers, `peers` and the DHT), checked against every hash the link names.
+/// peers, `peers` and the DHT), checked against every hash the link names, with the piece layers of a
+/// v2-only torrent (BEP 52 hash requests, each proven against its file root).
 pub(crate) async fn magnet_torrent(
     magnet: &metainfo::Magnet,
     listen: SocketAddr,
     peers: &[SocketAddr],
     dht: Option<engine::dht::DhtNode>,
 ) -> Result<Torrent, Failure> {
-    use sha1::Digest;
-    let v1 = magnet_wire_id(magnet).map_err(bad)?;
+    let id = magnet_wire_id(magnet).map_err(bad)?;
     let mut known: Vec<SocketAddr> = peers.to_vec();
     known.extend(
         magnet
@@ -201,23 +207,21 @@ pub(crate) async fn magnet_torrent(
             .filter_map(|p| p.parse::<SocketAddr>().ok()),
     );
     let request = engine::metadata::MetadataRequest {
-        info_hash: v1,
+        info_hash: id,
+        expect_v1: magnet.info_hash_v1,
+        expect_v2: magnet.info_hash_v2,
         trackers: magnet.trackers.clone(),
         peers: known,
         listen,
         peer_id: engine::new_peer_id(),
         dht,
     };
-    let v2 = magnet.info_hash_v2;
-    let valid = move |info: &[u8]| {
-        sha1::Sha1::digest(info).as_slice() == v1
-            && v2.is_none_or(|h| sha2::Sha256::digest(info).as_slice() == h)
-    };
-    let info = engine::metadata::fetch_metadata(&request, valid, Duration::from_secs(120))
+    let metadata = engine::metadata::fetch_metadata(&request, Duration::from_secs(120))
         .await
         .map_err(Failure::Failed)?;
-    let mut torrent =
-        Torrent::from_info_bytes(&info).map_err(|e| bad(anyhow!("metadata from peers: {e}")))?;
+    let mut torrent = Torrent::from_info_bytes(&metadata.info)
+        .map_err(|e| bad(anyhow!("metadata from peers: {e}")))?;
+    torrent.piece_layers = metadata.piece_layers;
     torrent.trackers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
     torrent.web_seeds = magnet.web_seeds.clone();
     Ok(torrent)

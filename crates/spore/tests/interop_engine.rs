@@ -557,3 +557,121 @@ fn the_swarm_outlives_its_seed_and_tracker_with_libtorrent_and_aria2_in_it() {
     assert_eq!(sha256(&d.join("lt/keep.bin")), expected, "libtorrent");
     assert_eq!(sha256(&d.join("aria/keep.bin")), expected, "aria2");
 }
+
+/// A v2-only torrent (BEP 52) of three files: one over 512 pieces (its piece layer comes in two
+/// requests, each proven by an uncle hash), one of a few pieces, one smaller than a piece (no layer).
+fn v2_content(d: &Path, tracker: &str) -> String {
+    let root = d.join("seed/v2");
+    std::fs::create_dir_all(&root).unwrap();
+    for (i, (name, size)) in [
+        ("big.bin", 40_000_000),
+        ("mid.bin", 3_000_000),
+        ("tiny.txt", 1000),
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(root.join(name), data(300 + i as u64, *size)).unwrap();
+    }
+    let torrent = d.join("v2.torrent");
+    spore_ok(&[
+        "create",
+        s(&root),
+        "--v2",
+        "-o",
+        s(&torrent),
+        "-t",
+        tracker,
+        "--piece-length",
+        "64K",
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["magnet", s(&torrent)])
+        .output()
+        .unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        magnet.contains("xt=urn:btmh:") && !magnet.contains("btih"),
+        "{magnet}"
+    );
+    magnet
+}
+
+fn same_v2(d: &Path, dl: &Path) {
+    for name in ["big.bin", "mid.bin", "tiny.txt"] {
+        same(&dl.join("v2").join(name), &d.join("seed/v2").join(name));
+    }
+}
+
+/// A btmh-only magnet link: the info dictionary and the piece layers (BEP 52 hash requests) both come
+/// from libtorrent.
+#[test]
+fn a_v2_only_magnet_link_served_by_libtorrent() {
+    if !libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_t, url) = tracker(d);
+    let magnet = v2_content(d, &url);
+    let lt = lt_peer(
+        "seed",
+        &d.join("v2.torrent"),
+        &d.join("seed"),
+        "127.0.0.13",
+        &[],
+        &d.join("lt.err"),
+    );
+    lt.wait_for("\"done\"", LONG);
+    let mut getter = Proc::start(
+        &[
+            "get",
+            &magnet,
+            "-o",
+            s(&d.join("dl")),
+            "--listen",
+            "127.0.0.14:0",
+            "--no-seed",
+        ],
+        d.join("get.err"),
+    );
+    getter.wait_for("complete: v2", LONG);
+    assert!(getter.wait_exit(T).success());
+    same_v2(d, &d.join("dl"));
+}
+
+/// The other way: libtorrent fetches a btmh-only magnet from a Spore seed, asking Spore for the
+/// metadata and for piece-layer hashes with proofs.
+#[test]
+fn libtorrent_fetches_a_v2_only_magnet_link_from_spore() {
+    if !libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_t, url) = tracker(d);
+    let magnet = v2_content(d, &url);
+    let seed = Proc::start(
+        &[
+            "seed",
+            s(&d.join("v2.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.15:0",
+        ],
+        d.join("seed.err"),
+    );
+    seed.wait_for("seeding ", LONG);
+    let lt = Proc::spawn(
+        {
+            let mut c = Command::new("/usr/bin/python3");
+            c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/lt_peer.py"))
+                .args(["get", &magnet, s(&d.join("lt")), "127.0.0.16"]);
+            c
+        },
+        d.join("lt.err"),
+    );
+    lt.wait_for("\"done\"", LONG);
+    same_v2(d, &d.join("lt"));
+}

@@ -861,3 +861,66 @@ fn a_dht_node_keeps_its_routing_table_across_restarts() {
     let nodes: usize = line.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert!(nodes >= 1, "{line}");
 }
+
+/// A btmh-only magnet link between Spore peers: the info dictionary over BEP 9, the piece layers over
+/// BEP 52 hash requests (the larger file's layer in a 512-hash chunk and a smaller one, each proven by
+/// uncles), then the data checked against them.
+#[test]
+fn a_v2_only_magnet_link_between_spore_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_tracker, url) = tracker(d);
+    std::fs::create_dir_all(d.join("seed/v2")).unwrap();
+    std::fs::write(d.join("seed/v2/long.bin"), data(20, 9_000_000)).unwrap();
+    std::fs::write(d.join("seed/v2/short.bin"), data(21, 50_000)).unwrap();
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/v2")),
+        "-o",
+        s(&d.join("t.torrent")),
+        "-t",
+        &url,
+        "--v2",
+        "--piece-length",
+        "16K",
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["magnet", s(&d.join("t.torrent"))])
+        .output()
+        .unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(!magnet.contains("btih"), "{magnet}");
+    let seeder = Proc::start(
+        &[
+            "seed",
+            s(&d.join("t.torrent")),
+            "--data",
+            s(&d.join("seed")),
+            "--listen",
+            "127.0.0.2:0",
+        ],
+        d.join("seed.err"),
+    );
+    seeder.wait_for("seeding", T);
+    let mut getter = Proc::start(
+        &[
+            "get",
+            &magnet,
+            "-o",
+            s(&d.join("dl")),
+            "--listen",
+            "127.0.0.3:0",
+            "--no-seed",
+        ],
+        d.join("get.err"),
+    );
+    getter.wait_for("complete: v2", T);
+    assert!(getter.wait_exit(T).success());
+    for f in ["long.bin", "short.bin"] {
+        assert_eq!(
+            sha256(&d.join("dl/v2").join(f)),
+            sha256(&d.join("seed/v2").join(f)),
+            "{f}"
+        );
+    }
+}

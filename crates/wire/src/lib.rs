@@ -19,7 +19,7 @@ pub use lsd::{
     LsdAnnounce, LsdError, LSD_GROUP_V4, LSD_GROUP_V6, LSD_PORT, MAX_LSD_COOKIE, MAX_LSD_DATAGRAM,
     MAX_LSD_INFOHASHES, MAX_LSD_PACKET,
 };
-pub use message::{BlockRef, Message};
+pub use message::{BlockRef, HashRange, Message};
 pub use metadata::{MetadataMessage, MAX_METADATA, METADATA_PIECE};
 pub use pex::{PexMessage, MAX_PEX_PEERS};
 pub use state::{Connection, ConnectionError, Event};

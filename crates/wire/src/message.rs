@@ -41,6 +41,49 @@ pub enum Message {
         id: u8,
         payload: Bytes,
     },
+    /// BEP 52: asks for hashes of one file's merkle tree.
+    HashRequest(HashRange),
+    /// BEP 52: `range.length` hashes of the base layer, then one uncle hash for each proof layer.
+    Hashes {
+        range: HashRange,
+        hashes: Vec<[u8; 32]>,
+    },
+    HashReject(HashRange),
+}
+
+/// Which hashes of a v2 file tree (BEP 52): `length` consecutive hashes from `index` of layer
+/// `base_layer` (0 is the 16 KiB leaves), plus the uncles of `proof_layers` layers above them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HashRange {
+    pub pieces_root: [u8; 32],
+    pub base_layer: u32,
+    pub index: u32,
+    pub length: u32,
+    pub proof_layers: u32,
+}
+
+const HASH_RANGE_LEN: usize = 48;
+
+impl HashRange {
+    fn parse(p: &[u8]) -> HashRange {
+        let mut pieces_root = [0u8; 32];
+        pieces_root.copy_from_slice(&p[..32]);
+        HashRange {
+            pieces_root,
+            base_layer: u32_at(p, 32),
+            index: u32_at(p, 36),
+            length: u32_at(p, 40),
+            proof_layers: u32_at(p, 44),
+        }
+    }
+
+    fn put(&self, out: &mut BytesMut) {
+        out.put_slice(&self.pieces_root);
+        out.put_u32(self.base_layer);
+        out.put_u32(self.index);
+        out.put_u32(self.length);
+        out.put_u32(self.proof_layers);
+    }
 }
 
 mod id {
@@ -60,6 +103,9 @@ mod id {
     pub const REJECT: u8 = 16;
     pub const ALLOWED_FAST: u8 = 17;
     pub const EXTENDED: u8 = 20;
+    pub const HASH_REQUEST: u8 = 21;
+    pub const HASHES: u8 = 22;
+    pub const HASH_REJECT: u8 = 23;
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -157,6 +203,35 @@ impl Message {
                     payload: payload.slice(1..),
                 }
             }
+            id::HASH_REQUEST | id::HASH_REJECT => {
+                exact(message_id, p, HASH_RANGE_LEN, "48")?;
+                let range = HashRange::parse(p);
+                if message_id == id::HASH_REQUEST {
+                    Message::HashRequest(range)
+                } else {
+                    Message::HashReject(range)
+                }
+            }
+            id::HASHES => {
+                if p.len() < HASH_RANGE_LEN || !(p.len() - HASH_RANGE_LEN).is_multiple_of(32) {
+                    return Err(WireError::BadLength {
+                        id: message_id,
+                        len: p.len(),
+                        expected: "48 plus a multiple of 32",
+                    });
+                }
+                Message::Hashes {
+                    range: HashRange::parse(p),
+                    hashes: p[HASH_RANGE_LEN..]
+                        .chunks_exact(32)
+                        .map(|c| {
+                            let mut h = [0u8; 32];
+                            h.copy_from_slice(c);
+                            h
+                        })
+                        .collect(),
+                }
+            }
             other => return Err(WireError::UnknownId(other)),
         })
     }
@@ -215,6 +290,23 @@ impl Message {
                 out.put_u8(id::EXTENDED);
                 out.put_u8(*ext);
                 out.put_slice(payload);
+            }
+            Message::HashRequest(range) | Message::HashReject(range) => {
+                out.put_u32(1 + HASH_RANGE_LEN as u32);
+                out.put_u8(if matches!(self, Message::HashRequest(_)) {
+                    id::HASH_REQUEST
+                } else {
+                    id::HASH_REJECT
+                });
+                range.put(out);
+            }
+            Message::Hashes { range, hashes } => {
+                out.put_u32(1 + HASH_RANGE_LEN as u32 + 32 * hashes.len() as u32);
+                out.put_u8(id::HASHES);
+                range.put(out);
+                for h in hashes {
+                    out.put_slice(h);
+                }
             }
         }
     }

@@ -42,6 +42,13 @@ pub enum Event {
         id: u8,
         payload: Bytes,
     },
+    /// BEP 52 merkle-tree hashes: a request, an answer, a refusal.
+    HashRequest(crate::HashRange),
+    Hashes {
+        range: crate::HashRange,
+        hashes: Vec<[u8; 32]>,
+    },
+    HashReject(crate::HashRange),
 }
 
 /// Protocol violations: the engine drops (and may ban) the peer.
@@ -202,6 +209,9 @@ impl Connection {
                 }
                 Event::Extended { id, payload }
             }
+            Message::HashRequest(range) => Event::HashRequest(range),
+            Message::Hashes { range, hashes } => Event::Hashes { range, hashes },
+            Message::HashReject(range) => Event::HashReject(range),
         })
     }
 

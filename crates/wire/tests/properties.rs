@@ -34,7 +34,33 @@ fn message() -> impl Strategy<Value = Message> {
         }),
         any::<u16>().prop_map(Message::Port),
         (any::<u8>(), bytes()).prop_map(|(id, payload)| Message::Extended { id, payload }),
+        hash_range().prop_map(Message::HashRequest),
+        hash_range().prop_map(Message::HashReject),
+        (
+            hash_range(),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..20)
+        )
+            .prop_map(|(range, hashes)| Message::Hashes { range, hashes }),
     ]
+}
+
+fn hash_range() -> impl Strategy<Value = wire::HashRange> {
+    (
+        any::<[u8; 32]>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(pieces_root, base_layer, index, length, proof_layers)| wire::HashRange {
+                pieces_root,
+                base_layer,
+                index,
+                length,
+                proof_layers,
+            },
+        )
 }
 
 proptest! {

@@ -61,6 +61,15 @@ fn messages_byte_for_byte() {
             },
             vec![0, 0, 0, 4, 20, 3, b'd', b'e'],
         ),
+        (Message::HashRequest(RANGE), hash_bytes(21, &[])),
+        (Message::HashReject(RANGE), hash_bytes(23, &[])),
+        (
+            Message::Hashes {
+                range: RANGE,
+                hashes: vec![[0xaa; 32], [0xbb; 32]],
+            },
+            hash_bytes(22, &[[0xaa; 32], [0xbb; 32]]),
+        ),
     ];
     let decoder = Decoder::default();
     for (message, bytes) in cases {
@@ -69,6 +78,40 @@ fn messages_byte_for_byte() {
         assert_eq!(decoder.decode(&mut buf).unwrap(), Some(message));
         assert!(buf.is_empty());
     }
+}
+
+const RANGE: wire::HashRange = wire::HashRange {
+    pieces_root: [7; 32],
+    base_layer: 2,
+    index: 4,
+    length: 4,
+    proof_layers: 1,
+};
+
+/// A BEP 52 hash message laid out by hand: length, id, pieces root, four big-endian u32s, hashes.
+fn hash_bytes(id: u8, hashes: &[[u8; 32]]) -> Vec<u8> {
+    let mut v = (49 + 32 * hashes.len() as u32).to_be_bytes().to_vec();
+    v.push(id);
+    v.extend_from_slice(&[7; 32]);
+    for x in [2u32, 4, 4, 1] {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    for h in hashes {
+        v.extend_from_slice(h);
+    }
+    v
+}
+
+#[test]
+fn hash_messages_of_the_wrong_size_are_errors() {
+    let decoder = Decoder::default();
+    let mut short = BytesMut::from(&hash_bytes(21, &[])[..40]);
+    short[3] = 36;
+    assert!(decoder.decode(&mut short).is_err());
+    let mut ragged = hash_bytes(22, &[[1; 32]]);
+    ragged.pop();
+    ragged[3] -= 1;
+    assert!(decoder.decode(&mut BytesMut::from(&ragged[..])).is_err());
 }
 
 #[test]

@@ -404,7 +404,7 @@ impl Daemon {
                 .map_err(|e| match e {
                     Failure::BadInput(e) | Failure::Failed(e) => e,
                 })?;
-            self.store.save_info(&id, &torrent.info_bytes)?;
+            self.store.save_metainfo(&id, &torrent.to_file_bytes())?;
             anyhow::Ok(torrent)
         }
         .await;

@@ -148,11 +148,6 @@ impl Store {
         write_atomic(&self.path(id, "torrent"), torrent_file)
     }
 
-    /// For magnet links: the info dictionary fetched from peers.
-    pub fn save_info(&self, id: &[u8; 20], info: &[u8]) -> anyhow::Result<()> {
-        write_atomic(&self.path(id, "info"), info)
-    }
-
     pub fn save_record(&self, id: &[u8; 20], r: &Record) -> anyhow::Result<()> {
         write_atomic(&self.path(id, "json"), &serde_json::to_vec_pretty(r)?)
     }
@@ -166,7 +161,7 @@ impl Store {
     }
 
     pub fn remove(&self, id: &[u8; 20]) {
-        for ext in ["torrent", "info", "json", "resume"] {
+        for ext in ["torrent", "json", "resume"] {
             let _ = fs::remove_file(self.path(id, ext));
         }
     }
@@ -195,28 +190,16 @@ impl Store {
                     continue;
                 }
             };
-            let torrent = self.load_metainfo(&id, &record);
+            let torrent = self.load_metainfo(&id);
             out.push((id, record, torrent));
         }
         out.sort_by_key(|(_, r, _)| r.added);
         out
     }
 
-    fn load_metainfo(&self, id: &[u8; 20], record: &Record) -> Option<Torrent> {
-        if let Ok(bytes) = fs::read(self.path(id, "torrent")) {
-            return Torrent::from_bytes(&bytes).ok();
-        }
-        let info = fs::read(self.path(id, "info")).ok()?;
-        let mut torrent = Torrent::from_info_bytes(&info).ok()?;
-        if let Some(m) = record
-            .magnet
-            .as_deref()
-            .and_then(|m| metainfo::Magnet::parse(m).ok())
-        {
-            torrent.trackers = m.trackers.iter().map(|t| vec![t.clone()]).collect();
-            torrent.web_seeds = m.web_seeds;
-        }
-        Some(torrent)
+    /// The saved .torrent (for a magnet link, written once its metadata arrived).
+    fn load_metainfo(&self, id: &[u8; 20]) -> Option<Torrent> {
+        Torrent::from_bytes(&fs::read(self.path(id, "torrent")).ok()?).ok()
     }
 }
 

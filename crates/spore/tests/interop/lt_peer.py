@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Seed or download one torrent with libtorrent, on loopback only.
 
-usage: lt_peer.py seed|get TORRENT SAVE_DIR IP [PEER_IP:PORT ...]
+usage: lt_peer.py seed|get TORRENT|MAGNET SAVE_DIR IP [PEER_IP:PORT ...]
 Prints JSON lines: {"listening": port} once listening, {"done": true, ...} when the data is complete
 (seed: after the recheck found it whole), and {"pex_peers": N} whenever the number of connected peers
 libtorrent has heard of through peer exchange (BEP 11) changes. Then keeps running (seeding) until killed.
@@ -28,8 +28,11 @@ def main():
         "allow_multiple_connections_per_ip": True,
         "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.status_notification,
     })
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(torrent)
+    if torrent.startswith("magnet:"):
+        params = lt.parse_magnet_uri(torrent)
+    else:
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(torrent)
     params.save_path = save
     h = s.add_torrent(params)
     port = s.listen_port()
