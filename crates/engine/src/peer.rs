@@ -316,6 +316,7 @@ impl PeerTask {
                         self.send(Message::KeepAlive).await?;
                         last_sent = Instant::now();
                     }
+                    self.check_redundant()?;
                     self.retune();
                     self.request_more().await?;
                     self.maybe_pex().await?;
@@ -346,9 +347,19 @@ impl PeerTask {
     }
 
     async fn update_interest(&mut self) -> anyhow::Result<()> {
+        self.check_redundant()?;
         let interesting = self.shared.state.lock().picker.interesting(&self.bitfield);
         if let Some(m) = self.conn.set_interested(interesting) {
             self.send(m).await?;
+        }
+        Ok(())
+    }
+
+    /// Two seeds have nothing to give each other; the connection would only hold a slot (of this
+    /// torrent's, or of a daemon's global limit) that a downloader could use.
+    fn check_redundant(&self) -> anyhow::Result<()> {
+        if self.bitfield.is_complete() && self.shared.is_complete() {
+            anyhow::bail!("both sides are seeds");
         }
         Ok(())
     }

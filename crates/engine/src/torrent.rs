@@ -53,6 +53,8 @@ pub struct TorrentConfig {
     /// Limits shared with other torrents (a daemon's global rates), on top of this torrent's own.
     pub global_upload: Option<Arc<Limiter>>,
     pub global_download: Option<Arc<Limiter>>,
+    /// A cap on connections shared with other torrents (a daemon's global peer limit).
+    pub peer_budget: Option<Arc<PeerBudget>>,
     /// What a previous session knew, to start without rehashing everything.
     pub resume: Option<Resume>,
     /// Accept no connections of our own: a `Session` owns the listening socket at this address and
@@ -61,6 +63,50 @@ pub struct TorrentConfig {
     /// Local service discovery (BEP 14; never for private torrents) through this multicast group.
     pub lsd: bool,
     pub lsd_group: SocketAddr,
+}
+
+/// Connections allowed across many torrents.
+#[derive(Debug)]
+pub struct PeerBudget {
+    max: std::sync::atomic::AtomicUsize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl PeerBudget {
+    pub fn new(max: usize) -> PeerBudget {
+        PeerBudget {
+            max: max.into(),
+            used: 0.into(),
+        }
+    }
+
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn has_room(&self) -> bool {
+        self.used() < self.max.load(Ordering::Relaxed)
+    }
+
+    fn try_take(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < self.max.load(Ordering::Relaxed)).then_some(used + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_sub(1)
+            });
+    }
 }
 
 pub const PRIORITY_LOW: u8 = 1;
@@ -97,6 +143,7 @@ impl TorrentConfig {
             global_download: None,
             resume: None,
             session_listener: None,
+            peer_budget: None,
             lsd: false,
             lsd_group: crate::lsd::DEFAULT_GROUP,
         }
@@ -320,6 +367,11 @@ impl Shared {
         if st.banned.contains(&addr.ip()) || st.peers.len() >= self.config.max_peers {
             return None;
         }
+        if let Some(budget) = &self.config.peer_budget {
+            if !budget.try_take() {
+                return None;
+            }
+        }
         let key = st.next_peer;
         st.next_peer += 1;
         let pieces = self.piece_sizes.len() as u32;
@@ -350,6 +402,9 @@ impl Shared {
         if let Some(peer) = st.peers.remove(&key) {
             st.picker.peer_gone(&peer.bitfield);
             st.connected.remove(&peer.addr);
+            if let Some(budget) = &self.config.peer_budget {
+                budget.give_back();
+            }
         }
     }
 
@@ -861,7 +916,12 @@ async fn connect_loop(shared: Arc<Shared>) {
         loop {
             let next = {
                 let mut st = shared.state.lock();
-                if st.peers.len() >= shared.config.max_peers {
+                let global_full = shared
+                    .config
+                    .peer_budget
+                    .as_ref()
+                    .is_some_and(|b| !b.has_room());
+                if st.peers.len() >= shared.config.max_peers || global_full {
                     None
                 } else {
                     st.known.pop_front().inspect(|addr| {
@@ -995,5 +1055,26 @@ impl TorrentHandle {
             let _ = tx.try_send(Command::Disconnect);
         }
         let _ = self.shared.storage.sync();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerBudget;
+
+    #[test]
+    fn a_peer_budget_is_shared_and_never_overdrawn() {
+        let budget = PeerBudget::new(2);
+        assert!(budget.try_take() && budget.try_take());
+        assert!(!budget.try_take() && !budget.has_room());
+        budget.give_back();
+        assert!(budget.has_room() && budget.try_take());
+        budget.set_max(5);
+        assert_eq!(budget.used(), 2);
+        assert!(budget.has_room());
+        for _ in 0..10 {
+            budget.give_back();
+        }
+        assert_eq!(budget.used(), 0, "never below zero");
     }
 }

@@ -709,3 +709,46 @@ fn a_config_file_sets_the_settings_and_a_bad_one_is_refused() {
     assert!(err.contains("max_active_downloadz"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn the_global_peer_limit_holds_across_torrents() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (data_a, torrent_a) = content(&dir.path().join("a"), "a.bin", 2_000_000, &url, "64K");
+    let (data_b, torrent_b) = content(&dir.path().join("b"), "b.bin", 1_000_000, &url, "64K");
+    let _seed_a = seeder(
+        &dir.path().join("a"),
+        &torrent_a,
+        &data_a,
+        &["--max-up", "1M"],
+    );
+    let _seed_b = seeder(
+        &dir.path().join("b"),
+        &torrent_b,
+        &data_b,
+        &["--max-up", "1M"],
+    );
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+    d.ok("PUT", "/api/settings", Some(json!({"max_peers_total": 1})));
+    for t in [&torrent_a, &torrent_b] {
+        d.ok("POST", "/api/torrents", Some(json!({"path": s(t)})));
+    }
+    let deadline = Instant::now() + T;
+    let mut most = 0;
+    loop {
+        let list = d.ok("GET", "/api/torrents", None);
+        let torrents = list["torrents"].as_array().unwrap();
+        let peers: u64 = torrents.iter().map(|t| t["peers"].as_u64().unwrap()).sum();
+        most = most.max(peers);
+        assert!(peers <= 1, "{peers} connections with a limit of 1: {list}");
+        if torrents.iter().all(|t| t["state"] == "seeding") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not both complete: {list}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(most, 1);
+    assert_eq!(sha256(&dl.join("a.bin")), sha256(&data_a.join("a.bin")));
+    assert_eq!(sha256(&dl.join("b.bin")), sha256(&data_b.join("b.bin")));
+}

@@ -678,7 +678,8 @@ fn private_torrents_never_exchange_peers_and_public_ones_do() {
             d.join("seed.err"),
         );
         seeder.wait_for("seeding", T);
-        // Three downloaders that seed a few seconds after completing, long enough for an exchange.
+        // Three downloaders, slowed down so they stay connected (two seeds part at once) long enough
+        // for the first exchange, 2 s after the handshake.
         let getters: Vec<Proc> = (0..3)
             .map(|i| {
                 let out = d.join(format!("dl{i}"));
@@ -692,6 +693,8 @@ fn private_torrents_never_exchange_peers_and_public_ones_do() {
                     &listen,
                     "--seed-time",
                     "4s",
+                    "--max-down",
+                    "150K",
                 ];
                 Proc::start(
                     &[&get_args[..], &["--dht-bootstrap", &boot]].concat(),

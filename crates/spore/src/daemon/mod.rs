@@ -84,6 +84,7 @@ pub struct Daemon {
     listen: SocketAddr,
     global_up: Arc<Limiter>,
     global_down: Arc<Limiter>,
+    peer_budget: Arc<engine::PeerBudget>,
     entries: Mutex<BTreeMap<[u8; 20], Slot>>,
     pub events: tokio::sync::broadcast::Sender<(String, String)>,
 }
@@ -169,6 +170,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         token,
         global_up: Arc::new(Limiter::new(settings.max_upload_rate.unwrap_or(0))),
         global_down: Arc::new(Limiter::new(settings.max_download_rate.unwrap_or(0))),
+        peer_budget: Arc::new(engine::PeerBudget::new(settings.max_peers_total)),
         settings: Mutex::new(settings),
         session,
         dht,
@@ -472,6 +474,8 @@ impl Daemon {
         config.max_download_rate = record.max_download_rate;
         config.global_upload = Some(self.global_up.clone());
         config.global_download = Some(self.global_down.clone());
+        config.peer_budget = Some(self.peer_budget.clone());
+        config.max_peers = self.settings.lock().max_peers_per_torrent.max(1);
         config.dht = self.dht.clone();
         config.pex = !self.discovery.no_pex;
         crate::get_cmd::set_lsd(&mut config, &self.discovery);
@@ -771,6 +775,7 @@ impl Daemon {
         }
         self.global_up.set_rate(settings.max_upload_rate);
         self.global_down.set_rate(settings.max_download_rate);
+        self.peer_budget.set_max(settings.max_peers_total);
         self.store.save_settings(&settings)?;
         *self.settings.lock() = settings.clone();
         self.schedule();

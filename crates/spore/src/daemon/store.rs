@@ -18,6 +18,9 @@ pub struct Settings {
     pub download_dir: PathBuf,
     pub max_active_downloads: usize,
     pub max_active_seeds: usize,
+    /// Connections over all torrents, and per torrent.
+    pub max_peers_total: usize,
+    pub max_peers_per_torrent: usize,
     pub max_upload_rate: Option<u64>,
     pub max_download_rate: Option<u64>,
     pub seed_ratio: Option<f64>,
@@ -33,6 +36,8 @@ impl Default for Settings {
                 .unwrap_or_else(|| PathBuf::from("downloads")),
             max_active_downloads: 5,
             max_active_seeds: 2000,
+            max_peers_total: 500,
+            max_peers_per_torrent: 50,
             max_upload_rate: None,
             max_download_rate: None,
             seed_ratio: None,
