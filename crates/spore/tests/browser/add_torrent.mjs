@@ -96,6 +96,20 @@ try {
   if (files === 0 || checked !== files || done !== files)
     throw new Error(`files tab: ${files} files, ${checked} selected, ${done} at 100%`);
 
+  step("raise the first file's priority");
+  const saved = page.waitForResponse((r) => r.url().endsWith(`/api/torrents/${id}`) && r.request().method() === "PUT");
+  await page.locator("#files tbody select.file-priority").first().selectOption("high");
+  const response = await saved;
+  if (!response.ok()) throw new Error(`priority change answered ${response.status()}`);
+  const view = await page.evaluate(async (tid) => {
+    const token = document.querySelector('meta[name="spore-token"]').content;
+    const r = await fetch(`/api/torrents/${tid}`, { headers: { Authorization: `Bearer ${token}` } });
+    return r.json();
+  }, id);
+  if (view.files[0].priority !== "high") throw new Error(`priority not saved: ${JSON.stringify(view.files)}`);
+  // Changing priorities restarts the torrent; it must be back to seeding.
+  await page.locator(`tr[data-id="${id}"][data-state="seeding"]`).waitFor({ timeout: 30000 });
+
   // An API error shown to the user would be a failure the row alone does not reveal.
   const errors = await page.locator("#messages .msg:not(.ok)").allTextContents();
   if (errors.length) throw new Error(`the page shows errors: ${errors.join(" | ")}`);
