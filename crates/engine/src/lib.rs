@@ -20,6 +20,6 @@ pub use rate::Limiter;
 pub use session::Session;
 pub use storage::{piece_matches, Storage};
 pub use torrent::{
-    new_peer_id, start, wire_id, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
+    new_peer_id, start, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
     TorrentHandle, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
 };

@@ -170,14 +170,19 @@ pub fn new_peer_id() -> [u8; 20] {
 /// The 20-byte id a torrent goes by on the wire and at trackers: the v1 info-hash, or the v2 one
 /// truncated (BEP 52).
 pub fn wire_id(torrent: &Torrent) -> [u8; 20] {
-    match (torrent.info_hash_v1, torrent.info_hash_v2) {
-        (Some(v1), _) => v1,
+    wire_id_of(torrent.info_hash_v1, torrent.info_hash_v2).unwrap_or([0; 20])
+}
+
+/// The wire id from the info-hashes alone (as a magnet link gives them).
+pub fn wire_id_of(v1: Option<[u8; 20]>, v2: Option<[u8; 32]>) -> Option<[u8; 20]> {
+    match (v1, v2) {
+        (Some(v1), _) => Some(v1),
         (None, Some(v2)) => {
             let mut id = [0u8; 20];
             id.copy_from_slice(&v2[..20]);
-            id
+            Some(id)
         }
-        (None, None) => [0; 20],
+        (None, None) => None,
     }
 }
 

@@ -178,15 +178,8 @@ fn torrent_from_magnet(
 
 /// The id a magnet's torrent goes by on the wire: its v1 info-hash, or its v2 one truncated (BEP 52).
 pub(crate) fn magnet_wire_id(magnet: &metainfo::Magnet) -> anyhow::Result<[u8; 20]> {
-    match (magnet.info_hash_v1, magnet.info_hash_v2) {
-        (Some(v1), _) => Ok(v1),
-        (None, Some(v2)) => {
-            let mut id = [0u8; 20];
-            id.copy_from_slice(&v2[..20]);
-            Ok(id)
-        }
-        (None, None) => Err(anyhow!("the magnet link has no info-hash")),
-    }
+    engine::wire_id_of(magnet.info_hash_v1, magnet.info_hash_v2)
+        .ok_or_else(|| anyhow!("the magnet link has no info-hash"))
 }
 
 /// The torrent of a magnet link: its info dictionary from peers (found through the link's trackers and
