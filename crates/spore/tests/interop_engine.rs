@@ -675,3 +675,115 @@ fn libtorrent_fetches_a_v2_only_magnet_link_from_spore() {
     lt.wait_for("\"done\"", LONG);
     same_v2(d, &d.join("lt"));
 }
+
+/// `spore daemon` with libtorrent, both directions, through its one peer port (the `Session` that hands
+/// each incoming connection to the torrent its handshake names): libtorrent downloads a torrent the
+/// daemon seeds, and the daemon downloads another that libtorrent seeds.
+#[test]
+fn the_daemon_trades_with_libtorrent_both_ways() {
+    if !libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_t, url) = tracker(d);
+    make_content(
+        &d.join("daemon-seed"),
+        "out",
+        &[("to-lt.bin", 2_500_000)],
+        &url,
+        &d.join("out.torrent"),
+    );
+    make_content(
+        &d.join("lt-seed"),
+        "in",
+        &[("from-lt.bin", 2_000_000)],
+        &url,
+        &d.join("in.torrent"),
+    );
+    let state = d.join("state");
+    let mut daemon_cmd = Command::new(env!("CARGO_BIN_EXE_spore"));
+    daemon_cmd.args([
+        "daemon",
+        "--state-dir",
+        s(&state),
+        "--listen",
+        "127.0.0.17:0",
+        "--api",
+        "127.0.0.1:0",
+        "--download-dir",
+        s(&d.join("daemon-dl")),
+        "--no-dht",
+    ]);
+    let daemon = Proc::spawn(daemon_cmd, d.join("daemon.err"));
+    let api = daemon
+        .wait_for("api listening on http://", T)
+        .trim_start_matches("api listening on http://")
+        .trim()
+        .to_string();
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+            .args(args)
+            .args(["--api", &api, "--state-dir", s(&state)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The daemon seeds what is already in its directory, and fetches the other torrent.
+    cli(&[
+        "add",
+        s(&d.join("out.torrent")),
+        "-o",
+        s(&d.join("daemon-seed/out")),
+    ]);
+    cli(&["add", s(&d.join("in.torrent"))]);
+    let lt_seed = lt_peer(
+        "seed",
+        &d.join("in.torrent"),
+        &d.join("lt-seed/in"),
+        "127.0.0.18",
+        &[],
+        &d.join("lt-seed.err"),
+    );
+    lt_seed.wait_for("\"done\"", LONG);
+    let lt_get = lt_peer(
+        "get",
+        &d.join("out.torrent"),
+        &d.join("lt-dl"),
+        "127.0.0.19",
+        &[],
+        &d.join("lt-get.err"),
+    );
+    lt_get.wait_for("\"done\"", LONG);
+    same(
+        &d.join("lt-dl/to-lt.bin"),
+        &d.join("daemon-seed/out/to-lt.bin"),
+    );
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let list: serde_json::Value = serde_json::from_str(&cli(&["list", "--json"])).unwrap();
+        let seeding = list["torrents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "seeding")
+            .count();
+        if seeding == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon not done: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    same(
+        &d.join("daemon-dl/from-lt.bin"),
+        &d.join("lt-seed/in/from-lt.bin"),
+    );
+}
