@@ -752,3 +752,38 @@ fn the_global_peer_limit_holds_across_torrents() {
     assert_eq!(sha256(&dl.join("a.bin")), sha256(&data_a.join("a.bin")));
     assert_eq!(sha256(&dl.join("b.bin")), sha256(&data_b.join("b.bin")));
 }
+
+#[test]
+fn a_magnet_link_added_to_the_daemon_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (data_dir, torrent) = content(dir.path(), "m.bin", 1_200_000, &url, "32K");
+    let _seed = seeder(dir.path(), &torrent, &data_dir, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["magnet", s(&torrent)])
+        .output()
+        .unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let state = dir.path().join("state");
+    let dl = dir.path().join("dl");
+    let mut d = start_daemon(&state, &dl, "daemon.err", None);
+    let added = d.ok("POST", "/api/torrents", Some(json!({"magnet": magnet})));
+    let id = added["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        added["name"], "m.bin",
+        "the magnet's dn names it before the metadata arrives"
+    );
+    d.wait(&id, "seeding", T, |t| t["state"] == "seeding");
+    assert_eq!(sha256(&dl.join("m.bin")), sha256(&data_dir.join("m.bin")));
+    // The metadata fetched from peers is kept: a restart needs no peer to know the torrent again.
+    d.proc.terminate();
+    d.proc.wait_exit(T);
+    let api = d.api;
+    drop(d);
+    let d = start_daemon(&state, &dl, "daemon-2.err", Some(api));
+    let t = d.wait(&id, "seeding after the restart", T, |t| {
+        t["state"] == "seeding"
+    });
+    assert_eq!(t["pieces_have"], t["pieces"]);
+    assert_eq!(d.torrent(&id)["trackers"][0]["url"], url.as_str());
+}

@@ -226,10 +226,10 @@ impl Daemon {
     /// Adds an entry for a torrent whose record is already in the state directory.
     fn insert(&self, id: [u8; 20], record: Record, torrent: Option<Arc<Torrent>>) -> Slot {
         let saved = record.clone();
-        let phase = if torrent.is_none() {
-            Phase::FetchingMetadata
-        } else if record.paused {
+        let phase = if record.paused {
             Phase::Paused
+        } else if torrent.is_none() {
+            Phase::FetchingMetadata
         } else if record.finished {
             Phase::Finished
         } else {
@@ -406,6 +406,10 @@ impl Daemon {
                 .map_err(|e| match e {
                     Failure::BadInput(e) | Failure::Failed(e) => e,
                 })?;
+            // Removed while its metadata was on the way: leave nothing behind.
+            if !self.entries.lock().contains_key(&id) {
+                anyhow::bail!("removed");
+            }
             self.store.save_metainfo(&id, &torrent.to_file_bytes())?;
             anyhow::Ok(torrent)
         }
