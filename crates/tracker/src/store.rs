@@ -1,5 +1,6 @@
 //! In-memory swarms: many lock shards keyed by info-hash, peers stored compactly in sorted vectors.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,8 +57,10 @@ pub struct AnnounceOutcome {
     pub leechers: u32,
 }
 
+type Shard = HashMap<InfoHash, Swarm>;
+
 pub struct Store {
-    shards: Box<[Mutex<HashMap<InfoHash, Swarm>>]>,
+    shards: Box<[Mutex<Shard>]>,
     limits: StoreLimits,
     epoch: Instant,
     swarm_count: AtomicU64,
@@ -188,14 +191,14 @@ impl Store {
     pub fn new(shards: usize, limits: StoreLimits) -> Store {
         let shards = shards.max(1).next_power_of_two();
         Store {
-            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             limits,
             epoch: Instant::now(),
             swarm_count: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, hash: &InfoHash) -> &Mutex<HashMap<InfoHash, Swarm>> {
+    fn shard(&self, hash: &InfoHash) -> &Mutex<Shard> {
         // Info-hashes are SHA digests: their bytes are already uniformly spread.
         let key = u64::from_le_bytes([
             hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
@@ -228,18 +231,21 @@ impl Store {
             .map_or(self.limits.default_numwant, |n| n as usize)
             .min(self.limits.max_numwant);
         let mut shard = self.shard(hash).lock();
-        if !shard.contains_key(hash) {
-            if event == Event::Stopped
-                || self.swarm_count.load(Ordering::Relaxed) as usize >= self.limits.max_swarms
-            {
-                return AnnounceOutcome {
-                    seeders: 0,
-                    leechers: 0,
-                };
+        let swarm = match shard.entry(*hash) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                if event == Event::Stopped
+                    || self.swarm_count.load(Ordering::Relaxed) as usize >= self.limits.max_swarms
+                {
+                    return AnnounceOutcome {
+                        seeders: 0,
+                        leechers: 0,
+                    };
+                }
+                self.swarm_count.fetch_add(1, Ordering::Relaxed);
+                e.insert(Swarm::default())
             }
-            self.swarm_count.fetch_add(1, Ordering::Relaxed);
-        }
-        let swarm = shard.entry(*hash).or_default();
+        };
         let cap = self.limits.max_peers_per_swarm;
         let (delta, _) = match me {
             Compact::V4(a) => upsert(&mut swarm.v4, a, seeder, now, event, cap),
