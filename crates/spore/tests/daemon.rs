@@ -787,3 +787,28 @@ fn a_magnet_link_added_to_the_daemon_survives_a_restart() {
     assert_eq!(t["pieces_have"], t["pieces"]);
     assert_eq!(d.torrent(&id)["trackers"][0]["url"], url.as_str());
 }
+
+#[test]
+fn a_broken_record_is_reported_and_leftover_temporary_files_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let torrents = state.join("torrents");
+    std::fs::create_dir_all(&torrents).unwrap();
+    let broken = "ab".repeat(20);
+    std::fs::write(torrents.join(format!("{broken}.json")), b"{\"magnet\": ").unwrap();
+    let leftover = torrents.join(format!("{}.json.4242-0.tmp", "cd".repeat(20)));
+    std::fs::write(&leftover, b"{\"half\": ").unwrap();
+    let d = start_daemon(&state, &dir.path().join("dl"), "daemon.err", None);
+    let list = d.ok("GET", "/api/torrents", None);
+    assert!(list["torrents"].as_array().unwrap().is_empty(), "{list}");
+    let log = std::fs::read_to_string(&d.proc.stderr).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains(&format!("skipping torrent {broken}")),
+        "{log}"
+    );
+    assert!(!leftover.exists());
+    assert!(
+        torrents.join(format!("{broken}.json")).exists(),
+        "kept for repair"
+    );
+}
