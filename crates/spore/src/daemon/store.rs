@@ -102,12 +102,20 @@ fn temp_path(path: &Path) -> anyhow::Result<PathBuf> {
 const TEMP_SUFFIX: &str = ".tmp";
 
 pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    write_atomic_mode(path, data, 0o666)
+}
+
+/// As `write_atomic`, the file created with `mode` (less the umask) from its first byte on, so a
+/// secret is never readable by others, not even between a write and a chmod.
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().context("no parent directory")?;
     let tmp = temp_path(path)?;
     let written = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&tmp)
             .with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(data)
@@ -166,9 +174,7 @@ impl Store {
         let mut bytes = [0u8; 24];
         fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
         let token = metainfo::hex(&bytes);
-        write_atomic(&path, token.as_bytes())?;
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        write_atomic_mode(&path, token.as_bytes(), 0o600)?;
         Ok(token)
     }
 
@@ -328,6 +334,7 @@ pub fn now_nanos() -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn files_of_one_torrent_never_share_a_temporary_file() {
@@ -371,6 +378,15 @@ mod tests {
             .filter(|n| n.to_string_lossy().ends_with(TEMP_SUFFIX))
             .collect();
         assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+
+    #[test]
+    fn a_private_file_is_created_owner_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("secret");
+        write_atomic_mode(&path, b"x", 0o600).expect("write");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
