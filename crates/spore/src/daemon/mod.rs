@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::get_cmd::DiscoveryArgs;
 use crate::{CmdResult, Failure};
-use store::{Record, ResumeFile, Settings, Store};
+use store::{Record, ResumeFile, Settings, Store, WriteGate};
 
 #[derive(Args)]
 pub struct DaemonArgs {
@@ -70,6 +70,8 @@ pub struct Entry {
     saved_record: Option<Record>,
     /// Bumped on every start and stop, so a start that finishes late knows it was overtaken.
     generation: u64,
+    /// Every write of its state files goes through it. Taken before the entry's lock, never inside it.
+    gate: Arc<WriteGate>,
 }
 
 type Slot = Arc<Mutex<Entry>>;
@@ -247,6 +249,7 @@ impl Daemon {
             last_saved_have: 0,
             saved_record: Some(saved),
             generation: 0,
+            gate: Arc::new(WriteGate::default()),
         }));
         self.entries.lock().insert(id, slot.clone());
         slot
@@ -406,11 +409,10 @@ impl Daemon {
                 .map_err(|e| match e {
                     Failure::BadInput(e) | Failure::Failed(e) => e,
                 })?;
+            let gate = slot.lock().gate.clone();
             // Removed while its metadata was on the way: leave nothing behind.
-            if !self.entries.lock().contains_key(&id) {
-                anyhow::bail!("removed");
-            }
-            self.store.save_metainfo(&id, &torrent.to_file_bytes())?;
+            gate.write(|| self.store.save_metainfo(&id, &torrent.to_file_bytes()))
+                .context("removed")??;
             anyhow::Ok(torrent)
         }
         .await;
@@ -527,6 +529,12 @@ impl Daemon {
     /// Saves the record and, when running, the fast-resume data (file stamps first, then the pieces, so
     /// a piece written in between shows up as a changed file). Unless `force`, writes only what changed.
     fn save(&self, slot: &Slot, force: bool) {
+        let gate = slot.lock().gate.clone();
+        // Under the gate from the snapshot to the write, so saves land in the order they were taken.
+        gate.write(|| self.save_now(slot, force));
+    }
+
+    fn save_now(&self, slot: &Slot, force: bool) {
         let (id, torrent, dir, handle, last_have) = {
             let e = slot.lock();
             (
@@ -644,15 +652,23 @@ impl Daemon {
         delete_data: bool,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
+        let gate = slot.lock().gate.clone();
+        // Closed first: saving what is about to be deleted is wasted, and a save still running (the
+        // tick's, or the stop's) must be over before the files go, or it would write them back.
+        gate.close();
         self.stop_entry(&slot, Phase::Paused).await;
-        self.entries.lock().remove(id);
         self.store.remove(id);
         if delete_data {
-            let e = slot.lock();
-            if let Some(t) = &e.torrent {
-                delete_files(t, &e.record.download_dir);
+            let (torrent, dir) = {
+                let e = slot.lock();
+                (e.torrent.clone(), e.record.download_dir.clone())
+            };
+            if let Some(t) = torrent {
+                delete_files(&t, &dir);
             }
         }
+        // Unlisted last, so the torrent cannot be added again while its old files are still going.
+        self.entries.lock().remove(id);
         let _ = self.events.send((
             "removed".into(),
             json!({"id": metainfo::hex(id)}).to_string(),

@@ -11,6 +11,7 @@ use std::time::UNIX_EPOCH;
 
 use anyhow::Context;
 use metainfo::Torrent;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +145,29 @@ fn remove_leftover_temps(dir: &Path) {
                 tracing::warn!("cannot remove {}: {e}", entry.path().display());
             }
         }
+    }
+}
+
+/// One torrent's gate to its state files: writes go through it one at a time, and none once the
+/// torrent is removed, so a save racing a removal cannot bring its files back after they are deleted.
+#[derive(Default)]
+pub struct WriteGate {
+    removed: Mutex<bool>,
+}
+
+impl WriteGate {
+    /// Runs `write` unless the torrent was removed (`None` then).
+    pub fn write<T>(&self, write: impl FnOnce() -> T) -> Option<T> {
+        let removed = self.removed.lock();
+        if *removed {
+            return None;
+        }
+        Some(write())
+    }
+
+    /// Shuts the gate for good, after any write in progress finished: the files can be deleted then.
+    pub fn close(&self) {
+        *self.removed.lock() = true;
     }
 }
 
@@ -335,6 +359,7 @@ pub fn now_nanos() -> u128 {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
 
     #[test]
     fn files_of_one_torrent_never_share_a_temporary_file() {
@@ -407,5 +432,39 @@ mod tests {
             assert!(!p.exists(), "{} left", p.display());
         }
         assert!(store.load_all().is_empty());
+    }
+
+    #[test]
+    fn a_closed_gate_refuses_writes() {
+        let gate = WriteGate::default();
+        assert_eq!(gate.write(|| 1), Some(1));
+        gate.close();
+        let mut ran = false;
+        assert_eq!(gate.write(|| ran = true), None);
+        assert!(!ran);
+    }
+
+    #[test]
+    fn closing_the_gate_waits_for_the_write_in_progress() {
+        let gate = Arc::new(WriteGate::default());
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (entered, inside) = std::sync::mpsc::channel();
+        let writer = {
+            let (gate, finished) = (gate.clone(), finished.clone());
+            std::thread::spawn(move || {
+                gate.write(|| {
+                    let _ = entered.send(());
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    finished.store(true, Ordering::SeqCst);
+                })
+            })
+        };
+        inside.recv().expect("writer started");
+        gate.close();
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "closed while a write was still going on"
+        );
+        writer.join().expect("writer thread");
     }
 }
