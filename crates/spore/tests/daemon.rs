@@ -326,6 +326,17 @@ fn every_api_endpoint_and_its_refusals() {
     );
     assert_eq!(d.torrent(&id)["max_upload_rate"], 1000000);
     assert_eq!(updated["id"], id.as_str());
+    // A change with one bad field changes nothing, the fields before it included.
+    for change in [
+        json!({"max_upload_rate": 5, "seed_time": "soon"}),
+        json!({"seed_ratio": 1.0, "zzz": 1}),
+    ] {
+        let (status, v) = d.call("PUT", &format!("/api/torrents/{id}"), Some(change));
+        assert_eq!(status, 400, "{v}");
+    }
+    let detail = d.torrent(&id);
+    assert_eq!(detail["max_upload_rate"], 1000000);
+    assert_eq!(detail["seed_ratio"], Value::Null);
     let (status, _) = d.call(
         "PUT",
         &format!("/api/torrents/{id}"),

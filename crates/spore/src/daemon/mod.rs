@@ -677,7 +677,8 @@ impl Daemon {
         Ok(json!({"removed": metainfo::hex(id)}))
     }
 
-    /// Applies a `PUT /api/torrents/{id}`; a new file selection or directory restarts the torrent.
+    /// Applies a `PUT /api/torrents/{id}`, all of it or, when a field is invalid, none of it. A new
+    /// file selection or directory restarts the torrent.
     pub async fn update(
         self: &Arc<Self>,
         id: &[u8; 20],
@@ -687,90 +688,34 @@ impl Daemon {
         let obj = change
             .as_object()
             .ok_or_else(|| bad("expected a JSON object"))?;
-        let mut restart = false;
-        let mut move_to = None;
-        {
-            let mut e = slot.lock();
-            for (key, value) in obj {
-                match key.as_str() {
-                    "files" => {
-                        let files: Vec<bool> = serde_json::from_value(value.clone())
-                            .map_err(|_| bad("files: expected a list of booleans"))?;
-                        let n = e.torrent.as_ref().map(|t| t.files.len());
-                        if n.is_some_and(|n| n != files.len()) {
-                            return Err(bad(format!(
-                                "files: the torrent has {} files, got {}",
-                                n.unwrap_or(0),
-                                files.len()
-                            )));
-                        }
-                        e.record.files = Some(files);
-                        e.record.complete = false;
-                        restart = true;
-                    }
-                    "priorities" => {
-                        let names: Vec<String> = serde_json::from_value(value.clone())
-                            .map_err(|_| bad("priorities: expected a list of \"low\", \"normal\" or \"high\""))?;
-                        let levels = names.iter().map(|n| priority_level(n)).collect::<Result<
-                            Vec<u8>,
-                            ApiError,
-                        >>(
-                        )?;
-                        let n = e.torrent.as_ref().map_or(levels.len(), |t| t.files.len());
-                        if levels.len() != n {
-                            return Err(bad(format!(
-                                "priorities: the torrent has {n} files, got {}",
-                                levels.len()
-                            )));
-                        }
-                        e.record.priorities = Some(levels);
-                        restart = true;
-                    }
-                    "seed_ratio" => e.record.seed_ratio = opt_f64(value, key)?,
-                    "seed_time" => e.record.seed_time = opt_u64(value, key)?,
-                    "max_upload_rate" => {
-                        e.record.max_upload_rate = opt_u64(value, key)?;
-                        if let Some(h) = &e.handle {
-                            h.shared.up_limit.set_rate(e.record.max_upload_rate);
-                        }
-                    }
-                    "max_download_rate" => {
-                        e.record.max_download_rate = opt_u64(value, key)?;
-                        if let Some(h) = &e.handle {
-                            h.shared.down_limit.set_rate(e.record.max_download_rate);
-                        }
-                    }
-                    "download_dir" => {
-                        let dir = PathBuf::from(
-                            value
-                                .as_str()
-                                .ok_or_else(|| bad("download_dir: expected a string"))?,
-                        );
-                        if !dir.is_absolute() {
-                            return Err(bad("download_dir must be an absolute path"));
-                        }
-                        move_to = Some(dir);
-                    }
-                    other => return Err(bad(format!("unknown field {other:?}"))),
-                }
-            }
-        }
-        if restart || move_to.is_some() {
+        let change = {
+            let e = slot.lock();
+            Change::parse(obj, e.torrent.as_ref().map(|t| t.files.len()))?
+        };
+        let restart =
+            change.files.is_some() || change.priorities.is_some() || change.download_dir.is_some();
+        let mut back_to = None;
+        if restart {
             let old_phase = slot.lock().phase.clone();
             let was_active = matches!(old_phase, Phase::Running | Phase::Checking | Phase::Queued);
             self.stop_entry(&slot, Phase::Paused).await;
-            if let Some(dir) = move_to {
+            if let Some(dir) = &change.download_dir {
                 let (torrent, from) = {
                     let e = slot.lock();
                     (e.torrent.clone(), e.record.download_dir.clone())
                 };
                 if let Some(t) = torrent {
-                    move_files(&t, &from, &dir)
-                        .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+                    move_files(&t, &from, dir).map_err(|e| ApiError::Internal(format!("{e:#}")))?;
                 }
-                slot.lock().record.download_dir = dir;
             }
-            slot.lock().phase = if was_active { Phase::Queued } else { old_phase };
+            back_to = Some(if was_active { Phase::Queued } else { old_phase });
+        }
+        {
+            let mut e = slot.lock();
+            change.apply(&mut e);
+            if let Some(p) = back_to {
+                e.phase = p;
+            }
         }
         self.save(&slot, true);
         self.schedule();
@@ -1031,6 +976,110 @@ impl Daemon {
             }
         }
         v
+    }
+}
+
+/// The fields of a `PUT /api/torrents/{id}`, each checked; `Some` for those given.
+#[derive(Default)]
+struct Change {
+    files: Option<Vec<bool>>,
+    priorities: Option<Vec<u8>>,
+    seed_ratio: Option<Option<f64>>,
+    seed_time: Option<Option<u64>>,
+    max_upload_rate: Option<Option<u64>>,
+    max_download_rate: Option<Option<u64>>,
+    download_dir: Option<PathBuf>,
+}
+
+impl Change {
+    /// Checks every field (`file_count`: the torrent's, once its metadata is known).
+    fn parse(
+        obj: &serde_json::Map<String, Value>,
+        file_count: Option<usize>,
+    ) -> Result<Change, ApiError> {
+        let mut c = Change::default();
+        for (key, value) in obj {
+            match key.as_str() {
+                "files" => {
+                    let files: Vec<bool> = serde_json::from_value(value.clone())
+                        .map_err(|_| bad("files: expected a list of booleans"))?;
+                    if let Some(n) = file_count.filter(|n| *n != files.len()) {
+                        return Err(bad(format!(
+                            "files: the torrent has {n} files, got {}",
+                            files.len()
+                        )));
+                    }
+                    c.files = Some(files);
+                }
+                "priorities" => {
+                    let names: Vec<String> =
+                        serde_json::from_value(value.clone()).map_err(|_| {
+                            bad("priorities: expected a list of \"low\", \"normal\" or \"high\"")
+                        })?;
+                    let levels = names
+                        .iter()
+                        .map(|n| priority_level(n))
+                        .collect::<Result<Vec<u8>, ApiError>>()?;
+                    let n = file_count.unwrap_or(levels.len());
+                    if levels.len() != n {
+                        return Err(bad(format!(
+                            "priorities: the torrent has {n} files, got {}",
+                            levels.len()
+                        )));
+                    }
+                    c.priorities = Some(levels);
+                }
+                "seed_ratio" => c.seed_ratio = Some(opt_f64(value, key)?),
+                "seed_time" => c.seed_time = Some(opt_u64(value, key)?),
+                "max_upload_rate" => c.max_upload_rate = Some(opt_u64(value, key)?),
+                "max_download_rate" => c.max_download_rate = Some(opt_u64(value, key)?),
+                "download_dir" => {
+                    let dir = PathBuf::from(
+                        value
+                            .as_str()
+                            .ok_or_else(|| bad("download_dir: expected a string"))?,
+                    );
+                    if !dir.is_absolute() {
+                        return Err(bad("download_dir must be an absolute path"));
+                    }
+                    c.download_dir = Some(dir);
+                }
+                other => return Err(bad(format!("unknown field {other:?}"))),
+            }
+        }
+        Ok(c)
+    }
+
+    /// Sets what was given, the data already moved to `download_dir`.
+    fn apply(self, e: &mut Entry) {
+        if let Some(files) = self.files {
+            e.record.files = Some(files);
+            e.record.complete = false;
+        }
+        if let Some(levels) = self.priorities {
+            e.record.priorities = Some(levels);
+        }
+        if let Some(ratio) = self.seed_ratio {
+            e.record.seed_ratio = ratio;
+        }
+        if let Some(time) = self.seed_time {
+            e.record.seed_time = time;
+        }
+        if let Some(rate) = self.max_upload_rate {
+            e.record.max_upload_rate = rate;
+            if let Some(h) = &e.handle {
+                h.shared.up_limit.set_rate(rate);
+            }
+        }
+        if let Some(rate) = self.max_download_rate {
+            e.record.max_download_rate = rate;
+            if let Some(h) = &e.handle {
+                h.shared.down_limit.set_rate(rate);
+            }
+        }
+        if let Some(dir) = self.download_dir {
+            e.record.download_dir = dir;
+        }
     }
 }
 
