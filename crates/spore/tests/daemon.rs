@@ -799,6 +799,68 @@ fn a_magnet_link_added_to_the_daemon_survives_a_restart() {
     assert_eq!(d.torrent(&id)["trackers"][0]["url"], url.as_str());
 }
 
+/// The record the daemon keeps for a torrent in its state directory.
+fn record(state: &Path, id: &str) -> Value {
+    let path = state.join("torrents").join(format!("{id}.json"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn seeding_time_adds_up_over_pauses_and_restarts_toward_the_goal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (data_dir, torrent) = content(dir.path(), "st.bin", 300_000, &url, "32K");
+    let state = dir.path().join("state");
+    let mut d = start_daemon(&state, &dir.path().join("dl"), "daemon.err", None);
+    // Added where its data already is, it seeds once checked.
+    let id = d.ok(
+        "POST",
+        "/api/torrents",
+        Some(json!({"path": s(&torrent), "download_dir": s(&data_dir)})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seconds = |v: &Value| v["seeding_secs"].as_u64().unwrap();
+
+    // Its clock starts at the first tick seeding (within a second), so 5 s give at least 4.
+    d.wait(&id, "seeding", T, |t| t["state"] == "seeding");
+    std::thread::sleep(Duration::from_secs(5));
+    d.ok("POST", &format!("/api/torrents/{id}/pause"), None);
+    let after_pause = seconds(&record(&state, &id));
+    assert!(after_pause >= 4, "{after_pause} s saved after a pause");
+
+    d.ok("POST", &format!("/api/torrents/{id}/resume"), None);
+    d.wait(&id, "seeding again", T, |t| t["state"] == "seeding");
+    std::thread::sleep(Duration::from_secs(5));
+    d.proc.terminate();
+    d.proc.wait_exit(T);
+    let api = d.api;
+    drop(d);
+    let total = seconds(&record(&state, &id));
+    assert!(
+        total >= after_pause + 4,
+        "{total} s saved at shutdown, {after_pause} s before"
+    );
+
+    // A goal already met by earlier sessions ends seeding at once; counted from this session only,
+    // it would take `total` seconds more.
+    let d = start_daemon(&state, &dir.path().join("dl"), "daemon-2.err", Some(api));
+    let started = Instant::now();
+    d.ok(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"seed_time": total})),
+    );
+    d.wait(&id, "finished", T, |t| t["state"] == "finished");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(total - 1),
+        "finished {took:?} after the restart, with {total} s seeded before"
+    );
+    assert!(seconds(&record(&state, &id)) >= total);
+}
+
 #[test]
 fn a_broken_record_is_reported_and_leftover_temporary_files_go() {
     let dir = tempfile::tempdir().unwrap();

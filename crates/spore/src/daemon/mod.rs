@@ -76,6 +76,24 @@ pub struct Entry {
 
 type Slot = Arc<Mutex<Entry>>;
 
+impl Entry {
+    /// Adds the whole seconds seeded since `seeding_since` to the record's total, which is what is
+    /// saved and what the seed_time goal counts. The clock keeps running from the remainder unless
+    /// seeding `stops`, so folding often loses nothing.
+    fn fold_seeding_time(&mut self, stops: bool) {
+        let Some(since) = self.seeding_since else {
+            return;
+        };
+        let secs = since.elapsed().as_secs();
+        self.record.seeding_secs += secs;
+        self.seeding_since = if stops {
+            None
+        } else {
+            Some(since + Duration::from_secs(secs))
+        };
+    }
+}
+
 pub struct Daemon {
     store: Store,
     pub token: String,
@@ -570,10 +588,20 @@ impl Daemon {
                 e.record.uploaded = e.base_uploaded + s.uploaded;
                 e.record.complete = s.complete;
             }
+            e.fold_seeding_time(false);
             if let Some((count, _)) = &resume {
                 e.last_saved_have = *count;
             }
-            if !force && e.saved_record.as_ref() == Some(&e.record) {
+            // The seeding clock alone is no reason to rewrite an idle seed's record every 30 s: it goes
+            // with the next other change, and always when seeding stops.
+            let unchanged = e.saved_record.as_ref().is_some_and(|saved| {
+                let clock = e.record.seeding_secs;
+                Record {
+                    seeding_secs: clock,
+                    ..saved.clone()
+                } == e.record
+            });
+            if !force && unchanged {
                 None
             } else {
                 e.saved_record = Some(e.record.clone());
@@ -598,7 +626,7 @@ impl Daemon {
             let mut e = slot.lock();
             e.generation += 1;
             e.phase = phase;
-            e.seeding_since = None;
+            e.fold_seeding_time(true);
             e.handle.clone()
         };
         if let Some(h) = handle {
@@ -615,7 +643,8 @@ impl Daemon {
             self.session.unregister(&h.shared.id);
             h.stop().await;
         }
-        self.save(slot, false);
+        // Forced, for the seeding time just folded in.
+        self.save(slot, true);
     }
 
     pub async fn pause(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
@@ -765,6 +794,7 @@ impl Daemon {
                     let mut goal_reached = false;
                     if st.complete {
                         let since = *e.seeding_since.get_or_insert_with(Instant::now);
+                        // The seconds of earlier sessions count, as do those not yet folded in.
                         let secs = e.record.seeding_secs + since.elapsed().as_secs();
                         let uploaded = e.base_uploaded + st.uploaded;
                         let ratio = uploaded as f64 / st.wanted.max(1) as f64;
@@ -781,13 +811,7 @@ impl Daemon {
                     (h, goal_reached, st.pieces_have != e.last_saved_have)
                 };
                 if goal_reached {
-                    {
-                        let mut e = slot.lock();
-                        e.record.finished = true;
-                        if let Some(since) = e.seeding_since {
-                            e.record.seeding_secs += since.elapsed().as_secs();
-                        }
-                    }
+                    slot.lock().record.finished = true;
                     self.stop_entry(&slot, Phase::Finished).await;
                     continue;
                 }
