@@ -862,6 +862,121 @@ fn seeding_time_adds_up_over_pauses_and_restarts_toward_the_goal() {
 }
 
 #[test]
+fn a_move_that_fails_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let data_dir = dir.path().join("data");
+    let content = data_dir.join("t");
+    std::fs::create_dir_all(content.join("d1")).unwrap();
+    std::fs::create_dir_all(content.join("d2")).unwrap();
+    std::fs::write(content.join("d1/a.bin"), data(1, 200_000)).unwrap();
+    std::fs::write(content.join("d2/b.bin"), data(2, 150_000)).unwrap();
+    let torrent = dir.path().join("t.torrent");
+    spore_ok(&[
+        "create",
+        s(&content),
+        "-t",
+        &url,
+        "--piece-length",
+        "32K",
+        "-o",
+        s(&torrent),
+    ]);
+    let sums = |root: &Path| {
+        (
+            sha256(&root.join("t/d1/a.bin")),
+            sha256(&root.join("t/d2/b.bin")),
+        )
+    };
+    let before = sums(&data_dir);
+    let state = dir.path().join("state");
+    let mut d = start_daemon(&state, &dir.path().join("dl"), "daemon.err", None);
+    let id = d.ok(
+        "POST",
+        "/api/torrents",
+        Some(json!({"path": s(&torrent), "download_dir": s(&data_dir)})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = d.wait(&id, "seeding", T, |t| t["state"] == "seeding");
+    assert_eq!(t["files"][0]["path"], "t/d1/a.bin", "moved first");
+    let unchanged = |d: &Daemon| {
+        let t = d.wait(&id, "seeding where it was", T, |t| t["state"] == "seeding");
+        assert_eq!(t["download_dir"], s(&data_dir));
+        assert_eq!(record(&state, &id)["download_dir"], s(&data_dir));
+        assert_eq!(record(&state, &id)["paused"], false);
+        assert_eq!(sums(&data_dir), before);
+    };
+
+    // A file of the torrent's already in the new place is never overwritten.
+    let occupied = dir.path().join("occupied");
+    std::fs::create_dir_all(occupied.join("t/d2")).unwrap();
+    std::fs::write(occupied.join("t/d2/b.bin"), b"someone else's").unwrap();
+    let (status, v) = d.call(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"download_dir": s(&occupied)})),
+    );
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("exists"), "{v}");
+    assert_eq!(
+        std::fs::read(occupied.join("t/d2/b.bin")).unwrap(),
+        b"someone else's"
+    );
+    assert!(!occupied.join("t/d1").exists());
+    unchanged(&d);
+
+    // The second file cannot go (a file where its directory should be): the first comes back.
+    let blocked = dir.path().join("blocked");
+    std::fs::create_dir_all(blocked.join("t")).unwrap();
+    std::fs::write(blocked.join("t/d2"), b"in the way").unwrap();
+    let (status, v) = d.call(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"download_dir": s(&blocked), "seed_ratio": 9.0})),
+    );
+    assert_eq!(status, 500, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("stays in"), "{v}");
+    assert!(
+        !blocked.join("t/d1").exists(),
+        "the directory it made is gone"
+    );
+    assert_eq!(d.torrent(&id)["seed_ratio"], Value::Null);
+    unchanged(&d);
+
+    // Out of the way, the move goes through.
+    std::fs::remove_file(blocked.join("t/d2")).unwrap();
+    let v = d.ok(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"download_dir": s(&blocked)})),
+    );
+    assert_eq!(v["download_dir"], s(&blocked));
+    assert_eq!(sums(&blocked), before);
+    assert!(!content.exists(), "the old directories are gone");
+    d.wait(&id, "seeding from its new place", T, |t| {
+        t["state"] == "seeding"
+    });
+
+    // Removed, it stays removed across a restart.
+    d.ok("DELETE", &format!("/api/torrents/{id}"), None);
+    d.proc.terminate();
+    d.proc.wait_exit(T);
+    let api = d.api;
+    drop(d);
+    let left: Vec<_> = std::fs::read_dir(state.join("torrents"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let d = start_daemon(&state, &dir.path().join("dl"), "daemon-2.err", Some(api));
+    let list = d.ok("GET", "/api/torrents", None);
+    assert!(list["torrents"].as_array().unwrap().is_empty(), "{list}");
+}
+
+#[test]
 fn a_broken_record_is_reported_and_leftover_temporary_files_go() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");

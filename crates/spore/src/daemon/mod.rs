@@ -706,8 +706,8 @@ impl Daemon {
         Ok(json!({"removed": metainfo::hex(id)}))
     }
 
-    /// Applies a `PUT /api/torrents/{id}`, all of it or, when a field is invalid, none of it. A new
-    /// file selection or directory restarts the torrent.
+    /// Applies a `PUT /api/torrents/{id}`: all of it or, when a field is invalid or the data cannot be
+    /// moved, none of it. A new file selection or directory restarts the torrent.
     pub async fn update(
         self: &Arc<Self>,
         id: &[u8; 20],
@@ -723,26 +723,64 @@ impl Daemon {
         };
         let restart =
             change.files.is_some() || change.priorities.is_some() || change.download_dir.is_some();
-        let mut back_to = None;
+        let mut old_phase = None;
         if restart {
-            let old_phase = slot.lock().phase.clone();
-            let was_active = matches!(old_phase, Phase::Running | Phase::Checking | Phase::Queued);
+            let phase = slot.lock().phase.clone();
+            old_phase = Some(phase);
             self.stop_entry(&slot, Phase::Paused).await;
-            if let Some(dir) = &change.download_dir {
-                let (torrent, from) = {
-                    let e = slot.lock();
-                    (e.torrent.clone(), e.record.download_dir.clone())
+        }
+        // Where it was before the stop, queued again when it was active.
+        let back_to = |phase: Option<Phase>| {
+            phase.map(|p| match p {
+                Phase::Running | Phase::Checking | Phase::Queued => Phase::Queued,
+                other => other,
+            })
+        };
+        if let Some(to) = &change.download_dir {
+            let (torrent, from) = {
+                let e = slot.lock();
+                (e.torrent.clone(), e.record.download_dir.clone())
+            };
+            let moved = match &torrent {
+                Some(t) => move_files(t, &from, to),
+                None => Ok(()),
+            };
+            if let Err(failure) = moved {
+                let reply = {
+                    let mut e = slot.lock();
+                    if failure.rolled_back {
+                        if let Some(p) = back_to(old_phase) {
+                            e.phase = p;
+                        }
+                        failure.refusal(format!(
+                            "cannot move the data to {}: {:#}; it stays in {}, nothing was changed",
+                            to.display(),
+                            failure.error,
+                            from.display()
+                        ))
+                    } else {
+                        // Split between two places: kept paused (and saved so) until someone
+                        // puts the files back together, rather than downloading the missing ones.
+                        let message = format!(
+                            "moving the data to {} failed: {:#}; some files are there, the rest in {}",
+                            to.display(),
+                            failure.error,
+                            from.display()
+                        );
+                        e.record.paused = true;
+                        e.phase = Phase::Error(message.clone());
+                        ApiError::Internal(message)
+                    }
                 };
-                if let Some(t) = torrent {
-                    move_files(&t, &from, dir).map_err(|e| ApiError::Internal(format!("{e:#}")))?;
-                }
+                self.save(&slot, true);
+                self.schedule();
+                return Err(reply);
             }
-            back_to = Some(if was_active { Phase::Queued } else { old_phase });
         }
         {
             let mut e = slot.lock();
             change.apply(&mut e);
-            if let Some(p) = back_to {
+            if let Some(p) = back_to(old_phase) {
                 e.phase = p;
             }
         }
@@ -1164,10 +1202,17 @@ fn file_progress(
 
 /// Deletes the torrent's own files, then the directories they leave empty (never anything else).
 fn delete_files(t: &Torrent, dir: &Path) {
+    for f in t.files.iter().filter(|f| !f.attr.pad) {
+        let _ = std::fs::remove_file(store::file_path(dir, f));
+    }
+    remove_empty_dirs(t, dir);
+}
+
+/// Removes the directories below `dir` that the torrent's file paths name, where they are empty.
+fn remove_empty_dirs(t: &Torrent, dir: &Path) {
     let mut parents = Vec::new();
     for f in t.files.iter().filter(|f| !f.attr.pad) {
         let path = store::file_path(dir, f);
-        let _ = std::fs::remove_file(&path);
         let mut p = path.parent();
         while let Some(parent) = p {
             if parent == dir || !parent.starts_with(dir) {
@@ -1180,26 +1225,88 @@ fn delete_files(t: &Torrent, dir: &Path) {
     parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     parents.dedup();
     for p in parents {
+        // Fails, as it should, on a directory that holds anything else.
         let _ = std::fs::remove_dir(p);
     }
 }
 
-/// Moves the torrent's files from one download directory to another.
-fn move_files(t: &Torrent, from: &Path, to: &Path) -> anyhow::Result<()> {
-    for f in t.files.iter().filter(|f| !f.attr.pad) {
-        let src = store::file_path(from, f);
-        if !src.exists() {
-            continue;
-        }
-        let dst = store::file_path(to, f);
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        if std::fs::rename(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst).with_context(|| format!("moving {}", src.display()))?;
-            std::fs::remove_file(&src)?;
+/// Why moving a torrent's data failed, and whether the files moved until then went back.
+struct MoveFailure {
+    error: anyhow::Error,
+    rolled_back: bool,
+    /// Refused before anything moved, because the destination has a file of that name.
+    occupied: bool,
+}
+
+impl MoveFailure {
+    fn refusal(&self, message: String) -> ApiError {
+        if self.occupied {
+            ApiError::Conflict(message)
+        } else {
+            ApiError::Internal(message)
         }
     }
-    delete_files(t, from);
+}
+
+/// Moves the torrent's files from one download directory to another; on failure, moves back those it
+/// had moved, so the data is whole in one place unless even that failed.
+fn move_files(t: &Torrent, from: &Path, to: &Path) -> Result<(), MoveFailure> {
+    if from == to {
+        return Ok(());
+    }
+    let files: Vec<(PathBuf, PathBuf)> = t
+        .files
+        .iter()
+        .filter(|f| !f.attr.pad)
+        .map(|f| (store::file_path(from, f), store::file_path(to, f)))
+        .filter(|(src, _)| src.exists())
+        .collect();
+    // A rename would silently replace it.
+    if let Some((_, dst)) = files.iter().find(|(_, dst)| dst.symlink_metadata().is_ok()) {
+        return Err(MoveFailure {
+            error: anyhow!("{} already exists", dst.display()),
+            rolled_back: true,
+            occupied: true,
+        });
+    }
+    for (i, (src, dst)) in files.iter().enumerate() {
+        if let Err(error) = move_file(src, dst) {
+            let mut rolled_back = true;
+            for (src, dst) in files[..i].iter().rev() {
+                if let Err(e) = move_file(dst, src) {
+                    tracing::error!("moving {} back: {e:#}", dst.display());
+                    rolled_back = false;
+                }
+            }
+            remove_empty_dirs(t, to);
+            return Err(MoveFailure {
+                error,
+                rolled_back,
+                occupied: false,
+            });
+        }
+    }
+    remove_empty_dirs(t, from);
     Ok(())
+}
+
+/// Moves one file: a rename, or across file systems a copy and a delete. On failure `src` is as
+/// it was and `dst` absent.
+fn move_file(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if std::fs::rename(src, dst).is_ok() {
+        return Ok(());
+    }
+    let copied = std::fs::copy(src, dst)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))
+        .and_then(|_| {
+            std::fs::remove_file(src).with_context(|| format!("removing {}", src.display()))
+        });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(dst);
+    }
+    copied
 }
