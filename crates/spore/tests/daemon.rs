@@ -1000,3 +1000,42 @@ fn a_broken_record_is_reported_and_leftover_temporary_files_go() {
         "kept for repair"
     );
 }
+
+#[test]
+fn a_wildcard_api_serves_any_host_but_only_with_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let d = start_daemon(
+        &state,
+        &dir.path().join("dl"),
+        "daemon.err",
+        Some("0.0.0.0:0".parse().unwrap()),
+    );
+    let mode = std::fs::metadata(state.join("api-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let api: SocketAddr = format!("127.0.0.1:{}", d.api.port()).parse().unwrap();
+    let host = [("Host", "nas.example:9091")];
+    let (status, _) = http(api, "GET", "/api/torrents", &host, b"");
+    assert_eq!(status, 401);
+    let (status, _) = http(api, "GET", "/metrics", &host, b"");
+    assert_eq!(status, 401, "metrics need the token off loopback");
+    let auth = format!("Bearer {}", d.token);
+    let (status, body) = http(
+        api,
+        "GET",
+        "/api/torrents",
+        &[host[0], ("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, page) = http(api, "GET", "/", &host, b"");
+    assert_eq!(status, 200);
+    assert!(
+        !String::from_utf8_lossy(&page).contains(&d.token),
+        "the page under a foreign name carries no token"
+    );
+}
