@@ -280,6 +280,41 @@ fn every_api_endpoint_and_its_refusals() {
         &vec![b'x'; 17 << 20],
     );
     assert_eq!(status, 413, "{}", String::from_utf8_lossy(&bytes));
+    let v: Value = serde_json::from_slice(&bytes).expect("a JSON error for 413");
+    assert!(v["error"].as_str().unwrap().contains("larger"), "{v}");
+    let (status, bytes) = http(
+        d.api,
+        "POST",
+        "/api/torrents",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-bittorrent"),
+        ],
+        b"d4:infoi3ee",
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("torrent"), "{v}");
+    let (status, bytes) = http(
+        d.api,
+        "POST",
+        "/api/torrents",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        b"{\"magnet\": ",
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("invalid JSON"), "{v}");
+    // The event stream needs the token like every other call.
+    for path in ["/api/events", "/api/events?token=00"] {
+        let (status, bytes) = http(d.api, "GET", path, &[], b"");
+        assert_eq!(status, 401, "{path}: {}", String::from_utf8_lossy(&bytes));
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(v["error"].is_string(), "{v}");
+    }
     let (status, _) = d.call("GET", "/api/torrents/nothex", None);
     assert_eq!(status, 400);
     let (status, _) = d.call("GET", &format!("/api/torrents/{}", "ab".repeat(20)), None);
