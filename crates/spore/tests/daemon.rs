@@ -280,6 +280,41 @@ fn every_api_endpoint_and_its_refusals() {
         &vec![b'x'; 17 << 20],
     );
     assert_eq!(status, 413, "{}", String::from_utf8_lossy(&bytes));
+    let v: Value = serde_json::from_slice(&bytes).expect("a JSON error for 413");
+    assert!(v["error"].as_str().unwrap().contains("larger"), "{v}");
+    let (status, bytes) = http(
+        d.api,
+        "POST",
+        "/api/torrents",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-bittorrent"),
+        ],
+        b"d4:infoi3ee",
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("torrent"), "{v}");
+    let (status, bytes) = http(
+        d.api,
+        "POST",
+        "/api/torrents",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        b"{\"magnet\": ",
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("invalid JSON"), "{v}");
+    // The event stream needs the token like every other call.
+    for path in ["/api/events", "/api/events?token=00"] {
+        let (status, bytes) = http(d.api, "GET", path, &[], b"");
+        assert_eq!(status, 401, "{path}: {}", String::from_utf8_lossy(&bytes));
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(v["error"].is_string(), "{v}");
+    }
     let (status, _) = d.call("GET", "/api/torrents/nothex", None);
     assert_eq!(status, 400);
     let (status, _) = d.call("GET", &format!("/api/torrents/{}", "ab".repeat(20)), None);
@@ -326,6 +361,17 @@ fn every_api_endpoint_and_its_refusals() {
     );
     assert_eq!(d.torrent(&id)["max_upload_rate"], 1000000);
     assert_eq!(updated["id"], id.as_str());
+    // A change with one bad field changes nothing, the fields before it included.
+    for change in [
+        json!({"max_upload_rate": 5, "seed_time": "soon"}),
+        json!({"seed_ratio": 1.0, "zzz": 1}),
+    ] {
+        let (status, v) = d.call("PUT", &format!("/api/torrents/{id}"), Some(change));
+        assert_eq!(status, 400, "{v}");
+    }
+    let detail = d.torrent(&id);
+    assert_eq!(detail["max_upload_rate"], 1000000);
+    assert_eq!(detail["seed_ratio"], Value::Null);
     let (status, _) = d.call(
         "PUT",
         &format!("/api/torrents/{id}"),
@@ -786,4 +832,245 @@ fn a_magnet_link_added_to_the_daemon_survives_a_restart() {
     });
     assert_eq!(t["pieces_have"], t["pieces"]);
     assert_eq!(d.torrent(&id)["trackers"][0]["url"], url.as_str());
+}
+
+/// The record the daemon keeps for a torrent in its state directory.
+fn record(state: &Path, id: &str) -> Value {
+    let path = state.join("torrents").join(format!("{id}.json"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn seeding_time_adds_up_over_pauses_and_restarts_toward_the_goal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (data_dir, torrent) = content(dir.path(), "st.bin", 300_000, &url, "32K");
+    let state = dir.path().join("state");
+    let mut d = start_daemon(&state, &dir.path().join("dl"), "daemon.err", None);
+    // Added where its data already is, it seeds once checked.
+    let id = d.ok(
+        "POST",
+        "/api/torrents",
+        Some(json!({"path": s(&torrent), "download_dir": s(&data_dir)})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seconds = |v: &Value| v["seeding_secs"].as_u64().unwrap();
+
+    // Its clock starts at the first tick seeding (within a second), so 5 s give at least 4.
+    d.wait(&id, "seeding", T, |t| t["state"] == "seeding");
+    std::thread::sleep(Duration::from_secs(5));
+    d.ok("POST", &format!("/api/torrents/{id}/pause"), None);
+    let after_pause = seconds(&record(&state, &id));
+    assert!(after_pause >= 4, "{after_pause} s saved after a pause");
+
+    d.ok("POST", &format!("/api/torrents/{id}/resume"), None);
+    d.wait(&id, "seeding again", T, |t| t["state"] == "seeding");
+    std::thread::sleep(Duration::from_secs(5));
+    d.proc.terminate();
+    d.proc.wait_exit(T);
+    let api = d.api;
+    drop(d);
+    let total = seconds(&record(&state, &id));
+    assert!(
+        total >= after_pause + 4,
+        "{total} s saved at shutdown, {after_pause} s before"
+    );
+
+    // A goal already met by earlier sessions ends seeding at once; counted from this session only,
+    // it would take `total` seconds more.
+    let d = start_daemon(&state, &dir.path().join("dl"), "daemon-2.err", Some(api));
+    let started = Instant::now();
+    d.ok(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"seed_time": total})),
+    );
+    d.wait(&id, "finished", T, |t| t["state"] == "finished");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(total - 1),
+        "finished {took:?} after the restart, with {total} s seeded before"
+    );
+    assert!(seconds(&record(&state, &id)) >= total);
+}
+
+#[test]
+fn a_move_that_fails_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let data_dir = dir.path().join("data");
+    let content = data_dir.join("t");
+    std::fs::create_dir_all(content.join("d1")).unwrap();
+    std::fs::create_dir_all(content.join("d2")).unwrap();
+    std::fs::write(content.join("d1/a.bin"), data(1, 200_000)).unwrap();
+    std::fs::write(content.join("d2/b.bin"), data(2, 150_000)).unwrap();
+    let torrent = dir.path().join("t.torrent");
+    spore_ok(&[
+        "create",
+        s(&content),
+        "-t",
+        &url,
+        "--piece-length",
+        "32K",
+        "-o",
+        s(&torrent),
+    ]);
+    let sums = |root: &Path| {
+        (
+            sha256(&root.join("t/d1/a.bin")),
+            sha256(&root.join("t/d2/b.bin")),
+        )
+    };
+    let before = sums(&data_dir);
+    let state = dir.path().join("state");
+    let mut d = start_daemon(&state, &dir.path().join("dl"), "daemon.err", None);
+    let id = d.ok(
+        "POST",
+        "/api/torrents",
+        Some(json!({"path": s(&torrent), "download_dir": s(&data_dir)})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = d.wait(&id, "seeding", T, |t| t["state"] == "seeding");
+    assert_eq!(t["files"][0]["path"], "t/d1/a.bin", "moved first");
+    let unchanged = |d: &Daemon| {
+        let t = d.wait(&id, "seeding where it was", T, |t| t["state"] == "seeding");
+        assert_eq!(t["download_dir"], s(&data_dir));
+        assert_eq!(record(&state, &id)["download_dir"], s(&data_dir));
+        assert_eq!(record(&state, &id)["paused"], false);
+        assert_eq!(sums(&data_dir), before);
+    };
+
+    // A file of the torrent's already in the new place is never overwritten.
+    let occupied = dir.path().join("occupied");
+    std::fs::create_dir_all(occupied.join("t/d2")).unwrap();
+    std::fs::write(occupied.join("t/d2/b.bin"), b"someone else's").unwrap();
+    let (status, v) = d.call(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"download_dir": s(&occupied)})),
+    );
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("exists"), "{v}");
+    assert_eq!(
+        std::fs::read(occupied.join("t/d2/b.bin")).unwrap(),
+        b"someone else's"
+    );
+    assert!(!occupied.join("t/d1").exists());
+    unchanged(&d);
+
+    // The second file cannot go (a file where its directory should be): the first comes back.
+    let blocked = dir.path().join("blocked");
+    std::fs::create_dir_all(blocked.join("t")).unwrap();
+    std::fs::write(blocked.join("t/d2"), b"in the way").unwrap();
+    let (status, v) = d.call(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"download_dir": s(&blocked), "seed_ratio": 9.0})),
+    );
+    assert_eq!(status, 500, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("stays in"), "{v}");
+    assert!(
+        !blocked.join("t/d1").exists(),
+        "the directory it made is gone"
+    );
+    assert_eq!(d.torrent(&id)["seed_ratio"], Value::Null);
+    unchanged(&d);
+
+    // Out of the way, the move goes through.
+    std::fs::remove_file(blocked.join("t/d2")).unwrap();
+    let v = d.ok(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"download_dir": s(&blocked)})),
+    );
+    assert_eq!(v["download_dir"], s(&blocked));
+    assert_eq!(sums(&blocked), before);
+    assert!(!content.exists(), "the old directories are gone");
+    d.wait(&id, "seeding from its new place", T, |t| {
+        t["state"] == "seeding"
+    });
+
+    // Removed, it stays removed across a restart.
+    d.ok("DELETE", &format!("/api/torrents/{id}"), None);
+    d.proc.terminate();
+    d.proc.wait_exit(T);
+    let api = d.api;
+    drop(d);
+    let left: Vec<_> = std::fs::read_dir(state.join("torrents"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let d = start_daemon(&state, &dir.path().join("dl"), "daemon-2.err", Some(api));
+    let list = d.ok("GET", "/api/torrents", None);
+    assert!(list["torrents"].as_array().unwrap().is_empty(), "{list}");
+}
+
+#[test]
+fn a_broken_record_is_reported_and_leftover_temporary_files_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let torrents = state.join("torrents");
+    std::fs::create_dir_all(&torrents).unwrap();
+    let broken = "ab".repeat(20);
+    std::fs::write(torrents.join(format!("{broken}.json")), b"{\"magnet\": ").unwrap();
+    let leftover = torrents.join(format!("{}.json.4242-0.tmp", "cd".repeat(20)));
+    std::fs::write(&leftover, b"{\"half\": ").unwrap();
+    let d = start_daemon(&state, &dir.path().join("dl"), "daemon.err", None);
+    let list = d.ok("GET", "/api/torrents", None);
+    assert!(list["torrents"].as_array().unwrap().is_empty(), "{list}");
+    let log = std::fs::read_to_string(&d.proc.stderr).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains(&format!("skipping torrent {broken}")),
+        "{log}"
+    );
+    assert!(!leftover.exists());
+    assert!(
+        torrents.join(format!("{broken}.json")).exists(),
+        "kept for repair"
+    );
+}
+
+#[test]
+fn a_wildcard_api_serves_any_host_but_only_with_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let d = start_daemon(
+        &state,
+        &dir.path().join("dl"),
+        "daemon.err",
+        Some("0.0.0.0:0".parse().unwrap()),
+    );
+    let mode = std::fs::metadata(state.join("api-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let api: SocketAddr = format!("127.0.0.1:{}", d.api.port()).parse().unwrap();
+    let host = [("Host", "nas.example:9091")];
+    let (status, _) = http(api, "GET", "/api/torrents", &host, b"");
+    assert_eq!(status, 401);
+    let (status, _) = http(api, "GET", "/metrics", &host, b"");
+    assert_eq!(status, 401, "metrics need the token off loopback");
+    let auth = format!("Bearer {}", d.token);
+    let (status, body) = http(
+        api,
+        "GET",
+        "/api/torrents",
+        &[host[0], ("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, page) = http(api, "GET", "/", &host, b"");
+    assert_eq!(status, 200);
+    assert!(
+        !String::from_utf8_lossy(&page).contains(&d.token),
+        "the page under a foreign name carries no token"
+    );
 }

@@ -67,31 +67,45 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
-fn is_loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
+/// The name in a `Host` header, without its port or an IPv6 address's brackets.
+fn host_name(host: &str) -> &str {
+    match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let name = host_name(host);
     name == "localhost"
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Refuses requests naming a host other than a loopback one or the bound address, so a web page
-/// whose domain was pointed at 127.0.0.1 (DNS rebinding) cannot talk to the daemon.
+/// Whether a request naming `host` may be served on an API bound to `bound`.
+///
+/// Bound to one address, only that address or a loopback name will do, so a web page whose domain
+/// was pointed at this machine (DNS rebinding) cannot talk to the daemon. Bound to a wildcard
+/// address, the API is meant to be reached under names the daemon cannot know (the machine's
+/// names, its addresses on each network), so any Host is served: the token is the defence there,
+/// and such a page never sees it (the web page carries it only to a loopback client naming a
+/// loopback host, and /metrics needs it on a non-loopback bind).
+fn host_allowed(host: &str, bound: SocketAddr) -> bool {
+    bound.ip().is_unspecified()
+        || is_loopback_host(host)
+        || host_name(host)
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip == bound.ip())
+}
+
 async fn check_host(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    let bound = ctx.bound.to_string();
-    let allowed = is_loopback_host(host)
-        || host == bound
-        || (!ctx.bound.ip().is_loopback() && !ctx.bound.ip().is_unspecified())
-            && host.split(':').next() == Some(&ctx.bound.ip().to_string());
-    if !allowed && !ctx.bound.ip().is_unspecified() {
+    if !host_allowed(host, ctx.bound) {
         return error(StatusCode::FORBIDDEN, "unexpected Host header");
     }
     next.run(req).await
@@ -338,4 +352,41 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
          # TYPE spore_peers gauge\nspore_peers {peers}\n"
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_must_name_the_bound_address_or_loopback() {
+        let one: SocketAddr = "192.168.1.5:9091".parse().expect("address");
+        for host in [
+            "192.168.1.5:9091",
+            "192.168.1.5",
+            "localhost:9091",
+            "127.0.0.1:9091",
+            "[::1]:9091",
+        ] {
+            assert!(host_allowed(host, one), "{host}");
+        }
+        for host in ["evil.example", "evil.example:9091", "192.168.1.6:9091", ""] {
+            assert!(!host_allowed(host, one), "{host}");
+        }
+        let loopback: SocketAddr = "127.0.0.1:9091".parse().expect("address");
+        assert!(host_allowed("localhost", loopback));
+        assert!(!host_allowed("evil.example:9091", loopback));
+        let v6: SocketAddr = "[2001:db8::1]:9091".parse().expect("address");
+        assert!(host_allowed("[2001:db8::1]:9091", v6));
+        assert!(!host_allowed("[2001:db8::2]:9091", v6));
+    }
+
+    #[test]
+    fn a_wildcard_bind_serves_any_host() {
+        for bound in ["0.0.0.0:9091", "[::]:9091"] {
+            let bound: SocketAddr = bound.parse().expect("address");
+            assert!(host_allowed("nas.home:9091", bound));
+            assert!(host_allowed("evil.example", bound));
+        }
+    }
 }

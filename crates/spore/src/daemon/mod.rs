@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::get_cmd::DiscoveryArgs;
 use crate::{CmdResult, Failure};
-use store::{Record, ResumeFile, Settings, Store};
+use store::{Record, ResumeFile, Settings, Store, WriteGate};
 
 #[derive(Args)]
 pub struct DaemonArgs {
@@ -70,9 +70,29 @@ pub struct Entry {
     saved_record: Option<Record>,
     /// Bumped on every start and stop, so a start that finishes late knows it was overtaken.
     generation: u64,
+    /// Every write of its state files goes through it. Taken before the entry's lock, never inside it.
+    gate: Arc<WriteGate>,
 }
 
 type Slot = Arc<Mutex<Entry>>;
+
+impl Entry {
+    /// Adds the whole seconds seeded since `seeding_since` to the record's total, which is what is
+    /// saved and what the seed_time goal counts. The clock keeps running from the remainder unless
+    /// seeding `stops`, so folding often loses nothing.
+    fn fold_seeding_time(&mut self, stops: bool) {
+        let Some(since) = self.seeding_since else {
+            return;
+        };
+        let secs = since.elapsed().as_secs();
+        self.record.seeding_secs += secs;
+        self.seeding_since = if stops {
+            None
+        } else {
+            Some(since + Duration::from_secs(secs))
+        };
+    }
+}
 
 pub struct Daemon {
     store: Store,
@@ -247,6 +267,7 @@ impl Daemon {
             last_saved_have: 0,
             saved_record: Some(saved),
             generation: 0,
+            gate: Arc::new(WriteGate::default()),
         }));
         self.entries.lock().insert(id, slot.clone());
         slot
@@ -406,11 +427,10 @@ impl Daemon {
                 .map_err(|e| match e {
                     Failure::BadInput(e) | Failure::Failed(e) => e,
                 })?;
+            let gate = slot.lock().gate.clone();
             // Removed while its metadata was on the way: leave nothing behind.
-            if !self.entries.lock().contains_key(&id) {
-                anyhow::bail!("removed");
-            }
-            self.store.save_metainfo(&id, &torrent.to_file_bytes())?;
+            gate.write(|| self.store.save_metainfo(&id, &torrent.to_file_bytes()))
+                .context("removed")??;
             anyhow::Ok(torrent)
         }
         .await;
@@ -527,6 +547,12 @@ impl Daemon {
     /// Saves the record and, when running, the fast-resume data (file stamps first, then the pieces, so
     /// a piece written in between shows up as a changed file). Unless `force`, writes only what changed.
     fn save(&self, slot: &Slot, force: bool) {
+        let gate = slot.lock().gate.clone();
+        // Under the gate from the snapshot to the write, so saves land in the order they were taken.
+        gate.write(|| self.save_now(slot, force));
+    }
+
+    fn save_now(&self, slot: &Slot, force: bool) {
         let (id, torrent, dir, handle, last_have) = {
             let e = slot.lock();
             (
@@ -562,10 +588,20 @@ impl Daemon {
                 e.record.uploaded = e.base_uploaded + s.uploaded;
                 e.record.complete = s.complete;
             }
+            e.fold_seeding_time(false);
             if let Some((count, _)) = &resume {
                 e.last_saved_have = *count;
             }
-            if !force && e.saved_record.as_ref() == Some(&e.record) {
+            // The seeding clock alone is no reason to rewrite an idle seed's record every 30 s: it goes
+            // with the next other change, and always when seeding stops.
+            let unchanged = e.saved_record.as_ref().is_some_and(|saved| {
+                let clock = e.record.seeding_secs;
+                Record {
+                    seeding_secs: clock,
+                    ..saved.clone()
+                } == e.record
+            });
+            if !force && unchanged {
                 None
             } else {
                 e.saved_record = Some(e.record.clone());
@@ -590,7 +626,7 @@ impl Daemon {
             let mut e = slot.lock();
             e.generation += 1;
             e.phase = phase;
-            e.seeding_since = None;
+            e.fold_seeding_time(true);
             e.handle.clone()
         };
         if let Some(h) = handle {
@@ -607,7 +643,8 @@ impl Daemon {
             self.session.unregister(&h.shared.id);
             h.stop().await;
         }
-        self.save(slot, false);
+        // Forced, for the seeding time just folded in.
+        self.save(slot, true);
     }
 
     pub async fn pause(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
@@ -644,15 +681,23 @@ impl Daemon {
         delete_data: bool,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
+        let gate = slot.lock().gate.clone();
+        // Closed first: saving what is about to be deleted is wasted, and a save still running (the
+        // tick's, or the stop's) must be over before the files go, or it would write them back.
+        gate.close();
         self.stop_entry(&slot, Phase::Paused).await;
-        self.entries.lock().remove(id);
         self.store.remove(id);
         if delete_data {
-            let e = slot.lock();
-            if let Some(t) = &e.torrent {
-                delete_files(t, &e.record.download_dir);
+            let (torrent, dir) = {
+                let e = slot.lock();
+                (e.torrent.clone(), e.record.download_dir.clone())
+            };
+            if let Some(t) = torrent {
+                delete_files(&t, &dir);
             }
         }
+        // Unlisted last, so the torrent cannot be added again while its old files are still going.
+        self.entries.lock().remove(id);
         let _ = self.events.send((
             "removed".into(),
             json!({"id": metainfo::hex(id)}).to_string(),
@@ -661,7 +706,8 @@ impl Daemon {
         Ok(json!({"removed": metainfo::hex(id)}))
     }
 
-    /// Applies a `PUT /api/torrents/{id}`; a new file selection or directory restarts the torrent.
+    /// Applies a `PUT /api/torrents/{id}`: all of it or, when a field is invalid or the data cannot be
+    /// moved, none of it. A new file selection or directory restarts the torrent.
     pub async fn update(
         self: &Arc<Self>,
         id: &[u8; 20],
@@ -671,90 +717,72 @@ impl Daemon {
         let obj = change
             .as_object()
             .ok_or_else(|| bad("expected a JSON object"))?;
-        let mut restart = false;
-        let mut move_to = None;
-        {
-            let mut e = slot.lock();
-            for (key, value) in obj {
-                match key.as_str() {
-                    "files" => {
-                        let files: Vec<bool> = serde_json::from_value(value.clone())
-                            .map_err(|_| bad("files: expected a list of booleans"))?;
-                        let n = e.torrent.as_ref().map(|t| t.files.len());
-                        if n.is_some_and(|n| n != files.len()) {
-                            return Err(bad(format!(
-                                "files: the torrent has {} files, got {}",
-                                n.unwrap_or(0),
-                                files.len()
-                            )));
+        let change = {
+            let e = slot.lock();
+            Change::parse(obj, e.torrent.as_ref().map(|t| t.files.len()))?
+        };
+        let restart =
+            change.files.is_some() || change.priorities.is_some() || change.download_dir.is_some();
+        let mut old_phase = None;
+        if restart {
+            let phase = slot.lock().phase.clone();
+            old_phase = Some(phase);
+            self.stop_entry(&slot, Phase::Paused).await;
+        }
+        // Where it was before the stop, queued again when it was active.
+        let back_to = |phase: Option<Phase>| {
+            phase.map(|p| match p {
+                Phase::Running | Phase::Checking | Phase::Queued => Phase::Queued,
+                other => other,
+            })
+        };
+        if let Some(to) = &change.download_dir {
+            let (torrent, from) = {
+                let e = slot.lock();
+                (e.torrent.clone(), e.record.download_dir.clone())
+            };
+            let moved = match &torrent {
+                Some(t) => move_files(t, &from, to),
+                None => Ok(()),
+            };
+            if let Err(failure) = moved {
+                let reply = {
+                    let mut e = slot.lock();
+                    if failure.rolled_back {
+                        if let Some(p) = back_to(old_phase) {
+                            e.phase = p;
                         }
-                        e.record.files = Some(files);
-                        e.record.complete = false;
-                        restart = true;
-                    }
-                    "priorities" => {
-                        let names: Vec<String> = serde_json::from_value(value.clone())
-                            .map_err(|_| bad("priorities: expected a list of \"low\", \"normal\" or \"high\""))?;
-                        let levels = names.iter().map(|n| priority_level(n)).collect::<Result<
-                            Vec<u8>,
-                            ApiError,
-                        >>(
-                        )?;
-                        let n = e.torrent.as_ref().map_or(levels.len(), |t| t.files.len());
-                        if levels.len() != n {
-                            return Err(bad(format!(
-                                "priorities: the torrent has {n} files, got {}",
-                                levels.len()
-                            )));
-                        }
-                        e.record.priorities = Some(levels);
-                        restart = true;
-                    }
-                    "seed_ratio" => e.record.seed_ratio = opt_f64(value, key)?,
-                    "seed_time" => e.record.seed_time = opt_u64(value, key)?,
-                    "max_upload_rate" => {
-                        e.record.max_upload_rate = opt_u64(value, key)?;
-                        if let Some(h) = &e.handle {
-                            h.shared.up_limit.set_rate(e.record.max_upload_rate);
-                        }
-                    }
-                    "max_download_rate" => {
-                        e.record.max_download_rate = opt_u64(value, key)?;
-                        if let Some(h) = &e.handle {
-                            h.shared.down_limit.set_rate(e.record.max_download_rate);
-                        }
-                    }
-                    "download_dir" => {
-                        let dir = PathBuf::from(
-                            value
-                                .as_str()
-                                .ok_or_else(|| bad("download_dir: expected a string"))?,
+                        failure.refusal(format!(
+                            "cannot move the data to {}: {:#}; it stays in {}, nothing was changed",
+                            to.display(),
+                            failure.error,
+                            from.display()
+                        ))
+                    } else {
+                        // Split between two places: kept paused (and saved so) until someone
+                        // puts the files back together, rather than downloading the missing ones.
+                        let message = format!(
+                            "moving the data to {} failed: {:#}; some files are there, the rest in {}",
+                            to.display(),
+                            failure.error,
+                            from.display()
                         );
-                        if !dir.is_absolute() {
-                            return Err(bad("download_dir must be an absolute path"));
-                        }
-                        move_to = Some(dir);
+                        e.record.paused = true;
+                        e.phase = Phase::Error(message.clone());
+                        ApiError::Internal(message)
                     }
-                    other => return Err(bad(format!("unknown field {other:?}"))),
-                }
+                };
+                self.save(&slot, true);
+                self.schedule();
+                return Err(reply);
             }
         }
-        if restart || move_to.is_some() {
-            let old_phase = slot.lock().phase.clone();
-            let was_active = matches!(old_phase, Phase::Running | Phase::Checking | Phase::Queued);
-            self.stop_entry(&slot, Phase::Paused).await;
-            if let Some(dir) = move_to {
-                let (torrent, from) = {
-                    let e = slot.lock();
-                    (e.torrent.clone(), e.record.download_dir.clone())
-                };
-                if let Some(t) = torrent {
-                    move_files(&t, &from, &dir)
-                        .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
-                }
-                slot.lock().record.download_dir = dir;
+        {
+            let mut e = slot.lock();
+            change.apply(&mut e);
+            if let Some(p) = back_to(old_phase) {
+                e.phase = p;
             }
-            slot.lock().phase = if was_active { Phase::Queued } else { old_phase };
         }
         self.save(&slot, true);
         self.schedule();
@@ -804,6 +832,7 @@ impl Daemon {
                     let mut goal_reached = false;
                     if st.complete {
                         let since = *e.seeding_since.get_or_insert_with(Instant::now);
+                        // The seconds of earlier sessions count, as do those not yet folded in.
                         let secs = e.record.seeding_secs + since.elapsed().as_secs();
                         let uploaded = e.base_uploaded + st.uploaded;
                         let ratio = uploaded as f64 / st.wanted.max(1) as f64;
@@ -820,13 +849,7 @@ impl Daemon {
                     (h, goal_reached, st.pieces_have != e.last_saved_have)
                 };
                 if goal_reached {
-                    {
-                        let mut e = slot.lock();
-                        e.record.finished = true;
-                        if let Some(since) = e.seeding_since {
-                            e.record.seeding_secs += since.elapsed().as_secs();
-                        }
-                    }
+                    slot.lock().record.finished = true;
                     self.stop_entry(&slot, Phase::Finished).await;
                     continue;
                 }
@@ -1018,6 +1041,110 @@ impl Daemon {
     }
 }
 
+/// The fields of a `PUT /api/torrents/{id}`, each checked; `Some` for those given.
+#[derive(Default)]
+struct Change {
+    files: Option<Vec<bool>>,
+    priorities: Option<Vec<u8>>,
+    seed_ratio: Option<Option<f64>>,
+    seed_time: Option<Option<u64>>,
+    max_upload_rate: Option<Option<u64>>,
+    max_download_rate: Option<Option<u64>>,
+    download_dir: Option<PathBuf>,
+}
+
+impl Change {
+    /// Checks every field (`file_count`: the torrent's, once its metadata is known).
+    fn parse(
+        obj: &serde_json::Map<String, Value>,
+        file_count: Option<usize>,
+    ) -> Result<Change, ApiError> {
+        let mut c = Change::default();
+        for (key, value) in obj {
+            match key.as_str() {
+                "files" => {
+                    let files: Vec<bool> = serde_json::from_value(value.clone())
+                        .map_err(|_| bad("files: expected a list of booleans"))?;
+                    if let Some(n) = file_count.filter(|n| *n != files.len()) {
+                        return Err(bad(format!(
+                            "files: the torrent has {n} files, got {}",
+                            files.len()
+                        )));
+                    }
+                    c.files = Some(files);
+                }
+                "priorities" => {
+                    let names: Vec<String> =
+                        serde_json::from_value(value.clone()).map_err(|_| {
+                            bad("priorities: expected a list of \"low\", \"normal\" or \"high\"")
+                        })?;
+                    let levels = names
+                        .iter()
+                        .map(|n| priority_level(n))
+                        .collect::<Result<Vec<u8>, ApiError>>()?;
+                    let n = file_count.unwrap_or(levels.len());
+                    if levels.len() != n {
+                        return Err(bad(format!(
+                            "priorities: the torrent has {n} files, got {}",
+                            levels.len()
+                        )));
+                    }
+                    c.priorities = Some(levels);
+                }
+                "seed_ratio" => c.seed_ratio = Some(opt_f64(value, key)?),
+                "seed_time" => c.seed_time = Some(opt_u64(value, key)?),
+                "max_upload_rate" => c.max_upload_rate = Some(opt_u64(value, key)?),
+                "max_download_rate" => c.max_download_rate = Some(opt_u64(value, key)?),
+                "download_dir" => {
+                    let dir = PathBuf::from(
+                        value
+                            .as_str()
+                            .ok_or_else(|| bad("download_dir: expected a string"))?,
+                    );
+                    if !dir.is_absolute() {
+                        return Err(bad("download_dir must be an absolute path"));
+                    }
+                    c.download_dir = Some(dir);
+                }
+                other => return Err(bad(format!("unknown field {other:?}"))),
+            }
+        }
+        Ok(c)
+    }
+
+    /// Sets what was given, the data already moved to `download_dir`.
+    fn apply(self, e: &mut Entry) {
+        if let Some(files) = self.files {
+            e.record.files = Some(files);
+            e.record.complete = false;
+        }
+        if let Some(levels) = self.priorities {
+            e.record.priorities = Some(levels);
+        }
+        if let Some(ratio) = self.seed_ratio {
+            e.record.seed_ratio = ratio;
+        }
+        if let Some(time) = self.seed_time {
+            e.record.seed_time = time;
+        }
+        if let Some(rate) = self.max_upload_rate {
+            e.record.max_upload_rate = rate;
+            if let Some(h) = &e.handle {
+                h.shared.up_limit.set_rate(rate);
+            }
+        }
+        if let Some(rate) = self.max_download_rate {
+            e.record.max_download_rate = rate;
+            if let Some(h) = &e.handle {
+                h.shared.down_limit.set_rate(rate);
+            }
+        }
+        if let Some(dir) = self.download_dir {
+            e.record.download_dir = dir;
+        }
+    }
+}
+
 fn priority_level(name: &str) -> Result<u8, ApiError> {
     match name {
         "low" => Ok(engine::PRIORITY_LOW),
@@ -1075,10 +1202,17 @@ fn file_progress(
 
 /// Deletes the torrent's own files, then the directories they leave empty (never anything else).
 fn delete_files(t: &Torrent, dir: &Path) {
+    for f in t.files.iter().filter(|f| !f.attr.pad) {
+        let _ = std::fs::remove_file(store::file_path(dir, f));
+    }
+    remove_empty_dirs(t, dir);
+}
+
+/// Removes the directories below `dir` that the torrent's file paths name, where they are empty.
+fn remove_empty_dirs(t: &Torrent, dir: &Path) {
     let mut parents = Vec::new();
     for f in t.files.iter().filter(|f| !f.attr.pad) {
         let path = store::file_path(dir, f);
-        let _ = std::fs::remove_file(&path);
         let mut p = path.parent();
         while let Some(parent) = p {
             if parent == dir || !parent.starts_with(dir) {
@@ -1091,26 +1225,88 @@ fn delete_files(t: &Torrent, dir: &Path) {
     parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     parents.dedup();
     for p in parents {
+        // Fails, as it should, on a directory that holds anything else.
         let _ = std::fs::remove_dir(p);
     }
 }
 
-/// Moves the torrent's files from one download directory to another.
-fn move_files(t: &Torrent, from: &Path, to: &Path) -> anyhow::Result<()> {
-    for f in t.files.iter().filter(|f| !f.attr.pad) {
-        let src = store::file_path(from, f);
-        if !src.exists() {
-            continue;
-        }
-        let dst = store::file_path(to, f);
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        if std::fs::rename(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst).with_context(|| format!("moving {}", src.display()))?;
-            std::fs::remove_file(&src)?;
+/// Why moving a torrent's data failed, and whether the files moved until then went back.
+struct MoveFailure {
+    error: anyhow::Error,
+    rolled_back: bool,
+    /// Refused before anything moved, because the destination has a file of that name.
+    occupied: bool,
+}
+
+impl MoveFailure {
+    fn refusal(&self, message: String) -> ApiError {
+        if self.occupied {
+            ApiError::Conflict(message)
+        } else {
+            ApiError::Internal(message)
         }
     }
-    delete_files(t, from);
+}
+
+/// Moves the torrent's files from one download directory to another; on failure, moves back those it
+/// had moved, so the data is whole in one place unless even that failed.
+fn move_files(t: &Torrent, from: &Path, to: &Path) -> Result<(), MoveFailure> {
+    if from == to {
+        return Ok(());
+    }
+    let files: Vec<(PathBuf, PathBuf)> = t
+        .files
+        .iter()
+        .filter(|f| !f.attr.pad)
+        .map(|f| (store::file_path(from, f), store::file_path(to, f)))
+        .filter(|(src, _)| src.exists())
+        .collect();
+    // A rename would silently replace it.
+    if let Some((_, dst)) = files.iter().find(|(_, dst)| dst.symlink_metadata().is_ok()) {
+        return Err(MoveFailure {
+            error: anyhow!("{} already exists", dst.display()),
+            rolled_back: true,
+            occupied: true,
+        });
+    }
+    for (i, (src, dst)) in files.iter().enumerate() {
+        if let Err(error) = move_file(src, dst) {
+            let mut rolled_back = true;
+            for (src, dst) in files[..i].iter().rev() {
+                if let Err(e) = move_file(dst, src) {
+                    tracing::error!("moving {} back: {e:#}", dst.display());
+                    rolled_back = false;
+                }
+            }
+            remove_empty_dirs(t, to);
+            return Err(MoveFailure {
+                error,
+                rolled_back,
+                occupied: false,
+            });
+        }
+    }
+    remove_empty_dirs(t, from);
     Ok(())
+}
+
+/// Moves one file: a rename, or across file systems a copy and a delete. On failure `src` is as
+/// it was and `dst` absent.
+fn move_file(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if std::fs::rename(src, dst).is_ok() {
+        return Ok(());
+    }
+    let copied = std::fs::copy(src, dst)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))
+        .and_then(|_| {
+            std::fs::remove_file(src).with_context(|| format!("removing {}", src.display()))
+        });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(dst);
+    }
+    copied
 }

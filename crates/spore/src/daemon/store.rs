@@ -6,10 +6,12 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
 use anyhow::Context;
 use metainfo::Torrent;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,17 +86,89 @@ pub struct ResumeFile {
     pub saved_at: u128,
 }
 
+/// Distinguishes the temporary files of writes in flight, so two saves never share one.
+static WRITE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Where a write of `path` puts its data before the rename: next to it, named after the whole file
+/// name (a torrent's `.json`, `.resume` and `.torrent` share a stem) plus a number of its own.
+fn temp_path(path: &Path) -> anyhow::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("no file name")?;
+    let seq = WRITE_SEQ.fetch_add(1, Ordering::Relaxed);
+    Ok(path.with_file_name(format!("{name}.{}-{seq}{TEMP_SUFFIX}", std::process::id())))
+}
+
+const TEMP_SUFFIX: &str = ".tmp";
+
 pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    write_atomic_mode(path, data, 0o666)
+}
+
+/// As `write_atomic`, the file created with `mode` (less the umask) from its first byte on, so a
+/// secret is never readable by others, not even between a write and a chmod.
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().context("no parent directory")?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(data)?;
-        f.sync_all()?;
+    let tmp = temp_path(path)?;
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(data)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    written?;
     fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+/// Deletes the temporary files a crash left in `dir`: their write never finished, so the file they
+/// were to replace is still whole.
+fn remove_leftover_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_str().is_some_and(|n| n.ends_with(TEMP_SUFFIX)) {
+            if let Err(e) = fs::remove_file(entry.path()) {
+                tracing::warn!("cannot remove {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
+/// One torrent's gate to its state files: writes go through it one at a time, and none once the
+/// torrent is removed, so a save racing a removal cannot bring its files back after they are deleted.
+#[derive(Default)]
+pub struct WriteGate {
+    removed: Mutex<bool>,
+}
+
+impl WriteGate {
+    /// Runs `write` unless the torrent was removed (`None` then).
+    pub fn write<T>(&self, write: impl FnOnce() -> T) -> Option<T> {
+        let removed = self.removed.lock();
+        if *removed {
+            return None;
+        }
+        Some(write())
+    }
+
+    /// Shuts the gate for good, after any write in progress finished: the files can be deleted then.
+    pub fn close(&self) {
+        *self.removed.lock() = true;
+    }
 }
 
 pub struct Store {
@@ -105,6 +179,8 @@ impl Store {
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
         fs::create_dir_all(dir.join("torrents"))
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        remove_leftover_temps(dir);
+        remove_leftover_temps(&dir.join("torrents"));
         Ok(Store {
             dir: dir.to_path_buf(),
         })
@@ -122,9 +198,7 @@ impl Store {
         let mut bytes = [0u8; 24];
         fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
         let token = metainfo::hex(&bytes);
-        write_atomic(&path, token.as_bytes())?;
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        write_atomic_mode(&path, token.as_bytes(), 0o600)?;
         Ok(token)
     }
 
@@ -191,7 +265,12 @@ impl Store {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!("{}: {e:#}", path.display());
+                    // Left in place, so the torrent comes back once the file is repaired.
+                    tracing::warn!(
+                        "skipping torrent {}: its record {} cannot be read: {e:#}",
+                        metainfo::hex(&id),
+                        path.display()
+                    );
                     continue;
                 }
             };
@@ -204,7 +283,23 @@ impl Store {
 
     /// The saved .torrent (for a magnet link, written once its metadata arrived).
     fn load_metainfo(&self, id: &[u8; 20]) -> Option<Torrent> {
-        Torrent::from_bytes(&fs::read(self.path(id, "torrent")).ok()?).ok()
+        let path = self.path(id, "torrent");
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            // A magnet link's, until its metadata arrives.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!("{}: {e}", path.display());
+                return None;
+            }
+        };
+        match Torrent::from_bytes(&bytes) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("{}: not a valid torrent: {e}", path.display());
+                None
+            }
+        }
     }
 }
 
@@ -258,4 +353,118 @@ pub fn now_nanos() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    #[test]
+    fn files_of_one_torrent_never_share_a_temporary_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let base = dir.path().join("abc");
+        let json = temp_path(&base.with_extension("json")).expect("temp path");
+        let resume = temp_path(&base.with_extension("resume")).expect("temp path");
+        let again = temp_path(&base.with_extension("json")).expect("temp path");
+        assert_ne!(json, resume);
+        assert_ne!(
+            json, again,
+            "two writes of one file need two temporary files"
+        );
+    }
+
+    #[test]
+    fn concurrent_saves_of_sibling_files_keep_each_its_own_content() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let base = dir.path().join("abc");
+        let threads: Vec<_> = ["json", "resume", "torrent"]
+            .into_iter()
+            .map(|ext| {
+                let path = base.with_extension(ext);
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let data = format!("{ext} {i}");
+                        write_atomic(&path, data.as_bytes()).expect("write");
+                        let read = fs::read_to_string(&path).expect("read");
+                        assert!(read.starts_with(ext), "{ext} holds {read:?}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("writer thread");
+        }
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().ends_with(TEMP_SUFFIX))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+
+    #[test]
+    fn a_private_file_is_created_owner_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("secret");
+        write_atomic_mode(&path, b"x", 0o600).expect("write");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn leftover_temporary_files_are_removed_at_open_and_never_loaded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let torrents = dir.path().join("torrents");
+        fs::create_dir_all(&torrents).expect("mkdir");
+        let id = metainfo::hex(&[7u8; 20]);
+        // A record's name with a temporary suffix, and the name the old scheme used.
+        let half_written = torrents.join(format!("{id}.json.12-3.tmp"));
+        let old_style = torrents.join(format!("{id}.tmp"));
+        let settings = dir.path().join("settings.json.1-0.tmp");
+        for p in [&half_written, &old_style, &settings] {
+            fs::write(p, b"{").expect("write");
+        }
+        let store = Store::open(dir.path()).expect("open");
+        for p in [&half_written, &old_style, &settings] {
+            assert!(!p.exists(), "{} left", p.display());
+        }
+        assert!(store.load_all().is_empty());
+    }
+
+    #[test]
+    fn a_closed_gate_refuses_writes() {
+        let gate = WriteGate::default();
+        assert_eq!(gate.write(|| 1), Some(1));
+        gate.close();
+        let mut ran = false;
+        assert_eq!(gate.write(|| ran = true), None);
+        assert!(!ran);
+    }
+
+    #[test]
+    fn closing_the_gate_waits_for_the_write_in_progress() {
+        let gate = Arc::new(WriteGate::default());
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (entered, inside) = std::sync::mpsc::channel();
+        let writer = {
+            let (gate, finished) = (gate.clone(), finished.clone());
+            std::thread::spawn(move || {
+                gate.write(|| {
+                    let _ = entered.send(());
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    finished.store(true, Ordering::SeqCst);
+                })
+            })
+        };
+        inside.recv().expect("writer started");
+        gate.close();
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "closed while a write was still going on"
+        );
+        writer.join().expect("writer thread");
+    }
 }
