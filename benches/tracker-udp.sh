@@ -2,11 +2,11 @@
 # UDP tracker throughput: `spore tracker` against aquatic_udp 0.9.0, each pinned to core 0 with one worker,
 # aquatic_udp_load_test (its default request mix, one worker) pinned to core 1, RUNS runs of DURATION s
 # each, alternating. Needs `cargo install aquatic_udp aquatic_udp_load_test --version 0.9.0`.
-#   benches/tracker-udp.sh         (env: RUNS=2 DURATION=15)
+#   benches/tracker-udp.sh         (env: RUNS=5 DURATION=15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPORE=$(pwd)/${SPORE:-target/release/spore}
-RUNS=${RUNS:-2}
+RUNS=${RUNS:-5}
 DURATION=${DURATION:-15}
 [ -x "$SPORE" ] || cargo build --release -p spore >&2
 work=$(mktemp -d)
@@ -38,10 +38,14 @@ for i in $(seq "$RUNS"); do
     run spore "$SPORE" tracker --config "$work/spore.toml"
 done | tee "$work/results"
 echo
-echo "| tracker | responses/s (runs) | peak RSS MiB |"
-echo "|---|---|---|"
+echo "| tracker | responses/s (runs) | median | peak RSS MiB (max) |"
+echo "|---|---|---|---|"
 for t in aquatic spore; do
-    awk -v t="$t" '$1 == t { r = r (r ? ", " : "") $2; m = $3 } END { printf "| %s | %s | %s |\n", t, r, m }' "$work/results"
+    awk -v t="$t" '$1 == t { print $2 }' "$work/results" | sort -n |
+        awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.0f\n", m }' > "$work/$t.median"
+    awk -v t="$t" -v m="$(cat "$work/$t.median")" '$1 == t { r = r (r ? ", " : "") sprintf("%.0f", $2); if ($3 > x) x = $3 }
+        END { printf "| %s | %s | %s | %s |\n", t, r, m, x }' "$work/results"
 done
+awk -v a="$(cat "$work/aquatic.median")" -v s="$(cat "$work/spore.median")" 'BEGIN { printf "\nspore / aquatic (medians): %.2fx\n", s / a }'
 echo
 echo "last load-test output (spore):"; tail -20 "$work/spore.load"

@@ -32,6 +32,12 @@ pub struct Config {
     pub full_scrape: bool,
     /// Seconds one IP address must wait between full scrapes.
     pub full_scrape_interval: u64,
+    /// Open HTTP connections in all; past it new ones are closed at once.
+    pub http_max_connections: usize,
+    /// Open HTTP connections from one IP address.
+    pub http_max_connections_per_ip: usize,
+    /// Seconds an HTTP connection may stay open without sending a byte.
+    pub http_idle_timeout: u64,
     pub mode: Mode,
     /// Info-hash list (one hex hash per line) for `allow` and `deny` modes, and optionally `private`.
     /// Re-read on SIGHUP.
@@ -56,6 +62,9 @@ impl Default for Config {
             max_peers_per_swarm: 100_000,
             full_scrape: true,
             full_scrape_interval: 60,
+            http_max_connections: 10_000,
+            http_max_connections_per_ip: 64,
+            http_idle_timeout: 30,
             mode: Mode::Open,
             list: None,
             db: None,
@@ -90,6 +99,9 @@ mod tests {
             max_peers_per_swarm = 5
             full_scrape = false
             full_scrape_interval = 5
+            http_max_connections = 100
+            http_max_connections_per_ip = 4
+            http_idle_timeout = 10
             mode = "private"
             list = "/tmp/list"
             db = "/tmp/db.redb"
@@ -99,6 +111,14 @@ mod tests {
         assert_eq!(c.http, "127.0.0.1:7000");
         assert_eq!(c.mode, Mode::Private);
         assert!(!c.full_scrape);
+        assert_eq!(
+            (
+                c.http_max_connections,
+                c.http_max_connections_per_ip,
+                c.http_idle_timeout
+            ),
+            (100, 4, 10)
+        );
         assert_eq!(Config::from_toml("").unwrap().interval, 1800);
         assert!(Config::from_toml("bogus = 1").is_err());
         assert!(Config::from_toml("mode = \"secret\"").is_err());

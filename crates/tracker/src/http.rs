@@ -16,6 +16,7 @@ use axum::Router;
 use bencode::{DictBuilder, Owned};
 use tracker_proto::http::{self as proto, ScrapeResponse};
 
+use crate::http_limits::{ConnectionLimits, LimitedListener, RemoteAddr};
 use crate::metrics::Counters;
 use crate::store::Family;
 use crate::State;
@@ -34,10 +35,16 @@ pub async fn serve(
         .route("/scrape/{passkey}", get(scrape_with_key))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state.clone());
+    let limits = ConnectionLimits {
+        total: state.config.http_max_connections,
+        per_ip: state.config.http_max_connections_per_ip,
+        idle: std::time::Duration::from_secs(state.config.http_idle_timeout),
+    };
+    let listener = LimitedListener::new(listener, limits, state.clone());
     let result = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<RemoteAddr>(),
     )
     .with_graceful_shutdown(async move {
         let _ = shutdown.await;
@@ -59,7 +66,7 @@ fn failure(state: &State, reason: &str) -> Response {
 
 async fn announce(
     AxumState(state): AxumState<Shared>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(RemoteAddr(remote)): ConnectInfo<RemoteAddr>,
     RawQuery(query): RawQuery,
 ) -> Response {
     do_announce(&state, remote, query.as_deref().unwrap_or(""), None)
@@ -67,7 +74,7 @@ async fn announce(
 
 async fn announce_with_key(
     AxumState(state): AxumState<Shared>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(RemoteAddr(remote)): ConnectInfo<RemoteAddr>,
     Path(passkey): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -155,7 +162,7 @@ fn do_announce(state: &State, remote: SocketAddr, query: &str, passkey: Option<&
 
 async fn scrape(
     AxumState(state): AxumState<Shared>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(RemoteAddr(remote)): ConnectInfo<RemoteAddr>,
     RawQuery(query): RawQuery,
 ) -> Response {
     do_scrape(&state, remote, query.as_deref().unwrap_or(""), None)
@@ -163,7 +170,7 @@ async fn scrape(
 
 async fn scrape_with_key(
     AxumState(state): AxumState<Shared>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(RemoteAddr(remote)): ConnectInfo<RemoteAddr>,
     Path(passkey): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -220,6 +227,7 @@ async fn stats(AxumState(state): AxumState<Shared>) -> Response {
          <tr><td>scrapes (HTTP / UDP)<td>{} / {}\
          <tr><td>errors<td>{}\
          <tr><td>dropped UDP packets<td>{}\
+         <tr><td>refused HTTP connections<td>{}\
          </table>",
         state.access.mode(),
         seeders + leechers,
@@ -229,6 +237,7 @@ async fn stats(AxumState(state): AxumState<Shared>) -> Response {
         c.udp_scrapes.load(Ordering::Relaxed),
         c.errors.load(Ordering::Relaxed),
         c.dropped.load(Ordering::Relaxed),
+        c.http_refused.load(Ordering::Relaxed),
     );
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
@@ -279,6 +288,12 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
         "counter",
         "UDP packets dropped without reply.",
         &[("", load(&c.dropped))],
+    );
+    metric(
+        "spore_tracker_http_refused_total",
+        "counter",
+        "HTTP connections closed at once: too many open from one address or in all.",
+        &[("", load(&c.http_refused))],
     );
     metric(
         "spore_tracker_swarms",

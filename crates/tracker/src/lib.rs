@@ -5,6 +5,7 @@ pub mod access;
 mod config;
 mod conn_id;
 mod http;
+mod http_limits;
 mod metrics;
 pub mod store;
 mod udp;

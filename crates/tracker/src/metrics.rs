@@ -16,6 +16,8 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// UDP packets dropped without reply (bad connection ID, garbage).
     pub dropped: AtomicU64,
+    /// HTTP connections closed at once because their address or the tracker had too many open.
+    pub http_refused: AtomicU64,
 }
 
 /// Rates over the last sampling period.

@@ -395,3 +395,100 @@ async fn deny_list_reloads() {
     assert!(a.is_ok() && b.is_err());
     running.shutdown().await;
 }
+
+/// Whether the server closed `s` (end of file or reset) within `wait`.
+fn closed_by_server(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+fn connect_from(local: &str, server: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&local.parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect(&server.into()).unwrap();
+    socket.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_flood_from_one_address_gets_only_its_own_slots() {
+    let running = tracker::start(Config {
+        http_max_connections_per_ip: 4,
+        http_idle_timeout: 3,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let addr = running.http_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        // One address opens 20 connections: 4 are served, the rest are closed on accept.
+        let mut flood: Vec<TcpStream> =
+            (0..20).map(|_| connect_from("127.0.0.7:0", addr)).collect();
+        let mut closed = 0;
+        for s in &mut flood {
+            // Refused ones read EOF at once; the 4 open ones take the 100 ms each (well within the
+            // idle timeout for all 20).
+            closed += usize::from(closed_by_server(s, Duration::from_millis(100)));
+        }
+        assert_eq!(closed, 16, "4 of 20 connections should stay open");
+        // The flooding address's open slots still answer, and another address is not affected.
+        let mut kept: Vec<TcpStream> = flood
+            .into_iter()
+            .filter_map(|mut s| {
+                (write!(s, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n").is_ok()).then_some(s)
+            })
+            .collect();
+        let mut answered = 0;
+        for s in &mut kept {
+            let mut head = [0u8; 12];
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            if s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200" {
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, 4);
+        let stats = String::from_utf8(http_get(addr, "/stats")).unwrap();
+        assert!(stats.contains("<td>swarms<td>0"), "{stats}");
+        let metrics = String::from_utf8(http_get(addr, "/metrics")).unwrap();
+        assert!(
+            metrics.contains("spore_tracker_http_refused_total 16"),
+            "{metrics}"
+        );
+
+        // A connection that sends nothing is closed after the idle timeout and frees its slot.
+        let mut idle = connect_from("127.0.0.8:0", addr);
+        assert!(
+            !closed_by_server(&mut idle, Duration::from_millis(1000)),
+            "closed before the idle timeout"
+        );
+        assert!(
+            closed_by_server(&mut idle, Duration::from_secs(5)),
+            "an idle connection stayed open"
+        );
+        drop(kept);
+        // With the flood's sockets gone its address gets slots again (they are returned on close).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut s = connect_from("127.0.0.7:0", addr);
+            if !closed_by_server(&mut s, Duration::from_millis(200)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slots not returned after close"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}
