@@ -208,7 +208,14 @@ impl Peer {
                     self.label
                 ),
                 Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().ok();
+                    // A child can close stdout and linger; look for its exit status only briefly.
+                    let status = (0..50).find_map(|_| {
+                        let status = self.try_exit();
+                        if status.is_none() {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        status
+                    });
                     panic!(
                         "{}: {} exited ({status:?}) before printing {what}",
                         ctx.name, self.label

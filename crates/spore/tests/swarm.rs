@@ -613,14 +613,19 @@ fn the_swarm_outlives_its_seed_and_tracker() {
         })
         .collect();
     // The moment anyone completes, the original seed and the tracker go away.
+    // Bounded: a swarm that never completes (or downloaders that died) must fail, not hang.
+    let deadline = Instant::now() + Duration::from_secs(90);
     let first = loop {
         if let Some(i) = peers.iter().position(|p| {
-            p.lines
-                .try_recv()
-                .is_ok_and(|l| l.contains("complete: keep.bin"))
+            std::iter::from_fn(|| p.lines.try_recv().ok()).any(|l| l.contains("complete: keep.bin"))
         }) {
             break i;
         }
+        assert!(
+            Instant::now() < deadline,
+            "no downloader completed within 90 s while the seed was up; first stderr: {}",
+            std::fs::read_to_string(d.join("get0.err")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     seeder.child.kill().unwrap();
