@@ -32,6 +32,27 @@ const MAX_QUEUE: usize = 500;
 const MAX_PEER_REQUESTS: usize = 500;
 /// The id we ask peers to use for `ut_pex` messages to us.
 const UT_PEX_ID: u8 = 2;
+/// BEP 11 has peers send at most one exchange a minute; ours come every 60 s. Some slack for timer
+/// jitter, but a peer sending more often is ignored so it cannot flood our queue of addresses to dial.
+const PEX_MIN_GAP: Duration = Duration::from_secs(45);
+
+/// When a peer's last peer-exchange message was taken.
+#[derive(Default)]
+struct PexGate(Option<Instant>);
+
+impl PexGate {
+    /// Whether a message arriving `now` is taken; one ignored does not restart the wait.
+    fn admit(&mut self, now: Instant) -> bool {
+        if self
+            .0
+            .is_some_and(|last| now.saturating_duration_since(last) < PEX_MIN_GAP)
+        {
+            return false;
+        }
+        self.0 = Some(now);
+        true
+    }
+}
 
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut stop = shared.stopping();
@@ -218,6 +239,7 @@ struct PeerTask {
     their_dht: bool,
     next_pex: Instant,
     pex_told: HashSet<SocketAddr>,
+    pex_in: PexGate,
 }
 
 async fn run(
@@ -265,6 +287,7 @@ async fn run(
         their_dht: theirs.supports_dht(),
         next_pex: Instant::now(),
         pex_told: HashSet::new(),
+        pex_in: PexGate::default(),
     };
     let result = task.drive(&mut read_half, &mut cmd_rx).await;
     task.cleanup();
@@ -489,9 +512,12 @@ impl PeerTask {
                 }
             }
             Event::Extended { id, payload } if id == UT_PEX_ID => {
-                if self.shared.uses_pex() {
+                if self.shared.uses_pex() && self.pex_in.admit(Instant::now()) {
                     if let Ok(pex) = wire::PexMessage::decode(&payload) {
-                        self.shared.add_peers(pex.added);
+                        // The decoder caps added and added6 together already; this cap holds even if
+                        // it changes, as BEP 11's 50 per message is what bounds our dialing queue.
+                        self.shared
+                            .add_peers(pex.added.into_iter().take(wire::MAX_PEX_PEERS));
                     }
                 }
             }
@@ -731,6 +757,7 @@ fn hashes_for(torrent: &metainfo::Torrent, range: &wire::HashRange) -> Option<Ve
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::net::SocketAddr;
     use std::time::Duration;
 
     use wire::{BlockRef, Message};
@@ -821,6 +848,69 @@ mod tests {
                 self.note(&m);
             }
         }
+    }
+
+    #[test]
+    fn peer_exchange_is_taken_at_most_once_per_gap() {
+        let mut gate = super::PexGate::default();
+        let t0 = std::time::Instant::now();
+        assert!(gate.admit(t0));
+        assert!(!gate.admit(t0 + Duration::from_secs(1)));
+        assert!(!gate.admit(t0 + Duration::from_secs(44)));
+        assert!(gate.admit(t0 + Duration::from_secs(45)));
+        // Measured from the last one taken, not from the last one ignored.
+        assert!(!gate.admit(t0 + Duration::from_secs(80)));
+        assert!(gate.admit(t0 + Duration::from_secs(90)));
+    }
+
+    #[tokio::test]
+    async fn a_second_peer_exchange_within_the_gap_is_ignored_and_one_adds_at_most_fifty() {
+        // One connection allowed, so addresses stay queued instead of being dialled.
+        let seed = seed(64 * 1024, 16 * 1024, |c| {
+            c.pex = true;
+            c.max_peers = 1;
+        })
+        .await;
+        let mut peer = FakePeer::connect(seed.handle.listen_addr(), seed.info_hash, true).await;
+        let v4: Vec<SocketAddr> = (0..60u8)
+            .map(|i| SocketAddr::from(([10, 0, 1, i], 6881)))
+            .collect();
+        let v6: Vec<SocketAddr> = (1..=10u16)
+            .map(|i| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i], 6881)))
+            .collect();
+        let later: Vec<SocketAddr> = (0..5u8)
+            .map(|i| SocketAddr::from(([10, 0, 2, i], 6881)))
+            .collect();
+        let pex = |added: Vec<SocketAddr>| Message::Extended {
+            id: super::UT_PEX_ID,
+            payload: wire::PexMessage {
+                added,
+                dropped: Vec::new(),
+            }
+            .encode()
+            .into(),
+        };
+        // The unchoke answering the last message shows both exchanges were read.
+        peer.send(&[
+            pex(v4.iter().chain(&v6).copied().collect()),
+            pex(later.clone()),
+            Message::Interested,
+        ])
+        .await;
+        peer.wait_for("unchoke", WAIT, |m| matches!(m, Message::Unchoke))
+            .await;
+        let known: Vec<SocketAddr> = seed
+            .handle
+            .shared
+            .state
+            .lock()
+            .known
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(known.len(), 50, "{known:?}");
+        assert!(known.iter().all(|a| v4.contains(a) || v6.contains(a)));
+        assert!(known.iter().all(|a| !later.contains(a)), "{known:?}");
     }
 
     #[tokio::test]
