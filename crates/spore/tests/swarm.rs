@@ -402,13 +402,23 @@ fn partial_selection_downloads_only_the_chosen_file() {
         sha256(&d.join("dl/set/2-second.bin")),
         sha256(&d.join("seed/set/2-second.bin"))
     );
-    assert!(
-        !d.join("dl/set/3-third.bin").exists()
-            || std::fs::metadata(d.join("dl/set/3-third.bin"))
-                .unwrap()
-                .len()
-                < 1_500_000
-    );
+    let layout: Vec<Laid> = [
+        ("1-first.bin", 1_000_000),
+        ("2-second.bin", 700_001),
+        ("3-third.bin", 1_500_000),
+    ]
+    .into_iter()
+    .map(|(name, len)| Laid {
+        got: d.join("dl/set").join(name),
+        want: d.join("seed/set").join(name),
+        len,
+        pad: false,
+        selected: name == "2-second.bin",
+    })
+    .collect();
+    if let Err(e) = check_skipped_files(&layout, 65536) {
+        panic!("{e}");
+    }
     // The selected file plus at most its two edge pieces.
     assert!(
         downloaded <= (700_001 + 2 * 65536) as f64,
