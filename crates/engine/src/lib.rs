@@ -9,10 +9,14 @@ pub mod metadata;
 mod peer;
 mod picker;
 mod rate;
+mod rng;
 mod session;
 mod storage;
 mod torrent;
 pub mod tracker;
+
+#[cfg(test)]
+mod testutil;
 
 pub use bitfield::Bitfield;
 pub use picker::{Picker, Received, BLOCK};

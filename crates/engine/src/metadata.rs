@@ -1,6 +1,6 @@
 //! Fetching a torrent's info dictionary from peers (BEP 9), for magnet links.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -164,8 +164,8 @@ async fn from_peer(
 
         let decoder = Decoder::default();
         let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut info: Option<Vec<u8>> = None;
-        let mut received: Vec<bool> = Vec::new();
+        let mut info: Option<InfoFetch> = None;
+        let mut their_id = 0;
         let mut layers: Option<LayerFetch> = None;
         loop {
             while let Some(message) = decoder.decode(&mut buf)? {
@@ -175,7 +175,7 @@ async fn from_peer(
                         if let Some(fetch) = layers.as_mut() {
                             fetch.received(range, &hashes)?;
                             if fetch.done() {
-                                let info = info.take().unwrap_or_default();
+                                let info = info.take().map(|f| f.info).unwrap_or_default();
                                 return Ok(Metadata {
                                     info,
                                     piece_layers: std::mem::take(&mut fetch.layers),
@@ -189,7 +189,7 @@ async fn from_peer(
                 };
                 if id == 0 {
                     let theirs = ExtensionHandshake::decode(&payload)?;
-                    let their_id = theirs
+                    their_id = theirs
                         .id_of("ut_metadata")
                         .ok_or_else(|| anyhow!("peer has no ut_metadata"))?;
                     let size = theirs
@@ -197,44 +197,25 @@ async fn from_peer(
                         .filter(|&s| s > 0 && s as usize <= MAX_METADATA)
                         .ok_or_else(|| anyhow!("peer gave no usable metadata_size"))?
                         as usize;
-                    let pieces = size.div_ceil(METADATA_PIECE);
-                    info = Some(vec![0; size]);
-                    received = vec![false; pieces];
-                    let mut out = BytesMut::new();
-                    for piece in 0..pieces as u32 {
-                        let req = MetadataMessage::Request { piece }.encode();
-                        Message::Extended {
-                            id: their_id,
-                            payload: req.into(),
-                        }
-                        .encode(&mut out);
-                    }
-                    stream.write_all(&out).await?;
+                    let mut fetch = InfoFetch::new(size);
+                    request_pieces(&mut stream, their_id, fetch.requests()).await?;
+                    info = Some(fetch);
                 } else if id == UT_METADATA_ID {
-                    let Some(info) = info.as_mut() else { continue };
+                    let Some(fetch) = info.as_mut() else { continue };
                     match MetadataMessage::decode(&payload)? {
                         MetadataMessage::Data {
                             piece,
                             total_size,
                             data,
-                        } => {
-                            let start = piece as usize * METADATA_PIECE;
-                            let expected = (info.len().saturating_sub(start)).min(METADATA_PIECE);
-                            if total_size as usize != info.len()
-                                || data.len() != expected
-                                || expected == 0
-                            {
-                                bail!("metadata piece {piece} has the wrong size");
-                            }
-                            info[start..start + data.len()].copy_from_slice(&data);
-                            received[piece as usize] = true;
-                        }
+                        } => fetch.received(piece, total_size, data)?,
                         MetadataMessage::Reject { piece } => {
                             bail!("peer rejected metadata piece {piece}")
                         }
                         MetadataMessage::Request { .. } => {}
                     }
-                    if received.iter().all(|&r| r) && layers.is_none() {
+                    request_pieces(&mut stream, their_id, fetch.requests()).await?;
+                    if fetch.done() && layers.is_none() {
+                        let info = &fetch.info;
                         if !matches(expect_v1, expect_v2, info) {
                             bail!("metadata does not match the info-hash");
                         }
@@ -263,6 +244,89 @@ async fn from_peer(
     })
     .await
     .map_err(|_| anyhow!("timed out"))?
+}
+
+async fn request_pieces(
+    stream: &mut tokio::net::TcpStream,
+    their_id: u8,
+    pieces: Vec<u32>,
+) -> anyhow::Result<()> {
+    if pieces.is_empty() {
+        return Ok(());
+    }
+    let mut out = BytesMut::new();
+    for piece in pieces {
+        Message::Extended {
+            id: their_id,
+            payload: MetadataMessage::Request { piece }.encode().into(),
+        }
+        .encode(&mut out);
+    }
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+/// Metadata pieces asked for at a time.
+const INFO_WINDOW: u32 = 16;
+
+/// An info dictionary arriving piece by piece. The size a peer claims in its extension handshake costs
+/// nothing by itself: pieces are asked for a window at a time and kept in order, so what we hold is
+/// never more than what the peer has sent, plus at most a window of early pieces.
+struct InfoFetch {
+    size: usize,
+    pieces: u32,
+    /// The pieces received so far, in order from the first.
+    info: Vec<u8>,
+    have: u32,
+    next_request: u32,
+    /// Pieces that came before one asked for earlier, all within the window.
+    early: BTreeMap<u32, Vec<u8>>,
+}
+
+impl InfoFetch {
+    fn new(size: usize) -> InfoFetch {
+        InfoFetch {
+            size,
+            pieces: size.div_ceil(METADATA_PIECE) as u32,
+            info: Vec::new(),
+            have: 0,
+            next_request: 0,
+            early: BTreeMap::new(),
+        }
+    }
+
+    /// Pieces to ask for now, to keep a window in flight.
+    fn requests(&mut self) -> Vec<u32> {
+        let end = self.pieces.min(self.have + INFO_WINDOW);
+        let ask: Vec<u32> = (self.next_request..end).collect();
+        self.next_request = self.next_request.max(end);
+        ask
+    }
+
+    fn received(&mut self, piece: u32, total_size: u64, data: Vec<u8>) -> anyhow::Result<()> {
+        if piece >= self.next_request {
+            bail!("metadata piece {piece} was not asked for");
+        }
+        if piece < self.have || self.early.contains_key(&piece) {
+            // A repeat; the first copy stands (the hash check judges the whole).
+            return Ok(());
+        }
+        let start = piece as usize * METADATA_PIECE;
+        let expected = (self.size - start).min(METADATA_PIECE);
+        if total_size != self.size as u64 || data.len() != expected {
+            bail!("metadata piece {piece} has the wrong size");
+        }
+        self.early.insert(piece, data);
+        while let Some(data) = self.early.remove(&self.have) {
+            self.info.extend_from_slice(&data);
+            self.have += 1;
+        }
+        Ok(())
+    }
+
+    fn done(&self) -> bool {
+        self.have == self.pieces
+    }
 }
 
 /// Most hashes asked for in one BEP 52 request (libtorrent refuses more than 8192 and, when it
@@ -351,5 +415,106 @@ impl LayerFetch {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(fetch: &InfoFetch, i: u32) -> Vec<u8> {
+        let len = (fetch.size - i as usize * METADATA_PIECE).min(METADATA_PIECE);
+        vec![i as u8; len]
+    }
+
+    #[tokio::test]
+    async fn an_info_dictionary_of_many_windows_is_fetched_from_a_seed() {
+        // Thousands of long file names make an info dictionary of more than 16 metadata pieces,
+        // so the window has to slide for the fetch to finish.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("content/many");
+        std::fs::create_dir_all(&root).unwrap();
+        for i in 0..2500 {
+            let name = format!("{i:05}-{}", "n".repeat(110));
+            std::fs::write(root.join(name), [i as u8]).unwrap();
+        }
+        let created = metainfo::create(
+            &root,
+            &metainfo::CreateOptions::default(),
+            &std::sync::atomic::AtomicU64::new(0),
+        )
+        .unwrap();
+        let info_len = created.torrent.info_bytes.len();
+        assert!(
+            info_len > (INFO_WINDOW as usize + 1) * METADATA_PIECE,
+            "{info_len}"
+        );
+        let torrent = std::sync::Arc::new(created.torrent);
+        let mut config =
+            crate::torrent::TorrentConfig::new(torrent.clone(), dir.path().join("content"));
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.use_trackers = false;
+        let seed = crate::torrent::start(config).await.unwrap();
+        let request = MetadataRequest {
+            info_hash: crate::torrent::wire_id(&torrent),
+            expect_v1: torrent.info_hash_v1,
+            expect_v2: None,
+            trackers: Vec::new(),
+            peers: vec![seed.listen_addr()],
+            listen: SocketAddr::from(([127, 0, 0, 1], 1)),
+            peer_id: crate::torrent::new_peer_id(),
+            dht: None,
+        };
+        let got = fetch_metadata(&request, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(got.info == torrent.info_bytes, "the fetched info differs");
+    }
+
+    #[test]
+    fn a_claimed_size_costs_nothing_until_pieces_arrive() {
+        let mut fetch = InfoFetch::new(MAX_METADATA);
+        assert_eq!(fetch.info.capacity(), 0);
+        assert_eq!(fetch.requests(), (0..INFO_WINDOW).collect::<Vec<_>>());
+        assert!(fetch.requests().is_empty(), "one window in flight");
+        for i in 0..4 {
+            fetch
+                .received(i, MAX_METADATA as u64, piece(&fetch, i))
+                .unwrap();
+        }
+        assert_eq!(fetch.info.len(), 4 * METADATA_PIECE);
+        assert!(
+            fetch.info.capacity() <= 8 * METADATA_PIECE,
+            "{}",
+            fetch.info.capacity()
+        );
+        // The window slides only as pieces complete in order.
+        assert_eq!(
+            fetch.requests(),
+            (INFO_WINDOW..INFO_WINDOW + 4).collect::<Vec<_>>()
+        );
+        let beyond = INFO_WINDOW + 4;
+        assert!(fetch
+            .received(beyond, MAX_METADATA as u64, piece(&fetch, beyond))
+            .is_err());
+    }
+
+    #[test]
+    fn pieces_out_of_order_assemble_in_order_and_bad_ones_are_refused() {
+        let size = 3 * METADATA_PIECE + 100;
+        let mut fetch = InfoFetch::new(size);
+        assert_eq!(fetch.requests(), vec![0, 1, 2, 3]);
+        let total = size as u64;
+        assert!(fetch.received(1, total + 1, piece(&fetch, 1)).is_err());
+        assert!(fetch.received(3, total, vec![3; METADATA_PIECE]).is_err());
+        for i in [3, 1, 2] {
+            fetch.received(i, total, piece(&fetch, i)).unwrap();
+        }
+        assert!(fetch.info.is_empty() && !fetch.done());
+        fetch.received(0, total, piece(&fetch, 0)).unwrap();
+        fetch.received(2, total, vec![9; METADATA_PIECE]).unwrap();
+        assert!(fetch.done());
+        let expected: Vec<u8> = (0..4).flat_map(|i| piece(&fetch, i)).collect();
+        assert_eq!(fetch.info, expected);
     }
 }

@@ -32,6 +32,27 @@ const MAX_QUEUE: usize = 500;
 const MAX_PEER_REQUESTS: usize = 500;
 /// The id we ask peers to use for `ut_pex` messages to us.
 const UT_PEX_ID: u8 = 2;
+/// BEP 11 has peers send at most one exchange a minute; ours come every 60 s. Some slack for timer
+/// jitter, but a peer sending more often is ignored so it cannot flood our queue of addresses to dial.
+const PEX_MIN_GAP: Duration = Duration::from_secs(45);
+
+/// When a peer's last peer-exchange message was taken.
+#[derive(Default)]
+struct PexGate(Option<Instant>);
+
+impl PexGate {
+    /// Whether a message arriving `now` is taken; one ignored does not restart the wait.
+    fn admit(&mut self, now: Instant) -> bool {
+        if self
+            .0
+            .is_some_and(|last| now.saturating_duration_since(last) < PEX_MIN_GAP)
+        {
+            return false;
+        }
+        self.0 = Some(now);
+        true
+    }
+}
 
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut stop = shared.stopping();
@@ -117,22 +138,79 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
     shared.state.lock().connected.remove(&addr);
 }
 
+/// Requests from the peer that we accepted and have not yet written out. A block leaves the set exactly
+/// once: when the writer commits its piece, or when a cancel, a choke or a failed read takes it back, so
+/// a request never gets both a piece and a reject (BEP 6).
+#[derive(Default)]
+struct Uploads(parking_lot::Mutex<HashSet<BlockRef>>);
+
+impl Uploads {
+    /// Takes a request on, unless it is already pending or the peer has too many.
+    fn accept(&self, b: BlockRef) -> bool {
+        let mut pending = self.0.lock();
+        pending.len() < MAX_PEER_REQUESTS && pending.insert(b)
+    }
+
+    fn is_pending(&self, b: &BlockRef) -> bool {
+        self.0.lock().contains(b)
+    }
+
+    /// Whether `b` was still pending; whoever gets `true` answers it.
+    fn take(&self, b: &BlockRef) -> bool {
+        self.0.lock().remove(b)
+    }
+
+    fn take_all(&self) -> Vec<BlockRef> {
+        self.0.lock().drain().collect()
+    }
+}
+
 /// The writer: drains queued messages into one buffer per wake-up and writes it out.
-async fn writer(mut half: OwnedWriteHalf, mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>) {
+async fn writer(
+    mut half: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Message>,
+    shared: Arc<Shared>,
+    key: u64,
+    uploads: Arc<Uploads>,
+) {
     let mut out = BytesMut::with_capacity(256 * 1024);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(message) = next.take() {
-            if let Message::Piece { data, .. } = &message {
-                shared.pass_upload(data.len()).await;
+            let keep = match &message {
+                Message::Piece { index, begin, data } => {
+                    let block = BlockRef {
+                        index: *index,
+                        begin: *begin,
+                        length: data.len() as u32,
+                    };
+                    // Checked twice: no rate-limit wait for a block already cancelled, and a cancel or
+                    // choke that arrives during the wait still stops it.
+                    let keep = uploads.is_pending(&block) && {
+                        shared.pass_upload(data.len()).await;
+                        uploads.take(&block)
+                    };
+                    if keep {
+                        shared
+                            .uploaded
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if let Some(p) = shared.state.lock().peers.get_mut(&key) {
+                            p.uploaded += data.len() as u64;
+                        }
+                    }
+                    keep
+                }
+                _ => true,
+            };
+            if keep {
+                message.encode(&mut out);
             }
-            message.encode(&mut out);
             if out.len() >= 256 * 1024 {
                 break;
             }
             next = rx.try_recv().ok();
         }
-        if half.write_all(&out).await.is_err() {
+        if !out.is_empty() && half.write_all(&out).await.is_err() {
             return;
         }
         out.clear();
@@ -151,7 +229,7 @@ struct PeerTask {
     last_block: Instant,
     received_since_tick: u64,
     snubbed: bool,
-    serving: Arc<std::sync::atomic::AtomicUsize>,
+    uploads: Arc<Uploads>,
     /// The id the peer wants `ut_metadata` messages under, if it supports them.
     their_ut_metadata: Option<u8>,
     /// The id for `ut_pex` messages (never set for private torrents), when the next is due, and what the
@@ -161,6 +239,7 @@ struct PeerTask {
     their_dht: bool,
     next_pex: Instant,
     pex_told: HashSet<SocketAddr>,
+    pex_in: PexGate,
 }
 
 async fn run(
@@ -181,7 +260,14 @@ async fn run(
         anyhow::bail!("peer limit reached or banned");
     };
     let (out_tx, out_rx) = mpsc::channel::<Message>(1024);
-    let writer_task = tokio::spawn(writer(write_half, out_rx, shared.clone()));
+    let uploads = Arc::new(Uploads::default());
+    let writer_task = tokio::spawn(writer(
+        write_half,
+        out_rx,
+        shared.clone(),
+        key,
+        uploads.clone(),
+    ));
     let pieces = shared.torrent.piece_count() as u32;
     let mut task = PeerTask {
         conn: Connection::new(pieces, &ours, &theirs),
@@ -195,12 +281,13 @@ async fn run(
         last_block: Instant::now(),
         received_since_tick: 0,
         snubbed: false,
-        serving: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        uploads,
         their_ut_metadata: None,
         their_ut_pex: None,
         their_dht: theirs.supports_dht(),
         next_pex: Instant::now(),
         pex_told: HashSet::new(),
+        pex_in: PexGate::default(),
     };
     let result = task.drive(&mut read_half, &mut cmd_rx).await;
     task.cleanup();
@@ -297,8 +384,17 @@ impl PeerTask {
                     }
                     Some(Command::Choke(choke)) => {
                         if let Some(m) = self.conn.set_choking(choke) {
+                            // Taken back before the choke is queued, so no piece can follow it.
+                            let dropped = if choke { self.uploads.take_all() } else { Vec::new() };
                             self.send(m).await?;
                             last_sent = Instant::now();
+                            // Without the fast extension the peer forgets them too (BEP 3); with it,
+                            // each gets a reject (BEP 6).
+                            if self.conn.fast() {
+                                for b in dropped {
+                                    self.send(Message::Reject(b)).await?;
+                                }
+                            }
                         }
                     }
                     Some(Command::Cancel(b)) => {
@@ -416,9 +512,12 @@ impl PeerTask {
                 }
             }
             Event::Extended { id, payload } if id == UT_PEX_ID => {
-                if self.shared.uses_pex() {
+                if self.shared.uses_pex() && self.pex_in.admit(Instant::now()) {
                     if let Ok(pex) = wire::PexMessage::decode(&payload) {
-                        self.shared.add_peers(pex.added);
+                        // The decoder caps added and added6 together already; this cap holds even if
+                        // it changes, as BEP 11's 50 per message is what bounds our dialing queue.
+                        self.shared
+                            .add_peers(pex.added.into_iter().take(wire::MAX_PEX_PEERS));
                     }
                 }
             }
@@ -493,7 +592,12 @@ impl PeerTask {
                     self.send(Message::Reject(b)).await?;
                 }
             }
-            Event::Cancel(_) => {}
+            Event::Cancel(b) => {
+                // Too late if the writer has committed the piece: then the piece is the answer.
+                if self.uploads.take(&b) && self.conn.fast() {
+                    self.send(Message::Reject(b)).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -516,7 +620,7 @@ impl PeerTask {
         };
         let in_range = size > 0 && u64::from(b.begin) + u64::from(b.length) <= limit;
         let have = self.shared.state.lock().picker.have().get(b.index);
-        if !have || !in_range || self.serving.load(Ordering::Relaxed) >= MAX_PEER_REQUESTS {
+        if !have || !in_range || !self.uploads.accept(b) {
             if self.conn.fast() {
                 self.send(Message::Reject(b)).await?;
             }
@@ -524,39 +628,33 @@ impl PeerTask {
         }
         let shared = self.shared.clone();
         let out = self.out.clone();
-        let key = self.key;
-        let serving = self.serving.clone();
-        serving.fetch_add(1, Ordering::Relaxed);
+        let uploads = self.uploads.clone();
+        let fast = self.conn.fast();
         tokio::spawn(async move {
-            if let Some(piece) = shared.piece_data(b.index).await {
-                let (begin, end) = (b.begin as usize, (b.begin + b.length) as usize);
-                let data = if end <= piece.len() {
-                    piece.slice(begin..end)
-                } else {
-                    let mut padded = vec![0u8; end - begin];
-                    if begin < piece.len() {
-                        padded[..piece.len() - begin].copy_from_slice(&piece[begin..]);
-                    }
-                    bytes::Bytes::from(padded)
-                };
-                if out
-                    .send(Message::Piece {
-                        index: b.index,
-                        begin: b.begin,
-                        data,
-                    })
-                    .await
-                    .is_ok()
-                {
-                    shared
-                        .uploaded
-                        .fetch_add(u64::from(b.length), Ordering::Relaxed);
-                    if let Some(p) = shared.state.lock().peers.get_mut(&key) {
-                        p.uploaded += u64::from(b.length);
-                    }
+            let Some(piece) = shared.piece_data(b.index).await else {
+                if uploads.take(&b) && fast {
+                    let _ = out.send(Message::Reject(b)).await;
                 }
-            }
-            serving.fetch_sub(1, Ordering::Relaxed);
+                return;
+            };
+            let (begin, end) = (b.begin as usize, (b.begin + b.length) as usize);
+            let data = if end <= piece.len() {
+                piece.slice(begin..end)
+            } else {
+                let mut padded = vec![0u8; end - begin];
+                if begin < piece.len() {
+                    padded[..piece.len() - begin].copy_from_slice(&piece[begin..]);
+                }
+                bytes::Bytes::from(padded)
+            };
+            // The writer counts what it really sends, and drops the piece if it was cancelled.
+            let _ = out
+                .send(Message::Piece {
+                    index: b.index,
+                    begin: b.begin,
+                    data,
+                })
+                .await;
         });
         Ok(())
     }
@@ -654,4 +752,251 @@ fn hashes_for(torrent: &metainfo::Torrent, range: &wire::HashRange) -> Option<Ve
         range.length as usize,
         range.proof_layers as usize,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use wire::{BlockRef, Message};
+
+    use crate::testutil::{seed, FakePeer, Seed};
+    use crate::torrent::Command;
+
+    const WAIT: Duration = Duration::from_secs(10);
+    /// Blocks of 1 KiB at 5 kB/s: each waits about 0.2 s for the limiter (the first about 0.1 s), so
+    /// requests sit in our upload queue long enough for a cancel or a choke to reach them.
+    const RATE: u64 = 5_000;
+
+    fn block(i: u32) -> BlockRef {
+        BlockRef {
+            index: i / 16,
+            begin: (i % 16) * 1024,
+            length: 1024,
+        }
+    }
+
+    /// A slow seed of eight 16 KiB pieces and a peer it has unchoked.
+    async fn unchoked(fast: bool) -> (Seed, FakePeer) {
+        let seed = seed(8 * 16 * 1024, 16 * 1024, |c| c.max_upload_rate = Some(RATE)).await;
+        let mut peer = FakePeer::connect(seed.handle.listen_addr(), seed.info_hash, fast).await;
+        assert!(peer.theirs.supports_fast());
+        peer.send(&[Message::Interested]).await;
+        peer.wait_for("unchoke", WAIT, |m| matches!(m, Message::Unchoke))
+            .await;
+        (seed, peer)
+    }
+
+    /// What came back for each block until `done` says enough, then for `linger` more: pieces and
+    /// rejects per block, and whether each came after a choke.
+    #[derive(Default)]
+    struct Answers {
+        pieces: HashMap<BlockRef, u32>,
+        rejects: HashMap<BlockRef, u32>,
+        pieces_after_choke: u32,
+        choked: bool,
+    }
+
+    impl Answers {
+        fn note(&mut self, m: &Message) {
+            match m {
+                Message::Piece { index, begin, data } => {
+                    let b = BlockRef {
+                        index: *index,
+                        begin: *begin,
+                        length: data.len() as u32,
+                    };
+                    *self.pieces.entry(b).or_default() += 1;
+                    if self.choked {
+                        self.pieces_after_choke += 1;
+                    }
+                }
+                Message::Reject(b) => *self.rejects.entry(*b).or_default() += 1,
+                Message::Choke => self.choked = true,
+                _ => {}
+            }
+        }
+
+        fn answers(&self, b: &BlockRef) -> u32 {
+            self.pieces.get(b).copied().unwrap_or(0) + self.rejects.get(b).copied().unwrap_or(0)
+        }
+
+        async fn collect(
+            &mut self,
+            peer: &mut FakePeer,
+            done: impl Fn(&Answers) -> bool,
+            linger: Duration,
+        ) {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while !done(self) {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match peer.next(left).await {
+                    Some(m) => self.note(&m),
+                    None => panic!(
+                        "answers incomplete after {WAIT:?}: pieces {:?}, rejects {:?}",
+                        self.pieces, self.rejects
+                    ),
+                }
+            }
+            let end = tokio::time::Instant::now() + linger;
+            while let Some(m) = peer
+                .next(end.saturating_duration_since(tokio::time::Instant::now()))
+                .await
+            {
+                self.note(&m);
+            }
+        }
+    }
+
+    #[test]
+    fn peer_exchange_is_taken_at_most_once_per_gap() {
+        let mut gate = super::PexGate::default();
+        let t0 = std::time::Instant::now();
+        assert!(gate.admit(t0));
+        assert!(!gate.admit(t0 + Duration::from_secs(1)));
+        assert!(!gate.admit(t0 + Duration::from_secs(44)));
+        assert!(gate.admit(t0 + Duration::from_secs(45)));
+        // Measured from the last one taken, not from the last one ignored.
+        assert!(!gate.admit(t0 + Duration::from_secs(80)));
+        assert!(gate.admit(t0 + Duration::from_secs(90)));
+    }
+
+    #[tokio::test]
+    async fn a_second_peer_exchange_within_the_gap_is_ignored_and_one_adds_at_most_fifty() {
+        // One connection allowed, so addresses stay queued instead of being dialled.
+        let seed = seed(64 * 1024, 16 * 1024, |c| {
+            c.pex = true;
+            c.max_peers = 1;
+        })
+        .await;
+        let mut peer = FakePeer::connect(seed.handle.listen_addr(), seed.info_hash, true).await;
+        let v4: Vec<SocketAddr> = (0..60u8)
+            .map(|i| SocketAddr::from(([10, 0, 1, i], 6881)))
+            .collect();
+        let v6: Vec<SocketAddr> = (1..=10u16)
+            .map(|i| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i], 6881)))
+            .collect();
+        let later: Vec<SocketAddr> = (0..5u8)
+            .map(|i| SocketAddr::from(([10, 0, 2, i], 6881)))
+            .collect();
+        let pex = |added: Vec<SocketAddr>| Message::Extended {
+            id: super::UT_PEX_ID,
+            payload: wire::PexMessage {
+                added,
+                dropped: Vec::new(),
+            }
+            .encode()
+            .into(),
+        };
+        // The unchoke answering the last message shows both exchanges were read.
+        peer.send(&[
+            pex(v4.iter().chain(&v6).copied().collect()),
+            pex(later.clone()),
+            Message::Interested,
+        ])
+        .await;
+        peer.wait_for("unchoke", WAIT, |m| matches!(m, Message::Unchoke))
+            .await;
+        let known: Vec<SocketAddr> = seed
+            .handle
+            .shared
+            .state
+            .lock()
+            .known
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(known.len(), 50, "{known:?}");
+        assert!(known.iter().all(|a| v4.contains(a) || v6.contains(a)));
+        assert!(known.iter().all(|a| !later.contains(a)), "{known:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_is_not_served_and_under_the_fast_extension_is_rejected() {
+        for fast in [false, true] {
+            let (_seed, mut peer) = unchoked(fast).await;
+            let kept: Vec<BlockRef> = (0..4).map(block).collect();
+            let cancelled: Vec<BlockRef> = (4..12).map(block).collect();
+            let mut messages: Vec<Message> = kept
+                .iter()
+                .chain(&cancelled)
+                .map(|b| Message::Request(*b))
+                .collect();
+            messages.extend(cancelled.iter().map(|b| Message::Cancel(*b)));
+            peer.send(&messages).await;
+            let mut got = Answers::default();
+            got.collect(
+                &mut peer,
+                |a| {
+                    kept.iter().all(|b| a.pieces.contains_key(b))
+                        && (!fast || cancelled.iter().all(|b| a.answers(b) > 0))
+                },
+                // Long enough for three more blocks to pass the limiter.
+                Duration::from_millis(700),
+            )
+            .await;
+            for b in &kept {
+                assert_eq!(
+                    got.pieces.get(b),
+                    Some(&1),
+                    "fast {fast}: {b:?} served once"
+                );
+                assert_eq!(got.rejects.get(b), None, "fast {fast}: {b:?} not rejected");
+            }
+            for b in &cancelled {
+                assert_eq!(
+                    got.pieces.get(b),
+                    None,
+                    "fast {fast}: cancelled {b:?} served"
+                );
+                let rejects = got.rejects.get(b).copied().unwrap_or(0);
+                assert_eq!(rejects, u32::from(fast), "fast {fast}: rejects of {b:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_choke_voids_pending_requests_and_under_the_fast_extension_rejects_them() {
+        for fast in [false, true] {
+            let (seed, mut peer) = unchoked(fast).await;
+            let requested: Vec<BlockRef> = (0..8).map(block).collect();
+            let requests: Vec<Message> = requested.iter().map(|b| Message::Request(*b)).collect();
+            peer.send(&requests).await;
+            // About two blocks through the limiter; the writer sends them with the choke, as it batches.
+            tokio::time::sleep(Duration::from_millis(350)).await;
+            let mut got = Answers::default();
+            // What the choker does to a peer that loses its slot.
+            for p in seed.handle.shared.state.lock().peers.values_mut() {
+                p.am_choking = true;
+                p.tx.try_send(Command::Choke(true))
+                    .expect("peer task alive");
+            }
+            got.collect(
+                &mut peer,
+                |a| a.choked && (!fast || requested.iter().all(|b| a.answers(b) > 0)),
+                Duration::from_millis(700),
+            )
+            .await;
+            assert_eq!(
+                got.pieces_after_choke, 0,
+                "fast {fast}: pieces after the choke"
+            );
+            // At 5 kB/s about two blocks pass the limiter in 350 ms; the rest were still queued.
+            let served = got.pieces.len();
+            assert!(
+                served <= 4,
+                "fast {fast}: {served} of 8 served though the choke came after about two"
+            );
+            for b in &requested {
+                let expected = if fast {
+                    1
+                } else {
+                    u32::from(got.pieces.contains_key(b))
+                };
+                assert_eq!(got.answers(b), expected, "fast {fast}: answers to {b:?}");
+            }
+        }
+    }
 }

@@ -234,6 +234,8 @@ pub(crate) struct State {
     /// requests for one piece cause one read.
     cache: VecDeque<(u32, Arc<tokio::sync::OnceCell<Bytes>>)>,
     last_optimistic: Instant,
+    /// Picks the optimistic unchoke, so every choked peer gets its turn.
+    rng: crate::rng::Rng,
 }
 
 /// Pieces kept in memory for serving uploads.
@@ -607,10 +609,7 @@ impl Shared {
                 .filter(|k| !regular.contains(k) && Some(*k) != optimistic)
                 .collect();
             if !others.is_empty() {
-                let pick = (Instant::now().elapsed().subsec_nanos() as usize
-                    ^ st.next_peer as usize
-                    ^ std::process::id() as usize)
-                    % others.len();
+                let pick = st.rng.below(others.len());
                 optimistic = Some(others[pick]);
                 st.last_optimistic = Instant::now();
             }
@@ -861,6 +860,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
             banned: HashSet::new(),
             cache: VecDeque::new(),
             last_optimistic: Instant::now(),
+            rng: crate::rng::Rng::from_os(),
         }),
         listen_addr,
         downloaded: AtomicU64::new(0),
@@ -1066,6 +1066,47 @@ impl TorrentHandle {
 #[cfg(test)]
 mod tests {
     use super::PeerBudget;
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn the_optimistic_unchoke_rotates_over_every_choked_interested_peer() {
+        let seed = crate::testutil::seed(64 * 1024, 16 * 1024, |c| c.upload_slots = 1).await;
+        let shared = &seed.handle.shared;
+        // Registered directly: the choker only looks at the shared table, not at connections.
+        let mut receivers = Vec::new();
+        let mut keys = Vec::new();
+        for i in 0..10u16 {
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            let addr = SocketAddr::from(([127, 0, 0, 2], 10_000 + i));
+            keys.push(shared.add_peer(addr, true, tx).expect("room for ten"));
+            receivers.push(rx);
+        }
+        for p in shared.state.lock().peers.values_mut() {
+            p.peer_interested = true;
+        }
+        let mut picked = HashSet::new();
+        for _ in 0..300 {
+            shared.state.lock().last_optimistic = Instant::now()
+                .checked_sub(Duration::from_secs(31))
+                .expect("a clock older than 31 s");
+            shared.choke_round(10.0);
+            let st = shared.state.lock();
+            let optimistic: Vec<u64> = st
+                .peers
+                .iter()
+                .filter(|(_, p)| p.optimistic)
+                .map(|(k, _)| *k)
+                .collect();
+            assert_eq!(optimistic.len(), 1, "one optimistic slot");
+            picked.insert(optimistic[0]);
+        }
+        // With every rate at zero the one regular slot goes to the lowest key; all nine others must
+        // have had a turn (a fixed pick would alternate between two at most).
+        let others: HashSet<u64> = keys[1..].iter().copied().collect();
+        assert_eq!(picked, others);
+    }
 
     #[test]
     fn a_peer_budget_is_shared_and_never_overdrawn() {

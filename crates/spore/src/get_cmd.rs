@@ -284,17 +284,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, Failure> {
     let n: u64 = n
         .parse()
         .map_err(|_| bad(anyhow!("{text:?} is not a duration (e.g. 90s, 30m, 2h)")))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => {
             return Err(bad(anyhow!(
                 "{text:?} is not a duration (e.g. 90s, 30m, 2h)"
             )))
         }
     };
+    let secs = n
+        .checked_mul(unit_secs)
+        .ok_or_else(|| bad(anyhow!("{text:?} is too long a duration")))?;
     Ok(Duration::from_secs(secs))
 }
 
@@ -403,6 +406,10 @@ pub(crate) async fn follow_public(handle: &TorrentHandle, name: &str, signals: &
 }
 
 pub fn get(args: GetArgs) -> CmdResult {
+    // Usage errors before any network work: a magnet link's metadata can take minutes to arrive.
+    let seed_time = args.seed_time.as_deref().map(parse_duration).transpose()?;
+    let max_up = args.max_up.as_deref().map(parse_rate).transpose()?;
+    let max_down = args.max_down.as_deref().map(parse_rate).transpose()?;
     let listen = match args.listen {
         Some(a) if a.port() != 0 => a,
         // Pick the port now: a magnet download announces it before the torrent starts listening.
@@ -430,9 +437,6 @@ pub fn get(args: GetArgs) -> CmdResult {
         .as_deref()
         .map(|f| parse_files(f, &torrent))
         .transpose()?;
-    let seed_time = args.seed_time.as_deref().map(parse_duration).transpose()?;
-    let max_up = args.max_up.as_deref().map(parse_rate).transpose()?;
-    let max_down = args.max_down.as_deref().map(parse_rate).transpose()?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))
         .map_err(Failure::Failed)?;
@@ -597,4 +601,37 @@ pub fn seed(args: SeedArgs) -> CmdResult {
         println!("stopped: uploaded {}", size(s.uploaded));
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_usage_error(r: Result<Duration, Failure>) -> bool {
+        matches!(r, Err(Failure::BadInput(_)))
+    }
+
+    #[test]
+    fn durations_in_every_unit_and_overflow_is_a_usage_error() {
+        let secs = |t: &str| parse_duration(t).ok().map(|d| d.as_secs());
+        assert_eq!(secs("90"), Some(90));
+        assert_eq!(secs("90s"), Some(90));
+        assert_eq!(secs("30m"), Some(1800));
+        assert_eq!(secs("2h"), Some(7200));
+        assert_eq!(secs("3d"), Some(259_200));
+        assert_eq!(
+            secs(&format!("{}d", u64::MAX / 86_400)),
+            Some(u64::MAX / 86_400 * 86_400)
+        );
+        for t in [
+            format!("{}d", u64::MAX / 86_400 + 1),
+            format!("{}h", u64::MAX / 3600 + 1),
+            format!("{}m", u64::MAX / 60 + 1),
+            "99999999999999999999s".to_string(),
+            "10y".to_string(),
+            "".to_string(),
+        ] {
+            assert!(is_usage_error(parse_duration(&t)), "{t:?}");
+        }
+    }
 }

@@ -129,6 +129,7 @@ fn default_output_name_and_usage_errors() {
         &["create", "missing-file"],
         &["create", "f.bin", "--v1", "--v2"],
         &["verify", "f.bin.torrent", "nowhere"],
+        &["get", "f.bin.torrent", "--seed-time", "300000000000000d"],
         &["bogus"],
     ] {
         let out = spore(args, dir.path());

@@ -402,13 +402,23 @@ fn partial_selection_downloads_only_the_chosen_file() {
         sha256(&d.join("dl/set/2-second.bin")),
         sha256(&d.join("seed/set/2-second.bin"))
     );
-    assert!(
-        !d.join("dl/set/3-third.bin").exists()
-            || std::fs::metadata(d.join("dl/set/3-third.bin"))
-                .unwrap()
-                .len()
-                < 1_500_000
-    );
+    let layout: Vec<Laid> = [
+        ("1-first.bin", 1_000_000),
+        ("2-second.bin", 700_001),
+        ("3-third.bin", 1_500_000),
+    ]
+    .into_iter()
+    .map(|(name, len)| Laid {
+        got: d.join("dl/set").join(name),
+        want: d.join("seed/set").join(name),
+        len,
+        pad: false,
+        selected: name == "2-second.bin",
+    })
+    .collect();
+    if let Err(e) = check_skipped_files(&layout, 65536) {
+        panic!("{e}");
+    }
     // The selected file plus at most its two edge pieces.
     assert!(
         downloaded <= (700_001 + 2 * 65536) as f64,
@@ -613,14 +623,19 @@ fn the_swarm_outlives_its_seed_and_tracker() {
         })
         .collect();
     // The moment anyone completes, the original seed and the tracker go away.
+    // Bounded: a swarm that never completes (or downloaders that died) must fail, not hang.
+    let deadline = Instant::now() + Duration::from_secs(90);
     let first = loop {
         if let Some(i) = peers.iter().position(|p| {
-            p.lines
-                .try_recv()
-                .is_ok_and(|l| l.contains("complete: keep.bin"))
+            std::iter::from_fn(|| p.lines.try_recv().ok()).any(|l| l.contains("complete: keep.bin"))
         }) {
             break i;
         }
+        assert!(
+            Instant::now() < deadline,
+            "no downloader completed within 90 s while the seed was up; first stderr: {}",
+            std::fs::read_to_string(d.join("get0.err")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     seeder.child.kill().unwrap();

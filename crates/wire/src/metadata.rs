@@ -6,7 +6,9 @@ use crate::WireError;
 
 /// Metadata is sent in pieces of this size (the last may be shorter).
 pub const METADATA_PIECE: usize = 16 * 1024;
-/// Largest info dictionary accepted from a peer.
+/// Largest info dictionary accepted from a peer. Above libtorrent's default limit (30 MiB), so a torrent
+/// it will share is one we can fetch; huge collections do reach tens of MiB. A peer cannot make us
+/// allocate this by claiming it: the engine only grows its buffer as pieces actually arrive.
 pub const MAX_METADATA: usize = 32 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -122,4 +122,30 @@ mod tests {
         assert_eq!(PexMessage::decode(&many).unwrap().added.len(), 50);
         assert!(PexMessage::decode(b"i1e").is_err());
     }
+
+    #[test]
+    fn added_and_added6_share_one_cap_of_fifty() {
+        let field = |key: &str, body: Vec<u8>| {
+            let mut out = format!("{}:{key}{}:", key.len(), body.len()).into_bytes();
+            out.extend_from_slice(&body);
+            out
+        };
+        let v4: Vec<u8> = (0..30u8).flat_map(|i| [10, 0, 0, i, 0, 1]).collect();
+        let v6: Vec<u8> = (0..30u8)
+            .flat_map(|i| {
+                let mut a = [0u8; 18];
+                a[0] = 0x20;
+                a[15] = i + 1;
+                a[17] = 1;
+                a
+            })
+            .collect();
+        let mut msg = b"d".to_vec();
+        msg.extend(field("added", v4));
+        msg.extend(field("added6", v6));
+        msg.push(b'e');
+        let added = PexMessage::decode(&msg).unwrap().added;
+        assert_eq!(added.len(), MAX_PEX_PEERS);
+        assert_eq!(added.iter().filter(|a| a.is_ipv4()).count(), 30);
+    }
 }

@@ -144,3 +144,80 @@ pub fn tracker(dir: &Path) -> (Proc, String) {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// One file of a torrent, in torrent order, for [`check_skipped_files`].
+pub struct Laid {
+    /// Where the download put it (or would have), and the seed's copy.
+    pub got: PathBuf,
+    pub want: PathBuf,
+    pub len: u64,
+    pub pad: bool,
+    pub selected: bool,
+}
+
+/// Checks what a partial download left of the files it skipped. Only pieces touching a selected file
+/// are fetched, and a verified piece is written whole, into every file it spans (engine storage.rs),
+/// so a skipped file holds exactly the bytes it shares with those edge pieces: the seed's bytes there,
+/// zeros (a hole) elsewhere, nothing past the last shared byte. One that shares no fetched piece is
+/// never created (or is empty).
+pub fn check_skipped_files(files: &[Laid], piece_length: u64) -> Result<(), String> {
+    let mut offsets = Vec::with_capacity(files.len());
+    let mut at = 0;
+    for f in files {
+        offsets.push(at);
+        at += f.len;
+    }
+    let pieces = |off: u64, len: u64| off / piece_length..=(off + len - 1) / piece_length;
+    let mut wanted = std::collections::HashSet::new();
+    for (f, &off) in files.iter().zip(&offsets) {
+        if f.selected && !f.pad && f.len > 0 {
+            wanted.extend(pieces(off, f.len));
+        }
+    }
+    for (f, &off) in files.iter().zip(&offsets) {
+        if f.selected || f.pad || f.len == 0 {
+            continue;
+        }
+        let name = f.got.display();
+        // Ranges within the file, in order, that fetched pieces cover.
+        let shared: Vec<(usize, usize)> = pieces(off, f.len)
+            .filter(|p| wanted.contains(p))
+            .map(|p| {
+                let from = (p * piece_length).max(off) - off;
+                let to = ((p + 1) * piece_length).min(off + f.len) - off;
+                (from as usize, to as usize)
+            })
+            .collect();
+        let got = match std::fs::read(&f.got) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && shared.is_empty() => continue,
+            Err(e) => {
+                return Err(format!(
+                    "{name}: {e} (shares pieces {shared:?} with the selection)"
+                ))
+            }
+        };
+        let end = shared.last().map_or(0, |r| r.1);
+        if got.len() != end {
+            return Err(format!(
+                "{name}: {} bytes on disk, expected {end}: only the ranges {shared:?} share fetched pieces",
+                got.len()
+            ));
+        }
+        let want = std::fs::read(&f.want).map_err(|e| format!("{}: {e}", f.want.display()))?;
+        let mut pos = 0;
+        for &(from, to) in &shared {
+            if let Some(i) = got[pos..from].iter().position(|b| *b != 0) {
+                return Err(format!(
+                    "{name}: byte {} written, outside the pieces shared with the selection {shared:?}",
+                    pos + i
+                ));
+            }
+            if got[from..to] != want[from..to] {
+                return Err(format!("{name}: bytes {from}..{to} differ from the seed's"));
+            }
+            pos = to;
+        }
+    }
+    Ok(())
+}
