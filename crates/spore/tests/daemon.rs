@@ -269,45 +269,25 @@ fn every_api_endpoint_and_its_refusals() {
     assert!(v["error"].as_str().unwrap().contains("torrent"), "{v}");
     let (status, v) = d.call("POST", "/api/torrents", Some(json!({})));
     assert_eq!(status, 400, "{v}");
-    let (status, bytes) = http(
-        d.api,
-        "POST",
-        "/api/torrents",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/x-bittorrent"),
-        ],
-        &vec![b'x'; 17 << 20],
-    );
-    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&bytes));
-    let v: Value = serde_json::from_slice(&bytes).expect("a JSON error for 413");
-    assert!(v["error"].as_str().unwrap().contains("larger"), "{v}");
-    let (status, bytes) = http(
-        d.api,
-        "POST",
-        "/api/torrents",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/x-bittorrent"),
-        ],
-        b"d4:infoi3ee",
-    );
-    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
-    let v: Value = serde_json::from_slice(&bytes).unwrap();
-    assert!(v["error"].as_str().unwrap().contains("torrent"), "{v}");
-    let (status, bytes) = http(
-        d.api,
-        "POST",
-        "/api/torrents",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        b"{\"magnet\": ",
-    );
-    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
-    let v: Value = serde_json::from_slice(&bytes).unwrap();
-    assert!(v["error"].as_str().unwrap().contains("invalid JSON"), "{v}");
+    // Bad bodies: each a 4xx with a JSON error naming the problem.
+    let huge = vec![b'x'; 17 << 20];
+    let bad_bodies: [(&str, &[u8], u16, &str); 3] = [
+        ("application/x-bittorrent", &huge, 413, "larger"),
+        ("application/x-bittorrent", b"d4:infoi3ee", 400, "torrent"),
+        ("application/json", b"{\"magnet\": ", 400, "invalid JSON"),
+    ];
+    for (content_type, body, want_status, want_error) in bad_bodies {
+        let (status, bytes) = http(
+            d.api,
+            "POST",
+            "/api/torrents",
+            &[("Authorization", &auth), ("Content-Type", content_type)],
+            body,
+        );
+        assert_eq!(status, want_status, "{}", String::from_utf8_lossy(&bytes));
+        let v: Value = serde_json::from_slice(&bytes).expect("a JSON error body");
+        assert!(v["error"].as_str().unwrap().contains(want_error), "{v}");
+    }
     // The event stream needs the token like every other call.
     for path in ["/api/events", "/api/events?token=00"] {
         let (status, bytes) = http(d.api, "GET", path, &[], b"");
