@@ -22,8 +22,9 @@ cat "$FILE" > /dev/null
 cd "$DIR"
 
 pids=()
-# Stops what /usr/bin/time runs (killing time itself would orphan the program and lose the report).
-stop() { pkill -P "$1" 2> /dev/null || true; wait "$1" 2> /dev/null || true; }
+# Stops what /usr/bin/time runs (killing time itself would orphan the program and lose the report); a
+# process started without time (the tracker) has no children and is stopped itself, else the wait hangs.
+stop() { pkill -P "$1" 2> /dev/null || kill "$1" 2> /dev/null || true; wait "$1" 2> /dev/null || true; }
 cleanup() { for p in "${pids[@]}"; do stop "$p"; done; }
 trap cleanup EXIT
 
