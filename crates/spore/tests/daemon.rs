@@ -820,6 +820,18 @@ fn record(state: &Path, id: &str) -> Value {
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
+/// Adds `torrent` with `data_dir` as its download directory, so it is checked and then seeds.
+fn add_where_its_data_is(d: &Daemon, torrent: &Path, data_dir: &Path) -> String {
+    d.ok(
+        "POST",
+        "/api/torrents",
+        Some(json!({"path": s(torrent), "download_dir": s(data_dir)})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn seeding_time_adds_up_over_pauses_and_restarts_toward_the_goal() {
     let dir = tempfile::tempdir().unwrap();
@@ -828,14 +840,7 @@ fn seeding_time_adds_up_over_pauses_and_restarts_toward_the_goal() {
     let state = dir.path().join("state");
     let mut d = start_daemon(&state, &dir.path().join("dl"), "daemon.err", None);
     // Added where its data already is, it seeds once checked.
-    let id = d.ok(
-        "POST",
-        "/api/torrents",
-        Some(json!({"path": s(&torrent), "download_dir": s(&data_dir)})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = add_where_its_data_is(&d, &torrent, &data_dir);
     let seconds = |v: &Value| v["seeding_secs"].as_u64().unwrap();
 
     // Its clock starts at the first tick seeding (within a second), so 5 s give at least 4.
@@ -906,14 +911,7 @@ fn a_move_that_fails_changes_nothing() {
     let before = sums(&data_dir);
     let state = dir.path().join("state");
     let mut d = start_daemon(&state, &dir.path().join("dl"), "daemon.err", None);
-    let id = d.ok(
-        "POST",
-        "/api/torrents",
-        Some(json!({"path": s(&torrent), "download_dir": s(&data_dir)})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = add_where_its_data_is(&d, &torrent, &data_dir);
     let t = d.wait(&id, "seeding", T, |t| t["state"] == "seeding");
     assert_eq!(t["files"][0]["path"], "t/d1/a.bin", "moved first");
     let unchanged = |d: &Daemon| {

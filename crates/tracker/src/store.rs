@@ -570,62 +570,30 @@ mod tests {
         let mut s = store();
         s.epoch -= std::time::Duration::from_secs(1000);
         let (mut o4, mut o6) = (Vec::new(), Vec::new());
-        let v6 = |i: u16| -> SocketAddr { format!("[2001:db8::{i}]:5000").parse().unwrap() };
-        for i in 1..=3 {
+        let mut announce = |hash: u8, peer: SocketAddr, left: u64, event: Event| {
             s.announce(
-                &[7; 20],
-                v6(i),
-                0,
-                Event::Started,
+                &[hash; 20],
+                peer,
+                left,
+                event,
                 None,
                 Family::Both,
                 &mut o4,
                 &mut o6,
             );
+        };
+        let v6 = |i: u16| -> SocketAddr { format!("[2001:db8::{i}]:5000").parse().unwrap() };
+        for i in 1..=3 {
+            announce(7, v6(i), 0, Event::Started);
         }
-        s.announce(
-            &[7; 20],
-            addr(1),
-            5,
-            Event::Started,
-            None,
-            Family::Both,
-            &mut o4,
-            &mut o6,
-        );
-        assert_eq!(s.scrape(&[7; 20]).seeders, 3);
-        assert_eq!(s.scrape(&[7; 20]).leechers, 1);
-        s.announce(
-            &[7; 20],
-            v6(2),
-            0,
-            Event::Stopped,
-            None,
-            Family::Both,
-            &mut o4,
-            &mut o6,
-        );
-        assert_eq!(s.scrape(&[7; 20]).seeders, 2);
+        announce(7, addr(1), 5, Event::Started);
+        announce(7, v6(2), 0, Event::Stopped);
         // A swarm of IPv6 peers only goes away with its last peer, stopped or expired.
-        s.announce(
-            &[8; 20],
-            v6(9),
-            0,
-            Event::Started,
-            None,
-            Family::Both,
-            &mut o4,
-            &mut o6,
-        );
-        s.announce(
-            &[8; 20],
-            v6(9),
-            0,
-            Event::Stopped,
-            None,
-            Family::Both,
-            &mut o4,
-            &mut o6,
+        announce(8, v6(9), 0, Event::Started);
+        announce(8, v6(9), 0, Event::Stopped);
+        assert_eq!(
+            (s.scrape(&[7; 20]).seeders, s.scrape(&[7; 20]).leechers),
+            (2, 1)
         );
         assert_eq!(s.totals().0, 1);
         s.age_all(100);
