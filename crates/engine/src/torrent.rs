@@ -244,6 +244,9 @@ const CACHE_PIECES: usize = 32;
 /// Everything the torrent's tasks share.
 pub struct Shared {
     pub torrent: Arc<Torrent>,
+    /// The announce list in the order it is tried (BEP 12): each tier shuffled once, and a URL that
+    /// answered moved to the front of its tier.
+    tiers: Mutex<Vec<Vec<String>>>,
     pub(crate) config: TorrentConfig,
     pub(crate) storage: Storage,
     pub(crate) state: Mutex<State>,
@@ -727,13 +730,18 @@ impl Shared {
     async fn announce_all(&self, event: TrackerEvent) -> Option<Duration> {
         let params = self.announce_params(event);
         let mut interval: Option<Duration> = None;
-        for tier in &self.torrent.trackers {
-            for url in tier {
+        // A copy: the lock is not held across the network calls.
+        let tiers = self.tiers.lock().clone();
+        for (t, tier) in tiers.iter().enumerate() {
+            for (position, url) in tier.iter().enumerate() {
                 match crate::tracker::announce(url, &params, self.bind_ip()).await {
                     Ok(r) => {
                         tracing::debug!("{url}: {} peers", r.peers.len());
                         self.add_peers(r.peers);
                         interval = Some(interval.map_or(r.interval, |i| i.min(r.interval)));
+                        if let Some(tier) = self.tiers.lock().get_mut(t) {
+                            promote(tier, position);
+                        }
                         break;
                     }
                     Err(e) => tracing::warn!("tracker {url}: {e:#}"),
@@ -751,6 +759,27 @@ impl Shared {
             }
             notified.await;
         }
+    }
+}
+
+/// Each tier of an announce list in random order (BEP 12), so clients spread over a tier's trackers.
+fn shuffled_tiers(tiers: &[Vec<String>], rng: &mut crate::rng::Rng) -> Vec<Vec<String>> {
+    tiers
+        .iter()
+        .map(|tier| {
+            let mut tier = tier.clone();
+            for i in (1..tier.len()).rev() {
+                tier.swap(i, rng.below(i + 1));
+            }
+            tier
+        })
+        .collect()
+}
+
+/// Moves the tracker at `position` to the front of its tier, keeping the others' order (BEP 12).
+fn promote(tier: &mut [String], position: usize) {
+    if position < tier.len() {
+        tier[..=position].rotate_right(1);
     }
 }
 
@@ -847,6 +876,10 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     let (stopping, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         id: wire_id(&torrent),
+        tiers: Mutex::new(shuffled_tiers(
+            &torrent.trackers,
+            &mut crate::rng::Rng::from_os(),
+        )),
         torrent,
         storage,
         state: Mutex::new(State {
@@ -1065,6 +1098,36 @@ impl TorrentHandle {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tiers_are_shuffled_once_and_a_tracker_that_answers_leads_its_tier() {
+        let urls = |n: usize| (0..n).map(|i| format!("udp://t{i}:1")).collect::<Vec<_>>();
+        let tiers = vec![urls(5), vec!["http://solo/announce".to_string()]];
+        let mut rng = crate::rng::Rng::from_os();
+        let mut orders = HashSet::new();
+        for _ in 0..50 {
+            let shuffled = super::shuffled_tiers(&tiers, &mut rng);
+            let mut sorted = shuffled[0].clone();
+            sorted.sort();
+            assert_eq!(sorted, tiers[0], "a shuffle keeps every tracker");
+            assert_eq!(shuffled[1], tiers[1]);
+            orders.insert(shuffled[0].clone());
+        }
+        assert!(orders.len() > 10, "tiers are not shuffled: {orders:?}");
+
+        let mut tier = urls(4);
+        super::promote(&mut tier, 2);
+        assert_eq!(
+            tier,
+            ["udp://t2:1", "udp://t0:1", "udp://t1:1", "udp://t3:1"]
+        );
+        super::promote(&mut tier, 0);
+        super::promote(&mut tier, 9);
+        assert_eq!(
+            tier,
+            ["udp://t2:1", "udp://t0:1", "udp://t1:1", "udp://t3:1"]
+        );
+    }
+
     use super::PeerBudget;
     use std::collections::HashSet;
     use std::net::SocketAddr;
