@@ -106,11 +106,8 @@ fn do_announce(state: &State, remote: SocketAddr, query: &str, passkey: Option<&
             a.event,
         );
     }
-    let ip = match remote {
-        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().map_or(remote.ip(), Into::into),
-        v4 => v4.ip(),
-    };
-    let peer = SocketAddr::new(ip, a.port);
+    // IPv4-mapped sources (a dual-stack listener) are IPv4 clients.
+    let peer = SocketAddr::new(remote.ip().to_canonical(), a.port);
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     let outcome = state.store.announce(
         &a.info_hash,

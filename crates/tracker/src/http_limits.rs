@@ -119,11 +119,8 @@ impl Listener for LimitedListener {
                     continue;
                 }
             };
-            let ip = match addr.ip() {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-                v4 => v4,
-            };
-            match self.admit(ip) {
+            // An IPv4 client on a dual-stack listener counts under its IPv4 address.
+            match self.admit(addr.ip().to_canonical()) {
                 Some(slot) => {
                     let _ = stream.set_nodelay(true);
                     let idle = self.limits.idle;

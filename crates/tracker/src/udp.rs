@@ -184,13 +184,7 @@ pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
 
 /// IPv4-mapped IPv6 sources (from a dual-stack socket) are IPv4 clients.
 fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(v4.into(), a.port()),
-            None => addr,
-        },
-        v4 => v4,
-    }
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool) {
