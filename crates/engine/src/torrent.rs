@@ -379,6 +379,12 @@ impl Shared {
         }
         if let Some(budget) = &self.config.peer_budget {
             if !budget.try_take() {
+                // Another torrent took the last slot between our room check and now: dial this peer
+                // again when a slot frees, or a torrent whose only peer this was would wait for its next
+                // tracker announce.
+                if outgoing && !st.known.contains(&addr) {
+                    st.known.push_back(addr);
+                }
                 return None;
             }
         }
