@@ -238,6 +238,15 @@ impl Message {
 
     /// Appends the message with its 4-byte length prefix.
     pub fn encode(&self, out: &mut BytesMut) {
+        if let Some(block) = self.encode_head(out) {
+            out.put_slice(block);
+        }
+    }
+
+    /// Appends the message like `encode`, except that a `Piece` stops after its header and its block is
+    /// returned: a writer can then pass the block to a vectored write instead of copying it, which is
+    /// most of what a seeder would otherwise copy.
+    pub fn encode_head(&self, out: &mut BytesMut) -> Option<&Bytes> {
         let simple = |out: &mut BytesMut, id: u8| {
             out.put_u32(1);
             out.put_u8(id);
@@ -278,7 +287,7 @@ impl Message {
                 out.put_u8(id::PIECE);
                 out.put_u32(*index);
                 out.put_u32(*begin);
-                out.put_slice(data);
+                return Some(data);
             }
             Message::Port(port) => {
                 out.put_u32(3);
@@ -309,5 +318,6 @@ impl Message {
                 }
             }
         }
+        None
     }
 }

@@ -89,6 +89,19 @@ proptest! {
     }
 
     #[test]
+    fn head_then_block_is_the_whole_encoding(m in message()) {
+        let mut whole = BytesMut::new();
+        m.encode(&mut whole);
+        let mut split = BytesMut::new();
+        let block = m.encode_head(&mut split).cloned();
+        prop_assert_eq!(block.is_some(), matches!(m, Message::Piece { .. }));
+        if let Some(block) = block {
+            split.extend_from_slice(&block);
+        }
+        prop_assert_eq!(split, whole);
+    }
+
+    #[test]
     fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let decoder = Decoder::new(128);
         let mut buf = BytesMut::from(&bytes[..]);
