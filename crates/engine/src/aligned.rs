@@ -1,9 +1,15 @@
 //! Page-aligned byte buffers: pieces assembled in them can be written with O_DIRECT, which skips the
 //! page-cache copy (the largest CPU cost of a fast download here) and the writeback stall at the end.
+//!
+//! Dropped buffers go back to a small process-wide pool: a fresh piece-sized allocation is new memory
+//! from the kernel, and faulting in and zeroing a MiB per piece cost about a sixth of a fast
+//! download's CPU and a fifth of a seeder's.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+
+use parking_lot::Mutex;
 
 /// O_DIRECT needs buffer addresses, file offsets and lengths aligned to the logical block size; 4 KiB
 /// covers every common device.
@@ -18,7 +24,34 @@ pub struct AlignedBuf {
 unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
+/// At most this many bytes of free buffers are kept for reuse; the rest go back to the allocator.
+const POOL_BYTES: usize = 64 << 20;
+
+/// Free buffers, any lengths, and their total size.
+struct Pool {
+    free: Vec<AlignedBuf>,
+    bytes: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: Vec::new(),
+    bytes: 0,
+});
+
 impl AlignedBuf {
+    /// A buffer of `len` bytes starting on an `ALIGN` boundary whose contents are unspecified (zeros
+    /// or what an earlier user of the memory left there): for callers that overwrite all of it.
+    pub fn reused(len: usize) -> AlignedBuf {
+        let mut pool = POOL.lock();
+        if let Some(i) = pool.free.iter().position(|b| b.len == len) {
+            let buf = pool.free.swap_remove(i);
+            pool.bytes -= len;
+            return buf;
+        }
+        drop(pool);
+        Self::zeroed(len)
+    }
+
     /// A zeroed buffer of `len` bytes starting on an `ALIGN` boundary.
     pub fn zeroed(len: usize) -> AlignedBuf {
         if len == 0 {
@@ -47,10 +80,24 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: allocated in `zeroed` with this same layout.
-            unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) };
+        if self.len == 0 {
+            return;
         }
+        let mut pool = POOL.lock();
+        if pool.bytes + self.len <= POOL_BYTES {
+            pool.bytes += self.len;
+            // The pooled value owns the memory now; this one must not free it.
+            let kept = AlignedBuf {
+                ptr: self.ptr,
+                len: self.len,
+            };
+            self.len = 0;
+            pool.free.push(kept);
+            return;
+        }
+        drop(pool);
+        // SAFETY: allocated in `zeroed` with this same layout.
+        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) };
     }
 }
 
@@ -91,5 +138,29 @@ mod tests {
                 assert_eq!(b[len - 1], 7);
             }
         }
+    }
+
+    #[test]
+    fn dropped_buffers_are_reused_and_the_pool_is_bounded() {
+        // A length no other test uses, so buffers from tests running beside this one don't interfere.
+        let len = (1 << 20) + 4096 * 3;
+        let first = AlignedBuf::reused(len);
+        let addr = first.as_ptr() as usize;
+        drop(first);
+        let again = AlignedBuf::reused(len);
+        assert_eq!(
+            again.as_ptr() as usize,
+            addr,
+            "a freed buffer of the same length is handed out again"
+        );
+        assert_eq!(again.len(), len);
+        assert_eq!(again.as_ptr() as usize % ALIGN, 0);
+        drop(again);
+
+        let many: Vec<AlignedBuf> = (0..(POOL_BYTES / len) + 8)
+            .map(|_| AlignedBuf::reused(len))
+            .collect();
+        drop(many);
+        assert!(POOL.lock().bytes <= POOL_BYTES);
     }
 }

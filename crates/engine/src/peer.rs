@@ -2,13 +2,14 @@
 //! `wire::Connection` and the torrent's shared state.
 
 use std::collections::HashSet;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -165,7 +166,8 @@ impl Uploads {
     }
 }
 
-/// The writer: drains queued messages into one buffer per wake-up and writes it out.
+/// The writer: drains queued messages into one vectored write per wake-up. Blocks are written from the
+/// piece buffers they were sliced from, never copied into the output buffer.
 async fn writer(
     mut half: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Message>,
@@ -173,8 +175,11 @@ async fn writer(
     key: u64,
     uploads: Arc<Uploads>,
 ) {
-    let mut out = BytesMut::with_capacity(256 * 1024);
+    const BATCH_BYTES: usize = 256 * 1024;
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut segments: Vec<Bytes> = Vec::with_capacity(64);
     while let Some(first) = rx.recv().await {
+        let mut queued = 0;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             let keep = match &message {
@@ -203,18 +208,77 @@ async fn writer(
                 _ => true,
             };
             if keep {
-                message.encode(&mut out);
+                if let Some(block) = message.encode_head(&mut out) {
+                    segments.push(out.split().freeze());
+                    if !block.is_empty() {
+                        queued += block.len();
+                        segments.push(block.clone());
+                    }
+                }
             }
-            if out.len() >= 256 * 1024 {
+            if queued + out.len() >= BATCH_BYTES || segments.len() >= MAX_SEGMENTS - 2 {
                 break;
             }
             next = rx.try_recv().ok();
         }
-        if !out.is_empty() && half.write_all(&out).await.is_err() {
+        if !out.is_empty() {
+            segments.push(out.split().freeze());
+        }
+        if write_segments(&mut half, &mut segments).await.is_err() {
             return;
         }
-        out.clear();
     }
+}
+
+/// The `Piece` message answering `b` from its piece's bytes; the writer counts what it really sends,
+/// and drops the message if the request was cancelled meanwhile.
+fn block_of(piece: &Bytes, b: BlockRef) -> Message {
+    let (begin, end) = (b.begin as usize, (b.begin + b.length) as usize);
+    let data = if end <= piece.len() {
+        piece.slice(begin..end)
+    } else {
+        let mut padded = vec![0u8; end - begin];
+        if begin < piece.len() {
+            padded[..piece.len() - begin].copy_from_slice(&piece[begin..]);
+        }
+        Bytes::from(padded)
+    };
+    Message::Piece {
+        index: b.index,
+        begin: b.begin,
+        data,
+    }
+}
+
+/// Segments per vectored write; far below the kernel's 1024 iovecs.
+const MAX_SEGMENTS: usize = 64;
+
+/// Writes all of `segments` in order, however the kernel splits the writes, and leaves it empty.
+async fn write_segments<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    segments: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    segments.retain(|s| !s.is_empty());
+    let mut first = 0;
+    while first < segments.len() {
+        let slices: Vec<IoSlice<'_>> = segments[first..].iter().map(|s| IoSlice::new(s)).collect();
+        let mut written = w.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let len = segments[first].len();
+            if written >= len {
+                written -= len;
+                first += 1;
+            } else {
+                segments[first].advance(written);
+                written = 0;
+            }
+        }
+    }
+    segments.clear();
+    Ok(())
 }
 
 struct PeerTask {
@@ -578,7 +642,8 @@ impl PeerTask {
                     self.snubbed = false;
                     self.received_since_tick += data.len() as u64;
                     self.shared
-                        .block_received(self.key, self.addr.ip(), block, &data);
+                        .block_received(self.key, self.addr.ip(), block, &data)
+                        .await;
                 }
             }
             Event::Rejected(b) => {
@@ -626,6 +691,11 @@ impl PeerTask {
             }
             return Ok(());
         }
+        // A piece already in memory is answered here, which costs no task per block (a seeder's most
+        // common case: the other 63 requests of a 1 MiB piece follow the first).
+        if let Some(piece) = self.shared.cached_piece(b.index) {
+            return self.send(block_of(&piece, b)).await;
+        }
         let shared = self.shared.clone();
         let out = self.out.clone();
         let uploads = self.uploads.clone();
@@ -637,24 +707,7 @@ impl PeerTask {
                 }
                 return;
             };
-            let (begin, end) = (b.begin as usize, (b.begin + b.length) as usize);
-            let data = if end <= piece.len() {
-                piece.slice(begin..end)
-            } else {
-                let mut padded = vec![0u8; end - begin];
-                if begin < piece.len() {
-                    padded[..piece.len() - begin].copy_from_slice(&piece[begin..]);
-                }
-                bytes::Bytes::from(padded)
-            };
-            // The writer counts what it really sends, and drops the piece if it was cancelled.
-            let _ = out
-                .send(Message::Piece {
-                    index: b.index,
-                    begin: b.begin,
-                    data,
-                })
-                .await;
+            let _ = out.send(block_of(&piece, b)).await;
         });
         Ok(())
     }
@@ -776,6 +829,71 @@ mod tests {
             begin: (i % 16) * 1024,
             length: 1024,
         }
+    }
+
+    /// Takes at most 7 bytes of at most two slices per call, like a socket whose buffer is nearly full.
+    struct Trickle(Vec<u8>);
+
+    impl tokio::io::AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(7);
+            self.0.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let mut budget = 7;
+            for b in bufs.iter().take(2) {
+                let n = b.len().min(budget);
+                self.0.extend_from_slice(&b[..n]);
+                budget -= n;
+                if n < b.len() {
+                    break;
+                }
+            }
+            std::task::Poll::Ready(Ok(7 - budget))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn segments_are_written_whole_and_in_order_through_short_writes() {
+        let parts: Vec<&[u8]> = vec![b"header-13-byt", b"", b"x", &[9u8; 40], b"tail", b""];
+        let mut segments: Vec<bytes::Bytes> = parts
+            .iter()
+            .map(|p| bytes::Bytes::copy_from_slice(p))
+            .collect();
+        let mut sink = Trickle(Vec::new());
+        super::write_segments(&mut sink, &mut segments)
+            .await
+            .unwrap();
+        assert_eq!(sink.0, parts.concat());
+        assert!(segments.is_empty());
     }
 
     /// A slow seed of eight 16 KiB pieces and a peer it has unchoked.

@@ -265,11 +265,21 @@ pub struct Shared {
     new_peers: Notify,
     stopping: watch::Sender<bool>,
     pub(crate) piece_sizes: Vec<u32>,
+    /// Whole pieces waiting to be hashed and written. A peer that completes a piece waits for a slot
+    /// (and so stops reading its socket): when the network outruns hashing, TCP slows the sender
+    /// instead of finished pieces piling up in memory.
+    verify_slots: Arc<tokio::sync::Semaphore>,
     /// This torrent's own rate limits (changeable while it runs).
     pub down_limit: Limiter,
     pub up_limit: Limiter,
     /// (when, downloaded, uploaded, download rate, upload rate) at the last status sample.
     rates: Mutex<(Instant, u64, u64, f64, f64)>,
+}
+
+/// How many finished pieces may wait for hashing at once: 32 MiB of them, but at least 4 so that both
+/// cores can hash while a write is under way.
+fn verify_slots(piece_length: u64) -> usize {
+    ((32 << 20) / piece_length.max(1)).clamp(4, 256) as usize
 }
 
 /// A snapshot for progress displays.
@@ -424,14 +434,36 @@ impl Shared {
         }
     }
 
-    /// Stores a received block; when its piece is complete, verifies and writes it in the background.
-    pub(crate) fn block_received(
+    /// Stores a received block; when its piece is complete, verifies and writes it in the background,
+    /// once one of the torrent's verification slots is free.
+    pub(crate) async fn block_received(
         self: &Arc<Self>,
         peer: u64,
         from: IpAddr,
         block: wire::BlockRef,
         data: &[u8],
     ) {
+        let Some(buf) = self.store_block(peer, from, block, data) else {
+            return;
+        };
+        let Ok(slot) = self.verify_slots.clone().acquire_owned().await else {
+            return;
+        };
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || {
+            shared.verify_and_store(block.index, buf);
+            drop(slot);
+        });
+    }
+
+    /// Copies a block into its piece's buffer; returns the buffer when that completed the piece.
+    fn store_block(
+        &self,
+        peer: u64,
+        from: IpAddr,
+        block: wire::BlockRef,
+        data: &[u8],
+    ) -> Option<PieceBuf> {
         let complete_piece = {
             let mut st = self.state.lock();
             if let Some(p) = st.peers.get_mut(&peer) {
@@ -440,7 +472,7 @@ impl Shared {
             let outcome = st.picker.received(&block);
             if outcome == Received::Unexpected {
                 // Unrequested, duplicate (endgame) or malformed: the first good copy counts.
-                return;
+                return None;
             }
             if st.picker.last_was_duplicated() {
                 for (k, p) in &st.peers {
@@ -452,7 +484,7 @@ impl Shared {
             let size = self.piece_sizes[block.index as usize] as usize;
             let end = block.begin as usize + data.len();
             let buf = st.buffers.entry(block.index).or_insert_with(|| PieceBuf {
-                data: crate::aligned::AlignedBuf::zeroed(size),
+                data: crate::aligned::AlignedBuf::reused(size),
                 contributors: HashSet::new(),
             });
             buf.data[block.begin as usize..end].copy_from_slice(data);
@@ -465,11 +497,7 @@ impl Shared {
         };
         self.downloaded
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        if let Some(buf) = complete_piece {
-            let shared = self.clone();
-            let index = block.index;
-            tokio::task::spawn_blocking(move || shared.verify_and_store(index, buf));
-        }
+        complete_piece
     }
 
     fn verify_and_store(self: &Arc<Self>, index: u32, buf: PieceBuf) {
@@ -532,6 +560,18 @@ impl Shared {
         }
     }
 
+    /// A verified piece's bytes if they are in memory now.
+    pub(crate) fn cached_piece(&self, index: u32) -> Option<Bytes> {
+        let st = self.state.lock();
+        if !st.picker.have().get(index) {
+            return None;
+        }
+        st.cache
+            .iter()
+            .find(|(i, _)| *i == index)
+            .and_then(|(_, cell)| cell.get().cloned())
+    }
+
     /// A verified piece's bytes, from the cache or the disk.
     pub(crate) async fn piece_data(self: &Arc<Self>, index: u32) -> Option<Bytes> {
         let cell = {
@@ -552,7 +592,10 @@ impl Shared {
         let data = cell
             .get_or_try_init(|| async move {
                 let data = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; shared.piece_sizes[index as usize] as usize];
+                    // `read` fills every byte, so stale contents of a reused buffer never escape.
+                    let mut buf = crate::aligned::AlignedBuf::reused(
+                        shared.piece_sizes[index as usize] as usize,
+                    );
                     shared
                         .storage
                         .read(shared.piece_start(index), &mut buf)
@@ -561,7 +604,7 @@ impl Shared {
                 .await
                 .map_err(|_| ())?
                 .map_err(|e| tracing::error!("reading piece {index}: {e}"))?;
-                Ok::<Bytes, ()>(Bytes::from(data))
+                Ok::<Bytes, ()>(Bytes::from_owner(data))
             })
             .await
             .ok()?;
@@ -912,6 +955,9 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         complete_notify: Notify::new(),
         new_peers: Notify::new(),
         stopping,
+        verify_slots: Arc::new(tokio::sync::Semaphore::new(verify_slots(
+            config.torrent.piece_length,
+        ))),
         piece_sizes,
         rates: Mutex::new((Instant::now(), 0, 0, 0.0, 0.0)),
         down_limit: Limiter::new(config.max_download_rate.unwrap_or(0)),
