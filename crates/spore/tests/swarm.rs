@@ -15,8 +15,36 @@ use common::*;
 #[test]
 fn seed_and_get_find_each_other_through_the_tracker() {
     let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    seed_then_get(dir.path(), &url, "127.0.0.2:0", "127.0.0.3:0");
+}
+
+/// IPv6 end to end: a tracker, a seed and a downloader all on ::1, once through the HTTP announce
+/// (compact `peers6`) and once through the UDP one (BEP 15's 18-byte peers).
+#[test]
+fn seed_and_get_over_ipv6_through_http_and_udp_trackers() {
+    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_tracker, url) = tracker(d);
+    let tracker = Proc::start(
+        &["tracker", "--http", "[::1]:0", "--udp", "[::1]:0"],
+        d.join("tracker.err"),
+    );
+    let http = tracker.wait_for("tracker: HTTP on ", T);
+    let http = http.trim_start_matches("tracker: HTTP on ").trim();
+    let udp = tracker.wait_for("tracker: UDP on ", T);
+    let udp = udp.trim_start_matches("tracker: UDP on ").trim();
+    assert!(http.starts_with("http://[::1]:"), "{http}");
+    assert!(udp.starts_with("udp://[::1]:"), "{udp}");
+    for (i, url) in [http, udp].into_iter().enumerate() {
+        let run = d.join(format!("run{i}"));
+        std::fs::create_dir_all(&run).unwrap();
+        seed_then_get(&run, url, "[::1]:0", "[::1]:0");
+    }
+}
+
+/// Creates a 5 MB torrent announcing to `url`, seeds it from `seed_listen` and downloads it to
+/// `get_listen` with nothing but the tracker to bring them together; checks the copy.
+fn seed_then_get(d: &Path, url: &str, seed_listen: &str, get_listen: &str) {
     std::fs::create_dir_all(d.join("seed")).unwrap();
     std::fs::write(d.join("seed/file.bin"), data(1, 5_000_000)).unwrap();
     spore_ok(&[
@@ -25,7 +53,7 @@ fn seed_and_get_find_each_other_through_the_tracker() {
         "-o",
         s(&d.join("t.torrent")),
         "-t",
-        &url,
+        url,
         "--piece-length",
         "64K",
     ]);
@@ -37,7 +65,7 @@ fn seed_and_get_find_each_other_through_the_tracker() {
             "--data",
             s(&d.join("seed")),
             "--listen",
-            "127.0.0.2:0",
+            seed_listen,
         ],
         d.join("seed.err"),
     );
@@ -50,7 +78,7 @@ fn seed_and_get_find_each_other_through_the_tracker() {
             "-o",
             s(&d.join("dl")),
             "--listen",
-            "127.0.0.3:0",
+            get_listen,
             "--no-seed",
         ],
         d.join("get.err"),
