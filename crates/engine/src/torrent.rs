@@ -240,6 +240,9 @@ pub(crate) struct State {
 
 /// Pieces kept in memory for serving uploads.
 const CACHE_PIECES: usize = 32;
+/// Addresses waiting to be dialled, at most: trackers, PEX, LSD and the DHT can offer far more than a
+/// torrent will ever connect to, and what PEX and the DHT offer is chosen by strangers.
+const MAX_KNOWN: usize = 2000;
 
 /// Everything the torrent's tasks share.
 pub struct Shared {
@@ -392,8 +395,8 @@ impl Shared {
                 // Another torrent took the last slot between our room check and now: dial this peer
                 // again when a slot frees, or a torrent whose only peer this was would wait for its next
                 // tracker announce.
-                if outgoing && !st.known.contains(&addr) {
-                    st.known.push_back(addr);
+                if outgoing {
+                    st.queue_known(addr);
                 }
                 return None;
             }
@@ -742,8 +745,8 @@ impl Shared {
             if addr == self.listen_addr || addr.port() == 0 || st.banned.contains(&addr.ip()) {
                 continue;
             }
-            if !st.connected.contains(&addr) && !st.known.contains(&addr) {
-                st.known.push_back(addr);
+            if !st.connected.contains(&addr) {
+                st.queue_known(addr);
             }
         }
         drop(st);
@@ -1104,6 +1107,18 @@ async fn dht_loop(shared: Arc<Shared>, node: crate::dht::DhtNode) {
 }
 
 impl State {
+    /// Queues an address to dial unless it is queued already; when the queue is full the oldest entry
+    /// goes, since fresh addresses are likelier to answer.
+    fn queue_known(&mut self, addr: SocketAddr) {
+        if self.known.contains(&addr) {
+            return;
+        }
+        if self.known.len() >= MAX_KNOWN {
+            self.known.pop_front();
+        }
+        self.known.push_back(addr);
+    }
+
     fn cache_insert(&mut self, index: u32, cell: Arc<tokio::sync::OnceCell<Bytes>>) {
         self.cache.retain(|(i, _)| *i != index);
         if self.cache.len() >= CACHE_PIECES {
@@ -1150,6 +1165,25 @@ impl TorrentHandle {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn the_queue_of_addresses_to_dial_is_bounded_and_keeps_the_newest() {
+        // No peer slots, so nothing is dialled and the queue only fills.
+        let seed = crate::testutil::seed(16 * 1024, 16 * 1024, |c| c.max_peers = 0).await;
+        let shared = &seed.handle.shared;
+        let addr = |i: u32| {
+            std::net::SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6881))
+        };
+        shared.add_peers((0..5000).map(addr));
+        shared.add_peers((4990..5000).map(addr));
+        let st = shared.state.lock();
+        assert_eq!(st.known.len(), super::MAX_KNOWN);
+        assert_eq!(st.known.back(), Some(&addr(4999)));
+        assert_eq!(
+            st.known.front(),
+            Some(&addr(5000 - super::MAX_KNOWN as u32))
+        );
+    }
+
     #[test]
     fn tiers_are_shuffled_once_and_a_tracker_that_answers_leads_its_tier() {
         let urls = |n: usize| (0..n).map(|i| format!("udp://t{i}:1")).collect::<Vec<_>>();

@@ -475,14 +475,14 @@ pub fn get(args: GetArgs) -> CmdResult {
         }
         if !args.no_seed {
             println!("seeding; Ctrl-C to stop");
-            let total = torrent.total_size().max(1) as f64;
             let seed_started = Instant::now();
             let goal = async {
                 loop {
                     let s = handle.status();
                     let ratio_met = args
                         .seed_ratio
-                        .is_some_and(|r| s.uploaded as f64 / total >= r);
+                        // Against what was selected, like the daemon and Transmission's sizeWhenDone.
+                        .is_some_and(|r| s.uploaded as f64 / s.wanted.max(1) as f64 >= r);
                     let time_met = seed_time.is_some_and(|t| seed_started.elapsed() >= t);
                     if ratio_met || time_met {
                         return;

@@ -454,6 +454,76 @@ fn partial_selection_downloads_only_the_chosen_file() {
     );
 }
 
+/// `--seed-ratio` is measured against what was selected: a downloader of the first 1 MB of a 5 MB
+/// torrent that uploads that MB once has reached ratio 1 and stops (measured against the whole torrent
+/// it would seed on).
+#[test]
+fn a_seed_ratio_counts_only_the_selected_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("seed/set")).unwrap();
+    std::fs::write(d.join("seed/set/a.bin"), data(11, 1_000_000)).unwrap();
+    std::fs::write(d.join("seed/set/b.bin"), data(12, 4_000_000)).unwrap();
+    let torrent = d.join("t.torrent");
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/set")),
+        "-o",
+        s(&torrent),
+        "--piece-length",
+        "64K",
+    ]);
+    let seeder = Proc::start(
+        &[
+            "seed",
+            s(&torrent),
+            "--data",
+            s(&d.join("seed/set")),
+            "--listen",
+            "127.0.0.2:0",
+            "--no-trackers",
+        ],
+        d.join("seed.err"),
+    );
+    let seed_addr = seeder.addr(T).to_string();
+    let get = |out: &str, listen: &str, peer: &str, extra: &[&str]| {
+        let mut args = vec![
+            "get",
+            s(&torrent),
+            "--no-trackers",
+            "--files",
+            "0",
+            "--listen",
+            listen,
+        ];
+        args.extend_from_slice(&["-o", out, "--peer", peer]);
+        args.extend_from_slice(extra);
+        Proc::start(&args, d.join(format!("{listen}.err").replace(':', "_")))
+    };
+    let first_dir = d.join("first");
+    let mut first = get(
+        s(&first_dir),
+        "127.0.0.3:0",
+        &seed_addr,
+        &["--seed-ratio", "1"],
+    );
+    let first_addr = first.addr(T).to_string();
+    first.wait_for("complete: ", T);
+    // Only the first downloader can give the second its data now.
+    drop(seeder);
+    let second_dir = d.join("second");
+    let mut second = get(s(&second_dir), "127.0.0.4:0", &first_addr, &["--no-seed"]);
+    assert!(second.wait_exit(T).success());
+    assert_eq!(
+        sha256(&second_dir.join("set/a.bin")),
+        sha256(&d.join("seed/set/a.bin"))
+    );
+    assert!(
+        first.wait_exit(T).success(),
+        "the first downloader kept seeding past ratio 1"
+    );
+}
+
 /// Serves `body` to every HTTP request on a loopback port.
 fn http_server(body: Vec<u8>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
