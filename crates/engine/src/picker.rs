@@ -40,7 +40,10 @@ pub struct Picker {
     availability: Vec<u32>,
     partial: HashMap<u32, Partial>,
     sequential: bool,
-    seed: u64,
+    /// Where the scan for the rarest piece starts: seeded per picker from the OS, so peers that start
+    /// together do not all chase the same pieces (a fixed seed made every Spore peer in a swarm pick in
+    /// one order, leaving them less to trade).
+    rng: crate::rng::Rng,
     last_was_duplicated: bool,
 }
 
@@ -58,7 +61,7 @@ impl Picker {
             availability: vec![0; n],
             partial: HashMap::new(),
             sequential: false,
-            seed: 0x2545_F491_4F6C_DD1D,
+            rng: crate::rng::Rng::from_os(),
             last_was_duplicated: false,
         }
     }
@@ -114,13 +117,6 @@ impl Picker {
     pub fn interesting(&self, peer: &Bitfield) -> bool {
         peer.ones()
             .any(|i| !self.have.get(i) && self.priority[i as usize] > 0)
-    }
-
-    fn random(&mut self) -> u64 {
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        self.seed
     }
 
     fn block_ref(&self, piece: u32, block: u32) -> BlockRef {
@@ -217,7 +213,7 @@ impl Picker {
         let offset = if self.sequential {
             0
         } else {
-            (self.random() % u64::from(n)) as u32
+            self.rng.below(n as usize) as u32
         };
         let mut best: Option<(u8, u32, u32)> = None; // (priority, availability, piece)
         for k in 0..n {
@@ -328,6 +324,23 @@ mod tests {
             Bitfield::new(pieces),
             vec![1; pieces as usize],
         )
+    }
+
+    #[test]
+    fn pickers_break_ties_differently() {
+        let all = Bitfield::full(1000);
+        let firsts: std::collections::HashSet<u32> = (0..20)
+            .map(|_| {
+                let mut p = picker(1000);
+                p.peer_has_all(&all);
+                let mut out = Vec::new();
+                p.pick(&all, 1, &mut out);
+                out[0].index
+            })
+            .collect();
+        // Twenty pickers agreeing by chance on fewer than 5 of 1000 equally rare pieces is all but
+        // impossible; with a shared seed they all start at the same piece.
+        assert!(firsts.len() >= 5, "first picks {firsts:?}");
     }
 
     #[test]
