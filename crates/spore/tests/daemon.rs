@@ -439,6 +439,15 @@ fn every_api_endpoint_and_its_refusals() {
             .len(),
         0
     );
+    // The byte counters keep what the removed torrent moved: a counter never goes down.
+    let (_, metrics) = http(d.api, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8_lossy(&metrics);
+    let downloaded: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("spore_downloaded_bytes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(downloaded >= 3_000_000, "{metrics}");
 }
 
 #[test]

@@ -326,10 +326,9 @@ async fn events(
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
-    let list = ctx.daemon.list();
-    let torrents = list["torrents"].as_array().cloned().unwrap_or_default();
+    let (torrents, (mut down, mut up)) = ctx.daemon.totals();
     let mut by_state = std::collections::BTreeMap::<String, u64>::new();
-    let (mut down, mut up, mut rd, mut ru, mut peers) = (0u64, 0u64, 0.0, 0.0, 0u64);
+    let (mut rd, mut ru, mut peers) = (0.0, 0.0, 0u64);
     for t in &torrents {
         *by_state
             .entry(t["state"].as_str().unwrap_or("").to_string())

@@ -107,6 +107,9 @@ pub struct Daemon {
     peer_budget: Arc<engine::PeerBudget>,
     entries: Mutex<BTreeMap<[u8; 20], Slot>>,
     pub events: tokio::sync::broadcast::Sender<(String, String)>,
+    /// Bytes downloaded and uploaded by torrents removed since the daemon started: /metrics counts
+    /// them in its totals, which must never go down (Prometheus reads a drop as a counter reset).
+    removed_totals: Mutex<(u64, u64)>,
 }
 
 /// An API failure: the status it maps to and a one-line reason.
@@ -198,6 +201,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         listen,
         entries: Mutex::new(BTreeMap::new()),
         events: tokio::sync::broadcast::channel(64).0,
+        removed_totals: Mutex::new((0, 0)),
     });
     let started = Instant::now();
     for (id, record, torrent) in daemon.store.load_all() {
@@ -696,8 +700,17 @@ impl Daemon {
                 delete_files(&t, &dir);
             }
         }
-        // Unlisted last, so the torrent cannot be added again while its old files are still going.
-        self.entries.lock().remove(id);
+        let last = self.view(&slot, false);
+        {
+            // Unlisted last, so the torrent cannot be added again while its old files are still going;
+            // its bytes move to the removed totals under the same lock `totals` takes, so /metrics never
+            // counts them twice or not at all.
+            let mut entries = self.entries.lock();
+            entries.remove(id);
+            let mut totals = self.removed_totals.lock();
+            totals.0 += last["downloaded"].as_u64().unwrap_or(0);
+            totals.1 += last["uploaded"].as_u64().unwrap_or(0);
+        }
         let _ = self.events.send((
             "removed".into(),
             json!({"id": metainfo::hex(id)}).to_string(),
@@ -880,6 +893,16 @@ impl Daemon {
             }
         }
         futures_util::future::join_all(stops).await;
+    }
+
+    /// Every torrent's view and the bytes (downloaded, uploaded) of those removed, taken together.
+    pub fn totals(&self) -> (Vec<Value>, (u64, u64)) {
+        let (slots, removed) = {
+            let entries = self.entries.lock();
+            let removed = *self.removed_totals.lock();
+            (entries.values().cloned().collect::<Vec<_>>(), removed)
+        };
+        (slots.iter().map(|s| self.view(s, false)).collect(), removed)
     }
 
     pub fn list(&self) -> Value {
