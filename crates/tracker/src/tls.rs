@@ -77,7 +77,10 @@ impl TlsListener {
                 let tx = tx.clone();
                 let state = state.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    // Held here rather than moved into the timeout, so a connection given up on is
+                    // counted before it closes (what a client sees comes after what /metrics says).
+                    let mut handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(handshake_timeout, &mut handshake).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, addr)).await;
                         }
