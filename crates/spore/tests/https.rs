@@ -441,3 +441,67 @@ fn get_follows_an_http_url_redirected_to_https() {
         sha256(&d.join("seed/web.bin"))
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A real client against our TLS tracker: libtorrent (OpenSSL), which reads SSL_CERT_FILE too.
+
+/// Whether python3-libtorrent can be used: outside CI its absence skips the test, with CI=true it
+/// fails it.
+fn have_libtorrent() -> bool {
+    let present = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("python3-libtorrent is required in CI but is not installed");
+        }
+        eprintln!("SKIP: python3-libtorrent is not installed");
+    }
+    present
+}
+
+fn libtorrent_get(d: &Path, out: &str, ip: &str, ca: &Path) -> Proc {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/lt_peer.py");
+    let mut command = Command::new("/usr/bin/python3");
+    command
+        .arg(script)
+        .args(["get", s(&d.join("t.torrent")), s(&d.join(out)), ip])
+        .env_remove("SSL_CERT_DIR")
+        .env("SSL_CERT_FILE", ca);
+    Proc::spawn(command, d.join(format!("{out}.err")))
+}
+
+#[test]
+fn libtorrent_downloads_through_our_https_tracker_and_checks_its_certificate() {
+    if !have_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = pki(d, "good");
+    let other = pki(d, "other");
+    let (_tracker, url, http) = https_tracker(d, &p);
+    let _seeder = seeded(d, &url, &p.ca, http);
+
+    // Trusting another CA, libtorrent refuses the tracker (so the success below means it verified).
+    let refused = libtorrent_get(d, "lt-refused", "127.0.0.6", &other.ca);
+    let alert = refused.wait_for("certificate", T);
+    assert!(alert.contains("alert"), "{alert}");
+    println!("libtorrent, untrusted: {alert}");
+
+    let trusted = libtorrent_get(d, "lt", "127.0.0.5", &p.ca);
+    trusted.wait_for("\"done\"", T);
+    assert_eq!(
+        sha256(&d.join("lt/file.bin")),
+        sha256(&d.join("seed/file.bin"))
+    );
+    // libtorrent's announce reached the tracker over TLS: the swarm now has it too.
+    wait_metrics(http, "libtorrent in the swarm", |m| {
+        metric(m, "spore_tracker_peers{state=\"seeder\"}")
+            + metric(m, "spore_tracker_peers{state=\"leecher\"}")
+            >= 2
+    });
+}
