@@ -505,3 +505,72 @@ fn libtorrent_downloads_through_our_https_tracker_and_checks_its_certificate() {
             >= 2
     });
 }
+
+#[test]
+fn the_daemon_adds_an_https_url_and_announces_to_an_https_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = pki(d, "good");
+    let (_tracker, url, http) = https_tracker(d, &p);
+    let _seeder = seeded(d, &url, &p.ca, http);
+    let (files, served) = https_file_server(
+        &p,
+        "/x.torrent",
+        std::fs::read(d.join("t.torrent")).unwrap(),
+    );
+    let state = d.join("state");
+    let daemon = spore_trusting(
+        &[
+            "daemon",
+            "--state-dir",
+            s(&state),
+            "--listen",
+            "127.0.0.7:0",
+            "--api",
+            "127.0.0.1:0",
+            "--download-dir",
+            s(&d.join("dl")),
+        ],
+        &p.ca,
+        d.join("daemon.err"),
+    );
+    let api = daemon
+        .wait_for("api listening on http://", T)
+        .trim_start_matches("api listening on http://")
+        .trim()
+        .to_string();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_spore"))
+            .args(args)
+            .args(["--api", &api, "--state-dir", s(&state)])
+            .output()
+            .unwrap()
+    };
+    let source = format!("https://127.0.0.1:{}/x.torrent", files.port());
+    let out = cli(&["add", &source, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    // Its only peer source is the https tracker: seeding means the announce went through.
+    let deadline = Instant::now() + T;
+    loop {
+        let out = cli(&["list", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if list["torrents"][0]["state"] == "seeding" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never finished: {list}; {}",
+            std::fs::read_to_string(d.join("daemon.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        sha256(&d.join("dl/file.bin")),
+        sha256(&d.join("seed/file.bin"))
+    );
+}
