@@ -117,15 +117,11 @@ pub(crate) fn redirect_target(from: &str, location: &str) -> anyhow::Result<Stri
         .unwrap_or(after_scheme.len());
     let origin = &from[..scheme.len() + 3 + authority_end];
     let target = if location.is_empty() {
-        bail!("{} redirected with an empty Location", shown(from));
+        bail!("redirected with an empty Location");
     } else if location.contains("://") {
         let target = normalise_scheme(location);
         if is_tls(&target).is_none() {
-            bail!(
-                "{} redirected to an unsupported URL {}",
-                shown(from),
-                shown(location)
-            );
+            bail!("redirected to an unsupported URL {}", shown(location));
         }
         target
     } else if let Some(rest) = location.strip_prefix("//") {
@@ -142,8 +138,7 @@ pub(crate) fn redirect_target(from: &str, location: &str) -> anyhow::Result<Stri
     };
     if from_tls && is_tls(&target) == Some(false) {
         bail!(
-            "{} redirected from https to http ({}); refused",
-            shown(from),
+            "redirected from https to http ({}); refused",
             shown(&target)
         );
     }
@@ -184,20 +179,30 @@ fn build_client_config() -> Result<Arc<ClientConfig>, String> {
 
 /// A GET of at most `max_len` body bytes over HTTP or HTTPS, sent from `bind` if given, following up
 /// to [`MAX_REDIRECTS`] redirects. The URL's query is sent exactly as written.
+///
+/// Errors do not repeat `url`: every caller already puts it (or the tracker's name) in front. A
+/// failure after a redirect names the URL that failed.
 pub async fn http_get(url: &str, bind: Option<IpAddr>, max_len: usize) -> anyhow::Result<Vec<u8>> {
     let mut current = normalise_scheme(url);
     let mut visited: Vec<String> = Vec::new();
     loop {
-        match get_once(&current, bind, max_len).await? {
+        let reply = get_once(&current, bind, max_len).await.map_err(|e| {
+            if visited.is_empty() {
+                e
+            } else {
+                anyhow!("redirected to {}: {e:#}", shown(&current))
+            }
+        })?;
+        match reply {
             Reply::Body(body) => return Ok(body),
             Reply::Redirect(location) => {
                 let next = redirect_target(&current, &location)?;
                 visited.push(std::mem::replace(&mut current, next));
                 if visited.contains(&current) {
-                    bail!("{} redirects in a loop", shown(url));
+                    bail!("redirects in a loop (back to {})", shown(&current));
                 }
                 if visited.len() > MAX_REDIRECTS {
-                    bail!("{} redirected more than {MAX_REDIRECTS} times", shown(url));
+                    bail!("redirected more than {MAX_REDIRECTS} times");
                 }
             }
         }
@@ -240,11 +245,11 @@ async fn get_once(url: &str, bind: Option<IpAddr>, max_len: usize) -> anyhow::Re
         env!("CARGO_PKG_VERSION")
     );
     let cap = max_len.saturating_add(HEADER_ROOM);
-    let raw = tokio::time::timeout(HTTP_TIMEOUT, async {
+    let fetch = async {
         let addr = resolve(u.host, u.port, bind).await?;
         let stream = connect(addr, bind).await?;
         match tls_config {
-            None => Ok(exchange(stream, request.as_bytes(), cap).await?),
+            None => anyhow::Ok(exchange(stream, request.as_bytes(), cap).await?),
             Some(config) => {
                 let name = ServerName::try_from(u.host.to_string())
                     .map_err(|_| anyhow!("{} is not a valid TLS server name", u.host))?;
@@ -255,11 +260,11 @@ async fn get_once(url: &str, bind: Option<IpAddr>, max_len: usize) -> anyhow::Re
                 Ok(exchange(stream, request.as_bytes(), cap).await?)
             }
         }
-    })
-    .await
-    .map_err(|_| anyhow!("{} timed out", shown(url)))?
-    .map_err(|e: anyhow::Error| anyhow!("{}: {e:#}", shown(url)))?;
-    parse_response(&raw, max_len).map_err(|e| anyhow!("{} {e:#}", shown(url)))
+    };
+    let raw: Raw = tokio::time::timeout(HTTP_TIMEOUT, fetch)
+        .await
+        .map_err(|_| anyhow!("timed out after {} s", HTTP_TIMEOUT.as_secs()))??;
+    parse_response(&raw, max_len)
 }
 
 pub(crate) async fn resolve(
@@ -346,7 +351,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Errors read as "<url> <message>".
+/// Errors say what the server did ("answered HTTP 404"); the caller puts the URL in front.
 fn parse_response(raw: &Raw, max_len: usize) -> anyhow::Result<Reply> {
     if raw.overflow {
         bail!("sent more than {max_len} bytes");
