@@ -4,6 +4,7 @@
 mod aligned;
 mod bitfield;
 pub mod dht;
+mod http;
 pub mod lsd;
 pub mod metadata;
 mod peer;

@@ -1,17 +1,18 @@
-//! Tracker client: HTTP (hand-written HTTP/1.0 GET, so `info_hash` bytes are encoded exactly) and UDP
-//! (BEP 15 with BEP 41 URL data), and BEP 12 tiers.
+//! Tracker client: HTTP and HTTPS (through [`crate::http`], a hand-written HTTP/1.0 GET, so
+//! `info_hash` bytes are encoded exactly) and UDP (BEP 15 with BEP 41 URL data), and BEP 12 tiers.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, UdpSocket};
+use anyhow::{anyhow, bail};
+use tokio::net::UdpSocket;
 use tracker_proto::http::{self as proto, AnnounceResponse, HttpAnnounce};
 use tracker_proto::udp::{Request, Response};
 use tracker_proto::Announce;
 
-const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+pub use crate::http::http_get;
+use crate::http::{parse_url, resolve};
+
 const UDP_ATTEMPT: Duration = Duration::from_secs(3);
 const UDP_ATTEMPTS: usize = 3;
 
@@ -24,50 +25,6 @@ pub struct Announced {
     pub leechers: u32,
 }
 
-struct Url<'a> {
-    host: &'a str,
-    port: u16,
-    /// Path and query, starting with `/`.
-    path: &'a str,
-}
-
-fn parse_url<'a>(url: &'a str, scheme: &str, default_port: u16) -> anyhow::Result<Url<'a>> {
-    let rest = url
-        .strip_prefix(scheme)
-        .and_then(|r| r.strip_prefix("://"))
-        .ok_or_else(|| anyhow!("not a {scheme} URL: {url}"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let end = v6
-            .find(']')
-            .ok_or_else(|| anyhow!("bad IPv6 host in {url}"))?;
-        let port = v6[end + 1..]
-            .strip_prefix(':')
-            .map(str::parse)
-            .transpose()?;
-        (&v6[..end], port.unwrap_or(default_port))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().with_context(|| format!("bad port in {url}"))?),
-            None => (authority, default_port),
-        }
-    };
-    Ok(Url { host, port, path })
-}
-
-async fn resolve(host: &str, port: u16, family_of: Option<IpAddr>) -> anyhow::Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-    addrs
-        .iter()
-        .find(|a| family_of.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4()))
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| anyhow!("{host} has no address"))
-}
-
 /// Announces to one tracker URL. `bind` is the local address to send from (so the tracker records the
 /// address we listen on).
 pub async fn announce(
@@ -77,7 +34,7 @@ pub async fn announce(
 ) -> anyhow::Result<Announced> {
     if url.starts_with("udp://") {
         announce_udp(url, announce, bind).await
-    } else if url.starts_with("http://") {
+    } else if url.starts_with("http://") || url.starts_with("https://") {
         announce_http(url, announce, bind).await
     } else {
         bail!("unsupported tracker URL {url}")
@@ -102,78 +59,6 @@ async fn announce_http(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow:
         seeders: r.complete,
         leechers: r.incomplete,
     })
-}
-
-/// A plain HTTP/1.0 GET (no TLS) of at most `max_len` body bytes, sent from `bind` if given. The URL's
-/// query is sent exactly as written.
-pub async fn http_get(url: &str, bind: Option<IpAddr>, max_len: usize) -> anyhow::Result<Vec<u8>> {
-    if url.starts_with("https://") {
-        bail!("https is not supported yet: {url}");
-    }
-    let u = parse_url(url, "http", 80)?;
-    let request = format!(
-        "GET {} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: Spore/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
-        u.path,
-        u.host,
-        u.port,
-        env!("CARGO_PKG_VERSION")
-    );
-    let addr = resolve(u.host, u.port, bind).await?;
-    let body = tokio::time::timeout(HTTP_TIMEOUT, async {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(ip) = bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4() && !ip.is_unspecified()) {
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
-        let mut stream = socket.connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        (&mut stream)
-            .take(max_len as u64 + 64 * 1024)
-            .read_to_end(&mut response)
-            .await?;
-        anyhow::Ok(response)
-    })
-    .await
-    .map_err(|_| anyhow!("{url} timed out"))??;
-    let split = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("{url} sent no HTTP headers"))?;
-    let head = String::from_utf8_lossy(&body[..split]).to_string();
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        bail!("{url} answered HTTP {status}");
-    }
-    let mut payload = body[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        payload = dechunk(&payload).ok_or_else(|| anyhow!("{url} sent bad chunked data"))?;
-    }
-    if payload.len() > max_len {
-        bail!("{url} sent more than {max_len} bytes");
-    }
-    Ok(payload)
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
 }
 
 async fn udp_exchange(
@@ -341,33 +226,5 @@ pub async fn scrape(
                     .unwrap_or_default()
             })
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        let u = parse_url("http://127.0.0.1:6969/announce/key?x=1", "http", 80).unwrap();
-        assert_eq!(
-            (u.host, u.port, u.path),
-            ("127.0.0.1", 6969, "/announce/key?x=1")
-        );
-        let u = parse_url("udp://[::1]:7/announce", "udp", 80).unwrap();
-        assert_eq!((u.host, u.port, u.path), ("::1", 7, "/announce"));
-        let u = parse_url("http://tracker.example", "http", 80).unwrap();
-        assert_eq!((u.host, u.port, u.path), ("tracker.example", 80, "/"));
-        assert!(parse_url("ftp://x", "http", 80).is_err());
-    }
-
-    #[test]
-    fn chunked() {
-        assert_eq!(
-            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(),
-            b"abcde"
-        );
-        assert!(dechunk(b"5\r\nab").is_none());
     }
 }

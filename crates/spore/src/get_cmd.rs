@@ -224,7 +224,7 @@ fn load_torrent(source: &str) -> Result<Arc<Torrent>, Failure> {
     if source.starts_with("http://") || source.starts_with("https://") {
         let bytes = runtime()?
             .block_on(engine::tracker::http_get(source, None, 128 << 20))
-            .map_err(Failure::Failed)?;
+            .map_err(|e| Failure::Failed(anyhow!("{source}: {e:#}")))?;
         return Torrent::from_bytes(&bytes)
             .map(Arc::new)
             .map_err(|e| bad(anyhow!("{source}: {e}")));

@@ -17,6 +17,15 @@ pub struct TrackerArgs {
     /// HTTP listen address ("off" to disable) [default: 0.0.0.0:6969]
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// HTTPS listen address, same routes as HTTP (needs --tls-cert and --tls-key) [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<String>,
+    /// PEM certificate chain for --https, the server's certificate first
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --https
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// UDP listen address ("off" to disable) [default: 0.0.0.0:6969]
     #[arg(long, value_name = "ADDR")]
     pub udp: Option<String>,
@@ -96,6 +105,15 @@ pub fn run(args: TrackerArgs) -> CmdResult {
     if let Some(http) = args.http {
         config.http = listen(http);
     }
+    if let Some(https) = args.https {
+        config.https = listen(https);
+    }
+    if args.tls_cert.is_some() {
+        config.tls_cert = args.tls_cert;
+    }
+    if args.tls_key.is_some() {
+        config.tls_key = args.tls_key;
+    }
     if let Some(udp) = args.udp {
         config.udp = listen(udp);
     }
@@ -132,6 +150,9 @@ async fn serve(config: Config) -> CmdResult {
         let mut out = std::io::stdout().lock();
         if let Some(a) = running.http_addr {
             let _ = writeln!(out, "tracker: HTTP on http://{a}/announce");
+        }
+        if let Some(a) = running.https_addr {
+            let _ = writeln!(out, "tracker: HTTPS on https://{a}/announce");
         }
         if let Some(a) = running.udp_addr {
             let _ = writeln!(out, "tracker: UDP on udp://{a}/announce");

@@ -12,6 +12,14 @@ use crate::access::Mode;
 pub struct Config {
     /// HTTP listen address; empty disables HTTP.
     pub http: String,
+    /// HTTPS listen address (same routes and limits as HTTP); empty, the default, disables it.
+    pub https: String,
+    /// PEM certificate chain for HTTPS, the server's certificate first.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a new HTTPS connection has to finish its TLS handshake.
+    pub tls_handshake_timeout: u64,
     /// UDP listen address; empty disables UDP.
     pub udp: String,
     /// UDP worker threads, each with its own SO_REUSEPORT socket; 0 means one per core.
@@ -50,6 +58,10 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http: "0.0.0.0:6969".into(),
+            https: String::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout: 10,
             udp: "0.0.0.0:6969".into(),
             udp_workers: 0,
             shards: 1024,
@@ -88,6 +100,10 @@ mod tests {
             r#"
             http = "127.0.0.1:7000"
             udp = ""
+            https = "127.0.0.1:7443"
+            tls_cert = "/tmp/cert.pem"
+            tls_key = "/tmp/key.pem"
+            tls_handshake_timeout = 3
             udp_workers = 2
             shards = 64
             interval = 600
@@ -110,6 +126,17 @@ mod tests {
         .unwrap();
         assert_eq!(c.http, "127.0.0.1:7000");
         assert_eq!(c.mode, Mode::Private);
+        assert_eq!(c.https, "127.0.0.1:7443");
+        assert_eq!(
+            c.tls_cert.as_deref(),
+            Some(std::path::Path::new("/tmp/cert.pem"))
+        );
+        assert_eq!(
+            c.tls_key.as_deref(),
+            Some(std::path::Path::new("/tmp/key.pem"))
+        );
+        assert_eq!(c.tls_handshake_timeout, 3);
+        assert!(Config::default().https.is_empty());
         assert!(!c.full_scrape);
         assert_eq!(
             (

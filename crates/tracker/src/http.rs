@@ -19,32 +19,39 @@ use tracker_proto::http::{self as proto, ScrapeResponse};
 use crate::http_limits::{ConnectionLimits, LimitedListener, RemoteAddr};
 use crate::metrics::Counters;
 use crate::store::Family;
+use crate::tls::TlsListener;
 use crate::State;
 
 type Shared = Arc<State>;
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Shared,
-    shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
-    let app = Router::new()
+fn router(state: &Shared) -> Router {
+    Router::new()
         .route("/announce", get(announce))
         .route("/announce/{passkey}", get(announce_with_key))
         .route("/scrape", get(scrape))
         .route("/scrape/{passkey}", get(scrape_with_key))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
-        .with_state(state.clone());
+        .with_state(state.clone())
+}
+
+fn limited(listener: tokio::net::TcpListener, state: &Shared) -> LimitedListener {
     let limits = ConnectionLimits {
         total: state.config.http_max_connections,
         per_ip: state.config.http_max_connections_per_ip,
         idle: std::time::Duration::from_secs(state.config.http_idle_timeout),
     };
-    let listener = LimitedListener::new(listener, limits, state.clone());
+    LimitedListener::new(listener, limits, state.clone())
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
     let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<RemoteAddr>(),
+        limited(listener, &state),
+        router(&state).into_make_service_with_connect_info::<RemoteAddr>(),
     )
     .with_graceful_shutdown(async move {
         let _ = shutdown.await;
@@ -52,6 +59,29 @@ pub async fn serve(
     .await;
     if let Err(e) = result {
         tracing::error!("HTTP tracker stopped: {e}");
+    }
+}
+
+/// The same routes over TLS. Connections are admitted by the same limits before their handshake, so
+/// a handshake in progress holds a slot, and one that does not finish in time is dropped.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Shared,
+    shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let timeout = std::time::Duration::from_secs(state.config.tls_handshake_timeout);
+    let listener = TlsListener::new(limited(listener, &state), acceptor, timeout, state.clone());
+    let result = axum::serve(
+        listener,
+        router(&state).into_make_service_with_connect_info::<RemoteAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.await;
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::error!("HTTPS tracker stopped: {e}");
     }
 }
 
@@ -225,6 +255,7 @@ async fn stats(AxumState(state): AxumState<Shared>) -> Response {
          <tr><td>errors<td>{}\
          <tr><td>dropped UDP packets<td>{}\
          <tr><td>refused HTTP connections<td>{}\
+         <tr><td>failed TLS handshakes<td>{}\
          </table>",
         state.access.mode(),
         seeders + leechers,
@@ -235,6 +266,7 @@ async fn stats(AxumState(state): AxumState<Shared>) -> Response {
         c.errors.load(Ordering::Relaxed),
         c.dropped.load(Ordering::Relaxed),
         c.http_refused.load(Ordering::Relaxed),
+        c.tls_failed.load(Ordering::Relaxed),
     );
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
@@ -291,6 +323,12 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
         "counter",
         "HTTP connections closed at once: too many open from one address or in all.",
         &[("", load(&c.http_refused))],
+    );
+    metric(
+        "spore_tracker_tls_failed_total",
+        "counter",
+        "HTTPS connections closed because their TLS handshake failed or timed out.",
+        &[("", load(&c.tls_failed))],
     );
     metric(
         "spore_tracker_swarms",

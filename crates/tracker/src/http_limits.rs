@@ -27,9 +27,10 @@ pub struct ConnectionLimits {
     pub idle: Duration,
 }
 
-/// Open connections per client address; an entry lives while its count is above zero.
+/// Open connections per client address; an entry lives while its count is above zero. One table for
+/// the HTTP and the HTTPS listener, so the caps hold for the two together.
 #[derive(Default)]
-struct Open {
+pub struct Open {
     per_ip: HashMap<IpAddr, usize>,
     total: usize,
 }
@@ -47,7 +48,7 @@ impl LimitedListener {
         LimitedListener {
             inner,
             limits,
-            open: Arc::default(),
+            open: state.http_open.clone(),
             state,
         }
     }

@@ -8,6 +8,7 @@ mod http;
 mod http_limits;
 mod metrics;
 pub mod store;
+mod tls;
 mod udp;
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ pub struct State {
     counters: Counters,
     rates: Rates,
     conn_ids: ConnectionIds,
+    http_open: Arc<parking_lot::Mutex<http_limits::Open>>,
     full_scrapes:
         parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
 }
@@ -58,6 +60,7 @@ impl State {
             counters: Counters::default(),
             rates: Rates::default(),
             full_scrapes: Default::default(),
+            http_open: Default::default(),
             config,
         })
     }
@@ -109,11 +112,12 @@ pub fn passkey_from_path(path: &[u8]) -> Option<&[u8]> {
 /// A running tracker: its bound addresses and a way to stop it.
 pub struct Running {
     pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
     pub udp_addr: Option<SocketAddr>,
     pub state: Arc<State>,
     stop: Arc<AtomicBool>,
-    http_shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    http_task: Option<tokio::task::JoinHandle<()>>,
+    http_shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
+    http_tasks: Vec<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     udp_threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -126,8 +130,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut tasks = Vec::new();
 
     let mut http_addr = None;
-    let mut http_shutdown = None;
-    let mut http_task = None;
+    let mut http_shutdown = Vec::new();
+    let mut http_tasks = Vec::new();
     if !state.config.http.is_empty() {
         let addr: SocketAddr =
             state.config.http.parse().map_err(|e| {
@@ -138,8 +142,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (HTTP): {e}"))?;
         http_addr = Some(listener.local_addr()?);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        http_shutdown = Some(tx);
-        http_task = Some(tokio::spawn(http::serve(listener, state.clone(), rx)));
+        http_shutdown.push(tx);
+        http_tasks.push(tokio::spawn(http::serve(listener, state.clone(), rx)));
+    }
+
+    let mut https_addr = None;
+    if !state.config.https.is_empty() {
+        let addr: SocketAddr = state.config.https.parse().map_err(|e| {
+            anyhow::anyhow!("bad HTTPS listen address {:?}: {e}", state.config.https)
+        })?;
+        let (Some(cert), Some(key)) = (&state.config.tls_cert, &state.config.tls_key) else {
+            anyhow::bail!("an HTTPS listener needs tls_cert and tls_key (--tls-cert, --tls-key)");
+        };
+        // Read before binding, so a bad certificate stops the tracker with its own message.
+        let acceptor = tls::acceptor(cert, key)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (HTTPS): {e}"))?;
+        https_addr = Some(listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        http_shutdown.push(tx);
+        http_tasks.push(tokio::spawn(http::serve_tls(
+            listener,
+            acceptor,
+            state.clone(),
+            rx,
+        )));
+    } else if state.config.tls_cert.is_some() || state.config.tls_key.is_some() {
+        anyhow::bail!("tls_cert and tls_key are only used with an HTTPS listen address (--https)");
     }
 
     let mut udp_addr = None;
@@ -185,11 +215,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     Ok(Running {
         http_addr,
+        https_addr,
         udp_addr,
         state,
         stop,
         http_shutdown,
-        http_task,
+        http_tasks,
         tasks,
         udp_threads,
     })
@@ -199,17 +230,16 @@ impl Running {
     /// Stops serving, waits for the workers, and saves pending private totals.
     pub async fn shutdown(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(tx) = self.http_shutdown.take() {
+        for tx in self.http_shutdown.drain(..) {
             let _ = tx.send(());
         }
-        if let Some(task) = self.http_task.take() {
-            // In-flight requests finish; idle keep-alive connections get a moment, then are dropped.
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("HTTP connections still open at shutdown");
-            }
+        // In-flight requests finish; idle keep-alive connections get a moment, then are dropped.
+        let tasks = join_all(self.http_tasks.drain(..).collect());
+        if tokio::time::timeout(Duration::from_secs(5), tasks)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP connections still open at shutdown");
         }
         for t in self.tasks.drain(..) {
             t.abort();
@@ -230,6 +260,13 @@ impl Running {
     /// Re-reads the list file and users (SIGHUP).
     pub fn reload(&self) -> anyhow::Result<()> {
         self.state.access.reload()
+    }
+}
+
+/// Waits for every task (the HTTP and HTTPS servers stop in parallel, under one deadline).
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
     }
 }
 

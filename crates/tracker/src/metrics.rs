@@ -18,6 +18,8 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// HTTP connections closed at once because their address or the tracker had too many open.
     pub http_refused: AtomicU64,
+    /// HTTPS connections whose TLS handshake failed or took too long.
+    pub tls_failed: AtomicU64,
 }
 
 /// Rates over the last sampling period.

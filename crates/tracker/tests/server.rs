@@ -492,3 +492,176 @@ async fn an_http_flood_from_one_address_gets_only_its_own_slots() {
     .unwrap();
     running.shutdown().await;
 }
+
+/// A CA and a server certificate for 127.0.0.1 it signed, as PEM files in `dir`; returns the client
+/// settings that trust that CA.
+fn tls_files(dir: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// A GET over TLS from `local`; the whole response.
+fn https_get(
+    client: &std::sync::Arc<rustls::ClientConfig>,
+    local: &str,
+    server: SocketAddr,
+    path: &str,
+) -> Vec<u8> {
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(client.clone(), name).unwrap();
+    let tcp = connect_from(local, server);
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(tls, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    out
+}
+
+fn body(response: &[u8]) -> &[u8] {
+    let at = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP headers");
+    &response[at + 4..]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_same_routes_under_the_same_limits_and_bounds_handshakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = tls_files(dir.path());
+    let running = tracker::start(Config {
+        https: "127.0.0.1:0".into(),
+        tls_cert: Some(dir.path().join("cert.pem")),
+        tls_key: Some(dir.path().join("key.pem")),
+        tls_handshake_timeout: 2,
+        http_idle_timeout: 30,
+        http_max_connections_per_ip: 2,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let https = running.https_addr.unwrap();
+    let http = running.http_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        // Announce and scrape answer over TLS as over HTTP.
+        let hash = [0x42; 20];
+        let q = proto::encode_announce(&HttpAnnounce {
+            announce: announce(hash, 1, 6881, 0, Event::Started),
+            compact: true,
+            no_peer_id: true,
+            tracker_id: None,
+        });
+        let r = https_get(&client, "127.0.0.10:0", https, &format!("/announce?{q}"));
+        let a = AnnounceResponse::decode(body(&r)).unwrap();
+        assert_eq!(a.complete, 1);
+        let r = https_get(
+            &client,
+            "127.0.0.10:0",
+            https,
+            &format!("/scrape?{}", proto::encode_scrape(&[hash])),
+        );
+        let scrape = ScrapeResponse::decode(body(&r)).unwrap();
+        assert_eq!(scrape.files.len(), 1);
+        let r = https_get(&client, "127.0.0.10:0", https, "/stats");
+        assert!(String::from_utf8_lossy(&r).contains("<td>swarms<td>1"));
+
+        // Stalled handshakes (a byte of a ClientHello, then a trickle) hold a slot each, within the
+        // per-address cap shared with plain HTTP, and are cut off at the handshake deadline though
+        // they never sit idle.
+        let started = std::time::Instant::now();
+        let mut stalled: Vec<TcpStream> = (0..2)
+            .map(|_| connect_from("127.0.0.11:0", https))
+            .collect();
+        for s in &mut stalled {
+            s.write_all(&[0x16]).unwrap();
+        }
+        // The two are admitted when the HTTPS accept loop gets to them, which the client cannot see:
+        // try a third (over plain HTTP) until it is turned away, well before the deadline.
+        loop {
+            let mut over = connect_from("127.0.0.11:0", http);
+            if closed_by_server(&mut over, Duration::from_millis(100)) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_millis(1500),
+                "a third connection from the address got in"
+            );
+        }
+        let mut closed = 0;
+        for s in &mut stalled {
+            loop {
+                if closed_by_server(s, Duration::from_millis(200)) {
+                    closed += 1;
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(6),
+                    "a stalled handshake was never cut off"
+                );
+                let _ = s.write_all(&[0x03]);
+            }
+        }
+        assert_eq!(closed, 2);
+        assert!(
+            started.elapsed() >= Duration::from_millis(1900),
+            "cut off too early"
+        );
+        // Their slots are back: the address completes a handshake again.
+        let r = https_get(&client, "127.0.0.11:0", https, "/metrics");
+        let metrics = String::from_utf8_lossy(&r);
+        assert!(
+            metrics.contains("spore_tracker_tls_failed_total 2"),
+            "{metrics}"
+        );
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_needs_a_certificate_and_key_that_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = tracker::start(Config {
+        https: "127.0.0.1:0".into(),
+        ..config()
+    })
+    .await
+    .err()
+    .unwrap();
+    assert!(format!("{e:#}").contains("tls_cert"), "{e:#}");
+    std::fs::write(dir.path().join("bad.pem"), "not a certificate").unwrap();
+    let e = tracker::start(Config {
+        https: "127.0.0.1:0".into(),
+        tls_cert: Some(dir.path().join("bad.pem")),
+        tls_key: Some(dir.path().join("bad.pem")),
+        ..config()
+    })
+    .await
+    .err()
+    .unwrap();
+    assert!(format!("{e:#}").contains("bad.pem"), "{e:#}");
+}
