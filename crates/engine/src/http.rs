@@ -488,6 +488,50 @@ mod tests {
         }
     }
 
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// Whatever a server sends (headers, chunk sizes, lengths, redirects), parsing returns a
+        /// result and never more than the cap.
+        #[test]
+        fn parsing_any_response_never_panics(
+            status in proptest::sample::select(vec!["200", "302", "404", "x"]),
+            headers in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["Content-Length", "Transfer-Encoding", "Location", "X"]),
+                    proptest::prop_oneof![
+                        "[ -~]{0,12}",
+                        proptest::sample::select(vec!["chunked", "5", "18446744073709551616", "-1", ""])
+                            .prop_map(String::from),
+                    ],
+                ),
+                0..4,
+            ),
+            body in proptest::prop_oneof![
+                proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+                // Chunk framing with arbitrary sizes, so the chunked path is reached often.
+                proptest::collection::vec(("[0-9a-fA-F]{1,17}", "[a-z]{0,40}"), 0..4).prop_map(|chunks| {
+                    chunks.iter().flat_map(|(size, data)| format!("{size}\r\n{data}\r\n").into_bytes()).collect()
+                }),
+            ],
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            clean in proptest::bool::ANY,
+        ) {
+            let mut bytes = format!("HTTP/1.1 {status} X\r\n").into_bytes();
+            for (k, v) in &headers {
+                bytes.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+            }
+            bytes.extend_from_slice(b"\r\n");
+            bytes.extend_from_slice(&body);
+            for input in [&bytes, &noise] {
+                if let Ok(Reply::Body(b)) = parse_response(&raw(input, clean), 100) {
+                    proptest::prop_assert!(b.len() <= 100);
+                }
+            }
+            let _ = dechunk(&body);
+        }
+    }
+
     #[test]
     fn responses() {
         let ok = |b: &[u8], clean| parse_response(&raw(b, clean), 100);
