@@ -276,6 +276,8 @@ pub(crate) async fn resolve(
         .await
         .with_context(|| format!("cannot resolve {host}"))?
         .collect();
+    // An unspecified address (a dual-stack `[::]` listener) has no family to prefer.
+    let family_of = family_of.filter(|ip| !ip.is_unspecified());
     addrs
         .iter()
         .find(|a| family_of.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4()))

@@ -55,6 +55,31 @@ impl PexGate {
     }
 }
 
+/// A listening socket for peers. `[::]` means every address of both families, so that socket is made
+/// dual-stack explicitly: a system may default IPv6 sockets to v6-only (net.ipv6.bindv6only).
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    // As std's own listeners do: a restarted client can take its port back at once.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// An accepted peer's address as the rest of the engine keeps addresses: an IPv4 peer reaching a
+/// dual-stack listener arrives as `::ffff:a.b.c.d` and is recorded (and banned) as `a.b.c.d`.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut stop = shared.stopping();
     loop {
@@ -65,6 +90,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let Ok((stream, addr)) = accepted else {
             continue;
         };
+        let addr = canonical(addr);
         if shared.state.lock().banned.contains(&addr.ip()) {
             continue;
         }

@@ -20,7 +20,7 @@ pub struct Session {
 
 impl Session {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Session> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = crate::peer::listen(addr)?;
         let listen_addr = listener.local_addr()?;
         let torrents: Registry = Arc::default();
         let accept = tokio::spawn(accept_loop(listener, torrents.clone()));
@@ -58,6 +58,7 @@ async fn accept_loop(listener: TcpListener, torrents: Registry) {
         let Ok((mut stream, addr)) = listener.accept().await else {
             continue;
         };
+        let addr = crate::peer::canonical(addr);
         let torrents = torrents.clone();
         tokio::spawn(async move {
             let result = async {

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use metainfo::Torrent;
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tracker_proto::{Announce, Event as TrackerEvent};
 use wire::Message;
@@ -920,7 +919,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     let (listener, listen_addr) = match config.session_listener {
         Some(addr) => (None, addr),
         None => {
-            let listener = TcpListener::bind(config.listen).await?;
+            let listener = crate::peer::listen(config.listen)?;
             let addr = listener.local_addr()?;
             (Some(listener), addr)
         }

@@ -42,6 +42,64 @@ fn seed_and_get_over_ipv6_through_http_and_udp_trackers() {
     }
 }
 
+/// A seed listening on `[::]` takes peers of both families on one socket: one downloader reaches it over
+/// 127.0.0.1, another over ::1. (DHT and LSD are off: `[::]` is not a loopback address.)
+#[test]
+fn a_dual_stack_listener_serves_ipv4_and_ipv6_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/file.bin"), data(3, 2_000_000)).unwrap();
+    let torrent = d.join("t.torrent");
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/file.bin")),
+        "-o",
+        s(&torrent),
+        "--piece-length",
+        "64K",
+    ]);
+    let quiet = ["--no-trackers", "--no-dht", "--no-lsd"];
+    let seed_dir = d.join("seed");
+    let mut args = vec![
+        "seed",
+        s(&torrent),
+        "--data",
+        s(&seed_dir),
+        "--listen",
+        "[::]:0",
+    ];
+    args.extend_from_slice(&quiet);
+    let seeder = Proc::start(&args, d.join("seed.err"));
+    let port = seeder.addr(T).port();
+    for (i, peer) in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")]
+        .iter()
+        .enumerate()
+    {
+        let out = d.join(format!("dl{i}"));
+        let listen = if i == 0 { "127.0.0.3:0" } else { "[::1]:0" };
+        let mut args = vec![
+            "get",
+            s(&torrent),
+            "-o",
+            s(&out),
+            "--listen",
+            listen,
+            "--peer",
+            peer,
+            "--no-seed",
+        ];
+        args.extend_from_slice(&quiet);
+        let mut getter = Proc::start(&args, d.join(format!("get{i}.err")));
+        assert!(getter.wait_exit(T).success(), "download through {peer}");
+        assert_eq!(
+            sha256(&out.join("file.bin")),
+            sha256(&d.join("seed/file.bin")),
+            "through {peer}"
+        );
+    }
+}
+
 /// Creates a 5 MB torrent announcing to `url`, seeds it from `seed_listen` and downloads it to
 /// `get_listen` with nothing but the tracker to bring them together; checks the copy.
 fn seed_then_get(d: &Path, url: &str, seed_listen: &str, get_listen: &str) {
