@@ -494,14 +494,7 @@ pub fn get(args: GetArgs) -> CmdResult {
         }
         let s = handle.status();
         handle.stop().await;
-        println!(
-            "stopped: downloaded {}, uploaded {}, {} peer-exchange messages sent, {} DHT announces, {} LSD announces",
-            size(s.downloaded),
-            size(s.uploaded),
-            s.pex_sent,
-            s.dht_announces,
-            s.lsd_announces
-        );
+        print_stopped(&s);
         Ok(())
     })
 }
@@ -598,9 +591,22 @@ pub fn seed(args: SeedArgs) -> CmdResult {
         follow(&handle, &torrent.name, &mut signals, std::future::pending()).await;
         let s = handle.status();
         handle.stop().await;
-        println!("stopped: uploaded {}", size(s.uploaded));
+        print_stopped(&s);
         Ok(())
     })
+}
+
+/// The last line of `get` and `seed`: what moved, and how much the torrent told PEX, the DHT and LSD
+/// (all 0 for a private torrent).
+fn print_stopped(s: &Status) {
+    println!(
+        "stopped: downloaded {}, uploaded {}, {} peer-exchange messages sent, {} DHT announces, {} LSD announces",
+        size(s.downloaded),
+        size(s.uploaded),
+        s.pex_sent,
+        s.dht_announces,
+        s.lsd_announces
+    );
 }
 
 #[cfg(test)]
