@@ -405,6 +405,25 @@ fn parse_response(raw: &Raw, max_len: usize) -> anyhow::Result<Reply> {
     Ok(Reply::Body(payload))
 }
 
+/// What `crate::fuzzing::http_response` runs: parsing, then the redirect resolution a `Location` gets.
+pub(crate) fn fuzz_response(
+    raw: &[u8],
+    clean_end: bool,
+    max_len: usize,
+) -> Option<Result<usize, String>> {
+    let raw = Raw {
+        bytes: raw.to_vec(),
+        overflow: false,
+        clean_end,
+    };
+    match parse_response(&raw, max_len).ok()? {
+        Reply::Body(body) => Some(Ok(body.len())),
+        Reply::Redirect(location) => redirect_target("https://tracker.example/a/b?c", &location)
+            .ok()
+            .map(Err),
+    }
+}
+
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
