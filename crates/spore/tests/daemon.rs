@@ -189,33 +189,13 @@ fn content(dir: &Path, name: &str, len: usize, tracker: &str, piece: &str) -> (P
     let file = data_dir.join(name);
     std::fs::write(&file, data(len as u64 + 7, len)).unwrap();
     let torrent = dir.join(format!("{name}.torrent"));
-    spore_ok(&[
-        "create",
-        s(&file),
-        "-t",
-        tracker,
-        "--piece-length",
-        piece,
-        "-o",
-        s(&torrent),
-    ]);
+    create_torrent(&file, &torrent, piece, Some(tracker));
     (data_dir, torrent)
 }
 
 fn seeder(dir: &Path, torrent: &Path, data_dir: &Path, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "seed",
-        s(torrent),
-        "--data",
-        s(data_dir),
-        "--listen",
-        "127.0.0.1:0",
-        "--no-dht",
-    ];
-    args.extend_from_slice(extra);
-    let p = Proc::start(&args, dir.join("seed.err"));
-    p.wait_for("seeding ", T);
-    p
+    let extra = [&["--no-dht"][..], extra].concat();
+    start_seed(dir, torrent, data_dir, "127.0.0.1:0", &extra).0
 }
 
 #[test]

@@ -157,16 +157,12 @@ fn wait_file(file: &Path, needle: &str) -> String {
 fn seeded(d: &Path, url: &str, ca: &Path, http: SocketAddr) -> Proc {
     std::fs::create_dir_all(d.join("seed")).unwrap();
     std::fs::write(d.join("seed/file.bin"), data(21, 700_000)).unwrap();
-    spore_ok(&[
-        "create",
-        s(&d.join("seed/file.bin")),
-        "-o",
-        s(&d.join("t.torrent")),
-        "-t",
-        url,
-        "--piece-length",
+    create_torrent(
+        &d.join("seed/file.bin"),
+        &d.join("t.torrent"),
         "32K",
-    ]);
+        Some(url),
+    );
     let seeder = spore_trusting(
         &[
             "seed",
@@ -375,14 +371,7 @@ fn get_follows_an_http_url_redirected_to_https() {
     let other = pki(d, "other");
     std::fs::create_dir_all(d.join("seed")).unwrap();
     std::fs::write(d.join("seed/web.bin"), data(22, 300_000)).unwrap();
-    spore_ok(&[
-        "create",
-        s(&d.join("seed/web.bin")),
-        "-o",
-        s(&d.join("t.torrent")),
-        "--piece-length",
-        "32K",
-    ]);
+    create_torrent(&d.join("seed/web.bin"), &d.join("t.torrent"), "32K", None);
     let (tls, served) = https_file_server(
         &p,
         "/x.torrent",
@@ -390,19 +379,14 @@ fn get_follows_an_http_url_redirected_to_https() {
     );
     let https_url = format!("https://127.0.0.1:{}/x.torrent", tls.port());
     let old = redirector(https_url);
-    let seeder = Proc::start(
-        &[
-            "seed",
-            s(&d.join("t.torrent")),
-            "--data",
-            s(&d.join("seed")),
-            "--listen",
-            "127.0.0.2:0",
-            "--no-trackers",
-        ],
-        d.join("seed.err"),
+    let (_seeder, peer) = start_seed(
+        d,
+        &d.join("t.torrent"),
+        &d.join("seed"),
+        "127.0.0.2:0",
+        &["--no-trackers"],
     );
-    let peer = seeder.addr(T).to_string();
+    let peer = peer.to_string();
     let url = format!("http://{old}/old/x.torrent");
     let args = |out: &str| {
         vec![

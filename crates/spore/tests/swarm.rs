@@ -51,27 +51,10 @@ fn a_dual_stack_listener_serves_ipv4_and_ipv6_peers() {
     std::fs::create_dir_all(d.join("seed")).unwrap();
     std::fs::write(d.join("seed/file.bin"), data(3, 2_000_000)).unwrap();
     let torrent = d.join("t.torrent");
-    spore_ok(&[
-        "create",
-        s(&d.join("seed/file.bin")),
-        "-o",
-        s(&torrent),
-        "--piece-length",
-        "64K",
-    ]);
+    create_torrent(&d.join("seed/file.bin"), &torrent, "64K", None);
     let quiet = ["--no-trackers", "--no-dht", "--no-lsd"];
-    let seed_dir = d.join("seed");
-    let mut args = vec![
-        "seed",
-        s(&torrent),
-        "--data",
-        s(&seed_dir),
-        "--listen",
-        "[::]:0",
-    ];
-    args.extend_from_slice(&quiet);
-    let seeder = Proc::start(&args, d.join("seed.err"));
-    let port = seeder.addr(T).port();
+    let (_seeder, seed_addr) = start_seed(d, &torrent, &d.join("seed"), "[::]:0", &quiet);
+    let port = seed_addr.port();
     for (i, peer) in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")]
         .iter()
         .enumerate()
@@ -105,29 +88,13 @@ fn a_dual_stack_listener_serves_ipv4_and_ipv6_peers() {
 fn seed_then_get(d: &Path, url: &str, seed_listen: &str, get_listen: &str) {
     std::fs::create_dir_all(d.join("seed")).unwrap();
     std::fs::write(d.join("seed/file.bin"), data(1, 5_000_000)).unwrap();
-    spore_ok(&[
-        "create",
-        s(&d.join("seed/file.bin")),
-        "-o",
-        s(&d.join("t.torrent")),
-        "-t",
-        url,
-        "--piece-length",
+    create_torrent(
+        &d.join("seed/file.bin"),
+        &d.join("t.torrent"),
         "64K",
-    ]);
-
-    let seeder = Proc::start(
-        &[
-            "seed",
-            s(&d.join("t.torrent")),
-            "--data",
-            s(&d.join("seed")),
-            "--listen",
-            seed_listen,
-        ],
-        d.join("seed.err"),
+        Some(url),
     );
-    seeder.wait_for("seeding", T);
+    let _seeder = start_seed(d, &d.join("t.torrent"), &d.join("seed"), seed_listen, &[]);
     // The seeder announces right after it starts listening; give the downloader a tracker that knows it.
     let mut getter = Proc::start(
         &[
@@ -528,27 +495,15 @@ fn a_seed_ratio_counts_only_the_selected_files() {
     std::fs::write(d.join("seed/set/a.bin"), data(11, 1_000_000)).unwrap();
     std::fs::write(d.join("seed/set/b.bin"), data(12, 4_000_000)).unwrap();
     let torrent = d.join("t.torrent");
-    spore_ok(&[
-        "create",
-        s(&d.join("seed/set")),
-        "-o",
-        s(&torrent),
-        "--piece-length",
-        "64K",
-    ]);
-    let seeder = Proc::start(
-        &[
-            "seed",
-            s(&torrent),
-            "--data",
-            s(&d.join("seed/set")),
-            "--listen",
-            "127.0.0.2:0",
-            "--no-trackers",
-        ],
-        d.join("seed.err"),
+    create_torrent(&d.join("seed/set"), &torrent, "64K", None);
+    let (seeder, seed_addr) = start_seed(
+        d,
+        &torrent,
+        &d.join("seed/set"),
+        "127.0.0.2:0",
+        &["--no-trackers"],
     );
-    let seed_addr = seeder.addr(T).to_string();
+    let seed_addr = seed_addr.to_string();
     let get = |out: &str, listen: &str, peer: &str, extra: &[&str]| {
         let mut args = vec![
             "get",
@@ -613,28 +568,16 @@ fn get_takes_a_torrent_url() {
     let d = dir.path();
     std::fs::create_dir_all(d.join("seed")).unwrap();
     std::fs::write(d.join("seed/web.bin"), data(9, 300_000)).unwrap();
-    spore_ok(&[
-        "create",
-        s(&d.join("seed/web.bin")),
-        "-o",
-        s(&d.join("t.torrent")),
-        "--piece-length",
-        "32K",
-    ]);
+    create_torrent(&d.join("seed/web.bin"), &d.join("t.torrent"), "32K", None);
     let web = http_server(std::fs::read(d.join("t.torrent")).unwrap());
-    let seeder = Proc::start(
-        &[
-            "seed",
-            s(&d.join("t.torrent")),
-            "--data",
-            s(&d.join("seed")),
-            "--listen",
-            "127.0.0.2:0",
-            "--no-trackers",
-        ],
-        d.join("seed.err"),
+    let (_seeder, peer) = start_seed(
+        d,
+        &d.join("t.torrent"),
+        &d.join("seed"),
+        "127.0.0.2:0",
+        &["--no-trackers"],
     );
-    let peer = seeder.addr(T).to_string();
+    let peer = peer.to_string();
     let url = format!("http://{web}/files/t.torrent");
     let mut getter = Proc::start(
         &[

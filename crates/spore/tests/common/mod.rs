@@ -141,6 +141,41 @@ pub fn tracker(dir: &Path) -> (Proc, String) {
     (p, url)
 }
 
+/// `spore create` of `content` (a file or a folder) into `torrent` with pieces of `piece`, announcing to
+/// `tracker` when one is given.
+pub fn create_torrent(content: &Path, torrent: &Path, piece: &str, tracker: Option<&str>) {
+    let mut args = vec![
+        "create",
+        s(content),
+        "-o",
+        s(torrent),
+        "--piece-length",
+        piece,
+    ];
+    if let Some(url) = tracker {
+        args.extend_from_slice(&["-t", url]);
+    }
+    spore_ok(&args);
+}
+
+/// `spore seed` of `torrent` from `data` on `listen` with `extra` flags, its stderr in `dir/seed.err`;
+/// returned with the address it listens on once it says it is seeding.
+pub fn start_seed(
+    dir: &Path,
+    torrent: &Path,
+    data: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
+    let mut args = vec!["seed", s(torrent), "--data", s(data), "--listen", listen];
+    args.extend_from_slice(extra);
+    let p = Proc::start(&args, dir.join("seed.err"));
+    // "listening on" comes first; lines are read in order.
+    let addr = p.addr(T);
+    p.wait_for("seeding", T);
+    (p, addr)
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
