@@ -1,4 +1,4 @@
-//! `spore add`, `list`, `pause`, `resume`, `remove`: talk to a running `spore daemon` over its API.
+//! `spore add`, `list`, `pause`, `resume`, `remove`, `web`: talk to a running `spore daemon` over its API.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -73,6 +73,12 @@ pub struct RemoveArgs {
     pub delete_data: bool,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args)]
+pub struct WebArgs {
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -333,5 +339,22 @@ pub fn remove(args: RemoveArgs) -> CmdResult {
     } else {
         println!("removed {id}");
     }
+    Ok(())
+}
+
+/// Prints a one-time login link to the daemon's web page. Asking for it takes the API token, so only
+/// who can read the token file (or was given it) gets one.
+pub fn web(args: WebArgs) -> CmdResult {
+    let client = Client::new(&args.api)?;
+    let v = client.call("POST", "/api/login-link", "application/json", b"")?;
+    let path = v["path"]
+        .as_str()
+        .filter(|p| p.starts_with('/'))
+        .ok_or_else(|| Failure::Failed(anyhow!("the daemon answered without a login link")))?;
+    println!("http://{}{path}", crate::daemon::link_host(args.api.api));
+    eprintln!(
+        "open it in a browser: it works once, within {} s",
+        v["expires_in"].as_u64().unwrap_or(0)
+    );
     Ok(())
 }

@@ -74,6 +74,8 @@ enum Command {
     Resume(client_cmd::IdArgs),
     /// Remove a torrent from a running daemon (and its data with --delete-data)
     Remove(client_cmd::RemoveArgs),
+    /// Print a one-time login link to a running daemon's web page
+    Web(client_cmd::WebArgs),
 }
 
 #[derive(Args)]
@@ -177,6 +179,7 @@ fn main() -> ExitCode {
         Command::Pause(args) => client_cmd::pause(args),
         Command::Resume(args) => client_cmd::resume(args),
         Command::Remove(args) => client_cmd::remove(args),
+        Command::Web(args) => client_cmd::web(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! The daemon's web page in a real browser: headless Chromium, driven by Playwright
-//! (tests/browser/add_torrent.mjs), adds a torrent through the page and watches it download from a
-//! seeder on loopback. The screenshot it takes is kept in `target/browser-artifacts/`.
+//! (tests/browser/add_torrent.mjs), signs in through the daemon's one-time login link, adds a
+//! torrent through the page and watches it download from a seeder on loopback. The screenshot it takes is kept in `target/browser-artifacts/`.
 //!
 //! Needs node, /usr/bin/chromium and `npm ci` in tests/browser. Without them the test skips, except
 //! under CI=true where it fails, so CI cannot pass without having run it.
@@ -127,6 +127,14 @@ fn add_a_torrent_in_the_web_page_and_watch_it_complete() {
         .trim_start_matches("api listening on ")
         .trim()
         .to_string();
+    // The page signs in through the one-time link the daemon prints; it never sees the token.
+    let login = daemon.wait_for("/login?once=", T);
+    let login = login[login.find("http://").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
 
     let screenshot = artifacts().join("add_torrent.png");
     // Pictures from an earlier run must not pass for this one's.
@@ -136,6 +144,8 @@ fn add_a_torrent_in_the_web_page_and_watch_it_complete() {
     node.arg(script_dir().join("add_torrent.mjs"))
         .current_dir(script_dir())
         .env("SPORE_URL", format!("{api}/"))
+        .env("SPORE_LOGIN", &login)
+        .env("SPORE_TOKEN", token.trim())
         .env("SPORE_TORRENT", &torrent)
         .env("SPORE_ID", &id)
         .env("SPORE_TRACKER", &tracker_url)

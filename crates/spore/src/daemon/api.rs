@@ -5,21 +5,120 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::{ApiError, Daemon, Source};
 
 const MAX_BODY: usize = 16 << 20;
 const PAGE: &str = include_str!("web/index.html");
+const LOGIN_PAGE: &str = include_str!("web/login.html");
+
+/// How long a one-time login link may wait to be opened.
+pub const LINK_TTL: Duration = Duration::from_secs(120);
+/// One-time links not yet used; a new one beyond this drops the oldest.
+const MAX_LINKS: usize = 16;
+/// How long a browser session lasts after its login.
+const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Browser sessions at once; a login beyond this ends the oldest.
+const MAX_SESSIONS: usize = 32;
+const SESSION_COOKIE: &str = "spore_session";
+
+/// The web page's credentials. The page never holds the API token: `spore daemon` and `spore web` (which
+/// asks the daemon with the token, so only who can read the token file) print a one-time login link,
+/// and opening it trades its secret for a session in an HttpOnly, SameSite=Strict cookie.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<SessionsInner>,
+}
+
+#[derive(Default)]
+struct SessionsInner {
+    /// (secret, expiry) of each one-time link not yet used.
+    links: Vec<(String, Instant)>,
+    /// (secret, expiry) of each session.
+    sessions: Vec<(String, Instant)>,
+}
+
+/// Takes the entry whose secret is `secret` out of `list`, comparing with every entry in constant time.
+fn take_secret(list: &mut Vec<(String, Instant)>, secret: &str, now: Instant) -> bool {
+    list.retain(|(_, expiry)| *expiry > now);
+    let mut found = None;
+    for (i, (s, _)) in list.iter().enumerate() {
+        if same(s, secret) {
+            found = Some(i);
+        }
+    }
+    found.map(|i| list.remove(i)).is_some()
+}
+
+fn push_bounded(list: &mut Vec<(String, Instant)>, secret: String, expiry: Instant, max: usize) {
+    let now = Instant::now();
+    list.retain(|(_, e)| *e > now);
+    if list.len() >= max {
+        list.remove(0);
+    }
+    list.push((secret, expiry));
+}
+
+impl Sessions {
+    /// A new one-time login secret, valid for [`LINK_TTL`].
+    pub fn new_link(&self) -> std::io::Result<String> {
+        let secret = super::store::random_hex(32)?;
+        let mut inner = self.inner.lock();
+        push_bounded(
+            &mut inner.links,
+            secret.clone(),
+            Instant::now() + LINK_TTL,
+            MAX_LINKS,
+        );
+        Ok(secret)
+    }
+
+    /// Uses up the one-time secret `once`; a new session's secret if it was valid.
+    fn redeem(&self, once: &str) -> Option<String> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if !take_secret(&mut inner.links, once, now) {
+            return None;
+        }
+        let session = super::store::random_hex(32).ok()?;
+        push_bounded(
+            &mut inner.sessions,
+            session.clone(),
+            now + SESSION_TTL,
+            MAX_SESSIONS,
+        );
+        Some(session)
+    }
+
+    fn valid(&self, session: &str) -> bool {
+        let now = Instant::now();
+        let inner = self.inner.lock();
+        inner.sessions.iter().fold(false, |ok, (s, expiry)| {
+            ok | (same(s, session) && *expiry > now)
+        })
+    }
+}
+
+/// How a request to the API proved itself.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Auth {
+    Token,
+    Session,
+    /// `/metrics` on a loopback-bound API.
+    Open,
+}
 
 #[derive(Clone)]
 struct Ctx {
@@ -36,10 +135,12 @@ pub fn router(daemon: Arc<Daemon>, bound: SocketAddr) -> Router {
         .route("/api/torrents/{id}/resume", post(resume))
         .route("/api/settings", get(settings).put(put_settings))
         .route("/api/events", get(events))
+        .route("/api/login-link", post(login_link))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authorize));
     Router::new()
         .route("/", get(page))
+        .route("/login", get(login))
         .merge(api)
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
@@ -53,6 +154,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "no such torrent or endpoint".into()),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body larger than {MAX_BODY} bytes"),
@@ -88,9 +190,9 @@ fn is_loopback_host(host: &str) -> bool {
 /// Bound to one address, only that address or a loopback name will do, so a web page whose domain
 /// was pointed at this machine (DNS rebinding) cannot talk to the daemon. Bound to a wildcard
 /// address, the API is meant to be reached under names the daemon cannot know (the machine's
-/// names, its addresses on each network), so any Host is served: the token is the defence there,
-/// and such a page never sees it (the web page carries it only to a loopback client naming a
-/// loopback host, and /metrics needs it on a non-loopback bind).
+/// names, its addresses on each network), so any Host is served: the token or a session cookie
+/// is the defence there, and a foreign page has neither (the cookie is SameSite=Strict and
+/// cookie-authenticated calls must come from the daemon's own origin).
 fn host_allowed(host: &str, bound: SocketAddr) -> bool {
     bound.ip().is_unspecified()
         || is_loopback_host(host)
@@ -136,48 +238,151 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-async fn authorize(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+/// The session secret in the request's cookies, if any.
+fn session_of(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == SESSION_COOKIE).then_some(v)
+        })
+}
+
+/// Whether a cookie-authenticated request comes from the daemon's own page. The cookie is
+/// SameSite=Strict, but a site is not an origin: a page on another port of this host (any local
+/// user can serve one) is the same site, so the browser's own word on the origin is checked too.
+/// A state-changing call must carry an `Origin` naming this host (browsers send it with every
+/// POST, PUT and DELETE) or `Sec-Fetch-Site: same-origin`; any call carrying either must agree.
+fn same_origin(headers: &HeaderMap, method: &Method) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let fetch_site = text("sec-fetch-site");
+    if fetch_site.is_some_and(|s| s != "same-origin") {
+        return false;
+    }
+    let host = text("host").unwrap_or("");
+    let origin_ok = text("origin").map(|o| {
+        o.split_once("://")
+            .is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host))
+    });
+    match origin_ok {
+        Some(ok) => ok,
+        None => matches!(*method, Method::GET | Method::HEAD) || fetch_site == Some("same-origin"),
+    }
+}
+
+async fn authorize(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    // The query-string token is only for the event stream (browsers cannot add headers to it).
+    // The query-string token is only for the event stream (for clients that cannot add headers).
     let query = (path == "/api/events").then(|| req.uri().query()).flatten();
     let open_metrics = path == "/metrics" && ctx.bound.ip().is_loopback();
-    let ok =
-        open_metrics || token_of(req.headers(), query).is_some_and(|t| same(&t, &ctx.daemon.token));
-    if !ok {
+    let auth = if token_of(req.headers(), query).is_some_and(|t| same(&t, &ctx.daemon.token)) {
+        Auth::Token
+    } else if session_of(req.headers()).is_some_and(|s| ctx.daemon.sessions.valid(s)) {
+        if !same_origin(req.headers(), req.method()) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "cross-origin request refused: the session cookie is for the daemon's own page",
+            );
+        }
+        Auth::Session
+    } else if open_metrics {
+        Auth::Open
+    } else {
         return error(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong API token (see api-token in the state directory)",
+            "missing or wrong API token (see api-token in the state directory) or session (run `spore web`)",
         );
-    }
+    };
+    req.extensions_mut().insert(auth);
     next.run(req).await
 }
 
-async fn page(
-    State(ctx): State<Ctx>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let host_loopback = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(is_loopback_host);
-    // Only a browser on this machine talking to a loopback name gets the token handed to it.
-    let token = if peer.ip().is_loopback() && host_loopback {
-        ctx.daemon.token.as_str()
-    } else {
-        ""
-    };
-    let mut response = Html(PAGE.replace("{{TOKEN}}", token)).into_response();
+/// Headers for the HTML pages: never cached, never framed, nothing loaded from elsewhere.
+fn html(body: &str, status: StatusCode, csp: &'static str) -> Response {
+    let mut response = (status, Html(body.to_string())).into_response();
     let h = response.headers_mut();
-    h.insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
-    h.insert("x-frame-options", "DENY".parse().expect("static"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
-            .parse()
-            .expect("static"),
+        HeaderValue::from_static(csp),
     );
     response
+}
+
+const PAGE_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'";
+const LOGIN_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'";
+
+/// The web page to a browser with a session; to any other, a page saying how to get one (and no secret).
+async fn page(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if session_of(&headers).is_some_and(|s| ctx.daemon.sessions.valid(s)) {
+        html(PAGE, StatusCode::OK, PAGE_CSP)
+    } else {
+        html(
+            &LOGIN_PAGE.replace("{{MESSAGE}}", "Sign in to see this daemon's torrents."),
+            StatusCode::OK,
+            LOGIN_CSP,
+        )
+    }
+}
+
+/// `GET /login?once=SECRET`: a one-time link traded for a session cookie, then on to the page.
+async fn login(State(ctx): State<Ctx>, req: Request) -> Response {
+    let once = query_param(req.uri().query(), "once").unwrap_or_default();
+    let Some(session) = ctx.daemon.sessions.redeem(&once) else {
+        return html(
+            &LOGIN_PAGE.replace(
+                "{{MESSAGE}}",
+                "This login link is not valid: it was used already, it expired, or the daemon restarted since.",
+            ),
+            StatusCode::FORBIDDEN,
+            LOGIN_CSP,
+        );
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_TTL.as_secs()
+    );
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let h = response.headers_mut();
+    h.insert(header::LOCATION, HeaderValue::from_static("/"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        h.insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// `POST /api/login-link`: a fresh one-time login link, for `spore web`. Only with the token: a
+/// session cannot make more of itself.
+async fn login_link(State(ctx): State<Ctx>, req: Request) -> Result<Response, ApiError> {
+    if req.extensions().get::<Auth>() != Some(&Auth::Token) {
+        return Err(ApiError::Forbidden(
+            "a login link needs the API token".into(),
+        ));
+    }
+    let once = ctx
+        .daemon
+        .sessions
+        .new_link()
+        .map_err(|e| ApiError::Internal(format!("random bytes: {e}")))?;
+    Ok(axum::Json(json!({
+        "path": format!("/login?once={once}"),
+        "expires_in": LINK_TTL.as_secs(),
+    }))
+    .into_response())
 }
 
 fn parse_id(id: &str) -> Result<[u8; 20], ApiError> {
@@ -299,7 +504,7 @@ async fn settings(State(ctx): State<Ctx>) -> Response {
 
 async fn put_settings(State(ctx): State<Ctx>, req: Request) -> Result<Response, ApiError> {
     let change = parse_json(&read_body(req).await?)?;
-    Ok(axum::Json(ctx.daemon.update_settings(&change)?).into_response())
+    Ok(axum::Json(ctx.daemon.update_settings(&change).await?).into_response())
 }
 
 async fn events(
@@ -378,6 +583,55 @@ mod tests {
         let v6: SocketAddr = "[2001:db8::1]:9091".parse().expect("address");
         assert!(host_allowed("[2001:db8::1]:9091", v6));
         assert!(!host_allowed("[2001:db8::2]:9091", v6));
+    }
+
+    #[test]
+    fn a_login_secret_works_once_and_only_before_it_expires() {
+        let now = Instant::now();
+        let secret = "a".repeat(64);
+        let list = vec![(secret.clone(), now + LINK_TTL)];
+        assert!(!take_secret(&mut list.clone(), &"b".repeat(64), now));
+        let late = now + LINK_TTL + Duration::from_secs(1);
+        assert!(!take_secret(&mut list.clone(), &secret, late));
+        let mut list = list;
+        assert!(take_secret(&mut list, &secret, now));
+        assert!(!take_secret(&mut list, &secret, now), "used twice");
+    }
+
+    #[test]
+    fn a_cookie_call_must_come_from_the_daemons_own_origin() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:9091"));
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let own = [("origin", "http://127.0.0.1:9091")];
+        assert!(same_origin(&headers(&own), &Method::PUT));
+        assert!(same_origin(
+            &headers(&[("sec-fetch-site", "same-origin")]),
+            &Method::DELETE
+        ));
+        assert!(same_origin(&headers(&[]), &Method::GET));
+        for bad in [
+            &[("origin", "http://127.0.0.1:8080")][..],
+            &[("origin", "http://evil.example")],
+            &[("origin", "null")],
+            &[("sec-fetch-site", "same-site")],
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://127.0.0.1:9091"),
+            ],
+            &[],
+        ] {
+            assert!(!same_origin(&headers(bad), &Method::POST), "{bad:?}");
+        }
+        assert!(!same_origin(
+            &headers(&[("sec-fetch-site", "cross-site")]),
+            &Method::GET
+        ));
     }
 
     #[test]

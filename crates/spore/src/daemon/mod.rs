@@ -2,6 +2,7 @@
 //! (fast-resume included), driven through a JSON API and a web page.
 
 mod api;
+mod paths;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,10 @@ pub struct DaemonArgs {
     /// Default download directory (saved in the settings)
     #[arg(long, value_name = "DIR")]
     pub download_dir: Option<PathBuf>,
+    /// Another directory the API may put torrents' data in, besides the download directory; repeat
+    /// for more (replaces the `allowed_dirs` setting, and is saved in it)
+    #[arg(long = "allowed-dir", value_name = "DIR")]
+    pub allowed_dirs: Vec<PathBuf>,
     /// A TOML file of settings (the keys of `GET /api/settings`) applied at start and saved
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -97,6 +102,11 @@ impl Entry {
 pub struct Daemon {
     store: Store,
     pub token: String,
+    /// The web page's one-time login links and sessions.
+    sessions: api::Sessions,
+    /// Where the API may have data written: `download_dir` and `allowed_dirs` as they were at start
+    /// (the API can move `download_dir` within them, never widen them).
+    roots: Vec<PathBuf>,
     pub settings: Mutex<Settings>,
     session: Session,
     dht: Option<engine::dht::DhtNode>,
@@ -118,6 +128,8 @@ pub enum ApiError {
     BadRequest(String),
     NotFound,
     Conflict(String),
+    /// Refused whoever asks: a directory outside the allowed ones, a setting the API may not change.
+    Forbidden(String),
     TooLarge,
     Internal(String),
 }
@@ -145,10 +157,19 @@ pub fn run(args: DaemonArgs) -> CmdResult {
 }
 
 async fn serve(args: DaemonArgs) -> CmdResult {
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| crate::share_cmd::state_dir(None).join("daemon"));
+    // Every path setting is made absolute here, against the directory the daemon started in: the
+    // API refuses relative directories, and later ones would depend on whoever asks.
+    let absolute = |p: &Path| {
+        std::path::absolute(p)
+            .with_context(|| format!("bad path {}", p.display()))
+            .map_err(Failure::BadInput)
+    };
+    let state_dir = absolute(
+        &args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| crate::share_cmd::state_dir(None).join("daemon")),
+    )?;
     let store = Store::open(&state_dir).map_err(Failure::Failed)?;
     let token = store.token().map_err(Failure::Failed)?;
     let mut settings = store.settings().map_err(Failure::BadInput)?;
@@ -175,9 +196,27 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     if let Some(dir) = &args.download_dir {
         settings.download_dir = dir.clone();
     }
-    if args.config.is_some() || args.download_dir.is_some() {
+    if !args.allowed_dirs.is_empty() {
+        settings.allowed_dirs = args.allowed_dirs.clone();
+    }
+    let as_given = (settings.download_dir.clone(), settings.allowed_dirs.clone());
+    settings.download_dir = absolute(&settings.download_dir)?;
+    settings.allowed_dirs = settings
+        .allowed_dirs
+        .iter()
+        .map(|d| absolute(d))
+        .collect::<Result<_, _>>()?;
+    let resolved = as_given != (settings.download_dir.clone(), settings.allowed_dirs.clone());
+    if args.config.is_some()
+        || args.download_dir.is_some()
+        || !args.allowed_dirs.is_empty()
+        || resolved
+    {
         store.save_settings(&settings).map_err(Failure::Failed)?;
     }
+    let roots = std::iter::once(settings.download_dir.clone())
+        .chain(settings.allowed_dirs.iter().cloned())
+        .collect();
     let session = Session::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -191,6 +230,8 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     let daemon = Arc::new(Daemon {
         store,
         token,
+        sessions: api::Sessions::default(),
+        roots,
         global_up: Arc::new(Limiter::new(settings.max_upload_rate.unwrap_or(0))),
         global_down: Arc::new(Limiter::new(settings.max_download_rate.unwrap_or(0))),
         peer_budget: Arc::new(engine::PeerBudget::new(settings.max_peers_total)),
@@ -215,6 +256,12 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     );
     println!("peers on {listen}");
     println!("api listening on http://{api_addr}");
+    let once = daemon.sessions.new_link().context("random bytes")?;
+    println!(
+        "web page: open http://{}/login?once={once} (works once, within {} s; `spore web` prints a new link)",
+        link_host(api_addr),
+        api::LINK_TTL.as_secs()
+    );
 
     daemon.schedule();
     let ticker = tokio::spawn(daemon.clone().tick_loop());
@@ -246,7 +293,43 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(e.to_string())
 }
 
+/// The address a browser on this machine reaches an API bound to `addr` at.
+pub fn link_host(addr: SocketAddr) -> SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// Runs blocking file-system work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("file task: {e}")))
+}
+
 impl Daemon {
+    /// Refuses a directory the API may not have data written to: a relative one, or one that lies,
+    /// its symbolic links resolved, outside the download directory and the allowed directories.
+    async fn check_dir(&self, dir: &Path) -> Result<(), ApiError> {
+        if !dir.is_absolute() {
+            return Err(bad("download_dir must be an absolute path"));
+        }
+        let (d, roots) = (dir.to_path_buf(), self.roots.clone());
+        if blocking(move || paths::is_allowed(&d, &roots)).await? {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{} is outside the directories this daemon may write to (its download_dir and allowed_dirs settings)",
+                dir.display()
+            )))
+        }
+    }
+
     /// Adds an entry for a torrent whose record is already in the state directory.
     fn insert(&self, id: [u8; 20], record: Record, torrent: Option<Arc<Torrent>>) -> Slot {
         let saved = record.clone();
@@ -302,23 +385,29 @@ impl Daemon {
                 (id, None, Some(link))
             }
             Source::Url(url) => {
-                let bytes = engine::tracker::http_get(&url, None, 16 << 20)
+                let bytes = engine::tracker::http_get(&url, None, paths::MAX_TORRENT_FILE as usize)
                     .await
                     .map_err(|e| bad(format!("{url}: {e:#}")))?;
-                let torrent =
-                    Torrent::from_bytes(&bytes).map_err(|e| bad(format!("{url}: {e}")))?;
+                let (bytes, torrent) = blocking(move || {
+                    let t = Torrent::from_bytes(&bytes).map_err(|e| bad(format!("{url}: {e}")))?;
+                    Ok::<_, ApiError>((bytes, t))
+                })
+                .await??;
                 (engine::wire_id(&torrent), Some((bytes, torrent)), None)
             }
             Source::Path(path) => {
-                let torrent = crate::info_cmd::load(&path).map_err(|e| match e {
-                    Failure::BadInput(e) | Failure::Failed(e) => bad(format!("{e:#}")),
-                })?;
-                let bytes = std::fs::read(&path).map_err(|e| bad(format!("{e}")))?;
+                // Off the runtime: a FIFO, a slow disk or a huge file must not hold a worker.
+                let (bytes, torrent) =
+                    blocking(move || paths::read_torrent_file(&path).map_err(bad)).await??;
                 (engine::wire_id(&torrent), Some((bytes, torrent)), None)
             }
             Source::TorrentFile(bytes) => {
-                let torrent = Torrent::from_bytes(&bytes)
-                    .map_err(|e| bad(format!("not a valid torrent: {e}")))?;
+                let (bytes, torrent) = blocking(move || {
+                    let t = Torrent::from_bytes(&bytes)
+                        .map_err(|e| bad(format!("not a valid torrent: {e}")))?;
+                    Ok::<_, ApiError>((bytes, t))
+                })
+                .await??;
                 (engine::wire_id(&torrent), Some((bytes, torrent)), None)
             }
         };
@@ -330,9 +419,7 @@ impl Daemon {
         }
         let download_dir =
             download_dir.unwrap_or_else(|| self.settings.lock().download_dir.clone());
-        if !download_dir.is_absolute() {
-            return Err(bad("download_dir must be an absolute path"));
-        }
+        self.check_dir(&download_dir).await?;
         let record = Record {
             magnet,
             download_dir,
@@ -697,7 +784,7 @@ impl Daemon {
                 (e.torrent.clone(), e.record.download_dir.clone())
             };
             if let Some(t) = torrent {
-                delete_files(&t, &dir);
+                blocking(move || delete_files(&t, &dir)).await?;
             }
         }
         let last = self.view(&slot, false);
@@ -734,6 +821,9 @@ impl Daemon {
             let e = slot.lock();
             Change::parse(obj, e.torrent.as_ref().map(|t| t.files.len()))?
         };
+        if let Some(to) = &change.download_dir {
+            self.check_dir(to).await?;
+        }
         let restart =
             change.files.is_some() || change.priorities.is_some() || change.download_dir.is_some();
         let mut old_phase = None;
@@ -754,8 +844,11 @@ impl Daemon {
                 let e = slot.lock();
                 (e.torrent.clone(), e.record.download_dir.clone())
             };
-            let moved = match &torrent {
-                Some(t) => move_files(t, &from, to),
+            let moved = match torrent {
+                Some(t) => {
+                    let (from, to) = (from.clone(), to.clone());
+                    blocking(move || move_files(&t, &from, &to)).await?
+                }
                 None => Ok(()),
             };
             if let Err(failure) = moved {
@@ -802,8 +895,9 @@ impl Daemon {
         Ok(self.view(&slot, false))
     }
 
-    pub fn update_settings(self: &Arc<Self>, change: &Value) -> Result<Value, ApiError> {
-        let mut current = serde_json::to_value(&*self.settings.lock()).map_err(bad)?;
+    pub async fn update_settings(self: &Arc<Self>, change: &Value) -> Result<Value, ApiError> {
+        let old = self.settings.lock().clone();
+        let mut current = serde_json::to_value(&old).map_err(bad)?;
         let (Some(cur), Some(obj)) = (current.as_object_mut(), change.as_object()) else {
             return Err(bad("expected a JSON object"));
         };
@@ -815,8 +909,14 @@ impl Daemon {
         }
         let settings: Settings =
             serde_json::from_value(current).map_err(|e| bad(format!("settings: {e}")))?;
-        if !settings.download_dir.is_absolute() {
-            return Err(bad("download_dir must be an absolute path"));
+        // The API works inside the allowed directories; widening them is for who starts the daemon.
+        if settings.allowed_dirs != old.allowed_dirs {
+            return Err(ApiError::Forbidden(
+                "allowed_dirs can only be set in the config file, on the command line or in settings.json".into(),
+            ));
+        }
+        if settings.download_dir != old.download_dir {
+            self.check_dir(&settings.download_dir).await?;
         }
         self.global_up.set_rate(settings.max_upload_rate);
         self.global_down.set_rate(settings.max_download_rate);

@@ -28,6 +28,9 @@ pub struct Settings {
     pub seed_ratio: Option<f64>,
     /// Seconds.
     pub seed_time: Option<u64>,
+    /// Directories besides `download_dir` (and below them) where the API may put a torrent's data.
+    /// Set only in the config file, on the command line or in settings.json, never through the API.
+    pub allowed_dirs: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             max_download_rate: None,
             seed_ratio: None,
             seed_time: None,
+            allowed_dirs: Vec::new(),
         }
     }
 }
@@ -195,9 +199,7 @@ impl Store {
                 return Ok(t);
             }
         }
-        let mut bytes = [0u8; 24];
-        fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-        let token = metainfo::hex(&bytes);
+        let token = random_hex(24)?;
         write_atomic_mode(&path, token.as_bytes(), 0o600)?;
         Ok(token)
     }
@@ -301,6 +303,13 @@ impl Store {
             }
         }
     }
+}
+
+/// `bytes` random bytes from the OS, in hex.
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(metainfo::hex(&buf))
 }
 
 pub fn parse_id(hex: &str) -> Option<[u8; 20]> {

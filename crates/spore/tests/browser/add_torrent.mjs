@@ -1,7 +1,10 @@
-// Drives the daemon's web page in headless Chromium: add a .torrent through the Add dialog, wait for
-// its row to reach 100% and seeding, look at the detail panel, save a screenshot.
+// Drives the daemon's web page in headless Chromium: sign in through the one-time login link, add a
+// .torrent through the Add dialog, wait for its row to reach 100% and seeding, look at the detail
+// panel, save a screenshot.
 // Started by crates/spore/tests/browser.rs, which passes everything through the environment:
 //   SPORE_URL         the daemon's page, http://127.0.0.1:PORT/
+//   SPORE_LOGIN       the one-time login link the daemon printed
+//   SPORE_TOKEN       the API token, which the page must never contain
 //   SPORE_TORRENT     the .torrent file to upload
 //   SPORE_ID          its expected id (v1 info-hash, hex)
 //   SPORE_TRACKER     the tracker URL the torrent announces to
@@ -17,6 +20,8 @@ const env = (name, fallback) => {
   return v;
 };
 const url = env("SPORE_URL");
+const login = env("SPORE_LOGIN");
+const apiToken = env("SPORE_TOKEN");
 const torrent = env("SPORE_TORRENT");
 const id = env("SPORE_ID");
 const tracker = env("SPORE_TRACKER");
@@ -56,12 +61,24 @@ try {
     if (!u.startsWith(origin) && !u.startsWith("data:")) problems.push(`request off the daemon: ${u}`);
   });
 
-  step(`open ${url} (seed at ${seed})`);
+  step(`open ${url} before signing in (seed at ${seed})`);
   await page.goto(url, { waitUntil: "load" });
+  await page.locator("#login-message").waitFor();
+  if (await page.locator("#add-button").count()) throw new Error("the page shows torrents without a session");
+
+  step("sign in through the one-time link");
+  await page.goto(login, { waitUntil: "load" });
+  if (page.url() !== url) throw new Error(`the login link led to ${page.url()}, not ${url}`);
   await page.locator("#add-button").waitFor({ state: "visible" });
-  // The page got its token from the daemon, so the live stream connects without asking.
+  const cookies = await context.cookies(url);
+  const session = cookies.find((c) => c.name === "spore_session");
+  if (!session || !session.httpOnly || session.sameSite !== "Strict" || session.path !== "/")
+    throw new Error(`session cookie: ${JSON.stringify(cookies)}`);
+  if ((await page.content()).includes(apiToken)) throw new Error("the page holds the API token");
+  if (await page.evaluate(() => document.cookie.includes("spore_session"))) throw new Error("the page's script can read its session");
+  // The session carries the live stream, with no token anywhere.
   await page.locator('#conn[data-mode="live"]').waitFor({ timeout: 15_000 });
-  if (await page.locator("#token-dialog").evaluate((d) => d.open)) throw new Error("the page asked for a token");
+  if (await page.locator("#login-dialog").evaluate((d) => d.open)) throw new Error("the page says it is signed out");
 
   step("add the .torrent through the Add dialog");
   await page.click("#add-button");
@@ -102,8 +119,7 @@ try {
   const response = await saved;
   if (!response.ok()) throw new Error(`priority change answered ${response.status()}`);
   const view = await page.evaluate(async (tid) => {
-    const token = document.querySelector('meta[name="spore-token"]').content;
-    const r = await fetch(`/api/torrents/${tid}`, { headers: { Authorization: `Bearer ${token}` } });
+    const r = await fetch(`/api/torrents/${tid}`);
     return r.json();
   }, id);
   if (view.files[0].priority !== "high") throw new Error(`priority not saved: ${JSON.stringify(view.files)}`);
@@ -125,6 +141,14 @@ try {
   );
   await page.screenshot({ path: screenshot });
   console.log(`screenshot: ${screenshot}`);
+
+  step("the used link signs no one in again");
+  const again = await browser.newContext();
+  const other = await again.newPage();
+  const reused = await other.goto(login);
+  if (reused.status() !== 403) throw new Error(`a used login link answered ${reused.status()}`);
+  if ((await again.cookies(url)).length) throw new Error("a used login link set a cookie");
+  await again.close();
   console.log("browser test passed");
 } catch (e) {
   console.error(`FAILED: ${e.stack || e}`);

@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+mod api;
+#[allow(unused_imports)]
+pub use api::*;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
