@@ -1347,6 +1347,53 @@ mod tests {
         assert_eq!(picked, others);
     }
 
+    #[tokio::test]
+    async fn a_write_error_stops_the_torrent_with_a_typed_error() {
+        let seed = crate::testutil::seed(256 * 1024, 16 * 1024, |_| {}).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&out).expect("mkdir");
+        std::fs::write(&outside, b"precious").expect("write");
+        let mut config = super::TorrentConfig::new(seed.handle.shared.torrent.clone(), out.clone());
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.use_trackers = false;
+        config.pex = false;
+        let handle = super::start(config).await.expect("starts");
+        // The file the torrent created is swapped for a link before any piece arrives: every write
+        // fails (as on a full disk, any write error does the same).
+        std::fs::remove_file(out.join("data.bin")).expect("rm");
+        std::os::unix::fs::symlink(&outside, out.join("data.bin")).expect("symlink");
+        handle.shared.add_peers([seed.handle.listen_addr()]);
+        let result = tokio::time::timeout(Duration::from_secs(60), handle.wait_complete())
+            .await
+            .expect("stops instead of fetching the pieces again for ever");
+        let Err(super::TorrentError::Disk(e)) = result else {
+            panic!("completed through a link");
+        };
+        assert!(metainfo::beneath::is_link_refused(&e.source), "{e}");
+        assert_eq!(
+            handle.error().map(|e| e.to_string()),
+            Some(format!("stopped: {e}"))
+        );
+        // Stopped: no new connections, the existing ones closed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while handle.status().peers > 0 {
+            assert!(Instant::now() < deadline, "peers still connected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(handle
+            .shared
+            .add_peer(
+                seed.handle.listen_addr(),
+                true,
+                tokio::sync::mpsc::channel(1).0
+            )
+            .is_none());
+        assert_eq!(std::fs::read(&outside).expect("read"), b"precious");
+        handle.stop().await;
+    }
+
     #[test]
     fn a_peer_budget_is_shared_and_never_overdrawn() {
         let budget = PeerBudget::new(2);
