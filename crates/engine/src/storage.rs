@@ -110,9 +110,19 @@ impl Storage {
     /// download has every file, empty ones included. A link where a file or directory should be is an
     /// error naming it.
     pub fn create_files(&self, selected: Option<&[bool]>) -> Result<(), DiskError> {
+        let mut root_made = false;
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.pad || selected.is_some_and(|s| !s.get(i).copied().unwrap_or(true)) {
                 continue;
+            }
+            if !root_made {
+                // The download directory itself, as the user named it (links followed: their choice).
+                std::fs::create_dir_all(&self.dir).map_err(|e| DiskError {
+                    action: "creating",
+                    path: self.dir.clone(),
+                    source: Arc::new(e),
+                })?;
+                root_made = true;
             }
             // Existing files are left as they are: the recheck decides what in them is good. Not kept
             // open: a torrent of many files would hold a descriptor for each.
@@ -340,8 +350,8 @@ mod tests {
             with_resolver(r, || {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let (t, bytes) = torrent(dir.path());
-                let out = dir.path().join("out");
-                std::fs::create_dir(&out).expect("mkdir");
+                // Missing, as a daemon's download directory may be: created.
+                let out = dir.path().join("out/deeper");
                 let storage = Storage::new(&t, &out);
                 storage.create_files(None).expect("create");
                 // Page-aligned, so the O_DIRECT path is taken where the file system has it.
