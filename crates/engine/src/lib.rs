@@ -37,8 +37,8 @@ pub use bitfield::Bitfield;
 pub use picker::{Picker, Received, BLOCK};
 pub use rate::Limiter;
 pub use session::Session;
-pub use storage::{piece_matches, Storage};
+pub use storage::{piece_matches, DiskError, Storage};
 pub use torrent::{
     new_peer_id, start, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
-    TorrentHandle, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
+    TorrentError, TorrentHandle, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
 };

@@ -18,7 +18,7 @@ use wire::Message;
 use crate::bitfield::Bitfield;
 use crate::picker::{Picker, Received};
 use crate::rate::Limiter;
-use crate::storage::{piece_matches, Storage};
+use crate::storage::{piece_matches, DiskError, Storage};
 
 /// What to download and how.
 #[derive(Debug, Clone)]
@@ -262,7 +262,11 @@ pub struct Shared {
     pub dht_announces: AtomicU64,
     pub lsd_announces: AtomicU64,
     complete: AtomicBool,
+    /// Signalled on completion and on `failure`.
     complete_notify: Notify,
+    /// Set once when the torrent stops by itself (a disk error); never cleared: a restart is a new
+    /// torrent handle.
+    failure: Mutex<Option<TorrentError>>,
     /// Signalled when addresses are queued for connecting.
     new_peers: Notify,
     stopping: watch::Sender<bool>,
@@ -282,6 +286,32 @@ pub struct Shared {
 /// cores can hash while a write is under way.
 fn verify_slots(piece_length: u64) -> usize {
     ((32 << 20) / piece_length.max(1)).clamp(4, 256) as usize
+}
+
+/// Why a torrent stopped by itself. It stops rather than fetch the same pieces again for ever; pieces
+/// verified before stay verified (on disk, and in [`Shared::have`] for resume data).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TorrentError {
+    /// Writing verified data failed: disk full (ENOSPC, EDQUOT, EFBIG), an I/O error, a read-only file
+    /// system, no permission, or a link where a file should be. Every write error counts: none of them
+    /// goes away by downloading the piece again.
+    #[error("stopped: {0}")]
+    Disk(DiskError),
+}
+
+impl From<DiskError> for TorrentError {
+    fn from(e: DiskError) -> TorrentError {
+        TorrentError::Disk(e)
+    }
+}
+
+impl TorrentError {
+    /// The OS error number behind it, if any.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            TorrentError::Disk(e) => e.errno(),
+        }
+    }
 }
 
 /// A snapshot for progress displays.
@@ -385,6 +415,9 @@ impl Shared {
         outgoing: bool,
         tx: mpsc::Sender<Command>,
     ) -> Option<u64> {
+        if *self.stopping.borrow() {
+            return None;
+        }
         let mut st = self.state.lock();
         if st.banned.contains(&addr.ip()) || st.peers.len() >= self.config.max_peers {
             return None;
@@ -503,13 +536,19 @@ impl Shared {
     }
 
     fn verify_and_store(self: &Arc<Self>, index: u32, buf: PieceBuf) {
+        if self.failure.lock().is_some() {
+            // Stopped on a disk error: nothing more is written.
+            self.state.lock().picker.failed(index);
+            return;
+        }
         let ok = piece_matches(&self.torrent, index, &buf.data);
         let written = ok && {
             match self.storage.write(self.piece_start(index), &buf.data) {
                 Ok(()) => true,
                 Err(e) => {
-                    tracing::error!("writing piece {index}: {e}");
-                    false
+                    self.state.lock().picker.failed(index);
+                    self.fail(TorrentError::Disk(e));
+                    return;
                 }
             }
         };
@@ -559,6 +598,49 @@ impl Shared {
                     }
                 }
             }
+        }
+    }
+
+    /// Stops the torrent on an error it cannot get past by itself: closes every connection, ends its
+    /// tasks (trackers hear `stopped`), flushes what was written, and wakes `wait_done`. The first
+    /// error is kept and logged once; later ones (pieces that were being written at the time) are not.
+    pub(crate) fn fail(&self, error: TorrentError) {
+        {
+            let mut failure = self.failure.lock();
+            if failure.is_some() {
+                tracing::debug!("{}: also {error}", self.torrent.name);
+                return;
+            }
+            // Logged by whoever reads it from the handle (`get` prints it, the daemon shows it).
+            tracing::info!("{}: {error}", self.torrent.name);
+            *failure = Some(error);
+        }
+        let _ = self.stopping.send(true);
+        for peer in self.state.lock().peers.values() {
+            let _ = peer.tx.try_send(Command::Disconnect);
+        }
+        if let Err(e) = self.storage.sync() {
+            tracing::warn!("{}: syncing data: {e}", self.torrent.name);
+        }
+        self.complete_notify.notify_waiters();
+    }
+
+    /// Why the torrent stopped by itself, if it did.
+    pub fn failure(&self) -> Option<TorrentError> {
+        self.failure.lock().clone()
+    }
+
+    /// Waits until the torrent is complete (`Ok`) or stopped by an error (`Err`).
+    pub async fn wait_done(&self) -> Result<(), TorrentError> {
+        loop {
+            let notified = self.complete_notify.notified();
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            if self.is_complete() {
+                return Ok(());
+            }
+            notified.await;
         }
     }
 
@@ -955,6 +1037,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         lsd_announces: AtomicU64::new(0),
         complete: AtomicBool::new(already_done),
         complete_notify: Notify::new(),
+        failure: Mutex::new(None),
         new_peers: Notify::new(),
         stopping,
         verify_slots: Arc::new(tokio::sync::Semaphore::new(verify_slots(
@@ -1136,8 +1219,16 @@ impl TorrentHandle {
         self.shared.listen_addr
     }
 
-    pub async fn wait_complete(&self) {
-        self.shared.wait_complete().await
+    /// Waits until the download is complete, or the torrent stopped by itself (a disk error: see
+    /// [`TorrentError`]).
+    pub async fn wait_complete(&self) -> Result<(), TorrentError> {
+        self.shared.wait_done().await
+    }
+
+    /// Why the torrent stopped by itself, if it did; it then neither downloads nor uploads, and a
+    /// restart (a new `start` with its resume data) retries.
+    pub fn error(&self) -> Option<TorrentError> {
+        self.shared.failure()
     }
 
     /// Tells trackers we stop, closes every connection, and flushes data.
@@ -1254,6 +1345,53 @@ mod tests {
         // have had a turn (a fixed pick would alternate between two at most).
         let others: HashSet<u64> = keys[1..].iter().copied().collect();
         assert_eq!(picked, others);
+    }
+
+    #[tokio::test]
+    async fn a_write_error_stops_the_torrent_with_a_typed_error() {
+        let seed = crate::testutil::seed(256 * 1024, 16 * 1024, |_| {}).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&out).expect("mkdir");
+        std::fs::write(&outside, b"precious").expect("write");
+        let mut config = super::TorrentConfig::new(seed.handle.shared.torrent.clone(), out.clone());
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.use_trackers = false;
+        config.pex = false;
+        let handle = super::start(config).await.expect("starts");
+        // The file the torrent created is swapped for a link before any piece arrives: every write
+        // fails (as on a full disk, any write error does the same).
+        std::fs::remove_file(out.join("data.bin")).expect("rm");
+        std::os::unix::fs::symlink(&outside, out.join("data.bin")).expect("symlink");
+        handle.shared.add_peers([seed.handle.listen_addr()]);
+        let result = tokio::time::timeout(Duration::from_secs(60), handle.wait_complete())
+            .await
+            .expect("stops instead of fetching the pieces again for ever");
+        let Err(super::TorrentError::Disk(e)) = result else {
+            panic!("completed through a link");
+        };
+        assert!(metainfo::beneath::is_link_refused(&e.source), "{e}");
+        assert_eq!(
+            handle.error().map(|e| e.to_string()),
+            Some(format!("stopped: {e}"))
+        );
+        // Stopped: no new connections, the existing ones closed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while handle.status().peers > 0 {
+            assert!(Instant::now() < deadline, "peers still connected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(handle
+            .shared
+            .add_peer(
+                seed.handle.listen_addr(),
+                true,
+                tokio::sync::mpsc::channel(1).0
+            )
+            .is_none());
+        assert_eq!(std::fs::read(&outside).expect("read"), b"precious");
+        handle.stop().await;
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The torrent model: v1 (BEP 3), v2 and hybrid (BEP 52) metainfo with BEP 47 pad files, magnet links
 //! (BEP 9, BEP 53), piece/file layout, and parallel torrent creation and verification.
 
+pub mod beneath;
 mod create;
 mod hashing;
 mod magnet;
@@ -15,7 +16,7 @@ pub use create::{
 pub use magnet::{Magnet, MagnetError};
 pub use path::validate_component;
 pub use torrent::{FileAttr, FileEntry, Torrent, Version, MAX_PIECE_LENGTH, MIN_V2_PIECE_LENGTH};
-pub use verify::{resolve_data_root, verify, FileReport, VerifyReport};
+pub use verify::{data_locations, resolve_data_root, verify, FileReport, Location, VerifyReport};
 
 /// Why a torrent was refused.
 #[derive(Debug, thiserror::Error)]

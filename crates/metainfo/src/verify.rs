@@ -45,11 +45,35 @@ impl VerifyReport {
     }
 }
 
+/// Where a file of a torrent lies: `rel` below `root`, opened without following links below the root
+/// (a link in the download directory must not make us read, and seed, a file from elsewhere). An empty
+/// `rel` is the file the user named itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub root: PathBuf,
+    pub rel: Vec<String>,
+}
+
+impl Location {
+    pub fn path(&self) -> PathBuf {
+        self.rel.iter().fold(self.root.clone(), |p, c| p.join(c))
+    }
+
+    /// Opens the file for reading (see [`crate::beneath`]).
+    pub fn open(&self) -> std::io::Result<std::fs::File> {
+        if self.rel.is_empty() {
+            crate::beneath::open_named(&self.root)
+        } else {
+            crate::beneath::open(&self.root, &self.rel, crate::beneath::Open::READ)
+        }
+    }
+}
+
 /// Where each file of `torrent` lies when its data is at `path` (`None` for pad files).
 ///
 /// `path` may be the directory holding the torrent's content (the download directory) or the content
 /// itself: the file of a single-file torrent, or the top directory of a multi-file one.
-pub fn resolve_data_root(torrent: &Torrent, path: &Path) -> Vec<Option<PathBuf>> {
+pub fn data_locations(torrent: &Torrent, path: &Path) -> Vec<Option<Location>> {
     let content_given = if torrent.multi_file {
         !path.join(&torrent.name).is_dir()
     } else {
@@ -62,19 +86,26 @@ pub fn resolve_data_root(torrent: &Torrent, path: &Path) -> Vec<Option<PathBuf>>
             if f.attr.pad {
                 return None;
             }
-            if !content_given {
-                return Some(f.path.iter().fold(path.to_path_buf(), |p, c| p.join(c)));
-            }
-            if torrent.multi_file {
-                Some(
-                    f.path[1..]
-                        .iter()
-                        .fold(path.to_path_buf(), |p, c| p.join(c)),
-                )
+            let rel = if !content_given {
+                f.path.clone()
+            } else if torrent.multi_file {
+                f.path[1..].to_vec()
             } else {
-                Some(path.to_path_buf())
-            }
+                Vec::new()
+            };
+            Some(Location {
+                root: path.to_path_buf(),
+                rel,
+            })
         })
+        .collect()
+}
+
+/// The paths of [`data_locations`].
+pub fn resolve_data_root(torrent: &Torrent, path: &Path) -> Vec<Option<PathBuf>> {
+    data_locations(torrent, path)
+        .into_iter()
+        .map(|l| l.map(|l| l.path()))
         .collect()
 }
 
@@ -82,7 +113,7 @@ pub fn resolve_data_root(torrent: &Torrent, path: &Path) -> Vec<Option<PathBuf>>
 /// Missing or short files fail the pieces they cover; they are not an error. Hybrid torrents must match
 /// both their v1 and their v2 hashes.
 pub fn verify(torrent: &Torrent, path: &Path, progress: &AtomicU64) -> VerifyReport {
-    let disk = resolve_data_root(torrent, path);
+    let disk = data_locations(torrent, path);
     let source = ReadSource::open_present(&disk);
     let plan = Plan {
         files: &torrent.files,
@@ -128,9 +159,9 @@ pub fn verify(torrent: &Torrent, path: &Path, progress: &AtomicU64) -> VerifyRep
     let files = torrent
         .files
         .iter()
-        .zip(&disk)
-        .filter(|(f, _)| !f.attr.pad)
-        .map(|(f, disk_path)| {
+        .enumerate()
+        .filter(|(_, f)| !f.attr.pad)
+        .map(|(index, f)| {
             let (first, end) = if f.length == 0 {
                 (0, 0)
             } else {
@@ -142,11 +173,8 @@ pub fn verify(torrent: &Torrent, path: &Path, progress: &AtomicU64) -> VerifyRep
             FileReport {
                 path: f.path.clone(),
                 length: f.length,
-                size_on_disk: disk_path
-                    .as_ref()
-                    .and_then(|p| std::fs::metadata(p).ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len()),
+                // The file as opened (no link followed), not whatever the path names now.
+                size_on_disk: source.len(index),
                 bad_pieces: (first..end).filter(|&i| !piece_ok[i as usize]).count() as u64,
                 pieces: end - first,
             }

@@ -246,6 +246,9 @@ fn print_torrent_line(t: &Value) {
         t["peers"].as_u64().unwrap_or(0),
         t["name"].as_str().unwrap_or(""),
     );
+    if let Some(error) = t["error"].as_str() {
+        println!("          error: {error}");
+    }
 }
 
 fn output(v: &Value, as_json: bool) {

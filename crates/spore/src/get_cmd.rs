@@ -376,13 +376,13 @@ impl Signals {
     }
 }
 
-/// Shows progress until `done` resolves or a signal arrives; returns false on a signal.
-async fn follow(
+/// Shows progress until `done` resolves (its output) or a signal arrives (`None`).
+async fn follow<T>(
     handle: &TorrentHandle,
     name: &str,
     signals: &mut Signals,
-    done: impl std::future::Future<Output = ()>,
-) -> bool {
+    done: impl std::future::Future<Output = T>,
+) -> Option<T> {
     let bar = progress_bar();
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -391,8 +391,8 @@ async fn follow(
     tokio::pin!(signal);
     let finished = loop {
         tokio::select! {
-            _ = &mut done => break true,
-            _ = &mut signal => break false,
+            out = &mut done => break Some(out),
+            _ = &mut signal => break None,
             _ = tick.tick() => bar.set_message(status_line(name, &handle.status(), started)),
         }
     };
@@ -402,7 +402,7 @@ async fn follow(
 
 /// Shows a live status line until Ctrl-C or SIGTERM.
 pub(crate) async fn follow_public(handle: &TorrentHandle, name: &str, signals: &mut Signals) {
-    follow(handle, name, signals, std::future::pending()).await;
+    follow(handle, name, signals, std::future::pending::<()>()).await;
 }
 
 pub fn get(args: GetArgs) -> CmdResult {
@@ -457,11 +457,22 @@ pub fn get(args: GetArgs) -> CmdResult {
         println!("listening on {}", handle.listen_addr());
         let started = Instant::now();
         let name = torrent.name.clone();
-        if !follow(&handle, &name, &mut signals, handle.wait_complete()).await {
-            handle.stop().await;
-            return Err(Failure::Failed(anyhow!(
-                "interrupted before the download completed"
-            )));
+        match follow(&handle, &name, &mut signals, handle.wait_complete()).await {
+            None => {
+                handle.stop().await;
+                return Err(Failure::Failed(anyhow!(
+                    "interrupted before the download completed"
+                )));
+            }
+            // The engine stopped the torrent (a disk error): one line saying why and what is kept.
+            Some(Err(e)) => {
+                let have = handle.status().pieces_have;
+                handle.stop().await;
+                return Err(Failure::Failed(anyhow!(
+                    "{e}; the {have} verified pieces are kept: run the same command again to resume"
+                )));
+            }
+            Some(Ok(())) => {}
         }
         let s = handle.status();
         println!(
@@ -588,7 +599,7 @@ pub fn seed(args: SeedArgs) -> CmdResult {
         }
         println!("listening on {}", handle.listen_addr());
         println!("seeding {} ({}); Ctrl-C to stop", torrent.name, size(torrent.total_size()));
-        follow(&handle, &torrent.name, &mut signals, std::future::pending()).await;
+        follow(&handle, &torrent.name, &mut signals, std::future::pending::<()>()).await;
         let s = handle.status();
         handle.stop().await;
         print_stopped(&s);

@@ -5,6 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -869,5 +870,134 @@ fn a_wildcard_api_serves_any_host_but_only_with_the_token() {
     assert!(
         !String::from_utf8_lossy(&page).contains(&d.token),
         "the page under a foreign name carries no token"
+    );
+}
+
+/// The pieces a torrent's saved resume data lists as verified.
+fn resume_pieces(state: &Path, id: &str) -> u32 {
+    let path = state.join("torrents").join(format!("{id}.resume"));
+    let resume: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let have = data_encoding::BASE64
+        .decode(resume["have"].as_str().unwrap().as_bytes())
+        .unwrap();
+    have.iter().map(|b| b.count_ones()).sum()
+}
+
+#[test]
+fn a_full_disk_stops_the_torrent_with_an_error_and_resume_finishes_it() {
+    const SIZE: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (data_dir, torrent) = content(dir.path(), "full.bin", SIZE, &url, "256K");
+    let _seed = seeder(dir.path(), &torrent, &data_dir, &[]);
+    let state = dir.path().join("state");
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    // 12 MiB of tmpfs, 7 MiB of it taken by another file: room for about 5 MiB of the 8.
+    let mut command = daemon_command(&state, None);
+    command.args(["--download-dir", s(&mnt)]);
+    let Some(command) = in_private_tmpfs(&mnt, "12m", &command) else {
+        return;
+    };
+    let d = spawn_daemon(command, &state, &dir.path().join("daemon.err"));
+    let pid = d.proc.child.id();
+    let filler = in_namespace_of(pid, &mnt.join("filler"));
+    std::fs::write(&filler, vec![1u8; 7 << 20]).unwrap();
+
+    let id = d.ok("POST", "/api/torrents", Some(json!({"path": s(&torrent)})))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Before the fix it stays `downloading` for ever, fetching the same pieces again.
+    let t = d.wait(&id, "error state", T, |t| t["state"] == "error");
+    let error = t["error"].as_str().unwrap();
+    assert!(
+        error.contains("full.bin: No space left on device"),
+        "{error}"
+    );
+    let have = t["pieces_have"].as_u64().unwrap() as u32;
+    assert!(have > 0 && have < 32, "{t}");
+    // It stays stopped: no more pieces fetched, no error flood in the log.
+    std::thread::sleep(Duration::from_secs(2));
+    let later = d.torrent(&id);
+    assert_eq!(later["state"], "error");
+    assert_eq!(later["pieces_have"].as_u64().unwrap() as u32, have);
+    let log = std::fs::read_to_string(&d.proc.stderr).unwrap();
+    assert!(
+        log.matches("No space left").count() <= 2,
+        "the error is logged once: {log}"
+    );
+    // The reason shows in `spore list`, and the verified pieces are in the resume data.
+    let list = d.cli(&["list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.contains("error") && listed.contains("No space left on device"),
+        "{listed}"
+    );
+    assert_eq!(resume_pieces(&state, &id), have);
+
+    // Room again, and `spore resume`: the error clears, the kept pieces are not fetched again, and the
+    // download completes.
+    std::fs::remove_file(&filler).unwrap();
+    let out = d.cli(&["resume", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let t = d.wait(&id, "restarted", T, |t| {
+        t["state"] == "downloading" || t["state"] == "seeding"
+    });
+    assert!(t["error"].is_null(), "{t}");
+    assert!(t["pieces_have"].as_u64().unwrap() as u32 >= have, "{t}");
+    d.wait(&id, "complete", T, |t| t["state"] == "seeding");
+    let log = std::fs::read_to_string(&d.proc.stderr).unwrap();
+    assert!(log.contains("(fast resume)"), "{log}");
+    assert_eq!(
+        sha256(&in_namespace_of(pid, &mnt.join("full.bin"))),
+        sha256(&data_dir.join("full.bin"))
+    );
+}
+
+#[test]
+fn delete_data_never_follows_a_link_out_of_the_torrent_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let data_dir = dir.path().join("data");
+    let content_dir = data_dir.join("t");
+    std::fs::create_dir_all(content_dir.join("sub")).unwrap();
+    std::fs::write(content_dir.join("a.bin"), data(1, 100_000)).unwrap();
+    std::fs::write(content_dir.join("sub/b.bin"), data(2, 100_000)).unwrap();
+    std::fs::write(content_dir.join("c.bin"), data(3, 100_000)).unwrap();
+    let torrent = dir.path().join("t.torrent");
+    create_torrent(&content_dir, &torrent, "32K", Some(&url));
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon.err",
+        None,
+    );
+    let id = add_where_its_data_is(&d, &torrent, &data_dir);
+    d.wait(&id, "seeding", T, |t| t["state"] == "seeding");
+
+    // Files of the same names outside, reached through links where the torrent's directory and file
+    // are.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("b.bin"), b"precious b").unwrap();
+    std::fs::write(outside.join("c.bin"), b"precious c").unwrap();
+    std::fs::remove_dir_all(content_dir.join("sub")).unwrap();
+    symlink(&outside, content_dir.join("sub")).unwrap();
+    std::fs::remove_file(content_dir.join("c.bin")).unwrap();
+    symlink(outside.join("c.bin"), content_dir.join("c.bin")).unwrap();
+
+    d.ok(
+        "DELETE",
+        &format!("/api/torrents/{id}?delete_data=true"),
+        None,
+    );
+    assert_eq!(std::fs::read(outside.join("b.bin")).unwrap(), b"precious b");
+    assert_eq!(std::fs::read(outside.join("c.bin")).unwrap(), b"precious c");
+    // The torrent's own file and the links themselves are gone, and so is its directory.
+    assert!(
+        !content_dir.exists() && content_dir.symlink_metadata().is_err(),
+        "{:?}",
+        std::fs::read_dir(&content_dir).map(|r| r.count())
     );
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use clap::Args;
 use engine::{Limiter, Session, Status, TorrentConfig, TorrentHandle};
-use metainfo::Torrent;
+use metainfo::{beneath, Torrent};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
@@ -71,6 +71,8 @@ pub struct Entry {
     base_uploaded: u64,
     seeding_since: Option<Instant>,
     last_saved_have: u32,
+    /// (progress, pieces verified) when the engine stopped it on an error, shown while in `error`.
+    kept: Option<(f64, u32)>,
     /// The record as last written, to skip writing it again unchanged.
     saved_record: Option<Record>,
     /// Bumped on every start and stop, so a start that finishes late knows it was overtaken.
@@ -352,6 +354,7 @@ impl Daemon {
             handle: None,
             seeding_since: None,
             last_saved_have: 0,
+            kept: None,
             saved_record: Some(saved),
             generation: 0,
             gate: Arc::new(WriteGate::default()),
@@ -938,6 +941,33 @@ impl Daemon {
                 (s.seed_ratio, s.seed_time)
             };
             for slot in self.slots() {
+                let failed = {
+                    let e = slot.lock();
+                    let name = e.torrent.as_ref().map(|t| t.name.clone());
+                    e.handle
+                        .as_ref()
+                        .and_then(|h| h.error())
+                        .map(|err| (name, err))
+                };
+                if let Some((name, error)) = failed {
+                    {
+                        let mut e = slot.lock();
+                        if let Some(st) = e.handle.as_ref().map(|h| h.status()) {
+                            let progress = if st.wanted == 0 {
+                                1.0
+                            } else {
+                                1.0 - st.left as f64 / st.wanted as f64
+                            };
+                            e.kept = Some((progress, st.pieces_have));
+                        }
+                    }
+                    // The engine stopped it (a disk error): stopped here too, its resume data saved
+                    // with every verified piece, in state `error` until resumed.
+                    tracing::error!("{}: {error}", name.unwrap_or_default());
+                    self.stop_entry(&slot, Phase::Error(error.to_string()))
+                        .await;
+                    continue;
+                }
                 let (handle, goal_reached, dirty) = {
                     let mut e = slot.lock();
                     let Some(h) = e.handle.clone() else { continue };
@@ -1040,6 +1070,7 @@ impl Daemon {
                 s.pieces_have,
             ),
             None if e.record.complete => (1.0, torrent.map_or(0, |t| t.piece_count() as u32)),
+            None if matches!(e.phase, Phase::Error(_)) => e.kept.unwrap_or((0.0, 0)),
             None => (0.0, 0),
         };
         let downloaded = e.base_downloaded + status.as_ref().map_or(0, |s| s.downloaded);
@@ -1323,33 +1354,38 @@ fn file_progress(
     got as f64 / (last - first + 1) as f64
 }
 
-/// Deletes the torrent's own files, then the directories they leave empty (never anything else).
+/// Deletes the torrent's own files, then the directories they leave empty (never anything else). No
+/// link below `dir` is followed: one where a file or directory of the torrent should be is removed
+/// itself, and nothing behind it is touched.
 fn delete_files(t: &Torrent, dir: &Path) {
     for f in t.files.iter().filter(|f| !f.attr.pad) {
-        let _ = std::fs::remove_file(store::file_path(dir, f));
+        let _ = beneath::remove_file(dir, &f.path);
     }
-    remove_empty_dirs(t, dir);
+    for p in torrent_dirs(t) {
+        // A link in a directory's place goes (a real directory refuses the unlink); a directory goes
+        // only if empty.
+        let _ = beneath::remove_file(dir, &p).or_else(|_| beneath::remove_dir(dir, &p));
+    }
+}
+
+/// The directories the torrent's file paths name (relative to the download directory), deepest first.
+fn torrent_dirs(t: &Torrent) -> Vec<Vec<String>> {
+    let mut dirs: Vec<Vec<String>> = t
+        .files
+        .iter()
+        .filter(|f| !f.attr.pad)
+        .flat_map(|f| (1..f.path.len()).map(|k| f.path[..k].to_vec()))
+        .collect();
+    dirs.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    dirs.dedup();
+    dirs
 }
 
 /// Removes the directories below `dir` that the torrent's file paths name, where they are empty.
 fn remove_empty_dirs(t: &Torrent, dir: &Path) {
-    let mut parents = Vec::new();
-    for f in t.files.iter().filter(|f| !f.attr.pad) {
-        let path = store::file_path(dir, f);
-        let mut p = path.parent();
-        while let Some(parent) = p {
-            if parent == dir || !parent.starts_with(dir) {
-                break;
-            }
-            parents.push(parent.to_path_buf());
-            p = parent.parent();
-        }
-    }
-    parents.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    parents.dedup();
-    for p in parents {
-        // Fails, as it should, on a directory that holds anything else.
-        let _ = std::fs::remove_dir(p);
+    for p in torrent_dirs(t) {
+        // Fails, as it should, on a directory that holds anything else (and on a link).
+        let _ = beneath::remove_dir(dir, &p);
     }
 }
 

@@ -260,3 +260,38 @@ pub fn check_skipped_files(files: &[Laid], piece_length: u64) -> Result<(), Stri
     }
     Ok(())
 }
+
+/// `command` run inside its own mount namespace with a `size` tmpfs mounted on `mnt` (which must
+/// exist), so a test can fill a file system without touching the machine's: the mount goes when the
+/// process exits, and a test reaches it meanwhile through `/proc/PID/root/MNT`. The process is
+/// `command` itself (unshare and sh exec into it), so killing it kills the test's process. Needs root
+/// (as CI runs); `None` otherwise, and the test is skipped, unless CI=true where that is a failure.
+pub fn in_private_tmpfs(mnt: &Path, size: &str, command: &Command) -> Option<Command> {
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test mounts a tmpfs and needs root"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return None;
+    }
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o "size=$1" spore-test "$2" && shift 2 && exec "$@""#)
+        .args(["sh", size, s(mnt)])
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    Some(wrapped)
+}
+
+/// A path inside the mount namespace of process `pid` (see [`in_private_tmpfs`]).
+pub fn in_namespace_of(pid: u32, path: &Path) -> PathBuf {
+    Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+}
