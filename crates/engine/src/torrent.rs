@@ -39,7 +39,11 @@ pub struct TorrentConfig {
     pub sequential: bool,
     /// Whether to use the torrent's trackers.
     pub use_trackers: bool,
+    /// Connections to peers, established or being dialled.
     pub max_peers: usize,
+    /// Caps on incoming connections that have not sent their handshake yet (on our own listener; a
+    /// `Session` has its own).
+    pub handshake: crate::conns::HandshakeLimits,
     pub upload_slots: usize,
     pub peer_id: [u8; 20],
     /// Bytes per second; `None` is unlimited.
@@ -132,6 +136,7 @@ impl TorrentConfig {
             sequential: false,
             use_trackers: true,
             max_peers: 50,
+            handshake: crate::conns::HandshakeLimits::default(),
             upload_slots: 4,
             peer_id: new_peer_id(),
             max_upload_rate: None,
@@ -970,9 +975,11 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
 
     let mut tasks = Vec::new();
     if let Some(listener) = listener {
+        let gate = crate::conns::HandshakeGate::new(shared.config.handshake);
         tasks.push(tokio::spawn(crate::peer::accept_loop(
             shared.clone(),
             listener,
+            gate,
         )));
     }
     tasks.push(tokio::spawn(connect_loop(shared.clone())));
@@ -1013,7 +1020,10 @@ async fn connect_loop(shared: Arc<Shared>) {
                     .peer_budget
                     .as_ref()
                     .is_some_and(|b| !b.has_room());
-                if st.peers.len() >= shared.config.max_peers || global_full {
+                // Dials in flight count against the cap too (`connected` holds them and the peers),
+                // or one burst of addresses would open thousands of sockets at once.
+                let open = st.peers.len().max(st.connected.len());
+                if open >= shared.config.max_peers || global_full {
                     None
                 } else {
                     st.known.pop_front().inspect(|addr| {
