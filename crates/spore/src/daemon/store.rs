@@ -28,6 +28,17 @@ pub struct Settings {
     pub seed_ratio: Option<f64>,
     /// Seconds.
     pub seed_time: Option<u64>,
+    /// Incoming peer connections that have not sent their handshake: at once, per IP, and the seconds
+    /// they get to send it.
+    pub max_peer_handshakes: usize,
+    pub max_peer_handshakes_per_ip: usize,
+    pub peer_handshake_timeout: u64,
+    /// API connections at once and per IP; seconds an API connection may sit silent between requests,
+    /// and seconds a request's headers may take.
+    pub api_max_connections: usize,
+    pub api_max_connections_per_ip: usize,
+    pub api_idle_timeout: u64,
+    pub api_header_timeout: u64,
 }
 
 impl Default for Settings {
@@ -44,6 +55,13 @@ impl Default for Settings {
             max_download_rate: None,
             seed_ratio: None,
             seed_time: None,
+            max_peer_handshakes: 64,
+            max_peer_handshakes_per_ip: 4,
+            peer_handshake_timeout: 5,
+            api_max_connections: 64,
+            api_max_connections_per_ip: 32,
+            api_idle_timeout: 60,
+            api_header_timeout: 10,
         }
     }
 }
