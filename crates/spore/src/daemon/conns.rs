@@ -88,6 +88,8 @@ struct Ctl {
     ip: IpAddr,
     /// Headers complete, no response byte written yet: a handler is working on it.
     busy: AtomicBool,
+    /// It has sent a whole request's headers at least once.
+    requested: AtomicBool,
     evicted: AtomicBool,
     /// Milliseconds since the table's epoch at the last byte either way.
     last: AtomicU64,
@@ -113,14 +115,20 @@ impl Table {
         Some(ctl)
     }
 
-    /// Closes the quietest connection not busy with a request, among those from `ip` (or all); false
-    /// if every one is busy.
+    /// Closes the quietest connection not busy with a request, among those from `ip` (or all): one
+    /// that never sent a request if there is any (an event stream between its keep-alives is quiet
+    /// too, but not idle); false if every one is busy.
     fn evict_quietest(&mut self, ip: Option<IpAddr>) -> bool {
         let victim = self
             .conns
             .iter()
             .filter(|(_, c)| ip.is_none_or(|ip| c.ip == ip) && !c.busy.load(Ordering::Acquire))
-            .min_by_key(|(_, c)| c.last.load(Ordering::Relaxed))
+            .min_by_key(|(_, c)| {
+                (
+                    c.requested.load(Ordering::Relaxed),
+                    c.last.load(Ordering::Relaxed),
+                )
+            })
             .map(|(&id, _)| id);
         let Some(ctl) = victim.and_then(|id| self.release(id)) else {
             return false;
@@ -174,6 +182,7 @@ impl ApiConns {
         let ctl = Arc::new(Ctl {
             ip,
             busy: AtomicBool::new(false),
+            requested: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             last: AtomicU64::new(self.now_ms()),
             waker: AtomicWaker::new(),
@@ -321,6 +330,7 @@ impl ApiStream {
                     self.phase = Phase::Busy;
                     self.header_at = None;
                     self.ctl.busy.store(true, Ordering::Release);
+                    self.ctl.requested.store(true, Ordering::Relaxed);
                     break;
                 }
             }
@@ -434,5 +444,15 @@ mod tests {
         assert!(conns.admit(b).is_some());
         assert!(third.evicted.load(Ordering::Acquire));
         assert!(!second.evicted.load(Ordering::Acquire));
+
+        // Quiet connections that never asked for anything go before one that did (an event stream).
+        let conns = ApiConns::new(limits(2, 2));
+        let (_, stream) = conns.admit(a).expect("room");
+        stream.requested.store(true, Ordering::Relaxed);
+        let (_, silent) = conns.admit(a).expect("room");
+        silent.last.store(u64::MAX, Ordering::Relaxed);
+        assert!(conns.admit(a).is_some());
+        assert!(silent.evicted.load(Ordering::Acquire));
+        assert!(!stream.evicted.load(Ordering::Acquire));
     }
 }
