@@ -129,6 +129,19 @@ impl Drop for Waiting {
     }
 }
 
+/// The address per-IP caps count a connection under: an IPv4 address (also one reaching a dual-stack
+/// socket as `::ffff:a.b.c.d`), or an IPv6 address's /64, since one host usually has a whole /64.
+pub fn ip_group(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    }
+}
+
 /// A freshly accepted connection, admitted or not.
 pub(crate) enum Admitted {
     /// Its whole handshake had already arrived: it never counted as waiting.
@@ -159,7 +172,7 @@ pub(crate) fn admit(gate: &Arc<HandshakeGate>, stream: &TcpStream, ip: IpAddr) -
     if filled == HANDSHAKE_LEN {
         return Some(Admitted::Ready(buf));
     }
-    let slot = gate.admit(ip)?;
+    let slot = gate.admit(ip_group(ip))?;
     Some(Admitted::Waiting { buf, filled, slot })
 }
 
@@ -490,5 +503,43 @@ mod tests {
         assert!(t < Duration::from_secs(8), "the oldest closed after {t:?}");
         let peer = crate::testutil::FakePeer::connect(to, seed.info_hash, true).await;
         assert_eq!(peer.theirs.info_hash, seed.info_hash);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_errors_back_off_growing_and_a_success_starts_over() {
+        let mut backoff = AcceptBackoff::new("test");
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let start = tokio::time::Instant::now();
+        backoff
+            .failed(&io::Error::from(io::ErrorKind::ConnectionAborted))
+            .await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a connection lost in the backlog"
+        );
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            let at = tokio::time::Instant::now();
+            backoff.failed(&emfile).await;
+            waits.push(at.elapsed().as_millis());
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        backoff.succeeded();
+        let at = tokio::time::Instant::now();
+        backoff.failed(&emfile).await;
+        assert_eq!(at.elapsed().as_millis(), 10);
+    }
+
+    #[test]
+    fn per_ip_caps_count_ipv4_as_itself_and_ipv6_by_its_64() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(ip_group(mapped), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_group(a), ip_group(b));
+        assert_ne!(ip_group(a), ip_group(c));
     }
 }

@@ -101,7 +101,7 @@ fn a_seed_flooded_past_its_fd_limit_stays_idle_and_serves_a_real_peer() {
     // A spinning accept loop burns a whole core; an idle seed next to nothing.
     let share = cpu_share(pid, since, cpu_then, Duration::from_secs(4));
     assert!(
-        share < 0.3,
+        share < 0.15,
         "the seed used {:.0} % of a CPU during the flood",
         share * 100.0
     );
@@ -196,7 +196,7 @@ fn daemon_api_idle_connections_neither_lock_out_a_request_nor_live_past_their_ti
     );
     let share = cpu_share(pid, since, cpu_then, Duration::from_secs(3));
     assert!(
-        share < 0.3,
+        share < 0.15,
         "the daemon used {:.0} % of a CPU during the flood",
         share * 100.0
     );

@@ -220,7 +220,7 @@ impl Listener for ApiListener {
         loop {
             let (stream, addr) = self.backoff.accept(&self.inner).await;
             // Refused (its address has only busy connections, or the daemon does): closed at once.
-            let Some((id, ctl)) = self.conns.admit(addr.ip().to_canonical()) else {
+            let Some((id, ctl)) = self.conns.admit(engine::ip_group(addr.ip())) else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -265,7 +265,7 @@ pub struct ApiStream {
     conns: Arc<ApiConns>,
     phase: Phase,
     header_at: Option<Instant>,
-    /// How much of "\r\n\r\n" the bytes read so far end with.
+    /// Line ends in a row at the end of the bytes read so far (two end the headers).
     matched: u8,
     deadline: Instant,
     timer: Pin<Box<Sleep>>,
@@ -320,13 +320,13 @@ impl ApiStream {
         }
         if self.phase == Phase::Headers {
             for &b in bytes {
-                self.matched = match (self.matched, b) {
-                    (0 | 2, b'\r') => self.matched + 1,
-                    (1 | 3, b'\n') => self.matched + 1,
-                    (_, b'\r') => 1,
+                // Line ends in a row, bare LF accepted as the parser accepts it.
+                self.matched = match b {
+                    b'\n' => self.matched + 1,
+                    b'\r' => self.matched,
                     _ => 0,
                 };
-                if self.matched == 4 {
+                if self.matched == 2 {
                     self.phase = Phase::Busy;
                     self.header_at = None;
                     self.ctl.busy.store(true, Ordering::Release);
@@ -339,7 +339,9 @@ impl ApiStream {
     }
 
     fn wrote(&mut self) {
-        if self.phase == Phase::Busy {
+        // A response has begun, so its request was read.
+        if self.phase != Phase::Waiting {
+            self.header_at = None;
             self.phase = Phase::Waiting;
             self.ctl.busy.store(false, Ordering::Release);
         }
