@@ -830,9 +830,9 @@ impl Daemon {
         if !settings.download_dir.is_absolute() {
             return Err(bad("download_dir must be an absolute path"));
         }
+        let fitted = conns::fit(&settings).map_err(bad)?;
         self.global_up.set_rate(settings.max_upload_rate);
         self.global_down.set_rate(settings.max_download_rate);
-        let fitted = conns::fit(&settings).map_err(bad)?;
         self.peer_budget.set_max(fitted.peers_total);
         self.session.set_handshake_limits(fitted.handshake);
         self.api_conns.set_limits(fitted.api);
