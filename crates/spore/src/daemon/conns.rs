@@ -457,4 +457,35 @@ mod tests {
         assert!(silent.evicted.load(Ordering::Acquire));
         assert!(!stream.evicted.load(Ordering::Acquire));
     }
+
+    #[test]
+    fn connection_settings_are_checked_and_the_per_torrent_cap_stays_under_the_total() {
+        let ok = Settings {
+            max_peers_total: 20,
+            max_peers_per_torrent: 50,
+            max_peer_handshakes_per_ip: 100,
+            ..Settings::default()
+        };
+        let fitted = fit(&ok).expect("valid");
+        assert_eq!(fitted.peers_total, 20);
+        assert_eq!(fitted.peers_per_torrent, 20);
+        assert_eq!(fitted.handshake.per_ip, fitted.handshake.total);
+        assert_eq!(fitted.api.idle, Duration::from_secs(60));
+        for bad in [
+            Settings {
+                peer_handshake_timeout: 0,
+                ..Settings::default()
+            },
+            Settings {
+                api_header_timeout: 0,
+                ..Settings::default()
+            },
+            Settings {
+                api_max_connections: 0,
+                ..Settings::default()
+            },
+        ] {
+            assert!(fit(&bad).is_err());
+        }
+    }
 }
