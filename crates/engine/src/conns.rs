@@ -542,4 +542,61 @@ mod tests {
         assert_eq!(ip_group(a), ip_group(b));
         assert_ne!(ip_group(a), ip_group(c));
     }
+
+    /// Listeners that accept connections and never answer; how many they accepted so far.
+    async fn mute_peers(n: usize) -> (Vec<SocketAddr>, Arc<std::sync::atomic::AtomicUsize>) {
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut addrs = Vec::new();
+        for _ in 0..n {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            addrs.push(listener.local_addr().expect("address"));
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    held.push(stream);
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+        (addrs, accepted)
+    }
+
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn dials_in_flight_count_against_the_torrent_cap_and_the_shared_budget() {
+        let (addrs, accepted) = mute_peers(10).await;
+        let budget = Arc::new(crate::torrent::PeerBudget::new(3));
+        let seed = crate::testutil::seed(16 * 1024, 16 * 1024, |c| {
+            c.max_peers = 4;
+            c.peer_budget = Some(budget.clone());
+            c.peers = addrs.clone();
+        })
+        .await;
+        until("three dials", || {
+            accepted.load(std::sync::atomic::Ordering::SeqCst) >= 3
+        })
+        .await;
+        assert_eq!(budget.used(), 3, "each dial holds a unit of the budget");
+        assert_eq!(seed.handle.shared.state.lock().connected.len(), 3);
+
+        let (addrs, accepted) = mute_peers(10).await;
+        let seed = crate::testutil::seed(16 * 1024, 16 * 1024, |c| {
+            c.max_peers = 2;
+            c.peers = addrs.clone();
+        })
+        .await;
+        until("two dials", || {
+            accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2
+        })
+        .await;
+        assert_eq!(seed.handle.shared.state.lock().connected.len(), 2);
+    }
 }

@@ -140,8 +140,10 @@ pub(crate) async fn answer_incoming(
     run(shared, stream, addr, false, ours, theirs).await
 }
 
+/// Dials `addr`, which the connect loop took a unit of the shared peer budget for (if there is one):
+/// the unit is given back when the handshake is over, and registering the peer takes its own.
 pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
-    let result = async {
+    let handshake = async {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -160,9 +162,16 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
         if theirs.info_hash != shared.id {
             anyhow::bail!("peer answered for another torrent");
         }
-        run(shared.clone(), stream, addr, true, ours, theirs).await
+        Ok((stream, ours, theirs))
     }
     .await;
+    if let Some(budget) = &shared.config.peer_budget {
+        budget.give_back();
+    }
+    let result = match handshake {
+        Ok((stream, ours, theirs)) => run(shared.clone(), stream, addr, true, ours, theirs).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = result {
         tracing::debug!("peer {addr}: {e:#}");
     }

@@ -91,11 +91,12 @@ impl PeerBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    #[cfg(test)]
     fn has_room(&self) -> bool {
         self.used() < self.max.load(Ordering::Relaxed)
     }
 
-    fn try_take(&self) -> bool {
+    pub(crate) fn try_take(&self) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 (used < self.max.load(Ordering::Relaxed)).then_some(used + 1)
@@ -103,7 +104,7 @@ impl PeerBudget {
             .is_ok()
     }
 
-    fn give_back(&self) {
+    pub(crate) fn give_back(&self) {
         let _ = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -1015,15 +1016,15 @@ async fn connect_loop(shared: Arc<Shared>) {
         loop {
             let next = {
                 let mut st = shared.state.lock();
-                let global_full = shared
-                    .config
-                    .peer_budget
-                    .as_ref()
-                    .is_some_and(|b| !b.has_room());
-                // Dials in flight count against the cap too (`connected` holds them and the peers),
-                // or one burst of addresses would open thousands of sockets at once.
+                // Dials in flight count against the caps too (`connected` holds them and the peers;
+                // each holds a unit of the shared budget until its handshake ends), or one burst of
+                // addresses would open thousands of sockets at once.
                 let open = st.peers.len().max(st.connected.len());
-                if open >= shared.config.max_peers || global_full {
+                let budget = shared.config.peer_budget.as_ref();
+                if open >= shared.config.max_peers
+                    || st.known.is_empty()
+                    || budget.is_some_and(|b| !b.try_take())
+                {
                     None
                 } else {
                     st.known.pop_front().inspect(|addr| {
