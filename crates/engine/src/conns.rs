@@ -297,14 +297,25 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    if lim.rlim_cur < lim.rlim_max {
+    // An unlimited hard limit cannot be the soft one: the kernel caps descriptors at fs.nr_open.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok());
+    for want in [Some(lim.rlim_max), ceiling.map(|c| c.min(lim.rlim_max))]
+        .into_iter()
+        .flatten()
+    {
+        if want <= lim.rlim_cur {
+            break;
+        }
         let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
+            rlim_cur: want,
             rlim_max: lim.rlim_max,
         };
         // SAFETY: as above.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
+            lim.rlim_cur = want;
+            break;
         }
     }
     Ok(lim.rlim_cur)

@@ -70,7 +70,7 @@ fn a_seed_flooded_past_its_fd_limit_stays_idle_and_serves_a_real_peer() {
         &content,
         "127.0.0.1:0",
         &["--no-trackers"],
-        |c| limit_open_files(c, FD_LIMIT),
+        |c| limit_open_files(c, FD_LIMIT, FD_LIMIT),
     );
     let pid = seed.child.id();
 
@@ -112,6 +112,30 @@ fn a_seed_flooded_past_its_fd_limit_stays_idle_and_serves_a_real_peer() {
     );
 }
 
+#[test]
+fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("content.bin");
+    std::fs::write(&content, data(42, 64 << 10)).unwrap();
+    let torrent = dir.path().join("t.torrent");
+    create_torrent(&content, &torrent, "16K", None);
+    let (seed, _) = start_seed_with(
+        dir.path(),
+        &torrent,
+        &content,
+        "127.0.0.1:0",
+        &["--no-trackers"],
+        |c| limit_open_files(c, 100, 3000),
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", seed.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(soft[3], "3000", "{line}");
+}
+
 /// `spore daemon` with `settings` (TOML) and at most `FD_LIMIT` open files; its API address.
 fn start_daemon(dir: &Path, settings: &str) -> (Proc, SocketAddr) {
     let config = dir.join("settings.toml");
@@ -130,7 +154,7 @@ fn start_daemon(dir: &Path, settings: &str) -> (Proc, SocketAddr) {
         "--config",
         s(&config),
     ]);
-    limit_open_files(&mut command, FD_LIMIT);
+    limit_open_files(&mut command, FD_LIMIT, FD_LIMIT);
     let proc = Proc::spawn(command, dir.join("daemon.err"));
     let line = proc.wait_for("api listening on http://", T);
     let api = line

@@ -190,15 +190,15 @@ pub fn start_seed_with(
     (p, addr)
 }
 
-/// Makes `command` run with at most `n` open files: soft and hard limit, so the child cannot raise it.
-pub fn limit_open_files(command: &mut Command, n: u64) {
+/// Makes `command` run with an open-file limit of `soft` (which it may raise up to `hard`).
+pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
     use std::os::unix::process::CommandExt;
     // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
     unsafe {
         command.pre_exec(move || {
             let lim = libc::rlimit {
-                rlim_cur: n as libc::rlim_t,
-                rlim_max: n as libc::rlim_t,
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
