@@ -3,6 +3,7 @@
 
 mod aligned;
 mod bitfield;
+mod conns;
 pub mod dht;
 mod http;
 pub mod lsd;
@@ -34,6 +35,9 @@ pub mod fuzzing {
 }
 
 pub use bitfield::Bitfield;
+pub use conns::{
+    ip_group, raise_nofile_limit, AcceptBackoff, FdBudget, HandshakeLimits, FILE_RESERVE,
+};
 pub use picker::{Picker, Received, BLOCK};
 pub use rate::Limiter;
 pub use session::Session;

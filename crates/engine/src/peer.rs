@@ -18,6 +18,7 @@ use wire::{
 };
 
 use crate::bitfield::Bitfield;
+use crate::conns::{AcceptBackoff, Admitted, HandshakeGate};
 use crate::torrent::{Command, Shared};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,23 +81,30 @@ pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    gate: Arc<HandshakeGate>,
+) {
     let mut stop = shared.stopping();
+    let mut backoff = AcceptBackoff::new("peer listener");
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let (stream, addr) = tokio::select! {
+            a = backoff.accept(&listener) => a,
             _ = stop.changed() => return,
-        };
-        let Ok((stream, addr)) = accepted else {
-            continue;
         };
         let addr = canonical(addr);
         if shared.state.lock().banned.contains(&addr.ip()) {
             continue;
         }
+        // Refused (its IP or the listener has too many connections without a handshake): closed now.
+        let Some(admitted) = crate::conns::admit(&gate, &stream, addr.ip()) else {
+            continue;
+        };
         let shared = shared.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
-            if let Err(e) = incoming(shared, stream, addr).await {
+            if let Err(e) = incoming(shared, stream, addr, &gate, admitted).await {
                 tracing::debug!("incoming {addr}: {e:#}");
             }
         });
@@ -107,18 +115,14 @@ async fn incoming(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     addr: SocketAddr,
+    gate: &HandshakeGate,
+    admitted: Admitted,
 ) -> anyhow::Result<()> {
-    let theirs = read_handshake(&mut stream).await?;
+    let theirs = crate::conns::finish_handshake(gate, &mut stream, admitted).await?;
     if theirs.info_hash != shared.id {
         anyhow::bail!("handshake for another torrent");
     }
     answer_incoming(shared, stream, addr, theirs).await
-}
-
-pub(crate) async fn read_handshake(stream: &mut TcpStream) -> anyhow::Result<Handshake> {
-    let mut buf = [0u8; HANDSHAKE_LEN];
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
-    Ok(Handshake::decode(&buf)?)
 }
 
 /// Answers an incoming peer whose handshake named this torrent, then runs the connection.
@@ -136,8 +140,10 @@ pub(crate) async fn answer_incoming(
     run(shared, stream, addr, false, ours, theirs).await
 }
 
+/// Dials `addr`, which the connect loop took a unit of the shared peer budget for (if there is one):
+/// the unit is given back when the handshake is over, and registering the peer takes its own.
 pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
-    let result = async {
+    let handshake = async {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -156,9 +162,16 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
         if theirs.info_hash != shared.id {
             anyhow::bail!("peer answered for another torrent");
         }
-        run(shared.clone(), stream, addr, true, ours, theirs).await
+        Ok((stream, ours, theirs))
     }
     .await;
+    if let Some(budget) = &shared.config.peer_budget {
+        budget.give_back();
+    }
+    let result = match handshake {
+        Ok((stream, ours, theirs)) => run(shared.clone(), stream, addr, true, ours, theirs).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = result {
         tracing::debug!("peer {addr}: {e:#}");
     }

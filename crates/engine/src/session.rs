@@ -8,6 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
+use crate::conns::{AcceptBackoff, HandshakeGate, HandshakeLimits};
 use crate::torrent::{Shared, TorrentHandle};
 
 type Registry = Arc<Mutex<HashMap<[u8; 20], Arc<Shared>>>>;
@@ -15,20 +16,29 @@ type Registry = Arc<Mutex<HashMap<[u8; 20], Arc<Shared>>>>;
 pub struct Session {
     listen_addr: SocketAddr,
     torrents: Registry,
+    gate: Arc<HandshakeGate>,
     accept: tokio::task::JoinHandle<()>,
 }
 
 impl Session {
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<Session> {
+    /// Listens on `addr`, holding connections that have not sent their handshake within `limits`.
+    pub async fn bind(addr: SocketAddr, limits: HandshakeLimits) -> std::io::Result<Session> {
         let listener = crate::peer::listen(addr)?;
         let listen_addr = listener.local_addr()?;
         let torrents: Registry = Arc::default();
-        let accept = tokio::spawn(accept_loop(listener, torrents.clone()));
+        let gate = HandshakeGate::new(limits);
+        let accept = tokio::spawn(accept_loop(listener, torrents.clone(), gate.clone()));
         Ok(Session {
             listen_addr,
             torrents,
+            gate,
             accept,
         })
+    }
+
+    /// Changes the caps on connections waiting for their handshake.
+    pub fn set_handshake_limits(&self, limits: HandshakeLimits) {
+        self.gate.set_limits(limits);
     }
 
     /// The address torrents started with `session_listener: Some(session.listen_addr())` announce.
@@ -53,16 +63,20 @@ impl Drop for Session {
     }
 }
 
-async fn accept_loop(listener: TcpListener, torrents: Registry) {
+async fn accept_loop(listener: TcpListener, torrents: Registry, gate: Arc<HandshakeGate>) {
+    let mut backoff = AcceptBackoff::new("peer listener");
     loop {
-        let Ok((mut stream, addr)) = listener.accept().await else {
+        let (mut stream, addr) = backoff.accept(&listener).await;
+        let addr = crate::peer::canonical(addr);
+        // Refused (its IP or the listener has too many connections without a handshake): closed now.
+        let Some(admitted) = crate::conns::admit(&gate, &stream, addr.ip()) else {
             continue;
         };
-        let addr = crate::peer::canonical(addr);
         let torrents = torrents.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             let result = async {
-                let theirs = crate::peer::read_handshake(&mut stream).await?;
+                let theirs = crate::conns::finish_handshake(&gate, &mut stream, admitted).await?;
                 let shared = torrents
                     .lock()
                     .get(&theirs.info_hash)

@@ -39,7 +39,11 @@ pub struct TorrentConfig {
     pub sequential: bool,
     /// Whether to use the torrent's trackers.
     pub use_trackers: bool,
+    /// Connections to peers, established or being dialled.
     pub max_peers: usize,
+    /// Caps on incoming connections that have not sent their handshake yet (on our own listener; a
+    /// `Session` has its own).
+    pub handshake: crate::conns::HandshakeLimits,
     pub upload_slots: usize,
     pub peer_id: [u8; 20],
     /// Bytes per second; `None` is unlimited.
@@ -87,11 +91,12 @@ impl PeerBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    #[cfg(test)]
     fn has_room(&self) -> bool {
         self.used() < self.max.load(Ordering::Relaxed)
     }
 
-    fn try_take(&self) -> bool {
+    pub(crate) fn try_take(&self) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 (used < self.max.load(Ordering::Relaxed)).then_some(used + 1)
@@ -99,7 +104,7 @@ impl PeerBudget {
             .is_ok()
     }
 
-    fn give_back(&self) {
+    pub(crate) fn give_back(&self) {
         let _ = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -132,6 +137,7 @@ impl TorrentConfig {
             sequential: false,
             use_trackers: true,
             max_peers: 50,
+            handshake: crate::conns::HandshakeLimits::default(),
             upload_slots: 4,
             peer_id: new_peer_id(),
             max_upload_rate: None,
@@ -1053,9 +1059,11 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
 
     let mut tasks = Vec::new();
     if let Some(listener) = listener {
+        let gate = crate::conns::HandshakeGate::new(shared.config.handshake);
         tasks.push(tokio::spawn(crate::peer::accept_loop(
             shared.clone(),
             listener,
+            gate,
         )));
     }
     tasks.push(tokio::spawn(connect_loop(shared.clone())));
@@ -1091,12 +1099,15 @@ async fn connect_loop(shared: Arc<Shared>) {
         loop {
             let next = {
                 let mut st = shared.state.lock();
-                let global_full = shared
-                    .config
-                    .peer_budget
-                    .as_ref()
-                    .is_some_and(|b| !b.has_room());
-                if st.peers.len() >= shared.config.max_peers || global_full {
+                // Dials in flight count against the caps too (`connected` holds them and the peers;
+                // each holds a unit of the shared budget until its handshake ends), or one burst of
+                // addresses would open thousands of sockets at once.
+                let open = st.peers.len().max(st.connected.len());
+                let budget = shared.config.peer_budget.as_ref();
+                if open >= shared.config.max_peers
+                    || st.known.is_empty()
+                    || budget.is_some_and(|b| !b.try_take())
+                {
                     None
                 } else {
                     st.known.pop_front().inspect(|addr| {

@@ -37,6 +37,56 @@ pub struct DiscoveryArgs {
     pub lsd_addr: Option<SocketAddr>,
 }
 
+/// Connection caps shared by `get`, `seed` and `share` (docs/limits.md). Whatever is asked for is
+/// fitted into the open-file limit (less a reserve for files) before the torrent starts.
+#[derive(Args, Clone)]
+pub struct ConnArgs {
+    /// Connections to peers, established or being dialled
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_peers: usize,
+    /// Incoming connections that have not sent their handshake yet, at once
+    #[arg(long, value_name = "N", default_value_t = engine::HandshakeLimits::default().total)]
+    pub max_handshakes: usize,
+    /// Of those, from one IP address
+    #[arg(long, value_name = "N", default_value_t = engine::HandshakeLimits::default().per_ip)]
+    pub max_handshakes_per_ip: usize,
+    /// An incoming connection that has not sent its handshake by then is closed, e.g. 5s
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub handshake_timeout: String,
+}
+
+impl ConnArgs {
+    /// The peer cap and the handshake limits, lowered to fit the process's descriptors.
+    pub(crate) fn fitted(&self) -> Result<(usize, engine::HandshakeLimits), Failure> {
+        self.fitted_with(None)
+    }
+
+    /// The same, `other` (a name and a cap on other connections of the process) fitted alongside.
+    pub(crate) fn fitted_with(
+        &self,
+        other: Option<(&str, &mut usize)>,
+    ) -> Result<(usize, engine::HandshakeLimits), Failure> {
+        let timeout = parse_duration(&self.handshake_timeout)?;
+        if timeout.is_zero() {
+            return Err(bad(anyhow!("--handshake-timeout must be at least 1s")));
+        }
+        let mut peers = self.max_peers;
+        let mut handshakes = self.max_handshakes;
+        let mut caps = vec![
+            ("--max-peers", &mut peers),
+            ("--max-handshakes", &mut handshakes),
+        ];
+        caps.extend(other);
+        engine::FdBudget::current().fit(&mut caps);
+        let handshake = engine::HandshakeLimits {
+            total: handshakes,
+            per_ip: self.max_handshakes_per_ip.min(handshakes),
+            timeout,
+        };
+        Ok((peers, handshake))
+    }
+}
+
 /// Sets whether and where a torrent uses local service discovery. Like the DHT, a client bound to a
 /// loopback address leaves it off unless a group is given explicitly, so tests never multicast to the
 /// real LAN group; private torrents never use it (the engine enforces that too).
@@ -132,6 +182,8 @@ pub struct GetArgs {
     pub max_down: Option<String>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+    #[command(flatten)]
+    pub conns: ConnArgs,
 }
 
 #[derive(Args)]
@@ -155,6 +207,8 @@ pub struct SeedArgs {
     pub max_up: Option<String>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+    #[command(flatten)]
+    pub conns: ConnArgs,
 }
 
 fn bad(e: impl Into<anyhow::Error>) -> Failure {
@@ -410,6 +464,7 @@ pub fn get(args: GetArgs) -> CmdResult {
     let seed_time = args.seed_time.as_deref().map(parse_duration).transpose()?;
     let max_up = args.max_up.as_deref().map(parse_rate).transpose()?;
     let max_down = args.max_down.as_deref().map(parse_rate).transpose()?;
+    let (max_peers, handshake) = args.conns.fitted()?;
     let listen = match args.listen {
         Some(a) if a.port() != 0 => a,
         // Pick the port now: a magnet download announces it before the torrent starts listening.
@@ -445,6 +500,8 @@ pub fn get(args: GetArgs) -> CmdResult {
     config.peers = args.peers.clone();
     config.selected_files = selected;
     config.sequential = args.sequential;
+    config.max_peers = max_peers;
+    config.handshake = handshake;
     config.use_trackers = !args.no_trackers;
     config.max_upload_rate = max_up;
     config.max_download_rate = max_down;
@@ -572,6 +629,7 @@ fn content_parent(torrent: &Torrent, data: &std::path::Path) -> Result<PathBuf, 
 pub fn seed(args: SeedArgs) -> CmdResult {
     let torrent = load_torrent(&args.torrent)?;
     let max_up = args.max_up.as_deref().map(parse_rate).transpose()?;
+    let (max_peers, handshake) = args.conns.fitted()?;
     if !args.data.exists() {
         return Err(bad(anyhow!("{} does not exist", args.data.display())));
     }
@@ -581,6 +639,8 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     config.peers = args.peers.clone();
     config.use_trackers = !args.no_trackers;
     config.max_upload_rate = max_up;
+    config.max_peers = max_peers;
+    config.handshake = handshake;
     let rt = runtime()?;
     rt.block_on(async move {
         let mut signals = Signals::new();

@@ -163,6 +163,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Once, before anything opens files or sockets: every connection cap is fitted into this limit.
+    match engine::raise_nofile_limit() {
+        Ok(limit) => tracing::debug!("open-file limit {limit}"),
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
+    }
     let result = match cli.command {
         Command::Create(args) => create_cmd::run(args),
         Command::Info(args) => info_cmd::info(args),

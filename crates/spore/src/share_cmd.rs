@@ -40,6 +40,8 @@ pub struct ShareArgs {
     pub hybrid: bool,
     #[command(flatten)]
     pub discovery: crate::get_cmd::DiscoveryArgs,
+    #[command(flatten)]
+    pub conns: crate::get_cmd::ConnArgs,
 }
 
 fn bad(e: impl Into<anyhow::Error>) -> Failure {
@@ -97,11 +99,20 @@ fn save_torrent(
     Ok(path)
 }
 
+/// HTTP connections the embedded tracker of `share` holds at once.
+const SHARE_TRACKER_CONNECTIONS: usize = 64;
+
 pub fn run(args: ShareArgs) -> CmdResult {
     if !args.path.exists() {
         return Err(bad(anyhow!("{} does not exist", args.path.display())));
     }
     let public_ip = args.public_ip.unwrap_or_else(primary_ip);
+    // The embedded tracker serves one torrent: a few connections at a time are plenty, and they share
+    // the descriptors with the peers.
+    let mut tracker_connections = SHARE_TRACKER_CONNECTIONS;
+    let (max_peers, handshake) = args
+        .conns
+        .fitted_with(Some(("tracker connections", &mut tracker_connections)))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,6 +128,10 @@ pub fn run(args: ShareArgs) -> CmdResult {
                 http: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), args.tracker_port).to_string(),
                 udp: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), args.tracker_port).to_string(),
                 udp_workers: 1,
+                http_max_connections: tracker_connections,
+                http_max_connections_per_ip: tracker::Config::default()
+                    .http_max_connections_per_ip
+                    .min(tracker_connections),
                 ..tracker::Config::default()
             };
             let running = tracker::start(config).await.map_err(Failure::Failed)?;
@@ -173,6 +188,8 @@ pub fn run(args: ShareArgs) -> CmdResult {
             IpAddr::from([0, 0, 0, 0])
         };
         config.listen = SocketAddr::new(listen_ip, args.port);
+        config.max_peers = max_peers;
+        config.handshake = handshake;
         config.dht =
             crate::get_cmd::make_dht(config.listen, &args.discovery, torrent.private).await?;
         config.pex = !args.discovery.no_pex;

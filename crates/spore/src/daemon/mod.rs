@@ -2,6 +2,7 @@
 //! (fast-resume included), driven through a JSON API and a web page.
 
 mod api;
+mod conns;
 mod paths;
 pub mod store;
 
@@ -117,6 +118,9 @@ pub struct Daemon {
     global_up: Arc<Limiter>,
     global_down: Arc<Limiter>,
     peer_budget: Arc<engine::PeerBudget>,
+    /// The connection caps in force (the settings' fitted into the open-file limit).
+    fitted: Mutex<conns::Fitted>,
+    api_conns: Arc<conns::ApiConns>,
     entries: Mutex<BTreeMap<[u8; 20], Slot>>,
     pub events: tokio::sync::broadcast::Sender<(String, String)>,
     /// Bytes downloaded and uploaded by torrents removed since the daemon started: /metrics counts
@@ -219,7 +223,8 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     let roots = std::iter::once(settings.download_dir.clone())
         .chain(settings.allowed_dirs.iter().cloned())
         .collect();
-    let session = Session::bind(args.listen)
+    let fitted = conns::fit(&settings).map_err(|e| Failure::BadInput(anyhow!(e)))?;
+    let session = Session::bind(args.listen, fitted.handshake)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen = session.listen_addr();
@@ -236,7 +241,9 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         roots,
         global_up: Arc::new(Limiter::new(settings.max_upload_rate.unwrap_or(0))),
         global_down: Arc::new(Limiter::new(settings.max_download_rate.unwrap_or(0))),
-        peer_budget: Arc::new(engine::PeerBudget::new(settings.max_peers_total)),
+        peer_budget: Arc::new(engine::PeerBudget::new(fitted.peers_total)),
+        fitted: Mutex::new(fitted),
+        api_conns: conns::ApiConns::new(fitted.api),
         settings: Mutex::new(settings),
         session,
         dht,
@@ -268,6 +275,11 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     daemon.schedule();
     let ticker = tokio::spawn(daemon.clone().tick_loop());
     let app = api::router(daemon.clone(), api_addr);
+    // Through `tap_io` so the handlers' `ConnectInfo<SocketAddr>` works with our listener.
+    let api_listener = axum::serve::ListenerExt::tap_io(
+        conns::ApiListener::new(api_listener, daemon.api_conns.clone()),
+        |_| {},
+    );
     let server = axum::serve(
         api_listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -593,7 +605,7 @@ impl Daemon {
         config.global_upload = Some(self.global_up.clone());
         config.global_download = Some(self.global_down.clone());
         config.peer_budget = Some(self.peer_budget.clone());
-        config.max_peers = self.settings.lock().max_peers_per_torrent.max(1);
+        config.max_peers = self.fitted.lock().peers_per_torrent;
         config.dht = self.dht.clone();
         config.pex = !self.discovery.no_pex;
         crate::get_cmd::set_lsd(&mut config, &self.discovery);
@@ -921,9 +933,13 @@ impl Daemon {
         if settings.download_dir != old.download_dir {
             self.check_dir(&settings.download_dir).await?;
         }
+        let fitted = conns::fit(&settings).map_err(bad)?;
         self.global_up.set_rate(settings.max_upload_rate);
         self.global_down.set_rate(settings.max_download_rate);
-        self.peer_budget.set_max(settings.max_peers_total);
+        self.peer_budget.set_max(fitted.peers_total);
+        self.session.set_handshake_limits(fitted.handshake);
+        self.api_conns.set_limits(fitted.api);
+        *self.fitted.lock() = fitted;
         self.store.save_settings(&settings)?;
         *self.settings.lock() = settings.clone();
         self.schedule();

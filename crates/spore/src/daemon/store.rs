@@ -31,6 +31,17 @@ pub struct Settings {
     /// Directories besides `download_dir` (and below them) where the API may put a torrent's data.
     /// Set only in the config file, on the command line or in settings.json, never through the API.
     pub allowed_dirs: Vec<PathBuf>,
+    /// Incoming peer connections that have not sent their handshake: at once, per IP, and the seconds
+    /// they get to send it.
+    pub max_peer_handshakes: usize,
+    pub max_peer_handshakes_per_ip: usize,
+    pub peer_handshake_timeout: u64,
+    /// API connections at once and per IP; seconds an API connection may sit silent between requests,
+    /// and seconds a request's headers may take.
+    pub api_max_connections: usize,
+    pub api_max_connections_per_ip: usize,
+    pub api_idle_timeout: u64,
+    pub api_header_timeout: u64,
 }
 
 impl Default for Settings {
@@ -48,6 +59,13 @@ impl Default for Settings {
             seed_ratio: None,
             seed_time: None,
             allowed_dirs: Vec::new(),
+            max_peer_handshakes: 64,
+            max_peer_handshakes_per_ip: 4,
+            peer_handshake_timeout: 5,
+            api_max_connections: 64,
+            api_max_connections_per_ip: 32,
+            api_idle_timeout: 60,
+            api_header_timeout: 10,
         }
     }
 }

@@ -171,13 +171,57 @@ pub fn start_seed(
     listen: &str,
     extra: &[&str],
 ) -> (Proc, SocketAddr) {
-    let mut args = vec!["seed", s(torrent), "--data", s(data), "--listen", listen];
-    args.extend_from_slice(extra);
-    let p = Proc::start(&args, dir.join("seed.err"));
+    start_seed_with(dir, torrent, data, listen, extra, |_| {})
+}
+
+/// [`start_seed`], with `tweak` applied to the command first (an environment, an fd limit).
+pub fn start_seed_with(
+    dir: &Path,
+    torrent: &Path,
+    data: &Path,
+    listen: &str,
+    extra: &[&str],
+    tweak: impl FnOnce(&mut Command),
+) -> (Proc, SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spore"));
+    command.args(["seed", s(torrent), "--data", s(data), "--listen", listen]);
+    command.args(extra);
+    tweak(&mut command);
+    let p = Proc::spawn(command, dir.join("seed.err"));
     // "listening on" comes first; lines are read in order.
     let addr = p.addr(T);
     p.wait_for("seeding", T);
     (p, addr)
+}
+
+/// Makes `command` run with an open-file limit of `soft` (which it may raise up to `hard`).
+pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        command.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// CPU time (user + system) process `pid` has used, from /proc/PID/stat.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 of the rest.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 pub fn s(p: &Path) -> &str {
