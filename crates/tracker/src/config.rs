@@ -36,6 +36,12 @@ pub struct Config {
     pub max_numwant: usize,
     pub max_swarms: usize,
     pub max_peers_per_swarm: usize,
+    /// New swarms one source (IPv4 address or IPv6 /64) may create at once; 0 disables the limit.
+    pub swarm_creation_burst: u32,
+    /// New swarms one source earns back per minute.
+    pub swarm_creation_per_minute: u32,
+    /// Percent of `max_swarms` only sources that created few swarms lately may fill.
+    pub swarm_reserve_percent: u32,
     /// Whether a scrape without info-hashes lists every swarm.
     pub full_scrape: bool,
     /// Seconds one IP address must wait between full scrapes.
@@ -72,6 +78,9 @@ impl Default for Config {
             max_numwant: 200,
             max_swarms: 2_000_000,
             max_peers_per_swarm: 100_000,
+            swarm_creation_burst: 200,
+            swarm_creation_per_minute: 60,
+            swarm_reserve_percent: 10,
             full_scrape: true,
             full_scrape_interval: 60,
             http_max_connections: 10_000,

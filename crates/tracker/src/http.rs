@@ -123,6 +123,9 @@ fn do_announce(state: &State, remote: SocketAddr, query: &str, passkey: Option<&
         Err(e) => return failure(state, &e.to_string()),
     };
     let a = &req.announce;
+    if let Some(reason) = crate::refuse_announce(a) {
+        return failure(state, reason);
+    }
     if let Err(refusal) = state.access.check(&a.info_hash, passkey) {
         return failure(state, refusal.reason());
     }
@@ -335,6 +338,12 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
         "gauge",
         "Torrents with peers.",
         &[("", swarms)],
+    );
+    metric(
+        "spore_tracker_private_peers",
+        "gauge",
+        "Private peers remembered for crediting transfer deltas.",
+        &[("", state.access.tracked_peers() as u64)],
     );
     metric(
         "spore_tracker_peers",

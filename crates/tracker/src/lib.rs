@@ -7,6 +7,7 @@ mod conn_id;
 mod http;
 mod http_limits;
 mod metrics;
+mod sources;
 pub mod store;
 mod tls;
 mod udp;
@@ -34,7 +35,7 @@ pub struct State {
     conn_ids: ConnectionIds,
     http_open: Arc<parking_lot::Mutex<http_limits::Open>>,
     full_scrapes:
-        parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
+        parking_lot::Mutex<std::collections::HashMap<sources::Source, std::time::Instant>>,
 }
 
 /// Most addresses remembered for the full-scrape rate limit; past this the table is cleared, which
@@ -51,6 +52,11 @@ impl State {
                 max_peers_per_swarm: config.max_peers_per_swarm,
                 max_numwant: config.max_numwant,
                 default_numwant: config.default_numwant,
+                creation: sources::CreationLimits {
+                    burst: config.swarm_creation_burst,
+                    per_minute: config.swarm_creation_per_minute,
+                    reserve_percent: config.swarm_reserve_percent,
+                },
             },
         );
         Ok(State {
@@ -65,8 +71,9 @@ impl State {
         })
     }
 
-    /// Whether `ip` may do a full scrape now (and records that it did).
+    /// Whether `ip` (its IPv4 address or IPv6 /64) may do a full scrape now (and records that it did).
     fn allow_full_scrape(&self, ip: std::net::IpAddr) -> bool {
+        let source = sources::Source::of(ip);
         if !self.config.full_scrape {
             return false;
         }
@@ -76,10 +83,10 @@ impl State {
             seen.clear();
         }
         let wait = Duration::from_secs(self.config.full_scrape_interval);
-        match seen.get(&ip) {
+        match seen.get(&source) {
             Some(last) if now.duration_since(*last) < wait => false,
             _ => {
-                seen.insert(ip, now);
+                seen.insert(source, now);
                 true
             }
         }
@@ -107,6 +114,12 @@ pub fn passkey_from_path(path: &[u8]) -> Option<&[u8]> {
         .unwrap_or(rest.len());
     let key = &rest[..end];
     (!key.is_empty()).then_some(key)
+}
+
+/// Why an announce is refused whatever the mode, before anything is recorded. Port 0 is no address a
+/// peer can be reached at: storing it would hand every downloader an address that cannot connect.
+pub(crate) fn refuse_announce(announce: &tracker_proto::Announce) -> Option<&'static str> {
+    (announce.port == 0).then_some("invalid port 0")
 }
 
 /// A running tracker: its bound addresses and a way to stop it.
@@ -193,6 +206,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let state = housekeeping_state;
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         let mut n: u64 = 0;
+        // Every minute, or every half peer_timeout if that is shorter (in 5 s ticks).
+        let expire_every = (u64::from(state.config.peer_timeout) / 10).clamp(1, 12);
         loop {
             tick.tick().await;
             n += 1;
@@ -207,8 +222,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     tracing::warn!("saving totals: {e:#}");
                 }
             }
-            if n.is_multiple_of(12) {
+            if n.is_multiple_of(expire_every) {
                 state.store.expire(state.config.peer_timeout);
+                state.access.expire(state.config.peer_timeout);
             }
         }
     }));

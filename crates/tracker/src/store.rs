@@ -10,6 +10,8 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tracker_proto::{Event, InfoHash, ScrapeStats};
 
+use crate::sources::{CreationLimiter, CreationLimits, Source};
+
 /// A peer as the tracker keeps it: the compact address it is handed out as, whether it is a seeder,
 /// and when it last announced. 12 bytes for IPv4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +64,8 @@ pub struct StoreLimits {
     pub max_peers_per_swarm: usize,
     pub max_numwant: usize,
     pub default_numwant: usize,
+    /// Swarm creation per source (IPv4 address or IPv6 /64).
+    pub creation: CreationLimits,
 }
 
 /// What an announce returns besides the peers it wrote out.
@@ -78,6 +82,7 @@ pub struct Store {
     limits: StoreLimits,
     epoch: Instant,
     swarm_count: AtomicU64,
+    creation: CreationLimiter,
 }
 
 pub fn compact(addr: SocketAddr) -> Compact {
@@ -209,6 +214,7 @@ impl Store {
             limits,
             epoch: Instant::now(),
             swarm_count: AtomicU64::new(0),
+            creation: CreationLimiter::new(limits.creation),
         }
     }
 
@@ -248,8 +254,13 @@ impl Store {
         let swarm = match shard.entry(*hash) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
+                let count = self.swarm_count.load(Ordering::Relaxed) as usize;
                 if event == Event::Stopped
-                    || self.swarm_count.load(Ordering::Relaxed) as usize >= self.limits.max_swarms
+                    || count >= self.limits.max_swarms
+                    || !self.creation.allow(
+                        Source::of(addr.ip()),
+                        count >= self.creation.reserve_starts_at(self.limits.max_swarms),
+                    )
                 {
                     return AnnounceOutcome {
                         seeders: 0,
@@ -331,8 +342,10 @@ impl Store {
         all
     }
 
-    /// Drops peers that have not announced for `timeout_secs`, and swarms left empty.
+    /// Drops peers that have not announced for `timeout_secs`, and swarms left empty (and forgets
+    /// sources that may create swarms at their full rate again).
     pub fn expire(&self, timeout_secs: u32) -> usize {
+        self.creation.prune();
         let cutoff = self.now().saturating_sub(timeout_secs);
         let mut removed = 0;
         for shard in self.shards.iter() {
@@ -404,6 +417,11 @@ mod tests {
                 max_peers_per_swarm: 100,
                 max_numwant: 50,
                 default_numwant: 30,
+                creation: CreationLimits {
+                    burst: 0,
+                    per_minute: 0,
+                    reserve_percent: 0,
+                },
             },
         )
     }
