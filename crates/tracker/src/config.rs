@@ -44,8 +44,10 @@ pub struct Config {
     pub swarm_reserve_percent: u32,
     /// Whether a scrape without info-hashes lists every swarm.
     pub full_scrape: bool,
-    /// Seconds one IP address must wait between full scrapes.
+    /// Seconds one IP address (or IPv6 /64) must wait between full scrapes.
     pub full_scrape_interval: u64,
+    /// Full scrapes being sent at once, from all clients; past it a full scrape is refused.
+    pub full_scrape_max_concurrent: usize,
     /// Open HTTP connections in all; past it new ones are closed at once.
     pub http_max_connections: usize,
     /// Open HTTP connections from one IP address.
@@ -83,6 +85,7 @@ impl Default for Config {
             swarm_reserve_percent: 10,
             full_scrape: true,
             full_scrape_interval: 60,
+            full_scrape_max_concurrent: 2,
             http_max_connections: 10_000,
             http_max_connections_per_ip: 64,
             http_idle_timeout: 30,

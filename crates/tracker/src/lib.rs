@@ -34,6 +34,8 @@ pub struct State {
     rates: Rates,
     conn_ids: ConnectionIds,
     http_open: Arc<parking_lot::Mutex<http_limits::Open>>,
+    /// Full scrapes whose body is being sent.
+    full_scrapes_in_flight: std::sync::atomic::AtomicUsize,
     full_scrapes:
         parking_lot::Mutex<std::collections::HashMap<sources::Source, std::time::Instant>>,
 }
@@ -66,6 +68,7 @@ impl State {
             counters: Counters::default(),
             rates: Rates::default(),
             full_scrapes: Default::default(),
+            full_scrapes_in_flight: Default::default(),
             http_open: Default::default(),
             config,
         })
