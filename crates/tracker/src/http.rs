@@ -39,7 +39,7 @@ fn limited(listener: tokio::net::TcpListener, state: &Shared) -> LimitedListener
     let limits = ConnectionLimits {
         total: state.config.http_max_connections,
         per_ip: state.config.http_max_connections_per_ip,
-        idle: std::time::Duration::from_secs(state.config.http_idle_timeout),
+        deadline: std::time::Duration::from_secs(state.config.http_request_timeout),
     };
     LimitedListener::new(listener, limits, state.clone())
 }

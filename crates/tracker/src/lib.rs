@@ -140,7 +140,18 @@ pub struct Running {
 
 /// Binds the configured sockets and starts serving on the current tokio runtime (HTTP, housekeeping)
 /// and on dedicated threads (UDP workers).
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config) -> anyhow::Result<Running> {
+    if !config.http.is_empty() || !config.https.is_empty() {
+        let budget = http_limits::connection_budget();
+        if config.http_max_connections > budget {
+            tracing::warn!(
+                "http_max_connections lowered from {} to {budget}: the open-files limit \
+                 (RLIMIT_NOFILE) leaves room for no more",
+                config.http_max_connections
+            );
+            config.http_max_connections = budget;
+        }
+    }
     let state = Arc::new(State::new(config)?);
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();

@@ -449,7 +449,7 @@ fn connect_from(local: &str, server: SocketAddr) -> TcpStream {
 async fn an_http_flood_from_one_address_gets_only_its_own_slots() {
     let running = tracker::start(Config {
         http_max_connections_per_ip: 4,
-        http_idle_timeout: 3,
+        http_request_timeout: 3,
         ..config()
     })
     .await
@@ -583,7 +583,7 @@ async fn https_serves_the_same_routes_under_the_same_limits_and_bounds_handshake
         tls_cert: Some(dir.path().join("cert.pem")),
         tls_key: Some(dir.path().join("key.pem")),
         tls_handshake_timeout: 2,
-        http_idle_timeout: 30,
+        http_request_timeout: 30,
         http_max_connections_per_ip: 2,
         ..config()
     })
