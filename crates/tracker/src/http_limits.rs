@@ -35,8 +35,9 @@ pub struct ConnectionLimits {
 pub const FD_RESERVE: usize = 64;
 
 /// Raises the soft limit on open files to the hard one, and returns how many HTTP connections fit in
-/// it: the limit less the descriptors open now and `FD_RESERVE`.
-pub fn connection_budget() -> usize {
+/// it: the limit less the descriptors open now, `FD_RESERVE`, and `more` still to be opened (one UDP
+/// socket per worker).
+pub fn connection_budget(more: usize) -> usize {
     // SAFETY: getrlimit/setrlimit read and write the plain struct passed.
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -60,7 +61,7 @@ pub fn connection_budget() -> usize {
     let open = std::fs::read_dir("/proc/self/fd").map_or(16, |d| d.count());
     usize::try_from(limit.rlim_cur)
         .unwrap_or(usize::MAX)
-        .saturating_sub(open + FD_RESERVE)
+        .saturating_sub(open + FD_RESERVE + more)
         .max(1)
 }
 

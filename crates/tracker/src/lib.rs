@@ -141,8 +141,17 @@ pub struct Running {
 /// Binds the configured sockets and starts serving on the current tokio runtime (HTTP, housekeeping)
 /// and on dedicated threads (UDP workers).
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
+    let udp_workers = match config.udp_workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     if !config.http.is_empty() || !config.https.is_empty() {
-        let budget = http_limits::connection_budget();
+        let udp_sockets = if config.udp.is_empty() {
+            0
+        } else {
+            udp_workers
+        };
+        let budget = http_limits::connection_budget(udp_sockets);
         if config.http_max_connections > budget {
             tracing::warn!(
                 "http_max_connections lowered from {} to {budget}: the open-files limit \
@@ -206,11 +215,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             state.config.udp.parse().map_err(|e| {
                 anyhow::anyhow!("bad UDP listen address {:?}: {e}", state.config.udp)
             })?;
-        let workers = match state.config.udp_workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let (bound, threads) = udp::spawn(addr, workers, state.clone(), stop.clone())?;
+        let (bound, threads) = udp::spawn(addr, udp_workers, state.clone(), stop.clone())?;
         udp_addr = Some(bound);
         udp_threads = threads;
     }
