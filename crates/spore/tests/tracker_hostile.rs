@@ -412,6 +412,66 @@ fn descriptor_exhaustion_neither_spins_nor_floods_the_log_and_announces_come_bac
 }
 
 #[test]
+fn accept_failures_back_off_and_are_logged_once_per_episode() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker_with(dir.path(), &[], |_| {});
+    let pid = t.proc.child.id();
+    // Lower its limit under it to 64 descriptors, below the connection cap it computed at start, so
+    // accepts fail with EMFILE.
+    let limit = libc::rlimit {
+        rlim_cur: 64,
+        rlim_max: 64,
+    };
+    // SAFETY: prlimit reads `limit` and writes nothing (no old-limit pointer).
+    let r = unsafe {
+        libc::prlimit(
+            pid as i32,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    let mut held = Vec::new();
+    for a in 1..=2 {
+        for _ in 0..64 {
+            if let Ok(s) = bind_tcp(&format!("127.6.2.{a}:0"), t.http) {
+                held.push(s);
+            }
+        }
+    }
+    let cpu_before = cpu_ticks(pid);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cpu = cpu_ticks(pid) - cpu_before;
+    let stderr = std::fs::read_to_string(dir.path().join("tracker.err")).unwrap();
+    let accept_errors = stderr.matches("accept failed").count();
+    eprintln!("{cpu} ticks of CPU in 3 s; {accept_errors} accept-failure lines");
+    assert!(
+        stderr.contains("Too many open files"),
+        "accepts never failed:\n{stderr}"
+    );
+    // One episode (two if a connection happened to close and free a descriptor in between).
+    assert!(
+        (1..=2).contains(&accept_errors),
+        "accept failures logged {accept_errors} times:\n{stderr}"
+    );
+    assert!(cpu < 100, "{cpu} clock ticks of CPU in 3 s");
+    drop(held);
+    // Once the connections are gone, accepts succeed again (after at most a second of back-off).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_from("127.6.3.1:0", t.http, "/stats").is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no request served after the flood"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn port_zero_peers_are_refused_on_both_transports() {
     let dir = tempfile::tempdir().unwrap();
     let t = start(dir.path(), "", &[]);
