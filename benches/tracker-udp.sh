@@ -15,7 +15,9 @@ PORT=3$(( $$ % 9000 + 1000 ))
 
 aquatic_udp -p > "$work/aquatic.toml"
 sed -i "s/^socket_workers = .*/socket_workers = 1/; s/^address = .*/address = \"127.0.0.1:$PORT\"/" "$work/aquatic.toml"
-printf 'http = ""\nudp = "127.0.0.1:%s"\nudp_workers = 1\n' "$PORT" > "$work/spore.toml"
+# The load test announces its torrents from one address or a few: without swarm_creation_burst = 0 the
+# per-source creation limit would leave most swarms uncreated and spore doing less work than aquatic.
+printf 'http = ""\nudp = "127.0.0.1:%s"\nudp_workers = 1\nswarm_creation_burst = 0\n' "$PORT" > "$work/spore.toml"
 aquatic_udp_load_test -p > "$work/load.toml"
 sed -i "s/^server_address = .*/server_address = \"127.0.0.1:$PORT\"/; s/^workers = .*/workers = 1/; s/^duration = .*/duration = $DURATION/" "$work/load.toml"
 

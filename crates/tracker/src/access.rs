@@ -45,7 +45,20 @@ impl Refusal {
     }
 }
 
-type PeerKey = (String, InfoHash, PeerId);
+/// The running totals a private peer last reported, and when (seconds since `Access::epoch`).
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    uploaded: u64,
+    downloaded: u64,
+    seen: u32,
+}
+
+/// One passkey's remembered peers.
+type PasskeyPeers = HashMap<(InfoHash, PeerId), Report>;
+
+/// Most peers (info-hash and peer_id pairs) remembered for one passkey. Past it, a new peer of that
+/// passkey is credited nothing until one of its others stops or expires.
+pub const MAX_REPORTS_PER_PASSKEY: usize = 10_000;
 
 pub struct Access {
     mode: Mode,
@@ -53,8 +66,10 @@ pub struct Access {
     db_path: Option<PathBuf>,
     list: RwLock<HashSet<InfoHash>>,
     users: RwLock<HashSet<String>>,
-    /// Last uploaded/downloaded each private peer reported, to turn running totals into deltas.
-    last_report: Mutex<HashMap<PeerKey, (u64, u64)>>,
+    /// Last uploaded/downloaded each private peer reported, by passkey then (info-hash, peer_id), to
+    /// turn running totals into deltas. Entries leave on `stopped` or after `peer_timeout` of silence.
+    last_report: Mutex<HashMap<String, PasskeyPeers>>,
+    epoch: std::time::Instant,
     /// Deltas not yet written to the database, by (passkey, info-hash).
     pending: Mutex<HashMap<(String, InfoHash), (u64, u64)>>,
 }
@@ -88,8 +103,39 @@ pub fn read_list(path: &Path) -> anyhow::Result<HashSet<InfoHash>> {
     Ok(set)
 }
 
+/// Opens the users database, creating it readable by its owner only: it holds every passkey, and a
+/// passkey is a user's whole credential. An existing file that others can read is narrowed to 0600, with
+/// a warning (the passkeys in it may already have been read).
 fn open_db(path: &Path) -> anyhow::Result<Database> {
-    Database::create(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let cannot = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot open {}: {e}", path.display());
+    // An empty file is what redb initialises a new database in.
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| cannot(&e))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "{} was readable by other users (mode {:o}); its passkeys may have leaked. \
+                     Narrowing it to 0600",
+                    path.display(),
+                    mode & 0o777
+                );
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| cannot(&e))?;
+            }
+        }
+        Err(e) => return Err(cannot(&e)),
+    }
+    Database::create(path).map_err(|e| cannot(&e))
 }
 
 fn load_users(path: &Path) -> anyhow::Result<HashSet<String>> {
@@ -127,6 +173,7 @@ impl Access {
             list: RwLock::new(HashSet::new()),
             users: RwLock::new(HashSet::new()),
             last_report: Mutex::new(HashMap::new()),
+            epoch: std::time::Instant::now(),
             pending: Mutex::new(HashMap::new()),
         };
         access.reload()?;
@@ -186,7 +233,18 @@ impl Access {
         }
     }
 
+    fn now(&self) -> u32 {
+        self.epoch.elapsed().as_secs() as u32
+    }
+
     /// Accounts a private announce's transfer since the peer's previous report.
+    ///
+    /// Only deltas between two reports of the same peer (passkey, info-hash, peer_id) are credited. The
+    /// first report of a peer the tracker does not remember is a baseline and credits nothing, whatever
+    /// its event: under BEP 3 a client's totals start at 0 with `started`, so an honest client loses
+    /// nothing, while one that changes its peer_id (or says `started` again) to be credited its whole
+    /// `uploaded` a second time gains nothing. Totals that went down (a client restarted its counters) are
+    /// a new baseline too.
     pub fn account(
         &self,
         passkey: &[u8],
@@ -200,29 +258,60 @@ impl Access {
             return;
         }
         let passkey = String::from_utf8_lossy(passkey).into_owned();
-        let key = (passkey.clone(), *hash, *peer_id);
-        let (prev_up, prev_down) = {
+        let now = self.now();
+        let (up, down) = {
             let mut last = self.last_report.lock();
-            let prev = if event == Event::Started {
-                (0, 0)
-            } else {
-                last.get(&key).copied().unwrap_or((0, 0))
+            let peers = last.entry(passkey.clone()).or_default();
+            let key = (*hash, *peer_id);
+            let credit = match peers.get(&key) {
+                Some(prev) if event != Event::Started => (
+                    uploaded.saturating_sub(prev.uploaded),
+                    downloaded.saturating_sub(prev.downloaded),
+                ),
+                _ => (0, 0),
             };
             if event == Event::Stopped {
-                last.remove(&key);
-            } else {
-                last.insert(key, (uploaded, downloaded));
+                peers.remove(&key);
+            } else if peers.len() < MAX_REPORTS_PER_PASSKEY || peers.contains_key(&key) {
+                peers.insert(
+                    key,
+                    Report {
+                        uploaded,
+                        downloaded,
+                        seen: now,
+                    },
+                );
             }
-            prev
+            if peers.is_empty() {
+                last.remove(&passkey);
+            }
+            credit
         };
-        let up = uploaded.saturating_sub(prev_up);
-        let down = downloaded.saturating_sub(prev_down);
         if up > 0 || down > 0 {
             let mut pending = self.pending.lock();
             let entry = pending.entry((passkey, *hash)).or_default();
             entry.0 += up;
             entry.1 += down;
         }
+    }
+
+    /// Forgets private peers silent for `timeout_secs` (the tracker drops them from their swarm at the
+    /// same age); returns how many.
+    pub fn expire(&self, timeout_secs: u32) -> usize {
+        let cutoff = self.now().saturating_sub(timeout_secs);
+        let mut removed = 0;
+        self.last_report.lock().retain(|_, peers| {
+            let before = peers.len();
+            peers.retain(|_, r| r.seen >= cutoff);
+            removed += before - peers.len();
+            !peers.is_empty()
+        });
+        removed
+    }
+
+    /// Private peers remembered for delta crediting.
+    pub fn tracked_peers(&self) -> usize {
+        self.last_report.lock().values().map(HashMap::len).sum()
     }
 
     /// Writes pending totals to the database. The database is opened only for the write, so admin
@@ -405,14 +494,7 @@ mod tests {
         );
         assert_eq!(access.check(&[1; 20], None), Err(Refusal::UnknownPasskey));
 
-        access.account(
-            alice.as_bytes(),
-            &[1; 20],
-            &[7; 20],
-            100,
-            10,
-            Event::Started,
-        );
+        access.account(alice.as_bytes(), &[1; 20], &[7; 20], 0, 0, Event::Started);
         access.account(alice.as_bytes(), &[1; 20], &[7; 20], 250, 10, Event::None);
         access.flush().unwrap();
         let users = list_users(&db).unwrap();
@@ -426,5 +508,49 @@ mod tests {
             Err(Refusal::UnknownPasskey)
         );
         assert!(!revoke_user(&db, "alice").unwrap());
+    }
+
+    #[test]
+    fn private_credits_deltas_only_and_forgets_silent_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.redb");
+        let bob = add_user(&db, "bob").unwrap();
+        let access = Access::new(Mode::Private, None, Some(db.clone())).unwrap();
+        let key = bob.as_bytes();
+        // The first report is a baseline; a new peer_id or a second `started` earns nothing.
+        access.account(key, &[1; 20], &[1; 20], 1000, 0, Event::Started);
+        access.account(key, &[1; 20], &[1; 20], 1500, 0, Event::None);
+        access.account(key, &[1; 20], &[2; 20], 1500, 0, Event::None);
+        access.account(key, &[1; 20], &[2; 20], 1500, 0, Event::Started);
+        access.account(key, &[1; 20], &[1; 20], 1700, 0, Event::Started);
+        access.flush().unwrap();
+        assert_eq!(list_users(&db).unwrap()[0].uploaded, 500);
+        assert_eq!(access.tracked_peers(), 2);
+        assert_eq!(access.expire(3600), 0);
+        assert_eq!(access.expire(0) + access.tracked_peers(), 2);
+        // A passkey's table is bounded.
+        for i in 0..MAX_REPORTS_PER_PASSKEY as u32 + 10 {
+            let mut hash = [0u8; 20];
+            hash[..4].copy_from_slice(&i.to_be_bytes());
+            access.account(key, &hash, &[3; 20], 0, 0, Event::Started);
+        }
+        assert!(access.tracked_peers() <= MAX_REPORTS_PER_PASSKEY);
+    }
+
+    #[test]
+    fn database_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.redb");
+        add_user(&db, "carol").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&db), 0o600);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        list_users(&db).unwrap();
+        assert_eq!(
+            mode(&db),
+            0o600,
+            "an existing readable database is narrowed"
+        );
     }
 }

@@ -36,16 +36,28 @@ pub struct Config {
     pub max_numwant: usize,
     pub max_swarms: usize,
     pub max_peers_per_swarm: usize,
+    /// New swarms one source (IPv4 address or IPv6 /64) may create at once; 0 disables the limit.
+    pub swarm_creation_burst: u32,
+    /// New swarms one source earns back per minute.
+    pub swarm_creation_per_minute: u32,
+    /// Percent of `max_swarms` only sources that created few swarms lately may fill.
+    pub swarm_reserve_percent: u32,
     /// Whether a scrape without info-hashes lists every swarm.
     pub full_scrape: bool,
-    /// Seconds one IP address must wait between full scrapes.
+    /// Seconds one IP address (or IPv6 /64) must wait between full scrapes.
     pub full_scrape_interval: u64,
-    /// Open HTTP connections in all; past it new ones are closed at once.
+    /// Full scrapes being sent at once, from all clients; past it a full scrape is refused.
+    pub full_scrape_max_concurrent: usize,
+    /// Open HTTP connections in all; past it new ones are closed at once. Lowered at start to what the
+    /// open-files limit leaves (after raising the soft limit to the hard one).
     pub http_max_connections: usize,
     /// Open HTTP connections from one IP address.
     pub http_max_connections_per_ip: usize,
-    /// Seconds an HTTP connection may stay open without sending a byte.
-    pub http_idle_timeout: u64,
+    /// Seconds a client has, from connecting or from the tracker's last reply byte, to send a complete
+    /// request (bytes trickled in do not extend it); also how long a reply may stall. Was
+    /// `http_idle_timeout`, still accepted.
+    #[serde(alias = "http_idle_timeout")]
+    pub http_request_timeout: u64,
     pub mode: Mode,
     /// Info-hash list (one hex hash per line) for `allow` and `deny` modes, and optionally `private`.
     /// Re-read on SIGHUP.
@@ -72,11 +84,15 @@ impl Default for Config {
             max_numwant: 200,
             max_swarms: 2_000_000,
             max_peers_per_swarm: 100_000,
+            swarm_creation_burst: 200,
+            swarm_creation_per_minute: 60,
+            swarm_reserve_percent: 10,
             full_scrape: true,
             full_scrape_interval: 60,
+            full_scrape_max_concurrent: 2,
             http_max_connections: 10_000,
             http_max_connections_per_ip: 64,
-            http_idle_timeout: 30,
+            http_request_timeout: 15,
             mode: Mode::Open,
             list: None,
             db: None,
@@ -117,7 +133,7 @@ mod tests {
             full_scrape_interval = 5
             http_max_connections = 100
             http_max_connections_per_ip = 4
-            http_idle_timeout = 10
+            http_request_timeout = 10
             mode = "private"
             list = "/tmp/list"
             db = "/tmp/db.redb"
@@ -142,10 +158,12 @@ mod tests {
             (
                 c.http_max_connections,
                 c.http_max_connections_per_ip,
-                c.http_idle_timeout
+                c.http_request_timeout
             ),
             (100, 4, 10)
         );
+        let old_name = Config::from_toml("http_idle_timeout = 7").unwrap();
+        assert_eq!(old_name.http_request_timeout, 7);
         assert_eq!(Config::from_toml("").unwrap().interval, 1800);
         assert!(Config::from_toml("bogus = 1").is_err());
         assert!(Config::from_toml("mode = \"secret\"").is_err());

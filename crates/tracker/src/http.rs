@@ -39,7 +39,7 @@ fn limited(listener: tokio::net::TcpListener, state: &Shared) -> LimitedListener
     let limits = ConnectionLimits {
         total: state.config.http_max_connections,
         per_ip: state.config.http_max_connections_per_ip,
-        idle: std::time::Duration::from_secs(state.config.http_idle_timeout),
+        deadline: std::time::Duration::from_secs(state.config.http_request_timeout),
     };
     LimitedListener::new(listener, limits, state.clone())
 }
@@ -123,6 +123,9 @@ fn do_announce(state: &State, remote: SocketAddr, query: &str, passkey: Option<&
         Err(e) => return failure(state, &e.to_string()),
     };
     let a = &req.announce;
+    if let Some(reason) = crate::refuse_announce(a) {
+        return failure(state, reason);
+    }
     if let Err(refusal) = state.access.check(&a.info_hash, passkey) {
         return failure(state, refusal.reason());
     }
@@ -209,29 +212,124 @@ async fn scrape_with_key(
     )
 }
 
-fn do_scrape(state: &State, remote: SocketAddr, query: &str, passkey: Option<&[u8]>) -> Response {
+fn do_scrape(state: &Shared, remote: SocketAddr, query: &str, passkey: Option<&[u8]>) -> Response {
     Counters::add(&state.counters.http_scrapes);
     let hashes = match proto::parse_scrape(query.as_bytes()) {
         Ok(h) => h,
         Err(e) => return failure(state, &e.to_string()),
     };
-    let files = if hashes.is_empty() {
+    if hashes.is_empty() {
         // A full scrape lists every public swarm; private and list-controlled trackers do not offer it.
-        if state.access.mode() != crate::Mode::Open {
+        if state.access.mode() != crate::Mode::Open || !state.config.full_scrape {
             return failure(state, "full scrape is not available on this tracker");
         }
+        let Some(slot) = FullScrapeSlot::take(state) else {
+            return failure(state, "full scrape busy: try again later");
+        };
         if !state.allow_full_scrape(remote.ip()) {
             return failure(state, "full scrape rate limit: try again later");
         }
-        state.store.scrape_all()
-    } else {
-        hashes
-            .iter()
-            .filter(|h| state.access.check(h, passkey).is_ok())
-            .map(|h| (*h, state.store.scrape(h)))
-            .collect()
-    };
+        return (
+            [(header::CONTENT_TYPE, "text/plain")],
+            axum::body::Body::new(FullScrape {
+                state: state.clone(),
+                next: 0,
+                _slot: slot,
+            }),
+        )
+            .into_response();
+    }
+    let files = hashes
+        .iter()
+        .filter(|h| state.access.check(h, passkey).is_ok())
+        .map(|h| (*h, state.store.scrape(h)))
+        .collect();
     bencoded(ScrapeResponse { files }.encode())
+}
+
+/// One of the `full_scrape_max_concurrent` full scrapes allowed at a time, given back on drop (when its
+/// body is finished or its connection is gone).
+struct FullScrapeSlot(Shared);
+
+impl FullScrapeSlot {
+    fn take(state: &Shared) -> Option<FullScrapeSlot> {
+        state
+            .full_scrapes_in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < state.config.full_scrape_max_concurrent).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| FullScrapeSlot(state.clone()))
+    }
+}
+
+impl Drop for FullScrapeSlot {
+    fn drop(&mut self) {
+        self.0.full_scrapes_in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A full scrape as a response body made while it is sent: each frame is the swarms whose info-hash
+/// starts with one byte value (in order, so the dictionary's keys stay sorted), encoded as
+/// `ScrapeResponse::encode` would. A slow reader holds one frame, not the whole table's worth.
+struct FullScrape {
+    state: Shared,
+    /// The next first byte to walk; 256 means the closing bytes, 257 the end.
+    next: u16,
+    _slot: FullScrapeSlot,
+}
+
+impl http_body::Body for FullScrape {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let mut out = Vec::new();
+        match self.next {
+            0..=255 => {
+                if self.next == 0 {
+                    out.extend_from_slice(b"d5:filesd");
+                }
+                let mut files = Vec::new();
+                self.state
+                    .store
+                    .scrape_first_byte(self.next as u8, &mut files);
+                for (hash, s) in &files {
+                    out.extend_from_slice(b"20:");
+                    out.extend_from_slice(hash);
+                    let _ = write!(
+                        Bytes(&mut out),
+                        "d8:completei{}e10:downloadedi{}e10:incompletei{}ee",
+                        s.seeders,
+                        s.completed,
+                        s.leechers
+                    );
+                }
+            }
+            256 => out.extend_from_slice(b"ee"),
+            _ => return Poll::Ready(None),
+        }
+        self.next += 1;
+        Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from(out)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next > 256
+    }
+}
+
+/// `fmt::Write` into a byte vector.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 async fn stats(AxumState(state): AxumState<Shared>) -> Response {
@@ -335,6 +433,12 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
         "gauge",
         "Torrents with peers.",
         &[("", swarms)],
+    );
+    metric(
+        "spore_tracker_private_peers",
+        "gauge",
+        "Private peers remembered for crediting transfer deltas.",
+        &[("", state.access.tracked_peers() as u64)],
     );
     metric(
         "spore_tracker_peers",

@@ -1,6 +1,7 @@
-//! Bounds on what HTTP clients can hold open: connections in total and per IP address, and how long a
-//! connection may sit without sending a byte. Without them one address could open sockets until the
-//! tracker runs out of file descriptors, or park idle connections until no one else gets in.
+//! Bounds on what HTTP clients can hold open: connections in total (within the file descriptors the
+//! process may open) and per IP address, and how long a client has to send a request. Without them one
+//! address could open sockets until the tracker runs out of file descriptors, or park connections (idle,
+//! or trickling a byte at a time) until no one else gets in.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,7 +25,44 @@ use crate::metrics::Counters;
 pub struct ConnectionLimits {
     pub total: usize,
     pub per_ip: usize,
-    pub idle: Duration,
+    /// Time a client has, from the connection's accept or from the tracker's last byte written, to
+    /// send a complete request; also the longest a reply may stall on a client that does not read.
+    pub deadline: Duration,
+}
+
+/// Descriptors kept for everything but HTTP connections: listeners, UDP sockets, the runtime, the
+/// database, the list file.
+pub const FD_RESERVE: usize = 64;
+
+/// Raises the soft limit on open files to the hard one, and returns how many HTTP connections fit in
+/// it: the limit less the descriptors open now, `FD_RESERVE`, and `more` still to be opened (one UDP
+/// socket per worker).
+pub fn connection_budget(more: usize) -> usize {
+    // SAFETY: getrlimit/setrlimit read and write the plain struct passed.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return usize::MAX;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        return usize::MAX;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map_or(16, |d| d.count());
+    usize::try_from(limit.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(open + FD_RESERVE + more)
+        .max(1)
 }
 
 /// Open connections per client address; an entry lives while its count is above zero. One table for
@@ -41,6 +79,8 @@ pub struct LimitedListener {
     limits: ConnectionLimits,
     open: Arc<Mutex<Open>>,
     state: Arc<crate::State>,
+    /// Accepts failed in a row (the current back-off episode).
+    failures: u32,
 }
 
 impl LimitedListener {
@@ -50,6 +90,7 @@ impl LimitedListener {
             limits,
             open: state.http_open.clone(),
             state,
+            failures: 0,
         }
     }
 
@@ -107,16 +148,34 @@ impl Listener for LimitedListener {
     async fn accept(&mut self) -> (LimitedStream, SocketAddr) {
         loop {
             let (stream, addr) = match self.inner.accept().await {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    if self.failures > 0 {
+                        tracing::warn!(
+                            "HTTP accepting again after {} failed accepts",
+                            self.failures
+                        );
+                        self.failures = 0;
+                    }
+                    accepted
+                }
                 Err(e) => {
-                    // Out of descriptors or similar: wait for connections to close rather than spin.
-                    if !matches!(
+                    // The client gave up before we got to it: nothing wrong here.
+                    if matches!(
                         e.kind(),
                         io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
                     ) {
-                        tracing::warn!("HTTP accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
                     }
+                    // Out of descriptors or similar: wait for connections to close rather than spin,
+                    // longer each time (10 ms to 1 s), and say so once per episode, not per attempt.
+                    if self.failures == 0 {
+                        tracing::warn!(
+                            "HTTP accept failed: {e}; backing off until accepts succeed"
+                        );
+                    }
+                    self.failures += 1;
+                    let backoff = 10u64 << self.failures.min(7);
+                    tokio::time::sleep(Duration::from_millis(backoff.min(1000))).await;
                     continue;
                 }
             };
@@ -124,13 +183,13 @@ impl Listener for LimitedListener {
             match self.admit(addr.ip().to_canonical()) {
                 Some(slot) => {
                     let _ = stream.set_nodelay(true);
-                    let idle = self.limits.idle;
+                    let deadline = self.limits.deadline;
                     return (
                         LimitedStream {
                             stream,
                             _slot: slot,
-                            idle,
-                            deadline: Box::pin(tokio::time::sleep(idle)),
+                            deadline,
+                            expires: Box::pin(tokio::time::sleep(deadline)),
                         },
                         addr,
                     );
@@ -148,12 +207,21 @@ impl Listener for LimitedListener {
     }
 }
 
-/// An accepted connection holding its slot, failing reads once it has been idle too long.
+/// An accepted connection holding its slot. Reads fail once `deadline` has passed since the accept
+/// or since the last byte the tracker wrote: bytes the client sends do not extend it, so a request
+/// trickled a byte at a time is cut off like a silent one. Writes that make no progress for `deadline`
+/// fail too.
 pub struct LimitedStream {
     stream: TcpStream,
     _slot: Slot,
-    idle: Duration,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Duration,
+    expires: Pin<Box<Sleep>>,
+}
+
+impl LimitedStream {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.expires.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl AsyncRead for LimitedStream {
@@ -162,19 +230,28 @@ impl AsyncRead for LimitedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    let next = Instant::now() + self.idle;
-                    self.deadline.as_mut().reset(next);
-                }
-                Poll::Ready(result)
+        if self.expired(cx) {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl LimitedStream {
+    /// A write result: progress restarts the deadline; no progress past it is an error.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match result {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                let next = Instant::now() + self.deadline;
+                self.expires.as_mut().reset(next);
+                Poll::Ready(Ok(n))
             }
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            other => other,
         }
     }
 }
@@ -185,7 +262,8 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.wrote(cx, result)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -201,7 +279,8 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.wrote(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -7,6 +7,7 @@ mod conn_id;
 mod http;
 mod http_limits;
 mod metrics;
+mod sources;
 pub mod store;
 mod tls;
 mod udp;
@@ -33,8 +34,10 @@ pub struct State {
     rates: Rates,
     conn_ids: ConnectionIds,
     http_open: Arc<parking_lot::Mutex<http_limits::Open>>,
+    /// Full scrapes whose body is being sent.
+    full_scrapes_in_flight: std::sync::atomic::AtomicUsize,
     full_scrapes:
-        parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
+        parking_lot::Mutex<std::collections::HashMap<sources::Source, std::time::Instant>>,
 }
 
 /// Most addresses remembered for the full-scrape rate limit; past this the table is cleared, which
@@ -51,6 +54,11 @@ impl State {
                 max_peers_per_swarm: config.max_peers_per_swarm,
                 max_numwant: config.max_numwant,
                 default_numwant: config.default_numwant,
+                creation: sources::CreationLimits {
+                    burst: config.swarm_creation_burst,
+                    per_minute: config.swarm_creation_per_minute,
+                    reserve_percent: config.swarm_reserve_percent,
+                },
             },
         );
         Ok(State {
@@ -60,13 +68,15 @@ impl State {
             counters: Counters::default(),
             rates: Rates::default(),
             full_scrapes: Default::default(),
+            full_scrapes_in_flight: Default::default(),
             http_open: Default::default(),
             config,
         })
     }
 
-    /// Whether `ip` may do a full scrape now (and records that it did).
+    /// Whether `ip` (its IPv4 address or IPv6 /64) may do a full scrape now (and records that it did).
     fn allow_full_scrape(&self, ip: std::net::IpAddr) -> bool {
+        let source = sources::Source::of(ip);
         if !self.config.full_scrape {
             return false;
         }
@@ -76,10 +86,10 @@ impl State {
             seen.clear();
         }
         let wait = Duration::from_secs(self.config.full_scrape_interval);
-        match seen.get(&ip) {
+        match seen.get(&source) {
             Some(last) if now.duration_since(*last) < wait => false,
             _ => {
-                seen.insert(ip, now);
+                seen.insert(source, now);
                 true
             }
         }
@@ -109,6 +119,12 @@ pub fn passkey_from_path(path: &[u8]) -> Option<&[u8]> {
     (!key.is_empty()).then_some(key)
 }
 
+/// Why an announce is refused whatever the mode, before anything is recorded. Port 0 is no address a
+/// peer can be reached at: storing it would hand every downloader an address that cannot connect.
+pub(crate) fn refuse_announce(announce: &tracker_proto::Announce) -> Option<&'static str> {
+    (announce.port == 0).then_some("invalid port 0")
+}
+
 /// A running tracker: its bound addresses and a way to stop it.
 pub struct Running {
     pub http_addr: Option<SocketAddr>,
@@ -124,7 +140,27 @@ pub struct Running {
 
 /// Binds the configured sockets and starts serving on the current tokio runtime (HTTP, housekeeping)
 /// and on dedicated threads (UDP workers).
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config) -> anyhow::Result<Running> {
+    let udp_workers = match config.udp_workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    if !config.http.is_empty() || !config.https.is_empty() {
+        let udp_sockets = if config.udp.is_empty() {
+            0
+        } else {
+            udp_workers
+        };
+        let budget = http_limits::connection_budget(udp_sockets);
+        if config.http_max_connections > budget {
+            tracing::warn!(
+                "http_max_connections lowered from {} to {budget}: the open-files limit \
+                 (RLIMIT_NOFILE) leaves room for no more",
+                config.http_max_connections
+            );
+            config.http_max_connections = budget;
+        }
+    }
     let state = Arc::new(State::new(config)?);
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -179,11 +215,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             state.config.udp.parse().map_err(|e| {
                 anyhow::anyhow!("bad UDP listen address {:?}: {e}", state.config.udp)
             })?;
-        let workers = match state.config.udp_workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let (bound, threads) = udp::spawn(addr, workers, state.clone(), stop.clone())?;
+        let (bound, threads) = udp::spawn(addr, udp_workers, state.clone(), stop.clone())?;
         udp_addr = Some(bound);
         udp_threads = threads;
     }
@@ -193,6 +225,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let state = housekeeping_state;
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         let mut n: u64 = 0;
+        // Every minute, or every half peer_timeout if that is shorter (in 5 s ticks).
+        let expire_every = (u64::from(state.config.peer_timeout) / 10).clamp(1, 12);
         loop {
             tick.tick().await;
             n += 1;
@@ -207,8 +241,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     tracing::warn!("saving totals: {e:#}");
                 }
             }
-            if n.is_multiple_of(12) {
+            if n.is_multiple_of(expire_every) {
                 state.store.expire(state.config.peer_timeout);
+                state.access.expire(state.config.peer_timeout);
             }
         }
     }));

@@ -10,6 +10,8 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tracker_proto::{Event, InfoHash, ScrapeStats};
 
+use crate::sources::{CreationLimiter, CreationLimits, Source};
+
 /// A peer as the tracker keeps it: the compact address it is handed out as, whether it is a seeder,
 /// and when it last announced. 12 bytes for IPv4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +64,8 @@ pub struct StoreLimits {
     pub max_peers_per_swarm: usize,
     pub max_numwant: usize,
     pub default_numwant: usize,
+    /// Swarm creation per source (IPv4 address or IPv6 /64).
+    pub creation: CreationLimits,
 }
 
 /// What an announce returns besides the peers it wrote out.
@@ -78,6 +82,7 @@ pub struct Store {
     limits: StoreLimits,
     epoch: Instant,
     swarm_count: AtomicU64,
+    creation: CreationLimiter,
 }
 
 pub fn compact(addr: SocketAddr) -> Compact {
@@ -209,6 +214,7 @@ impl Store {
             limits,
             epoch: Instant::now(),
             swarm_count: AtomicU64::new(0),
+            creation: CreationLimiter::new(limits.creation),
         }
     }
 
@@ -248,8 +254,13 @@ impl Store {
         let swarm = match shard.entry(*hash) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
+                let count = self.swarm_count.load(Ordering::Relaxed) as usize;
                 if event == Event::Stopped
-                    || self.swarm_count.load(Ordering::Relaxed) as usize >= self.limits.max_swarms
+                    || count >= self.limits.max_swarms
+                    || !self.creation.allow(
+                        Source::of(addr.ip()),
+                        count >= self.creation.reserve_starts_at(self.limits.max_swarms),
+                    )
                 {
                     return AnnounceOutcome {
                         seeders: 0,
@@ -312,12 +323,21 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Every swarm's counts (a full scrape).
-    pub fn scrape_all(&self) -> Vec<(InfoHash, ScrapeStats)> {
-        let mut all = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = shard.lock();
-            all.extend(shard.iter().map(|(h, s)| {
+    /// The counts of every swarm whose info-hash starts with `first`, sorted by info-hash: a full scrape
+    /// walks the table in 256 such steps, so it never holds more than about 1/256 of it.
+    pub fn scrape_first_byte(&self, first: u8, out: &mut Vec<(InfoHash, ScrapeStats)>) {
+        // A shard is chosen by the low bits of the info-hash's first 8 bytes read little-endian, so the
+        // first byte picks the low 8 bits of the shard index.
+        let n = self.shards.len();
+        let start = out.len();
+        let shards: Box<dyn Iterator<Item = usize>> = if n >= 256 {
+            Box::new((usize::from(first)..n).step_by(256))
+        } else {
+            Box::new(std::iter::once(usize::from(first) & (n - 1)))
+        };
+        for i in shards {
+            let shard = self.shards[i].lock();
+            out.extend(shard.iter().filter(|(h, _)| h[0] == first).map(|(h, s)| {
                 (
                     *h,
                     ScrapeStats {
@@ -328,11 +348,13 @@ impl Store {
                 )
             }));
         }
-        all
+        out[start..].sort_unstable_by_key(|e| e.0);
     }
 
-    /// Drops peers that have not announced for `timeout_secs`, and swarms left empty.
+    /// Drops peers that have not announced for `timeout_secs`, and swarms left empty (and forgets
+    /// sources that may create swarms at their full rate again).
     pub fn expire(&self, timeout_secs: u32) -> usize {
+        self.creation.prune();
         let cutoff = self.now().saturating_sub(timeout_secs);
         let mut removed = 0;
         for shard in self.shards.iter() {
@@ -404,6 +426,11 @@ mod tests {
                 max_peers_per_swarm: 100,
                 max_numwant: 50,
                 default_numwant: 30,
+                creation: CreationLimits {
+                    burst: 0,
+                    per_minute: 0,
+                    reserve_percent: 0,
+                },
             },
         )
     }
@@ -656,5 +683,39 @@ mod tests {
         s.age_all(120);
         assert_eq!(s.expire(60), 1);
         assert_eq!(s.totals(), (0, 0, 0));
+    }
+
+    #[test]
+    fn full_scrape_steps_cover_every_swarm_in_order() {
+        for shards in [1, 16, 256, 1024] {
+            let s = Store::new(
+                shards,
+                StoreLimits {
+                    max_swarms: 10_000,
+                    ..store().limits
+                },
+            );
+            let (mut o4, mut o6) = (Vec::new(), Vec::new());
+            for i in 0..2000u32 {
+                let mut h = [0u8; 20];
+                h[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+                s.announce(
+                    &h,
+                    addr(1),
+                    1,
+                    Event::None,
+                    None,
+                    Family::V4,
+                    &mut o4,
+                    &mut o6,
+                );
+            }
+            let mut all = Vec::new();
+            for first in 0..=255u8 {
+                s.scrape_first_byte(first, &mut all);
+            }
+            assert_eq!(all.len(), 2000, "{shards} shards");
+            assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        }
     }
 }

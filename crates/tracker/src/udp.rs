@@ -103,11 +103,18 @@ pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
             }
             Counters::add(&counters.udp_announces);
             let passkey = passkey_from_path(&url_data);
-            if let Err(refusal) = state.access.check(&announce.info_hash, passkey) {
+            let refusal = crate::refuse_announce(&announce).or_else(|| {
+                state
+                    .access
+                    .check(&announce.info_hash, passkey)
+                    .err()
+                    .map(|r| r.reason())
+            });
+            if let Some(reason) = refusal {
                 Counters::add(&counters.errors);
                 Response::Error {
                     transaction_id,
-                    message: refusal.reason().to_string(),
+                    message: reason.to_string(),
                 }
                 .write(out);
                 return true;

@@ -133,16 +133,37 @@ pub fn spore_ok(args: &[&str]) {
 pub const T: Duration = Duration::from_secs(60);
 
 pub fn tracker(dir: &Path) -> (Proc, String) {
-    let p = Proc::start(
-        &["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
-        dir.join("tracker.err"),
-    );
-    let line = p.wait_for("tracker: HTTP on ", T);
-    let url = line
-        .trim_start_matches("tracker: HTTP on ")
-        .trim()
-        .to_string();
-    (p, url)
+    let t = tracker_with(dir, &[], |_| {});
+    (t.proc, format!("http://{}/announce", t.http))
+}
+
+/// A `spore tracker` on loopback ports, with its addresses.
+pub struct TrackerProc {
+    pub proc: Proc,
+    pub http: SocketAddr,
+    pub udp: SocketAddr,
+}
+
+/// `spore tracker` with HTTP and UDP on loopback ports and `extra` flags, its command first passed to
+/// `prepare` (limits, environment), its stderr in `dir/tracker.err`; returned once both listen.
+pub fn tracker_with(dir: &Path, extra: &[&str], prepare: impl FnOnce(&mut Command)) -> TrackerProc {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spore"));
+    command
+        .args(["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
+        .args(extra);
+    prepare(&mut command);
+    let proc = Proc::spawn(command, dir.join("tracker.err"));
+    // The listener lines come in order: HTTP, then UDP.
+    let addr = |line: String, scheme: &str| -> SocketAddr {
+        line.split(scheme)
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    };
+    let http = addr(proc.wait_for("tracker: HTTP on ", T), "http://");
+    let udp = addr(proc.wait_for("tracker: UDP on ", T), "udp://");
+    TrackerProc { proc, http, udp }
 }
 
 /// `spore create` of `content` (a file or a folder) into `torrent` with pieces of `piece`, announcing to
