@@ -3,6 +3,7 @@
 
 mod api;
 mod paths;
+mod rpc;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -265,7 +266,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
 
     daemon.schedule();
     let ticker = tokio::spawn(daemon.clone().tick_loop());
-    let app = api::router(daemon.clone(), api_addr);
+    let app = api::router(daemon.clone(), api_addr).context("random bytes")?;
     let server = axum::serve(
         api_listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -436,6 +437,7 @@ impl Daemon {
             downloaded: 0,
             uploaded: 0,
             seeding_secs: 0,
+            labels: Vec::new(),
         };
         let torrent = match torrent_file {
             Some((bytes, torrent)) => {

@@ -1,0 +1,531 @@
+//! The Transmission RPC of `spore daemon` driven by real clients: `transmission-remote` (Debian
+//! transmission-cli) and the Python `transmission-rpc` library (pinned in transmission_rpc/
+//! requirements.txt), plus its refusals. With CI=true a missing client fails the test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const RPC: &str = "/transmission/rpc";
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether `program` runs; without it the test is skipped, or fails under CI.
+fn have(program: &str, args: &[&str]) -> bool {
+    let ok = Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(!ci(), "{program} is required when CI=true");
+        eprintln!("skipped: {program} is not available");
+    }
+    ok
+}
+
+/// Basic auth with the API token as password, as transmission-remote's `-n user:TOKEN` sends it.
+fn basic(token: &str) -> String {
+    format!(
+        "Basic {}",
+        data_encoding::BASE64.encode(format!("anyone:{token}").as_bytes())
+    )
+}
+
+/// The session id from a 409's headers.
+fn session_id(head: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("x-transmission-session-id")
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// One RPC call with the token and the session id (fetched by the 409 handshake); the reply.
+fn rpc(d: &Daemon, body: &Value) -> Value {
+    let auth = basic(&d.token);
+    let (status, head, _) = http_full(d.api, "POST", RPC, &[("Authorization", &auth)], b"");
+    assert_eq!(status, 409);
+    let sid = session_id(&head).expect("session id header");
+    let (status, bytes) = http(
+        d.api,
+        "POST",
+        RPC,
+        &[
+            ("Authorization", &auth),
+            ("X-Transmission-Session-Id", &sid),
+        ],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn rpc_refusals_handshake_and_session_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon.err",
+        None,
+    );
+    let session_get = json!({"method": "session-get", "tag": 7}).to_string();
+
+    // No credentials, or a wrong password: 401, asking for basic auth.
+    let (status, head, _) = http_full(d.api, "POST", RPC, &[], session_get.as_bytes());
+    assert_eq!(status, 401, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{head}"
+    );
+    let wrong = basic("not-the-token");
+    let (status, _) = http(d.api, "POST", RPC, &[("Authorization", &wrong)], b"{}");
+    assert_eq!(status, 401);
+
+    // Credentials but no session id: 409 with the id to use; a wrong one gets the same.
+    let auth = basic(&d.token);
+    let (status, head, _) = http_full(
+        d.api,
+        "POST",
+        RPC,
+        &[("Authorization", &auth)],
+        session_get.as_bytes(),
+    );
+    assert_eq!(status, 409, "{head}");
+    let sid = session_id(&head).expect("409 carries X-Transmission-Session-Id");
+    assert!(sid.len() >= 32, "{sid}");
+    let (status, head, _) = http_full(
+        d.api,
+        "POST",
+        RPC,
+        &[
+            ("Authorization", &auth),
+            ("X-Transmission-Session-Id", "0000"),
+        ],
+        session_get.as_bytes(),
+    );
+    assert_eq!(status, 409);
+    assert_eq!(session_id(&head).as_deref(), Some(sid.as_str()));
+
+    // The foreign-Host check of the API applies here too (DNS rebinding).
+    let (status, _) = http(
+        d.api,
+        "POST",
+        RPC,
+        &[
+            ("Authorization", &auth),
+            ("X-Transmission-Session-Id", &sid),
+            ("Host", "evil.example:9091"),
+        ],
+        session_get.as_bytes(),
+    );
+    assert_eq!(status, 403);
+
+    // With both: session-get, its tag echoed.
+    let call = |headers: &[(&str, &str)], body: &[u8]| {
+        let mut h = vec![("X-Transmission-Session-Id", sid.as_str())];
+        h.extend_from_slice(headers);
+        let (status, bytes) = http(d.api, "POST", RPC, &h, body);
+        (
+            status,
+            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        )
+    };
+    let (status, v) = call(&[("Authorization", &auth)], session_get.as_bytes());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"], "success");
+    assert_eq!(v["tag"], 7);
+    assert_eq!(v["arguments"]["rpc-version"], 17);
+    assert_eq!(v["arguments"]["rpc-version-minimum"], 14);
+    assert_eq!(v["arguments"]["version"], "4.0.6 (spore 0.1.0)");
+    assert_eq!(v["arguments"]["session-id"], sid.as_str());
+    assert_eq!(
+        v["arguments"]["download-dir"],
+        dir.path().join("dl").to_str().unwrap()
+    );
+    // The token as the rest of the API takes it works as well.
+    let bearer = format!("Bearer {}", d.token);
+    let (status, v) = call(&[("Authorization", &bearer)], session_get.as_bytes());
+    assert_eq!((status, v["result"].as_str()), (200, Some("success")));
+    // Only the fields asked for.
+    let (_, v) = call(
+        &[("Authorization", &auth)],
+        json!({"method": "session-get", "arguments": {"fields": ["version"]}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(v["arguments"], json!({"version": "4.0.6 (spore 0.1.0)"}));
+
+    // Bad methods and arguments: an error `result`, never a crash or a 500.
+    for (body, result) in [
+        (json!({"method": "no-such-method"}).to_string(), "method name not recognized"),
+        (json!({"arguments": {}}).to_string(), "no method name"),
+        ("{\"method\": ".to_string(), "invalid JSON"),
+        (json!({"method": "torrent-get", "arguments": []}).to_string(), "arguments must be an object"),
+        (json!({"method": "torrent-get", "arguments": {}}).to_string(), "fields"),
+        (json!({"method": "torrent-get", "arguments": {"fields": ["id"], "ids": {}}}).to_string(), "ids"),
+        (json!({"method": "torrent-get", "arguments": {"fields": ["id"], "ids": ["xyz"]}}).to_string(), "ids"),
+        (json!({"method": "torrent-add", "arguments": {}}).to_string(), "filename or metainfo"),
+        (json!({"method": "torrent-add", "arguments": {"metainfo": "!!!"}}).to_string(), "invalid or corrupt torrent file"),
+        (json!({"method": "torrent-add", "arguments": {"filename": 5}}).to_string(), "filename: expected a string"),
+        (json!({"method": "torrent-remove", "arguments": {"delete-local-data": "yes"}}).to_string(), "delete-local-data"),
+        (json!({"method": "torrent-set-location", "arguments": {}}).to_string(), "location"),
+        (json!({"method": "session-set", "arguments": {"speed-limit-down": -5, "speed-limit-down-enabled": true}}).to_string(), "speed-limit-down"),
+        (json!({"method": "port-test"}).to_string(), "cannot test"),
+        (json!({"method": "free-space", "arguments": {"path": "/"}}).to_string(), "outside"),
+    ] {
+        let (status, v) = call(&[("Authorization", &auth)], body.as_bytes());
+        assert_eq!(status, 200, "{body}: {v}");
+        let got = v["result"].as_str().unwrap_or_default();
+        assert!(got != "success" && got.contains(result), "{body}: {v}");
+    }
+    // An unknown session-set key is ignored, as Transmission does.
+    let (_, v) = call(
+        &[("Authorization", &auth)],
+        json!({"method": "session-set", "arguments": {"no-such-setting": 1}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+
+    // A body beyond the cap is refused before it is read whole.
+    let huge = vec![b' '; 32 << 20];
+    let (status, _) = http(
+        d.api,
+        "POST",
+        RPC,
+        &[
+            ("Authorization", &auth),
+            ("X-Transmission-Session-Id", &sid),
+        ],
+        &huge,
+    );
+    assert_eq!(status, 413);
+
+    // The 4.1 dialect: JSON-RPC 2.0 with snake_case names.
+    let (_, v) = call(
+        &[("Authorization", &auth)],
+        json!({"jsonrpc": "2.0", "method": "session_get", "params": {"fields": ["rpc_version", "download_dir"]}, "id": 3})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(v["id"], 3, "{v}");
+    assert_eq!(v["result"]["rpc_version"], 17, "{v}");
+    assert!(v["result"]["download_dir"].is_string(), "{v}");
+    let (_, v) = call(
+        &[("Authorization", &auth)],
+        json!({"jsonrpc": "2.0", "method": "nope", "id": 4})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(v["error"]["code"], -32601, "{v}");
+    // A notification (no id) gets no body.
+    let (status, _) = http(
+        d.api,
+        "POST",
+        RPC,
+        &[
+            ("Authorization", &auth),
+            ("X-Transmission-Session-Id", &sid),
+        ],
+        json!({"jsonrpc": "2.0", "method": "session_get"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 204);
+    let _ = rpc(&d, &json!({"method": "session-stats"}));
+}
+
+/// A torrent over `files` (name, length) in `dir/name/` (one file: `dir/name` itself), announcing
+/// to `tracker`, seeded by a `spore seed`; (seed, data directory, .torrent).
+fn seeded(
+    dir: &Path,
+    name: &str,
+    files: &[(&str, usize)],
+    tracker: &str,
+) -> (Proc, PathBuf, PathBuf) {
+    let data_dir = dir.join(format!("{name}-seed"));
+    let content = data_dir.join(name);
+    if let [(file, len)] = files {
+        assert_eq!(*file, name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        std::fs::write(&content, data(*len as u64, *len)).unwrap();
+    } else {
+        std::fs::create_dir_all(&content).unwrap();
+        for (file, len) in files {
+            std::fs::write(content.join(file), data(*len as u64 + 3, *len)).unwrap();
+        }
+    }
+    let torrent = dir.join(format!("{name}.torrent"));
+    create_torrent(&content, &torrent, "32K", Some(tracker));
+    let (seed, _) = start_seed(dir, &torrent, &data_dir, "127.0.0.1:0", &["--no-dht"]);
+    (seed, data_dir, torrent)
+}
+
+/// `transmission-remote ADDR -n user:TOKEN ARGS`; its stdout, which it must end successfully.
+fn remote(d: &Daemon, args: &[&str]) -> String {
+    let out = Command::new("transmission-remote")
+        .arg(d.api.to_string())
+        .args(["-n", &format!("someone:{}", d.token)])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "transmission-remote {args:?}: {}{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs `transmission-remote -l` until `done` accepts its output.
+fn wait_list(d: &Daemon, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + T;
+    loop {
+        let list = remote(d, &["-l"]);
+        if done(&list) {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached; last list:\n{list}\nlog: {}",
+            std::fs::read_to_string(&d.proc.stderr).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `-l` line of torrent `id`.
+fn line(list: &str, id: u64) -> Option<&str> {
+    list.lines()
+        .find(|l| l.split_whitespace().next() == Some(&id.to_string()))
+}
+
+fn status(d: &Daemon, id: u64) -> Value {
+    let v = rpc(
+        d,
+        &json!({"method": "torrent-get", "arguments": {"ids": [id], "fields": ["status", "percentDone"]}}),
+    );
+    v["arguments"]["torrents"][0].clone()
+}
+
+#[test]
+fn transmission_remote_drives_the_daemon() {
+    if !have("transmission-remote", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed1, data1, torrent1) = seeded(dir.path(), "one.bin", &[("one.bin", 700_000)], &url);
+    let (_seed2, data2, torrent2) = seeded(
+        dir.path(),
+        "pack",
+        &[("a.bin", 300_000), ("b.bin", 90_000)],
+        &url,
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["magnet", s(&torrent2)])
+        .output()
+        .unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+
+    // Add a .torrent file and a magnet link; both reach 100 %.
+    assert!(remote(&d, &["-a", s(&torrent1)]).contains("success"));
+    assert!(remote(&d, &["-a", &magnet]).contains("success"));
+    let list = wait_list(&d, "both at 100 %", |l| {
+        [1, 2]
+            .iter()
+            .all(|id| line(l, *id).is_some_and(|l| l.contains("100%")))
+    });
+    assert!(line(&list, 1).unwrap().ends_with("one.bin"), "{list}");
+    assert!(line(&list, 2).unwrap().ends_with("pack"), "{list}");
+    assert_eq!(sha256(&dl.join("one.bin")), sha256(&data1.join("one.bin")));
+    assert_eq!(
+        sha256(&dl.join("pack/b.bin")),
+        sha256(&data2.join("pack/b.bin"))
+    );
+
+    // Info.
+    let info = remote(&d, &["-t", "1", "-i"]);
+    for want in [
+        "Name: one.bin",
+        "Percent Done: 100%",
+        &format!("Location: {}", dl.display()),
+        "Total size: 700.0 kB",
+    ] {
+        assert!(info.contains(want), "{want:?} not in:\n{info}");
+    }
+    let hash = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Hash: "))
+        .expect("a hash line")
+        .to_string();
+    assert_eq!(hash.len(), 40);
+    // The hash names the same torrent as its number.
+    assert!(remote(&d, &["-t", &hash, "-i"]).contains("Name: one.bin"));
+
+    // Stop, then start again.
+    remote(&d, &["-t", "1", "-S"]);
+    assert_eq!(status(&d, 1)["status"], 0);
+    wait_list(&d, "stopped", |l| {
+        line(l, 1).is_some_and(|l| l.contains("Stopped"))
+    });
+    remote(&d, &["-t", "1", "-s"]);
+    let deadline = Instant::now() + T;
+    while status(&d, 1)["status"] != 6 {
+        assert!(
+            Instant::now() < deadline,
+            "not seeding again: {}",
+            status(&d, 1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Files of the magnet's torrent.
+    let files = remote(&d, &["-t", "2", "-f"]);
+    assert!(files.contains("pack (2 files)"), "{files}");
+    for name in ["pack/a.bin", "pack/b.bin"] {
+        let row = files
+            .lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not in:\n{files}"));
+        assert!(row.contains("100%") && row.contains("Yes"), "{row}");
+    }
+
+    // Move: the data is whole at the new place, gone from the old, and the torrent seeds there.
+    let moved = dir.path().join("moved");
+    remote(&d, &["-t", "1", "--move", s(&moved)]);
+    assert_eq!(
+        sha256(&moved.join("one.bin")),
+        sha256(&data1.join("one.bin"))
+    );
+    assert!(!dl.join("one.bin").exists());
+    assert!(remote(&d, &["-t", "1", "-i"]).contains(&format!("Location: {}", moved.display())));
+    let deadline = Instant::now() + T;
+    while status(&d, 1)["status"] != 6 {
+        assert!(
+            Instant::now() < deadline,
+            "not seeding after the move: {}",
+            status(&d, 1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Remove with the data; the other stays, data and all.
+    remote(&d, &["-t", "1", "--remove-and-delete"]);
+    let list = remote(&d, &["-l"]);
+    assert!(
+        line(&list, 1).is_none() && line(&list, 2).is_some(),
+        "{list}"
+    );
+    assert!(!moved.join("one.bin").exists());
+    remote(&d, &["-t", "2", "--remove-and-delete"]);
+    assert!(!dl.join("pack").exists());
+    let list = remote(&d, &["-l"]);
+    assert!(line(&list, 2).is_none(), "{list}");
+}
+
+#[test]
+fn the_python_transmission_rpc_library_drives_the_daemon() {
+    if !have("python3", &["-c", "import transmission_rpc"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed, data_dir, torrent) = seeded(
+        dir.path(),
+        "show",
+        &[("e1.mkv", 400_000), ("e2.mkv", 250_000)],
+        &url,
+    );
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+    let moved = dir.path().join("library");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transmission_rpc/client.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .args([&d.api.port().to_string(), &d.token, s(&torrent), s(&moved)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: killed if it hangs.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("client.py did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        status.success(),
+        "client.py: {status}\n{stdout}\n{}\nlog: {}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&d.proc.stderr).unwrap_or_default()
+    );
+    let steps: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let step = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s["step"] == name)
+            .unwrap_or_else(|| panic!("no step {name} in {stdout}"))
+            .clone()
+    };
+    let session = step("session");
+    assert_eq!(session["version"], "4.0.6 (spore 0.1.0)");
+    assert_eq!(session["rpc_version"], 17);
+    assert_eq!(step("added")["name"], "show");
+    let done = step("done");
+    assert_eq!(done["missing"], json!([]), "{done}");
+    let f = &done["fields"];
+    assert_eq!(f["totalSize"], 650_000);
+    assert_eq!(f["sizeWhenDone"], 650_000);
+    assert_eq!(f["leftUntilDone"], 0);
+    assert_eq!(f["downloadDir"], s(&dl));
+    assert_eq!(f["error"], 0);
+    assert_eq!(f["labels"], json!(["first"]));
+    assert_eq!(f["wanted"], json!([1, 1]));
+    assert_eq!(f["priorities"], json!([0, 0]));
+    assert_eq!(f["trackers"][0]["announce"], url.as_str());
+    assert!(f["magnetLink"]
+        .as_str()
+        .unwrap()
+        .starts_with("magnet:?xt=urn:btih:"));
+    assert!(f["addedDate"].as_u64().unwrap() > 1_600_000_000);
+    assert_eq!(
+        done["files"],
+        json!([
+            {"name": "show/e1.mkv", "size": 400_000, "completed": 400_000, "selected": true, "priority": 0},
+            {"name": "show/e2.mkv", "size": 250_000, "completed": 250_000, "selected": true, "priority": 0},
+        ])
+    );
+    assert_eq!(step("labels")["labels"], json!(["tv", "hd"]));
+    assert_eq!(step("stats")["torrents"], 1);
+    assert_eq!(step("moved")["download_dir"], s(&moved));
+    assert_eq!(step("removed")["left"], json!([]));
+    // Moved whole, then deleted with the torrent; the seed's copy is what it was.
+    assert!(!moved.join("show").exists());
+    assert!(!dl.join("show").exists());
+    assert!(data_dir.join("show/e1.mkv").exists());
+}
