@@ -529,3 +529,257 @@ fn the_python_transmission_rpc_library_drives_the_daemon() {
     assert!(!dl.join("show").exists());
     assert!(data_dir.join("show/e1.mkv").exists());
 }
+
+/// Polls torrent `id`'s `fields` until `done` accepts them.
+fn wait_torrent(
+    d: &Daemon,
+    id: u64,
+    fields: &[&str],
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let v = rpc(
+            d,
+            &json!({"method": "torrent-get", "arguments": {"ids": id, "fields": fields}}),
+        );
+        let t = v["arguments"]["torrents"][0].clone();
+        if done(&t) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached; last {t}; log: {}",
+            std::fs::read_to_string(&d.proc.stderr).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn rpc_methods_beyond_the_clients_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed, data_dir, torrent) = seeded(
+        dir.path(),
+        "set",
+        &[("x.bin", 200_000), ("y.bin", 150_000)],
+        &url,
+    );
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+    let metainfo = data_encoding::BASE64.encode(&std::fs::read(&torrent).unwrap());
+
+    // Added with only the second file wanted, high priority; the first is never written.
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {
+            "metainfo": metainfo, "files-unwanted": [0], "priority-high": [1], "labels": ["x"]}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    let added = &v["arguments"]["torrent-added"];
+    assert_eq!(
+        (added["id"].as_u64(), added["name"].as_str()),
+        (Some(1), Some("set")),
+        "{v}"
+    );
+    let hash = added["hashString"].as_str().unwrap().to_string();
+    let t = wait_torrent(
+        &d,
+        1,
+        &[
+            "percentDone",
+            "wanted",
+            "priorities",
+            "sizeWhenDone",
+            "labels",
+        ],
+        "the wanted file",
+        |t| t["percentDone"] == 1.0,
+    );
+    assert_eq!(t["wanted"], json!([0, 1]), "{t}");
+    assert_eq!(t["priorities"], json!([0, 1]), "{t}");
+    assert_eq!(t["sizeWhenDone"], 150_000);
+    assert_eq!(t["labels"], json!(["x"]));
+    // At most the piece it shares with y.bin was written.
+    let x_len =
+        std::fs::read(dl.join("set/x.bin")).map_or(0, |b| b.iter().filter(|b| **b != 0).count());
+    assert!(
+        x_len <= 32 * 1024,
+        "{x_len} bytes of the unwanted file were written"
+    );
+    // Adding it again: the duplicate, still a success.
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&torrent)}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    assert_eq!(
+        v["arguments"]["torrent-duplicate"]["hashString"],
+        hash.as_str()
+    );
+
+    // Now every file: the first one comes too.
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set", "arguments": {"ids": [hash], "files-wanted": []}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    wait_torrent(&d, 1, &["percentDone", "sizeWhenDone"], "both files", |t| {
+        t["percentDone"] == 1.0 && t["sizeWhenDone"] == 350_000
+    });
+    assert_eq!(
+        sha256(&dl.join("set/x.bin")),
+        sha256(&data_dir.join("set/x.bin"))
+    );
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set", "arguments": {"ids": 1, "files-wanted": [7]}}),
+    );
+    assert!(
+        v["result"].as_str().unwrap().contains("out of range"),
+        "{v}"
+    );
+
+    // Limits and the seed ratio, read back.
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set", "arguments": {
+        "ids": 1, "uploadLimit": 50, "uploadLimited": true, "seedRatioLimit": 4.5, "seedRatioMode": 1}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    let t = wait_torrent(
+        &d,
+        1,
+        &[
+            "uploadLimit",
+            "uploadLimited",
+            "seedRatioLimit",
+            "seedRatioMode",
+            "downloadLimited",
+        ],
+        "limits",
+        |_| true,
+    );
+    assert_eq!(
+        t,
+        json!({"uploadLimit": 50, "uploadLimited": true, "seedRatioLimit": 4.5, "seedRatioMode": 1, "downloadLimited": false})
+    );
+
+    // The table format: a row of keys, then a row per torrent.
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-get", "arguments": {"format": "table", "fields": ["id", "name", "no-such-field"]}}),
+    );
+    assert_eq!(
+        v["arguments"]["torrents"],
+        json!([["id", "name"], [1, "set"]]),
+        "{v}"
+    );
+    // JSON-RPC 2.0, snake_case.
+    let v = rpc(
+        &d,
+        &json!({"jsonrpc": "2.0", "id": "a", "method": "torrent_get",
+        "params": {"ids": [1], "fields": ["hash_string", "percent_done", "file_stats"]}}),
+    );
+    let t = &v["result"]["torrents"][0];
+    assert_eq!(t["hash_string"], hash.as_str(), "{v}");
+    assert_eq!(t["file_stats"][1]["bytes_completed"], 150_000, "{v}");
+
+    // Recently active: the torrent, and no removed numbers yet.
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-get", "arguments": {"ids": "recently-active", "fields": ["id"]}}),
+    );
+    assert_eq!(v["arguments"]["torrents"], json!([{"id": 1}]), "{v}");
+    assert_eq!(v["arguments"]["removed"], json!([]), "{v}");
+
+    // Verify: a corrupted piece is found and fetched again.
+    let x = dl.join("set/x.bin");
+    let mut bytes = std::fs::read(&x).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&x, &bytes).unwrap();
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-verify", "arguments": {"ids": [1]}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    wait_torrent(
+        &d,
+        1,
+        &["status", "percentDone"],
+        "checked and whole again",
+        |t| t["status"] == 6 && t["percentDone"] == 1.0,
+    );
+    assert_eq!(sha256(&x), sha256(&data_dir.join("set/x.bin")));
+
+    // Set location without moving: the torrent looks for its data there (here: a copy).
+    let copy = dir.path().join("copy");
+    std::fs::create_dir_all(copy.join("set")).unwrap();
+    for f in ["x.bin", "y.bin"] {
+        std::fs::copy(dl.join("set").join(f), copy.join("set").join(f)).unwrap();
+    }
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set-location", "arguments": {"ids": [1], "location": s(&copy), "move": false}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    wait_torrent(
+        &d,
+        1,
+        &["status", "downloadDir", "percentDone"],
+        "seeding from the copy",
+        |t| t["status"] == 6 && t["downloadDir"] == s(&copy) && t["percentDone"] == 1.0,
+    );
+    assert!(dl.join("set/x.bin").exists(), "left where it was");
+    // Not outside the allowed directories.
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set-location", "arguments": {"ids": [1], "location": "/", "move": true}}),
+    );
+    assert!(v["result"].as_str().unwrap().contains("outside"), "{v}");
+
+    // free-space of the download directory.
+    let v = rpc(
+        &d,
+        &json!({"method": "free-space", "arguments": {"path": s(&dl)}}),
+    );
+    assert!(v["arguments"]["size-bytes"].as_u64().unwrap() > 0, "{v}");
+
+    // session-set: a global download limit, read back by session-get.
+    let v = rpc(
+        &d,
+        &json!({"method": "session-set", "arguments": {"speed-limit-down": 800, "speed-limit-down-enabled": true, "download-queue-size": 3}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    let v = rpc(
+        &d,
+        &json!({"method": "session-get", "arguments": {"fields": ["speed-limit-down", "speed-limit-down-enabled", "download-queue-size"]}}),
+    );
+    assert_eq!(
+        v["arguments"],
+        json!({"speed-limit-down": 800, "speed-limit-down-enabled": true, "download-queue-size": 3})
+    );
+
+    // Removed: its number is reported among the recently removed, and not reused.
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-remove", "arguments": {"ids": [1]}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-get", "arguments": {"ids": "recently-active", "fields": ["id"]}}),
+    );
+    assert_eq!(v["arguments"]["removed"], json!([1]), "{v}");
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&torrent), "paused": true, "download-dir": s(&copy)}}),
+    );
+    assert_eq!(v["arguments"]["torrent-added"]["id"], 2, "{v}");
+    assert!(
+        copy.join("set/x.bin").exists() && dl.join("set/x.bin").exists(),
+        "removed without its data"
+    );
+}

@@ -1179,7 +1179,19 @@ impl Rpc {
             }
             if !selection.is_empty() {
                 let slot = self.daemon.slot(&id)?;
-                if let Some(change) = selection.to_change(&slot)? {
+                // A magnet link's files are not known yet: like Transmission, its selection is
+                // left for a `torrent-set` once they are.
+                let known = slot.lock().torrent.is_some();
+                let change = match selection.to_change(&slot) {
+                    Ok(change) => change.filter(|_| known),
+                    Err(fail) if known => {
+                        // A bad file index: the add is undone, as if it had been refused outright.
+                        self.daemon.remove(&id, false).await?;
+                        return Err(fail);
+                    }
+                    Err(_) => None,
+                };
+                if let Some(change) = change {
                     self.daemon.update(&id, &change).await?;
                 }
                 if !paused {
