@@ -686,6 +686,16 @@ fn rpc_methods_beyond_the_clients_tests() {
     let t = &v["result"]["torrents"][0];
     assert_eq!(t["hash_string"], hash.as_str(), "{v}");
     assert_eq!(t["file_stats"][1]["bytes_completed"], 150_000, "{v}");
+    let v = rpc(
+        &d,
+        &json!({"jsonrpc": "2.0", "id": 9, "method": "torrent_get",
+            "params": {"format": "table", "fields": ["id", "size_when_done", "id"]}}),
+    );
+    assert_eq!(
+        v["result"]["torrents"],
+        json!([["id", "size_when_done"], [1, 350_000]]),
+        "{v}"
+    );
 
     // Recently active: the torrent, and no removed numbers yet.
     let v = rpc(

@@ -474,7 +474,16 @@ impl Rpc {
         let id = id?;
         Some(match result {
             Ok(args) => {
-                json!({"jsonrpc": "2.0", "result": snake_keys(Value::Object(args)), "id": id})
+                let mut result = snake_keys(Value::Object(args));
+                // A table's first row holds field names.
+                if let Some(Value::Array(names)) = result.pointer_mut("/torrents/0") {
+                    for n in names.iter_mut() {
+                        if let Some(s) = n.as_str() {
+                            *n = snake(s).into();
+                        }
+                    }
+                }
+                json!({"jsonrpc": "2.0", "result": result, "id": id})
             }
             Err((code, message, detail)) => json!({
                 "jsonrpc": "2.0",
@@ -871,6 +880,12 @@ impl Rpc {
                 .collect::<Result<_, _>>()?,
             _ => return Err(params("torrent-get needs a fields list")),
         };
+        // Each once, in the order asked.
+        let mut seen = std::collections::HashSet::new();
+        let fields: Vec<String> = fields
+            .into_iter()
+            .filter(|f| seen.insert(f.clone()))
+            .collect();
         let table = match args.get("format").and_then(Value::as_str) {
             None | Some("objects") => false,
             Some("table") => true,
