@@ -155,6 +155,31 @@ fn rpc_refusals_handshake_and_session_get() {
     let bearer = format!("Bearer {}", d.token);
     let (status, v) = call(&[("Authorization", &bearer)], session_get.as_bytes());
     assert_eq!((status, v["result"].as_str()), (200, Some("success")));
+    // So does the web page's session cookie, from the daemon's own origin only.
+    let link = d.start_link();
+    let path = &link[link.find("/login").unwrap()..];
+    let (status, head, _) = http_full(d.api, "GET", path, &[], b"");
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("set-cookie").then(|| v.trim())
+        })
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let own = format!("http://{}", d.api);
+    let (status, v) = call(
+        &[("Cookie", &cookie), ("Origin", &own)],
+        session_get.as_bytes(),
+    );
+    assert_eq!((status, v["result"].as_str()), (200, Some("success")));
+    let (status, _) = call(
+        &[("Cookie", &cookie), ("Origin", "http://evil.example")],
+        session_get.as_bytes(),
+    );
+    assert_eq!(status, 401, "a cookie from another origin");
     // Only the fields asked for.
     let (_, v) = call(
         &[("Authorization", &auth)],
@@ -375,6 +400,18 @@ fn transmission_remote_drives_the_daemon() {
     assert_eq!(hash.len(), 40);
     // The hash names the same torrent as its number.
     assert!(remote(&d, &["-t", &hash, "-i"]).contains("Name: one.bin"));
+
+    // Verify: checked again, whole.
+    assert!(remote(&d, &["-t", "1", "-v"]).contains("success"));
+    let deadline = Instant::now() + T;
+    while status(&d, 1) != json!({"status": 6, "percentDone": 1.0}) {
+        assert!(
+            Instant::now() < deadline,
+            "not seeding after the check: {}",
+            status(&d, 1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Stop, then start again.
     remote(&d, &["-t", "1", "-S"]);
