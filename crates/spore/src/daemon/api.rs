@@ -126,9 +126,9 @@ struct Ctx {
     bound: SocketAddr,
 }
 
-pub fn router(daemon: Arc<Daemon>, bound: SocketAddr) -> std::io::Result<Router> {
+pub fn router(daemon: Arc<Daemon>, bound: SocketAddr) -> Router {
     // The Transmission RPC does its own authentication (basic auth and the session-id handshake).
-    let rpc = super::rpc::router(daemon.clone())?;
+    let rpc = super::rpc::router(daemon.clone());
     let ctx = Ctx { daemon, bound };
     let api = Router::new()
         .route("/api/torrents", get(list).post(add))
@@ -140,7 +140,7 @@ pub fn router(daemon: Arc<Daemon>, bound: SocketAddr) -> std::io::Result<Router>
         .route("/api/login-link", post(login_link))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authorize));
-    Ok(Router::new()
+    Router::new()
         .route("/", get(page))
         .route("/login", get(login))
         .merge(api)
@@ -148,7 +148,7 @@ pub fn router(daemon: Arc<Daemon>, bound: SocketAddr) -> std::io::Result<Router>
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(ctx))
+        .with_state(ctx)
 }
 
 impl IntoResponse for ApiError {

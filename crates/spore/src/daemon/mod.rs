@@ -266,7 +266,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
 
     daemon.schedule();
     let ticker = tokio::spawn(daemon.clone().tick_loop());
-    let app = api::router(daemon.clone(), api_addr).context("random bytes")?;
+    let app = api::router(daemon.clone(), api_addr);
     let server = axum::serve(
         api_listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -37,8 +37,9 @@ const KB: u64 = 1000;
 
 struct Rpc {
     daemon: Arc<Daemon>,
-    /// The CSRF token a client must echo in `X-Transmission-Session-Id`.
-    session_id: String,
+    /// The CSRF token a client must echo in `X-Transmission-Session-Id` (`None` if the system had no
+    /// random bytes for one: every request then fails with 503).
+    session_id: Option<String>,
     ids: Mutex<Ids>,
     started: Instant,
 }
@@ -54,21 +55,25 @@ struct Ids {
     active: HashMap<[u8; 20], Instant>,
 }
 
-pub fn router<S: Clone + Send + Sync + 'static>(daemon: Arc<Daemon>) -> std::io::Result<Router<S>> {
+pub fn router<S: Clone + Send + Sync + 'static>(daemon: Arc<Daemon>) -> Router<S> {
+    let session_id = super::store::random_hex(24);
+    if let Err(e) = &session_id {
+        tracing::error!("no Transmission RPC: no random bytes for its session id: {e}");
+    }
     let rpc = Arc::new(Rpc {
         daemon,
-        session_id: super::store::random_hex(24)?,
+        session_id: session_id.ok(),
         ids: Mutex::new(Ids {
             next: 1,
             ..Ids::default()
         }),
         started: Instant::now(),
     });
-    Ok(Router::new()
+    Router::new()
         .route("/transmission/rpc", post(handle).get(handle))
         // transmission-remote asks for the path with a trailing slash.
         .route("/transmission/rpc/", post(handle).get(handle))
-        .with_state(rpc))
+        .with_state(rpc)
 }
 
 /// Whether the request carries the API token (as a basic-auth password under any user name, or
@@ -92,6 +97,13 @@ fn authorized(daemon: &Daemon, headers: &HeaderMap, method: &axum::http::Method)
 }
 
 async fn handle(State(rpc): State<Arc<Rpc>>, req: Request) -> Response {
+    let Some(session_id) = rpc.session_id.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the Transmission RPC is off: no random bytes for its session id",
+        )
+            .into_response();
+    };
     if !authorized(&rpc.daemon, req.headers(), req.method()) {
         let mut r = (
             StatusCode::UNAUTHORIZED,
@@ -109,16 +121,16 @@ async fn handle(State(rpc): State<Arc<Rpc>>, req: Request) -> Response {
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !api::same(sent, &rpc.session_id) {
+    if !api::same(sent, &session_id) {
         let mut r = (
             StatusCode::CONFLICT,
             format!(
                 "409: Conflict. Your request had an invalid session id: send the header {SESSION_HEADER}: {}",
-                rpc.session_id
+                session_id
             ),
         )
             .into_response();
-        if let Ok(v) = HeaderValue::from_str(&rpc.session_id) {
+        if let Ok(v) = HeaderValue::from_str(&session_id) {
             r.headers_mut().insert(SESSION_HEADER, v);
         }
         return r;
@@ -145,7 +157,7 @@ async fn handle(State(rpc): State<Arc<Rpc>>, req: Request) -> Response {
         // A JSON-RPC notification.
         None => StatusCode::NO_CONTENT.into_response(),
     };
-    if let Ok(v) = HeaderValue::from_str(&rpc.session_id) {
+    if let Ok(v) = HeaderValue::from_str(&session_id) {
         r.headers_mut().insert(SESSION_HEADER, v);
     }
     r
