@@ -212,6 +212,76 @@ fn rpc_refusals_handshake_and_session_get() {
         let got = v["result"].as_str().unwrap_or_default();
         assert!(got != "success" && got.contains(result), "{body}: {v}");
     }
+    // Every method with arguments of the wrong kind, against a torrent that is there: each gets a
+    // 200 with a `result`, and the daemon keeps answering.
+    let content = dir.path().join("junk.bin");
+    std::fs::write(&content, data(5, 100_000)).unwrap();
+    let torrent = dir.path().join("junk.torrent");
+    create_torrent(&content, &torrent, "32K", None);
+    let (_, v) = call(
+        &[("Authorization", &auth)],
+        json!({"method": "torrent-add", "arguments": {"filename": s(&torrent), "paused": true}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    let methods = [
+        "session-get",
+        "session-set",
+        "session-stats",
+        "torrent-get",
+        "torrent-add",
+        "torrent-start",
+        "torrent-start-now",
+        "torrent-stop",
+        "torrent-verify",
+        "torrent-reannounce",
+        "torrent-set",
+        "torrent-set-location",
+        "torrent-rename-path",
+        "free-space",
+        "port-test",
+        "queue-move-top",
+        "queue-move-up",
+        "queue-move-down",
+        "queue-move-bottom",
+        "blocklist-update",
+        "group-get",
+        "group-set",
+    ];
+    let junk = [
+        json!({"ids": "x"}),
+        json!({"ids": [-1, 1.5, null, {}]}),
+        json!({"ids": [1], "fields": 5}),
+        json!({"ids": [1], "fields": [1, 2]}),
+        json!({"ids": 1, "location": 5}),
+        json!({"ids": 1, "location": "relative/dir", "move": true}),
+        json!({"ids": 1, "labels": "x"}),
+        json!({"ids": 1, "labels": ["a,b"]}),
+        json!({"ids": 1, "files-wanted": "a"}),
+        json!({"ids": 1, "priority-high": [99999999999u64]}),
+        json!({"ids": 1, "seedRatioMode": 9}),
+        json!({"ids": 1, "uploadLimit": -1}),
+        json!({"path": "relative", "download-dir": 7}),
+        json!({"filename": "/nonexistent/x.torrent"}),
+        json!({"metainfo": "bm90IGEgdG9ycmVudA=="}),
+        json!({"peer-limit-global": "many", "seedRatioLimit": "x", "seedRatioLimited": 3}),
+    ];
+    for method in methods {
+        for args in &junk {
+            let body = json!({"method": method, "arguments": args}).to_string();
+            let (status, v) = call(&[("Authorization", &auth)], body.as_bytes());
+            assert_eq!(status, 200, "{body}: {v}");
+            assert!(v["result"].is_string(), "{body}: {v}");
+        }
+    }
+    let (_, v) = call(
+        &[("Authorization", &auth)],
+        json!({"method": "torrent-get", "arguments": {"fields": ["name"]}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(v["arguments"]["torrents"][0]["name"], "junk.bin", "{v}");
     // An unknown session-set key is ignored, as Transmission does.
     let (_, v) = call(
         &[("Authorization", &auth)],
