@@ -262,6 +262,8 @@ fn rpc_refusals_handshake_and_session_get() {
         json!({"ids": 1, "priority-high": [99999999999u64]}),
         json!({"ids": 1, "seedRatioMode": 9}),
         json!({"ids": 1, "uploadLimit": -1}),
+        json!({"ids": 1, "uploadLimit": u64::MAX, "uploadLimited": true,
+            "speed-limit-down": u64::MAX, "speed-limit-down-enabled": true}),
         json!({"path": "relative", "download-dir": 7}),
         json!({"filename": "/nonexistent/x.torrent"}),
         json!({"metainfo": "bm90IGEgdG9ycmVudA=="}),

@@ -664,13 +664,13 @@ impl Rpc {
                 current.max_upload_rate,
             ),
         ] {
-            let kb = u64_arg(args, value)?;
+            let bytes = rate_arg(args, value)?;
             let on = bool_arg(args, enabled)?;
-            let rate = match (on, kb) {
+            let rate = match (on, bytes) {
                 (Some(false), _) => Some(Value::Null),
-                (Some(true), Some(kb)) => Some(json!(kb * KB)),
+                (Some(true), Some(r)) => Some(json!(r)),
                 (Some(true), None) => None,
-                (None, Some(kb)) if now.is_some() => Some(json!(kb * KB)),
+                (None, Some(r)) if now.is_some() => Some(json!(r)),
                 // A limit given while limits are off is kept by Transmission for later; Spore has
                 // one value per limit, so it waits for `…-enabled`.
                 (None, _) => None,
@@ -1114,54 +1114,72 @@ impl Rpc {
         let selection = FileChange::parse(args)?;
         let labels = labels_arg(args)?;
         let location = str_arg(args, "location")?;
-        let mut change = Map::new();
+        let mut limits = Vec::new();
         for (value, enabled, key) in [
             ("downloadLimit", "downloadLimited", "max_download_rate"),
             ("uploadLimit", "uploadLimited", "max_upload_rate"),
         ] {
-            match (bool_arg(args, enabled)?, u64_arg(args, value)?) {
-                (Some(false), _) => {
-                    change.insert(key.into(), Value::Null);
-                }
-                (Some(true) | None, Some(kb)) => {
-                    change.insert(key.into(), json!(kb * KB));
-                }
-                _ => {}
-            }
+            limits.push((key, bool_arg(args, enabled)?, rate_arg(args, value)?));
         }
         let ratio = f64_arg(args, "seedRatioLimit")?;
         if ratio.is_some_and(|r| r < 0.0) {
             return Err(params("seedRatioLimit must not be negative"));
         }
-        match u64_arg(args, "seedRatioMode")? {
-            Some(0) => {
-                change.insert("seed_ratio".into(), Value::Null);
-            }
-            Some(1) => {
-                change.insert("seed_ratio".into(), json!(ratio.unwrap_or(2.0)));
-            }
-            Some(2) => {
-                if self.daemon.settings.lock().seed_ratio.is_some() {
-                    return Err(Fail::Failed(
-                        "seedRatioMode 2 (unlimited) cannot override Spore's global seed ratio"
-                            .into(),
-                    ));
-                }
-                change.insert("seed_ratio".into(), Value::Null);
-            }
-            Some(n) => return Err(params(format!("seedRatioMode: {n} is not 0, 1 or 2"))),
-            None => {
-                if let Some(r) = ratio {
-                    change.insert("seed_ratio".into(), json!(r));
-                }
-            }
+        let ratio_mode = u64_arg(args, "seedRatioMode")?;
+        if ratio_mode.is_some_and(|m| m > 2) {
+            return Err(params("seedRatioMode: expected 0, 1 or 2"));
+        }
+        let global_ratio = self.daemon.settings.lock().seed_ratio;
+        if ratio_mode == Some(2) && global_ratio.is_some() {
+            return Err(Fail::Failed(
+                "seedRatioMode 2 (unlimited) cannot override Spore's global seed ratio".into(),
+            ));
         }
         for (_, slot) in self.select(args)? {
             let id = slot.lock().id;
             if let Some(labels) = &labels {
                 self.set_labels(&id, labels.clone())?;
             }
-            let mut c = change.clone();
+            let (down_now, up_now, ratio_now) = {
+                let e = slot.lock();
+                (
+                    e.record.max_download_rate,
+                    e.record.max_upload_rate,
+                    e.record.seed_ratio,
+                )
+            };
+            let mut c = Map::new();
+            for (i, &(key, on, rate)) in limits.iter().enumerate() {
+                let limited = if i == 0 { down_now } else { up_now }.is_some();
+                // Transmission keeps a limit apart from whether it is on; Spore keeps one value,
+                // so a limit given while off waits for `…Limited`, as it would have no effect there.
+                match (on, rate) {
+                    (Some(false), _) => {
+                        c.insert(key.into(), Value::Null);
+                    }
+                    (Some(true), Some(r)) => {
+                        c.insert(key.into(), json!(r));
+                    }
+                    (None, Some(r)) if limited => {
+                        c.insert(key.into(), json!(r));
+                    }
+                    _ => {}
+                }
+            }
+            // Likewise a ratio given without seedRatioMode takes effect only in mode 1.
+            match (ratio_mode, ratio) {
+                (Some(0 | 2), _) => {
+                    c.insert("seed_ratio".into(), Value::Null);
+                }
+                (Some(_), r) => {
+                    let r = r.or(ratio_now).or(global_ratio).unwrap_or(2.0);
+                    c.insert("seed_ratio".into(), json!(r));
+                }
+                (None, Some(r)) if ratio_now.is_some() => {
+                    c.insert("seed_ratio".into(), json!(r));
+                }
+                (None, _) => {}
+            }
             if let Some(Value::Object(files)) = selection.to_change(&slot)? {
                 c.extend(files);
             }
@@ -1478,6 +1496,16 @@ fn u64_arg(args: &Map<String, Value>, key: &str) -> Result<Option<u64>, Fail> {
             .map(Some)
             .ok_or_else(|| params(format!("{key}: expected a non-negative integer"))),
     }
+}
+
+/// A speed in Transmission's kB/s, as bytes per second.
+fn rate_arg(args: &Map<String, Value>, key: &str) -> Result<Option<u64>, Fail> {
+    u64_arg(args, key)?
+        .map(|kb| {
+            kb.checked_mul(KB)
+                .ok_or_else(|| params(format!("{key}: too large")))
+        })
+        .transpose()
 }
 
 fn f64_arg(args: &Map<String, Value>, key: &str) -> Result<Option<f64>, Fail> {
