@@ -1299,7 +1299,10 @@ fn free_bytes(dir: &std::path::Path) -> Option<(u64, u64)> {
         return None;
     }
     let unit = st.f_frsize as u64;
-    Some((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
+    Some((
+        (st.f_bavail as u64).saturating_mul(unit),
+        (st.f_blocks as u64).saturating_mul(unit),
+    ))
 }
 
 /// (tracker number, tier, announce URL) from a detailed view.
