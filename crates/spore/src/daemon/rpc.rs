@@ -1394,20 +1394,30 @@ impl FileChange {
         if self.is_empty() {
             return Ok(None);
         }
-        let e = slot.lock();
-        let Some(t) = e.torrent.clone() else {
-            return Err(Fail::Failed(
-                "the torrent's metadata is not known yet: select files once it is".into(),
-            ));
+        let (pads, files, levels) = {
+            let e = slot.lock();
+            let Some(t) = e.torrent.as_ref() else {
+                return Err(Fail::Failed(
+                    "the torrent's metadata is not known yet: select files once it is".into(),
+                ));
+            };
+            let pads: Vec<bool> = t.files.iter().map(|f| f.attr.pad).collect();
+            (pads, e.record.files.clone(), e.record.priorities.clone())
         };
+        self.change(&pads, files, levels).map(Some)
+    }
+
+    /// The change for a torrent whose files are pad files or not as `pads` says, its selection and
+    /// priorities now `files` and `levels` (by the torrent's own file index).
+    fn change(
+        &self,
+        pads: &[bool],
+        files: Option<Vec<bool>>,
+        levels: Option<Vec<u8>>,
+    ) -> Result<Value, Fail> {
+        let n = pads.len();
         // Transmission's file index → the torrent's.
-        let real: Vec<usize> = t
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| !f.attr.pad)
-            .map(|(i, _)| i)
-            .collect();
+        let real: Vec<usize> = (0..n).filter(|i| !pads[*i]).collect();
         let map = |list: &Vec<usize>| -> Result<Vec<usize>, Fail> {
             if list.is_empty() {
                 return Ok(real.clone());
@@ -1422,17 +1432,12 @@ impl FileChange {
         };
         let mut change = Map::new();
         if self.wanted.is_some() || self.unwanted.is_some() {
-            let mut files = e
-                .record
-                .files
-                .clone()
-                .unwrap_or_else(|| vec![true; t.files.len()]);
-            files.resize(t.files.len(), true);
-            for i in map(self.wanted.as_ref().unwrap_or(&Vec::new()))?
-                .into_iter()
-                .filter(|_| self.wanted.is_some())
-            {
-                files[i] = true;
+            let mut files = files.unwrap_or_else(|| vec![true; n]);
+            files.resize(n, true);
+            if let Some(wanted) = &self.wanted {
+                for i in map(wanted)? {
+                    files[i] = true;
+                }
             }
             if let Some(unwanted) = &self.unwanted {
                 for i in map(unwanted)? {
@@ -1442,12 +1447,8 @@ impl FileChange {
             change.insert("files".into(), json!(files));
         }
         if self.high.is_some() || self.low.is_some() || self.normal.is_some() {
-            let mut levels = e
-                .record
-                .priorities
-                .clone()
-                .unwrap_or_else(|| vec![engine::PRIORITY_NORMAL; t.files.len()]);
-            levels.resize(t.files.len(), engine::PRIORITY_NORMAL);
+            let mut levels = levels.unwrap_or_else(|| vec![engine::PRIORITY_NORMAL; n]);
+            levels.resize(n, engine::PRIORITY_NORMAL);
             for (list, level) in [
                 (&self.normal, engine::PRIORITY_NORMAL),
                 (&self.low, engine::PRIORITY_LOW),
@@ -1462,7 +1463,7 @@ impl FileChange {
             let names: Vec<&str> = levels.iter().map(|l| super::priority_name(*l)).collect();
             change.insert("priorities".into(), json!(names));
         }
-        Ok(Some(Value::Object(change)))
+        Ok(Value::Object(change))
     }
 }
 
@@ -1571,6 +1572,37 @@ mod tests {
         assert_eq!(old_name("files_wanted"), "files-wanted");
         assert_eq!(old_name("recently_active"), "recently-active");
         assert_eq!(old_name("no_such_thing"), "no_such_thing");
+    }
+
+    #[test]
+    fn file_indices_leave_out_pad_files() {
+        let args = |v: Value| v.as_object().cloned().unwrap_or_default();
+        // Files a, pad, b, pad, c: Transmission's 0, 1, 2 are the torrent's 0, 2, 4.
+        let pads = [false, true, false, true, false];
+        let c = FileChange::parse(&args(json!({"files-unwanted": [1], "priority-high": [2]})))
+            .map_err(|f| f.message().to_string());
+        let c = c.expect("valid");
+        let v = c
+            .change(&pads, None, None)
+            .map_err(|f| f.message().to_string());
+        assert_eq!(
+            v,
+            Ok(json!({
+                "files": [true, true, false, true, true],
+                "priorities": ["normal", "normal", "normal", "normal", "high"],
+            }))
+        );
+        // An empty list means every file; the selection kept starts from the current one.
+        let c = FileChange::parse(&args(json!({"files-wanted": []}))).expect("valid");
+        let v = c
+            .change(&pads, Some(vec![false; 5]), None)
+            .map_err(|f| f.message().to_string());
+        assert_eq!(v, Ok(json!({"files": [true, false, true, false, true]})));
+        // Past the last real file.
+        let c = FileChange::parse(&args(json!({"files-wanted": [3]}))).expect("valid");
+        assert!(c.change(&pads, None, None).is_err());
+        assert!(FileChange::parse(&args(json!({"files-wanted": [-1]}))).is_err());
+        assert!(FileChange::parse(&args(json!({"priority-low": "all"}))).is_err());
     }
 
     #[test]
