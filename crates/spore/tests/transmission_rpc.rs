@@ -338,6 +338,22 @@ fn rpc_refusals_handshake_and_session_get() {
             .as_bytes(),
     );
     assert_eq!(status, 204);
+    // A batch: replies in order, the notification's left out.
+    let (_, v) = call(
+        &[("Authorization", &auth)],
+        json!([
+            {"jsonrpc": "2.0", "method": "session_get", "params": {"fields": ["version"]}, "id": 1},
+            {"jsonrpc": "2.0", "method": "session_stats"},
+            {"jsonrpc": "2.0", "method": "torrent_get", "params": {"fields": ["id"]}, "id": 2},
+        ])
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(v[0]["id"], 1, "{v}");
+    assert_eq!(v[0]["result"]["version"], "4.0.6 (spore 0.1.0)", "{v}");
+    assert_eq!(v[1]["id"], 2, "{v}");
+    assert!(v[1]["result"]["torrents"].is_array(), "{v}");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
     let _ = rpc(&d, &json!({"method": "session-stats"}));
 }
 

@@ -146,6 +146,14 @@ async fn handle(State(rpc): State<Arc<Rpc>>, req: Request) -> Response {
         }
     };
     let reply = match serde_json::from_slice::<Value>(&body) {
+        // A JSON-RPC 2.0 batch: the replies in order, notifications left out.
+        Ok(Value::Array(batch)) if !batch.is_empty() => {
+            let mut replies = Vec::new();
+            for request in batch {
+                replies.extend(rpc.answer(request).await);
+            }
+            (!replies.is_empty()).then_some(Value::Array(replies))
+        }
         Ok(request) => rpc.answer(request).await,
         Err(e) => Some(json!({
             "result": format!("invalid JSON: {e}"),
