@@ -388,7 +388,12 @@ impl Rpc {
     ) -> Result<Map<String, Value>, Fail> {
         let none = Ok(Map::new());
         match method {
-            "session-get" => Ok(self.session_get(&args)),
+            "session-get" => {
+                // statvfs off the runtime: a hung network file system must not hold a worker.
+                let dir = self.daemon.settings.lock().download_dir.clone();
+                let free = super::blocking(move || free_bytes(&dir)).await?;
+                Ok(self.session_get(&args, free.map(|(f, _)| f)))
+            }
             "session-set" => self.session_set(&args).await.and(none),
             "session-stats" => Ok(self.session_stats()),
             // The daemon is stopped by its signal, not by a remote: closing the session is a no-op.
@@ -567,7 +572,7 @@ impl Rpc {
         Ok(out)
     }
 
-    fn session_get(&self, args: &Map<String, Value>) -> Map<String, Value> {
+    fn session_get(&self, args: &Map<String, Value>, free: Option<u64>) -> Map<String, Value> {
         let s = self.daemon.settings.lock().clone();
         let kb = |r: Option<u64>| r.map_or(0, |r| r.div_ceil(KB));
         let discovery = &self.daemon.discovery;
@@ -578,7 +583,7 @@ impl Rpc {
             "rpc-version-semver": RPC_VERSION_SEMVER,
             "session-id": self.session_id,
             "download-dir": s.download_dir,
-            "download-dir-free-space": free_bytes(&s.download_dir).map_or(-1, |(f, _)| f as i64),
+            "download-dir-free-space": free.map_or(-1, |f| f as i64),
             "incomplete-dir": s.download_dir,
             "incomplete-dir-enabled": false,
             "speed-limit-down": kb(s.max_download_rate),
