@@ -102,7 +102,7 @@ impl Sessions {
         Some(session)
     }
 
-    fn valid(&self, session: &str) -> bool {
+    pub(super) fn valid(&self, session: &str) -> bool {
         let now = Instant::now();
         let inner = self.inner.lock();
         inner.sessions.iter().fold(false, |ok, (s, expiry)| {
@@ -127,6 +127,8 @@ struct Ctx {
 }
 
 pub fn router(daemon: Arc<Daemon>, bound: SocketAddr) -> Router {
+    // The Transmission RPC does its own authentication (basic auth and the session-id handshake).
+    let rpc = super::rpc::router(daemon.clone());
     let ctx = Ctx { daemon, bound };
     let api = Router::new()
         .route("/api/torrents", get(list).post(add))
@@ -142,6 +144,7 @@ pub fn router(daemon: Arc<Daemon>, bound: SocketAddr) -> Router {
         .route("/", get(page))
         .route("/login", get(login))
         .merge(api)
+        .merge(rpc)
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -170,7 +173,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// The name in a `Host` header, without its port or an IPv6 address's brackets.
-fn host_name(host: &str) -> &str {
+pub(super) fn host_name(host: &str) -> &str {
     match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
@@ -213,7 +216,7 @@ async fn check_host(State(ctx): State<Ctx>, req: Request, next: Next) -> Respons
     next.run(req).await
 }
 
-fn token_of(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+pub(super) fn token_of(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -230,7 +233,7 @@ fn token_of(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from response times.
-fn same(a: &str, b: &str) -> bool {
+pub(super) fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -239,7 +242,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// The session secret in the request's cookies, if any.
-fn session_of(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn session_of(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -256,7 +259,7 @@ fn session_of(headers: &HeaderMap) -> Option<&str> {
 /// user can serve one) is the same site, so the browser's own word on the origin is checked too.
 /// A state-changing call must carry an `Origin` naming this host (browsers send it with every
 /// POST, PUT and DELETE) or `Sec-Fetch-Site: same-origin`; any call carrying either must agree.
-fn same_origin(headers: &HeaderMap, method: &Method) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap, method: &Method) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let fetch_site = text("sec-fetch-site");
     if fetch_site.is_some_and(|s| s != "same-origin") {

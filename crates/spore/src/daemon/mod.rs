@@ -4,6 +4,7 @@
 mod api;
 mod conns;
 mod paths;
+mod rpc;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -451,6 +452,7 @@ impl Daemon {
             downloaded: 0,
             uploaded: 0,
             seeding_secs: 0,
+            labels: Vec::new(),
         };
         let torrent = match torrent_file {
             Some((bytes, torrent)) => {

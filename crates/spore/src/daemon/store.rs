@@ -94,6 +94,9 @@ pub struct Record {
     pub downloaded: u64,
     pub uploaded: u64,
     pub seeding_secs: u64,
+    /// Labels set through the Transmission RPC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// Fast-resume data: which pieces were verified, and what the files looked like when that was saved.
