@@ -529,12 +529,14 @@ impl Daemon {
         };
         let result = async {
             let magnet = metainfo::Magnet::parse(&link).map_err(|e| anyhow!("{e}"))?;
-            let listen = SocketAddr::new(self.listen.ip(), 0);
-            let torrent = crate::get_cmd::magnet_torrent(&magnet, listen, &[], self.dht.clone())
-                .await
-                .map_err(|e| match e {
-                    Failure::BadInput(e) | Failure::Failed(e) => e,
-                })?;
+            // The session's real port is announced: trackers refuse port 0, and a peer that dials it
+            // before the torrent is registered is only turned away by the session.
+            let torrent =
+                crate::get_cmd::magnet_torrent(&magnet, self.listen, &[], self.dht.clone())
+                    .await
+                    .map_err(|e| match e {
+                        Failure::BadInput(e) | Failure::Failed(e) => e,
+                    })?;
             let gate = slot.lock().gate.clone();
             // Removed while its metadata was on the way: leave nothing behind.
             gate.write(|| self.store.save_metainfo(&id, &torrent.to_file_bytes()))
