@@ -713,6 +713,9 @@ fn the_daemon_trades_with_libtorrent_both_ways() {
         "127.0.0.1:0",
         "--download-dir",
         s(&d.join("daemon-dl")),
+        // The seed's data stays where it was made, outside download_dir.
+        "--allowed-dir",
+        s(&d.join("daemon-seed")),
         "--no-dht",
     ]);
     let daemon = Proc::spawn(daemon_cmd, d.join("daemon.err"));
