@@ -477,3 +477,13 @@ fn detect_plaintext_or_mse() {
     assert_eq!(detect(b"\x12"), Detected::Encrypted);
     assert_eq!(detect(&dh::public_key(&xa())), Detected::Encrypted);
 }
+
+/// The engine runs a handshake inside a task and hands the cipher halves to its reader and writer.
+#[test]
+fn handshake_and_cipher_are_send() {
+    fn send<T: Send>() {}
+    send::<Handshake>();
+    send::<Cipher>();
+    send::<Rc4Stream>();
+    send::<Done>();
+}
