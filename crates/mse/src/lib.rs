@@ -20,6 +20,15 @@
 //! [`Handshake::poll_done`]. It does no I/O and draws no randomness: [`Secrets`] carries the
 //! private key and paddings. Every length a peer sends is checked before a byte of what it
 //! announces is buffered; at most [`MAX_BUFFERED`] bytes are ever held.
+//!
+//! On a socket: write what `poll_transmit` gives, read and `handle_input` until `poll_done`
+//! (under a timeout: the spec suggests 30 s for each public key), then hand the peer layer
+//! `Done::leftover` first and the socket after. With a [`Cipher`], decrypt every read in place
+//! after it and encrypt a copy of every write before it; [`Cipher::split`] gives the two
+//! directions to a separate reader and writer. A responder's own BitTorrent handshake goes
+//! through the cipher like any later message (the spec has no IA from B). Incoming
+//! connections: [`detect`] on the first bytes, then the same bytes to the wire decoder or a
+//! responder.
 
 mod cipher;
 pub mod dh;
