@@ -428,11 +428,14 @@ async fn add(State(ctx): State<Ctx>, req: Request) -> Result<Response, ApiError>
         .to_string();
     let query = req.uri().query().map(str::to_string);
     let body = read_body(req).await?;
-    let (source, dir, paused) = if content_type.starts_with("application/x-bittorrent") {
+    let (source, dir, paused, labels) = if content_type.starts_with("application/x-bittorrent") {
         (
             Source::TorrentFile(body.to_vec()),
             query_param(query.as_deref(), "download_dir").map(PathBuf::from),
             query_param(query.as_deref(), "paused").is_some_and(|p| p == "true"),
+            query_param(query.as_deref(), "labels")
+                .map(|l| l.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
         )
     } else {
         let v = parse_json(&body)?;
@@ -458,13 +461,19 @@ async fn add(State(ctx): State<Ctx>, req: Request) -> Result<Response, ApiError>
                 "give exactly one of magnet, url, path, torrent_base64".into(),
             ));
         }
+        let labels: Vec<String> = match v.get("labels") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(l) => serde_json::from_value(l.clone())
+                .map_err(|_| ApiError::BadRequest("labels: expected a list of strings".into()))?,
+        };
         (
             sources.remove(0),
             text("download_dir").map(PathBuf::from),
             v.get("paused").and_then(Value::as_bool).unwrap_or(false),
+            labels,
         )
     };
-    let view = ctx.daemon.add(source, dir, paused).await?;
+    let view = ctx.daemon.add(source, dir, paused, labels).await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
@@ -502,7 +511,7 @@ async fn resume(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Respon
 }
 
 async fn settings(State(ctx): State<Ctx>) -> Response {
-    axum::Json(json!(*ctx.daemon.settings.lock())).into_response()
+    axum::Json(super::settings_view(&ctx.daemon.settings.lock())).into_response()
 }
 
 async fn put_settings(State(ctx): State<Ctx>, req: Request) -> Result<Response, ApiError> {

@@ -5,6 +5,7 @@ mod api;
 mod conns;
 mod paths;
 mod rpc;
+mod sched;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,62 @@ use serde_json::{json, Value};
 
 use crate::get_cmd::DiscoveryArgs;
 use crate::{CmdResult, Failure};
+use sched::{reorder, QueueMove};
 use store::{Record, ResumeFile, Settings, Store, WriteGate};
+
+/// At most this many labels per torrent, of at most this many bytes each, none with a comma
+/// (Transmission's rule) nor empty.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_LEN: usize = 256;
+/// At most this many trackers per torrent set through the API, URLs of at most this many bytes.
+pub const MAX_TRACKERS: usize = 256;
+pub const MAX_TRACKER_URL: usize = 2048;
+/// The watch directory: how often it is read, and at most this many entries looked at per poll.
+const WATCH_EVERY_SECS: u64 = 2;
+const MAX_WATCH_ENTRIES: usize = 10_000;
+
+/// Checks labels as Transmission does, dropping repeats.
+pub fn check_labels(labels: Vec<String>) -> Result<Vec<String>, String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!("labels: at most {MAX_LABELS}"));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for l in labels {
+        let l = l.trim().to_string();
+        if l.is_empty()
+            || l.contains(',')
+            || l.len() > MAX_LABEL_LEN
+            || l.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "labels: {l:?} is not a label (non-empty, no comma, at most {MAX_LABEL_LEN} bytes)"
+            ));
+        }
+        if !out.contains(&l) {
+            out.push(l);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks an announce list: tiers of http(s) or udp URLs, within the caps.
+pub fn check_trackers(tiers: &[Vec<String>]) -> Result<(), String> {
+    if tiers.iter().map(Vec::len).sum::<usize>() > MAX_TRACKERS {
+        return Err(format!("trackers: at most {MAX_TRACKERS}"));
+    }
+    for url in tiers.iter().flatten() {
+        let lower = url.to_ascii_lowercase();
+        let scheme_ok = ["http://", "https://", "udp://"]
+            .iter()
+            .any(|p| lower.starts_with(p));
+        if !scheme_ok || url.len() > MAX_TRACKER_URL || url.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "trackers: {url:?} is not an http(s):// or udp:// announce URL"
+            ));
+        }
+    }
+    Ok(())
+}
 
 #[derive(Args)]
 pub struct DaemonArgs {
@@ -127,6 +183,12 @@ pub struct Daemon {
     /// Bytes downloaded and uploaded by torrents removed since the daemon started: /metrics counts
     /// them in its totals, which must never go down (Prometheus reads a drop as a counter reset).
     removed_totals: Mutex<(u64, u64)>,
+    /// Whether the alternative speed schedule covered the last tick (`None` before the first): the
+    /// limits switch only when it changes, so a user's switch in between holds until the next edge.
+    alt_schedule_was: Mutex<Option<bool>>,
+    /// Sizes of the watch directory's .torrent files at the last poll: one is added once its size
+    /// held still between two polls (a file still being written is left for later).
+    watch_seen: Mutex<std::collections::HashMap<PathBuf, u64>>,
 }
 
 /// An API failure: the status it maps to and a one-line reason.
@@ -253,11 +315,15 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         entries: Mutex::new(BTreeMap::new()),
         events: tokio::sync::broadcast::channel(64).0,
         removed_totals: Mutex::new((0, 0)),
+        alt_schedule_was: Mutex::new(None),
+        watch_seen: Mutex::new(std::collections::HashMap::new()),
     });
     let started = Instant::now();
     for (id, record, torrent) in daemon.store.load_all() {
         daemon.insert(id, record, torrent.map(Arc::new));
     }
+    daemon.renumber_queue();
+    daemon.apply_rates(&daemon.settings.lock().clone());
     println!(
         "state in {}: {} torrents loaded in {} ms",
         state_dir.display(),
@@ -302,6 +368,46 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// The settings as the API shows them: without the RPC password.
+pub fn settings_view(s: &Settings) -> Value {
+    let mut v = json!(s);
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("rpc_password");
+    }
+    v
+}
+
+/// Refuses a schedule Transmission could not express: minutes past the day, days past the week.
+fn check_alt_schedule(s: &Settings) -> Result<(), String> {
+    if s.alt_speed_time_begin >= 24 * 60 || s.alt_speed_time_end >= 24 * 60 {
+        return Err("alt_speed_time_begin/end: minutes after midnight, below 1440".into());
+    }
+    if s.alt_speed_time_day > 0x7f {
+        return Err("alt_speed_time_day: a bitmask of days, 1 Sunday ... 64 Saturday".into());
+    }
+    Ok(())
+}
+
+/// The regular files named `*.torrent` in the watch directory, with their sizes (links not followed).
+fn watch_scan(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .take(MAX_WATCH_ENTRIES)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.to_ascii_lowercase().ends_with(".torrent"))
+        })
+        .filter_map(|e| {
+            let meta = e.path().symlink_metadata().ok()?;
+            meta.is_file().then(|| (e.path(), meta.len()))
+        })
+        .collect()
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -384,8 +490,63 @@ impl Daemon {
             .ok_or(ApiError::NotFound)
     }
 
+    /// Every torrent, in queue order.
     fn slots(&self) -> Vec<Slot> {
-        self.entries.lock().values().cloned().collect()
+        let slots: Vec<Slot> = self.entries.lock().values().cloned().collect();
+        let mut keyed: Vec<((u64, u64), Slot)> = slots
+            .into_iter()
+            .map(|s| {
+                let key = {
+                    let e = s.lock();
+                    (e.record.queue_position, e.record.added)
+                };
+                (key, s)
+            })
+            .collect();
+        keyed.sort_by_key(|(k, _)| *k);
+        keyed.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Reorders the queue (`ids` moved as `how` says) and saves the positions that changed.
+    pub fn queue_move(self: &Arc<Self>, ids: &[[u8; 20]], how: QueueMove) {
+        let order: Vec<Slot> = self.slots();
+        let keys: Vec<[u8; 20]> = order.iter().map(|s| s.lock().id).collect();
+        let new = reorder(&keys, |k| ids.contains(k), how);
+        for (position, id) in new.iter().enumerate() {
+            let Some(slot) = order
+                .iter()
+                .zip(&keys)
+                .find(|(_, k)| *k == id)
+                .map(|(s, _)| s)
+            else {
+                continue;
+            };
+            let changed = {
+                let mut e = slot.lock();
+                let changed = e.record.queue_position != position as u64;
+                e.record.queue_position = position as u64;
+                changed
+            };
+            if changed {
+                self.save(slot, false);
+            }
+        }
+        self.schedule();
+    }
+
+    /// Makes the stored positions dense from 0 in their order (after a removal, or records of old).
+    fn renumber_queue(&self) {
+        for (position, slot) in self.slots().iter().enumerate() {
+            let changed = {
+                let mut e = slot.lock();
+                let changed = e.record.queue_position != position as u64;
+                e.record.queue_position = position as u64;
+                changed
+            };
+            if changed {
+                self.save(slot, false);
+            }
+        }
     }
 
     pub async fn add(
@@ -393,7 +554,9 @@ impl Daemon {
         source: Source,
         download_dir: Option<PathBuf>,
         paused: bool,
+        labels: Vec<String>,
     ) -> Result<Value, ApiError> {
+        let labels = check_labels(labels).map_err(bad)?;
         let (id, torrent_file, magnet) = match source {
             Source::Magnet(link) => {
                 let m = metainfo::Magnet::parse(&link).map_err(bad)?;
@@ -452,7 +615,11 @@ impl Daemon {
             downloaded: 0,
             uploaded: 0,
             seeding_secs: 0,
-            labels: Vec::new(),
+            labels,
+            // Last in the queue (positions are dense from 0).
+            queue_position: self.entries.lock().len() as u64,
+            done: None,
+            trackers: None,
         };
         let torrent = match torrent_file {
             Some((bytes, torrent)) => {
@@ -604,6 +771,7 @@ impl Daemon {
         config.session_listener = Some(self.listen);
         config.selected_files = record.files.clone();
         config.file_priorities = record.priorities.clone();
+        config.trackers = record.trackers.clone();
         config.max_upload_rate = record.max_upload_rate;
         config.max_download_rate = record.max_download_rate;
         config.global_upload = Some(self.global_up.clone());
@@ -697,6 +865,9 @@ impl Daemon {
                 e.record.downloaded = e.base_downloaded + s.downloaded;
                 e.record.uploaded = e.base_uploaded + s.uploaded;
                 e.record.complete = s.complete;
+                if s.complete && e.record.done.is_none() {
+                    e.record.done = Some(store::now_secs());
+                }
             }
             e.fold_seeding_time(false);
             if let Some((count, _)) = &resume {
@@ -821,6 +992,7 @@ impl Daemon {
             "removed".into(),
             json!({"id": metainfo::hex(id)}).to_string(),
         ));
+        self.renumber_queue();
         self.schedule();
         Ok(json!({"removed": metainfo::hex(id)}))
     }
@@ -902,6 +1074,7 @@ impl Daemon {
                 return Err(reply);
             }
         }
+        let queue = change.queue;
         {
             let mut e = slot.lock();
             change.apply(&mut e);
@@ -910,6 +1083,9 @@ impl Daemon {
             }
         }
         self.save(&slot, true);
+        if let Some(how) = queue {
+            self.queue_move(&[*id], how);
+        }
         self.schedule();
         Ok(self.view(&slot, false))
     }
@@ -934,12 +1110,29 @@ impl Daemon {
                 "allowed_dirs can only be set in the config file, on the command line or in settings.json".into(),
             ));
         }
+        // Credentials are for who starts the daemon too: the API's token holder has the token already.
+        if obj.contains_key("rpc_password")
+            || settings.rpc_username != old.rpc_username
+            || settings.rpc_password != old.rpc_password
+        {
+            return Err(ApiError::Forbidden(
+                "rpc_username and rpc_password can only be set in the config file or settings.json"
+                    .into(),
+            ));
+        }
         if settings.download_dir != old.download_dir {
             self.check_dir(&settings.download_dir).await?;
         }
+        if settings
+            .watch_dir
+            .as_ref()
+            .is_some_and(|d| !d.is_absolute())
+        {
+            return Err(bad("watch_dir must be an absolute path"));
+        }
+        check_alt_schedule(&settings).map_err(bad)?;
         let fitted = conns::fit(&settings).map_err(bad)?;
-        self.global_up.set_rate(settings.max_upload_rate);
-        self.global_down.set_rate(settings.max_download_rate);
+        self.apply_rates(&settings);
         self.peer_budget.set_max(fitted.peers_total);
         self.session.set_handshake_limits(fitted.handshake);
         self.api_conns.set_limits(fitted.api);
@@ -947,7 +1140,104 @@ impl Daemon {
         self.store.save_settings(&settings)?;
         *self.settings.lock() = settings.clone();
         self.schedule();
-        serde_json::to_value(settings).map_err(bad)
+        Ok(settings_view(&settings))
+    }
+
+    /// Sets the session-wide rate limits: the alternative ones while they are on.
+    fn apply_rates(&self, s: &Settings) {
+        if s.alt_speed_enabled {
+            // 0 stops the traffic, as in Transmission (the limiter reads 0 as no limit).
+            self.global_up.set_rate(Some(s.alt_speed_up.max(1)));
+            self.global_down.set_rate(Some(s.alt_speed_down.max(1)));
+        } else {
+            self.global_up.set_rate(s.max_upload_rate);
+            self.global_down.set_rate(s.max_download_rate);
+        }
+    }
+
+    /// Switches the alternative speed limits when the schedule (if enabled) begins or ends at `now`.
+    fn alt_speed_tick(&self, now: Option<sched::WeekTime>) {
+        let mut settings = self.settings.lock();
+        let covered = match (settings.alt_speed_time_enabled, now) {
+            (true, Some(at)) => Some(sched::in_alt_schedule(&settings, at)),
+            _ => None,
+        };
+        let mut was = self.alt_schedule_was.lock();
+        if covered.is_some() && covered != *was {
+            let on = covered == Some(true);
+            if settings.alt_speed_enabled != on {
+                settings.alt_speed_enabled = on;
+                tracing::info!(
+                    "alternative speed limits {} by the schedule",
+                    if on { "on" } else { "off" }
+                );
+                if let Err(e) = self.store.save_settings(&settings) {
+                    tracing::error!("saving settings: {e:#}");
+                }
+            }
+        }
+        *was = covered;
+        let s = settings.clone();
+        drop((was, settings));
+        self.apply_rates(&s);
+    }
+
+    /// Adds the .torrent files dropped into the watch directory, each renamed `.torrent.added` after
+    /// (or `.torrent.invalid`, logged, when it is not a torrent). Runs off the runtime's workers for
+    /// the directory reads.
+    async fn watch_tick(self: &Arc<Self>) {
+        let (dir, start) = {
+            let s = self.settings.lock();
+            (s.watch_dir.clone(), s.start_added_torrents)
+        };
+        let Some(dir) = dir else { return };
+        let seen = std::mem::take(&mut *self.watch_seen.lock());
+        let listed = blocking(move || watch_scan(&dir)).await;
+        let Ok(found) = listed else { return };
+        let mut now_seen = std::collections::HashMap::new();
+        for (path, size) in found {
+            if seen.get(&path) != Some(&size) {
+                // New or still growing: looked at again at the next poll.
+                now_seen.insert(path, size);
+                continue;
+            }
+            let p = path.clone();
+            let read = blocking(move || paths::read_torrent_file(&p)).await;
+            let verdict = match read {
+                Ok(Ok((bytes, _))) => {
+                    match self
+                        .add(Source::TorrentFile(bytes), None, !start, Vec::new())
+                        .await
+                    {
+                        Ok(_) | Err(ApiError::Conflict(_)) => Ok(()),
+                        Err(ApiError::BadRequest(m)) => Err(m),
+                        // Not the file's fault (the state directory, say): tried again later.
+                        Err(e) => {
+                            tracing::warn!("watch directory: {}: {e:?}", path.display());
+                            continue;
+                        }
+                    }
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => continue,
+            };
+            let suffix = if verdict.is_ok() { "added" } else { "invalid" };
+            if let Err(why) = &verdict {
+                tracing::warn!(
+                    "watch directory: {} is not a valid torrent: {why}",
+                    path.display()
+                );
+            }
+            let mut to = path.clone().into_os_string();
+            to.push(".");
+            to.push(suffix);
+            if let Err(e) = std::fs::rename(&path, &to) {
+                tracing::error!("watch directory: cannot rename {}: {e}", path.display());
+                // Kept out of the next polls' way until it changes.
+                now_seen.insert(path, u64::MAX);
+            }
+        }
+        *self.watch_seen.lock() = now_seen;
     }
 
     /// Every second: seed goals, queue, and resume data for torrents that verified pieces.
@@ -956,6 +1246,10 @@ impl Daemon {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             ticks += 1;
+            self.alt_speed_tick(sched::local_week_time());
+            if ticks.is_multiple_of(WATCH_EVERY_SECS) {
+                self.watch_tick().await;
+            }
             let (ratio_goal, time_goal) = {
                 let s = self.settings.lock();
                 (s.seed_ratio, s.seed_time)
@@ -1007,6 +1301,9 @@ impl Daemon {
                             || e.record.seed_time.or(time_goal).is_some_and(|g| secs >= g);
                         if !e.record.complete {
                             e.record.complete = true;
+                        }
+                        if e.record.done.is_none() {
+                            e.record.done = Some(store::now_secs());
                         }
                     }
                     (h, goal_reached, st.pieces_have != e.last_saved_have)
@@ -1144,6 +1441,9 @@ impl Daemon {
             "added": e.record.added,
             "private": torrent.is_some_and(|t| t.private),
             "magnet": magnet,
+            "labels": e.record.labels,
+            "queue_position": e.record.queue_position,
+            "done": e.record.done,
         });
         if detail {
             let have = e.handle.as_ref().map(|h| h.shared.have());
@@ -1185,15 +1485,20 @@ impl Daemon {
                     })
                     .collect()
             });
-            let trackers: Vec<Value> = torrent.map_or_else(Vec::new, |t| {
-                t.trackers
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(tier, urls)| {
-                        urls.iter().map(move |u| json!({"tier": tier, "url": u}))
-                    })
-                    .collect()
-            });
+            let trackers: Vec<Value> = e
+                .record
+                .trackers
+                .as_ref()
+                .or(torrent.map(|t| &t.trackers))
+                .map_or_else(Vec::new, |tiers| {
+                    tiers
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(tier, urls)| {
+                            urls.iter().map(move |u| json!({"tier": tier, "url": u}))
+                        })
+                        .collect()
+                });
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("files".into(), json!(files));
                 obj.insert(
@@ -1225,6 +1530,9 @@ struct Change {
     max_upload_rate: Option<Option<u64>>,
     max_download_rate: Option<Option<u64>>,
     download_dir: Option<PathBuf>,
+    labels: Option<Vec<String>>,
+    queue: Option<QueueMove>,
+    trackers: Option<Vec<Vec<String>>>,
 }
 
 impl Change {
@@ -1280,6 +1588,31 @@ impl Change {
                     }
                     c.download_dir = Some(dir);
                 }
+                "labels" => {
+                    let labels: Vec<String> = serde_json::from_value(value.clone())
+                        .map_err(|_| bad("labels: expected a list of strings"))?;
+                    c.labels = Some(check_labels(labels).map_err(bad)?);
+                }
+                "queue_position" => {
+                    c.queue = Some(match value {
+                        Value::String(name) => QueueMove::parse(name).ok_or_else(|| {
+                            bad("queue_position: a number, \"top\", \"up\", \"down\" or \"bottom\"")
+                        })?,
+                        v => QueueMove::To(
+                            v.as_u64()
+                                .and_then(|n| usize::try_from(n).ok())
+                                .ok_or_else(|| bad("queue_position: a number, \"top\", \"up\", \"down\" or \"bottom\""))?,
+                        ),
+                    });
+                }
+                "trackers" => {
+                    let tiers: Vec<Vec<String>> =
+                        serde_json::from_value(value.clone()).map_err(|_| {
+                            bad("trackers: expected a list of tiers, each a list of URLs")
+                        })?;
+                    check_trackers(&tiers).map_err(bad)?;
+                    c.trackers = Some(tiers.into_iter().filter(|t| !t.is_empty()).collect());
+                }
                 other => return Err(bad(format!("unknown field {other:?}"))),
             }
         }
@@ -1315,6 +1648,15 @@ impl Change {
         }
         if let Some(dir) = self.download_dir {
             e.record.download_dir = dir;
+        }
+        if let Some(labels) = self.labels {
+            e.record.labels = labels;
+        }
+        if let Some(tiers) = self.trackers {
+            if let Some(h) = &e.handle {
+                h.set_trackers(&tiers);
+            }
+            e.record.trackers = Some(tiers);
         }
     }
 }
