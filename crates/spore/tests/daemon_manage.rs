@@ -1,0 +1,177 @@
+//! `spore daemon`'s management features beyond the basics: labels through the JSON API and the CLI,
+//! the watch directory.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A torrent over some bytes nobody seeds, in `dir/src/name`; its .torrent.
+fn unseeded(dir: &Path, name: &str) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let content = src.join(name);
+    std::fs::write(&content, data(name.len() as u64 + 11, 50_000)).unwrap();
+    let torrent = dir.join(format!("{name}.torrent"));
+    create_torrent(&content, &torrent, "32K", None);
+    torrent
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn labels_through_the_api_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = unseeded(dir.path(), "one.bin");
+    let two = unseeded(dir.path(), "two.bin");
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon.err",
+        None,
+    );
+
+    // `spore add --label`, shown by `spore list`.
+    let out = d.cli(&[
+        "add",
+        s(&one),
+        "--label",
+        "tv",
+        "--label",
+        "new show",
+        "--json",
+    ]);
+    let added: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(added["labels"], json!(["tv", "new show"]), "{added}");
+    let id = added["id"].as_str().unwrap().to_string();
+    let list = stdout(&d.cli(&["list"]));
+    assert!(list.contains("labels: tv, new show"), "{list}");
+
+    // The JSON API: given when adding, changed by PUT, checked as Transmission checks them.
+    let body = json!({"torrent_base64": data_encoding::BASE64.encode(&std::fs::read(&two).unwrap()),
+        "labels": ["films"]});
+    let v = d.ok("POST", "/api/torrents", Some(body));
+    assert_eq!(v["labels"], json!(["films"]), "{v}");
+    let v = d.ok(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"labels": ["kept", "kept", " spaced "]})),
+    );
+    assert_eq!(v["labels"], json!(["kept", "spaced"]), "{v}");
+    for bad in [json!(["a,b"]), json!([""]), json!("tv"), json!([1])] {
+        let (status, v) = d.call(
+            "PUT",
+            &format!("/api/torrents/{id}"),
+            Some(json!({"labels": bad})),
+        );
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+    assert_eq!(d.torrent(&id)["labels"], json!(["kept", "spaced"]));
+    let (status, _) = d.call(
+        "POST",
+        "/api/torrents",
+        Some(json!({"magnet": format!("magnet:?xt=urn:btih:{}", "ab".repeat(20)), "labels": ["x,y"]})),
+    );
+    assert_eq!(status, 400, "a bad label refuses the add");
+    assert_eq!(
+        d.ok("GET", "/api/torrents", None)["torrents"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    // Kept across a restart.
+    let state = d.state.clone();
+    drop(d);
+    let d = start_daemon(&state, &dir.path().join("dl"), "daemon2.err", None);
+    assert_eq!(d.torrent(&id)["labels"], json!(["kept", "spaced"]));
+}
+
+/// Waits for `path` to exist.
+fn wait_file(path: &Path, d: &Daemon) {
+    let deadline = Instant::now() + T;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear; log: {}",
+            path.display(),
+            std::fs::read_to_string(&d.proc.stderr).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_watch_directory_adds_dropped_torrents() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = unseeded(dir.path(), "dropped.bin");
+    let watch = dir.path().join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon.err",
+        None,
+    );
+    let (status, _) = d.call(
+        "PUT",
+        "/api/settings",
+        Some(json!({"watch_dir": "relative/watch"})),
+    );
+    assert_eq!(status, 400);
+    d.ok("PUT", "/api/settings", Some(json!({"watch_dir": watch})));
+
+    // Dropped as a file manager does it: written elsewhere, moved in.
+    let staged = dir.path().join("staged");
+    std::fs::copy(&good, &staged).unwrap();
+    std::fs::rename(&staged, watch.join("dropped.torrent")).unwrap();
+    std::fs::write(watch.join("bad.torrent"), b"d4:infoi3ee").unwrap();
+    // Over the 16 MiB cap for a .torrent: not read, marked invalid (sparse, so nothing is written).
+    let huge = std::fs::File::create(watch.join("huge.torrent")).unwrap();
+    huge.set_len((16 << 20) + 1).unwrap();
+    drop(huge);
+    std::fs::write(watch.join("notes.txt"), b"not a torrent").unwrap();
+
+    wait_file(&watch.join("dropped.torrent.added"), &d);
+    wait_file(&watch.join("bad.torrent.invalid"), &d);
+    wait_file(&watch.join("huge.torrent.invalid"), &d);
+    assert!(
+        watch.join("notes.txt").exists(),
+        "other files are left alone"
+    );
+    let list = d.ok("GET", "/api/torrents", None);
+    let names: Vec<&str> = list["torrents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dropped.bin"], "{list}");
+    let log = std::fs::read_to_string(&d.proc.stderr).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("bad.torrent") && l.contains("not a valid torrent")),
+        "{log}"
+    );
+
+    // The same torrent dropped again: a duplicate, renamed too, still one torrent.
+    std::fs::copy(&good, &staged).unwrap();
+    std::fs::rename(&staged, watch.join("again.torrent")).unwrap();
+    wait_file(&watch.join("again.torrent.added"), &d);
+    assert_eq!(
+        d.ok("GET", "/api/torrents", None)["torrents"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
