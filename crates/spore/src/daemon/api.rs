@@ -404,11 +404,12 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
 }
 
+/// A query parameter, decoded as a form (`+` is a space, as the web page's URLSearchParams sends it).
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == key).then(|| {
-            percent_encoding::percent_decode_str(v)
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
                 .decode_utf8_lossy()
                 .into_owned()
         })
@@ -573,6 +574,14 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_parameters_decode_as_a_form() {
+        let q = Some("labels=new+show,tv&download_dir=%2Fa%20b%2Bc");
+        assert_eq!(query_param(q, "labels").as_deref(), Some("new show,tv"));
+        assert_eq!(query_param(q, "download_dir").as_deref(), Some("/a b+c"));
+        assert_eq!(query_param(q, "paused"), None);
+    }
 
     #[test]
     fn the_host_must_name_the_bound_address_or_loopback() {
