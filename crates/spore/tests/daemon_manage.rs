@@ -175,3 +175,150 @@ fn a_watch_directory_adds_dropped_torrents() {
         Some(1)
     );
 }
+
+/// Files of the torrent below `dir/pack` that exist.
+fn pack_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("pack"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_move_across_file_systems_copies_verifies_and_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let Some(holder) = tmpfs_holder(&mnt, "256m", dir.path().join("holder.err")) else {
+        return;
+    };
+    let inside = |p: &Path| in_namespace_of(holder.child.id(), p);
+    // Six files of 12 MB: moving them takes long enough to be caught in the middle.
+    let src = dir.path().join("src");
+    let content = src.join("pack");
+    std::fs::create_dir_all(&content).unwrap();
+    let names: Vec<String> = (1..=6).map(|i| format!("part{i}.bin")).collect();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(content.join(name), data(i as u64 + 40, 12 << 20)).unwrap();
+    }
+    let sums: Vec<Vec<u8>> = names.iter().map(|n| sha256(&content.join(n))).collect();
+    let torrent = dir.path().join("pack.torrent");
+    create_torrent(&content, &torrent, "256K", None);
+
+    let state = dir.path().join("state");
+    let start = |log: &str| {
+        let mut command = daemon_command(&state, None);
+        command.args(["--download-dir", s(&src), "--allowed-dir", s(dir.path())]);
+        spawn_daemon(
+            in_mount_namespace_of(holder.child.id(), &command),
+            &state,
+            &dir.path().join(log),
+        )
+    };
+    let d = start("daemon.err");
+    let id = d.ok("POST", "/api/torrents", Some(json!({"path": torrent})))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.wait(&id, "seeding its own data", T, |t| t["state"] == "seeding");
+
+    // Onto the tmpfs: another file system, so a copy, verified; seen as `moving` with a percentage.
+    let on_tmpfs = mnt.join("dst");
+    let (api, token, path) = (d.api, d.token.clone(), format!("/api/torrents/{id}"));
+    let to = on_tmpfs.clone();
+    let mover = std::thread::spawn(move || {
+        let auth = format!("Bearer {token}");
+        let body = json!({"download_dir": to}).to_string();
+        http(
+            api,
+            "PUT",
+            &path,
+            &[("Authorization", &auth)],
+            body.as_bytes(),
+        )
+        .0
+    });
+    let seen = d.wait(&id, "moving", T, |t| {
+        t["state"] == "moving" && t["move_progress"].as_f64().is_some()
+    });
+    assert!(seen["move_progress"].as_f64().unwrap() <= 1.0, "{seen}");
+    assert_eq!(mover.join().unwrap(), 200);
+    let t = d.wait(&id, "seeding at the new place", T, |t| {
+        t["state"] == "seeding"
+    });
+    assert_eq!(t["download_dir"], s(&on_tmpfs), "{t}");
+    assert!(t["move_progress"].is_null(), "{t}");
+    for (name, sum) in names.iter().zip(&sums) {
+        assert_eq!(
+            &sha256(&inside(&on_tmpfs.join("pack").join(name))),
+            sum,
+            "{name}"
+        );
+    }
+    assert!(pack_files(&src).is_empty(), "the old copies are deleted");
+
+    // Back to the disk, killed with SIGKILL once the second file is being copied.
+    let back = dir.path().join("back");
+    let (api, token, path) = (d.api, d.token.clone(), format!("/api/torrents/{id}"));
+    let to = back.clone();
+    let _mover = std::thread::spawn(move || {
+        let auth = format!("Bearer {token}");
+        let body = json!({"download_dir": to}).to_string();
+        // The connection dies with the daemon.
+        let _ = std::panic::catch_unwind(|| {
+            http(
+                api,
+                "PUT",
+                &path,
+                &[("Authorization", &auth)],
+                body.as_bytes(),
+            )
+        });
+    });
+    let deadline = Instant::now() + T;
+    while pack_files(&back).len() < 2 {
+        assert!(Instant::now() < deadline, "the move did not begin");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut d = d;
+    d.proc.child.kill().unwrap();
+    let _ = d.proc.child.wait();
+    let at_kill = pack_files(&back);
+    drop(d);
+
+    // On restart one whole copy is where the record says, and nothing is left at the other place.
+    let d = start("daemon2.err");
+    let t = d.wait(&id, "whole again", T, |t| {
+        t["state"] == "seeding" || t["state"] == "error"
+    });
+    assert_eq!(t["state"], "seeding", "{t}; files at the kill: {at_kill:?}");
+    let (kept, other) = if t["download_dir"] == s(&back) {
+        (back.clone(), inside(&on_tmpfs))
+    } else {
+        assert_eq!(t["download_dir"], s(&on_tmpfs), "{t}");
+        (inside(&on_tmpfs), back.clone())
+    };
+    for (name, sum) in names.iter().zip(&sums) {
+        assert_eq!(&sha256(&kept.join("pack").join(name)), sum, "{name}");
+    }
+    assert!(
+        pack_files(&other).is_empty(),
+        "left at {}: {:?}",
+        other.display(),
+        pack_files(&other)
+    );
+    let log = std::fs::read_to_string(&d.proc.stderr).unwrap();
+    assert!(
+        log.contains("interrupted") || log.contains("old copies"),
+        "{log}"
+    );
+    eprintln!(
+        "killed with {at_kill:?} at the new place; after the restart the data is in {}",
+        kept.display()
+    );
+}

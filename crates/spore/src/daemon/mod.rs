@@ -4,6 +4,7 @@
 mod api;
 mod conns;
 mod paths;
+mod relocate;
 mod rpc;
 mod sched;
 pub mod store;
@@ -115,6 +116,8 @@ pub enum Phase {
     Running,
     Paused,
     Finished,
+    /// Its data is being moved to another directory (stopped meanwhile).
+    Moving,
     Error(String),
 }
 
@@ -137,6 +140,8 @@ pub struct Entry {
     generation: u64,
     /// Every write of its state files goes through it. Taken before the entry's lock, never inside it.
     gate: Arc<WriteGate>,
+    /// How far the move of its data is, while in `Moving`.
+    moving: Option<Arc<relocate::Progress>>,
 }
 
 type Slot = Arc<Mutex<Entry>>;
@@ -323,6 +328,12 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         daemon.insert(id, record, torrent.map(Arc::new));
     }
     daemon.renumber_queue();
+    {
+        let d = daemon.clone();
+        tokio::task::spawn_blocking(move || d.recover_moves())
+            .await
+            .context("recovering moves")?;
+    }
     daemon.apply_rates(&daemon.settings.lock().clone());
     println!(
         "state in {}: {} torrents loaded in {} ms",
@@ -477,6 +488,7 @@ impl Daemon {
             saved_record: Some(saved),
             generation: 0,
             gate: Arc::new(WriteGate::default()),
+            moving: None,
         }));
         self.entries.lock().insert(id, slot.clone());
         slot
@@ -620,6 +632,8 @@ impl Daemon {
             queue_position: self.entries.lock().len() as u64,
             done: None,
             trackers: None,
+            moving_to: None,
+            moved_from: None,
         };
         let torrent = match torrent_file {
             Some((bytes, torrent)) => {
@@ -930,6 +944,7 @@ impl Daemon {
 
     pub async fn pause(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
+        Self::not_moving(&slot)?;
         slot.lock().record.paused = true;
         self.stop_entry(&slot, Phase::Paused).await;
         self.schedule();
@@ -938,6 +953,7 @@ impl Daemon {
 
     pub async fn resume(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
+        Self::not_moving(&slot)?;
         {
             let mut e = slot.lock();
             e.record.paused = false;
@@ -962,6 +978,7 @@ impl Daemon {
         delete_data: bool,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
+        Self::not_moving(&slot)?;
         let gate = slot.lock().gate.clone();
         // Closed first: saving what is about to be deleted is wasted, and a save still running (the
         // tick's, or the stop's) must be over before the files go, or it would write them back.
@@ -1005,6 +1022,7 @@ impl Daemon {
         change: &Value,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
+        Self::not_moving(&slot)?;
         let obj = change
             .as_object()
             .ok_or_else(|| bad("expected a JSON object"))?;
@@ -1031,44 +1049,13 @@ impl Daemon {
             })
         };
         if let Some(to) = &change.download_dir {
-            let (torrent, from) = {
-                let e = slot.lock();
-                (e.torrent.clone(), e.record.download_dir.clone())
-            };
-            let moved = match torrent {
-                Some(t) => {
-                    let (from, to) = (from.clone(), to.clone());
-                    blocking(move || move_files(&t, &from, &to)).await?
-                }
-                None => Ok(()),
-            };
-            if let Err(failure) = moved {
-                let reply = {
+            if let Err(reply) = self.relocate(&slot, to).await {
+                if let Some(p) = back_to(old_phase) {
                     let mut e = slot.lock();
-                    if failure.rolled_back {
-                        if let Some(p) = back_to(old_phase) {
-                            e.phase = p;
-                        }
-                        failure.refusal(format!(
-                            "cannot move the data to {}: {:#}; it stays in {}, nothing was changed",
-                            to.display(),
-                            failure.error,
-                            from.display()
-                        ))
-                    } else {
-                        // Split between two places: kept paused (and saved so) until someone
-                        // puts the files back together, rather than downloading the missing ones.
-                        let message = format!(
-                            "moving the data to {} failed: {:#}; some files are there, the rest in {}",
-                            to.display(),
-                            failure.error,
-                            from.display()
-                        );
-                        e.record.paused = true;
-                        e.phase = Phase::Error(message.clone());
-                        ApiError::Internal(message)
+                    if e.phase == Phase::Paused {
+                        e.phase = p;
                     }
-                };
+                }
                 self.save(&slot, true);
                 self.schedule();
                 return Err(reply);
@@ -1088,6 +1075,152 @@ impl Daemon {
         }
         self.schedule();
         Ok(self.view(&slot, false))
+    }
+
+    /// Refuses to act on a torrent whose data is being moved.
+    fn not_moving(slot: &Slot) -> Result<(), ApiError> {
+        if slot.lock().phase == Phase::Moving {
+            return Err(ApiError::Conflict(
+                "its data is being moved; try again when that is done".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves a stopped torrent's data to `to` (see `relocate`), recording the move in progress so a
+    /// crash at any moment leaves one whole copy that the record names. On success the record names
+    /// `to`; on failure it names the old place, where the data is whole unless the undo failed too
+    /// (then the torrent is left paused in `error`).
+    async fn relocate(&self, slot: &Slot, to: &Path) -> Result<(), ApiError> {
+        let (torrent, from) = {
+            let e = slot.lock();
+            (e.torrent.clone(), e.record.download_dir.clone())
+        };
+        let Some(t) = torrent.filter(|_| from != to) else {
+            return Ok(());
+        };
+        let to = to.to_path_buf();
+        let (t2, from2, to2) = (t.clone(), from.clone(), to.clone());
+        if let Some(path) = blocking(move || relocate::occupied(&t2, &from2, &to2)).await? {
+            return Err(ApiError::Conflict(format!(
+                "cannot move the data to {}: {path} already exists; it stays in {}, nothing was changed",
+                to.display(),
+                from.display()
+            )));
+        }
+        let progress = Arc::new(relocate::Progress::default());
+        {
+            let mut e = slot.lock();
+            e.record.moving_to = Some(to.clone());
+            e.phase = Phase::Moving;
+            e.moving = Some(progress.clone());
+        }
+        // The journal is on disk before the first file moves.
+        self.save(slot, true);
+        let (t2, from2, to2) = (t.clone(), from.clone(), to.clone());
+        let moved = blocking(move || relocate::move_files(&t2, &from2, &to2, &progress)).await?;
+        match moved {
+            Ok(done) => {
+                let copied = done.iter().any(|(_, h)| *h == relocate::How::Copied);
+                {
+                    let mut e = slot.lock();
+                    e.record.download_dir = to.clone();
+                    e.record.moving_to = None;
+                    e.record.moved_from = copied.then(|| from.clone());
+                    e.moving = None;
+                    e.phase = Phase::Paused;
+                }
+                // Committed: from here the new place is the one.
+                self.save(slot, true);
+                let (t2, from2, to2) = (t.clone(), from.clone(), to.clone());
+                blocking(move || {
+                    if copied {
+                        relocate::delete_originals(&t2, &from2, &to2);
+                    } else {
+                        remove_empty_dirs(&t2, &from2);
+                    }
+                })
+                .await?;
+                if copied {
+                    slot.lock().record.moved_from = None;
+                    self.save(slot, true);
+                }
+                Ok(())
+            }
+            Err(failure) => {
+                let mut e = slot.lock();
+                e.record.moving_to = None;
+                e.moving = None;
+                if failure.rolled_back {
+                    e.phase = Phase::Paused;
+                    Err(ApiError::Internal(format!(
+                        "cannot move the data to {}: {:#}; it stays in {}, nothing was changed",
+                        to.display(),
+                        failure.error,
+                        from.display()
+                    )))
+                } else {
+                    // Split between two places: kept paused (and saved so) until someone puts the
+                    // files back together, rather than downloading the missing ones.
+                    let message = format!(
+                        "moving the data to {} failed: {:#}; some files are there, the rest in {}",
+                        to.display(),
+                        failure.error,
+                        from.display()
+                    );
+                    e.record.paused = true;
+                    e.phase = Phase::Error(message.clone());
+                    Err(ApiError::Internal(message))
+                }
+            }
+        }
+    }
+
+    /// Finishes or undoes the moves a previous run was killed in the middle of: a move not yet
+    /// recorded as done is undone (the old place keeps the data), and the old copies of one that was
+    /// are deleted.
+    fn recover_moves(&self) {
+        for slot in self.slots() {
+            let (t, record) = {
+                let e = slot.lock();
+                (e.torrent.clone(), e.record.clone())
+            };
+            let Some(t) = t else { continue };
+            if let Some(to) = &record.moving_to {
+                let whole = relocate::undo(&t, &record.download_dir, to);
+                tracing::warn!(
+                    "{}: the move of its data to {} was interrupted{}",
+                    t.name,
+                    to.display(),
+                    if whole {
+                        format!("; undone, the data is in {}", record.download_dir.display())
+                    } else {
+                        "; undoing it failed, see the errors above".into()
+                    }
+                );
+                let mut e = slot.lock();
+                e.record.moving_to = None;
+                if !whole {
+                    e.record.paused = true;
+                    e.phase = Phase::Error(format!(
+                        "an interrupted move to {} could not be undone",
+                        to.display()
+                    ));
+                }
+            }
+            if let Some(from) = &record.moved_from {
+                relocate::delete_originals(&t, from, &record.download_dir);
+                tracing::info!(
+                    "{}: removed the old copies in {} of a finished move",
+                    t.name,
+                    from.display()
+                );
+                slot.lock().record.moved_from = None;
+            }
+            if record.moving_to.is_some() || record.moved_from.is_some() {
+                self.save(&slot, true);
+            }
+        }
     }
 
     pub async fn update_settings(self: &Arc<Self>, change: &Value) -> Result<Value, ApiError> {
@@ -1403,6 +1536,7 @@ impl Daemon {
             Phase::Checking => "checking",
             Phase::Paused => "paused",
             Phase::Finished => "finished",
+            Phase::Moving => "moving",
             Phase::Error(_) => "error",
         };
         let left = status.as_ref().map_or(0, |s| s.left);
@@ -1442,6 +1576,7 @@ impl Daemon {
             "private": torrent.is_some_and(|t| t.private),
             "magnet": magnet,
             "labels": e.record.labels,
+            "move_progress": e.moving.as_ref().map(|p| p.fraction()),
             "queue_position": e.record.queue_position,
             "done": e.record.done,
         });
@@ -1749,85 +1884,4 @@ fn remove_empty_dirs(t: &Torrent, dir: &Path) {
         // Fails, as it should, on a directory that holds anything else (and on a link).
         let _ = beneath::remove_dir(dir, &p);
     }
-}
-
-/// Why moving a torrent's data failed, and whether the files moved until then went back.
-struct MoveFailure {
-    error: anyhow::Error,
-    rolled_back: bool,
-    /// Refused before anything moved, because the destination has a file of that name.
-    occupied: bool,
-}
-
-impl MoveFailure {
-    fn refusal(&self, message: String) -> ApiError {
-        if self.occupied {
-            ApiError::Conflict(message)
-        } else {
-            ApiError::Internal(message)
-        }
-    }
-}
-
-/// Moves the torrent's files from one download directory to another; on failure, moves back those it
-/// had moved, so the data is whole in one place unless even that failed.
-fn move_files(t: &Torrent, from: &Path, to: &Path) -> Result<(), MoveFailure> {
-    if from == to {
-        return Ok(());
-    }
-    let files: Vec<(PathBuf, PathBuf)> = t
-        .files
-        .iter()
-        .filter(|f| !f.attr.pad)
-        .map(|f| (store::file_path(from, f), store::file_path(to, f)))
-        .filter(|(src, _)| src.exists())
-        .collect();
-    // A rename would silently replace it.
-    if let Some((_, dst)) = files.iter().find(|(_, dst)| dst.symlink_metadata().is_ok()) {
-        return Err(MoveFailure {
-            error: anyhow!("{} already exists", dst.display()),
-            rolled_back: true,
-            occupied: true,
-        });
-    }
-    for (i, (src, dst)) in files.iter().enumerate() {
-        if let Err(error) = move_file(src, dst) {
-            let mut rolled_back = true;
-            for (src, dst) in files[..i].iter().rev() {
-                if let Err(e) = move_file(dst, src) {
-                    tracing::error!("moving {} back: {e:#}", dst.display());
-                    rolled_back = false;
-                }
-            }
-            remove_empty_dirs(t, to);
-            return Err(MoveFailure {
-                error,
-                rolled_back,
-                occupied: false,
-            });
-        }
-    }
-    remove_empty_dirs(t, from);
-    Ok(())
-}
-
-/// Moves one file: a rename, or across file systems a copy and a delete. On failure `src` is as
-/// it was and `dst` absent.
-fn move_file(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    if let Some(parent) = dst.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    if std::fs::rename(src, dst).is_ok() {
-        return Ok(());
-    }
-    let copied = std::fs::copy(src, dst)
-        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))
-        .and_then(|_| {
-            std::fs::remove_file(src).with_context(|| format!("removing {}", src.display()))
-        });
-    if copied.is_err() {
-        let _ = std::fs::remove_file(dst);
-    }
-    copied
 }

@@ -902,7 +902,8 @@ impl Rpc {
         let complete = status.as_ref().map_or(e.record.complete, |s| s.complete);
         let code = match (&e.phase, complete) {
             (Phase::Paused | Phase::Finished | Phase::Error(_), _) => 0,
-            (Phase::Checking, _) => 2,
+            // Transmission has no state for a move; its verification is the closest.
+            (Phase::Checking | Phase::Moving, _) => 2,
             (Phase::Queued, false) => 3,
             (Phase::Queued, true) => 5,
             (Phase::FetchingMetadata, _) | (Phase::Running, false) => 4,
@@ -1040,7 +1041,7 @@ impl Rpc {
                 "seedIdleMode" => json!(0),
                 "secondsSeeding" => json!(seconds_seeding),
                 "secondsDownloading" => json!(0),
-                "recheckProgress" => json!(0.0),
+                "recheckProgress" => json!(e.moving.as_ref().map_or(0.0, |p| p.fraction())),
                 "pieceCount" => view["pieces"].clone(),
                 "pieceSize" => json!(torrent.as_ref().map_or(0, |t| t.piece_length)),
                 "pieces" => {
@@ -1311,6 +1312,7 @@ impl Rpc {
         if !dir.is_absolute() {
             return Err(params("location must be an absolute path"));
         }
+        super::Daemon::not_moving(slot)?;
         self.daemon.check_dir(&dir).await?;
         let before = slot.lock().phase.clone();
         self.daemon.stop_entry(slot, Phase::Paused).await;
@@ -1351,6 +1353,7 @@ impl Rpc {
     /// `torrent-verify`: stops the torrent, forgets its resume data, and starts it again, which
     /// checks every piece. A stopped torrent is checked when it is next started.
     async fn verify(&self, slot: &Slot) -> Result<(), Fail> {
+        super::Daemon::not_moving(slot)?;
         let before = slot.lock().phase.clone();
         if before == Phase::FetchingMetadata {
             return Ok(());

@@ -137,6 +137,12 @@ pub struct Record {
     /// The announce list in use when changed from the torrent's own (tiers of URLs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trackers: Option<Vec<Vec<String>>>,
+    /// A move of its data to this directory is under way (`download_dir` still holds the data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<PathBuf>,
+    /// A move from this directory is done; the copies left there are to be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<PathBuf>,
 }
 
 /// Fast-resume data: which pieces were verified, and what the files looked like when that was saved.
