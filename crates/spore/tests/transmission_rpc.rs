@@ -646,6 +646,14 @@ fn the_python_transmission_rpc_library_drives_the_daemon() {
         ])
     );
     assert_eq!(step("labels")["labels"], json!(["tv", "hd"]));
+    let queue = step("queue");
+    assert_eq!(queue["position"], 0, "{queue}");
+    assert_eq!(
+        queue["trackers"].as_array().and_then(|t| t.last()),
+        Some(&json!("http://127.0.0.1:9/announce")),
+        "{queue}"
+    );
+    assert!(queue["done_date"].as_u64() > Some(0), "{queue}");
     assert_eq!(step("stats")["torrents"], 1);
     assert_eq!(step("moved")["download_dir"], s(&moved));
     assert_eq!(step("removed")["left"], json!([]));

@@ -1492,8 +1492,13 @@ impl Daemon {
 
     /// The JSON view of a torrent (docs/api.md), with files, peers and trackers when `detail`.
     pub fn view(&self, slot: &Slot, detail: bool) -> Value {
-        let e = slot.lock();
+        let mut e = slot.lock();
         let status: Option<Status> = e.handle.as_ref().map(|h| h.status());
+        // Noted at once, not only at the next tick (which saves it).
+        if status.as_ref().is_some_and(|s| s.complete) && e.record.done.is_none() {
+            e.record.done = Some(store::now_secs());
+        }
+        let e = e;
         let torrent = e.torrent.as_deref();
         let total_size = torrent.map_or(0, |t| t.total_size());
         let selected = |i: usize| {
