@@ -1257,6 +1257,10 @@ fn queue_positions_move_persist_and_order_the_starts() {
     wait_torrent(&d, 3, &["status"], "c started first", |t| t["status"] == 4);
     assert_eq!(positions(&d)[1].2, 3, "b still waits: {:?}", positions(&d));
     assert_eq!(d.torrent(&h1)["state"], "paused");
+    // torrent-start-now goes past the queue's limit: b runs beside c.
+    call("torrent-start-now", json!([2]));
+    wait_torrent(&d, 2, &["status"], "b started now", |t| t["status"] == 4);
+    assert_eq!(positions(&d)[2].2, 4, "c still runs: {:?}", positions(&d));
 
     // Kept across a restart.
     drop(d);

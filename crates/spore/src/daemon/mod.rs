@@ -142,6 +142,8 @@ pub struct Entry {
     gate: Arc<WriteGate>,
     /// How far the move of its data is, while in `Moving`.
     moving: Option<Arc<relocate::Progress>>,
+    /// Started past the queue's limits (until it stops; not kept across restarts).
+    start_now: bool,
 }
 
 type Slot = Arc<Mutex<Entry>>;
@@ -489,6 +491,7 @@ impl Daemon {
             generation: 0,
             gate: Arc::new(WriteGate::default()),
             moving: None,
+            start_now: false,
         }));
         self.entries.lock().insert(id, slot.clone());
         slot
@@ -684,7 +687,8 @@ impl Daemon {
                     } else {
                         downloads < max_down
                     };
-                    if !free {
+                    // `torrent-start-now` starts it past the queue's limits.
+                    if !free && !e.start_now {
                         continue;
                     }
                     if e.record.complete {
@@ -921,6 +925,7 @@ impl Daemon {
             let mut e = slot.lock();
             e.generation += 1;
             e.phase = phase;
+            e.start_now = false;
             e.fold_seeding_time(true);
             e.handle.clone()
         };
@@ -952,10 +957,20 @@ impl Daemon {
     }
 
     pub async fn resume(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
+        self.resume_with(id, false).await
+    }
+
+    /// Resumes; with `now`, past the queue's limits (Transmission's `torrent-start-now`).
+    pub async fn resume_with(
+        self: &Arc<Self>,
+        id: &[u8; 20],
+        now: bool,
+    ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
         Self::not_moving(&slot)?;
         {
             let mut e = slot.lock();
+            e.start_now = now;
             e.record.paused = false;
             e.record.finished = false;
             if matches!(e.phase, Phase::Paused | Phase::Finished | Phase::Error(_)) {

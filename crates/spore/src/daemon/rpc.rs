@@ -412,7 +412,9 @@ impl Rpc {
             "torrent-start" | "torrent-start-now" => {
                 for (_, slot) in self.select(&args)? {
                     let id = slot.lock().id;
-                    self.daemon.resume(&id).await?;
+                    self.daemon
+                        .resume_with(&id, method == "torrent-start-now")
+                        .await?;
                 }
                 none
             }
