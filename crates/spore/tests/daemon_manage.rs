@@ -322,3 +322,36 @@ fn a_move_across_file_systems_copies_verifies_and_survives_kill_9() {
         kept.display()
     );
 }
+
+#[test]
+fn a_move_never_takes_over_a_file_of_the_torrents_name_at_the_new_place() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing of it downloaded yet: the old place has no file to move.
+    let torrent = unseeded(dir.path(), "mine.bin");
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon.err",
+        None,
+    );
+    let body = json!({"torrent_base64": data_encoding::BASE64.encode(&std::fs::read(&torrent).unwrap()),
+        "paused": true});
+    let id = d.ok("POST", "/api/torrents", Some(body))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("mine.bin"), b"someone else's file").unwrap();
+    let (status, v) = d.call(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"download_dir": elsewhere})),
+    );
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(
+        std::fs::read(elsewhere.join("mine.bin")).unwrap(),
+        b"someone else's file"
+    );
+    assert_eq!(d.torrent(&id)["download_dir"], s(&dir.path().join("dl")));
+}

@@ -1115,8 +1115,8 @@ impl Daemon {
             return Ok(());
         };
         let to = to.to_path_buf();
-        let (t2, from2, to2) = (t.clone(), from.clone(), to.clone());
-        if let Some(path) = blocking(move || relocate::occupied(&t2, &from2, &to2)).await? {
+        let (t2, to2) = (t.clone(), to.clone());
+        if let Some(path) = blocking(move || relocate::occupied(&t2, &to2)).await? {
             return Err(ApiError::Conflict(format!(
                 "cannot move the data to {}: {path} already exists; it stays in {}, nothing was changed",
                 to.display(),

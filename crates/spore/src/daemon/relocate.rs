@@ -184,12 +184,15 @@ fn present(t: &Torrent, dir: &Path) -> Vec<(usize, Vec<String>, u64)> {
         .collect()
 }
 
-/// The first of the torrent's files that already exists at `to` (a move must not replace it).
-pub fn occupied(t: &Torrent, from: &Path, to: &Path) -> Option<String> {
-    present(t, from)
-        .into_iter()
-        .find(|(_, rel, _)| exists(to, rel))
-        .map(|(_, rel, _)| join(to, &rel))
+/// The first of the torrent's file paths that already exists at `to`, whether or not the file is at
+/// the old place yet: a move must not replace it, and [`undo`] takes whatever is at `to` under the
+/// torrent's paths for the move's own.
+pub fn occupied(t: &Torrent, to: &Path) -> Option<String> {
+    t.files
+        .iter()
+        .filter(|f| !f.attr.pad)
+        .find(|f| exists(to, &f.path))
+        .map(|f| join(to, &f.path))
 }
 
 /// Moves the torrent's files from `from` to `to`: renames, or copies then verifies. On failure what
