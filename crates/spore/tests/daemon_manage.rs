@@ -355,3 +355,45 @@ fn a_move_never_takes_over_a_file_of_the_torrents_name_at_the_new_place() {
     );
     assert_eq!(d.torrent(&id)["download_dir"], s(&dir.path().join("dl")));
 }
+
+#[test]
+fn the_config_file_checks_the_new_settings_and_makes_the_watch_dir_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let run = |config: &str| {
+        let file = dir.path().join("spore.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut command = daemon_command(&state, None);
+        command
+            .args([
+                "--download-dir",
+                s(&dir.path().join("dl")),
+                "--config",
+                s(&file),
+            ])
+            .current_dir(dir.path());
+        command
+    };
+    for (bad, why) in [
+        ("rpc_username = \"alice\"\n", "go together"),
+        ("alt_speed_time_begin = 1440\n", "minutes after midnight"),
+        ("alt_speed_time_day = 128\n", "bitmask"),
+    ] {
+        let out = run(bad).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+    let d = spawn_daemon(
+        run("watch_dir = \"drop\"\nalt_speed_time_day = 65\n"),
+        &state,
+        &dir.path().join("daemon.err"),
+    );
+    let settings = d.ok("GET", "/api/settings", None);
+    assert_eq!(
+        settings["watch_dir"],
+        s(&dir.path().join("drop")),
+        "{settings}"
+    );
+    assert_eq!(settings["alt_speed_time_day"], 65);
+}

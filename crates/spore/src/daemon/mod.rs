@@ -275,14 +275,31 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     if !args.allowed_dirs.is_empty() {
         settings.allowed_dirs = args.allowed_dirs.clone();
     }
-    let as_given = (settings.download_dir.clone(), settings.allowed_dirs.clone());
+    let as_given = (
+        settings.download_dir.clone(),
+        settings.allowed_dirs.clone(),
+        settings.watch_dir.clone(),
+    );
     settings.download_dir = absolute(&settings.download_dir)?;
+    settings.watch_dir = settings.watch_dir.as_deref().map(absolute).transpose()?;
     settings.allowed_dirs = settings
         .allowed_dirs
         .iter()
         .map(|d| absolute(d))
         .collect::<Result<_, _>>()?;
-    let resolved = as_given != (settings.download_dir.clone(), settings.allowed_dirs.clone());
+    let resolved = as_given
+        != (
+            settings.download_dir.clone(),
+            settings.allowed_dirs.clone(),
+            settings.watch_dir.clone(),
+        );
+    // Checked before anything is saved.
+    check_alt_schedule(&settings).map_err(|e| Failure::BadInput(anyhow!(e)))?;
+    if settings.rpc_username.is_some() != settings.rpc_password.is_some() {
+        return Err(Failure::BadInput(anyhow!(
+            "rpc_username and rpc_password go together: set both or neither"
+        )));
+    }
     if args.config.is_some()
         || args.download_dir.is_some()
         || !args.allowed_dirs.is_empty()
