@@ -1328,17 +1328,14 @@ impl Daemon {
             _ => None,
         };
         let mut was = self.alt_schedule_was.lock();
-        if covered.is_some() && covered != *was {
-            let on = covered == Some(true);
-            if settings.alt_speed_enabled != on {
-                settings.alt_speed_enabled = on;
-                tracing::info!(
-                    "alternative speed limits {} by the schedule",
-                    if on { "on" } else { "off" }
-                );
-                if let Err(e) = self.store.save_settings(&settings) {
-                    tracing::error!("saving settings: {e:#}");
-                }
+        if let Some(on) = sched::alt_switch(*was, covered, settings.alt_speed_enabled) {
+            settings.alt_speed_enabled = on;
+            tracing::info!(
+                "alternative speed limits {} by the schedule",
+                if on { "on" } else { "off" }
+            );
+            if let Err(e) = self.store.save_settings(&settings) {
+                tracing::error!("saving settings: {e:#}");
             }
         }
         *was = covered;
@@ -1348,8 +1345,8 @@ impl Daemon {
     }
 
     /// Adds the .torrent files dropped into the watch directory, each renamed `.torrent.added` after
-    /// (or `.torrent.invalid`, logged, when it is not a torrent). Runs off the runtime's workers for
-    /// the directory reads.
+    /// (or `.torrent.invalid`, logged, when it is not a torrent). The directory and the files are read
+    /// off the runtime's workers.
     async fn watch_tick(self: &Arc<Self>) {
         let (dir, start) = {
             let s = self.settings.lock();

@@ -88,6 +88,14 @@ pub fn in_alt_schedule(s: &Settings, at: WeekTime) -> bool {
     }
 }
 
+/// What the alternative speed limits switch to (`None`: stay), given whether the schedule covered the
+/// previous tick (`None`: not known, or the schedule off) and covers this one: they follow the schedule
+/// at its edges only, so a switch by hand in between holds until the next edge.
+pub fn alt_switch(was: Option<bool>, covered: Option<bool>, enabled: bool) -> Option<bool> {
+    let now = covered?;
+    (was != Some(now) && enabled != now).then_some(now)
+}
+
 /// The local time of the week now (the machine's time zone), if the system can tell it.
 pub fn local_week_time() -> Option<WeekTime> {
     let now = libc::time_t::try_from(super::store::now_secs()).ok()?;
@@ -187,6 +195,49 @@ mod tests {
         let s = schedule(22 * 60, 6 * 60, 64);
         assert!(in_alt_schedule(&s, at(SUNDAY, 1, 0)));
         assert!(!in_alt_schedule(&s, at(MONDAY, 1, 0)));
+    }
+
+    #[test]
+    fn the_limits_switch_at_the_schedules_edges_only() {
+        // Schedule turned on inside its period: on at once.
+        assert_eq!(alt_switch(None, Some(true), false), Some(true));
+        // Switched off by hand inside the period: stays off until the period ends and begins again.
+        assert_eq!(alt_switch(Some(true), Some(true), false), None);
+        assert_eq!(alt_switch(Some(true), Some(false), false), None);
+        assert_eq!(alt_switch(Some(false), Some(true), false), Some(true));
+        // The period ends: off, unless already off.
+        assert_eq!(alt_switch(Some(true), Some(false), true), Some(false));
+        // Switched on by hand outside the period: holds until the next edge.
+        assert_eq!(alt_switch(Some(false), Some(false), true), None);
+        // Schedule off: never switches.
+        assert_eq!(alt_switch(Some(true), None, true), None);
+        assert_eq!(alt_switch(None, None, false), None);
+    }
+
+    /// A week of ticks a minute apart through the daemon's rule: the limits are on exactly in the
+    /// scheduled hours.
+    #[test]
+    fn a_virtual_week_follows_the_schedule() {
+        let s = schedule(22 * 60, 6 * 60, 62);
+        let (mut was, mut enabled) = (None, false);
+        for day in 0..7u8 {
+            for minute in 0..24 * 60 {
+                let at = WeekTime {
+                    weekday: day,
+                    minute,
+                };
+                let covered = Some(in_alt_schedule(&s, at));
+                if let Some(on) = alt_switch(was, covered, enabled) {
+                    enabled = on;
+                }
+                was = covered;
+                assert_eq!(enabled, in_alt_schedule(&s, at), "{at:?}");
+            }
+        }
+        // Sunday 23:00 is off (Sunday is not in 62), Monday 23:00 on, Saturday 05:00 on (Friday's night).
+        assert!(!in_alt_schedule(&s, at(SUNDAY, 23, 0)));
+        assert!(in_alt_schedule(&s, at(MONDAY, 23, 0)));
+        assert!(in_alt_schedule(&s, at(SATURDAY, 5, 0)));
     }
 
     #[test]
