@@ -1437,4 +1437,131 @@ mod tests {
             }
         }
     }
+
+    #[tokio::test]
+    async fn requests_over_the_per_peer_cap_are_rejected_or_get_the_peer_choked() {
+        // Blocks of 128 KiB, sent in one write: the seed's reader (on this test's one thread) takes them
+        // all on before its writer sends any.
+        const BIG: u32 = 128 * 1024;
+        for fast in [true, false] {
+            let seed = seed(12 << 20, 1 << 20, |_| {}).await;
+            let mut peer = FakePeer::connect(seed.handle.listen_addr(), seed.info_hash, fast).await;
+            peer.send(&[Message::Interested]).await;
+            peer.wait_for("unchoke", WAIT, |m| matches!(m, Message::Unchoke))
+                .await;
+            let fits = super::MAX_PEER_QUEUED_BYTES / BIG as usize;
+            let requested: Vec<BlockRef> = (0..fits as u32 + 16)
+                .map(|i| BlockRef {
+                    index: i / 8,
+                    begin: (i % 8) * BIG,
+                    length: BIG,
+                })
+                .collect();
+            let requests: Vec<Message> = requested.iter().map(|b| Message::Request(*b)).collect();
+            peer.send(&requests).await;
+            let mut got = Answers::default();
+            if fast {
+                got.collect(
+                    &mut peer,
+                    |a| a.rejects.len() + a.pieces.len() >= fits + 16,
+                    Duration::from_millis(300),
+                )
+                .await;
+                let rejected: Vec<&BlockRef> = requested
+                    .iter()
+                    .filter(|b| got.rejects.contains_key(b))
+                    .collect();
+                assert_eq!(
+                    rejected,
+                    requested[fits..].iter().collect::<Vec<_>>(),
+                    "exactly those past {fits} blocks of 128 KiB (8 MiB) are rejected"
+                );
+                assert!(!got.choked, "a fast peer is not choked for it");
+                assert_eq!(got.pieces.len(), fits, "the first {fits} are served");
+            } else {
+                got.collect(&mut peer, |a| a.choked, Duration::from_millis(300))
+                    .await;
+                assert!(got.rejects.is_empty());
+                // The choke took back every pending request before the writer got to them (BEP 3).
+                assert!(got.pieces.is_empty(), "{} served", got.pieces.len());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn hash_requests_are_answered_from_one_tree_per_file_and_bounded_per_peer() {
+        // 4096 pieces of 16 KiB: building the file's tree for each request (as before) took about 2 ms
+        // a time, and a flood of them held up every other peer on the same worker for seconds.
+        let piece = 16 * 1024;
+        let seed = crate::testutil::seed_version(
+            4096 * piece,
+            piece as u64,
+            metainfo::Version::V2,
+            |_| {},
+        )
+        .await;
+        let torrent = seed.handle.shared.torrent.clone();
+        let root = torrent
+            .files
+            .iter()
+            .find_map(|f| f.pieces_root)
+            .expect("a v2 file");
+        let range = |i: u32| wire::HashRange {
+            pieces_root: root,
+            base_layer: 0,
+            index: (i % 8) * 512,
+            length: 512,
+            // Uncles up to the root of the 4096-leaf tree from a 512-leaf subtree.
+            proof_layers: 11,
+        };
+        let mut flooder = FakePeer::connect(seed.handle.listen_addr(), seed.info_hash, true).await;
+        let mut other = FakePeer::connect(seed.handle.listen_addr(), seed.info_hash, true).await;
+        other.send(&[Message::Interested]).await;
+        other
+            .wait_for("unchoke", WAIT, |m| matches!(m, Message::Unchoke))
+            .await;
+        // 3000 hash requests nobody reads the answers to, then a block for the other peer.
+        let flood: Vec<Message> = (0..3000).map(|i| Message::HashRequest(range(i))).collect();
+        flooder.send(&flood).await;
+        let asked = std::time::Instant::now();
+        other.send(&[Message::Request(block(0))]).await;
+        other
+            .wait_for("the block", WAIT, |m| matches!(m, Message::Piece { .. }))
+            .await;
+        let latency = asked.elapsed();
+        // Now read what the flooder got: hashes, then rejects once its unread replies filled its quota.
+        let (mut hashes, mut rejects) = (0, 0);
+        while hashes + rejects < 3000 {
+            match flooder.next(WAIT).await {
+                Some(Message::Hashes {
+                    range: r,
+                    hashes: h,
+                }) => {
+                    let proven =
+                        metainfo::merkle::verify_proof(&h, r.index as usize, 512, [0; 32], root);
+                    assert!(proven.is_some(), "hashes that prove to the file root");
+                    hashes += 1;
+                }
+                Some(Message::HashReject(_)) => rejects += 1,
+                Some(_) => {}
+                None => panic!("{hashes} hashes and {rejects} rejects of 3000"),
+            }
+        }
+        assert!(
+            latency < Duration::from_millis(500),
+            "another peer's block took {latency:?} behind the hash requests"
+        );
+        assert!(
+            hashes > 0 && rejects > 0,
+            "{hashes} answered, {rejects} rejected"
+        );
+        assert_eq!(
+            seed.handle
+                .shared
+                .hash_tree_builds
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "one tree built for the one file"
+        );
+    }
 }
