@@ -429,6 +429,7 @@ async fn writer(
                                 shared.uploaded.fetch_add(len, Ordering::Relaxed);
                                 if let Some(p) = shared.state.lock().peers.get_mut(&key) {
                                     p.uploaded += len;
+                                    p.last_upload = Instant::now();
                                 }
                                 Message::Piece {
                                     index: b.index,

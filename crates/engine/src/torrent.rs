@@ -215,7 +215,14 @@ pub(crate) struct PeerEntry {
     /// Its socket has taken none of what we queued for a while (a slow or hostile reader): it holds no
     /// upload slot and the choker passes it over until the socket drains again.
     pub stalled: bool,
+    /// When we last sent it a block, or unchoked it: an unchoked peer that asks for nothing holds no
+    /// upload slot once `SLOT_IDLE` has gone by, so peers that take a slot and never use it cannot keep
+    /// a downloader waiting.
+    pub last_upload: Instant,
 }
+
+/// See `PeerEntry::last_upload`.
+const SLOT_IDLE: Duration = Duration::from_secs(2);
 
 struct PieceBuf {
     data: crate::aligned::AlignedBuf,
@@ -430,6 +437,7 @@ impl Shared {
                 optimistic: false,
                 listen: outgoing.then_some(addr),
                 stalled: false,
+                last_upload: Instant::now(),
             },
         );
         st.connected.insert(addr);
@@ -739,6 +747,7 @@ impl Shared {
             p.peer_interested = interested;
             if interested && p.am_choking && !p.stalled && unchoked < slots {
                 p.am_choking = false;
+                p.last_upload = Instant::now();
                 let _ = p.tx.try_send(Command::Choke(false));
             }
         }
@@ -790,6 +799,7 @@ impl Shared {
             p.optimistic = Some(*k) == optimistic;
             if unchoke == p.am_choking {
                 p.am_choking = !unchoke;
+                p.last_upload = Instant::now();
                 let _ = p.tx.try_send(Command::Choke(!unchoke));
             }
         }
@@ -1237,11 +1247,12 @@ impl State {
         self.known.push_back(addr);
     }
 
-    /// Unchoked peers that hold an upload slot: a stalled one does not.
+    /// Unchoked peers that hold an upload slot: a stalled one does not, nor one that has asked for
+    /// nothing for a while.
     fn active_unchoked(&self) -> usize {
         self.peers
             .values()
-            .filter(|p| !p.am_choking && !p.stalled)
+            .filter(|p| !p.am_choking && !p.stalled && p.last_upload.elapsed() < SLOT_IDLE)
             .count()
     }
 
@@ -1262,6 +1273,7 @@ impl State {
         let pick = waiting[self.rng.below(waiting.len())];
         if let Some(p) = self.peers.get_mut(&pick) {
             p.am_choking = false;
+            p.last_upload = Instant::now();
             let _ = p.tx.try_send(Command::Choke(false));
         }
     }

@@ -130,6 +130,10 @@ pub struct GetArgs {
     /// Download rate limit, bytes per second (K, M suffixes)
     #[arg(long, value_name = "RATE")]
     pub max_down: Option<String>,
+    /// Memory for serving uploads: cached pieces and blocks on their way out (K, M suffixes)
+    /// [default: 64M]
+    #[arg(long, value_name = "SIZE")]
+    pub upload_memory: Option<String>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
 }
@@ -153,8 +157,28 @@ pub struct SeedArgs {
     /// Upload rate limit, bytes per second (K, M suffixes)
     #[arg(long, value_name = "RATE")]
     pub max_up: Option<String>,
+    /// Memory for serving uploads: cached pieces and blocks on their way out (K, M suffixes)
+    /// [default: 64M]
+    #[arg(long, value_name = "SIZE")]
+    pub upload_memory: Option<String>,
+    /// Connections to peers at most
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_peers: usize,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+}
+
+/// Applies `--upload-memory` to the process-wide upload memory budget.
+fn set_upload_memory(arg: Option<&str>) -> Result<(), Failure> {
+    if let Some(text) = arg {
+        let bytes = crate::format::parse_piece_length(text)
+            .ok()
+            .flatten()
+            .filter(|&b| b > 0)
+            .ok_or_else(|| bad(anyhow!("{text:?} is not a size in bytes (e.g. 64M)")))?;
+        engine::set_upload_memory(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+    Ok(())
 }
 
 fn bad(e: impl Into<anyhow::Error>) -> Failure {
@@ -410,6 +434,7 @@ pub fn get(args: GetArgs) -> CmdResult {
     let seed_time = args.seed_time.as_deref().map(parse_duration).transpose()?;
     let max_up = args.max_up.as_deref().map(parse_rate).transpose()?;
     let max_down = args.max_down.as_deref().map(parse_rate).transpose()?;
+    set_upload_memory(args.upload_memory.as_deref())?;
     let listen = match args.listen {
         Some(a) if a.port() != 0 => a,
         // Pick the port now: a magnet download announces it before the torrent starts listening.
@@ -561,6 +586,7 @@ fn content_parent(torrent: &Torrent, data: &std::path::Path) -> Result<PathBuf, 
 pub fn seed(args: SeedArgs) -> CmdResult {
     let torrent = load_torrent(&args.torrent)?;
     let max_up = args.max_up.as_deref().map(parse_rate).transpose()?;
+    set_upload_memory(args.upload_memory.as_deref())?;
     if !args.data.exists() {
         return Err(bad(anyhow!("{} does not exist", args.data.display())));
     }
@@ -570,6 +596,7 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     config.peers = args.peers.clone();
     config.use_trackers = !args.no_trackers;
     config.max_upload_rate = max_up;
+    config.max_peers = args.max_peers;
     let rt = runtime()?;
     rt.block_on(async move {
         let mut signals = Signals::new();

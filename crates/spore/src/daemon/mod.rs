@@ -194,7 +194,12 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         global_up: Arc::new(Limiter::new(settings.max_upload_rate.unwrap_or(0))),
         global_down: Arc::new(Limiter::new(settings.max_download_rate.unwrap_or(0))),
         peer_budget: Arc::new(engine::PeerBudget::new(settings.max_peers_total)),
-        settings: Mutex::new(settings),
+        settings: {
+            engine::set_upload_memory(
+                usize::try_from(settings.upload_memory).unwrap_or(usize::MAX),
+            );
+            Mutex::new(settings)
+        },
         session,
         dht,
         discovery: args.discovery.clone(),
@@ -821,6 +826,7 @@ impl Daemon {
         self.global_up.set_rate(settings.max_upload_rate);
         self.global_down.set_rate(settings.max_download_rate);
         self.peer_budget.set_max(settings.max_peers_total);
+        engine::set_upload_memory(usize::try_from(settings.upload_memory).unwrap_or(usize::MAX));
         self.store.save_settings(&settings)?;
         *self.settings.lock() = settings.clone();
         self.schedule();

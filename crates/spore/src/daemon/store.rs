@@ -28,6 +28,8 @@ pub struct Settings {
     pub seed_ratio: Option<f64>,
     /// Seconds.
     pub seed_time: Option<u64>,
+    /// Bytes of memory for serving uploads, over every torrent (engine::set_upload_memory).
+    pub upload_memory: u64,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             max_download_rate: None,
             seed_ratio: None,
             seed_time: None,
+            upload_memory: engine::DEFAULT_UPLOAD_MEMORY as u64,
         }
     }
 }
