@@ -42,10 +42,11 @@ const MAX_REFUSED_REQUESTS: usize = 2 * MAX_PEER_REQUESTS;
 /// beyond this is rejected, so a peer that does not read cannot make us build up replies.
 const MAX_PEER_REPLY_BYTES: usize = 1 << 20;
 /// A writer whose socket takes nothing for this long copies out the blocks it holds, so a slow reader
-/// pins no piece buffer; after `STALL_AFTER` the peer loses its upload slot, after `CHOKE_AFTER` it is
-/// choked, after `DROP_AFTER` disconnected.
+/// pins no piece buffer; after `STALL_AFTER` the peer loses its upload slot (a reader on any working link
+/// frees some of its buffer every round trip), after `CHOKE_AFTER` it is choked, after `DROP_AFTER`
+/// disconnected.
 const COMPACT_AFTER: Duration = Duration::from_millis(100);
-const STALL_AFTER: Duration = Duration::from_secs(1);
+const STALL_AFTER: Duration = Duration::from_millis(250);
 const CHOKE_AFTER: Duration = Duration::from_secs(10);
 const DROP_AFTER: Duration = Duration::from_secs(30);
 /// Whole pieces read from disk for one peer may exceed twice what it was sent by this much: beyond, its

@@ -219,6 +219,8 @@ pub(crate) struct PeerEntry {
     /// upload slot once `SLOT_IDLE` has gone by, so peers that take a slot and never use it cannot keep
     /// a downloader waiting.
     pub last_upload: Instant,
+    /// Times we unchoked it: a slot that frees goes to a peer that has had the fewest turns.
+    pub turns: u32,
 }
 
 /// See `PeerEntry::last_upload`.
@@ -438,6 +440,7 @@ impl Shared {
                 listen: outgoing.then_some(addr),
                 stalled: false,
                 last_upload: Instant::now(),
+                turns: 0,
             },
         );
         st.connected.insert(addr);
@@ -748,6 +751,7 @@ impl Shared {
             if interested && p.am_choking && !p.stalled && unchoked < slots {
                 p.am_choking = false;
                 p.last_upload = Instant::now();
+                p.turns += 1;
                 let _ = p.tx.try_send(Command::Choke(false));
             }
         }
@@ -800,6 +804,7 @@ impl Shared {
             if unchoke == p.am_choking {
                 p.am_choking = !unchoke;
                 p.last_upload = Instant::now();
+                p.turns += u32::from(unchoke);
                 let _ = p.tx.try_send(Command::Choke(!unchoke));
             }
         }
@@ -1256,15 +1261,27 @@ impl State {
             .count()
     }
 
-    /// Unchokes one interested, choked peer that is not stalled if fewer than `slots` peers hold a slot.
+    /// Unchokes one interested, choked peer that is not stalled if fewer than `slots` peers hold a slot:
+    /// one of those that have had the fewest turns, so a newcomer goes before peers that had a slot and
+    /// did not use it.
     fn fill_free_slot(&mut self, slots: usize) {
         if self.active_unchoked() >= slots {
             return;
         }
+        let waiting = |p: &PeerEntry| p.peer_interested && p.am_choking && !p.stalled;
+        let Some(fewest) = self
+            .peers
+            .values()
+            .filter(|p| waiting(p))
+            .map(|p| p.turns)
+            .min()
+        else {
+            return;
+        };
         let waiting: Vec<u64> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.peer_interested && p.am_choking && !p.stalled)
+            .filter(|(_, p)| waiting(p) && p.turns == fewest)
             .map(|(k, _)| *k)
             .collect();
         if waiting.is_empty() {
@@ -1274,6 +1291,7 @@ impl State {
         if let Some(p) = self.peers.get_mut(&pick) {
             p.am_choking = false;
             p.last_upload = Instant::now();
+            p.turns += 1;
             let _ = p.tx.try_send(Command::Choke(false));
         }
     }
