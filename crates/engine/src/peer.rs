@@ -1034,10 +1034,10 @@ impl PeerTask {
             }
         }
         // The second request for a piece not in memory starts reading it, so the writer finds it cached
-        // when it gets there (at most two such reads per peer at a time).
+        // when it gets there (at most four such reads per peer at a time).
         if self.uploads.in_piece(b.index) == 2
             && self.shared.cached_piece(b.index).is_none()
-            && self.uploads.warming.load(Ordering::Relaxed) < 2
+            && self.uploads.warming.load(Ordering::Relaxed) < 4
             && self.uploads.read_whole(size)
         {
             self.uploads.warming.fetch_add(1, Ordering::Relaxed);
