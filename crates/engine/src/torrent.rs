@@ -224,7 +224,7 @@ pub(crate) struct PeerEntry {
 }
 
 /// See `PeerEntry::last_upload`.
-const SLOT_IDLE: Duration = Duration::from_secs(2);
+const SLOT_IDLE: Duration = Duration::from_millis(500);
 
 struct PieceBuf {
     data: crate::aligned::AlignedBuf,
@@ -1178,8 +1178,17 @@ async fn choke_loop(shared: Arc<Shared>) {
     let mut last = Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.changed() => return,
+        }
+        if last.elapsed() < Duration::from_secs(10) {
+            // Between rounds, slots that unchoked peers stopped using (`SLOT_IDLE`) go to waiting peers.
+            let slots = shared.config.upload_slots + 1;
+            let mut st = shared.state.lock();
+            for _ in 0..slots {
+                st.fill_free_slot(slots);
+            }
+            continue;
         }
         let elapsed = last.elapsed().as_secs_f64();
         last = Instant::now();
