@@ -16,6 +16,7 @@ mod session;
 mod storage;
 mod torrent;
 pub mod tracker;
+mod upload;
 
 #[cfg(test)]
 mod testutil;
@@ -45,4 +46,7 @@ pub use storage::{piece_matches, DiskError, Storage};
 pub use torrent::{
     new_peer_id, start, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
     TorrentError, TorrentHandle, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
+};
+pub use upload::{
+    set_upload_memory, upload_memory_limit, upload_memory_used, DEFAULT_UPLOAD_MEMORY,
 };

@@ -1,10 +1,10 @@
 //! One peer connection: handshake, then a reader loop (this task) and a writer task, driving the sans-IO
 //! `wire::Connection` and the torrent's shared state.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,30 @@ const KEEPALIVE: Duration = Duration::from_secs(90);
 const SNUB_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_QUEUE: usize = 16;
 const MAX_QUEUE: usize = 500;
-/// Requests a peer may have outstanding with us.
+/// Requests a peer may have outstanding with us, and their bytes: 500 blocks of 16 KiB, what we
+/// advertise (`reqq`) and what a fast peer keeps queued. Requests beyond either are rejected (BEP 6), or
+/// without the fast extension the peer is choked, which voids them all (BEP 3).
 const MAX_PEER_REQUESTS: usize = 500;
+const MAX_PEER_QUEUED_BYTES: usize = 8 << 20;
+/// Requests refused since the peer was last unchoked (over its cap, or sent while choked) before it is
+/// dropped: a peer keeps at most its queue (500 here) in flight, so past twice that it is flooding, and
+/// reading and refusing its requests would cost us CPU at the speed of the link.
+const MAX_REFUSED_REQUESTS: usize = 2 * MAX_PEER_REQUESTS;
+/// Bytes of hash and metadata replies queued for a peer and not yet taken by its writer; a request
+/// beyond this is rejected, so a peer that does not read cannot make us build up replies.
+const MAX_PEER_REPLY_BYTES: usize = 1 << 20;
+/// A writer whose socket takes nothing for this long copies out the blocks it holds, so a slow reader
+/// pins no piece buffer; after `STALL_AFTER` the peer loses its upload slot (a reader on any working link
+/// frees some of its buffer every round trip), after `CHOKE_AFTER` it is choked, after `DROP_AFTER`
+/// disconnected.
+const COMPACT_AFTER: Duration = Duration::from_millis(100);
+const STALL_AFTER: Duration = Duration::from_millis(250);
+const CHOKE_AFTER: Duration = Duration::from_secs(10);
+const DROP_AFTER: Duration = Duration::from_secs(30);
+/// Whole pieces read from disk for one peer may exceed twice what it was sent by this much: beyond, its
+/// requests are answered by reading just their blocks. A downloader that asks for whole pieces uses every
+/// byte read; one that asks a block here and there, or does not read, gets no 256-fold amplification.
+const WHOLE_READ_ALLOWANCE: u64 = 16 << 20;
 /// The id we ask peers to use for `ut_pex` messages to us.
 const UT_PEX_ID: u8 = 2;
 /// BEP 11 has peers send at most one exchange a minute; ours come every 60 s. Some slack for timer
@@ -180,79 +202,266 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
 
 /// Requests from the peer that we accepted and have not yet written out. A block leaves the set exactly
 /// once: when the writer commits its piece, or when a cancel, a choke or a failed read takes it back, so
-/// a request never gets both a piece and a reject (BEP 6).
+/// a request never gets both a piece and a reject (BEP 6). Only the request is queued: the writer reads
+/// the block's bytes when it is about to send it, so queued requests pin no piece buffer.
 #[derive(Default)]
-struct Uploads(parking_lot::Mutex<HashSet<BlockRef>>);
+struct Uploads {
+    queue: parking_lot::Mutex<UploadQueue>,
+    /// Bytes of hash and metadata replies queued for the writer.
+    replies: AtomicUsize,
+    /// Whole pieces read from disk for this peer, and block bytes sent to it.
+    whole_reads: AtomicU64,
+    sent: AtomicU64,
+    /// Read-ahead tasks of this peer under way.
+    warming: AtomicUsize,
+}
+
+#[derive(Default)]
+struct UploadQueue {
+    pending: HashSet<BlockRef>,
+    bytes: usize,
+    per_piece: HashMap<u32, u32>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Accepted {
+    Yes,
+    Duplicate,
+    /// Over the peer's cap of queued requests or bytes.
+    Full,
+}
 
 impl Uploads {
     /// Takes a request on, unless it is already pending or the peer has too many.
-    fn accept(&self, b: BlockRef) -> bool {
-        let mut pending = self.0.lock();
-        pending.len() < MAX_PEER_REQUESTS && pending.insert(b)
+    fn accept(&self, b: BlockRef) -> Accepted {
+        let mut q = self.queue.lock();
+        if q.pending.contains(&b) {
+            return Accepted::Duplicate;
+        }
+        if q.pending.len() >= MAX_PEER_REQUESTS
+            || q.bytes + b.length as usize > MAX_PEER_QUEUED_BYTES
+        {
+            return Accepted::Full;
+        }
+        q.pending.insert(b);
+        q.bytes += b.length as usize;
+        *q.per_piece.entry(b.index).or_default() += 1;
+        Accepted::Yes
     }
 
     fn is_pending(&self, b: &BlockRef) -> bool {
-        self.0.lock().contains(b)
+        self.queue.lock().pending.contains(b)
+    }
+
+    /// Requests pending in piece `index`.
+    fn in_piece(&self, index: u32) -> u32 {
+        self.queue
+            .lock()
+            .per_piece
+            .get(&index)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Whether `b` was still pending; whoever gets `true` answers it.
     fn take(&self, b: &BlockRef) -> bool {
-        self.0.lock().remove(b)
+        let mut q = self.queue.lock();
+        if !q.pending.remove(b) {
+            return false;
+        }
+        q.bytes -= b.length as usize;
+        if let Some(n) = q.per_piece.get_mut(&b.index) {
+            *n -= 1;
+            if *n == 0 {
+                q.per_piece.remove(&b.index);
+            }
+        }
+        true
     }
 
     fn take_all(&self) -> Vec<BlockRef> {
-        self.0.lock().drain().collect()
+        let mut q = self.queue.lock();
+        q.bytes = 0;
+        q.per_piece.clear();
+        q.pending.drain().collect()
+    }
+
+    /// Whether a reply of `bytes` may be queued now; if so it is counted until the writer takes it.
+    fn reserve_reply(&self, bytes: usize) -> bool {
+        self.replies
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + bytes <= MAX_PEER_REPLY_BYTES).then_some(queued + bytes)
+            })
+            .is_ok()
+    }
+
+    /// Whether reading a whole piece of `size` bytes for this peer keeps within its allowance; if so
+    /// the read is counted.
+    fn read_whole(&self, size: u32) -> bool {
+        let allowed = self.sent.load(Ordering::Relaxed) * 2 + WHOLE_READ_ALLOWANCE;
+        self.whole_reads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |read| {
+                (read + u64::from(size) <= allowed).then_some(read + u64::from(size))
+            })
+            .is_ok()
+    }
+}
+
+/// What the reader hands the writer: a message, a hash or metadata reply and the bytes reserved for it
+/// (`Uploads::reserve_reply`), or a request to answer once the writer gets to it.
+enum Out {
+    Message(Message),
+    Reply(Message, usize),
+    Block(BlockRef),
+}
+
+/// The bytes answering request `b`: sliced from its piece when that is cached, or read for the cache
+/// when the peer asks for more of the piece and its read allowance permits, else just the block.
+async fn block_bytes(shared: &Arc<Shared>, uploads: &Uploads, b: BlockRef) -> Option<Bytes> {
+    if let Some(piece) = shared.cached_piece(b.index) {
+        return Some(slice_block(&piece, b));
+    }
+    let size = shared.piece_sizes.get(b.index as usize).copied()?;
+    if uploads.in_piece(b.index) > 1 && uploads.read_whole(size) {
+        if let Some(piece) = shared.piece_data(b.index).await {
+            return Some(slice_block(&piece, b));
+        }
+    }
+    shared.block_from_disk(b).await
+}
+
+/// Watches one writer's socket: a peer that takes none of what is queued for it is marked stalled, then
+/// choked, then dropped.
+struct Watch {
+    peer: Option<(Arc<Shared>, u64)>,
+    stalled: bool,
+    choked: bool,
+}
+
+impl Watch {
+    fn new(shared: Arc<Shared>, key: u64) -> Watch {
+        Watch {
+            peer: Some((shared, key)),
+            stalled: false,
+            choked: false,
+        }
+    }
+
+    /// A watch that only times (for tests of the writing alone).
+    #[cfg(test)]
+    fn detached() -> Watch {
+        Watch {
+            peer: None,
+            stalled: false,
+            choked: false,
+        }
+    }
+
+    /// When to look again, `since` the last progress with `waited` gone by.
+    fn next_check(waited: Duration) -> Duration {
+        [COMPACT_AFTER, STALL_AFTER, CHOKE_AFTER, DROP_AFTER]
+            .into_iter()
+            .find(|step| *step > waited)
+            .unwrap_or(DROP_AFTER)
+    }
+
+    fn no_progress(&mut self, waited: Duration) -> std::io::Result<()> {
+        if waited >= DROP_AFTER {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer took nothing we sent",
+            ));
+        }
+        if let Some((shared, key)) = &self.peer {
+            if waited >= STALL_AFTER && !self.stalled {
+                self.stalled = true;
+                shared.set_stalled(*key, true);
+            }
+            if waited >= CHOKE_AFTER && !self.choked {
+                self.choked = true;
+                shared.choke_peer(*key);
+            }
+        }
+        Ok(())
+    }
+
+    fn progress(&mut self) {
+        if self.stalled {
+            self.stalled = false;
+            if let Some((shared, key)) = &self.peer {
+                shared.set_stalled(*key, false);
+            }
+        }
+        self.choked = false;
     }
 }
 
 /// The writer: drains queued messages into one vectored write per wake-up. Blocks are written from the
-/// piece buffers they were sliced from, never copied into the output buffer.
+/// piece buffers they were sliced from, never copied into the output buffer (unless the socket stalls).
 async fn writer(
     mut half: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Out>,
     shared: Arc<Shared>,
     key: u64,
     uploads: Arc<Uploads>,
+    fast: bool,
 ) {
     const BATCH_BYTES: usize = 256 * 1024;
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut segments: Vec<Bytes> = Vec::with_capacity(64);
-    while let Some(first) = rx.recv().await {
+    let mut watch = Watch::new(shared.clone(), key);
+    'run: while let Some(first) = rx.recv().await {
         let mut queued = 0;
         let mut next = Some(first);
-        while let Some(message) = next.take() {
-            let keep = match &message {
-                Message::Piece { index, begin, data } => {
-                    let block = BlockRef {
-                        index: *index,
-                        begin: *begin,
-                        length: data.len() as u32,
-                    };
-                    // Checked twice: no rate-limit wait for a block already cancelled, and a cancel or
-                    // choke that arrives during the wait still stops it.
-                    let keep = uploads.is_pending(&block) && {
-                        shared.pass_upload(data.len()).await;
-                        uploads.take(&block)
-                    };
-                    if keep {
-                        shared
-                            .uploaded
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
-                        if let Some(p) = shared.state.lock().peers.get_mut(&key) {
-                            p.uploaded += data.len() as u64;
+        while let Some(item) = next.take() {
+            let message = match item {
+                Out::Message(m) => Some(m),
+                Out::Reply(m, reserved) => {
+                    uploads.replies.fetch_sub(reserved, Ordering::AcqRel);
+                    Some(m)
+                }
+                Out::Block(b) if uploads.is_pending(&b) => {
+                    if shared.cached_piece(b.index).is_none() && !segments.is_empty() {
+                        // Going to the disk: what is batched goes out first.
+                        segments.push(out.split().freeze());
+                        queued = 0;
+                        if write_segments(&mut half, &mut segments, &mut watch)
+                            .await
+                            .is_err()
+                        {
+                            break 'run;
                         }
                     }
-                    keep
-                }
-                _ => true,
-            };
-            if keep {
-                if let Some(block) = message.encode_head(&mut out) {
-                    segments.push(out.split().freeze());
-                    if !block.is_empty() {
-                        queued += block.len();
-                        segments.push(block.clone());
+                    match block_bytes(&shared, &uploads, b).await {
+                        // Checked twice: no rate-limit wait for a block already cancelled, and a cancel
+                        // or choke that arrives during the wait still stops it.
+                        Some(data) => {
+                            shared.pass_upload(data.len()).await;
+                            uploads.take(&b).then(|| {
+                                let len = data.len() as u64;
+                                uploads.sent.fetch_add(len, Ordering::Relaxed);
+                                shared.uploaded.fetch_add(len, Ordering::Relaxed);
+                                if let Some(p) = shared.state.lock().peers.get_mut(&key) {
+                                    p.uploaded += len;
+                                    p.last_upload = Instant::now();
+                                }
+                                Message::Piece {
+                                    index: b.index,
+                                    begin: b.begin,
+                                    data,
+                                }
+                            })
+                        }
+                        None => (uploads.take(&b) && fast).then_some(Message::Reject(b)),
                     }
+                }
+                Out::Block(_) => None,
+            };
+            if let Some(block) = message.as_ref().and_then(|m| m.encode_head(&mut out)) {
+                segments.push(out.split().freeze());
+                if !block.is_empty() {
+                    queued += block.len();
+                    segments.push(block.clone());
                 }
             }
             if queued + out.len() >= BATCH_BYTES || segments.len() >= MAX_SEGMENTS - 2 {
@@ -263,17 +472,23 @@ async fn writer(
         if !out.is_empty() {
             segments.push(out.split().freeze());
         }
-        if write_segments(&mut half, &mut segments).await.is_err() {
-            return;
+        if write_segments(&mut half, &mut segments, &mut watch)
+            .await
+            .is_err()
+        {
+            break;
         }
+    }
+    // The reader may be waiting for the peer: tell it the connection is over.
+    if let Some(p) = shared.state.lock().peers.get(&key) {
+        let _ = p.tx.try_send(Command::Disconnect);
     }
 }
 
-/// The `Piece` message answering `b` from its piece's bytes; the writer counts what it really sends,
-/// and drops the message if the request was cancelled meanwhile.
-fn block_of(piece: &Bytes, b: BlockRef) -> Message {
+/// Block `b` of its piece's bytes (zeros past the end of a short tail piece).
+fn slice_block(piece: &Bytes, b: BlockRef) -> Bytes {
     let (begin, end) = (b.begin as usize, (b.begin + b.length) as usize);
-    let data = if end <= piece.len() {
+    if end <= piece.len() {
         piece.slice(begin..end)
     } else {
         let mut padded = vec![0u8; end - begin];
@@ -281,27 +496,52 @@ fn block_of(piece: &Bytes, b: BlockRef) -> Message {
             padded[..piece.len() - begin].copy_from_slice(&piece[begin..]);
         }
         Bytes::from(padded)
-    };
-    Message::Piece {
-        index: b.index,
-        begin: b.begin,
-        data,
     }
 }
 
 /// Segments per vectored write; far below the kernel's 1024 iovecs.
 const MAX_SEGMENTS: usize = 64;
 
-/// Writes all of `segments` in order, however the kernel splits the writes, and leaves it empty.
+/// Writes all of `segments` in order, however the kernel splits the writes, and leaves it empty. When the
+/// socket takes nothing for a while the rest is copied into one buffer of its own, so the piece buffers
+/// it was sliced from are not held for a reader that may never come, and `watch` hears of the stall.
 async fn write_segments<W: AsyncWrite + Unpin>(
     w: &mut W,
     segments: &mut Vec<Bytes>,
+    watch: &mut Watch,
 ) -> std::io::Result<()> {
     segments.retain(|s| !s.is_empty());
     let mut first = 0;
+    let mut since = Instant::now();
+    let mut compacted = false;
     while first < segments.len() {
-        let slices: Vec<IoSlice<'_>> = segments[first..].iter().map(|s| IoSlice::new(s)).collect();
-        let mut written = w.write_vectored(&slices).await?;
+        let waited = since.elapsed();
+        let attempt = {
+            let slices: Vec<IoSlice<'_>> =
+                segments[first..].iter().map(|s| IoSlice::new(s)).collect();
+            let deadline = tokio::time::Instant::from_std(since + Watch::next_check(waited));
+            tokio::time::timeout_at(deadline, w.write_vectored(&slices)).await
+        };
+        let Ok(written) = attempt else {
+            // A write that timed out wrote nothing (it is retried whole).
+            let waited = since.elapsed();
+            if !compacted && waited >= COMPACT_AFTER {
+                compacted = true;
+                let rest = segments.split_off(first);
+                let mut copy = BytesMut::with_capacity(rest.iter().map(Bytes::len).sum());
+                for s in &rest {
+                    copy.extend_from_slice(s);
+                }
+                segments.clear();
+                segments.push(copy.freeze());
+                first = 0;
+            }
+            watch.no_progress(waited)?;
+            continue;
+        };
+        let mut written = written?;
+        since = Instant::now();
+        watch.progress();
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -326,13 +566,15 @@ struct PeerTask {
     addr: SocketAddr,
     conn: Connection,
     bitfield: Bitfield,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Out>,
     outstanding: HashSet<BlockRef>,
     queue_target: usize,
     last_block: Instant,
     received_since_tick: u64,
     snubbed: bool,
     uploads: Arc<Uploads>,
+    /// Requests refused since we last unchoked the peer.
+    refused: usize,
     /// The id the peer wants `ut_metadata` messages under, if it supports them.
     their_ut_metadata: Option<u8>,
     /// The id for `ut_pex` messages (never set for private torrents), when the next is due, and what the
@@ -362,18 +604,20 @@ async fn run(
     let Some(key) = shared.add_peer(addr, outgoing, cmd_tx) else {
         anyhow::bail!("peer limit reached or banned");
     };
-    let (out_tx, out_rx) = mpsc::channel::<Message>(1024);
+    let (out_tx, out_rx) = mpsc::channel::<Out>(1024);
     let uploads = Arc::new(Uploads::default());
+    let pieces = shared.torrent.piece_count() as u32;
+    let conn = Connection::new(pieces, &ours, &theirs);
     let writer_task = tokio::spawn(writer(
         write_half,
         out_rx,
         shared.clone(),
         key,
         uploads.clone(),
+        conn.fast(),
     ));
-    let pieces = shared.torrent.piece_count() as u32;
     let mut task = PeerTask {
-        conn: Connection::new(pieces, &ours, &theirs),
+        conn,
         shared: shared.clone(),
         key,
         addr,
@@ -385,6 +629,7 @@ async fn run(
         received_since_tick: 0,
         snubbed: false,
         uploads,
+        refused: 0,
         their_ut_metadata: None,
         their_ut_pex: None,
         their_dht: theirs.supports_dht(),
@@ -401,9 +646,54 @@ async fn run(
 impl PeerTask {
     async fn send(&self, m: Message) -> anyhow::Result<()> {
         self.out
-            .send(m)
+            .send(Out::Message(m))
             .await
             .map_err(|_| anyhow::anyhow!("writer closed"))
+    }
+
+    /// Queues a reply built by `build` if the peer's queued replies leave room for `bytes`, else
+    /// `reject` (also when `build` has no answer).
+    async fn send_reply(
+        &self,
+        bytes: usize,
+        build: impl FnOnce() -> Option<Message>,
+        reject: Message,
+    ) -> anyhow::Result<()> {
+        if !self.uploads.reserve_reply(bytes) {
+            return self.send(reject).await;
+        }
+        let Some(reply) = build() else {
+            self.uploads.replies.fetch_sub(bytes, Ordering::AcqRel);
+            return self.send(reject).await;
+        };
+        self.out
+            .send(Out::Reply(reply, bytes))
+            .await
+            .map_err(|_| anyhow::anyhow!("writer closed"))
+    }
+
+    /// Counts a refused request; an error once the peer is flooding.
+    fn refuse(&mut self) -> anyhow::Result<()> {
+        self.refused += 1;
+        if self.refused > MAX_REFUSED_REQUESTS {
+            anyhow::bail!("{} requests refused: flooding", self.refused);
+        }
+        Ok(())
+    }
+
+    /// Chokes the peer: its pending requests are void (BEP 3), or each rejected under BEP 6.
+    async fn choke(&mut self) -> anyhow::Result<()> {
+        if let Some(m) = self.conn.set_choking(true) {
+            // Taken back before the choke is queued, so no piece can follow it.
+            let dropped = self.uploads.take_all();
+            self.send(m).await?;
+            if self.conn.fast() {
+                for b in dropped {
+                    self.send(Message::Reject(b)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn drive(
@@ -485,19 +775,15 @@ impl PeerTask {
                             self.update_interest().await?;
                         }
                     }
-                    Some(Command::Choke(choke)) => {
-                        if let Some(m) = self.conn.set_choking(choke) {
-                            // Taken back before the choke is queued, so no piece can follow it.
-                            let dropped = if choke { self.uploads.take_all() } else { Vec::new() };
+                    Some(Command::Choke(true)) => {
+                        self.choke().await?;
+                        last_sent = Instant::now();
+                    }
+                    Some(Command::Choke(false)) => {
+                        if let Some(m) = self.conn.set_choking(false) {
+                            self.refused = 0;
                             self.send(m).await?;
                             last_sent = Instant::now();
-                            // Without the fast extension the peer forgets them too (BEP 3); with it,
-                            // each gets a reject (BEP 6).
-                            if self.conn.fast() {
-                                for b in dropped {
-                                    self.send(Message::Reject(b)).await?;
-                                }
-                            }
                         }
                     }
                     Some(Command::Cancel(b)) => {
@@ -629,11 +915,22 @@ impl PeerTask {
             }
             Event::Extended { .. } => {}
             Event::HashRequest(range) => {
-                let reply = match hashes_for(&self.shared.torrent, &range) {
-                    Some(hashes) => Message::Hashes { range, hashes },
-                    None => Message::HashReject(range),
+                // Answered from trees built once per file; a reply reserves its hashes and at most
+                // 32 uncles, so a peer that does not read gets rejects, not our memory.
+                let trees = self.shared.hash_tree(&range).await;
+                let bytes = (range.length as usize + 32) * 32;
+                let build = || {
+                    let tree = trees?;
+                    let hashes = metainfo::merkle::proof(
+                        &tree,
+                        range.index as usize,
+                        range.length as usize,
+                        range.proof_layers as usize,
+                    )?;
+                    Some(Message::Hashes { range, hashes })
                 };
-                self.send(reply).await?;
+                self.send_reply(bytes, build, Message::HashReject(range))
+                    .await?;
             }
             // We only ask for hashes while fetching a magnet link's metadata.
             Event::Hashes { .. } | Event::HashReject(_) => {}
@@ -692,6 +989,7 @@ impl PeerTask {
             }
             Event::Request(b) => self.serve(b).await?,
             Event::RequestWhileChoked(b) => {
+                self.refuse()?;
                 if self.conn.fast() {
                     self.send(Message::Reject(b)).await?;
                 }
@@ -724,31 +1022,49 @@ impl PeerTask {
         };
         let in_range = size > 0 && u64::from(b.begin) + u64::from(b.length) <= limit;
         let have = self.shared.state.lock().picker.have().get(b.index);
-        if !have || !in_range || !self.uploads.accept(b) {
-            if self.conn.fast() {
-                self.send(Message::Reject(b)).await?;
+        let accepted = if have && in_range {
+            self.uploads.accept(b)
+        } else {
+            Accepted::Duplicate
+        };
+        match accepted {
+            Accepted::Yes => {}
+            Accepted::Full | Accepted::Duplicate if self.refuse().is_err() => {
+                anyhow::bail!("{} requests refused: flooding", self.refused)
             }
-            return Ok(());
-        }
-        // A piece already in memory is answered here, which costs no task per block (a seeder's most
-        // common case: the other 63 requests of a 1 MiB piece follow the first).
-        if let Some(piece) = self.shared.cached_piece(b.index) {
-            return self.send(block_of(&piece, b)).await;
-        }
-        let shared = self.shared.clone();
-        let out = self.out.clone();
-        let uploads = self.uploads.clone();
-        let fast = self.conn.fast();
-        tokio::spawn(async move {
-            let Some(piece) = shared.piece_data(b.index).await else {
-                if uploads.take(&b) && fast {
-                    let _ = out.send(Message::Reject(b)).await;
+            Accepted::Full if !self.conn.fast() => {
+                // No way to refuse one request: choking voids them all, and the choker may unchoke the
+                // peer again later.
+                tracing::debug!("{}: over its request cap, choked", self.addr);
+                self.shared.choke_peer(self.key);
+                return self.choke().await;
+            }
+            Accepted::Full | Accepted::Duplicate => {
+                if self.conn.fast() {
+                    self.send(Message::Reject(b)).await?;
                 }
-                return;
-            };
-            let _ = out.send(block_of(&piece, b)).await;
-        });
-        Ok(())
+                return Ok(());
+            }
+        }
+        // The second request for a piece not in memory starts reading it, so the writer finds it cached
+        // when it gets there (at most four such reads per peer at a time).
+        if self.uploads.in_piece(b.index) == 2
+            && self.shared.cached_piece(b.index).is_none()
+            && self.uploads.warming.load(Ordering::Relaxed) < 4
+            && self.uploads.read_whole(size)
+        {
+            self.uploads.warming.fetch_add(1, Ordering::Relaxed);
+            let shared = self.shared.clone();
+            let uploads = self.uploads.clone();
+            tokio::spawn(async move {
+                drop(shared.piece_data(b.index).await);
+                uploads.warming.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        self.out
+            .send(Out::Block(b))
+            .await
+            .map_err(|_| anyhow::anyhow!("writer closed"))
     }
 
     /// Tells the peer which peers we are connected to now and which we dropped (BEP 11).
@@ -801,49 +1117,29 @@ impl PeerTask {
         };
         let info = &self.shared.torrent.info_bytes;
         let start = piece as usize * wire::METADATA_PIECE;
-        let reply = if start < info.len() {
-            let end = (start + wire::METADATA_PIECE).min(info.len());
-            wire::MetadataMessage::Data {
-                piece,
-                total_size: info.len() as u64,
-                data: info[start..end].to_vec(),
-            }
-        } else {
-            wire::MetadataMessage::Reject { piece }
-        };
-        self.send(Message::Extended {
+        let extended = |m: wire::MetadataMessage| Message::Extended {
             id: their_id,
-            payload: reply.encode().into(),
-        })
-        .await
+            payload: m.encode().into(),
+        };
+        let reject = extended(wire::MetadataMessage::Reject { piece });
+        let build = || {
+            (start < info.len()).then(|| {
+                let end = (start + wire::METADATA_PIECE).min(info.len());
+                extended(wire::MetadataMessage::Data {
+                    piece,
+                    total_size: info.len() as u64,
+                    data: info[start..end].to_vec(),
+                })
+            })
+        };
+        self.send_reply(wire::METADATA_PIECE + 64, build, reject)
+            .await
     }
 
     fn cleanup(&mut self) {
         self.abandon_all();
         self.shared.remove_peer(self.key);
     }
-}
-
-/// The answer to a BEP 52 hash request from our piece layers: hashes of a file's piece layer with the
-/// uncles asked for, or `None` (a reject) for anything else, block-layer hashes included.
-fn hashes_for(torrent: &metainfo::Torrent, range: &wire::HashRange) -> Option<Vec<[u8; 32]>> {
-    let blocks = torrent.piece_length / metainfo::merkle::BLOCK_SIZE as u64;
-    if range.base_layer != blocks.trailing_zeros() || range.length > 8192 {
-        return None;
-    }
-    let file = torrent
-        .files
-        .iter()
-        .find(|f| f.pieces_root == Some(range.pieces_root) && f.length > torrent.piece_length)?;
-    let layer = torrent.piece_layer(file)?;
-    let pad = metainfo::merkle::pad_root(blocks as usize, [0; 32]);
-    let tree = metainfo::merkle::layers(layer, layer.len().next_power_of_two(), pad);
-    metainfo::merkle::proof(
-        &tree,
-        range.index as usize,
-        range.length as usize,
-        range.proof_layers as usize,
-    )
 }
 
 #[cfg(test)]
@@ -928,7 +1224,7 @@ mod tests {
             .map(|p| bytes::Bytes::copy_from_slice(p))
             .collect();
         let mut sink = Trickle(Vec::new());
-        super::write_segments(&mut sink, &mut segments)
+        super::write_segments(&mut sink, &mut segments, &mut super::Watch::detached())
             .await
             .unwrap();
         assert_eq!(sink.0, parts.concat());
@@ -1155,5 +1451,132 @@ mod tests {
                 assert_eq!(got.answers(b), expected, "fast {fast}: answers to {b:?}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_per_peer_cap_are_rejected_or_get_the_peer_choked() {
+        // Blocks of 128 KiB, sent in one write: the seed's reader (on this test's one thread) takes them
+        // all on before its writer sends any.
+        const BIG: u32 = 128 * 1024;
+        for fast in [true, false] {
+            let seed = seed(12 << 20, 1 << 20, |_| {}).await;
+            let mut peer = FakePeer::connect(seed.handle.listen_addr(), seed.info_hash, fast).await;
+            peer.send(&[Message::Interested]).await;
+            peer.wait_for("unchoke", WAIT, |m| matches!(m, Message::Unchoke))
+                .await;
+            let fits = super::MAX_PEER_QUEUED_BYTES / BIG as usize;
+            let requested: Vec<BlockRef> = (0..fits as u32 + 16)
+                .map(|i| BlockRef {
+                    index: i / 8,
+                    begin: (i % 8) * BIG,
+                    length: BIG,
+                })
+                .collect();
+            let requests: Vec<Message> = requested.iter().map(|b| Message::Request(*b)).collect();
+            peer.send(&requests).await;
+            let mut got = Answers::default();
+            if fast {
+                got.collect(
+                    &mut peer,
+                    |a| a.rejects.len() + a.pieces.len() >= fits + 16,
+                    Duration::from_millis(300),
+                )
+                .await;
+                let rejected: Vec<&BlockRef> = requested
+                    .iter()
+                    .filter(|b| got.rejects.contains_key(b))
+                    .collect();
+                assert_eq!(
+                    rejected,
+                    requested[fits..].iter().collect::<Vec<_>>(),
+                    "exactly those past {fits} blocks of 128 KiB (8 MiB) are rejected"
+                );
+                assert!(!got.choked, "a fast peer is not choked for it");
+                assert_eq!(got.pieces.len(), fits, "the first {fits} are served");
+            } else {
+                got.collect(&mut peer, |a| a.choked, Duration::from_millis(300))
+                    .await;
+                assert!(got.rejects.is_empty());
+                // The choke took back every pending request before the writer got to them (BEP 3).
+                assert!(got.pieces.is_empty(), "{} served", got.pieces.len());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn hash_requests_are_answered_from_one_tree_per_file_and_bounded_per_peer() {
+        // 4096 pieces of 16 KiB: building the file's tree for each request (as before) took about 2 ms
+        // a time, and a flood of them held up every other peer on the same worker for seconds.
+        let piece = 16 * 1024;
+        let seed = crate::testutil::seed_version(
+            4096 * piece,
+            piece as u64,
+            metainfo::Version::V2,
+            |_| {},
+        )
+        .await;
+        let torrent = seed.handle.shared.torrent.clone();
+        let root = torrent
+            .files
+            .iter()
+            .find_map(|f| f.pieces_root)
+            .expect("a v2 file");
+        let range = |i: u32| wire::HashRange {
+            pieces_root: root,
+            base_layer: 0,
+            index: (i % 8) * 512,
+            length: 512,
+            // Uncles up to the root of the 4096-leaf tree from a 512-leaf subtree.
+            proof_layers: 11,
+        };
+        let mut flooder = FakePeer::connect(seed.handle.listen_addr(), seed.info_hash, true).await;
+        let mut other = FakePeer::connect(seed.handle.listen_addr(), seed.info_hash, true).await;
+        other.send(&[Message::Interested]).await;
+        other
+            .wait_for("unchoke", WAIT, |m| matches!(m, Message::Unchoke))
+            .await;
+        // 3000 hash requests nobody reads the answers to, then a block for the other peer.
+        let flood: Vec<Message> = (0..3000).map(|i| Message::HashRequest(range(i))).collect();
+        flooder.send(&flood).await;
+        let asked = std::time::Instant::now();
+        other.send(&[Message::Request(block(0))]).await;
+        other
+            .wait_for("the block", WAIT, |m| matches!(m, Message::Piece { .. }))
+            .await;
+        let latency = asked.elapsed();
+        // Now read what the flooder got: hashes, then rejects once its unread replies filled its quota.
+        let (mut hashes, mut rejects) = (0, 0);
+        while hashes + rejects < 3000 {
+            match flooder.next(WAIT).await {
+                Some(Message::Hashes {
+                    range: r,
+                    hashes: h,
+                }) => {
+                    let proven =
+                        metainfo::merkle::verify_proof(&h, r.index as usize, 512, [0; 32], root);
+                    assert!(proven.is_some(), "hashes that prove to the file root");
+                    hashes += 1;
+                }
+                Some(Message::HashReject(_)) => rejects += 1,
+                Some(_) => {}
+                None => panic!("{hashes} hashes and {rejects} rejects of 3000"),
+            }
+        }
+        assert!(
+            latency < Duration::from_millis(500),
+            "another peer's block took {latency:?} behind the hash requests"
+        );
+        assert!(
+            hashes > 0 && rejects > 0,
+            "{hashes} answered, {rejects} rejected"
+        );
+        assert_eq!(
+            seed.handle
+                .shared
+                .hash_tree_builds
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "one tree built for the one file"
+        );
     }
 }

@@ -26,6 +26,16 @@ pub(crate) async fn seed(
     piece_length: u64,
     tweak: impl FnOnce(&mut TorrentConfig),
 ) -> Seed {
+    seed_version(len, piece_length, metainfo::Version::V1, tweak).await
+}
+
+/// [`seed`] of a torrent of the given version (v1, v2 or hybrid).
+pub(crate) async fn seed_version(
+    len: usize,
+    piece_length: u64,
+    version: metainfo::Version,
+    tweak: impl FnOnce(&mut TorrentConfig),
+) -> Seed {
     let dir = tempfile::tempdir().expect("temp dir");
     let content = dir.path().join("content");
     std::fs::create_dir_all(&content).expect("content dir");
@@ -42,6 +52,7 @@ pub(crate) async fn seed(
     std::fs::write(&file, bytes).expect("content");
     let options = metainfo::CreateOptions {
         piece_length: Some(piece_length),
+        version,
         ..Default::default()
     };
     let created = metainfo::create(&file, &options, &AtomicU64::new(0)).expect("torrent");

@@ -221,7 +221,19 @@ pub(crate) struct PeerEntry {
     /// Where the peer accepts connections: the address we dialled, or for incoming connections its IP
     /// with the port from its extension handshake. What peer exchange passes on.
     pub listen: Option<SocketAddr>,
+    /// Its socket has taken none of what we queued for a while (a slow or hostile reader): it holds no
+    /// upload slot and the choker passes it over until the socket drains again.
+    pub stalled: bool,
+    /// When we last sent it a block, or unchoked it: an unchoked peer that asks for nothing holds no
+    /// upload slot once `SLOT_IDLE` has gone by, so peers that take a slot and never use it cannot keep
+    /// a downloader waiting.
+    pub last_upload: Instant,
+    /// Times we unchoked it: a slot that frees goes to a peer that has had the fewest turns.
+    pub turns: u32,
 }
+
+/// See `PeerEntry::last_upload`.
+const SLOT_IDLE: Duration = Duration::from_millis(500);
 
 struct PieceBuf {
     data: crate::aligned::AlignedBuf,
@@ -291,7 +303,14 @@ pub struct Shared {
     pub up_limit: Limiter,
     /// (when, downloaded, uploaded, download rate, upload rate) at the last status sample.
     rates: Mutex<(Instant, u64, u64, f64, f64)>,
+    /// Merkle trees over files' piece layers, built once per file on the first BEP 52 hash request
+    /// for it (off the async workers), and how many have been built.
+    hash_trees: Mutex<HashMap<[u8; 32], Arc<tokio::sync::OnceCell<HashTree>>>>,
+    pub(crate) hash_tree_builds: AtomicU64,
 }
+
+/// Every layer of a file's tree from its piece layer up to the root (`metainfo::merkle::layers`).
+pub(crate) type HashTree = Arc<Vec<Vec<[u8; 32]>>>;
 
 /// How many finished pieces may wait for hashing at once: 32 MiB of them, but at least 4 so that both
 /// cores can hash while a write is under way.
@@ -463,6 +482,9 @@ impl Shared {
                 rate_up: 0.0,
                 optimistic: false,
                 listen: outgoing.then_some(addr),
+                stalled: false,
+                last_upload: Instant::now(),
+                turns: 0,
             },
         );
         st.connected.insert(addr);
@@ -476,6 +498,9 @@ impl Shared {
             st.connected.remove(&peer.addr);
             if let Some(budget) = &self.config.peer_budget {
                 budget.give_back();
+            }
+            if !peer.am_choking {
+                st.fill_free_slot(self.config.upload_slots + 1);
             }
         }
     }
@@ -566,12 +591,15 @@ impl Shared {
         let mut st = self.state.lock();
         if written {
             st.picker.verified(index);
-            st.cache_insert(
-                index,
-                Arc::new(tokio::sync::OnceCell::new_with(Some(Bytes::from_owner(
-                    buf.data,
-                )))),
-            );
+            // Kept for uploads if the upload memory budget has room (the buffer is dropped otherwise).
+            if let Some(charge) = st.make_room(buf.data.len()) {
+                st.cache_insert(
+                    index,
+                    Arc::new(tokio::sync::OnceCell::new_with(Some(
+                        crate::upload::charged(buf.data, charge),
+                    ))),
+                );
+            }
             for peer in st.peers.values() {
                 let _ = peer.tx.try_send(Command::Send(Message::Have(index)));
             }
@@ -667,30 +695,36 @@ impl Shared {
             .and_then(|(_, cell)| cell.get().cloned())
     }
 
-    /// A verified piece's bytes, from the cache or the disk.
+    /// A verified piece's bytes, from the cache or the disk; `None` also when the upload memory budget
+    /// has no room for another piece (the caller reads just the block it needs).
     pub(crate) async fn piece_data(self: &Arc<Self>, index: u32) -> Option<Bytes> {
-        let cell = {
+        let size = *self.piece_sizes.get(index as usize)? as usize;
+        let (cell, charge) = {
             let mut st = self.state.lock();
             if !st.picker.have().get(index) {
                 return None;
             }
             match st.cache.iter().find(|(i, _)| *i == index) {
-                Some((_, cell)) => cell.clone(),
+                Some((_, cell)) => (cell.clone(), None),
                 None => {
+                    let charge = st.make_room(size)?;
                     let cell = Arc::new(tokio::sync::OnceCell::new());
                     st.cache_insert(index, cell.clone());
-                    cell
+                    (cell, Some(charge))
                 }
             }
         };
         let shared = self.clone();
         let data = cell
             .get_or_try_init(|| async move {
+                // A reader whose read failed leaves the cell empty; whoever tries next pays anew.
+                let charge = match charge {
+                    Some(charge) => charge,
+                    None => crate::upload::Charge::try_new(size).ok_or(())?,
+                };
                 let data = tokio::task::spawn_blocking(move || {
                     // `read` fills every byte, so stale contents of a reused buffer never escape.
-                    let mut buf = crate::aligned::AlignedBuf::reused(
-                        shared.piece_sizes[index as usize] as usize,
-                    );
+                    let mut buf = crate::aligned::AlignedBuf::reused(size);
                     shared
                         .storage
                         .read(shared.piece_start(index), &mut buf)
@@ -699,22 +733,118 @@ impl Shared {
                 .await
                 .map_err(|_| ())?
                 .map_err(|e| tracing::error!("reading piece {index}: {e}"))?;
-                Ok::<Bytes, ()>(Bytes::from_owner(data))
+                Ok::<Bytes, ()>(crate::upload::charged(data, charge))
             })
             .await
             .ok()?;
         Some(data.clone())
     }
 
+    /// Just the bytes of block `b` of a verified piece, read from disk (zeros past the piece's end, for
+    /// a v2 file's tail piece asked for as if full length): what a request costs when its piece is not
+    /// worth caching or the upload memory budget is spent.
+    pub(crate) async fn block_from_disk(self: &Arc<Self>, b: wire::BlockRef) -> Option<Bytes> {
+        let size = *self.piece_sizes.get(b.index as usize)?;
+        if !self.state.lock().picker.have().get(b.index) {
+            return None;
+        }
+        let on_disk = size
+            .min(b.begin.saturating_add(b.length))
+            .saturating_sub(b.begin) as usize;
+        let charge = crate::upload::Charge::force(b.length as usize);
+        let shared = self.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; b.length as usize];
+            let start = shared.piece_start(b.index) + u64::from(b.begin);
+            shared
+                .storage
+                .read(start, &mut buf[..on_disk])
+                .map(|()| buf)
+        })
+        .await
+        .ok()?
+        .map_err(|e| tracing::error!("reading block of piece {}: {e}", b.index))
+        .ok()?;
+        Some(crate::upload::charged(data, charge))
+    }
+
+    /// A peer's socket stopped taking data (`true`) or drained again: a stalled peer gives its upload
+    /// slot to an interested peer waiting for one.
+    pub(crate) fn set_stalled(&self, key: u64, stalled: bool) {
+        let mut st = self.state.lock();
+        let Some(p) = st.peers.get_mut(&key) else {
+            return;
+        };
+        if p.stalled == stalled {
+            return;
+        }
+        p.stalled = stalled;
+        if stalled {
+            st.fill_free_slot(self.config.upload_slots + 1);
+        }
+    }
+
+    /// Chokes a peer (a slow reader, or one over its request cap without the fast extension).
+    pub(crate) fn choke_peer(&self, key: u64) {
+        let mut st = self.state.lock();
+        if let Some(p) = st.peers.get_mut(&key) {
+            if !p.am_choking {
+                p.am_choking = true;
+                p.optimistic = false;
+                let _ = p.tx.try_send(Command::Choke(true));
+            }
+        }
+        st.fill_free_slot(self.config.upload_slots + 1);
+    }
+
+    /// The tree a BEP 52 hash request for our piece layers is answered from; `None` (a reject) for
+    /// anything else, block-layer hashes included.
+    pub(crate) async fn hash_tree(&self, range: &wire::HashRange) -> Option<HashTree> {
+        let torrent = &self.torrent;
+        let blocks = torrent.piece_length / metainfo::merkle::BLOCK_SIZE as u64;
+        if range.base_layer != blocks.trailing_zeros() || range.length > 8192 {
+            return None;
+        }
+        let file = torrent.files.iter().find(|f| {
+            f.pieces_root == Some(range.pieces_root) && f.length > torrent.piece_length
+        })?;
+        let layer = torrent.piece_layer(file)?;
+        let cell = self
+            .hash_trees
+            .lock()
+            .entry(range.pieces_root)
+            .or_default()
+            .clone();
+        let tree = cell
+            .get_or_try_init(|| async {
+                self.hash_tree_builds.fetch_add(1, Ordering::Relaxed);
+                let layer = layer.to_vec();
+                tokio::task::spawn_blocking(move || {
+                    let pad = metainfo::merkle::pad_root(blocks as usize, [0; 32]);
+                    Arc::new(metainfo::merkle::layers(
+                        &layer,
+                        layer.len().next_power_of_two(),
+                        pad,
+                    ))
+                })
+                .await
+            })
+            .await
+            .ok()?;
+        Some(tree.clone())
+    }
+
     /// Unchokes a newly interested peer at once when a slot is free (the choker rebalances later).
     pub(crate) fn peer_interested(&self, key: u64, interested: bool) {
         let mut st = self.state.lock();
-        let unchoked = st.peers.values().filter(|p| !p.am_choking).count();
+        let unchoked = st.active_unchoked();
         let slots = self.config.upload_slots + 1;
         if let Some(p) = st.peers.get_mut(&key) {
             p.peer_interested = interested;
-            if interested && p.am_choking && unchoked < slots {
+            if interested && p.am_choking && !p.stalled && unchoked < slots {
                 p.am_choking = false;
+                p.last_upload = Instant::now();
+                p.turns += 1;
                 let _ = p.tx.try_send(Command::Choke(false));
             }
         }
@@ -734,7 +864,7 @@ impl Shared {
         let mut candidates: Vec<(u64, f64)> = st
             .peers
             .iter()
-            .filter(|(_, p)| p.peer_interested)
+            .filter(|(_, p)| p.peer_interested && !p.stalled)
             .map(|(k, p)| (*k, if seeding { p.rate_up } else { p.rate_down }))
             .collect();
         candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -747,7 +877,7 @@ impl Shared {
         let mut optimistic: Option<u64> = st
             .peers
             .iter()
-            .find(|(k, p)| p.optimistic && p.peer_interested && !regular.contains(k))
+            .find(|(k, p)| p.optimistic && p.peer_interested && !p.stalled && !regular.contains(k))
             .map(|(k, _)| *k);
         if rotate || optimistic.is_none() {
             let others: Vec<u64> = candidates
@@ -766,6 +896,8 @@ impl Shared {
             p.optimistic = Some(*k) == optimistic;
             if unchoke == p.am_choking {
                 p.am_choking = !unchoke;
+                p.last_upload = Instant::now();
+                p.turns += u32::from(unchoke);
                 let _ = p.tx.try_send(Command::Choke(!unchoke));
             }
         }
@@ -1057,6 +1189,8 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         ))),
         piece_sizes,
         rates: Mutex::new((Instant::now(), 0, 0, 0.0, 0.0)),
+        hash_trees: Mutex::new(HashMap::new()),
+        hash_tree_builds: AtomicU64::new(0),
         down_limit: Limiter::new(config.max_download_rate.unwrap_or(0)),
         up_limit: Limiter::new(config.max_upload_rate.unwrap_or(0)),
         config,
@@ -1145,8 +1279,17 @@ async fn choke_loop(shared: Arc<Shared>) {
     let mut last = Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.changed() => return,
+        }
+        if last.elapsed() < Duration::from_secs(10) {
+            // Between rounds, slots that unchoked peers stopped using (`SLOT_IDLE`) go to waiting peers.
+            let slots = shared.config.upload_slots + 1;
+            let mut st = shared.state.lock();
+            for _ in 0..slots {
+                st.fill_free_slot(slots);
+            }
+            continue;
         }
         let elapsed = last.elapsed().as_secs_f64();
         last = Instant::now();
@@ -1218,6 +1361,74 @@ impl State {
             self.known.pop_front();
         }
         self.known.push_back(addr);
+    }
+
+    /// Unchoked peers that hold an upload slot: a stalled one does not, nor one that has asked for
+    /// nothing for a while.
+    fn active_unchoked(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| !p.am_choking && !p.stalled && p.last_upload.elapsed() < SLOT_IDLE)
+            .count()
+    }
+
+    /// Unchokes one interested, choked peer that is not stalled if fewer than `slots` peers hold a slot:
+    /// one of those that have had the fewest turns, so a newcomer goes before peers that had a slot and
+    /// did not use it.
+    fn fill_free_slot(&mut self, slots: usize) {
+        if self.active_unchoked() >= slots {
+            return;
+        }
+        let waiting = |p: &PeerEntry| p.peer_interested && p.am_choking && !p.stalled;
+        let Some(fewest) = self
+            .peers
+            .values()
+            .filter(|p| waiting(p))
+            .map(|p| p.turns)
+            .min()
+        else {
+            return;
+        };
+        let waiting: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| waiting(p) && p.turns == fewest)
+            .map(|(k, _)| *k)
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let pick = waiting[self.rng.below(waiting.len())];
+        if let Some(p) = self.peers.get_mut(&pick) {
+            p.am_choking = false;
+            p.last_upload = Instant::now();
+            p.turns += 1;
+            let _ = p.tx.try_send(Command::Choke(false));
+        }
+    }
+
+    /// A charge for `bytes` more of cached pieces, evicting the oldest until it fits; `None` (and the
+    /// cache left alone) when the budget is held elsewhere, by blocks on their way out or by other
+    /// torrents' caches, so that emptying this cache would not make room.
+    fn make_room(&mut self, bytes: usize) -> Option<crate::upload::Charge> {
+        if let Some(charge) = crate::upload::Charge::try_new(bytes) {
+            return Some(charge);
+        }
+        let cached: usize = self
+            .cache
+            .iter()
+            .filter_map(|(_, cell)| cell.get().map(Bytes::len))
+            .sum();
+        let used = crate::upload::upload_memory_used();
+        if used.saturating_sub(cached) + bytes > crate::upload::upload_memory_limit() {
+            return None;
+        }
+        loop {
+            self.cache.pop_front()?;
+            if let Some(charge) = crate::upload::Charge::try_new(bytes) {
+                return Some(charge);
+            }
+        }
     }
 
     fn cache_insert(&mut self, index: u32, cell: Arc<tokio::sync::OnceCell<Bytes>>) {

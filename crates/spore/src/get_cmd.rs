@@ -180,6 +180,10 @@ pub struct GetArgs {
     /// Download rate limit, bytes per second (K, M suffixes)
     #[arg(long, value_name = "RATE")]
     pub max_down: Option<String>,
+    /// Memory for serving uploads: cached pieces and blocks on their way out (K, M suffixes)
+    /// [default: 64M]
+    #[arg(long, value_name = "SIZE")]
+    pub upload_memory: Option<String>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
     #[command(flatten)]
@@ -205,10 +209,27 @@ pub struct SeedArgs {
     /// Upload rate limit, bytes per second (K, M suffixes)
     #[arg(long, value_name = "RATE")]
     pub max_up: Option<String>,
+    /// Memory for serving uploads: cached pieces and blocks on their way out (K, M suffixes)
+    /// [default: 64M]
+    #[arg(long, value_name = "SIZE")]
+    pub upload_memory: Option<String>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
     #[command(flatten)]
     pub conns: ConnArgs,
+}
+
+/// Applies `--upload-memory` to the process-wide upload memory budget.
+fn set_upload_memory(arg: Option<&str>) -> Result<(), Failure> {
+    if let Some(text) = arg {
+        let bytes = crate::format::parse_piece_length(text)
+            .ok()
+            .flatten()
+            .filter(|&b| b > 0)
+            .ok_or_else(|| bad(anyhow!("{text:?} is not a size in bytes (e.g. 64M)")))?;
+        engine::set_upload_memory(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+    Ok(())
 }
 
 fn bad(e: impl Into<anyhow::Error>) -> Failure {
@@ -465,6 +486,7 @@ pub fn get(args: GetArgs) -> CmdResult {
     let max_up = args.max_up.as_deref().map(parse_rate).transpose()?;
     let max_down = args.max_down.as_deref().map(parse_rate).transpose()?;
     let (max_peers, handshake) = args.conns.fitted()?;
+    set_upload_memory(args.upload_memory.as_deref())?;
     let listen = match args.listen {
         Some(a) if a.port() != 0 => a,
         // Pick the port now: a magnet download announces it before the torrent starts listening.
@@ -630,6 +652,7 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     let torrent = load_torrent(&args.torrent)?;
     let max_up = args.max_up.as_deref().map(parse_rate).transpose()?;
     let (max_peers, handshake) = args.conns.fitted()?;
+    set_upload_memory(args.upload_memory.as_deref())?;
     if !args.data.exists() {
         return Err(bad(anyhow!("{} does not exist", args.data.display())));
     }

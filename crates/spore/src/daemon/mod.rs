@@ -331,7 +331,12 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         peer_budget: Arc::new(engine::PeerBudget::new(fitted.peers_total)),
         fitted: Mutex::new(fitted),
         api_conns: conns::ApiConns::new(fitted.api),
-        settings: Mutex::new(settings),
+        settings: {
+            engine::set_upload_memory(
+                usize::try_from(settings.upload_memory).unwrap_or(usize::MAX),
+            );
+            Mutex::new(settings)
+        },
         session,
         dht,
         discovery: args.discovery.clone(),
@@ -1302,6 +1307,7 @@ impl Daemon {
         self.session.set_handshake_limits(fitted.handshake);
         self.api_conns.set_limits(fitted.api);
         *self.fitted.lock() = fitted;
+        engine::set_upload_memory(usize::try_from(settings.upload_memory).unwrap_or(usize::MAX));
         self.store.save_settings(&settings)?;
         *self.settings.lock() = settings.clone();
         self.schedule();

@@ -62,6 +62,8 @@ pub struct Settings {
     /// A directory polled every 2 s for .torrent files to add (renamed `.torrent.added` after, or
     /// `.torrent.invalid`). Only read: it need not be inside the allowed directories.
     pub watch_dir: Option<PathBuf>,
+    /// Bytes of memory for serving uploads, over every torrent (engine::set_upload_memory).
+    pub upload_memory: u64,
 }
 
 impl Default for Settings {
@@ -97,6 +99,7 @@ impl Default for Settings {
             alt_speed_time_end: 17 * 60,
             alt_speed_time_day: 0x7f,
             watch_dir: None,
+            upload_memory: engine::DEFAULT_UPLOAD_MEMORY as u64,
         }
     }
 }
