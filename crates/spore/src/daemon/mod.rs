@@ -6,6 +6,7 @@ mod conns;
 mod paths;
 mod rpc;
 pub mod store;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -826,7 +827,7 @@ impl Daemon {
     }
 
     /// Applies a `PUT /api/torrents/{id}`: all of it or, when a field is invalid or the data cannot be
-    /// moved, none of it. A new file selection or directory restarts the torrent.
+    /// moved, none of it. A new file selection or directory restarts the torrent; priorities do not.
     pub async fn update(
         self: &Arc<Self>,
         id: &[u8; 20],
@@ -843,8 +844,8 @@ impl Daemon {
         if let Some(to) = &change.download_dir {
             self.check_dir(to).await?;
         }
-        let restart =
-            change.files.is_some() || change.priorities.is_some() || change.download_dir.is_some();
+        // Priorities apply to a running torrent as they are; a selection or a directory restarts it.
+        let restart = change.files.is_some() || change.download_dir.is_some();
         let mut old_phase = None;
         if restart {
             let phase = slot.lock().phase.clone();
@@ -1293,6 +1294,9 @@ impl Change {
             e.record.complete = false;
         }
         if let Some(levels) = self.priorities {
+            if let Some(h) = &e.handle {
+                h.set_file_priorities(&levels);
+            }
             e.record.priorities = Some(levels);
         }
         if let Some(ratio) = self.seed_ratio {
