@@ -41,14 +41,16 @@ impl TorrentHandle {
 }
 
 impl Reader {
-    /// Reads the `len` bytes at `offset` in piece space (a file's bytes start at its `offset` there),
-    /// waiting at most `wait` for the pieces they cover. Those pieces, then the ones up to
+    /// Reads up to `len` bytes at `offset` in piece space (a file's bytes start at its `offset` there):
+    /// waits at most `wait` for the piece at `offset`, then returns the bytes of it and of the verified
+    /// pieces that follow it without a gap, so what has arrived is passed on at once. The pieces of the
+    /// whole read, then the ones up to
     /// `ahead_end` (exclusive; the read-ahead window, cut at the end of what the caller will read),
     /// become this reader's time-critical pieces, in order.
     pub async fn read(
         &self,
         offset: u64,
-        len: usize,
+        mut len: usize,
         ahead_end: u64,
         wait: Duration,
     ) -> Result<Bytes, ReadError> {
@@ -81,9 +83,14 @@ impl Reader {
             }
             let ready = {
                 let st = shared.state.lock();
-                (first..=last).all(|p| st.picker.have().get(p))
+                (first..=last)
+                    .take_while(|&p| st.picker.have().get(p))
+                    .last()
             };
-            if ready {
+            if let Some(had) = ready {
+                // The bytes up to the end of the last verified piece in a row, or of the read.
+                let had_end = (u64::from(had) + 1) * piece_length;
+                len = (had_end.min(end) - offset) as usize;
                 break;
             }
             tokio::select! {

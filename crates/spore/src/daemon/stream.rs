@@ -253,7 +253,14 @@ pub async fn serve(
     };
     // The first chunk before the headers: a read that cannot be served is an error status, not a
     // truncated body.
-    let (first, body) = match body.next().await {
+    let asked = std::time::Instant::now();
+    let first = body.next().await;
+    tracing::debug!(
+        "stream {}/{index}: bytes {start}-{end} of {len}, first chunk in {:?}",
+        metainfo::hex(&id),
+        asked.elapsed()
+    );
+    let (first, body) = match first {
         Ok(Some(pair)) => pair,
         Ok(None) => return Ok(response),
         Err(e) => return Ok(refuse(StatusCode::SERVICE_UNAVAILABLE, &e)),
@@ -294,7 +301,7 @@ impl Chunks {
         let len = (self.end - self.pos).min(CHUNK as u64);
         let ahead = self.pos.saturating_add(READ_AHEAD).min(self.end);
         let chunk = self.source.read(self.pos, len as usize, ahead).await?;
-        self.pos += len;
+        self.pos += chunk.len() as u64;
         Ok(Some((chunk, self)))
     }
 }
