@@ -4,12 +4,12 @@
 # downloading it on 127.0.0.3 (peers found through `spore tracker`), and RUNS reads of 64 KiB each at a
 # new place in the second half of the file (curl's time_starttransfer), made while the download runs.
 # Bounded: at 50 MB/s the whole download takes about 21 s, and the script stops everything after it.
-#   benches/stream.sh            (env: SIZE=1G RATE=50M RUNS=5 PIECE=1M BENCH_DIR=/tmp/spore-stream)
+#   benches/stream.sh            (env: SIZE=1G RATE=50M RUNS=9 PIECE=1M BENCH_DIR=/tmp/spore-stream)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1G}
 RATE=${RATE:-50M}
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-9}
 PIECE=${PIECE:-1M}
 DIR=${BENCH_DIR:-/tmp/spore-stream}
 SPORE=$(pwd)/${SPORE:-target/release/spore}
@@ -20,7 +20,7 @@ FILE="$DIR/seed/data.bin"
 BYTES=$(stat -c %s "$FILE")
 cat "$FILE" > /dev/null
 cd "$DIR"
-rm -rf state dl
+rm -rf state dl t.torrent tracker.out seed.log daemon.out daemon.err
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; wait "$p" 2> /dev/null || true; done; }
@@ -45,15 +45,15 @@ ID=$(curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/jso
     -d "{\"path\": \"$DIR/t.torrent\"}" "http://$API/api/torrents" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 progress() {
     curl -s -H "Authorization: Bearer $TOKEN" "http://$API/api/torrents/$ID" |
-        python3 -c 'import json,sys; t=json.load(sys.stdin); print(f"{t[\"progress\"]:.3f} {t[\"state\"]}")'
+        python3 -c 'import json,sys; t=json.load(sys.stdin); print("%.3f %s" % (t["progress"], t["state"]))'
 }
 until progress | grep -q downloading; do sleep 0.05; done
 
 times=()
 for i in $(seq "$RUNS"); do
-    # 50 %, 60 %, ... of the file, plus an odd offset so reads never start on a piece boundary.
-    offset=$(( BYTES / 10 * (4 + i) + 12345 ))
-    t=$(curl -s -o /dev/null -w '%{time_starttransfer}' -H "Authorization: Bearer $TOKEN" \
+    # Spread over the second half of the file, plus an odd offset so reads never start on a piece boundary.
+    offset=$(( BYTES / 2 + BYTES / 2 / RUNS * (i - 1) + 12345 ))
+    t=$(curl -s --max-time 30 -o /dev/null -w '%{time_starttransfer}' -H "Authorization: Bearer $TOKEN" \
         -r "$offset-$(( offset + 65535 ))" "http://$API/stream/$ID/0")
     echo "read at $offset: first byte after $t s (download at $(progress))" >&2
     times+=("$t")
