@@ -267,3 +267,49 @@ fn ffprobe_reads_a_video_duration_before_the_download_finishes() {
     let t: Value = d.torrent(&setup.id);
     assert_ne!(t["state"], "seeding", "{t}");
 }
+
+#[test]
+fn file_priorities_change_while_the_torrent_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("data").join("pack");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::write(pack.join("a.bin"), data(1, 8 << 20)).unwrap();
+    std::fs::write(pack.join("b.bin"), data(2, 8 << 20)).unwrap();
+    // 16 MiB at 1 MB/s.
+    let setup = setup(dir.path(), &pack, "64K", "1M");
+    let d = &setup.daemon;
+    let path = format!("/api/torrents/{}", setup.id);
+    let t = d.ok("PUT", &path, Some(json!({"priorities": ["low", "high"]})));
+    assert_eq!(
+        t["state"], "downloading",
+        "a priority change does not restart the torrent: {t}"
+    );
+    let file_progress = |t: &Value, i: usize| t["files"][i]["progress"].as_f64().unwrap();
+    let t = d.wait(&setup.id, "b.bin complete", T, |t| {
+        file_progress(t, 1) >= 1.0
+    });
+    assert_eq!(t["files"][1]["priority"], "high");
+    assert!(
+        file_progress(&t, 0) < 0.5,
+        "the high-priority file came first: {}",
+        t["files"]
+    );
+    // Kept across a restart of the daemon.
+    let Setup {
+        _tracker,
+        _seed,
+        mut daemon,
+        id,
+    } = setup;
+    daemon.proc.terminate();
+    daemon.proc.wait_exit(T);
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon-2.err",
+        None,
+    );
+    let t = d.torrent(&id);
+    assert_eq!(t["files"][0]["priority"], "low", "{t}");
+    assert_eq!(t["files"][1]["priority"], "high", "{t}");
+}
