@@ -312,4 +312,19 @@ fn file_priorities_change_while_the_torrent_runs() {
     let t = d.torrent(&id);
     assert_eq!(t["files"][0]["priority"], "low", "{t}");
     assert_eq!(t["files"][1]["priority"], "high", "{t}");
+    // "skip" is not wanted: the selection changes with it.
+    let (status, v) = d.call(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"priorities": ["skip", "high"], "files": [true, true]})),
+    );
+    assert_eq!(status, 400, "{v}");
+    d.ok(
+        "PUT",
+        &format!("/api/torrents/{id}"),
+        Some(json!({"priorities": ["skip", "high"]})),
+    );
+    let t = d.torrent(&id);
+    assert_eq!(t["files"][0]["selected"], false, "{t}");
+    assert_eq!(t["files"][1]["selected"], true, "{t}");
 }

@@ -1251,12 +1251,25 @@ impl Change {
                 "priorities" => {
                     let names: Vec<String> =
                         serde_json::from_value(value.clone()).map_err(|_| {
-                            bad("priorities: expected a list of \"low\", \"normal\" or \"high\"")
+                            bad("priorities: expected a list of \"low\", \"normal\", \"high\" or \"skip\"")
                         })?;
+                    // "skip": not wanted, the same as false in `files`.
+                    let skipped: Vec<bool> = names.iter().map(|n| n == "skip").collect();
                     let levels = names
                         .iter()
-                        .map(|n| priority_level(n))
+                        .map(|n| match n.as_str() {
+                            "skip" => Ok(engine::PRIORITY_NORMAL),
+                            n => priority_level(n),
+                        })
                         .collect::<Result<Vec<u8>, ApiError>>()?;
+                    if skipped.contains(&true) {
+                        if obj.contains_key("files") {
+                            return Err(bad(
+                                "priorities: \"skip\" and files together: give the selection once",
+                            ));
+                        }
+                        c.files = Some(skipped.iter().map(|s| !s).collect());
+                    }
                     let n = file_count.unwrap_or(levels.len());
                     if levels.len() != n {
                         return Err(bad(format!(
@@ -1329,7 +1342,7 @@ fn priority_level(name: &str) -> Result<u8, ApiError> {
         "normal" => Ok(engine::PRIORITY_NORMAL),
         "high" => Ok(engine::PRIORITY_HIGH),
         other => Err(bad(format!(
-            "priorities: {other:?} is not low, normal or high"
+            "priorities: {other:?} is not low, normal, high or skip"
         ))),
     }
 }
