@@ -207,6 +207,29 @@ fn range_reads_of_a_file_still_downloading_return_its_bytes() {
         body.iter().zip(&source).position(|(a, b)| a != b),
         std::fs::read_to_string(&d.proc.stderr).unwrap_or_default()
     );
+
+    // At most 16 streams at once: 16 slow readers hold theirs, the 17th is told to come back later.
+    let readers: Vec<Proc> = (0..16)
+        .map(|i| {
+            let mut command = Command::new("curl");
+            command.args(["-s", "--limit-rate", "1k", "-o", "/dev/null", "-D"]);
+            command.arg(dir.path().join(format!("slow{i}.head")));
+            command.args(["-H", &format!("Authorization: Bearer {token}"), &url]);
+            Proc::spawn(command, dir.path().join(format!("slow{i}.err")))
+        })
+        .collect();
+    let deadline = Instant::now() + T;
+    while !(0..16).all(|i| {
+        std::fs::read_to_string(dir.path().join(format!("slow{i}.head")))
+            .is_ok_and(|h| h.contains("\r\n\r\n"))
+    }) {
+        assert!(Instant::now() < deadline, "16 streams did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, head, _) = curl(dir.path(), "17th", Some(&token), &url, &["-r", "0-9"]);
+    assert_eq!(status, 503, "{head}");
+    assert_eq!(header(&head, "retry-after"), Some("5"));
+    drop(readers);
 }
 
 #[test]
