@@ -66,6 +66,8 @@ pub struct TorrentConfig {
     /// Local service discovery (BEP 14; never for private torrents) through this multicast group.
     pub lsd: bool,
     pub lsd_group: SocketAddr,
+    /// The announce list to use instead of the torrent's own (`None`: the torrent's).
+    pub trackers: Option<Vec<Vec<String>>>,
 }
 
 /// Connections allowed across many torrents.
@@ -151,6 +153,7 @@ impl TorrentConfig {
             peer_budget: None,
             lsd: false,
             lsd_group: crate::lsd::DEFAULT_GROUP,
+            trackers: None,
         }
     }
 }
@@ -279,6 +282,8 @@ pub struct Shared {
     pub(crate) piece_done: Notify,
     /// Numbers the readers, whose time-critical pieces the picker keeps apart.
     pub(crate) next_reader: AtomicU64,
+    /// Signalled to announce at once rather than at the end of the interval.
+    announce_now: Notify,
     stopping: watch::Sender<bool>,
     pub(crate) piece_sizes: Vec<u32>,
     /// Whole pieces waiting to be hashed and written. A peer that completes a piece waits for a slot
@@ -1031,7 +1036,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     let shared = Arc::new(Shared {
         id: wire_id(&torrent),
         tiers: Mutex::new(shuffled_tiers(
-            &torrent.trackers,
+            config.trackers.as_ref().unwrap_or(&torrent.trackers),
             &mut crate::rng::Rng::from_os(),
         )),
         torrent,
@@ -1062,6 +1067,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         new_peers: Notify::new(),
         piece_done: Notify::new(),
         next_reader: AtomicU64::new(0),
+        announce_now: Notify::new(),
         stopping,
         verify_slots: Arc::new(tokio::sync::Semaphore::new(verify_slots(
             config.torrent.piece_length,
@@ -1085,7 +1091,8 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     }
     tasks.push(tokio::spawn(connect_loop(shared.clone())));
     tasks.push(tokio::spawn(choke_loop(shared.clone())));
-    if shared.config.use_trackers && !shared.torrent.trackers.is_empty() {
+    // Also with no trackers yet: `set_trackers` may give it some.
+    if shared.config.use_trackers {
         tasks.push(tokio::spawn(tracker_loop(shared.clone())));
     }
     if let (Some(node), false) = (shared.config.dht.clone(), shared.torrent.private) {
@@ -1176,6 +1183,7 @@ async fn tracker_loop(shared: Arc<Shared>) {
         event = TrackerEvent::None;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
+            _ = shared.announce_now.notified() => {}
             _ = shared.wait_complete(), if !announced_complete => {
                 announced_complete = true;
                 event = TrackerEvent::Completed;
@@ -1274,6 +1282,22 @@ impl TorrentHandle {
         for (i, p) in priority.into_iter().enumerate() {
             st.picker.set_priority(i as u32, p);
         }
+    }
+
+    /// Announces to the trackers now instead of at the end of the interval (as a `None` event).
+    pub fn reannounce(&self) {
+        self.shared.announce_now.notify_one();
+    }
+
+    /// Replaces the announce list (tiers of URLs) while the torrent runs, and announces to it at once.
+    pub fn set_trackers(&self, tiers: &[Vec<String>]) {
+        *self.shared.tiers.lock() = shuffled_tiers(tiers, &mut crate::rng::Rng::from_os());
+        self.shared.announce_now.notify_one();
+    }
+
+    /// The announce list in use, tiers in order.
+    pub fn trackers(&self) -> Vec<Vec<String>> {
+        self.shared.tiers.lock().clone()
     }
 
     /// Tells trackers we stop, closes every connection, and flushes data.

@@ -40,6 +40,9 @@ pub struct AddArgs {
     /// Add it paused
     #[arg(long)]
     pub paused: bool,
+    /// A label to give it; repeat for more
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -246,6 +249,15 @@ fn print_torrent_line(t: &Value) {
         t["peers"].as_u64().unwrap_or(0),
         t["name"].as_str().unwrap_or(""),
     );
+    let labels: Vec<&str> = t["labels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !labels.is_empty() {
+        println!("          labels: {}", labels.join(", "));
+    }
     if let Some(error) = t["error"].as_str() {
         println!("          error: {error}");
     }
@@ -279,6 +291,9 @@ pub fn add(args: AddArgs) -> CmdResult {
         request["download_dir"] = json!(dir);
     }
     request["paused"] = json!(args.paused);
+    if !args.labels.is_empty() {
+        request["labels"] = json!(args.labels);
+    }
     let v = client.call(
         "POST",
         "/api/torrents",

@@ -646,6 +646,14 @@ fn the_python_transmission_rpc_library_drives_the_daemon() {
         ])
     );
     assert_eq!(step("labels")["labels"], json!(["tv", "hd"]));
+    let queue = step("queue");
+    assert_eq!(queue["position"], 0, "{queue}");
+    assert_eq!(
+        queue["trackers"].as_array().and_then(|t| t.last()),
+        Some(&json!("http://127.0.0.1:9/announce")),
+        "{queue}"
+    );
+    assert!(queue["done_date"].as_u64() > Some(0), "{queue}");
     assert_eq!(step("stats")["torrents"], 1);
     assert_eq!(step("moved")["download_dir"], s(&moved));
     assert_eq!(step("removed")["left"], json!([]));
@@ -917,4 +925,468 @@ fn rpc_methods_beyond_the_clients_tests() {
         copy.join("set/x.bin").exists() && dl.join("set/x.bin").exists(),
         "removed without its data"
     );
+}
+
+/// `transmission-remote ADDR -n USER:PASSWORD ARGS`: (success, stdout and stderr).
+fn remote_as(d: &Daemon, user_pass: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("transmission-remote")
+        .arg(d.api.to_string())
+        .args(["-n", user_pass])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn configured_rpc_credentials_work_beside_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("spore.toml");
+    std::fs::write(
+        &config,
+        "rpc_username = \"alice\"\nrpc_password = \"s3cret pass\"\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut command = daemon_command(&state, None);
+    command.args([
+        "--download-dir",
+        s(&dir.path().join("dl")),
+        "--config",
+        s(&config),
+    ]);
+    let d = spawn_daemon(command, &state, &dir.path().join("daemon.err"));
+    let with = |user_pass: &str| {
+        let auth = format!(
+            "Basic {}",
+            data_encoding::BASE64.encode(user_pass.as_bytes())
+        );
+        http(d.api, "POST", RPC, &[("Authorization", &auth)], b"{}").0
+    };
+    // Authorized: on to the session-id handshake (409); refused: 401.
+    assert_eq!(with("alice:s3cret pass"), 409);
+    assert_eq!(with("alice:wrong"), 401);
+    assert_eq!(with("bob:s3cret pass"), 401);
+    assert_eq!(with(":s3cret pass"), 401);
+    assert_eq!(
+        with(&format!("anyone:{}", d.token)),
+        409,
+        "the token still works"
+    );
+    // The API shows the user name, never the password, and does not change them.
+    let settings = d.ok("GET", "/api/settings", None);
+    assert_eq!(settings["rpc_username"], "alice");
+    assert!(settings.get("rpc_password").is_none(), "{settings}");
+    let (status, _) = d.call("PUT", "/api/settings", Some(json!({"rpc_password": "x"})));
+    assert_eq!(status, 403);
+    let (status, _) = d.call("PUT", "/api/settings", Some(json!({"rpc_username": "eve"})));
+    assert_eq!(status, 403);
+    // Sending back what GET gave is fine.
+    d.ok("PUT", "/api/settings", Some(settings));
+    if have("transmission-remote", &["--version"]) {
+        let (ok, out) = remote_as(&d, "alice:s3cret pass", &["-l"]);
+        assert!(ok && out.contains("Sum:"), "{out}");
+        let (ok, out) = remote_as(&d, "alice:nope", &["-l"]);
+        assert!(!ok, "{out}");
+    }
+}
+
+/// A tracker that answers every announce with no peers and a 30-minute interval, sending the
+/// announce's query on `hits`.
+fn fake_tracker() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/announce", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut buf = vec![0u8; 8192];
+            let mut got = 0;
+            while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") && got < buf.len() {
+                match stream.read(&mut buf[got..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            let body = b"d8:intervali1800e5:peers0:e";
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            let _ = stream.write_all(body);
+            let line = String::from_utf8_lossy(&buf[..got])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn trackers_change_while_running_reannounce_and_done_date() {
+    if !have("transmission-remote", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed, _, torrent) = seeded(dir.path(), "tr.bin", &[("tr.bin", 100_000)], &url);
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon.err",
+        None,
+    );
+    assert!(remote(&d, &["-a", s(&torrent)]).contains("success"));
+    let t = wait_torrent(
+        &d,
+        1,
+        &["percentDone", "doneDate", "addedDate"],
+        "done",
+        |t| t["percentDone"] == 1.0 && t["doneDate"].as_u64() > Some(0),
+    );
+    // doneDate: when it finished (the daemon's tick notes it within a second).
+    let done = t["doneDate"].as_u64().unwrap();
+    assert!(done >= t["addedDate"].as_u64().unwrap() && done > 0, "{t}");
+
+    // A tracker added while it runs is announced to at once.
+    let (fake, hits) = fake_tracker();
+    remote(&d, &["-t", "1", "-td", &fake]);
+    let first = hits
+        .recv_timeout(T)
+        .expect("an announce to the added tracker");
+    assert!(first.contains("info_hash="), "{first}");
+    let t = wait_torrent(&d, 1, &["trackers"], "two trackers", |t| {
+        t["trackers"].as_array().map(Vec::len) == Some(2)
+    });
+    assert_eq!(t["trackers"][1]["announce"], fake.as_str(), "{t}");
+    assert_eq!(t["trackers"][1]["tier"], 1, "{t}");
+    // The interval is 30 minutes: nothing more until a reannounce asks for one.
+    assert!(hits.recv_timeout(Duration::from_secs(2)).is_err());
+    assert!(remote(&d, &["-t", "1", "--reannounce"]).contains("success"));
+    hits.recv_timeout(T)
+        .expect("an announce after torrent-reannounce");
+
+    // Removed by id (the real tracker is 0): gone from the list and the JSON API.
+    remote(&d, &["-t", "1", "-tr", "0"]);
+    let t = wait_torrent(&d, 1, &["trackers", "hashString"], "one tracker", |t| {
+        t["trackers"].as_array().map(Vec::len) == Some(1)
+    });
+    assert_eq!(t["trackers"][0]["announce"], fake.as_str(), "{t}");
+    let hash = t["hashString"].as_str().unwrap().to_string();
+    let view = d.torrent(&hash);
+    assert_eq!(
+        view["trackers"],
+        json!([{"tier": 0, "url": fake}]),
+        "{view}"
+    );
+
+    // trackerList replaces them all; a bad URL is refused with a result, nothing changed.
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerList": "ftp://nope\n"}}),
+    );
+    assert_ne!(v["result"], "success", "{v}");
+    let list = format!("{url}\n\n{fake}\n");
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerList": list}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    let t = wait_torrent(&d, 1, &["trackerList"], "the new list", |t| {
+        t["trackerList"].is_string()
+    });
+    assert_eq!(t["trackerList"], list.as_str(), "{t}");
+    // Kept across a restart of the daemon, as is the done date.
+    drop(d);
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon2.err",
+        None,
+    );
+    let t = wait_torrent(&d, 1, &["trackerList", "doneDate"], "after restart", |t| {
+        t["trackerList"].is_string()
+    });
+    assert_eq!(t["trackerList"], list.as_str(), "{t}");
+    assert_eq!(t["doneDate"].as_u64(), Some(done), "{t}");
+}
+
+/// Three torrents nobody seeds (they stay downloading), added in order a, b, c; their .torrent files.
+fn unseeded(dir: &Path) -> Vec<PathBuf> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let src = dir.join("src");
+            std::fs::create_dir_all(&src).unwrap();
+            let content = src.join(format!("{name}.bin"));
+            std::fs::write(
+                &content,
+                data(name.len() as u64 + name.as_bytes()[0] as u64, 70_000),
+            )
+            .unwrap();
+            let torrent = dir.join(format!("{name}.torrent"));
+            create_torrent(&content, &torrent, "32K", None);
+            torrent
+        })
+        .collect()
+}
+
+fn positions(d: &Daemon) -> Vec<(u64, u64, u64)> {
+    let v = rpc(
+        d,
+        &json!({"method": "torrent-get", "arguments": {"fields": ["id", "queuePosition", "status"]}}),
+    );
+    let mut out: Vec<(u64, u64, u64)> = v["arguments"]["torrents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_u64().unwrap(),
+                t["queuePosition"].as_u64().unwrap(),
+                t["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The ids in queue order.
+fn queue_order(d: &Daemon) -> Vec<u64> {
+    let mut p = positions(d);
+    p.sort_by_key(|(_, pos, _)| *pos);
+    p.into_iter().map(|(id, _, _)| id).collect()
+}
+
+#[test]
+fn queue_positions_move_persist_and_order_the_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let torrents = unseeded(dir.path());
+    let state = dir.path().join("state");
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&state, &dl, "daemon.err", None);
+    d.ok(
+        "PUT",
+        "/api/settings",
+        Some(json!({"max_active_downloads": 1})),
+    );
+    for t in &torrents {
+        let v = rpc(
+            &d,
+            &json!({"method": "torrent-add", "arguments": {"filename": s(t)}}),
+        );
+        assert_eq!(v["result"], "success", "{v}");
+    }
+    assert_eq!(queue_order(&d), [1, 2, 3]);
+    // One slot: the first downloads (4), the others wait (3).
+    wait_torrent(&d, 1, &["status"], "a downloading", |t| t["status"] == 4);
+    assert_eq!(
+        positions(&d).iter().map(|p| p.2).collect::<Vec<_>>(),
+        [4, 3, 3]
+    );
+
+    let call = |method: &str, ids: Value| {
+        let v = rpc(&d, &json!({"method": method, "arguments": {"ids": ids}}));
+        assert_eq!(v["result"], "success", "{method}: {v}");
+    };
+    call("queue-move-top", json!([3]));
+    assert_eq!(queue_order(&d), [3, 1, 2]);
+    call("queue-move-down", json!([3]));
+    assert_eq!(queue_order(&d), [1, 3, 2]);
+    call("queue-move-bottom", json!([1]));
+    assert_eq!(queue_order(&d), [3, 2, 1]);
+    call("queue-move-up", json!([2]));
+    assert_eq!(queue_order(&d), [2, 3, 1]);
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set", "arguments": {"ids": [3], "queuePosition": 0}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    assert_eq!(queue_order(&d), [3, 2, 1]);
+
+    // The JSON API: by name or number, and shown in the view.
+    let hash = |id: u64| {
+        let v = rpc(
+            &d,
+            &json!({"method": "torrent-get", "arguments": {"ids": [id], "fields": ["hashString"]}}),
+        );
+        v["arguments"]["torrents"][0]["hashString"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (h1, h2, h3) = (hash(1), hash(2), hash(3));
+    let v = d.ok(
+        "PUT",
+        &format!("/api/torrents/{h2}"),
+        Some(json!({"queue_position": "top"})),
+    );
+    assert_eq!(v["queue_position"], 0, "{v}");
+    assert_eq!(queue_order(&d), [2, 3, 1]);
+    d.ok(
+        "PUT",
+        &format!("/api/torrents/{h2}"),
+        Some(json!({"queue_position": 1})),
+    );
+    assert_eq!(queue_order(&d), [3, 2, 1]);
+    let (status, _) = d.call(
+        "PUT",
+        &format!("/api/torrents/{h2}"),
+        Some(json!({"queue_position": "sideways"})),
+    );
+    assert_eq!(status, 400);
+
+    // When the slot frees, the first in the queue starts: c, not b (added before it).
+    call("torrent-stop", json!([1]));
+    wait_torrent(&d, 3, &["status"], "c started first", |t| t["status"] == 4);
+    assert_eq!(positions(&d)[1].2, 3, "b still waits: {:?}", positions(&d));
+    assert_eq!(d.torrent(&h1)["state"], "paused");
+    // torrent-start-now goes past the queue's limit: b runs beside c.
+    call("torrent-start-now", json!([2]));
+    wait_torrent(&d, 2, &["status"], "b started now", |t| t["status"] == 4);
+    assert_eq!(positions(&d)[2].2, 4, "c still runs: {:?}", positions(&d));
+
+    // Kept across a restart.
+    drop(d);
+    let d = start_daemon(&state, &dl, "daemon2.err", None);
+    let order: Vec<String> = {
+        let list = d.ok("GET", "/api/torrents", None);
+        let mut t: Vec<(u64, String)> = list["torrents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["queue_position"].as_u64().unwrap(),
+                    t["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        t.sort();
+        t.into_iter().map(|(_, h)| h).collect()
+    };
+    assert_eq!(order, [h3, h2, h1]);
+}
+
+#[test]
+fn alternative_speed_limits_are_set_by_transmission_remote_and_slow_the_download() {
+    if !have("transmission-remote", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed, _, torrent) = seeded(dir.path(), "slow.bin", &[("slow.bin", 600_000)], &url);
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon.err",
+        None,
+    );
+    remote(&d, &["-asd", "100", "-asu", "70", "-as"]);
+    remote(
+        &d,
+        &[
+            "--alt-speed-time-begin",
+            "0130",
+            "--alt-speed-time-end",
+            "2215",
+            "--alt-speed-days",
+            "1-5",
+        ],
+    );
+    let v = rpc(&d, &json!({"method": "session-get"}));
+    let a = &v["arguments"];
+    assert_eq!(
+        (
+            &a["alt-speed-down"],
+            &a["alt-speed-up"],
+            &a["alt-speed-enabled"],
+            &a["alt-speed-time-begin"],
+            &a["alt-speed-time-end"],
+            &a["alt-speed-time-day"],
+        ),
+        (
+            &json!(100),
+            &json!(70),
+            &json!(true),
+            &json!(90),
+            &json!(1335),
+            &json!(62)
+        ),
+        "{v}"
+    );
+    let settings = d.ok("GET", "/api/settings", None);
+    assert_eq!(settings["alt_speed_down"], 100_000, "{settings}");
+    assert_eq!(settings["alt_speed_enabled"], true, "{settings}");
+
+    // 600 kB at 100 kB/s: several seconds, where loopback takes a fraction of one.
+    let started = Instant::now();
+    assert!(remote(&d, &["-a", s(&torrent)]).contains("success"));
+    wait_torrent(&d, 1, &["percentDone"], "done", |t| t["percentDone"] == 1.0);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "took {took:?} with alt speed at 100 kB/s"
+    );
+
+    // Off again, and the schedule on (it only switches at its edges).
+    remote(&d, &["-AS", "-asc"]);
+    let v = rpc(
+        &d,
+        &json!({"method": "session-get", "arguments": {"fields": ["alt-speed-enabled", "alt-speed-time-enabled"]}}),
+    );
+    assert_eq!(v["arguments"]["alt-speed-time-enabled"], true, "{v}");
+}
+
+#[test]
+fn start_added_torrents_off_adds_them_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let torrents = unseeded(dir.path());
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon.err",
+        None,
+    );
+    let v = rpc(
+        &d,
+        &json!({"method": "session-set", "arguments": {"start-added-torrents": false}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    let v = rpc(
+        &d,
+        &json!({"method": "session-get", "arguments": {"fields": ["start-added-torrents"]}}),
+    );
+    assert_eq!(v["arguments"]["start-added-torrents"], false, "{v}");
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&torrents[0])}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    // `paused: false` still starts one.
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&torrents[1]), "paused": false}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    wait_torrent(&d, 2, &["status"], "the unpaused one runs", |t| {
+        t["status"] == 4
+    });
+    assert_eq!(status(&d, 1)["status"], 0, "added stopped");
 }

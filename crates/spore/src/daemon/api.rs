@@ -408,11 +408,12 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
 }
 
+/// A query parameter, decoded as a form (`+` is a space, as the web page's URLSearchParams sends it).
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == key).then(|| {
-            percent_encoding::percent_decode_str(v)
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
                 .decode_utf8_lossy()
                 .into_owned()
         })
@@ -432,11 +433,14 @@ async fn add(State(ctx): State<Ctx>, req: Request) -> Result<Response, ApiError>
         .to_string();
     let query = req.uri().query().map(str::to_string);
     let body = read_body(req).await?;
-    let (source, dir, paused) = if content_type.starts_with("application/x-bittorrent") {
+    let (source, dir, paused, labels) = if content_type.starts_with("application/x-bittorrent") {
         (
             Source::TorrentFile(body.to_vec()),
             query_param(query.as_deref(), "download_dir").map(PathBuf::from),
             query_param(query.as_deref(), "paused").is_some_and(|p| p == "true"),
+            query_param(query.as_deref(), "labels")
+                .map(|l| l.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
         )
     } else {
         let v = parse_json(&body)?;
@@ -462,13 +466,19 @@ async fn add(State(ctx): State<Ctx>, req: Request) -> Result<Response, ApiError>
                 "give exactly one of magnet, url, path, torrent_base64".into(),
             ));
         }
+        let labels: Vec<String> = match v.get("labels") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(l) => serde_json::from_value(l.clone())
+                .map_err(|_| ApiError::BadRequest("labels: expected a list of strings".into()))?,
+        };
         (
             sources.remove(0),
             text("download_dir").map(PathBuf::from),
             v.get("paused").and_then(Value::as_bool).unwrap_or(false),
+            labels,
         )
     };
-    let view = ctx.daemon.add(source, dir, paused).await?;
+    let view = ctx.daemon.add(source, dir, paused, labels).await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
@@ -506,7 +516,7 @@ async fn resume(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Respon
 }
 
 async fn settings(State(ctx): State<Ctx>) -> Response {
-    axum::Json(json!(*ctx.daemon.settings.lock())).into_response()
+    axum::Json(super::settings_view(&ctx.daemon.settings.lock())).into_response()
 }
 
 async fn put_settings(State(ctx): State<Ctx>, req: Request) -> Result<Response, ApiError> {
@@ -585,6 +595,14 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_parameters_decode_as_a_form() {
+        let q = Some("labels=new+show,tv&download_dir=%2Fa%20b%2Bc");
+        assert_eq!(query_param(q, "labels").as_deref(), Some("new show,tv"));
+        assert_eq!(query_param(q, "download_dir").as_deref(), Some("/a b+c"));
+        assert_eq!(query_param(q, "paused"), None);
+    }
 
     #[test]
     fn the_host_must_name_the_bound_address_or_loopback() {

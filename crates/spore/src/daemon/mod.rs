@@ -4,7 +4,9 @@
 mod api;
 mod conns;
 mod paths;
+mod relocate;
 mod rpc;
+mod sched;
 pub mod store;
 mod stream;
 
@@ -23,7 +25,62 @@ use serde_json::{json, Value};
 
 use crate::get_cmd::DiscoveryArgs;
 use crate::{CmdResult, Failure};
+use sched::{reorder, QueueMove};
 use store::{Record, ResumeFile, Settings, Store, WriteGate};
+
+/// At most this many labels per torrent, of at most this many bytes each, none with a comma
+/// (Transmission's rule) nor empty.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_LEN: usize = 256;
+/// At most this many trackers per torrent set through the API, URLs of at most this many bytes.
+pub const MAX_TRACKERS: usize = 256;
+pub const MAX_TRACKER_URL: usize = 2048;
+/// The watch directory: how often it is read, and at most this many entries looked at per poll.
+const WATCH_EVERY_SECS: u64 = 2;
+const MAX_WATCH_ENTRIES: usize = 10_000;
+
+/// Checks labels as Transmission does, dropping repeats.
+pub fn check_labels(labels: Vec<String>) -> Result<Vec<String>, String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!("labels: at most {MAX_LABELS}"));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for l in labels {
+        let l = l.trim().to_string();
+        if l.is_empty()
+            || l.contains(',')
+            || l.len() > MAX_LABEL_LEN
+            || l.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "labels: {l:?} is not a label (non-empty, no comma, at most {MAX_LABEL_LEN} bytes)"
+            ));
+        }
+        if !out.contains(&l) {
+            out.push(l);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks an announce list: tiers of http(s) or udp URLs, within the caps.
+pub fn check_trackers(tiers: &[Vec<String>]) -> Result<(), String> {
+    if tiers.iter().map(Vec::len).sum::<usize>() > MAX_TRACKERS {
+        return Err(format!("trackers: at most {MAX_TRACKERS}"));
+    }
+    for url in tiers.iter().flatten() {
+        let lower = url.to_ascii_lowercase();
+        let scheme_ok = ["http://", "https://", "udp://"]
+            .iter()
+            .any(|p| lower.starts_with(p));
+        if !scheme_ok || url.len() > MAX_TRACKER_URL || url.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "trackers: {url:?} is not an http(s):// or udp:// announce URL"
+            ));
+        }
+    }
+    Ok(())
+}
 
 #[derive(Args)]
 pub struct DaemonArgs {
@@ -60,6 +117,8 @@ pub enum Phase {
     Running,
     Paused,
     Finished,
+    /// Its data is being moved to another directory (stopped meanwhile).
+    Moving,
     Error(String),
 }
 
@@ -82,6 +141,10 @@ pub struct Entry {
     generation: u64,
     /// Every write of its state files goes through it. Taken before the entry's lock, never inside it.
     gate: Arc<WriteGate>,
+    /// How far the move of its data is, while in `Moving`.
+    moving: Option<Arc<relocate::Progress>>,
+    /// Started past the queue's limits (until it stops; not kept across restarts).
+    start_now: bool,
 }
 
 type Slot = Arc<Mutex<Entry>>;
@@ -128,6 +191,12 @@ pub struct Daemon {
     /// Bytes downloaded and uploaded by torrents removed since the daemon started: /metrics counts
     /// them in its totals, which must never go down (Prometheus reads a drop as a counter reset).
     removed_totals: Mutex<(u64, u64)>,
+    /// Whether the alternative speed schedule covered the last tick (`None` before the first): the
+    /// limits switch only when it changes, so a user's switch in between holds until the next edge.
+    alt_schedule_was: Mutex<Option<bool>>,
+    /// Sizes of the watch directory's .torrent files at the last poll: one is added once its size
+    /// held still between two polls (a file still being written is left for later).
+    watch_seen: Mutex<std::collections::HashMap<PathBuf, u64>>,
 }
 
 /// An API failure: the status it maps to and a one-line reason.
@@ -207,14 +276,31 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     if !args.allowed_dirs.is_empty() {
         settings.allowed_dirs = args.allowed_dirs.clone();
     }
-    let as_given = (settings.download_dir.clone(), settings.allowed_dirs.clone());
+    let as_given = (
+        settings.download_dir.clone(),
+        settings.allowed_dirs.clone(),
+        settings.watch_dir.clone(),
+    );
     settings.download_dir = absolute(&settings.download_dir)?;
+    settings.watch_dir = settings.watch_dir.as_deref().map(absolute).transpose()?;
     settings.allowed_dirs = settings
         .allowed_dirs
         .iter()
         .map(|d| absolute(d))
         .collect::<Result<_, _>>()?;
-    let resolved = as_given != (settings.download_dir.clone(), settings.allowed_dirs.clone());
+    let resolved = as_given
+        != (
+            settings.download_dir.clone(),
+            settings.allowed_dirs.clone(),
+            settings.watch_dir.clone(),
+        );
+    // Checked before anything is saved.
+    check_alt_schedule(&settings).map_err(|e| Failure::BadInput(anyhow!(e)))?;
+    if settings.rpc_username.is_some() != settings.rpc_password.is_some() {
+        return Err(Failure::BadInput(anyhow!(
+            "rpc_username and rpc_password go together: set both or neither"
+        )));
+    }
     if args.config.is_some()
         || args.download_dir.is_some()
         || !args.allowed_dirs.is_empty()
@@ -254,11 +340,21 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         entries: Mutex::new(BTreeMap::new()),
         events: tokio::sync::broadcast::channel(64).0,
         removed_totals: Mutex::new((0, 0)),
+        alt_schedule_was: Mutex::new(None),
+        watch_seen: Mutex::new(std::collections::HashMap::new()),
     });
     let started = Instant::now();
     for (id, record, torrent) in daemon.store.load_all() {
         daemon.insert(id, record, torrent.map(Arc::new));
     }
+    daemon.renumber_queue();
+    {
+        let d = daemon.clone();
+        tokio::task::spawn_blocking(move || d.recover_moves())
+            .await
+            .context("recovering moves")?;
+    }
+    daemon.apply_rates(&daemon.settings.lock().clone());
     println!(
         "state in {}: {} torrents loaded in {} ms",
         state_dir.display(),
@@ -303,6 +399,46 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// The settings as the API shows them: without the RPC password.
+pub fn settings_view(s: &Settings) -> Value {
+    let mut v = json!(s);
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("rpc_password");
+    }
+    v
+}
+
+/// Refuses a schedule Transmission could not express: minutes past the day, days past the week.
+fn check_alt_schedule(s: &Settings) -> Result<(), String> {
+    if s.alt_speed_time_begin >= 24 * 60 || s.alt_speed_time_end >= 24 * 60 {
+        return Err("alt_speed_time_begin/end: minutes after midnight, below 1440".into());
+    }
+    if s.alt_speed_time_day > 0x7f {
+        return Err("alt_speed_time_day: a bitmask of days, 1 Sunday ... 64 Saturday".into());
+    }
+    Ok(())
+}
+
+/// The regular files named `*.torrent` in the watch directory, with their sizes (links not followed).
+fn watch_scan(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .take(MAX_WATCH_ENTRIES)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.to_ascii_lowercase().ends_with(".torrent"))
+        })
+        .filter_map(|e| {
+            let meta = e.path().symlink_metadata().ok()?;
+            meta.is_file().then(|| (e.path(), meta.len()))
+        })
+        .collect()
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -372,6 +508,8 @@ impl Daemon {
             saved_record: Some(saved),
             generation: 0,
             gate: Arc::new(WriteGate::default()),
+            moving: None,
+            start_now: false,
         }));
         self.entries.lock().insert(id, slot.clone());
         slot
@@ -385,8 +523,63 @@ impl Daemon {
             .ok_or(ApiError::NotFound)
     }
 
+    /// Every torrent, in queue order.
     fn slots(&self) -> Vec<Slot> {
-        self.entries.lock().values().cloned().collect()
+        let slots: Vec<Slot> = self.entries.lock().values().cloned().collect();
+        let mut keyed: Vec<((u64, u64), Slot)> = slots
+            .into_iter()
+            .map(|s| {
+                let key = {
+                    let e = s.lock();
+                    (e.record.queue_position, e.record.added)
+                };
+                (key, s)
+            })
+            .collect();
+        keyed.sort_by_key(|(k, _)| *k);
+        keyed.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Reorders the queue (`ids` moved as `how` says) and saves the positions that changed.
+    pub fn queue_move(self: &Arc<Self>, ids: &[[u8; 20]], how: QueueMove) {
+        let order: Vec<Slot> = self.slots();
+        let keys: Vec<[u8; 20]> = order.iter().map(|s| s.lock().id).collect();
+        let new = reorder(&keys, |k| ids.contains(k), how);
+        for (position, id) in new.iter().enumerate() {
+            let Some(slot) = order
+                .iter()
+                .zip(&keys)
+                .find(|(_, k)| *k == id)
+                .map(|(s, _)| s)
+            else {
+                continue;
+            };
+            let changed = {
+                let mut e = slot.lock();
+                let changed = e.record.queue_position != position as u64;
+                e.record.queue_position = position as u64;
+                changed
+            };
+            if changed {
+                self.save(slot, false);
+            }
+        }
+        self.schedule();
+    }
+
+    /// Makes the stored positions dense from 0 in their order (after a removal, or records of old).
+    fn renumber_queue(&self) {
+        for (position, slot) in self.slots().iter().enumerate() {
+            let changed = {
+                let mut e = slot.lock();
+                let changed = e.record.queue_position != position as u64;
+                e.record.queue_position = position as u64;
+                changed
+            };
+            if changed {
+                self.save(slot, false);
+            }
+        }
     }
 
     pub async fn add(
@@ -394,7 +587,9 @@ impl Daemon {
         source: Source,
         download_dir: Option<PathBuf>,
         paused: bool,
+        labels: Vec<String>,
     ) -> Result<Value, ApiError> {
+        let labels = check_labels(labels).map_err(bad)?;
         let (id, torrent_file, magnet) = match source {
             Source::Magnet(link) => {
                 let m = metainfo::Magnet::parse(&link).map_err(bad)?;
@@ -453,7 +648,13 @@ impl Daemon {
             downloaded: 0,
             uploaded: 0,
             seeding_secs: 0,
-            labels: Vec::new(),
+            labels,
+            // Last in the queue (positions are dense from 0).
+            queue_position: self.entries.lock().len() as u64,
+            done: None,
+            trackers: None,
+            moving_to: None,
+            moved_from: None,
         };
         let torrent = match torrent_file {
             Some((bytes, torrent)) => {
@@ -504,7 +705,8 @@ impl Daemon {
                     } else {
                         downloads < max_down
                     };
-                    if !free {
+                    // `torrent-start-now` starts it past the queue's limits.
+                    if !free && !e.start_now {
                         continue;
                     }
                     if e.record.complete {
@@ -605,6 +807,7 @@ impl Daemon {
         config.session_listener = Some(self.listen);
         config.selected_files = record.files.clone();
         config.file_priorities = record.priorities.clone();
+        config.trackers = record.trackers.clone();
         config.max_upload_rate = record.max_upload_rate;
         config.max_download_rate = record.max_download_rate;
         config.global_upload = Some(self.global_up.clone());
@@ -698,6 +901,9 @@ impl Daemon {
                 e.record.downloaded = e.base_downloaded + s.downloaded;
                 e.record.uploaded = e.base_uploaded + s.uploaded;
                 e.record.complete = s.complete;
+                if s.complete && e.record.done.is_none() {
+                    e.record.done = Some(store::now_secs());
+                }
             }
             e.fold_seeding_time(false);
             if let Some((count, _)) = &resume {
@@ -737,6 +943,7 @@ impl Daemon {
             let mut e = slot.lock();
             e.generation += 1;
             e.phase = phase;
+            e.start_now = false;
             e.fold_seeding_time(true);
             e.handle.clone()
         };
@@ -760,6 +967,7 @@ impl Daemon {
 
     pub async fn pause(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
+        Self::not_moving(&slot)?;
         slot.lock().record.paused = true;
         self.stop_entry(&slot, Phase::Paused).await;
         self.schedule();
@@ -767,9 +975,20 @@ impl Daemon {
     }
 
     pub async fn resume(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
+        self.resume_with(id, false).await
+    }
+
+    /// Resumes; with `now`, past the queue's limits (Transmission's `torrent-start-now`).
+    pub async fn resume_with(
+        self: &Arc<Self>,
+        id: &[u8; 20],
+        now: bool,
+    ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
+        Self::not_moving(&slot)?;
         {
             let mut e = slot.lock();
+            e.start_now = now;
             e.record.paused = false;
             e.record.finished = false;
             if matches!(e.phase, Phase::Paused | Phase::Finished | Phase::Error(_)) {
@@ -792,6 +1011,7 @@ impl Daemon {
         delete_data: bool,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
+        Self::not_moving(&slot)?;
         let gate = slot.lock().gate.clone();
         // Closed first: saving what is about to be deleted is wasted, and a save still running (the
         // tick's, or the stop's) must be over before the files go, or it would write them back.
@@ -822,6 +1042,7 @@ impl Daemon {
             "removed".into(),
             json!({"id": metainfo::hex(id)}).to_string(),
         ));
+        self.renumber_queue();
         self.schedule();
         Ok(json!({"removed": metainfo::hex(id)}))
     }
@@ -834,6 +1055,7 @@ impl Daemon {
         change: &Value,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
+        Self::not_moving(&slot)?;
         let obj = change
             .as_object()
             .ok_or_else(|| bad("expected a JSON object"))?;
@@ -860,49 +1082,19 @@ impl Daemon {
             })
         };
         if let Some(to) = &change.download_dir {
-            let (torrent, from) = {
-                let e = slot.lock();
-                (e.torrent.clone(), e.record.download_dir.clone())
-            };
-            let moved = match torrent {
-                Some(t) => {
-                    let (from, to) = (from.clone(), to.clone());
-                    blocking(move || move_files(&t, &from, &to)).await?
-                }
-                None => Ok(()),
-            };
-            if let Err(failure) = moved {
-                let reply = {
+            if let Err(reply) = self.relocate(&slot, to).await {
+                if let Some(p) = back_to(old_phase) {
                     let mut e = slot.lock();
-                    if failure.rolled_back {
-                        if let Some(p) = back_to(old_phase) {
-                            e.phase = p;
-                        }
-                        failure.refusal(format!(
-                            "cannot move the data to {}: {:#}; it stays in {}, nothing was changed",
-                            to.display(),
-                            failure.error,
-                            from.display()
-                        ))
-                    } else {
-                        // Split between two places: kept paused (and saved so) until someone
-                        // puts the files back together, rather than downloading the missing ones.
-                        let message = format!(
-                            "moving the data to {} failed: {:#}; some files are there, the rest in {}",
-                            to.display(),
-                            failure.error,
-                            from.display()
-                        );
-                        e.record.paused = true;
-                        e.phase = Phase::Error(message.clone());
-                        ApiError::Internal(message)
+                    if e.phase == Phase::Paused {
+                        e.phase = p;
                     }
-                };
+                }
                 self.save(&slot, true);
                 self.schedule();
                 return Err(reply);
             }
         }
+        let queue = change.queue;
         {
             let mut e = slot.lock();
             change.apply(&mut e);
@@ -911,8 +1103,157 @@ impl Daemon {
             }
         }
         self.save(&slot, true);
+        if let Some(how) = queue {
+            self.queue_move(&[*id], how);
+        }
         self.schedule();
         Ok(self.view(&slot, false))
+    }
+
+    /// Refuses to act on a torrent whose data is being moved.
+    fn not_moving(slot: &Slot) -> Result<(), ApiError> {
+        if slot.lock().phase == Phase::Moving {
+            return Err(ApiError::Conflict(
+                "its data is being moved; try again when that is done".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves a stopped torrent's data to `to` (see `relocate`), recording the move in progress so a
+    /// crash at any moment leaves one whole copy that the record names. On success the record names
+    /// `to`; on failure it names the old place, where the data is whole unless the undo failed too
+    /// (then the torrent is left paused in `error`).
+    async fn relocate(&self, slot: &Slot, to: &Path) -> Result<(), ApiError> {
+        let (torrent, from) = {
+            let e = slot.lock();
+            (e.torrent.clone(), e.record.download_dir.clone())
+        };
+        let Some(t) = torrent.filter(|_| from != to) else {
+            return Ok(());
+        };
+        let to = to.to_path_buf();
+        let (t2, to2) = (t.clone(), to.clone());
+        if let Some(path) = blocking(move || relocate::occupied(&t2, &to2)).await? {
+            return Err(ApiError::Conflict(format!(
+                "cannot move the data to {}: {path} already exists; it stays in {}, nothing was changed",
+                to.display(),
+                from.display()
+            )));
+        }
+        let progress = Arc::new(relocate::Progress::default());
+        {
+            let mut e = slot.lock();
+            e.record.moving_to = Some(to.clone());
+            e.phase = Phase::Moving;
+            e.moving = Some(progress.clone());
+        }
+        // The journal is on disk before the first file moves.
+        self.save(slot, true);
+        let (t2, from2, to2) = (t.clone(), from.clone(), to.clone());
+        let moved = blocking(move || relocate::move_files(&t2, &from2, &to2, &progress)).await?;
+        match moved {
+            Ok(done) => {
+                let copied = done.iter().any(|(_, h)| *h == relocate::How::Copied);
+                {
+                    let mut e = slot.lock();
+                    e.record.download_dir = to.clone();
+                    e.record.moving_to = None;
+                    e.record.moved_from = copied.then(|| from.clone());
+                    e.moving = None;
+                    e.phase = Phase::Paused;
+                }
+                // Committed: from here the new place is the one.
+                self.save(slot, true);
+                let (t2, from2, to2) = (t.clone(), from.clone(), to.clone());
+                blocking(move || {
+                    if copied {
+                        relocate::delete_originals(&t2, &from2, &to2);
+                    } else {
+                        remove_empty_dirs(&t2, &from2);
+                    }
+                })
+                .await?;
+                if copied {
+                    slot.lock().record.moved_from = None;
+                    self.save(slot, true);
+                }
+                Ok(())
+            }
+            Err(failure) => {
+                let mut e = slot.lock();
+                e.record.moving_to = None;
+                e.moving = None;
+                if failure.rolled_back {
+                    e.phase = Phase::Paused;
+                    Err(ApiError::Internal(format!(
+                        "cannot move the data to {}: {:#}; it stays in {}, nothing was changed",
+                        to.display(),
+                        failure.error,
+                        from.display()
+                    )))
+                } else {
+                    // Split between two places: kept paused (and saved so) until someone puts the
+                    // files back together, rather than downloading the missing ones.
+                    let message = format!(
+                        "moving the data to {} failed: {:#}; some files are there, the rest in {}",
+                        to.display(),
+                        failure.error,
+                        from.display()
+                    );
+                    e.record.paused = true;
+                    e.phase = Phase::Error(message.clone());
+                    Err(ApiError::Internal(message))
+                }
+            }
+        }
+    }
+
+    /// Finishes or undoes the moves a previous run was killed in the middle of: a move not yet
+    /// recorded as done is undone (the old place keeps the data), and the old copies of one that was
+    /// are deleted.
+    fn recover_moves(&self) {
+        for slot in self.slots() {
+            let (t, record) = {
+                let e = slot.lock();
+                (e.torrent.clone(), e.record.clone())
+            };
+            let Some(t) = t else { continue };
+            if let Some(to) = &record.moving_to {
+                let whole = relocate::undo(&t, &record.download_dir, to);
+                tracing::warn!(
+                    "{}: the move of its data to {} was interrupted{}",
+                    t.name,
+                    to.display(),
+                    if whole {
+                        format!("; undone, the data is in {}", record.download_dir.display())
+                    } else {
+                        "; undoing it failed, see the errors above".into()
+                    }
+                );
+                let mut e = slot.lock();
+                e.record.moving_to = None;
+                if !whole {
+                    e.record.paused = true;
+                    e.phase = Phase::Error(format!(
+                        "an interrupted move to {} could not be undone",
+                        to.display()
+                    ));
+                }
+            }
+            if let Some(from) = &record.moved_from {
+                relocate::delete_originals(&t, from, &record.download_dir);
+                tracing::info!(
+                    "{}: removed the old copies in {} of a finished move",
+                    t.name,
+                    from.display()
+                );
+                slot.lock().record.moved_from = None;
+            }
+            if record.moving_to.is_some() || record.moved_from.is_some() {
+                self.save(&slot, true);
+            }
+        }
     }
 
     pub async fn update_settings(self: &Arc<Self>, change: &Value) -> Result<Value, ApiError> {
@@ -935,12 +1276,29 @@ impl Daemon {
                 "allowed_dirs can only be set in the config file, on the command line or in settings.json".into(),
             ));
         }
+        // Credentials are for who starts the daemon too: the API's token holder has the token already.
+        if obj.contains_key("rpc_password")
+            || settings.rpc_username != old.rpc_username
+            || settings.rpc_password != old.rpc_password
+        {
+            return Err(ApiError::Forbidden(
+                "rpc_username and rpc_password can only be set in the config file or settings.json"
+                    .into(),
+            ));
+        }
         if settings.download_dir != old.download_dir {
             self.check_dir(&settings.download_dir).await?;
         }
+        if settings
+            .watch_dir
+            .as_ref()
+            .is_some_and(|d| !d.is_absolute())
+        {
+            return Err(bad("watch_dir must be an absolute path"));
+        }
+        check_alt_schedule(&settings).map_err(bad)?;
         let fitted = conns::fit(&settings).map_err(bad)?;
-        self.global_up.set_rate(settings.max_upload_rate);
-        self.global_down.set_rate(settings.max_download_rate);
+        self.apply_rates(&settings);
         self.peer_budget.set_max(fitted.peers_total);
         self.session.set_handshake_limits(fitted.handshake);
         self.api_conns.set_limits(fitted.api);
@@ -948,7 +1306,101 @@ impl Daemon {
         self.store.save_settings(&settings)?;
         *self.settings.lock() = settings.clone();
         self.schedule();
-        serde_json::to_value(settings).map_err(bad)
+        Ok(settings_view(&settings))
+    }
+
+    /// Sets the session-wide rate limits: the alternative ones while they are on.
+    fn apply_rates(&self, s: &Settings) {
+        if s.alt_speed_enabled {
+            // 0 stops the traffic, as in Transmission (the limiter reads 0 as no limit).
+            self.global_up.set_rate(Some(s.alt_speed_up.max(1)));
+            self.global_down.set_rate(Some(s.alt_speed_down.max(1)));
+        } else {
+            self.global_up.set_rate(s.max_upload_rate);
+            self.global_down.set_rate(s.max_download_rate);
+        }
+    }
+
+    /// Switches the alternative speed limits when the schedule (if enabled) begins or ends at `now`.
+    fn alt_speed_tick(&self, now: Option<sched::WeekTime>) {
+        let mut settings = self.settings.lock();
+        let covered = match (settings.alt_speed_time_enabled, now) {
+            (true, Some(at)) => Some(sched::in_alt_schedule(&settings, at)),
+            _ => None,
+        };
+        let mut was = self.alt_schedule_was.lock();
+        if let Some(on) = sched::alt_switch(*was, covered, settings.alt_speed_enabled) {
+            settings.alt_speed_enabled = on;
+            tracing::info!(
+                "alternative speed limits {} by the schedule",
+                if on { "on" } else { "off" }
+            );
+            if let Err(e) = self.store.save_settings(&settings) {
+                tracing::error!("saving settings: {e:#}");
+            }
+        }
+        *was = covered;
+        let s = settings.clone();
+        drop((was, settings));
+        self.apply_rates(&s);
+    }
+
+    /// Adds the .torrent files dropped into the watch directory, each renamed `.torrent.added` after
+    /// (or `.torrent.invalid`, logged, when it is not a torrent). The directory and the files are read
+    /// off the runtime's workers.
+    async fn watch_tick(self: &Arc<Self>) {
+        let (dir, start) = {
+            let s = self.settings.lock();
+            (s.watch_dir.clone(), s.start_added_torrents)
+        };
+        let Some(dir) = dir else { return };
+        let seen = std::mem::take(&mut *self.watch_seen.lock());
+        let listed = blocking(move || watch_scan(&dir)).await;
+        let Ok(found) = listed else { return };
+        let mut now_seen = std::collections::HashMap::new();
+        for (path, size) in found {
+            if seen.get(&path) != Some(&size) {
+                // New or still growing: looked at again at the next poll.
+                now_seen.insert(path, size);
+                continue;
+            }
+            let p = path.clone();
+            let read = blocking(move || paths::read_torrent_file(&p)).await;
+            let verdict = match read {
+                Ok(Ok((bytes, _))) => {
+                    match self
+                        .add(Source::TorrentFile(bytes), None, !start, Vec::new())
+                        .await
+                    {
+                        Ok(_) | Err(ApiError::Conflict(_)) => Ok(()),
+                        Err(ApiError::BadRequest(m)) => Err(m),
+                        // Not the file's fault (the state directory, say): tried again later.
+                        Err(e) => {
+                            tracing::warn!("watch directory: {}: {e:?}", path.display());
+                            continue;
+                        }
+                    }
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => continue,
+            };
+            let suffix = if verdict.is_ok() { "added" } else { "invalid" };
+            if let Err(why) = &verdict {
+                tracing::warn!(
+                    "watch directory: {} is not a valid torrent: {why}",
+                    path.display()
+                );
+            }
+            let mut to = path.clone().into_os_string();
+            to.push(".");
+            to.push(suffix);
+            if let Err(e) = std::fs::rename(&path, &to) {
+                tracing::error!("watch directory: cannot rename {}: {e}", path.display());
+                // Kept out of the next polls' way until it changes.
+                now_seen.insert(path, u64::MAX);
+            }
+        }
+        *self.watch_seen.lock() = now_seen;
     }
 
     /// Every second: seed goals, queue, and resume data for torrents that verified pieces.
@@ -957,6 +1409,10 @@ impl Daemon {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             ticks += 1;
+            self.alt_speed_tick(sched::local_week_time());
+            if ticks.is_multiple_of(WATCH_EVERY_SECS) {
+                self.watch_tick().await;
+            }
             let (ratio_goal, time_goal) = {
                 let s = self.settings.lock();
                 (s.seed_ratio, s.seed_time)
@@ -1008,6 +1464,9 @@ impl Daemon {
                             || e.record.seed_time.or(time_goal).is_some_and(|g| secs >= g);
                         if !e.record.complete {
                             e.record.complete = true;
+                        }
+                        if e.record.done.is_none() {
+                            e.record.done = Some(store::now_secs());
                         }
                     }
                     (h, goal_reached, st.pieces_have != e.last_saved_have)
@@ -1063,8 +1522,13 @@ impl Daemon {
 
     /// The JSON view of a torrent (docs/api.md), with files, peers and trackers when `detail`.
     pub fn view(&self, slot: &Slot, detail: bool) -> Value {
-        let e = slot.lock();
+        let mut e = slot.lock();
         let status: Option<Status> = e.handle.as_ref().map(|h| h.status());
+        // Noted at once, not only at the next tick (which saves it).
+        if status.as_ref().is_some_and(|s| s.complete) && e.record.done.is_none() {
+            e.record.done = Some(store::now_secs());
+        }
+        let e = e;
         let torrent = e.torrent.as_deref();
         let total_size = torrent.map_or(0, |t| t.total_size());
         let selected = |i: usize| {
@@ -1107,6 +1571,7 @@ impl Daemon {
             Phase::Checking => "checking",
             Phase::Paused => "paused",
             Phase::Finished => "finished",
+            Phase::Moving => "moving",
             Phase::Error(_) => "error",
         };
         let left = status.as_ref().map_or(0, |s| s.left);
@@ -1145,6 +1610,10 @@ impl Daemon {
             "added": e.record.added,
             "private": torrent.is_some_and(|t| t.private),
             "magnet": magnet,
+            "labels": e.record.labels,
+            "move_progress": e.moving.as_ref().map(|p| p.fraction()),
+            "queue_position": e.record.queue_position,
+            "done": e.record.done,
         });
         if detail {
             let have = e.handle.as_ref().map(|h| h.shared.have());
@@ -1186,15 +1655,20 @@ impl Daemon {
                     })
                     .collect()
             });
-            let trackers: Vec<Value> = torrent.map_or_else(Vec::new, |t| {
-                t.trackers
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(tier, urls)| {
-                        urls.iter().map(move |u| json!({"tier": tier, "url": u}))
-                    })
-                    .collect()
-            });
+            let trackers: Vec<Value> = e
+                .record
+                .trackers
+                .as_ref()
+                .or(torrent.map(|t| &t.trackers))
+                .map_or_else(Vec::new, |tiers| {
+                    tiers
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(tier, urls)| {
+                            urls.iter().map(move |u| json!({"tier": tier, "url": u}))
+                        })
+                        .collect()
+                });
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("files".into(), json!(files));
                 obj.insert(
@@ -1226,6 +1700,9 @@ struct Change {
     max_upload_rate: Option<Option<u64>>,
     max_download_rate: Option<Option<u64>>,
     download_dir: Option<PathBuf>,
+    labels: Option<Vec<String>>,
+    queue: Option<QueueMove>,
+    trackers: Option<Vec<Vec<String>>>,
 }
 
 impl Change {
@@ -1294,6 +1771,31 @@ impl Change {
                     }
                     c.download_dir = Some(dir);
                 }
+                "labels" => {
+                    let labels: Vec<String> = serde_json::from_value(value.clone())
+                        .map_err(|_| bad("labels: expected a list of strings"))?;
+                    c.labels = Some(check_labels(labels).map_err(bad)?);
+                }
+                "queue_position" => {
+                    c.queue = Some(match value {
+                        Value::String(name) => QueueMove::parse(name).ok_or_else(|| {
+                            bad("queue_position: a number, \"top\", \"up\", \"down\" or \"bottom\"")
+                        })?,
+                        v => QueueMove::To(
+                            v.as_u64()
+                                .and_then(|n| usize::try_from(n).ok())
+                                .ok_or_else(|| bad("queue_position: a number, \"top\", \"up\", \"down\" or \"bottom\""))?,
+                        ),
+                    });
+                }
+                "trackers" => {
+                    let tiers: Vec<Vec<String>> =
+                        serde_json::from_value(value.clone()).map_err(|_| {
+                            bad("trackers: expected a list of tiers, each a list of URLs")
+                        })?;
+                    check_trackers(&tiers).map_err(bad)?;
+                    c.trackers = Some(tiers.into_iter().filter(|t| !t.is_empty()).collect());
+                }
                 other => return Err(bad(format!("unknown field {other:?}"))),
             }
         }
@@ -1332,6 +1834,15 @@ impl Change {
         }
         if let Some(dir) = self.download_dir {
             e.record.download_dir = dir;
+        }
+        if let Some(labels) = self.labels {
+            e.record.labels = labels;
+        }
+        if let Some(tiers) = self.trackers {
+            if let Some(h) = &e.handle {
+                h.set_trackers(&tiers);
+            }
+            e.record.trackers = Some(tiers);
         }
     }
 }
@@ -1424,85 +1935,4 @@ fn remove_empty_dirs(t: &Torrent, dir: &Path) {
         // Fails, as it should, on a directory that holds anything else (and on a link).
         let _ = beneath::remove_dir(dir, &p);
     }
-}
-
-/// Why moving a torrent's data failed, and whether the files moved until then went back.
-struct MoveFailure {
-    error: anyhow::Error,
-    rolled_back: bool,
-    /// Refused before anything moved, because the destination has a file of that name.
-    occupied: bool,
-}
-
-impl MoveFailure {
-    fn refusal(&self, message: String) -> ApiError {
-        if self.occupied {
-            ApiError::Conflict(message)
-        } else {
-            ApiError::Internal(message)
-        }
-    }
-}
-
-/// Moves the torrent's files from one download directory to another; on failure, moves back those it
-/// had moved, so the data is whole in one place unless even that failed.
-fn move_files(t: &Torrent, from: &Path, to: &Path) -> Result<(), MoveFailure> {
-    if from == to {
-        return Ok(());
-    }
-    let files: Vec<(PathBuf, PathBuf)> = t
-        .files
-        .iter()
-        .filter(|f| !f.attr.pad)
-        .map(|f| (store::file_path(from, f), store::file_path(to, f)))
-        .filter(|(src, _)| src.exists())
-        .collect();
-    // A rename would silently replace it.
-    if let Some((_, dst)) = files.iter().find(|(_, dst)| dst.symlink_metadata().is_ok()) {
-        return Err(MoveFailure {
-            error: anyhow!("{} already exists", dst.display()),
-            rolled_back: true,
-            occupied: true,
-        });
-    }
-    for (i, (src, dst)) in files.iter().enumerate() {
-        if let Err(error) = move_file(src, dst) {
-            let mut rolled_back = true;
-            for (src, dst) in files[..i].iter().rev() {
-                if let Err(e) = move_file(dst, src) {
-                    tracing::error!("moving {} back: {e:#}", dst.display());
-                    rolled_back = false;
-                }
-            }
-            remove_empty_dirs(t, to);
-            return Err(MoveFailure {
-                error,
-                rolled_back,
-                occupied: false,
-            });
-        }
-    }
-    remove_empty_dirs(t, from);
-    Ok(())
-}
-
-/// Moves one file: a rename, or across file systems a copy and a delete. On failure `src` is as
-/// it was and `dst` absent.
-fn move_file(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    if let Some(parent) = dst.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    if std::fs::rename(src, dst).is_ok() {
-        return Ok(());
-    }
-    let copied = std::fs::copy(src, dst)
-        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))
-        .and_then(|_| {
-            std::fs::remove_file(src).with_context(|| format!("removing {}", src.display()))
-        });
-    if copied.is_err() {
-        let _ = std::fs::remove_file(dst);
-    }
-    copied
 }

@@ -86,8 +86,17 @@ fn authorized(daemon: &Daemon, headers: &HeaderMap, method: &axum::http::Method)
         .and_then(|b| data_encoding::BASE64.decode(b.trim().as_bytes()).ok())
         .and_then(|b| String::from_utf8(b).ok());
     if let Some(userpass) = basic {
-        let password = userpass.split_once(':').map_or("", |(_, p)| p);
-        return api::same(password, &daemon.token);
+        let (user, password) = userpass.split_once(':').unwrap_or((&userpass, ""));
+        // The configured credentials, when both are set, must match together; the API token as the
+        // password works under any user name in any case.
+        let configured = {
+            let s = daemon.settings.lock();
+            match (&s.rpc_username, &s.rpc_password) {
+                (Some(u), Some(p)) => api::same(user, u) & api::same(password, p),
+                _ => false,
+            }
+        };
+        return configured || api::same(password, &daemon.token);
     }
     if api::token_of(headers, None).is_some_and(|t| api::same(&t, &daemon.token)) {
         return true;
@@ -403,7 +412,9 @@ impl Rpc {
             "torrent-start" | "torrent-start-now" => {
                 for (_, slot) in self.select(&args)? {
                     let id = slot.lock().id;
-                    self.daemon.resume(&id).await?;
+                    self.daemon
+                        .resume_with(&id, method == "torrent-start-now")
+                        .await?;
                 }
                 none
             }
@@ -420,9 +431,15 @@ impl Rpc {
                 }
                 none
             }
-            "torrent-reannounce" => Err(Fail::Failed(
-                "torrent-reannounce is not supported: Spore announces on the trackers' intervals".into(),
-            )),
+            "torrent-reannounce" => {
+                // Running torrents announce now; stopped ones have nobody to announce for.
+                for (_, slot) in self.select(&args)? {
+                    if let Some(h) = slot.lock().handle.clone() {
+                        h.reannounce();
+                    }
+                }
+                none
+            }
             "torrent-remove" => {
                 let delete = bool_arg(&args, "delete-local-data")?.unwrap_or(false);
                 for (_, slot) in self.select(&args)? {
@@ -448,10 +465,17 @@ impl Rpc {
             )),
             "blocklist-update" => Err(Fail::Failed("Spore has no blocklist".into())),
             "queue-move-top" | "queue-move-up" | "queue-move-down" | "queue-move-bottom" => {
-                Err(Fail::Failed(
-                    "Spore has no queue positions: queued torrents start in the order they were added"
-                        .into(),
-                ))
+                let how = method
+                    .strip_prefix("queue-move-")
+                    .and_then(super::QueueMove::parse)
+                    .ok_or_else(|| Fail::Method("method name not recognized".into()))?;
+                let ids: Vec<[u8; 20]> = self
+                    .select(&args)?
+                    .iter()
+                    .map(|(_, s)| s.lock().id)
+                    .collect();
+                self.daemon.queue_move(&ids, how);
+                none
             }
             "torrent-rename-path" => Err(Fail::Failed(
                 "torrent-rename-path is not supported by Spore".into(),
@@ -590,13 +614,13 @@ impl Rpc {
             "speed-limit-down-enabled": s.max_download_rate.is_some(),
             "speed-limit-up": kb(s.max_upload_rate),
             "speed-limit-up-enabled": s.max_upload_rate.is_some(),
-            "alt-speed-down": 0,
-            "alt-speed-up": 0,
-            "alt-speed-enabled": false,
-            "alt-speed-time-enabled": false,
-            "alt-speed-time-begin": 0,
-            "alt-speed-time-end": 0,
-            "alt-speed-time-day": 0,
+            "alt-speed-down": s.alt_speed_down.div_ceil(KB),
+            "alt-speed-up": s.alt_speed_up.div_ceil(KB),
+            "alt-speed-enabled": s.alt_speed_enabled,
+            "alt-speed-time-enabled": s.alt_speed_time_enabled,
+            "alt-speed-time-begin": s.alt_speed_time_begin,
+            "alt-speed-time-end": s.alt_speed_time_end,
+            "alt-speed-time-day": s.alt_speed_time_day,
             "peer-limit-global": s.max_peers_total,
             "peer-limit-per-torrent": s.max_peers_per_torrent,
             "download-queue-enabled": true,
@@ -624,7 +648,7 @@ impl Rpc {
             "blocklist-url": "",
             "cache-size-mb": 0,
             "rename-partial-files": false,
-            "start-added-torrents": true,
+            "start-added-torrents": s.start_added_torrents,
             "trash-original-torrent-files": false,
             "script-torrent-added-enabled": false,
             "script-torrent-added-filename": "",
@@ -697,6 +721,32 @@ impl Rpc {
             ("peer-limit-per-torrent", "max_peers_per_torrent"),
             ("download-queue-size", "max_active_downloads"),
             ("seed-queue-size", "max_active_seeds"),
+        ] {
+            if let Some(n) = u64_arg(args, name)? {
+                change.insert(key.into(), json!(n));
+            }
+        }
+        for (name, key) in [
+            ("alt-speed-down", "alt_speed_down"),
+            ("alt-speed-up", "alt_speed_up"),
+        ] {
+            if let Some(bytes) = rate_arg(args, name)? {
+                change.insert(key.into(), json!(bytes));
+            }
+        }
+        for (name, key) in [
+            ("alt-speed-enabled", "alt_speed_enabled"),
+            ("alt-speed-time-enabled", "alt_speed_time_enabled"),
+            ("start-added-torrents", "start_added_torrents"),
+        ] {
+            if let Some(on) = bool_arg(args, name)? {
+                change.insert(key.into(), json!(on));
+            }
+        }
+        for (name, key) in [
+            ("alt-speed-time-begin", "alt_speed_time_begin"),
+            ("alt-speed-time-end", "alt_speed_time_end"),
+            ("alt-speed-time-day", "alt_speed_time_day"),
         ] {
             if let Some(n) = u64_arg(args, name)? {
                 change.insert(key.into(), json!(n));
@@ -788,12 +838,10 @@ impl Rpc {
         };
         let recently = args.get("ids").and_then(Value::as_str) == Some("recently-active");
         let selected = self.select(args)?;
-        let all_numbers: Vec<u64> = self.numbered().iter().map(|(n, _)| *n).collect();
         let settings = self.daemon.settings.lock().clone();
         let mut rows = Vec::new();
         for (n, slot) in &selected {
-            let position = all_numbers.iter().position(|m| m == n).unwrap_or(0);
-            let obj = self.torrent_object(*n, slot, &fields, position, &settings);
+            let obj = self.torrent_object(*n, slot, &fields, &settings);
             rows.push(obj);
         }
         let torrents = if table {
@@ -828,7 +876,6 @@ impl Rpc {
         number: u64,
         slot: &Slot,
         fields: &[String],
-        position: usize,
         settings: &super::store::Settings,
     ) -> Map<String, Value> {
         const DETAIL: &[&str] = &[
@@ -857,7 +904,8 @@ impl Rpc {
         let complete = status.as_ref().map_or(e.record.complete, |s| s.complete);
         let code = match (&e.phase, complete) {
             (Phase::Paused | Phase::Finished | Phase::Error(_), _) => 0,
-            (Phase::Checking, _) => 2,
+            // Transmission has no state for a move; its verification is the closest.
+            (Phase::Checking | Phase::Moving, _) => 2,
             (Phase::Queued, false) => 3,
             (Phase::Queued, true) => 5,
             (Phase::FetchingMetadata, _) | (Phase::Running, false) => 4,
@@ -921,7 +969,8 @@ impl Rpc {
                 "uploadedEver" => view["uploaded"].clone(),
                 "downloadedEver" => view["downloaded"].clone(),
                 "addedDate" => json!(e.record.added),
-                "doneDate" | "startDate" | "editDate" | "manualAnnounceTime" => json!(0),
+                "doneDate" => json!(e.record.done.unwrap_or(0)),
+                "startDate" | "editDate" | "manualAnnounceTime" => json!(0),
                 "activityDate" => json!(if rate_down + rate_up > 0 { super::store::now_secs() } else { 0 }),
                 "dateCreated" => json!(torrent.as_ref().and_then(|t| t.creation_date).unwrap_or(0)),
                 "comment" => json!(torrent.as_ref().and_then(|t| t.comment.clone()).unwrap_or_default()),
@@ -987,14 +1036,14 @@ impl Rpc {
                     })
                 }).collect::<Vec<_>>()),
                 "magnetLink" => view["magnet"].clone(),
-                "queuePosition" => json!(position),
+                "queuePosition" => json!(e.record.queue_position),
                 "seedRatioLimit" => json!(e.record.seed_ratio.or(settings.seed_ratio).unwrap_or(2.0)),
                 "seedRatioMode" => json!(ratio_mode),
                 "seedIdleLimit" => json!(30),
                 "seedIdleMode" => json!(0),
                 "secondsSeeding" => json!(seconds_seeding),
                 "secondsDownloading" => json!(0),
-                "recheckProgress" => json!(0.0),
+                "recheckProgress" => json!(e.moving.as_ref().map_or(0.0, |p| p.fraction())),
                 "pieceCount" => view["pieces"].clone(),
                 "pieceSize" => json!(torrent.as_ref().map_or(0, |t| t.piece_length)),
                 "pieces" => {
@@ -1058,12 +1107,18 @@ impl Rpc {
             }
         };
         let dir = str_arg(args, "download-dir")?.map(PathBuf::from);
-        let paused = bool_arg(args, "paused")?.unwrap_or(false);
+        let start_added = self.daemon.settings.lock().start_added_torrents;
+        let paused = bool_arg(args, "paused")?.unwrap_or(!start_added);
         let labels = labels_arg(args)?;
         let selection = FileChange::parse(args)?;
         let added = self
             .daemon
-            .add(source, dir, paused || !selection.is_empty())
+            .add(
+                source,
+                dir,
+                paused || !selection.is_empty(),
+                labels.unwrap_or_default(),
+            )
             .await;
         let (key, hash) = match added {
             Ok(view) => (
@@ -1081,30 +1136,25 @@ impl Rpc {
         };
         let id = super::store::parse_id(&hash)
             .ok_or_else(|| Fail::Failed("added torrent has no id".into()))?;
-        if key == "torrent-added" {
-            if let Some(labels) = labels {
-                self.set_labels(&id, labels)?;
+        if key == "torrent-added" && !selection.is_empty() {
+            let slot = self.daemon.slot(&id)?;
+            // A magnet link's files are not known yet: like Transmission, its selection is
+            // left for a `torrent-set` once they are.
+            let known = slot.lock().torrent.is_some();
+            let change = match selection.to_change(&slot) {
+                Ok(change) => change.filter(|_| known),
+                Err(fail) if known => {
+                    // A bad file index: the add is undone, as if it had been refused outright.
+                    self.daemon.remove(&id, false).await?;
+                    return Err(fail);
+                }
+                Err(_) => None,
+            };
+            if let Some(change) = change {
+                self.daemon.update(&id, &change).await?;
             }
-            if !selection.is_empty() {
-                let slot = self.daemon.slot(&id)?;
-                // A magnet link's files are not known yet: like Transmission, its selection is
-                // left for a `torrent-set` once they are.
-                let known = slot.lock().torrent.is_some();
-                let change = match selection.to_change(&slot) {
-                    Ok(change) => change.filter(|_| known),
-                    Err(fail) if known => {
-                        // A bad file index: the add is undone, as if it had been refused outright.
-                        self.daemon.remove(&id, false).await?;
-                        return Err(fail);
-                    }
-                    Err(_) => None,
-                };
-                if let Some(change) = change {
-                    self.daemon.update(&id, &change).await?;
-                }
-                if !paused {
-                    self.daemon.resume(&id).await?;
-                }
+            if !paused {
+                self.daemon.resume(&id).await?;
             }
         }
         let number = self
@@ -1142,6 +1192,10 @@ impl Rpc {
         if ratio_mode.is_some_and(|m| m > 2) {
             return Err(params("seedRatioMode: expected 0, 1 or 2"));
         }
+        let queue_position = u64_arg(args, "queuePosition")?;
+        let tracker_add: Option<Vec<String>> = list_arg(args, "trackerAdd", "URLs")?;
+        let tracker_remove: Option<Vec<u64>> = list_arg(args, "trackerRemove", "tracker ids")?;
+        let tracker_list = str_arg(args, "trackerList")?.map(|t| parse_tracker_list(&t));
         let global_ratio = self.daemon.settings.lock().seed_ratio;
         if ratio_mode == Some(2) && global_ratio.is_some() {
             return Err(Fail::Failed(
@@ -1196,6 +1250,40 @@ impl Rpc {
             if let Some(Value::Object(files)) = selection.to_change(&slot)? {
                 c.extend(files);
             }
+            if let Some(n) = queue_position {
+                c.insert("queue_position".into(), json!(n));
+            }
+            if tracker_add.is_some() || tracker_remove.is_some() || tracker_list.is_some() {
+                let mut tiers = match &tracker_list {
+                    Some(list) => list.clone(),
+                    None => {
+                        let e = slot.lock();
+                        e.record
+                            .trackers
+                            .clone()
+                            .or_else(|| e.torrent.as_ref().map(|t| t.trackers.clone()))
+                            .unwrap_or_default()
+                    }
+                };
+                if let Some(remove) = &tracker_remove {
+                    // Tracker ids are positions in the list `trackers` shows, in tier order.
+                    let mut n = 0u64;
+                    for tier in &mut tiers {
+                        tier.retain(|_| {
+                            let keep = !remove.contains(&n);
+                            n += 1;
+                            keep
+                        });
+                    }
+                }
+                for url in tracker_add.iter().flatten() {
+                    if !tiers.iter().flatten().any(|u| u == url) {
+                        tiers.push(vec![url.clone()]);
+                    }
+                }
+                tiers.retain(|t| !t.is_empty());
+                c.insert("trackers".into(), json!(tiers));
+            }
             if !c.is_empty() {
                 self.daemon.update(&id, &Value::Object(c)).await?;
             }
@@ -1226,6 +1314,7 @@ impl Rpc {
         if !dir.is_absolute() {
             return Err(params("location must be an absolute path"));
         }
+        super::Daemon::not_moving(slot)?;
         self.daemon.check_dir(&dir).await?;
         let before = slot.lock().phase.clone();
         self.daemon.stop_entry(slot, Phase::Paused).await;
@@ -1266,6 +1355,7 @@ impl Rpc {
     /// `torrent-verify`: stops the torrent, forgets its resume data, and starts it again, which
     /// checks every piece. A stopped torrent is checked when it is next started.
     async fn verify(&self, slot: &Slot) -> Result<(), Fail> {
+        super::Daemon::not_moving(slot)?;
         let before = slot.lock().phase.clone();
         if before == Phase::FetchingMetadata {
             return Ok(());
@@ -1535,40 +1625,46 @@ fn f64_arg(args: &Map<String, Value>, key: &str) -> Result<Option<f64>, Fail> {
     }
 }
 
-/// At most this many labels of at most this many bytes each, none with a comma (Transmission's rule).
-const MAX_LABELS: usize = 64;
-const MAX_LABEL_LEN: usize = 256;
-
 fn labels_arg(args: &Map<String, Value>) -> Result<Option<Vec<String>>, Fail> {
     let Some(v) = args.get("labels").filter(|v| !v.is_null()) else {
         return Ok(None);
     };
-    let list = v
-        .as_array()
-        .ok_or_else(|| params("labels: expected a list of strings"))?;
-    if list.len() > MAX_LABELS {
-        return Err(params(format!("labels: at most {MAX_LABELS}")));
+    let list: Vec<String> = serde_json::from_value(v.clone())
+        .map_err(|_| params("labels: expected a list of strings"))?;
+    super::check_labels(list).map(Some).map_err(params)
+}
+
+/// A list of strings (`trackerAdd`) or of numbers (`trackerRemove`), `None` when absent.
+fn list_arg<T: serde::de::DeserializeOwned>(
+    args: &Map<String, Value>,
+    key: &str,
+    what: &str,
+) -> Result<Option<Vec<T>>, Fail> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|_| params(format!("{key}: expected a list of {what}"))),
     }
-    let mut out: Vec<String> = Vec::new();
-    for l in list {
-        let s = l
-            .as_str()
-            .ok_or_else(|| params("labels: expected a list of strings"))?
-            .trim();
-        if s.is_empty()
-            || s.contains(',')
-            || s.len() > MAX_LABEL_LEN
-            || s.chars().any(char::is_control)
-        {
-            return Err(params(format!(
-                "labels: {s:?} is not a label (non-empty, no comma, at most {MAX_LABEL_LEN} bytes)"
-            )));
-        }
-        if !out.iter().any(|o| o == s) {
-            out.push(s.to_string());
+}
+
+/// Transmission's `trackerList`: announce URLs one per line, a blank line between tiers.
+fn parse_tracker_list(text: &str) -> Vec<Vec<String>> {
+    let mut tiers: Vec<Vec<String>> = vec![Vec::new()];
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            if tiers.last().is_some_and(|t| !t.is_empty()) {
+                tiers.push(Vec::new());
+            }
+        } else if let Some(tier) = tiers.last_mut() {
+            if !tier.iter().any(|u| u == line) {
+                tier.push(line.to_string());
+            }
         }
     }
-    Ok(Some(out))
+    tiers.retain(|t| !t.is_empty());
+    tiers
 }
 
 #[cfg(test)]

@@ -42,6 +42,26 @@ pub struct Settings {
     pub api_max_connections_per_ip: usize,
     pub api_idle_timeout: u64,
     pub api_header_timeout: u64,
+    /// Credentials the Transmission RPC takes by HTTP basic auth besides the API token (both set, or
+    /// neither). Set only in the config file or settings.json; the API never shows the password.
+    pub rpc_username: Option<String>,
+    pub rpc_password: Option<String>,
+    /// Whether torrents added through the Transmission RPC without `paused` start at once.
+    pub start_added_torrents: bool,
+    /// Alternative ("turtle") speed limits, bytes/s, in force while `alt_speed_enabled`, or by the
+    /// weekly schedule: from `alt_speed_time_begin` to `alt_speed_time_end` (minutes after local
+    /// midnight; an end before the begin runs past midnight) on the days of `alt_speed_time_day`
+    /// (Transmission's bits: 1 Sunday, 2 Monday, ..., 64 Saturday).
+    pub alt_speed_up: u64,
+    pub alt_speed_down: u64,
+    pub alt_speed_enabled: bool,
+    pub alt_speed_time_enabled: bool,
+    pub alt_speed_time_begin: u32,
+    pub alt_speed_time_end: u32,
+    pub alt_speed_time_day: u8,
+    /// A directory polled every 2 s for .torrent files to add (renamed `.torrent.added` after, or
+    /// `.torrent.invalid`). Only read: it need not be inside the allowed directories.
+    pub watch_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -66,6 +86,17 @@ impl Default for Settings {
             api_max_connections_per_ip: 32,
             api_idle_timeout: 60,
             api_header_timeout: 10,
+            rpc_username: None,
+            rpc_password: None,
+            start_added_torrents: true,
+            alt_speed_up: 50_000,
+            alt_speed_down: 50_000,
+            alt_speed_enabled: false,
+            alt_speed_time_enabled: false,
+            alt_speed_time_begin: 9 * 60,
+            alt_speed_time_end: 17 * 60,
+            alt_speed_time_day: 0x7f,
+            watch_dir: None,
         }
     }
 }
@@ -97,6 +128,21 @@ pub struct Record {
     /// Labels set through the Transmission RPC.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// Where it stands in the queue: queued torrents start lowest first (dense from 0 over all torrents).
+    #[serde(default)]
+    pub queue_position: u64,
+    /// When the selected files were first complete (seconds since the epoch).
+    #[serde(default)]
+    pub done: Option<u64>,
+    /// The announce list in use when changed from the torrent's own (tiers of URLs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trackers: Option<Vec<Vec<String>>>,
+    /// A move of its data to this directory is under way (`download_dir` still holds the data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<PathBuf>,
+    /// A move from this directory is done; the copies left there are to be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<PathBuf>,
 }
 
 /// Fast-resume data: which pieces were verified, and what the files looked like when that was saved.
@@ -300,7 +346,7 @@ impl Store {
             let torrent = self.load_metainfo(&id);
             out.push((id, record, torrent));
         }
-        out.sort_by_key(|(_, r, _)| r.added);
+        out.sort_by_key(|(_, r, _)| (r.queue_position, r.added));
         out
     }
 

@@ -84,11 +84,15 @@ try {
   await page.click("#add-button");
   await page.locator("#add-dialog").waitFor({ state: "visible" });
   await page.setInputFiles("#add-file-input", torrent);
+  await page.fill("#add-labels", "demo, new show");
   await page.click("#add-submit");
   await page.locator("#add-dialog").waitFor({ state: "hidden" });
 
   const row = page.locator(`#torrents tbody tr[data-id="${id}"]`);
   await row.waitFor({ state: "visible" });
+  step("the labels given in the dialog show in the row");
+  const tags = await row.locator(".name .tag").allTextContents();
+  if (tags.join("|") !== "demo|new show") throw new Error(`labels in the row: ${JSON.stringify(tags)}`);
   step("wait for 100% and seeding");
   await page.waitForFunction(
     (id) => {
@@ -135,6 +139,15 @@ try {
   }, href);
   if (ranged.status !== 206 || ranged.length !== 10 || !/^bytes 0-9\/\d+$/.test(ranged.range || ""))
     throw new Error(`stream range: ${JSON.stringify(ranged)}`);
+
+  step("change the labels in the detail panel");
+  await page.click('.tabs button[data-tab="general"]');
+  const labelled = page.waitForResponse((r) => r.url().endsWith(`/api/torrents/${id}`) && r.request().method() === "PUT");
+  await page.fill("#limit-labels", "kept");
+  await page.click("#limits-save");
+  if (!(await labelled).ok()) throw new Error("the labels change was refused");
+  await row.locator(".name .tag", { hasText: "kept" }).waitFor();
+  if ((await row.locator(".name .tag").count()) !== 1) throw new Error("old labels still shown");
 
   // An API error shown to the user would be a failure the row alone does not reveal.
   const errors = await page.locator("#messages .msg:not(.ok)").allTextContents();

@@ -376,3 +376,40 @@ pub fn have_tool(program: &str, args: &[&str]) -> bool {
     }
     ok
 }
+
+/// A process holding a mount namespace of its own with a `size` tmpfs on `mnt` (which must exist),
+/// for tests whose processes come and go (a daemon killed and restarted) while the tmpfs stays: run
+/// them in it with [`in_mount_namespace_of`]. The mount goes when the holder is dropped. Root only, as
+/// [`in_private_tmpfs`]: `None` otherwise (a failure when CI=true).
+pub fn tmpfs_holder(mnt: &Path, size: &str, stderr: PathBuf) -> Option<Proc> {
+    let mut holder = Command::new("sleep");
+    holder.arg("3600");
+    let command = in_private_tmpfs(mnt, size, &holder)?;
+    let proc = Proc::spawn(command, stderr);
+    // Mounted once the holder runs `sleep` (unshare and sh exec into it).
+    let deadline = Instant::now() + T;
+    let comm = format!("/proc/{}/comm", proc.child.id());
+    while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+        assert!(Instant::now() < deadline, "the tmpfs holder did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Some(proc)
+}
+
+/// `command` run in the mount namespace of process `pid` (nsenter execs into it, so the process is
+/// `command` itself).
+pub fn in_mount_namespace_of(pid: u32, command: &Command) -> Command {
+    let mut wrapped = Command::new("nsenter");
+    wrapped
+        .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+        .arg("--")
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped
+}

@@ -59,6 +59,16 @@ def main():
     labels = c.get_torrent(tid, arguments=["labels"]).labels
     print(json.dumps({"step": "labels", "labels": labels}), flush=True)
 
+    # Queue moves, a reannounce, a tracker added (all accepted; one torrent: position 0 stays).
+    c.queue_bottom(tid)
+    c.queue_top(tid)
+    c.reannounce_torrent(tid)
+    c.change_torrent(tid, tracker_add=["http://127.0.0.1:9/announce"])
+    t = c.get_torrent(tid, arguments=["queuePosition", "trackers", "doneDate"])
+    print(json.dumps({"step": "queue", "position": t.queue_position,
+                      "trackers": [x.announce for x in t.trackers],
+                      "done_date": t.fields["doneDate"]}), flush=True)
+
     stats = c.session_stats()
     print(json.dumps({"step": "stats", "torrents": stats.torrent_count}), flush=True)
 

@@ -1,0 +1,254 @@
+//! Pure rules of the daemon's queue order and of the alternative speed limits' weekly schedule, kept
+//! apart from any clock so they can be tested in virtual time.
+
+use super::store::Settings;
+
+/// How `queue-move-*` (and the API's `queue_position`) move torrents in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueMove {
+    Top,
+    Up,
+    Down,
+    Bottom,
+    /// To this position (0 first; past the end: last).
+    To(usize),
+}
+
+impl QueueMove {
+    pub fn parse(name: &str) -> Option<QueueMove> {
+        match name {
+            "top" => Some(QueueMove::Top),
+            "up" => Some(QueueMove::Up),
+            "down" => Some(QueueMove::Down),
+            "bottom" => Some(QueueMove::Bottom),
+            _ => None,
+        }
+    }
+}
+
+/// The queue `order` with the items `moved` picks moved as `how` says, the others keeping their
+/// relative order (as Transmission moves a set of torrents: each one step, or all to one end).
+pub fn reorder<T: Clone>(order: &[T], moved: impl Fn(&T) -> bool, how: QueueMove) -> Vec<T> {
+    let mut out = order.to_vec();
+    match how {
+        QueueMove::Top | QueueMove::Bottom => {
+            let (picked, rest): (Vec<T>, Vec<T>) = order.iter().cloned().partition(|t| moved(t));
+            out = if how == QueueMove::Top {
+                picked.into_iter().chain(rest).collect()
+            } else {
+                rest.into_iter().chain(picked).collect()
+            };
+        }
+        QueueMove::Up => {
+            for i in 1..out.len() {
+                if moved(&out[i]) && !moved(&out[i - 1]) {
+                    out.swap(i, i - 1);
+                }
+            }
+        }
+        QueueMove::Down => {
+            for i in (0..out.len().saturating_sub(1)).rev() {
+                if moved(&out[i]) && !moved(&out[i + 1]) {
+                    out.swap(i, i + 1);
+                }
+            }
+        }
+        QueueMove::To(position) => {
+            let (picked, mut rest): (Vec<T>, Vec<T>) =
+                order.iter().cloned().partition(|t| moved(t));
+            let at = position.min(rest.len());
+            rest.splice(at..at, picked);
+            out = rest;
+        }
+    }
+    out
+}
+
+/// A local time of the week: the day (0 Sunday ... 6 Saturday) and the minute after midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeekTime {
+    pub weekday: u8,
+    pub minute: u32,
+}
+
+/// Whether the alternative speed limits' schedule covers `at` (ignoring whether it is enabled). The
+/// days say when a period begins: one from 22:00 to 06:00 on Friday runs into Saturday morning.
+/// Begin equal to end: the whole day.
+pub fn in_alt_schedule(s: &Settings, at: WeekTime) -> bool {
+    let day_on = |d: u8| s.alt_speed_time_day & (1 << (d % 7)) != 0;
+    let (begin, end, now) = (s.alt_speed_time_begin, s.alt_speed_time_end, at.minute);
+    if begin == end {
+        return day_on(at.weekday);
+    }
+    if begin < end {
+        day_on(at.weekday) && begin <= now && now < end
+    } else {
+        // Past midnight: the evening part belongs to today, the morning part to yesterday's period.
+        (now >= begin && day_on(at.weekday)) || (now < end && day_on((at.weekday + 6) % 7))
+    }
+}
+
+/// What the alternative speed limits switch to (`None`: stay), given whether the schedule covered the
+/// previous tick (`None`: not known, or the schedule off) and covers this one: they follow the schedule
+/// at its edges only, so a switch by hand in between holds until the next edge.
+pub fn alt_switch(was: Option<bool>, covered: Option<bool>, enabled: bool) -> Option<bool> {
+    let now = covered?;
+    (was != Some(now) && enabled != now).then_some(now)
+}
+
+/// The local time of the week now (the machine's time zone), if the system can tell it.
+pub fn local_week_time() -> Option<WeekTime> {
+    let now = libc::time_t::try_from(super::store::now_secs()).ok()?;
+    // SAFETY: `tm` is plain data that localtime_r fills; both pointers are valid for the call.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return None;
+        }
+        tm
+    };
+    Some(WeekTime {
+        weekday: u8::try_from(tm.tm_wday).ok()?,
+        minute: u32::try_from(tm.tm_hour * 60 + tm.tm_min).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(order: &[u8], moved: &[u8], how: QueueMove) -> Vec<u8> {
+        reorder(order, |x| moved.contains(x), how)
+    }
+
+    #[test]
+    fn queue_moves_keep_the_others_in_order() {
+        let q = [1, 2, 3, 4, 5];
+        assert_eq!(ids(&q, &[4], QueueMove::Top), [4, 1, 2, 3, 5]);
+        assert_eq!(ids(&q, &[2, 4], QueueMove::Top), [2, 4, 1, 3, 5]);
+        assert_eq!(ids(&q, &[2, 4], QueueMove::Bottom), [1, 3, 5, 2, 4]);
+        assert_eq!(ids(&q, &[3], QueueMove::Up), [1, 3, 2, 4, 5]);
+        assert_eq!(ids(&q, &[1], QueueMove::Up), q);
+        assert_eq!(
+            ids(&q, &[1, 2], QueueMove::Up),
+            q,
+            "a block at the top stays"
+        );
+        assert_eq!(ids(&q, &[2, 4], QueueMove::Up), [2, 1, 4, 3, 5]);
+        assert_eq!(ids(&q, &[2, 4], QueueMove::Down), [1, 3, 2, 5, 4]);
+        assert_eq!(ids(&q, &[5], QueueMove::Down), q);
+        assert_eq!(ids(&q, &[5], QueueMove::To(1)), [1, 5, 2, 3, 4]);
+        assert_eq!(ids(&q, &[1], QueueMove::To(99)), [2, 3, 4, 5, 1]);
+        assert_eq!(ids(&[], &[1], QueueMove::Down), Vec::<u8>::new());
+    }
+
+    fn schedule(begin: u32, end: u32, days: u8) -> Settings {
+        Settings {
+            alt_speed_time_begin: begin,
+            alt_speed_time_end: end,
+            alt_speed_time_day: days,
+            ..Settings::default()
+        }
+    }
+
+    const SUNDAY: u8 = 0;
+    const MONDAY: u8 = 1;
+    const FRIDAY: u8 = 5;
+    const SATURDAY: u8 = 6;
+
+    fn at(weekday: u8, h: u32, m: u32) -> WeekTime {
+        WeekTime {
+            weekday,
+            minute: h * 60 + m,
+        }
+    }
+
+    #[test]
+    fn the_alt_speed_schedule_follows_the_days_and_the_hours() {
+        // Weekdays (Transmission's 62), 09:00 to 17:00.
+        let s = schedule(9 * 60, 17 * 60, 62);
+        assert!(!in_alt_schedule(&s, at(MONDAY, 8, 59)));
+        assert!(in_alt_schedule(&s, at(MONDAY, 9, 0)));
+        assert!(in_alt_schedule(&s, at(FRIDAY, 16, 59)));
+        assert!(
+            !in_alt_schedule(&s, at(FRIDAY, 17, 0)),
+            "the end is outside"
+        );
+        assert!(!in_alt_schedule(&s, at(SATURDAY, 12, 0)));
+        assert!(!in_alt_schedule(&s, at(SUNDAY, 12, 0)));
+    }
+
+    #[test]
+    fn a_period_past_midnight_belongs_to_the_day_it_begins() {
+        // Fridays only (32), 22:00 to 06:00.
+        let s = schedule(22 * 60, 6 * 60, 32);
+        assert!(
+            !in_alt_schedule(&s, at(FRIDAY, 5, 0)),
+            "Thursday's night is off"
+        );
+        assert!(!in_alt_schedule(&s, at(FRIDAY, 21, 59)));
+        assert!(in_alt_schedule(&s, at(FRIDAY, 22, 0)));
+        assert!(in_alt_schedule(&s, at(SATURDAY, 5, 59)));
+        assert!(!in_alt_schedule(&s, at(SATURDAY, 6, 0)));
+        assert!(!in_alt_schedule(&s, at(SATURDAY, 23, 0)));
+        // Saturdays (64) run into Sunday: the week wraps.
+        let s = schedule(22 * 60, 6 * 60, 64);
+        assert!(in_alt_schedule(&s, at(SUNDAY, 1, 0)));
+        assert!(!in_alt_schedule(&s, at(MONDAY, 1, 0)));
+    }
+
+    #[test]
+    fn the_limits_switch_at_the_schedules_edges_only() {
+        // Schedule turned on inside its period: on at once.
+        assert_eq!(alt_switch(None, Some(true), false), Some(true));
+        // Switched off by hand inside the period: stays off until the period ends and begins again.
+        assert_eq!(alt_switch(Some(true), Some(true), false), None);
+        assert_eq!(alt_switch(Some(true), Some(false), false), None);
+        assert_eq!(alt_switch(Some(false), Some(true), false), Some(true));
+        // The period ends: off, unless already off.
+        assert_eq!(alt_switch(Some(true), Some(false), true), Some(false));
+        // Switched on by hand outside the period: holds until the next edge.
+        assert_eq!(alt_switch(Some(false), Some(false), true), None);
+        // Schedule off: never switches.
+        assert_eq!(alt_switch(Some(true), None, true), None);
+        assert_eq!(alt_switch(None, None, false), None);
+    }
+
+    /// A week of ticks a minute apart through the daemon's rule: the limits are on exactly in the
+    /// scheduled hours.
+    #[test]
+    fn a_virtual_week_follows_the_schedule() {
+        let s = schedule(22 * 60, 6 * 60, 62);
+        let (mut was, mut enabled) = (None, false);
+        for day in 0..7u8 {
+            for minute in 0..24 * 60 {
+                let at = WeekTime {
+                    weekday: day,
+                    minute,
+                };
+                let covered = Some(in_alt_schedule(&s, at));
+                if let Some(on) = alt_switch(was, covered, enabled) {
+                    enabled = on;
+                }
+                was = covered;
+                assert_eq!(enabled, in_alt_schedule(&s, at), "{at:?}");
+            }
+        }
+        // Sunday 23:00 is off (Sunday is not in 62), Monday 23:00 on, Saturday 05:00 on (Friday's night).
+        assert!(!in_alt_schedule(&s, at(SUNDAY, 23, 0)));
+        assert!(in_alt_schedule(&s, at(MONDAY, 23, 0)));
+        assert!(in_alt_schedule(&s, at(SATURDAY, 5, 0)));
+    }
+
+    #[test]
+    fn begin_equal_to_end_is_the_whole_day_and_no_day_is_never() {
+        let s = schedule(600, 600, 1 << SUNDAY);
+        assert!(in_alt_schedule(&s, at(SUNDAY, 0, 0)));
+        assert!(in_alt_schedule(&s, at(SUNDAY, 23, 59)));
+        assert!(!in_alt_schedule(&s, at(MONDAY, 10, 0)));
+        let never = schedule(0, 24 * 60 - 1, 0);
+        for d in 0..7 {
+            assert!(!in_alt_schedule(&never, at(d, 12, 0)));
+        }
+    }
+}
