@@ -150,6 +150,8 @@ pub async fn serve(
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("{index:?} is not a file index")))?;
     let slot = daemon.slot(&id)?;
+    // Its files are going from one place to another: nothing to read from either for now.
+    Daemon::not_moving(&slot)?;
     let (torrent, handle, dir, selected, complete) = {
         let e = slot.lock();
         let Some(torrent) = e.torrent.clone() else {
