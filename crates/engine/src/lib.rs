@@ -14,6 +14,7 @@ mod rate;
 mod rng;
 mod session;
 mod storage;
+mod stream;
 mod torrent;
 pub mod tracker;
 mod upload;
@@ -43,6 +44,7 @@ pub use picker::{Picker, Received, BLOCK};
 pub use rate::Limiter;
 pub use session::Session;
 pub use storage::{piece_matches, DiskError, Storage};
+pub use stream::{ReadError, Reader};
 pub use torrent::{
     new_peer_id, start, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
     TorrentError, TorrentHandle, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,

@@ -1,8 +1,10 @@
 //! Which blocks to ask which peer for: finish started pieces first, then the rarest wanted piece (random
 //! tie-break) or the next one in order when streaming; higher file priority first; endgame duplicates the
-//! last outstanding blocks so one slow peer cannot hold up the end.
+//! last outstanding blocks so one slow peer cannot hold up the end. Time-critical pieces (a stream's read
+//! position and the window after it, as libtorrent's `set_piece_deadline`) go before all of that, most
+//! urgent first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use wire::BlockRef;
 
@@ -45,6 +47,10 @@ pub struct Picker {
     /// one order, leaving them less to trade).
     rng: crate::rng::Rng,
     last_was_duplicated: bool,
+    /// Each reader's time-critical pieces, most urgent first (see [`Picker::set_deadlines`]).
+    deadlines: HashMap<u64, Vec<u32>>,
+    /// All readers' critical pieces in pick order: (position in its reader's window, piece).
+    critical: Vec<(usize, u32)>,
 }
 
 fn blocks_in(size: u32) -> u32 {
@@ -63,7 +69,37 @@ impl Picker {
             sequential: false,
             rng: crate::rng::Rng::from_os(),
             last_was_duplicated: false,
+            deadlines: HashMap::new(),
+            critical: Vec::new(),
         }
+    }
+
+    /// Sets reader `reader`'s time-critical pieces, the most urgent first (replacing what it set
+    /// before; an empty list clears them). They are picked before anything else, whatever their
+    /// priority, interleaved across readers by their place in each list, so the piece a reader waits
+    /// for now comes before any reader's read-ahead.
+    pub fn set_deadlines(&mut self, reader: u64, pieces: Vec<u32>) {
+        let n = self.piece_sizes.len() as u32;
+        let pieces: Vec<u32> = pieces.into_iter().filter(|&p| p < n).collect();
+        if pieces.is_empty() {
+            self.deadlines.remove(&reader);
+        } else {
+            self.deadlines.insert(reader, pieces);
+        }
+        let mut order: BTreeMap<u32, usize> = BTreeMap::new();
+        for list in self.deadlines.values() {
+            for (rank, &p) in list.iter().enumerate() {
+                let r = order.entry(p).or_insert(rank);
+                *r = (*r).min(rank);
+            }
+        }
+        self.critical = order.into_iter().map(|(p, rank)| (rank, p)).collect();
+        self.critical.sort_unstable();
+    }
+
+    /// Whether any reader has time-critical pieces set.
+    pub fn has_deadlines(&self) -> bool {
+        !self.critical.is_empty()
     }
 
     pub fn set_sequential(&mut self, on: bool) {
@@ -132,6 +168,27 @@ impl Picker {
     /// Appends up to `max` block requests for a peer that has `peer`.
     pub fn pick(&mut self, peer: &Bitfield, max: usize, out: &mut Vec<BlockRef>) {
         let start_len = out.len();
+        // 0. Time-critical pieces, most urgent first: open blocks of started ones, or start them.
+        for k in 0..self.critical.len() {
+            if out.len() - start_len >= max {
+                return;
+            }
+            let p = self.critical[k].1;
+            if self.have.get(p) || !peer.get(p) {
+                continue;
+            }
+            if !self.partial.contains_key(&p) {
+                let n = blocks_in(self.piece_sizes[p as usize]);
+                self.partial.insert(
+                    p,
+                    Partial {
+                        blocks: vec![BlockState::Open; n as usize],
+                        received: 0,
+                    },
+                );
+            }
+            self.take_open(p, max - (out.len() - start_len), out);
+        }
         // 1. Blocks of pieces already started, highest priority first.
         let mut started: Vec<u32> = self
             .partial
@@ -306,6 +363,7 @@ impl Picker {
     pub fn verified(&mut self, piece: u32) {
         self.partial.remove(&piece);
         self.have.set(piece);
+        self.critical.retain(|&(_, p)| p != piece);
     }
 
     /// The piece failed its hash: download it again from scratch.
@@ -436,6 +494,53 @@ mod tests {
         p.pick(&all, 6, &mut out);
         let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
         assert_eq!(pieces, vec![0, 0, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn deadline_pieces_go_first_in_order_then_the_rest() {
+        let mut p = picker(100);
+        let all = Bitfield::full(100);
+        p.peer_has_all(&all);
+        // A started piece of high priority would otherwise come first.
+        p.set_priority(3, 7);
+        let mut out = Vec::new();
+        p.pick(&all, 1, &mut out);
+        assert_eq!(out[0].index, 3);
+        // Reader 1 reads at piece 50 (then 51, 52), reader 2 at piece 80 (then 81).
+        p.set_deadlines(1, vec![50, 51, 52]);
+        p.set_deadlines(2, vec![80, 81]);
+        let mut out = Vec::new();
+        p.pick(&all, 8, &mut out);
+        let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
+        assert_eq!(
+            pieces,
+            vec![50, 50, 80, 80, 51, 51, 81, 81],
+            "each reader's current piece, then the read-ahead, before the started piece 3"
+        );
+        let mut out = Vec::new();
+        p.pick(&all, 3, &mut out);
+        let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
+        assert_eq!(pieces, vec![52, 52, 3]);
+        // A verified piece leaves the critical list; clearing a reader drops its pieces.
+        for b in [50u32, 51] {
+            for begin in [0, BLOCK] {
+                p.received(&BlockRef {
+                    index: b,
+                    begin,
+                    length: BLOCK,
+                });
+            }
+            p.verified(b);
+        }
+        p.set_deadlines(2, Vec::new());
+        p.set_deadlines(1, vec![51, 60]);
+        let mut out = Vec::new();
+        p.pick(&all, 2, &mut out);
+        let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
+        assert_eq!(pieces, vec![60, 60], "had pieces are skipped");
+        assert!(p.has_deadlines());
+        p.set_deadlines(1, Vec::new());
+        assert!(!p.has_deadlines());
     }
 
     #[test]

@@ -290,6 +290,10 @@ pub struct Shared {
     failure: Mutex<Option<TorrentError>>,
     /// Signalled when addresses are queued for connecting.
     new_peers: Notify,
+    /// Signalled whenever a piece is verified and written (what a [`crate::Reader`] waits on).
+    pub(crate) piece_done: Notify,
+    /// Numbers the readers, whose time-critical pieces the picker keeps apart.
+    pub(crate) next_reader: AtomicU64,
     /// Signalled to announce at once rather than at the end of the interval.
     announce_now: Notify,
     stopping: watch::Sender<bool>,
@@ -603,6 +607,7 @@ impl Shared {
             for peer in st.peers.values() {
                 let _ = peer.tx.try_send(Command::Send(Message::Have(index)));
             }
+            self.piece_done.notify_waiters();
             if st.picker.done() && !self.complete.swap(true, Ordering::AcqRel) {
                 drop(st);
                 if let Err(e) = self.storage.sync() {
@@ -1059,6 +1064,36 @@ fn promote(tier: &mut [String], position: usize) {
     }
 }
 
+/// Each piece's priority: 0 for pieces of no selected file, else the highest priority of the selected
+/// files it touches (`PRIORITY_NORMAL` for files without one).
+fn piece_priorities(
+    torrent: &Torrent,
+    piece_count: u32,
+    selected: Option<&[bool]>,
+    file_priorities: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut priority = vec![0u8; piece_count as usize];
+    for (i, f) in torrent.files.iter().enumerate() {
+        if f.attr.pad || f.length == 0 {
+            continue;
+        }
+        if selected.is_some_and(|s| !s.get(i).copied().unwrap_or(true)) {
+            continue;
+        }
+        let file_priority = file_priorities
+            .and_then(|p| p.get(i).copied())
+            .unwrap_or(PRIORITY_NORMAL)
+            .clamp(PRIORITY_LOW, PRIORITY_HIGH);
+        let first = f.offset / torrent.piece_length;
+        let last = (f.offset + f.length - 1) / torrent.piece_length;
+        for p in first..=last.min(u64::from(piece_count).saturating_sub(1)) {
+            // A piece shared by two files is as urgent as the more urgent one.
+            priority[p as usize] = priority[p as usize].max(file_priority);
+        }
+    }
+    priority
+}
+
 /// Starts a torrent: rechecks data already in the download directory, then serves and downloads.
 pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
     let torrent = config.torrent.clone();
@@ -1068,32 +1103,12 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         .map(|i| torrent.piece_size(i) as u32)
         .collect();
 
-    // Which pieces we want: those touching a selected file.
-    let mut priority = vec![0u8; piece_count as usize];
-    for (i, f) in torrent.files.iter().enumerate() {
-        if f.attr.pad || f.length == 0 {
-            continue;
-        }
-        if config
-            .selected_files
-            .as_ref()
-            .is_some_and(|s| !s.get(i).copied().unwrap_or(true))
-        {
-            continue;
-        }
-        let file_priority = config
-            .file_priorities
-            .as_ref()
-            .and_then(|p| p.get(i).copied())
-            .unwrap_or(PRIORITY_NORMAL)
-            .clamp(PRIORITY_LOW, PRIORITY_HIGH);
-        let first = f.offset / torrent.piece_length;
-        let last = (f.offset + f.length - 1) / torrent.piece_length;
-        for p in first..=last {
-            // A piece shared by two files is as urgent as the more urgent one.
-            priority[p as usize] = priority[p as usize].max(file_priority);
-        }
-    }
+    let priority = piece_priorities(
+        &torrent,
+        piece_count,
+        config.selected_files.as_deref(),
+        config.file_priorities.as_deref(),
+    );
 
     let storage = Storage::new(&torrent, &config.download_dir);
     // Files first, so the recheck finds the content where the storage will write it.
@@ -1182,6 +1197,8 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         complete_notify: Notify::new(),
         failure: Mutex::new(None),
         new_peers: Notify::new(),
+        piece_done: Notify::new(),
+        next_reader: AtomicU64::new(0),
         announce_now: Notify::new(),
         stopping,
         verify_slots: Arc::new(tokio::sync::Semaphore::new(verify_slots(
@@ -1459,6 +1476,23 @@ impl TorrentHandle {
     /// restart (a new `start` with its resume data) retries.
     pub fn error(&self) -> Option<TorrentError> {
         self.shared.failure()
+    }
+
+    /// Changes the files' priorities (`PRIORITY_LOW`..`PRIORITY_HIGH`, by file index; files not listed
+    /// are normal) while the torrent runs: the picker takes pieces of higher priority first from its
+    /// next pick on. The file selection stays what the torrent was started with.
+    pub fn set_file_priorities(&self, levels: &[u8]) {
+        let shared = &self.shared;
+        let priority = piece_priorities(
+            &shared.torrent,
+            shared.piece_sizes.len() as u32,
+            shared.config.selected_files.as_deref(),
+            Some(levels),
+        );
+        let mut st = shared.state.lock();
+        for (i, p) in priority.into_iter().enumerate() {
+            st.picker.set_priority(i as u32, p);
+        }
     }
 
     /// Announces to the trackers now instead of at the end of the interval (as a `None` event).

@@ -139,6 +139,7 @@ pub fn router(daemon: Arc<Daemon>, bound: SocketAddr) -> Router {
         .route("/api/events", get(events))
         .route("/api/login-link", post(login_link))
         .route("/metrics", get(metrics))
+        .route("/stream/{id}/{index}", get(stream_file))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authorize));
     Router::new()
         .route("/", get(page))
@@ -278,8 +279,11 @@ pub(super) fn same_origin(headers: &HeaderMap, method: &Method) -> bool {
 
 async fn authorize(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    // The query-string token is only for the event stream (for clients that cannot add headers).
-    let query = (path == "/api/events").then(|| req.uri().query()).flatten();
+    // The query-string token is only for the event stream and file streams (for clients that cannot
+    // add headers: EventSource, media players).
+    let query = (path == "/api/events" || path.starts_with("/stream/"))
+        .then(|| req.uri().query())
+        .flatten();
     let open_metrics = path == "/metrics" && ctx.bound.ip().is_loopback();
     let auth = if token_of(req.headers(), query).is_some_and(|t| same(&t, &ctx.daemon.token)) {
         Auth::Token
@@ -541,6 +545,23 @@ async fn events(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// `GET`/`HEAD /stream/{id}/{index}`: a file with byte ranges, while it downloads (`stream.rs`).
+async fn stream_file(
+    State(ctx): State<Ctx>,
+    Path((id, index)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    super::stream::serve(
+        ctx.daemon.clone(),
+        parse_id(&id)?,
+        &index,
+        &method,
+        &headers,
+    )
+    .await
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {

@@ -8,6 +8,7 @@ mod relocate;
 mod rpc;
 mod sched;
 pub mod store;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -1052,7 +1053,7 @@ impl Daemon {
     }
 
     /// Applies a `PUT /api/torrents/{id}`: all of it or, when a field is invalid or the data cannot be
-    /// moved, none of it. A new file selection or directory restarts the torrent.
+    /// moved, none of it. A new file selection or directory restarts the torrent; priorities do not.
     pub async fn update(
         self: &Arc<Self>,
         id: &[u8; 20],
@@ -1070,8 +1071,8 @@ impl Daemon {
         if let Some(to) = &change.download_dir {
             self.check_dir(to).await?;
         }
-        let restart =
-            change.files.is_some() || change.priorities.is_some() || change.download_dir.is_some();
+        // Priorities apply to a running torrent as they are; a selection or a directory restarts it.
+        let restart = change.files.is_some() || change.download_dir.is_some();
         let mut old_phase = None;
         if restart {
             let phase = slot.lock().phase.clone();
@@ -1733,12 +1734,25 @@ impl Change {
                 "priorities" => {
                     let names: Vec<String> =
                         serde_json::from_value(value.clone()).map_err(|_| {
-                            bad("priorities: expected a list of \"low\", \"normal\" or \"high\"")
+                            bad("priorities: expected a list of \"low\", \"normal\", \"high\" or \"skip\"")
                         })?;
+                    // "skip": not wanted, the same as false in `files`.
+                    let skipped: Vec<bool> = names.iter().map(|n| n == "skip").collect();
                     let levels = names
                         .iter()
-                        .map(|n| priority_level(n))
+                        .map(|n| match n.as_str() {
+                            "skip" => Ok(engine::PRIORITY_NORMAL),
+                            n => priority_level(n),
+                        })
                         .collect::<Result<Vec<u8>, ApiError>>()?;
+                    if skipped.contains(&true) {
+                        if obj.contains_key("files") {
+                            return Err(bad(
+                                "priorities: \"skip\" and files together: give the selection once",
+                            ));
+                        }
+                        c.files = Some(skipped.iter().map(|s| !s).collect());
+                    }
                     let n = file_count.unwrap_or(levels.len());
                     if levels.len() != n {
                         return Err(bad(format!(
@@ -1801,6 +1815,9 @@ impl Change {
             e.record.complete = false;
         }
         if let Some(levels) = self.priorities {
+            if let Some(h) = &e.handle {
+                h.set_file_priorities(&levels);
+            }
             e.record.priorities = Some(levels);
         }
         if let Some(ratio) = self.seed_ratio {
@@ -1842,7 +1859,7 @@ fn priority_level(name: &str) -> Result<u8, ApiError> {
         "normal" => Ok(engine::PRIORITY_NORMAL),
         "high" => Ok(engine::PRIORITY_HIGH),
         other => Err(bad(format!(
-            "priorities: {other:?} is not low, normal or high"
+            "priorities: {other:?} is not low, normal, high or skip"
         ))),
     }
 }

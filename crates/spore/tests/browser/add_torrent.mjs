@@ -127,8 +127,18 @@ try {
     return r.json();
   }, id);
   if (view.files[0].priority !== "high") throw new Error(`priority not saved: ${JSON.stringify(view.files)}`);
-  // Changing priorities restarts the torrent; it must be back to seeding.
+  // Priorities apply without a restart; the torrent must still be seeding.
   await page.locator(`tr[data-id="${id}"][data-state="seeding"]`).waitFor({ timeout: 30000 });
+
+  step("the first file's stream link answers a range with the page's session");
+  const href = await page.locator("#files tbody a.stream-link").first().getAttribute("href");
+  if (href !== `/stream/${id}/${view.files[0].index}`) throw new Error(`stream link ${href}`);
+  const ranged = await page.evaluate(async (url) => {
+    const r = await fetch(url, { headers: { Range: "bytes=0-9" } });
+    return { status: r.status, range: r.headers.get("content-range"), length: (await r.arrayBuffer()).byteLength };
+  }, href);
+  if (ranged.status !== 206 || ranged.length !== 10 || !/^bytes 0-9\/\d+$/.test(ranged.range || ""))
+    throw new Error(`stream range: ${JSON.stringify(ranged)}`);
 
   step("change the labels in the detail panel");
   await page.click('.tabs button[data-tab="general"]');

@@ -361,6 +361,22 @@ pub fn in_namespace_of(pid: u32, path: &Path) -> PathBuf {
     Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
 }
 
+/// Whether `program args` runs; without it a test is skipped, or fails when `CI=true`.
+pub fn have_tool(program: &str, args: &[&str]) -> bool {
+    let ok = Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "{program} is required when CI=true"
+        );
+        eprintln!("skipped: {program} is not available");
+    }
+    ok
+}
+
 /// A process holding a mount namespace of its own with a `size` tmpfs on `mnt` (which must exist),
 /// for tests whose processes come and go (a daemon killed and restarted) while the tmpfs stays: run
 /// them in it with [`in_mount_namespace_of`]. The mount goes when the holder is dropped. Root only, as
