@@ -41,6 +41,9 @@ pub struct TrackerArgs {
     /// User database for private mode
     #[arg(long, value_name = "FILE")]
     pub db: Option<PathBuf>,
+    /// Share swarms with other tracker nodes through a Redis Cluster: redis://HOST:PORT[,HOST:PORT...]
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -131,6 +134,9 @@ pub fn run(args: TrackerArgs) -> CmdResult {
     }
     if args.db.is_some() {
         config.db = args.db;
+    }
+    if let Some(cluster) = args.cluster {
+        config.cluster = cluster;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,9 +1,10 @@
 //! UDP connection IDs (BEP 15): a keyed hash of the time window and the client's address, so they cannot
-//! be forged or replayed from another address, and need no server-side state.
+//! be forged or replayed from another address, and need no server-side state. Windows count from the
+//! Unix epoch, so nodes sharing the key (through a cluster) issue and accept the same IDs.
 
 use std::hash::Hasher;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use siphasher::sip::SipHasher13;
 
@@ -12,19 +13,18 @@ const WINDOW_SECS: u64 = 60;
 
 pub struct ConnectionIds {
     keys: (u64, u64),
-    epoch: Instant,
 }
 
 impl ConnectionIds {
     pub fn new(keys: (u64, u64)) -> Self {
-        ConnectionIds {
-            keys,
-            epoch: Instant::now(),
-        }
+        ConnectionIds { keys }
     }
 
     fn window(&self) -> u64 {
-        self.epoch.elapsed().as_secs() / WINDOW_SECS
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            / WINDOW_SECS
     }
 
     fn id_for(&self, window: u64, addr: &SocketAddr) -> u64 {

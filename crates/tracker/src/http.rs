@@ -99,7 +99,7 @@ async fn announce(
     ConnectInfo(RemoteAddr(remote)): ConnectInfo<RemoteAddr>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    do_announce(&state, remote, query.as_deref().unwrap_or(""), None)
+    do_announce(&state, remote, query.as_deref().unwrap_or(""), None).await
 }
 
 async fn announce_with_key(
@@ -114,9 +114,15 @@ async fn announce_with_key(
         query.as_deref().unwrap_or(""),
         Some(passkey.as_bytes()),
     )
+    .await
 }
 
-fn do_announce(state: &State, remote: SocketAddr, query: &str, passkey: Option<&[u8]>) -> Response {
+async fn do_announce(
+    state: &State,
+    remote: SocketAddr,
+    query: &str,
+    passkey: Option<&[u8]>,
+) -> Response {
     Counters::add(&state.counters.http_announces);
     let req = match proto::parse_announce(query.as_bytes()) {
         Ok(r) => r,
@@ -142,16 +148,39 @@ fn do_announce(state: &State, remote: SocketAddr, query: &str, passkey: Option<&
     // IPv4-mapped sources (a dual-stack listener) are IPv4 clients.
     let peer = SocketAddr::new(remote.ip().to_canonical(), a.port);
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    let outcome = state.store.announce(
-        &a.info_hash,
-        peer,
-        a.left,
-        a.event,
-        a.numwant,
-        Family::Both,
-        &mut v4,
-        &mut v6,
-    );
+    let outcome = match &state.cluster {
+        None => state.store.announce(
+            &a.info_hash,
+            peer,
+            a.left,
+            a.event,
+            a.numwant,
+            Family::Both,
+            &mut v4,
+            &mut v6,
+        ),
+        Some(cluster) => {
+            let job = crate::cluster::Job {
+                hash: a.info_hash,
+                peer,
+                left: a.left,
+                event: a.event,
+                want: crate::cluster::want(&state.config, a.numwant),
+                family: Family::Both,
+            };
+            let answer = cluster.announce(&job).await;
+            match crate::cluster::complete(state, &job, answer) {
+                Ok(answer) => {
+                    (v4, v6) = (answer.v4, answer.v6);
+                    crate::store::AnnounceOutcome {
+                        seeders: answer.seeders,
+                        leechers: answer.leechers,
+                    }
+                }
+                Err(reason) => return failure(state, reason),
+            }
+        }
+    };
     let mut d = DictBuilder::new();
     d.insert("interval", Owned::Int(i64::from(state.config.interval)))
         .insert(
@@ -195,7 +224,7 @@ async fn scrape(
     ConnectInfo(RemoteAddr(remote)): ConnectInfo<RemoteAddr>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    do_scrape(&state, remote, query.as_deref().unwrap_or(""), None)
+    do_scrape(&state, remote, query.as_deref().unwrap_or(""), None).await
 }
 
 async fn scrape_with_key(
@@ -210,9 +239,15 @@ async fn scrape_with_key(
         query.as_deref().unwrap_or(""),
         Some(passkey.as_bytes()),
     )
+    .await
 }
 
-fn do_scrape(state: &Shared, remote: SocketAddr, query: &str, passkey: Option<&[u8]>) -> Response {
+async fn do_scrape(
+    state: &Shared,
+    remote: SocketAddr,
+    query: &str,
+    passkey: Option<&[u8]>,
+) -> Response {
     Counters::add(&state.counters.http_scrapes);
     let hashes = match proto::parse_scrape(query.as_bytes()) {
         Ok(h) => h,
@@ -239,11 +274,20 @@ fn do_scrape(state: &Shared, remote: SocketAddr, query: &str, passkey: Option<&[
         )
             .into_response();
     }
-    let files = hashes
+    let mut files = Vec::new();
+    for h in hashes
         .iter()
         .filter(|h| state.access.check(h, passkey).is_ok())
-        .map(|h| (*h, state.store.scrape(h)))
-        .collect();
+    {
+        let stats = match &state.cluster {
+            None => state.store.scrape(h),
+            Some(cluster) => match cluster.scrape(h).await {
+                Ok(stats) => stats,
+                Err(_) => state.store.scrape(h),
+            },
+        };
+        files.push((*h, stats));
+    }
     bencoded(ScrapeResponse { files }.encode())
 }
 

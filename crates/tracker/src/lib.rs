@@ -2,6 +2,7 @@
 //! open, allow-list, deny-list or private (passkey) mode.
 
 pub mod access;
+pub mod cluster;
 mod config;
 mod conn_id;
 mod http;
@@ -28,7 +29,11 @@ use store::{Store, StoreLimits};
 /// Everything the HTTP and UDP front ends share.
 pub struct State {
     pub config: Config,
+    /// This node's swarms: all of them without a cluster; with one, the peers that announced here (the
+    /// view answered from when the cluster is lost and `cluster_fallback = "local"`).
     pub store: Store,
+    /// The swarms shared with other nodes, when `cluster` is set.
+    pub cluster: Option<cluster::Cluster>,
     pub access: Access,
     counters: Counters,
     rates: Rates,
@@ -46,6 +51,14 @@ const MAX_SCRAPE_CLIENTS: usize = 100_000;
 
 impl State {
     pub fn new(config: Config) -> anyhow::Result<State> {
+        Self::with_cluster(config, None, random_keys()?)
+    }
+
+    fn with_cluster(
+        config: Config,
+        cluster: Option<cluster::Cluster>,
+        conn_id_keys: (u64, u64),
+    ) -> anyhow::Result<State> {
         let access = Access::new(config.mode, config.list.clone(), config.db.clone())?;
         let store = Store::new(
             config.shards,
@@ -62,8 +75,9 @@ impl State {
             },
         );
         Ok(State {
-            conn_ids: ConnectionIds::new(random_keys()?),
+            conn_ids: ConnectionIds::new(conn_id_keys),
             store,
+            cluster,
             access,
             counters: Counters::default(),
             rates: Rates::default(),
@@ -161,7 +175,26 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             config.http_max_connections = budget;
         }
     }
-    let state = Arc::new(State::new(config)?);
+    let mut keys = random_keys()?;
+    let cluster = if config.cluster.is_empty() {
+        None
+    } else {
+        let timeout = Duration::from_secs(config.cluster_connect_timeout);
+        let c = cluster::Cluster::connect(
+            &config.cluster,
+            config.cluster_fallback,
+            config.peer_timeout,
+            config.max_peers_per_swarm,
+            timeout,
+        )
+        .await?;
+        keys = tokio::time::timeout(timeout, c.shared_secret(keys))
+            .await
+            .map_err(|_| cluster::ClusterError::Timeout(config.cluster.clone(), timeout))??;
+        tracing::info!("sharing swarms through the cluster at {}", config.cluster);
+        Some(c)
+    };
+    let state = Arc::new(State::with_cluster(config, cluster, keys)?);
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
 
@@ -215,7 +248,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             state.config.udp.parse().map_err(|e| {
                 anyhow::anyhow!("bad UDP listen address {:?}: {e}", state.config.udp)
             })?;
-        let (bound, threads) = udp::spawn(addr, udp_workers, state.clone(), stop.clone())?;
+        let (bound, threads) = udp::spawn(
+            addr,
+            udp_workers,
+            state.clone(),
+            stop.clone(),
+            tokio::runtime::Handle::current(),
+        )?;
         udp_addr = Some(bound);
         udp_threads = threads;
     }

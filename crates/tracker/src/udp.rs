@@ -12,6 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracker_proto::udp::{Request, Response};
 use tracker_proto::ScrapeStats;
 
+use crate::cluster::{self, Job};
 use crate::metrics::Counters;
 use crate::store::Family;
 use crate::{passkey_from_path, State};
@@ -47,6 +48,7 @@ pub fn spawn(
     workers: usize,
     state: Arc<State>,
     stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
 ) -> anyhow::Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>)> {
     let first = bind(addr)?;
     let bound = first.local_addr()?;
@@ -60,16 +62,29 @@ pub fn spawn(
         .map(|(i, socket)| {
             let state = state.clone();
             let stop = stop.clone();
+            let runtime = runtime.clone();
             std::thread::Builder::new()
                 .name(format!("udp-{i}"))
-                .spawn(move || worker(socket, &state, &stop))
+                .spawn(move || worker(socket, &state, &stop, &runtime))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((bound, threads))
 }
 
-/// Handles one datagram; writes the reply into `out` and returns whether to send it.
-pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+/// Where an announce reply's leecher and seeder counts go (after action, transaction ID, interval).
+const COUNTS_AT: usize = 12;
+
+/// Handles one datagram; writes the reply into `out` and returns whether to send it. With a cluster, an
+/// announce's reply is left at its header and the announce put in `pending`, to be sent to the cluster
+/// with the rest of the batch.
+fn handle(
+    state: &State,
+    runtime: &tokio::runtime::Handle,
+    packet: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+    pending: &mut Option<Job>,
+) -> bool {
     let src = canonical(src);
     let counters = &state.counters;
     let request = match Request::parse(packet) {
@@ -139,8 +154,18 @@ pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
             out.extend_from_slice(&1u32.to_be_bytes());
             out.extend_from_slice(&transaction_id.to_be_bytes());
             out.extend_from_slice(&state.config.interval.to_be_bytes());
-            let counts_at = out.len();
             out.extend_from_slice(&[0; 8]);
+            if state.cluster.is_some() {
+                *pending = Some(Job {
+                    hash: announce.info_hash,
+                    peer,
+                    left: announce.left,
+                    event: announce.event,
+                    want: cluster::want(&state.config, announce.numwant),
+                    family,
+                });
+                return true;
+            }
             let mut unused = Vec::new();
             let (out4, out6) = if family == Family::V4 {
                 (&mut *out, &mut unused)
@@ -157,8 +182,7 @@ pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
                 out4,
                 out6,
             );
-            out[counts_at..counts_at + 4].copy_from_slice(&outcome.leechers.to_be_bytes());
-            out[counts_at + 4..counts_at + 8].copy_from_slice(&outcome.seeders.to_be_bytes());
+            write_counts(out, outcome.leechers, outcome.seeders);
             true
         }
         Request::Scrape {
@@ -174,7 +198,12 @@ pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
             let stats = info_hashes
                 .iter()
                 .map(|h| match state.access.check(h, None) {
-                    Ok(()) => state.store.scrape(h),
+                    Ok(()) => match &state.cluster {
+                        None => state.store.scrape(h),
+                        Some(cluster) => runtime
+                            .block_on(cluster.scrape(h))
+                            .unwrap_or_else(|_| state.store.scrape(h)),
+                    },
                     // Private and unlisted torrents show nothing.
                     Err(_) => ScrapeStats::default(),
                 })
@@ -194,9 +223,52 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool) {
+fn write_counts(out: &mut [u8], leechers: u32, seeders: u32) {
+    out[COUNTS_AT..COUNTS_AT + 4].copy_from_slice(&leechers.to_be_bytes());
+    out[COUNTS_AT + 4..COUNTS_AT + 8].copy_from_slice(&seeders.to_be_bytes());
+}
+
+/// Sends a batch's announces to the cluster at once and completes their replies.
+fn finish_cluster_announces(
+    state: &State,
+    runtime: &tokio::runtime::Handle,
+    batch: &mut Batch,
+    jobs: &[Job],
+    replies: &[usize],
+) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let answers = runtime.block_on(cluster.announce_all(jobs));
+    for ((job, &reply), answer) in jobs.iter().zip(replies).zip(answers) {
+        let out = &mut batch.replies[reply];
+        match cluster::complete(state, job, answer) {
+            Ok(answer) => {
+                write_counts(out, answer.leechers, answer.seeders);
+                out.extend_from_slice(match job.family {
+                    Family::V6 => &answer.v6,
+                    _ => &answer.v4,
+                });
+            }
+            Err(reason) => {
+                let transaction_id = u32::from_be_bytes([out[4], out[5], out[6], out[7]]);
+                out.clear();
+                Counters::add(&state.counters.errors);
+                Response::Error {
+                    transaction_id,
+                    message: reason.to_string(),
+                }
+                .write(out);
+            }
+        }
+    }
+}
+
+fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool, runtime: &tokio::runtime::Handle) {
     let mut batch = Batch::new(socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false));
     let fd = socket.as_raw_fd();
+    let mut jobs = Vec::with_capacity(BATCH);
+    let mut job_replies = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Relaxed) {
         let received = batch.receive(fd);
         if received == 0 {
@@ -208,10 +280,20 @@ fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool) {
             let len = batch.received_len(i);
             let (packet, out) = batch.request_and_reply(i, replies);
             out.clear();
-            if handle(state, &packet[..len], src, out) {
+            let mut pending = None;
+            if handle(state, runtime, &packet[..len], src, out, &mut pending) {
                 batch.set_destination(replies, src);
+                if let Some(job) = pending {
+                    jobs.push(job);
+                    job_replies.push(replies);
+                }
                 replies += 1;
             }
+        }
+        if !jobs.is_empty() {
+            finish_cluster_announces(state, runtime, &mut batch, &jobs, &job_replies);
+            jobs.clear();
+            job_replies.clear();
         }
         batch.send(fd, replies);
     }

@@ -3,8 +3,12 @@
 #![allow(dead_code)]
 
 mod api;
+pub mod redis_cluster;
+mod tracker_client;
 #[allow(unused_imports)]
 pub use api::*;
+#[allow(unused_imports)]
+pub use tracker_client::*;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,0 +1,142 @@
+//! Several `spore tracker` nodes sharing their swarms through a real Redis Cluster (three masters and
+//! three replicas from Debian's redis-server, on loopback): what one node learns, another hands out.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::redis_cluster::{self, RedisCluster};
+use common::*;
+use tracker_proto::http::{self as proto, AnnounceResponse, HttpAnnounce};
+use tracker_proto::udp::Response;
+use tracker_proto::Event;
+
+fn node(dir: &Path, name: &str, cluster: &RedisCluster, extra: &[&str]) -> TrackerProc {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = cluster.url();
+    let mut args = vec!["--cluster", url.as_str()];
+    args.extend_from_slice(extra);
+    tracker_with(&dir, &args, |_| {})
+}
+
+/// An HTTP announce from `local` (a loopback address) for peer port `port`: the peers handed out.
+fn http_announce(
+    local: &str,
+    tracker: SocketAddr,
+    hash: [u8; 20],
+    port: u16,
+) -> Result<AnnounceResponse, String> {
+    let q = proto::encode_announce(&HttpAnnounce {
+        announce: announce(hash, port as u8, port, Event::Started),
+        compact: true,
+        no_peer_id: true,
+        tracker_id: None,
+    });
+    let (status, body) =
+        get_from(local, tracker, &format!("/announce?{q}")).map_err(|e| e.to_string())?;
+    if !status.contains("200") {
+        return Err(status);
+    }
+    AnnounceResponse::decode(&body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&body)))
+}
+
+fn addrs(r: &AnnounceResponse) -> Vec<SocketAddr> {
+    r.peers.iter().map(|p| p.addr).collect()
+}
+
+#[test]
+fn a_peer_announced_to_one_node_is_handed_out_by_another_over_http_and_udp() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    let a = node(dir.path(), "a", &cluster, &[]);
+    let b = node(dir.path(), "b", &cluster, &[]);
+    let hash = [0x5a; 20];
+
+    // Peer 1 announces to A over HTTP.
+    let first = http_announce("127.0.0.1:0", a.http, hash, 7001).unwrap();
+    assert!(first.peers.is_empty(), "{first:?}");
+
+    // Peer 2 gets its connection ID from A and announces with it to B over UDP: B accepts A's ID and
+    // hands out peer 1.
+    let mut udp = Udp::connect("127.0.0.2:0", a.udp);
+    udp.tracker = b.udp;
+    match udp.announce(announce(hash, 2, 7002, Event::Started), b"") {
+        Some(Response::Announce {
+            peers, leechers, ..
+        }) => {
+            assert_eq!(peers, vec![SocketAddr::from(([127, 0, 0, 1], 7001))]);
+            assert_eq!(leechers, 2);
+        }
+        other => panic!("B refused or ignored a connection ID from A: {other:?}"),
+    }
+
+    // Peer 3 announces to B over HTTP and gets both.
+    let third = http_announce("127.0.0.3:0", b.http, hash, 7003).unwrap();
+    let mut got = addrs(&third);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            SocketAddr::from(([127, 0, 0, 1], 7001)),
+            SocketAddr::from(([127, 0, 0, 2], 7002))
+        ]
+    );
+    assert_eq!(third.incomplete, 3);
+
+    // A scrape on A counts the peers B learned.
+    let (_, body) = get_from(
+        "127.0.0.1:0",
+        a.http,
+        &format!("/scrape?{}", proto::encode_scrape(&[hash])),
+    )
+    .unwrap();
+    let scrape = proto::ScrapeResponse::decode(&body).unwrap();
+    assert_eq!(scrape.files[0].1.leechers, 3, "{scrape:?}");
+
+    // A stopped peer leaves the swarm for every node.
+    let mut stop = announce(hash, 2, 7002, Event::Stopped);
+    stop.left = 1;
+    udp.announce(stop, b"").unwrap();
+    let fourth = http_announce("127.0.0.4:0", a.http, hash, 7004).unwrap();
+    assert!(
+        !addrs(&fourth).contains(&SocketAddr::from(([127, 0, 0, 2], 7002))),
+        "{fourth:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_at_start_is_a_clear_error() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args([
+            "tracker",
+            "--http",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--cluster",
+            &format!("redis://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without its cluster");
+    assert!(
+        stderr.contains("cluster") && stderr.contains(&port.to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
