@@ -140,3 +140,79 @@ fn an_unreachable_cluster_at_start_is_a_clear_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// A UDP announce for swarm `i` from `udp`: whether it was answered with peers and counts.
+fn udp_announce_ok(udp: &Udp, i: u8, port: u16) -> bool {
+    matches!(
+        udp.announce(announce([i; 20], 1, port, Event::None), b""),
+        Some(Response::Announce { .. })
+    )
+}
+
+#[test]
+fn announces_are_answered_again_after_a_master_fails_over_and_no_node_crashes() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = RedisCluster::start(dir.path());
+    let mut a = node(dir.path(), "a", &cluster, &[]);
+    let udp = Udp::connect("127.0.0.5:0", a.udp);
+    // 30 swarms: with 16384 slots over three masters, every master holds some of them.
+    for i in 0..30 {
+        assert!(
+            udp_announce_ok(&udp, i, 6000),
+            "swarm {i} before the failover"
+        );
+    }
+
+    let victim = cluster.a_master();
+    cluster.kill(victim);
+    let killed = Instant::now();
+    let (mut failures, mut answered) = (0usize, 0usize);
+    // Rounds over every swarm until one round is answered in full after the failover.
+    loop {
+        let mut round_failed = 0;
+        for i in 0..30 {
+            if udp_announce_ok(&udp, i, 6000) {
+                answered += 1;
+            } else {
+                round_failed += 1;
+            }
+        }
+        failures += round_failed;
+        if round_failed == 0 && killed.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "announces still failing {:?} after killing a master ({failures} failed); cluster: {:?}",
+            killed.elapsed(),
+            redis_cluster::cli(cluster.nodes[(victim + 1) % 6].port, &["cluster", "nodes"])
+        );
+        assert!(
+            a.proc.child.try_wait().unwrap().is_none(),
+            "the tracker exited"
+        );
+    }
+    eprintln!(
+        "failover: {failures} announces failed, {answered} answered, all answered again {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(
+        a.proc.child.try_wait().unwrap().is_none(),
+        "the tracker exited"
+    );
+    assert_eq!(metric(a.http, "spore_tracker_cluster_up"), Some(1));
+    let stderr = std::fs::read_to_string(dir.path().join("a/tracker.err")).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // One line per change of state, never one per failed request.
+    let lost = stderr.matches("cluster lost").count();
+    let back = stderr.matches("cluster reachable again").count();
+    assert!(
+        lost == back && lost <= 3,
+        "{lost} lost, {back} back:\n{stderr}"
+    );
+    a.proc.terminate();
+    assert!(a.proc.wait_exit(Duration::from_secs(15)).success());
+}

@@ -117,6 +117,10 @@ local c = tonumber(redis.call('GET', KEYS[5]) or '0') or 0
 return {live(KEYS[1]) + live(KEYS[3]), live(KEYS[2]) + live(KEYS[4]), c}
 "#;
 
+/// Longest a request to the cluster may take, retries included; then it fails (and the fallback
+/// answers).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
+
 /// The key of the connection-ID secret every node uses.
 const SECRET_KEY: &str = "spore:tracker:conn-id-secret";
 
@@ -152,6 +156,8 @@ pub struct Cluster {
     pub errors: AtomicU64,
     /// Requests sent to the cluster (one per announce or scraped info-hash).
     pub requests: AtomicU64,
+    /// Sets of requests sent together: a UDP batch, or one HTTP request's.
+    pub batches: AtomicU64,
 }
 
 /// `redis://a:1,b:2` or `a:1,b:2` → the node URLs.
@@ -217,6 +223,8 @@ impl Cluster {
         let client = ClusterClient::builder(nodes)
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(2))
+            // However the retries go, a request (and so a UDP worker's batch) waits at most this long.
+            .overall_response_timeout(Some(REQUEST_DEADLINE))
             // A failover takes the cluster some seconds: retries back off up to 1 s each.
             .retries(8)
             .min_retry_wait(50)
@@ -248,6 +256,7 @@ impl Cluster {
             up: AtomicBool::new(true),
             errors: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
         })
     }
 
@@ -297,6 +306,11 @@ impl Cluster {
     }
 
     pub async fn announce(&self, job: &Job) -> Result<Answer, ClusterError> {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.announce_one(job).await
+    }
+
+    async fn announce_one(&self, job: &Job) -> Result<Answer, ClusterError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let result = self.announce_inner(job).await;
         self.note(&result);
@@ -353,7 +367,11 @@ impl Cluster {
 
     /// Announces in flight together: one round trip per cluster node for the lot.
     pub async fn announce_all(&self, jobs: &[Job]) -> Vec<Result<Answer, ClusterError>> {
-        let mut pending: Vec<_> = jobs.iter().map(|j| Box::pin(self.announce(j))).collect();
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let mut pending: Vec<_> = jobs
+            .iter()
+            .map(|j| Box::pin(self.announce_one(j)))
+            .collect();
         let mut results: Vec<Option<Result<Answer, ClusterError>>> =
             (0..jobs.len()).map(|_| None).collect();
         // Every request is polled (so written) before any reply is waited for.
@@ -382,6 +400,7 @@ impl Cluster {
 
     pub async fn scrape(&self, hash: &InfoHash) -> Result<ScrapeStats, ClusterError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
         let result = self.scrape_inner(hash).await;
         self.note(&result);
         result

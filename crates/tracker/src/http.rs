@@ -442,6 +442,32 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
             ("{protocol=\"udp\"}", load(&c.udp_scrapes)),
         ],
     );
+    if let Some(cluster) = &state.cluster {
+        metric(
+            "spore_tracker_cluster_up",
+            "gauge",
+            "1 while the cluster answers, 0 since a request to it failed.",
+            &[("", u64::from(cluster.is_up()))],
+        );
+        metric(
+            "spore_tracker_cluster_requests_total",
+            "counter",
+            "Requests sent to the cluster (one per announce or scraped info-hash).",
+            &[("", load(&cluster.requests))],
+        );
+        metric(
+            "spore_tracker_cluster_batches_total",
+            "counter",
+            "Sets of requests sent to the cluster together (one round trip per cluster node each).",
+            &[("", load(&cluster.batches))],
+        );
+        metric(
+            "spore_tracker_cluster_errors_total",
+            "counter",
+            "Requests to the cluster that failed.",
+            &[("", load(&cluster.errors))],
+        );
+    }
     metric(
         "spore_tracker_udp_connects_total",
         "counter",

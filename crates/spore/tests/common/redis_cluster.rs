@@ -93,6 +93,11 @@ impl RedisCluster {
                 "no",
                 "--daemonize",
                 "no",
+                "--logfile",
+                "redis.log",
+                // Replicas sync at once (the default waits 5 s for more replicas to share a transfer).
+                "--repl-diskless-sync-delay",
+                "0",
             ]);
             let proc = Proc::spawn(command, node_dir.join("stderr"));
             nodes.push(RedisNode {
@@ -125,6 +130,18 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         cluster.wait_ok(Duration::from_secs(30));
+        // A replica can take over only once it has synced with its master.
+        for n in &cluster.nodes {
+            wait_until(
+                &format!("node on port {} a master or a synced replica", n.port),
+                Duration::from_secs(30),
+                || {
+                    cli(n.port, &["info", "replication"]).is_some_and(|o| {
+                        o.contains("role:master") || o.contains("master_link_status:up")
+                    })
+                },
+            );
+        }
         cluster
     }
 
