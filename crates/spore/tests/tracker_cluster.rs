@@ -216,3 +216,113 @@ fn announces_are_answered_again_after_a_master_fails_over_and_no_node_crashes() 
     a.proc.terminate();
     assert!(a.proc.wait_exit(Duration::from_secs(15)).success());
 }
+
+/// `spore tracker user ...` on the cluster: its stdout.
+fn users_cli(cluster: &RedisCluster, args: &[&str]) -> String {
+    let url = cluster.url();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["tracker", "user"])
+        .args(args)
+        .args(["--cluster", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_private_user_added_through_the_cluster_announces_on_every_node_within_a_second() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    let private = ["--mode", "private"];
+    let a = node(dir.path(), "a", &cluster, &private);
+    let b = node(dir.path(), "b", &cluster, &private);
+    let hash = [0x42; 20];
+    let passkey = users_cli(&cluster, &["add", "alice"]).trim().to_string();
+    let added = Instant::now();
+    assert_eq!(passkey.len(), 32, "{passkey:?}");
+    let path = format!("/announce/{passkey}");
+
+    // Node B knows alice within a second of her being added (through the cluster, not through B).
+    let mut request = announce(hash, 1, 7101, Event::Started);
+    request.uploaded = 1000;
+    let udp = Udp::connect("127.0.0.6:0", b.udp);
+    let answered = loop {
+        match udp.announce(request.clone(), path.as_bytes()) {
+            Some(Response::Announce { .. }) => break added.elapsed(),
+            Some(Response::Error { message, .. }) => assert_eq!(message, "unknown passkey"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            added.elapsed() < Duration::from_secs(3),
+            "node B still refuses alice {:?} after she was added",
+            added.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("alice announced on node B {answered:?} after being added");
+    assert!(answered < Duration::from_secs(1), "{answered:?}");
+
+    // And node A over HTTP; an unknown passkey is refused.
+    let q = proto::encode_announce(&HttpAnnounce {
+        announce: announce(hash, 2, 7102, Event::Started),
+        compact: true,
+        no_peer_id: true,
+        tracker_id: None,
+    });
+    let (_, body) = get_from("127.0.0.7:0", a.http, &format!("{path}?{q}")).unwrap();
+    let reply = AnnounceResponse::decode(&body).unwrap();
+    assert_eq!(
+        addrs(&reply),
+        vec![SocketAddr::from(([127, 0, 0, 6], 7101))]
+    );
+    let (_, body) = get_from(
+        "127.0.0.7:0",
+        a.http,
+        &format!("/announce/{}?{q}", "0".repeat(32)),
+    )
+    .unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("unknown passkey"));
+
+    // Totals reported to B reach the cluster's list.
+    let mut later = announce(hash, 1, 7101, Event::None);
+    later.uploaded = 5000;
+    assert!(matches!(
+        udp.announce(later, path.as_bytes()),
+        Some(Response::Announce { .. })
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = users_cli(&cluster, &["list", "--json"]);
+        if list.contains("\"uploaded\":4000") {
+            assert!(list.contains("alice"), "{list}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "totals not in the cluster: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Revoked through the cluster, refused by both nodes soon after.
+    users_cli(&cluster, &["revoke", "alice"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !matches!(
+        udp.announce(announce(hash, 1, 7101, Event::None), path.as_bytes()),
+        Some(Response::Error { .. })
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "alice still announces after revoke"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

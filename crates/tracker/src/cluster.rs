@@ -124,6 +124,35 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
 /// The key of the connection-ID secret every node uses.
 const SECRET_KEY: &str = "spore:tracker:conn-id-secret";
 
+/// Private mode's users: passkey → name, name → passkey, a version bumped on every change (nodes poll
+/// it and re-read the users when it moves), and totals (`<passkey>:up`, `<passkey>:down`). One hash tag,
+/// so adding a user is one atomic script.
+const USERS_BY_KEY: &str = "{spore-users}:by-key";
+const USERS_BY_NAME: &str = "{spore-users}:by-name";
+const USERS_VERSION: &str = "{spore-users}:version";
+const USERS_TOTALS: &str = "{spore-users}:totals";
+
+const ADD_USER: &str = r#"
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('INCR', KEYS[3])
+return 1
+"#;
+
+const REVOKE_USER: &str = r#"
+local key, name = ARGV[1], redis.call('HGET', KEYS[1], ARGV[1])
+if not name then
+  key = redis.call('HGET', KEYS[2], ARGV[1])
+  if not key then return 0 end
+  name = ARGV[1]
+end
+redis.call('HDEL', KEYS[1], key)
+redis.call('HDEL', KEYS[2], name)
+redis.call('INCR', KEYS[3])
+return 1
+"#;
+
 /// One announce to send to the cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct Job {
@@ -281,6 +310,48 @@ impl Cluster {
         Ok((parse(&secret[..16])?, parse(&secret[16..])?))
     }
 
+    /// The users' version (see `USERS_VERSION`).
+    pub async fn users_version(&self) -> Result<u64, ClusterError> {
+        let mut conn = self.conn.clone();
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(USERS_VERSION)
+            .query_async(&mut conn)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Every passkey.
+    pub async fn passkeys(&self) -> Result<std::collections::HashSet<String>, ClusterError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("HKEYS")
+            .arg(USERS_BY_KEY)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Adds private totals, summed per user.
+    pub async fn add_totals(
+        &self,
+        pending: &crate::access::PendingTotals,
+    ) -> Result<(), ClusterError> {
+        let mut pipe = redis::pipe();
+        for ((passkey, _), (up, down)) in pending {
+            pipe.cmd("HINCRBY")
+                .arg(USERS_TOTALS)
+                .arg(format!("{passkey}:up"))
+                .arg(*up)
+                .ignore();
+            pipe.cmd("HINCRBY")
+                .arg(USERS_TOTALS)
+                .arg(format!("{passkey}:down"))
+                .arg(*down)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
@@ -425,6 +496,61 @@ impl Cluster {
             _ => Err(ClusterError::Reply),
         }
     }
+}
+
+/// Adds a private user in the cluster and returns the passkey.
+pub async fn add_user(cluster: &Cluster, name: &str) -> anyhow::Result<String> {
+    let passkey = crate::access::random_hex(16)?;
+    let mut conn = cluster.conn.clone();
+    let added: i64 = redis::Script::new(ADD_USER)
+        .key(USERS_BY_KEY)
+        .key(USERS_BY_NAME)
+        .key(USERS_VERSION)
+        .arg(&passkey)
+        .arg(name)
+        .invoke_async(&mut conn)
+        .await?;
+    if added == 0 {
+        anyhow::bail!("user {name} already exists");
+    }
+    Ok(passkey)
+}
+
+/// Revokes a user by name or passkey; whether one was found.
+pub async fn revoke_user(cluster: &Cluster, who: &str) -> anyhow::Result<bool> {
+    let mut conn = cluster.conn.clone();
+    let found: i64 = redis::Script::new(REVOKE_USER)
+        .key(USERS_BY_KEY)
+        .key(USERS_BY_NAME)
+        .key(USERS_VERSION)
+        .arg(who)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(found == 1)
+}
+
+/// Every user with their totals, by name.
+pub async fn list_users(cluster: &Cluster) -> anyhow::Result<Vec<crate::UserTotals>> {
+    let mut conn = cluster.conn.clone();
+    let users: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(USERS_BY_KEY)
+        .query_async(&mut conn)
+        .await?;
+    let totals: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(USERS_TOTALS)
+        .query_async(&mut conn)
+        .await?;
+    let mut out: Vec<_> = users
+        .into_iter()
+        .map(|(passkey, name)| crate::UserTotals {
+            uploaded: totals.get(&format!("{passkey}:up")).copied().unwrap_or(0),
+            downloaded: totals.get(&format!("{passkey}:down")).copied().unwrap_or(0),
+            name,
+            passkey,
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// Peers to hand out for an announce's `numwant`, as the in-memory store counts them.

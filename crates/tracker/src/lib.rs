@@ -59,7 +59,11 @@ impl State {
         cluster: Option<cluster::Cluster>,
         conn_id_keys: (u64, u64),
     ) -> anyhow::Result<State> {
-        let access = Access::new(config.mode, config.list.clone(), config.db.clone())?;
+        // With a cluster, private users and their totals live in it, not in a database file.
+        let access = match &cluster {
+            None => Access::new(config.mode, config.list.clone(), config.db.clone())?,
+            Some(_) => Access::with_users_from(config.mode, config.list.clone(), None, true)?,
+        };
         let store = Store::new(
             config.shards,
             StoreLimits {
@@ -195,6 +199,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         Some(c)
     };
     let state = Arc::new(State::with_cluster(config, cluster, keys)?);
+    if let (Some(cluster), Mode::Private) = (&state.cluster, state.access.mode()) {
+        // Users before serving, so no known user is refused at start.
+        let users = tokio::time::timeout(Duration::from_secs(10), cluster.passkeys())
+            .await
+            .map_err(|_| anyhow::anyhow!("the cluster did not list the users in time"))??;
+        state.access.set_users(users);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
 
@@ -257,6 +268,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         )?;
         udp_addr = Some(bound);
         udp_threads = threads;
+    }
+
+    if state.cluster.is_some() && state.access.mode() == Mode::Private {
+        tasks.push(tokio::spawn(share_users(state.clone())));
     }
 
     let housekeeping_state = state.clone();
@@ -329,11 +344,54 @@ impl Running {
         if let Err(e) = self.state.access.flush() {
             tracing::warn!("saving totals at shutdown: {e:#}");
         }
+        if let Some(cluster) = &self.state.cluster {
+            save_totals(&self.state, cluster).await;
+        }
     }
 
     /// Re-reads the list file and users (SIGHUP).
     pub fn reload(&self) -> anyhow::Result<()> {
         self.state.access.reload()
+    }
+}
+
+/// How often a node asks the cluster whether the private users changed (and saves the totals there).
+const USERS_POLL: Duration = Duration::from_millis(300);
+
+/// Private mode on a cluster: keeps this node's passkeys in step with the cluster's (a user added
+/// through any node announces on every node within `USERS_POLL` and a round trip) and adds this node's
+/// totals to the cluster's.
+async fn share_users(state: Arc<State>) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let mut seen = None;
+    let mut tick = tokio::time::interval(USERS_POLL);
+    loop {
+        tick.tick().await;
+        match cluster.users_version().await {
+            Ok(v) if seen != Some(v) => match cluster.passkeys().await {
+                Ok(users) => {
+                    state.access.set_users(users);
+                    seen = Some(v);
+                }
+                Err(e) => tracing::debug!("reading users from the cluster: {e}"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::debug!("polling the cluster's users: {e}"),
+        }
+        save_totals(&state, cluster).await;
+    }
+}
+
+async fn save_totals(state: &State, cluster: &cluster::Cluster) {
+    let pending = state.access.take_pending();
+    if pending.is_empty() {
+        return;
+    }
+    if let Err(e) = cluster.add_totals(&pending).await {
+        tracing::debug!("saving totals to the cluster: {e}");
+        state.access.restore_pending(pending);
     }
 }
 
