@@ -326,3 +326,71 @@ fn a_private_user_added_through_the_cluster_announces_on_every_node_within_a_sec
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_node_that_loses_the_cluster_refuses_or_answers_from_its_own_view_as_configured() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = RedisCluster::start(dir.path());
+    std::fs::write(
+        dir.path().join("local.toml"),
+        "cluster_fallback = \"local\"\n",
+    )
+    .unwrap();
+    let local_config = dir.path().join("local.toml");
+    let local = node(
+        dir.path(),
+        "local",
+        &cluster,
+        &["--config", local_config.to_str().unwrap()],
+    );
+    let refuse = node(dir.path(), "refuse", &cluster, &[]);
+    let hash = [0x11; 20];
+    http_announce("127.0.0.8:0", local.http, hash, 7201).unwrap();
+    http_announce("127.0.0.9:0", refuse.http, hash, 7202).unwrap();
+
+    for i in 0..cluster.nodes.len() {
+        cluster.kill(i);
+    }
+    // The local node answers from the peers that announced to it; the other gives a failure reason.
+    let reply = http_announce("127.0.0.10:0", local.http, hash, 7203).unwrap();
+    assert_eq!(
+        addrs(&reply),
+        vec![SocketAddr::from(([127, 0, 0, 8], 7201))]
+    );
+    let q = proto::encode_announce(&HttpAnnounce {
+        announce: announce(hash, 4, 7204, Event::Started),
+        compact: true,
+        no_peer_id: true,
+        tracker_id: None,
+    });
+    let (_, body) = get_from("127.0.0.11:0", refuse.http, &format!("/announce?{q}")).unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("failure reason") && body.contains("unavailable"),
+        "{body}"
+    );
+    // Over UDP too, with a reply rather than silence.
+    let udp = Udp::connect("127.0.0.12:0", refuse.udp);
+    match udp.announce(announce(hash, 5, 7205, Event::None), b"") {
+        Some(Response::Error { message, .. }) => assert!(message.contains("unavailable")),
+        other => panic!("{other:?}"),
+    }
+    let udp = Udp::connect("127.0.0.13:0", local.udp);
+    assert!(matches!(
+        udp.announce(announce(hash, 6, 7206, Event::None), b""),
+        Some(Response::Announce { .. })
+    ));
+    for (t, name) in [(&local, "local"), (&refuse, "refuse")] {
+        assert_eq!(
+            metric(t.http, "spore_tracker_cluster_up"),
+            Some(0),
+            "{name}"
+        );
+        let stderr = std::fs::read_to_string(dir.path().join(name).join("tracker.err")).unwrap();
+        assert_eq!(stderr.matches("cluster lost").count(), 1, "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
