@@ -394,3 +394,52 @@ fn a_node_that_loses_the_cluster_refuses_or_answers_from_its_own_view_as_configu
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn libtorrent_finds_its_peer_when_seed_and_downloader_announce_to_different_nodes() {
+    if !redis_cluster::available() || !libtorrent_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cluster = RedisCluster::start(d);
+    let a = node(d, "a", &cluster, &[]);
+    let b = node(d, "b", &cluster, &[]);
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/file.bin"), data(17, 3 << 20)).unwrap();
+    // The same content, so the same info-hash, announced to node A over HTTP and node B over UDP.
+    let via_a = d.join("a.torrent");
+    let via_b = d.join("b.torrent");
+    create_torrent(
+        &d.join("seed/file.bin"),
+        &via_a,
+        "262144",
+        Some(&format!("http://{}/announce", a.http)),
+    );
+    create_torrent(
+        &d.join("seed/file.bin"),
+        &via_b,
+        "262144",
+        Some(&format!("udp://{}/announce", b.udp)),
+    );
+    let seed = lt_peer(
+        "seed",
+        &via_a,
+        &d.join("seed"),
+        "127.0.0.22",
+        &d.join("seed.err"),
+    );
+    seed.wait_for("\"done\"", T);
+    let get = lt_peer(
+        "get",
+        &via_b,
+        &d.join("got"),
+        "127.0.0.23",
+        &d.join("get.err"),
+    );
+    get.wait_for("\"done\"", T);
+    assert_eq!(
+        sha256(&d.join("got/file.bin")),
+        sha256(&d.join("seed/file.bin"))
+    );
+}

@@ -364,3 +364,32 @@ pub fn in_private_tmpfs(mnt: &Path, size: &str, command: &Command) -> Option<Com
 pub fn in_namespace_of(pid: u32, path: &Path) -> PathBuf {
     Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
 }
+
+/// Whether python3-libtorrent imports in /usr/bin/python3: outside CI its absence skips a test, under
+/// CI=true it fails it.
+pub fn libtorrent_available() -> bool {
+    let present = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "python3-libtorrent is required in CI but is not installed"
+        );
+        eprintln!("SKIP: python3-libtorrent is not installed");
+    }
+    present
+}
+
+/// libtorrent (tests/interop/lt_peer.py) seeding or getting (`mode`) `torrent` into `save`, bound to
+/// `ip`, its stderr in `log`.
+pub fn lt_peer(mode: &str, torrent: &Path, save: &Path, ip: &str, log: &Path) -> Proc {
+    let mut command = Command::new("/usr/bin/python3");
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/lt_peer.py"))
+        .args([mode, s(torrent), s(save), ip]);
+    Proc::spawn(command, log.to_path_buf())
+}
