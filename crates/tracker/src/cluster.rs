@@ -57,38 +57,47 @@ pub enum ClusterError {
 const ANNOUNCE: &str = r#"
 -- KEYS: seeders4 leechers4 seeders6 leechers6 completed
 -- ARGV: member, family (4|6), seeder (0|1), event (0 none, 1 completed, 2 started, 3 stopped),
---       want, families wanted (4, 6 or 0 for both), peer timeout, most peers per swarm
+--       want, families wanted (4, 6 or 0 for both), peer timeout, most peers per swarm, a random number
+-- Peers past their expiry are never counted or handed out (every read is from `now` on); they are
+-- removed from the announcing peer's own set here, and with whole sets by key expiry.
 local now = tonumber(redis.call('TIME')[1])
 local me, fam, seeder = ARGV[1], ARGV[2], ARGV[3] == '1'
 local event, want, wantfam = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local timeout, cap = tonumber(ARGV[7]), tonumber(ARGV[8])
-for i = 1, 4 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - 1) end
+local timeout, cap, rnd = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local s, l = KEYS[1], KEYS[2]
 if fam == '6' then s, l = KEYS[3], KEYS[4] end
+local own, other = l, s
+if seeder then own, other = s, l end
+redis.call('ZREM', other, me)
 if event == 3 then
-  redis.call('ZREM', s, me)
-  redis.call('ZREM', l, me)
+  redis.call('ZREM', own, me)
 else
-  local own, other = l, s
-  if seeder then own, other = s, l end
-  local known = redis.call('ZSCORE', own, me) or redis.call('ZSCORE', other, me)
-  local size = 0
-  for i = 1, 4 do size = size + redis.call('ZCARD', KEYS[i]) end
-  if known or size < cap then
-    redis.call('ZREM', other, me)
-    redis.call('ZADD', own, now + timeout, me)
-    redis.call('EXPIRE', own, timeout + 60)
+  redis.call('ZREMRANGEBYSCORE', own, '-inf', now - 1)
+  if redis.call('ZADD', own, now + timeout, me) == 1 then
+    local size = 0
+    for i = 1, 4 do size = size + redis.call('ZCOUNT', KEYS[i], now, '+inf') end
+    if size > cap then redis.call('ZREM', own, me) end
   end
-  if event == 1 then redis.call('INCR', KEYS[5]) end
-  redis.call('EXPIRE', KEYS[5], timeout + 60)
+  redis.call('EXPIRE', own, timeout + 60)
+  if event == 1 then
+    redis.call('INCR', KEYS[5])
+    redis.call('EXPIRE', KEYS[5], timeout + 60)
+  end
 end
 local n = {}
-for i = 1, 4 do n[i] = redis.call('ZCARD', KEYS[i]) end
+for i = 1, 4 do n[i] = redis.call('ZCOUNT', KEYS[i], now, '+inf') end
 local p4, p6 = {}, {}
 local taken = 0
-local function take(out, key)
-  if taken >= want then return end
-  local got = redis.call('ZRANDMEMBER', key, want - taken + 1)
+-- A window of live peers from a random place in the set, wrapping round once.
+local function take(out, key, live)
+  if taken >= want or live == 0 then return end
+  local start = rnd % live
+  local room = want - taken + 1
+  local got = redis.call('ZRANGEBYSCORE', key, now, '+inf', 'LIMIT', start, room)
+  if #got < room and start > 0 then
+    local more = redis.call('ZRANGEBYSCORE', key, now, '+inf', 'LIMIT', 0, math.min(start, room - #got))
+    for _, m in ipairs(more) do got[#got + 1] = m end
+  end
   for _, m in ipairs(got) do
     if taken >= want then return end
     if m ~= me then
@@ -99,12 +108,12 @@ local function take(out, key)
 end
 if event ~= 3 then
   if wantfam ~= '6' then
-    if not seeder then take(p4, KEYS[1]) end
-    take(p4, KEYS[2])
+    if not seeder then take(p4, KEYS[1], n[1]) end
+    take(p4, KEYS[2], n[2])
   end
   if wantfam ~= '4' then
-    if not seeder then take(p6, KEYS[3]) end
-    take(p6, KEYS[4])
+    if not seeder then take(p6, KEYS[3], n[3]) end
+    take(p6, KEYS[4], n[4])
   end
 end
 return {n[1] + n[3], n[2] + n[4], p4, p6}
@@ -417,7 +426,8 @@ impl Cluster {
             .arg(job.want)
             .arg(wantfam)
             .arg(self.peer_timeout)
-            .arg(self.max_peers);
+            .arg(self.max_peers)
+            .arg(crate::store::random() as u32);
         let mut conn = self.conn.clone();
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let Value::Array(items) = reply else {

@@ -132,7 +132,7 @@ thread_local! {
 }
 
 /// splitmix64: peer selection needs spread, not secrecy.
-fn random() -> u64 {
+pub(crate) fn random() -> u64 {
     RNG.with(|state| {
         let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
         state.set(z);

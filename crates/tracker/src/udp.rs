@@ -228,20 +228,25 @@ fn write_counts(out: &mut [u8], leechers: u32, seeders: u32) {
     out[COUNTS_AT + 4..COUNTS_AT + 8].copy_from_slice(&seeders.to_be_bytes());
 }
 
-/// Sends a batch's announces to the cluster at once and completes their replies.
+/// Batches received back to back (the first waited for, the others only if already queued) whose
+/// announces go to the cluster together.
+const CLUSTER_GROUP: usize = 4;
+
+/// Sends a group's announces to the cluster at once and completes their replies; `at` is each job's
+/// (batch, reply).
 fn finish_cluster_announces(
     state: &State,
     runtime: &tokio::runtime::Handle,
-    batch: &mut Batch,
+    batches: &mut [Batch],
     jobs: &[Job],
-    replies: &[usize],
+    at: &[(usize, usize)],
 ) {
     let Some(cluster) = &state.cluster else {
         return;
     };
     let answers = runtime.block_on(cluster.announce_all(jobs));
-    for ((job, &reply), answer) in jobs.iter().zip(replies).zip(answers) {
-        let out = &mut batch.replies[reply];
+    for ((job, &(batch, reply)), answer) in jobs.iter().zip(at).zip(answers) {
+        let out = &mut batches[batch].replies[reply];
         match cluster::complete(state, job, answer) {
             Ok(answer) => {
                 write_counts(out, answer.leechers, answer.seeders);
@@ -265,12 +270,14 @@ fn finish_cluster_announces(
 }
 
 fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool, runtime: &tokio::runtime::Handle) {
-    let mut batch = Batch::new(socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false));
+    let v6 = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+    if state.cluster.is_some() {
+        return cluster_worker(socket, v6, state, stop, runtime);
+    }
+    let mut batch = Batch::new(v6);
     let fd = socket.as_raw_fd();
-    let mut jobs = Vec::with_capacity(BATCH);
-    let mut job_replies = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Relaxed) {
-        let received = batch.receive(fd);
+        let received = batch.receive(fd, libc::MSG_WAITFORONE);
         if received == 0 {
             continue;
         }
@@ -283,19 +290,64 @@ fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool, runtime: &tokio::
             let mut pending = None;
             if handle(state, runtime, &packet[..len], src, out, &mut pending) {
                 batch.set_destination(replies, src);
-                if let Some(job) = pending {
-                    jobs.push(job);
-                    job_replies.push(replies);
-                }
                 replies += 1;
             }
         }
-        if !jobs.is_empty() {
-            finish_cluster_announces(state, runtime, &mut batch, &jobs, &job_replies);
-            jobs.clear();
-            job_replies.clear();
-        }
         batch.send(fd, replies);
+    }
+}
+
+/// The worker of a node on a cluster: up to `CLUSTER_GROUP` batches, one cluster round trip.
+fn cluster_worker(
+    socket: UdpSocket,
+    v6: bool,
+    state: &State,
+    stop: &AtomicBool,
+    runtime: &tokio::runtime::Handle,
+) {
+    let mut batches: Vec<Batch> = (0..CLUSTER_GROUP).map(|_| Batch::new(v6)).collect();
+    let fd = socket.as_raw_fd();
+    let mut jobs = Vec::with_capacity(BATCH * CLUSTER_GROUP);
+    let mut at = Vec::with_capacity(BATCH * CLUSTER_GROUP);
+    let mut replies = [0usize; CLUSTER_GROUP];
+    while !stop.load(Ordering::Relaxed) {
+        let mut used = 0;
+        for (k, batch) in batches.iter_mut().enumerate() {
+            let flags = if k == 0 {
+                libc::MSG_WAITFORONE
+            } else {
+                libc::MSG_WAITFORONE | libc::MSG_DONTWAIT
+            };
+            let received = batch.receive(fd, flags);
+            if received == 0 {
+                break;
+            }
+            used = k + 1;
+            replies[k] = 0;
+            for i in 0..received {
+                let Some(src) = batch.source(i) else { continue };
+                let len = batch.received_len(i);
+                let (packet, out) = batch.request_and_reply(i, replies[k]);
+                out.clear();
+                let mut pending = None;
+                if handle(state, runtime, &packet[..len], src, out, &mut pending) {
+                    batch.set_destination(replies[k], src);
+                    if let Some(job) = pending {
+                        jobs.push(job);
+                        at.push((k, replies[k]));
+                    }
+                    replies[k] += 1;
+                }
+            }
+        }
+        if !jobs.is_empty() {
+            finish_cluster_announces(state, runtime, &mut batches, &jobs, &at);
+            jobs.clear();
+            at.clear();
+        }
+        for (batch, &count) in batches.iter_mut().zip(&replies).take(used) {
+            batch.send(fd, count);
+        }
     }
 }
 
@@ -327,8 +379,9 @@ impl Batch {
         }
     }
 
-    /// Waits for at least one datagram (or the poll timeout) and takes as many as are queued.
-    fn receive(&mut self, fd: i32) -> usize {
+    /// Waits for at least one datagram (or the poll timeout; not at all with `MSG_DONTWAIT` in `flags`)
+    /// and takes as many as are queued.
+    fn receive(&mut self, fd: i32, flags: i32) -> usize {
         let mut iovecs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
         let mut headers: [MaybeUninit<libc::mmsghdr>; BATCH] = [MaybeUninit::uninit(); BATCH];
         for i in 0..BATCH {
@@ -351,7 +404,7 @@ impl Batch {
                 fd,
                 headers.as_mut_ptr().cast(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
