@@ -443,3 +443,48 @@ fn libtorrent_finds_its_peer_when_seed_and_downloader_announce_to_different_node
         sha256(&d.join("seed/file.bin"))
     );
 }
+
+#[test]
+fn peers_past_the_timeout_are_no_longer_handed_out_by_any_node() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    std::fs::write(dir.path().join("short.toml"), "peer_timeout = 2\n").unwrap();
+    let config = dir.path().join("short.toml");
+    let a = node(
+        dir.path(),
+        "a",
+        &cluster,
+        &["--config", config.to_str().unwrap()],
+    );
+    let b = node(
+        dir.path(),
+        "b",
+        &cluster,
+        &["--config", config.to_str().unwrap()],
+    );
+    let hash = [0x77; 20];
+    http_announce("127.0.0.30:0", a.http, hash, 7301).unwrap();
+    let announced = Instant::now();
+    let silent = SocketAddr::from(([127, 0, 0, 30], 7301));
+    // Handed out while fresh, then gone once two seconds have passed, with no sweep on any node.
+    let fresh = http_announce("127.0.0.31:0", b.http, hash, 7302).unwrap();
+    if announced.elapsed() < Duration::from_secs(1) {
+        assert!(addrs(&fresh).contains(&silent), "{fresh:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http_announce("127.0.0.32:0", b.http, hash, 7303).unwrap();
+        if !addrs(&r).contains(&silent) {
+            assert!(announced.elapsed() >= Duration::from_secs(1), "{r:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an expired peer still handed out"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -88,14 +88,16 @@ local n = {}
 for i = 1, 4 do n[i] = redis.call('ZCOUNT', KEYS[i], now, '+inf') end
 local p4, p6 = {}, {}
 local taken = 0
--- A window of live peers from a random place in the set, wrapping round once.
+-- A window of live peers from a random place in the set, wrapping round once. Members are ordered by
+-- expiry, so the live ones are the last `live` ranks, and a window of ranks costs O(log n + window).
 local function take(out, key, live)
   if taken >= want or live == 0 then return end
-  local start = rnd % live
-  local room = want - taken + 1
-  local got = redis.call('ZRANGEBYSCORE', key, now, '+inf', 'LIMIT', start, room)
-  if #got < room and start > 0 then
-    local more = redis.call('ZRANGEBYSCORE', key, now, '+inf', 'LIMIT', 0, math.min(start, room - #got))
+  local dead = redis.call('ZCARD', key) - live
+  local first = rnd % live
+  local room = math.min(want - taken + 1, live)
+  local got = redis.call('ZRANGE', key, dead + first, dead + math.min(first + room, live) - 1)
+  if #got < room then
+    local more = redis.call('ZRANGE', key, dead, dead + room - #got - 1)
     for _, m in ipairs(more) do got[#got + 1] = m end
   end
   for _, m in ipairs(got) do
