@@ -132,7 +132,7 @@ return {live(KEYS[1]) + live(KEYS[3]), live(KEYS[2]) + live(KEYS[4]), c}
 /// answers).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
 
-/// The key of the connection-ID secret every node uses.
+/// The prefix of the connection-ID keys every node uses, one per period.
 const SECRET_KEY: &str = "spore:tracker:conn-id-secret";
 
 /// Private mode's users: passkey → name, name → passkey, a version bumped on every change (nodes poll
@@ -300,20 +300,26 @@ impl Cluster {
         })
     }
 
-    /// The connection-ID secret shared by every node: the first node to start makes it.
-    pub async fn shared_secret(&self, mine: (u64, u64)) -> Result<(u64, u64), ClusterError> {
+    /// The connection-ID key of `period` (see `conn_id`), the same for every node: the first node to ask
+    /// makes it (`mine`), and it expires two periods after its own.
+    pub async fn period_key(
+        &self,
+        period: u64,
+        mine: (u64, u64),
+    ) -> Result<(u64, u64), ClusterError> {
         let mut conn = self.conn.clone();
+        let key = format!("{SECRET_KEY}:{period}");
         let proposal = format!("{:016x}{:016x}", mine.0, mine.1);
+        let period_secs = crate::conn_id::PERIOD_WINDOWS * 60;
         let _: Value = redis::cmd("SET")
-            .arg(SECRET_KEY)
+            .arg(&key)
             .arg(&proposal)
             .arg("NX")
+            .arg("EX")
+            .arg(3 * period_secs)
             .query_async(&mut conn)
             .await?;
-        let secret: String = redis::cmd("GET")
-            .arg(SECRET_KEY)
-            .query_async(&mut conn)
-            .await?;
+        let secret: String = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
         let parse = |s: &str| u64::from_str_radix(s, 16).map_err(|_| ClusterError::Reply);
         if secret.len() != 32 || !secret.is_ascii() {
             return Err(ClusterError::Reply);

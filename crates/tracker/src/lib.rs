@@ -51,13 +51,13 @@ const MAX_SCRAPE_CLIENTS: usize = 100_000;
 
 impl State {
     pub fn new(config: Config) -> anyhow::Result<State> {
-        Self::with_cluster(config, None, random_keys()?)
+        Self::with_cluster(config, None, ConnectionIds::new(random_keys()?))
     }
 
     fn with_cluster(
         config: Config,
         cluster: Option<cluster::Cluster>,
-        conn_id_keys: (u64, u64),
+        conn_ids: ConnectionIds,
     ) -> anyhow::Result<State> {
         // With a cluster, private users and their totals live in it, not in a database file.
         let access = match &cluster {
@@ -79,7 +79,7 @@ impl State {
             },
         );
         Ok(State {
-            conn_ids: ConnectionIds::new(conn_id_keys),
+            conn_ids,
             store,
             cluster,
             access,
@@ -179,7 +179,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             config.http_max_connections = budget;
         }
     }
-    let mut keys = random_keys()?;
+    let mut conn_ids = ConnectionIds::new(random_keys()?);
     let cluster = if config.cluster.is_empty() {
         None
     } else {
@@ -192,13 +192,18 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             timeout,
         )
         .await?;
-        keys = tokio::time::timeout(timeout, c.shared_secret(keys))
-            .await
-            .map_err(|_| cluster::ClusterError::Timeout(config.cluster.clone(), timeout))??;
+        conn_ids = ConnectionIds::rotating();
+        let now = conn_id::period_of(conn_id::current_window());
+        for period in [now.saturating_sub(1), now, now + 1] {
+            let keys = tokio::time::timeout(timeout, c.period_key(period, random_keys()?))
+                .await
+                .map_err(|_| cluster::ClusterError::Timeout(config.cluster.clone(), timeout))??;
+            conn_ids.set_period_key(period, keys);
+        }
         tracing::info!("sharing swarms through the cluster at {}", config.cluster);
         Some(c)
     };
-    let state = Arc::new(State::with_cluster(config, cluster, keys)?);
+    let state = Arc::new(State::with_cluster(config, cluster, conn_ids)?);
     if let (Some(cluster), Mode::Private) = (&state.cluster, state.access.mode()) {
         // Users before serving, so no known user is refused at start.
         let users = tokio::time::timeout(Duration::from_secs(10), cluster.passkeys())
@@ -270,8 +275,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         udp_threads = threads;
     }
 
-    if state.cluster.is_some() && state.access.mode() == Mode::Private {
-        tasks.push(tokio::spawn(share_users(state.clone())));
+    if state.cluster.is_some() {
+        tasks.push(tokio::spawn(share_conn_id_keys(state.clone())));
+        if state.access.mode() == Mode::Private {
+            tasks.push(tokio::spawn(share_users(state.clone())));
+        }
     }
 
     let housekeeping_state = state.clone();
@@ -352,6 +360,29 @@ impl Running {
     /// Re-reads the list file and users (SIGHUP).
     pub fn reload(&self) -> anyhow::Result<()> {
         self.state.access.reload()
+    }
+}
+
+/// How often a node fetches the connection-ID keys of this period and the next from the cluster.
+const CONN_ID_KEYS_POLL: Duration = Duration::from_secs(10);
+
+/// Keeps the keys of the current and next period (see `conn_id`): every node has the next one long
+/// before it is used, so all switch at the same minute.
+async fn share_conn_id_keys(state: Arc<State>) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let mut tick = tokio::time::interval(CONN_ID_KEYS_POLL);
+    loop {
+        tick.tick().await;
+        let now = conn_id::period_of(conn_id::current_window());
+        for period in [now, now + 1] {
+            let Ok(mine) = random_keys() else { continue };
+            match cluster.period_key(period, mine).await {
+                Ok(keys) => state.conn_ids.set_period_key(period, keys),
+                Err(e) => tracing::debug!("connection-ID key from the cluster: {e}"),
+            }
+        }
     }
 }
 

@@ -98,10 +98,14 @@ fn handle(
     match request {
         Request::Connect { transaction_id } => {
             Counters::add(&counters.udp_connects);
+            let Some(connection_id) = state.conn_ids.issue(&src) else {
+                Counters::add(&counters.dropped);
+                return false;
+            };
             // 16 bytes in, 16 bytes out: no amplification.
             Response::Connect {
                 transaction_id,
-                connection_id: state.conn_ids.issue(&src),
+                connection_id,
             }
             .write(out);
             true
