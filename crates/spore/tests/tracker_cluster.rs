@@ -489,3 +489,46 @@ fn peers_past_the_timeout_are_no_longer_handed_out_by_any_node() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_source_creates_no_more_swarms_in_the_cluster_than_its_creation_limit() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    std::fs::write(
+        dir.path().join("limit.toml"),
+        "swarm_creation_burst = 3\nswarm_creation_per_minute = 1\n",
+    )
+    .unwrap();
+    let config = dir.path().join("limit.toml");
+    let a = node(
+        dir.path(),
+        "a",
+        &cluster,
+        &["--config", config.to_str().unwrap()],
+    );
+    let b = node(dir.path(), "b", &cluster, &[]);
+    // One source announces ten new swarms to A: three are created in the cluster, the rest are not.
+    let flood = Udp::connect("127.0.0.50:0", a.udp);
+    for i in 0..10u8 {
+        flood.announce(announce([0xc0 + i; 20], 1, 7400, Event::Started), b"");
+    }
+    let mut tracked = 0;
+    for i in 0..10u8 {
+        let r = http_announce("127.0.0.51:0", b.http, [0xc0 + i; 20], 7401).unwrap();
+        if addrs(&r).contains(&SocketAddr::from(([127, 0, 0, 50], 7400))) {
+            tracked += 1;
+        }
+    }
+    assert_eq!(tracked, 3, "swarms the flood created in the cluster");
+    // A swarm another node created is not new: the same source still joins it through A.
+    let joined = Udp::connect("127.0.0.50:0", a.udp);
+    match joined.announce(announce([0xc9; 20], 1, 7402, Event::Started), b"") {
+        Some(Response::Announce { peers, .. }) => {
+            assert_eq!(peers, vec![SocketAddr::from(([127, 0, 0, 51], 7401))])
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -57,7 +57,8 @@ pub enum ClusterError {
 const ANNOUNCE: &str = r#"
 -- KEYS: seeders4 leechers4 seeders6 leechers6 completed
 -- ARGV: member, family (4|6), seeder (0|1), event (0 none, 1 completed, 2 started, 3 stopped),
---       want, families wanted (4, 6 or 0 for both), peer timeout, most peers per swarm, a random number
+--       want, families wanted (4, 6 or 0 for both), peer timeout, most peers per swarm, a random number,
+--       whether the announce may create the swarm (1|0)
 -- Peers past their expiry are never counted or handed out (every read is from `now` on); they are
 -- removed from the announcing peer's own set here, and with whole sets by key expiry.
 local now = tonumber(redis.call('TIME')[1])
@@ -68,6 +69,10 @@ local s, l = KEYS[1], KEYS[2]
 if fam == '6' then s, l = KEYS[3], KEYS[4] end
 local own, other = l, s
 if seeder then own, other = s, l end
+if ARGV[10] == '0' and redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) == 0 then
+  -- A new swarm its creator may not make (its per-source limit on the node): not tracked.
+  return {0, 0, {}, {}}
+end
 redis.call('ZREM', other, me)
 if event == 3 then
   redis.call('ZREM', own, me)
@@ -173,6 +178,8 @@ pub struct Job {
     pub event: Event,
     pub want: usize,
     pub family: Family,
+    /// Whether the announce may create the swarm (the node's per-source creation limit allows it).
+    pub may_create: bool,
 }
 
 /// The cluster's answer to one announce.
@@ -435,7 +442,8 @@ impl Cluster {
             .arg(wantfam)
             .arg(self.peer_timeout)
             .arg(self.max_peers)
-            .arg(crate::store::random() as u32);
+            .arg(crate::store::random() as u32)
+            .arg(u8::from(job.may_create));
         let mut conn = self.conn.clone();
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let Value::Array(items) = reply else {
@@ -589,7 +597,7 @@ pub fn complete(
     answer: Result<Answer, ClusterError>,
 ) -> Result<Answer, &'static str> {
     let local = |want: usize, answer: &mut Answer| {
-        state.store.announce(
+        state.store.record_unlimited(
             &job.hash,
             job.peer,
             job.left,

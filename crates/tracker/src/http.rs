@@ -167,6 +167,7 @@ async fn do_announce(
                 event: a.event,
                 want: crate::cluster::want(&state.config, a.numwant),
                 family: Family::Both,
+                may_create: state.store.may_create(&a.info_hash, peer),
             };
             let answer = cluster.announce(&job).await;
             match crate::cluster::complete(state, &job, answer) {

@@ -167,6 +167,7 @@ fn handle(
                     event: announce.event,
                     want: cluster::want(&state.config, announce.numwant),
                     family,
+                    may_create: state.store.may_create(&announce.info_hash, peer),
                 });
                 return true;
             }
