@@ -41,6 +41,9 @@ pub struct TrackerArgs {
     /// User database for private mode
     #[arg(long, value_name = "FILE")]
     pub db: Option<PathBuf>,
+    /// Share swarms with other tracker nodes through a Redis Cluster: redis://HOST:PORT[,HOST:PORT...]
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -57,22 +60,57 @@ pub enum UserAction {
     /// Add a user and print their passkey
     Add {
         name: String,
-        #[arg(long, value_name = "FILE")]
-        db: PathBuf,
+        #[command(flatten)]
+        users: UsersAt,
     },
     /// Revoke a user (by name or passkey)
     Revoke {
         who: String,
-        #[arg(long, value_name = "FILE")]
-        db: PathBuf,
+        #[command(flatten)]
+        users: UsersAt,
     },
     /// List users with their upload and download totals
     List {
-        #[arg(long, value_name = "FILE")]
-        db: PathBuf,
+        #[command(flatten)]
+        users: UsersAt,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where the users are: a node's database file, or the cluster the nodes share.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct UsersAt {
+    /// The user database of a single tracker
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// The Redis Cluster of tracker nodes started with --cluster: redis://HOST:PORT[,HOST:PORT...]
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+}
+
+/// Runs `f` on a connection to the users' cluster.
+fn on_cluster<T>(
+    spec: &str,
+    f: impl AsyncFnOnce(&tracker::cluster::Cluster) -> anyhow::Result<T>,
+) -> Result<T, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let cluster = tracker::cluster::Cluster::connect(
+            spec,
+            tracker::cluster::Fallback::Refuse,
+            0,
+            0,
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| Failure::Failed(e.into()))?;
+        f(&cluster).await.map_err(Failure::Failed)
+    })
 }
 
 fn bad(e: impl Into<anyhow::Error>) -> Failure {
@@ -132,6 +170,9 @@ pub fn run(args: TrackerArgs) -> CmdResult {
     if args.db.is_some() {
         config.db = args.db;
     }
+    if let Some(cluster) = args.cluster {
+        config.cluster = cluster;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -181,19 +222,38 @@ async fn serve(config: Config) -> CmdResult {
 
 fn users(action: UserAction) -> CmdResult {
     match action {
-        UserAction::Add { name, db } => {
-            let passkey = tracker::add_user(&db, &name).map_err(Failure::Failed)?;
+        UserAction::Add { name, users } => {
+            let passkey = match (&users.db, &users.cluster) {
+                (_, Some(spec)) => {
+                    on_cluster(spec, async |c| tracker::cluster::add_user(c, &name).await)?
+                }
+                (Some(db), None) => tracker::add_user(db, &name).map_err(Failure::Failed)?,
+                (None, None) => return Err(bad(anyhow!("--db or --cluster"))),
+            };
             println!("{passkey}");
             eprintln!("announce URLs: http://HOST:6969/announce/{passkey} and udp://HOST:6969/announce/{passkey}");
         }
-        UserAction::Revoke { who, db } => {
-            if !tracker::revoke_user(&db, &who).map_err(Failure::Failed)? {
+        UserAction::Revoke { who, users } => {
+            let found = match (&users.db, &users.cluster) {
+                (_, Some(spec)) => {
+                    on_cluster(spec, async |c| tracker::cluster::revoke_user(c, &who).await)?
+                }
+                (Some(db), None) => tracker::revoke_user(db, &who).map_err(Failure::Failed)?,
+                (None, None) => return Err(bad(anyhow!("--db or --cluster"))),
+            };
+            if !found {
                 return Err(bad(anyhow!("no user {who:?}")));
             }
             println!("revoked {who}");
         }
-        UserAction::List { db, json } => {
-            let users = tracker::list_users(&db).map_err(Failure::Failed)?;
+        UserAction::List { users, json } => {
+            let users = match (&users.db, &users.cluster) {
+                (_, Some(spec)) => {
+                    on_cluster(spec, async |c| tracker::cluster::list_users(c).await)?
+                }
+                (Some(db), None) => tracker::list_users(db).map_err(Failure::Failed)?,
+                (None, None) => return Err(bad(anyhow!("--db or --cluster"))),
+            };
             if json {
                 let list: Vec<_> = users
                     .iter()

@@ -53,6 +53,9 @@ struct Report {
     seen: u32,
 }
 
+/// Totals not yet saved: (passkey, info-hash) and (uploaded, downloaded).
+pub type PendingTotals = Vec<((String, InfoHash), (u64, u64))>;
+
 /// One passkey's remembered peers.
 type PasskeyPeers = HashMap<(InfoHash, PeerId), Report>;
 
@@ -160,11 +163,22 @@ impl Access {
         list_path: Option<PathBuf>,
         db_path: Option<PathBuf>,
     ) -> anyhow::Result<Access> {
+        Self::with_users_from(mode, list_path, db_path, false)
+    }
+
+    /// With `shared_users`, the users come from a cluster (`set_users`) and the totals go to it
+    /// (`take_pending`), so no database is needed.
+    pub fn with_users_from(
+        mode: Mode,
+        list_path: Option<PathBuf>,
+        db_path: Option<PathBuf>,
+        shared_users: bool,
+    ) -> anyhow::Result<Access> {
         if matches!(mode, Mode::Allow | Mode::Deny) && list_path.is_none() {
             anyhow::bail!("mode {mode:?} needs a list file");
         }
-        if mode == Mode::Private && db_path.is_none() {
-            anyhow::bail!("private mode needs a database file (db)");
+        if mode == Mode::Private && db_path.is_none() && !shared_users {
+            anyhow::bail!("private mode needs a database file (db) or a cluster");
         }
         let access = Access {
             mode,
@@ -195,6 +209,26 @@ impl Access {
             }
         }
         Ok(())
+    }
+
+    /// Replaces the known passkeys (from the cluster).
+    pub fn set_users(&self, users: HashSet<String>) {
+        *self.users.write() = users;
+    }
+
+    /// Takes the totals not yet saved, by (passkey, info-hash): uploaded, downloaded.
+    pub fn take_pending(&self) -> PendingTotals {
+        self.pending.lock().drain().collect()
+    }
+
+    /// Puts back totals that could not be saved.
+    pub fn restore_pending(&self, pending: PendingTotals) {
+        let mut back = self.pending.lock();
+        for (k, (up, down)) in pending {
+            let e = back.entry(k).or_default();
+            e.0 += up;
+            e.1 += down;
+        }
     }
 
     /// Decides whether `hash` may be announced with `passkey`.
@@ -343,12 +377,7 @@ impl Access {
             Ok(())
         })();
         if result.is_err() {
-            let mut back = self.pending.lock();
-            for (k, (up, down)) in pending {
-                let e = back.entry(k).or_default();
-                e.0 += up;
-                e.1 += down;
-            }
+            self.restore_pending(pending);
         }
         result
     }
@@ -363,7 +392,7 @@ pub struct UserTotals {
     pub downloaded: u64,
 }
 
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;

@@ -64,6 +64,14 @@ pub struct Config {
     pub list: Option<PathBuf>,
     /// redb database of users and their totals (private mode).
     pub db: Option<PathBuf>,
+    /// Redis Cluster to share swarms with other nodes: `redis://HOST:PORT[,HOST:PORT...]`; empty, the
+    /// default, keeps the swarms in this process only.
+    pub cluster: String,
+    /// What to do while the cluster does not answer: `refuse` announces with a failure reason, or
+    /// answer them from this node's `local` view.
+    pub cluster_fallback: crate::cluster::Fallback,
+    /// Seconds to wait for the cluster at start before giving up.
+    pub cluster_connect_timeout: u64,
 }
 
 impl Default for Config {
@@ -96,6 +104,9 @@ impl Default for Config {
             mode: Mode::Open,
             list: None,
             db: None,
+            cluster: String::new(),
+            cluster_fallback: crate::cluster::Fallback::Refuse,
+            cluster_connect_timeout: 10,
         }
     }
 }
@@ -137,11 +148,18 @@ mod tests {
             mode = "private"
             list = "/tmp/list"
             db = "/tmp/db.redb"
+            cluster = "redis://127.0.0.1:7000,127.0.0.1:7001"
+            cluster_fallback = "local"
+            cluster_connect_timeout = 3
             "#,
         )
         .unwrap();
         assert_eq!(c.http, "127.0.0.1:7000");
         assert_eq!(c.mode, Mode::Private);
+        assert_eq!(c.cluster, "redis://127.0.0.1:7000,127.0.0.1:7001");
+        assert_eq!(c.cluster_fallback, crate::cluster::Fallback::Local);
+        assert_eq!(c.cluster_connect_timeout, 3);
+        assert!(Config::from_toml("cluster_fallback = \"maybe\"").is_err());
         assert_eq!(c.https, "127.0.0.1:7443");
         assert_eq!(
             c.tls_cert.as_deref(),

@@ -99,7 +99,7 @@ async fn announce(
     ConnectInfo(RemoteAddr(remote)): ConnectInfo<RemoteAddr>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    do_announce(&state, remote, query.as_deref().unwrap_or(""), None)
+    do_announce(&state, remote, query.as_deref().unwrap_or(""), None).await
 }
 
 async fn announce_with_key(
@@ -114,9 +114,15 @@ async fn announce_with_key(
         query.as_deref().unwrap_or(""),
         Some(passkey.as_bytes()),
     )
+    .await
 }
 
-fn do_announce(state: &State, remote: SocketAddr, query: &str, passkey: Option<&[u8]>) -> Response {
+async fn do_announce(
+    state: &State,
+    remote: SocketAddr,
+    query: &str,
+    passkey: Option<&[u8]>,
+) -> Response {
     Counters::add(&state.counters.http_announces);
     let req = match proto::parse_announce(query.as_bytes()) {
         Ok(r) => r,
@@ -142,16 +148,40 @@ fn do_announce(state: &State, remote: SocketAddr, query: &str, passkey: Option<&
     // IPv4-mapped sources (a dual-stack listener) are IPv4 clients.
     let peer = SocketAddr::new(remote.ip().to_canonical(), a.port);
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    let outcome = state.store.announce(
-        &a.info_hash,
-        peer,
-        a.left,
-        a.event,
-        a.numwant,
-        Family::Both,
-        &mut v4,
-        &mut v6,
-    );
+    let outcome = match &state.cluster {
+        None => state.store.announce(
+            &a.info_hash,
+            peer,
+            a.left,
+            a.event,
+            a.numwant,
+            Family::Both,
+            &mut v4,
+            &mut v6,
+        ),
+        Some(cluster) => {
+            let job = crate::cluster::Job {
+                hash: a.info_hash,
+                peer,
+                left: a.left,
+                event: a.event,
+                want: crate::cluster::want(&state.config, a.numwant),
+                family: Family::Both,
+                may_create: state.store.may_create(&a.info_hash, peer),
+            };
+            let answer = cluster.announce(&job).await;
+            match crate::cluster::complete(state, &job, answer) {
+                Ok(answer) => {
+                    (v4, v6) = (answer.v4, answer.v6);
+                    crate::store::AnnounceOutcome {
+                        seeders: answer.seeders,
+                        leechers: answer.leechers,
+                    }
+                }
+                Err(reason) => return failure(state, reason),
+            }
+        }
+    };
     let mut d = DictBuilder::new();
     d.insert("interval", Owned::Int(i64::from(state.config.interval)))
         .insert(
@@ -195,7 +225,7 @@ async fn scrape(
     ConnectInfo(RemoteAddr(remote)): ConnectInfo<RemoteAddr>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    do_scrape(&state, remote, query.as_deref().unwrap_or(""), None)
+    do_scrape(&state, remote, query.as_deref().unwrap_or(""), None).await
 }
 
 async fn scrape_with_key(
@@ -210,9 +240,15 @@ async fn scrape_with_key(
         query.as_deref().unwrap_or(""),
         Some(passkey.as_bytes()),
     )
+    .await
 }
 
-fn do_scrape(state: &Shared, remote: SocketAddr, query: &str, passkey: Option<&[u8]>) -> Response {
+async fn do_scrape(
+    state: &Shared,
+    remote: SocketAddr,
+    query: &str,
+    passkey: Option<&[u8]>,
+) -> Response {
     Counters::add(&state.counters.http_scrapes);
     let hashes = match proto::parse_scrape(query.as_bytes()) {
         Ok(h) => h,
@@ -239,11 +275,20 @@ fn do_scrape(state: &Shared, remote: SocketAddr, query: &str, passkey: Option<&[
         )
             .into_response();
     }
-    let files = hashes
+    let mut files = Vec::new();
+    for h in hashes
         .iter()
         .filter(|h| state.access.check(h, passkey).is_ok())
-        .map(|h| (*h, state.store.scrape(h)))
-        .collect();
+    {
+        let stats = match &state.cluster {
+            None => state.store.scrape(h),
+            Some(cluster) => match cluster.scrape(h).await {
+                Ok(stats) => stats,
+                Err(_) => state.store.scrape(h),
+            },
+        };
+        files.push((*h, stats));
+    }
     bencoded(ScrapeResponse { files }.encode())
 }
 
@@ -398,6 +443,32 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
             ("{protocol=\"udp\"}", load(&c.udp_scrapes)),
         ],
     );
+    if let Some(cluster) = &state.cluster {
+        metric(
+            "spore_tracker_cluster_up",
+            "gauge",
+            "1 while the cluster answers, 0 since a request to it failed.",
+            &[("", u64::from(cluster.is_up()))],
+        );
+        metric(
+            "spore_tracker_cluster_requests_total",
+            "counter",
+            "Requests sent to the cluster (one per announce or scraped info-hash).",
+            &[("", load(&cluster.requests))],
+        );
+        metric(
+            "spore_tracker_cluster_batches_total",
+            "counter",
+            "Sets of requests sent to the cluster together (one round trip per cluster node each).",
+            &[("", load(&cluster.batches))],
+        );
+        metric(
+            "spore_tracker_cluster_errors_total",
+            "counter",
+            "Requests to the cluster that failed.",
+            &[("", load(&cluster.errors))],
+        );
+    }
     metric(
         "spore_tracker_udp_connects_total",
         "counter",

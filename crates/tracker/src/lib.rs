@@ -2,6 +2,7 @@
 //! open, allow-list, deny-list or private (passkey) mode.
 
 pub mod access;
+pub mod cluster;
 mod config;
 mod conn_id;
 mod http;
@@ -28,7 +29,11 @@ use store::{Store, StoreLimits};
 /// Everything the HTTP and UDP front ends share.
 pub struct State {
     pub config: Config,
+    /// This node's swarms: all of them without a cluster; with one, the peers that announced here (the
+    /// view answered from when the cluster is lost and `cluster_fallback = "local"`).
     pub store: Store,
+    /// The swarms shared with other nodes, when `cluster` is set.
+    pub cluster: Option<cluster::Cluster>,
     pub access: Access,
     counters: Counters,
     rates: Rates,
@@ -46,7 +51,19 @@ const MAX_SCRAPE_CLIENTS: usize = 100_000;
 
 impl State {
     pub fn new(config: Config) -> anyhow::Result<State> {
-        let access = Access::new(config.mode, config.list.clone(), config.db.clone())?;
+        Self::with_cluster(config, None, ConnectionIds::new(random_keys()?))
+    }
+
+    fn with_cluster(
+        config: Config,
+        cluster: Option<cluster::Cluster>,
+        conn_ids: ConnectionIds,
+    ) -> anyhow::Result<State> {
+        // With a cluster, private users and their totals live in it, not in a database file.
+        let access = match &cluster {
+            None => Access::new(config.mode, config.list.clone(), config.db.clone())?,
+            Some(_) => Access::with_users_from(config.mode, config.list.clone(), None, true)?,
+        };
         let store = Store::new(
             config.shards,
             StoreLimits {
@@ -62,8 +79,9 @@ impl State {
             },
         );
         Ok(State {
-            conn_ids: ConnectionIds::new(random_keys()?),
+            conn_ids,
             store,
+            cluster,
             access,
             counters: Counters::default(),
             rates: Rates::default(),
@@ -161,7 +179,38 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             config.http_max_connections = budget;
         }
     }
-    let state = Arc::new(State::new(config)?);
+    let mut conn_ids = ConnectionIds::new(random_keys()?);
+    let cluster = if config.cluster.is_empty() {
+        None
+    } else {
+        let timeout = Duration::from_secs(config.cluster_connect_timeout);
+        let c = cluster::Cluster::connect(
+            &config.cluster,
+            config.cluster_fallback,
+            config.peer_timeout,
+            config.max_peers_per_swarm,
+            timeout,
+        )
+        .await?;
+        conn_ids = ConnectionIds::rotating();
+        let now = conn_id::period_of(conn_id::current_window());
+        for period in [now.saturating_sub(1), now, now + 1] {
+            let keys = tokio::time::timeout(timeout, c.period_key(period, random_keys()?))
+                .await
+                .map_err(|_| cluster::ClusterError::Timeout(config.cluster.clone(), timeout))??;
+            conn_ids.set_period_key(period, keys);
+        }
+        tracing::info!("sharing swarms through the cluster at {}", config.cluster);
+        Some(c)
+    };
+    let state = Arc::new(State::with_cluster(config, cluster, conn_ids)?);
+    if let (Some(cluster), Mode::Private) = (&state.cluster, state.access.mode()) {
+        // Users before serving, so no known user is refused at start.
+        let users = tokio::time::timeout(Duration::from_secs(10), cluster.passkeys())
+            .await
+            .map_err(|_| anyhow::anyhow!("the cluster did not list the users in time"))??;
+        state.access.set_users(users);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
 
@@ -215,9 +264,22 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             state.config.udp.parse().map_err(|e| {
                 anyhow::anyhow!("bad UDP listen address {:?}: {e}", state.config.udp)
             })?;
-        let (bound, threads) = udp::spawn(addr, udp_workers, state.clone(), stop.clone())?;
+        let (bound, threads) = udp::spawn(
+            addr,
+            udp_workers,
+            state.clone(),
+            stop.clone(),
+            tokio::runtime::Handle::current(),
+        )?;
         udp_addr = Some(bound);
         udp_threads = threads;
+    }
+
+    if state.cluster.is_some() {
+        tasks.push(tokio::spawn(share_conn_id_keys(state.clone())));
+        if state.access.mode() == Mode::Private {
+            tasks.push(tokio::spawn(share_users(state.clone())));
+        }
     }
 
     let housekeeping_state = state.clone();
@@ -290,11 +352,77 @@ impl Running {
         if let Err(e) = self.state.access.flush() {
             tracing::warn!("saving totals at shutdown: {e:#}");
         }
+        if let Some(cluster) = &self.state.cluster {
+            save_totals(&self.state, cluster).await;
+        }
     }
 
     /// Re-reads the list file and users (SIGHUP).
     pub fn reload(&self) -> anyhow::Result<()> {
         self.state.access.reload()
+    }
+}
+
+/// How often a node fetches the connection-ID keys of this period and the next from the cluster.
+const CONN_ID_KEYS_POLL: Duration = Duration::from_secs(10);
+
+/// Keeps the keys of the current and next period (see `conn_id`): every node has the next one long
+/// before it is used, so all switch at the same minute.
+async fn share_conn_id_keys(state: Arc<State>) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let mut tick = tokio::time::interval(CONN_ID_KEYS_POLL);
+    loop {
+        tick.tick().await;
+        let now = conn_id::period_of(conn_id::current_window());
+        for period in [now, now + 1] {
+            let Ok(mine) = random_keys() else { continue };
+            match cluster.period_key(period, mine).await {
+                Ok(keys) => state.conn_ids.set_period_key(period, keys),
+                Err(e) => tracing::debug!("connection-ID key from the cluster: {e}"),
+            }
+        }
+    }
+}
+
+/// How often a node asks the cluster whether the private users changed (and saves the totals there).
+const USERS_POLL: Duration = Duration::from_millis(300);
+
+/// Private mode on a cluster: keeps this node's passkeys in step with the cluster's (a user added
+/// through any node announces on every node within `USERS_POLL` and a round trip) and adds this node's
+/// totals to the cluster's.
+async fn share_users(state: Arc<State>) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let mut seen = None;
+    let mut tick = tokio::time::interval(USERS_POLL);
+    loop {
+        tick.tick().await;
+        match cluster.users_version().await {
+            Ok(v) if seen != Some(v) => match cluster.passkeys().await {
+                Ok(users) => {
+                    state.access.set_users(users);
+                    seen = Some(v);
+                }
+                Err(e) => tracing::debug!("reading users from the cluster: {e}"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::debug!("polling the cluster's users: {e}"),
+        }
+        save_totals(&state, cluster).await;
+    }
+}
+
+async fn save_totals(state: &State, cluster: &cluster::Cluster) {
+    let pending = state.access.take_pending();
+    if pending.is_empty() {
+        return;
+    }
+    if let Err(e) = cluster.add_totals(&pending).await {
+        tracing::debug!("saving totals to the cluster: {e}");
+        state.access.restore_pending(pending);
     }
 }
 

@@ -132,7 +132,7 @@ thread_local! {
 }
 
 /// splitmix64: peer selection needs spread, not secrecy.
-fn random() -> u64 {
+pub(crate) fn random() -> u64 {
     RNG.with(|state| {
         let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
         state.set(z);
@@ -244,6 +244,54 @@ impl Store {
         out4: &mut Vec<u8>,
         out6: &mut Vec<u8>,
     ) -> AnnounceOutcome {
+        self.announce_with(hash, addr, left, event, numwant, family, out4, out6, true)
+    }
+
+    /// Whether an announce from `addr` may create the swarm `hash` in the cluster: yes if this node
+    /// already has it, else if the per-source creation limit and `max_swarms` allow (which spends the
+    /// source's token; the node's own copy is then recorded with `record_unlimited`).
+    pub fn may_create(&self, hash: &InfoHash, addr: SocketAddr) -> bool {
+        if self.shard(hash).lock().contains_key(hash) {
+            return true;
+        }
+        let count = self.swarm_count.load(Ordering::Relaxed) as usize;
+        count < self.limits.max_swarms
+            && self.creation.allow(
+                Source::of(addr.ip()),
+                count >= self.creation.reserve_starts_at(self.limits.max_swarms),
+            )
+    }
+
+    /// `announce` without the per-source creation limit (already applied by `may_create`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_unlimited(
+        &self,
+        hash: &InfoHash,
+        addr: SocketAddr,
+        left: u64,
+        event: Event,
+        numwant: Option<u32>,
+        family: Family,
+        out4: &mut Vec<u8>,
+        out6: &mut Vec<u8>,
+    ) -> AnnounceOutcome {
+        self.announce_with(hash, addr, left, event, numwant, family, out4, out6, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn announce_with(
+        &self,
+        hash: &InfoHash,
+        addr: SocketAddr,
+        left: u64,
+        event: Event,
+        numwant: Option<u32>,
+        family: Family,
+        out4: &mut Vec<u8>,
+        out6: &mut Vec<u8>,
+        limit_creation: bool,
+    ) -> AnnounceOutcome {
         let now = self.now();
         let seeder = left == 0;
         let me = compact(addr);
@@ -257,10 +305,11 @@ impl Store {
                 let count = self.swarm_count.load(Ordering::Relaxed) as usize;
                 if event == Event::Stopped
                     || count >= self.limits.max_swarms
-                    || !self.creation.allow(
-                        Source::of(addr.ip()),
-                        count >= self.creation.reserve_starts_at(self.limits.max_swarms),
-                    )
+                    || limit_creation
+                        && !self.creation.allow(
+                            Source::of(addr.ip()),
+                            count >= self.creation.reserve_starts_at(self.limits.max_swarms),
+                        )
                 {
                     return AnnounceOutcome {
                         seeders: 0,

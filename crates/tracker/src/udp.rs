@@ -12,6 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracker_proto::udp::{Request, Response};
 use tracker_proto::ScrapeStats;
 
+use crate::cluster::{self, Job};
 use crate::metrics::Counters;
 use crate::store::Family;
 use crate::{passkey_from_path, State};
@@ -47,6 +48,7 @@ pub fn spawn(
     workers: usize,
     state: Arc<State>,
     stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
 ) -> anyhow::Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>)> {
     let first = bind(addr)?;
     let bound = first.local_addr()?;
@@ -60,16 +62,29 @@ pub fn spawn(
         .map(|(i, socket)| {
             let state = state.clone();
             let stop = stop.clone();
+            let runtime = runtime.clone();
             std::thread::Builder::new()
                 .name(format!("udp-{i}"))
-                .spawn(move || worker(socket, &state, &stop))
+                .spawn(move || worker(socket, &state, &stop, &runtime))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((bound, threads))
 }
 
-/// Handles one datagram; writes the reply into `out` and returns whether to send it.
-pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+/// Where an announce reply's leecher and seeder counts go (after action, transaction ID, interval).
+const COUNTS_AT: usize = 12;
+
+/// Handles one datagram; writes the reply into `out` and returns whether to send it. With a cluster, an
+/// announce's reply is left at its header and the announce put in `pending`, to be sent to the cluster
+/// with the rest of the batch.
+fn handle(
+    state: &State,
+    runtime: &tokio::runtime::Handle,
+    packet: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+    pending: &mut Option<Job>,
+) -> bool {
     let src = canonical(src);
     let counters = &state.counters;
     let request = match Request::parse(packet) {
@@ -83,10 +98,14 @@ pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
     match request {
         Request::Connect { transaction_id } => {
             Counters::add(&counters.udp_connects);
+            let Some(connection_id) = state.conn_ids.issue(&src) else {
+                Counters::add(&counters.dropped);
+                return false;
+            };
             // 16 bytes in, 16 bytes out: no amplification.
             Response::Connect {
                 transaction_id,
-                connection_id: state.conn_ids.issue(&src),
+                connection_id,
             }
             .write(out);
             true
@@ -139,8 +158,19 @@ pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
             out.extend_from_slice(&1u32.to_be_bytes());
             out.extend_from_slice(&transaction_id.to_be_bytes());
             out.extend_from_slice(&state.config.interval.to_be_bytes());
-            let counts_at = out.len();
             out.extend_from_slice(&[0; 8]);
+            if state.cluster.is_some() {
+                *pending = Some(Job {
+                    hash: announce.info_hash,
+                    peer,
+                    left: announce.left,
+                    event: announce.event,
+                    want: cluster::want(&state.config, announce.numwant),
+                    family,
+                    may_create: state.store.may_create(&announce.info_hash, peer),
+                });
+                return true;
+            }
             let mut unused = Vec::new();
             let (out4, out6) = if family == Family::V4 {
                 (&mut *out, &mut unused)
@@ -157,8 +187,7 @@ pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
                 out4,
                 out6,
             );
-            out[counts_at..counts_at + 4].copy_from_slice(&outcome.leechers.to_be_bytes());
-            out[counts_at + 4..counts_at + 8].copy_from_slice(&outcome.seeders.to_be_bytes());
+            write_counts(out, outcome.leechers, outcome.seeders);
             true
         }
         Request::Scrape {
@@ -174,7 +203,12 @@ pub fn handle(state: &State, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) 
             let stats = info_hashes
                 .iter()
                 .map(|h| match state.access.check(h, None) {
-                    Ok(()) => state.store.scrape(h),
+                    Ok(()) => match &state.cluster {
+                        None => state.store.scrape(h),
+                        Some(cluster) => runtime
+                            .block_on(cluster.scrape(h))
+                            .unwrap_or_else(|_| state.store.scrape(h)),
+                    },
                     // Private and unlisted torrents show nothing.
                     Err(_) => ScrapeStats::default(),
                 })
@@ -194,11 +228,61 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool) {
-    let mut batch = Batch::new(socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false));
+fn write_counts(out: &mut [u8], leechers: u32, seeders: u32) {
+    out[COUNTS_AT..COUNTS_AT + 4].copy_from_slice(&leechers.to_be_bytes());
+    out[COUNTS_AT + 4..COUNTS_AT + 8].copy_from_slice(&seeders.to_be_bytes());
+}
+
+/// Batches received back to back (the first waited for, the others only if already queued) whose
+/// announces go to the cluster together.
+const CLUSTER_GROUP: usize = 4;
+
+/// Sends a group's announces to the cluster at once and completes their replies; `at` is each job's
+/// (batch, reply).
+fn finish_cluster_announces(
+    state: &State,
+    runtime: &tokio::runtime::Handle,
+    batches: &mut [Batch],
+    jobs: &[Job],
+    at: &[(usize, usize)],
+) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let answers = runtime.block_on(cluster.announce_all(jobs));
+    for ((job, &(batch, reply)), answer) in jobs.iter().zip(at).zip(answers) {
+        let out = &mut batches[batch].replies[reply];
+        match cluster::complete(state, job, answer) {
+            Ok(answer) => {
+                write_counts(out, answer.leechers, answer.seeders);
+                out.extend_from_slice(match job.family {
+                    Family::V6 => &answer.v6,
+                    _ => &answer.v4,
+                });
+            }
+            Err(reason) => {
+                let transaction_id = u32::from_be_bytes([out[4], out[5], out[6], out[7]]);
+                out.clear();
+                Counters::add(&state.counters.errors);
+                Response::Error {
+                    transaction_id,
+                    message: reason.to_string(),
+                }
+                .write(out);
+            }
+        }
+    }
+}
+
+fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool, runtime: &tokio::runtime::Handle) {
+    let v6 = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+    if state.cluster.is_some() {
+        return cluster_worker(socket, v6, state, stop, runtime);
+    }
+    let mut batch = Batch::new(v6);
     let fd = socket.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
-        let received = batch.receive(fd);
+        let received = batch.receive(fd, libc::MSG_WAITFORONE);
         if received == 0 {
             continue;
         }
@@ -208,12 +292,67 @@ fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool) {
             let len = batch.received_len(i);
             let (packet, out) = batch.request_and_reply(i, replies);
             out.clear();
-            if handle(state, &packet[..len], src, out) {
+            let mut pending = None;
+            if handle(state, runtime, &packet[..len], src, out, &mut pending) {
                 batch.set_destination(replies, src);
                 replies += 1;
             }
         }
         batch.send(fd, replies);
+    }
+}
+
+/// The worker of a node on a cluster: up to `CLUSTER_GROUP` batches, one cluster round trip.
+fn cluster_worker(
+    socket: UdpSocket,
+    v6: bool,
+    state: &State,
+    stop: &AtomicBool,
+    runtime: &tokio::runtime::Handle,
+) {
+    let mut batches: Vec<Batch> = (0..CLUSTER_GROUP).map(|_| Batch::new(v6)).collect();
+    let fd = socket.as_raw_fd();
+    let mut jobs = Vec::with_capacity(BATCH * CLUSTER_GROUP);
+    let mut at = Vec::with_capacity(BATCH * CLUSTER_GROUP);
+    let mut replies = [0usize; CLUSTER_GROUP];
+    while !stop.load(Ordering::Relaxed) {
+        let mut used = 0;
+        for (k, batch) in batches.iter_mut().enumerate() {
+            let flags = if k == 0 {
+                libc::MSG_WAITFORONE
+            } else {
+                libc::MSG_WAITFORONE | libc::MSG_DONTWAIT
+            };
+            let received = batch.receive(fd, flags);
+            if received == 0 {
+                break;
+            }
+            used = k + 1;
+            replies[k] = 0;
+            for i in 0..received {
+                let Some(src) = batch.source(i) else { continue };
+                let len = batch.received_len(i);
+                let (packet, out) = batch.request_and_reply(i, replies[k]);
+                out.clear();
+                let mut pending = None;
+                if handle(state, runtime, &packet[..len], src, out, &mut pending) {
+                    batch.set_destination(replies[k], src);
+                    if let Some(job) = pending {
+                        jobs.push(job);
+                        at.push((k, replies[k]));
+                    }
+                    replies[k] += 1;
+                }
+            }
+        }
+        if !jobs.is_empty() {
+            finish_cluster_announces(state, runtime, &mut batches, &jobs, &at);
+            jobs.clear();
+            at.clear();
+        }
+        for (batch, &count) in batches.iter_mut().zip(&replies).take(used) {
+            batch.send(fd, count);
+        }
     }
 }
 
@@ -245,8 +384,9 @@ impl Batch {
         }
     }
 
-    /// Waits for at least one datagram (or the poll timeout) and takes as many as are queued.
-    fn receive(&mut self, fd: i32) -> usize {
+    /// Waits for at least one datagram (or the poll timeout; not at all with `MSG_DONTWAIT` in `flags`)
+    /// and takes as many as are queued.
+    fn receive(&mut self, fd: i32, flags: i32) -> usize {
         let mut iovecs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
         let mut headers: [MaybeUninit<libc::mmsghdr>; BATCH] = [MaybeUninit::uninit(); BATCH];
         for i in 0..BATCH {
@@ -269,7 +409,7 @@ impl Batch {
                 fd,
                 headers.as_mut_ptr().cast(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };

@@ -3,8 +3,12 @@
 #![allow(dead_code)]
 
 mod api;
+pub mod redis_cluster;
+mod tracker_client;
 #[allow(unused_imports)]
 pub use api::*;
+#[allow(unused_imports)]
+pub use tracker_client::*;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -412,4 +416,20 @@ pub fn in_mount_namespace_of(pid: u32, command: &Command) -> Command {
         };
     }
     wrapped
+}
+
+/// Whether python3-libtorrent imports in /usr/bin/python3: outside CI its absence skips a test, under
+/// CI=true it fails it.
+pub fn libtorrent_available() -> bool {
+    have_tool("/usr/bin/python3", &["-c", "import libtorrent"])
+}
+
+/// libtorrent (tests/interop/lt_peer.py) seeding or getting (`mode`) `torrent` into `save`, bound to
+/// `ip`, its stderr in `log`.
+pub fn lt_peer(mode: &str, torrent: &Path, save: &Path, ip: &str, log: &Path) -> Proc {
+    let mut command = Command::new("/usr/bin/python3");
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/lt_peer.py"))
+        .args([mode, s(torrent), s(save), ip]);
+    Proc::spawn(command, log.to_path_buf())
 }

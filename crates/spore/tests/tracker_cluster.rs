@@ -1,0 +1,534 @@
+//! Several `spore tracker` nodes sharing their swarms through a real Redis Cluster (three masters and
+//! three replicas from Debian's redis-server, on loopback): what one node learns, another hands out.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::redis_cluster::{self, RedisCluster};
+use common::*;
+use tracker_proto::http::{self as proto, AnnounceResponse, HttpAnnounce};
+use tracker_proto::udp::Response;
+use tracker_proto::Event;
+
+fn node(dir: &Path, name: &str, cluster: &RedisCluster, extra: &[&str]) -> TrackerProc {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = cluster.url();
+    let mut args = vec!["--cluster", url.as_str()];
+    args.extend_from_slice(extra);
+    tracker_with(&dir, &args, |_| {})
+}
+
+/// An HTTP announce from `local` (a loopback address) for peer port `port`: the peers handed out.
+fn http_announce(
+    local: &str,
+    tracker: SocketAddr,
+    hash: [u8; 20],
+    port: u16,
+) -> Result<AnnounceResponse, String> {
+    let q = proto::encode_announce(&HttpAnnounce {
+        announce: announce(hash, port as u8, port, Event::Started),
+        compact: true,
+        no_peer_id: true,
+        tracker_id: None,
+    });
+    let (status, body) =
+        get_from(local, tracker, &format!("/announce?{q}")).map_err(|e| e.to_string())?;
+    if !status.contains("200") {
+        return Err(status);
+    }
+    AnnounceResponse::decode(&body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&body)))
+}
+
+fn addrs(r: &AnnounceResponse) -> Vec<SocketAddr> {
+    r.peers.iter().map(|p| p.addr).collect()
+}
+
+#[test]
+fn a_peer_announced_to_one_node_is_handed_out_by_another_over_http_and_udp() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    let a = node(dir.path(), "a", &cluster, &[]);
+    let b = node(dir.path(), "b", &cluster, &[]);
+    let hash = [0x5a; 20];
+
+    // Peer 1 announces to A over HTTP.
+    let first = http_announce("127.0.0.1:0", a.http, hash, 7001).unwrap();
+    assert!(first.peers.is_empty(), "{first:?}");
+
+    // Peer 2 gets its connection ID from A and announces with it to B over UDP: B accepts A's ID and
+    // hands out peer 1.
+    let mut udp = Udp::connect("127.0.0.2:0", a.udp);
+    udp.tracker = b.udp;
+    match udp.announce(announce(hash, 2, 7002, Event::Started), b"") {
+        Some(Response::Announce {
+            peers, leechers, ..
+        }) => {
+            assert_eq!(peers, vec![SocketAddr::from(([127, 0, 0, 1], 7001))]);
+            assert_eq!(leechers, 2);
+        }
+        other => panic!("B refused or ignored a connection ID from A: {other:?}"),
+    }
+
+    // Peer 3 announces to B over HTTP and gets both.
+    let third = http_announce("127.0.0.3:0", b.http, hash, 7003).unwrap();
+    let mut got = addrs(&third);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            SocketAddr::from(([127, 0, 0, 1], 7001)),
+            SocketAddr::from(([127, 0, 0, 2], 7002))
+        ]
+    );
+    assert_eq!(third.incomplete, 3);
+
+    // A scrape on A counts the peers B learned.
+    let (_, body) = get_from(
+        "127.0.0.1:0",
+        a.http,
+        &format!("/scrape?{}", proto::encode_scrape(&[hash])),
+    )
+    .unwrap();
+    let scrape = proto::ScrapeResponse::decode(&body).unwrap();
+    assert_eq!(scrape.files[0].1.leechers, 3, "{scrape:?}");
+
+    // A stopped peer leaves the swarm for every node.
+    let mut stop = announce(hash, 2, 7002, Event::Stopped);
+    stop.left = 1;
+    udp.announce(stop, b"").unwrap();
+    let fourth = http_announce("127.0.0.4:0", a.http, hash, 7004).unwrap();
+    assert!(
+        !addrs(&fourth).contains(&SocketAddr::from(([127, 0, 0, 2], 7002))),
+        "{fourth:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_at_start_is_a_clear_error() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args([
+            "tracker",
+            "--http",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--cluster",
+            &format!("redis://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Exit code 2, as for every error of the tracker's start (a port taken, a bad certificate).
+    assert_eq!(out.status.code(), Some(2), "started without its cluster");
+    assert!(
+        stderr.contains("cluster") && stderr.contains(&port.to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// A UDP announce for swarm `i` from `udp`: whether it was answered with peers and counts.
+fn udp_announce_ok(udp: &Udp, i: u8, port: u16) -> bool {
+    matches!(
+        udp.announce(announce([i; 20], 1, port, Event::None), b""),
+        Some(Response::Announce { .. })
+    )
+}
+
+#[test]
+fn announces_are_answered_again_after_a_master_fails_over_and_no_node_crashes() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = RedisCluster::start(dir.path());
+    let mut a = node(dir.path(), "a", &cluster, &[]);
+    let udp = Udp::connect("127.0.0.5:0", a.udp);
+    // 30 swarms: with 16384 slots over three masters, every master holds some of them.
+    for i in 0..30 {
+        assert!(
+            udp_announce_ok(&udp, i, 6000),
+            "swarm {i} before the failover"
+        );
+    }
+
+    let victim = cluster.a_master();
+    cluster.kill(victim);
+    let killed = Instant::now();
+    let (mut failures, mut answered) = (0usize, 0usize);
+    // Rounds over every swarm until one round is answered in full after the failover.
+    loop {
+        let mut round_failed = 0;
+        for i in 0..30 {
+            if udp_announce_ok(&udp, i, 6000) {
+                answered += 1;
+            } else {
+                round_failed += 1;
+            }
+        }
+        failures += round_failed;
+        if round_failed == 0 && killed.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "announces still failing {:?} after killing a master ({failures} failed); cluster: {:?}",
+            killed.elapsed(),
+            redis_cluster::cli(cluster.nodes[(victim + 1) % 6].port, &["cluster", "nodes"])
+        );
+        assert!(
+            a.proc.child.try_wait().unwrap().is_none(),
+            "the tracker exited"
+        );
+    }
+    eprintln!(
+        "failover: {failures} announces failed, {answered} answered, all answered again {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(
+        a.proc.child.try_wait().unwrap().is_none(),
+        "the tracker exited"
+    );
+    assert_eq!(metric(a.http, "spore_tracker_cluster_up"), Some(1));
+    let stderr = std::fs::read_to_string(dir.path().join("a/tracker.err")).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // One line per change of state, never one per failed request.
+    let lost = stderr.matches("cluster lost").count();
+    let back = stderr.matches("cluster reachable again").count();
+    assert!(
+        lost == back && lost <= 3,
+        "{lost} lost, {back} back:\n{stderr}"
+    );
+    a.proc.terminate();
+    assert!(a.proc.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// `spore tracker user ...` on the cluster: its stdout.
+fn users_cli(cluster: &RedisCluster, args: &[&str]) -> String {
+    let url = cluster.url();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["tracker", "user"])
+        .args(args)
+        .args(["--cluster", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_private_user_added_through_the_cluster_announces_on_every_node_within_a_second() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    let private = ["--mode", "private"];
+    let a = node(dir.path(), "a", &cluster, &private);
+    let b = node(dir.path(), "b", &cluster, &private);
+    let hash = [0x42; 20];
+    let passkey = users_cli(&cluster, &["add", "alice"]).trim().to_string();
+    let added = Instant::now();
+    assert_eq!(passkey.len(), 32, "{passkey:?}");
+    let path = format!("/announce/{passkey}");
+
+    // Node B knows alice within a second of her being added (through the cluster, not through B).
+    let mut request = announce(hash, 1, 7101, Event::Started);
+    request.uploaded = 1000;
+    let udp = Udp::connect("127.0.0.6:0", b.udp);
+    let answered = loop {
+        match udp.announce(request.clone(), path.as_bytes()) {
+            Some(Response::Announce { .. }) => break added.elapsed(),
+            Some(Response::Error { message, .. }) => assert_eq!(message, "unknown passkey"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            added.elapsed() < Duration::from_secs(3),
+            "node B still refuses alice {:?} after she was added",
+            added.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("alice announced on node B {answered:?} after being added");
+    assert!(answered < Duration::from_secs(1), "{answered:?}");
+
+    // And node A over HTTP; an unknown passkey is refused.
+    let q = proto::encode_announce(&HttpAnnounce {
+        announce: announce(hash, 2, 7102, Event::Started),
+        compact: true,
+        no_peer_id: true,
+        tracker_id: None,
+    });
+    let (_, body) = get_from("127.0.0.7:0", a.http, &format!("{path}?{q}")).unwrap();
+    let reply = AnnounceResponse::decode(&body).unwrap();
+    assert_eq!(
+        addrs(&reply),
+        vec![SocketAddr::from(([127, 0, 0, 6], 7101))]
+    );
+    let (_, body) = get_from(
+        "127.0.0.7:0",
+        a.http,
+        &format!("/announce/{}?{q}", "0".repeat(32)),
+    )
+    .unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("unknown passkey"));
+
+    // Totals reported to B reach the cluster's list.
+    let mut later = announce(hash, 1, 7101, Event::None);
+    later.uploaded = 5000;
+    assert!(matches!(
+        udp.announce(later, path.as_bytes()),
+        Some(Response::Announce { .. })
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = users_cli(&cluster, &["list", "--json"]);
+        if list.contains("\"uploaded\":4000") {
+            assert!(list.contains("alice"), "{list}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "totals not in the cluster: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Revoked through the cluster, refused by both nodes soon after.
+    users_cli(&cluster, &["revoke", "alice"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !matches!(
+        udp.announce(announce(hash, 1, 7101, Event::None), path.as_bytes()),
+        Some(Response::Error { .. })
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "alice still announces after revoke"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_node_that_loses_the_cluster_refuses_or_answers_from_its_own_view_as_configured() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = RedisCluster::start(dir.path());
+    std::fs::write(
+        dir.path().join("local.toml"),
+        "cluster_fallback = \"local\"\n",
+    )
+    .unwrap();
+    let local_config = dir.path().join("local.toml");
+    let local = node(
+        dir.path(),
+        "local",
+        &cluster,
+        &["--config", local_config.to_str().unwrap()],
+    );
+    let refuse = node(dir.path(), "refuse", &cluster, &[]);
+    let hash = [0x11; 20];
+    http_announce("127.0.0.8:0", local.http, hash, 7201).unwrap();
+    http_announce("127.0.0.9:0", refuse.http, hash, 7202).unwrap();
+
+    for i in 0..cluster.nodes.len() {
+        cluster.kill(i);
+    }
+    // The local node answers from the peers that announced to it; the other gives a failure reason.
+    let reply = http_announce("127.0.0.10:0", local.http, hash, 7203).unwrap();
+    assert_eq!(
+        addrs(&reply),
+        vec![SocketAddr::from(([127, 0, 0, 8], 7201))]
+    );
+    let q = proto::encode_announce(&HttpAnnounce {
+        announce: announce(hash, 4, 7204, Event::Started),
+        compact: true,
+        no_peer_id: true,
+        tracker_id: None,
+    });
+    let (_, body) = get_from("127.0.0.11:0", refuse.http, &format!("/announce?{q}")).unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("failure reason") && body.contains("unavailable"),
+        "{body}"
+    );
+    // Over UDP too, with a reply rather than silence.
+    let udp = Udp::connect("127.0.0.12:0", refuse.udp);
+    match udp.announce(announce(hash, 5, 7205, Event::None), b"") {
+        Some(Response::Error { message, .. }) => assert!(message.contains("unavailable")),
+        other => panic!("{other:?}"),
+    }
+    let udp = Udp::connect("127.0.0.13:0", local.udp);
+    assert!(matches!(
+        udp.announce(announce(hash, 6, 7206, Event::None), b""),
+        Some(Response::Announce { .. })
+    ));
+    for (t, name) in [(&local, "local"), (&refuse, "refuse")] {
+        assert_eq!(
+            metric(t.http, "spore_tracker_cluster_up"),
+            Some(0),
+            "{name}"
+        );
+        let stderr = std::fs::read_to_string(dir.path().join(name).join("tracker.err")).unwrap();
+        assert_eq!(stderr.matches("cluster lost").count(), 1, "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn libtorrent_finds_its_peer_when_seed_and_downloader_announce_to_different_nodes() {
+    if !redis_cluster::available() || !libtorrent_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cluster = RedisCluster::start(d);
+    let a = node(d, "a", &cluster, &[]);
+    let b = node(d, "b", &cluster, &[]);
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/file.bin"), data(17, 3 << 20)).unwrap();
+    // The same content, so the same info-hash, announced to node A over HTTP and node B over UDP.
+    let via_a = d.join("a.torrent");
+    let via_b = d.join("b.torrent");
+    create_torrent(
+        &d.join("seed/file.bin"),
+        &via_a,
+        "262144",
+        Some(&format!("http://{}/announce", a.http)),
+    );
+    create_torrent(
+        &d.join("seed/file.bin"),
+        &via_b,
+        "262144",
+        Some(&format!("udp://{}/announce", b.udp)),
+    );
+    let seed = lt_peer(
+        "seed",
+        &via_a,
+        &d.join("seed"),
+        "127.0.0.22",
+        &d.join("seed.err"),
+    );
+    seed.wait_for("\"done\"", T);
+    let get = lt_peer(
+        "get",
+        &via_b,
+        &d.join("got"),
+        "127.0.0.23",
+        &d.join("get.err"),
+    );
+    get.wait_for("\"done\"", T);
+    assert_eq!(
+        sha256(&d.join("got/file.bin")),
+        sha256(&d.join("seed/file.bin"))
+    );
+}
+
+#[test]
+fn peers_past_the_timeout_are_no_longer_handed_out_by_any_node() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    std::fs::write(dir.path().join("short.toml"), "peer_timeout = 2\n").unwrap();
+    let config = dir.path().join("short.toml");
+    let a = node(
+        dir.path(),
+        "a",
+        &cluster,
+        &["--config", config.to_str().unwrap()],
+    );
+    let b = node(
+        dir.path(),
+        "b",
+        &cluster,
+        &["--config", config.to_str().unwrap()],
+    );
+    let hash = [0x77; 20];
+    http_announce("127.0.0.30:0", a.http, hash, 7301).unwrap();
+    let announced = Instant::now();
+    let silent = SocketAddr::from(([127, 0, 0, 30], 7301));
+    // Handed out while fresh, then gone once two seconds have passed, with no sweep on any node.
+    let fresh = http_announce("127.0.0.31:0", b.http, hash, 7302).unwrap();
+    if announced.elapsed() < Duration::from_secs(1) {
+        assert!(addrs(&fresh).contains(&silent), "{fresh:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http_announce("127.0.0.32:0", b.http, hash, 7303).unwrap();
+        if !addrs(&r).contains(&silent) {
+            assert!(announced.elapsed() >= Duration::from_secs(1), "{r:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an expired peer still handed out"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_source_creates_no_more_swarms_in_the_cluster_than_its_creation_limit() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    std::fs::write(
+        dir.path().join("limit.toml"),
+        "swarm_creation_burst = 3\nswarm_creation_per_minute = 1\n",
+    )
+    .unwrap();
+    let config = dir.path().join("limit.toml");
+    let a = node(
+        dir.path(),
+        "a",
+        &cluster,
+        &["--config", config.to_str().unwrap()],
+    );
+    let b = node(dir.path(), "b", &cluster, &[]);
+    // One source announces ten new swarms to A: three are created in the cluster, the rest are not.
+    let flood = Udp::connect("127.0.0.50:0", a.udp);
+    for i in 0..10u8 {
+        flood.announce(announce([0xc0 + i; 20], 1, 7400, Event::Started), b"");
+    }
+    let mut tracked = 0;
+    for i in 0..10u8 {
+        let r = http_announce("127.0.0.51:0", b.http, [0xc0 + i; 20], 7401).unwrap();
+        if addrs(&r).contains(&SocketAddr::from(([127, 0, 0, 50], 7400))) {
+            tracked += 1;
+        }
+    }
+    assert_eq!(tracked, 3, "swarms the flood created in the cluster");
+    // A swarm another node created is not new: the same source still joins it through A.
+    let joined = Udp::connect("127.0.0.50:0", a.udp);
+    match joined.announce(announce([0xc9; 20], 1, 7402, Event::Started), b"") {
+        Some(Response::Announce { peers, .. }) => {
+            assert_eq!(peers, vec![SocketAddr::from(([127, 0, 0, 51], 7401))])
+        }
+        other => panic!("{other:?}"),
+    }
+}
