@@ -416,6 +416,30 @@ fn unlink<S: AsRef<OsStr>>(root: &Path, rel: &[S], dir: bool) -> io::Result<()> 
     Ok(())
 }
 
+/// Where a file of a torrent lies: `rel` below `root`, opened without following links below the root
+/// (a link in the download directory must not make us read, and seed, a file from elsewhere). An empty
+/// `rel` is the file the user named itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub root: PathBuf,
+    pub rel: Vec<String>,
+}
+
+impl Location {
+    pub fn path(&self) -> PathBuf {
+        self.rel.iter().fold(self.root.clone(), |p, c| p.join(c))
+    }
+
+    /// Opens the file for reading (see this module).
+    pub fn open(&self) -> std::io::Result<std::fs::File> {
+        if self.rel.is_empty() {
+            open_named(&self.root)
+        } else {
+            open(&self.root, &self.rel, Open::READ)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

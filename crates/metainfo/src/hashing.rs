@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
+use crate::beneath::Location;
 use crate::merkle::{self, Hash256, LeafHasher, BLOCK_SIZE};
 use crate::torrent::FileEntry;
-use crate::verify::Location;
 
 /// Chunk size for positional reads: small enough that the buffer plus the page-cache pages being copied
 /// stay inside L2 (256 KiB reads measured 30 % slower here).

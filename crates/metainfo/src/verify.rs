@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
+pub use crate::beneath::Location;
 use crate::hashing::{Job, Plan, ReadSource};
 use crate::torrent::{Torrent, Version};
 
@@ -42,30 +43,6 @@ impl VerifyReport {
 
     pub fn ok(&self) -> bool {
         self.piece_ok.iter().all(|&ok| ok) && self.files.iter().all(FileReport::ok)
-    }
-}
-
-/// Where a file of a torrent lies: `rel` below `root`, opened without following links below the root
-/// (a link in the download directory must not make us read, and seed, a file from elsewhere). An empty
-/// `rel` is the file the user named itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    pub root: PathBuf,
-    pub rel: Vec<String>,
-}
-
-impl Location {
-    pub fn path(&self) -> PathBuf {
-        self.rel.iter().fold(self.root.clone(), |p, c| p.join(c))
-    }
-
-    /// Opens the file for reading (see [`crate::beneath`]).
-    pub fn open(&self) -> std::io::Result<std::fs::File> {
-        if self.rel.is_empty() {
-            crate::beneath::open_named(&self.root)
-        } else {
-            crate::beneath::open(&self.root, &self.rel, crate::beneath::Open::READ)
-        }
     }
 }
 
