@@ -559,31 +559,28 @@ impl Daemon {
             else {
                 continue;
             };
-            let changed = {
-                let mut e = slot.lock();
-                let changed = e.record.queue_position != position as u64;
-                e.record.queue_position = position as u64;
-                changed
-            };
-            if changed {
-                self.save(slot, false);
-            }
+            self.set_queue_position(slot, position);
         }
         self.schedule();
+    }
+
+    /// Stores `slot`'s queue position, saving its record only when it changed.
+    fn set_queue_position(&self, slot: &Slot, position: usize) {
+        let changed = {
+            let mut e = slot.lock();
+            let changed = e.record.queue_position != position as u64;
+            e.record.queue_position = position as u64;
+            changed
+        };
+        if changed {
+            self.save(slot, false);
+        }
     }
 
     /// Makes the stored positions dense from 0 in their order (after a removal, or records of old).
     fn renumber_queue(&self) {
         for (position, slot) in self.slots().iter().enumerate() {
-            let changed = {
-                let mut e = slot.lock();
-                let changed = e.record.queue_position != position as u64;
-                e.record.queue_position = position as u64;
-                changed
-            };
-            if changed {
-                self.save(slot, false);
-            }
+            self.set_queue_position(slot, position);
         }
     }
 
