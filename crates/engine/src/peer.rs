@@ -676,6 +676,7 @@ impl PeerTask {
     fn refuse(&mut self) -> anyhow::Result<()> {
         self.refused += 1;
         if self.refused > MAX_REFUSED_REQUESTS {
+            self.shared.flooded(self.key);
             anyhow::bail!("{} requests refused: flooding", self.refused);
         }
         Ok(())
