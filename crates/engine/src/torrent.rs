@@ -239,6 +239,13 @@ pub(crate) struct PeerEntry {
 /// IPs whose misuse `State::misuse` remembers, at most: when full, the record starts over.
 const MAX_MISUSE_RECORDS: usize = 4096;
 
+impl PeerEntry {
+    /// Unchoked, reading what we send, and asking for more (see `State::active_unchoked`).
+    fn holds_slot(&self) -> bool {
+        !self.am_choking && !self.stalled && self.last_upload.elapsed() < SLOT_IDLE
+    }
+}
+
 /// See `PeerEntry::last_upload`.
 const SLOT_IDLE: Duration = Duration::from_millis(500);
 
@@ -541,6 +548,11 @@ impl Shared {
                 st.fill_free_slot(self.config.upload_slots + 1);
             }
         }
+    }
+
+    /// Misuse on record for a peer (see `PeerEntry::misuse`).
+    pub(crate) fn misuse_of(&self, key: u64) -> u32 {
+        self.state.lock().peers.get(&key).map_or(0, |p| p.misuse)
     }
 
     /// A peer flooded us with requests past its cap: on the record of its IP (see `State::misuse`).
@@ -1426,10 +1438,7 @@ impl State {
     /// Unchoked peers that hold an upload slot: a stalled one does not, nor one that has asked for
     /// nothing for a while.
     fn active_unchoked(&self) -> usize {
-        self.peers
-            .values()
-            .filter(|p| !p.am_choking && !p.stalled && p.last_upload.elapsed() < SLOT_IDLE)
-            .count()
+        self.peers.values().filter(|p| p.holds_slot()).count()
     }
 
     /// Puts one more misuse on the record of the peer's IP (and the peer's own).
@@ -1450,10 +1459,10 @@ impl State {
     /// of those with the least misuse on record (stalling a slot, flooding requests), one of those that
     /// have had the fewest turns, so an honest newcomer goes before peers that misused a slot or had
     /// one and did not use it.
+    ///
+    /// When every slot is held, a waiting peer with less misuse than a holder takes that holder's slot:
+    /// a peer with misuse on record keeps a slot only while no cleaner peer waits.
     fn fill_free_slot(&mut self, slots: usize) {
-        if self.active_unchoked() >= slots {
-            return;
-        }
         let waiting = |p: &PeerEntry| p.peer_interested && p.am_choking && !p.stalled;
         let Some(best) = self
             .peers
@@ -1464,6 +1473,20 @@ impl State {
         else {
             return;
         };
+        if self.active_unchoked() >= slots {
+            let worst = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.holds_slot() && p.misuse > best.0)
+                .max_by_key(|(k, p)| (p.misuse, **k))
+                .map(|(k, _)| *k);
+            let Some(p) = worst.and_then(|k| self.peers.get_mut(&k)) else {
+                return;
+            };
+            p.am_choking = true;
+            p.optimistic = false;
+            let _ = p.tx.try_send(Command::Choke(true));
+        }
         let waiting: Vec<u64> = self
             .peers
             .iter()
@@ -1688,9 +1711,9 @@ mod tests {
                 .filter(|k| !st.peers[k].am_choking && !st.peers[k].stalled)
                 .collect()
         };
-        // Two reconnections took the slots before the honest peer came. Each slot a hostile peer gets,
-        // it stalls: the honest peer must get the first slot that frees (by chance among 59 peers with
-        // no turns, it would rarely be).
+        // Two reconnections took the slots before the honest peer came. The honest peer must take one
+        // of them at once; each slot a hostile peer gets, it stalls, and by chance among 59 peers with
+        // no turns the honest peer would rarely get the next.
         let mut given = 0;
         while shared.state.lock().peers[&honest].am_choking && given < 20 {
             let held = holding(shared);
@@ -1702,7 +1725,10 @@ mod tests {
             !shared.state.lock().peers[&honest].am_choking,
             "the honest peer holds a slot"
         );
-        assert_eq!(given, 1, "the first freed slot went to the honest peer");
+        assert_eq!(
+            given, 0,
+            "the honest peer took a hostile peer's slot at once"
+        );
     }
 
     #[tokio::test]
