@@ -39,6 +39,10 @@ const MAX_PEER_QUEUED_BYTES: usize = 8 << 20;
 /// dropped: a peer keeps at most its queue (500 here) in flight, so past twice that it is flooding, and
 /// reading and refusing its requests would cost us CPU at the speed of the link.
 const MAX_REFUSED_REQUESTS: usize = 2 * MAX_PEER_REQUESTS;
+/// The fewest refused requests before a drop: a peer whose IP has misuse on record (it flooded us or
+/// stalled an upload slot before) is allowed half as many per misuse, down to this, so a flooder that
+/// keeps reconnecting costs little to turn away.
+const MIN_REFUSED_REQUESTS: usize = 32;
 /// Bytes of hash and metadata replies queued for a peer and not yet taken by its writer; a request
 /// beyond this is rejected, so a peer that does not read cannot make us build up replies.
 const MAX_PEER_REPLY_BYTES: usize = 1 << 20;
@@ -575,6 +579,8 @@ struct PeerTask {
     uploads: Arc<Uploads>,
     /// Requests refused since we last unchoked the peer.
     refused: usize,
+    /// Refused requests before it is dropped: see `MIN_REFUSED_REQUESTS`; set at the first refusal.
+    max_refused: Option<usize>,
     /// The id the peer wants `ut_metadata` messages under, if it supports them.
     their_ut_metadata: Option<u8>,
     /// The id for `ut_pex` messages (never set for private torrents), when the next is due, and what the
@@ -630,6 +636,7 @@ async fn run(
         snubbed: false,
         uploads,
         refused: 0,
+        max_refused: None,
         their_ut_metadata: None,
         their_ut_pex: None,
         their_dht: theirs.supports_dht(),
@@ -675,7 +682,12 @@ impl PeerTask {
     /// Counts a refused request; an error once the peer is flooding.
     fn refuse(&mut self) -> anyhow::Result<()> {
         self.refused += 1;
-        if self.refused > MAX_REFUSED_REQUESTS {
+        let max = *self.max_refused.get_or_insert_with(|| {
+            let misuse = self.shared.misuse_of(self.key).min(16);
+            (MAX_REFUSED_REQUESTS >> misuse).max(MIN_REFUSED_REQUESTS)
+        });
+        if self.refused > max {
+            self.shared.flooded(self.key);
             anyhow::bail!("{} requests refused: flooding", self.refused);
         }
         Ok(())

@@ -230,6 +230,20 @@ pub(crate) struct PeerEntry {
     pub last_upload: Instant,
     /// Times we unchoked it: a slot that frees goes to a peer that has had the fewest turns.
     pub turns: u32,
+    /// Misuse on record for its IP when it connected, plus its own since (`State::misuse`): the choker
+    /// serves peers with fewer before any with more, and a full peer table makes room by dropping the
+    /// one with the most.
+    pub misuse: u32,
+}
+
+/// IPs whose misuse `State::misuse` remembers, at most: when full, the record starts over.
+const MAX_MISUSE_RECORDS: usize = 4096;
+
+impl PeerEntry {
+    /// Unchoked, reading what we send, and asking for more (see `State::active_unchoked`).
+    fn holds_slot(&self) -> bool {
+        !self.am_choking && !self.stalled && self.last_upload.elapsed() < SLOT_IDLE
+    }
 }
 
 /// See `PeerEntry::last_upload`.
@@ -249,6 +263,10 @@ pub(crate) struct State {
     pub known: VecDeque<SocketAddr>,
     pub connected: HashSet<SocketAddr>,
     strikes: HashMap<IpAddr, u32>,
+    /// Times a peer from this IP held an upload slot and stopped reading, or flooded us with requests
+    /// past its cap. Kept across connections, since a hostile peer that is dropped reconnects with a
+    /// clean slate otherwise and is as likely as an honest newcomer to get the next free slot.
+    misuse: HashMap<IpAddr, u32>,
     pub banned: HashSet<IpAddr>,
     /// Recently used pieces; an entry being read from disk is an empty cell others wait on, so many
     /// requests for one piece cause one read.
@@ -453,8 +471,24 @@ impl Shared {
             return None;
         }
         let mut st = self.state.lock();
-        if st.banned.contains(&addr.ip()) || st.peers.len() >= self.config.max_peers {
+        if st.banned.contains(&addr.ip()) {
             return None;
+        }
+        let misuse = st.misuse.get(&addr.ip()).copied().unwrap_or(0);
+        if st.peers.len() >= self.config.max_peers {
+            // Full: make room by dropping the peer with the worst record, if it is worse than the
+            // newcomer's, so connections that misuse us cannot keep an honest peer out.
+            let worst = st
+                .peers
+                .iter()
+                .filter(|(_, p)| p.misuse > misuse)
+                .max_by_key(|(k, p)| (p.misuse, std::cmp::Reverse(**k)))
+                .map(|(k, _)| *k)?;
+            tracing::debug!(
+                "peer table full: dropping {} for {addr}",
+                st.peers[&worst].addr
+            );
+            self.remove_entry(&mut st, worst);
         }
         if let Some(budget) = &self.config.peer_budget {
             if !budget.try_take() {
@@ -489,6 +523,7 @@ impl Shared {
                 stalled: false,
                 last_upload: Instant::now(),
                 turns: 0,
+                misuse,
             },
         );
         st.connected.insert(addr);
@@ -497,7 +532,13 @@ impl Shared {
 
     pub(crate) fn remove_peer(&self, key: u64) {
         let mut st = self.state.lock();
+        self.remove_entry(&mut st, key);
+    }
+
+    /// Takes a peer out of the table (its connection is told to end) and gives its upload slot away.
+    fn remove_entry(&self, st: &mut State, key: u64) {
         if let Some(peer) = st.peers.remove(&key) {
+            let _ = peer.tx.try_send(Command::Disconnect);
             st.picker.peer_gone(&peer.bitfield);
             st.connected.remove(&peer.addr);
             if let Some(budget) = &self.config.peer_budget {
@@ -507,6 +548,16 @@ impl Shared {
                 st.fill_free_slot(self.config.upload_slots + 1);
             }
         }
+    }
+
+    /// Misuse on record for a peer (see `PeerEntry::misuse`).
+    pub(crate) fn misuse_of(&self, key: u64) -> u32 {
+        self.state.lock().peers.get(&key).map_or(0, |p| p.misuse)
+    }
+
+    /// A peer flooded us with requests past its cap: on the record of its IP (see `State::misuse`).
+    pub(crate) fn flooded(&self, key: u64) {
+        self.state.lock().note_misuse(key);
     }
 
     /// Stores a received block; when its piece is complete, verifies and writes it in the background,
@@ -785,6 +836,10 @@ impl Shared {
         }
         p.stalled = stalled;
         if stalled {
+            if !p.am_choking {
+                // It held a slot and stopped reading.
+                st.note_misuse(key);
+            }
             st.fill_free_slot(self.config.upload_slots + 1);
         }
     }
@@ -840,17 +895,13 @@ impl Shared {
     }
 
     /// Unchokes a newly interested peer at once when a slot is free (the choker rebalances later).
+    /// (The free slot goes to the best waiting peer, which is this one unless its record is worse.)
     pub(crate) fn peer_interested(&self, key: u64, interested: bool) {
         let mut st = self.state.lock();
-        let unchoked = st.active_unchoked();
-        let slots = self.config.upload_slots + 1;
         if let Some(p) = st.peers.get_mut(&key) {
             p.peer_interested = interested;
-            if interested && p.am_choking && !p.stalled && unchoked < slots {
-                p.am_choking = false;
-                p.last_upload = Instant::now();
-                p.turns += 1;
-                let _ = p.tx.try_send(Command::Choke(false));
+            if interested {
+                st.fill_free_slot(self.config.upload_slots + 1);
             }
         }
     }
@@ -866,13 +917,15 @@ impl Shared {
             p.down_mark = p.downloaded;
             p.up_mark = p.uploaded;
         }
-        let mut candidates: Vec<(u64, f64)> = st
+        // Peers with less misuse on record first, then by rate.
+        let mut candidates: Vec<(u64, u32, f64)> = st
             .peers
             .iter()
             .filter(|(_, p)| p.peer_interested && !p.stalled)
-            .map(|(k, p)| (*k, if seeding { p.rate_up } else { p.rate_down }))
+            .map(|(k, p)| (*k, p.misuse, if seeding { p.rate_up } else { p.rate_down }))
             .collect();
-        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        candidates.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
+        let cleanest = candidates.first().map_or(0, |c| c.1);
         let regular: HashSet<u64> = candidates
             .iter()
             .take(self.config.upload_slots)
@@ -887,6 +940,7 @@ impl Shared {
         if rotate || optimistic.is_none() {
             let others: Vec<u64> = candidates
                 .iter()
+                .filter(|c| c.1 == cleanest)
                 .map(|c| c.0)
                 .filter(|k| !regular.contains(k) && Some(*k) != optimistic)
                 .collect();
@@ -1181,6 +1235,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
             known: VecDeque::new(),
             connected: HashSet::new(),
             strikes: HashMap::new(),
+            misuse: HashMap::new(),
             banned: HashSet::new(),
             cache: VecDeque::new(),
             last_optimistic: Instant::now(),
@@ -1383,33 +1438,59 @@ impl State {
     /// Unchoked peers that hold an upload slot: a stalled one does not, nor one that has asked for
     /// nothing for a while.
     fn active_unchoked(&self) -> usize {
-        self.peers
-            .values()
-            .filter(|p| !p.am_choking && !p.stalled && p.last_upload.elapsed() < SLOT_IDLE)
-            .count()
+        self.peers.values().filter(|p| p.holds_slot()).count()
+    }
+
+    /// Puts one more misuse on the record of the peer's IP (and the peer's own).
+    fn note_misuse(&mut self, key: u64) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        p.misuse = p.misuse.saturating_add(1);
+        let ip = p.addr.ip();
+        if self.misuse.len() >= MAX_MISUSE_RECORDS && !self.misuse.contains_key(&ip) {
+            self.misuse.clear();
+        }
+        let n = self.misuse.entry(ip).or_insert(0);
+        *n = n.saturating_add(1);
     }
 
     /// Unchokes one interested, choked peer that is not stalled if fewer than `slots` peers hold a slot:
-    /// one of those that have had the fewest turns, so a newcomer goes before peers that had a slot and
-    /// did not use it.
+    /// of those with the least misuse on record (stalling a slot, flooding requests), one of those that
+    /// have had the fewest turns, so an honest newcomer goes before peers that misused a slot or had
+    /// one and did not use it.
+    ///
+    /// When every slot is held, a waiting peer with less misuse than a holder takes that holder's slot:
+    /// a peer with misuse on record keeps a slot only while no cleaner peer waits.
     fn fill_free_slot(&mut self, slots: usize) {
-        if self.active_unchoked() >= slots {
-            return;
-        }
         let waiting = |p: &PeerEntry| p.peer_interested && p.am_choking && !p.stalled;
-        let Some(fewest) = self
+        let Some(best) = self
             .peers
             .values()
             .filter(|p| waiting(p))
-            .map(|p| p.turns)
+            .map(|p| (p.misuse, p.turns))
             .min()
         else {
             return;
         };
+        if self.active_unchoked() >= slots {
+            let worst = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.holds_slot() && p.misuse > best.0)
+                .max_by_key(|(k, p)| (p.misuse, **k))
+                .map(|(k, _)| *k);
+            let Some(p) = worst.and_then(|k| self.peers.get_mut(&k)) else {
+                return;
+            };
+            p.am_choking = true;
+            p.optimistic = false;
+            let _ = p.tx.try_send(Command::Choke(true));
+        }
         let waiting: Vec<u64> = self
             .peers
             .iter()
-            .filter(|(_, p)| waiting(p) && p.turns == fewest)
+            .filter(|(_, p)| waiting(p) && (p.misuse, p.turns) == best)
             .map(|(k, _)| *k)
             .collect();
         if waiting.is_empty() {
@@ -1584,10 +1665,101 @@ mod tests {
         );
     }
 
-    use super::PeerBudget;
+    use super::{Command, PeerBudget, Shared};
     use std::collections::HashSet;
     use std::net::SocketAddr;
     use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_freed_upload_slot_goes_to_a_newcomer_before_reconnections_from_an_ip_that_stalled_slots(
+    ) {
+        let seed = crate::testutil::seed(64 * 1024, 16 * 1024, |c| {
+            c.upload_slots = 1;
+            c.max_peers = 100;
+        })
+        .await;
+        let shared = &seed.handle.shared;
+        let mut receivers = Vec::new();
+        let mut add = |shared: &Shared, ip: [u8; 4], port: u16| {
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            receivers.push(rx);
+            let key = shared
+                .add_peer(SocketAddr::from((ip, port)), false, tx)
+                .expect("room");
+            shared.peer_interested(key, true);
+            key
+        };
+        // Two slots (one regular, one optimistic): two peers from the hostile IP take them and stall.
+        let hostile = [127, 0, 0, 9];
+        let first: Vec<u64> = (0..2).map(|i| add(shared, hostile, 1000 + i)).collect();
+        for k in &first {
+            assert!(
+                !shared.state.lock().peers[k].am_choking,
+                "a free slot is taken at once"
+            );
+            shared.set_stalled(*k, true);
+            shared.remove_peer(*k);
+        }
+        // They come back on new connections (no turns yet), with many more, and the honest peer last.
+        let again: Vec<u64> = (0..60).map(|i| add(shared, hostile, 2000 + i)).collect();
+        let honest = add(shared, [127, 0, 0, 3], 3000);
+        let holding = |shared: &Shared| -> Vec<u64> {
+            let st = shared.state.lock();
+            again
+                .iter()
+                .copied()
+                .filter(|k| !st.peers[k].am_choking && !st.peers[k].stalled)
+                .collect()
+        };
+        // Two reconnections took the slots before the honest peer came. The honest peer must take one
+        // of them at once; each slot a hostile peer gets, it stalls, and by chance among 59 peers with
+        // no turns the honest peer would rarely get the next.
+        let mut given = 0;
+        while shared.state.lock().peers[&honest].am_choking && given < 20 {
+            let held = holding(shared);
+            assert!(!held.is_empty(), "the slots are held");
+            shared.set_stalled(held[0], true);
+            given += 1;
+        }
+        assert!(
+            !shared.state.lock().peers[&honest].am_choking,
+            "the honest peer holds a slot"
+        );
+        assert_eq!(
+            given, 0,
+            "the honest peer took a hostile peer's slot at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_peer_table_drops_the_peer_with_the_worst_record_for_a_newcomer() {
+        let seed = crate::testutil::seed(64 * 1024, 16 * 1024, |c| c.max_peers = 3).await;
+        let shared = &seed.handle.shared;
+        let mut receivers = Vec::new();
+        let mut add = |shared: &Shared, ip: [u8; 4], port: u16| {
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            receivers.push(rx);
+            shared.add_peer(SocketAddr::from((ip, port)), false, tx)
+        };
+        let clean = add(shared, [127, 0, 0, 5], 1).expect("room");
+        let flooder = add(shared, [127, 0, 0, 9], 1).expect("room");
+        add(shared, [127, 0, 0, 6], 1).expect("room");
+        // Full, nobody misbehaved: a newcomer is refused, nobody is dropped.
+        assert!(add(shared, [127, 0, 0, 7], 1).is_none());
+        shared.flooded(flooder);
+        // The flooder's IP cannot take its own place back, but an honest newcomer takes it.
+        assert!(add(shared, [127, 0, 0, 9], 2).is_none());
+        let newcomer = add(shared, [127, 0, 0, 7], 2).expect("the flooder makes room");
+        let st = shared.state.lock();
+        assert!(!st.peers.contains_key(&flooder), "the flooder was dropped");
+        assert!(st.peers.contains_key(&clean) && st.peers.contains_key(&newcomer));
+        assert_eq!(st.peers.len(), 3);
+        drop(st);
+        assert!(
+            matches!(receivers[1].try_recv(), Ok(Command::Disconnect)),
+            "the flooder's connection is told to end"
+        );
+    }
 
     #[tokio::test]
     async fn the_optimistic_unchoke_rotates_over_every_choked_interested_peer() {
