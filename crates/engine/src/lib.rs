@@ -43,7 +43,7 @@ pub use conns::{
 pub use picker::{Picker, Received, BLOCK};
 pub use rate::Limiter;
 pub use session::Session;
-pub use storage::{piece_matches, DiskError, Storage};
+pub use storage::{piece_matches, DiskError, FilePathsError, Storage};
 pub use stream::{ReadError, Reader};
 pub use torrent::{
     new_peer_id, start, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,

@@ -68,6 +68,11 @@ pub struct TorrentConfig {
     pub lsd_group: SocketAddr,
     /// The announce list to use instead of the torrent's own (`None`: the torrent's).
     pub trackers: Option<Vec<Vec<String>>>,
+    /// Per file, the path components below `download_dir` where its data lives, when they differ from
+    /// the torrent's own paths (a renamed file or folder). Each component must be a valid file name
+    /// (`metainfo::validate_component`: no `..`, no separators), so every path stays inside the
+    /// directory; the storage opens them through `metainfo::beneath` like the torrent's own.
+    pub file_paths: Option<Vec<Vec<String>>>,
 }
 
 /// Connections allowed across many torrents.
@@ -154,6 +159,7 @@ impl TorrentConfig {
             lsd: false,
             lsd_group: crate::lsd::DEFAULT_GROUP,
             trackers: None,
+            file_paths: None,
         }
     }
 }
@@ -1110,7 +1116,8 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         config.file_priorities.as_deref(),
     );
 
-    let storage = Storage::new(&torrent, &config.download_dir);
+    let file_paths = config.file_paths.clone();
+    let storage = Storage::with_paths(&torrent, &config.download_dir, file_paths.as_deref())?;
     // Files first, so the recheck finds the content where the storage will write it.
     storage.create_files(config.selected_files.as_deref())?;
     let resume = config
@@ -1119,11 +1126,23 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         .filter(|r| r.have.len() == piece_count);
     let recheck_torrent = torrent.clone();
     let dir = config.download_dir.clone();
+    let recheck_storage = Storage::with_paths(&torrent, &dir, file_paths.as_deref())?;
+    // The full check reads the files where they are on disk.
+    let verify_torrent = match &file_paths {
+        Some(paths) => {
+            let mut t = (*torrent).clone();
+            for (f, p) in t.files.iter_mut().zip(paths) {
+                f.path = p.clone();
+            }
+            Arc::new(t)
+        }
+        None => torrent.clone(),
+    };
     let have = tokio::task::spawn_blocking(move || match resume {
         Some(resume) if !resume.check_unlisted => resume.have,
         Some(resume) => {
             // Pieces verified after the resume data was saved are on disk already: find them.
-            let storage = Storage::new(&recheck_torrent, &dir);
+            let storage = recheck_storage;
             let mut have = resume.have;
             let mut buf = Vec::new();
             for i in 0..piece_count {
@@ -1140,7 +1159,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
             have
         }
         None => {
-            let report = metainfo::verify(&recheck_torrent, &dir, &AtomicU64::new(0));
+            let report = metainfo::verify(&verify_torrent, &dir, &AtomicU64::new(0));
             let mut have = Bitfield::new(piece_count);
             for (i, ok) in report.piece_ok.iter().enumerate() {
                 if *ok {

@@ -1390,3 +1390,144 @@ fn start_added_torrents_off_adds_them_stopped() {
     });
     assert_eq!(status(&d, 1)["status"], 0, "added stopped");
 }
+
+/// One RPC call expected to fail: its `result` string.
+fn rpc_refused(d: &Daemon, body: &Value) -> String {
+    let v = rpc(d, body);
+    let result = v["result"].as_str().unwrap_or_default().to_string();
+    assert_ne!(result, "success", "{body}: {v}");
+    assert!(!result.is_empty(), "{v}");
+    result
+}
+
+#[test]
+fn rename_path_renames_on_disk_keeps_seeding_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed, data_dir, torrent) = seeded(
+        dir.path(),
+        "pair",
+        &[("a.bin", 100_000), ("b.bin", 70_000)],
+        &url,
+    );
+    let solo_dir = dir.path().join("solo-src");
+    std::fs::create_dir_all(&solo_dir).unwrap();
+    std::fs::write(solo_dir.join("solo.bin"), data(9, 50_000)).unwrap();
+    let solo = dir.path().join("solo.torrent");
+    create_torrent(&solo_dir.join("solo.bin"), &solo, "32K", None);
+    let dl = dir.path().join("dl");
+    let state = dir.path().join("state");
+    let mut d = start_daemon(&state, &dl, "daemon.err", None);
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&torrent)}}),
+    );
+    assert_eq!(v["arguments"]["torrent-added"]["id"], 1, "{v}");
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&solo), "paused": true}}),
+    );
+    assert_eq!(v["arguments"]["torrent-added"]["id"], 2, "{v}");
+    wait_torrent(&d, 1, &["percentDone"], "the download", |t| {
+        t["percentDone"] == 1.0
+    });
+
+    // Refusals, each a result string, nothing changed.
+    let rename = |ids: Value, path: &str, name: &str| json!({"method": "torrent-rename-path", "arguments": {"ids": ids, "path": path, "name": name}});
+    for (body, says) in [
+        (rename(json!([1]), "pair/a.bin", "x/y"), "separator"),
+        (rename(json!([1]), "pair/a.bin", ".."), "bad name"),
+        (rename(json!([1]), "pair/a.bin", "b.bin"), "already"),
+        (
+            rename(json!([1]), "pair/nothing", "c.bin"),
+            "no file or folder",
+        ),
+        (rename(json!([1, 2]), "pair/a.bin", "c.bin"), "exactly one"),
+        (
+            json!({"method": "torrent-rename-path", "arguments": {"path": "pair", "name": "c"}}),
+            "exactly one",
+        ),
+    ] {
+        let result = rpc_refused(&d, &body);
+        assert!(result.contains(says), "{body}: {result}");
+    }
+    assert!(dl.join("pair/a.bin").is_file());
+
+    // A file, then the top folder.
+    let v = rpc(&d, &rename(json!([1]), "pair/a.bin", "first.bin"));
+    assert_eq!(v["result"], "success", "{v}");
+    assert_eq!(
+        v["arguments"],
+        json!({"path": "pair/a.bin", "name": "first.bin", "id": 1})
+    );
+    let v = rpc(&d, &rename(json!([1]), "pair", "Pair2"));
+    assert_eq!(v["result"], "success", "{v}");
+    let want_a = std::fs::read(data_dir.join("pair/a.bin")).unwrap();
+    let want_b = std::fs::read(data_dir.join("pair/b.bin")).unwrap();
+    assert_eq!(std::fs::read(dl.join("Pair2/first.bin")).unwrap(), want_a);
+    assert_eq!(std::fs::read(dl.join("Pair2/b.bin")).unwrap(), want_b);
+    assert!(!dl.join("pair").exists());
+    // The single-file torrent's name is its file's: renamed before it has any data.
+    let v = rpc(&d, &rename(json!([2]), "solo.bin", "alone.bin"));
+    assert_eq!(v["result"], "success", "{v}");
+
+    let names = |d: &Daemon| {
+        let v = rpc(
+            d,
+            &json!({"method": "torrent-get", "arguments": {"ids": [1, 2], "fields": ["id", "name", "files", "percentDone"]}}),
+        );
+        let t = &v["arguments"]["torrents"];
+        let files: Vec<Value> = t[0]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].clone())
+            .collect();
+        (t[0]["name"].clone(), files, t[1]["name"].clone())
+    };
+    let want = (
+        json!("Pair2"),
+        vec![json!("Pair2/first.bin"), json!("Pair2/b.bin")],
+        json!("alone.bin"),
+    );
+    assert_eq!(names(&d), want);
+    // Started again from its resume data: whole, and seeding to a new downloader.
+    wait_torrent(&d, 1, &["percentDone", "status"], "seeding again", |t| {
+        t["percentDone"] == 1.0 && t["status"] == 6
+    });
+    let port = rpc(&d, &json!({"method": "session-get"}))["arguments"]["peer-port"]
+        .as_u64()
+        .unwrap();
+    let out = dir.path().join("out");
+    spore_ok(&[
+        "get",
+        s(&torrent),
+        "-o",
+        s(&out),
+        "--listen",
+        "127.0.0.1:0",
+        "--peer",
+        &format!("127.0.0.1:{port}"),
+        "--no-seed",
+        "--no-dht",
+        "--no-trackers",
+    ]);
+    assert_eq!(std::fs::read(out.join("pair/a.bin")).unwrap(), want_a);
+    assert_eq!(std::fs::read(out.join("pair/b.bin")).unwrap(), want_b);
+
+    // Kept across a restart, without a full check.
+    d.proc.terminate();
+    d.proc.wait_exit(T);
+    let d = start_daemon(&state, &dl, "daemon2.err", None);
+    assert_eq!(names(&d), want);
+    wait_torrent(
+        &d,
+        1,
+        &["percentDone", "status"],
+        "seeding after the restart",
+        |t| t["percentDone"] == 1.0 && t["status"] == 6,
+    );
+    let log = std::fs::read_to_string(&d.proc.stderr).unwrap_or_default();
+    assert!(log.contains("(fast resume)"), "{log}");
+    assert!(!dl.join("pair").exists());
+}

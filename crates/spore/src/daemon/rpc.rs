@@ -477,9 +477,24 @@ impl Rpc {
                 self.daemon.queue_move(&ids, how);
                 none
             }
-            "torrent-rename-path" => Err(Fail::Failed(
-                "torrent-rename-path is not supported by Spore".into(),
-            )),
+            "torrent-rename-path" => {
+                let path = str_arg(&args, "path")?
+                    .ok_or_else(|| params("torrent-rename-path needs a path"))?;
+                let name = str_arg(&args, "name")?
+                    .ok_or_else(|| params("torrent-rename-path needs a name"))?;
+                let mut chosen = self.select(&args)?;
+                if chosen.len() != 1 {
+                    return Err(params("torrent-rename-path takes exactly one torrent"));
+                }
+                let (number, slot) = chosen.remove(0);
+                let id = slot.lock().id;
+                let (path, name) = self.daemon.rename_path(&id, &path, &name).await?;
+                let mut m = Map::new();
+                m.insert("path".into(), json!(path));
+                m.insert("name".into(), json!(name));
+                m.insert("id".into(), json!(number));
+                Ok(m)
+            }
             "group-get" => {
                 let mut m = Map::new();
                 m.insert("group".into(), json!([]));
