@@ -656,7 +656,20 @@ fn the_python_transmission_rpc_library_drives_the_daemon() {
     assert!(queue["done_date"].as_u64() > Some(0), "{queue}");
     assert_eq!(step("stats")["torrents"], 1);
     assert_eq!(step("moved")["download_dir"], s(&moved));
+    let renamed = step("renamed");
+    assert_eq!(
+        renamed["answers"],
+        json!([["show/e2.mkv", "e2-renamed.mkv"], ["show", "Show"]]),
+        "{renamed}"
+    );
+    assert_eq!(renamed["name"], "Show", "{renamed}");
+    assert_eq!(
+        renamed["files"],
+        json!(["Show/e1.mkv", "Show/e2-renamed.mkv"]),
+        "{renamed}"
+    );
     assert_eq!(step("removed")["left"], json!([]));
+    assert!(!moved.join("Show").exists());
     // Moved whole, then deleted with the torrent; the seed's copy is what it was.
     assert!(!moved.join("show").exists());
     assert!(!dl.join("show").exists());
