@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use metainfo::Torrent;
@@ -73,6 +73,23 @@ pub struct TorrentConfig {
     /// (`metainfo::validate_component`: no `..`, no separators), so every path stays inside the
     /// directory; the storage opens them through `metainfo::beneath` like the torrent's own.
     pub file_paths: Option<Vec<Vec<String>>>,
+}
+
+/// The last announce to one tracker, as a status view shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    /// When the last announce finished.
+    pub last_announce: Option<SystemTime>,
+    /// `Ok(())`, or why it failed.
+    pub result: Option<Result<(), String>>,
+    /// Peers, seeders and leechers the last successful reply gave (its `complete`/`incomplete`).
+    pub peers: usize,
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
+    /// When the next regular announce is due.
+    pub next_announce: Option<SystemTime>,
+    /// An announce to it is under way.
+    pub announcing: bool,
 }
 
 /// Connections allowed across many torrents.
@@ -302,6 +319,8 @@ pub struct Shared {
     pub(crate) next_reader: AtomicU64,
     /// Signalled to announce at once rather than at the end of the interval.
     announce_now: Notify,
+    /// What each tracker (by URL) answered last, for status views.
+    tracker_stats: Mutex<HashMap<String, TrackerStats>>,
     stopping: watch::Sender<bool>,
     pub(crate) piece_sizes: Vec<u32>,
     /// Whole pieces waiting to be hashed and written. A peer that completes a piece waits for a slot
@@ -1021,7 +1040,22 @@ impl Shared {
         let tiers = self.tiers.lock().clone();
         for (t, tier) in tiers.iter().enumerate() {
             for (position, url) in tier.iter().enumerate() {
-                match crate::tracker::announce(url, &params, self.bind_ip()).await {
+                self.note_tracker(url, |s| s.announcing = true);
+                let answer = crate::tracker::announce(url, &params, self.bind_ip()).await;
+                self.note_tracker(url, |s| {
+                    s.announcing = false;
+                    s.last_announce = Some(SystemTime::now());
+                    match &answer {
+                        Ok(r) => {
+                            s.result = Some(Ok(()));
+                            s.peers = r.peers.len();
+                            s.seeders = Some(r.seeders);
+                            s.leechers = Some(r.leechers);
+                        }
+                        Err(e) => s.result = Some(Err(format!("{e:#}"))),
+                    }
+                });
+                match answer {
                     Ok(r) => {
                         tracing::debug!("{url}: {} peers", r.peers.len());
                         self.add_peers(r.peers);
@@ -1036,6 +1070,22 @@ impl Shared {
             }
         }
         interval
+    }
+
+    /// Changes what is known of tracker `url`'s announces. At most one entry per URL of the announce
+    /// list: entries of URLs no longer in it are dropped here.
+    fn note_tracker(&self, url: &str, change: impl FnOnce(&mut TrackerStats)) {
+        let tiers = self.tiers.lock().clone();
+        let mut stats = self.tracker_stats.lock();
+        stats.retain(|u, _| tiers.iter().flatten().any(|t| t == u));
+        if tiers.iter().flatten().any(|t| t == url) {
+            change(stats.entry(url.to_string()).or_default());
+        }
+    }
+
+    /// What each tracker of the announce list answered last, by URL.
+    pub fn tracker_stats(&self) -> HashMap<String, TrackerStats> {
+        self.tracker_stats.lock().clone()
     }
 
     pub async fn wait_complete(&self) {
@@ -1219,6 +1269,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         piece_done: Notify::new(),
         next_reader: AtomicU64::new(0),
         announce_now: Notify::new(),
+        tracker_stats: Mutex::new(HashMap::new()),
         stopping,
         verify_slots: Arc::new(tokio::sync::Semaphore::new(verify_slots(
             config.torrent.piece_length,
@@ -1342,6 +1393,10 @@ async fn tracker_loop(shared: Arc<Shared>) {
             .announce_all(event)
             .await
             .unwrap_or(Duration::from_secs(60));
+        let next = SystemTime::now() + interval;
+        for s in shared.tracker_stats.lock().values_mut() {
+            s.next_announce = Some(next);
+        }
         event = TrackerEvent::None;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -1544,3 +1544,79 @@ fn rename_path_renames_on_disk_keeps_seeding_and_survives_a_restart() {
     assert!(log.contains("(fast resume)"), "{log}");
     assert!(!dl.join("pair").exists());
 }
+
+#[test]
+fn tracker_stats_report_the_real_announce_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed, _data_dir, torrent) = seeded(dir.path(), "stats", &[("stats", 120_000)], &url);
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&torrent)}}),
+    );
+    let hash = v["arguments"]["torrent-added"]["hashString"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_torrent(&d, 1, &["percentDone"], "the download", |t| {
+        t["percentDone"] == 1.0
+    });
+    // A second tracker nobody answers on.
+    let dead = "http://127.0.0.1:9/announce";
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerAdd": [dead]}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let t = wait_torrent(
+        &d,
+        1,
+        &["trackerStats"],
+        "both trackers announced to",
+        |t| {
+            let s = &t["trackerStats"];
+            s[0]["hasAnnounced"] == true && s[1]["hasAnnounced"] == true
+        },
+    );
+    let (ok, bad) = (&t["trackerStats"][0], &t["trackerStats"][1]);
+    assert_eq!(ok["announce"], url.as_str(), "{t}");
+    assert_eq!(ok["lastAnnounceSucceeded"], true, "{ok}");
+    assert_eq!(ok["lastAnnounceResult"], "Success", "{ok}");
+    // The seed and this daemon, both complete.
+    assert!(ok["seederCount"].as_i64() >= Some(1), "{ok}");
+    assert!(ok["leecherCount"].as_i64() >= Some(0), "{ok}");
+    assert!(
+        ok["lastAnnounceTime"].as_u64() >= Some(before - 120),
+        "{ok}"
+    );
+    assert!(
+        ok["nextAnnounceTime"].as_u64() > ok["lastAnnounceTime"].as_u64(),
+        "{ok}"
+    );
+    assert_eq!(bad["announce"], dead, "{t}");
+    assert_eq!(bad["lastAnnounceSucceeded"], false, "{bad}");
+    assert!(
+        bad["lastAnnounceResult"]
+            .as_str()
+            .is_some_and(|r| r.contains("connect")),
+        "{bad}"
+    );
+    assert_eq!(bad["seederCount"], -1, "{bad}");
+    // The JSON API's tracker entries carry the same.
+    let view = d.torrent(&hash);
+    let entries = &view["trackers"];
+    assert_eq!(entries[0]["last_result"], "ok", "{view}");
+    assert!(entries[0]["seeders"].as_u64() >= Some(1), "{view}");
+    assert!(
+        entries[1]["last_result"]
+            .as_str()
+            .is_some_and(|r| r != "ok"),
+        "{view}"
+    );
+}

@@ -1764,6 +1764,12 @@ impl Daemon {
                     })
                     .collect()
             });
+            let announced = e
+                .handle
+                .as_ref()
+                .map(|h| h.shared.tracker_stats())
+                .unwrap_or_default();
+            let announced = &announced;
             let trackers: Vec<Value> = e
                 .record
                 .trackers
@@ -1774,7 +1780,15 @@ impl Daemon {
                         .iter()
                         .enumerate()
                         .flat_map(|(tier, urls)| {
-                            urls.iter().map(move |u| json!({"tier": tier, "url": u}))
+                            urls.iter().map(move |u| {
+                                let mut entry = json!({"tier": tier, "url": u});
+                                if let (Some(obj), Some(s)) =
+                                    (entry.as_object_mut(), announced.get(u))
+                                {
+                                    obj.extend(tracker_stats_json(s));
+                                }
+                                entry
+                            })
                         })
                         .collect()
                 });
@@ -2009,6 +2023,34 @@ fn file_progress(
     let last = (f.offset + f.length - 1) / t.piece_length;
     let got = (first..=last).filter(|p| have.get(*p as u32)).count();
     got as f64 / (last - first + 1) as f64
+}
+
+/// A tracker's last announce for the JSON API: times in seconds since the epoch, `last_result` "ok"
+/// or the error, counts from the last successful reply.
+fn tracker_stats_json(s: &engine::TrackerStats) -> serde_json::Map<String, Value> {
+    let secs = |t: Option<std::time::SystemTime>| {
+        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("last_announce".into(), json!(secs(s.last_announce)));
+    m.insert(
+        "last_result".into(),
+        json!(s.result.as_ref().map(|r| match r {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.clone(),
+        })),
+    );
+    m.insert(
+        "announce_ok".into(),
+        json!(s.result.as_ref().map(|r| r.is_ok())),
+    );
+    m.insert("last_peers".into(), json!(s.peers));
+    m.insert("seeders".into(), json!(s.seeders));
+    m.insert("leechers".into(), json!(s.leechers));
+    m.insert("next_announce".into(), json!(secs(s.next_announce)));
+    m.insert("announcing".into(), json!(s.announcing));
+    m
 }
 
 /// Deletes the torrent's own files, then the directories they leave empty (never anything else). No

@@ -1011,17 +1011,27 @@ impl Rpc {
                 "trackers" => json!(trackers(&view).into_iter().map(|(id, tier, url)| json!({
                     "id": id, "tier": tier, "announce": url, "scrape": scrape_url(&url), "sitename": sitename(&url),
                 })).collect::<Vec<_>>()),
-                "trackerStats" => json!(trackers(&view).into_iter().map(|(id, tier, url)| json!({
+                "trackerStats" => json!(trackers(&view).into_iter().map(|(id, tier, url)| {
+                    let s = &view["trackers"][id];
+                    let has = s["announce_ok"].is_boolean();
+                    // Transmission's tr_tracker_state: 0 inactive, 1 waiting, 3 active.
+                    let state = if s["announcing"] == true { 3 } else if s["next_announce"].is_u64() { 1 } else { 0 };
+                    json!({
                     "id": id, "tier": tier, "announce": url, "scrape": scrape_url(&url),
                     "sitename": sitename(&url), "host": sitename(&url),
-                    "announceState": 0, "scrapeState": 0, "downloadCount": -1, "leecherCount": -1,
-                    "seederCount": -1, "lastAnnouncePeerCount": 0, "lastAnnounceResult": "",
-                    "lastAnnounceStartTime": 0, "lastAnnounceTime": 0, "lastAnnounceSucceeded": false,
+                    "announceState": state, "scrapeState": 0, "downloadCount": -1,
+                    "leecherCount": s["leechers"].as_u64().map_or(-1, |n| n as i64),
+                    "seederCount": s["seeders"].as_u64().map_or(-1, |n| n as i64),
+                    "lastAnnouncePeerCount": s["last_peers"].as_u64().unwrap_or(0),
+                    "lastAnnounceResult": match s["last_result"].as_str() { Some("ok") => "Success", Some(e) => e, None => "" },
+                    "lastAnnounceStartTime": 0,
+                    "lastAnnounceTime": s["last_announce"].as_u64().unwrap_or(0),
+                    "lastAnnounceSucceeded": s["announce_ok"] == true,
                     "lastAnnounceTimedOut": false, "lastScrapeResult": "", "lastScrapeStartTime": 0,
                     "lastScrapeTime": 0, "lastScrapeSucceeded": false, "lastScrapeTimedOut": false,
-                    "hasAnnounced": false, "hasScraped": false, "isBackup": false,
-                    "nextAnnounceTime": 0, "nextScrapeTime": 0,
-                })).collect::<Vec<_>>()),
+                    "hasAnnounced": has, "hasScraped": false, "isBackup": false,
+                    "nextAnnounceTime": s["next_announce"].as_u64().unwrap_or(0), "nextScrapeTime": 0,
+                })}).collect::<Vec<_>>()),
                 "trackerList" => {
                     let mut text = String::new();
                     let mut last = None;
