@@ -253,6 +253,25 @@ pub(crate) struct PeerEntry {
     pub last_upload: Instant,
     /// Times we unchoked it: a slot that frees goes to a peer that has had the fewest turns.
     pub turns: u32,
+    /// The client it names in its extension handshake (`v`), cleaned (`client_name`).
+    pub client: Option<String>,
+    /// It connected to us.
+    pub incoming: bool,
+}
+
+/// Longest client name kept from a peer's extension handshake, in characters.
+pub const MAX_CLIENT_NAME: usize = 64;
+
+/// A peer's self-declared client name made safe to show: control characters dropped, cut to
+/// `MAX_CLIENT_NAME` characters, `None` when nothing is left.
+pub(crate) fn client_name(v: &str) -> Option<String> {
+    let name: String = v
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_CLIENT_NAME)
+        .collect();
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// See `PeerEntry::last_upload`.
@@ -402,6 +421,12 @@ pub struct PeerInfo {
     /// Bytes per second over the last choker round.
     pub rate_down: f64,
     pub rate_up: f64,
+    /// The client name from its extension handshake, cleaned.
+    pub client: Option<String>,
+    /// It connected to us.
+    pub incoming: bool,
+    /// We do not choke it, and it wants data from us.
+    pub uploading_to: bool,
 }
 
 pub struct TorrentHandle {
@@ -455,6 +480,9 @@ impl Shared {
                 uploaded: p.uploaded,
                 rate_down: p.rate_down,
                 rate_up: p.rate_up,
+                client: p.client.clone(),
+                incoming: p.incoming,
+                uploading_to: !p.am_choking && p.peer_interested,
             })
             .collect()
     }
@@ -514,6 +542,8 @@ impl Shared {
                 stalled: false,
                 last_upload: Instant::now(),
                 turns: 0,
+                client: None,
+                incoming: !outgoing,
             },
         );
         st.connected.insert(addr);
@@ -1609,6 +1639,24 @@ impl TorrentHandle {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn client_names_are_cleaned_and_capped() {
+        use super::{client_name, MAX_CLIENT_NAME};
+        assert_eq!(
+            client_name("qBittorrent 4.6.2"),
+            Some("qBittorrent 4.6.2".into())
+        );
+        assert_eq!(
+            client_name("evil\u{1b}[31m\nname\0"),
+            Some("evil[31mname".into())
+        );
+        assert_eq!(client_name(" \t\r "), None);
+        let long = "x".repeat(1000);
+        assert_eq!(
+            client_name(&long).map(|n| n.chars().count()),
+            Some(MAX_CLIENT_NAME)
+        );
+    }
     #[tokio::test]
     async fn the_queue_of_addresses_to_dial_is_bounded_and_keeps_the_newest() {
         // No peer slots, so nothing is dialled and the queue only fills.

@@ -1620,3 +1620,65 @@ fn tracker_stats_report_the_real_announce_results() {
         "{view}"
     );
 }
+
+#[test]
+fn peers_show_their_client_names_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed, _data_dir, torrent) = seeded(dir.path(), "peers", &[("peers", 800_000)], &url);
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&torrent)}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    wait_torrent(&d, 1, &["percentDone"], "the download", |t| {
+        t["percentDone"] == 1.0
+    });
+    // A slow downloader that connects to the daemon.
+    let port = rpc(&d, &json!({"method": "session-get"}))["arguments"]["peer-port"]
+        .as_u64()
+        .unwrap();
+    let peer = format!("127.0.0.1:{port}");
+    let out = dir.path().join("out");
+    let _get = Proc::start(
+        &[
+            "get",
+            s(&torrent),
+            "-o",
+            s(&out),
+            "--listen",
+            "127.0.0.1:0",
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--no-trackers",
+            "--max-down",
+            "100K",
+        ],
+        dir.path().join("get.err"),
+    );
+    let t = wait_torrent(&d, 1, &["peers"], "the downloader uploaded to", |t| {
+        t["peers"].as_array().is_some_and(|peers| {
+            peers.iter().any(|p| {
+                p["isIncoming"] == true && p["flagStr"].as_str().is_some_and(|f| f.contains('U'))
+            })
+        })
+    });
+    let peers = t["peers"].as_array().unwrap();
+    let incoming = peers.iter().find(|p| p["isIncoming"] == true).unwrap();
+    assert!(
+        incoming["clientName"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("Spore ")),
+        "{t}"
+    );
+    assert!(incoming["flagStr"].as_str().unwrap().contains('I'), "{t}");
+    assert!(!incoming["flagStr"].as_str().unwrap().contains('E'), "{t}");
+    // The seed the daemon dialled is no incoming peer.
+    for p in peers.iter().filter(|p| p["isIncoming"] == false) {
+        assert!(!p["flagStr"].as_str().unwrap().contains('I'), "{t}");
+    }
+}

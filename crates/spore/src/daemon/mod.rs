@@ -1760,6 +1760,9 @@ impl Daemon {
                             "uploaded": p.uploaded,
                             "download_rate": p.rate_down,
                             "upload_rate": p.rate_up,
+                            "client": p.client,
+                            "incoming": p.incoming,
+                            "uploading_to": p.uploading_to,
                         })
                     })
                     .collect()

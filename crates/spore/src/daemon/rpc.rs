@@ -1049,15 +1049,23 @@ impl Rpc {
                     let addr: Option<std::net::SocketAddr> = p["addr"].as_str().and_then(|a| a.parse().ok());
                     let down = p["download_rate"].as_f64().unwrap_or(0.0) as u64;
                     let up = p["upload_rate"].as_f64().unwrap_or(0.0) as u64;
+                    let incoming = p["incoming"] == true;
+                    let uploading = up > 0 || p["uploading_to"] == true;
+                    // Transmission's letters: D downloading from it, U uploading to it, I it
+                    // connected to us (never E: Spore speaks plaintext).
+                    let mut flags = String::new();
+                    if down > 0 { flags.push('D'); }
+                    if uploading { flags.push('U'); }
+                    if incoming { flags.push('I'); }
                     json!({
                         "address": addr.map_or(String::new(), |a| a.ip().to_string()),
                         "port": addr.map_or(0, |a| a.port()),
-                        "clientName": "", "flagStr": "", "progress": 0.0,
+                        "clientName": p["client"].as_str().unwrap_or(""), "flagStr": flags, "progress": 0.0,
                         "rateToClient": down, "rateToPeer": up,
-                        "isDownloadingFrom": down > 0, "isUploadingTo": up > 0,
+                        "isDownloadingFrom": down > 0, "isUploadingTo": uploading,
                         "clientIsChoked": false, "clientIsInterested": false,
                         "peerIsChoked": false, "peerIsInterested": false,
-                        "isEncrypted": false, "isIncoming": false, "isUTP": false,
+                        "isEncrypted": false, "isIncoming": incoming, "isUTP": false,
                     })
                 }).collect::<Vec<_>>()),
                 "magnetLink" => view["magnet"].clone(),
