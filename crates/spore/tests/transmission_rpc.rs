@@ -1546,6 +1546,23 @@ fn rename_path_renames_on_disk_keeps_seeding_and_survives_a_restart() {
     let log = std::fs::read_to_string(&d.proc.stderr).unwrap_or_default();
     assert!(log.contains("(fast resume)"), "{log}");
     assert!(!dl.join("pair").exists());
+
+    // A move takes the files at their new names; a removal with data finds them there.
+    let lib = dir.path().join("lib");
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set-location", "arguments": {"ids": [1], "location": s(&lib), "move": true}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    assert_eq!(std::fs::read(lib.join("Pair2/first.bin")).unwrap(), want_a);
+    assert_eq!(std::fs::read(lib.join("Pair2/b.bin")).unwrap(), want_b);
+    assert!(!dl.join("Pair2").exists());
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-remove", "arguments": {"ids": [1], "delete-local-data": true}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    assert!(!lib.join("Pair2").exists());
 }
 
 #[test]
