@@ -43,11 +43,11 @@ pub use conns::{
 pub use picker::{Picker, Received, BLOCK};
 pub use rate::Limiter;
 pub use session::Session;
-pub use storage::{piece_matches, DiskError, Storage};
+pub use storage::{piece_matches, DiskError, FilePathsError, Storage};
 pub use stream::{ReadError, Reader};
 pub use torrent::{
     new_peer_id, start, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
-    TorrentError, TorrentHandle, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
+    TorrentError, TorrentHandle, TrackerStats, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
 };
 pub use upload::{
     set_upload_memory, upload_memory_limit, upload_memory_used, DEFAULT_UPLOAD_MEMORY,

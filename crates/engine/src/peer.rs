@@ -900,6 +900,15 @@ impl PeerTask {
             Event::Extended { id: 0, payload } => {
                 let theirs = ExtensionHandshake::decode(&payload)?;
                 self.their_ut_metadata = theirs.id_of("ut_metadata");
+                if let Some(name) = theirs
+                    .client
+                    .as_deref()
+                    .and_then(crate::torrent::client_name)
+                {
+                    if let Some(p) = self.shared.state.lock().peers.get_mut(&self.key) {
+                        p.client = Some(name);
+                    }
+                }
                 if self.shared.uses_pex() {
                     self.their_ut_pex = theirs.id_of("ut_pex");
                     // A first exchange soon after connecting, then at most once a minute (BEP 11).

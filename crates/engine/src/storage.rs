@@ -68,6 +68,11 @@ impl DiskError {
     }
 }
 
+/// File paths given for a torrent's files that are not usable.
+#[derive(Debug, thiserror::Error)]
+#[error("bad file path: {0}")]
+pub struct FilePathsError(String);
+
 pub struct Storage {
     dir: PathBuf,
     slots: Vec<Slot>,
@@ -95,6 +100,37 @@ impl Storage {
             slots,
             torrent_version: torrent.version,
         }
+    }
+
+    /// Like `new`, with the files at `paths` (components below `dir`, one path per file of the
+    /// torrent) instead of their torrent paths; `None` is `new`. Every component is checked as a torrent's
+    /// own are, so nothing named here escapes `dir` either.
+    pub fn with_paths(
+        torrent: &Torrent,
+        dir: &Path,
+        paths: Option<&[Vec<String>]>,
+    ) -> Result<Storage, FilePathsError> {
+        let mut storage = Storage::new(torrent, dir);
+        let Some(paths) = paths else {
+            return Ok(storage);
+        };
+        if paths.len() != storage.slots.len() {
+            return Err(FilePathsError(format!(
+                "{} file paths for {} files",
+                paths.len(),
+                storage.slots.len()
+            )));
+        }
+        for (slot, path) in storage.slots.iter_mut().zip(paths) {
+            if path.is_empty() {
+                return Err(FilePathsError("an empty file path".into()));
+            }
+            for c in path {
+                metainfo::validate_component(c).map_err(|e| FilePathsError(e.to_string()))?;
+            }
+            slot.rel = path.clone();
+        }
+        Ok(storage)
     }
 
     fn error(&self, action: &'static str, slot: &Slot, e: io::Error) -> DiskError {
@@ -343,6 +379,41 @@ mod tests {
         Resolver::Walk,
         Resolver::Enosys,
     ];
+
+    #[test]
+    fn files_go_to_the_paths_given_and_bad_paths_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (t, bytes) = torrent(dir.path());
+        let out = dir.path().join("out");
+        let paths = vec![
+            vec!["T2".to_string(), "first.bin".to_string()],
+            vec!["T2".to_string(), "sub".to_string(), "b.bin".to_string()],
+        ];
+        let storage = Storage::with_paths(&t, &out, Some(&paths)).expect("paths");
+        storage.create_files(None).expect("create");
+        storage.write(0, &bytes).expect("write");
+        storage.sync().expect("sync");
+        assert_eq!(
+            std::fs::read(out.join("T2/first.bin")).expect("read"),
+            bytes[..40_000]
+        );
+        assert_eq!(
+            std::fs::read(out.join("T2/sub/b.bin")).expect("read"),
+            bytes[40_000..]
+        );
+        assert!(!out.join("t").exists());
+        for bad in [
+            vec![vec!["..".to_string(), "a".to_string()], paths[1].clone()],
+            vec![vec!["/etc".to_string()], paths[1].clone()],
+            vec![vec![], paths[1].clone()],
+            vec![paths[0].clone()],
+        ] {
+            assert!(
+                Storage::with_paths(&t, &out, Some(&bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn pieces_are_written_and_read_back_under_every_resolver() {

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use metainfo::Torrent;
@@ -68,6 +68,28 @@ pub struct TorrentConfig {
     pub lsd_group: SocketAddr,
     /// The announce list to use instead of the torrent's own (`None`: the torrent's).
     pub trackers: Option<Vec<Vec<String>>>,
+    /// Per file, the path components below `download_dir` where its data lives, when they differ from
+    /// the torrent's own paths (a renamed file or folder). Each component must be a valid file name
+    /// (`metainfo::validate_component`: no `..`, no separators), so every path stays inside the
+    /// directory; the storage opens them through `metainfo::beneath` like the torrent's own.
+    pub file_paths: Option<Vec<Vec<String>>>,
+}
+
+/// The last announce to one tracker, as a status view shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    /// When the last announce finished.
+    pub last_announce: Option<SystemTime>,
+    /// `Ok(())`, or why it failed.
+    pub result: Option<Result<(), String>>,
+    /// Peers, seeders and leechers the last successful reply gave (its `complete`/`incomplete`).
+    pub peers: usize,
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
+    /// When the next regular announce is due.
+    pub next_announce: Option<SystemTime>,
+    /// An announce to it is under way.
+    pub announcing: bool,
 }
 
 /// Connections allowed across many torrents.
@@ -154,6 +176,7 @@ impl TorrentConfig {
             lsd: false,
             lsd_group: crate::lsd::DEFAULT_GROUP,
             trackers: None,
+            file_paths: None,
         }
     }
 }
@@ -234,6 +257,10 @@ pub(crate) struct PeerEntry {
     /// serves peers with fewer before any with more, and a full peer table makes room by dropping the
     /// one with the most.
     pub misuse: u32,
+    /// The client it names in its extension handshake (`v`), cleaned (`client_name`).
+    pub client: Option<String>,
+    /// It connected to us.
+    pub incoming: bool,
 }
 
 /// IPs whose misuse `State::misuse` remembers, at most: when full, the record starts over.
@@ -244,6 +271,21 @@ impl PeerEntry {
     fn holds_slot(&self) -> bool {
         !self.am_choking && !self.stalled && self.last_upload.elapsed() < SLOT_IDLE
     }
+}
+
+/// Longest client name kept from a peer's extension handshake, in characters.
+pub const MAX_CLIENT_NAME: usize = 64;
+
+/// A peer's self-declared client name made safe to show: control characters dropped, cut to
+/// `MAX_CLIENT_NAME` characters, `None` when nothing is left.
+pub(crate) fn client_name(v: &str) -> Option<String> {
+    let name: String = v
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_CLIENT_NAME)
+        .collect();
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// See `PeerEntry::last_upload`.
@@ -314,6 +356,8 @@ pub struct Shared {
     pub(crate) next_reader: AtomicU64,
     /// Signalled to announce at once rather than at the end of the interval.
     announce_now: Notify,
+    /// What each tracker (by URL) answered last, for status views.
+    tracker_stats: Mutex<HashMap<String, TrackerStats>>,
     stopping: watch::Sender<bool>,
     pub(crate) piece_sizes: Vec<u32>,
     /// Whole pieces waiting to be hashed and written. A peer that completes a piece waits for a slot
@@ -395,6 +439,12 @@ pub struct PeerInfo {
     /// Bytes per second over the last choker round.
     pub rate_down: f64,
     pub rate_up: f64,
+    /// The client name from its extension handshake, cleaned.
+    pub client: Option<String>,
+    /// It connected to us.
+    pub incoming: bool,
+    /// We do not choke it, and it wants data from us.
+    pub uploading_to: bool,
 }
 
 pub struct TorrentHandle {
@@ -448,6 +498,9 @@ impl Shared {
                 uploaded: p.uploaded,
                 rate_down: p.rate_down,
                 rate_up: p.rate_up,
+                client: p.client.clone(),
+                incoming: p.incoming,
+                uploading_to: !p.am_choking && p.peer_interested,
             })
             .collect()
     }
@@ -524,6 +577,8 @@ impl Shared {
                 last_upload: Instant::now(),
                 turns: 0,
                 misuse,
+                client: None,
+                incoming: !outgoing,
             },
         );
         st.connected.insert(addr);
@@ -1069,7 +1124,22 @@ impl Shared {
         let tiers = self.tiers.lock().clone();
         for (t, tier) in tiers.iter().enumerate() {
             for (position, url) in tier.iter().enumerate() {
-                match crate::tracker::announce(url, &params, self.bind_ip()).await {
+                self.note_tracker(url, |s| s.announcing = true);
+                let answer = crate::tracker::announce(url, &params, self.bind_ip()).await;
+                self.note_tracker(url, |s| {
+                    s.announcing = false;
+                    s.last_announce = Some(SystemTime::now());
+                    match &answer {
+                        Ok(r) => {
+                            s.result = Some(Ok(()));
+                            s.peers = r.peers.len();
+                            s.seeders = Some(r.seeders);
+                            s.leechers = Some(r.leechers);
+                        }
+                        Err(e) => s.result = Some(Err(format!("{e:#}"))),
+                    }
+                });
+                match answer {
                     Ok(r) => {
                         tracing::debug!("{url}: {} peers", r.peers.len());
                         self.add_peers(r.peers);
@@ -1084,6 +1154,22 @@ impl Shared {
             }
         }
         interval
+    }
+
+    /// Changes what is known of tracker `url`'s announces. At most one entry per URL of the announce
+    /// list: entries of URLs no longer in it are dropped here.
+    fn note_tracker(&self, url: &str, change: impl FnOnce(&mut TrackerStats)) {
+        let tiers = self.tiers.lock().clone();
+        let mut stats = self.tracker_stats.lock();
+        stats.retain(|u, _| tiers.iter().flatten().any(|t| t == u));
+        if tiers.iter().flatten().any(|t| t == url) {
+            change(stats.entry(url.to_string()).or_default());
+        }
+    }
+
+    /// What each tracker of the announce list answered last, by URL.
+    pub fn tracker_stats(&self) -> HashMap<String, TrackerStats> {
+        self.tracker_stats.lock().clone()
     }
 
     pub async fn wait_complete(&self) {
@@ -1164,7 +1250,8 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         config.file_priorities.as_deref(),
     );
 
-    let storage = Storage::new(&torrent, &config.download_dir);
+    let file_paths = config.file_paths.clone();
+    let storage = Storage::with_paths(&torrent, &config.download_dir, file_paths.as_deref())?;
     // Files first, so the recheck finds the content where the storage will write it.
     storage.create_files(config.selected_files.as_deref())?;
     let resume = config
@@ -1173,11 +1260,23 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         .filter(|r| r.have.len() == piece_count);
     let recheck_torrent = torrent.clone();
     let dir = config.download_dir.clone();
+    let recheck_storage = Storage::with_paths(&torrent, &dir, file_paths.as_deref())?;
+    // The full check reads the files where they are on disk.
+    let verify_torrent = match &file_paths {
+        Some(paths) => {
+            let mut t = (*torrent).clone();
+            for (f, p) in t.files.iter_mut().zip(paths) {
+                f.path = p.clone();
+            }
+            Arc::new(t)
+        }
+        None => torrent.clone(),
+    };
     let have = tokio::task::spawn_blocking(move || match resume {
         Some(resume) if !resume.check_unlisted => resume.have,
         Some(resume) => {
             // Pieces verified after the resume data was saved are on disk already: find them.
-            let storage = Storage::new(&recheck_torrent, &dir);
+            let storage = recheck_storage;
             let mut have = resume.have;
             let mut buf = Vec::new();
             for i in 0..piece_count {
@@ -1194,7 +1293,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
             have
         }
         None => {
-            let report = metainfo::verify(&recheck_torrent, &dir, &AtomicU64::new(0));
+            let report = metainfo::verify(&verify_torrent, &dir, &AtomicU64::new(0));
             let mut have = Bitfield::new(piece_count);
             for (i, ok) in report.piece_ok.iter().enumerate() {
                 if *ok {
@@ -1255,6 +1354,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         piece_done: Notify::new(),
         next_reader: AtomicU64::new(0),
         announce_now: Notify::new(),
+        tracker_stats: Mutex::new(HashMap::new()),
         stopping,
         verify_slots: Arc::new(tokio::sync::Semaphore::new(verify_slots(
             config.torrent.piece_length,
@@ -1378,6 +1478,10 @@ async fn tracker_loop(shared: Arc<Shared>) {
             .announce_all(event)
             .await
             .unwrap_or(Duration::from_secs(60));
+        let next = SystemTime::now() + interval;
+        for s in shared.tracker_stats.lock().values_mut() {
+            s.next_announce = Some(next);
+        }
         event = TrackerEvent::None;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -1616,6 +1720,24 @@ impl TorrentHandle {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn client_names_are_cleaned_and_capped() {
+        use super::{client_name, MAX_CLIENT_NAME};
+        assert_eq!(
+            client_name("qBittorrent 4.6.2"),
+            Some("qBittorrent 4.6.2".into())
+        );
+        assert_eq!(
+            client_name("evil\u{1b}[31m\nname\0"),
+            Some("evil[31mname".into())
+        );
+        assert_eq!(client_name(" \t\r "), None);
+        let long = "x".repeat(1000);
+        assert_eq!(
+            client_name(&long).map(|n| n.chars().count()),
+            Some(MAX_CLIENT_NAME)
+        );
+    }
     #[tokio::test]
     async fn the_queue_of_addresses_to_dial_is_bounded_and_keeps_the_newest() {
         // No peer slots, so nothing is dialled and the queue only fills.

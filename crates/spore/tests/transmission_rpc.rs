@@ -656,7 +656,20 @@ fn the_python_transmission_rpc_library_drives_the_daemon() {
     assert!(queue["done_date"].as_u64() > Some(0), "{queue}");
     assert_eq!(step("stats")["torrents"], 1);
     assert_eq!(step("moved")["download_dir"], s(&moved));
+    let renamed = step("renamed");
+    assert_eq!(
+        renamed["answers"],
+        json!([["show/e2.mkv", "e2-renamed.mkv"], ["show", "Show"]]),
+        "{renamed}"
+    );
+    assert_eq!(renamed["name"], "Show", "{renamed}");
+    assert_eq!(
+        renamed["files"],
+        json!(["Show/e1.mkv", "Show/e2-renamed.mkv"]),
+        "{renamed}"
+    );
     assert_eq!(step("removed")["left"], json!([]));
+    assert!(!moved.join("Show").exists());
     // Moved whole, then deleted with the torrent; the seed's copy is what it was.
     assert!(!moved.join("show").exists());
     assert!(!dl.join("show").exists());
@@ -1089,11 +1102,14 @@ fn trackers_change_while_running_reannounce_and_done_date() {
     assert_eq!(t["trackers"][0]["announce"], fake.as_str(), "{t}");
     let hash = t["hashString"].as_str().unwrap().to_string();
     let view = d.torrent(&hash);
-    assert_eq!(
-        view["trackers"],
-        json!([{"tier": 0, "url": fake}]),
-        "{view}"
-    );
+    // Each entry also has its last announce once there was one.
+    let entries: Vec<Value> = view["trackers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!({"tier": e["tier"], "url": e["url"]}))
+        .collect();
+    assert_eq!(entries, vec![json!({"tier": 0, "url": fake})], "{view}");
 
     // trackerList replaces them all; a bad URL is refused with a result, nothing changed.
     let v = rpc(
@@ -1389,4 +1405,300 @@ fn start_added_torrents_off_adds_them_stopped() {
         t["status"] == 4
     });
     assert_eq!(status(&d, 1)["status"], 0, "added stopped");
+}
+
+/// One RPC call expected to fail: its `result` string.
+fn rpc_refused(d: &Daemon, body: &Value) -> String {
+    let v = rpc(d, body);
+    let result = v["result"].as_str().unwrap_or_default().to_string();
+    assert_ne!(result, "success", "{body}: {v}");
+    assert!(!result.is_empty(), "{v}");
+    result
+}
+
+#[test]
+fn rename_path_renames_on_disk_keeps_seeding_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed, data_dir, torrent) = seeded(
+        dir.path(),
+        "pair",
+        &[("a.bin", 100_000), ("b.bin", 70_000)],
+        &url,
+    );
+    let solo_dir = dir.path().join("solo-src");
+    std::fs::create_dir_all(&solo_dir).unwrap();
+    std::fs::write(solo_dir.join("solo.bin"), data(9, 50_000)).unwrap();
+    let solo = dir.path().join("solo.torrent");
+    create_torrent(&solo_dir.join("solo.bin"), &solo, "32K", None);
+    let dl = dir.path().join("dl");
+    let state = dir.path().join("state");
+    let mut d = start_daemon(&state, &dl, "daemon.err", None);
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&torrent)}}),
+    );
+    assert_eq!(v["arguments"]["torrent-added"]["id"], 1, "{v}");
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&solo), "paused": true}}),
+    );
+    assert_eq!(v["arguments"]["torrent-added"]["id"], 2, "{v}");
+    wait_torrent(&d, 1, &["percentDone"], "the download", |t| {
+        t["percentDone"] == 1.0
+    });
+
+    // Refusals, each a result string, nothing changed.
+    let rename = |ids: Value, path: &str, name: &str| json!({"method": "torrent-rename-path", "arguments": {"ids": ids, "path": path, "name": name}});
+    for (body, says) in [
+        (rename(json!([1]), "pair/a.bin", "x/y"), "separator"),
+        (rename(json!([1]), "pair/a.bin", ".."), "bad name"),
+        (rename(json!([1]), "pair/a.bin", "b.bin"), "already"),
+        (
+            rename(json!([1]), "pair/nothing", "c.bin"),
+            "no file or folder",
+        ),
+        (rename(json!([1, 2]), "pair/a.bin", "c.bin"), "exactly one"),
+        (
+            json!({"method": "torrent-rename-path", "arguments": {"path": "pair", "name": "c"}}),
+            "exactly one",
+        ),
+    ] {
+        let result = rpc_refused(&d, &body);
+        assert!(result.contains(says), "{body}: {result}");
+    }
+    assert!(dl.join("pair/a.bin").is_file());
+
+    // A file, then the top folder.
+    let v = rpc(&d, &rename(json!([1]), "pair/a.bin", "first.bin"));
+    assert_eq!(v["result"], "success", "{v}");
+    assert_eq!(
+        v["arguments"],
+        json!({"path": "pair/a.bin", "name": "first.bin", "id": 1})
+    );
+    let v = rpc(&d, &rename(json!([1]), "pair", "Pair2"));
+    assert_eq!(v["result"], "success", "{v}");
+    let want_a = std::fs::read(data_dir.join("pair/a.bin")).unwrap();
+    let want_b = std::fs::read(data_dir.join("pair/b.bin")).unwrap();
+    assert_eq!(std::fs::read(dl.join("Pair2/first.bin")).unwrap(), want_a);
+    assert_eq!(std::fs::read(dl.join("Pair2/b.bin")).unwrap(), want_b);
+    assert!(!dl.join("pair").exists());
+    // The single-file torrent's name is its file's: renamed before it has any data.
+    let v = rpc(&d, &rename(json!([2]), "solo.bin", "alone.bin"));
+    assert_eq!(v["result"], "success", "{v}");
+
+    let names = |d: &Daemon| {
+        let v = rpc(
+            d,
+            &json!({"method": "torrent-get", "arguments": {"ids": [1, 2], "fields": ["id", "name", "files", "percentDone"]}}),
+        );
+        let t = &v["arguments"]["torrents"];
+        let files: Vec<Value> = t[0]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].clone())
+            .collect();
+        (t[0]["name"].clone(), files, t[1]["name"].clone())
+    };
+    let want = (
+        json!("Pair2"),
+        vec![json!("Pair2/first.bin"), json!("Pair2/b.bin")],
+        json!("alone.bin"),
+    );
+    assert_eq!(names(&d), want);
+    // Started again from its resume data: whole, and seeding to a new downloader.
+    wait_torrent(&d, 1, &["percentDone", "status"], "seeding again", |t| {
+        t["percentDone"] == 1.0 && t["status"] == 6
+    });
+    let port = rpc(&d, &json!({"method": "session-get"}))["arguments"]["peer-port"]
+        .as_u64()
+        .unwrap();
+    let out = dir.path().join("out");
+    spore_ok(&[
+        "get",
+        s(&torrent),
+        "-o",
+        s(&out),
+        "--listen",
+        "127.0.0.1:0",
+        "--peer",
+        &format!("127.0.0.1:{port}"),
+        "--no-seed",
+        "--no-dht",
+        "--no-trackers",
+    ]);
+    assert_eq!(std::fs::read(out.join("pair/a.bin")).unwrap(), want_a);
+    assert_eq!(std::fs::read(out.join("pair/b.bin")).unwrap(), want_b);
+
+    // Kept across a restart, without a full check.
+    d.proc.terminate();
+    d.proc.wait_exit(T);
+    let d = start_daemon(&state, &dl, "daemon2.err", None);
+    assert_eq!(names(&d), want);
+    wait_torrent(
+        &d,
+        1,
+        &["percentDone", "status"],
+        "seeding after the restart",
+        |t| t["percentDone"] == 1.0 && t["status"] == 6,
+    );
+    let log = std::fs::read_to_string(&d.proc.stderr).unwrap_or_default();
+    assert!(log.contains("(fast resume)"), "{log}");
+    assert!(!dl.join("pair").exists());
+
+    // A move takes the files at their new names; a removal with data finds them there.
+    let lib = dir.path().join("lib");
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set-location", "arguments": {"ids": [1], "location": s(&lib), "move": true}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    assert_eq!(std::fs::read(lib.join("Pair2/first.bin")).unwrap(), want_a);
+    assert_eq!(std::fs::read(lib.join("Pair2/b.bin")).unwrap(), want_b);
+    assert!(!dl.join("Pair2").exists());
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-remove", "arguments": {"ids": [1], "delete-local-data": true}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    assert!(!lib.join("Pair2").exists());
+}
+
+#[test]
+fn tracker_stats_report_the_real_announce_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed, _data_dir, torrent) = seeded(dir.path(), "stats", &[("stats", 120_000)], &url);
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&torrent)}}),
+    );
+    let hash = v["arguments"]["torrent-added"]["hashString"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_torrent(&d, 1, &["percentDone"], "the download", |t| {
+        t["percentDone"] == 1.0
+    });
+    // A second tracker nobody answers on.
+    let dead = "http://127.0.0.1:9/announce";
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerAdd": [dead]}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let t = wait_torrent(
+        &d,
+        1,
+        &["trackerStats"],
+        "both trackers announced to",
+        |t| {
+            let s = &t["trackerStats"];
+            s[0]["hasAnnounced"] == true && s[1]["hasAnnounced"] == true
+        },
+    );
+    let (ok, bad) = (&t["trackerStats"][0], &t["trackerStats"][1]);
+    assert_eq!(ok["announce"], url.as_str(), "{t}");
+    assert_eq!(ok["lastAnnounceSucceeded"], true, "{ok}");
+    assert_eq!(ok["lastAnnounceResult"], "Success", "{ok}");
+    // The seed and this daemon, both complete.
+    assert!(ok["seederCount"].as_i64() >= Some(1), "{ok}");
+    assert!(ok["leecherCount"].as_i64() >= Some(0), "{ok}");
+    assert!(
+        ok["lastAnnounceTime"].as_u64() >= Some(before - 120),
+        "{ok}"
+    );
+    assert!(
+        ok["nextAnnounceTime"].as_u64() > ok["lastAnnounceTime"].as_u64(),
+        "{ok}"
+    );
+    assert_eq!(bad["announce"], dead, "{t}");
+    assert_eq!(bad["lastAnnounceSucceeded"], false, "{bad}");
+    assert!(
+        bad["lastAnnounceResult"]
+            .as_str()
+            .is_some_and(|r| r.contains("connect")),
+        "{bad}"
+    );
+    assert_eq!(bad["seederCount"], -1, "{bad}");
+    // The JSON API's tracker entries carry the same.
+    let view = d.torrent(&hash);
+    let entries = &view["trackers"];
+    assert_eq!(entries[0]["last_result"], "ok", "{view}");
+    assert!(entries[0]["seeders"].as_u64() >= Some(1), "{view}");
+    assert!(
+        entries[1]["last_result"]
+            .as_str()
+            .is_some_and(|r| r != "ok"),
+        "{view}"
+    );
+}
+
+#[test]
+fn peers_show_their_client_names_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, url) = tracker(dir.path());
+    let (_seed, _data_dir, torrent) = seeded(dir.path(), "peers", &[("peers", 800_000)], &url);
+    let dl = dir.path().join("dl");
+    let d = start_daemon(&dir.path().join("state"), &dl, "daemon.err", None);
+    let v = rpc(
+        &d,
+        &json!({"method": "torrent-add", "arguments": {"filename": s(&torrent)}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    wait_torrent(&d, 1, &["percentDone"], "the download", |t| {
+        t["percentDone"] == 1.0
+    });
+    // A slow downloader that connects to the daemon.
+    let port = rpc(&d, &json!({"method": "session-get"}))["arguments"]["peer-port"]
+        .as_u64()
+        .unwrap();
+    let peer = format!("127.0.0.1:{port}");
+    let out = dir.path().join("out");
+    let _get = Proc::start(
+        &[
+            "get",
+            s(&torrent),
+            "-o",
+            s(&out),
+            "--listen",
+            "127.0.0.1:0",
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--no-trackers",
+            "--max-down",
+            "100K",
+        ],
+        dir.path().join("get.err"),
+    );
+    let t = wait_torrent(&d, 1, &["peers"], "the downloader uploaded to", |t| {
+        t["peers"].as_array().is_some_and(|peers| {
+            peers.iter().any(|p| {
+                p["isIncoming"] == true && p["flagStr"].as_str().is_some_and(|f| f.contains('U'))
+            })
+        })
+    });
+    let peers = t["peers"].as_array().unwrap();
+    let incoming = peers.iter().find(|p| p["isIncoming"] == true).unwrap();
+    assert!(
+        incoming["clientName"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("Spore ")),
+        "{t}"
+    );
+    assert!(incoming["flagStr"].as_str().unwrap().contains('I'), "{t}");
+    assert!(!incoming["flagStr"].as_str().unwrap().contains('E'), "{t}");
+    // The seed the daemon dialled is no incoming peer.
+    for p in peers.iter().filter(|p| p["isIncoming"] == false) {
+        assert!(!p["flagStr"].as_str().unwrap().contains('I'), "{t}");
+    }
 }

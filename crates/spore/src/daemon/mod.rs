@@ -150,6 +150,13 @@ pub struct Entry {
 type Slot = Arc<Mutex<Entry>>;
 
 impl Entry {
+    /// The torrent as its files lie on disk (renames applied), once its metadata is known.
+    fn disk_torrent(&self) -> Option<Arc<Torrent>> {
+        self.torrent
+            .as_ref()
+            .map(|t| store::on_disk(t, &self.record.renames))
+    }
+
     /// Adds the whole seconds seeded since `seeding_since` to the record's total, which is what is
     /// saved and what the seed_time goal counts. The clock keeps running from the remainder unless
     /// seeding `stops`, so folding often loses nothing.
@@ -657,6 +664,7 @@ impl Daemon {
             trackers: None,
             moving_to: None,
             moved_from: None,
+            renames: Default::default(),
         };
         let torrent = match torrent_file {
             Some((bytes, torrent)) => {
@@ -802,7 +810,11 @@ impl Daemon {
             let Some(t) = e.torrent.clone() else { return };
             (e.id, t, e.record.clone())
         };
-        let resume = self.resume_for(&id, &torrent, &record.download_dir);
+        let resume = self.resume_for(
+            &id,
+            &store::on_disk(&torrent, &record.renames),
+            &record.download_dir,
+        );
         let resumed = resume.is_some();
         let mut config = TorrentConfig::new(torrent.clone(), record.download_dir.clone());
         config.listen = SocketAddr::new(self.listen.ip(), 0);
@@ -810,6 +822,14 @@ impl Daemon {
         config.selected_files = record.files.clone();
         config.file_priorities = record.priorities.clone();
         config.trackers = record.trackers.clone();
+        if !record.renames.is_empty() {
+            let paths = torrent.files.iter();
+            config.file_paths = Some(
+                paths
+                    .map(|f| store::disk_path(&f.path, &record.renames))
+                    .collect(),
+            );
+        }
         config.max_upload_rate = record.max_upload_rate;
         config.max_download_rate = record.max_download_rate;
         config.global_upload = Some(self.global_up.clone());
@@ -873,7 +893,7 @@ impl Daemon {
             let e = slot.lock();
             (
                 e.id,
-                e.torrent.clone(),
+                e.disk_torrent(),
                 e.record.download_dir.clone(),
                 e.handle.clone(),
                 e.last_saved_have,
@@ -1023,7 +1043,7 @@ impl Daemon {
         if delete_data {
             let (torrent, dir) = {
                 let e = slot.lock();
-                (e.torrent.clone(), e.record.download_dir.clone())
+                (e.disk_torrent(), e.record.download_dir.clone())
             };
             if let Some(t) = torrent {
                 blocking(move || delete_files(&t, &dir)).await?;
@@ -1112,6 +1132,88 @@ impl Daemon {
         Ok(self.view(&slot, false))
     }
 
+    /// Renames a file or folder of the torrent on disk (`torrent-rename-path`): `path` is where it is
+    /// now ('/'-separated, from the torrent's top), `name` its new last component. The torrent keeps its
+    /// own paths; the record notes the rename, which the storage applies. A running torrent is stopped
+    /// for it and started again from its resume data. Returns the path and the new name.
+    pub async fn rename_path(
+        self: &Arc<Self>,
+        id: &[u8; 20],
+        path: &str,
+        name: &str,
+    ) -> Result<(String, String), ApiError> {
+        let slot = self.slot(id)?;
+        Self::not_moving(&slot)?;
+        metainfo::validate_component(name).map_err(|e| bad(format!("bad name: {e}")))?;
+        let wanted: Vec<&str> = path.split('/').collect();
+        if wanted.iter().any(|c| c.is_empty()) {
+            return Err(bad("bad path: empty component"));
+        }
+        let (torrent, record) = {
+            let e = slot.lock();
+            let t = e
+                .torrent
+                .clone()
+                .ok_or_else(|| ApiError::Conflict("its metadata has not arrived yet".into()))?;
+            (t, e.record.clone())
+        };
+        let k = wanted.len();
+        let disk: Vec<Vec<String>> = torrent
+            .files
+            .iter()
+            .filter(|f| !f.attr.pad)
+            .map(|f| store::disk_path(&f.path, &record.renames))
+            .collect();
+        let metas: Vec<&metainfo::FileEntry> =
+            torrent.files.iter().filter(|f| !f.attr.pad).collect();
+        let found = disk
+            .iter()
+            .position(|d| d.len() >= k && d[..k].iter().zip(&wanted).all(|(a, b)| a == b))
+            .ok_or_else(|| bad(format!("no file or folder {path} in the torrent")))?;
+        let key = metas[found].path[..k].join("/");
+        if wanted[k - 1] == name {
+            return Ok((path.to_string(), name.to_string()));
+        }
+        let mut target: Vec<String> = wanted.iter().map(|c| c.to_string()).collect();
+        target[k - 1] = name.to_string();
+        if disk.iter().any(|d| d.len() >= k && d[..k] == target[..]) {
+            return Err(ApiError::Conflict(format!(
+                "{} is a path of the torrent already",
+                target.join("/")
+            )));
+        }
+        let was = slot.lock().phase.clone();
+        let restart = matches!(was, Phase::Running | Phase::Checking | Phase::Queued);
+        if restart {
+            self.stop_entry(&slot, Phase::Paused).await;
+        }
+        let dir = record.download_dir.clone();
+        let from: Vec<String> = wanted.iter().map(|c| c.to_string()).collect();
+        let renamed = blocking(move || relocate::rename_in_place(&dir, &from, &target)).await?;
+        let result = match renamed {
+            Ok(()) => {
+                let mut e = slot.lock();
+                e.record.renames.insert(key, name.to_string());
+                Ok((path.to_string(), name.to_string()))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Err(ApiError::Conflict(
+                format!("cannot rename {path} to {name}: that name exists already"),
+            )),
+            Err(err) => Err(ApiError::Internal(format!(
+                "cannot rename {path} to {name}: {err}"
+            ))),
+        };
+        if restart {
+            let mut e = slot.lock();
+            if e.phase == Phase::Paused {
+                e.phase = Phase::Queued;
+            }
+        }
+        self.save(&slot, true);
+        self.schedule();
+        result
+    }
+
     /// Refuses to act on a torrent whose data is being moved.
     fn not_moving(slot: &Slot) -> Result<(), ApiError> {
         if slot.lock().phase == Phase::Moving {
@@ -1129,7 +1231,7 @@ impl Daemon {
     async fn relocate(&self, slot: &Slot, to: &Path) -> Result<(), ApiError> {
         let (torrent, from) = {
             let e = slot.lock();
-            (e.torrent.clone(), e.record.download_dir.clone())
+            (e.disk_torrent(), e.record.download_dir.clone())
         };
         let Some(t) = torrent.filter(|_| from != to) else {
             return Ok(());
@@ -1218,7 +1320,7 @@ impl Daemon {
         for slot in self.slots() {
             let (t, record) = {
                 let e = slot.lock();
-                (e.torrent.clone(), e.record.clone())
+                (e.disk_torrent(), e.record.clone())
             };
             let Some(t) = t else { continue };
             if let Some(to) = &record.moving_to {
@@ -1532,7 +1634,8 @@ impl Daemon {
             e.record.done = Some(store::now_secs());
         }
         let e = e;
-        let torrent = e.torrent.as_deref();
+        let on_disk = e.disk_torrent();
+        let torrent = on_disk.as_deref();
         let total_size = torrent.map_or(0, |t| t.total_size());
         let selected = |i: usize| {
             e.record
@@ -1654,10 +1757,19 @@ impl Daemon {
                             "uploaded": p.uploaded,
                             "download_rate": p.rate_down,
                             "upload_rate": p.rate_up,
+                            "client": p.client,
+                            "incoming": p.incoming,
+                            "uploading_to": p.uploading_to,
                         })
                     })
                     .collect()
             });
+            let announced = e
+                .handle
+                .as_ref()
+                .map(|h| h.shared.tracker_stats())
+                .unwrap_or_default();
+            let announced = &announced;
             let trackers: Vec<Value> = e
                 .record
                 .trackers
@@ -1668,7 +1780,15 @@ impl Daemon {
                         .iter()
                         .enumerate()
                         .flat_map(|(tier, urls)| {
-                            urls.iter().map(move |u| json!({"tier": tier, "url": u}))
+                            urls.iter().map(move |u| {
+                                let mut entry = json!({"tier": tier, "url": u});
+                                if let (Some(obj), Some(s)) =
+                                    (entry.as_object_mut(), announced.get(u))
+                                {
+                                    obj.extend(tracker_stats_json(s));
+                                }
+                                entry
+                            })
                         })
                         .collect()
                 });
@@ -1903,6 +2023,34 @@ fn file_progress(
     let last = (f.offset + f.length - 1) / t.piece_length;
     let got = (first..=last).filter(|p| have.get(*p as u32)).count();
     got as f64 / (last - first + 1) as f64
+}
+
+/// A tracker's last announce for the JSON API: times in seconds since the epoch, `last_result` "ok"
+/// or the error, counts from the last successful reply.
+fn tracker_stats_json(s: &engine::TrackerStats) -> serde_json::Map<String, Value> {
+    let secs = |t: Option<std::time::SystemTime>| {
+        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("last_announce".into(), json!(secs(s.last_announce)));
+    m.insert(
+        "last_result".into(),
+        json!(s.result.as_ref().map(|r| match r {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.clone(),
+        })),
+    );
+    m.insert(
+        "announce_ok".into(),
+        json!(s.result.as_ref().map(|r| r.is_ok())),
+    );
+    m.insert("last_peers".into(), json!(s.peers));
+    m.insert("seeders".into(), json!(s.seeders));
+    m.insert("leechers".into(), json!(s.leechers));
+    m.insert("next_announce".into(), json!(secs(s.next_announce)));
+    m.insert("announcing".into(), json!(s.announcing));
+    m
 }
 
 /// Deletes the torrent's own files, then the directories they leave empty (never anything else). No

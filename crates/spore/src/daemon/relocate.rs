@@ -124,6 +124,41 @@ fn rename(from: &Path, to: &Path, rel: &[String]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Renames `dir/from` (a file or a folder, the link itself if it is one) to `dir/to`, both paths
+/// differing only in their last component, following no link on the way. Refused when `to` exists
+/// (`AlreadyExists`). Nothing there yet (a file not created) is no error: nothing to rename.
+pub fn rename_in_place(dir: &Path, from: &[String], to: &[String]) -> std::io::Result<()> {
+    let (parent, old) = match parent_of(dir, from, false) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let new = to
+        .last()
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    if exists(dir, to) {
+        return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+    }
+    if !exists(dir, from) {
+        return Ok(());
+    }
+    let (a, b) = (cstr(old)?, cstr(new)?);
+    // SAFETY: valid C strings relative to a directory we hold; the result is checked. `renameat`
+    // renames a link itself, never what it points to.
+    let r = unsafe {
+        libc::renameat(
+            parent.as_raw_fd(),
+            a.as_ptr(),
+            parent.as_raw_fd(),
+            b.as_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Copies `from/rel` to a new file `to/rel`, synced, counting the bytes in `progress`.
 fn copy(from: &Path, to: &Path, rel: &[String], progress: &Progress) -> anyhow::Result<()> {
     let mut src = beneath::open(from, rel, beneath::Open::READ)

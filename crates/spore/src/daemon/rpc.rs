@@ -477,9 +477,24 @@ impl Rpc {
                 self.daemon.queue_move(&ids, how);
                 none
             }
-            "torrent-rename-path" => Err(Fail::Failed(
-                "torrent-rename-path is not supported by Spore".into(),
-            )),
+            "torrent-rename-path" => {
+                let path = str_arg(&args, "path")?
+                    .ok_or_else(|| params("torrent-rename-path needs a path"))?;
+                let name = str_arg(&args, "name")?
+                    .ok_or_else(|| params("torrent-rename-path needs a name"))?;
+                let mut chosen = self.select(&args)?;
+                if chosen.len() != 1 {
+                    return Err(params("torrent-rename-path takes exactly one torrent"));
+                }
+                let (number, slot) = chosen.remove(0);
+                let id = slot.lock().id;
+                let (path, name) = self.daemon.rename_path(&id, &path, &name).await?;
+                let mut m = Map::new();
+                m.insert("path".into(), json!(path));
+                m.insert("name".into(), json!(name));
+                m.insert("id".into(), json!(number));
+                Ok(m)
+            }
             "group-get" => {
                 let mut m = Map::new();
                 m.insert("group".into(), json!([]));
@@ -996,17 +1011,27 @@ impl Rpc {
                 "trackers" => json!(trackers(&view).into_iter().map(|(id, tier, url)| json!({
                     "id": id, "tier": tier, "announce": url, "scrape": scrape_url(&url), "sitename": sitename(&url),
                 })).collect::<Vec<_>>()),
-                "trackerStats" => json!(trackers(&view).into_iter().map(|(id, tier, url)| json!({
+                "trackerStats" => json!(trackers(&view).into_iter().map(|(id, tier, url)| {
+                    let s = &view["trackers"][id];
+                    let has = s["announce_ok"].is_boolean();
+                    // Transmission's tr_tracker_state: 0 inactive, 1 waiting, 3 active.
+                    let state = if s["announcing"] == true { 3 } else if s["next_announce"].is_u64() { 1 } else { 0 };
+                    json!({
                     "id": id, "tier": tier, "announce": url, "scrape": scrape_url(&url),
                     "sitename": sitename(&url), "host": sitename(&url),
-                    "announceState": 0, "scrapeState": 0, "downloadCount": -1, "leecherCount": -1,
-                    "seederCount": -1, "lastAnnouncePeerCount": 0, "lastAnnounceResult": "",
-                    "lastAnnounceStartTime": 0, "lastAnnounceTime": 0, "lastAnnounceSucceeded": false,
+                    "announceState": state, "scrapeState": 0, "downloadCount": -1,
+                    "leecherCount": s["leechers"].as_u64().map_or(-1, |n| n as i64),
+                    "seederCount": s["seeders"].as_u64().map_or(-1, |n| n as i64),
+                    "lastAnnouncePeerCount": s["last_peers"].as_u64().unwrap_or(0),
+                    "lastAnnounceResult": match s["last_result"].as_str() { Some("ok") => "Success", Some(e) => e, None => "" },
+                    "lastAnnounceStartTime": 0,
+                    "lastAnnounceTime": s["last_announce"].as_u64().unwrap_or(0),
+                    "lastAnnounceSucceeded": s["announce_ok"] == true,
                     "lastAnnounceTimedOut": false, "lastScrapeResult": "", "lastScrapeStartTime": 0,
                     "lastScrapeTime": 0, "lastScrapeSucceeded": false, "lastScrapeTimedOut": false,
-                    "hasAnnounced": false, "hasScraped": false, "isBackup": false,
-                    "nextAnnounceTime": 0, "nextScrapeTime": 0,
-                })).collect::<Vec<_>>()),
+                    "hasAnnounced": has, "hasScraped": false, "isBackup": false,
+                    "nextAnnounceTime": s["next_announce"].as_u64().unwrap_or(0), "nextScrapeTime": 0,
+                })}).collect::<Vec<_>>()),
                 "trackerList" => {
                     let mut text = String::new();
                     let mut last = None;
@@ -1024,15 +1049,23 @@ impl Rpc {
                     let addr: Option<std::net::SocketAddr> = p["addr"].as_str().and_then(|a| a.parse().ok());
                     let down = p["download_rate"].as_f64().unwrap_or(0.0) as u64;
                     let up = p["upload_rate"].as_f64().unwrap_or(0.0) as u64;
+                    let incoming = p["incoming"] == true;
+                    let uploading = up > 0 || p["uploading_to"] == true;
+                    // Transmission's letters: D downloading from it, U uploading to it, I it
+                    // connected to us (never E: Spore speaks plaintext).
+                    let mut flags = String::new();
+                    if down > 0 { flags.push('D'); }
+                    if uploading { flags.push('U'); }
+                    if incoming { flags.push('I'); }
                     json!({
                         "address": addr.map_or(String::new(), |a| a.ip().to_string()),
                         "port": addr.map_or(0, |a| a.port()),
-                        "clientName": "", "flagStr": "", "progress": 0.0,
+                        "clientName": p["client"].as_str().unwrap_or(""), "flagStr": flags, "progress": 0.0,
                         "rateToClient": down, "rateToPeer": up,
-                        "isDownloadingFrom": down > 0, "isUploadingTo": up > 0,
+                        "isDownloadingFrom": down > 0, "isUploadingTo": uploading,
                         "clientIsChoked": false, "clientIsInterested": false,
                         "peerIsChoked": false, "peerIsInterested": false,
-                        "isEncrypted": false, "isIncoming": false, "isUTP": false,
+                        "isEncrypted": false, "isIncoming": incoming, "isUTP": false,
                     })
                 }).collect::<Vec<_>>()),
                 "magnetLink" => view["magnet"].clone(),

@@ -3,10 +3,12 @@
 //! file, fsync, rename, fsync the directory), so a kill -9 at any moment leaves the old or the new
 //! version, never a torn one.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use anyhow::Context;
@@ -146,6 +148,11 @@ pub struct Record {
     /// A move from this directory is done; the copies left there are to be deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_from: Option<PathBuf>,
+    /// Files and folders renamed on disk (`torrent-rename-path`): a path prefix as the torrent names it
+    /// (components joined by '/', which no component holds) → the new last component. The torrent's
+    /// own paths stay what they are; these only say where on disk its files are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub renames: BTreeMap<String, String>,
 }
 
 /// Fast-resume data: which pieces were verified, and what the files looked like when that was saved.
@@ -410,6 +417,38 @@ pub fn file_stamps(torrent: &Torrent, dir: &Path) -> Vec<Option<(u64, u128)>> {
                 .ok()?
                 .as_nanos();
             Some((meta.len(), mtime))
+        })
+        .collect()
+}
+
+/// The torrent as it lies on disk: its file paths (and its name, the first component) with `renames`
+/// applied. Shared unchanged when nothing was renamed.
+pub fn on_disk(t: &Arc<Torrent>, renames: &BTreeMap<String, String>) -> Arc<Torrent> {
+    if renames.is_empty() {
+        return t.clone();
+    }
+    let mut out = (**t).clone();
+    for f in out.files.iter_mut() {
+        f.path = disk_path(&f.path, renames);
+    }
+    if let Some(first) = out.files.iter().find(|f| !f.attr.pad) {
+        if let Some(top) = first.path.first() {
+            out.name = top.clone();
+        }
+    }
+    Arc::new(out)
+}
+
+/// One file's path with `renames` applied, component by component from the top.
+pub fn disk_path(path: &[String], renames: &BTreeMap<String, String>) -> Vec<String> {
+    let mut key = String::new();
+    path.iter()
+        .map(|c| {
+            if !key.is_empty() {
+                key.push('/');
+            }
+            key.push_str(c);
+            renames.get(&key).cloned().unwrap_or_else(|| c.clone())
         })
         .collect()
 }

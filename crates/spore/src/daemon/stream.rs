@@ -154,7 +154,7 @@ pub async fn serve(
     Daemon::not_moving(&slot)?;
     let (torrent, handle, dir, selected, complete) = {
         let e = slot.lock();
-        let Some(torrent) = e.torrent.clone() else {
+        let Some(torrent) = e.disk_torrent() else {
             return Err(ApiError::Conflict(
                 "the torrent's metadata has not arrived yet".into(),
             ));

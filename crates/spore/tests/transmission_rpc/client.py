@@ -77,6 +77,13 @@ def main():
                  t.status == "seeding" else None)(c.get_torrent(tid, arguments=["downloadDir", "status"])))
     print(json.dumps({"step": "moved", "download_dir": moved.download_dir}), flush=True)
 
+    renamed = [c.rename_torrent_path(tid, "show/e2.mkv", "e2-renamed.mkv"),
+               c.rename_torrent_path(tid, "show", "Show")]
+    back = wait("renamed and seeding again", lambda: (lambda t: t if t.status == "seeding" else None)(
+        c.get_torrent(tid, arguments=["name", "files", "fileStats", "priorities", "wanted", "status"])))
+    print(json.dumps({"step": "renamed", "answers": renamed, "name": back.name,
+                      "files": [f.name for f in back.get_files()]}), flush=True)
+
     c.remove_torrent(tid, delete_data=True)
     left = [t.id for t in c.get_torrents(arguments=["id"])]
     print(json.dumps({"step": "removed", "left": left}), flush=True)
