@@ -178,14 +178,7 @@ impl Picker {
                 continue;
             }
             if !self.partial.contains_key(&p) {
-                let n = blocks_in(self.piece_sizes[p as usize]);
-                self.partial.insert(
-                    p,
-                    Partial {
-                        blocks: vec![BlockState::Open; n as usize],
-                        received: 0,
-                    },
-                );
+                self.start_piece(p);
             }
             self.take_open(p, max - (out.len() - start_len), out);
         }
@@ -208,14 +201,7 @@ impl Picker {
             let Some(p) = self.choose_new(peer) else {
                 break;
             };
-            let n = blocks_in(self.piece_sizes[p as usize]);
-            self.partial.insert(
-                p,
-                Partial {
-                    blocks: vec![BlockState::Open; n as usize],
-                    received: 0,
-                },
-            );
+            self.start_piece(p);
             self.take_open(p, max - (out.len() - start_len), out);
         }
         if out.len() > start_len {
@@ -242,6 +228,18 @@ impl Picker {
             }
             out.push(self.block_ref(p, b));
         }
+    }
+
+    /// Makes `p` a started piece with every block open.
+    fn start_piece(&mut self, p: u32) {
+        let n = blocks_in(self.piece_sizes[p as usize]);
+        self.partial.insert(
+            p,
+            Partial {
+                blocks: vec![BlockState::Open; n as usize],
+                received: 0,
+            },
+        );
     }
 
     fn take_open(&mut self, piece: u32, max: usize, out: &mut Vec<BlockRef>) {
