@@ -109,13 +109,24 @@ fn rename(from: &Path, to: &Path, rel: &[String]) -> std::io::Result<()> {
     let (src_dir, name) = parent_of(from, rel, false)?;
     let (dst_dir, _) = parent_of(to, rel, true)?;
     let c = cstr(name)?;
-    // SAFETY: valid C strings relative to directories we hold; the result is checked.
+    rename_at(&src_dir, &c, &dst_dir, &c)
+}
+
+/// `renameat(2)` of `old` in `old_dir` to `new` in `new_dir`: names relative to directories we hold,
+/// so no path is resolved again, and a link is renamed itself, never what it points to.
+fn rename_at(
+    old_dir: &OwnedFd,
+    old: &CString,
+    new_dir: &OwnedFd,
+    new: &CString,
+) -> std::io::Result<()> {
+    // SAFETY: valid C strings and open directory descriptors; the result is checked.
     let r = unsafe {
         libc::renameat(
-            src_dir.as_raw_fd(),
-            c.as_ptr(),
-            dst_dir.as_raw_fd(),
-            c.as_ptr(),
+            old_dir.as_raw_fd(),
+            old.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
         )
     };
     if r != 0 {
@@ -143,20 +154,7 @@ pub fn rename_in_place(dir: &Path, from: &[String], to: &[String]) -> std::io::R
         return Ok(());
     }
     let (a, b) = (cstr(old)?, cstr(new)?);
-    // SAFETY: valid C strings relative to a directory we hold; the result is checked. `renameat`
-    // renames a link itself, never what it points to.
-    let r = unsafe {
-        libc::renameat(
-            parent.as_raw_fd(),
-            a.as_ptr(),
-            parent.as_raw_fd(),
-            b.as_ptr(),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    rename_at(&parent, &a, &parent, &b)
 }
 
 /// Copies `from/rel` to a new file `to/rel`, synced, counting the bytes in `progress`.
