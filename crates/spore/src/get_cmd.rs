@@ -35,6 +35,9 @@ pub struct DiscoveryArgs {
     /// Multicast group and port for local service discovery; also turns it on for a loopback address
     #[arg(long, value_name = "IP:PORT", hide = true)]
     pub lsd_addr: Option<SocketAddr>,
+    /// Do not ask the router to forward our ports (UPnP IGD, PCP, NAT-PMP)
+    #[arg(long)]
+    pub no_port_mapping: bool,
 }
 
 /// Connection caps shared by `get`, `seed` and `share` (docs/limits.md). Whatever is asked for is

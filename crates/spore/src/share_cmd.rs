@@ -106,7 +106,21 @@ pub fn run(args: ShareArgs) -> CmdResult {
     if !args.path.exists() {
         return Err(bad(anyhow!("{} does not exist", args.path.display())));
     }
-    let public_ip = args.public_ip.unwrap_or_else(primary_ip);
+    let local_ip = primary_ip();
+    // Where peers connect: --public-ip, else loopback when that is where we are, else everywhere.
+    let listen_ip = match args.public_ip {
+        Some(ip) if ip.is_loopback() => ip,
+        None if local_ip.is_loopback() => local_ip,
+        _ => IpAddr::from([0, 0, 0, 0]),
+    };
+    let map_ports = crate::port_mapping::wanted(args.discovery.no_port_mapping, listen_ip);
+    // The router must be told the real port: pick it now when any will do.
+    let peer_port = match args.port {
+        0 if map_ports => std::net::TcpListener::bind((listen_ip, 0))
+            .and_then(|l| l.local_addr())
+            .map_or(0, |a| a.port()),
+        p => p,
+    };
     // The embedded tracker serves one torrent: a few connections at a time are plenty, and they share
     // the descriptors with the peers.
     let mut tracker_connections = SHARE_TRACKER_CONNECTIONS;
@@ -134,16 +148,28 @@ pub fn run(args: ShareArgs) -> CmdResult {
                     .min(tracker_connections),
                 ..tracker::Config::default()
             };
-            let running = tracker::start(config).await.map_err(Failure::Failed)?;
-            let http_port = running.http_addr.map_or(args.tracker_port, |a| a.port());
-            let udp_port = running.udp_addr.map_or(args.tracker_port, |a| a.port());
+            tracker = Some(tracker::start(config).await.map_err(Failure::Failed)?);
+        }
+        let tracker_ports = tracker.as_ref().map_or((0, 0), |t| {
+            let port = |a: Option<SocketAddr>| a.map_or(args.tracker_port, |a| a.port());
+            (port(t.http_addr), port(t.udp_addr))
+        });
+        let reach = crate::port_mapping::share_reach(
+            map_ports,
+            local_ip,
+            args.public_ip,
+            peer_port,
+            &[tracker_ports.0, tracker_ports.1],
+        )
+        .await;
+        let public_ip = reach.public_ip;
+        if tracker.is_some() {
             let host = match public_ip {
                 IpAddr::V6(v6) => format!("[{v6}]"),
                 v4 => v4.to_string(),
             };
-            trackers.push(format!("http://{host}:{http_port}/announce"));
-            trackers.push(format!("udp://{host}:{udp_port}/announce"));
-            tracker = Some(running);
+            trackers.push(format!("http://{host}:{}/announce", tracker_ports.0));
+            trackers.push(format!("udp://{host}:{}/announce", tracker_ports.1));
         }
 
         let options = CreateOptions {
@@ -182,12 +208,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), PathBuf::from);
         let mut config = TorrentConfig::new(torrent.clone(), content_dir);
-        let listen_ip = if public_ip.is_loopback() {
-            public_ip
-        } else {
-            IpAddr::from([0, 0, 0, 0])
-        };
-        config.listen = SocketAddr::new(listen_ip, args.port);
+        config.listen = SocketAddr::new(listen_ip, peer_port);
         config.max_peers = max_peers;
         config.handshake = handshake;
         config.dht =
@@ -195,7 +216,17 @@ pub fn run(args: ShareArgs) -> CmdResult {
         config.pex = !args.discovery.no_pex;
         crate::get_cmd::set_lsd(&mut config, &args.discovery);
         let handle = engine::start(config).await.map_err(Failure::Failed)?;
-        let magnet = Magnet::from_torrent(&torrent).to_string();
+        // Friends reach the seed at the external address even when no tracker names it.
+        let seed_addr = SocketAddr::new(
+            public_ip,
+            if reach.mapper.is_some() { reach.peer_port } else { handle.listen_addr().port() },
+        );
+        let registration = tracker.as_ref().map(|t| {
+            crate::port_mapping::register_seed(t.state.clone(), vec![engine::wire_id(&torrent)], seed_addr)
+        });
+        let mut magnet = Magnet::from_torrent(&torrent);
+        magnet.peers.push(seed_addr.to_string());
+        let magnet = magnet.to_string();
         println!(
             "sharing {} ({})",
             torrent.name,
@@ -210,6 +241,10 @@ pub fn run(args: ShareArgs) -> CmdResult {
         println!("send your friend this command:\n  spore get '{magnet}' -o .");
         crate::get_cmd::follow_public(&handle, &torrent.name, &mut signals).await;
         handle.stop().await;
+        if let Some(r) = registration {
+            r.abort();
+        }
+        crate::port_mapping::stop(reach.mapper).await;
         if let Some(t) = tracker {
             t.shutdown().await;
         }

@@ -1,0 +1,189 @@
+//! Port mapping for `share`, `get`, `seed` and the daemon: which ports to ask the router for, and the
+//! one line `share` prints when no router helps. The protocols live in the `portmap` crate.
+
+use std::net::{IpAddr, SocketAddr};
+
+use portmap::{Mapper, MapperConfig, Outcome, Protocol};
+
+/// Whether to map at all: not when switched off, and not for a client bound to loopback (nothing
+/// outside could reach it anyway, and tests must not talk to a real router).
+pub(crate) fn wanted(disabled: bool, listen: IpAddr) -> bool {
+    !disabled && !listen.is_loopback()
+}
+
+/// The peer port over TCP and UDP (uTP, the DHT on the same port) plus `extra` (TCP and UDP each).
+pub(crate) fn ports(peer_port: u16, extra: &[u16]) -> Vec<(Protocol, u16)> {
+    let mut out = Vec::new();
+    for port in std::iter::once(peer_port).chain(extra.iter().copied()) {
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            if port != 0 && !out.contains(&(protocol, port)) {
+                out.push((protocol, port));
+            }
+        }
+    }
+    out
+}
+
+/// Starts mapping `ports` in the background (on the current runtime), or nothing when not `wanted`.
+pub(crate) fn start(wanted: bool, ports: Vec<(Protocol, u16)>) -> Option<Mapper> {
+    (wanted && !ports.is_empty()).then(|| {
+        Mapper::start(MapperConfig {
+            ports,
+            gateway: None,
+            description: format!("Spore {}", env!("CARGO_PKG_VERSION")),
+        })
+    })
+}
+
+/// For `get` and `seed`: logs what the router did, without holding anything up.
+pub(crate) fn start_quiet(wanted: bool, listen: SocketAddr) -> Option<Mapper> {
+    start(wanted, ports(listen.port(), &[]))
+}
+
+/// Removes the mappings, if any.
+pub(crate) async fn stop(mapper: Option<Mapper>) {
+    if let Some(m) = mapper {
+        m.stop().await;
+    }
+}
+
+/// The external peer port the router gave for `internal` over TCP, if it mapped it.
+pub(crate) fn external_port(outcome: &Outcome, internal: u16) -> Option<u16> {
+    match outcome {
+        Outcome::Mapped { mappings, .. } => mappings
+            .iter()
+            .find(|m| m.protocol == Protocol::Tcp && m.internal == internal)
+            .map(|m| m.external),
+        Outcome::Failed(_) => None,
+    }
+}
+
+/// The line `share` prints when no router mapped the ports: who cannot connect and what to forward.
+pub(crate) fn unreachable_hint(local: IpAddr, ports: &[u16], why: &str) -> String {
+    let list: Vec<String> = ports.iter().filter(|p| **p != 0).map(u16::to_string).collect();
+    format!(
+        "warning: no router mapped our ports ({why}); friends outside this network may not reach you: \
+         forward TCP and UDP port{} {} to {local} on your router and pass --public-ip YOUR_PUBLIC_IP",
+        if list.len() == 1 { "" } else { "s" },
+        list.join(" and ")
+    )
+}
+
+/// What `share` learned from the router: the address and peer port friends use, and the mapper to
+/// stop on exit.
+pub(crate) struct ShareReach {
+    pub mapper: Option<Mapper>,
+    pub public_ip: IpAddr,
+    pub peer_port: u16,
+}
+
+/// Maps the peer and tracker ports for `share` and waits for the router's answer (a few seconds at
+/// most). `--public-ip` wins over the router's external address; with neither, the local address
+/// stays and one line says what to forward by hand.
+pub(crate) async fn share_reach(
+    wanted: bool,
+    local_ip: IpAddr,
+    explicit_ip: Option<IpAddr>,
+    peer_port: u16,
+    tracker_ports: &[u16],
+) -> ShareReach {
+    let mut reach = ShareReach {
+        mapper: start(wanted, ports(peer_port, tracker_ports)),
+        public_ip: explicit_ip.unwrap_or(local_ip),
+        peer_port,
+    };
+    let Some(mapper) = reach.mapper.as_mut() else {
+        return reach;
+    };
+    match mapper.outcome().await {
+        outcome @ Outcome::Mapped { .. } => {
+            if let Outcome::Mapped { via, external_ip, .. } = &outcome {
+                println!(
+                    "port mapping: {via} on the router, external address {}",
+                    external_ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
+                );
+                if explicit_ip.is_none() {
+                    if let Some(ip) = external_ip {
+                        reach.public_ip = *ip;
+                    }
+                }
+            }
+            reach.peer_port = external_port(&outcome, peer_port).unwrap_or(peer_port);
+        }
+        Outcome::Failed(why) => {
+            let mut all = vec![peer_port];
+            for p in tracker_ports {
+                if !all.contains(p) {
+                    all.push(*p);
+                }
+            }
+            println!("{}", unreachable_hint(local_ip, &all, &why));
+        }
+    }
+    reach
+}
+
+/// Registers our seed in the embedded tracker under `addr` (the external address: a router without
+/// hairpin NAT refuses our own announce to it), again before the tracker would forget it.
+pub(crate) fn register_seed(
+    state: std::sync::Arc<tracker::State>,
+    ids: Vec<[u8; 20]>,
+    addr: SocketAddr,
+) -> tokio::task::JoinHandle<()> {
+    let every = std::time::Duration::from_secs(u64::from(
+        (state.config.peer_timeout / 2).clamp(30, 900),
+    ));
+    tokio::spawn(async move {
+        let mut event = tracker_proto::Event::Started;
+        loop {
+            for id in &ids {
+                let (mut out4, mut out6) = (Vec::new(), Vec::new());
+                state.store.announce(
+                    id,
+                    addr,
+                    0,
+                    event,
+                    Some(0),
+                    tracker::store::Family::Both,
+                    &mut out4,
+                    &mut out6,
+                );
+            }
+            event = tracker_proto::Event::None;
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_tcp_and_udp_once_each() {
+        assert_eq!(
+            ports(6881, &[6969, 6881, 0]),
+            vec![
+                (Protocol::Tcp, 6881),
+                (Protocol::Udp, 6881),
+                (Protocol::Tcp, 6969),
+                (Protocol::Udp, 6969)
+            ]
+        );
+        assert!(ports(0, &[]).is_empty());
+    }
+
+    #[test]
+    fn loopback_or_switched_off_means_no_mapping() {
+        assert!(!wanted(true, "0.0.0.0".parse().unwrap()));
+        assert!(!wanted(false, "127.0.0.2".parse().unwrap()));
+        assert!(wanted(false, "0.0.0.0".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_hint_is_one_line_naming_ports_and_address() {
+        let h = unreachable_hint("192.168.1.5".parse().unwrap(), &[6881, 6969], "no reply");
+        assert!(!h.contains('\n'));
+        assert!(h.contains("6881 and 6969 to 192.168.1.5"), "{h}");
+    }
+}
