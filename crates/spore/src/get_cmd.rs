@@ -501,11 +501,32 @@ pub fn get(args: GetArgs) -> CmdResult {
         }
     };
     let rt = runtime()?;
+    let mapper = {
+        let _rt = rt.enter();
+        let wanted = crate::port_mapping::wanted(args.discovery.no_port_mapping, listen.ip());
+        crate::port_mapping::start_quiet(wanted, listen)
+    };
+    let result = download(args, listen, &rt, max_peers, handshake, seed_time, max_up, max_down);
+    rt.block_on(crate::port_mapping::stop(mapper));
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn download(
+    args: GetArgs,
+    listen: SocketAddr,
+    rt: &tokio::runtime::Runtime,
+    max_peers: usize,
+    handshake: engine::HandshakeLimits,
+    seed_time: Option<Duration>,
+    max_up: Option<u64>,
+    max_down: Option<u64>,
+) -> CmdResult {
     let (torrent, dht) = if args.torrent.starts_with("magnet:") {
         // A magnet link's private flag is unknown until the metadata arrives; the engine keeps a private
         // torrent off the DHT once it is known.
         let dht = rt.block_on(make_dht(listen, &args.discovery, false))?;
-        let torrent = torrent_from_magnet(&args.torrent, listen, &args.peers, dht.clone(), &rt)?;
+        let torrent = torrent_from_magnet(&args.torrent, listen, &args.peers, dht.clone(), rt)?;
         (torrent, dht)
     } else {
         let torrent = load_torrent(&args.torrent)?;
@@ -523,6 +544,9 @@ pub fn get(args: GetArgs) -> CmdResult {
     let mut config = TorrentConfig::new(torrent.clone(), args.output.clone());
     config.listen = listen;
     config.peers = args.peers.clone();
+    // A magnet's x.pe peers serve the download too, not only the metadata: with no tracker or DHT
+    // naming them again they are all there is.
+    config.peers.extend(magnet_peers(&args.torrent));
     config.selected_files = selected;
     config.sequential = args.sequential;
     config.max_peers = max_peers;
@@ -590,6 +614,13 @@ pub fn get(args: GetArgs) -> CmdResult {
         print_stopped(&s);
         Ok(())
     })
+}
+
+/// The `x.pe` peers of a magnet link (nothing for anything else).
+fn magnet_peers(source: &str) -> Vec<SocketAddr> {
+    metainfo::Magnet::parse(source)
+        .map(|m| m.peers.iter().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 fn run_on_complete(cmd: &str, torrent: &Torrent, dir: &std::path::Path) {
@@ -668,7 +699,12 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     config.max_peers = max_peers;
     config.handshake = handshake;
     let rt = runtime()?;
-    rt.block_on(async move {
+    let mapper = {
+        let _rt = rt.enter();
+        let wanted = crate::port_mapping::wanted(args.discovery.no_port_mapping, config.listen.ip());
+        crate::port_mapping::start_quiet(wanted, config.listen)
+    };
+    let result = rt.block_on(async move {
         let mut signals = Signals::new();
         config.dht = make_dht(config.listen, &args.discovery, torrent.private).await?;
         config.pex = !args.discovery.no_pex;
@@ -690,7 +726,9 @@ pub fn seed(args: SeedArgs) -> CmdResult {
         handle.stop().await;
         print_stopped(&s);
         Ok(())
-    })
+    });
+    rt.block_on(crate::port_mapping::stop(mapper));
+    result
 }
 
 /// The last line of `get` and `seed`: what moved, and how much the torrent told PEX, the DHT and LSD
