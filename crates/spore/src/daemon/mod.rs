@@ -323,6 +323,13 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen = session.listen_addr();
+    let mapper = crate::port_mapping::start_quiet(
+        crate::port_mapping::wanted(
+            args.discovery.no_port_mapping || !settings.port_mapping,
+            listen.ip(),
+        ),
+        listen,
+    );
     let dht = crate::get_cmd::make_dht(listen, &args.discovery, false).await?;
     let api_listener = tokio::net::TcpListener::bind(args.api)
         .await
@@ -399,6 +406,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     ticker.abort();
     eprintln!("stopping: saving resume data");
     daemon.shutdown().await;
+    crate::port_mapping::stop(mapper).await;
     Ok(())
 }
 

@@ -652,7 +652,10 @@ impl Rpc {
             "idle-seeding-limit-enabled": false,
             "peer-port": self.daemon.listen.port(),
             "peer-port-random-on-start": false,
-            "port-forwarding-enabled": false,
+            "port-forwarding-enabled": crate::port_mapping::wanted(
+                discovery.no_port_mapping || !s.port_mapping,
+                self.daemon.listen.ip(),
+            ),
             "dht-enabled": !discovery.no_dht,
             "pex-enabled": !discovery.no_pex,
             "lpd-enabled": !discovery.no_lsd,

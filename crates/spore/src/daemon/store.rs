@@ -66,6 +66,8 @@ pub struct Settings {
     pub watch_dir: Option<PathBuf>,
     /// Bytes of memory for serving uploads, over every torrent (engine::set_upload_memory).
     pub upload_memory: u64,
+    /// Ask the router to forward the peer port (UPnP IGD, PCP, NAT-PMP); read at start.
+    pub port_mapping: bool,
 }
 
 impl Default for Settings {
@@ -102,6 +104,7 @@ impl Default for Settings {
             alt_speed_time_day: 0x7f,
             watch_dir: None,
             upload_memory: engine::DEFAULT_UPLOAD_MEMORY as u64,
+            port_mapping: true,
         }
     }
 }
