@@ -32,10 +32,27 @@ pub const STOP_BUDGET: Duration = Duration::from_secs(4);
 pub struct MapperConfig {
     /// Internal ports with their transport; the same external port is asked for.
     pub ports: Vec<(Protocol, u16)>,
-    /// The router for PCP / NAT-PMP [default: the default route's gateway].
-    pub gateway: Option<Ipv4Addr>,
+    /// The PCP / NAT-PMP server [default: the default route's gateway, port 5351].
+    pub gateway: Option<SocketAddr>,
+    /// Whether to look for a UPnP IGD too (SSDP multicast).
+    pub upnp: bool,
     /// Shown in the router's UPnP table.
     pub description: String,
+    /// Renewals never come closer together than this, whatever short lease a router grants.
+    pub min_renew: Duration,
+}
+
+impl MapperConfig {
+    /// Every protocol, the system's gateway, renewals at most every [`MIN_RENEW`].
+    pub fn new(ports: Vec<(Protocol, u16)>, description: String) -> MapperConfig {
+        MapperConfig {
+            ports,
+            gateway: None,
+            upnp: true,
+            description,
+            min_renew: MIN_RENEW,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,13 +90,14 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// When to renew a lease the router granted for `granted` seconds.
-pub fn renew_after(granted: u32) -> Duration {
+/// When to renew a lease the router granted for `granted` seconds: at half of it, not sooner than
+/// `floor`.
+pub fn renew_after(granted: u32, floor: Duration) -> Duration {
     if granted == 0 {
         // A permanent UPnP mapping: re-add it now and then anyway, in case the router restarted.
         return Duration::from_secs(u64::from(LEASE) / 2);
     }
-    Duration::from_secs(u64::from(granted) / 2).max(MIN_RENEW)
+    Duration::from_millis(u64::from(granted) * 500).max(floor)
 }
 
 /// A running port mapper. Dropping it without [`Mapper::stop`] leaves the leases to expire.
@@ -129,7 +147,7 @@ enum Router {
         local: IpAddr,
     },
     PortControl {
-        gateway: Ipv4Addr,
+        gateway: SocketAddr,
         local: IpAddr,
         nat_pmp_only: bool,
     },
@@ -147,7 +165,7 @@ async fn run(
     mut stop: oneshot::Receiver<()>,
 ) {
     let discovered = tokio::select! {
-        r = discover(config.gateway) => r,
+        r = discover(config.gateway, config.upnp) => r,
         _ = &mut stop => return,
     };
     let mut router = match discovered {
@@ -177,7 +195,7 @@ async fn run(
             }
         }
         first = false;
-        let wait = renew_after(granted);
+        let wait = renew_after(granted, config.min_renew);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = &mut stop => break,
@@ -186,9 +204,17 @@ async fn run(
     let _ = tokio::time::timeout(STOP_BUDGET, unmap_all(&router, &held)).await;
 }
 
-async fn discover(gateway: Option<Ipv4Addr>) -> Result<Router, String> {
-    let gateway = gateway.or_else(crate::route::system_default_gateway);
-    let upnp = discover_upnp();
+async fn discover(gateway: Option<SocketAddr>, upnp: bool) -> Result<Router, String> {
+    let gateway = gateway.or_else(|| {
+        crate::route::system_default_gateway().map(|gw| SocketAddr::from((gw, natpmp::PORT)))
+    });
+    let upnp = async {
+        if upnp {
+            discover_upnp().await
+        } else {
+            Err("not asked for".to_string())
+        }
+    };
     let control = async {
         match gateway {
             Some(gw) => probe_port_control(gw).await,
@@ -283,17 +309,16 @@ async fn soap(service: &Service, action: igd::Action) -> Result<(Vec<u8>, Socket
 /// Sends `request` to the gateway and waits for a reply `accept` takes, retransmitting with doubling
 /// waits.
 async fn udp_exchange<T>(
-    gateway: Ipv4Addr,
+    gateway: SocketAddr,
     request: &[u8],
     accept: impl Fn(&[u8]) -> Option<T>,
 ) -> Result<(T, IpAddr), String> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .await
-        .map_err(|e| e.to_string())?;
-    socket
-        .connect((gateway, natpmp::PORT))
-        .await
-        .map_err(|e| e.to_string())?;
+    let any: IpAddr = match gateway {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((any, 0)).await.map_err(|e| e.to_string())?;
+    socket.connect(gateway).await.map_err(|e| e.to_string())?;
     let local = socket.local_addr().map_err(|e| e.to_string())?.ip();
     let mut wait = UDP_FIRST_WAIT;
     let mut buf = [0u8; pcp::MAX_MESSAGE + 1];
@@ -314,12 +339,12 @@ async fn udp_exchange<T>(
         }
         wait *= 2;
     }
-    Err(format!("no answer from {gateway}:{}", natpmp::PORT))
+    Err(format!("no answer from {gateway}"))
 }
 
 /// Asks the gateway for its external address over NAT-PMP: any well-formed answer, even a PCP
 /// server's "unsupported version", shows it speaks one of the two.
-async fn probe_port_control(gateway: Ipv4Addr) -> Result<Router, String> {
+async fn probe_port_control(gateway: SocketAddr) -> Result<Router, String> {
     let request = natpmp::external_address_request();
     let (nat_pmp_only, local) = udp_exchange(gateway, &request, |b| match natpmp::parse_reply(b) {
         // A NAT-PMP answer does not tell whether PCP is spoken too: the first MAP finds out.
@@ -489,7 +514,7 @@ async fn map_upnp(
 }
 
 async fn map_port_control(
-    gateway: Ipv4Addr,
+    gateway: SocketAddr,
     local: IpAddr,
     nat_pmp_only: &mut bool,
     protocol: Protocol,
@@ -591,9 +616,10 @@ mod tests {
 
     #[test]
     fn renewal_comes_at_half_the_lease_but_not_too_often() {
-        assert_eq!(renew_after(7200), Duration::from_secs(3600));
-        assert_eq!(renew_after(10), MIN_RENEW);
-        assert_eq!(renew_after(0), Duration::from_secs(1800));
+        assert_eq!(renew_after(7200, MIN_RENEW), Duration::from_secs(3600));
+        assert_eq!(renew_after(10, MIN_RENEW), MIN_RENEW);
+        assert_eq!(renew_after(1, Duration::ZERO), Duration::from_millis(500));
+        assert_eq!(renew_after(0, MIN_RENEW), Duration::from_secs(1800));
     }
 
     #[test]

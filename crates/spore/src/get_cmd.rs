@@ -506,7 +506,9 @@ pub fn get(args: GetArgs) -> CmdResult {
         let wanted = crate::port_mapping::wanted(args.discovery.no_port_mapping, listen.ip());
         crate::port_mapping::start_quiet(wanted, listen)
     };
-    let result = download(args, listen, &rt, max_peers, handshake, seed_time, max_up, max_down);
+    let result = download(
+        args, listen, &rt, max_peers, handshake, seed_time, max_up, max_down,
+    );
     rt.block_on(crate::port_mapping::stop(mapper));
     result
 }
@@ -701,7 +703,8 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     let rt = runtime()?;
     let mapper = {
         let _rt = rt.enter();
-        let wanted = crate::port_mapping::wanted(args.discovery.no_port_mapping, config.listen.ip());
+        let wanted =
+            crate::port_mapping::wanted(args.discovery.no_port_mapping, config.listen.ip());
         crate::port_mapping::start_quiet(wanted, config.listen)
     };
     let result = rt.block_on(async move {

@@ -27,11 +27,10 @@ pub(crate) fn ports(peer_port: u16, extra: &[u16]) -> Vec<(Protocol, u16)> {
 /// Starts mapping `ports` in the background (on the current runtime), or nothing when not `wanted`.
 pub(crate) fn start(wanted: bool, ports: Vec<(Protocol, u16)>) -> Option<Mapper> {
     (wanted && !ports.is_empty()).then(|| {
-        Mapper::start(MapperConfig {
+        Mapper::start(MapperConfig::new(
             ports,
-            gateway: None,
-            description: format!("Spore {}", env!("CARGO_PKG_VERSION")),
-        })
+            format!("Spore {}", env!("CARGO_PKG_VERSION")),
+        ))
     })
 }
 
@@ -60,7 +59,11 @@ pub(crate) fn external_port(outcome: &Outcome, internal: u16) -> Option<u16> {
 
 /// The line `share` prints when no router mapped the ports: who cannot connect and what to forward.
 pub(crate) fn unreachable_hint(local: IpAddr, ports: &[u16], why: &str) -> String {
-    let list: Vec<String> = ports.iter().filter(|p| **p != 0).map(u16::to_string).collect();
+    let list: Vec<String> = ports
+        .iter()
+        .filter(|p| **p != 0)
+        .map(u16::to_string)
+        .collect();
     format!(
         "warning: no router mapped our ports ({why}); friends outside this network may not reach you: \
          forward TCP and UDP port{} {} to {local} on your router and pass --public-ip YOUR_PUBLIC_IP",
@@ -97,7 +100,10 @@ pub(crate) async fn share_reach(
     };
     match mapper.outcome().await {
         outcome @ Outcome::Mapped { .. } => {
-            if let Outcome::Mapped { via, external_ip, .. } = &outcome {
+            if let Outcome::Mapped {
+                via, external_ip, ..
+            } = &outcome
+            {
                 println!(
                     "port mapping: {via} on the router, external address {}",
                     external_ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
@@ -130,9 +136,8 @@ pub(crate) fn register_seed(
     ids: Vec<[u8; 20]>,
     addr: SocketAddr,
 ) -> tokio::task::JoinHandle<()> {
-    let every = std::time::Duration::from_secs(u64::from(
-        (state.config.peer_timeout / 2).clamp(30, 900),
-    ));
+    let every =
+        std::time::Duration::from_secs(u64::from((state.config.peer_timeout / 2).clamp(30, 900)));
     tokio::spawn(async move {
         let mut event = tracker_proto::Event::Started;
         loop {

@@ -219,10 +219,18 @@ pub fn run(args: ShareArgs) -> CmdResult {
         // Friends reach the seed at the external address even when no tracker names it.
         let seed_addr = SocketAddr::new(
             public_ip,
-            if reach.mapper.is_some() { reach.peer_port } else { handle.listen_addr().port() },
+            if reach.mapper.is_some() {
+                reach.peer_port
+            } else {
+                handle.listen_addr().port()
+            },
         );
         let registration = tracker.as_ref().map(|t| {
-            crate::port_mapping::register_seed(t.state.clone(), vec![engine::wire_id(&torrent)], seed_addr)
+            crate::port_mapping::register_seed(
+                t.state.clone(),
+                vec![engine::wire_id(&torrent)],
+                seed_addr,
+            )
         });
         let mut magnet = Magnet::from_torrent(&torrent);
         magnet.peers.push(seed_addr.to_string());

@@ -69,8 +69,34 @@ impl Lab {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
         // Both ends are created inside the namespaces: no name is ever taken in the host's.
-        ip(&["link", "add", "lan", "netns", &lab.home, "type", "veth", "peer", "name", "lan", "netns", &lab.router]);
-        ip(&["link", "add", "wan", "netns", &lab.router, "type", "veth", "peer", "name", "wan", "netns", &lab.inet]);
+        ip(&[
+            "link",
+            "add",
+            "lan",
+            "netns",
+            &lab.home,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lan",
+            "netns",
+            &lab.router,
+        ]);
+        ip(&[
+            "link",
+            "add",
+            "wan",
+            "netns",
+            &lab.router,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan",
+            "netns",
+            &lab.inet,
+        ]);
         for (ns, dev, addr) in [
             (&lab.home, "lan", "192.168.77.2/24"),
             (&lab.router, "lan", "192.168.77.1/24"),
@@ -106,7 +132,10 @@ impl Lab {
     fn spore(&self, ns: &str, args: &[&str], log: &str) -> Proc {
         let mut c = self.command(ns, env!("CARGO_BIN_EXE_spore"));
         c.args(args)
-            .env("XDG_DATA_HOME", self.dir.path().join(format!("state-{log}")))
+            .env(
+                "XDG_DATA_HOME",
+                self.dir.path().join(format!("state-{log}")),
+            )
             .env("SPORE_LOG", "info");
         Proc::spawn(c, self.dir.path().join(format!("{log}.err")))
     }
@@ -130,7 +159,13 @@ impl Lab {
         )
         .unwrap();
         let mut c = self.command(&self.router, "miniupnpd");
-        c.args(["-f", s(&conf), "-d", "-P", s(&self.dir.path().join("miniupnpd.pid"))]);
+        c.args([
+            "-f",
+            s(&conf),
+            "-d",
+            "-P",
+            s(&self.dir.path().join("miniupnpd.pid")),
+        ]);
         let log = self.dir.path().join("miniupnpd.log");
         self.daemons.push(Proc::spawn(c, log.clone()));
         wait_for_file_line(&log, "Listening for NAT-PMP/PCP traffic", T);
@@ -169,7 +204,11 @@ fn wait_for_file_line(path: &Path, needle: &str, timeout: Duration) {
         if text.contains(needle) {
             return;
         }
-        assert!(Instant::now() < deadline, "no {needle:?} in {}: {text}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {}: {text}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -177,11 +216,16 @@ fn wait_for_file_line(path: &Path, needle: &str, timeout: Duration) {
 /// Whether this machine can build the lab; a failure when CI=true.
 fn lab_available() -> bool {
     if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "the NAT lab needs root when CI=true");
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "the NAT lab needs root when CI=true"
+        );
         eprintln!("skipped: not root");
         return false;
     }
-    have_tool("ip", &["-V"]) && have_tool("nft", &["--version"]) && have_tool("miniupnpd", &["--version"])
+    have_tool("ip", &["-V"])
+        && have_tool("nft", &["--version"])
+        && have_tool("miniupnpd", &["--version"])
 }
 
 fn share_from_home(kind: RouterKind, tag: &str) {
@@ -203,19 +247,35 @@ fn share_from_home(kind: RouterKind, tag: &str) {
     let mut sharer = lab.spore(&lab.home.clone(), &["share", s(&file)], "share");
     let magnet = match kind {
         RouterKind::Upnp | RouterKind::PcpOnly => {
-            let via = if kind == RouterKind::Upnp { "UPnP IGD" } else { "PCP" };
+            let via = if kind == RouterKind::Upnp {
+                "UPnP IGD"
+            } else {
+                "PCP"
+            };
             let line = sharer.wait_for("port mapping: ", T);
             assert!(line.contains(via) && line.contains(EXT_IP), "{line}");
-            let magnet = sharer.wait_for("magnet: ", T).trim_start_matches("magnet: ").to_string();
+            let magnet = sharer
+                .wait_for("magnet: ", T)
+                .trim_start_matches("magnet: ")
+                .to_string();
             assert!(magnet.contains(&format!("x.pe={EXT_IP}%3A")), "{magnet}");
             assert!(magnet.contains(&format!("{EXT_IP}%3A6969")), "{magnet}");
             magnet
         }
         RouterKind::None => {
             let warning = sharer.wait_for("warning: ", T);
-            assert!(warning.contains("friends outside this network may not reach you"), "{warning}");
-            assert!(warning.contains("6881") && warning.contains(HOME_IP), "{warning}");
-            let magnet = sharer.wait_for("magnet: ", T).trim_start_matches("magnet: ").to_string();
+            assert!(
+                warning.contains("friends outside this network may not reach you"),
+                "{warning}"
+            );
+            assert!(
+                warning.contains("6881") && warning.contains(HOME_IP),
+                "{warning}"
+            );
+            let magnet = sharer
+                .wait_for("magnet: ", T)
+                .trim_start_matches("magnet: ")
+                .to_string();
             assert!(magnet.contains(HOME_IP), "{magnet}");
             magnet
         }

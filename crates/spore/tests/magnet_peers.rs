@@ -42,5 +42,8 @@ fn get_downloads_from_the_magnet_x_pe_peer_with_no_tracker_or_dht() {
     // The metadata comes from the x.pe peer either way; before the fix the download then had no peer.
     getter.wait_for("complete: only.bin", Duration::from_secs(30));
     assert!(getter.wait_exit(T).success());
-    assert_eq!(sha256(&d.join("dl/only.bin")), sha256(&d.join("seed/only.bin")));
+    assert_eq!(
+        sha256(&d.join("dl/only.bin")),
+        sha256(&d.join("seed/only.bin"))
+    );
 }
