@@ -5,6 +5,7 @@ mod aligned;
 mod bitfield;
 mod conns;
 pub mod dht;
+pub mod external_ip;
 mod http;
 pub mod lsd;
 pub mod metadata;

@@ -900,6 +900,16 @@ impl PeerTask {
             Event::Extended { id: 0, payload } => {
                 let theirs = ExtensionHandshake::decode(&payload)?;
                 self.their_ut_metadata = theirs.id_of("ut_metadata");
+                if let Some(seen) = theirs.your_ip {
+                    let changed = self
+                        .shared
+                        .external_votes
+                        .lock()
+                        .record(self.addr.ip(), seen);
+                    if let Some(ip) = changed {
+                        tracing::info!("peers see us at {ip} (BEP 10 yourip, a majority of them)");
+                    }
+                }
                 if let Some(name) = theirs
                     .client
                     .as_deref()

@@ -340,6 +340,8 @@ pub struct Shared {
     /// Bytes that failed verification.
     pub wasted: AtomicU64,
     pub pex_sent: AtomicU64,
+    /// Our address as connected peers report it (BEP 10 `yourip`).
+    pub(crate) external_votes: Mutex<crate::external_ip::ExternalIpVotes>,
     pub dht_announces: AtomicU64,
     pub lsd_announces: AtomicU64,
     complete: AtomicBool,
@@ -429,6 +431,8 @@ pub struct Status {
     pub pex_sent: u64,
     pub dht_announces: u64,
     pub lsd_announces: u64,
+    /// Our address as most connected peers see it (BEP 10 `yourip`; at least two must agree).
+    pub external_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -1061,6 +1065,7 @@ impl Shared {
             complete: self.is_complete(),
             banned: st.banned.len(),
             pex_sent: self.pex_sent.load(Ordering::Relaxed),
+            external_ip: self.external_votes.lock().majority(),
             dht_announces: self.dht_announces.load(Ordering::Relaxed),
             lsd_announces: self.lsd_announces.load(Ordering::Relaxed),
         }
@@ -1345,6 +1350,7 @@ pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
         uploaded: AtomicU64::new(0),
         wasted: AtomicU64::new(0),
         pex_sent: AtomicU64::new(0),
+        external_votes: Mutex::new(Default::default()),
         dht_announces: AtomicU64::new(0),
         lsd_announces: AtomicU64::new(0),
         complete: AtomicBool::new(already_done),
