@@ -43,7 +43,7 @@ fn seed_and_get_over_ipv6_through_http_and_udp_trackers() {
 }
 
 /// A seed listening on `[::]` takes peers of both families on one socket: one downloader reaches it over
-/// 127.0.0.1, another over ::1. (DHT and LSD are off: `[::]` is not a loopback address.)
+/// 127.0.0.1, another over ::1. (DHT, LSD and port mapping are off: `[::]` is not a loopback address.)
 #[test]
 fn a_dual_stack_listener_serves_ipv4_and_ipv6_peers() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,7 +52,7 @@ fn a_dual_stack_listener_serves_ipv4_and_ipv6_peers() {
     std::fs::write(d.join("seed/file.bin"), data(3, 2_000_000)).unwrap();
     let torrent = d.join("t.torrent");
     create_torrent(&d.join("seed/file.bin"), &torrent, "64K", None);
-    let quiet = ["--no-trackers", "--no-dht", "--no-lsd"];
+    let quiet = ["--no-trackers", "--no-dht", "--no-lsd", "--no-port-mapping"];
     let (_seeder, seed_addr) = start_seed(d, &torrent, &d.join("seed"), "[::]:0", &quiet);
     let port = seed_addr.port();
     for (i, peer) in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")]
