@@ -905,9 +905,9 @@ impl PeerTask {
                         .shared
                         .external_votes
                         .lock()
-                        .record(self.addr.ip(), seen);
+                        .record(crate::external_ip::Voter::Peer(self.addr.ip()), seen);
                     if let Some(ip) = changed {
-                        tracing::info!("peers see us at {ip} (BEP 10 yourip, a majority of them)");
+                        tracing::info!("peers and trackers see us at {ip}");
                     }
                 }
                 if let Some(name) = theirs

@@ -1147,6 +1147,12 @@ impl Shared {
                 match answer {
                     Ok(r) => {
                         tracing::debug!("{url}: {} peers", r.peers.len());
+                        if let Some(seen) = r.external_ip {
+                            let voter = crate::external_ip::Voter::Tracker(url.clone());
+                            if let Some(ip) = self.external_votes.lock().record(voter, seen) {
+                                tracing::info!("peers and trackers see us at {ip}");
+                            }
+                        }
                         self.add_peers(r.peers);
                         interval = Some(interval.map_or(r.interval, |i| i.min(r.interval)));
                         if let Some(tier) = self.tiers.lock().get_mut(t) {

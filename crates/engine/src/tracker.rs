@@ -23,6 +23,8 @@ pub struct Announced {
     pub peers: Vec<SocketAddr>,
     pub seeders: u32,
     pub leechers: u32,
+    /// Our address as the tracker saw it (BEP 24; HTTP trackers only).
+    pub external_ip: Option<IpAddr>,
 }
 
 /// Announces to one tracker URL. `bind` is the local address to send from (so the tracker records the
@@ -58,6 +60,7 @@ async fn announce_http(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow:
         peers: r.peers.iter().map(|p| p.addr).collect(),
         seeders: r.complete,
         leechers: r.incomplete,
+        external_ip: r.external_ip,
     })
 }
 
@@ -176,6 +179,7 @@ async fn announce_udp(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::
             peers,
             seeders,
             leechers,
+            external_ip: None,
         }),
         other => bail!("unexpected reply to announce: {other:?}"),
     }

@@ -248,6 +248,24 @@ pub struct AnnounceResponse {
     pub peers: Vec<Peer>,
     pub tracker_id: Option<Vec<u8>>,
     pub warning: Option<String>,
+    /// The requester's address as the tracker saw it (BEP 24 `external ip`, 4 or 16 bytes).
+    pub external_ip: Option<IpAddr>,
+}
+
+/// The `external ip` value of BEP 24: the address in network order, 4 bytes or 16.
+pub fn external_ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+fn external_ip_from(raw: &[u8]) -> Option<IpAddr> {
+    match raw.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(raw).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(raw).ok()?)),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -285,6 +303,9 @@ impl AnnounceResponse {
         }
         if let Some(w) = &self.warning {
             d.insert("warning message", Owned::str(w));
+        }
+        if let Some(ip) = self.external_ip {
+            d.insert("external ip", Owned::Bytes(external_ip_bytes(ip)));
         }
         if compact {
             let mut v4 = Vec::new();
@@ -411,6 +432,10 @@ impl AnnounceResponse {
                 .get(b"warning message")
                 .and_then(Value::as_bytes)
                 .map(|w| String::from_utf8_lossy(w).into_owned()),
+            external_ip: dict
+                .get(b"external ip")
+                .and_then(Value::as_bytes)
+                .and_then(external_ip_from),
         })
     }
 }

@@ -117,6 +117,7 @@ fn http_responses_compact_and_dictionary() {
         ],
         tracker_id: None,
         warning: None,
+        external_ip: None,
     };
     let compact = resp.encode(true);
     assert_eq!(
@@ -126,6 +127,23 @@ fn http_responses_compact_and_dictionary() {
     assert_eq!(AnnounceResponse::decode(&compact).unwrap(), resp);
     let full = resp.encode(false);
     assert_eq!(AnnounceResponse::decode(&full).unwrap(), resp);
+    // BEP 24: the requester's address, 4 or 16 bytes; any other length is ignored.
+    for ip in ["11.11.11.1", "2001:db8::7"] {
+        let with_ip = AnnounceResponse {
+            external_ip: Some(ip.parse().unwrap()),
+            ..resp.clone()
+        };
+        assert_eq!(
+            AnnounceResponse::decode(&with_ip.encode(true)).unwrap(),
+            with_ip
+        );
+    }
+    assert_eq!(
+        AnnounceResponse::decode(b"d11:external ip3:abc8:intervali60ee")
+            .unwrap()
+            .external_ip,
+        None
+    );
     assert_eq!(
         AnnounceResponse::decode(&http::failure("unregistered torrent")),
         Err(ResponseError::Failure("unregistered torrent".into()))

@@ -189,7 +189,12 @@ async fn do_announce(
             Owned::Int(i64::from(state.config.min_interval)),
         )
         .insert("complete", Owned::Int(i64::from(outcome.seeders)))
-        .insert("incomplete", Owned::Int(i64::from(outcome.leechers)));
+        .insert("incomplete", Owned::Int(i64::from(outcome.leechers)))
+        // BEP 24: a peer behind a NAT learns the address it is seen at.
+        .insert(
+            "external ip",
+            Owned::Bytes(proto::external_ip_bytes(peer.ip())),
+        );
     if req.compact {
         d.insert("peers", Owned::Bytes(v4));
         if !v6.is_empty() {

@@ -267,6 +267,8 @@ async fn http_announce_scrape_and_full_scrape_limit() {
         assert_eq!(second.peers[0].addr, "127.0.0.1:5001".parse().unwrap());
         assert_eq!(second.interval, 1800);
         assert_eq!(second.min_interval, Some(300));
+        // BEP 24: each requester learns the address it was seen at.
+        assert_eq!(first.external_ip, Some("127.0.0.1".parse().unwrap()));
 
         let scrape = ScrapeResponse::decode(&http_get(
             addr,
