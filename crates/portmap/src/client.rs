@@ -168,43 +168,68 @@ async fn run(
         r = discover(config.gateway, config.upnp) => r,
         _ = &mut stop => return,
     };
-    let mut router = match discovered {
+    let candidates = match discovered {
         Ok(r) => r,
         Err(why) => {
+            tracing::warn!("port mapping: {why}");
             let _ = tx.send(Some(Outcome::Failed(why)));
             return;
         }
     };
+    // The first router protocol that maps anything is kept; a UPnP IGD that refuses every mapping
+    // leaves the way to PCP / NAT-PMP on the same router.
     let mut held: Vec<Held> = Vec::new();
-    let mut first = true;
-    loop {
+    let mut errors = Vec::new();
+    let mut chosen = None;
+    for mut router in candidates {
         let (outcome, granted) = map_all(&mut router, &config, &mut held).await;
-        if first || matches!(outcome, Outcome::Mapped { .. }) {
-            let _ = tx.send(Some(outcome.clone()));
-        }
-        if first {
-            match &outcome {
-                Outcome::Mapped {
-                    via,
-                    external_ip,
-                    mappings,
-                } => tracing::info!(
-                    "port mapping via {via}: {mappings:?}, external address {external_ip:?}"
-                ),
-                Outcome::Failed(why) => tracing::warn!("port mapping failed: {why}"),
+        match outcome {
+            Outcome::Mapped { .. } => {
+                chosen = Some((router, outcome, granted));
+                break;
             }
+            Outcome::Failed(why) => errors.push(why),
         }
-        first = false;
+    }
+    let Some((mut router, outcome, mut granted)) = chosen else {
+        let why = errors.join("; ");
+        tracing::warn!("port mapping failed: {why}");
+        let _ = tx.send(Some(Outcome::Failed(why)));
+        return;
+    };
+    if let Outcome::Mapped {
+        via,
+        external_ip,
+        mappings,
+    } = &outcome
+    {
+        tracing::info!("port mapping via {via}: {mappings:?}, external address {external_ip:?}");
+    }
+    let _ = tx.send(Some(outcome));
+    loop {
         let wait = renew_after(granted, config.min_renew);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = &mut stop => break,
         }
+        let (outcome, lease) = map_all(&mut router, &config, &mut held).await;
+        granted = lease;
+        match outcome {
+            Outcome::Mapped { .. } => {
+                let _ = tx.send(Some(outcome));
+            }
+            // Renewal failed: the leases held run on; try again at the floor interval.
+            Outcome::Failed(why) => {
+                tracing::warn!("port mapping renewal failed: {why}");
+                granted = 1;
+            }
+        }
     }
     let _ = tokio::time::timeout(STOP_BUDGET, unmap_all(&router, &held)).await;
 }
 
-async fn discover(gateway: Option<SocketAddr>, upnp: bool) -> Result<Router, String> {
+/// The routers that answered, UPnP first.
+async fn discover(gateway: Option<SocketAddr>, upnp: bool) -> Result<Vec<Router>, String> {
     let gateway = gateway.or_else(|| {
         crate::route::system_default_gateway().map(|gw| SocketAddr::from((gw, natpmp::PORT)))
     });
@@ -222,9 +247,14 @@ async fn discover(gateway: Option<SocketAddr>, upnp: bool) -> Result<Router, Str
         }
     };
     let (upnp, control) = tokio::join!(upnp, control);
-    match (upnp, control) {
-        (Ok(r), _) | (Err(_), Ok(r)) => Ok(r),
-        (Err(u), Err(c)) => Err(format!("no UPnP IGD ({u}), no PCP/NAT-PMP ({c})")),
+    let why = match (&upnp, &control) {
+        (Err(u), Err(c)) => Some(format!("no UPnP IGD ({u}), no PCP/NAT-PMP ({c})")),
+        _ => None,
+    };
+    let found: Vec<Router> = [upnp.ok(), control.ok()].into_iter().flatten().collect();
+    match why {
+        Some(why) => Err(why),
+        None => Ok(found),
     }
 }
 

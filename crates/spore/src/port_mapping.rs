@@ -46,14 +46,14 @@ pub(crate) async fn stop(mapper: Option<Mapper>) {
     }
 }
 
-/// The external peer port the router gave for `internal` over TCP, if it mapped it.
-pub(crate) fn external_port(outcome: &Outcome, internal: u16) -> Option<u16> {
+/// The external port the router gave for `internal` over `protocol`, or `internal` if it mapped none.
+pub(crate) fn external_port(outcome: &Outcome, protocol: Protocol, internal: u16) -> u16 {
     match outcome {
         Outcome::Mapped { mappings, .. } => mappings
             .iter()
-            .find(|m| m.protocol == Protocol::Tcp && m.internal == internal)
-            .map(|m| m.external),
-        Outcome::Failed(_) => None,
+            .find(|m| m.protocol == protocol && m.internal == internal)
+            .map_or(internal, |m| m.external),
+        Outcome::Failed(_) => internal,
     }
 }
 
@@ -72,12 +72,14 @@ pub(crate) fn unreachable_hint(local: IpAddr, ports: &[u16], why: &str) -> Strin
     )
 }
 
-/// What `share` learned from the router: the address and peer port friends use, and the mapper to
-/// stop on exit.
+/// What `share` learned from the router: the address and ports friends use, and the mapper to stop
+/// on exit.
 pub(crate) struct ShareReach {
     pub mapper: Option<Mapper>,
     pub public_ip: IpAddr,
     pub peer_port: u16,
+    /// The embedded tracker's HTTP (TCP) and UDP ports as seen from outside.
+    pub tracker_ports: (u16, u16),
 }
 
 /// Maps the peer and tracker ports for `share` and waits for the router's answer (a few seconds at
@@ -88,12 +90,14 @@ pub(crate) async fn share_reach(
     local_ip: IpAddr,
     explicit_ip: Option<IpAddr>,
     peer_port: u16,
-    tracker_ports: &[u16],
+    tracker_ports: (u16, u16),
 ) -> ShareReach {
+    let (http, udp) = tracker_ports;
     let mut reach = ShareReach {
-        mapper: start(wanted, ports(peer_port, tracker_ports)),
+        mapper: start(wanted, ports(peer_port, &[http, udp])),
         public_ip: explicit_ip.unwrap_or(local_ip),
         peer_port,
+        tracker_ports,
     };
     let Some(mapper) = reach.mapper.as_mut() else {
         return reach;
@@ -114,13 +118,17 @@ pub(crate) async fn share_reach(
                     }
                 }
             }
-            reach.peer_port = external_port(&outcome, peer_port).unwrap_or(peer_port);
+            reach.peer_port = external_port(&outcome, Protocol::Tcp, peer_port);
+            reach.tracker_ports = (
+                external_port(&outcome, Protocol::Tcp, http),
+                external_port(&outcome, Protocol::Udp, udp),
+            );
         }
         Outcome::Failed(why) => {
             let mut all = vec![peer_port];
-            for p in tracker_ports {
-                if !all.contains(p) {
-                    all.push(*p);
+            for p in [http, udp] {
+                if !all.contains(&p) {
+                    all.push(p);
                 }
             }
             println!("{}", unreachable_hint(local_ip, &all, &why));
@@ -183,6 +191,33 @@ mod tests {
         assert!(!wanted(true, "0.0.0.0".parse().unwrap()));
         assert!(!wanted(false, "127.0.0.2".parse().unwrap()));
         assert!(wanted(false, "0.0.0.0".parse().unwrap()));
+    }
+
+    #[test]
+    fn external_ports_come_from_the_mapping_of_that_protocol() {
+        let mapped = Outcome::Mapped {
+            via: portmap::Via::Upnp,
+            external_ip: None,
+            mappings: vec![
+                portmap::Mapping {
+                    protocol: Protocol::Tcp,
+                    internal: 6969,
+                    external: 6970,
+                },
+                portmap::Mapping {
+                    protocol: Protocol::Udp,
+                    internal: 6969,
+                    external: 6971,
+                },
+            ],
+        };
+        assert_eq!(external_port(&mapped, Protocol::Tcp, 6969), 6970);
+        assert_eq!(external_port(&mapped, Protocol::Udp, 6969), 6971);
+        assert_eq!(external_port(&mapped, Protocol::Tcp, 6881), 6881);
+        assert_eq!(
+            external_port(&Outcome::Failed("x".into()), Protocol::Tcp, 6881),
+            6881
+        );
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
             local_ip,
             args.public_ip,
             peer_port,
-            &[tracker_ports.0, tracker_ports.1],
+            tracker_ports,
         )
         .await;
         let public_ip = reach.public_ip;
@@ -168,8 +168,8 @@ pub fn run(args: ShareArgs) -> CmdResult {
                 IpAddr::V6(v6) => format!("[{v6}]"),
                 v4 => v4.to_string(),
             };
-            trackers.push(format!("http://{host}:{}/announce", tracker_ports.0));
-            trackers.push(format!("udp://{host}:{}/announce", tracker_ports.1));
+            trackers.push(format!("http://{host}:{}/announce", reach.tracker_ports.0));
+            trackers.push(format!("udp://{host}:{}/announce", reach.tracker_ports.1));
         }
 
         let options = CreateOptions {
