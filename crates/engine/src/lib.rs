@@ -5,6 +5,7 @@ mod aligned;
 mod bitfield;
 mod conns;
 pub mod dht;
+mod error;
 mod http;
 pub mod lsd;
 pub mod metadata;
@@ -40,6 +41,7 @@ pub use bitfield::Bitfield;
 pub use conns::{
     ip_group, raise_nofile_limit, AcceptBackoff, FdBudget, HandshakeLimits, FILE_RESERVE,
 };
+pub use error::{HttpError, MetadataError, StartError, TrackerError};
 pub use picker::{Picker, Received, BLOCK};
 pub use rate::Limiter;
 pub use session::Session;

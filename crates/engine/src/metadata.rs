@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+
+pub use crate::error::MetadataError;
 use bytes::BytesMut;
 use metainfo::merkle::{self, Hash256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,7 +60,7 @@ fn matches(request_v1: Option<[u8; 20]>, request_v2: Option<[u8; 32]>, info: &[u
 pub async fn fetch_metadata(
     request: &MetadataRequest,
     timeout: Duration,
-) -> anyhow::Result<Metadata> {
+) -> Result<Metadata, MetadataError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tried: HashSet<SocketAddr> = HashSet::new();
     let mut attempts = JoinSet::new();
@@ -116,7 +118,7 @@ pub async fn fetch_metadata(
             }
             _ = tokio::time::sleep_until(wake) => {
                 if tokio::time::Instant::now() >= deadline {
-                    bail!("no peer provided the torrent's metadata within {} s", timeout.as_secs());
+                    return Err(MetadataError::Timeout { secs: timeout.as_secs() });
                 }
             }
         }

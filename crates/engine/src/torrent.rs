@@ -1235,10 +1235,10 @@ fn piece_priorities(
 }
 
 /// Starts a torrent: rechecks data already in the download directory, then serves and downloads.
-pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
+pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartError> {
     let torrent = config.torrent.clone();
     let piece_count = torrent.piece_count();
-    let piece_count = u32::try_from(piece_count).map_err(|_| anyhow::anyhow!("too many pieces"))?;
+    let piece_count = u32::try_from(piece_count).map_err(|_| crate::StartError::TooManyPieces)?;
     let piece_sizes: Vec<u32> = (0..u64::from(piece_count))
         .map(|i| torrent.piece_size(i) as u32)
         .collect();

@@ -286,7 +286,7 @@ pub(crate) async fn magnet_torrent(
     };
     let metadata = engine::metadata::fetch_metadata(&request, Duration::from_secs(120))
         .await
-        .map_err(Failure::Failed)?;
+        .map_err(Failure::failed)?;
     let mut torrent = Torrent::from_info_bytes(&metadata.info)
         .map_err(|e| bad(anyhow!("metadata from peers: {e}")))?;
     torrent.piece_layers = metadata.piece_layers;
@@ -532,7 +532,7 @@ pub fn get(args: GetArgs) -> CmdResult {
     set_lsd(&mut config, &args.discovery);
     rt.block_on(async move {
         let mut signals = Signals::new();
-        let handle = engine::start(config).await.map_err(Failure::Failed)?;
+        let handle = engine::start(config).await.map_err(Failure::failed)?;
         println!("listening on {}", handle.listen_addr());
         let started = Instant::now();
         let name = torrent.name.clone();
@@ -670,7 +670,7 @@ pub fn seed(args: SeedArgs) -> CmdResult {
         config.dht = make_dht(config.listen, &args.discovery, torrent.private).await?;
         config.pex = !args.discovery.no_pex;
         set_lsd(&mut config, &args.discovery);
-        let handle = engine::start(config).await.map_err(Failure::Failed)?;
+        let handle = engine::start(config).await.map_err(Failure::failed)?;
         let s = handle.status();
         if !s.complete {
             let bad_pieces = s.pieces_total - s.pieces_have;

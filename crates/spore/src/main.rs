@@ -28,6 +28,13 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+impl Failure {
+    /// A failure (exit 1) from any error type, such as the engine's and the tracker's typed ones.
+    pub fn failed(e: impl Into<anyhow::Error>) -> Failure {
+        Failure::Failed(e.into())
+    }
+}
+
 pub type CmdResult = Result<(), Failure>;
 
 #[derive(Parser)]

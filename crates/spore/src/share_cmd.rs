@@ -134,7 +134,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
                     .min(tracker_connections),
                 ..tracker::Config::default()
             };
-            let running = tracker::start(config).await.map_err(Failure::Failed)?;
+            let running = tracker::start(config).await.map_err(Failure::failed)?;
             let http_port = running.http_addr.map_or(args.tracker_port, |a| a.port());
             let udp_port = running.udp_addr.map_or(args.tracker_port, |a| a.port());
             let host = match public_ip {
@@ -194,7 +194,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
             crate::get_cmd::make_dht(config.listen, &args.discovery, torrent.private).await?;
         config.pex = !args.discovery.no_pex;
         crate::get_cmd::set_lsd(&mut config, &args.discovery);
-        let handle = engine::start(config).await.map_err(Failure::Failed)?;
+        let handle = engine::start(config).await.map_err(Failure::failed)?;
         let magnet = Magnet::from_torrent(&torrent).to_string();
         println!(
             "sharing {} ({})",

@@ -9,6 +9,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Deserialize;
 use tracker_proto::{Event, InfoHash, PeerId};
 
+use crate::Error;
+
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 const TOTALS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("totals");
 
@@ -90,7 +92,7 @@ fn parse_hex20(line: &str) -> Option<InfoHash> {
 }
 
 /// Reads a list file: one hex info-hash per line; blank lines and `#` comments ignored.
-pub fn read_list(path: &Path) -> anyhow::Result<HashSet<InfoHash>> {
+pub fn read_list(path: &Path) -> Result<HashSet<InfoHash>, Error> {
     let text = std::fs::read_to_string(path)?;
     let mut set = HashSet::new();
     for (n, line) in text.lines().enumerate() {
@@ -98,8 +100,9 @@ pub fn read_list(path: &Path) -> anyhow::Result<HashSet<InfoHash>> {
         if line.is_empty() {
             continue;
         }
-        let hash = parse_hex20(line).ok_or_else(|| {
-            anyhow::anyhow!("{}:{}: not a 40-hex-digit info-hash", path.display(), n + 1)
+        let hash = parse_hex20(line).ok_or_else(|| Error::List {
+            path: path.to_path_buf(),
+            line: n + 1,
         })?;
         set.insert(hash);
     }
@@ -109,9 +112,12 @@ pub fn read_list(path: &Path) -> anyhow::Result<HashSet<InfoHash>> {
 /// Opens the users database, creating it readable by its owner only: it holds every passkey, and a
 /// passkey is a user's whole credential. An existing file that others can read is narrowed to 0600, with
 /// a warning (the passkeys in it may already have been read).
-fn open_db(path: &Path) -> anyhow::Result<Database> {
+fn open_db(path: &Path) -> Result<Database, Error> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let cannot = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot open {}: {e}", path.display());
+    let cannot = |e: &dyn std::fmt::Display| Error::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     // An empty file is what redb initialises a new database in.
     match std::fs::OpenOptions::new()
         .write(true)
@@ -141,7 +147,7 @@ fn open_db(path: &Path) -> anyhow::Result<Database> {
     Database::create(path).map_err(|e| cannot(&e))
 }
 
-fn load_users(path: &Path) -> anyhow::Result<HashSet<String>> {
+fn load_users(path: &Path) -> Result<HashSet<String>, Error> {
     let db = open_db(path)?;
     let txn = db.begin_read()?;
     let table = match txn.open_table(USERS) {
@@ -162,7 +168,7 @@ impl Access {
         mode: Mode,
         list_path: Option<PathBuf>,
         db_path: Option<PathBuf>,
-    ) -> anyhow::Result<Access> {
+    ) -> Result<Access, Error> {
         Self::with_users_from(mode, list_path, db_path, false)
     }
 
@@ -173,12 +179,14 @@ impl Access {
         list_path: Option<PathBuf>,
         db_path: Option<PathBuf>,
         shared_users: bool,
-    ) -> anyhow::Result<Access> {
+    ) -> Result<Access, Error> {
         if matches!(mode, Mode::Allow | Mode::Deny) && list_path.is_none() {
-            anyhow::bail!("mode {mode:?} needs a list file");
+            return Err(Error::Config(format!("mode {mode:?} needs a list file")));
         }
         if mode == Mode::Private && db_path.is_none() && !shared_users {
-            anyhow::bail!("private mode needs a database file (db) or a cluster");
+            return Err(Error::Config(
+                "private mode needs a database file (db) or a cluster".into(),
+            ));
         }
         let access = Access {
             mode,
@@ -199,7 +207,7 @@ impl Access {
     }
 
     /// Re-reads the list file and the user table (on SIGHUP and periodically).
-    pub fn reload(&self) -> anyhow::Result<()> {
+    pub fn reload(&self) -> Result<(), Error> {
         if let Some(path) = &self.list_path {
             *self.list.write() = read_list(path)?;
         }
@@ -350,7 +358,7 @@ impl Access {
 
     /// Writes pending totals to the database. The database is opened only for the write, so admin
     /// commands can use it in between; if it is busy the totals stay pending for the next flush.
-    pub fn flush(&self) -> anyhow::Result<()> {
+    pub fn flush(&self) -> Result<(), Error> {
         let Some(path) = &self.db_path else {
             return Ok(());
         };
@@ -358,7 +366,7 @@ impl Access {
         if pending.is_empty() {
             return Ok(());
         }
-        let result = (|| -> anyhow::Result<()> {
+        let result = (|| -> Result<(), Error> {
             let db = open_db(path)?;
             let txn = db.begin_write()?;
             {
@@ -392,7 +400,7 @@ pub struct UserTotals {
     pub downloaded: u64,
 }
 
-pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, Error> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
@@ -400,7 +408,7 @@ pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
 }
 
 /// Adds a user and returns the new passkey.
-pub fn add_user(db: &Path, name: &str) -> anyhow::Result<String> {
+pub fn add_user(db: &Path, name: &str) -> Result<String, Error> {
     let passkey = random_hex(16)?;
     let db = open_db(db)?;
     let txn = db.begin_write()?;
@@ -409,7 +417,7 @@ pub fn add_user(db: &Path, name: &str) -> anyhow::Result<String> {
         for row in users.iter()? {
             let (_, existing) = row?;
             if existing.value() == name {
-                anyhow::bail!("user {name} already exists");
+                return Err(Error::UserExists(name.to_string()));
             }
         }
         users.insert(passkey.as_str(), name)?;
@@ -419,7 +427,7 @@ pub fn add_user(db: &Path, name: &str) -> anyhow::Result<String> {
 }
 
 /// Revokes a user by name or passkey; returns whether one was found.
-pub fn revoke_user(db: &Path, who: &str) -> anyhow::Result<bool> {
+pub fn revoke_user(db: &Path, who: &str) -> Result<bool, Error> {
     let db = open_db(db)?;
     let txn = db.begin_write()?;
     let found = {
@@ -444,7 +452,7 @@ pub fn revoke_user(db: &Path, who: &str) -> anyhow::Result<bool> {
 }
 
 /// Every user with totals summed over torrents.
-pub fn list_users(db: &Path) -> anyhow::Result<Vec<UserTotals>> {
+pub fn list_users(db: &Path) -> Result<Vec<UserTotals>, Error> {
     let db = open_db(db)?;
     let txn = db.begin_read()?;
     let mut out = Vec::new();

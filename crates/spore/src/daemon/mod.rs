@@ -119,7 +119,32 @@ pub enum Phase {
     Finished,
     /// Its data is being moved to another directory (stopped meanwhile).
     Moving,
-    Error(String),
+    Error(Fault),
+}
+
+/// Why a torrent is in state `error`: the engine's own error where it comes from the engine, so the
+/// daemon can tell a disk that failed from a magnet link nobody answers. Shown to users as text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Fault {
+    /// The metadata of a magnet link could not be had.
+    #[error("metadata: {0}")]
+    Metadata(String),
+    /// The engine could not start the torrent (its files, the check, the listener).
+    #[error("{0}")]
+    Start(Arc<engine::StartError>),
+    /// The engine stopped the running torrent (a write failed).
+    #[error("{0}")]
+    Stopped(engine::TorrentError),
+    /// Moving the torrent's data went wrong.
+    #[error("{0}")]
+    Move(String),
+}
+
+/// Errors hold no comparable state; two faults that read alike are the same to a user.
+impl PartialEq for Fault {
+    fn eq(&self, other: &Fault) -> bool {
+        self.to_string() == other.to_string()
+    }
 }
 
 pub struct Entry {
@@ -765,7 +790,7 @@ impl Daemon {
                     e.phase = Phase::Queued;
                 }
             }
-            Err(err) => e.phase = Phase::Error(format!("metadata: {err:#}")),
+            Err(err) => e.phase = Phase::Error(Fault::Metadata(format!("{err:#}"))),
         }
         drop(e);
         self.schedule();
@@ -869,7 +894,7 @@ impl Daemon {
                 }
             }
             Err(err) => {
-                slot.lock().phase = Phase::Error(format!("{err:#}"));
+                slot.lock().phase = Phase::Error(Fault::Start(Arc::new(err)));
                 None
             }
         };
@@ -1306,7 +1331,7 @@ impl Daemon {
                         from.display()
                     );
                     e.record.paused = true;
-                    e.phase = Phase::Error(message.clone());
+                    e.phase = Phase::Error(Fault::Move(message.clone()));
                     Err(ApiError::Internal(message))
                 }
             }
@@ -1339,10 +1364,10 @@ impl Daemon {
                 e.record.moving_to = None;
                 if !whole {
                     e.record.paused = true;
-                    e.phase = Phase::Error(format!(
+                    e.phase = Phase::Error(Fault::Move(format!(
                         "an interrupted move to {} could not be undone",
                         to.display()
-                    ));
+                    )));
                 }
             }
             if let Some(from) = &record.moved_from {
@@ -1546,7 +1571,7 @@ impl Daemon {
                     // The engine stopped it (a disk error): stopped here too, its resume data saved
                     // with every verified piece, in state `error` until resumed.
                     tracing::error!("{}: {error}", name.unwrap_or_default());
-                    self.stop_entry(&slot, Phase::Error(error.to_string()))
+                    self.stop_entry(&slot, Phase::Error(Fault::Stopped(error)))
                         .await;
                     continue;
                 }
@@ -1699,7 +1724,7 @@ impl Daemon {
             "id": metainfo::hex(&e.id),
             "name": name,
             "state": state,
-            "error": match &e.phase { Phase::Error(m) => Some(m.clone()), _ => None },
+            "error": match &e.phase { Phase::Error(m) => Some(m.to_string()), _ => None },
             "progress": progress,
             "size": size,
             "total_size": total_size,

@@ -927,7 +927,7 @@ impl Rpc {
             (Phase::Running, true) => 6,
         };
         let error_string = match &e.phase {
-            Phase::Error(m) => m.clone(),
+            Phase::Error(m) => m.to_string(),
             _ => String::new(),
         };
         let rate_down = view["download_rate"].as_f64().unwrap_or(0.0) as u64;
