@@ -86,3 +86,22 @@ pub enum TrackerError {
     #[error("{0}")]
     Unexpected(String),
 }
+
+/// Why discovery could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("cannot start the DHT node: {0}")]
+    Dht(io::Error),
+}
+
+/// Why a magnet link gave no torrent.
+#[derive(Debug, thiserror::Error)]
+pub enum MagnetError {
+    #[error("the magnet link has no info-hash")]
+    NoInfoHash,
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The info dictionary matched the link's hashes but is not a valid torrent.
+    #[error("metadata from peers: {0}")]
+    Info(metainfo::MetainfoError),
+}

@@ -5,6 +5,7 @@ mod aligned;
 mod bitfield;
 mod conns;
 pub mod dht;
+pub mod discovery;
 mod error;
 mod http;
 pub mod lsd;
@@ -13,6 +14,7 @@ mod peer;
 mod picker;
 mod rate;
 mod rng;
+mod seed_goal;
 mod session;
 mod storage;
 mod stream;
@@ -41,9 +43,11 @@ pub use bitfield::Bitfield;
 pub use conns::{
     ip_group, raise_nofile_limit, AcceptBackoff, FdBudget, HandshakeLimits, FILE_RESERVE,
 };
-pub use error::{HttpError, MetadataError, StartError, TrackerError};
+pub use discovery::Discovery;
+pub use error::{DiscoveryError, HttpError, MagnetError, MetadataError, StartError, TrackerError};
 pub use picker::{Picker, Received, BLOCK};
 pub use rate::Limiter;
+pub use seed_goal::SeedGoal;
 pub use session::Session;
 pub use storage::{piece_matches, DiskError, FilePathsError, Storage};
 pub use stream::{ReadError, Reader};

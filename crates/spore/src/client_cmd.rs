@@ -99,7 +99,7 @@ impl Client {
                 let dir = args
                     .state_dir
                     .clone()
-                    .unwrap_or_else(|| crate::share_cmd::state_dir(None).join("daemon"));
+                    .unwrap_or_else(|| crate::opts::state_dir(None).join("daemon"));
                 let path = dir.join("api-token");
                 std::fs::read_to_string(&path)
                     .with_context(|| {

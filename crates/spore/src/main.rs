@@ -7,6 +7,7 @@ mod dht_cmd;
 mod format;
 mod get_cmd;
 mod info_cmd;
+mod opts;
 mod share_cmd;
 mod tracker_cmd;
 

@@ -23,7 +23,7 @@ use metainfo::{beneath, Torrent};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use crate::get_cmd::DiscoveryArgs;
+use crate::opts::DiscoveryArgs;
 use crate::{CmdResult, Failure};
 use sched::{reorder, QueueMove};
 use store::{Record, ResumeFile, Settings, Store, WriteGate};
@@ -108,6 +108,9 @@ pub struct DaemonArgs {
     pub discovery: DiscoveryArgs,
 }
 
+/// How long a magnet link's metadata is looked for before the torrent goes to state `error`.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Where a torrent is in its life.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
@@ -128,7 +131,10 @@ pub enum Phase {
 pub enum Fault {
     /// The metadata of a magnet link could not be had.
     #[error("metadata: {0}")]
-    Metadata(String),
+    Metadata(Arc<engine::MagnetError>),
+    /// The magnet link saved does not parse, or the torrent from it could not be saved.
+    #[error("metadata: {0}")]
+    MetadataKept(String),
     /// The engine could not start the torrent (its files, the check, the listener).
     #[error("{0}")]
     Start(Arc<engine::StartError>),
@@ -210,7 +216,7 @@ pub struct Daemon {
     pub settings: Mutex<Settings>,
     session: Session,
     dht: Option<engine::dht::DhtNode>,
-    discovery: DiscoveryArgs,
+    discovery: engine::Discovery,
     listen: SocketAddr,
     global_up: Arc<Limiter>,
     global_down: Arc<Limiter>,
@@ -277,7 +283,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         &args
             .state_dir
             .clone()
-            .unwrap_or_else(|| crate::share_cmd::state_dir(None).join("daemon")),
+            .unwrap_or_else(|| crate::opts::state_dir(None).join("daemon")),
     )?;
     let store = Store::open(&state_dir).map_err(Failure::Failed)?;
     let token = store.token().map_err(Failure::Failed)?;
@@ -348,7 +354,11 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen = session.listen_addr();
-    let dht = crate::get_cmd::make_dht(listen, &args.discovery, false).await?;
+    let discovery = args.discovery.settings();
+    let dht = discovery
+        .start_dht(listen, false)
+        .await
+        .map_err(Failure::failed)?;
     let api_listener = tokio::net::TcpListener::bind(args.api)
         .await
         .with_context(|| format!("cannot listen on {}", args.api))?;
@@ -372,7 +382,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         },
         session,
         dht,
-        discovery: args.discovery.clone(),
+        discovery,
         listen,
         entries: Mutex::new(BTreeMap::new()),
         events: tokio::sync::broadcast::channel(64).0,
@@ -627,7 +637,7 @@ impl Daemon {
         let (id, torrent_file, magnet) = match source {
             Source::Magnet(link) => {
                 let m = metainfo::Magnet::parse(&link).map_err(bad)?;
-                let id = crate::get_cmd::magnet_wire_id(&m).map_err(bad)?;
+                let id = engine::discovery::magnet_wire_id(&m).map_err(bad)?;
                 (id, None, Some(link))
             }
             Source::Url(url) => {
@@ -766,20 +776,25 @@ impl Daemon {
             (e.id, e.record.magnet.clone().unwrap_or_default())
         };
         let result = async {
-            let magnet = metainfo::Magnet::parse(&link).map_err(|e| anyhow!("{e}"))?;
+            let magnet =
+                metainfo::Magnet::parse(&link).map_err(|e| Fault::MetadataKept(e.to_string()))?;
             // The session's real port is announced: trackers refuse port 0, and a peer that dials it
             // before the torrent is registered is only turned away by the session.
-            let torrent =
-                crate::get_cmd::magnet_torrent(&magnet, self.listen, &[], self.dht.clone())
-                    .await
-                    .map_err(|e| match e {
-                        Failure::BadInput(e) | Failure::Failed(e) => e,
-                    })?;
+            let torrent = engine::discovery::magnet_torrent(
+                &magnet,
+                self.listen,
+                &[],
+                self.dht.clone(),
+                METADATA_TIMEOUT,
+            )
+            .await
+            .map_err(|e| Fault::Metadata(Arc::new(e)))?;
             let gate = slot.lock().gate.clone();
             // Removed while its metadata was on the way: leave nothing behind.
             gate.write(|| self.store.save_metainfo(&id, &torrent.to_file_bytes()))
-                .context("removed")??;
-            anyhow::Ok(torrent)
+                .ok_or_else(|| Fault::MetadataKept("removed".into()))?
+                .map_err(|e| Fault::MetadataKept(format!("{e:#}")))?;
+            Ok(torrent)
         }
         .await;
         let mut e = slot.lock();
@@ -790,7 +805,7 @@ impl Daemon {
                     e.phase = Phase::Queued;
                 }
             }
-            Err(err) => e.phase = Phase::Error(Fault::Metadata(format!("{err:#}"))),
+            Err(fault) => e.phase = Phase::Error(fault),
         }
         drop(e);
         self.schedule();
@@ -861,9 +876,7 @@ impl Daemon {
         config.global_download = Some(self.global_down.clone());
         config.peer_budget = Some(self.peer_budget.clone());
         config.max_peers = self.fitted.lock().peers_per_torrent;
-        config.dht = self.dht.clone();
-        config.pex = !self.discovery.no_pex;
-        crate::get_cmd::set_lsd(&mut config, &self.discovery);
+        self.discovery.apply(&mut config, self.dht.clone());
         // Resume data used as is needs no rewrite.
         let trusted = resume
             .as_ref()
@@ -1585,13 +1598,11 @@ impl Daemon {
                         // The seconds of earlier sessions count, as do those not yet folded in.
                         let secs = e.record.seeding_secs + since.elapsed().as_secs();
                         let uploaded = e.base_uploaded + st.uploaded;
-                        let ratio = uploaded as f64 / st.wanted.max(1) as f64;
-                        goal_reached = e
-                            .record
-                            .seed_ratio
-                            .or(ratio_goal)
-                            .is_some_and(|g| ratio >= g)
-                            || e.record.seed_time.or(time_goal).is_some_and(|g| secs >= g);
+                        let goal = engine::SeedGoal {
+                            ratio: e.record.seed_ratio.or(ratio_goal),
+                            time: e.record.seed_time.or(time_goal).map(Duration::from_secs),
+                        };
+                        goal_reached = goal.reached(uploaded, st.wanted, Duration::from_secs(secs));
                         if !e.record.complete {
                             e.record.complete = true;
                         }
