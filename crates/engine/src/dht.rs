@@ -121,9 +121,8 @@ impl DhtNode {
         if let Some(file) = file {
             let nodes = self.dht.to_bootstrap().await;
             if !nodes.is_empty() {
-                let tmp = file.with_extension("tmp");
-                if std::fs::write(&tmp, nodes.join("\n")).is_ok() {
-                    let _ = std::fs::rename(&tmp, file);
+                if let Err(e) = metainfo::atomic::write_atomic(file, nodes.join("\n").as_bytes()) {
+                    tracing::debug!("DHT routing table not saved: {e}");
                 }
             }
         }

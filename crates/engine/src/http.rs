@@ -374,8 +374,8 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Errors say what the server did ("answered HTTP 404"); the caller puts the URL in front.
-fn parse_response(raw: &Raw, max_len: usize) -> Result<Reply, HttpError> {
+/// A reply's status and its headers (the lines after the status line), and where its body starts.
+fn split_reply(raw: &Raw, max_len: usize) -> Result<(String, String, usize), HttpError> {
     if raw.overflow {
         return Err(HttpError::Reply(format!("sent more than {max_len} bytes")));
     }
@@ -384,30 +384,25 @@ fn parse_response(raw: &Raw, max_len: usize) -> Result<Reply, HttpError> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| HttpError::Reply("sent no HTTP headers".into()))?;
-    let head = String::from_utf8_lossy(&raw.bytes[..split]);
+    let head = String::from_utf8_lossy(&raw.bytes[..split]).into_owned();
     let mut status_line = head.split("\r\n").next().unwrap_or("").split_whitespace();
     if !status_line.next().is_some_and(|v| v.starts_with("HTTP/")) {
         return Err(HttpError::Reply("did not answer in HTTP".into()));
     }
-    let status = status_line.next().unwrap_or("");
-    match status {
-        "200" => {}
-        "301" | "302" | "303" | "307" | "308" => {
-            let location = header(&head, "location").ok_or_else(|| {
-                HttpError::Reply(format!("answered HTTP {status} without a Location"))
-            })?;
-            return Ok(Reply::Redirect(location.to_string()));
-        }
-        _ => return Err(HttpError::Reply(format!("answered HTTP {status}"))),
-    }
-    let body = &raw.bytes[split + 4..];
-    let chunked = header(&head, "transfer-encoding")
+    let status = status_line.next().unwrap_or("").to_string();
+    Ok((status, head, split + 4))
+}
+
+/// The body after `head`: de-chunked, or cut to its Content-Length, at most `max_len` bytes.
+fn read_body(raw: &Raw, head: &str, start: usize, max_len: usize) -> Result<Vec<u8>, HttpError> {
+    let body = &raw.bytes[start..];
+    let chunked = header(head, "transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let payload = if chunked {
         // The terminating zero-size chunk shows the body is whole, even without close_notify.
         dechunk(body)
             .ok_or_else(|| HttpError::Reply("sent bad or truncated chunked data".into()))?
-    } else if let Some(length) = header(&head, "content-length") {
+    } else if let Some(length) = header(head, "content-length") {
         let length: usize = length
             .parse()
             .map_err(|_| HttpError::Reply(format!("sent a bad Content-Length {length:?}")))?;
@@ -427,7 +422,69 @@ fn parse_response(raw: &Raw, max_len: usize) -> Result<Reply, HttpError> {
     if payload.len() > max_len {
         return Err(HttpError::Reply(format!("sent more than {max_len} bytes")));
     }
-    Ok(Reply::Body(payload))
+    Ok(payload)
+}
+
+/// Errors say what the server did ("answered HTTP 404"); the caller puts the URL in front.
+fn parse_response(raw: &Raw, max_len: usize) -> Result<Reply, HttpError> {
+    let (status, head, start) = split_reply(raw, max_len)?;
+    match status.as_str() {
+        "200" => Ok(Reply::Body(read_body(raw, &head, start, max_len)?)),
+        "301" | "302" | "303" | "307" | "308" => {
+            let location = header(&head, "location").ok_or_else(|| {
+                HttpError::Reply(format!("answered HTTP {status} without a Location"))
+            })?;
+            Ok(Reply::Redirect(location.to_string()))
+        }
+        _ => Err(HttpError::Reply(format!("answered HTTP {status}"))),
+    }
+}
+
+/// A request to a plain-HTTP API at a known address (the daemon's, from the CLI): unlike
+/// [`http_get`], any method, headers and body, and the reply comes back whatever its status.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiRequest<'a> {
+    pub addr: SocketAddr,
+    pub method: &'a str,
+    /// Path and query, starting with `/`.
+    pub path: &'a str,
+    /// Headers besides Host, Content-Length and Connection.
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+    /// The longest body accepted.
+    pub max_len: usize,
+    /// For the whole exchange, from connecting to the last byte.
+    pub timeout: Duration,
+}
+
+/// Sends `req` and returns the reply's status and body.
+pub async fn api_request(req: &ApiRequest<'_>) -> Result<(u16, Vec<u8>), HttpError> {
+    use std::fmt::Write as _;
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        req.method,
+        req.path,
+        req.addr,
+        req.body.len()
+    );
+    for (name, value) in req.headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    head.push_str("\r\n");
+    let mut message = head.into_bytes();
+    message.extend_from_slice(req.body);
+    let cap = req.max_len.saturating_add(HEADER_ROOM);
+    let raw = tokio::time::timeout(req.timeout, async {
+        let stream = connect(req.addr, None).await?;
+        Ok::<_, HttpError>(exchange(stream, &message, cap).await?)
+    })
+    .await
+    .map_err(|_| HttpError::Timeout(req.timeout.as_secs()))??;
+    let (status, head, start) = split_reply(&raw, req.max_len)?;
+    let code = status
+        .parse()
+        .map_err(|_| HttpError::Reply(format!("sent a bad status {status:?}")))?;
+    Ok((code, read_body(&raw, &head, start, req.max_len)?))
 }
 
 /// What `crate::fuzzing::http_response` runs: parsing, then the redirect resolution a `Location` gets.
