@@ -7,6 +7,7 @@ mod conns;
 pub mod dht;
 pub mod discovery;
 mod error;
+mod handle;
 mod http;
 pub mod lsd;
 pub mod metadata;

@@ -448,7 +448,7 @@ pub struct PeerInfo {
 }
 
 pub struct TorrentHandle {
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 

@@ -938,10 +938,10 @@ impl Daemon {
             )
         };
         let resume = match (&torrent, &handle) {
-            (Some(t), Some(h)) if force || h.shared.have().count() != last_have => {
+            (Some(t), Some(h)) if force || h.have().count() != last_have => {
                 let files = store::file_stamps(t, &dir);
                 let saved_at = store::now_nanos();
-                let have = h.shared.have();
+                let have = h.have();
                 Some((
                     have.count(),
                     ResumeFile {
@@ -1018,7 +1018,7 @@ impl Daemon {
                 e.base_uploaded += st.uploaded;
                 e.handle = None;
             }
-            self.session.unregister(&h.shared.id);
+            self.session.unregister(&h.info_hash());
             h.stop().await;
         }
         // Forced, for the seeding time just folded in.
@@ -1758,7 +1758,7 @@ impl Daemon {
             "done": e.record.done,
         });
         if detail {
-            let have = e.handle.as_ref().map(|h| h.shared.have());
+            let have = e.handle.as_ref().map(|h| h.have());
             let files: Vec<Value> = torrent.map_or_else(Vec::new, |t| {
                 t.files
                     .iter()
@@ -1783,8 +1783,7 @@ impl Daemon {
                     .collect()
             });
             let peers: Vec<Value> = e.handle.as_ref().map_or_else(Vec::new, |h| {
-                h.shared
-                    .peer_list()
+                h.peer_list()
                     .into_iter()
                     .map(|p| {
                         json!({
@@ -1803,7 +1802,7 @@ impl Daemon {
             let announced = e
                 .handle
                 .as_ref()
-                .map(|h| h.shared.tracker_stats())
+                .map(|h| h.tracker_stats())
                 .unwrap_or_default();
             let announced = &announced;
             let trackers: Vec<Value> = e
@@ -1982,13 +1981,13 @@ impl Change {
         if let Some(rate) = self.max_upload_rate {
             e.record.max_upload_rate = rate;
             if let Some(h) = &e.handle {
-                h.shared.up_limit.set_rate(rate);
+                h.set_upload_rate(rate);
             }
         }
         if let Some(rate) = self.max_download_rate {
             e.record.max_download_rate = rate;
             if let Some(h) = &e.handle {
-                h.shared.down_limit.set_rate(rate);
+                h.set_download_rate(rate);
             }
         }
         if let Some(dir) = self.download_dir {

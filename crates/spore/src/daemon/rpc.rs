@@ -1081,7 +1081,7 @@ impl Rpc {
                 "pieceSize" => json!(torrent.as_ref().map_or(0, |t| t.piece_length)),
                 "pieces" => {
                     let bytes = match (&e.handle, &torrent) {
-                        (Some(h), _) => h.shared.have().to_bytes().to_vec(),
+                        (Some(h), _) => h.have().to_bytes().to_vec(),
                         (None, Some(t)) => {
                             let n = t.piece_count() as usize;
                             let mut b = vec![if e.record.complete { 0xff } else { 0 }; n.div_ceil(8)];
