@@ -5,7 +5,7 @@ use std::io;
 
 use crate::storage::{DiskError, FilePathsError};
 
-/// Why [`crate::start`] could not start a torrent.
+/// Why `engine::start` could not start a torrent.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("too many pieces")]
@@ -22,7 +22,7 @@ pub enum StartError {
     Listen(#[from] io::Error),
 }
 
-/// Why [`crate::metadata::fetch_metadata`] gave up.
+/// Why `engine::metadata::fetch_metadata` gave up.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MetadataError {
     #[error("no peer provided the torrent's metadata within {secs} s")]

@@ -8,6 +8,7 @@ mod format;
 mod get_cmd;
 mod info_cmd;
 mod opts;
+mod progress;
 mod share_cmd;
 mod tracker_cmd;
 
