@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ids::InfoHash;
 use metainfo::{Magnet, Torrent};
 
 use crate::dht::{DhtConfig, DhtNode};
@@ -103,7 +104,7 @@ impl Discovery {
 }
 
 /// The id a magnet's torrent goes by on the wire: its v1 info-hash, or its v2 one truncated (BEP 52).
-pub fn magnet_wire_id(magnet: &Magnet) -> Result<[u8; 20], MagnetError> {
+pub fn magnet_wire_id(magnet: &Magnet) -> Result<InfoHash, MagnetError> {
     crate::wire_id_of(magnet.info_hash_v1, magnet.info_hash_v2).ok_or(MagnetError::NoInfoHash)
 }
 

@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 
+use ids::InfoHash;
+
 use crate::bitfield::Bitfield;
 use crate::torrent::{PeerInfo, TorrentHandle, TrackerStats};
 
 impl TorrentHandle {
     /// The torrent's id on the wire (its v1 info-hash, or its v2 one truncated).
-    pub fn info_hash(&self) -> [u8; 20] {
+    pub fn info_hash(&self) -> InfoHash {
         self.shared.id
     }
 

@@ -47,6 +47,7 @@ pub use conns::{
 pub use discovery::Discovery;
 pub use error::{DiscoveryError, HttpError, MagnetError, MetadataError, StartError, TrackerError};
 pub use http::{api_request, ApiRequest};
+pub use ids::{InfoHash, PeerId};
 pub use picker::{Picker, Received, BLOCK};
 pub use rate::Limiter;
 pub use seed_goal::SeedGoal;

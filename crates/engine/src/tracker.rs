@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tracker_proto::http::{self as proto, AnnounceResponse, HttpAnnounce};
 use tracker_proto::udp::{Request, Response};
-use tracker_proto::Announce;
+use tracker_proto::{Announce, InfoHash};
 
 pub use crate::error::TrackerError;
 pub use crate::http::{http_get, HttpError};
@@ -201,7 +201,7 @@ async fn announce_udp(
 /// Swarm counts for each info-hash, from the tracker's scrape (BEP 48 over HTTP, BEP 15 over UDP).
 pub async fn scrape(
     url: &str,
-    hashes: &[[u8; 20]],
+    hashes: &[InfoHash],
     bind: Option<IpAddr>,
 ) -> Result<Vec<tracker_proto::ScrapeStats>, TrackerError> {
     if url.starts_with("udp://") {

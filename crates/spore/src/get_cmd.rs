@@ -172,7 +172,7 @@ fn torrent_from_magnet(
 ) -> Result<Arc<Torrent>, Failure> {
     let magnet = metainfo::Magnet::parse(link).map_err(bad)?;
     let v1 = engine::discovery::magnet_wire_id(&magnet).map_err(bad)?;
-    eprintln!("fetching metadata for {} from peers...", metainfo::hex(&v1));
+    eprintln!("fetching metadata for {} from peers...", v1.to_hex());
     let timeout = Duration::from_secs(120);
     rt.block_on(engine::discovery::magnet_torrent(
         &magnet, listen, peers, dht, timeout,
@@ -488,7 +488,7 @@ fn run_on_complete(cmd: &str, torrent: &Torrent, dir: &std::path::Path) {
         .arg(cmd)
         .env("SPORE_TORRENT_NAME", &torrent.name)
         .env("SPORE_TORRENT_DIR", dir)
-        .env("SPORE_INFO_HASH", metainfo::hex(&id))
+        .env("SPORE_INFO_HASH", id.to_hex())
         .spawn();
     match result {
         // Reap it in the background so seeding is not held up.

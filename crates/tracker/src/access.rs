@@ -80,15 +80,7 @@ pub struct Access {
 }
 
 fn parse_hex20(line: &str) -> Option<InfoHash> {
-    let line = line.trim();
-    if line.len() != 40 {
-        return None;
-    }
-    let mut h = [0u8; 20];
-    for (i, b) in h.iter_mut().enumerate() {
-        *b = u8::from_str_radix(line.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(h)
+    InfoHash::from_hex(line.trim())
 }
 
 /// Reads a list file: one hex info-hash per line; blank lines and `#` comments ignored.
@@ -373,7 +365,7 @@ impl Access {
                 let mut table = txn.open_table(TOTALS)?;
                 for ((passkey, hash), (up, down)) in &pending {
                     let mut key = passkey.as_bytes().to_vec();
-                    key.extend_from_slice(hash);
+                    key.extend_from_slice(&hash[..]);
                     let (old_up, old_down) = table
                         .get(key.as_slice())?
                         .map(|v| v.value())
@@ -503,15 +495,18 @@ mod tests {
         let list = dir.path().join("list");
         std::fs::write(&list, format!("# allowed\n{}\n\n", "ab".repeat(20))).unwrap();
         let allow = Access::new(Mode::Allow, Some(list.clone()), None).unwrap();
-        assert_eq!(allow.check(&[0xab; 20], None), Ok(()));
-        assert_eq!(allow.check(&[0; 20], None), Err(Refusal::NotAllowed));
+        assert_eq!(allow.check(&[0xab; 20].into(), None), Ok(()));
+        assert_eq!(allow.check(&[0; 20].into(), None), Err(Refusal::NotAllowed));
         let deny = Access::new(Mode::Deny, Some(list.clone()), None).unwrap();
-        assert_eq!(deny.check(&[0xab; 20], None), Err(Refusal::NotAllowed));
-        assert_eq!(deny.check(&[0; 20], None), Ok(()));
+        assert_eq!(
+            deny.check(&[0xab; 20].into(), None),
+            Err(Refusal::NotAllowed)
+        );
+        assert_eq!(deny.check(&[0; 20].into(), None), Ok(()));
         // Reload picks up a changed list.
         std::fs::write(&list, "00".repeat(20)).unwrap();
         allow.reload().unwrap();
-        assert_eq!(allow.check(&[0; 20], None), Ok(()));
+        assert_eq!(allow.check(&[0; 20].into(), None), Ok(()));
         std::fs::write(&list, "nonsense").unwrap();
         assert!(allow.reload().is_err());
     }
@@ -524,15 +519,35 @@ mod tests {
         assert_eq!(alice.len(), 32);
         assert!(add_user(&db, "alice").is_err());
         let access = Access::new(Mode::Private, None, Some(db.clone())).unwrap();
-        assert_eq!(access.check(&[1; 20], Some(alice.as_bytes())), Ok(()));
         assert_eq!(
-            access.check(&[1; 20], Some(b"0000")),
+            access.check(&[1; 20].into(), Some(alice.as_bytes())),
+            Ok(())
+        );
+        assert_eq!(
+            access.check(&[1; 20].into(), Some(b"0000")),
             Err(Refusal::UnknownPasskey)
         );
-        assert_eq!(access.check(&[1; 20], None), Err(Refusal::UnknownPasskey));
+        assert_eq!(
+            access.check(&[1; 20].into(), None),
+            Err(Refusal::UnknownPasskey)
+        );
 
-        access.account(alice.as_bytes(), &[1; 20], &[7; 20], 0, 0, Event::Started);
-        access.account(alice.as_bytes(), &[1; 20], &[7; 20], 250, 10, Event::None);
+        access.account(
+            alice.as_bytes(),
+            &[1; 20].into(),
+            &[7; 20].into(),
+            0,
+            0,
+            Event::Started,
+        );
+        access.account(
+            alice.as_bytes(),
+            &[1; 20].into(),
+            &[7; 20].into(),
+            250,
+            10,
+            Event::None,
+        );
         access.flush().unwrap();
         let users = list_users(&db).unwrap();
         assert_eq!(users[0].uploaded, 250);
@@ -541,7 +556,7 @@ mod tests {
         assert!(revoke_user(&db, "alice").unwrap());
         access.reload().unwrap();
         assert_eq!(
-            access.check(&[1; 20], Some(alice.as_bytes())),
+            access.check(&[1; 20].into(), Some(alice.as_bytes())),
             Err(Refusal::UnknownPasskey)
         );
         assert!(!revoke_user(&db, "alice").unwrap());
@@ -555,11 +570,32 @@ mod tests {
         let access = Access::new(Mode::Private, None, Some(db.clone())).unwrap();
         let key = bob.as_bytes();
         // The first report is a baseline; a new peer_id or a second `started` earns nothing.
-        access.account(key, &[1; 20], &[1; 20], 1000, 0, Event::Started);
-        access.account(key, &[1; 20], &[1; 20], 1500, 0, Event::None);
-        access.account(key, &[1; 20], &[2; 20], 1500, 0, Event::None);
-        access.account(key, &[1; 20], &[2; 20], 1500, 0, Event::Started);
-        access.account(key, &[1; 20], &[1; 20], 1700, 0, Event::Started);
+        access.account(
+            key,
+            &[1; 20].into(),
+            &[1; 20].into(),
+            1000,
+            0,
+            Event::Started,
+        );
+        access.account(key, &[1; 20].into(), &[1; 20].into(), 1500, 0, Event::None);
+        access.account(key, &[1; 20].into(), &[2; 20].into(), 1500, 0, Event::None);
+        access.account(
+            key,
+            &[1; 20].into(),
+            &[2; 20].into(),
+            1500,
+            0,
+            Event::Started,
+        );
+        access.account(
+            key,
+            &[1; 20].into(),
+            &[1; 20].into(),
+            1700,
+            0,
+            Event::Started,
+        );
         access.flush().unwrap();
         assert_eq!(list_users(&db).unwrap()[0].uploaded, 500);
         assert_eq!(access.tracked_peers(), 2);
@@ -569,7 +605,7 @@ mod tests {
         for i in 0..MAX_REPORTS_PER_PASSKEY as u32 + 10 {
             let mut hash = [0u8; 20];
             hash[..4].copy_from_slice(&i.to_be_bytes());
-            access.account(key, &hash, &[3; 20], 0, 0, Event::Started);
+            access.account(key, &hash.into(), &[3; 20].into(), 0, 0, Event::Started);
         }
         assert!(access.tracked_peers() <= MAX_REPORTS_PER_PASSKEY);
     }

@@ -231,7 +231,7 @@ pub fn parse_addresses(spec: &str) -> Result<Vec<String>, ClusterError> {
 
 fn keys(hash: &InfoHash) -> [String; 5] {
     let mut hex = String::with_capacity(40);
-    for b in hash {
+    for b in hash.iter() {
         hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
         hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
     }
@@ -648,7 +648,7 @@ mod tests {
 
     #[test]
     fn one_slot_per_swarm() {
-        let k = keys(&[0xab; 20]);
+        let k = keys(&[0xab; 20].into());
         let tag = format!("{{{}}}", "ab".repeat(20));
         assert!(k.iter().all(|k| k.starts_with(&tag)), "{k:?}");
     }

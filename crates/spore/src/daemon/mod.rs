@@ -10,6 +10,7 @@ mod sched;
 pub mod store;
 mod stream;
 
+use engine::InfoHash;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -154,7 +155,7 @@ impl PartialEq for Fault {
 }
 
 pub struct Entry {
-    pub id: [u8; 20],
+    pub id: InfoHash,
     pub record: Record,
     pub torrent: Option<Arc<Torrent>>,
     pub phase: Phase,
@@ -224,7 +225,7 @@ pub struct Daemon {
     /// The connection caps in force (the settings' fitted into the open-file limit).
     fitted: Mutex<conns::Fitted>,
     api_conns: Arc<conns::ApiConns>,
-    entries: Mutex<BTreeMap<[u8; 20], Slot>>,
+    entries: Mutex<BTreeMap<InfoHash, Slot>>,
     pub events: tokio::sync::broadcast::Sender<(String, String)>,
     /// Bytes downloaded and uploaded by torrents removed since the daemon started: /metrics counts
     /// them in its totals, which must never go down (Prometheus reads a drop as a counter reset).
@@ -530,7 +531,7 @@ impl Daemon {
     }
 
     /// Adds an entry for a torrent whose record is already in the state directory.
-    fn insert(&self, id: [u8; 20], record: Record, torrent: Option<Arc<Torrent>>) -> Slot {
+    fn insert(&self, id: InfoHash, record: Record, torrent: Option<Arc<Torrent>>) -> Slot {
         let saved = record.clone();
         let phase = if record.paused {
             Phase::Paused
@@ -562,7 +563,7 @@ impl Daemon {
         slot
     }
 
-    pub fn slot(&self, id: &[u8; 20]) -> Result<Slot, ApiError> {
+    pub fn slot(&self, id: &InfoHash) -> Result<Slot, ApiError> {
         self.entries
             .lock()
             .get(id)
@@ -588,9 +589,9 @@ impl Daemon {
     }
 
     /// Reorders the queue (`ids` moved as `how` says) and saves the positions that changed.
-    pub fn queue_move(self: &Arc<Self>, ids: &[[u8; 20]], how: QueueMove) {
+    pub fn queue_move(self: &Arc<Self>, ids: &[InfoHash], how: QueueMove) {
         let order: Vec<Slot> = self.slots();
-        let keys: Vec<[u8; 20]> = order.iter().map(|s| s.lock().id).collect();
+        let keys: Vec<InfoHash> = order.iter().map(|s| s.lock().id).collect();
         let new = reorder(&keys, |k| ids.contains(k), how);
         for (position, id) in new.iter().enumerate() {
             let Some(slot) = order
@@ -670,7 +671,7 @@ impl Daemon {
         if self.entries.lock().contains_key(&id) {
             return Err(ApiError::Conflict(format!(
                 "torrent {} is already added",
-                metainfo::hex(&id)
+                id.to_hex()
             )));
         }
         let download_dir =
@@ -710,10 +711,9 @@ impl Daemon {
         };
         self.store.save_record(&id, &record)?;
         let slot = self.insert(id, record, torrent);
-        let _ = self.events.send((
-            "added".into(),
-            json!({"id": metainfo::hex(&id)}).to_string(),
-        ));
+        let _ = self
+            .events
+            .send(("added".into(), json!({"id": id.to_hex()}).to_string()));
         self.schedule();
         let view = self.view(&slot, false);
         Ok(view)
@@ -813,7 +813,7 @@ impl Daemon {
 
     /// Fast-resume data for a start: trusted as is when no file changed since it was saved, the
     /// unlisted pieces checked again when files were written after it, none when a file's size changed.
-    fn resume_for(&self, id: &[u8; 20], torrent: &Torrent, dir: &Path) -> Option<engine::Resume> {
+    fn resume_for(&self, id: &InfoHash, torrent: &Torrent, dir: &Path) -> Option<engine::Resume> {
         let saved = self.store.load_resume(id)?;
         let have_bytes = data_encoding::BASE64.decode(saved.have.as_bytes()).ok()?;
         let have = engine::Bitfield::from_bytes(&have_bytes, saved.pieces);
@@ -1025,7 +1025,7 @@ impl Daemon {
         self.save(slot, true);
     }
 
-    pub async fn pause(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
+    pub async fn pause(self: &Arc<Self>, id: &InfoHash) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
         Self::not_moving(&slot)?;
         slot.lock().record.paused = true;
@@ -1034,14 +1034,14 @@ impl Daemon {
         Ok(self.view(&slot, false))
     }
 
-    pub async fn resume(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
+    pub async fn resume(self: &Arc<Self>, id: &InfoHash) -> Result<Value, ApiError> {
         self.resume_with(id, false).await
     }
 
     /// Resumes; with `now`, past the queue's limits (Transmission's `torrent-start-now`).
     pub async fn resume_with(
         self: &Arc<Self>,
-        id: &[u8; 20],
+        id: &InfoHash,
         now: bool,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
@@ -1067,7 +1067,7 @@ impl Daemon {
 
     pub async fn remove(
         self: &Arc<Self>,
-        id: &[u8; 20],
+        id: &InfoHash,
         delete_data: bool,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
@@ -1098,20 +1098,19 @@ impl Daemon {
             totals.0 += last["downloaded"].as_u64().unwrap_or(0);
             totals.1 += last["uploaded"].as_u64().unwrap_or(0);
         }
-        let _ = self.events.send((
-            "removed".into(),
-            json!({"id": metainfo::hex(id)}).to_string(),
-        ));
+        let _ = self
+            .events
+            .send(("removed".into(), json!({"id": id.to_hex()}).to_string()));
         self.renumber_queue();
         self.schedule();
-        Ok(json!({"removed": metainfo::hex(id)}))
+        Ok(json!({"removed": id.to_hex()}))
     }
 
     /// Applies a `PUT /api/torrents/{id}`: all of it or, when a field is invalid or the data cannot be
     /// moved, none of it. A new file selection or directory restarts the torrent; priorities do not.
     pub async fn update(
         self: &Arc<Self>,
-        id: &[u8; 20],
+        id: &InfoHash,
         change: &Value,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
@@ -1176,7 +1175,7 @@ impl Daemon {
     /// for it and started again from its resume data. Returns the path and the new name.
     pub async fn rename_path(
         self: &Arc<Self>,
-        id: &[u8; 20],
+        id: &InfoHash,
         path: &str,
         name: &str,
     ) -> Result<(String, String), ApiError> {
@@ -1725,14 +1724,14 @@ impl Daemon {
                 .as_deref()
                 .and_then(|m| metainfo::Magnet::parse(m).ok())
                 .and_then(|m| m.name)
-                .unwrap_or_else(|| metainfo::hex(&e.id))
+                .unwrap_or_else(|| e.id.to_hex())
         });
         let magnet = match torrent {
             Some(t) => metainfo::Magnet::from_torrent(t).to_string(),
             None => e.record.magnet.clone().unwrap_or_default(),
         };
         let mut v = json!({
-            "id": metainfo::hex(&e.id),
+            "id": e.id.to_hex(),
             "name": name,
             "state": state,
             "error": match &e.phase { Phase::Error(m) => Some(m.to_string()), _ => None },

@@ -3,6 +3,7 @@
 //! file, fsync, rename, fsync the directory), so a kill -9 at any moment leaves the old or the new
 //! version, never a torn one.
 
+use engine::InfoHash;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -252,42 +253,42 @@ impl Store {
         )?)
     }
 
-    fn path(&self, id: &[u8; 20], ext: &str) -> PathBuf {
+    fn path(&self, id: &InfoHash, ext: &str) -> PathBuf {
         self.dir
             .join("torrents")
-            .join(format!("{}.{ext}", metainfo::hex(id)))
+            .join(format!("{}.{ext}", id.to_hex()))
     }
 
-    pub fn save_metainfo(&self, id: &[u8; 20], torrent_file: &[u8]) -> anyhow::Result<()> {
+    pub fn save_metainfo(&self, id: &InfoHash, torrent_file: &[u8]) -> anyhow::Result<()> {
         Ok(write_atomic(&self.path(id, "torrent"), torrent_file)?)
     }
 
-    pub fn save_record(&self, id: &[u8; 20], r: &Record) -> anyhow::Result<()> {
+    pub fn save_record(&self, id: &InfoHash, r: &Record) -> anyhow::Result<()> {
         Ok(write_atomic(
             &self.path(id, "json"),
             &serde_json::to_vec_pretty(r)?,
         )?)
     }
 
-    pub fn save_resume(&self, id: &[u8; 20], r: &ResumeFile) -> anyhow::Result<()> {
+    pub fn save_resume(&self, id: &InfoHash, r: &ResumeFile) -> anyhow::Result<()> {
         Ok(write_atomic(
             &self.path(id, "resume"),
             &serde_json::to_vec(r)?,
         )?)
     }
 
-    pub fn load_resume(&self, id: &[u8; 20]) -> Option<ResumeFile> {
+    pub fn load_resume(&self, id: &InfoHash) -> Option<ResumeFile> {
         serde_json::from_slice(&fs::read(self.path(id, "resume")).ok()?).ok()
     }
 
-    pub fn remove(&self, id: &[u8; 20]) {
+    pub fn remove(&self, id: &InfoHash) {
         for ext in ["torrent", "json", "resume"] {
             let _ = fs::remove_file(self.path(id, ext));
         }
     }
 
     /// Every saved torrent: id, record, and its metainfo when known.
-    pub fn load_all(&self) -> Vec<([u8; 20], Record, Option<Torrent>)> {
+    pub fn load_all(&self) -> Vec<(InfoHash, Record, Option<Torrent>)> {
         let mut out = Vec::new();
         let Ok(entries) = fs::read_dir(self.dir.join("torrents")) else {
             return out;
@@ -309,7 +310,7 @@ impl Store {
                     // Left in place, so the torrent comes back once the file is repaired.
                     tracing::warn!(
                         "skipping torrent {}: its record {} cannot be read: {e:#}",
-                        metainfo::hex(&id),
+                        id.to_hex(),
                         path.display()
                     );
                     continue;
@@ -323,7 +324,7 @@ impl Store {
     }
 
     /// The saved .torrent (for a magnet link, written once its metadata arrived).
-    fn load_metainfo(&self, id: &[u8; 20]) -> Option<Torrent> {
+    fn load_metainfo(&self, id: &InfoHash) -> Option<Torrent> {
         let path = self.path(id, "torrent");
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -351,15 +352,8 @@ pub fn random_hex(bytes: usize) -> std::io::Result<String> {
     Ok(metainfo::hex(&buf))
 }
 
-pub fn parse_id(hex: &str) -> Option<[u8; 20]> {
-    if hex.len() != 40 {
-        return None;
-    }
-    let mut id = [0u8; 20];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
+pub fn parse_id(hex: &str) -> Option<InfoHash> {
+    InfoHash::from_hex(hex)
 }
 
 /// (size, mtime) of each of the torrent's files under `dir`, `None` where it is missing.
