@@ -2121,3 +2121,26 @@ fn remove_empty_dirs(t: &Torrent, dir: &Path) {
         let _ = beneath::remove_dir(dir, &p);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed faults read as the daemon's error strings always have: the API and RPC text is stable.
+    #[test]
+    fn faults_read_as_before() {
+        let timeout = engine::MagnetError::Metadata(engine::MetadataError::Timeout { secs: 120 });
+        let fault = Fault::Metadata(Arc::new(timeout));
+        assert_eq!(
+            fault.to_string(),
+            "metadata: no peer provided the torrent's metadata within 120 s"
+        );
+        let start = Fault::Start(Arc::new(engine::StartError::TooManyPieces));
+        assert_eq!(start.to_string(), "too many pieces");
+        assert_eq!(
+            Phase::Error(start.clone()),
+            Phase::Error(Fault::Move("too many pieces".into()))
+        );
+        assert_ne!(Phase::Error(start), Phase::Error(fault));
+    }
+}
