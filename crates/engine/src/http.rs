@@ -761,4 +761,43 @@ mod tests {
         assert!(text.contains("TLS") || text.contains("root"), "{text}");
         assert!(!text.contains('\n'), "{text}");
     }
+
+    #[tokio::test]
+    async fn an_api_request_sends_its_method_headers_and_body_and_returns_any_status() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The whole request: headers, then the 7-byte body.
+            while !request.ends_with(b"\r\n\r\n{\"a\":1}") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request cut short: {request:?}");
+                request.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\n{\"err\r\n5\r\nor\":1\r\n1\r\n}\r\n0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        let request = ApiRequest {
+            addr,
+            method: "POST",
+            path: "/api/x?y=1",
+            headers: &[("Authorization", "Bearer t")],
+            body: b"{\"a\":1}",
+            max_len: 1000,
+            timeout: Duration::from_secs(10),
+        };
+        let (status, body) = api_request(&request).await.unwrap();
+        assert_eq!((status, body.as_slice()), (404, &b"{\"error\":1}"[..]));
+        let sent = server.await.unwrap();
+        assert!(sent.starts_with("POST /api/x?y=1 HTTP/1.1\r\n"), "{sent}");
+        assert!(sent.contains("\r\nAuthorization: Bearer t\r\n"), "{sent}");
+        assert!(sent.contains("\r\nContent-Length: 7\r\n"), "{sent}");
+    }
 }
