@@ -4,11 +4,12 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use wire::{InfoHash, PeerId};
 use wire::{Connection, Decoder, Handshake};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pieces, stream)) = data.split_first() else { return };
-    let ours = Handshake::new([0; 20], [1; 20], true);
+    let ours = Handshake::new(InfoHash::new([0; 20]), PeerId::new([1; 20]), true);
     let mut theirs = ours;
     theirs.reserved[7] = pieces & 0x05;
     let mut connection = Connection::new(u32::from(pieces), &ours, &theirs);

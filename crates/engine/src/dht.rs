@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use futures_util::StreamExt;
+use ids::InfoHash;
 use mainline::async_dht::AsyncDht;
 use mainline::{Dht, Id};
 
@@ -92,9 +93,9 @@ impl DhtNode {
     }
 
     /// Peers the DHT knows for `info_hash`, collected until the lookup ends.
-    pub async fn get_peers(&self, info_hash: [u8; 20]) -> Vec<SocketAddr> {
+    pub async fn get_peers(&self, info_hash: InfoHash) -> Vec<SocketAddr> {
         let mut found = Vec::new();
-        let mut stream = self.dht.get_peers(Id::from(info_hash));
+        let mut stream = self.dht.get_peers(Id::from(info_hash.0));
         while let Some(batch) = stream.next().await {
             found.extend(batch.into_iter().map(SocketAddr::V4));
         }
@@ -104,9 +105,9 @@ impl DhtNode {
     }
 
     /// Tells the closest nodes that we have `info_hash` on `port`.
-    pub async fn announce(&self, info_hash: [u8; 20], port: u16) -> bool {
+    pub async fn announce(&self, info_hash: InfoHash, port: u16) -> bool {
         self.dht
-            .announce_peer(Id::from(info_hash), Some(port))
+            .announce_peer(Id::from(info_hash.0), Some(port))
             .await
             .is_ok()
     }
@@ -121,9 +122,8 @@ impl DhtNode {
         if let Some(file) = file {
             let nodes = self.dht.to_bootstrap().await;
             if !nodes.is_empty() {
-                let tmp = file.with_extension("tmp");
-                if std::fs::write(&tmp, nodes.join("\n")).is_ok() {
-                    let _ = std::fs::rename(&tmp, file);
+                if let Err(e) = metainfo::atomic::write_atomic(file, nodes.join("\n").as_bytes()) {
+                    tracing::debug!("DHT routing table not saved: {e}");
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+pub use crate::error::HttpError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig, RootCertStore};
@@ -37,45 +37,43 @@ pub(crate) fn parse_url<'a>(
     url: &'a str,
     scheme: &str,
     default_port: u16,
-) -> anyhow::Result<Url<'a>> {
+) -> Result<Url<'a>, HttpError> {
+    let bad = |what: &str| HttpError::Url(format!("{what} {url}"));
     let rest = url
         .strip_prefix(scheme)
         .and_then(|r| r.strip_prefix("://"))
-        .ok_or_else(|| anyhow!("not a {scheme} URL: {url}"))?;
+        .ok_or_else(|| bad(&format!("not a {scheme} URL:")))?;
     // A fragment names a place in the document; it is never sent.
     let rest = rest.split('#').next().unwrap_or(rest);
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
         // "http://host?x" has an empty path; the request still needs a "/" before the query, which a
         // borrowed slice cannot add, so such a URL is refused rather than sent wrong.
-        Some(_) => bail!("{url} has a query but no path"),
+        Some(_) => return Err(HttpError::Url(format!("{url} has a query but no path"))),
         None => (rest, "/"),
     };
     if authority.contains('@') {
-        bail!("user names in URLs are not supported: {url}");
+        return Err(bad("user names in URLs are not supported:"));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let end = v6
-            .find(']')
-            .ok_or_else(|| anyhow!("bad IPv6 host in {url}"))?;
+        let end = v6.find(']').ok_or_else(|| bad("bad IPv6 host in"))?;
         let port = match &v6[end + 1..] {
             "" => None,
             p => Some(
                 p.strip_prefix(':')
-                    .ok_or_else(|| anyhow!("bad port in {url}"))?
-                    .parse()
-                    .with_context(|| format!("bad port in {url}"))?,
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| bad("bad port in"))?,
             ),
         };
         (&v6[..end], port.unwrap_or(default_port))
     } else {
         match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().with_context(|| format!("bad port in {url}"))?),
+            Some((h, p)) => (h, p.parse().map_err(|_| bad("bad port in"))?),
             None => (authority, default_port),
         }
     };
     if host.is_empty() {
-        bail!("no host in {url}");
+        return Err(bad("no host in"));
     }
     Ok(Url { host, port, path })
 }
@@ -107,9 +105,10 @@ pub(crate) fn shown(url: &str) -> &str {
 /// Where a redirect's `Location` points, seen from `from` (an http or https URL): absolute, scheme
 /// relative (`//host/x`), absolute path (`/x`) or relative to `from`'s directory (`x`). A redirect
 /// from https to http is refused: it would hand an authenticated request to anyone on the path.
-pub(crate) fn redirect_target(from: &str, location: &str) -> anyhow::Result<String> {
+pub(crate) fn redirect_target(from: &str, location: &str) -> Result<String, HttpError> {
     let location = location.trim();
-    let from_tls = is_tls(from).ok_or_else(|| anyhow!("not an http(s) URL: {from}"))?;
+    let from_tls =
+        is_tls(from).ok_or_else(|| HttpError::Url(format!("not an http(s) URL: {from}")))?;
     let scheme = if from_tls { "https" } else { "http" };
     let after_scheme = &from[scheme.len() + 3..];
     let authority_end = after_scheme
@@ -117,11 +116,14 @@ pub(crate) fn redirect_target(from: &str, location: &str) -> anyhow::Result<Stri
         .unwrap_or(after_scheme.len());
     let origin = &from[..scheme.len() + 3 + authority_end];
     let target = if location.is_empty() {
-        bail!("redirected with an empty Location");
+        return Err(HttpError::Url("redirected with an empty Location".into()));
     } else if location.contains("://") {
         let target = normalise_scheme(location);
         if is_tls(&target).is_none() {
-            bail!("redirected to an unsupported URL {}", shown(location));
+            return Err(HttpError::Url(format!(
+                "redirected to an unsupported URL {}",
+                shown(location)
+            )));
         }
         target
     } else if let Some(rest) = location.strip_prefix("//") {
@@ -137,21 +139,21 @@ pub(crate) fn redirect_target(from: &str, location: &str) -> anyhow::Result<Stri
         format!("{origin}{dir}{location}")
     };
     if from_tls && is_tls(&target) == Some(false) {
-        bail!(
+        return Err(HttpError::Url(format!(
             "redirected from https to http ({}); refused",
             shown(&target)
-        );
+        )));
     }
     Ok(target)
 }
 
 /// The client TLS settings, built once: loading the system's roots reads a few hundred files.
-fn client_config() -> anyhow::Result<Arc<ClientConfig>> {
+fn client_config() -> Result<Arc<ClientConfig>, HttpError> {
     static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
     CONFIG
         .get_or_init(build_client_config)
         .clone()
-        .map_err(|e| anyhow!(e))
+        .map_err(HttpError::Tls)
 }
 
 fn build_client_config() -> Result<Arc<ClientConfig>, String> {
@@ -182,7 +184,11 @@ fn build_client_config() -> Result<Arc<ClientConfig>, String> {
 ///
 /// Errors do not repeat `url`: every caller already puts it (or the tracker's name) in front. A
 /// failure after a redirect names the URL that failed.
-pub async fn http_get(url: &str, bind: Option<IpAddr>, max_len: usize) -> anyhow::Result<Vec<u8>> {
+pub async fn http_get(
+    url: &str,
+    bind: Option<IpAddr>,
+    max_len: usize,
+) -> Result<Vec<u8>, HttpError> {
     let mut current = normalise_scheme(url);
     let mut visited: Vec<String> = Vec::new();
     loop {
@@ -190,7 +196,10 @@ pub async fn http_get(url: &str, bind: Option<IpAddr>, max_len: usize) -> anyhow
             if visited.is_empty() {
                 e
             } else {
-                anyhow!("redirected to {}: {e:#}", shown(&current))
+                HttpError::Redirected {
+                    url: shown(&current).to_string(),
+                    source: Box::new(e),
+                }
             }
         })?;
         match reply {
@@ -199,10 +208,15 @@ pub async fn http_get(url: &str, bind: Option<IpAddr>, max_len: usize) -> anyhow
                 let next = redirect_target(&current, &location)?;
                 visited.push(std::mem::replace(&mut current, next));
                 if visited.contains(&current) {
-                    bail!("redirects in a loop (back to {})", shown(&current));
+                    return Err(HttpError::Redirects(format!(
+                        "redirects in a loop (back to {})",
+                        shown(&current)
+                    )));
                 }
                 if visited.len() > MAX_REDIRECTS {
-                    bail!("redirected more than {MAX_REDIRECTS} times");
+                    return Err(HttpError::Redirects(format!(
+                        "redirected more than {MAX_REDIRECTS} times"
+                    )));
                 }
             }
         }
@@ -225,8 +239,9 @@ struct Raw {
     clean_end: bool,
 }
 
-async fn get_once(url: &str, bind: Option<IpAddr>, max_len: usize) -> anyhow::Result<Reply> {
-    let tls = is_tls(url).ok_or_else(|| anyhow!("not an http(s) URL: {}", shown(url)))?;
+async fn get_once(url: &str, bind: Option<IpAddr>, max_len: usize) -> Result<Reply, HttpError> {
+    let tls =
+        is_tls(url).ok_or_else(|| HttpError::Url(format!("not an http(s) URL: {}", shown(url))))?;
     let u = if tls {
         parse_url(url, "https", 443)?
     } else {
@@ -249,21 +264,24 @@ async fn get_once(url: &str, bind: Option<IpAddr>, max_len: usize) -> anyhow::Re
         let addr = resolve(u.host, u.port, bind).await?;
         let stream = connect(addr, bind).await?;
         match tls_config {
-            None => anyhow::Ok(exchange(stream, request.as_bytes(), cap).await?),
+            None => Ok::<_, HttpError>(exchange(stream, request.as_bytes(), cap).await?),
             Some(config) => {
-                let name = ServerName::try_from(u.host.to_string())
-                    .map_err(|_| anyhow!("{} is not a valid TLS server name", u.host))?;
+                let name = ServerName::try_from(u.host.to_string()).map_err(|_| {
+                    HttpError::Tls(format!("{} is not a valid TLS server name", u.host))
+                })?;
                 let stream = tokio_rustls::TlsConnector::from(config)
                     .connect(name, stream)
                     .await
-                    .map_err(|e| anyhow!("TLS handshake with {host_header} failed: {e}"))?;
+                    .map_err(|e| {
+                        HttpError::Tls(format!("TLS handshake with {host_header} failed: {e}"))
+                    })?;
                 Ok(exchange(stream, request.as_bytes(), cap).await?)
             }
         }
     };
     let raw: Raw = tokio::time::timeout(HTTP_TIMEOUT, fetch)
         .await
-        .map_err(|_| anyhow!("timed out after {} s", HTTP_TIMEOUT.as_secs()))??;
+        .map_err(|_| HttpError::Timeout(HTTP_TIMEOUT.as_secs()))??;
     parse_response(&raw, max_len)
 }
 
@@ -271,10 +289,13 @@ pub(crate) async fn resolve(
     host: &str,
     port: u16,
     family_of: Option<IpAddr>,
-) -> anyhow::Result<SocketAddr> {
+) -> Result<SocketAddr, HttpError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .with_context(|| format!("cannot resolve {host}"))?
+        .map_err(|source| HttpError::Resolve {
+            host: host.to_string(),
+            source,
+        })?
         .collect();
     // An unspecified address (a dual-stack `[::]` listener) has no family to prefer.
     let family_of = family_of.filter(|ip| !ip.is_unspecified());
@@ -283,12 +304,12 @@ pub(crate) async fn resolve(
         .find(|a| family_of.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4()))
         .or(addrs.first())
         .copied()
-        .ok_or_else(|| anyhow!("{host} has no address"))
+        .ok_or_else(|| HttpError::NoAddress(host.to_string()))
 }
 
 /// Connects from `bind` when it is of the target's family and not the unspecified address, so a
 /// tracker sees the address we listen on.
-async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, HttpError> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -300,7 +321,7 @@ async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> anyhow::Result<TcpSt
     socket
         .connect(addr)
         .await
-        .with_context(|| format!("cannot connect to {addr}"))
+        .map_err(|source| HttpError::Connect { addr, source })
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
@@ -353,56 +374,117 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Errors say what the server did ("answered HTTP 404"); the caller puts the URL in front.
-fn parse_response(raw: &Raw, max_len: usize) -> anyhow::Result<Reply> {
+/// A reply's status and its headers (the lines after the status line), and where its body starts.
+fn split_reply(raw: &Raw, max_len: usize) -> Result<(String, String, usize), HttpError> {
     if raw.overflow {
-        bail!("sent more than {max_len} bytes");
+        return Err(HttpError::Reply(format!("sent more than {max_len} bytes")));
     }
     let split = raw
         .bytes
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("sent no HTTP headers"))?;
-    let head = String::from_utf8_lossy(&raw.bytes[..split]);
+        .ok_or_else(|| HttpError::Reply("sent no HTTP headers".into()))?;
+    let head = String::from_utf8_lossy(&raw.bytes[..split]).into_owned();
     let mut status_line = head.split("\r\n").next().unwrap_or("").split_whitespace();
     if !status_line.next().is_some_and(|v| v.starts_with("HTTP/")) {
-        bail!("did not answer in HTTP");
+        return Err(HttpError::Reply("did not answer in HTTP".into()));
     }
-    let status = status_line.next().unwrap_or("");
-    match status {
-        "200" => {}
-        "301" | "302" | "303" | "307" | "308" => {
-            let location = header(&head, "location")
-                .ok_or_else(|| anyhow!("answered HTTP {status} without a Location"))?;
-            return Ok(Reply::Redirect(location.to_string()));
-        }
-        _ => bail!("answered HTTP {status}"),
-    }
-    let body = &raw.bytes[split + 4..];
-    let chunked = header(&head, "transfer-encoding")
+    let status = status_line.next().unwrap_or("").to_string();
+    Ok((status, head, split + 4))
+}
+
+/// The body after `head`: de-chunked, or cut to its Content-Length, at most `max_len` bytes.
+fn read_body(raw: &Raw, head: &str, start: usize, max_len: usize) -> Result<Vec<u8>, HttpError> {
+    let body = &raw.bytes[start..];
+    let chunked = header(head, "transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let payload = if chunked {
         // The terminating zero-size chunk shows the body is whole, even without close_notify.
-        dechunk(body).ok_or_else(|| anyhow!("sent bad or truncated chunked data"))?
-    } else if let Some(length) = header(&head, "content-length") {
+        dechunk(body)
+            .ok_or_else(|| HttpError::Reply("sent bad or truncated chunked data".into()))?
+    } else if let Some(length) = header(head, "content-length") {
         let length: usize = length
             .parse()
-            .map_err(|_| anyhow!("sent a bad Content-Length {length:?}"))?;
+            .map_err(|_| HttpError::Reply(format!("sent a bad Content-Length {length:?}")))?;
         if length > max_len {
-            bail!("sent more than {max_len} bytes");
+            return Err(HttpError::Reply(format!("sent more than {max_len} bytes")));
         }
         body.get(..length)
-            .ok_or_else(|| anyhow!("closed the connection before the end of the body"))?
+            .ok_or_else(|| {
+                HttpError::Reply("closed the connection before the end of the body".into())
+            })?
             .to_vec()
     } else if raw.clean_end {
         body.to_vec()
     } else {
-        bail!("closed the TLS connection without close_notify and without a length: the body may be cut short");
+        return Err(HttpError::Reply("closed the TLS connection without close_notify and without a length: the body may be cut short".into()));
     };
     if payload.len() > max_len {
-        bail!("sent more than {max_len} bytes");
+        return Err(HttpError::Reply(format!("sent more than {max_len} bytes")));
     }
-    Ok(Reply::Body(payload))
+    Ok(payload)
+}
+
+/// Errors say what the server did ("answered HTTP 404"); the caller puts the URL in front.
+fn parse_response(raw: &Raw, max_len: usize) -> Result<Reply, HttpError> {
+    let (status, head, start) = split_reply(raw, max_len)?;
+    match status.as_str() {
+        "200" => Ok(Reply::Body(read_body(raw, &head, start, max_len)?)),
+        "301" | "302" | "303" | "307" | "308" => {
+            let location = header(&head, "location").ok_or_else(|| {
+                HttpError::Reply(format!("answered HTTP {status} without a Location"))
+            })?;
+            Ok(Reply::Redirect(location.to_string()))
+        }
+        _ => Err(HttpError::Reply(format!("answered HTTP {status}"))),
+    }
+}
+
+/// A request to a plain-HTTP API at a known address (the daemon's, from the CLI): unlike
+/// [`http_get`], any method, headers and body, and the reply comes back whatever its status.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiRequest<'a> {
+    pub addr: SocketAddr,
+    pub method: &'a str,
+    /// Path and query, starting with `/`.
+    pub path: &'a str,
+    /// Headers besides Host, Content-Length and Connection.
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+    /// The longest body accepted.
+    pub max_len: usize,
+    /// For the whole exchange, from connecting to the last byte.
+    pub timeout: Duration,
+}
+
+/// Sends `req` and returns the reply's status and body.
+pub async fn api_request(req: &ApiRequest<'_>) -> Result<(u16, Vec<u8>), HttpError> {
+    use std::fmt::Write as _;
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        req.method,
+        req.path,
+        req.addr,
+        req.body.len()
+    );
+    for (name, value) in req.headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    head.push_str("\r\n");
+    let mut message = head.into_bytes();
+    message.extend_from_slice(req.body);
+    let cap = req.max_len.saturating_add(HEADER_ROOM);
+    let raw = tokio::time::timeout(req.timeout, async {
+        let stream = connect(req.addr, None).await?;
+        Ok::<_, HttpError>(exchange(stream, &message, cap).await?)
+    })
+    .await
+    .map_err(|_| HttpError::Timeout(req.timeout.as_secs()))??;
+    let (status, head, start) = split_reply(&raw, req.max_len)?;
+    let code = status
+        .parse()
+        .map_err(|_| HttpError::Reply(format!("sent a bad status {status:?}")))?;
+    Ok((code, read_body(&raw, &head, start, req.max_len)?))
 }
 
 /// What `crate::fuzzing::http_response` runs: parsing, then the redirect resolution a `Location` gets.
@@ -678,5 +760,44 @@ mod tests {
         // Either no roots on this machine or a failed handshake; never a body.
         assert!(text.contains("TLS") || text.contains("root"), "{text}");
         assert!(!text.contains('\n'), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_api_request_sends_its_method_headers_and_body_and_returns_any_status() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The whole request: headers, then the 7-byte body.
+            while !request.ends_with(b"\r\n\r\n{\"a\":1}") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request cut short: {request:?}");
+                request.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\n{\"err\r\n5\r\nor\":1\r\n1\r\n}\r\n0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        let request = ApiRequest {
+            addr,
+            method: "POST",
+            path: "/api/x?y=1",
+            headers: &[("Authorization", "Bearer t")],
+            body: b"{\"a\":1}",
+            max_len: 1000,
+            timeout: Duration::from_secs(10),
+        };
+        let (status, body) = api_request(&request).await.unwrap();
+        assert_eq!((status, body.as_slice()), (404, &b"{\"error\":1}"[..]));
+        let sent = server.await.unwrap();
+        assert!(sent.starts_with("POST /api/x?y=1 HTTP/1.1\r\n"), "{sent}");
+        assert!(sent.contains("\r\nAuthorization: Bearer t\r\n"), "{sent}");
+        assert!(sent.contains("\r\nContent-Length: 7\r\n"), "{sent}");
     }
 }

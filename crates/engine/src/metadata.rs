@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+
+pub use crate::error::MetadataError;
 use bytes::BytesMut;
+use ids::{InfoHash, PeerId};
 use metainfo::merkle::{self, Hash256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -23,7 +26,7 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(20);
 /// What to fetch and from where.
 pub struct MetadataRequest {
     /// The 20-byte id used in handshakes and announces.
-    pub info_hash: [u8; 20],
+    pub info_hash: InfoHash,
     /// The hashes the info dictionary must have (at least one): SHA-1 (v1) and SHA-256 (v2).
     pub expect_v1: Option<[u8; 20]>,
     pub expect_v2: Option<[u8; 32]>,
@@ -31,7 +34,7 @@ pub struct MetadataRequest {
     pub peers: Vec<SocketAddr>,
     /// Our listen address (its IP is used for outgoing connections; its port is announced).
     pub listen: SocketAddr,
-    pub peer_id: [u8; 20],
+    pub peer_id: PeerId,
     /// Also look the info-hash up in the DHT.
     pub dht: Option<crate::dht::DhtNode>,
 }
@@ -58,7 +61,7 @@ fn matches(request_v1: Option<[u8; 20]>, request_v2: Option<[u8; 32]>, info: &[u
 pub async fn fetch_metadata(
     request: &MetadataRequest,
     timeout: Duration,
-) -> anyhow::Result<Metadata> {
+) -> Result<Metadata, MetadataError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tried: HashSet<SocketAddr> = HashSet::new();
     let mut attempts = JoinSet::new();
@@ -116,7 +119,7 @@ pub async fn fetch_metadata(
             }
             _ = tokio::time::sleep_until(wake) => {
                 if tokio::time::Instant::now() >= deadline {
-                    bail!("no peer provided the torrent's metadata within {} s", timeout.as_secs());
+                    return Err(MetadataError::Timeout { secs: timeout.as_secs() });
                 }
             }
         }
@@ -125,8 +128,8 @@ pub async fn fetch_metadata(
 
 async fn from_peer(
     addr: SocketAddr,
-    info_hash: [u8; 20],
-    peer_id: [u8; 20],
+    info_hash: InfoHash,
+    peer_id: PeerId,
     bind: Option<std::net::IpAddr>,
     (expect_v1, expect_v2): (Option<[u8; 20]>, Option<[u8; 32]>),
 ) -> anyhow::Result<Metadata> {

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ids::InfoHash;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
 use crate::conns::{AcceptBackoff, HandshakeGate, HandshakeLimits};
 use crate::torrent::{Shared, TorrentHandle};
 
-type Registry = Arc<Mutex<HashMap<[u8; 20], Arc<Shared>>>>;
+type Registry = Arc<Mutex<HashMap<InfoHash, Arc<Shared>>>>;
 
 pub struct Session {
     listen_addr: SocketAddr,
@@ -52,7 +53,7 @@ impl Session {
             .insert(handle.shared.id, handle.shared.clone());
     }
 
-    pub fn unregister(&self, id: &[u8; 20]) {
+    pub fn unregister(&self, id: &InfoHash) {
         self.torrents.lock().remove(id);
     }
 }

@@ -67,7 +67,7 @@ pub(crate) async fn seed_version(
     assert!(handle.shared.is_complete(), "the fixture seeds");
     Seed {
         handle,
-        info_hash,
+        info_hash: *info_hash,
         _dir: dir,
     }
 }
@@ -85,7 +85,11 @@ impl FakePeer {
     /// announced).
     pub(crate) async fn connect(addr: SocketAddr, info_hash: [u8; 20], fast: bool) -> FakePeer {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let mut ours = Handshake::new(info_hash, *b"-XX0000-scriptedpeer", false);
+        let mut ours = Handshake::new(
+            wire::InfoHash(info_hash),
+            wire::PeerId::new(*b"-XX0000-scriptedpeer"),
+            false,
+        );
         if !fast {
             ours.reserved[7] &= !0x04;
         }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use ids::{InfoHash, PeerId};
 use metainfo::Torrent;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch, Notify};
@@ -45,7 +46,7 @@ pub struct TorrentConfig {
     /// `Session` has its own).
     pub handshake: crate::conns::HandshakeLimits,
     pub upload_slots: usize,
-    pub peer_id: [u8; 20],
+    pub peer_id: PeerId,
     /// Bytes per second; `None` is unlimited.
     pub max_upload_rate: Option<u64>,
     pub max_download_rate: Option<u64>,
@@ -182,7 +183,7 @@ impl TorrentConfig {
 }
 
 /// `-SO0100-` and twelve random bytes, Azureus style (`SP` is BitSpirit's).
-pub fn new_peer_id() -> [u8; 20] {
+pub fn new_peer_id() -> PeerId {
     let mut id = *b"-SO0100-000000000000";
     let mut x = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -195,23 +196,23 @@ pub fn new_peer_id() -> [u8; 20] {
         x ^= x << 17;
         *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[(x % 36) as usize];
     }
-    id
+    PeerId::new(id)
 }
 
 /// The 20-byte id a torrent goes by on the wire and at trackers: the v1 info-hash, or the v2 one
 /// truncated (BEP 52).
-pub fn wire_id(torrent: &Torrent) -> [u8; 20] {
-    wire_id_of(torrent.info_hash_v1, torrent.info_hash_v2).unwrap_or([0; 20])
+pub fn wire_id(torrent: &Torrent) -> InfoHash {
+    wire_id_of(torrent.info_hash_v1, torrent.info_hash_v2).unwrap_or_default()
 }
 
 /// The wire id from the info-hashes alone (as a magnet link gives them).
-pub fn wire_id_of(v1: Option<[u8; 20]>, v2: Option<[u8; 32]>) -> Option<[u8; 20]> {
+pub fn wire_id_of(v1: Option<[u8; 20]>, v2: Option<[u8; 32]>) -> Option<InfoHash> {
     match (v1, v2) {
-        (Some(v1), _) => Some(v1),
+        (Some(v1), _) => Some(InfoHash::new(v1)),
         (None, Some(v2)) => {
             let mut id = [0u8; 20];
             id.copy_from_slice(&v2[..20]);
-            Some(id)
+            Some(InfoHash::new(id))
         }
         (None, None) => None,
     }
@@ -333,7 +334,7 @@ pub struct Shared {
     pub(crate) config: TorrentConfig,
     pub(crate) storage: Storage,
     pub(crate) state: Mutex<State>,
-    pub id: [u8; 20],
+    pub id: InfoHash,
     pub listen_addr: SocketAddr,
     pub downloaded: AtomicU64,
     pub uploaded: AtomicU64,
@@ -452,7 +453,7 @@ pub struct PeerInfo {
 }
 
 pub struct TorrentHandle {
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -1246,10 +1247,10 @@ fn piece_priorities(
 }
 
 /// Starts a torrent: rechecks data already in the download directory, then serves and downloads.
-pub async fn start(config: TorrentConfig) -> anyhow::Result<TorrentHandle> {
+pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartError> {
     let torrent = config.torrent.clone();
     let piece_count = torrent.piece_count();
-    let piece_count = u32::try_from(piece_count).map_err(|_| anyhow::anyhow!("too many pieces"))?;
+    let piece_count = u32::try_from(piece_count).map_err(|_| crate::StartError::TooManyPieces)?;
     let piece_sizes: Vec<u32> = (0..u64::from(piece_count))
         .map(|i| torrent.piece_size(i) as u32)
         .collect();

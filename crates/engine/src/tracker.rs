@@ -4,13 +4,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
 use tokio::net::UdpSocket;
 use tracker_proto::http::{self as proto, AnnounceResponse, HttpAnnounce};
 use tracker_proto::udp::{Request, Response};
-use tracker_proto::Announce;
+use tracker_proto::{Announce, InfoHash};
 
-pub use crate::http::http_get;
+pub use crate::error::TrackerError;
+pub use crate::http::{http_get, HttpError};
 use crate::http::{parse_url, resolve};
 
 const UDP_ATTEMPT: Duration = Duration::from_secs(3);
@@ -33,17 +33,21 @@ pub async fn announce(
     url: &str,
     announce: &Announce,
     bind: Option<IpAddr>,
-) -> anyhow::Result<Announced> {
+) -> Result<Announced, TrackerError> {
     if url.starts_with("udp://") {
         announce_udp(url, announce, bind).await
     } else if url.starts_with("http://") || url.starts_with("https://") {
         announce_http(url, announce, bind).await
     } else {
-        bail!("unsupported tracker URL {url}")
+        Err(TrackerError::Unsupported(url.to_string()))
     }
 }
 
-async fn announce_http(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::Result<Announced> {
+async fn announce_http(
+    url: &str,
+    a: &Announce,
+    bind: Option<IpAddr>,
+) -> Result<Announced, TrackerError> {
     let query = proto::encode_announce(&HttpAnnounce {
         announce: a.clone(),
         compact: true,
@@ -68,7 +72,7 @@ async fn udp_exchange(
     socket: &UdpSocket,
     request: &Request,
     ipv6: bool,
-) -> anyhow::Result<Response> {
+) -> Result<Response, TrackerError> {
     let mut out = Vec::new();
     request.write(&mut out);
     let mut buf = vec![0u8; 65536];
@@ -87,7 +91,7 @@ async fn udp_exchange(
                     continue;
                 }
                 if let Response::Error { message, .. } = response {
-                    bail!("tracker refused: {message}");
+                    return Err(TrackerError::Refused(message));
                 }
                 return Ok(response);
             }
@@ -95,7 +99,7 @@ async fn udp_exchange(
             Err(_) => continue,
         }
     }
-    bail!("UDP tracker did not answer")
+    Err(TrackerError::NoAnswer)
 }
 
 fn transaction_id() -> u32 {
@@ -114,7 +118,10 @@ struct UdpSession {
     ipv6: bool,
 }
 
-async fn udp_connect(url: &str, bind: Option<IpAddr>) -> anyhow::Result<(UdpSession, String)> {
+async fn udp_connect(
+    url: &str,
+    bind: Option<IpAddr>,
+) -> Result<(UdpSession, String), TrackerError> {
     let u = parse_url(url, "udp", 80)?;
     let addr = resolve(u.host, u.port, bind).await?;
     let local = match bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
@@ -135,7 +142,11 @@ async fn udp_connect(url: &str, bind: Option<IpAddr>) -> anyhow::Result<(UdpSess
     .await?
     {
         Response::Connect { connection_id, .. } => connection_id,
-        other => bail!("unexpected reply to connect: {other:?}"),
+        other => {
+            return Err(TrackerError::Unexpected(format!(
+                "unexpected reply to connect: {other:?}"
+            )))
+        }
     };
     Ok((
         UdpSession {
@@ -147,7 +158,11 @@ async fn udp_connect(url: &str, bind: Option<IpAddr>) -> anyhow::Result<(UdpSess
     ))
 }
 
-async fn announce_udp(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::Result<Announced> {
+async fn announce_udp(
+    url: &str,
+    a: &Announce,
+    bind: Option<IpAddr>,
+) -> Result<Announced, TrackerError> {
     let (
         UdpSession {
             socket,
@@ -181,16 +196,18 @@ async fn announce_udp(url: &str, a: &Announce, bind: Option<IpAddr>) -> anyhow::
             leechers,
             external_ip: None,
         }),
-        other => bail!("unexpected reply to announce: {other:?}"),
+        other => Err(TrackerError::Unexpected(format!(
+            "unexpected reply to announce: {other:?}"
+        ))),
     }
 }
 
 /// Swarm counts for each info-hash, from the tracker's scrape (BEP 48 over HTTP, BEP 15 over UDP).
 pub async fn scrape(
     url: &str,
-    hashes: &[[u8; 20]],
+    hashes: &[InfoHash],
     bind: Option<IpAddr>,
-) -> anyhow::Result<Vec<tracker_proto::ScrapeStats>> {
+) -> Result<Vec<tracker_proto::ScrapeStats>, TrackerError> {
     if url.starts_with("udp://") {
         let (
             UdpSession {
@@ -207,10 +224,13 @@ pub async fn scrape(
         };
         match udp_exchange(&socket, &request, ipv6).await? {
             Response::Scrape { stats, .. } if stats.len() == hashes.len() => Ok(stats),
-            other => bail!("unexpected reply to scrape: {other:?}"),
+            other => Err(TrackerError::Unexpected(format!(
+                "unexpected reply to scrape: {other:?}"
+            ))),
         }
     } else {
-        let scrape = proto::scrape_url(url).ok_or_else(|| anyhow!("{url} has no scrape URL"))?;
+        let scrape =
+            proto::scrape_url(url).ok_or_else(|| TrackerError::NoScrape(url.to_string()))?;
         let sep = if scrape.contains('?') { '&' } else { '?' };
         let body = http_get(
             &format!("{scrape}{sep}{}", proto::encode_scrape(hashes)),

@@ -5,8 +5,8 @@ use tracker_proto::{Announce, Event};
 
 fn params(peer: u8, port: u16, left: u64) -> Announce {
     Announce {
-        info_hash: [0x42; 20],
-        peer_id: [peer; 20],
+        info_hash: engine::InfoHash([0x42; 20]),
+        peer_id: engine::PeerId([peer; 20]),
         port,
         uploaded: 0,
         downloaded: 0,
@@ -50,7 +50,13 @@ async fn announce_and_scrape_over_http_and_udp() {
     assert_eq!(second.interval.as_secs(), 1800);
 
     for url in [&http, &udp] {
-        let stats = scrape(url, &[[0x42; 20], [0; 20]], bind).await.unwrap();
+        let stats = scrape(
+            url,
+            &[engine::InfoHash([0x42; 20]), engine::InfoHash([0; 20])],
+            bind,
+        )
+        .await
+        .unwrap();
         assert_eq!((stats[0].seeders, stats[0].leechers), (1, 1), "{url}");
         assert_eq!(stats[1], Default::default());
     }

@@ -1,6 +1,7 @@
 //! The torrent model: v1 (BEP 3), v2 and hybrid (BEP 52) metainfo with BEP 47 pad files, magnet links
 //! (BEP 9, BEP 53), piece/file layout, and parallel torrent creation and verification.
 
+pub mod atomic;
 pub mod beneath;
 mod create;
 mod hashing;

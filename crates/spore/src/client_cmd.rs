@@ -1,11 +1,10 @@
 //! `spore add`, `list`, `pause`, `resume`, `remove`, `web`: talk to a running `spore daemon` over its API.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use clap::Args;
 use serde_json::{json, Value};
 
@@ -99,7 +98,7 @@ impl Client {
                 let dir = args
                     .state_dir
                     .clone()
-                    .unwrap_or_else(|| crate::share_cmd::state_dir(None).join("daemon"));
+                    .unwrap_or_else(|| crate::opts::state_dir(None).join("daemon"));
                 let path = dir.join("api-token");
                 std::fs::read_to_string(&path)
                     .with_context(|| {
@@ -154,36 +153,20 @@ impl Client {
         content_type: &str,
         body: &[u8],
     ) -> anyhow::Result<(u16, Vec<u8>)> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
-            self.token,
-            body.len()
-        );
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
-        let mut response = Vec::new();
-        stream.take(64 << 20).read_to_end(&mut response)?;
-        let split = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .context("malformed HTTP response")?;
-        let head = std::str::from_utf8(&response[..split]).context("malformed HTTP response")?;
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("malformed HTTP status line")?;
-        let mut body = response[split + 4..].to_vec();
-        if head.lines().any(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("transfer-encoding: chunked")
-        }) {
-            body = dechunk(&body)?;
-        }
-        Ok((status, body))
+        let auth = format!("Bearer {}", self.token);
+        let request = engine::ApiRequest {
+            addr: self.addr,
+            method,
+            path,
+            headers: &[("Authorization", &auth), ("Content-Type", content_type)],
+            body,
+            max_len: 64 << 20,
+            timeout: Duration::from_secs(60),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(runtime.block_on(engine::api_request(&request))?)
     }
 
     /// The full id of the torrent `prefix` names.
@@ -206,33 +189,6 @@ impl Client {
                 ids.len()
             ))),
         }
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("bad chunk")?;
-        let len = usize::from_str_radix(
-            std::str::from_utf8(&data[..line_end])?
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim(),
-            16,
-        )?;
-        data = &data[line_end + 2..];
-        if len == 0 {
-            return Ok(out);
-        }
-        if data.len() < len + 2 {
-            bail!("truncated chunk");
-        }
-        out.extend_from_slice(&data[..len]);
-        data = &data[len + 2..];
     }
 }
 

@@ -1,53 +1,16 @@
 //! `spore create`.
 
-use std::fs;
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicU64;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use anyhow::anyhow;
 use metainfo::{hex, CreateOptions, Magnet, MetainfoError, Version};
 use serde_json::json;
 
 use crate::format::{parse_piece_length, size};
+use crate::progress::with_progress;
 use crate::{CmdResult, CreateArgs, Failure};
-
-/// Runs `work` while a progress bar on stderr (only when stderr is a terminal) follows `progress`
-/// towards `total` bytes.
-pub fn with_progress<T>(
-    total: u64,
-    label: &str,
-    progress: &AtomicU64,
-    work: impl FnOnce() -> T,
-) -> T {
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:40}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_message(label.to_string());
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|scope| {
-        if !bar.is_hidden() {
-            scope.spawn(|| {
-                while !done.load(Ordering::Relaxed) {
-                    bar.set_position(progress.load(Ordering::Relaxed));
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            });
-        }
-        let result = work();
-        done.store(true, Ordering::Relaxed);
-        result
-    });
-    bar.finish_and_clear();
-    result
-}
 
 pub fn run(args: CreateArgs) -> CmdResult {
     let piece_length =
@@ -105,7 +68,8 @@ pub fn run(args: CreateArgs) -> CmdResult {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", t.name)));
-    write_atomically(&output, &created.bytes)?;
+    // Replaced whole, so a reader never sees half a torrent.
+    metainfo::atomic::write_atomic(&output, &created.bytes).map_err(Failure::failed)?;
 
     let magnet = Magnet::from_torrent(t).to_string();
     let rate = total as f64 / seconds.max(1e-9);
@@ -142,32 +106,4 @@ fn classify(e: MetainfoError) -> Failure {
         MetainfoError::Io { .. } => Failure::Failed(anyhow!(e)),
         other => Failure::BadInput(anyhow!(other)),
     }
-}
-
-/// Writes beside the target and renames, so a reader never sees half a torrent.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> CmdResult {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Failure::BadInput(anyhow!("{} is not a file name", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> anyhow::Result<()> {
-        let mut f =
-            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(Failure::Failed)
 }

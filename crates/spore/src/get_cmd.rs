@@ -12,33 +12,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use metainfo::Torrent;
 
 use crate::format::size;
+use crate::opts::DiscoveryArgs;
 use crate::{CmdResult, Failure};
-
-/// Peer discovery switches (DHT, PEX, LSD) shared by `get`, `seed` and `share`.
-#[derive(Args, Clone, Default)]
-pub struct DiscoveryArgs {
-    /// Do not use the DHT
-    #[arg(long)]
-    pub no_dht: bool,
-    /// Join the DHT through this node instead of the public routers; repeatable
-    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
-    pub dht_bootstrap: Vec<String>,
-    /// UDP port of our DHT node [default: the peer port, or any free one]
-    #[arg(long, value_name = "PORT")]
-    pub dht_port: Option<u16>,
-    /// Do not exchange peers with peers (BEP 11)
-    #[arg(long)]
-    pub no_pex: bool,
-    /// Do not look for peers on the local network (BEP 14 local service discovery)
-    #[arg(long)]
-    pub no_lsd: bool,
-    /// Multicast group and port for local service discovery; also turns it on for a loopback address
-    #[arg(long, value_name = "IP:PORT", hide = true)]
-    pub lsd_addr: Option<SocketAddr>,
-    /// Do not ask the router to forward our ports (UPnP IGD, PCP, NAT-PMP)
-    #[arg(long)]
-    pub no_port_mapping: bool,
-}
 
 /// Connection caps shared by `get`, `seed` and `share` (docs/limits.md). Whatever is asked for is
 /// fitted into the open-file limit (less a reserve for files) before the torrent starts.
@@ -88,58 +63,6 @@ impl ConnArgs {
         };
         Ok((peers, handshake))
     }
-}
-
-/// Sets whether and where a torrent uses local service discovery. Like the DHT, a client bound to a
-/// loopback address leaves it off unless a group is given explicitly, so tests never multicast to the
-/// real LAN group; private torrents never use it (the engine enforces that too).
-pub(crate) fn set_lsd(config: &mut TorrentConfig, args: &DiscoveryArgs) {
-    let loopback = config.listen.ip().is_loopback();
-    config.lsd = !args.no_lsd && !config.torrent.private && (!loopback || args.lsd_addr.is_some());
-    if let Some(group) = args.lsd_addr {
-        config.lsd_group = group;
-    }
-}
-
-/// Starts a DHT node for a public torrent, unless switched off. A client bound to a loopback address uses
-/// the DHT only with explicit bootstrap nodes (it could not reach the public network anyway).
-pub(crate) async fn make_dht(
-    listen: SocketAddr,
-    args: &DiscoveryArgs,
-    private: bool,
-) -> Result<Option<engine::dht::DhtNode>, Failure> {
-    if args.no_dht || private || (listen.ip().is_loopback() && args.dht_bootstrap.is_empty()) {
-        return Ok(None);
-    }
-    let bind = match listen.ip() {
-        std::net::IpAddr::V4(v4) => v4,
-        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
-    };
-    let port = args.dht_port.unwrap_or_else(|| {
-        let wanted = SocketAddr::from((bind, listen.port()));
-        if listen.port() != 0 && std::net::UdpSocket::bind(wanted).is_ok() {
-            listen.port()
-        } else {
-            0
-        }
-    });
-    let state_file = args
-        .dht_bootstrap
-        .is_empty()
-        .then(|| crate::share_cmd::state_dir(None).join("dht-nodes.txt"));
-    if let Some(parent) = state_file.as_ref().and_then(|f| f.parent()) {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    let config = engine::dht::DhtConfig {
-        bind,
-        port,
-        bootstrap: args.dht_bootstrap.clone(),
-        state_file,
-    };
-    engine::dht::DhtNode::start(&config)
-        .await
-        .map(Some)
-        .map_err(|e| Failure::Failed(anyhow!("cannot start the DHT node: {e}")))
 }
 
 #[derive(Args)]
@@ -248,54 +171,18 @@ fn torrent_from_magnet(
     rt: &tokio::runtime::Runtime,
 ) -> Result<Arc<Torrent>, Failure> {
     let magnet = metainfo::Magnet::parse(link).map_err(bad)?;
-    let v1 = magnet_wire_id(&magnet).map_err(bad)?;
-    eprintln!("fetching metadata for {} from peers...", metainfo::hex(&v1));
-    rt.block_on(magnet_torrent(&magnet, listen, peers, dht))
-        .map(Arc::new)
-}
-
-/// The id a magnet's torrent goes by on the wire: its v1 info-hash, or its v2 one truncated (BEP 52).
-pub(crate) fn magnet_wire_id(magnet: &metainfo::Magnet) -> anyhow::Result<[u8; 20]> {
-    engine::wire_id_of(magnet.info_hash_v1, magnet.info_hash_v2)
-        .ok_or_else(|| anyhow!("the magnet link has no info-hash"))
-}
-
-/// The torrent of a magnet link: its info dictionary from peers (found through the link's trackers and
-/// peers, `peers` and the DHT), checked against every hash the link names, with the piece layers of a
-/// v2-only torrent (BEP 52 hash requests, each proven against its file root).
-pub(crate) async fn magnet_torrent(
-    magnet: &metainfo::Magnet,
-    listen: SocketAddr,
-    peers: &[SocketAddr],
-    dht: Option<engine::dht::DhtNode>,
-) -> Result<Torrent, Failure> {
-    let id = magnet_wire_id(magnet).map_err(bad)?;
-    let mut known: Vec<SocketAddr> = peers.to_vec();
-    known.extend(
-        magnet
-            .peers
-            .iter()
-            .filter_map(|p| p.parse::<SocketAddr>().ok()),
-    );
-    let request = engine::metadata::MetadataRequest {
-        info_hash: id,
-        expect_v1: magnet.info_hash_v1,
-        expect_v2: magnet.info_hash_v2,
-        trackers: magnet.trackers.clone(),
-        peers: known,
-        listen,
-        peer_id: engine::new_peer_id(),
-        dht,
-    };
-    let metadata = engine::metadata::fetch_metadata(&request, Duration::from_secs(120))
-        .await
-        .map_err(Failure::Failed)?;
-    let mut torrent = Torrent::from_info_bytes(&metadata.info)
-        .map_err(|e| bad(anyhow!("metadata from peers: {e}")))?;
-    torrent.piece_layers = metadata.piece_layers;
-    torrent.trackers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
-    torrent.web_seeds = magnet.web_seeds.clone();
-    Ok(torrent)
+    let v1 = engine::discovery::magnet_wire_id(&magnet).map_err(bad)?;
+    eprintln!("fetching metadata for {} from peers...", v1.to_hex());
+    let timeout = Duration::from_secs(120);
+    rt.block_on(engine::discovery::magnet_torrent(
+        &magnet, listen, peers, dht, timeout,
+    ))
+    .map(Arc::new)
+    .map_err(|e| match e {
+        // Nobody answered: the link may be fine. The others are the link's or its metadata's fault.
+        engine::MagnetError::Metadata(_) => Failure::failed(e),
+        _ => bad(e),
+    })
 }
 
 fn load_torrent(source: &str) -> Result<Arc<Torrent>, Failure> {
@@ -524,15 +411,20 @@ fn download(
     max_up: Option<u64>,
     max_down: Option<u64>,
 ) -> CmdResult {
+    let discovery = args.discovery.settings();
     let (torrent, dht) = if args.torrent.starts_with("magnet:") {
         // A magnet link's private flag is unknown until the metadata arrives; the engine keeps a private
         // torrent off the DHT once it is known.
-        let dht = rt.block_on(make_dht(listen, &args.discovery, false))?;
+        let dht = rt
+            .block_on(discovery.start_dht(listen, false))
+            .map_err(Failure::failed)?;
         let torrent = torrent_from_magnet(&args.torrent, listen, &args.peers, dht.clone(), rt)?;
         (torrent, dht)
     } else {
         let torrent = load_torrent(&args.torrent)?;
-        let dht = rt.block_on(make_dht(listen, &args.discovery, torrent.private))?;
+        let dht = rt
+            .block_on(discovery.start_dht(listen, torrent.private))
+            .map_err(Failure::failed)?;
         (torrent, dht)
     };
     let selected = args
@@ -556,12 +448,10 @@ fn download(
     config.use_trackers = !args.no_trackers;
     config.max_upload_rate = max_up;
     config.max_download_rate = max_down;
-    config.dht = dht;
-    config.pex = !args.discovery.no_pex;
-    set_lsd(&mut config, &args.discovery);
+    discovery.apply(&mut config, dht);
     rt.block_on(async move {
         let mut signals = Signals::new();
-        let handle = engine::start(config).await.map_err(Failure::Failed)?;
+        let handle = engine::start(config).await.map_err(Failure::failed)?;
         println!("listening on {}", handle.listen_addr());
         let started = Instant::now();
         let name = torrent.name.clone();
@@ -595,15 +485,14 @@ fn download(
         if !args.no_seed {
             println!("seeding; Ctrl-C to stop");
             let seed_started = Instant::now();
+            let goal = engine::SeedGoal {
+                ratio: args.seed_ratio,
+                time: seed_time,
+            };
             let goal = async {
                 loop {
                     let s = handle.status();
-                    let ratio_met = args
-                        .seed_ratio
-                        // Against what was selected, like the daemon and Transmission's sizeWhenDone.
-                        .is_some_and(|r| s.uploaded as f64 / s.wanted.max(1) as f64 >= r);
-                    let time_met = seed_time.is_some_and(|t| seed_started.elapsed() >= t);
-                    if ratio_met || time_met {
+                    if goal.reached(s.uploaded, s.wanted, seed_started.elapsed()) {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -632,7 +521,7 @@ fn run_on_complete(cmd: &str, torrent: &Torrent, dir: &std::path::Path) {
         .arg(cmd)
         .env("SPORE_TORRENT_NAME", &torrent.name)
         .env("SPORE_TORRENT_DIR", dir)
-        .env("SPORE_INFO_HASH", metainfo::hex(&id))
+        .env("SPORE_INFO_HASH", id.to_hex())
         .spawn();
     match result {
         // Reap it in the background so seeding is not held up.
@@ -709,10 +598,13 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     };
     let result = rt.block_on(async move {
         let mut signals = Signals::new();
-        config.dht = make_dht(config.listen, &args.discovery, torrent.private).await?;
-        config.pex = !args.discovery.no_pex;
-        set_lsd(&mut config, &args.discovery);
-        let handle = engine::start(config).await.map_err(Failure::Failed)?;
+        let discovery = args.discovery.settings();
+        let dht = discovery
+            .start_dht(config.listen, torrent.private)
+            .await
+            .map_err(Failure::failed)?;
+        discovery.apply(&mut config, dht);
+        let handle = engine::start(config).await.map_err(Failure::failed)?;
         let s = handle.status();
         if !s.complete {
             let bad_pieces = s.pieces_total - s.pieces_have;

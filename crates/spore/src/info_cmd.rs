@@ -139,7 +139,7 @@ pub fn verify(args: VerifyArgs) -> CmdResult {
     }
     let progress = AtomicU64::new(0);
     let total = t.piece_space_len();
-    let report = crate::create_cmd::with_progress(total, "verifying", &progress, || {
+    let report = crate::progress::with_progress(total, "verifying", &progress, || {
         metainfo::verify(&t, &args.path, &progress)
     });
     let bad = report.bad_pieces();

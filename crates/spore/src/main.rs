@@ -7,7 +7,9 @@ mod dht_cmd;
 mod format;
 mod get_cmd;
 mod info_cmd;
+mod opts;
 mod port_mapping;
+mod progress;
 mod share_cmd;
 mod tracker_cmd;
 
@@ -26,6 +28,13 @@ pub enum Failure {
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Failure::Failed(e)
+    }
+}
+
+impl Failure {
+    /// A failure (exit 1) from any error type, such as the engine's and the tracker's typed ones.
+    pub fn failed(e: impl Into<anyhow::Error>) -> Failure {
+        Failure::Failed(e.into())
     }
 }
 

@@ -141,7 +141,7 @@ pub(crate) async fn share_reach(
 /// hairpin NAT refuses our own announce to it), again before the tracker would forget it.
 pub(crate) fn register_seed(
     state: std::sync::Arc<tracker::State>,
-    ids: Vec<[u8; 20]>,
+    ids: Vec<tracker_proto::InfoHash>,
     addr: SocketAddr,
 ) -> tokio::task::JoinHandle<()> {
     let every =

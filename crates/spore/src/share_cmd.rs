@@ -39,7 +39,7 @@ pub struct ShareArgs {
     #[arg(long)]
     pub hybrid: bool,
     #[command(flatten)]
-    pub discovery: crate::get_cmd::DiscoveryArgs,
+    pub discovery: crate::opts::DiscoveryArgs,
     #[command(flatten)]
     pub conns: crate::get_cmd::ConnArgs,
 }
@@ -61,17 +61,6 @@ fn primary_ip() -> IpAddr {
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
-pub(crate) fn state_dir(explicit: Option<&Path>) -> PathBuf {
-    if let Some(dir) = explicit {
-        return dir.to_path_buf();
-    }
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("spore")
-}
-
 /// Writes the torrent beside the data, or into the state directory if that fails.
 fn save_torrent(
     bytes: &[u8],
@@ -88,7 +77,7 @@ fn save_torrent(
     if std::fs::write(&beside, bytes).is_ok() {
         return Ok(beside);
     }
-    let dir = state_dir(state);
+    let dir = crate::opts::state_dir(state);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))
         .map_err(Failure::Failed)?;
@@ -148,7 +137,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
                     .min(tracker_connections),
                 ..tracker::Config::default()
             };
-            tracker = Some(tracker::start(config).await.map_err(Failure::Failed)?);
+            tracker = Some(tracker::start(config).await.map_err(Failure::failed)?);
         }
         let tracker_ports = tracker.as_ref().map_or((0, 0), |t| {
             let port = |a: Option<SocketAddr>| a.map_or(args.tracker_port, |a| a.port());
@@ -211,11 +200,13 @@ pub fn run(args: ShareArgs) -> CmdResult {
         config.listen = SocketAddr::new(listen_ip, peer_port);
         config.max_peers = max_peers;
         config.handshake = handshake;
-        config.dht =
-            crate::get_cmd::make_dht(config.listen, &args.discovery, torrent.private).await?;
-        config.pex = !args.discovery.no_pex;
-        crate::get_cmd::set_lsd(&mut config, &args.discovery);
-        let handle = engine::start(config).await.map_err(Failure::Failed)?;
+        let discovery = args.discovery.settings();
+        let dht = discovery
+            .start_dht(config.listen, torrent.private)
+            .await
+            .map_err(Failure::failed)?;
+        discovery.apply(&mut config, dht);
+        let handle = engine::start(config).await.map_err(Failure::failed)?;
         // Friends reach the seed at the external address even when no tracker names it.
         let seed_addr = SocketAddr::new(
             public_ip,

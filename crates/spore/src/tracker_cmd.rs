@@ -93,7 +93,7 @@ pub struct UsersAt {
 /// Runs `f` on a connection to the users' cluster.
 fn on_cluster<T>(
     spec: &str,
-    f: impl AsyncFnOnce(&tracker::cluster::Cluster) -> anyhow::Result<T>,
+    f: impl AsyncFnOnce(&tracker::cluster::Cluster) -> Result<T, tracker::Error>,
 ) -> Result<T, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -109,7 +109,7 @@ fn on_cluster<T>(
         )
         .await
         .map_err(|e| Failure::Failed(e.into()))?;
-        f(&cluster).await.map_err(Failure::Failed)
+        f(&cluster).await.map_err(Failure::failed)
     })
 }
 
@@ -227,7 +227,7 @@ fn users(action: UserAction) -> CmdResult {
                 (_, Some(spec)) => {
                     on_cluster(spec, async |c| tracker::cluster::add_user(c, &name).await)?
                 }
-                (Some(db), None) => tracker::add_user(db, &name).map_err(Failure::Failed)?,
+                (Some(db), None) => tracker::add_user(db, &name).map_err(Failure::failed)?,
                 (None, None) => return Err(bad(anyhow!("--db or --cluster"))),
             };
             println!("{passkey}");
@@ -238,7 +238,7 @@ fn users(action: UserAction) -> CmdResult {
                 (_, Some(spec)) => {
                     on_cluster(spec, async |c| tracker::cluster::revoke_user(c, &who).await)?
                 }
-                (Some(db), None) => tracker::revoke_user(db, &who).map_err(Failure::Failed)?,
+                (Some(db), None) => tracker::revoke_user(db, &who).map_err(Failure::failed)?,
                 (None, None) => return Err(bad(anyhow!("--db or --cluster"))),
             };
             if !found {
@@ -251,7 +251,7 @@ fn users(action: UserAction) -> CmdResult {
                 (_, Some(spec)) => {
                     on_cluster(spec, async |c| tracker::cluster::list_users(c).await)?
                 }
-                (Some(db), None) => tracker::list_users(db).map_err(Failure::Failed)?,
+                (Some(db), None) => tracker::list_users(db).map_err(Failure::failed)?,
                 (None, None) => return Err(bad(anyhow!("--db or --cluster"))),
             };
             if json {

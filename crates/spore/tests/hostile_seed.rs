@@ -41,7 +41,7 @@ fn a_seed_flooded_with_unread_requests_stays_small_and_still_serves_a_download()
     let (seeder, seed_addr) = start_seed(d, &torrent, &content, "127.0.0.1:0", &quiet);
     let pid = seeder.child.id();
 
-    let attack = hostile::Attack::start(seed_addr, info_hash, PIECES, PIECE, HOSTILE);
+    let attack = hostile::Attack::start(seed_addr, info_hash.into(), PIECES, PIECE, HOSTILE);
     // Under way: every connection has had time to queue far more than a seed should hold for it.
     let deadline = Instant::now() + T;
     while attack.sent.load(Ordering::Relaxed) < HOSTILE as u64 * 2000 {

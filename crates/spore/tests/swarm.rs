@@ -229,7 +229,11 @@ fn hostile_peer(info_hash: [u8; 20]) -> SocketAddr {
                 if stream.read_exact(&mut hs).is_err() {
                     return;
                 }
-                let mut reply = wire::Handshake::new(info_hash, *b"-XX0000-hostilepeer!", false);
+                let mut reply = wire::Handshake::new(
+                    info_hash.into(),
+                    wire::PeerId::new(*b"-XX0000-hostilepeer!"),
+                    false,
+                );
                 reply.reserved = [0; 8];
                 let _ = stream.write_all(&reply.encode());
                 let mut out = bytes::BytesMut::new();

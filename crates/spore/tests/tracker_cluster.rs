@@ -93,7 +93,10 @@ fn a_peer_announced_to_one_node_is_handed_out_by_another_over_http_and_udp() {
     let (_, body) = get_from(
         "127.0.0.1:0",
         a.http,
-        &format!("/scrape?{}", proto::encode_scrape(&[hash])),
+        &format!(
+            "/scrape?{}",
+            proto::encode_scrape(&[tracker_proto::InfoHash(hash)])
+        ),
     )
     .unwrap();
     let scrape = proto::ScrapeResponse::decode(&body).unwrap();

@@ -55,9 +55,10 @@ fn set_once<T>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(),
     Ok(())
 }
 
-fn bytes20(raw: &[u8], name: &'static str) -> Result<[u8; 20], RequestError> {
+fn bytes20<T: From<[u8; 20]>>(raw: &[u8], name: &'static str) -> Result<T, RequestError> {
     percent_decode(raw)
         .and_then(|b| <[u8; 20]>::try_from(b.as_slice()).ok())
+        .map(T::from)
         .ok_or(RequestError::Invalid(name))
 }
 
@@ -161,8 +162,8 @@ pub fn encode_announce(req: &HttpAnnounce) -> String {
     let a = &req.announce;
     let mut q = format!(
         "info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact={}",
-        percent_encode(&a.info_hash),
-        percent_encode(&a.peer_id),
+        percent_encode(&a.info_hash[..]),
+        percent_encode(&a.peer_id[..]),
         a.port,
         a.uploaded,
         a.downloaded,
@@ -214,7 +215,7 @@ pub fn parse_scrape(query: &[u8]) -> Result<Vec<InfoHash>, RequestError> {
 pub fn encode_scrape(hashes: &[InfoHash]) -> String {
     hashes
         .iter()
-        .map(|h| format!("info_hash={}", percent_encode(h)))
+        .map(|h| format!("info_hash={}", percent_encode(&h[..])))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -391,7 +392,7 @@ impl AnnounceResponse {
                     let peer_id = e
                         .get(b"peer id")
                         .and_then(Value::as_bytes)
-                        .and_then(|b| <[u8; 20]>::try_from(b).ok());
+                        .and_then(|b| PeerId::try_from(b).ok());
                     peers.push(Peer {
                         addr: SocketAddr::new(ip, port),
                         peer_id,
@@ -493,7 +494,7 @@ impl ScrapeResponse {
             .ok_or_else(|| malformed("no files dictionary"))?;
         let mut out = Vec::new();
         for (hash, stats) in files.iter() {
-            let Ok(hash) = <[u8; 20]>::try_from(hash) else {
+            let Ok(hash) = <[u8; 20]>::try_from(hash).map(InfoHash::new) else {
                 continue;
             };
             let Some(stats) = stats.as_dict() else {

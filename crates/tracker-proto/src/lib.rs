@@ -10,8 +10,7 @@ mod urlencode;
 
 pub use urlencode::{percent_decode, percent_encode};
 
-pub type InfoHash = [u8; 20];
-pub type PeerId = [u8; 20];
+pub use ids::{InfoHash, PeerId};
 
 /// The announce `event`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

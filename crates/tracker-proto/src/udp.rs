@@ -83,10 +83,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(x)
 }
 
-fn arr20(b: &[u8], at: usize) -> [u8; 20] {
+fn arr20<T: From<[u8; 20]>>(b: &[u8], at: usize) -> T {
     let mut x = [0u8; 20];
     x.copy_from_slice(&b[at..at + 20]);
-    x
+    T::from(x)
 }
 
 fn event_from(code: u32) -> Result<Event, PacketError> {
@@ -188,8 +188,8 @@ impl Request {
                 out.extend_from_slice(&connection_id.to_be_bytes());
                 out.extend_from_slice(&ANNOUNCE.to_be_bytes());
                 out.extend_from_slice(&transaction_id.to_be_bytes());
-                out.extend_from_slice(&a.info_hash);
-                out.extend_from_slice(&a.peer_id);
+                out.extend_from_slice(&a.info_hash[..]);
+                out.extend_from_slice(&a.peer_id[..]);
                 out.extend_from_slice(&a.downloaded.to_be_bytes());
                 out.extend_from_slice(&a.left.to_be_bytes());
                 out.extend_from_slice(&a.uploaded.to_be_bytes());
@@ -218,7 +218,7 @@ impl Request {
                 out.extend_from_slice(&SCRAPE.to_be_bytes());
                 out.extend_from_slice(&transaction_id.to_be_bytes());
                 for h in info_hashes {
-                    out.extend_from_slice(h);
+                    out.extend_from_slice(&h[..]);
                 }
             }
         }

@@ -78,8 +78,8 @@ fn http_announce_errors() {
 fn http_announce_query_round_trip() {
     let req = HttpAnnounce {
         announce: Announce {
-            info_hash: [0xff; 20],
-            peer_id: *b"-SP0100-\x00\x01 &=%+abcde",
+            info_hash: tracker_proto::InfoHash([0xff; 20]),
+            peer_id: tracker_proto::PeerId(*b"-SP0100-\x00\x01 &=%+abcde"),
             port: 51413,
             uploaded: u64::MAX,
             downloaded: 0,
@@ -153,7 +153,10 @@ fn http_responses_compact_and_dictionary() {
 
 #[test]
 fn scrape_query_and_response() {
-    let q = http::encode_scrape(&[HASH_HEX, [0; 20]]);
+    let q = http::encode_scrape(&[
+        tracker_proto::InfoHash(HASH_HEX),
+        tracker_proto::InfoHash([0; 20]),
+    ]);
     assert_eq!(
         http::parse_scrape(q.as_bytes()).unwrap(),
         vec![HASH_HEX, [0; 20]]
@@ -167,7 +170,7 @@ fn scrape_query_and_response() {
     // BEP 48's example layout.
     let resp = ScrapeResponse {
         files: vec![(
-            *b"....................",
+            tracker_proto::InfoHash(*b"...................."),
             ScrapeStats {
                 seeders: 5,
                 completed: 50,
@@ -226,8 +229,8 @@ fn udp_connect_bytes() {
 #[test]
 fn udp_announce_layout_and_bep41() {
     let a = Announce {
-        info_hash: HASH_HEX,
-        peer_id: [b'p'; 20],
+        info_hash: tracker_proto::InfoHash(HASH_HEX),
+        peer_id: tracker_proto::PeerId([b'p'; 20]),
         port: 0x1ae1,
         uploaded: 3,
         downloaded: 1,
@@ -334,7 +337,7 @@ fn udp_scrape_bounds() {
     Request::Scrape {
         connection_id: 1,
         transaction_id: 2,
-        info_hashes: vec![[1; 20]; 75],
+        info_hashes: vec![tracker_proto::InfoHash([1; 20]); 75],
     }
     .write(&mut out);
     assert_eq!(Request::parse(&out), Err(PacketError::BadScrapeCount));

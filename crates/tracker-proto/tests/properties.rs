@@ -17,7 +17,7 @@ prop_compose! {
                   uploaded in any::<u64>(), downloaded in any::<u64>(), left in any::<u64>(), event in event(),
                   numwant in proptest::option::of(0u32..i32::MAX as u32), key in any::<u32>(),
                   ip in proptest::option::of(any::<[u8; 4]>())) -> Announce {
-        Announce { info_hash, peer_id, port, uploaded, downloaded, left, event, numwant, key: Some(key),
+        Announce { info_hash: tracker_proto::InfoHash(info_hash), peer_id: tracker_proto::PeerId(peer_id), port, uploaded, downloaded, left, event, numwant, key: Some(key),
                    ip: ip.map(std::net::IpAddr::from).filter(|ip| !ip.is_unspecified()) }
     }
 }

@@ -72,8 +72,8 @@ fn main() -> anyhow::Result<()> {
                             connection_id,
                             transaction_id: 1,
                             announce: Announce {
-                                info_hash: hash,
-                                peer_id: [1; 20],
+                                info_hash: tracker_proto::InfoHash(hash),
+                                peer_id: tracker_proto::PeerId([1; 20]),
                                 port: 1000 + (x % 50_000) as u16,
                                 uploaded: 0,
                                 downloaded: 0,

@@ -9,6 +9,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Deserialize;
 use tracker_proto::{Event, InfoHash, PeerId};
 
+use crate::Error;
+
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 const TOTALS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("totals");
 
@@ -78,19 +80,11 @@ pub struct Access {
 }
 
 fn parse_hex20(line: &str) -> Option<InfoHash> {
-    let line = line.trim();
-    if line.len() != 40 {
-        return None;
-    }
-    let mut h = [0u8; 20];
-    for (i, b) in h.iter_mut().enumerate() {
-        *b = u8::from_str_radix(line.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(h)
+    InfoHash::from_hex(line.trim())
 }
 
 /// Reads a list file: one hex info-hash per line; blank lines and `#` comments ignored.
-pub fn read_list(path: &Path) -> anyhow::Result<HashSet<InfoHash>> {
+pub fn read_list(path: &Path) -> Result<HashSet<InfoHash>, Error> {
     let text = std::fs::read_to_string(path)?;
     let mut set = HashSet::new();
     for (n, line) in text.lines().enumerate() {
@@ -98,8 +92,9 @@ pub fn read_list(path: &Path) -> anyhow::Result<HashSet<InfoHash>> {
         if line.is_empty() {
             continue;
         }
-        let hash = parse_hex20(line).ok_or_else(|| {
-            anyhow::anyhow!("{}:{}: not a 40-hex-digit info-hash", path.display(), n + 1)
+        let hash = parse_hex20(line).ok_or_else(|| Error::List {
+            path: path.to_path_buf(),
+            line: n + 1,
         })?;
         set.insert(hash);
     }
@@ -109,9 +104,12 @@ pub fn read_list(path: &Path) -> anyhow::Result<HashSet<InfoHash>> {
 /// Opens the users database, creating it readable by its owner only: it holds every passkey, and a
 /// passkey is a user's whole credential. An existing file that others can read is narrowed to 0600, with
 /// a warning (the passkeys in it may already have been read).
-fn open_db(path: &Path) -> anyhow::Result<Database> {
+fn open_db(path: &Path) -> Result<Database, Error> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let cannot = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot open {}: {e}", path.display());
+    let cannot = |e: &dyn std::fmt::Display| Error::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     // An empty file is what redb initialises a new database in.
     match std::fs::OpenOptions::new()
         .write(true)
@@ -141,7 +139,7 @@ fn open_db(path: &Path) -> anyhow::Result<Database> {
     Database::create(path).map_err(|e| cannot(&e))
 }
 
-fn load_users(path: &Path) -> anyhow::Result<HashSet<String>> {
+fn load_users(path: &Path) -> Result<HashSet<String>, Error> {
     let db = open_db(path)?;
     let txn = db.begin_read()?;
     let table = match txn.open_table(USERS) {
@@ -162,7 +160,7 @@ impl Access {
         mode: Mode,
         list_path: Option<PathBuf>,
         db_path: Option<PathBuf>,
-    ) -> anyhow::Result<Access> {
+    ) -> Result<Access, Error> {
         Self::with_users_from(mode, list_path, db_path, false)
     }
 
@@ -173,12 +171,14 @@ impl Access {
         list_path: Option<PathBuf>,
         db_path: Option<PathBuf>,
         shared_users: bool,
-    ) -> anyhow::Result<Access> {
+    ) -> Result<Access, Error> {
         if matches!(mode, Mode::Allow | Mode::Deny) && list_path.is_none() {
-            anyhow::bail!("mode {mode:?} needs a list file");
+            return Err(Error::Config(format!("mode {mode:?} needs a list file")));
         }
         if mode == Mode::Private && db_path.is_none() && !shared_users {
-            anyhow::bail!("private mode needs a database file (db) or a cluster");
+            return Err(Error::Config(
+                "private mode needs a database file (db) or a cluster".into(),
+            ));
         }
         let access = Access {
             mode,
@@ -199,7 +199,7 @@ impl Access {
     }
 
     /// Re-reads the list file and the user table (on SIGHUP and periodically).
-    pub fn reload(&self) -> anyhow::Result<()> {
+    pub fn reload(&self) -> Result<(), Error> {
         if let Some(path) = &self.list_path {
             *self.list.write() = read_list(path)?;
         }
@@ -350,7 +350,7 @@ impl Access {
 
     /// Writes pending totals to the database. The database is opened only for the write, so admin
     /// commands can use it in between; if it is busy the totals stay pending for the next flush.
-    pub fn flush(&self) -> anyhow::Result<()> {
+    pub fn flush(&self) -> Result<(), Error> {
         let Some(path) = &self.db_path else {
             return Ok(());
         };
@@ -358,14 +358,14 @@ impl Access {
         if pending.is_empty() {
             return Ok(());
         }
-        let result = (|| -> anyhow::Result<()> {
+        let result = (|| -> Result<(), Error> {
             let db = open_db(path)?;
             let txn = db.begin_write()?;
             {
                 let mut table = txn.open_table(TOTALS)?;
                 for ((passkey, hash), (up, down)) in &pending {
                     let mut key = passkey.as_bytes().to_vec();
-                    key.extend_from_slice(hash);
+                    key.extend_from_slice(&hash[..]);
                     let (old_up, old_down) = table
                         .get(key.as_slice())?
                         .map(|v| v.value())
@@ -392,7 +392,7 @@ pub struct UserTotals {
     pub downloaded: u64,
 }
 
-pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, Error> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
@@ -400,7 +400,7 @@ pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
 }
 
 /// Adds a user and returns the new passkey.
-pub fn add_user(db: &Path, name: &str) -> anyhow::Result<String> {
+pub fn add_user(db: &Path, name: &str) -> Result<String, Error> {
     let passkey = random_hex(16)?;
     let db = open_db(db)?;
     let txn = db.begin_write()?;
@@ -409,7 +409,7 @@ pub fn add_user(db: &Path, name: &str) -> anyhow::Result<String> {
         for row in users.iter()? {
             let (_, existing) = row?;
             if existing.value() == name {
-                anyhow::bail!("user {name} already exists");
+                return Err(Error::UserExists(name.to_string()));
             }
         }
         users.insert(passkey.as_str(), name)?;
@@ -419,7 +419,7 @@ pub fn add_user(db: &Path, name: &str) -> anyhow::Result<String> {
 }
 
 /// Revokes a user by name or passkey; returns whether one was found.
-pub fn revoke_user(db: &Path, who: &str) -> anyhow::Result<bool> {
+pub fn revoke_user(db: &Path, who: &str) -> Result<bool, Error> {
     let db = open_db(db)?;
     let txn = db.begin_write()?;
     let found = {
@@ -444,7 +444,7 @@ pub fn revoke_user(db: &Path, who: &str) -> anyhow::Result<bool> {
 }
 
 /// Every user with totals summed over torrents.
-pub fn list_users(db: &Path) -> anyhow::Result<Vec<UserTotals>> {
+pub fn list_users(db: &Path) -> Result<Vec<UserTotals>, Error> {
     let db = open_db(db)?;
     let txn = db.begin_read()?;
     let mut out = Vec::new();
@@ -495,15 +495,18 @@ mod tests {
         let list = dir.path().join("list");
         std::fs::write(&list, format!("# allowed\n{}\n\n", "ab".repeat(20))).unwrap();
         let allow = Access::new(Mode::Allow, Some(list.clone()), None).unwrap();
-        assert_eq!(allow.check(&[0xab; 20], None), Ok(()));
-        assert_eq!(allow.check(&[0; 20], None), Err(Refusal::NotAllowed));
+        assert_eq!(allow.check(&[0xab; 20].into(), None), Ok(()));
+        assert_eq!(allow.check(&[0; 20].into(), None), Err(Refusal::NotAllowed));
         let deny = Access::new(Mode::Deny, Some(list.clone()), None).unwrap();
-        assert_eq!(deny.check(&[0xab; 20], None), Err(Refusal::NotAllowed));
-        assert_eq!(deny.check(&[0; 20], None), Ok(()));
+        assert_eq!(
+            deny.check(&[0xab; 20].into(), None),
+            Err(Refusal::NotAllowed)
+        );
+        assert_eq!(deny.check(&[0; 20].into(), None), Ok(()));
         // Reload picks up a changed list.
         std::fs::write(&list, "00".repeat(20)).unwrap();
         allow.reload().unwrap();
-        assert_eq!(allow.check(&[0; 20], None), Ok(()));
+        assert_eq!(allow.check(&[0; 20].into(), None), Ok(()));
         std::fs::write(&list, "nonsense").unwrap();
         assert!(allow.reload().is_err());
     }
@@ -516,15 +519,35 @@ mod tests {
         assert_eq!(alice.len(), 32);
         assert!(add_user(&db, "alice").is_err());
         let access = Access::new(Mode::Private, None, Some(db.clone())).unwrap();
-        assert_eq!(access.check(&[1; 20], Some(alice.as_bytes())), Ok(()));
         assert_eq!(
-            access.check(&[1; 20], Some(b"0000")),
+            access.check(&[1; 20].into(), Some(alice.as_bytes())),
+            Ok(())
+        );
+        assert_eq!(
+            access.check(&[1; 20].into(), Some(b"0000")),
             Err(Refusal::UnknownPasskey)
         );
-        assert_eq!(access.check(&[1; 20], None), Err(Refusal::UnknownPasskey));
+        assert_eq!(
+            access.check(&[1; 20].into(), None),
+            Err(Refusal::UnknownPasskey)
+        );
 
-        access.account(alice.as_bytes(), &[1; 20], &[7; 20], 0, 0, Event::Started);
-        access.account(alice.as_bytes(), &[1; 20], &[7; 20], 250, 10, Event::None);
+        access.account(
+            alice.as_bytes(),
+            &[1; 20].into(),
+            &[7; 20].into(),
+            0,
+            0,
+            Event::Started,
+        );
+        access.account(
+            alice.as_bytes(),
+            &[1; 20].into(),
+            &[7; 20].into(),
+            250,
+            10,
+            Event::None,
+        );
         access.flush().unwrap();
         let users = list_users(&db).unwrap();
         assert_eq!(users[0].uploaded, 250);
@@ -533,7 +556,7 @@ mod tests {
         assert!(revoke_user(&db, "alice").unwrap());
         access.reload().unwrap();
         assert_eq!(
-            access.check(&[1; 20], Some(alice.as_bytes())),
+            access.check(&[1; 20].into(), Some(alice.as_bytes())),
             Err(Refusal::UnknownPasskey)
         );
         assert!(!revoke_user(&db, "alice").unwrap());
@@ -547,11 +570,32 @@ mod tests {
         let access = Access::new(Mode::Private, None, Some(db.clone())).unwrap();
         let key = bob.as_bytes();
         // The first report is a baseline; a new peer_id or a second `started` earns nothing.
-        access.account(key, &[1; 20], &[1; 20], 1000, 0, Event::Started);
-        access.account(key, &[1; 20], &[1; 20], 1500, 0, Event::None);
-        access.account(key, &[1; 20], &[2; 20], 1500, 0, Event::None);
-        access.account(key, &[1; 20], &[2; 20], 1500, 0, Event::Started);
-        access.account(key, &[1; 20], &[1; 20], 1700, 0, Event::Started);
+        access.account(
+            key,
+            &[1; 20].into(),
+            &[1; 20].into(),
+            1000,
+            0,
+            Event::Started,
+        );
+        access.account(key, &[1; 20].into(), &[1; 20].into(), 1500, 0, Event::None);
+        access.account(key, &[1; 20].into(), &[2; 20].into(), 1500, 0, Event::None);
+        access.account(
+            key,
+            &[1; 20].into(),
+            &[2; 20].into(),
+            1500,
+            0,
+            Event::Started,
+        );
+        access.account(
+            key,
+            &[1; 20].into(),
+            &[1; 20].into(),
+            1700,
+            0,
+            Event::Started,
+        );
         access.flush().unwrap();
         assert_eq!(list_users(&db).unwrap()[0].uploaded, 500);
         assert_eq!(access.tracked_peers(), 2);
@@ -561,7 +605,7 @@ mod tests {
         for i in 0..MAX_REPORTS_PER_PASSKEY as u32 + 10 {
             let mut hash = [0u8; 20];
             hash[..4].copy_from_slice(&i.to_be_bytes());
-            access.account(key, &hash, &[3; 20], 0, 0, Event::Started);
+            access.account(key, &hash.into(), &[3; 20].into(), 0, 0, Event::Started);
         }
         assert!(access.tracked_peers() <= MAX_REPORTS_PER_PASSKEY);
     }

@@ -231,7 +231,7 @@ pub fn parse_addresses(spec: &str) -> Result<Vec<String>, ClusterError> {
 
 fn keys(hash: &InfoHash) -> [String; 5] {
     let mut hex = String::with_capacity(40);
-    for b in hash {
+    for b in hash.iter() {
         hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
         hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
     }
@@ -525,7 +525,7 @@ impl Cluster {
 }
 
 /// Adds a private user in the cluster and returns the passkey.
-pub async fn add_user(cluster: &Cluster, name: &str) -> anyhow::Result<String> {
+pub async fn add_user(cluster: &Cluster, name: &str) -> Result<String, crate::Error> {
     let passkey = crate::access::random_hex(16)?;
     let mut conn = cluster.conn.clone();
     let added: i64 = redis::Script::new(ADD_USER)
@@ -537,13 +537,13 @@ pub async fn add_user(cluster: &Cluster, name: &str) -> anyhow::Result<String> {
         .invoke_async(&mut conn)
         .await?;
     if added == 0 {
-        anyhow::bail!("user {name} already exists");
+        return Err(crate::Error::UserExists(name.to_string()));
     }
     Ok(passkey)
 }
 
 /// Revokes a user by name or passkey; whether one was found.
-pub async fn revoke_user(cluster: &Cluster, who: &str) -> anyhow::Result<bool> {
+pub async fn revoke_user(cluster: &Cluster, who: &str) -> Result<bool, crate::Error> {
     let mut conn = cluster.conn.clone();
     let found: i64 = redis::Script::new(REVOKE_USER)
         .key(USERS_BY_KEY)
@@ -556,7 +556,7 @@ pub async fn revoke_user(cluster: &Cluster, who: &str) -> anyhow::Result<bool> {
 }
 
 /// Every user with their totals, by name.
-pub async fn list_users(cluster: &Cluster) -> anyhow::Result<Vec<crate::UserTotals>> {
+pub async fn list_users(cluster: &Cluster) -> Result<Vec<crate::UserTotals>, crate::Error> {
     let mut conn = cluster.conn.clone();
     let users: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(USERS_BY_KEY)
@@ -648,7 +648,7 @@ mod tests {
 
     #[test]
     fn one_slot_per_swarm() {
-        let k = keys(&[0xab; 20]);
+        let k = keys(&[0xab; 20].into());
         let tag = format!("{{{}}}", "ab".repeat(20));
         assert!(k.iter().all(|k| k.starts_with(&tag)), "{k:?}");
     }

@@ -112,7 +112,7 @@ impl Default for Config {
 }
 
 impl Config {
-    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+    pub fn from_toml(text: &str) -> Result<Config, crate::Error> {
         Ok(toml::from_str(text)?)
     }
 }

@@ -350,7 +350,7 @@ impl http_body::Body for FullScrape {
                     .scrape_first_byte(self.next as u8, &mut files);
                 for (hash, s) in &files {
                     out.extend_from_slice(b"20:");
-                    out.extend_from_slice(hash);
+                    out.extend_from_slice(&hash[..]);
                     let _ = write!(
                         Bytes(&mut out),
                         "d8:completei{}e10:downloadedi{}e10:incompletei{}ee",

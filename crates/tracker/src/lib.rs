@@ -5,6 +5,7 @@ pub mod access;
 pub mod cluster;
 mod config;
 mod conn_id;
+mod error;
 mod http;
 mod http_limits;
 mod metrics;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 pub use access::{add_user, list_users, revoke_user, Mode, UserTotals};
 pub use config::Config;
+pub use error::Error;
 
 use access::Access;
 use conn_id::ConnectionIds;
@@ -50,7 +52,7 @@ pub struct State {
 const MAX_SCRAPE_CLIENTS: usize = 100_000;
 
 impl State {
-    pub fn new(config: Config) -> anyhow::Result<State> {
+    pub fn new(config: Config) -> Result<State, Error> {
         Self::with_cluster(config, None, ConnectionIds::new(random_keys()?))
     }
 
@@ -58,7 +60,7 @@ impl State {
         config: Config,
         cluster: Option<cluster::Cluster>,
         conn_ids: ConnectionIds,
-    ) -> anyhow::Result<State> {
+    ) -> Result<State, Error> {
         // With a cluster, private users and their totals live in it, not in a database file.
         let access = match &cluster {
             None => Access::new(config.mode, config.list.clone(), config.db.clone())?,
@@ -114,15 +116,14 @@ impl State {
     }
 }
 
-fn random_keys() -> anyhow::Result<(u64, u64)> {
+fn random_keys() -> std::io::Result<(u64, u64)> {
     use std::io::Read;
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    let (k0, k1) = b.split_at(8);
-    Ok((
-        u64::from_le_bytes(k0.try_into()?),
-        u64::from_le_bytes(k1.try_into()?),
-    ))
+    let mut k0 = [0u8; 8];
+    let mut k1 = [0u8; 8];
+    let mut urandom = std::fs::File::open("/dev/urandom")?;
+    urandom.read_exact(&mut k0)?;
+    urandom.read_exact(&mut k1)?;
+    Ok((u64::from_le_bytes(k0), u64::from_le_bytes(k1)))
 }
 
 /// Extracts the passkey from a private announce path: `/announce/<passkey>` (also used as BEP 41 URL
@@ -158,7 +159,7 @@ pub struct Running {
 
 /// Binds the configured sockets and starts serving on the current tokio runtime (HTTP, housekeeping)
 /// and on dedicated threads (UDP workers).
-pub async fn start(mut config: Config) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config) -> Result<Running, Error> {
     let udp_workers = match config.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -208,7 +209,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         // Users before serving, so no known user is refused at start.
         let users = tokio::time::timeout(Duration::from_secs(10), cluster.passkeys())
             .await
-            .map_err(|_| anyhow::anyhow!("the cluster did not list the users in time"))??;
+            .map_err(|_| Error::Config("the cluster did not list the users in time".into()))??;
         state.access.set_users(users);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -218,13 +219,19 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let mut http_shutdown = Vec::new();
     let mut http_tasks = Vec::new();
     if !state.config.http.is_empty() {
-        let addr: SocketAddr =
-            state.config.http.parse().map_err(|e| {
-                anyhow::anyhow!("bad HTTP listen address {:?}: {e}", state.config.http)
-            })?;
+        let addr: SocketAddr = state.config.http.parse().map_err(|e| {
+            Error::Config(format!(
+                "bad HTTP listen address {:?}: {e}",
+                state.config.http
+            ))
+        })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (HTTP): {e}"))?;
+            .map_err(|source| Error::Listen {
+                addr,
+                what: "HTTP",
+                source,
+            })?;
         http_addr = Some(listener.local_addr()?);
         let (tx, rx) = tokio::sync::oneshot::channel();
         http_shutdown.push(tx);
@@ -234,16 +241,25 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let mut https_addr = None;
     if !state.config.https.is_empty() {
         let addr: SocketAddr = state.config.https.parse().map_err(|e| {
-            anyhow::anyhow!("bad HTTPS listen address {:?}: {e}", state.config.https)
+            Error::Config(format!(
+                "bad HTTPS listen address {:?}: {e}",
+                state.config.https
+            ))
         })?;
         let (Some(cert), Some(key)) = (&state.config.tls_cert, &state.config.tls_key) else {
-            anyhow::bail!("an HTTPS listener needs tls_cert and tls_key (--tls-cert, --tls-key)");
+            return Err(Error::Config(
+                "an HTTPS listener needs tls_cert and tls_key (--tls-cert, --tls-key)".into(),
+            ));
         };
         // Read before binding, so a bad certificate stops the tracker with its own message.
         let acceptor = tls::acceptor(cert, key)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (HTTPS): {e}"))?;
+            .map_err(|source| Error::Listen {
+                addr,
+                what: "HTTPS",
+                source,
+            })?;
         https_addr = Some(listener.local_addr()?);
         let (tx, rx) = tokio::sync::oneshot::channel();
         http_shutdown.push(tx);
@@ -254,16 +270,20 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             rx,
         )));
     } else if state.config.tls_cert.is_some() || state.config.tls_key.is_some() {
-        anyhow::bail!("tls_cert and tls_key are only used with an HTTPS listen address (--https)");
+        return Err(Error::Config(
+            "tls_cert and tls_key are only used with an HTTPS listen address (--https)".into(),
+        ));
     }
 
     let mut udp_addr = None;
     let mut udp_threads = Vec::new();
     if !state.config.udp.is_empty() {
-        let addr: SocketAddr =
-            state.config.udp.parse().map_err(|e| {
-                anyhow::anyhow!("bad UDP listen address {:?}: {e}", state.config.udp)
-            })?;
+        let addr: SocketAddr = state.config.udp.parse().map_err(|e| {
+            Error::Config(format!(
+                "bad UDP listen address {:?}: {e}",
+                state.config.udp
+            ))
+        })?;
         let (bound, threads) = udp::spawn(
             addr,
             udp_workers,
@@ -358,7 +378,7 @@ impl Running {
     }
 
     /// Re-reads the list file and users (SIGHUP).
-    pub fn reload(&self) -> anyhow::Result<()> {
+    pub fn reload(&self) -> Result<(), Error> {
         self.state.access.reload()
     }
 }

@@ -504,7 +504,7 @@ mod tests {
     #[test]
     fn announce_returns_others_never_self() {
         let s = store();
-        let h = [1u8; 20];
+        let h = InfoHash::new([1u8; 20]);
         let (mut o4, mut o6) = (Vec::new(), Vec::new());
         for i in 1..=10 {
             o4.clear();
@@ -578,7 +578,7 @@ mod tests {
     #[test]
     fn selection_is_random() {
         let s = store();
-        let h = [2u8; 20];
+        let h = InfoHash::new([2u8; 20]);
         let (mut o4, mut o6) = (Vec::new(), Vec::new());
         for i in 1..=40 {
             s.announce(
@@ -616,7 +616,7 @@ mod tests {
         let (mut o4, mut o6) = (Vec::new(), Vec::new());
         for h in 0..5u8 {
             s.announce(
-                &[h; 20],
+                &[h; 20].into(),
                 addr(1),
                 1,
                 Event::Started,
@@ -628,7 +628,7 @@ mod tests {
         }
         assert_eq!(s.totals().0, 3, "max_swarms caps new swarms");
         s.announce(
-            &[0; 20],
+            &[0; 20].into(),
             addr(1),
             1,
             Event::Stopped,
@@ -638,7 +638,7 @@ mod tests {
             &mut o6,
         );
         assert_eq!(s.totals().0, 2);
-        assert_eq!(s.scrape(&[0; 20]), ScrapeStats::default());
+        assert_eq!(s.scrape(&[0; 20].into()), ScrapeStats::default());
     }
 
     #[test]
@@ -648,7 +648,7 @@ mod tests {
         let (mut o4, mut o6) = (Vec::new(), Vec::new());
         let mut announce = |hash: u8, peer: SocketAddr, left: u64, event: Event| {
             s.announce(
-                &[hash; 20],
+                &[hash; 20].into(),
                 peer,
                 left,
                 event,
@@ -668,7 +668,10 @@ mod tests {
         announce(8, v6(9), 0, Event::Started);
         announce(8, v6(9), 0, Event::Stopped);
         assert_eq!(
-            (s.scrape(&[7; 20]).seeders, s.scrape(&[7; 20]).leechers),
+            (
+                s.scrape(&[7; 20].into()).seeders,
+                s.scrape(&[7; 20].into()).leechers
+            ),
             (2, 1)
         );
         assert_eq!(s.totals().0, 1);
@@ -680,7 +683,7 @@ mod tests {
     #[test]
     fn ipv6_and_mapped_addresses() {
         let s = store();
-        let h = [3u8; 20];
+        let h = InfoHash::new([3u8; 20]);
         let (mut o4, mut o6) = (Vec::new(), Vec::new());
         let v6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
         let mapped: SocketAddr = "[::ffff:127.0.0.9]:5000".parse().unwrap();
@@ -716,7 +719,7 @@ mod tests {
         let mut s = store();
         // Pretend the tracker has run for a while, so ages can be subtracted.
         s.epoch -= std::time::Duration::from_secs(1000);
-        let h = [4u8; 20];
+        let h = InfoHash::new([4u8; 20]);
         let (mut o4, mut o6) = (Vec::new(), Vec::new());
         s.announce(
             &h,
@@ -749,7 +752,7 @@ mod tests {
                 let mut h = [0u8; 20];
                 h[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
                 s.announce(
-                    &h,
+                    &h.into(),
                     addr(1),
                     1,
                     Event::None,

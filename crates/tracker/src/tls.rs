@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::sync::mpsc;
@@ -25,27 +24,33 @@ use crate::metrics::Counters;
 
 /// A TLS acceptor for the certificate chain in `cert` and the private key in `key` (both PEM), on the
 /// ring provider.
-pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, crate::Error> {
+    use crate::Error::Tls;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect())
-        .map_err(|e| anyhow!("cannot read the TLS certificate {}: {e}", cert.display()))?;
+        .map_err(|e| {
+            Tls(format!(
+                "cannot read the TLS certificate {}: {e}",
+                cert.display()
+            ))
+        })?;
     if chain.is_empty() {
-        anyhow::bail!("no certificate in {}", cert.display());
+        return Err(Tls(format!("no certificate in {}", cert.display())));
     }
     let private = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow!("cannot read the TLS key {}: {e}", key.display()))?;
+        .map_err(|e| Tls(format!("cannot read the TLS key {}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .context("TLS settings")?
+        .map_err(|e| Tls(format!("TLS settings: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, private)
-        .with_context(|| {
-            format!(
-                "the TLS certificate {} and key {} do not go together",
+        .map_err(|e| {
+            Tls(format!(
+                "the TLS certificate {} and key {} do not go together: {e}",
                 cert.display(),
                 key.display()
-            )
+            ))
         })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -26,7 +26,7 @@ const MAX_RESPONSE: usize = 8192;
 /// How often a blocked worker wakes to notice shutdown.
 const POLL: Duration = Duration::from_millis(200);
 
-fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+fn bind(addr: SocketAddr) -> Result<UdpSocket, crate::Error> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -38,7 +38,11 @@ fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     socket.set_read_timeout(Some(POLL))?;
     socket
         .bind(&addr.into())
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (UDP): {e}"))?;
+        .map_err(|source| crate::Error::Listen {
+            addr,
+            what: "UDP",
+            source,
+        })?;
     Ok(socket.into())
 }
 
@@ -49,7 +53,7 @@ pub fn spawn(
     state: Arc<State>,
     stop: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
-) -> anyhow::Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>)> {
+) -> Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>), crate::Error> {
     let first = bind(addr)?;
     let bound = first.local_addr()?;
     let mut sockets = vec![first];

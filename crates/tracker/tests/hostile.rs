@@ -73,7 +73,7 @@ async fn full_scrapes_in_flight_are_capped_and_a_stalled_reader_gives_its_slot_b
             hash[4..8].copy_from_slice(&i.to_le_bytes());
             hash[0] ^= i as u8;
             running.state.store.announce(
-                &hash,
+                &hash.into(),
                 peer,
                 1,
                 Event::Started,

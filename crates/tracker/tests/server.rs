@@ -21,8 +21,8 @@ fn config() -> Config {
 
 fn announce(hash: [u8; 20], peer: u8, port: u16, left: u64, event: Event) -> Announce {
     Announce {
-        info_hash: hash,
-        peer_id: [peer; 20],
+        info_hash: tracker_proto::InfoHash(hash),
+        peer_id: tracker_proto::PeerId([peer; 20]),
         port,
         uploaded: 0,
         downloaded: 0,
@@ -191,7 +191,7 @@ async fn udp_announce_scrape_and_connection_ids() {
             leecher.exchange(Request::Scrape {
                 connection_id: 1,
                 transaction_id: 4,
-                info_hashes: vec![hash]
+                info_hashes: vec![tracker_proto::InfoHash(hash)]
             }),
             None
         );
@@ -199,7 +199,10 @@ async fn udp_announce_scrape_and_connection_ids() {
         let r = leecher.exchange(Request::Scrape {
             connection_id: lid,
             transaction_id: 5,
-            info_hashes: vec![hash, [0; 20]],
+            info_hashes: vec![
+                tracker_proto::InfoHash(hash),
+                tracker_proto::InfoHash([0; 20]),
+            ],
         });
         match r {
             Some(Response::Scrape {
@@ -222,7 +225,7 @@ async fn udp_announce_scrape_and_connection_ids() {
         match seeder.exchange(Request::Scrape {
             connection_id: id,
             transaction_id: 7,
-            info_hashes: vec![hash],
+            info_hashes: vec![tracker_proto::InfoHash(hash)],
         }) {
             Some(Response::Scrape { stats, .. }) => {
                 assert_eq!((stats[0].seeders, stats[0].leechers), (1, 0))
@@ -272,7 +275,10 @@ async fn http_announce_scrape_and_full_scrape_limit() {
 
         let scrape = ScrapeResponse::decode(&http_get(
             addr,
-            &format!("/scrape?{}", proto::encode_scrape(&[hash])),
+            &format!(
+                "/scrape?{}",
+                proto::encode_scrape(&[tracker_proto::InfoHash(hash)])
+            ),
         ))
         .unwrap();
         assert_eq!(scrape.files.len(), 1);
@@ -609,7 +615,10 @@ async fn https_serves_the_same_routes_under_the_same_limits_and_bounds_handshake
             &client,
             "127.0.0.10:0",
             https,
-            &format!("/scrape?{}", proto::encode_scrape(&[hash])),
+            &format!(
+                "/scrape?{}",
+                proto::encode_scrape(&[tracker_proto::InfoHash(hash)])
+            ),
         );
         let scrape = ScrapeResponse::decode(body(&r)).unwrap();
         assert_eq!(scrape.files.len(), 1);

@@ -1,5 +1,7 @@
 //! The 68-byte handshake.
 
+use ids::{InfoHash, PeerId};
+
 use crate::WireError;
 
 pub const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
@@ -9,14 +11,14 @@ pub const HANDSHAKE_LEN: usize = 68;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handshake {
     pub reserved: [u8; 8],
-    pub info_hash: [u8; 20],
-    pub peer_id: [u8; 20],
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
 }
 
 impl Handshake {
     /// A handshake announcing the extension protocol (BEP 10), the fast extension (BEP 6) and, if asked,
     /// DHT (BEP 5).
-    pub fn new(info_hash: [u8; 20], peer_id: [u8; 20], dht: bool) -> Self {
+    pub fn new(info_hash: InfoHash, peer_id: PeerId, dht: bool) -> Self {
         let mut reserved = [0u8; 8];
         reserved[5] |= 0x10;
         reserved[7] |= 0x04;
@@ -47,8 +49,8 @@ impl Handshake {
         out[0] = 19;
         out[1..20].copy_from_slice(PROTOCOL);
         out[20..28].copy_from_slice(&self.reserved);
-        out[28..48].copy_from_slice(&self.info_hash);
-        out[48..68].copy_from_slice(&self.peer_id);
+        out[28..48].copy_from_slice(&self.info_hash[..]);
+        out[48..68].copy_from_slice(&self.peer_id[..]);
         out
     }
 
@@ -59,12 +61,12 @@ impl Handshake {
         }
         let mut h = Handshake {
             reserved: [0; 8],
-            info_hash: [0; 20],
-            peer_id: [0; 20],
+            info_hash: InfoHash::default(),
+            peer_id: PeerId::default(),
         };
         h.reserved.copy_from_slice(&bytes[20..28]);
-        h.info_hash.copy_from_slice(&bytes[28..48]);
-        h.peer_id.copy_from_slice(&bytes[48..68]);
+        h.info_hash.0.copy_from_slice(&bytes[28..48]);
+        h.peer_id.0.copy_from_slice(&bytes[48..68]);
         Ok(h)
     }
 

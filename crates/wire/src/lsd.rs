@@ -8,6 +8,8 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use ids::InfoHash;
+
 /// The IPv4 group and port of BEP 14.
 pub const LSD_GROUP_V4: Ipv4Addr = Ipv4Addr::new(239, 192, 152, 143);
 /// The IPv6 group of BEP 14 (site-local scope).
@@ -32,7 +34,7 @@ pub struct LsdAnnounce {
     pub host: String,
     /// Where the sender accepts peer connections (its address is the datagram's source).
     pub port: u16,
-    pub info_hashes: Vec<[u8; 20]>,
+    pub info_hashes: Vec<InfoHash>,
     /// An opaque tag that lets a sender recognise its own announces coming back to it.
     pub cookie: Option<String>,
 }
@@ -65,32 +67,6 @@ pub enum LsdError {
     BadCookie,
 }
 
-fn hex(bytes: &[u8; 20]) -> String {
-    let mut s = String::with_capacity(40);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-fn unhex(text: &str) -> Option<[u8; 20]> {
-    let raw = text.as_bytes();
-    if raw.len() != 40 {
-        return None;
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 20];
-    for (i, pair) in raw.chunks_exact(2).enumerate() {
-        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(out)
-}
-
 /// Header values go on one line of an HTTP-like message: no control characters, nothing but ASCII.
 fn printable(text: &str) -> bool {
     text.bytes().all(|b| (0x20..0x7f).contains(&b))
@@ -105,7 +81,7 @@ impl LsdAnnounce {
         s.push_str("\r\n");
         let _ = write!(s, "Host: {}\r\nPort: {}\r\n", self.host, self.port);
         for h in &self.info_hashes {
-            let _ = write!(s, "Infohash: {}\r\n", hex(h));
+            let _ = write!(s, "Infohash: {}\r\n", h.to_hex());
         }
         if let Some(c) = &self.cookie {
             let _ = write!(s, "cookie: {c}\r\n");
@@ -119,7 +95,7 @@ impl LsdAnnounce {
     pub fn encode_all(
         host: &str,
         port: u16,
-        info_hashes: &[[u8; 20]],
+        info_hashes: &[InfoHash],
         cookie: Option<&str>,
     ) -> Vec<Vec<u8>> {
         let mut packets = Vec::new();
@@ -185,7 +161,7 @@ impl LsdAnnounce {
                 if info_hashes.len() >= MAX_LSD_INFOHASHES {
                     return Err(LsdError::TooManyInfoHashes);
                 }
-                let h = unhex(value)
+                let h = InfoHash::from_hex(value)
                     .ok_or_else(|| LsdError::BadInfoHash(value.chars().take(48).collect()))?;
                 if !info_hashes.contains(&h) {
                     info_hashes.push(h);
@@ -225,7 +201,7 @@ mod tests {
         LsdAnnounce {
             host: "239.192.152.143:6771".into(),
             port: 6881,
-            info_hashes: vec![[0xab; 20], [0x01; 20]],
+            info_hashes: vec![InfoHash::new([0xab; 20]), InfoHash::new([0x01; 20])],
             cookie: Some("spore-1a2b3c".into()),
         }
     }
@@ -250,7 +226,7 @@ mod tests {
                     INFOHASH: ABABABABABABABABABABABABABABABABABABABAB";
         let a = LsdAnnounce::decode(text.as_bytes()).unwrap();
         assert_eq!(a.port, 51413);
-        assert_eq!(a.info_hashes, vec![[0xab; 20]]);
+        assert_eq!(a.info_hashes, vec![InfoHash::new([0xab; 20])]);
         assert_eq!(a.cookie, None);
     }
 
@@ -294,7 +270,7 @@ mod tests {
 
     #[test]
     fn many_hashes_split_into_packets_that_fit() {
-        let hashes: Vec<[u8; 20]> = (0..100u8).map(|i| [i; 20]).collect();
+        let hashes: Vec<InfoHash> = (0..100u8).map(|i| InfoHash::new([i; 20])).collect();
         let packets = LsdAnnounce::encode_all("239.192.152.143:6771", 1, &hashes, Some("c"));
         let mut seen = Vec::new();
         for p in &packets {
@@ -330,7 +306,7 @@ mod tests {
         #[test]
         fn round_trips(
             port in 1u16..,
-            hashes in proptest::collection::vec(any::<[u8; 20]>(), 1..=20),
+            hashes in proptest::collection::vec(any::<[u8; 20]>().prop_map(InfoHash::new), 1..=20),
             cookie in proptest::option::of("[!-~]{0,64}"),
         ) {
             let mut unique = Vec::new();

@@ -3,6 +3,7 @@ use wire::{
     BlockRef, Connection, ConnectionError, Decoder, Event, ExtensionHandshake, Handshake, Message,
     WireError,
 };
+use wire::{InfoHash, PeerId};
 
 fn encoded(m: &Message) -> Vec<u8> {
     let mut out = BytesMut::new();
@@ -116,7 +117,11 @@ fn hash_messages_of_the_wrong_size_are_errors() {
 
 #[test]
 fn handshake_layout_and_bits() {
-    let h = Handshake::new([1; 20], *b"-SP0100-abcdefghijkl", true);
+    let h = Handshake::new(
+        InfoHash::new([1; 20]),
+        PeerId::new(*b"-SP0100-abcdefghijkl"),
+        true,
+    );
     let bytes = h.encode();
     assert_eq!(bytes[0], 19);
     assert_eq!(&bytes[1..20], b"BitTorrent protocol");
@@ -168,8 +173,8 @@ fn codec_waits_for_whole_messages_and_caps_length() {
 }
 
 fn connection(pieces: u32, fast: bool) -> Connection {
-    let mut ours = Handshake::new([0; 20], [1; 20], false);
-    let mut theirs = Handshake::new([0; 20], [2; 20], false);
+    let mut ours = Handshake::new(InfoHash::new([0; 20]), PeerId::new([1; 20]), false);
+    let mut theirs = Handshake::new(InfoHash::new([0; 20]), PeerId::new([2; 20]), false);
     if !fast {
         ours.reserved[7] = 0;
         theirs.reserved[7] = 0;
@@ -306,9 +311,13 @@ fn extension_handshake_round_trip_and_gating() {
     assert_eq!(parsed.id_of("ut_metadata"), Some(2));
     assert_eq!(parsed.metadata_size, Some(4242));
     assert!(ExtensionHandshake::decode(b"le").is_err());
-    let mut ours = Handshake::new([0; 20], [1; 20], false);
+    let mut ours = Handshake::new(InfoHash::new([0; 20]), PeerId::new([1; 20]), false);
     ours.reserved[5] = 0;
-    let mut no_ext = Connection::new(4, &ours, &Handshake::new([0; 20], [2; 20], false));
+    let mut no_ext = Connection::new(
+        4,
+        &ours,
+        &Handshake::new(InfoHash::new([0; 20]), PeerId::new([2; 20]), false),
+    );
     assert_eq!(
         no_ext.receive(Message::Extended {
             id: 0,

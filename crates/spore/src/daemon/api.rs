@@ -1,6 +1,7 @@
 //! The daemon's HTTP face: the JSON API (docs/api.md), Server-Sent Events, Prometheus metrics and the
 //! web page.
 
+use engine::InfoHash;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -392,7 +393,7 @@ async fn login_link(State(ctx): State<Ctx>, req: Request) -> Result<Response, Ap
     .into_response())
 }
 
-fn parse_id(id: &str) -> Result<[u8; 20], ApiError> {
+fn parse_id(id: &str) -> Result<InfoHash, ApiError> {
     super::store::parse_id(&id.to_ascii_lowercase())
         .ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a 40-hex-digit torrent id")))
 }

@@ -10,6 +10,7 @@ mod sched;
 pub mod store;
 mod stream;
 
+use engine::InfoHash;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use metainfo::{beneath, Torrent};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use crate::get_cmd::DiscoveryArgs;
+use crate::opts::DiscoveryArgs;
 use crate::{CmdResult, Failure};
 use sched::{reorder, QueueMove};
 use store::{Record, ResumeFile, Settings, Store, WriteGate};
@@ -108,6 +109,9 @@ pub struct DaemonArgs {
     pub discovery: DiscoveryArgs,
 }
 
+/// How long a magnet link's metadata is looked for before the torrent goes to state `error`.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Where a torrent is in its life.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
@@ -119,11 +123,39 @@ pub enum Phase {
     Finished,
     /// Its data is being moved to another directory (stopped meanwhile).
     Moving,
-    Error(String),
+    Error(Fault),
+}
+
+/// Why a torrent is in state `error`: the engine's own error where it comes from the engine, so the
+/// daemon can tell a disk that failed from a magnet link nobody answers. Shown to users as text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Fault {
+    /// The metadata of a magnet link could not be had.
+    #[error("metadata: {0}")]
+    Metadata(Arc<engine::MagnetError>),
+    /// The magnet link saved does not parse, or the torrent from it could not be saved.
+    #[error("metadata: {0}")]
+    MetadataKept(String),
+    /// The engine could not start the torrent (its files, the check, the listener).
+    #[error("{0}")]
+    Start(Arc<engine::StartError>),
+    /// The engine stopped the running torrent (a write failed).
+    #[error("{0}")]
+    Stopped(engine::TorrentError),
+    /// Moving the torrent's data went wrong.
+    #[error("{0}")]
+    Move(String),
+}
+
+/// Errors hold no comparable state; two faults that read alike are the same to a user.
+impl PartialEq for Fault {
+    fn eq(&self, other: &Fault) -> bool {
+        self.to_string() == other.to_string()
+    }
 }
 
 pub struct Entry {
-    pub id: [u8; 20],
+    pub id: InfoHash,
     pub record: Record,
     pub torrent: Option<Arc<Torrent>>,
     pub phase: Phase,
@@ -185,7 +217,9 @@ pub struct Daemon {
     pub settings: Mutex<Settings>,
     session: Session,
     dht: Option<engine::dht::DhtNode>,
-    discovery: DiscoveryArgs,
+    discovery: engine::Discovery,
+    /// Whether the peer port is being mapped on the router (shown by the RPC).
+    port_mapping: bool,
     listen: SocketAddr,
     global_up: Arc<Limiter>,
     global_down: Arc<Limiter>,
@@ -193,7 +227,7 @@ pub struct Daemon {
     /// The connection caps in force (the settings' fitted into the open-file limit).
     fitted: Mutex<conns::Fitted>,
     api_conns: Arc<conns::ApiConns>,
-    entries: Mutex<BTreeMap<[u8; 20], Slot>>,
+    entries: Mutex<BTreeMap<InfoHash, Slot>>,
     pub events: tokio::sync::broadcast::Sender<(String, String)>,
     /// Bytes downloaded and uploaded by torrents removed since the daemon started: /metrics counts
     /// them in its totals, which must never go down (Prometheus reads a drop as a counter reset).
@@ -252,7 +286,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         &args
             .state_dir
             .clone()
-            .unwrap_or_else(|| crate::share_cmd::state_dir(None).join("daemon")),
+            .unwrap_or_else(|| crate::opts::state_dir(None).join("daemon")),
     )?;
     let store = Store::open(&state_dir).map_err(Failure::Failed)?;
     let token = store.token().map_err(Failure::Failed)?;
@@ -323,14 +357,16 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen = session.listen_addr();
-    let mapper = crate::port_mapping::start_quiet(
-        crate::port_mapping::wanted(
-            args.discovery.no_port_mapping || !settings.port_mapping,
-            listen.ip(),
-        ),
-        listen,
+    let port_mapping = crate::port_mapping::wanted(
+        args.discovery.no_port_mapping || !settings.port_mapping,
+        listen.ip(),
     );
-    let dht = crate::get_cmd::make_dht(listen, &args.discovery, false).await?;
+    let mapper = crate::port_mapping::start_quiet(port_mapping, listen);
+    let discovery = args.discovery.settings();
+    let dht = discovery
+        .start_dht(listen, false)
+        .await
+        .map_err(Failure::failed)?;
     let api_listener = tokio::net::TcpListener::bind(args.api)
         .await
         .with_context(|| format!("cannot listen on {}", args.api))?;
@@ -354,7 +390,8 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         },
         session,
         dht,
-        discovery: args.discovery.clone(),
+        discovery,
+        port_mapping,
         listen,
         entries: Mutex::new(BTreeMap::new()),
         events: tokio::sync::broadcast::channel(64).0,
@@ -503,7 +540,7 @@ impl Daemon {
     }
 
     /// Adds an entry for a torrent whose record is already in the state directory.
-    fn insert(&self, id: [u8; 20], record: Record, torrent: Option<Arc<Torrent>>) -> Slot {
+    fn insert(&self, id: InfoHash, record: Record, torrent: Option<Arc<Torrent>>) -> Slot {
         let saved = record.clone();
         let phase = if record.paused {
             Phase::Paused
@@ -535,7 +572,7 @@ impl Daemon {
         slot
     }
 
-    pub fn slot(&self, id: &[u8; 20]) -> Result<Slot, ApiError> {
+    pub fn slot(&self, id: &InfoHash) -> Result<Slot, ApiError> {
         self.entries
             .lock()
             .get(id)
@@ -561,9 +598,9 @@ impl Daemon {
     }
 
     /// Reorders the queue (`ids` moved as `how` says) and saves the positions that changed.
-    pub fn queue_move(self: &Arc<Self>, ids: &[[u8; 20]], how: QueueMove) {
+    pub fn queue_move(self: &Arc<Self>, ids: &[InfoHash], how: QueueMove) {
         let order: Vec<Slot> = self.slots();
-        let keys: Vec<[u8; 20]> = order.iter().map(|s| s.lock().id).collect();
+        let keys: Vec<InfoHash> = order.iter().map(|s| s.lock().id).collect();
         let new = reorder(&keys, |k| ids.contains(k), how);
         for (position, id) in new.iter().enumerate() {
             let Some(slot) = order
@@ -610,7 +647,7 @@ impl Daemon {
         let (id, torrent_file, magnet) = match source {
             Source::Magnet(link) => {
                 let m = metainfo::Magnet::parse(&link).map_err(bad)?;
-                let id = crate::get_cmd::magnet_wire_id(&m).map_err(bad)?;
+                let id = engine::discovery::magnet_wire_id(&m).map_err(bad)?;
                 (id, None, Some(link))
             }
             Source::Url(url) => {
@@ -643,7 +680,7 @@ impl Daemon {
         if self.entries.lock().contains_key(&id) {
             return Err(ApiError::Conflict(format!(
                 "torrent {} is already added",
-                metainfo::hex(&id)
+                id.to_hex()
             )));
         }
         let download_dir =
@@ -683,10 +720,9 @@ impl Daemon {
         };
         self.store.save_record(&id, &record)?;
         let slot = self.insert(id, record, torrent);
-        let _ = self.events.send((
-            "added".into(),
-            json!({"id": metainfo::hex(&id)}).to_string(),
-        ));
+        let _ = self
+            .events
+            .send(("added".into(), json!({"id": id.to_hex()}).to_string()));
         self.schedule();
         let view = self.view(&slot, false);
         Ok(view)
@@ -749,20 +785,25 @@ impl Daemon {
             (e.id, e.record.magnet.clone().unwrap_or_default())
         };
         let result = async {
-            let magnet = metainfo::Magnet::parse(&link).map_err(|e| anyhow!("{e}"))?;
+            let magnet =
+                metainfo::Magnet::parse(&link).map_err(|e| Fault::MetadataKept(e.to_string()))?;
             // The session's real port is announced: trackers refuse port 0, and a peer that dials it
             // before the torrent is registered is only turned away by the session.
-            let torrent =
-                crate::get_cmd::magnet_torrent(&magnet, self.listen, &[], self.dht.clone())
-                    .await
-                    .map_err(|e| match e {
-                        Failure::BadInput(e) | Failure::Failed(e) => e,
-                    })?;
+            let torrent = engine::discovery::magnet_torrent(
+                &magnet,
+                self.listen,
+                &[],
+                self.dht.clone(),
+                METADATA_TIMEOUT,
+            )
+            .await
+            .map_err(|e| Fault::Metadata(Arc::new(e)))?;
             let gate = slot.lock().gate.clone();
             // Removed while its metadata was on the way: leave nothing behind.
             gate.write(|| self.store.save_metainfo(&id, &torrent.to_file_bytes()))
-                .context("removed")??;
-            anyhow::Ok(torrent)
+                .ok_or_else(|| Fault::MetadataKept("removed".into()))?
+                .map_err(|e| Fault::MetadataKept(format!("{e:#}")))?;
+            Ok(torrent)
         }
         .await;
         let mut e = slot.lock();
@@ -773,7 +814,7 @@ impl Daemon {
                     e.phase = Phase::Queued;
                 }
             }
-            Err(err) => e.phase = Phase::Error(format!("metadata: {err:#}")),
+            Err(fault) => e.phase = Phase::Error(fault),
         }
         drop(e);
         self.schedule();
@@ -781,7 +822,7 @@ impl Daemon {
 
     /// Fast-resume data for a start: trusted as is when no file changed since it was saved, the
     /// unlisted pieces checked again when files were written after it, none when a file's size changed.
-    fn resume_for(&self, id: &[u8; 20], torrent: &Torrent, dir: &Path) -> Option<engine::Resume> {
+    fn resume_for(&self, id: &InfoHash, torrent: &Torrent, dir: &Path) -> Option<engine::Resume> {
         let saved = self.store.load_resume(id)?;
         let have_bytes = data_encoding::BASE64.decode(saved.have.as_bytes()).ok()?;
         let have = engine::Bitfield::from_bytes(&have_bytes, saved.pieces);
@@ -844,9 +885,7 @@ impl Daemon {
         config.global_download = Some(self.global_down.clone());
         config.peer_budget = Some(self.peer_budget.clone());
         config.max_peers = self.fitted.lock().peers_per_torrent;
-        config.dht = self.dht.clone();
-        config.pex = !self.discovery.no_pex;
-        crate::get_cmd::set_lsd(&mut config, &self.discovery);
+        self.discovery.apply(&mut config, self.dht.clone());
         // Resume data used as is needs no rewrite.
         let trusted = resume
             .as_ref()
@@ -877,7 +916,7 @@ impl Daemon {
                 }
             }
             Err(err) => {
-                slot.lock().phase = Phase::Error(format!("{err:#}"));
+                slot.lock().phase = Phase::Error(Fault::Start(Arc::new(err)));
                 None
             }
         };
@@ -908,10 +947,10 @@ impl Daemon {
             )
         };
         let resume = match (&torrent, &handle) {
-            (Some(t), Some(h)) if force || h.shared.have().count() != last_have => {
+            (Some(t), Some(h)) if force || h.have().count() != last_have => {
                 let files = store::file_stamps(t, &dir);
                 let saved_at = store::now_nanos();
-                let have = h.shared.have();
+                let have = h.have();
                 Some((
                     have.count(),
                     ResumeFile {
@@ -988,14 +1027,14 @@ impl Daemon {
                 e.base_uploaded += st.uploaded;
                 e.handle = None;
             }
-            self.session.unregister(&h.shared.id);
+            self.session.unregister(&h.info_hash());
             h.stop().await;
         }
         // Forced, for the seeding time just folded in.
         self.save(slot, true);
     }
 
-    pub async fn pause(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
+    pub async fn pause(self: &Arc<Self>, id: &InfoHash) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
         Self::not_moving(&slot)?;
         slot.lock().record.paused = true;
@@ -1004,14 +1043,14 @@ impl Daemon {
         Ok(self.view(&slot, false))
     }
 
-    pub async fn resume(self: &Arc<Self>, id: &[u8; 20]) -> Result<Value, ApiError> {
+    pub async fn resume(self: &Arc<Self>, id: &InfoHash) -> Result<Value, ApiError> {
         self.resume_with(id, false).await
     }
 
     /// Resumes; with `now`, past the queue's limits (Transmission's `torrent-start-now`).
     pub async fn resume_with(
         self: &Arc<Self>,
-        id: &[u8; 20],
+        id: &InfoHash,
         now: bool,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
@@ -1037,7 +1076,7 @@ impl Daemon {
 
     pub async fn remove(
         self: &Arc<Self>,
-        id: &[u8; 20],
+        id: &InfoHash,
         delete_data: bool,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
@@ -1068,20 +1107,19 @@ impl Daemon {
             totals.0 += last["downloaded"].as_u64().unwrap_or(0);
             totals.1 += last["uploaded"].as_u64().unwrap_or(0);
         }
-        let _ = self.events.send((
-            "removed".into(),
-            json!({"id": metainfo::hex(id)}).to_string(),
-        ));
+        let _ = self
+            .events
+            .send(("removed".into(), json!({"id": id.to_hex()}).to_string()));
         self.renumber_queue();
         self.schedule();
-        Ok(json!({"removed": metainfo::hex(id)}))
+        Ok(json!({"removed": id.to_hex()}))
     }
 
     /// Applies a `PUT /api/torrents/{id}`: all of it or, when a field is invalid or the data cannot be
     /// moved, none of it. A new file selection or directory restarts the torrent; priorities do not.
     pub async fn update(
         self: &Arc<Self>,
-        id: &[u8; 20],
+        id: &InfoHash,
         change: &Value,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
@@ -1146,7 +1184,7 @@ impl Daemon {
     /// for it and started again from its resume data. Returns the path and the new name.
     pub async fn rename_path(
         self: &Arc<Self>,
-        id: &[u8; 20],
+        id: &InfoHash,
         path: &str,
         name: &str,
     ) -> Result<(String, String), ApiError> {
@@ -1314,7 +1352,7 @@ impl Daemon {
                         from.display()
                     );
                     e.record.paused = true;
-                    e.phase = Phase::Error(message.clone());
+                    e.phase = Phase::Error(Fault::Move(message.clone()));
                     Err(ApiError::Internal(message))
                 }
             }
@@ -1347,10 +1385,10 @@ impl Daemon {
                 e.record.moving_to = None;
                 if !whole {
                     e.record.paused = true;
-                    e.phase = Phase::Error(format!(
+                    e.phase = Phase::Error(Fault::Move(format!(
                         "an interrupted move to {} could not be undone",
                         to.display()
-                    ));
+                    )));
                 }
             }
             if let Some(from) = &record.moved_from {
@@ -1554,7 +1592,7 @@ impl Daemon {
                     // The engine stopped it (a disk error): stopped here too, its resume data saved
                     // with every verified piece, in state `error` until resumed.
                     tracing::error!("{}: {error}", name.unwrap_or_default());
-                    self.stop_entry(&slot, Phase::Error(error.to_string()))
+                    self.stop_entry(&slot, Phase::Error(Fault::Stopped(error)))
                         .await;
                     continue;
                 }
@@ -1568,13 +1606,11 @@ impl Daemon {
                         // The seconds of earlier sessions count, as do those not yet folded in.
                         let secs = e.record.seeding_secs + since.elapsed().as_secs();
                         let uploaded = e.base_uploaded + st.uploaded;
-                        let ratio = uploaded as f64 / st.wanted.max(1) as f64;
-                        goal_reached = e
-                            .record
-                            .seed_ratio
-                            .or(ratio_goal)
-                            .is_some_and(|g| ratio >= g)
-                            || e.record.seed_time.or(time_goal).is_some_and(|g| secs >= g);
+                        let goal = engine::SeedGoal {
+                            ratio: e.record.seed_ratio.or(ratio_goal),
+                            time: e.record.seed_time.or(time_goal).map(Duration::from_secs),
+                        };
+                        goal_reached = goal.reached(uploaded, st.wanted, Duration::from_secs(secs));
                         if !e.record.complete {
                             e.record.complete = true;
                         }
@@ -1697,17 +1733,17 @@ impl Daemon {
                 .as_deref()
                 .and_then(|m| metainfo::Magnet::parse(m).ok())
                 .and_then(|m| m.name)
-                .unwrap_or_else(|| metainfo::hex(&e.id))
+                .unwrap_or_else(|| e.id.to_hex())
         });
         let magnet = match torrent {
             Some(t) => metainfo::Magnet::from_torrent(t).to_string(),
             None => e.record.magnet.clone().unwrap_or_default(),
         };
         let mut v = json!({
-            "id": metainfo::hex(&e.id),
+            "id": e.id.to_hex(),
             "name": name,
             "state": state,
-            "error": match &e.phase { Phase::Error(m) => Some(m.clone()), _ => None },
+            "error": match &e.phase { Phase::Error(m) => Some(m.to_string()), _ => None },
             "progress": progress,
             "size": size,
             "total_size": total_size,
@@ -1730,7 +1766,7 @@ impl Daemon {
             "done": e.record.done,
         });
         if detail {
-            let have = e.handle.as_ref().map(|h| h.shared.have());
+            let have = e.handle.as_ref().map(|h| h.have());
             let files: Vec<Value> = torrent.map_or_else(Vec::new, |t| {
                 t.files
                     .iter()
@@ -1755,8 +1791,7 @@ impl Daemon {
                     .collect()
             });
             let peers: Vec<Value> = e.handle.as_ref().map_or_else(Vec::new, |h| {
-                h.shared
-                    .peer_list()
+                h.peer_list()
                     .into_iter()
                     .map(|p| {
                         json!({
@@ -1775,7 +1810,7 @@ impl Daemon {
             let announced = e
                 .handle
                 .as_ref()
-                .map(|h| h.shared.tracker_stats())
+                .map(|h| h.tracker_stats())
                 .unwrap_or_default();
             let announced = &announced;
             let trackers: Vec<Value> = e
@@ -1954,13 +1989,13 @@ impl Change {
         if let Some(rate) = self.max_upload_rate {
             e.record.max_upload_rate = rate;
             if let Some(h) = &e.handle {
-                h.shared.up_limit.set_rate(rate);
+                h.set_upload_rate(rate);
             }
         }
         if let Some(rate) = self.max_download_rate {
             e.record.max_download_rate = rate;
             if let Some(h) = &e.handle {
-                h.shared.down_limit.set_rate(rate);
+                h.set_download_rate(rate);
             }
         }
         if let Some(dir) = self.download_dir {
@@ -2093,5 +2128,28 @@ fn remove_empty_dirs(t: &Torrent, dir: &Path) {
     for p in torrent_dirs(t) {
         // Fails, as it should, on a directory that holds anything else (and on a link).
         let _ = beneath::remove_dir(dir, &p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed faults read as the daemon's error strings always have: the API and RPC text is stable.
+    #[test]
+    fn faults_read_as_before() {
+        let timeout = engine::MagnetError::Metadata(engine::MetadataError::Timeout { secs: 120 });
+        let fault = Fault::Metadata(Arc::new(timeout));
+        assert_eq!(
+            fault.to_string(),
+            "metadata: no peer provided the torrent's metadata within 120 s"
+        );
+        let start = Fault::Start(Arc::new(engine::StartError::TooManyPieces));
+        assert_eq!(start.to_string(), "too many pieces");
+        assert_eq!(
+            Phase::Error(start.clone()),
+            Phase::Error(Fault::Move("too many pieces".into()))
+        );
+        assert_ne!(Phase::Error(start), Phase::Error(fault));
     }
 }

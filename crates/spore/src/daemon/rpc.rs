@@ -4,6 +4,7 @@
 //! 4.1's JSON-RPC 2.0 with snake_case ones (translated to the 4.0 names on the way in and back on
 //! the way out). docs/api.md lists what is implemented and what is not.
 
+use engine::InfoHash;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,12 +48,12 @@ struct Rpc {
 /// Torrent numbers: small, given in order of appearance, never reused while the daemon runs.
 #[derive(Default)]
 struct Ids {
-    by_hash: HashMap<[u8; 20], u64>,
+    by_hash: HashMap<InfoHash, u64>,
     next: u64,
     /// Numbers of removed torrents and when they went.
     removed: Vec<(u64, Instant)>,
     /// When each torrent was last seen active (bytes moving) or added.
-    active: HashMap<[u8; 20], Instant>,
+    active: HashMap<InfoHash, Instant>,
 }
 
 pub fn router<S: Clone + Send + Sync + 'static>(daemon: Arc<Daemon>) -> Router<S> {
@@ -469,7 +470,7 @@ impl Rpc {
                     .strip_prefix("queue-move-")
                     .and_then(super::QueueMove::parse)
                     .ok_or_else(|| Fail::Method("method name not recognized".into()))?;
-                let ids: Vec<[u8; 20]> = self
+                let ids: Vec<InfoHash> = self
                     .select(&args)?
                     .iter()
                     .map(|(_, s)| s.lock().id)
@@ -507,7 +508,7 @@ impl Rpc {
 
     /// Every torrent with its number, in number order; numbers are given to torrents first seen.
     fn numbered(&self) -> Vec<(u64, Slot)> {
-        let slots: Vec<([u8; 20], Slot)> = self
+        let slots: Vec<(InfoHash, Slot)> = self
             .daemon
             .entries
             .lock()
@@ -516,9 +517,9 @@ impl Rpc {
             .collect();
         let mut ids = self.ids.lock();
         let now = Instant::now();
-        let present: std::collections::HashSet<[u8; 20]> =
+        let present: std::collections::HashSet<InfoHash> =
             slots.iter().map(|(id, _)| *id).collect();
-        let gone: Vec<[u8; 20]> = ids
+        let gone: Vec<InfoHash> = ids
             .by_hash
             .keys()
             .filter(|h| !present.contains(*h))
@@ -534,7 +535,7 @@ impl Rpc {
             .retain(|(_, at)| now.duration_since(*at) < RECENT);
         let excess = ids.removed.len().saturating_sub(MAX_REMOVED);
         ids.removed.drain(..excess);
-        let mut new: Vec<(u64, [u8; 20])> = slots
+        let mut new: Vec<(u64, InfoHash)> = slots
             .iter()
             .filter(|(h, _)| !ids.by_hash.contains_key(h))
             .map(|(h, s)| (s.lock().record.added, *h))
@@ -652,13 +653,10 @@ impl Rpc {
             "idle-seeding-limit-enabled": false,
             "peer-port": self.daemon.listen.port(),
             "peer-port-random-on-start": false,
-            "port-forwarding-enabled": crate::port_mapping::wanted(
-                discovery.no_port_mapping || !s.port_mapping,
-                self.daemon.listen.ip(),
-            ),
-            "dht-enabled": !discovery.no_dht,
-            "pex-enabled": !discovery.no_pex,
-            "lpd-enabled": !discovery.no_lsd,
+            "port-forwarding-enabled": self.daemon.port_mapping,
+            "dht-enabled": discovery.dht,
+            "pex-enabled": discovery.pex,
+            "lpd-enabled": discovery.lsd,
             "utp-enabled": false,
             "encryption": "tolerated",
             "blocklist-enabled": false,
@@ -930,7 +928,7 @@ impl Rpc {
             (Phase::Running, true) => 6,
         };
         let error_string = match &e.phase {
-            Phase::Error(m) => m.clone(),
+            Phase::Error(m) => m.to_string(),
             _ => String::new(),
         };
         let rate_down = view["download_rate"].as_f64().unwrap_or(0.0) as u64;
@@ -1084,7 +1082,7 @@ impl Rpc {
                 "pieceSize" => json!(torrent.as_ref().map_or(0, |t| t.piece_length)),
                 "pieces" => {
                     let bytes = match (&e.handle, &torrent) {
-                        (Some(h), _) => h.shared.have().to_bytes().to_vec(),
+                        (Some(h), _) => h.have().to_bytes().to_vec(),
                         (None, Some(t)) => {
                             let n = t.piece_count() as usize;
                             let mut b = vec![if e.record.complete { 0xff } else { 0 }; n.div_ceil(8)];
@@ -1330,7 +1328,7 @@ impl Rpc {
         Ok(())
     }
 
-    fn set_labels(&self, id: &[u8; 20], labels: Vec<String>) -> Result<(), Fail> {
+    fn set_labels(&self, id: &InfoHash, labels: Vec<String>) -> Result<(), Fail> {
         let slot = self.daemon.slot(id)?;
         slot.lock().record.labels = labels;
         self.daemon.save(&slot, false);

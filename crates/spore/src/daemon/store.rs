@@ -3,11 +3,11 @@
 //! file, fsync, rename, fsync the directory), so a kill -9 at any moment leaves the old or the new
 //! version, never a torn one.
 
+use engine::InfoHash;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -170,51 +170,8 @@ pub struct ResumeFile {
     pub saved_at: u128,
 }
 
-/// Distinguishes the temporary files of writes in flight, so two saves never share one.
-static WRITE_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// Where a write of `path` puts its data before the rename: next to it, named after the whole file
-/// name (a torrent's `.json`, `.resume` and `.torrent` share a stem) plus a number of its own.
-fn temp_path(path: &Path) -> anyhow::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("no file name")?;
-    let seq = WRITE_SEQ.fetch_add(1, Ordering::Relaxed);
-    Ok(path.with_file_name(format!("{name}.{}-{seq}{TEMP_SUFFIX}", std::process::id())))
-}
-
-const TEMP_SUFFIX: &str = ".tmp";
-
-pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    write_atomic_mode(path, data, 0o666)
-}
-
-/// As `write_atomic`, the file created with `mode` (less the umask) from its first byte on, so a
-/// secret is never readable by others, not even between a write and a chmod.
-pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().context("no parent directory")?;
-    let tmp = temp_path(path)?;
-    let written = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(data)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
+use metainfo::atomic::TEMP_SUFFIX;
+pub use metainfo::atomic::{write_atomic, write_atomic_mode};
 
 /// Deletes the temporary files a crash left in `dir`: their write never finished, so the file they
 /// were to replace is still whole.
@@ -293,42 +250,48 @@ impl Store {
     }
 
     pub fn save_settings(&self, s: &Settings) -> anyhow::Result<()> {
-        write_atomic(
+        Ok(write_atomic(
             &self.dir.join("settings.json"),
             &serde_json::to_vec_pretty(s)?,
-        )
+        )?)
     }
 
-    fn path(&self, id: &[u8; 20], ext: &str) -> PathBuf {
+    fn path(&self, id: &InfoHash, ext: &str) -> PathBuf {
         self.dir
             .join("torrents")
-            .join(format!("{}.{ext}", metainfo::hex(id)))
+            .join(format!("{}.{ext}", id.to_hex()))
     }
 
-    pub fn save_metainfo(&self, id: &[u8; 20], torrent_file: &[u8]) -> anyhow::Result<()> {
-        write_atomic(&self.path(id, "torrent"), torrent_file)
+    pub fn save_metainfo(&self, id: &InfoHash, torrent_file: &[u8]) -> anyhow::Result<()> {
+        Ok(write_atomic(&self.path(id, "torrent"), torrent_file)?)
     }
 
-    pub fn save_record(&self, id: &[u8; 20], r: &Record) -> anyhow::Result<()> {
-        write_atomic(&self.path(id, "json"), &serde_json::to_vec_pretty(r)?)
+    pub fn save_record(&self, id: &InfoHash, r: &Record) -> anyhow::Result<()> {
+        Ok(write_atomic(
+            &self.path(id, "json"),
+            &serde_json::to_vec_pretty(r)?,
+        )?)
     }
 
-    pub fn save_resume(&self, id: &[u8; 20], r: &ResumeFile) -> anyhow::Result<()> {
-        write_atomic(&self.path(id, "resume"), &serde_json::to_vec(r)?)
+    pub fn save_resume(&self, id: &InfoHash, r: &ResumeFile) -> anyhow::Result<()> {
+        Ok(write_atomic(
+            &self.path(id, "resume"),
+            &serde_json::to_vec(r)?,
+        )?)
     }
 
-    pub fn load_resume(&self, id: &[u8; 20]) -> Option<ResumeFile> {
+    pub fn load_resume(&self, id: &InfoHash) -> Option<ResumeFile> {
         serde_json::from_slice(&fs::read(self.path(id, "resume")).ok()?).ok()
     }
 
-    pub fn remove(&self, id: &[u8; 20]) {
+    pub fn remove(&self, id: &InfoHash) {
         for ext in ["torrent", "json", "resume"] {
             let _ = fs::remove_file(self.path(id, ext));
         }
     }
 
     /// Every saved torrent: id, record, and its metainfo when known.
-    pub fn load_all(&self) -> Vec<([u8; 20], Record, Option<Torrent>)> {
+    pub fn load_all(&self) -> Vec<(InfoHash, Record, Option<Torrent>)> {
         let mut out = Vec::new();
         let Ok(entries) = fs::read_dir(self.dir.join("torrents")) else {
             return out;
@@ -350,7 +313,7 @@ impl Store {
                     // Left in place, so the torrent comes back once the file is repaired.
                     tracing::warn!(
                         "skipping torrent {}: its record {} cannot be read: {e:#}",
-                        metainfo::hex(&id),
+                        id.to_hex(),
                         path.display()
                     );
                     continue;
@@ -364,7 +327,7 @@ impl Store {
     }
 
     /// The saved .torrent (for a magnet link, written once its metadata arrived).
-    fn load_metainfo(&self, id: &[u8; 20]) -> Option<Torrent> {
+    fn load_metainfo(&self, id: &InfoHash) -> Option<Torrent> {
         let path = self.path(id, "torrent");
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -392,15 +355,8 @@ pub fn random_hex(bytes: usize) -> std::io::Result<String> {
     Ok(metainfo::hex(&buf))
 }
 
-pub fn parse_id(hex: &str) -> Option<[u8; 20]> {
-    if hex.len() != 40 {
-        return None;
-    }
-    let mut id = [0u8; 20];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
+pub fn parse_id(hex: &str) -> Option<InfoHash> {
+    InfoHash::from_hex(hex)
 }
 
 /// (size, mtime) of each of the torrent's files under `dir`, `None` where it is missing.
@@ -479,61 +435,8 @@ pub fn now_nanos() -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
-
-    #[test]
-    fn files_of_one_torrent_never_share_a_temporary_file() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let base = dir.path().join("abc");
-        let json = temp_path(&base.with_extension("json")).expect("temp path");
-        let resume = temp_path(&base.with_extension("resume")).expect("temp path");
-        let again = temp_path(&base.with_extension("json")).expect("temp path");
-        assert_ne!(json, resume);
-        assert_ne!(
-            json, again,
-            "two writes of one file need two temporary files"
-        );
-    }
-
-    #[test]
-    fn concurrent_saves_of_sibling_files_keep_each_its_own_content() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let base = dir.path().join("abc");
-        let threads: Vec<_> = ["json", "resume", "torrent"]
-            .into_iter()
-            .map(|ext| {
-                let path = base.with_extension(ext);
-                std::thread::spawn(move || {
-                    for i in 0..100 {
-                        let data = format!("{ext} {i}");
-                        write_atomic(&path, data.as_bytes()).expect("write");
-                        let read = fs::read_to_string(&path).expect("read");
-                        assert!(read.starts_with(ext), "{ext} holds {read:?}");
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().expect("writer thread");
-        }
-        let left: Vec<_> = fs::read_dir(dir.path())
-            .expect("list")
-            .flatten()
-            .map(|e| e.file_name())
-            .filter(|n| n.to_string_lossy().ends_with(TEMP_SUFFIX))
-            .collect();
-        assert!(left.is_empty(), "temporary files left: {left:?}");
-    }
-
-    #[test]
-    fn a_private_file_is_created_owner_only() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("secret");
-        write_atomic_mode(&path, b"x", 0o600).expect("write");
-        let mode = fs::metadata(&path).expect("stat").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
 
     #[test]
     fn leftover_temporary_files_are_removed_at_open_and_never_loaded() {

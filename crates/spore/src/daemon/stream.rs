@@ -2,6 +2,7 @@
 //! downloads. A read waits for the pieces it covers, which the engine fetches before anything else
 //! (time-critical pieces) together with a read-ahead window; only verified pieces are read, from disk.
 
+use engine::InfoHash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,7 +142,7 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 /// Serves `GET`/`HEAD /stream/{id}/{index}` (authorized already).
 pub async fn serve(
     daemon: Arc<Daemon>,
-    id: [u8; 20],
+    id: InfoHash,
     index: &str,
     method: &Method,
     headers: &HeaderMap,
@@ -259,7 +260,7 @@ pub async fn serve(
     let first = body.next().await;
     tracing::debug!(
         "stream {}/{index}: bytes {start}-{end} of {len}, first chunk in {:?}",
-        metainfo::hex(&id),
+        id.to_hex(),
         asked.elapsed()
     );
     let (first, body) = match first {

@@ -10,8 +10,8 @@ use tracker_proto::{Announce, Event};
 /// An announce by peer `peer` (its ID every byte `peer`) on `port`, one byte left.
 pub fn announce(hash: [u8; 20], peer: u8, port: u16, event: Event) -> Announce {
     Announce {
-        info_hash: hash,
-        peer_id: [peer; 20],
+        info_hash: tracker_proto::InfoHash(hash),
+        peer_id: tracker_proto::PeerId([peer; 20]),
         port,
         uploaded: 0,
         downloaded: 0,

@@ -108,7 +108,11 @@ fn flood(
     {
         return;
     }
-    let mut ours = Handshake::new(info_hash, *b"-XX0000-hostilepeer!", false);
+    let mut ours = Handshake::new(
+        info_hash.into(),
+        wire::PeerId::new(*b"-XX0000-hostilepeer!"),
+        false,
+    );
     if !fast {
         ours.reserved[7] &= !0x04;
     }

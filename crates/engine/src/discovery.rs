@@ -1,0 +1,145 @@
+//! Finding peers beyond the trackers and the peers given: the DHT node a client runs, whether and where
+//! a torrent uses local service discovery and peer exchange, and a magnet link's torrent (its info
+//! dictionary fetched from the peers all of these find). The CLI's `get`, `seed`, `share` and the
+//! daemon set discovery up through here alike.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ids::InfoHash;
+use metainfo::{Magnet, Torrent};
+
+use crate::dht::{DhtConfig, DhtNode};
+pub use crate::error::{DiscoveryError, MagnetError};
+use crate::metadata::{fetch_metadata, MetadataRequest};
+use crate::TorrentConfig;
+
+/// What discovery a client uses (its command-line switches or settings).
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    pub dht: bool,
+    /// Nodes to join the DHT through instead of the public routers.
+    pub dht_bootstrap: Vec<String>,
+    /// UDP port of the DHT node; `None` is the peer port if free, or any.
+    pub dht_port: Option<u16>,
+    /// Where the DHT's routing table is kept between runs, when joining through the public routers.
+    pub dht_state_file: Option<PathBuf>,
+    pub pex: bool,
+    pub lsd: bool,
+    /// The LSD multicast group and port; naming one also turns LSD on for a loopback address.
+    pub lsd_group: Option<SocketAddr>,
+}
+
+impl Default for Discovery {
+    fn default() -> Discovery {
+        Discovery {
+            dht: true,
+            dht_bootstrap: Vec::new(),
+            dht_port: None,
+            dht_state_file: None,
+            pex: true,
+            lsd: true,
+            lsd_group: None,
+        }
+    }
+}
+
+impl Discovery {
+    /// Starts a DHT node for a client listening on `listen`, unless the DHT is off or the torrent
+    /// `private`. A client bound to a loopback address uses the DHT only with explicit bootstrap nodes
+    /// (it could not reach the public network anyway).
+    pub async fn start_dht(
+        &self,
+        listen: SocketAddr,
+        private: bool,
+    ) -> Result<Option<DhtNode>, DiscoveryError> {
+        if !self.dht || private || (listen.ip().is_loopback() && self.dht_bootstrap.is_empty()) {
+            return Ok(None);
+        }
+        let bind = match listen.ip() {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        let port = self.dht_port.unwrap_or_else(|| {
+            let wanted = SocketAddr::from((bind, listen.port()));
+            if listen.port() != 0 && std::net::UdpSocket::bind(wanted).is_ok() {
+                listen.port()
+            } else {
+                0
+            }
+        });
+        let state_file = self
+            .dht_state_file
+            .clone()
+            .filter(|_| self.dht_bootstrap.is_empty());
+        if let Some(parent) = state_file.as_ref().and_then(|f| f.parent()) {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let config = DhtConfig {
+            bind,
+            port,
+            bootstrap: self.dht_bootstrap.clone(),
+            state_file,
+        };
+        DhtNode::start(&config)
+            .await
+            .map(Some)
+            .map_err(DiscoveryError::Dht)
+    }
+
+    /// Sets a torrent's discovery: `dht` (from [`Discovery::start_dht`]), PEX, and LSD. Like the DHT,
+    /// a client bound to a loopback address leaves LSD off unless a group is given explicitly, so tests
+    /// never multicast to the real LAN group; private torrents never use it (the engine enforces that
+    /// too).
+    pub fn apply(&self, config: &mut TorrentConfig, dht: Option<DhtNode>) {
+        let loopback = config.listen.ip().is_loopback();
+        config.dht = dht;
+        config.pex = self.pex;
+        config.lsd = self.lsd && !config.torrent.private && (!loopback || self.lsd_group.is_some());
+        if let Some(group) = self.lsd_group {
+            config.lsd_group = group;
+        }
+    }
+}
+
+/// The id a magnet's torrent goes by on the wire: its v1 info-hash, or its v2 one truncated (BEP 52).
+pub fn magnet_wire_id(magnet: &Magnet) -> Result<InfoHash, MagnetError> {
+    crate::wire_id_of(magnet.info_hash_v1, magnet.info_hash_v2).ok_or(MagnetError::NoInfoHash)
+}
+
+/// The torrent of a magnet link: its info dictionary from peers (found through the link's trackers and
+/// peers, `peers` and the DHT), checked against every hash the link names, with the piece layers of a
+/// v2-only torrent (BEP 52 hash requests, each proven against its file root). Gives up after `timeout`.
+pub async fn magnet_torrent(
+    magnet: &Magnet,
+    listen: SocketAddr,
+    peers: &[SocketAddr],
+    dht: Option<DhtNode>,
+    timeout: Duration,
+) -> Result<Torrent, MagnetError> {
+    let id = magnet_wire_id(magnet)?;
+    let mut known: Vec<SocketAddr> = peers.to_vec();
+    known.extend(
+        magnet
+            .peers
+            .iter()
+            .filter_map(|p| p.parse::<SocketAddr>().ok()),
+    );
+    let request = MetadataRequest {
+        info_hash: id,
+        expect_v1: magnet.info_hash_v1,
+        expect_v2: magnet.info_hash_v2,
+        trackers: magnet.trackers.clone(),
+        peers: known,
+        listen,
+        peer_id: crate::new_peer_id(),
+        dht,
+    };
+    let metadata = fetch_metadata(&request, timeout).await?;
+    let mut torrent = Torrent::from_info_bytes(&metadata.info).map_err(MagnetError::Info)?;
+    torrent.piece_layers = metadata.piece_layers;
+    torrent.trackers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+    torrent.web_seeds = magnet.web_seeds.clone();
+    Ok(torrent)
+}
