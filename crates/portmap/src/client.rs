@@ -90,6 +90,29 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Whether peers on the Internet could reach `ip`: not a private, shared (carrier-grade NAT),
+/// loopback, link-local or unspecified address. A router reporting such an "external" address sits
+/// behind another NAT.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            let shared = a == 100 && (64..128).contains(&b);
+            !(v4.is_private()
+                || shared
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast())
+        }
+        IpAddr::V6(v6) => {
+            let unique_local = v6.segments()[0] & 0xfe00 == 0xfc00;
+            let link_local = v6.segments()[0] & 0xffc0 == 0xfe80;
+            !(v6.is_loopback() || v6.is_unspecified() || unique_local || link_local)
+        }
+    }
+}
+
 /// When to renew a lease the router granted for `granted` seconds: at half of it, not sooner than
 /// `floor`.
 pub fn renew_after(granted: u32, floor: Duration) -> Duration {
@@ -493,8 +516,8 @@ async fn map_all(
     if !errors.is_empty() {
         tracing::warn!("port mapping: {}", errors.join("; "));
     }
-    // Never an unspecified or private "external" address: a router behind another NAT reports its
-    // own private WAN address, which nobody outside can use.
+    // An unspecified address says nothing; a private one (a router behind another NAT) is kept, and
+    // the caller can tell with `is_public`.
     let external_ip = external_ip.filter(|ip| !ip.is_unspecified());
     (
         Outcome::Mapped {
@@ -650,6 +673,28 @@ mod tests {
         assert_eq!(renew_after(10, MIN_RENEW), MIN_RENEW);
         assert_eq!(renew_after(1, Duration::ZERO), Duration::from_millis(500));
         assert_eq!(renew_after(0, MIN_RENEW), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn private_and_shared_addresses_are_not_public() {
+        for ip in [
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "100.64.0.1",
+            "100.127.255.254",
+            "127.0.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "fd00::1",
+            "fe80::1",
+            "::1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["11.11.11.1", "100.128.0.1", "8.8.8.8", "2a00:1450::1"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]

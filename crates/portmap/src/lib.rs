@@ -12,7 +12,7 @@ pub mod pcp;
 pub mod route;
 pub mod ssdp;
 
-pub use client::{Mapper, MapperConfig, Mapping, Outcome, Via};
+pub use client::{is_public, Mapper, MapperConfig, Mapping, Outcome, Via};
 
 /// The transport a mapping is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

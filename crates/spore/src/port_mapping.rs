@@ -112,6 +112,12 @@ pub(crate) async fn share_reach(
                     "port mapping: {via} on the router, external address {}",
                     external_ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
                 );
+                if let Some(ip) = external_ip.filter(|ip| !portmap::is_public(*ip)) {
+                    println!(
+                        "warning: the router's external address {ip} is private: another NAT (your \
+                         provider's) sits in front of it, and friends outside may not reach you"
+                    );
+                }
                 if explicit_ip.is_none() {
                     if let Some(ip) = external_ip {
                         reach.public_ip = *ip;
