@@ -2,14 +2,12 @@
 //! picker, tit-for-tat choking, verified storage, hostile-peer banning, and HTTP/UDP tracker announces.
 
 mod aligned;
-mod bitfield;
 mod conns;
 pub mod dht;
 mod http;
 pub mod lsd;
 pub mod metadata;
 mod peer;
-mod picker;
 mod rate;
 mod rng;
 mod session;
@@ -36,11 +34,9 @@ pub mod fuzzing {
     }
 }
 
-pub use bitfield::Bitfield;
 pub use conns::{
     ip_group, raise_nofile_limit, AcceptBackoff, FdBudget, HandshakeLimits, FILE_RESERVE,
 };
-pub use picker::{Picker, Received, BLOCK};
 pub use rate::Limiter;
 pub use session::Session;
 pub use storage::{piece_matches, DiskError, FilePathsError, Storage};
@@ -49,6 +45,11 @@ pub use torrent::{
     new_peer_id, start, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
     TorrentError, TorrentHandle, TrackerStats, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
 };
+pub use torrent_core::Bitfield;
+/// The piece set, the picker and the seeded generator live in the pure `torrent-core` crate; these
+/// paths keep working for the engine's users.
+pub(crate) use torrent_core::{bitfield, picker};
+pub use torrent_core::{Picker, Received, BLOCK};
 pub use upload::{
     set_upload_memory, upload_memory_limit, upload_memory_used, DEFAULT_UPLOAD_MEMORY,
 };

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * KIB;
+/// The largest request a `wire::Connection` accepts (its `MAX_REQUEST`, not exported): the biggest
+/// unit the simulated peers can move.
+pub const MAX_UNIT: u32 = 128 * 1024;
 
 /// When the peers of a group join.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +51,8 @@ pub struct SwarmConfig {
     pub seed: u64,
     pub pieces: u32,
     pub piece_size: u32,
-    /// The unit the cores request and the network moves; a whole piece keeps the event count low.
+    /// The unit the cores request and the network moves: big units keep the event count low, up to
+    /// `wire::MAX_REQUEST` (128 KiB), the largest request a `wire::Connection` accepts.
     pub block_size: u32,
     /// Each peer's access latency (one way) is drawn uniformly from this range; a message between two
     /// peers takes the sum of theirs.
@@ -62,6 +66,8 @@ pub struct SwarmConfig {
     pub optimistic_interval: Duration,
     /// How many present peers the tracker returns per announce.
     pub tracker_peers: usize,
+    /// The interval the tracker gives: when each peer announces (and gets a fresh sample) again.
+    pub announce_interval: Duration,
     /// The run stops here even if some peers have not finished (reported as unfinished).
     pub time_limit: Duration,
     pub groups: Vec<Group>,
@@ -78,7 +84,7 @@ impl SwarmConfig {
             seed,
             pieces,
             piece_size,
-            block_size: piece_size,
+            block_size: piece_size.min(MAX_UNIT),
             latency: (Duration::from_millis(5), Duration::from_millis(40)),
             loss: 0.0005,
             max_peers: 50,
@@ -86,6 +92,7 @@ impl SwarmConfig {
             choke_interval: Duration::from_secs(10),
             optimistic_interval: Duration::from_secs(30),
             tracker_peers: 50,
+            announce_interval: Duration::from_secs(300),
             time_limit: Duration::from_secs(4 * 3600),
             groups,
         }

@@ -7,7 +7,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use torrent_core::{Action, Bitfield, CoreConfig, PeerEvent, PeerKey, TorrentCore};
+use torrent_core::{
+    Action, AnnounceEvent, Bitfield, CoreConfig, Limits, PeerEvent, PeerKey, TorrentCore, BLOCK,
+};
 use wire::{BlockRef, Handshake, Message};
 
 use crate::config::{Arrivals, Departure, SwarmConfig};
@@ -145,6 +147,8 @@ pub struct Outcome {
     /// Virtual time of the last event handled.
     pub end: Duration,
     pub events: u64,
+    /// Payload bytes that left an uplink but found their connection closed on arrival.
+    pub dropped: u64,
     /// When a peer with `Departure::WhenCopyOut` left.
     pub copy_out_departure: Option<Duration>,
     /// Everyone who arrived without the file completed it.
@@ -166,6 +170,8 @@ struct Node {
     /// The earliest timer event in the heap for this node.
     timer: Option<Time>,
     verify: Vec<u32>,
+    /// Dials that found nobody, to report to the core once its actions are drained.
+    failed: Vec<SocketAddr>,
     /// Pieces it has verified, for the full-copy count.
     has: Vec<bool>,
     departure: Departure,
@@ -190,6 +196,7 @@ pub struct Sim {
     covered: u32,
     waiting: usize,
     events: u64,
+    dropped: u64,
     copy_out_departure: Option<Duration>,
 }
 
@@ -230,6 +237,7 @@ impl Sim {
                     down_free: 0,
                     timer: None,
                     verify: Vec::new(),
+                    failed: Vec::new(),
                     has: Vec::new(),
                     departure: group.departure,
                     stats: PeerStats {
@@ -258,6 +266,7 @@ impl Sim {
             covered: 0,
             waiting,
             events: 0,
+            dropped: 0,
             copy_out_departure: None,
             cfg,
         };
@@ -296,6 +305,7 @@ impl Sim {
         Outcome {
             end: Duration::from_nanos(self.now),
             events: self.events,
+            dropped: self.dropped,
             copy_out_departure: self.copy_out_departure,
             all_done,
             peers: self.nodes.into_iter().map(|n| n.stats).collect(),
@@ -322,6 +332,7 @@ impl Sim {
             Ev::Data { conn, to, block } => {
                 let c = &self.conns[conn as usize];
                 if !c.open[to as usize] {
+                    self.dropped += u64::from(block.length);
                     return;
                 }
                 self.nodes[c.ends[to as usize] as usize].stats.downloaded +=
@@ -338,8 +349,10 @@ impl Sim {
             Ev::Dialled { from, to } => self.dialled(from, to),
             Ev::TrackerReply { node, peers } => {
                 let now = self.instant();
+                let interval = self.cfg.announce_interval;
                 if let Some(core) = self.nodes[node as usize].core.as_mut() {
-                    core.add_addresses(&peers, now);
+                    core.announced(Some(interval), now);
+                    core.add_addresses(peers, now);
                     self.drain(node);
                 }
             }
@@ -383,19 +396,17 @@ impl Sim {
         } else {
             Bitfield::new(cfg.pieces)
         };
-        let config = CoreConfig {
-            piece_sizes: vec![cfg.piece_size; cfg.pieces as usize],
-            have,
-            priorities: vec![1; cfg.pieces as usize],
-            block_size: cfg.block_size,
-            private: false,
-            upload_slots: cfg.upload_slots,
-            choke_interval: cfg.choke_interval,
-            optimistic_interval: cfg.optimistic_interval,
-            max_peers: cfg.max_peers,
-            seed: cfg.seed ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            sequential: false,
-        };
+        let seed = cfg.seed ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut config = CoreConfig::new(vec![cfg.piece_size; cfg.pieces as usize], seed);
+        config.have = have;
+        config.block_size = cfg.block_size;
+        config.trackers = true;
+        config.upload_slots = cfg.upload_slots;
+        config.choke_interval = cfg.choke_interval;
+        config.optimistic_interval = cfg.optimistic_interval;
+        config.max_peers = cfg.max_peers;
+        config.listen = Some(node_addr(id));
+        scale_queues(&mut config.limits, cfg.block_size);
         let seed = group.seed;
         let core = TorrentCore::new(config, self.instant());
         let node = &mut self.nodes[id as usize];
@@ -420,6 +431,15 @@ impl Sim {
             else {
                 let now = self.instant();
                 let node = &mut self.nodes[id as usize];
+                if !node.failed.is_empty() {
+                    let failed = std::mem::take(&mut node.failed);
+                    if let Some(core) = node.core.as_mut() {
+                        for addr in failed {
+                            core.dial_failed(addr, now);
+                        }
+                    }
+                    continue;
+                }
                 if node.verify.is_empty() {
                     break;
                 }
@@ -486,7 +506,9 @@ impl Sim {
                     node.uplink.retain(|&(c, _, b)| !(c == conn && b == block));
                 }
             }
-            Action::StoreBlock { .. } => {}
+            Action::StoreBlock { .. }
+            | Action::ServeMetadata { .. }
+            | Action::ServeHashes { .. } => {}
             Action::VerifyPiece { piece } => self.nodes[id as usize].verify.push(piece),
             Action::Disconnect { peer, .. } => {
                 if let Some(conn) = self.nodes[id as usize].keys.remove(&peer) {
@@ -495,6 +517,7 @@ impl Sim {
             }
             Action::Connect { addr } => {
                 let Some(to) = addr_node(&addr).filter(|&t| (t as usize) < self.nodes.len()) else {
+                    self.nodes[id as usize].failed.push(addr);
                     return;
                 };
                 // SYN, SYN-ACK, then the two BitTorrent handshakes: one and a half round trips.
@@ -502,7 +525,7 @@ impl Sim {
                 self.push(self.now + 3 * owd, Ev::Dialled { from: id, to });
             }
             Action::Announce { event } => {
-                if matches!(event, torrent_core::AnnounceEvent::Stopped) {
+                if event == AnnounceEvent::Stopped {
                     return;
                 }
                 let peers = self.sample(id);
@@ -554,10 +577,20 @@ impl Sim {
 
     /// Puts the next block of the uplink's FIFO on the wire: it occupies the link for size / upload.
     fn start_next(&mut self, id: NodeId) {
+        let now = self.instant();
         let node = &mut self.nodes[id as usize];
         while let Some((conn, to, block)) = node.uplink.pop_front() {
             let c = &self.conns[conn as usize];
             if !c.open[to as usize] || !c.open[1 - to as usize] {
+                continue;
+            }
+            // The writer's last word with the core: a block cancelled or choked away meanwhile stays.
+            let key = c.keys[1 - to as usize];
+            if !node
+                .core
+                .as_mut()
+                .is_some_and(|core| core.commit_upload(key, block, now))
+            {
                 continue;
             }
             node.sending = Some((conn, to, block));
@@ -587,11 +620,6 @@ impl Sim {
             self.nodes[receiver as usize].down_free = at;
             self.nodes[id as usize].stats.uploaded += len;
             self.push(at, Ev::Data { conn, to, block });
-            let key = self.conns[conn as usize].keys[1 - to as usize];
-            let now = self.instant();
-            if let Some(core) = self.nodes[id as usize].core.as_mut() {
-                core.handle_event(key, PeerEvent::BlockSent(block), now);
-            }
         }
         self.start_next(id);
         self.drain(id);
@@ -600,7 +628,7 @@ impl Sim {
     fn dialled(&mut self, from: NodeId, to: NodeId) {
         let now = self.instant();
         let (f, t) = (&self.nodes[from as usize], &self.nodes[to as usize]);
-        if f.core.is_none() || t.core.is_none() {
+        if f.core.is_none() {
             return;
         }
         let (hs_from, hs_to) = (f.hs.clone(), t.hs.clone());
@@ -609,6 +637,9 @@ impl Sim {
             .as_mut()
             .map(|c| c.add_peer(node_addr(from), true, &hs_to, &hs_from, now))
         else {
+            // Nobody there, or it turned us away: the dial failed.
+            self.nodes[from as usize].failed.push(node_addr(to));
+            self.drain(from);
             return;
         };
         let conn = self.conns.len() as ConnId;
@@ -619,6 +650,7 @@ impl Sim {
             .map(|c| c.add_peer(node_addr(to), false, &hs_from, &hs_to, now))
         else {
             // The dialler turned it down after all: the other side sees the connection close.
+            self.nodes[from as usize].failed.push(node_addr(to));
             self.conns.push(Conn {
                 ends: [from, to],
                 keys: [key_to, key_to],
@@ -629,6 +661,7 @@ impl Sim {
             self.nodes[to as usize].keys.insert(key_to, conn);
             self.push(self.now + owd, Ev::Closed { conn, to: 1 });
             self.drain(to);
+            self.drain(from);
             return;
         };
         self.conns.push(Conn {
@@ -656,10 +689,15 @@ impl Sim {
     }
 
     fn leave(&mut self, id: NodeId) {
-        let node = &mut self.nodes[id as usize];
-        if node.core.take().is_none() {
+        let now = self.instant();
+        let Some(core) = self.nodes[id as usize].core.as_mut() else {
             return;
-        }
+        };
+        // Stopping closes every connection (`Disconnect` actions) and says goodbye to the tracker.
+        core.stop(now);
+        self.drain(id);
+        let node = &mut self.nodes[id as usize];
+        node.core = None;
         node.stats.left = Some(Duration::from_nanos(self.now));
         node.uplink.clear();
         node.sending = None;
@@ -750,4 +788,13 @@ fn node_departs_on_copy(node: &Node) -> bool {
 /// Seconds, for reports.
 pub fn secs(d: Duration) -> f64 {
     seconds(nanos(d))
+}
+
+/// The core's request-queue bounds are counted in blocks of 16 KiB; with bigger simulated blocks they
+/// keep the same bytes in flight.
+fn scale_queues(limits: &mut Limits, block_size: u32) {
+    let per = (block_size / BLOCK).max(1) as usize;
+    limits.initial_queue = (limits.initial_queue / per).max(1);
+    limits.min_queue = (limits.min_queue / per).max(1);
+    limits.max_queue = (limits.max_queue / per).max(limits.min_queue);
 }

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+/// A set of piece indices below `len`, with its count kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bitfield {
     bits: Vec<u8>,
@@ -10,6 +11,7 @@ pub struct Bitfield {
 }
 
 impl Bitfield {
+    /// An empty set of `len` pieces.
     pub fn new(len: u32) -> Bitfield {
         Bitfield {
             bits: vec![0; (len as usize).div_ceil(8)],
@@ -18,6 +20,7 @@ impl Bitfield {
         }
     }
 
+    /// Every one of `len` pieces.
     pub fn full(len: u32) -> Bitfield {
         let mut b = Bitfield::new(len);
         for i in 0..len {
@@ -40,22 +43,27 @@ impl Bitfield {
         b
     }
 
+    /// Pieces in the torrent (not pieces set).
     pub fn len(&self) -> u32 {
         self.len
     }
 
+    /// Whether the torrent has no pieces at all.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Pieces set.
     pub fn count(&self) -> u32 {
         self.count
     }
 
+    /// Whether every piece is set.
     pub fn is_complete(&self) -> bool {
         self.count == self.len
     }
 
+    /// Whether piece `i` is set (false past the end).
     pub fn get(&self, i: u32) -> bool {
         i < self.len && self.bits[i as usize / 8] & (0x80 >> (i % 8)) != 0
     }
@@ -70,6 +78,7 @@ impl Bitfield {
         true
     }
 
+    /// Unsets bit `i`.
     pub fn clear(&mut self, i: u32) {
         if self.get(i) {
             self.bits[i as usize / 8] &= !(0x80 >> (i % 8));
@@ -77,10 +86,12 @@ impl Bitfield {
         }
     }
 
+    /// The wire form, most significant bit first.
     pub fn to_bytes(&self) -> Bytes {
         Bytes::copy_from_slice(&self.bits)
     }
 
+    /// The set pieces in order.
     pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|&i| self.get(i))
     }
