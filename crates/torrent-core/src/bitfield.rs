@@ -95,6 +95,37 @@ impl Bitfield {
     pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|&i| self.get(i))
     }
+
+    /// The pieces in `from..to` set here and clear in `other`, in order. Whole bytes are combined and
+    /// empty ones skipped: the picker asks this per request, and a bit-by-bit scan of a few thousand
+    /// pieces dominated a simulated swarm's time.
+    pub fn and_not<'a>(
+        &'a self,
+        other: &'a Bitfield,
+        from: u32,
+        to: u32,
+    ) -> impl Iterator<Item = u32> + 'a {
+        let to = to.min(self.len);
+        let end = (to as usize).div_ceil(8);
+        let (mut i, mut byte, mut base) = ((from / 8) as usize, 0u8, 0u32);
+        std::iter::from_fn(move || loop {
+            if byte != 0 {
+                let b = byte.leading_zeros();
+                byte &= !(0x80 >> b);
+                let p = base + b;
+                if p >= from {
+                    return (p < to).then_some(p);
+                }
+                continue;
+            }
+            if i >= end {
+                return None;
+            }
+            byte = self.bits[i] & !other.bits.get(i).copied().unwrap_or(0);
+            base = i as u32 * 8;
+            i += 1;
+        })
+    }
 }
 
 #[cfg(test)]
@@ -112,5 +143,34 @@ mod tests {
         b.clear(0);
         assert_eq!(b.ones().collect::<Vec<_>>(), vec![9]);
         assert!(Bitfield::full(10).is_complete());
+    }
+
+    #[test]
+    fn and_not_matches_a_bit_by_bit_scan() {
+        let (mut a, mut b) = (Bitfield::new(37), Bitfield::new(37));
+        for i in (0..37).filter(|i| i % 3 != 1) {
+            a.set(i);
+        }
+        for i in (0..37).filter(|i| i % 5 == 0) {
+            b.set(i);
+        }
+        for (from, to) in [
+            (0, 37),
+            (0, 0),
+            (5, 17),
+            (8, 16),
+            (9, 40),
+            (36, 37),
+            (20, 3),
+        ] {
+            let want: Vec<u32> = (from..to.min(37))
+                .filter(|&i| a.get(i) && !b.get(i))
+                .collect();
+            assert_eq!(
+                a.and_not(&b, from, to).collect::<Vec<_>>(),
+                want,
+                "{from}..{to}"
+            );
+        }
     }
 }

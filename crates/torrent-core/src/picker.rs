@@ -179,8 +179,9 @@ impl Picker {
 
     /// Whether `peer` has anything we want.
     pub fn interesting(&self, peer: &Bitfield) -> bool {
-        peer.ones()
-            .any(|i| !self.have.get(i) && self.priority[i as usize] > 0)
+        let n = self.piece_sizes.len() as u32;
+        peer.and_not(&self.have, 0, n)
+            .any(|i| self.priority[i as usize] > 0)
     }
 
     fn block_ref(&self, piece: u32, block: u32) -> BlockRef {
@@ -299,10 +300,14 @@ impl Picker {
             self.rng.below(n as usize) as u32
         };
         let mut best: Option<(u8, u32, u32)> = None; // (priority, availability, piece)
-        for k in 0..n {
-            let p = (offset + k) % n;
+        let top = self.priority.iter().copied().max().unwrap_or(0);
+        // From `offset` to the end, then from 0: pieces the peer has and we lack, in scan order.
+        let candidates = peer
+            .and_not(&self.have, offset, n)
+            .chain(peer.and_not(&self.have, 0, offset));
+        for p in candidates {
             let priority = self.priority[p as usize];
-            if priority == 0 || self.have.get(p) || self.partial.contains_key(&p) || !peer.get(p) {
+            if priority == 0 {
                 continue;
             }
             let avail = if self.sequential {
@@ -314,10 +319,16 @@ impl Picker {
                 None => true,
                 Some((bp, ba, _)) => priority > bp || (priority == bp && avail < ba),
             };
-            if better {
+            // The map lookup last: most candidates lose on priority or availability first.
+            if better && !self.partial.contains_key(&p) {
                 // Sequential mode scans from piece 0 with equal availability, so the first wanted piece
                 // in order wins among equal priorities.
                 best = Some((priority, avail, p));
+                // Nothing later can win: no piece the peer has is rarer than one only it has, and
+                // sequential mode needs a higher priority.
+                if priority == top && (self.sequential || avail <= 1) {
+                    break;
+                }
             }
         }
         best.map(|(_, _, p)| p)
