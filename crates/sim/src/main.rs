@@ -29,6 +29,9 @@ struct Cli {
     /// Runs at once for the scenarios made of several runs.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Connections per peer (the engine's default is 50): the `Have` fan-out, so most of a run's events.
+    #[arg(long, default_value_t = 50)]
+    max_peers: usize,
     /// Where the CSV and SVG files go.
     #[arg(long, default_value = "docs/sim")]
     out: PathBuf,
@@ -58,6 +61,7 @@ fn main() -> Result<()> {
         pieces: cli.pieces,
         leechers: cli.leechers,
         jobs: cli.jobs,
+        max_peers: cli.max_peers,
     };
     let out = cli.out.as_path();
     match cli.scenario {

@@ -14,6 +14,13 @@ pub struct Scale {
     pub leechers: usize,
     /// How many runs go at once (each run is single-threaded and deterministic on its own).
     pub jobs: usize,
+    pub max_peers: usize,
+}
+
+fn swarm(scale: &Scale, groups: Vec<Group>) -> SwarmConfig {
+    let mut c = SwarmConfig::new(scale.seed, scale.pieces, PIECE, groups);
+    c.max_peers = scale.max_peers;
+    c
 }
 
 pub const PIECE: u32 = (256 * KIB) as u32;
@@ -101,7 +108,7 @@ const CROWD: Arrivals = Arrivals::Spread {
 pub fn flash_crowd(scale: &Scale) -> SwarmConfig {
     let mut groups = vec![seeds_group(1, Departure::Never)];
     groups.extend(leecher_groups(scale.leechers, CROWD, Departure::Never));
-    SwarmConfig::new(scale.seed, scale.pieces, PIECE, groups)
+    swarm(scale, groups)
 }
 
 /// Scenario 3: the flash crowd, but the seed leaves once the others hold a full copy and leechers
@@ -113,7 +120,7 @@ pub fn departure(scale: &Scale) -> SwarmConfig {
         CROWD,
         Departure::AfterDone(Duration::from_secs(60)),
     ));
-    SwarmConfig::new(scale.seed, scale.pieces, PIECE, groups)
+    swarm(scale, groups)
 }
 
 /// Scenario 1: `seeds` seeds and a steady stream of newcomers (one every `4096 / pieces` seconds
@@ -135,7 +142,7 @@ pub fn more_seeds(scale: &Scale, seeds: usize) -> SwarmConfig {
             departure: Departure::AfterDone(Duration::ZERO),
         },
     ];
-    SwarmConfig::new(scale.seed, scale.pieces, PIECE, groups)
+    swarm(scale, groups)
 }
 
 /// The flash-crowd figures of one run.

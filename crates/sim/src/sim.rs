@@ -2,7 +2,7 @@
 //! peer's `TorrentCore` and the links between them. See the crate documentation for the model.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -54,11 +54,17 @@ fn addr_node(addr: &SocketAddr) -> Option<NodeId> {
 enum Ev {
     Arrive(NodeId),
     Timer(NodeId),
-    /// A control message reaches side `to` of `conn`.
+    /// A control message reaches side `to` of `conn` (boxed, and `Have`s, most of them, go as `Have`:
+    /// a small event keeps the heap fast).
     Deliver {
         conn: ConnId,
         to: u8,
-        msg: Message,
+        msg: Box<Message>,
+    },
+    Have {
+        conn: ConnId,
+        to: u8,
+        piece: u32,
     },
     /// A block reaches side `to` of `conn`.
     Data {
@@ -75,7 +81,7 @@ enum Ev {
     },
     TrackerReply {
         node: NodeId,
-        peers: Vec<SocketAddr>,
+        peers: Box<Vec<SocketAddr>>,
     },
     /// Side `to` of `conn` learns the other side closed it.
     Closed {
@@ -162,7 +168,8 @@ struct Node {
     up: f64,
     down: f64,
     lat: Time,
-    keys: HashMap<PeerKey, ConnId>,
+    /// Connection of each of the core's peer keys (keys count up from 0 and are never reused).
+    keys: Vec<ConnId>,
     uplink: VecDeque<(ConnId, u8, BlockRef)>,
     sending: Option<(ConnId, u8, BlockRef)>,
     /// When the downlink has delivered everything scheduled on it.
@@ -176,6 +183,34 @@ struct Node {
     has: Vec<bool>,
     departure: Departure,
     stats: PeerStats,
+}
+
+const NO_CONN: ConnId = ConnId::MAX;
+
+impl Node {
+    fn conn(&self, key: PeerKey) -> Option<ConnId> {
+        let c = *self.keys.get(usize::try_from(key.0).ok()?)?;
+        (c != NO_CONN).then_some(c)
+    }
+
+    fn remember(&mut self, key: PeerKey, conn: ConnId) {
+        let Ok(i) = usize::try_from(key.0) else {
+            return;
+        };
+        if self.keys.len() <= i {
+            self.keys.resize(i + 1, NO_CONN);
+        }
+        self.keys[i] = conn;
+    }
+
+    fn forget(&mut self, key: PeerKey) {
+        if let Some(c) = usize::try_from(key.0)
+            .ok()
+            .and_then(|i| self.keys.get_mut(i))
+        {
+            *c = NO_CONN;
+        }
+    }
 }
 
 pub struct Sim {
@@ -231,7 +266,7 @@ impl Sim {
                     up: group.upload,
                     down: group.download,
                     lat,
-                    keys: HashMap::new(),
+                    keys: Vec::new(),
                     uplink: VecDeque::new(),
                     sending: None,
                     down_free: 0,
@@ -328,7 +363,10 @@ impl Sim {
                     self.drain(id);
                 }
             }
-            Ev::Deliver { conn, to, msg } => self.to_core(conn, to, PeerEvent::Message(msg)),
+            Ev::Deliver { conn, to, msg } => self.to_core(conn, to, PeerEvent::Message(*msg)),
+            Ev::Have { conn, to, piece } => {
+                self.to_core(conn, to, PeerEvent::Message(Message::Have(piece)))
+            }
             Ev::Data { conn, to, block } => {
                 let c = &self.conns[conn as usize];
                 if !c.open[to as usize] {
@@ -352,7 +390,7 @@ impl Sim {
                 let interval = self.cfg.announce_interval;
                 if let Some(core) = self.nodes[node as usize].core.as_mut() {
                     core.announced(Some(interval), now);
-                    core.add_addresses(peers, now);
+                    core.add_addresses(*peers, now);
                     self.drain(node);
                 }
             }
@@ -365,7 +403,7 @@ impl Sim {
                 let (node, key) = (c.ends[to as usize], c.keys[to as usize]);
                 let now = self.instant();
                 let n = &mut self.nodes[node as usize];
-                n.keys.remove(&key);
+                n.forget(key);
                 if let Some(core) = n.core.as_mut() {
                     core.handle_event(key, PeerEvent::Closed, now);
                     self.drain(node);
@@ -471,7 +509,7 @@ impl Sim {
     fn act(&mut self, id: NodeId, action: Action) {
         match action {
             Action::Send { peer, message } => {
-                let Some(&conn) = self.nodes[id as usize].keys.get(&peer) else {
+                let Some(conn) = self.nodes[id as usize].conn(peer) else {
                     return;
                 };
                 let to = self.other_side(conn, id);
@@ -484,25 +522,26 @@ impl Sim {
                     self.enqueue_block(id, conn, to, block);
                 } else {
                     let at = self.arrival(conn, to, 64, self.now);
-                    self.push(
-                        at,
-                        Ev::Deliver {
+                    let ev = match message {
+                        Message::Have(piece) => Ev::Have { conn, to, piece },
+                        msg => Ev::Deliver {
                             conn,
                             to,
-                            msg: message,
+                            msg: Box::new(msg),
                         },
-                    );
+                    };
+                    self.push(at, ev);
                 }
             }
             Action::ReadBlock { peer, block } => {
-                if let Some(&conn) = self.nodes[id as usize].keys.get(&peer) {
+                if let Some(conn) = self.nodes[id as usize].conn(peer) {
                     let to = self.other_side(conn, id);
                     self.enqueue_block(id, conn, to, block);
                 }
             }
             Action::CancelRead { peer, block } => {
                 let node = &mut self.nodes[id as usize];
-                if let Some(&conn) = node.keys.get(&peer) {
+                if let Some(conn) = node.conn(peer) {
                     node.uplink.retain(|&(c, _, b)| !(c == conn && b == block));
                 }
             }
@@ -511,7 +550,9 @@ impl Sim {
             | Action::ServeHashes { .. } => {}
             Action::VerifyPiece { piece } => self.nodes[id as usize].verify.push(piece),
             Action::Disconnect { peer, .. } => {
-                if let Some(conn) = self.nodes[id as usize].keys.remove(&peer) {
+                let node = &mut self.nodes[id as usize];
+                if let Some(conn) = node.conn(peer) {
+                    node.forget(peer);
                     self.close(conn, id);
                 }
             }
@@ -530,6 +571,7 @@ impl Sim {
                 }
                 let peers = self.sample(id);
                 let at = self.now + 2 * self.nodes[id as usize].lat + TRACKER_DELAY;
+                let peers = Box::new(peers);
                 self.push(at, Ev::TrackerReply { node: id, peers });
             }
             Action::Completed => {
@@ -658,7 +700,7 @@ impl Sim {
                 last: [0, 0],
                 owd,
             });
-            self.nodes[to as usize].keys.insert(key_to, conn);
+            self.nodes[to as usize].remember(key_to, conn);
             self.push(self.now + owd, Ev::Closed { conn, to: 1 });
             self.drain(to);
             self.drain(from);
@@ -671,8 +713,8 @@ impl Sim {
             last: [0, 0],
             owd,
         });
-        self.nodes[from as usize].keys.insert(key_from, conn);
-        self.nodes[to as usize].keys.insert(key_to, conn);
+        self.nodes[from as usize].remember(key_from, conn);
+        self.nodes[to as usize].remember(key_to, conn);
         self.drain(to);
         self.drain(from);
     }
@@ -701,8 +743,10 @@ impl Sim {
         node.stats.left = Some(Duration::from_nanos(self.now));
         node.uplink.clear();
         node.sending = None;
-        let mut conns: Vec<ConnId> = node.keys.drain().map(|(_, c)| c).collect();
-        conns.sort_unstable();
+        let conns: Vec<ConnId> = std::mem::take(&mut node.keys)
+            .into_iter()
+            .filter(|&c| c != NO_CONN)
+            .collect();
         for conn in conns {
             self.close(conn, id);
         }
