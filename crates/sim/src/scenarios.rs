@@ -42,7 +42,14 @@ pub struct Run {
 
 pub fn run(config: SwarmConfig) -> Run {
     let started = Instant::now();
-    let outcome = Sim::new(config.clone()).run();
+    let outcome =
+        Sim::new(config.clone()).run_with_progress(Duration::from_secs(60), |(t, left, events)| {
+            eprintln!(
+                "  [{:.0} s virtual, {:.0} s wall] {left} leechers downloading, {events} events",
+                t.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            )
+        });
     Run {
         config,
         outcome,

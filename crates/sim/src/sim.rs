@@ -81,7 +81,7 @@ enum Ev {
     },
     TrackerReply {
         node: NodeId,
-        peers: Box<Vec<SocketAddr>>,
+        peers: Box<[SocketAddr]>,
     },
     /// Side `to` of `conn` learns the other side closed it.
     Closed {
@@ -325,12 +325,28 @@ impl Sim {
     }
 
     /// Runs until every leecher has completed or the time limit, and returns what happened.
-    pub fn run(mut self) -> Outcome {
+    pub fn run(self) -> Outcome {
+        self.run_with_progress(Duration::MAX, |_| {})
+    }
+
+    /// As [`Sim::run`], calling `report` every `every` of virtual time with (virtual time, leechers
+    /// still downloading, events so far).
+    pub fn run_with_progress(
+        mut self,
+        every: Duration,
+        mut report: impl FnMut((Duration, usize, u64)),
+    ) -> Outcome {
         let limit = nanos(self.cfg.time_limit);
+        let every = nanos(every).max(1);
+        let mut next_report = every;
         while self.waiting > 0 {
             let Some(entry) = self.heap.pop() else { break };
             if entry.at > limit {
                 break;
+            }
+            while entry.at >= next_report {
+                report((Duration::from_nanos(next_report), self.waiting, self.events));
+                next_report = next_report.saturating_add(every);
             }
             self.now = entry.at;
             self.events += 1;
@@ -363,9 +379,9 @@ impl Sim {
                     self.drain(id);
                 }
             }
-            Ev::Deliver { conn, to, msg } => self.to_core(conn, to, PeerEvent::Message(*msg)),
+            Ev::Deliver { conn, to, msg } => self.deliver(conn, to, PeerEvent::Message(*msg)),
             Ev::Have { conn, to, piece } => {
-                self.to_core(conn, to, PeerEvent::Message(Message::Have(piece)))
+                self.deliver(conn, to, PeerEvent::Message(Message::Have(piece)))
             }
             Ev::Data { conn, to, block } => {
                 let c = &self.conns[conn as usize];
@@ -381,7 +397,7 @@ impl Sim {
                     begin: block.begin,
                     data,
                 };
-                self.to_core(conn, to, PeerEvent::Message(msg));
+                self.deliver(conn, to, PeerEvent::Message(msg));
             }
             Ev::LinkDone(id) => self.link_done(id),
             Ev::Dialled { from, to } => self.dialled(from, to),
@@ -390,7 +406,7 @@ impl Sim {
                 let interval = self.cfg.announce_interval;
                 if let Some(core) = self.nodes[node as usize].core.as_mut() {
                     core.announced(Some(interval), now);
-                    core.add_addresses(*peers, now);
+                    core.add_addresses(peers.into_vec(), now);
                     self.drain(node);
                 }
             }
@@ -413,7 +429,7 @@ impl Sim {
         }
     }
 
-    fn to_core(&mut self, conn: ConnId, to: u8, event: PeerEvent) {
+    fn deliver(&mut self, conn: ConnId, to: u8, event: PeerEvent) {
         let c = &self.conns[conn as usize];
         if !c.open[to as usize] {
             return;
@@ -571,7 +587,7 @@ impl Sim {
                 }
                 let peers = self.sample(id);
                 let at = self.now + 2 * self.nodes[id as usize].lat + TRACKER_DELAY;
-                let peers = Box::new(peers);
+                let peers = peers.into_boxed_slice();
                 self.push(at, Ev::TrackerReply { node: id, peers });
             }
             Action::Completed => {
@@ -673,7 +689,7 @@ impl Sim {
         if f.core.is_none() {
             return;
         }
-        let (hs_from, hs_to) = (f.hs.clone(), t.hs.clone());
+        let (hs_from, hs_to) = (f.hs, t.hs);
         let Some(Ok(key_to)) = self.nodes[to as usize]
             .core
             .as_mut()
