@@ -32,6 +32,9 @@ struct Cli {
     /// Connections per peer (the engine's default is 50): the `Have` fan-out, so most of a run's events.
     #[arg(long, default_value_t = 50)]
     max_peers: usize,
+    /// Mean upload of the flash crowd's leechers in MiB/s (half of them at 0.5x, half at 1.5x).
+    #[arg(long, default_value_t = 4.0)]
+    leecher_up: f64,
     /// Where the CSV and SVG files go.
     #[arg(long, default_value = "docs/sim")]
     out: PathBuf,
@@ -62,6 +65,7 @@ fn main() -> Result<()> {
         leechers: cli.leechers,
         jobs: cli.jobs,
         max_peers: cli.max_peers,
+        leecher_up: cli.leecher_up,
     };
     let out = cli.out.as_path();
     match cli.scenario {

@@ -15,6 +15,8 @@ pub struct Scale {
     /// How many runs go at once (each run is single-threaded and deterministic on its own).
     pub jobs: usize,
     pub max_peers: usize,
+    /// The flash crowd's mean upload, MiB/s (4: as fast as the seed).
+    pub leecher_up: f64,
 }
 
 fn swarm(scale: &Scale, groups: Vec<Group>) -> SwarmConfig {
@@ -89,21 +91,24 @@ fn seeds_group(count: usize, departure: Departure) -> Group {
     }
 }
 
-/// Leechers in two halves, 2 and 6 MiB/s up (4 MiB/s on average), all 16 MiB/s down.
-fn leecher_groups(count: usize, arrivals: Arrivals, departure: Departure) -> Vec<Group> {
+/// Leechers in two halves, at half and one and a half times `mean` MiB/s up, all 16 MiB/s down.
+fn leecher_groups(count: usize, mean: f64, arrivals: Arrivals, departure: Departure) -> Vec<Group> {
     let slow = count / 2;
-    [("slow", slow, 2.0), ("fast", count - slow, 6.0)]
-        .into_iter()
-        .map(|(name, count, up)| Group {
-            name: name.into(),
-            count,
-            seed: false,
-            upload: mib(up),
-            download: DOWN,
-            arrivals,
-            departure,
-        })
-        .collect()
+    [
+        ("slow", slow, 0.5 * mean),
+        ("fast", count - slow, 1.5 * mean),
+    ]
+    .into_iter()
+    .map(|(name, count, up)| Group {
+        name: name.into(),
+        count,
+        seed: false,
+        upload: mib(up),
+        download: DOWN,
+        arrivals,
+        departure,
+    })
+    .collect()
 }
 
 const CROWD: Arrivals = Arrivals::Spread {
@@ -114,7 +119,12 @@ const CROWD: Arrivals = Arrivals::Spread {
 /// Scenario 2: one seed and the leechers arriving within a minute; everyone stays.
 pub fn flash_crowd(scale: &Scale) -> SwarmConfig {
     let mut groups = vec![seeds_group(1, Departure::Never)];
-    groups.extend(leecher_groups(scale.leechers, CROWD, Departure::Never));
+    groups.extend(leecher_groups(
+        scale.leechers,
+        scale.leecher_up,
+        CROWD,
+        Departure::Never,
+    ));
     swarm(scale, groups)
 }
 
@@ -124,6 +134,7 @@ pub fn departure(scale: &Scale) -> SwarmConfig {
     let mut groups = vec![seeds_group(1, Departure::WhenCopyOut)];
     groups.extend(leecher_groups(
         scale.leechers,
+        scale.leecher_up,
         CROWD,
         Departure::AfterDone(Duration::from_secs(60)),
     ));
