@@ -21,8 +21,11 @@
 //!   peer's connections close; the others see the close one way later.
 //! - **Tracker**: an announce returns a random sample of present peers (`add_addresses`); connecting
 //!   takes 1.5 round trips, then both cores get `add_peer` with the two `wire::Handshake`s.
-//! - **Blocks** are whole pieces by default (`block_size` = piece size): the event count, not the byte
-//!   count, is what a run costs. Hashing is instant and always succeeds.
+//! - **Blocks** are as big as the wire allows by default (128 KiB, `wire::Connection`'s request cap, with
+//!   the core's queue limits scaled to keep the same bytes in flight): the event count, not the byte
+//!   count, is what a run costs. Hashing is instant and always succeeds; there is no disk.
+//! - **Not modelled**: write stalls (`PeerEvent::WriteStalled` is never sent), dropped connections, bad
+//!   data, NAT.
 
 pub mod bound;
 pub mod config;
