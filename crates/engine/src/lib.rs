@@ -2,7 +2,6 @@
 //! picker, tit-for-tat choking, verified storage, hostile-peer banning, and HTTP/UDP tracker announces.
 
 mod aligned;
-mod bitfield;
 mod conns;
 pub mod dht;
 pub mod discovery;
@@ -13,7 +12,6 @@ mod http;
 pub mod lsd;
 pub mod metadata;
 mod peer;
-mod picker;
 mod rate;
 mod rng;
 mod seed_goal;
@@ -41,7 +39,6 @@ pub mod fuzzing {
     }
 }
 
-pub use bitfield::Bitfield;
 pub use conns::{
     ip_group, raise_nofile_limit, AcceptBackoff, FdBudget, HandshakeLimits, FILE_RESERVE,
 };
@@ -49,7 +46,6 @@ pub use discovery::Discovery;
 pub use error::{DiscoveryError, HttpError, MagnetError, MetadataError, StartError, TrackerError};
 pub use http::{api_request, ApiRequest};
 pub use ids::{InfoHash, PeerId};
-pub use picker::{Picker, Received, BLOCK};
 pub use rate::Limiter;
 pub use seed_goal::SeedGoal;
 pub use session::Session;
@@ -59,6 +55,11 @@ pub use torrent::{
     new_peer_id, start, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
     TorrentError, TorrentHandle, TrackerStats, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
 };
+pub use torrent_core::Bitfield;
+/// The piece set, the picker and the seeded generator live in the pure `torrent-core` crate; these
+/// paths keep working for the engine's users.
+pub(crate) use torrent_core::{bitfield, picker};
+pub use torrent_core::{Picker, Received, BLOCK};
 pub use upload::{
     set_upload_memory, upload_memory_limit, upload_memory_used, DEFAULT_UPLOAD_MEMORY,
 };

@@ -274,20 +274,7 @@ impl PeerEntry {
     }
 }
 
-/// Longest client name kept from a peer's extension handshake, in characters.
-pub const MAX_CLIENT_NAME: usize = 64;
-
-/// A peer's self-declared client name made safe to show: control characters dropped, cut to
-/// `MAX_CLIENT_NAME` characters, `None` when nothing is left.
-pub(crate) fn client_name(v: &str) -> Option<String> {
-    let name: String = v
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_CLIENT_NAME)
-        .collect();
-    let name = name.trim();
-    (!name.is_empty()).then(|| name.to_string())
-}
+pub(crate) use torrent_core::client_name;
 
 /// See `PeerEntry::last_upload`.
 const SLOT_IDLE: Duration = Duration::from_millis(500);
@@ -1317,7 +1304,7 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
     })
     .await?;
 
-    let mut picker = Picker::new(piece_sizes.clone(), have, priority);
+    let mut picker = Picker::new(piece_sizes.clone(), have, priority, crate::rng::os_seed());
     picker.set_sequential(config.sequential);
     let already_done = picker.done();
 
@@ -1334,7 +1321,7 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
         id: wire_id(&torrent),
         tiers: Mutex::new(shuffled_tiers(
             config.trackers.as_ref().unwrap_or(&torrent.trackers),
-            &mut crate::rng::Rng::from_os(),
+            &mut crate::rng::from_os(),
         )),
         torrent,
         storage,
@@ -1350,7 +1337,7 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
             banned: HashSet::new(),
             cache: VecDeque::new(),
             last_optimistic: Instant::now(),
-            rng: crate::rng::Rng::from_os(),
+            rng: crate::rng::from_os(),
         }),
         listen_addr,
         downloaded: AtomicU64::new(0),
@@ -1700,7 +1687,7 @@ impl TorrentHandle {
 
     /// Replaces the announce list (tiers of URLs) while the torrent runs, and announces to it at once.
     pub fn set_trackers(&self, tiers: &[Vec<String>]) {
-        *self.shared.tiers.lock() = shuffled_tiers(tiers, &mut crate::rng::Rng::from_os());
+        *self.shared.tiers.lock() = shuffled_tiers(tiers, &mut crate::rng::from_os());
         self.shared.announce_now.notify_one();
     }
 
@@ -1735,7 +1722,8 @@ impl TorrentHandle {
 mod tests {
     #[test]
     fn client_names_are_cleaned_and_capped() {
-        use super::{client_name, MAX_CLIENT_NAME};
+        use super::client_name;
+        use torrent_core::MAX_CLIENT_NAME;
         assert_eq!(
             client_name("qBittorrent 4.6.2"),
             Some("qBittorrent 4.6.2".into())
@@ -1774,7 +1762,7 @@ mod tests {
     fn tiers_are_shuffled_once_and_a_tracker_that_answers_leads_its_tier() {
         let urls = |n: usize| (0..n).map(|i| format!("udp://t{i}:1")).collect::<Vec<_>>();
         let tiers = vec![urls(5), vec!["http://solo/announce".to_string()]];
-        let mut rng = crate::rng::Rng::from_os();
+        let mut rng = crate::rng::from_os();
         let mut orders = HashSet::new();
         for _ in 0..50 {
             let shuffled = super::shuffled_tiers(&tiers, &mut rng);

@@ -4,19 +4,24 @@
 //! position and the window after it, as libtorrent's `set_piece_deadline`) go before all of that, most
 //! urgent first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use wire::BlockRef;
 
 use crate::bitfield::Bitfield;
+use crate::DetMap as HashMap;
 
+/// The block size of the wire protocol: what every client requests and serves.
 pub const BLOCK: u32 = 16 * 1024;
 
 /// What became of a received block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
+    /// Not asked for, of the wrong size, or already received: dropped.
     Unexpected,
+    /// Taken; its piece still misses blocks.
     Accepted,
+    /// Taken, and it was the piece's last missing block: the piece is ready to verify.
     PieceComplete,
 }
 
@@ -34,6 +39,7 @@ struct Partial {
     received: u32,
 }
 
+/// The download state of every piece: had, started (block by block), or not yet, with availability.
 pub struct Picker {
     piece_sizes: Vec<u32>,
     have: Bitfield,
@@ -42,10 +48,12 @@ pub struct Picker {
     availability: Vec<u32>,
     partial: HashMap<u32, Partial>,
     sequential: bool,
-    /// Where the scan for the rarest piece starts: seeded per picker from the OS, so peers that start
-    /// together do not all chase the same pieces (a fixed seed made every Spore peer in a swarm pick in
-    /// one order, leaving them less to trade).
+    /// Where the scan for the rarest piece starts: seeded per picker (from the OS in the engine), so
+    /// peers that start together do not all chase the same pieces (a fixed seed made every Spore peer
+    /// in a swarm pick in one order, leaving them less to trade).
     rng: crate::rng::Rng,
+    /// Bytes per block: `BLOCK` on the wire; a simulator may move bigger units.
+    block: u32,
     last_was_duplicated: bool,
     /// Each reader's time-critical pieces, most urgent first (see [`Picker::set_deadlines`]).
     deadlines: HashMap<u64, Vec<u32>>,
@@ -53,23 +61,36 @@ pub struct Picker {
     critical: Vec<(usize, u32)>,
 }
 
-fn blocks_in(size: u32) -> u32 {
-    size.div_ceil(BLOCK)
-}
-
 impl Picker {
-    pub fn new(piece_sizes: Vec<u32>, have: Bitfield, priority: Vec<u8>) -> Picker {
+    /// A picker over pieces of `piece_sizes` bytes, of which `have` are verified, downloading those of
+    /// a `priority` above 0 (higher first) in blocks of `BLOCK` bytes; `seed` varies the rarest-first
+    /// tie-break between clients.
+    pub fn new(piece_sizes: Vec<u32>, have: Bitfield, priority: Vec<u8>, seed: u64) -> Picker {
+        Picker::with_block_size(piece_sizes, have, priority, seed, BLOCK)
+    }
+
+    /// As [`Picker::new`] with blocks of `block` bytes (at least 1).
+    pub fn with_block_size(
+        piece_sizes: Vec<u32>,
+        have: Bitfield,
+        priority: Vec<u8>,
+        seed: u64,
+        block: u32,
+    ) -> Picker {
         let n = piece_sizes.len();
+        let mut priority = priority;
+        priority.resize(n, 0);
         Picker {
             piece_sizes,
             have,
             priority,
             availability: vec![0; n],
-            partial: HashMap::new(),
+            partial: HashMap::default(),
             sequential: false,
-            rng: crate::rng::Rng::from_os(),
+            rng: crate::rng::Rng::new(seed),
+            block: block.max(1),
             last_was_duplicated: false,
-            deadlines: HashMap::new(),
+            deadlines: HashMap::default(),
             critical: Vec::new(),
         }
     }
@@ -102,14 +123,17 @@ impl Picker {
         !self.critical.is_empty()
     }
 
+    /// Picks pieces in order (streaming) instead of rarest first.
     pub fn set_sequential(&mut self, on: bool) {
         self.sequential = on;
     }
 
+    /// The verified pieces.
     pub fn have(&self) -> &Bitfield {
         &self.have
     }
 
+    /// Sets a piece's priority (0: not wanted).
     pub fn set_priority(&mut self, piece: u32, priority: u8) {
         if let Some(p) = self.priority.get_mut(piece as usize) {
             *p = priority;
@@ -122,6 +146,7 @@ impl Picker {
             .all(|i| self.priority[i as usize] == 0 || self.have.get(i))
     }
 
+    /// Bytes of wanted pieces not yet verified.
     pub fn wanted_left(&self) -> u64 {
         (0..self.piece_sizes.len() as u32)
             .filter(|&i| self.priority[i as usize] > 0 && !self.have.get(i))
@@ -129,18 +154,21 @@ impl Picker {
             .sum()
     }
 
+    /// One more peer has `piece`.
     pub fn peer_has(&mut self, piece: u32) {
         if let Some(a) = self.availability.get_mut(piece as usize) {
             *a += 1;
         }
     }
 
+    /// One more peer has every piece of `bits`.
     pub fn peer_has_all(&mut self, bits: &Bitfield) {
         for i in bits.ones() {
             self.peer_has(i);
         }
     }
 
+    /// A peer that had `bits` is gone (or replaced its bitfield).
     pub fn peer_gone(&mut self, bits: &Bitfield) {
         for i in bits.ones() {
             if let Some(a) = self.availability.get_mut(i as usize) {
@@ -151,17 +179,18 @@ impl Picker {
 
     /// Whether `peer` has anything we want.
     pub fn interesting(&self, peer: &Bitfield) -> bool {
-        peer.ones()
-            .any(|i| !self.have.get(i) && self.priority[i as usize] > 0)
+        let n = self.piece_sizes.len() as u32;
+        peer.and_not(&self.have, 0, n)
+            .any(|i| self.priority[i as usize] > 0)
     }
 
     fn block_ref(&self, piece: u32, block: u32) -> BlockRef {
         let size = self.piece_sizes[piece as usize];
-        let begin = block * BLOCK;
+        let begin = block * self.block;
         BlockRef {
             index: piece,
             begin,
-            length: (size - begin).min(BLOCK),
+            length: (size - begin).min(self.block),
         }
     }
 
@@ -232,7 +261,7 @@ impl Picker {
 
     /// Makes `p` a started piece with every block open.
     fn start_piece(&mut self, p: u32) {
-        let n = blocks_in(self.piece_sizes[p as usize]);
+        let n = self.piece_sizes[p as usize].div_ceil(self.block);
         self.partial.insert(
             p,
             Partial {
@@ -271,10 +300,14 @@ impl Picker {
             self.rng.below(n as usize) as u32
         };
         let mut best: Option<(u8, u32, u32)> = None; // (priority, availability, piece)
-        for k in 0..n {
-            let p = (offset + k) % n;
+        let top = self.priority.iter().copied().max().unwrap_or(0);
+        // From `offset` to the end, then from 0: pieces the peer has and we lack, in scan order.
+        let candidates = peer
+            .and_not(&self.have, offset, n)
+            .chain(peer.and_not(&self.have, 0, offset));
+        for p in candidates {
             let priority = self.priority[p as usize];
-            if priority == 0 || self.have.get(p) || self.partial.contains_key(&p) || !peer.get(p) {
+            if priority == 0 {
                 continue;
             }
             let avail = if self.sequential {
@@ -286,10 +319,16 @@ impl Picker {
                 None => true,
                 Some((bp, ba, _)) => priority > bp || (priority == bp && avail < ba),
             };
-            if better {
+            // The map lookup last: most candidates lose on priority or availability first.
+            if better && !self.partial.contains_key(&p) {
                 // Sequential mode scans from piece 0 with equal availability, so the first wanted piece
                 // in order wins among equal priorities.
                 best = Some((priority, avail, p));
+                // Nothing later can win: no piece the peer has is rarer than one only it has, and
+                // sequential mode needs a higher priority.
+                if priority == top && (self.sequential || avail <= 1) {
+                    break;
+                }
             }
         }
         best.map(|(_, _, p)| p)
@@ -301,12 +340,12 @@ impl Picker {
         let Some(&size) = self.piece_sizes.get(block.index as usize) else {
             return Received::Unexpected;
         };
-        let expected_length = size.saturating_sub(block.begin).min(BLOCK);
+        let expected_length = size.saturating_sub(block.begin).min(self.block);
         let Some(partial) = self.partial.get_mut(&block.index) else {
             return Received::Unexpected;
         };
-        let b = (block.begin / BLOCK) as usize;
-        if !block.begin.is_multiple_of(BLOCK)
+        let b = (block.begin / self.block) as usize;
+        if !block.begin.is_multiple_of(self.block)
             || b >= partial.blocks.len()
             || block.length != expected_length
         {
@@ -333,6 +372,7 @@ impl Picker {
         self.last_was_duplicated
     }
 
+    /// A piece's priority (0 past the end).
     pub fn priority_of(&self, piece: u32) -> u8 {
         self.priority.get(piece as usize).copied().unwrap_or(0)
     }
@@ -341,14 +381,14 @@ impl Picker {
     pub fn expects(&self, block: &BlockRef) -> bool {
         self.partial
             .get(&block.index)
-            .and_then(|p| p.blocks.get((block.begin / BLOCK) as usize))
+            .and_then(|p| p.blocks.get((block.begin / self.block) as usize))
             .is_some_and(|s| matches!(s, BlockState::Requested(_)))
     }
 
     /// A request that will not be answered (choke, reject, peer gone): the block may be asked of others.
     pub fn abandoned(&mut self, block: &BlockRef) {
         if let Some(partial) = self.partial.get_mut(&block.index) {
-            if let Some(state) = partial.blocks.get_mut((block.begin / BLOCK) as usize) {
+            if let Some(state) = partial.blocks.get_mut((block.begin / self.block) as usize) {
                 *state = match *state {
                     BlockState::Requested(n) if n > 1 => BlockState::Requested(n - 1),
                     BlockState::Requested(_) => BlockState::Open,
@@ -358,6 +398,7 @@ impl Picker {
         }
     }
 
+    /// The piece passed its hash and is stored.
     pub fn verified(&mut self, piece: u32) {
         self.partial.remove(&piece);
         self.have.set(piece);
@@ -375,10 +416,15 @@ mod tests {
     use super::*;
 
     fn picker(pieces: u32) -> Picker {
+        seeded(pieces, 1)
+    }
+
+    fn seeded(pieces: u32, seed: u64) -> Picker {
         Picker::new(
             vec![BLOCK * 2; pieces as usize],
             Bitfield::new(pieces),
             vec![1; pieces as usize],
+            seed,
         )
     }
 
@@ -386,8 +432,8 @@ mod tests {
     fn pickers_break_ties_differently() {
         let all = Bitfield::full(1000);
         let firsts: std::collections::HashSet<u32> = (0..20)
-            .map(|_| {
-                let mut p = picker(1000);
+            .map(|seed| {
+                let mut p = seeded(1000, seed);
                 p.peer_has_all(&all);
                 let mut out = Vec::new();
                 p.pick(&all, 1, &mut out);
@@ -543,7 +589,7 @@ mod tests {
 
     #[test]
     fn short_last_piece_blocks() {
-        let mut p = Picker::new(vec![BLOCK * 2, 100], Bitfield::new(2), vec![1, 1]);
+        let mut p = Picker::new(vec![BLOCK * 2, 100], Bitfield::new(2), vec![1, 1], 1);
         let all = Bitfield::full(2);
         p.set_sequential(true);
         let mut out = Vec::new();

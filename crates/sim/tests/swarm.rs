@@ -1,0 +1,95 @@
+//! Small swarms in virtual time: they run in well under a second in a debug build.
+
+use std::time::Duration;
+
+use spore_sim::{fluid_lower_bound, Arrivals, Departure, Group, Sim, SwarmConfig, KIB, MIB};
+
+fn group(name: &str, count: usize, seed: bool, arrivals: Arrivals, departure: Departure) -> Group {
+    Group {
+        name: name.into(),
+        count,
+        seed,
+        upload: 2.0 * MIB as f64,
+        download: 8.0 * MIB as f64,
+        arrivals,
+        departure,
+    }
+}
+
+fn small(seed: u64, leechers: usize, departure: Departure) -> SwarmConfig {
+    let at0 = Arrivals::At(Duration::ZERO);
+    let crowd = Arrivals::Spread {
+        start: Duration::from_secs(1),
+        span: Duration::from_secs(10),
+    };
+    SwarmConfig::new(
+        seed,
+        64,
+        (256 * KIB) as u32,
+        vec![
+            group("seed", 1, true, at0, departure),
+            group("leechers", leechers, false, crowd, Departure::Never),
+        ],
+    )
+}
+
+#[test]
+fn same_seed_same_run_other_seed_other_run() {
+    let a = Sim::new(small(7, 20, Departure::Never)).run();
+    let b = Sim::new(small(7, 20, Departure::Never)).run();
+    let c = Sim::new(small(8, 20, Departure::Never)).run();
+    assert!(a.all_done && c.all_done);
+    assert_eq!(a, b);
+    assert_ne!(a.peers, c.peers);
+}
+
+#[test]
+fn every_leecher_completes_with_exact_byte_counts() {
+    let cfg = small(1, 30, Departure::Never);
+    let file = cfg.file_size();
+    let out = Sim::new(cfg).run();
+    assert!(out.all_done, "{out:?}");
+    let leechers: Vec<_> = out.peers.iter().filter(|p| !p.seed).collect();
+    assert_eq!(leechers.len(), 30);
+    for p in &leechers {
+        assert!(p.completed.is_some());
+        assert_eq!(p.verified, file, "{p:?}");
+        // Whole-piece blocks and no endgame duplicates in a swarm this calm: nothing is received twice.
+        assert!(p.downloaded >= file, "{p:?}");
+    }
+    let up: u64 = out.peers.iter().map(|p| p.uploaded).sum();
+    let down: u64 = out.peers.iter().map(|p| p.downloaded).sum();
+    // Every byte that left an uplink arrived, or found its connection closed (a leecher that completes
+    // drops its connections to seeds with blocks still on the way).
+    assert_eq!(up, down + out.dropped);
+    assert!(out.dropped < file, "{}", out.dropped);
+    assert!(
+        out.peers[0].uploaded >= file,
+        "the seed sent every piece at least once"
+    );
+}
+
+#[test]
+fn the_swarm_finishes_after_the_seed_leaves_once_a_copy_is_out() {
+    let out = Sim::new(small(3, 20, Departure::WhenCopyOut)).run();
+    assert!(out.all_done, "{out:?}");
+    let left = out.copy_out_departure.expect("the seed left");
+    assert_eq!(out.peers[0].left, Some(left));
+    let last = out.peers.iter().filter_map(|p| p.completed).max().unwrap();
+    assert!(
+        last > left,
+        "someone finished without the seed ({left:?}, {last:?})"
+    );
+}
+
+#[test]
+fn fluid_bound_takes_the_tightest_of_its_three_limits() {
+    let f = 1000.0;
+    // The seed's upload limits.
+    assert_eq!(fluid_lower_bound(f, 10.0, 1000.0, &[1000.0; 4]), 100.0);
+    // The slowest downloader limits.
+    assert_eq!(fluid_lower_bound(f, 1000.0, 5.0, &[1000.0; 4]), 200.0);
+    // The swarm's total upload limits: 10 leechers need 10 000 bytes through 20 + 10·10 per second.
+    let b = fluid_lower_bound(f, 20.0, 1e9, &[10.0; 10]);
+    assert!((b - 10_000.0 / 120.0).abs() < 1e-9, "{b}");
+}

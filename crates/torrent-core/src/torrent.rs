@@ -1,0 +1,1508 @@
+//! [`TorrentCore`]: the peer table and every policy decision of one torrent.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wire::{BlockRef, Connection, Event, ExtensionHandshake, Handshake, Message};
+
+use crate::bitfield::Bitfield;
+use crate::config::{CoreConfig, UT_PEX_ID};
+use crate::peer::{Accepted, Peer};
+use crate::picker::{Picker, Received};
+use crate::rng::Rng;
+use crate::{AnnounceEvent, DetMap, DetSet};
+
+/// The core's handle for one connection; never reused within a core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey(pub u64);
+
+/// Why [`TorrentCore::add_peer`] turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Its IP sent data that failed the hash check.
+    #[error("banned")]
+    Banned,
+    /// The peer table is full and no peer in it has a worse record than the newcomer.
+    #[error("peer limit reached")]
+    Full,
+    /// Its peer id is ours.
+    #[error("connected to ourselves")]
+    Ourselves,
+    /// The torrent is stopping.
+    #[error("stopping")]
+    Stopped,
+}
+
+/// Why the core ends a connection ([`Action::Disconnect`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisconnectReason {
+    /// Its IP is banned (it sent data that failed the hash check).
+    #[error("banned")]
+    Banned,
+    /// It sent more refused requests than it may.
+    #[error("{0} requests refused: flooding")]
+    Flooding(usize),
+    /// The peer table was full and it had the worst record.
+    #[error("dropped for a newcomer")]
+    Evicted,
+    /// Both sides are seeds: the connection would only hold a slot a downloader could use.
+    #[error("both sides are seeds")]
+    BothSeeds,
+    /// It sent nothing for too long.
+    #[error("peer idle")]
+    Idle,
+    /// It broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(#[from] wire::ConnectionError),
+    /// Its extension handshake did not decode.
+    #[error("bad extension handshake")]
+    BadExtension,
+    /// The torrent stops.
+    #[error("torrent stopped")]
+    Stopped,
+}
+
+/// What happened on one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A decoded frame from the peer; the core checks it with the peer's `wire::Connection`.
+    Message(Message),
+    /// The peer's socket stopped taking what we queued (`true`) or drained again.
+    WriteStalled(bool),
+    /// The block of a [`Action::ReadBlock`] went to the socket: counted as uploaded (see
+    /// [`TorrentCore::commit_upload`], which also says whether it was still wanted).
+    BlockSent(BlockRef),
+    /// The block of a [`Action::ReadBlock`] could not be read: the request is rejected (BEP 6).
+    ReadFailed(BlockRef),
+    /// The connection is gone.
+    Closed,
+}
+
+/// Something for the I/O layer to do. Every `Send` must reach the peer's writer or end the
+/// connection: control messages are never dropped silently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write `message` to the peer.
+    Send {
+        /// To whom.
+        peer: PeerKey,
+        /// What.
+        message: Message,
+    },
+    /// Serve a request: read the block's bytes (zeros past a piece's end) and send it as a piece,
+    /// unless [`TorrentCore::commit_upload`] says it was taken back meanwhile.
+    ReadBlock {
+        /// For whom.
+        peer: PeerKey,
+        /// Which bytes.
+        block: BlockRef,
+    },
+    /// A request taken back (cancel, choke) before it was sent: a read for it may stop.
+    CancelRead {
+        /// Whose.
+        peer: PeerKey,
+        /// Which.
+        block: BlockRef,
+    },
+    /// Keep a received block for its piece.
+    StoreBlock {
+        /// From whom.
+        peer: PeerKey,
+        /// Where in the torrent.
+        block: BlockRef,
+        /// Its bytes.
+        data: Bytes,
+    },
+    /// Every block of a piece is stored: hash it, write it, and report with
+    /// [`TorrentCore::piece_checked`].
+    VerifyPiece {
+        /// Which.
+        piece: u32,
+    },
+    /// End the connection (the core has forgotten the peer already).
+    Disconnect {
+        /// Which.
+        peer: PeerKey,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// Dial an address; report failure with [`TorrentCore::dial_failed`], success with
+    /// [`TorrentCore::add_peer`].
+    Connect {
+        /// Whom.
+        addr: SocketAddr,
+    },
+    /// Announce to the trackers, then report with [`TorrentCore::announced`].
+    Announce {
+        /// Which event.
+        event: AnnounceEvent,
+    },
+    /// Every wanted piece is verified.
+    Completed,
+    /// Answer a BEP 9 request for a piece of the info dictionary (or reject it).
+    ServeMetadata {
+        /// For whom.
+        peer: PeerKey,
+        /// The id the peer takes `ut_metadata` messages under.
+        reply_id: u8,
+        /// Which metadata piece.
+        piece: u32,
+    },
+    /// Answer a BEP 52 hash request (or reject it).
+    ServeHashes {
+        /// For whom.
+        peer: PeerKey,
+        /// What it asks for.
+        range: wire::HashRange,
+    },
+}
+
+/// One connection as a status view shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerSnapshot {
+    /// The core's handle.
+    pub key: PeerKey,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// It connected to us.
+    pub incoming: bool,
+    /// Payload bytes from and to it.
+    pub downloaded: u64,
+    /// See `downloaded`.
+    pub uploaded: u64,
+    /// Bytes per second over the last choker round.
+    pub rate_down: f64,
+    /// See `rate_down`.
+    pub rate_up: f64,
+    /// The client name from its extension handshake, cleaned.
+    pub client: Option<String>,
+    /// We do not choke it.
+    pub unchoked: bool,
+    /// It holds the optimistic unchoke.
+    pub optimistic: bool,
+    /// It wants data from us.
+    pub interested: bool,
+    /// We want data from it.
+    pub am_interested: bool,
+    /// It chokes us.
+    pub peer_choking: bool,
+    /// Its socket takes nothing we send.
+    pub stalled: bool,
+    /// It sits on our requests.
+    pub snubbed: bool,
+    /// Misuse on record for it.
+    pub misuse: u32,
+    /// Our requests to it not yet answered, and how many we aim to keep.
+    pub outstanding: usize,
+    /// See `outstanding`.
+    pub queue_target: usize,
+    /// Its requests we accepted and have not sent.
+    pub uploads_pending: usize,
+    /// Pieces it has.
+    pub pieces: u32,
+}
+
+/// Totals over the torrent's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Payload bytes taken (first copies of wanted blocks).
+    pub downloaded: u64,
+    /// Payload bytes sent.
+    pub uploaded: u64,
+    /// Bytes of pieces that failed their hash.
+    pub wasted: u64,
+    /// Peer-exchange messages sent.
+    pub pex_sent: u64,
+    /// Choker rounds run.
+    pub choke_rounds: u64,
+}
+
+/// Longest client name kept from a peer's extension handshake, in characters.
+pub const MAX_CLIENT_NAME: usize = 64;
+
+/// A peer's self-declared client name made safe to show: control characters dropped, cut to
+/// `MAX_CLIENT_NAME` characters, `None` when nothing is left.
+pub fn client_name(v: &str) -> Option<String> {
+    let name: String = v
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_CLIENT_NAME)
+        .collect();
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+struct Announces {
+    next: Option<Instant>,
+    event: AnnounceEvent,
+    in_flight: bool,
+    completed_sent: bool,
+}
+
+/// One torrent's state and policy; see the crate documentation.
+pub struct TorrentCore {
+    config: CoreConfig,
+    picker: Picker,
+    piece_length: u32,
+    peers: BTreeMap<u64, Peer>,
+    next_key: u64,
+    /// Addresses we may connect to, and those with a live or pending connection.
+    known: VecDeque<SocketAddr>,
+    connected: DetSet<SocketAddr>,
+    strikes: DetMap<IpAddr, u32>,
+    /// Times a peer from this IP held an upload slot and stopped reading, or flooded us with requests
+    /// past its cap. Kept across connections, since a hostile peer that is dropped reconnects with a
+    /// clean slate otherwise and is as likely as an honest newcomer to get the next free slot.
+    misuse: DetMap<IpAddr, u32>,
+    banned: DetSet<IpAddr>,
+    /// IPs that sent blocks of each piece being downloaded.
+    contributors: DetMap<u32, Vec<IpAddr>>,
+    actions: VecDeque<Action>,
+    /// Peers whose request queues may need topping up before the next action is handed out.
+    to_fill: BTreeSet<u64>,
+    /// Picks the optimistic unchoke and free slots, so every choked peer gets its turn.
+    rng: Rng,
+    now: Instant,
+    next_tick: Instant,
+    last_tick: Instant,
+    next_slot_check: Instant,
+    next_choke: Instant,
+    last_choke: Instant,
+    last_optimistic: Instant,
+    announces: Announces,
+    redial_backoff: Duration,
+    next_redial: Instant,
+    stats: Stats,
+    completed: bool,
+    stopped: bool,
+}
+
+impl TorrentCore {
+    /// A torrent with no peers yet, its clock started at `now`. With trackers on, the first action is
+    /// the `started` announce.
+    pub fn new(config: CoreConfig, now: Instant) -> TorrentCore {
+        let mut picker = Picker::with_block_size(
+            config.piece_sizes.clone(),
+            config.have.clone(),
+            config.priorities.clone(),
+            config.seed,
+            config.block_size,
+        );
+        picker.set_sequential(config.sequential);
+        let completed = picker.done();
+        let piece_length = config.piece_sizes.iter().copied().max().unwrap_or(0);
+        let announces = Announces {
+            next: config.trackers.then_some(now),
+            event: AnnounceEvent::Started,
+            in_flight: false,
+            completed_sent: completed,
+        };
+        let mut core = TorrentCore {
+            rng: Rng::new(config.seed ^ 0x6368_6f6b_6572),
+            picker,
+            piece_length,
+            peers: BTreeMap::new(),
+            next_key: 0,
+            known: VecDeque::new(),
+            connected: DetSet::default(),
+            strikes: DetMap::default(),
+            misuse: DetMap::default(),
+            banned: DetSet::default(),
+            contributors: DetMap::default(),
+            actions: VecDeque::new(),
+            to_fill: BTreeSet::new(),
+            now,
+            next_tick: now + config.limits.tick,
+            last_tick: now,
+            next_slot_check: now + config.limits.slot_check,
+            next_choke: now + config.choke_interval,
+            last_choke: now,
+            last_optimistic: now,
+            announces,
+            redial_backoff: config.limits.redial.0,
+            next_redial: now + config.limits.redial.0,
+            stats: Stats::default(),
+            completed,
+            stopped: false,
+            config,
+        };
+        let fixed = core.config.peers.clone();
+        core.add_addresses(fixed, now);
+        core
+    }
+
+    fn advance(&mut self, now: Instant) {
+        // Time never runs backwards here, whatever the caller's clocks do.
+        self.now = self.now.max(now);
+    }
+
+    // ----- what the I/O layer reports -----
+
+    /// Registers a connection whose handshakes are done, and queues our opening messages (bitfield or
+    /// have-all/none, DHT port, extension handshake). A full table makes room by dropping the peer with
+    /// the worst record if it is worse than the newcomer's (a `Disconnect` action).
+    pub fn add_peer(
+        &mut self,
+        addr: SocketAddr,
+        incoming: bool,
+        ours: &Handshake,
+        theirs: &Handshake,
+        now: Instant,
+    ) -> Result<PeerKey, Refused> {
+        self.advance(now);
+        if self.stopped {
+            return Err(Refused::Stopped);
+        }
+        if theirs.peer_id == ours.peer_id {
+            return Err(Refused::Ourselves);
+        }
+        if self.banned.contains(&addr.ip()) {
+            return Err(Refused::Banned);
+        }
+        let misuse = self.misuse.get(&addr.ip()).copied().unwrap_or(0);
+        if self.peers.len() >= self.config.max_peers {
+            // Full: make room by dropping the peer with the worst record, if it is worse than the
+            // newcomer's, so connections that misuse us cannot keep an honest peer out.
+            let worst = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.misuse > misuse)
+                .max_by_key(|(k, p)| (p.misuse, Reverse(**k)))
+                .map(|(k, _)| *k)
+                .ok_or(Refused::Full)?;
+            self.remove_peer(worst, Some(DisconnectReason::Evicted));
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let pieces = self.config.piece_sizes.len() as u32;
+        let conn = Connection::new(pieces, ours, theirs);
+        let queue = self.config.limits.initial_queue;
+        self.peers.insert(
+            key,
+            Peer::new(addr, incoming, conn, pieces, misuse, queue, self.now),
+        );
+        self.connected.insert(addr);
+        self.opening(key, theirs.supports_dht());
+        Ok(PeerKey(key))
+    }
+
+    fn opening(&mut self, key: u64, their_dht: bool) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let (fast, extensions) = (p.conn.fast(), p.conn.extensions());
+        let have = self.picker.have();
+        let first = if fast && have.count() == 0 {
+            Some(Message::HaveNone)
+        } else if fast && have.is_complete() {
+            Some(Message::HaveAll)
+        } else {
+            (have.count() > 0).then(|| Message::Bitfield(have.to_bytes()))
+        };
+        if let Some(m) = first {
+            self.send(key, m);
+        }
+        let ext = &self.config.extension;
+        if let (Some(port), true, false) = (ext.dht_port, their_dht, self.config.private) {
+            self.send(key, Message::Port(port));
+        }
+        if extensions {
+            let ext = &self.config.extension;
+            let mut extensions = BTreeMap::new();
+            if let Some(id) = ext.ut_metadata {
+                extensions.insert("ut_metadata".to_string(), id);
+            }
+            if self.config.uses_pex() {
+                extensions.insert("ut_pex".to_string(), UT_PEX_ID);
+            }
+            let addr = self.peers[&key].addr;
+            let hs = ExtensionHandshake {
+                extensions,
+                metadata_size: ext.metadata_size,
+                listen_port: ext.listen_port,
+                client: ext.client.clone(),
+                request_queue: Some(self.config.limits.max_peer_requests as u32),
+                your_ip: Some(addr.ip()),
+            };
+            self.send(
+                key,
+                Message::Extended {
+                    id: 0,
+                    payload: hs.encode().into(),
+                },
+            );
+        }
+    }
+
+    /// Feeds what happened on one connection. Events of peers the core no longer knows are ignored.
+    pub fn handle_event(&mut self, peer: PeerKey, event: PeerEvent, now: Instant) {
+        self.advance(now);
+        let key = peer.0;
+        if !self.peers.contains_key(&key) {
+            return;
+        }
+        match event {
+            PeerEvent::Message(m) => {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                p.last_received = self.now;
+                match p.conn.receive(m) {
+                    Ok(event) => self.on_wire_event(key, event),
+                    Err(e) => self.remove_peer(key, Some(e.into())),
+                }
+                self.to_fill.insert(key);
+            }
+            PeerEvent::WriteStalled(stalled) => self.set_stalled(key, stalled),
+            PeerEvent::BlockSent(b) => {
+                self.commit_upload(peer, b, now);
+            }
+            PeerEvent::ReadFailed(b) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if p.uploads.take(&b) && p.conn.fast() {
+                        self.send(key, Message::Reject(b));
+                    }
+                }
+            }
+            PeerEvent::Closed => self.remove_peer(key, None),
+        }
+    }
+
+    /// The writer is about to send the block of a [`Action::ReadBlock`]: `true` if it is still wanted
+    /// (it is then counted as uploaded and leaves the peer's queue), `false` if a cancel or a choke
+    /// took it back. Exactly one of the piece and a reject goes out for every request.
+    pub fn commit_upload(&mut self, peer: PeerKey, block: BlockRef, now: Instant) -> bool {
+        self.advance(now);
+        let Some(p) = self.peers.get_mut(&peer.0) else {
+            return false;
+        };
+        if !p.uploads.take(&block) {
+            return false;
+        }
+        let len = u64::from(block.length);
+        p.uploaded += len;
+        p.last_upload = self.now;
+        self.stats.uploaded += len;
+        true
+    }
+
+    /// Whether a request of the peer's is still waiting to be sent (a writer may skip reading it).
+    pub fn upload_pending(&self, peer: PeerKey, block: &BlockRef) -> bool {
+        self.peers
+            .get(&peer.0)
+            .is_some_and(|p| p.uploads.is_pending(block))
+    }
+
+    /// Requests of the peer's pending in piece `index` (the upload path reads a whole piece when a peer
+    /// asks for more than one block of it).
+    pub fn pending_in_piece(&self, peer: PeerKey, index: u32) -> u32 {
+        self.peers
+            .get(&peer.0)
+            .map_or(0, |p| p.uploads.in_piece(index))
+    }
+
+    /// The result of a [`Action::VerifyPiece`]: `ok` when it matched its hash and was written. A good
+    /// piece is announced to every peer (`Have`); a bad one gives each contributor a strike (two for a
+    /// sole contributor), and two strikes ban the IP and drop its connections.
+    pub fn piece_checked(&mut self, piece: u32, ok: bool, now: Instant) {
+        self.advance(now);
+        let contributors = self.contributors.remove(&piece).unwrap_or_default();
+        if ok {
+            self.picker.verified(piece);
+            let keys: Vec<u64> = self.peers.keys().copied().collect();
+            for k in &keys {
+                self.send(*k, Message::Have(piece));
+            }
+            if self.picker.done() && !self.completed {
+                self.completed = true;
+                self.actions.push_back(Action::Completed);
+                if self.config.trackers && !self.announces.completed_sent {
+                    self.announces.completed_sent = true;
+                    self.announces.event = AnnounceEvent::Completed;
+                    self.announces.next = Some(self.now);
+                }
+            }
+            // A piece we now have may end our interest in a peer, or leave two seeds connected.
+            for k in keys {
+                self.update_interest(k);
+            }
+            return;
+        }
+        self.picker.failed(piece);
+        self.stats.wasted += u64::from(
+            self.config
+                .piece_sizes
+                .get(piece as usize)
+                .copied()
+                .unwrap_or(0),
+        );
+        // A piece that had a banned peer among its contributors is explained by that peer: blocks it
+        // sent before the ban keep failing pieces for a while, and striking the honest peers that
+        // filled the rest of them would ban those too and leave nobody to download from.
+        let explained = contributors.iter().any(|ip| self.banned.contains(ip));
+        if !explained {
+            // Everyone who contributed gets a strike; a peer that sent the whole piece alone gets two.
+            let weight = if contributors.len() == 1 { 2 } else { 1 };
+            for ip in contributors {
+                let strikes = self.strikes.entry(ip).or_insert(0);
+                *strikes += weight;
+                if *strikes >= 2 {
+                    self.ban(ip);
+                }
+            }
+        }
+        self.fill_all();
+    }
+
+    /// A verified piece could not be written (the torrent is failing): download it again, no strikes.
+    pub fn piece_abandoned(&mut self, piece: u32, now: Instant) {
+        self.advance(now);
+        self.contributors.remove(&piece);
+        self.picker.failed(piece);
+    }
+
+    /// Bans `ip` and drops its connections.
+    pub fn ban(&mut self, ip: IpAddr) {
+        self.banned.insert(ip);
+        let keys: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.addr.ip() == ip)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.remove_peer(k, Some(DisconnectReason::Banned));
+        }
+    }
+
+    /// Addresses to connect to (from trackers, the DHT, LSD, PEX): queued (at most `MAX_KNOWN`, the
+    /// oldest dropped first, since fresh addresses are likelier to answer), and dialled within the
+    /// connection limit (`Connect` actions).
+    pub fn add_addresses(&mut self, addrs: impl IntoIterator<Item = SocketAddr>, now: Instant) {
+        self.advance(now);
+        for addr in addrs {
+            if Some(addr) == self.config.listen
+                || addr.port() == 0
+                || self.banned.contains(&addr.ip())
+                || self.connected.contains(&addr)
+            {
+                continue;
+            }
+            self.queue_known(addr);
+        }
+        self.dial();
+    }
+
+    /// A `Connect` failed (or its connection ended before `add_peer`): the address is free again.
+    pub fn dial_failed(&mut self, addr: SocketAddr, now: Instant) {
+        self.advance(now);
+        if !self.peers.values().any(|p| p.addr == addr) {
+            self.connected.remove(&addr);
+        }
+        self.dial();
+    }
+
+    /// A `Connect` the I/O layer could not start yet (a limit shared with other torrents): the address
+    /// goes back to the front of the queue and is dialled again at a later timeout.
+    pub fn dial_deferred(&mut self, addr: SocketAddr, now: Instant) {
+        self.advance(now);
+        if !self.peers.values().any(|p| p.addr == addr) {
+            self.connected.remove(&addr);
+        }
+        if !self.known.contains(&addr) {
+            self.known.push_front(addr);
+            self.known.truncate(self.config.limits.max_known);
+        }
+    }
+
+    /// The result of an [`Action::Announce`]: the next regular one is due after `interval` (after the
+    /// retry time when it failed), sooner if something happened meanwhile.
+    pub fn announced(&mut self, interval: Option<Duration>, now: Instant) {
+        self.advance(now);
+        self.announces.in_flight = false;
+        if self.announces.next.is_none() {
+            let wait = interval.unwrap_or(self.config.limits.announce_retry);
+            self.announces.next = Some(self.now + wait);
+        }
+    }
+
+    /// Announces now instead of at the end of the interval.
+    pub fn reannounce(&mut self, now: Instant) {
+        self.advance(now);
+        if self.config.trackers {
+            self.announces.next = Some(self.now);
+        }
+    }
+
+    /// Stops: every connection ends, no new one is taken, and trackers hear `stopped`.
+    pub fn stop(&mut self, now: Instant) {
+        self.advance(now);
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let keys: Vec<u64> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.remove_peer(k, Some(DisconnectReason::Stopped));
+        }
+        self.known.clear();
+        if self.config.trackers {
+            self.announces.next = None;
+            self.actions.push_back(Action::Announce {
+                event: AnnounceEvent::Stopped,
+            });
+        }
+    }
+
+    // ----- timers -----
+
+    /// When [`TorrentCore::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        let mut next = self
+            .next_tick
+            .min(self.next_slot_check)
+            .min(self.next_choke);
+        if let (Some(at), false) = (self.announces.next, self.announces.in_flight) {
+            next = next.min(at);
+        }
+        if !self.config.peers.is_empty() {
+            next = next.min(self.next_redial);
+        }
+        Some(next)
+    }
+
+    /// Runs what is due by `now`: choker rounds and the optimistic rotation, free slots, per-peer upkeep
+    /// (queue sizing, snubbing, keep-alives, idle peers, stalled sockets, PEX), announces, redials.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        if self.stopped {
+            return;
+        }
+        let now = self.now;
+        if now >= self.next_choke {
+            self.choke_round();
+            self.next_choke = now + self.config.choke_interval;
+            self.next_slot_check = now + self.config.limits.slot_check;
+        } else if now >= self.next_slot_check {
+            // Between rounds, slots that unchoked peers stopped using go to waiting peers.
+            let slots = self.config.upload_slots + 1;
+            for _ in 0..slots {
+                self.fill_free_slot();
+            }
+            self.next_slot_check = now + self.config.limits.slot_check;
+        }
+        if now >= self.next_tick {
+            self.tick();
+            self.next_tick = now + self.config.limits.tick;
+        }
+        if let (Some(at), false) = (self.announces.next, self.announces.in_flight) {
+            if now >= at {
+                self.announces.next = None;
+                self.announces.in_flight = true;
+                let event = std::mem::take(&mut self.announces.event);
+                self.actions.push_back(Action::Announce { event });
+            }
+        }
+        if !self.config.peers.is_empty() && now >= self.next_redial {
+            self.redial_backoff = (self.redial_backoff * 2).min(self.config.limits.redial.1);
+            self.next_redial = now + self.redial_backoff;
+            let fixed = self.config.peers.clone();
+            self.add_addresses(fixed, now);
+        }
+        self.dial();
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.actions.is_empty() {
+            let keys = std::mem::take(&mut self.to_fill);
+            for k in keys {
+                self.request_more(k);
+            }
+        }
+        self.actions.pop_front()
+    }
+
+    // ----- settings and views -----
+
+    /// Changes a piece's priority (0: not wanted).
+    pub fn set_piece_priority(&mut self, piece: u32, priority: u8) {
+        self.picker.set_priority(piece, priority);
+        self.fill_all();
+    }
+
+    /// Sets reader `reader`'s time-critical pieces, most urgent first (see [`Picker::set_deadlines`]).
+    pub fn set_deadlines(&mut self, reader: u64, pieces: Vec<u32>) {
+        self.picker.set_deadlines(reader, pieces);
+        self.fill_all();
+    }
+
+    /// Picks pieces in order instead of rarest first.
+    pub fn set_sequential(&mut self, on: bool) {
+        self.picker.set_sequential(on);
+    }
+
+    /// Changes the number of regular upload slots.
+    pub fn set_upload_slots(&mut self, slots: usize) {
+        self.config.upload_slots = slots;
+    }
+
+    /// Changes the connection limit.
+    pub fn set_max_peers(&mut self, max: usize) {
+        self.config.max_peers = max;
+    }
+
+    /// The verified pieces.
+    pub fn have(&self) -> &Bitfield {
+        self.picker.have()
+    }
+
+    /// The picker, to read (priorities, bytes left, deadlines).
+    pub fn picker(&self) -> &Picker {
+        &self.picker
+    }
+
+    /// Whether every wanted piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.completed
+    }
+
+    /// The configuration the core runs with.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Totals.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Every connection, by key.
+    pub fn peers(&self) -> Vec<PeerSnapshot> {
+        self.peers
+            .keys()
+            .filter_map(|k| self.peer(PeerKey(*k)))
+            .collect()
+    }
+
+    /// Connections in the table.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// One connection, if the core knows it.
+    pub fn peer(&self, key: PeerKey) -> Option<PeerSnapshot> {
+        let p = self.peers.get(&key.0)?;
+        Some(PeerSnapshot {
+            key,
+            addr: p.addr,
+            incoming: p.incoming,
+            downloaded: p.downloaded,
+            uploaded: p.uploaded,
+            rate_down: p.rate_down,
+            rate_up: p.rate_up,
+            client: p.client.clone(),
+            unchoked: !p.conn.am_choking,
+            optimistic: p.optimistic,
+            interested: p.conn.peer_interested,
+            am_interested: p.conn.am_interested,
+            peer_choking: p.conn.peer_choking,
+            stalled: p.stalled.is_some(),
+            snubbed: p.snubbed,
+            misuse: p.misuse,
+            outstanding: p.outstanding.len(),
+            queue_target: p.queue_target,
+            uploads_pending: p.uploads.len(),
+            pieces: p.bitfield.count(),
+        })
+    }
+
+    /// Whether the peer negotiated the fast extension (BEP 6).
+    pub fn peer_fast(&self, key: PeerKey) -> bool {
+        self.peers.get(&key.0).is_some_and(|p| p.conn.fast())
+    }
+
+    /// Whether `ip` is banned.
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        self.banned.contains(&ip)
+    }
+
+    /// IPs banned.
+    pub fn banned_count(&self) -> usize {
+        self.banned.len()
+    }
+
+    /// Addresses waiting to be dialled, oldest first.
+    pub fn known(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.known.iter()
+    }
+
+    /// Addresses connected or being dialled.
+    pub fn connected_count(&self) -> usize {
+        self.connected.len()
+    }
+
+    // ----- inside -----
+
+    fn send(&mut self, key: u64, message: Message) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.last_sent = self.now;
+        }
+        self.actions.push_back(Action::Send {
+            peer: PeerKey(key),
+            message,
+        });
+    }
+
+    fn fill_all(&mut self) {
+        self.to_fill.extend(self.peers.keys().copied());
+    }
+
+    fn queue_known(&mut self, addr: SocketAddr) {
+        if self.known.contains(&addr) {
+            return;
+        }
+        if self.known.len() >= self.config.limits.max_known {
+            self.known.pop_front();
+        }
+        self.known.push_back(addr);
+    }
+
+    /// Dials queued addresses while connections (dials in flight count too) stay under the limit.
+    fn dial(&mut self) {
+        if self.stopped {
+            return;
+        }
+        while self.peers.len().max(self.connected.len()) < self.config.max_peers {
+            let Some(addr) = self.known.pop_front() else {
+                break;
+            };
+            self.connected.insert(addr);
+            self.actions.push_back(Action::Connect { addr });
+        }
+    }
+
+    /// Takes a peer out of the table (its connection told to end when `reason` is given), gives its
+    /// requests back to the picker and its upload slot away.
+    fn remove_peer(&mut self, key: u64, reason: Option<DisconnectReason>) {
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
+        for b in &p.outstanding {
+            self.picker.abandoned(b);
+        }
+        self.picker.peer_gone(&p.bitfield);
+        self.connected.remove(&p.addr);
+        self.to_fill.remove(&key);
+        if let Some(reason) = reason {
+            self.actions.push_back(Action::Disconnect {
+                peer: PeerKey(key),
+                reason,
+            });
+        }
+        if !p.conn.am_choking {
+            self.fill_free_slot();
+        }
+        self.dial();
+    }
+
+    fn on_wire_event(&mut self, key: u64, event: Event) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let pieces = p.bitfield.len();
+        match event {
+            Event::KeepAlive | Event::DhtPort(_) | Event::Suggest(_) | Event::AllowedFast(_) => {}
+            Event::Extended { id: 0, payload } => {
+                let Ok(theirs) = ExtensionHandshake::decode(&payload) else {
+                    self.remove_peer(key, Some(DisconnectReason::BadExtension));
+                    return;
+                };
+                p.their_ut_metadata = theirs.id_of("ut_metadata");
+                if let Some(name) = theirs.client.as_deref().and_then(client_name) {
+                    p.client = Some(name);
+                }
+                if self.config.uses_pex() {
+                    p.their_ut_pex = theirs.id_of("ut_pex");
+                    // A first exchange soon after connecting, then at most once a minute (BEP 11).
+                    p.next_pex = Some(now + self.config.limits.pex_first);
+                }
+                if let Some(port) = theirs.listen_port {
+                    p.listen = Some(SocketAddr::new(p.addr.ip(), port));
+                }
+            }
+            Event::Extended { id, payload } if id == UT_PEX_ID => {
+                let gap = self.config.limits.pex_min_gap;
+                // One ignored does not restart the wait.
+                let admit = self.config.uses_pex()
+                    && p.pex_in
+                        .is_none_or(|last| now.saturating_duration_since(last) >= gap);
+                if admit {
+                    p.pex_in = Some(now);
+                    if let Ok(pex) = wire::PexMessage::decode(&payload) {
+                        // The decoder caps added and added6 together already; this cap holds even if
+                        // it changes, as BEP 11's 50 per message is what bounds our dialing queue.
+                        let added = pex.added.into_iter().take(wire::MAX_PEX_PEERS);
+                        self.add_addresses(added.collect::<Vec<_>>(), now);
+                    }
+                }
+            }
+            Event::Extended { id, payload } if Some(id) == self.config.extension.ut_metadata => {
+                if let (Ok(wire::MetadataMessage::Request { piece }), Some(reply_id)) =
+                    (wire::MetadataMessage::decode(&payload), p.their_ut_metadata)
+                {
+                    self.actions.push_back(Action::ServeMetadata {
+                        peer: PeerKey(key),
+                        reply_id,
+                        piece,
+                    });
+                }
+            }
+            Event::Extended { .. } => {}
+            Event::HashRequest(range) => self.actions.push_back(Action::ServeHashes {
+                peer: PeerKey(key),
+                range,
+            }),
+            // We only ask for hashes while fetching a magnet link's metadata.
+            Event::Hashes { .. } | Event::HashReject(_) => {}
+            Event::Bitfield(bits) => {
+                self.set_peer_bits(key, Bitfield::from_bytes(&bits, pieces));
+                self.update_interest(key);
+            }
+            Event::HaveAll => {
+                self.set_peer_bits(key, Bitfield::full(pieces));
+                self.update_interest(key);
+            }
+            Event::HaveNone => self.set_peer_bits(key, Bitfield::new(pieces)),
+            Event::Have(i) => {
+                if p.bitfield.set(i) {
+                    self.picker.peer_has(i);
+                }
+                if !p.conn.am_interested || p.bitfield.is_complete() {
+                    self.update_interest(key);
+                }
+            }
+            Event::Choked => {
+                // Requests are void after a choke unless the fast extension will reject them one by one.
+                if !p.conn.fast() {
+                    self.abandon_all(key);
+                }
+            }
+            Event::Unchoked => {
+                p.snubbed = false;
+                p.last_block = now;
+            }
+            Event::Interested => self.fill_free_slot(),
+            Event::NotInterested => {}
+            Event::Block { index, begin, data } => {
+                let block = BlockRef {
+                    index,
+                    begin,
+                    length: data.len() as u32,
+                };
+                if p.outstanding.remove(&block) {
+                    p.last_block = now;
+                    p.snubbed = false;
+                    p.received_since_tick += data.len() as u64;
+                    p.downloaded += data.len() as u64;
+                    let ip = p.addr.ip();
+                    self.block_received(key, ip, block, data);
+                }
+            }
+            Event::Rejected(b) => {
+                if p.outstanding.remove(&b) {
+                    self.picker.abandoned(&b);
+                }
+            }
+            Event::Request(b) => self.serve(key, b),
+            Event::RequestWhileChoked(b) => {
+                if self.refuse(key) {
+                    return;
+                }
+                if self.peer_fast(PeerKey(key)) {
+                    self.send(key, Message::Reject(b));
+                }
+            }
+            Event::Cancel(b) => {
+                // Too late if the writer has committed the piece: then the piece is the answer.
+                if p.uploads.take(&b) {
+                    let fast = p.conn.fast();
+                    self.actions.push_back(Action::CancelRead {
+                        peer: PeerKey(key),
+                        block: b,
+                    });
+                    if fast {
+                        self.send(key, Message::Reject(b));
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_peer_bits(&mut self, key: u64, bits: Bitfield) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        self.picker.peer_gone(&p.bitfield);
+        self.picker.peer_has_all(&bits);
+        p.bitfield = bits;
+    }
+
+    /// Declares interest when the peer has a piece we want, withdraws it when not; ends the connection
+    /// when both sides are seeds.
+    fn update_interest(&mut self, key: u64) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.bitfield.is_complete() && self.completed {
+            self.remove_peer(key, Some(DisconnectReason::BothSeeds));
+            return;
+        }
+        let interesting = self.picker.interesting(&p.bitfield);
+        if let Some(m) = p.conn.set_interested(interesting) {
+            self.send(key, m);
+        }
+        self.to_fill.insert(key);
+    }
+
+    fn abandon_all(&mut self, key: u64) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            for b in p.outstanding.drain() {
+                self.picker.abandoned(&b);
+            }
+        }
+    }
+
+    /// Tops the peer's requests up to its queue target (one while it snubs us).
+    fn request_more(&mut self, key: u64) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.conn.peer_choking || !p.conn.am_interested {
+            return;
+        }
+        let target = if p.snubbed { 1 } else { p.queue_target };
+        if p.outstanding.len() >= target {
+            return;
+        }
+        let mut picked = Vec::new();
+        self.picker
+            .pick(&p.bitfield, target - p.outstanding.len(), &mut picked);
+        picked.retain(|b| p.outstanding.insert(*b));
+        for b in picked {
+            self.send(key, Message::Request(b));
+        }
+    }
+
+    fn block_received(&mut self, key: u64, from: IpAddr, block: BlockRef, data: Bytes) {
+        let outcome = self.picker.received(&block);
+        if outcome == Received::Unexpected {
+            // Unrequested, duplicate (endgame) or malformed: the first good copy counts.
+            return;
+        }
+        if self.picker.last_was_duplicated() {
+            let others: Vec<u64> = self
+                .peers
+                .iter_mut()
+                .filter_map(|(k, p)| (*k != key && p.outstanding.remove(&block)).then_some(*k))
+                .collect();
+            for k in others {
+                self.send(k, Message::Cancel(block));
+            }
+        }
+        let contributors = self.contributors.entry(block.index).or_default();
+        if !contributors.contains(&from) {
+            contributors.push(from);
+        }
+        self.stats.downloaded += u64::from(block.length);
+        self.actions.push_back(Action::StoreBlock {
+            peer: PeerKey(key),
+            block,
+            data,
+        });
+        if outcome == Received::PieceComplete {
+            self.actions
+                .push_back(Action::VerifyPiece { piece: block.index });
+        }
+    }
+
+    /// Answers a request from a verified piece (`ReadBlock`), or refuses it.
+    fn serve(&mut self, key: u64, b: BlockRef) {
+        let size = self
+            .config
+            .piece_sizes
+            .get(b.index as usize)
+            .copied()
+            .unwrap_or(0);
+        let limit = if self.config.full_tail_requests {
+            self.piece_length
+        } else {
+            size
+        };
+        let in_range = size > 0 && u64::from(b.begin) + u64::from(b.length) <= u64::from(limit);
+        let have = self.picker.have().get(b.index);
+        let limits = &self.config.limits;
+        let (max, max_bytes) = (limits.max_peer_requests, limits.max_peer_queued_bytes);
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let fast = p.conn.fast();
+        let accepted = if have && in_range {
+            p.uploads.accept(b, max, max_bytes)
+        } else {
+            Accepted::Duplicate
+        };
+        match accepted {
+            Accepted::Yes => self.actions.push_back(Action::ReadBlock {
+                peer: PeerKey(key),
+                block: b,
+            }),
+            _ if self.refuse(key) => {}
+            Accepted::Full if !fast => {
+                // No way to refuse one request: choking voids them all, and the choker may unchoke the
+                // peer again later.
+                self.choke_peer(key);
+            }
+            Accepted::Full | Accepted::Duplicate => {
+                if fast {
+                    self.send(key, Message::Reject(b));
+                }
+            }
+        }
+    }
+
+    /// Counts a refused request; `true` (and the peer dropped) once it is flooding.
+    fn refuse(&mut self, key: u64) -> bool {
+        let limits = &self.config.limits;
+        let (most, fewest) = (limits.max_refused_requests, limits.min_refused_requests);
+        let Some(p) = self.peers.get_mut(&key) else {
+            return true;
+        };
+        p.refused += 1;
+        let misuse = p.misuse.min(16);
+        let max = *p
+            .max_refused
+            .get_or_insert_with(|| (most >> misuse).max(fewest));
+        if p.refused > max {
+            let refused = p.refused;
+            self.note_misuse(key);
+            self.remove_peer(key, Some(DisconnectReason::Flooding(refused)));
+            return true;
+        }
+        false
+    }
+
+    /// Puts one more misuse on the record of the peer's IP (and the peer's own).
+    fn note_misuse(&mut self, key: u64) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        p.misuse = p.misuse.saturating_add(1);
+        let ip = p.addr.ip();
+        if self.misuse.len() >= self.config.limits.max_misuse_records
+            && !self.misuse.contains_key(&ip)
+        {
+            self.misuse.clear();
+        }
+        let n = self.misuse.entry(ip).or_insert(0);
+        *n = n.saturating_add(1);
+    }
+
+    /// Chokes the peer: its pending requests are void (BEP 3), or each rejected under BEP 6.
+    fn choke(&mut self, key: u64) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        p.optimistic = false;
+        let Some(m) = p.conn.set_choking(true) else {
+            return;
+        };
+        // Taken back before the choke is queued, so no piece can follow it.
+        let dropped = p.uploads.take_all();
+        let fast = p.conn.fast();
+        for b in &dropped {
+            self.actions.push_back(Action::CancelRead {
+                peer: PeerKey(key),
+                block: *b,
+            });
+        }
+        self.send(key, m);
+        if fast {
+            for b in dropped {
+                self.send(key, Message::Reject(b));
+            }
+        }
+    }
+
+    fn unchoke(&mut self, key: u64) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Some(m) = p.conn.set_choking(false) {
+            p.refused = 0;
+            p.last_upload = now;
+            p.turns += 1;
+            self.send(key, m);
+        }
+    }
+
+    /// Chokes a peer (a slow reader, or one over its request cap without the fast extension) and gives
+    /// its slot away.
+    fn choke_peer(&mut self, key: u64) {
+        self.choke(key);
+        self.fill_free_slot();
+    }
+
+    /// A peer's socket stopped taking data or drained again: a stalled peer gives its upload slot to
+    /// an interested peer waiting for one.
+    fn set_stalled(&mut self, key: u64, stalled: bool) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.stalled.is_some() == stalled {
+            return;
+        }
+        p.stalled = stalled.then_some(now);
+        if stalled {
+            if !p.conn.am_choking {
+                // It held a slot and stopped reading.
+                self.note_misuse(key);
+            }
+            self.fill_free_slot();
+        }
+    }
+
+    /// Unchokes one interested, choked peer that is not stalled if fewer than the slots (regular and
+    /// optimistic) are held: of those with the least misuse on record (stalling a slot, flooding
+    /// requests), one of those that have had the fewest turns, so an honest newcomer goes before peers
+    /// that misused a slot or had one and did not use it.
+    ///
+    /// When every slot is held, a waiting peer with less misuse than a holder takes that holder's slot:
+    /// a peer with misuse on record keeps a slot only while no cleaner peer waits.
+    fn fill_free_slot(&mut self) {
+        let slots = self.config.upload_slots + 1;
+        let (now, idle) = (self.now, self.config.limits.slot_idle);
+        let Some(best) = self
+            .peers
+            .values()
+            .filter(|p| p.waiting())
+            .map(|p| (p.misuse, p.turns))
+            .min()
+        else {
+            return;
+        };
+        let held = self
+            .peers
+            .values()
+            .filter(|p| p.holds_slot(now, idle))
+            .count();
+        if held >= slots {
+            let worst = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.holds_slot(now, idle) && p.misuse > best.0)
+                .max_by_key(|(k, p)| (p.misuse, **k))
+                .map(|(k, _)| *k);
+            let Some(worst) = worst else {
+                return;
+            };
+            self.choke(worst);
+        }
+        let waiting: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.waiting() && (p.misuse, p.turns) == best)
+            .map(|(k, _)| *k)
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let pick = waiting[self.rng.below(waiting.len())];
+        self.unchoke(pick);
+    }
+
+    /// One choker round: the best `upload_slots` interested peers (by what they give us while we
+    /// download, by what we give them while we seed) plus one optimistic unchoke, rotated every
+    /// `optimistic_interval` over the choked interested peers at random.
+    fn choke_round(&mut self) {
+        let now = self.now;
+        let elapsed = now
+            .saturating_duration_since(self.last_choke)
+            .as_secs_f64()
+            .max(1e-3);
+        self.last_choke = now;
+        self.stats.choke_rounds += 1;
+        let seeding = self.picker.done();
+        for p in self.peers.values_mut() {
+            p.rate_down = (p.downloaded - p.down_mark) as f64 / elapsed;
+            p.rate_up = (p.uploaded - p.up_mark) as f64 / elapsed;
+            p.down_mark = p.downloaded;
+            p.up_mark = p.uploaded;
+        }
+        // Peers with less misuse on record first, then by rate.
+        let mut candidates: Vec<(u64, u32, f64)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.conn.peer_interested && p.stalled.is_none())
+            .map(|(k, p)| (*k, p.misuse, if seeding { p.rate_up } else { p.rate_down }))
+            .collect();
+        candidates.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
+        let cleanest = candidates.first().map_or(0, |c| c.1);
+        let regular: BTreeSet<u64> = candidates
+            .iter()
+            .take(self.config.upload_slots)
+            .map(|c| c.0)
+            .collect();
+        let rotate =
+            now.saturating_duration_since(self.last_optimistic) >= self.config.optimistic_interval;
+        let mut optimistic: Option<u64> = self
+            .peers
+            .iter()
+            .find(|(k, p)| {
+                p.optimistic
+                    && p.conn.peer_interested
+                    && p.stalled.is_none()
+                    && !regular.contains(k)
+            })
+            .map(|(k, _)| *k);
+        if rotate || optimistic.is_none() {
+            let others: Vec<u64> = candidates
+                .iter()
+                .filter(|c| c.1 == cleanest)
+                .map(|c| c.0)
+                .filter(|k| !regular.contains(k) && Some(*k) != optimistic)
+                .collect();
+            if !others.is_empty() {
+                optimistic = Some(others[self.rng.below(others.len())]);
+                self.last_optimistic = now;
+            }
+        }
+        let keys: Vec<u64> = self.peers.keys().copied().collect();
+        for k in keys {
+            if regular.contains(&k) || Some(k) == optimistic {
+                self.unchoke(k);
+            } else {
+                self.choke(k);
+            }
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.optimistic = Some(k) == optimistic;
+            }
+        }
+    }
+
+    /// Per-peer upkeep, once a `tick`.
+    fn tick(&mut self) {
+        let now = self.now;
+        let elapsed = now
+            .saturating_duration_since(self.last_tick)
+            .as_secs_f64()
+            .max(1e-3);
+        self.last_tick = now;
+        let limits = self.config.limits.clone();
+        let block = f64::from(self.config.block_size.max(1));
+        let keys: Vec<u64> = self.peers.keys().copied().collect();
+        for k in keys {
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            if now.saturating_duration_since(p.last_received) > limits.idle_timeout {
+                self.remove_peer(k, Some(DisconnectReason::Idle));
+                continue;
+            }
+            if now.saturating_duration_since(p.last_sent) > limits.keepalive {
+                self.send(k, Message::KeepAlive);
+            }
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            if p.bitfield.is_complete() && self.completed {
+                self.remove_peer(k, Some(DisconnectReason::BothSeeds));
+                continue;
+            }
+            // The request queue holds about two seconds of this peer's rate (the bandwidth-delay
+            // product with room to spare).
+            let rate = p.received_since_tick as f64 / elapsed;
+            p.received_since_tick = 0;
+            p.queue_target = ((rate * limits.queue_seconds / block) as usize)
+                .clamp(limits.min_queue, limits.max_queue);
+            if !p.outstanding.is_empty()
+                && now.saturating_duration_since(p.last_block) > limits.snub_timeout
+            {
+                p.snubbed = true;
+                self.abandon_all(k);
+            }
+            let Some(p) = self.peers.get(&k) else {
+                continue;
+            };
+            if p.stalled
+                .is_some_and(|since| now.saturating_duration_since(since) >= limits.stall_choke)
+                && !p.conn.am_choking
+            {
+                self.choke_peer(k);
+            }
+            self.maybe_pex(k);
+            self.to_fill.insert(k);
+        }
+    }
+
+    /// Tells the peer which peers we are connected to now and which we dropped (BEP 11), when due.
+    fn maybe_pex(&mut self, key: u64) {
+        let now = self.now;
+        let interval = self.config.limits.pex_interval;
+        let listens: BTreeSet<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .filter_map(|(_, p)| p.listen)
+            .collect();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let (Some(id), Some(due)) = (p.their_ut_pex, p.next_pex) else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        p.next_pex = Some(now + interval);
+        let message = wire::PexMessage {
+            added: listens
+                .difference(&p.pex_told)
+                .copied()
+                .take(wire::MAX_PEX_PEERS)
+                .collect(),
+            dropped: p
+                .pex_told
+                .difference(&listens)
+                .copied()
+                .take(wire::MAX_PEX_PEERS)
+                .collect(),
+        };
+        if message.added.is_empty() && message.dropped.is_empty() {
+            return;
+        }
+        for a in &message.added {
+            p.pex_told.insert(*a);
+        }
+        for d in &message.dropped {
+            p.pex_told.remove(d);
+        }
+        self.stats.pex_sent += 1;
+        self.send(
+            key,
+            Message::Extended {
+                id,
+                payload: message.encode().into(),
+            },
+        );
+    }
+}

@@ -1,0 +1,784 @@
+//! `TorrentCore`'s policies in virtual time: no sockets, no sleeping. Each test takes `Instant::now()`
+//! once and moves time forward by hand.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use torrent_core::{
+    Action, AnnounceEvent, Bitfield, CoreConfig, DisconnectReason, PeerEvent, PeerKey, Refused,
+    TorrentCore, BLOCK, MAX_PEER_REQUESTS, MAX_REFUSED_REQUESTS,
+};
+use wire::{BlockRef, ExtensionHandshake, Handshake, Message};
+
+const PIECE: u32 = 4 * BLOCK;
+
+struct H {
+    core: TorrentCore,
+    now: Instant,
+    ours: Handshake,
+    next_id: u8,
+}
+
+fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::from((ip, port))
+}
+
+fn block(piece: u32, b: u32) -> BlockRef {
+    BlockRef {
+        index: piece,
+        begin: b * BLOCK,
+        length: BLOCK,
+    }
+}
+
+impl H {
+    fn new(pieces: u32, seeding: bool, change: impl FnOnce(&mut CoreConfig)) -> H {
+        let now = Instant::now();
+        let mut config = CoreConfig::new(vec![PIECE; pieces as usize], 5);
+        if seeding {
+            config.have = Bitfield::full(pieces);
+        }
+        change(&mut config);
+        H {
+            core: TorrentCore::new(config, now),
+            now,
+            ours: Handshake::new([1; 20], [0xAA; 20], false),
+            next_id: 1,
+        }
+    }
+
+    fn theirs(&mut self, fast: bool) -> Handshake {
+        self.next_id += 1;
+        let mut hs = Handshake::new([1; 20], [self.next_id; 20], false);
+        if !fast {
+            hs.reserved[7] &= !0x04;
+        }
+        hs
+    }
+
+    fn try_add(&mut self, ip: [u8; 4], port: u16) -> Result<PeerKey, Refused> {
+        let theirs = self.theirs(true);
+        let ours = self.ours;
+        self.core
+            .add_peer(addr(ip, port), true, &ours, &theirs, self.now)
+    }
+
+    fn add(&mut self, ip: [u8; 4], port: u16) -> PeerKey {
+        self.try_add(ip, port).expect("room")
+    }
+
+    fn add_slow(&mut self, ip: [u8; 4], port: u16) -> PeerKey {
+        let theirs = self.theirs(false);
+        let ours = self.ours;
+        self.core
+            .add_peer(addr(ip, port), true, &ours, &theirs, self.now)
+            .expect("room")
+    }
+
+    fn msg(&mut self, k: PeerKey, m: Message) {
+        self.core.handle_event(k, PeerEvent::Message(m), self.now);
+    }
+
+    fn event(&mut self, k: PeerKey, e: PeerEvent) {
+        self.core.handle_event(k, e, self.now);
+    }
+
+    fn drain(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.core.poll_action()).collect()
+    }
+
+    /// Moves time forward by `d`, running every timeout due on the way.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(next) = self.core.poll_timeout().filter(|&n| n <= end) {
+            self.now = next;
+            self.core.handle_timeout(next);
+        }
+        self.now = end;
+    }
+
+    fn unchoked(&self, k: PeerKey) -> bool {
+        self.core.peer(k).expect("known").unchoked
+    }
+}
+
+fn sent(actions: &[Action], to: PeerKey) -> Vec<Message> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { peer, message } if *peer == to => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn disconnected(actions: &[Action]) -> Vec<(PeerKey, DisconnectReason)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Disconnect { peer, reason } => Some((*peer, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_interested_peer_takes_a_free_slot_at_once_and_a_round_keeps_the_fastest() {
+    let mut h = H::new(8, true, |c| c.upload_slots = 2);
+    let keys: Vec<PeerKey> = (0..5).map(|i| h.add([10, 0, 0, i + 1], 1000)).collect();
+    h.drain();
+    for &k in &keys {
+        h.msg(k, Message::Interested);
+    }
+    let actions = h.drain();
+    // Two regular slots and the optimistic one fill at once, without waiting for a round.
+    let unchoked: Vec<PeerKey> = keys.iter().copied().filter(|&k| h.unchoked(k)).collect();
+    assert_eq!(unchoked.len(), 3);
+    for &k in &unchoked {
+        assert_eq!(sent(&actions, k), vec![Message::Unchoke]);
+    }
+    // The unchoked peers take different amounts: 1, 2 and 3 blocks a second.
+    for (n, &k) in unchoked.iter().enumerate() {
+        for b in 0..=n as u32 {
+            h.msg(k, Message::Request(block(0, b)));
+            assert!(h.core.commit_upload(k, block(0, b), h.now));
+        }
+    }
+    h.drain();
+    h.advance(Duration::from_secs(10));
+    let actions = h.drain();
+    assert_eq!(h.core.stats().choke_rounds, 1);
+    // Seeding: by upload rate. The two fastest hold the regular slots; the optimistic slot goes to one
+    // of the others; the slowest of the three was choked unless it drew the optimistic slot.
+    let fastest = [unchoked[2], unchoked[1]];
+    for k in fastest {
+        let p = h.core.peer(k).expect("known");
+        assert!(p.unchoked && !p.optimistic, "{p:?}");
+    }
+    let rest: Vec<PeerKey> = keys
+        .iter()
+        .copied()
+        .filter(|k| !fastest.contains(k))
+        .collect();
+    let optimistic: Vec<PeerKey> = rest.iter().copied().filter(|&k| h.unchoked(k)).collect();
+    assert_eq!(optimistic.len(), 1);
+    assert!(h.core.peer(optimistic[0]).expect("known").optimistic);
+    for k in rest.iter().filter(|k| !optimistic.contains(k)) {
+        assert!(!h.unchoked(*k));
+    }
+    if !optimistic.contains(&unchoked[0]) {
+        assert_eq!(sent(&actions, unchoked[0]), vec![Message::Choke]);
+    }
+    let rate = h.core.peer(unchoked[2]).expect("known").rate_up;
+    assert!((rate - f64::from(3 * BLOCK) / 10.0).abs() < 1.0, "{rate}");
+}
+
+#[test]
+fn the_optimistic_unchoke_rotates_over_every_choked_interested_peer() {
+    let mut h = H::new(8, true, |c| c.upload_slots = 1);
+    let keys: Vec<PeerKey> = (0..10).map(|i| h.add([10, 0, 1, i + 1], 1000)).collect();
+    for &k in &keys {
+        h.msg(k, Message::Interested);
+    }
+    let mut picked = HashSet::new();
+    for _ in 0..100 {
+        h.advance(Duration::from_secs(30));
+        for &k in &keys {
+            h.msg(k, Message::KeepAlive);
+        }
+        let optimistic: Vec<PeerKey> = keys
+            .iter()
+            .copied()
+            .filter(|&k| h.core.peer(k).expect("known").optimistic)
+            .collect();
+        assert_eq!(optimistic.len(), 1, "one optimistic slot");
+        picked.insert(optimistic[0]);
+        assert_eq!(
+            keys.iter().filter(|&&k| h.unchoked(k)).count(),
+            2,
+            "one regular slot, one optimistic"
+        );
+    }
+    // With every rate at zero the regular slot goes to the lowest key; all nine others must have had
+    // a turn (a fixed pick would alternate between two at most).
+    let others: HashSet<PeerKey> = keys[1..].iter().copied().collect();
+    assert_eq!(picked, others);
+}
+
+#[test]
+fn a_freed_slot_goes_to_a_newcomer_before_reconnections_from_an_ip_that_stalled_slots() {
+    let mut h = H::new(8, true, |c| {
+        c.upload_slots = 1;
+        c.max_peers = 100;
+    });
+    let hostile = [127, 0, 0, 9];
+    // Two slots (one regular, one optimistic): two peers from the hostile IP take them and stall.
+    for i in 0..2 {
+        let k = h.add(hostile, 1000 + i);
+        h.msg(k, Message::Interested);
+        assert!(h.unchoked(k), "a free slot is taken at once");
+        h.event(k, PeerEvent::WriteStalled(true));
+        h.event(k, PeerEvent::Closed);
+    }
+    // They come back on new connections (no turns yet), with many more, and the honest peer last.
+    let again: Vec<PeerKey> = (0..60)
+        .map(|i| {
+            let k = h.add(hostile, 2000 + i);
+            h.msg(k, Message::Interested);
+            k
+        })
+        .collect();
+    let honest = h.add([127, 0, 0, 3], 3000);
+    h.msg(honest, Message::Interested);
+    // Every reconnection carries its IP's record: the honest newcomer, with none, takes a slot from
+    // them at once.
+    assert!(again
+        .iter()
+        .all(|&k| h.core.peer(k).expect("known").misuse == 2));
+    assert!(h.unchoked(honest), "the honest peer holds a slot");
+}
+
+#[test]
+fn a_stalled_peer_loses_its_slot_and_is_choked_after_a_while() {
+    let mut h = H::new(8, true, |c| c.upload_slots = 0);
+    let a = h.add([10, 0, 2, 1], 1);
+    h.msg(a, Message::Interested);
+    assert!(h.unchoked(a));
+    let b = h.add([10, 0, 2, 2], 1);
+    h.msg(b, Message::Interested);
+    assert!(!h.unchoked(b), "one slot (the optimistic one)");
+    h.drain();
+    h.event(a, PeerEvent::WriteStalled(true));
+    // The stalled peer holds no slot: the waiting peer gets one at once, the stalled one is still
+    // unchoked (its socket may drain) until it has been stalled for `stall_choke`.
+    assert!(h.unchoked(b));
+    assert!(h.unchoked(a));
+    h.advance(Duration::from_secs(9));
+    assert!(h.unchoked(b));
+    h.advance(Duration::from_secs(2));
+    assert!(!h.unchoked(a), "choked after 10 s stalled");
+    assert!(h.core.peer(a).expect("known").misuse >= 1);
+}
+
+#[test]
+fn an_unchoked_peer_that_asks_for_nothing_gives_its_slot_away() {
+    let mut h = H::new(8, true, |c| c.upload_slots = 0);
+    let a = h.add([10, 0, 3, 1], 1);
+    h.msg(a, Message::Interested);
+    let b = h.add([10, 0, 3, 2], 1);
+    h.msg(b, Message::Interested);
+    assert!(h.unchoked(a) && !h.unchoked(b));
+    // Past the idle time the slot check hands the slot over (the holder stays unchoked until a round).
+    h.advance(Duration::from_millis(600));
+    assert!(h.unchoked(b));
+}
+
+#[test]
+fn a_full_peer_table_drops_the_peer_with_the_worst_record_for_a_newcomer() {
+    let mut h = H::new(8, true, |c| c.max_peers = 3);
+    let clean = h.add([127, 0, 0, 5], 1);
+    let flooder = h.add_slow([127, 0, 0, 9], 1);
+    h.add([127, 0, 0, 6], 1);
+    h.drain();
+    // Full, nobody misbehaved: a newcomer is refused, nobody is dropped.
+    assert_eq!(h.try_add([127, 0, 0, 7], 1), Err(Refused::Full));
+    // The flooder asks for blocks while choked until it is dropped for flooding.
+    for i in 0..=MAX_REFUSED_REQUESTS as u32 {
+        h.msg(flooder, Message::Request(block(i % 8, 0)));
+    }
+    assert_eq!(
+        disconnected(&h.drain()),
+        vec![(
+            flooder,
+            DisconnectReason::Flooding(MAX_REFUSED_REQUESTS + 1)
+        )]
+    );
+    // It reconnects with its record; a full table drops it for an honest newcomer.
+    let again = h.add_slow([127, 0, 0, 9], 2);
+    assert_eq!(h.try_add([127, 0, 0, 9], 3), Err(Refused::Full));
+    let newcomer = h.add([127, 0, 0, 7], 2);
+    assert_eq!(
+        disconnected(&h.drain()),
+        vec![(again, DisconnectReason::Evicted)]
+    );
+    assert!(h.core.peer(clean).is_some() && h.core.peer(newcomer).is_some());
+    assert_eq!(h.core.peer_count(), 3);
+}
+
+/// A downloading core with peers that have every piece and unchoke us.
+fn downloading(pieces: u32, peers: &[[u8; 4]]) -> (H, Vec<PeerKey>) {
+    let mut h = H::new(pieces, false, |_| {});
+    let keys: Vec<PeerKey> = peers
+        .iter()
+        .map(|ip| {
+            let k = h.add(*ip, 6881);
+            h.msg(k, Message::HaveAll);
+            k
+        })
+        .collect();
+    (h, keys)
+}
+
+fn requests(actions: &[Action], to: PeerKey) -> Vec<BlockRef> {
+    sent(actions, to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Request(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn piece_msg(b: BlockRef, byte: u8) -> Message {
+    Message::Piece {
+        index: b.index,
+        begin: b.begin,
+        data: vec![byte; b.length as usize].into(),
+    }
+}
+
+#[test]
+fn contributors_of_a_bad_piece_get_strikes_and_a_sole_contributor_is_banned_at_once() {
+    let (mut h, keys) = downloading(1, &[[10, 1, 0, 1], [10, 1, 0, 2]]);
+    let (a, b) = (keys[0], keys[1]);
+    h.drain();
+    // Peer a is unchoked first and gets the first blocks, peer b the rest.
+    h.msg(a, Message::Unchoke);
+    let to_a = requests(&h.drain(), a);
+    assert_eq!(to_a.len(), 4, "all four blocks of the piece");
+    // a delivers two blocks, then chokes us (fast: the requests stay until rejected); it rejects
+    // the other two, which go to b.
+    for blk in &to_a[..2] {
+        h.msg(a, piece_msg(*blk, 1));
+    }
+    for blk in &to_a[2..] {
+        h.msg(a, Message::Reject(*blk));
+    }
+    h.msg(a, Message::Choke);
+    h.drain();
+    h.msg(b, Message::Unchoke);
+    let to_b = requests(&h.drain(), b);
+    assert_eq!(to_b, to_a[2..].to_vec());
+    for blk in &to_b {
+        h.msg(b, piece_msg(*blk, 2));
+    }
+    let actions = h.drain();
+    assert!(actions.contains(&Action::VerifyPiece { piece: 0 }));
+    h.core.piece_checked(0, false, h.now);
+    // One strike each: nobody is banned yet.
+    let actions = h.drain();
+    assert!(disconnected(&actions).is_empty());
+    assert_eq!(h.core.banned_count(), 0);
+    assert_eq!(h.core.stats().wasted, u64::from(PIECE));
+    // Now b sends the whole piece alone, bad again: two strikes, banned and dropped at once.
+    let to_b = requests(&actions, b);
+    assert_eq!(to_b.len(), 4);
+    for blk in &to_b {
+        h.msg(b, piece_msg(*blk, 3));
+    }
+    h.drain();
+    h.core.piece_checked(0, false, h.now);
+    assert_eq!(
+        disconnected(&h.drain()),
+        vec![(b, DisconnectReason::Banned)]
+    );
+    assert!(h.core.is_banned("10.1.0.2".parse().expect("ip")));
+    assert!(!h.core.is_banned("10.1.0.1".parse().expect("ip")));
+    // A banned IP is neither accepted nor dialled.
+    assert_eq!(h.try_add([10, 1, 0, 2], 7), Err(Refused::Banned));
+    h.core.add_addresses([addr([10, 1, 0, 2], 9)], h.now);
+    assert_eq!(h.core.known().count(), 0);
+}
+
+#[test]
+fn a_bad_piece_explained_by_a_banned_peer_strikes_nobody_else() {
+    let (mut h, keys) = downloading(2, &[[10, 2, 0, 1], [10, 2, 0, 2]]);
+    let (a, b) = (keys[0], keys[1]);
+    h.core.set_piece_priority(1, 0);
+    h.drain();
+    h.msg(a, Message::Unchoke);
+    let to_a = requests(&h.drain(), a);
+    h.msg(a, piece_msg(to_a[0], 1));
+    for blk in &to_a[1..] {
+        h.msg(a, Message::Reject(*blk));
+    }
+    h.msg(a, Message::Choke);
+    h.msg(b, Message::Unchoke);
+    let to_b = requests(&h.drain(), b);
+    for blk in &to_b {
+        h.msg(b, piece_msg(*blk, 2));
+    }
+    h.drain();
+    h.core.ban("10.2.0.1".parse().expect("ip"));
+    h.core.piece_checked(0, false, h.now);
+    assert_eq!(h.core.banned_count(), 1, "b is not struck for a's blocks");
+    assert!(h.core.peer(b).is_some());
+}
+
+#[test]
+fn endgame_doubles_the_last_requests_and_cancels_the_copy_that_lost() {
+    let (mut h, keys) = downloading(1, &[[10, 3, 0, 1], [10, 3, 0, 2]]);
+    let (a, b) = (keys[0], keys[1]);
+    h.drain();
+    h.msg(a, Message::Unchoke);
+    let to_a = requests(&h.drain(), a);
+    assert_eq!(to_a.len(), 4);
+    // Nothing left to start: b gets the same blocks (endgame).
+    h.msg(b, Message::Unchoke);
+    let to_b = requests(&h.drain(), b);
+    assert_eq!(to_b, to_a);
+    // b delivers the first block: a's request for it is cancelled.
+    h.msg(b, piece_msg(to_b[0], 7));
+    let actions = h.drain();
+    assert_eq!(sent(&actions, a), vec![Message::Cancel(to_a[0])]);
+    assert_eq!(h.core.peer(a).expect("known").outstanding, 3);
+    // A late copy from a is not taken twice.
+    h.msg(a, piece_msg(to_a[0], 7));
+    let stored = h
+        .drain()
+        .iter()
+        .filter(|a| matches!(a, Action::StoreBlock { .. }))
+        .count();
+    assert_eq!(stored, 0);
+    assert_eq!(h.core.stats().downloaded, u64::from(BLOCK));
+}
+
+#[test]
+fn a_peer_that_sits_on_our_requests_is_snubbed_and_its_blocks_go_elsewhere() {
+    let (mut h, keys) = downloading(64, &[[10, 4, 0, 1], [10, 4, 0, 2]]);
+    let (a, b) = (keys[0], keys[1]);
+    h.drain();
+    h.msg(a, Message::Unchoke);
+    let to_a = requests(&h.drain(), a);
+    assert_eq!(to_a.len(), 64, "the initial queue");
+    // a keeps sending keep-alives (so it is not idle) but no block.
+    for _ in 0..31 {
+        h.advance(Duration::from_secs(1));
+        h.msg(a, Message::KeepAlive);
+    }
+    let p = h.core.peer(a).expect("known");
+    assert!(p.snubbed, "{p:?}");
+    let actions = h.drain();
+    assert_eq!(requests(&actions, a).len(), 1, "one request at a time");
+    // What a held is asked of b first (b's queue is at the floor: its rate is not known yet).
+    h.msg(b, Message::Unchoke);
+    let held: BTreeSet<(u32, u32)> = to_a.iter().map(|b| (b.index, b.begin)).collect();
+    let to_b = requests(&h.drain(), b);
+    assert_eq!(to_b.len(), 16);
+    assert!(to_b
+        .iter()
+        .all(|blk| held.contains(&(blk.index, blk.begin))));
+}
+
+#[test]
+fn the_request_queue_follows_the_peers_rate() {
+    let (mut h, keys) = downloading(400, &[[10, 5, 0, 1]]);
+    let a = keys[0];
+    h.drain();
+    h.msg(a, Message::Unchoke);
+    let mut outstanding: Vec<BlockRef> = requests(&h.drain(), a);
+    // 200 blocks in the second: the queue grows to two seconds of that, 400.
+    for _ in 0..200 {
+        let blk = outstanding.remove(0);
+        h.msg(a, piece_msg(blk, 0));
+        outstanding.extend(requests(&h.drain(), a));
+    }
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.core.peer(a).expect("known").queue_target, 400);
+    // Nothing the next second: back to the floor.
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.core.peer(a).expect("known").queue_target, 16);
+}
+
+#[test]
+fn requests_past_the_cap_are_rejected_under_bep_6_and_choke_the_peer_without_it() {
+    let mut h = H::new(200, true, |_| {});
+    let fast = h.add([10, 6, 0, 1], 1);
+    h.msg(fast, Message::Interested);
+    h.drain();
+    let all: Vec<BlockRef> = (0..MAX_PEER_REQUESTS as u32 + 1)
+        .map(|i| block(i / 4, i % 4))
+        .collect();
+    for b in &all {
+        h.msg(fast, Message::Request(*b));
+    }
+    let actions = h.drain();
+    let reads = actions
+        .iter()
+        .filter(|a| matches!(a, Action::ReadBlock { .. }))
+        .count();
+    assert_eq!(reads, MAX_PEER_REQUESTS);
+    assert_eq!(sent(&actions, fast), vec![Message::Reject(all[500])]);
+    assert!(h.unchoked(fast));
+
+    // Bytes count too: 8 MiB of 32 KiB requests is 256 of them.
+    let mut h = H::new(200, true, |_| {});
+    let big = h.add([10, 6, 0, 3], 1);
+    h.msg(big, Message::Interested);
+    h.drain();
+    for i in 0..257 {
+        let b = BlockRef {
+            index: i / 2,
+            begin: (i % 2) * 2 * BLOCK,
+            length: 2 * BLOCK,
+        };
+        h.msg(big, Message::Request(b));
+    }
+    let actions = h.drain();
+    assert_eq!(h.core.peer(big).expect("known").uploads_pending, 256);
+    assert_eq!(sent(&actions, big).len(), 1, "the 257th is rejected");
+
+    let slow = h.add_slow([10, 6, 0, 2], 1);
+    h.msg(slow, Message::Interested);
+    h.drain();
+    assert!(h.unchoked(slow));
+    for b in &all {
+        h.msg(slow, Message::Request(*b));
+    }
+    let actions = h.drain();
+    // No reject without the fast extension: the choke voids every pending request.
+    // (With slots free, the next free-slot pass may unchoke it again: its old requests stay void.)
+    let to_slow = sent(&actions, slow);
+    assert_eq!(to_slow.first(), Some(&Message::Choke), "{to_slow:?}");
+    assert!(!to_slow.iter().any(|m| matches!(m, Message::Reject(_))));
+    let cancelled = actions
+        .iter()
+        .filter(|a| matches!(a, Action::CancelRead { peer, .. } if *peer == slow))
+        .count();
+    assert_eq!(cancelled, MAX_PEER_REQUESTS);
+    assert_eq!(h.core.peer(slow).expect("known").uploads_pending, 0);
+}
+
+#[test]
+fn a_peer_that_keeps_asking_while_choked_is_dropped_sooner_with_misuse_on_record() {
+    let mut h = H::new(8, true, |c| c.upload_slots = 0);
+    let holder = h.add([10, 7, 0, 9], 1);
+    h.msg(holder, Message::Interested);
+    let k = h.add([10, 7, 0, 1], 1);
+    h.drain();
+    for i in 0..MAX_REFUSED_REQUESTS {
+        h.msg(k, Message::Request(block(0, (i % 4) as u32)));
+    }
+    let actions = h.drain();
+    assert_eq!(
+        sent(&actions, k).len(),
+        MAX_REFUSED_REQUESTS,
+        "each rejected"
+    );
+    assert!(disconnected(&actions).is_empty());
+    h.msg(k, Message::Request(block(0, 0)));
+    assert_eq!(
+        disconnected(&h.drain()),
+        vec![(k, DisconnectReason::Flooding(MAX_REFUSED_REQUESTS + 1))]
+    );
+    // Back with one misuse on record: half as many.
+    let k = h.add([10, 7, 0, 1], 2);
+    h.drain();
+    for _ in 0..=MAX_REFUSED_REQUESTS / 2 {
+        h.msg(k, Message::Request(block(0, 0)));
+    }
+    assert_eq!(
+        disconnected(&h.drain()),
+        vec![(k, DisconnectReason::Flooding(MAX_REFUSED_REQUESTS / 2 + 1))]
+    );
+}
+
+#[test]
+fn a_cancel_takes_a_request_back_once_and_a_choke_rejects_the_rest() {
+    let mut h = H::new(8, true, |_| {});
+    let k = h.add([10, 8, 0, 1], 1);
+    h.msg(k, Message::Interested);
+    h.drain();
+    for b in 0..3 {
+        h.msg(k, Message::Request(block(0, b)));
+    }
+    h.drain();
+    h.msg(k, Message::Cancel(block(0, 0)));
+    let actions = h.drain();
+    assert_eq!(sent(&actions, k), vec![Message::Reject(block(0, 0))]);
+    assert!(
+        !h.core.commit_upload(k, block(0, 0), h.now),
+        "no piece after the reject"
+    );
+    assert!(h.core.commit_upload(k, block(0, 1), h.now));
+    // Too late once the piece is committed: no reject.
+    h.msg(k, Message::Cancel(block(0, 1)));
+    assert!(sent(&h.drain(), k).is_empty());
+    assert_eq!(h.core.stats().uploaded, u64::from(BLOCK));
+}
+
+fn extension_handshake(pex: bool, port: u16) -> Message {
+    let mut extensions = std::collections::BTreeMap::new();
+    if pex {
+        extensions.insert("ut_pex".to_string(), 9u8);
+    }
+    let hs = ExtensionHandshake {
+        extensions,
+        listen_port: Some(port),
+        ..Default::default()
+    };
+    Message::Extended {
+        id: 0,
+        payload: hs.encode().into(),
+    }
+}
+
+fn pex_sent(actions: &[Action], to: PeerKey) -> Vec<wire::PexMessage> {
+    sent(actions, to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Extended { id: 9, payload } => wire::PexMessage::decode(&payload).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn peer_exchange_goes_two_seconds_after_the_handshake_then_every_minute() {
+    let mut h = H::new(8, true, |c| c.max_peers = 100);
+    let k = h.add([10, 9, 0, 1], 1);
+    h.msg(k, extension_handshake(true, 7000));
+    let others: Vec<PeerKey> = (0..60)
+        .map(|i| {
+            let o = h.add([10, 9, 1, i], 1);
+            h.msg(o, extension_handshake(false, 8000 + u16::from(i)));
+            o
+        })
+        .collect();
+    h.drain();
+    h.advance(Duration::from_millis(1500));
+    assert!(pex_sent(&h.drain(), k).is_empty(), "not before 2 s");
+    h.advance(Duration::from_millis(600));
+    let first = pex_sent(&h.drain(), k);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].added.len(), 50, "at most 50 a message");
+    h.advance(Duration::from_secs(58));
+    assert!(pex_sent(&h.drain(), k).is_empty(), "not before a minute");
+    // Two peers leave; the next exchange names them and the ten not yet told.
+    h.event(others[0], PeerEvent::Closed);
+    h.event(others[59], PeerEvent::Closed);
+    h.advance(Duration::from_secs(3));
+    let second = pex_sent(&h.drain(), k);
+    assert_eq!(second.len(), 1);
+    let told: usize = first[0].added.len() + second[0].added.len() - second[0].dropped.len();
+    assert_eq!(told, 58);
+    assert_eq!(h.core.stats().pex_sent, 2);
+}
+
+#[test]
+fn peer_exchange_from_a_peer_is_taken_at_most_every_45_seconds_and_50_at_a_time() {
+    let mut h = H::new(8, false, |c| c.max_peers = 2);
+    let k = h.add([10, 10, 0, 1], 1);
+    h.msg(k, extension_handshake(true, 7000));
+    h.drain();
+    let pex = |from: u8| {
+        let message = wire::PexMessage {
+            added: (0..50).map(|i| addr([10, 11, from, i], 6881)).collect(),
+            dropped: Vec::new(),
+        };
+        Message::Extended {
+            id: torrent_core::UT_PEX_ID,
+            payload: message.encode().into(),
+        }
+    };
+    h.msg(k, pex(1));
+    let dialled = h
+        .drain()
+        .iter()
+        .filter(|a| matches!(a, Action::Connect { .. }))
+        .count();
+    assert_eq!(dialled, 1, "within the connection limit");
+    assert_eq!(h.core.known().count(), 49);
+    h.advance(Duration::from_secs(10));
+    h.msg(k, pex(2));
+    assert_eq!(h.core.known().count(), 49, "too soon: ignored");
+    h.advance(Duration::from_secs(36));
+    h.msg(k, pex(3));
+    assert_eq!(h.core.known().count(), 99);
+}
+
+#[test]
+fn the_queue_of_addresses_to_dial_is_bounded_and_keeps_the_newest() {
+    let mut h = H::new(8, false, |c| c.max_peers = 0);
+    let a = |i: u32| addr([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6881);
+    h.core.add_addresses((0..5000).map(a), h.now);
+    h.core.add_addresses((4990..5000).map(a), h.now);
+    let known: Vec<SocketAddr> = h.core.known().copied().collect();
+    assert_eq!(known.len(), torrent_core::MAX_KNOWN);
+    assert_eq!(known.last(), Some(&a(4999)));
+    assert_eq!(
+        known.first(),
+        Some(&a(5000 - torrent_core::MAX_KNOWN as u32))
+    );
+}
+
+#[test]
+fn announces_start_then_follow_the_interval_and_completion() {
+    let mut h = H::new(1, false, |c| c.trackers = true);
+    h.advance(Duration::ZERO);
+    let announce = |actions: &[Action]| -> Vec<AnnounceEvent> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Announce { event } => Some(*event),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(announce(&h.drain()), vec![AnnounceEvent::Started]);
+    // None while one is under way, however long it takes.
+    h.advance(Duration::from_secs(120));
+    assert!(announce(&h.drain()).is_empty());
+    h.core.announced(Some(Duration::from_secs(1800)), h.now);
+    h.advance(Duration::from_secs(1799));
+    assert!(announce(&h.drain()).is_empty());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(announce(&h.drain()), vec![AnnounceEvent::None]);
+    // A failed announce is retried after a minute.
+    h.core.announced(None, h.now);
+    h.advance(Duration::from_secs(60));
+    assert_eq!(announce(&h.drain()), vec![AnnounceEvent::None]);
+    h.core.announced(Some(Duration::from_secs(1800)), h.now);
+    // Completion is announced at once.
+    let k = h.add([10, 12, 0, 1], 1);
+    h.msg(k, Message::HaveAll);
+    h.msg(k, Message::Unchoke);
+    let reqs = requests(&h.drain(), k);
+    for b in reqs {
+        h.msg(k, piece_msg(b, 0));
+    }
+    h.drain();
+    h.core.piece_checked(0, true, h.now);
+    let actions = h.drain();
+    assert!(actions.contains(&Action::Completed));
+    h.advance(Duration::from_millis(1));
+    assert_eq!(announce(&h.drain()), vec![AnnounceEvent::Completed]);
+    h.core.announced(Some(Duration::from_secs(1800)), h.now);
+    h.core.stop(h.now);
+    assert_eq!(announce(&h.drain()), vec![AnnounceEvent::Stopped]);
+}
+
+#[test]
+fn a_peer_that_sends_nothing_for_three_minutes_is_dropped_and_keepalives_go_out() {
+    let mut h = H::new(8, true, |_| {});
+    let k = h.add([10, 13, 0, 1], 1);
+    h.drain();
+    h.advance(Duration::from_secs(91));
+    assert!(sent(&h.drain(), k).contains(&Message::KeepAlive));
+    h.advance(Duration::from_secs(90));
+    assert_eq!(disconnected(&h.drain()), vec![(k, DisconnectReason::Idle)]);
+}
+
+#[test]
+fn a_protocol_violation_ends_the_connection() {
+    let mut h = H::new(8, true, |_| {});
+    let k = h.add([10, 14, 0, 1], 1);
+    h.drain();
+    h.msg(k, Message::Have(99));
+    assert!(matches!(
+        disconnected(&h.drain())[..],
+        [(p, DisconnectReason::Protocol(_))] if p == k
+    ));
+    assert_eq!(h.core.peer_count(), 0);
+}
