@@ -262,7 +262,7 @@ impl Sim {
                 nodes.push(Node {
                     group: g,
                     core: None,
-                    hs: Handshake::new(INFO_HASH, peer_id, false),
+                    hs: Handshake::new(ids::InfoHash::new(INFO_HASH), ids::PeerId::new(peer_id), false),
                     up: group.upload,
                     down: group.download,
                     lat,

@@ -43,14 +43,14 @@ impl H {
         H {
             core: TorrentCore::new(config, now),
             now,
-            ours: Handshake::new([1; 20], [0xAA; 20], false),
+            ours: Handshake::new(ids::InfoHash::new([1; 20]), ids::PeerId::new([0xAA; 20]), false),
             next_id: 1,
         }
     }
 
     fn theirs(&mut self, fast: bool) -> Handshake {
         self.next_id += 1;
-        let mut hs = Handshake::new([1; 20], [self.next_id; 20], false);
+        let mut hs = Handshake::new(ids::InfoHash::new([1; 20]), ids::PeerId::new([self.next_id; 20]), false);
         if !fast {
             hs.reserved[7] &= !0x04;
         }
