@@ -22,8 +22,8 @@ use redis::Value;
 use serde::Deserialize;
 use tracker_proto::{Event, InfoHash, ScrapeStats};
 
-pub use crate::cluster_view::{Answer, Job};
 use crate::cluster_view::{coalesce, Queue, Sample, Update, Views};
+pub use crate::cluster_view::{Answer, Job};
 
 /// What a node does while the cluster does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -280,9 +280,28 @@ async fn together<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 }
 
 impl Cluster {
+    /// Connects for an admin command (users): no view, no queue to speak of.
+    pub async fn connect(
+        spec: &str,
+        fallback: Fallback,
+        peer_timeout: u32,
+        max_peers: usize,
+        timeout: Duration,
+    ) -> Result<Cluster, ClusterError> {
+        let settings = Settings {
+            fallback,
+            peer_timeout,
+            max_peers,
+            sample: 1,
+            view_ttl: Duration::ZERO,
+            queue_max: 0,
+        };
+        Self::connect_with(spec, settings, timeout).await
+    }
+
     /// Connects to the cluster (failing clearly within `timeout` if it does not answer) and checks it
     /// serves every slot.
-    pub async fn connect(
+    pub async fn connect_with(
         spec: &str,
         settings: Settings,
         timeout: Duration,

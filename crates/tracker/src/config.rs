@@ -131,7 +131,10 @@ impl Config {
         // The view's staleness is bounded by these two: seconds, never minutes.
         for (name, ms) in [
             ("cluster_view_ttl_ms", config.cluster_view_ttl_ms),
-            ("cluster_flush_interval_ms", config.cluster_flush_interval_ms),
+            (
+                "cluster_flush_interval_ms",
+                config.cluster_flush_interval_ms,
+            ),
         ] {
             if ms > MAX_STALE_MS || (name == "cluster_flush_interval_ms" && ms == 0) {
                 return Err(crate::Error::Config(format!(

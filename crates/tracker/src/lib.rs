@@ -197,7 +197,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
             view_ttl: Duration::from_millis(config.cluster_view_ttl_ms),
             queue_max: config.cluster_queue_max,
         };
-        let c = cluster::Cluster::connect(&config.cluster, settings, timeout).await?;
+        let c = cluster::Cluster::connect_with(&config.cluster, settings, timeout).await?;
         conn_ids = ConnectionIds::rotating();
         let now = conn_id::period_of(conn_id::current_window());
         for period in [now.saturating_sub(1), now, now + 1] {
@@ -235,7 +235,9 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         list_version = Some(
             tokio::time::timeout(Duration::from_secs(10), list)
                 .await
-                .map_err(|_| Error::Config("the cluster did not share the list in time".into()))??,
+                .map_err(|_| {
+                    Error::Config("the cluster did not share the list in time".into())
+                })??,
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -475,8 +477,9 @@ async fn flush_writes(state: Arc<State>) {
     let Some(cluster) = &state.cluster else {
         return;
     };
-    let mut tick =
-        tokio::time::interval(Duration::from_millis(state.config.cluster_flush_interval_ms));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        state.config.cluster_flush_interval_ms,
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -509,7 +512,10 @@ async fn share_list(state: Arc<State>, mut seen: Option<u64>) {
             let hashes = state.access.file_list().unwrap_or_default();
             match cluster.publish_list(&hashes).await {
                 Ok(v) => {
-                    tracing::info!("published the list file ({} info-hashes) to the cluster", hashes.len());
+                    tracing::info!(
+                        "published the list file ({} info-hashes) to the cluster",
+                        hashes.len()
+                    );
                     seen = Some(v);
                     publish = false;
                 }
