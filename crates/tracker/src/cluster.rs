@@ -592,7 +592,13 @@ impl Cluster {
             .map(|(hash, updates)| {
                 let (one_each, completed) = coalesce(updates);
                 let extra = completed - one_each.iter().filter(|u| u.completed).count() as u64;
-                let size = self.views.size(hash).unwrap_or(0).max(self.settings.sample);
+                // As many peers as this period's announcers asked for: most ask for the same.
+                let size = one_each
+                    .iter()
+                    .map(|u| usize::from(u.want))
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
                 async move { self.write(*hash, &one_each, extra, size).await }
             })
             .collect();

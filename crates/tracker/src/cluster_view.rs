@@ -61,6 +61,8 @@ pub struct Update {
     pub stop: bool,
     pub completed: bool,
     pub may_create: bool,
+    /// Peers the announce wanted: a flush samples as many as the swarm's announcers asked for.
+    pub want: u16,
 }
 
 impl Update {
@@ -80,6 +82,7 @@ impl Job {
             stop: self.event == Event::Stopped,
             completed: self.event == Event::Completed,
             may_create: self.may_create,
+            want: u16::try_from(self.want).unwrap_or(u16::MAX),
         }
     }
 }
@@ -182,11 +185,6 @@ impl Views {
         let shard = self.shard(hash).lock();
         let (at, sample) = shard.get(hash)?;
         (now.duration_since(*at) < self.ttl).then(|| sample.clone())
-    }
-
-    /// How many peers per set the view of `hash` asked for last, if it is cached.
-    pub fn size(&self, hash: &InfoHash) -> Option<usize> {
-        self.shard(hash).lock().get(hash).map(|(_, s)| s.size)
     }
 
     /// Records what the cluster said of a swarm at `at` (when the request was sent, so age is never
@@ -356,7 +354,7 @@ mod tests {
             .fresh(&[1; 20].into(), t0 + Duration::from_millis(100))
             .is_none());
         views.prune(t0 + Duration::from_secs(1));
-        assert_eq!(views.size(&[1; 20].into()), None);
+        assert!(views.fresh(&[1; 20].into(), t0).is_none(), "pruned");
     }
 
     #[test]
