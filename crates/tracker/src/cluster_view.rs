@@ -163,9 +163,12 @@ const VIEW_SHARDS: usize = 64;
 /// Most swarms in the view; past it a swarm is not cached and its announces go to the cluster.
 pub const MAX_VIEWS: usize = 1 << 20;
 
+/// One shard of the view: each swarm's sample and when it was asked for.
+type ViewShard = Mutex<HashMap<InfoHash, (Instant, Arc<Sample>)>>;
+
 pub struct Views {
     ttl: Duration,
-    shards: Box<[Mutex<HashMap<InfoHash, (Instant, Arc<Sample>)>>]>,
+    shards: Box<[ViewShard]>,
 }
 
 impl Views {
@@ -176,7 +179,7 @@ impl Views {
         }
     }
 
-    fn shard(&self, hash: &InfoHash) -> &Mutex<HashMap<InfoHash, (Instant, Arc<Sample>)>> {
+    fn shard(&self, hash: &InfoHash) -> &ViewShard {
         &self.shards[usize::from(hash[0]) % VIEW_SHARDS]
     }
 

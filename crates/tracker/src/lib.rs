@@ -456,17 +456,14 @@ async fn share_users(state: Arc<State>) {
     let mut tick = tokio::time::interval(USERS_POLL);
     loop {
         tick.tick().await;
-        match cluster.users_version().await {
-            Ok(v) if seen != Some(v) => match cluster.passkeys().await {
-                Ok(users) => {
-                    state.access.set_users(users);
-                    seen = Some(v);
-                }
-                Err(e) => tracing::debug!("reading users from the cluster: {e}"),
-            },
-            Ok(_) => {}
-            Err(e) => tracing::debug!("polling the cluster's users: {e}"),
-        }
+        follow(
+            &mut seen,
+            "users",
+            cluster.users_version().await,
+            async || cluster.passkeys().await,
+            |users| state.access.set_users(users),
+        )
+        .await;
         save_totals(&state, cluster).await;
     }
 }
@@ -523,17 +520,35 @@ async fn share_list(state: Arc<State>, mut seen: Option<u64>) {
             }
             continue;
         }
-        match cluster.list_version().await {
-            Ok(v) if seen != Some(v) => match cluster.list().await {
-                Ok(list) => {
-                    state.access.set_list(list);
-                    seen = Some(v);
-                }
-                Err(e) => tracing::debug!("reading the list from the cluster: {e}"),
-            },
-            Ok(_) => {}
-            Err(e) => tracing::debug!("polling the cluster's list: {e}"),
-        }
+        follow(
+            &mut seen,
+            "list",
+            cluster.list_version().await,
+            async || cluster.list().await,
+            |list| state.access.set_list(list),
+        )
+        .await;
+    }
+}
+
+/// Applies what the cluster keeps under a version (users, the list) when the version moved past `seen`.
+async fn follow<T>(
+    seen: &mut Option<u64>,
+    what: &str,
+    version: Result<u64, cluster::ClusterError>,
+    read: impl AsyncFnOnce() -> Result<T, cluster::ClusterError>,
+    apply: impl FnOnce(T),
+) {
+    match version {
+        Ok(v) if *seen != Some(v) => match read().await {
+            Ok(value) => {
+                apply(value);
+                *seen = Some(v);
+            }
+            Err(e) => tracing::debug!("reading the {what} from the cluster: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::debug!("polling the cluster's {what}: {e}"),
     }
 }
 
