@@ -463,14 +463,19 @@ impl Cluster {
 
     /// Records whether the last request succeeded; logs once per change.
     fn note<T>(&self, result: &Result<T, ClusterError>) {
-        let ok = result.is_ok();
-        if !ok {
+        if result.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
+        self.set_up(result.as_ref().err());
+    }
+
+    /// Records whether the cluster answers (`None`) or not; logs once per change.
+    fn set_up(&self, error: Option<&ClusterError>) {
+        let ok = error.is_none();
         if self.up.swap(ok, Ordering::Relaxed) != ok {
-            match result {
-                Ok(_) => tracing::warn!("cluster reachable again"),
-                Err(e) => tracing::warn!(
+            match error {
+                None => tracing::warn!("cluster reachable again"),
+                Some(e) => tracing::warn!(
                     "cluster lost ({e}); announces are {}",
                     match self.fallback {
                         Fallback::Refuse => "refused until it is back",
@@ -507,8 +512,9 @@ impl Cluster {
 
     async fn announce_one(&self, job: &Job) -> Result<Answer, ClusterError> {
         let size = self.settings.sample.max(job.want + 1);
-        let sample = self.write(job.hash, &[job.update()], 0, size).await?;
-        Ok(sample.answer(job, crate::store::random() as usize))
+        let result = self.write(job.hash, &[job.update()], 0, size).await;
+        self.note(&result);
+        Ok(result?.answer(job, crate::store::random() as usize))
     }
 
     /// Runs the swarm script with `updates` (and `completed` completions besides those in them),
@@ -522,9 +528,7 @@ impl Cluster {
     ) -> Result<Sample, ClusterError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
-        let result = self.write_inner(&hash, updates, completed, size).await;
-        self.note(&result);
-        let sample = result?;
+        let sample = self.write_inner(&hash, updates, completed, size).await?;
         self.views.put(hash, sample.clone(), sent);
         Ok(sample)
     }
@@ -612,11 +616,22 @@ impl Cluster {
             FLUSH_IN_FLIGHT,
         ))
         .await;
-        let mut lost = 0;
+        let (calls, mut failed, mut lost) = (results.len(), 0, 0);
+        let mut first_error = None;
         for ((hash, updates), result) in queued.into_iter().zip(results) {
-            if result.is_err() {
+            if let Err(e) = result {
+                failed += 1;
+                first_error.get_or_insert(e);
                 lost += self.queue.requeue(hash, updates);
             }
+        }
+        self.errors.fetch_add(failed, Ordering::Relaxed);
+        // The state changes only when the whole flush went one way: while one master fails over, the
+        // others' swarms keep being flushed, and the failed writes are retried by the next flush.
+        if failed == 0 {
+            self.set_up(None);
+        } else if failed == calls as u64 {
+            self.set_up(first_error.as_ref());
         }
         if lost > 0 {
             tracing::warn!(
