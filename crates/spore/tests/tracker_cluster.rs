@@ -185,7 +185,9 @@ fn announces_are_answered_again_after_a_master_fails_over_and_no_node_crashes() 
             }
         }
         failures += round_failed;
-        if round_failed == 0 && killed.elapsed() > Duration::from_secs(1) {
+        // Past the view's time to live (2 s) and a flush, so the victim's swarms were answered by
+        // the cluster after the failover, not from views filled before the kill.
+        if round_failed == 0 && killed.elapsed() > Duration::from_secs(4) {
             break;
         }
         assert!(
@@ -534,4 +536,149 @@ fn a_source_creates_no_more_swarms_in_the_cluster_than_its_creation_limit() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A UDP re-announce (no event) of `udp`'s peer: the peers handed out.
+fn reannounce(udp: &Udp, hash: [u8; 20], id: u8, port: u16) -> Vec<SocketAddr> {
+    match udp.announce(announce(hash, id, port, Event::None), b"") {
+        Some(Response::Announce { peers, .. }) => peers,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Re-announces `udp`'s peer every 20 ms until `wanted` is handed out; how long that took.
+fn until_handed_out(udp: &Udp, hash: [u8; 20], wanted: SocketAddr, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while !reannounce(udp, hash, 1, 7600).contains(&wanted) {
+        assert!(
+            started.elapsed() < limit,
+            "{wanted} not handed out within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn a_node_answering_from_its_view_hands_out_new_peers_within_the_staleness_bound() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    let (ttl, flush) = (Duration::from_millis(2000), Duration::from_millis(500));
+    std::fs::write(
+        dir.path().join("view.toml"),
+        format!(
+            "cluster_view_ttl_ms = {}\ncluster_flush_interval_ms = {}\n",
+            ttl.as_millis(),
+            flush.as_millis()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("view.toml");
+    let config = ["--config", config.to_str().unwrap()];
+    let a = node(dir.path(), "a", &cluster, &config);
+    let b = node(dir.path(), "b", &cluster, &config);
+    let hash = [0x3c; 20];
+    // X joins through B and keeps re-announcing there, so B answers it from its view of the swarm.
+    let x = Udp::connect("127.0.0.60:0", b.udp);
+    assert!(matches!(
+        x.announce(announce(hash, 1, 7600, Event::Started), b""),
+        Some(Response::Announce { .. })
+    ));
+    reannounce(&x, hash, 1, 7600);
+    assert!(metric(b.http, "spore_tracker_cluster_view_answers_total") >= Some(1));
+    // The documented bound: a write reaches the cluster within a flush interval, and another node's
+    // view is at most its time to live old; one second more for this loaded machine.
+    let bound = ttl + flush + Duration::from_secs(1);
+
+    // Y joins through A (a join goes to the cluster at once): B's view shows it within its TTL.
+    let y = Udp::connect("127.0.0.61:0", a.udp);
+    assert!(matches!(
+        y.announce(announce(hash, 2, 7601, Event::Started), b""),
+        Some(Response::Announce { .. })
+    ));
+    let join = until_handed_out(&x, hash, SocketAddr::from(([127, 0, 0, 61], 7601)), bound);
+
+    // Z's first announce to A is a plain re-announce, answered from A's view: its write is queued, and
+    // reaches B through A's flush and B's refreshed view.
+    let before = metric(a.http, "spore_tracker_cluster_view_answers_total").unwrap_or(0);
+    reannounce(&y, hash, 2, 7601);
+    let z = Udp::connect("127.0.0.62:0", a.udp);
+    reannounce(&z, hash, 3, 7602);
+    let after = metric(a.http, "spore_tracker_cluster_view_answers_total").unwrap_or(0);
+    assert!(after > before, "A answered neither from its view");
+    let refresh = until_handed_out(&x, hash, SocketAddr::from(([127, 0, 0, 62], 7602)), bound);
+    eprintln!(
+        "staleness: a join at A handed out by B after {join:?}; a queued re-announce at A after \
+         {refresh:?} (bound {bound:?})"
+    );
+    for t in [&a, &b] {
+        assert_eq!(
+            metric(t.http, "spore_tracker_cluster_writes_lost_total"),
+            Some(0)
+        );
+    }
+}
+
+/// A UDP announce of `hash` to `tracker` from `local`: None if answered, else the failure reason.
+fn refusal(local: &str, tracker: SocketAddr, hash: [u8; 20]) -> Option<String> {
+    match Udp::connect(local, tracker).announce(announce(hash, 1, 7700, Event::Started), b"") {
+        Some(Response::Announce { .. }) => None,
+        Some(Response::Error { message, .. }) => Some(message),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_list_file_reloaded_on_one_node_is_honoured_by_another_within_two_seconds() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    let (h1, h2) = ([0x21; 20], [0x22; 20]);
+    let list = dir.path().join("allow.list");
+    std::fs::write(&list, format!("{}\n", "21".repeat(20))).unwrap();
+    let a = node(
+        dir.path(),
+        "a",
+        &cluster,
+        &["--mode", "allow", "--list", list.to_str().unwrap()],
+    );
+    // B has no list file of its own: it uses the cluster's.
+    let b = node(dir.path(), "b", &cluster, &["--mode", "allow"]);
+    assert_eq!(refusal("127.0.0.70:0", b.udp, h1), None);
+    let refused = refusal("127.0.0.70:0", b.udp, h2);
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|m| m.contains("not registered")),
+        "{refused:?}"
+    );
+
+    // H2 added and H1 removed on A, re-read on SIGHUP: B follows.
+    std::fs::write(&list, format!("{}\n", "22".repeat(20))).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &a.proc.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reloaded = Instant::now();
+    while refusal("127.0.0.71:0", b.udp, h2).is_some() {
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(5),
+            "B still refuses a hash A's list now allows"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let allowed = reloaded.elapsed();
+    assert!(
+        refusal("127.0.0.71:0", b.udp, h1).is_some(),
+        "H1 was removed"
+    );
+    eprintln!("B honoured A's reloaded list {allowed:?} after the SIGHUP");
+    assert!(allowed < Duration::from_secs(2), "{allowed:?}");
+    assert_eq!(refusal("127.0.0.72:0", a.udp, h2), None);
 }

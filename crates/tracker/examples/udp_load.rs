@@ -26,6 +26,11 @@ fn main() -> anyhow::Result<()> {
     if !cluster.is_empty() {
         toml.push_str(&format!("cluster = \"{cluster}\"\n"));
     }
+    // Extra settings, e.g. UDP_LOAD_TOML="cluster_view_ttl_ms = 0" for no view.
+    if let Ok(extra) = std::env::var("UDP_LOAD_TOML") {
+        toml.push_str(&extra);
+        toml.push('\n');
+    }
     let config = tracker::Config::from_toml(&toml)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -141,10 +146,15 @@ fn main() -> anyhow::Result<()> {
         value("spore_tracker_cluster_requests_total"),
         value("spore_tracker_cluster_batches_total"),
     ) {
+        let announces = value("spore_tracker_announces_total{protocol=\"udp\"}").unwrap_or(0.0);
         println!(
-            "cluster: {requests} requests in {batches} batches ({:.1} announces per batch), {} errors",
+            "cluster: {requests} script calls in {batches} batches ({:.1} per batch) for {announces} \
+             announces ({:.3} calls per announce; {} answered from the view), {} errors, {} queue full",
             requests / batches.max(1.0),
-            value("spore_tracker_cluster_errors_total").unwrap_or(0.0)
+            requests / announces.max(1.0),
+            value("spore_tracker_cluster_view_answers_total").unwrap_or(0.0),
+            value("spore_tracker_cluster_errors_total").unwrap_or(0.0),
+            value("spore_tracker_cluster_queue_full_total").unwrap_or(0.0),
         );
     }
     runtime.block_on(running.shutdown());

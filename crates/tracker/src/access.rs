@@ -165,14 +165,15 @@ impl Access {
     }
 
     /// With `shared_users`, the users come from a cluster (`set_users`) and the totals go to it
-    /// (`take_pending`), so no database is needed.
+    /// (`take_pending`), so no database is needed; nor a list file (`set_list`).
     pub fn with_users_from(
         mode: Mode,
         list_path: Option<PathBuf>,
         db_path: Option<PathBuf>,
         shared_users: bool,
     ) -> Result<Access, Error> {
-        if matches!(mode, Mode::Allow | Mode::Deny) && list_path.is_none() {
+        // On a cluster the list may come from another node.
+        if matches!(mode, Mode::Allow | Mode::Deny) && list_path.is_none() && !shared_users {
             return Err(Error::Config(format!("mode {mode:?} needs a list file")));
         }
         if mode == Mode::Private && db_path.is_none() && !shared_users {
@@ -209,6 +210,17 @@ impl Access {
             }
         }
         Ok(())
+    }
+
+    /// Replaces the info-hash list (from the cluster).
+    pub fn set_list(&self, list: HashSet<InfoHash>) {
+        *self.list.write() = list;
+    }
+
+    /// The info-hash list, if this node reads one from a file (to publish to the cluster).
+    pub fn file_list(&self) -> Option<Vec<InfoHash>> {
+        self.list_path.as_ref()?;
+        Some(self.list.read().iter().copied().collect())
     }
 
     /// Replaces the known passkeys (from the cluster).

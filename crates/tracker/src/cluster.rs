@@ -13,9 +13,8 @@
 //! batch costs one round trip per node, not one per announce.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -23,7 +22,8 @@ use redis::Value;
 use serde::Deserialize;
 use tracker_proto::{Event, InfoHash, ScrapeStats};
 
-use crate::store::{compact, Compact, Family};
+use crate::cluster_view::{coalesce, Queue, Sample, Update, Views};
+pub use crate::cluster_view::{Answer, Job};
 
 /// What a node does while the cluster does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -56,74 +56,84 @@ pub enum ClusterError {
 
 const ANNOUNCE: &str = r#"
 -- KEYS: seeders4 leechers4 seeders6 leechers6 completed
--- ARGV: member, family (4|6), seeder (0|1), event (0 none, 1 completed, 2 started, 3 stopped),
---       want, families wanted (4, 6 or 0 for both), peer timeout, most peers per swarm, a random number,
---       whether the announce may create the swarm (1|0)
--- Peers past their expiry are never counted or handed out (every read is from `now` on); they are
--- removed from the announcing peer's own set here, and with whole sets by key expiry.
+-- ARGV: peer timeout, most peers per swarm, a random number, peers to sample per set, whether the
+--       writes may create the swarm (1|0), completions to add, then pairs of (member, op): op 1..4
+--       adds or refreshes the member in that set, 5..8 removes it (stopped) from set op - 4.
+-- One call carries every write a node queued for the swarm; a lone announce is a call of one write.
+-- Expired peers are pruned from all four sets first, so the sets' sizes are the live counts.
 local now = tonumber(redis.call('TIME')[1])
-local me, fam, seeder = ARGV[1], ARGV[2], ARGV[3] == '1'
-local event, want, wantfam = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local timeout, cap, rnd = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local s, l = KEYS[1], KEYS[2]
-if fam == '6' then s, l = KEYS[3], KEYS[4] end
-local own, other = l, s
-if seeder then own, other = s, l end
-if ARGV[10] == '0' and redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) == 0 then
+local timeout, cap, rnd, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if ARGV[5] == '0' and redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) == 0 then
   -- A new swarm its creator may not make (its per-source limit on the node): not tracked.
-  return {0, 0, {}, {}}
+  return {0, 0, 0, 0, {}, {}, {}, {}}
 end
-redis.call('ZREM', other, me)
-if event == 3 then
-  redis.call('ZREM', own, me)
-else
-  redis.call('ZREMRANGEBYSCORE', own, '-inf', now - 1)
-  if redis.call('ZADD', own, now + timeout, me) == 1 then
-    local size = 0
-    for i = 1, 4 do size = size + redis.call('ZCOUNT', KEYS[i], now, '+inf') end
-    if size > cap then redis.call('ZREM', own, me) end
+local adds, rems = {{}, {}, {}, {}}, {{}, {}, {}, {}}
+local sibling = {2, 1, 4, 3}
+for i = 7, #ARGV, 2 do
+  local m, k = ARGV[i], tonumber(ARGV[i + 1])
+  if k > 4 then
+    k = k - 4
+    rems[k][#rems[k] + 1] = m
+  else
+    local a = adds[k]
+    a[#a + 1] = now + timeout
+    a[#a + 1] = m
   end
-  redis.call('EXPIRE', own, timeout + 60)
-  if event == 1 then
-    redis.call('INCR', KEYS[5])
-    redis.call('EXPIRE', KEYS[5], timeout + 60)
+  local r = rems[sibling[k]]
+  r[#r + 1] = m
+end
+-- unpack is bounded by Lua's stack: long lists go in slices.
+local function bulk(cmd, key, list)
+  local done = 0
+  for i = 1, #list, 1000 do
+    done = done + redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+  end
+  return done
+end
+local n, total = {}, 0
+for k = 1, 4 do
+  if #rems[k] > 0 then bulk('ZREM', KEYS[k], rems[k]) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now - 1)
+  n[k] = redis.call('ZCARD', KEYS[k])
+  total = total + n[k]
+end
+for k = 1, 4 do
+  local a = adds[k]
+  if #a > 0 then
+    if total + #a / 2 <= cap then
+      total = total + bulk('ZADD', KEYS[k], a)
+    else
+      for i = 1, #a, 2 do
+        if total < cap then
+          total = total + redis.call('ZADD', KEYS[k], a[i], a[i + 1])
+        else
+          redis.call('ZADD', KEYS[k], 'XX', a[i], a[i + 1])
+        end
+      end
+    end
+    redis.call('EXPIRE', KEYS[k], timeout + 60)
+    n[k] = redis.call('ZCARD', KEYS[k])
   end
 end
-local n = {}
-for i = 1, 4 do n[i] = redis.call('ZCOUNT', KEYS[i], now, '+inf') end
-local p4, p6 = {}, {}
-local taken = 0
--- A window of live peers from a random place in the set, wrapping round once. Members are ordered by
--- expiry, so the live ones are the last `live` ranks, and a window of ranks costs O(log n + window).
-local function take(out, key, live)
-  if taken >= want or live == 0 then return end
-  local dead = redis.call('ZCARD', key) - live
-  local first = rnd % live
-  local room = math.min(want - taken + 1, live)
-  local got = redis.call('ZRANGE', key, dead + first, dead + math.min(first + room, live) - 1)
-  if #got < room then
-    local more = redis.call('ZRANGE', key, dead, dead + room - #got - 1)
-    for _, m in ipairs(more) do got[#got + 1] = m end
-  end
-  for _, m in ipairs(got) do
-    if taken >= want then return end
-    if m ~= me then
-      out[#out + 1] = m
-      taken = taken + 1
+if ARGV[6] ~= '0' then
+  redis.call('INCRBY', KEYS[5], ARGV[6])
+  redis.call('EXPIRE', KEYS[5], timeout + 60)
+end
+local out = {n[1], n[2], n[3], n[4]}
+-- A window of `want` peers from a random place in each set, wrapping round once.
+for k = 1, 4 do
+  local live, got = n[k], {}
+  if live > 0 and want > 0 then
+    local first = rnd % live
+    local room = math.min(want, live)
+    got = redis.call('ZRANGE', KEYS[k], first, first + room - 1)
+    if #got < room then
+      for _, m in ipairs(redis.call('ZRANGE', KEYS[k], 0, room - #got - 1)) do got[#got + 1] = m end
     end
   end
+  out[k + 4] = got
 end
-if event ~= 3 then
-  if wantfam ~= '6' then
-    if not seeder then take(p4, KEYS[1], n[1]) end
-    take(p4, KEYS[2], n[2])
-  end
-  if wantfam ~= '4' then
-    if not seeder then take(p6, KEYS[3], n[3]) end
-    take(p6, KEYS[4], n[4])
-  end
-end
-return {n[1] + n[3], n[2] + n[4], p4, p6}
+return out
 "#;
 
 const COUNTS: &str = r#"
@@ -148,6 +158,19 @@ const USERS_BY_NAME: &str = "{spore-users}:by-name";
 const USERS_VERSION: &str = "{spore-users}:version";
 const USERS_TOTALS: &str = "{spore-users}:totals";
 
+/// The allow/deny list: its info-hashes (20 bytes each) and a version bumped whenever a node publishes
+/// its list file (at start and on SIGHUP); nodes poll the version and re-read the set when it moves.
+const LIST: &str = "{spore-list}:hashes";
+const LIST_VERSION: &str = "{spore-list}:version";
+
+const PUBLISH_LIST: &str = r#"
+redis.call('DEL', KEYS[1])
+for i = 1, #ARGV, 1000 do
+  redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return redis.call('INCR', KEYS[2])
+"#;
+
 const ADD_USER: &str = r#"
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -169,36 +192,30 @@ redis.call('INCR', KEYS[3])
 return 1
 "#;
 
-/// One announce to send to the cluster.
+/// How a node uses the cluster (from `Config`).
 #[derive(Debug, Clone, Copy)]
-pub struct Job {
-    pub hash: InfoHash,
-    pub peer: SocketAddr,
-    pub left: u64,
-    pub event: Event,
-    pub want: usize,
-    pub family: Family,
-    /// Whether the announce may create the swarm (the node's per-source creation limit allows it).
-    pub may_create: bool,
-}
-
-/// The cluster's answer to one announce.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub seeders: u32,
-    pub leechers: u32,
-    pub v4: Vec<u8>,
-    pub v6: Vec<u8>,
+pub struct Settings {
+    pub fallback: Fallback,
+    pub peer_timeout: u32,
+    pub max_peers: usize,
+    /// Peers a view samples per set when nothing asks for more (one more than `default_numwant`).
+    pub sample: usize,
+    pub view_ttl: Duration,
+    pub queue_max: usize,
 }
 
 pub struct Cluster {
     conn: ClusterConnection,
     announce: redis::Script,
     counts: redis::Script,
+    list: redis::Script,
     pub fallback: Fallback,
-    peer_timeout: u32,
-    max_peers: usize,
+    settings: Settings,
     up: AtomicBool,
+    pub views: Views,
+    pub queue: Queue,
+    /// Announces answered from the view (their writes queued).
+    pub view_answers: AtomicU64,
     /// Requests the cluster failed (timed out, refused, unreachable).
     pub errors: AtomicU64,
     /// Requests sent to the cluster (one per announce or scraped info-hash).
@@ -256,14 +273,40 @@ fn peers(v: &Value, size: usize, out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
+/// Script calls of a flush in flight at once.
+const FLUSH_IN_FLIGHT: usize = 256;
+
+/// Runs every future to completion, each polled (so its request written) before any reply is waited
+/// for, and each polled again only when woken (a flush has thousands in flight); the results in order.
+async fn together<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    futures_util::future::join_all(futures).await
+}
+
 impl Cluster {
-    /// Connects to the cluster (failing clearly within `timeout` if it does not answer) and checks it
-    /// serves every slot.
+    /// Connects for an admin command (users): no view, no queue to speak of.
     pub async fn connect(
         spec: &str,
         fallback: Fallback,
         peer_timeout: u32,
         max_peers: usize,
+        timeout: Duration,
+    ) -> Result<Cluster, ClusterError> {
+        let settings = Settings {
+            fallback,
+            peer_timeout,
+            max_peers,
+            sample: 1,
+            view_ttl: Duration::ZERO,
+            queue_max: 0,
+        };
+        Self::connect_with(spec, settings, timeout).await
+    }
+
+    /// Connects to the cluster (failing clearly within `timeout` if it does not answer) and checks it
+    /// serves every slot.
+    pub async fn connect_with(
+        spec: &str,
+        settings: Settings,
         timeout: Duration,
     ) -> Result<Cluster, ClusterError> {
         let nodes = parse_addresses(spec)?;
@@ -297,10 +340,13 @@ impl Cluster {
             conn,
             announce: redis::Script::new(ANNOUNCE),
             counts: redis::Script::new(COUNTS),
-            fallback,
-            peer_timeout,
-            max_peers,
+            list: redis::Script::new(PUBLISH_LIST),
+            fallback: settings.fallback,
+            settings,
             up: AtomicBool::new(true),
+            views: Views::new(settings.view_ttl),
+            queue: Queue::new(settings.queue_max),
+            view_answers: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -344,6 +390,41 @@ impl Cluster {
         Ok(v.unwrap_or(0))
     }
 
+    /// Replaces the cluster's allow/deny list with `hashes`; the new list version.
+    pub async fn publish_list(&self, hashes: &[InfoHash]) -> Result<u64, ClusterError> {
+        let mut invocation = self.list.prepare_invoke();
+        invocation.key(LIST).key(LIST_VERSION);
+        for h in hashes {
+            invocation.arg(&h[..]);
+        }
+        let mut conn = self.conn.clone();
+        Ok(invocation.invoke_async(&mut conn).await?)
+    }
+
+    /// The list's version (0 before any node published one).
+    pub async fn list_version(&self) -> Result<u64, ClusterError> {
+        let mut conn = self.conn.clone();
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(LIST_VERSION)
+            .query_async(&mut conn)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// The cluster's allow/deny list.
+    pub async fn list(&self) -> Result<std::collections::HashSet<InfoHash>, ClusterError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(LIST)
+            .query_async(&mut conn)
+            .await?;
+        members
+            .iter()
+            .map(|m| <[u8; 20]>::try_from(m.as_slice()).map(InfoHash::from))
+            .collect::<Result<_, _>>()
+            .map_err(|_| ClusterError::Reply)
+    }
+
     /// Every passkey.
     pub async fn passkeys(&self) -> Result<std::collections::HashSet<String>, ClusterError> {
         let mut conn = self.conn.clone();
@@ -382,14 +463,19 @@ impl Cluster {
 
     /// Records whether the last request succeeded; logs once per change.
     fn note<T>(&self, result: &Result<T, ClusterError>) {
-        let ok = result.is_ok();
-        if !ok {
+        if result.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
+        self.set_up(result.as_ref().err());
+    }
+
+    /// Records whether the cluster answers (`None`) or not; logs once per change.
+    fn set_up(&self, error: Option<&ClusterError>) {
+        let ok = error.is_none();
         if self.up.swap(ok, Ordering::Relaxed) != ok {
-            match result {
-                Ok(_) => tracing::warn!("cluster reachable again"),
-                Err(e) => tracing::warn!(
+            match error {
+                None => tracing::warn!("cluster reachable again"),
+                Some(e) => tracing::warn!(
                     "cluster lost ({e}); announces are {}",
                     match self.fallback {
                         Fallback::Refuse => "refused until it is back",
@@ -400,99 +486,158 @@ impl Cluster {
         }
     }
 
+    /// Answers a plain re-announce from the swarm's view if it is fresh and holds enough peers, and
+    /// queues its write; None when the announce must go to the cluster now (a join, leave or
+    /// completion, no fresh view, a full queue, or the cluster failing: then the fallback decides).
+    pub fn from_view(&self, job: &Job) -> Option<Answer> {
+        if job.event != Event::None || !self.is_up() {
+            return None;
+        }
+        let sample = self.views.fresh(&job.hash, Instant::now())?;
+        if !sample.covers(job.want) || !self.queue.push(job.hash, job.update()) {
+            return None;
+        }
+        self.view_answers.fetch_add(1, Ordering::Relaxed);
+        Some(sample.answer(job, crate::store::random() as usize))
+    }
+
+    /// One announce: from the view, or to the cluster.
     pub async fn announce(&self, job: &Job) -> Result<Answer, ClusterError> {
+        if let Some(answer) = self.from_view(job) {
+            return Ok(answer);
+        }
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.announce_one(job).await
     }
 
     async fn announce_one(&self, job: &Job) -> Result<Answer, ClusterError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let result = self.announce_inner(job).await;
+        let size = self.settings.sample.max(job.want + 1);
+        let result = self.write(job.hash, &[job.update()], 0, size).await;
         self.note(&result);
-        result
+        Ok(result?.answer(job, crate::store::random() as usize))
     }
 
-    async fn announce_inner(&self, job: &Job) -> Result<Answer, ClusterError> {
-        let me = compact(job.peer);
-        let (member, fam): (&[u8], &str) = match &me {
-            Compact::V4(a) => (&a[..], "4"),
-            Compact::V6(a) => (&a[..], "6"),
-        };
-        let event = match job.event {
-            Event::None => 0,
-            Event::Completed => 1,
-            Event::Started => 2,
-            Event::Stopped => 3,
-        };
-        let wantfam = match job.family {
-            Family::V4 => "4",
-            Family::V6 => "6",
-            Family::Both => "0",
-        };
+    /// Runs the swarm script with `updates` (and `completed` completions besides those in them),
+    /// sampling `size` peers per set; the reply refreshes the view.
+    async fn write(
+        &self,
+        hash: InfoHash,
+        updates: &[Update],
+        completed: u64,
+        size: usize,
+    ) -> Result<Sample, ClusterError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
+        let sample = self.write_inner(&hash, updates, completed, size).await?;
+        self.views.put(hash, sample.clone(), sent);
+        Ok(sample)
+    }
+
+    async fn write_inner(
+        &self,
+        hash: &InfoHash,
+        updates: &[Update],
+        completed: u64,
+        size: usize,
+    ) -> Result<Sample, ClusterError> {
         let mut invocation = self.announce.prepare_invoke();
-        for k in keys(&job.hash) {
+        for k in keys(hash) {
             invocation.key(k);
         }
+        let completed = completed + updates.iter().filter(|u| u.completed).count() as u64;
         invocation
-            .arg(member)
-            .arg(fam)
-            .arg(u8::from(job.left == 0))
-            .arg(event)
-            .arg(job.want)
-            .arg(wantfam)
-            .arg(self.peer_timeout)
-            .arg(self.max_peers)
+            .arg(self.settings.peer_timeout)
+            .arg(self.settings.max_peers)
             .arg(crate::store::random() as u32)
-            .arg(u8::from(job.may_create));
+            .arg(size)
+            .arg(u8::from(updates.iter().any(|u| u.may_create)))
+            .arg(completed);
+        for u in updates {
+            let op = u.set + 1 + if u.stop { 4 } else { 0 };
+            invocation.arg(u.member()).arg(op);
+        }
         let mut conn = self.conn.clone();
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let Value::Array(items) = reply else {
             return Err(ClusterError::Reply);
         };
-        let [seeders, leechers, p4, p6] = items.as_slice() else {
+        let [c0, c1, c2, c3, p0, p1, p2, p3] = items.as_slice() else {
             return Err(ClusterError::Reply);
         };
-        let mut answer = Answer {
-            seeders: int(seeders).ok_or(ClusterError::Reply)?,
-            leechers: int(leechers).ok_or(ClusterError::Reply)?,
-            ..Answer::default()
+        let mut sample = Sample {
+            size,
+            ..Sample::default()
         };
-        peers(p4, 6, &mut answer.v4).ok_or(ClusterError::Reply)?;
-        peers(p6, 18, &mut answer.v6).ok_or(ClusterError::Reply)?;
-        Ok(answer)
+        for (k, (c, p)) in [(c0, p0), (c1, p1), (c2, p2), (c3, p3)]
+            .into_iter()
+            .enumerate()
+        {
+            sample.counts[k] = int(c).ok_or(ClusterError::Reply)?;
+            peers(p, if k < 2 { 6 } else { 18 }, &mut sample.peers[k])
+                .ok_or(ClusterError::Reply)?;
+        }
+        Ok(sample)
     }
 
     /// Announces in flight together: one round trip per cluster node for the lot.
     pub async fn announce_all(&self, jobs: &[Job]) -> Vec<Result<Answer, ClusterError>> {
         self.batches.fetch_add(1, Ordering::Relaxed);
-        let mut pending: Vec<_> = jobs
+        together(jobs.iter().map(|j| self.announce_one(j)).collect()).await
+    }
+
+    /// Sends every queued write, one script call per swarm, all in flight together. Writes the cluster
+    /// did not take go back in the queue for the next flush (those that do not fit are counted lost and
+    /// logged).
+    pub async fn flush(&self) {
+        let queued = self.queue.take();
+        if queued.is_empty() {
+            return;
+        }
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let calls: Vec<_> = queued
             .iter()
-            .map(|j| Box::pin(self.announce_one(j)))
+            .map(|(hash, updates)| {
+                let (one_each, completed) = coalesce(updates);
+                let extra = completed - one_each.iter().filter(|u| u.completed).count() as u64;
+                // As many peers as this period's announcers asked for: most ask for the same.
+                let size = one_each
+                    .iter()
+                    .map(|u| usize::from(u.want))
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
+                async move { self.write(*hash, &one_each, extra, size).await }
+            })
             .collect();
-        let mut results: Vec<Option<Result<Answer, ClusterError>>> =
-            (0..jobs.len()).map(|_| None).collect();
-        // Every request is polled (so written) before any reply is waited for.
-        std::future::poll_fn(|cx| {
-            let mut done = true;
-            for (f, r) in pending.iter_mut().zip(results.iter_mut()) {
-                if r.is_none() {
-                    match f.as_mut().poll(cx) {
-                        std::task::Poll::Ready(v) => *r = Some(v),
-                        std::task::Poll::Pending => done = false,
-                    }
-                }
-            }
-            if done {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
+        // A bounded number in flight: redis-rs's cluster connection walks its in-flight requests on
+        // every poll, so 10 000 at once cost more CPU on the node than the scripts cost the cluster.
+        let results: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
+            futures_util::stream::iter(calls),
+            FLUSH_IN_FLIGHT,
+        ))
         .await;
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(ClusterError::Reply)))
-            .collect()
+        let (calls, mut failed, mut lost) = (results.len(), 0, 0);
+        let mut first_error = None;
+        for ((hash, updates), result) in queued.into_iter().zip(results) {
+            if let Err(e) = result {
+                failed += 1;
+                first_error.get_or_insert(e);
+                lost += self.queue.requeue(hash, updates);
+            }
+        }
+        self.errors.fetch_add(failed, Ordering::Relaxed);
+        // The state changes only when the whole flush went one way: while one master fails over, the
+        // others' swarms keep being flushed, and the failed writes are retried by the next flush.
+        if failed == 0 {
+            self.set_up(None);
+        } else if failed == calls as u64 {
+            self.set_up(first_error.as_ref());
+        }
+        if lost > 0 {
+            tracing::warn!(
+                "{lost} peer refreshes lost: the cluster did not take them and the write queue is full"
+            );
+        }
     }
 
     pub async fn scrape(&self, hash: &InfoHash) -> Result<ScrapeStats, ClusterError> {

@@ -72,7 +72,18 @@ pub struct Config {
     pub cluster_fallback: crate::cluster::Fallback,
     /// Seconds to wait for the cluster at start before giving up.
     pub cluster_connect_timeout: u64,
+    /// Milliseconds a node answers plain re-announces of a swarm from the sample the cluster last gave
+    /// it (0: every announce goes to the cluster); at most 10 000.
+    pub cluster_view_ttl_ms: u64,
+    /// Milliseconds at most between two sends of the queued re-announce writes (one script call per
+    /// swarm carrying all of them); at most 10 000.
+    pub cluster_flush_interval_ms: u64,
+    /// Most writes queued for the next flush; past it announces go to the cluster one by one.
+    pub cluster_queue_max: usize,
 }
+
+/// Longest `cluster_view_ttl_ms` and `cluster_flush_interval_ms`.
+const MAX_STALE_MS: u64 = 10_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -107,13 +118,31 @@ impl Default for Config {
             cluster: String::new(),
             cluster_fallback: crate::cluster::Fallback::Refuse,
             cluster_connect_timeout: 10,
+            cluster_view_ttl_ms: 2000,
+            cluster_flush_interval_ms: 1000,
+            cluster_queue_max: 1_000_000,
         }
     }
 }
 
 impl Config {
     pub fn from_toml(text: &str) -> Result<Config, crate::Error> {
-        Ok(toml::from_str(text)?)
+        let config: Config = toml::from_str(text)?;
+        // The view's staleness is bounded by these two: seconds, never minutes.
+        for (name, ms) in [
+            ("cluster_view_ttl_ms", config.cluster_view_ttl_ms),
+            (
+                "cluster_flush_interval_ms",
+                config.cluster_flush_interval_ms,
+            ),
+        ] {
+            if ms > MAX_STALE_MS || (name == "cluster_flush_interval_ms" && ms == 0) {
+                return Err(crate::Error::Config(format!(
+                    "{name} = {ms}: expected 1 to {MAX_STALE_MS} (0 for the view: no view)"
+                )));
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -151,6 +180,9 @@ mod tests {
             cluster = "redis://127.0.0.1:7000,127.0.0.1:7001"
             cluster_fallback = "local"
             cluster_connect_timeout = 3
+            cluster_view_ttl_ms = 500
+            cluster_flush_interval_ms = 250
+            cluster_queue_max = 10
             "#,
         )
         .unwrap();
@@ -159,6 +191,22 @@ mod tests {
         assert_eq!(c.cluster, "redis://127.0.0.1:7000,127.0.0.1:7001");
         assert_eq!(c.cluster_fallback, crate::cluster::Fallback::Local);
         assert_eq!(c.cluster_connect_timeout, 3);
+        assert_eq!(
+            (
+                c.cluster_view_ttl_ms,
+                c.cluster_flush_interval_ms,
+                c.cluster_queue_max
+            ),
+            (500, 250, 10)
+        );
+        assert!(Config::from_toml("cluster_view_ttl_ms = 60000").is_err());
+        assert!(Config::from_toml("cluster_flush_interval_ms = 0").is_err());
+        assert_eq!(
+            Config::from_toml("cluster_view_ttl_ms = 0")
+                .unwrap()
+                .cluster_view_ttl_ms,
+            0
+        );
         assert!(Config::from_toml("cluster_fallback = \"maybe\"").is_err());
         assert_eq!(c.https, "127.0.0.1:7443");
         assert_eq!(

@@ -458,7 +458,7 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
         metric(
             "spore_tracker_cluster_requests_total",
             "counter",
-            "Requests sent to the cluster (one per announce or scraped info-hash).",
+            "Script calls sent to the cluster (one per announce sent at once, per swarm flushed, per scraped info-hash).",
             &[("", load(&cluster.requests))],
         );
         metric(
@@ -472,6 +472,30 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
             "counter",
             "Requests to the cluster that failed.",
             &[("", load(&cluster.errors))],
+        );
+        metric(
+            "spore_tracker_cluster_view_answers_total",
+            "counter",
+            "Re-announces answered from this node's view of the swarm (their writes queued).",
+            &[("", load(&cluster.view_answers))],
+        );
+        metric(
+            "spore_tracker_cluster_queued",
+            "gauge",
+            "Writes waiting for the next flush to the cluster.",
+            &[("", cluster.queue.len() as u64)],
+        );
+        metric(
+            "spore_tracker_cluster_queue_full_total",
+            "counter",
+            "Announces sent to the cluster at once because the write queue was full.",
+            &[("", load(&cluster.queue.full))],
+        );
+        metric(
+            "spore_tracker_cluster_writes_lost_total",
+            "counter",
+            "Queued writes dropped: the cluster failed them and the queue had no room to retry.",
+            &[("", load(&cluster.queue.lost))],
         );
     }
     metric(

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod cluster;
+mod cluster_view;
 mod config;
 mod conn_id;
 mod error;
@@ -45,6 +46,8 @@ pub struct State {
     full_scrapes_in_flight: std::sync::atomic::AtomicUsize,
     full_scrapes:
         parking_lot::Mutex<std::collections::HashMap<sources::Source, std::time::Instant>>,
+    /// Woken when the list file was re-read (SIGHUP), to publish it to the cluster.
+    list_reloaded: tokio::sync::Notify,
 }
 
 /// Most addresses remembered for the full-scrape rate limit; past this the table is cleared, which
@@ -90,6 +93,7 @@ impl State {
             full_scrapes: Default::default(),
             full_scrapes_in_flight: Default::default(),
             http_open: Default::default(),
+            list_reloaded: tokio::sync::Notify::new(),
             config,
         })
     }
@@ -185,14 +189,15 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         None
     } else {
         let timeout = Duration::from_secs(config.cluster_connect_timeout);
-        let c = cluster::Cluster::connect(
-            &config.cluster,
-            config.cluster_fallback,
-            config.peer_timeout,
-            config.max_peers_per_swarm,
-            timeout,
-        )
-        .await?;
+        let settings = cluster::Settings {
+            fallback: config.cluster_fallback,
+            peer_timeout: config.peer_timeout,
+            max_peers: config.max_peers_per_swarm,
+            sample: config.default_numwant.min(config.max_numwant) + 1,
+            view_ttl: Duration::from_millis(config.cluster_view_ttl_ms),
+            queue_max: config.cluster_queue_max,
+        };
+        let c = cluster::Cluster::connect_with(&config.cluster, settings, timeout).await?;
         conn_ids = ConnectionIds::rotating();
         let now = conn_id::period_of(conn_id::current_window());
         for period in [now.saturating_sub(1), now, now + 1] {
@@ -211,6 +216,29 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
             .await
             .map_err(|_| Error::Config("the cluster did not list the users in time".into()))??;
         state.access.set_users(users);
+    }
+    let mut list_version = None;
+    let uses_list = matches!(state.access.mode(), Mode::Allow | Mode::Deny)
+        || state.access.file_list().is_some();
+    if let (Some(cluster), true) = (&state.cluster, uses_list) {
+        // This node's list file (if any) becomes the cluster's; without one, the cluster's is used.
+        let list = async {
+            match state.access.file_list() {
+                Some(hashes) => cluster.publish_list(&hashes).await,
+                None => {
+                    let v = cluster.list_version().await?;
+                    state.access.set_list(cluster.list().await?);
+                    Ok(v)
+                }
+            }
+        };
+        list_version = Some(
+            tokio::time::timeout(Duration::from_secs(10), list)
+                .await
+                .map_err(|_| {
+                    Error::Config("the cluster did not share the list in time".into())
+                })??,
+        );
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -297,6 +325,10 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
 
     if state.cluster.is_some() {
         tasks.push(tokio::spawn(share_conn_id_keys(state.clone())));
+        tasks.push(tokio::spawn(flush_writes(state.clone())));
+        if uses_list {
+            tasks.push(tokio::spawn(share_list(state.clone(), list_version)));
+        }
         if state.access.mode() == Mode::Private {
             tasks.push(tokio::spawn(share_users(state.clone())));
         }
@@ -314,7 +346,8 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
             n += 1;
             state.rates.sample(&state.counters);
             if n.is_multiple_of(2) {
-                if state.access.mode() == Mode::Private {
+                // On a cluster the list is the cluster's, re-read from the file on SIGHUP only.
+                if state.access.mode() == Mode::Private && state.cluster.is_none() {
                     if let Err(e) = state.access.reload() {
                         tracing::warn!("reloading users: {e:#}");
                     }
@@ -374,12 +407,15 @@ impl Running {
         }
         if let Some(cluster) = &self.state.cluster {
             save_totals(&self.state, cluster).await;
+            cluster.flush().await;
         }
     }
 
-    /// Re-reads the list file and users (SIGHUP).
+    /// Re-reads the list file and users (SIGHUP); on a cluster, the list read is published to every node.
     pub fn reload(&self) -> Result<(), Error> {
-        self.state.access.reload()
+        self.state.access.reload()?;
+        self.state.list_reloaded.notify_one();
+        Ok(())
     }
 }
 
@@ -420,18 +456,99 @@ async fn share_users(state: Arc<State>) {
     let mut tick = tokio::time::interval(USERS_POLL);
     loop {
         tick.tick().await;
-        match cluster.users_version().await {
-            Ok(v) if seen != Some(v) => match cluster.passkeys().await {
-                Ok(users) => {
-                    state.access.set_users(users);
-                    seen = Some(v);
-                }
-                Err(e) => tracing::debug!("reading users from the cluster: {e}"),
-            },
-            Ok(_) => {}
-            Err(e) => tracing::debug!("polling the cluster's users: {e}"),
-        }
+        follow(
+            &mut seen,
+            "users",
+            cluster.users_version().await,
+            async || cluster.passkeys().await,
+            |users| state.access.set_users(users),
+        )
+        .await;
         save_totals(&state, cluster).await;
+    }
+}
+
+/// Sends the queued re-announce writes every `cluster_flush_interval_ms` (sooner when the queue is half
+/// full) and forgets views past their time to live.
+async fn flush_writes(state: Arc<State>) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        state.config.cluster_flush_interval_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cluster.queue.wake.notified() => {}
+        }
+        cluster.flush().await;
+        cluster.views.prune(std::time::Instant::now());
+    }
+}
+
+/// How often a node asks the cluster whether the allow/deny list changed.
+const LIST_POLL: Duration = Duration::from_millis(300);
+
+/// Keeps this node's allow/deny list the cluster's: publishes the list file when it is re-read
+/// (SIGHUP), and re-reads the cluster's when another node published one (within `LIST_POLL` and a
+/// round trip).
+async fn share_list(state: Arc<State>, mut seen: Option<u64>) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let mut tick = tokio::time::interval(LIST_POLL);
+    let mut publish = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.list_reloaded.notified() => publish = true,
+        }
+        if publish {
+            let hashes = state.access.file_list().unwrap_or_default();
+            match cluster.publish_list(&hashes).await {
+                Ok(v) => {
+                    tracing::info!(
+                        "published the list file ({} info-hashes) to the cluster",
+                        hashes.len()
+                    );
+                    seen = Some(v);
+                    publish = false;
+                }
+                Err(e) => tracing::warn!("publishing the list to the cluster: {e}"),
+            }
+            continue;
+        }
+        follow(
+            &mut seen,
+            "list",
+            cluster.list_version().await,
+            async || cluster.list().await,
+            |list| state.access.set_list(list),
+        )
+        .await;
+    }
+}
+
+/// Applies what the cluster keeps under a version (users, the list) when the version moved past `seen`.
+async fn follow<T>(
+    seen: &mut Option<u64>,
+    what: &str,
+    version: Result<u64, cluster::ClusterError>,
+    read: impl AsyncFnOnce() -> Result<T, cluster::ClusterError>,
+    apply: impl FnOnce(T),
+) {
+    match version {
+        Ok(v) if *seen != Some(v) => match read().await {
+            Ok(value) => {
+                apply(value);
+                *seen = Some(v);
+            }
+            Err(e) => tracing::debug!("reading the {what} from the cluster: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::debug!("polling the cluster's {what}: {e}"),
     }
 }
 

@@ -163,8 +163,8 @@ fn handle(
             out.extend_from_slice(&transaction_id.to_be_bytes());
             out.extend_from_slice(&state.config.interval.to_be_bytes());
             out.extend_from_slice(&[0; 8]);
-            if state.cluster.is_some() {
-                *pending = Some(Job {
+            if let Some(cluster) = &state.cluster {
+                let job = Job {
                     hash: announce.info_hash,
                     peer,
                     left: announce.left,
@@ -172,7 +172,11 @@ fn handle(
                     want: cluster::want(&state.config, announce.numwant),
                     family,
                     may_create: state.store.may_create(&announce.info_hash, peer),
-                });
+                };
+                match cluster.from_view(&job) {
+                    Some(answer) => write_answer(state, out, &job, Ok(answer)),
+                    None => *pending = Some(job),
+                }
                 return true;
             }
             let mut unused = Vec::new();
@@ -255,25 +259,34 @@ fn finish_cluster_announces(
     };
     let answers = runtime.block_on(cluster.announce_all(jobs));
     for ((job, &(batch, reply)), answer) in jobs.iter().zip(at).zip(answers) {
-        let out = &mut batches[batch].replies[reply];
-        match cluster::complete(state, job, answer) {
-            Ok(answer) => {
-                write_counts(out, answer.leechers, answer.seeders);
-                out.extend_from_slice(match job.family {
-                    Family::V6 => &answer.v6,
-                    _ => &answer.v4,
-                });
+        write_answer(state, &mut batches[batch].replies[reply], job, answer);
+    }
+}
+
+/// Completes an announce reply left at its header: the counts and peers, or the fallback's failure.
+fn write_answer(
+    state: &State,
+    out: &mut Vec<u8>,
+    job: &Job,
+    answer: Result<cluster::Answer, cluster::ClusterError>,
+) {
+    match cluster::complete(state, job, answer) {
+        Ok(answer) => {
+            write_counts(out, answer.leechers, answer.seeders);
+            out.extend_from_slice(match job.family {
+                Family::V6 => &answer.v6,
+                _ => &answer.v4,
+            });
+        }
+        Err(reason) => {
+            let transaction_id = u32::from_be_bytes([out[4], out[5], out[6], out[7]]);
+            out.clear();
+            Counters::add(&state.counters.errors);
+            Response::Error {
+                transaction_id,
+                message: reason.to_string(),
             }
-            Err(reason) => {
-                let transaction_id = u32::from_be_bytes([out[4], out[5], out[6], out[7]]);
-                out.clear();
-                Counters::add(&state.counters.errors);
-                Response::Error {
-                    transaction_id,
-                    message: reason.to_string(),
-                }
-                .write(out);
-            }
+            .write(out);
         }
     }
 }
