@@ -693,7 +693,7 @@ impl TorrentCore {
             // Between rounds, slots that unchoked peers stopped using go to waiting peers.
             let slots = self.config.upload_slots + 1;
             for _ in 0..slots {
-                self.fill_free_slot();
+                self.fill_free_slot(None);
             }
             self.next_slot_check = now + self.config.limits.slot_check;
         }
@@ -730,6 +730,13 @@ impl TorrentCore {
     }
 
     // ----- settings and views -----
+
+    /// Chokes a peer now (its pending requests void, or rejected under BEP 6) and gives its slot to a
+    /// waiting peer.
+    pub fn choke_peer(&mut self, peer: PeerKey, now: Instant) {
+        self.advance(now);
+        self.choke_and_refill(peer.0);
+    }
 
     /// Changes a piece's priority (0: not wanted).
     pub fn set_piece_priority(&mut self, piece: u32, priority: u8) {
@@ -907,7 +914,7 @@ impl TorrentCore {
             });
         }
         if !p.conn.am_choking {
-            self.fill_free_slot();
+            self.fill_free_slot(None);
         }
         self.dial();
     }
@@ -999,7 +1006,7 @@ impl TorrentCore {
                 p.snubbed = false;
                 p.last_block = now;
             }
-            Event::Interested => self.fill_free_slot(),
+            Event::Interested => self.fill_free_slot(None),
             Event::NotInterested => {}
             Event::Block { index, begin, data } => {
                 let block = BlockRef {
@@ -1168,7 +1175,7 @@ impl TorrentCore {
             Accepted::Full if !fast => {
                 // No way to refuse one request: choking voids them all, and the choker may unchoke the
                 // peer again later.
-                self.choke_peer(key);
+                self.choke_and_refill(key);
             }
             Accepted::Full | Accepted::Duplicate => {
                 if fast {
@@ -1256,9 +1263,11 @@ impl TorrentCore {
 
     /// Chokes a peer (a slow reader, or one over its request cap without the fast extension) and gives
     /// its slot away.
-    fn choke_peer(&mut self, key: u64) {
+    fn choke_and_refill(&mut self, key: u64) {
         self.choke(key);
-        self.fill_free_slot();
+        // Not to the same peer: the choke is what voids its requests, and an unchoke right after would
+        // let it fill its queue again at once. A later pass may unchoke it again.
+        self.fill_free_slot(Some(key));
     }
 
     /// A peer's socket stopped taking data or drained again: a stalled peer gives its upload slot to
@@ -1277,7 +1286,7 @@ impl TorrentCore {
                 // It held a slot and stopped reading.
                 self.note_misuse(key);
             }
-            self.fill_free_slot();
+            self.fill_free_slot(None);
         }
     }
 
@@ -1288,13 +1297,14 @@ impl TorrentCore {
     ///
     /// When every slot is held, a waiting peer with less misuse than a holder takes that holder's slot:
     /// a peer with misuse on record keeps a slot only while no cleaner peer waits.
-    fn fill_free_slot(&mut self) {
+    fn fill_free_slot(&mut self, except: Option<u64>) {
         let slots = self.config.upload_slots + 1;
         let (now, idle) = (self.now, self.config.limits.slot_idle);
         let Some(best) = self
             .peers
-            .values()
-            .filter(|p| p.waiting())
+            .iter()
+            .filter(|(k, p)| p.waiting() && Some(**k) != except)
+            .map(|(_, p)| p)
             .map(|p| (p.misuse, p.turns))
             .min()
         else {
@@ -1320,7 +1330,7 @@ impl TorrentCore {
         let waiting: Vec<u64> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.waiting() && (p.misuse, p.turns) == best)
+            .filter(|(k, p)| p.waiting() && (p.misuse, p.turns) == best && Some(**k) != except)
             .map(|(k, _)| *k)
             .collect();
         if waiting.is_empty() {
@@ -1447,7 +1457,7 @@ impl TorrentCore {
                 .is_some_and(|since| now.saturating_duration_since(since) >= limits.stall_choke)
                 && !p.conn.am_choking
             {
-                self.choke_peer(k);
+                self.choke_and_refill(k);
             }
             self.maybe_pex(k);
             self.to_fill.insert(k);

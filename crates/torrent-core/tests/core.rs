@@ -548,6 +548,7 @@ fn requests_past_the_cap_are_rejected_under_bep_6_and_choke_the_peer_without_it(
         .count();
     assert_eq!(cancelled, MAX_PEER_REQUESTS);
     assert_eq!(h.core.peer(slow).expect("known").uploads_pending, 0);
+    assert!(!h.unchoked(slow), "not unchoked again by the same stroke");
 }
 
 #[test]
