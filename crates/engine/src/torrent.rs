@@ -485,6 +485,9 @@ impl Shared {
                 }
             }
             Action::Completed => after.push(After::Completed),
+            Action::Banned { ip } => {
+                tracing::warn!("banning {ip}: sent data that failed the hash check");
+            }
             Action::ServeMetadata {
                 peer,
                 reply_id,

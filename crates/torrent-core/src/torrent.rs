@@ -142,6 +142,11 @@ pub enum Action {
     },
     /// Every wanted piece is verified.
     Completed,
+    /// An IP is banned from now on (its connections get `Disconnect` actions): worth a log line.
+    Banned {
+        /// Which.
+        ip: IpAddr,
+    },
     /// Answer a BEP 9 request for a piece of the info dictionary (or reject it).
     ServeMetadata {
         /// For whom.
@@ -566,7 +571,9 @@ impl TorrentCore {
 
     /// Bans `ip` and drops its connections.
     pub fn ban(&mut self, ip: IpAddr) {
-        self.banned.insert(ip);
+        if self.banned.insert(ip) {
+            self.actions.push_back(Action::Banned { ip });
+        }
         let keys: Vec<u64> = self
             .peers
             .iter()

@@ -144,6 +144,7 @@ impl Pair {
                         .handle_event(other, PeerEvent::Closed, now);
                 }
                 Action::CancelRead { .. }
+                | Action::Banned { .. }
                 | Action::Connect { .. }
                 | Action::Announce { .. }
                 | Action::ServeMetadata { .. }
