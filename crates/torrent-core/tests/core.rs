@@ -783,3 +783,43 @@ fn a_protocol_violation_ends_the_connection() {
     ));
     assert_eq!(h.core.peer_count(), 0);
 }
+
+#[test]
+fn client_names_are_cleaned_and_capped() {
+    use torrent_core::{client_name, MAX_CLIENT_NAME};
+    assert_eq!(
+        client_name("qBittorrent 4.6.2"),
+        Some("qBittorrent 4.6.2".into())
+    );
+    assert_eq!(
+        client_name("evil\u{1b}[31m\nname\0"),
+        Some("evil[31mname".into())
+    );
+    assert_eq!(client_name(" \t\r "), None);
+    let long = "x".repeat(1000);
+    assert_eq!(
+        client_name(&long).map(|n| n.chars().count()),
+        Some(MAX_CLIENT_NAME)
+    );
+}
+
+#[test]
+fn a_client_name_from_the_extension_handshake_is_kept_cleaned() {
+    let mut h = H::new(8, true, |_| {});
+    let k = h.add([10, 15, 0, 1], 1);
+    let hs = ExtensionHandshake {
+        client: Some("Some\u{7}Client 1.0".to_string()),
+        ..Default::default()
+    };
+    h.msg(
+        k,
+        Message::Extended {
+            id: 0,
+            payload: hs.encode().into(),
+        },
+    );
+    assert_eq!(
+        h.core.peer(k).expect("known").client.as_deref(),
+        Some("SomeClient 1.0")
+    );
+}
