@@ -247,6 +247,16 @@ struct Announces {
     completed_sent: bool,
 }
 
+/// Whether we want piece `i` and lack it.
+fn wants(picker: &Picker, i: u32) -> bool {
+    picker.priority_of(i) > 0 && !picker.have().get(i)
+}
+
+/// Pieces of `bits` we want and lack.
+fn wanted_from(picker: &Picker, bits: &Bitfield) -> u32 {
+    bits.ones().filter(|&i| wants(picker, i)).count() as u32
+}
+
 /// One torrent's state and policy; see the crate documentation.
 pub struct TorrentCore {
     config: CoreConfig,
@@ -283,6 +293,9 @@ pub struct TorrentCore {
     stats: Stats,
     completed: bool,
     stopped: bool,
+    /// A priority changed between wanted and not: every peer's `wanted` count is recounted at the next
+    /// interest check.
+    wanted_stale: bool,
 }
 
 impl TorrentCore {
@@ -332,6 +345,7 @@ impl TorrentCore {
             stats: Stats::default(),
             completed,
             stopped: false,
+            wanted_stale: false,
             config,
         };
         let fixed = core.config.peers.clone();
@@ -516,6 +530,13 @@ impl TorrentCore {
         self.advance(now);
         let contributors = self.contributors.remove(&piece).unwrap_or_default();
         if ok {
+            if wants(&self.picker, piece) {
+                for p in self.peers.values_mut() {
+                    if p.bitfield.get(piece) {
+                        p.wanted = p.wanted.saturating_sub(1);
+                    }
+                }
+            }
             self.picker.verified(piece);
             let keys: Vec<u64> = self.peers.keys().copied().collect();
             for k in &keys {
@@ -747,6 +768,9 @@ impl TorrentCore {
 
     /// Changes a piece's priority (0: not wanted).
     pub fn set_piece_priority(&mut self, piece: u32, priority: u8) {
+        if (self.picker.priority_of(piece) > 0) != (priority > 0) {
+            self.wanted_stale = true;
+        }
         self.picker.set_priority(piece, priority);
         self.fill_all();
     }
@@ -998,6 +1022,9 @@ impl TorrentCore {
             Event::Have(i) => {
                 if p.bitfield.set(i) {
                     self.picker.peer_has(i);
+                    if wants(&self.picker, i) {
+                        p.wanted += 1;
+                    }
                 }
                 if !p.conn.am_interested || p.bitfield.is_complete() {
                     self.update_interest(key);
@@ -1066,6 +1093,7 @@ impl TorrentCore {
         };
         self.picker.peer_gone(&p.bitfield);
         self.picker.peer_has_all(&bits);
+        p.wanted = wanted_from(&self.picker, &bits);
         p.bitfield = bits;
     }
 
@@ -1079,8 +1107,16 @@ impl TorrentCore {
             self.remove_peer(key, Some(DisconnectReason::BothSeeds));
             return;
         }
-        let interesting = self.picker.interesting(&p.bitfield);
-        if let Some(m) = p.conn.set_interested(interesting) {
+        if self.wanted_stale {
+            self.wanted_stale = false;
+            for p in self.peers.values_mut() {
+                p.wanted = wanted_from(&self.picker, &p.bitfield);
+            }
+        }
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Some(m) = p.conn.set_interested(p.wanted > 0) {
             self.send(key, m);
         }
         self.to_fill.insert(key);

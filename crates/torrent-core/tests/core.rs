@@ -823,3 +823,39 @@ fn a_client_name_from_the_extension_handshake_is_kept_cleaned() {
         Some("SomeClient 1.0")
     );
 }
+
+#[test]
+fn interest_follows_the_peers_pieces_our_pieces_and_priorities() {
+    let mut h = H::new(4, false, |_| {});
+    let k = h.add([10, 16, 0, 1], 1);
+    h.drain();
+    h.msg(k, Message::Have(3));
+    assert_eq!(sent(&h.drain(), k), vec![Message::Interested]);
+    // Piece 3 no longer wanted: nothing to get from this peer.
+    h.core.set_piece_priority(3, 0);
+    h.msg(k, Message::KeepAlive);
+    h.msg(k, Message::Have(3));
+    h.msg(k, Message::Have(2));
+    let actions = h.drain();
+    assert!(
+        sent(&actions, k).is_empty(),
+        "piece 2 is wanted: still interested"
+    );
+    // We get piece 2 elsewhere: the peer has nothing else we want.
+    let other = h.add([10, 16, 0, 2], 1);
+    h.msg(other, Message::HaveAll);
+    h.msg(other, Message::Unchoke);
+    let reqs: Vec<BlockRef> = requests(&h.drain(), other)
+        .into_iter()
+        .filter(|b| b.index == 2)
+        .collect();
+    for b in reqs {
+        h.msg(other, piece_msg(b, 0));
+    }
+    h.drain();
+    h.core.piece_checked(2, true, h.now);
+    assert!(sent(&h.drain(), k).contains(&Message::NotInterested));
+    h.core.set_piece_priority(3, 2);
+    h.msg(k, Message::Have(1));
+    assert!(sent(&h.drain(), k).contains(&Message::Interested));
+}
