@@ -1026,7 +1026,7 @@ impl TorrentCore {
                         p.wanted += 1;
                     }
                 }
-                if !p.conn.am_interested || p.bitfield.is_complete() {
+                if !p.conn.am_interested {
                     self.update_interest(key);
                 }
             }
