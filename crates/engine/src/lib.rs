@@ -5,6 +5,8 @@ mod aligned;
 mod conns;
 pub mod dht;
 mod http;
+mod launch;
+mod link;
 pub mod lsd;
 pub mod metadata;
 mod peer;
@@ -37,18 +39,19 @@ pub mod fuzzing {
 pub use conns::{
     ip_group, raise_nofile_limit, AcceptBackoff, FdBudget, HandshakeLimits, FILE_RESERVE,
 };
+pub use launch::start;
 pub use rate::Limiter;
 pub use session::Session;
 pub use storage::{piece_matches, DiskError, FilePathsError, Storage};
 pub use stream::{ReadError, Reader};
 pub use torrent::{
-    new_peer_id, start, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
+    new_peer_id, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
     TorrentError, TorrentHandle, TrackerStats, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
 };
-pub use torrent_core::Bitfield;
 /// The piece set, the picker and the seeded generator live in the pure `torrent-core` crate; these
 /// paths keep working for the engine's users.
-pub(crate) use torrent_core::{bitfield, picker};
+pub(crate) use torrent_core::bitfield;
+pub use torrent_core::Bitfield;
 pub use torrent_core::{Picker, Received, BLOCK};
 pub use upload::{
     set_upload_memory, upload_memory_limit, upload_memory_used, DEFAULT_UPLOAD_MEMORY,

@@ -702,6 +702,11 @@ impl TorrentCore {
         if !self.config.peers.is_empty() {
             next = next.min(self.next_redial);
         }
+        // Peer exchanges go when due, not at the next tick: the first one is 2 s after the extension
+        // handshake, and a swarm that finishes in 3 s has little time to spare.
+        if let Some(pex) = self.next_pex_due() {
+            next = next.min(pex);
+        }
         Some(next)
     }
 
@@ -728,6 +733,12 @@ impl TorrentCore {
         if now >= self.next_tick {
             self.tick();
             self.next_tick = now + self.config.limits.tick;
+        }
+        if self.next_pex_due().is_some_and(|due| due <= now) {
+            let keys: Vec<u64> = self.peers.keys().copied().collect();
+            for k in keys {
+                self.maybe_pex(k);
+            }
         }
         if let (Some(at), false) = (self.announces.next, self.announces.in_flight) {
             if now >= at {
@@ -1502,9 +1513,17 @@ impl TorrentCore {
             {
                 self.choke_and_refill(k);
             }
-            self.maybe_pex(k);
             self.to_fill.insert(k);
         }
+    }
+
+    /// The earliest peer exchange due.
+    fn next_pex_due(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter(|p| p.their_ut_pex.is_some())
+            .filter_map(|p| p.next_pex)
+            .min()
     }
 
     /// Tells the peer which peers we are connected to now and which we dropped (BEP 11), when due.

@@ -639,6 +639,8 @@ fn pex_sent(actions: &[Action], to: PeerKey) -> Vec<wire::PexMessage> {
 fn peer_exchange_goes_two_seconds_after_the_handshake_then_every_minute() {
     let mut h = H::new(8, true, |c| c.max_peers = 100);
     let k = h.add([10, 9, 0, 1], 1);
+    // Off the core's one-second tick, so an exchange sent at the next tick would be late.
+    h.advance(Duration::from_millis(300));
     h.msg(k, extension_handshake(true, 7000));
     let others: Vec<PeerKey> = (0..60)
         .map(|i| {
@@ -648,9 +650,10 @@ fn peer_exchange_goes_two_seconds_after_the_handshake_then_every_minute() {
         })
         .collect();
     h.drain();
-    h.advance(Duration::from_millis(1500));
+    h.advance(Duration::from_millis(1999));
     assert!(pex_sent(&h.drain(), k).is_empty(), "not before 2 s");
-    h.advance(Duration::from_millis(600));
+    // At 2 s exactly, not at the next per-peer tick.
+    h.advance(Duration::from_millis(1));
     let first = pex_sent(&h.drain(), k);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].added.len(), 50, "at most 50 a message");
