@@ -28,9 +28,11 @@ stop() { pkill -P "$1" 2> /dev/null || kill "$1" 2> /dev/null || true; wait "$1"
 cleanup() { for p in "${pids[@]}"; do stop "$p"; done; }
 trap cleanup EXIT
 
+# A previous run's log would answer the wait below before this tracker truncates it, with a dead URL.
+rm -f tracker.out
 "$SPORE" tracker --http 127.0.0.1:0 --udp off > tracker.out 2>&1 &
 pids+=($!)
-until grep -q "HTTP on" tracker.out; do sleep 0.1; done
+until grep -q "HTTP on" tracker.out 2> /dev/null; do sleep 0.1; done
 URL=$(grep -o 'http://[^ ]*' tracker.out)
 "$SPORE" create "$FILE" -o t.torrent -t "$URL" --piece-length "$PIECE" --no-date > /dev/null
 

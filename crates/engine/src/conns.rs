@@ -596,7 +596,7 @@ mod tests {
         })
         .await;
         assert_eq!(budget.used(), 3, "each dial holds a unit of the budget");
-        assert_eq!(seed.handle.shared.state.lock().connected.len(), 3);
+        assert_eq!(seed.handle.shared.state.lock().core.connected_count(), 3);
 
         let (addrs, accepted) = mute_peers(10).await;
         let seed = crate::testutil::seed(16 * 1024, 16 * 1024, |c| {
@@ -608,6 +608,6 @@ mod tests {
             accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2
         })
         .await;
-        assert_eq!(seed.handle.shared.state.lock().connected.len(), 2);
+        assert_eq!(seed.handle.shared.state.lock().core.connected_count(), 2);
     }
 }

@@ -9,6 +9,8 @@ mod error;
 pub mod external_ip;
 mod handle;
 mod http;
+mod launch;
+mod link;
 pub mod lsd;
 pub mod metadata;
 mod peer;
@@ -46,19 +48,20 @@ pub use discovery::Discovery;
 pub use error::{DiscoveryError, HttpError, MagnetError, MetadataError, StartError, TrackerError};
 pub use http::{api_request, ApiRequest};
 pub use ids::{InfoHash, PeerId};
+pub use launch::start;
 pub use rate::Limiter;
 pub use seed_goal::SeedGoal;
 pub use session::Session;
 pub use storage::{piece_matches, DiskError, FilePathsError, Storage};
 pub use stream::{ReadError, Reader};
 pub use torrent::{
-    new_peer_id, start, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
+    new_peer_id, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
     TorrentError, TorrentHandle, TrackerStats, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
 };
-pub use torrent_core::Bitfield;
 /// The piece set, the picker and the seeded generator live in the pure `torrent-core` crate; these
 /// paths keep working for the engine's users.
-pub(crate) use torrent_core::{bitfield, picker};
+pub(crate) use torrent_core::bitfield;
+pub use torrent_core::Bitfield;
 pub use torrent_core::{Picker, Received, BLOCK};
 pub use upload::{
     set_upload_memory, upload_memory_limit, upload_memory_used, DEFAULT_UPLOAD_MEMORY,

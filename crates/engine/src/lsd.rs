@@ -15,8 +15,7 @@ use wire::LsdAnnounce;
 use crate::torrent::Shared;
 
 /// BEP 14's IPv4 group and port.
-pub const DEFAULT_GROUP: SocketAddr =
-    SocketAddr::V4(SocketAddrV4::new(wire::LSD_GROUP_V4, wire::LSD_PORT));
+pub use crate::torrent::LSD_GROUP as DEFAULT_GROUP;
 
 /// How often we announce a torrent. BEP 14 leaves the rate to us; once per 5 minutes keeps a busy LAN
 /// quiet while a newcomer still finds us at once (every peer answers its first announce by dialling it).

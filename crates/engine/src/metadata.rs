@@ -457,7 +457,7 @@ mod tests {
             crate::torrent::TorrentConfig::new(torrent.clone(), dir.path().join("content"));
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.use_trackers = false;
-        let seed = crate::torrent::start(config).await.unwrap();
+        let seed = crate::start(config).await.unwrap();
         let request = MetadataRequest {
             info_hash: crate::torrent::wire_id(&torrent),
             expect_v1: torrent.info_hash_v1,

@@ -67,15 +67,15 @@ impl Reader {
         let window: Vec<u32> = (u64::from(first)..=ahead_last).map(|p| p as u32).collect();
         let deadline = tokio::time::Instant::now() + wait;
         let mut stopping = shared.stopping();
-        {
-            let mut st = shared.state.lock();
+        let id = self.id;
+        shared.with_core_now(|core, _| {
             let pending: Vec<u32> = window
                 .iter()
                 .copied()
-                .filter(|&p| !st.picker.have().get(p))
+                .filter(|&p| !core.have().get(p))
                 .collect();
-            st.picker.set_deadlines(self.id, pending);
-        }
+            core.set_deadlines(id, pending);
+        });
         loop {
             let notified = shared.piece_done.notified();
             if *stopping.borrow_and_update() || shared.failure().is_some() {
@@ -83,9 +83,7 @@ impl Reader {
             }
             let ready = {
                 let st = shared.state.lock();
-                (first..=last)
-                    .take_while(|&p| st.picker.have().get(p))
-                    .last()
+                (first..=last).take_while(|&p| st.core.have().get(p)).last()
             };
             if let Some(had) = ready {
                 // The bytes up to the end of the last verified piece in a row, or of the read.
@@ -112,10 +110,8 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
+        let id = self.id;
         self.shared
-            .state
-            .lock()
-            .picker
-            .set_deadlines(self.id, Vec::new());
+            .with_core_now(|core, _| core.set_deadlines(id, Vec::new()));
     }
 }

@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wire::{Decoder, Handshake, Message, HANDSHAKE_LEN};
 
-use crate::torrent::{start, TorrentConfig, TorrentHandle};
+use crate::launch::start;
+use crate::torrent::{TorrentConfig, TorrentHandle};
 
 pub(crate) struct Seed {
     pub handle: TorrentHandle,

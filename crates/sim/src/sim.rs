@@ -262,7 +262,11 @@ impl Sim {
                 nodes.push(Node {
                     group: g,
                     core: None,
-                    hs: Handshake::new(ids::InfoHash::new(INFO_HASH), ids::PeerId::new(peer_id), false),
+                    hs: Handshake::new(
+                        ids::InfoHash::new(INFO_HASH),
+                        ids::PeerId::new(peer_id),
+                        false,
+                    ),
                     up: group.upload,
                     down: group.download,
                     lat,
@@ -563,7 +567,9 @@ impl Sim {
             }
             Action::StoreBlock { .. }
             | Action::ServeMetadata { .. }
-            | Action::ServeHashes { .. } => {}
+            | Action::ServeHashes { .. }
+            | Action::Banned { .. }
+            | Action::SeenAs { .. } => {}
             Action::VerifyPiece { piece } => self.nodes[id as usize].verify.push(piece),
             Action::Disconnect { peer, .. } => {
                 let node = &mut self.nodes[id as usize];

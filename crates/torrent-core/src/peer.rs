@@ -15,6 +15,9 @@ pub(crate) struct Peer {
     /// The one copy of who chokes whom and who is interested.
     pub conn: Connection,
     pub bitfield: Bitfield,
+    /// Pieces it has that we want and lack: interest without scanning its bitfield at every piece
+    /// we verify (`TorrentCore::wanted_from`).
+    pub wanted: u32,
     /// Where the peer accepts connections: the address we dialled, or for incoming connections its IP
     /// with the port from its extension handshake. What peer exchange passes on.
     pub listen: Option<SocketAddr>,
@@ -76,6 +79,7 @@ impl Peer {
             incoming,
             conn,
             bitfield: Bitfield::new(pieces),
+            wanted: 0,
             listen: (!incoming).then_some(addr),
             client: None,
             downloaded: 0,

@@ -142,6 +142,19 @@ pub enum Action {
     },
     /// Every wanted piece is verified.
     Completed,
+    /// An IP is banned from now on (its connections get `Disconnect` actions): worth a log line.
+    Banned {
+        /// Which.
+        ip: IpAddr,
+    },
+    /// A peer says in its extension handshake (BEP 10 `yourip`) at which address it sees us: one
+    /// vote towards our external address.
+    SeenAs {
+        /// The peer's IP (one vote per voter).
+        voter: IpAddr,
+        /// Our address as it sees it.
+        ip: IpAddr,
+    },
     /// Answer a BEP 9 request for a piece of the info dictionary (or reject it).
     ServeMetadata {
         /// For whom.
@@ -242,6 +255,16 @@ struct Announces {
     completed_sent: bool,
 }
 
+/// Whether we want piece `i` and lack it.
+fn wants(picker: &Picker, i: u32) -> bool {
+    picker.priority_of(i) > 0 && !picker.have().get(i)
+}
+
+/// Pieces of `bits` we want and lack.
+fn wanted_from(picker: &Picker, bits: &Bitfield) -> u32 {
+    bits.ones().filter(|&i| wants(picker, i)).count() as u32
+}
+
 /// One torrent's state and policy; see the crate documentation.
 pub struct TorrentCore {
     config: CoreConfig,
@@ -278,6 +301,9 @@ pub struct TorrentCore {
     stats: Stats,
     completed: bool,
     stopped: bool,
+    /// A priority changed between wanted and not: every peer's `wanted` count is recounted at the next
+    /// interest check.
+    wanted_stale: bool,
 }
 
 impl TorrentCore {
@@ -327,6 +353,7 @@ impl TorrentCore {
             stats: Stats::default(),
             completed,
             stopped: false,
+            wanted_stale: false,
             config,
         };
         let fixed = core.config.peers.clone();
@@ -511,6 +538,13 @@ impl TorrentCore {
         self.advance(now);
         let contributors = self.contributors.remove(&piece).unwrap_or_default();
         if ok {
+            if wants(&self.picker, piece) {
+                for p in self.peers.values_mut() {
+                    if p.bitfield.get(piece) {
+                        p.wanted = p.wanted.saturating_sub(1);
+                    }
+                }
+            }
             self.picker.verified(piece);
             let keys: Vec<u64> = self.peers.keys().copied().collect();
             for k in &keys {
@@ -566,7 +600,9 @@ impl TorrentCore {
 
     /// Bans `ip` and drops its connections.
     pub fn ban(&mut self, ip: IpAddr) {
-        self.banned.insert(ip);
+        if self.banned.insert(ip) {
+            self.actions.push_back(Action::Banned { ip });
+        }
         let keys: Vec<u64> = self
             .peers
             .iter()
@@ -674,6 +710,11 @@ impl TorrentCore {
         if !self.config.peers.is_empty() {
             next = next.min(self.next_redial);
         }
+        // Peer exchanges go when due, not at the next tick: the first one is 2 s after the extension
+        // handshake, and a swarm that finishes in 3 s has little time to spare.
+        if let Some(pex) = self.next_pex_due() {
+            next = next.min(pex);
+        }
         Some(next)
     }
 
@@ -693,13 +734,19 @@ impl TorrentCore {
             // Between rounds, slots that unchoked peers stopped using go to waiting peers.
             let slots = self.config.upload_slots + 1;
             for _ in 0..slots {
-                self.fill_free_slot();
+                self.fill_free_slot(None);
             }
             self.next_slot_check = now + self.config.limits.slot_check;
         }
         if now >= self.next_tick {
             self.tick();
             self.next_tick = now + self.config.limits.tick;
+        }
+        if self.next_pex_due().is_some_and(|due| due <= now) {
+            let keys: Vec<u64> = self.peers.keys().copied().collect();
+            for k in keys {
+                self.maybe_pex(k);
+            }
         }
         if let (Some(at), false) = (self.announces.next, self.announces.in_flight) {
             if now >= at {
@@ -731,8 +778,18 @@ impl TorrentCore {
 
     // ----- settings and views -----
 
+    /// Chokes a peer now (its pending requests void, or rejected under BEP 6) and gives its slot to a
+    /// waiting peer.
+    pub fn choke_peer(&mut self, peer: PeerKey, now: Instant) {
+        self.advance(now);
+        self.choke_and_refill(peer.0);
+    }
+
     /// Changes a piece's priority (0: not wanted).
     pub fn set_piece_priority(&mut self, piece: u32, priority: u8) {
+        if (self.picker.priority_of(piece) > 0) != (priority > 0) {
+            self.wanted_stale = true;
+        }
         self.picker.set_priority(piece, priority);
         self.fill_all();
     }
@@ -907,7 +964,7 @@ impl TorrentCore {
             });
         }
         if !p.conn.am_choking {
-            self.fill_free_slot();
+            self.fill_free_slot(None);
         }
         self.dial();
     }
@@ -936,6 +993,10 @@ impl TorrentCore {
                 }
                 if let Some(port) = theirs.listen_port {
                     p.listen = Some(SocketAddr::new(p.addr.ip(), port));
+                }
+                if let Some(ip) = theirs.your_ip {
+                    let voter = p.addr.ip();
+                    self.actions.push_back(Action::SeenAs { voter, ip });
                 }
             }
             Event::Extended { id, payload } if id == UT_PEX_ID => {
@@ -984,8 +1045,11 @@ impl TorrentCore {
             Event::Have(i) => {
                 if p.bitfield.set(i) {
                     self.picker.peer_has(i);
+                    if wants(&self.picker, i) {
+                        p.wanted += 1;
+                    }
                 }
-                if !p.conn.am_interested || p.bitfield.is_complete() {
+                if !p.conn.am_interested {
                     self.update_interest(key);
                 }
             }
@@ -999,7 +1063,7 @@ impl TorrentCore {
                 p.snubbed = false;
                 p.last_block = now;
             }
-            Event::Interested => self.fill_free_slot(),
+            Event::Interested => self.fill_free_slot(None),
             Event::NotInterested => {}
             Event::Block { index, begin, data } => {
                 let block = BlockRef {
@@ -1052,6 +1116,7 @@ impl TorrentCore {
         };
         self.picker.peer_gone(&p.bitfield);
         self.picker.peer_has_all(&bits);
+        p.wanted = wanted_from(&self.picker, &bits);
         p.bitfield = bits;
     }
 
@@ -1065,8 +1130,16 @@ impl TorrentCore {
             self.remove_peer(key, Some(DisconnectReason::BothSeeds));
             return;
         }
-        let interesting = self.picker.interesting(&p.bitfield);
-        if let Some(m) = p.conn.set_interested(interesting) {
+        if self.wanted_stale {
+            self.wanted_stale = false;
+            for p in self.peers.values_mut() {
+                p.wanted = wanted_from(&self.picker, &p.bitfield);
+            }
+        }
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Some(m) = p.conn.set_interested(p.wanted > 0) {
             self.send(key, m);
         }
         self.to_fill.insert(key);
@@ -1168,7 +1241,7 @@ impl TorrentCore {
             Accepted::Full if !fast => {
                 // No way to refuse one request: choking voids them all, and the choker may unchoke the
                 // peer again later.
-                self.choke_peer(key);
+                self.choke_and_refill(key);
             }
             Accepted::Full | Accepted::Duplicate => {
                 if fast {
@@ -1256,9 +1329,11 @@ impl TorrentCore {
 
     /// Chokes a peer (a slow reader, or one over its request cap without the fast extension) and gives
     /// its slot away.
-    fn choke_peer(&mut self, key: u64) {
+    fn choke_and_refill(&mut self, key: u64) {
         self.choke(key);
-        self.fill_free_slot();
+        // Not to the same peer: the choke is what voids its requests, and an unchoke right after would
+        // let it fill its queue again at once. A later pass may unchoke it again.
+        self.fill_free_slot(Some(key));
     }
 
     /// A peer's socket stopped taking data or drained again: a stalled peer gives its upload slot to
@@ -1277,7 +1352,7 @@ impl TorrentCore {
                 // It held a slot and stopped reading.
                 self.note_misuse(key);
             }
-            self.fill_free_slot();
+            self.fill_free_slot(None);
         }
     }
 
@@ -1288,13 +1363,14 @@ impl TorrentCore {
     ///
     /// When every slot is held, a waiting peer with less misuse than a holder takes that holder's slot:
     /// a peer with misuse on record keeps a slot only while no cleaner peer waits.
-    fn fill_free_slot(&mut self) {
+    fn fill_free_slot(&mut self, except: Option<u64>) {
         let slots = self.config.upload_slots + 1;
         let (now, idle) = (self.now, self.config.limits.slot_idle);
         let Some(best) = self
             .peers
-            .values()
-            .filter(|p| p.waiting())
+            .iter()
+            .filter(|(k, p)| p.waiting() && Some(**k) != except)
+            .map(|(_, p)| p)
             .map(|p| (p.misuse, p.turns))
             .min()
         else {
@@ -1320,7 +1396,7 @@ impl TorrentCore {
         let waiting: Vec<u64> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.waiting() && (p.misuse, p.turns) == best)
+            .filter(|(k, p)| p.waiting() && (p.misuse, p.turns) == best && Some(**k) != except)
             .map(|(k, _)| *k)
             .collect();
         if waiting.is_empty() {
@@ -1447,11 +1523,19 @@ impl TorrentCore {
                 .is_some_and(|since| now.saturating_duration_since(since) >= limits.stall_choke)
                 && !p.conn.am_choking
             {
-                self.choke_peer(k);
+                self.choke_and_refill(k);
             }
-            self.maybe_pex(k);
             self.to_fill.insert(k);
         }
+    }
+
+    /// The earliest peer exchange due.
+    fn next_pex_due(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter(|p| p.their_ut_pex.is_some())
+            .filter_map(|p| p.next_pex)
+            .min()
     }
 
     /// Tells the peer which peers we are connected to now and which we dropped (BEP 11), when due.

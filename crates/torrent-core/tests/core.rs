@@ -43,14 +43,22 @@ impl H {
         H {
             core: TorrentCore::new(config, now),
             now,
-            ours: Handshake::new(ids::InfoHash::new([1; 20]), ids::PeerId::new([0xAA; 20]), false),
+            ours: Handshake::new(
+                ids::InfoHash::new([1; 20]),
+                ids::PeerId::new([0xAA; 20]),
+                false,
+            ),
             next_id: 1,
         }
     }
 
     fn theirs(&mut self, fast: bool) -> Handshake {
         self.next_id += 1;
-        let mut hs = Handshake::new(ids::InfoHash::new([1; 20]), ids::PeerId::new([self.next_id; 20]), false);
+        let mut hs = Handshake::new(
+            ids::InfoHash::new([1; 20]),
+            ids::PeerId::new([self.next_id; 20]),
+            false,
+        );
         if !fast {
             hs.reserved[7] &= !0x04;
         }
@@ -548,6 +556,7 @@ fn requests_past_the_cap_are_rejected_under_bep_6_and_choke_the_peer_without_it(
         .count();
     assert_eq!(cancelled, MAX_PEER_REQUESTS);
     assert_eq!(h.core.peer(slow).expect("known").uploads_pending, 0);
+    assert!(!h.unchoked(slow), "not unchoked again by the same stroke");
 }
 
 #[test]
@@ -638,6 +647,8 @@ fn pex_sent(actions: &[Action], to: PeerKey) -> Vec<wire::PexMessage> {
 fn peer_exchange_goes_two_seconds_after_the_handshake_then_every_minute() {
     let mut h = H::new(8, true, |c| c.max_peers = 100);
     let k = h.add([10, 9, 0, 1], 1);
+    // Off the core's one-second tick, so an exchange sent at the next tick would be late.
+    h.advance(Duration::from_millis(300));
     h.msg(k, extension_handshake(true, 7000));
     let others: Vec<PeerKey> = (0..60)
         .map(|i| {
@@ -647,9 +658,10 @@ fn peer_exchange_goes_two_seconds_after_the_handshake_then_every_minute() {
         })
         .collect();
     h.drain();
-    h.advance(Duration::from_millis(1500));
+    h.advance(Duration::from_millis(1999));
     assert!(pex_sent(&h.drain(), k).is_empty(), "not before 2 s");
-    h.advance(Duration::from_millis(600));
+    // At 2 s exactly, not at the next per-peer tick.
+    h.advance(Duration::from_millis(1));
     let first = pex_sent(&h.drain(), k);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].added.len(), 50, "at most 50 a message");
@@ -781,4 +793,108 @@ fn a_protocol_violation_ends_the_connection() {
         [(p, DisconnectReason::Protocol(_))] if p == k
     ));
     assert_eq!(h.core.peer_count(), 0);
+}
+
+#[test]
+fn client_names_are_cleaned_and_capped() {
+    use torrent_core::{client_name, MAX_CLIENT_NAME};
+    assert_eq!(
+        client_name("qBittorrent 4.6.2"),
+        Some("qBittorrent 4.6.2".into())
+    );
+    assert_eq!(
+        client_name("evil\u{1b}[31m\nname\0"),
+        Some("evil[31mname".into())
+    );
+    assert_eq!(client_name(" \t\r "), None);
+    let long = "x".repeat(1000);
+    assert_eq!(
+        client_name(&long).map(|n| n.chars().count()),
+        Some(MAX_CLIENT_NAME)
+    );
+}
+
+#[test]
+fn a_yourip_in_an_extension_handshake_is_a_vote_for_our_address() {
+    let mut h = H::new(8, true, |_| {});
+    let k = h.add([10, 15, 0, 2], 1);
+    h.drain();
+    let seen: std::net::IpAddr = [203, 0, 113, 7].into();
+    let hs = ExtensionHandshake {
+        your_ip: Some(seen),
+        ..Default::default()
+    };
+    h.msg(
+        k,
+        Message::Extended {
+            id: 0,
+            payload: hs.encode().into(),
+        },
+    );
+    let votes: Vec<_> = h
+        .drain()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::SeenAs { voter, ip } => Some((voter, ip)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(votes, vec![(std::net::IpAddr::from([10, 15, 0, 2]), seen)]);
+}
+
+#[test]
+fn a_client_name_from_the_extension_handshake_is_kept_cleaned() {
+    let mut h = H::new(8, true, |_| {});
+    let k = h.add([10, 15, 0, 1], 1);
+    let hs = ExtensionHandshake {
+        client: Some("Some\u{7}Client 1.0".to_string()),
+        ..Default::default()
+    };
+    h.msg(
+        k,
+        Message::Extended {
+            id: 0,
+            payload: hs.encode().into(),
+        },
+    );
+    assert_eq!(
+        h.core.peer(k).expect("known").client.as_deref(),
+        Some("SomeClient 1.0")
+    );
+}
+
+#[test]
+fn interest_follows_the_peers_pieces_our_pieces_and_priorities() {
+    let mut h = H::new(4, false, |_| {});
+    let k = h.add([10, 16, 0, 1], 1);
+    h.drain();
+    h.msg(k, Message::Have(3));
+    assert_eq!(sent(&h.drain(), k), vec![Message::Interested]);
+    // Piece 3 no longer wanted: nothing to get from this peer.
+    h.core.set_piece_priority(3, 0);
+    h.msg(k, Message::KeepAlive);
+    h.msg(k, Message::Have(3));
+    h.msg(k, Message::Have(2));
+    let actions = h.drain();
+    assert!(
+        sent(&actions, k).is_empty(),
+        "piece 2 is wanted: still interested"
+    );
+    // We get piece 2 elsewhere: the peer has nothing else we want.
+    let other = h.add([10, 16, 0, 2], 1);
+    h.msg(other, Message::HaveAll);
+    h.msg(other, Message::Unchoke);
+    let reqs: Vec<BlockRef> = requests(&h.drain(), other)
+        .into_iter()
+        .filter(|b| b.index == 2)
+        .collect();
+    for b in reqs {
+        h.msg(other, piece_msg(b, 0));
+    }
+    h.drain();
+    h.core.piece_checked(2, true, h.now);
+    assert!(sent(&h.drain(), k).contains(&Message::NotInterested));
+    h.core.set_piece_priority(3, 2);
+    h.msg(k, Message::Have(1));
+    assert!(sent(&h.drain(), k).contains(&Message::Interested));
 }

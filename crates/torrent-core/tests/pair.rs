@@ -59,7 +59,13 @@ impl Pair {
         seed_config.have = Bitfield::full(n);
         let leech_config = CoreConfig::new(piece_sizes.clone(), seed + 1);
         let info_hash = [9u8; 20];
-        let hs = |id: u8| Handshake::new(ids::InfoHash::new(info_hash), ids::PeerId::new([id; 20]), false);
+        let hs = |id: u8| {
+            Handshake::new(
+                ids::InfoHash::new(info_hash),
+                ids::PeerId::new([id; 20]),
+                false,
+            )
+        };
         let (seed_addr, leech_addr) = (
             SocketAddr::from(([127, 0, 0, 1], 6881)),
             SocketAddr::from(([127, 0, 0, 2], 6882)),
@@ -144,6 +150,8 @@ impl Pair {
                         .handle_event(other, PeerEvent::Closed, now);
                 }
                 Action::CancelRead { .. }
+                | Action::Banned { .. }
+                | Action::SeenAs { .. }
                 | Action::Connect { .. }
                 | Action::Announce { .. }
                 | Action::ServeMetadata { .. }
