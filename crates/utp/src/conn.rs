@@ -528,6 +528,11 @@ impl Connection {
 
     /// The next datagram to send, if any. Call until `None` after every input.
     pub fn poll_transmit(&mut self, now: Micros) -> Option<Vec<u8>> {
+        if self.state == State::Closed && self.need_ack {
+            // The peer's FIN (or its retransmission) still wants its ack.
+            let seq = self.seq_nr;
+            return Some(self.packet(PacketType::State, seq, &[], now));
+        }
         if !matches!(self.state, State::SynSent | State::Connected) {
             return None;
         }
