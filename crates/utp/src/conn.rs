@@ -196,7 +196,12 @@ impl Connection {
 
     /// Answers a SYN: `seq_nr` is our initial sequence number (random). The acknowledging STATE
     /// goes out on the first [`Connection::poll_transmit`].
-    pub fn accept(config: Config, syn: &[u8], seq_nr: u16, now: Micros) -> Result<Connection, UtpError> {
+    pub fn accept(
+        config: Config,
+        syn: &[u8],
+        seq_nr: u16,
+        now: Micros,
+    ) -> Result<Connection, UtpError> {
         let p = Packet::parse(syn)?;
         if p.header.ty != PacketType::Syn {
             return Err(UtpError::NotSyn);
@@ -233,6 +238,11 @@ impl Connection {
     /// Whether everything written has been sent and acknowledged.
     pub fn is_flushed(&self) -> bool {
         self.send_buf.is_empty() && self.inflight.iter().all(|s| s.ty == PacketType::Fin)
+    }
+
+    /// Whether our FIN went out and was acknowledged.
+    pub fn fin_acked(&self) -> bool {
+        self.fin_sent && self.inflight.is_empty()
     }
 
     fn error(&self) -> Option<UtpError> {
@@ -302,7 +312,11 @@ impl Connection {
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Micros) -> Result<(), UtpError> {
         let p = Packet::parse(datagram)?;
         let h = p.header;
-        let expected_id = if h.ty == PacketType::Syn { self.send_id } else { self.recv_id };
+        let expected_id = if h.ty == PacketType::Syn {
+            self.send_id
+        } else {
+            self.recv_id
+        };
         if h.conn_id != expected_id || matches!(self.state, State::Reset | State::TimedOut) {
             return Ok(());
         }
@@ -328,7 +342,9 @@ impl Connection {
         self.peer_wnd = h.wnd_size as usize;
         self.handle_acks(&p, now);
         match h.ty {
-            PacketType::Data => self.receive(h.seq_nr, Held::Data(p.payload.to_vec()), p.payload.len()),
+            PacketType::Data => {
+                self.receive(h.seq_nr, Held::Data(p.payload.to_vec()), p.payload.len())
+            }
             PacketType::Fin => self.receive(h.seq_nr, Held::Fin, 0),
             _ => {}
         }
@@ -367,7 +383,11 @@ impl Connection {
             }
             self.dup_acks = 0;
             self.timeouts = 0;
-            self.rto_deadline = if self.inflight.is_empty() { None } else { Some(now + self.rto) };
+            self.rto_deadline = if self.inflight.is_empty() {
+                None
+            } else {
+                Some(now + self.rto)
+            };
         } else if h.ack_nr == first.wrapping_sub(1)
             && h.ty == PacketType::State
             && self.inflight.iter().any(|s| s.in_flight())
@@ -513,14 +533,22 @@ impl Connection {
         self.need_ack = false;
         let h = Header {
             ty,
-            conn_id: if ty == PacketType::Syn { self.recv_id } else { self.send_id },
+            conn_id: if ty == PacketType::Syn {
+                self.recv_id
+            } else {
+                self.send_id
+            },
             timestamp: now as u32,
             timestamp_diff: self.reply_micro,
             wnd_size: wnd.min(u32::MAX as usize) as u32,
             seq_nr: seq,
             ack_nr: self.ack_nr,
         };
-        let sack = if ty == PacketType::Syn { None } else { self.sack_mask() };
+        let sack = if ty == PacketType::Syn {
+            None
+        } else {
+            self.sack_mask()
+        };
         let mut out = Vec::with_capacity(20 + 36 + payload.len());
         h.write(sack.as_deref(), payload, &mut out);
         out
@@ -552,14 +580,21 @@ impl Connection {
                 return Some(out);
             }
         }
-        if self.state == State::Connected && !self.send_buf.is_empty() && self.inflight.len() < MAX_IN_FLIGHT {
+        if self.state == State::Connected
+            && !self.send_buf.is_empty()
+            && self.inflight.len() < MAX_IN_FLIGHT
+        {
             let len = self.send_buf.len().min(self.config.max_payload);
             if flight == 0 || flight + len <= window {
                 let payload: Vec<u8> = self.send_buf.drain(..len).collect();
                 return Some(self.send_new(PacketType::Data, payload, now));
             }
         }
-        if self.state == State::Connected && self.closing && !self.fin_sent && self.send_buf.is_empty() {
+        if self.state == State::Connected
+            && self.closing
+            && !self.fin_sent
+            && self.send_buf.is_empty()
+        {
             self.fin_sent = true;
             return Some(self.send_new(PacketType::Fin, Vec::new(), now));
         }
@@ -614,7 +649,11 @@ impl Connection {
             return;
         }
         self.timeouts += 1;
-        let limit = if self.state == State::SynSent { MAX_SYN_TIMEOUTS } else { MAX_TIMEOUTS };
+        let limit = if self.state == State::SynSent {
+            MAX_SYN_TIMEOUTS
+        } else {
+            MAX_TIMEOUTS
+        };
         if self.timeouts > limit {
             self.state = State::TimedOut;
             return;

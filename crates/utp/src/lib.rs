@@ -18,6 +18,8 @@ pub mod ledbat;
 pub mod packet;
 mod socket;
 
+pub use socket::ACCEPT_BACKLOG;
+
 pub use conn::{Config, Connection, Micros, State, UtpError};
 pub use packet::{is_utp, Packet, PacketError, PacketType};
-// pub use socket::{UtpSocket, UtpStream};
+pub use socket::{UtpSocket, UtpStream};

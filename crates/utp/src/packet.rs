@@ -194,9 +194,32 @@ mod tests {
         let mut out = Vec::new();
         header(PacketType::State).write(Some(&[0b0000_0101]), b"", &mut out);
         let want = [
-            0x21, 1, 0x12, 0x34, 1, 2, 3, 4, 0x0a, 0x0b, 0x0c, 0x0d, 0, 0x10, 0, 0, 0xff, 0xfe, 0,
+            0x21,
+            1,
+            0x12,
+            0x34,
+            1,
+            2,
+            3,
+            4,
+            0x0a,
+            0x0b,
+            0x0c,
+            0x0d,
+            0,
+            0x10,
+            0,
+            0,
+            0xff,
+            0xfe,
+            0,
             7, // header
-            0, 4, 0b0000_0101, 0, 0, 0, // sack: next none, 4 bytes
+            0,
+            4,
+            0b0000_0101,
+            0,
+            0,
+            0, // sack: next none, 4 bytes
         ];
         assert_eq!(out, want);
         let p = Packet::parse(&out).unwrap();
@@ -245,7 +268,9 @@ mod tests {
         d.truncate(20);
         d.extend_from_slice(&[0, 3, 1, 2, 3]);
         assert_eq!(Packet::parse(&d), Err(PacketError::SackLength(3)));
-        assert!(!is_utp(b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"));
+        assert!(!is_utp(
+            b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"
+        ));
         assert!(is_utp(&[0x41; 20]));
     }
 

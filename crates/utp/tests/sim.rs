@@ -152,18 +152,31 @@ fn run(data: &[u8], fwd: LinkSpec, back: LinkSpec, seed: u64, limit: Micros) -> 
                 back.send(d, now, &mut rng);
             }
         }
-        let done = !endless && b.as_ref().is_some_and(|b| b.state() == State::Closed) && a.state() == State::Closed;
+        let done = !endless
+            && b.as_ref().is_some_and(|b| b.state() == State::Closed)
+            && a.state() == State::Closed;
         if done || now >= limit {
-            return Outcome { received, forward: fwd, end: now, sender: a };
+            return Outcome {
+                received,
+                forward: fwd,
+                end: now,
+                sender: a,
+            };
         }
-        assert!(matches!(a.state(), State::SynSent | State::Connected | State::Closed), "A: {:?}", a.state());
+        assert!(
+            matches!(a.state(), State::SynSent | State::Connected | State::Closed),
+            "A: {:?}",
+            a.state()
+        );
         // Next event.
         let mut next = limit;
         for t in [
             fwd.next_arrival(),
             back.next_arrival(),
             a.poll_timeout().map(|t| t - OFFSET_A),
-            b.as_ref().and_then(|b| b.poll_timeout()).map(|t| t - OFFSET_B),
+            b.as_ref()
+                .and_then(|b| b.poll_timeout())
+                .map(|t| t - OFFSET_B),
         ]
         .into_iter()
         .flatten()
@@ -174,7 +187,11 @@ fn run(data: &[u8], fwd: LinkSpec, back: LinkSpec, seed: u64, limit: Micros) -> 
         while let Some(d) = fwd.pop_due(now) {
             match b.as_mut() {
                 Some(b) => b.handle_datagram(&d, now + OFFSET_B).unwrap(),
-                None => b = Some(Connection::accept(Config::default(), &d, 0x8000, now + OFFSET_B).unwrap()),
+                None => {
+                    b = Some(
+                        Connection::accept(Config::default(), &d, 0x8000, now + OFFSET_B).unwrap(),
+                    )
+                }
             }
         }
         while let Some(d) = back.pop_due(now) {
@@ -188,21 +205,41 @@ fn run(data: &[u8], fwd: LinkSpec, back: LinkSpec, seed: u64, limit: Micros) -> 
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u64 * 2_654_435_761 >> 13) as u8).collect()
+    (0..len)
+        .map(|i| (i as u64 * 2_654_435_761 >> 13) as u8)
+        .collect()
 }
 
 const MS: Micros = 1000;
 const SEC: Micros = 1_000_000;
 
 fn clean(delay: Micros, rate: u64, queue: usize) -> LinkSpec {
-    LinkSpec { delay, rate, queue, loss: 0.0, reorder: 0.0, jitter: 0 }
+    LinkSpec {
+        delay,
+        rate,
+        queue,
+        loss: 0.0,
+        reorder: 0.0,
+        jitter: 0,
+    }
 }
 
 #[test]
 fn transfer_of_several_megabytes_is_byte_exact() {
     let data = pattern(5 << 20);
-    let out = run(&data, clean(10 * MS, 2_500_000, 200_000), clean(10 * MS, 2_500_000, 200_000), 1, 600 * SEC);
-    assert!(out.received == data, "got {} of {} bytes", out.received.len(), data.len());
+    let out = run(
+        &data,
+        clean(10 * MS, 2_500_000, 200_000),
+        clean(10 * MS, 2_500_000, 200_000),
+        1,
+        600 * SEC,
+    );
+    assert!(
+        out.received == data,
+        "got {} of {} bytes",
+        out.received.len(),
+        data.len()
+    );
     assert!(out.end < 60 * SEC, "not closed at {} s", out.end / SEC);
     eprintln!("5 MiB in {:.1} s virtual", out.end as f64 / 1e6);
 }
@@ -210,12 +247,32 @@ fn transfer_of_several_megabytes_is_byte_exact() {
 #[test]
 fn transfer_with_loss_and_reordering_is_byte_exact() {
     let data = pattern(3 << 20);
-    let spec = LinkSpec { delay: 15 * MS, rate: 2_500_000, queue: 200_000, loss: 0.03, reorder: 0.1, jitter: 30 * MS };
+    let spec = LinkSpec {
+        delay: 15 * MS,
+        rate: 2_500_000,
+        queue: 200_000,
+        loss: 0.03,
+        reorder: 0.1,
+        jitter: 30 * MS,
+    };
     let out = run(&data, spec, spec, 7, 1200 * SEC);
-    assert!(out.forward.dropped > 40, "the link dropped only {}", out.forward.dropped);
-    assert!(out.received == data, "got {} of {} bytes", out.received.len(), data.len());
+    assert!(
+        out.forward.dropped > 40,
+        "the link dropped only {}",
+        out.forward.dropped
+    );
+    assert!(
+        out.received == data,
+        "got {} of {} bytes",
+        out.received.len(),
+        data.len()
+    );
     assert!(out.end < 600 * SEC, "not closed at {} s", out.end / SEC);
-    eprintln!("3 MiB with loss in {:.1} s virtual, {} dropped", out.end as f64 / 1e6, out.forward.dropped);
+    eprintln!(
+        "3 MiB with loss in {:.1} s virtual, {} dropped",
+        out.end as f64 / 1e6,
+        out.forward.dropped
+    );
 }
 
 /// RFC 6817's promise: behind a bottleneck with a deep queue (1 MB, 800 ms at 10 Mbit/s), the
@@ -223,21 +280,47 @@ fn transfer_with_loss_and_reordering_is_byte_exact() {
 #[test]
 fn ledbat_holds_queueing_delay_near_target() {
     let rate = 1_250_000; // 10 Mbit/s
-    let out = run(&[], clean(20 * MS, rate, 1_000_000), clean(20 * MS, 100_000_000, 1_000_000), 3, 60 * SEC);
-    let steady: Vec<Micros> = out.forward.queue_samples.iter().filter(|(t, _)| *t >= 30 * SEC).map(|(_, q)| *q).collect();
+    let out = run(
+        &[],
+        clean(20 * MS, rate, 1_000_000),
+        clean(20 * MS, 100_000_000, 1_000_000),
+        3,
+        60 * SEC,
+    );
+    let steady: Vec<Micros> = out
+        .forward
+        .queue_samples
+        .iter()
+        .filter(|(t, _)| *t >= 30 * SEC)
+        .map(|(_, q)| *q)
+        .collect();
     assert!(!steady.is_empty());
     let mean = steady.iter().sum::<Micros>() / steady.len() as Micros;
     let max = *steady.iter().max().unwrap();
     eprintln!(
         "steady state: mean queueing delay {} ms, max {} ms, cwnd {} B, estimate {:?} us, drops {}",
-        mean / MS, max / MS, out.sender.cwnd(), out.sender.queuing_delay(), out.forward.dropped
+        mean / MS,
+        max / MS,
+        out.sender.cwnd(),
+        out.sender.queuing_delay(),
+        out.forward.dropped
     );
-    assert!((50 * MS..=150 * MS).contains(&mean), "mean queueing delay {} ms", mean / MS);
+    assert!(
+        (50 * MS..=150 * MS).contains(&mean),
+        "mean queueing delay {} ms",
+        mean / MS
+    );
     assert!(max < 300 * MS, "queue reached {} ms", max / MS);
-    assert_eq!(out.forward.dropped, 0, "LEDBAT filled the queue to overflowing");
+    assert_eq!(
+        out.forward.dropped, 0,
+        "LEDBAT filled the queue to overflowing"
+    );
     // The link stays busy: at 10 Mbit/s 30 s carry 37.5 MB; the flow must have sent most of it.
     let sent_late = steady.len() as u64 * 1400;
-    assert!(sent_late > 30 * rate * 8 / 10, "only {sent_late} bytes in the last 30 s");
+    assert!(
+        sent_late > 30 * rate * 8 / 10,
+        "only {sent_late} bytes in the last 30 s"
+    );
 }
 
 #[derive(Debug, Clone)]
