@@ -179,10 +179,22 @@ impl Connection {
 
     /// Dials: `conn_id` is ours to receive on (random, unused towards that peer); the SYN goes
     /// out on the first [`Connection::poll_transmit`].
-    pub fn connect(config: Config, conn_id: u16, _now: Micros) -> Connection {
-        let mut c = Connection::new(config, conn_id, conn_id.wrapping_add(1), 1, State::SynSent);
+    pub fn connect(config: Config, conn_id: u16, now: Micros) -> Connection {
+        Connection::connect_from(config, conn_id, 1, now)
+    }
+
+    /// [`Connection::connect`] with the SYN's sequence number chosen (BEP 29 says 1; libtorrent
+    /// draws it at random, which is also fine).
+    pub fn connect_from(config: Config, conn_id: u16, seq_nr: u16, _now: Micros) -> Connection {
+        let mut c = Connection::new(
+            config,
+            conn_id,
+            conn_id.wrapping_add(1),
+            seq_nr,
+            State::SynSent,
+        );
         c.inflight.push_back(Sent {
-            seq: 1,
+            seq: seq_nr,
             ty: PacketType::Syn,
             payload: Vec::new(),
             sent_at: 0,
@@ -190,7 +202,7 @@ impl Connection {
             need_resend: true,
             sacked: false,
         });
-        c.seq_nr = 2;
+        c.seq_nr = seq_nr.wrapping_add(1);
         c
     }
 
@@ -333,7 +345,7 @@ impl Connection {
             return Ok(());
         }
         if self.state == State::SynSent {
-            if h.ty != PacketType::State || h.ack_nr != 1 {
+            if h.ty != PacketType::State || h.ack_nr != self.seq_nr.wrapping_sub(1) {
                 return Ok(());
             }
             self.state = State::Connected;

@@ -102,10 +102,12 @@ const OFFSET_B: Micros = 4_294_000_000;
 
 /// A sends `data` to B over `fwd` (acks come back over `back`); stops when B has read all and
 /// both are closed, or at `limit`. With `data` empty, A sends an endless stream until `limit`.
+/// A's sequence numbers start near the 16-bit wrap, so every transfer crosses it.
 fn run(data: &[u8], fwd: LinkSpec, back: LinkSpec, seed: u64, limit: Micros) -> Outcome {
     let mut rng = Rng(seed | 1);
     let mut now: Micros = 0;
-    let mut a = Connection::connect(Config::default(), 0xfffe, now + OFFSET_A);
+    let first_seq = 0xffff - (seed % 64) as u16;
+    let mut a = Connection::connect_from(Config::default(), 0xfffe, first_seq, now + OFFSET_A);
     let mut b: Option<Connection> = None;
     let mut fwd = Link::new(fwd);
     let mut back = Link::new(back);
