@@ -679,3 +679,123 @@ impl Connection {
         self.rto_deadline = Some(now + self.rto);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            max_payload: 100,
+            send_buffer: 1 << 16,
+            recv_buffer: 1 << 16,
+        }
+    }
+
+    fn drain(c: &mut Connection, now: Micros) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| c.poll_transmit(now)).collect()
+    }
+
+    fn seq(d: &[u8]) -> (PacketType, u16) {
+        let p = Packet::parse(d).unwrap();
+        (p.header.ty, p.header.seq_nr)
+    }
+
+    /// Runs A→B lossless until A has at least `n` data packets out in one batch; returns that
+    /// batch and the time.
+    fn grown(a: &mut Connection, b: &mut Connection, n: usize) -> (Vec<Vec<u8>>, Micros) {
+        let mut now = 0;
+        loop {
+            now += 10_000;
+            a.write(&[7u8; 4000]).unwrap();
+            let batch = drain(a, now);
+            if batch.len() >= n {
+                return (batch, now);
+            }
+            now += 10_000;
+            for d in batch {
+                b.handle_datagram(&d, now).unwrap();
+            }
+            let mut sink = [0u8; 1 << 16];
+            while b.read(&mut sink).is_ok() {}
+            for d in drain(b, now) {
+                a.handle_datagram(&d, now).unwrap();
+            }
+        }
+    }
+
+    fn pair() -> (Connection, Connection) {
+        let mut a = Connection::connect(config(), 10, 0);
+        let syn = drain(&mut a, 0);
+        let mut b = Connection::accept(config(), &syn[0], 300, 0).unwrap();
+        for d in drain(&mut b, 0) {
+            a.handle_datagram(&d, 0).unwrap();
+        }
+        assert_eq!(a.state(), State::Connected);
+        (a, b)
+    }
+
+    /// A hole followed by three or more delivered packets: the selective acks and duplicate acks
+    /// retransmit the hole at once, before any timeout; and a later timeout resends only the
+    /// hole, not what the receiver holds out of order.
+    #[test]
+    fn hole_retransmitted_fast_and_sacked_packets_kept() {
+        let (mut a, mut b) = pair();
+        let (batch, mut now) = grown(&mut a, &mut b, 6);
+        let lost = seq(&batch[0]);
+        assert_eq!(lost.0, PacketType::Data);
+        let cwnd = a.cwnd();
+        now += 10_000;
+        let mut acks = Vec::new();
+        for d in &batch[1..] {
+            b.handle_datagram(d, now).unwrap();
+            acks.extend(drain(&mut b, now));
+        }
+        assert!(Packet::parse(acks.last().unwrap()).unwrap().sack.is_some());
+        for d in &acks {
+            a.handle_datagram(d, now).unwrap();
+        }
+        let again = drain(&mut a, now);
+        assert_eq!(seq(&again[0]), lost, "the hole first, without a timeout");
+        assert!(a.cwnd() < cwnd, "a loss halves the window");
+        // Nothing more arrives: at the timeout only the hole goes again.
+        let t = a.poll_timeout().unwrap();
+        a.handle_timeout(t);
+        let resent: Vec<_> = drain(&mut a, t).iter().map(|d| seq(d)).collect();
+        assert_eq!(resent, vec![lost]);
+    }
+
+    #[test]
+    fn write_bounded_by_send_buffer_and_reset_reported() {
+        let (mut a, _b) = pair();
+        assert_eq!(a.write(&[0u8; 100_000]).unwrap(), 1 << 16);
+        assert_eq!(a.write(&[0u8; 10]).unwrap(), 0);
+        let mut reset = Vec::new();
+        Header {
+            ty: PacketType::Reset,
+            conn_id: a.recv_id(),
+            timestamp: 0,
+            timestamp_diff: 0,
+            wnd_size: 0,
+            seq_nr: 0,
+            ack_nr: 0,
+        }
+        .write(None, b"", &mut reset);
+        a.handle_datagram(&reset, 1).unwrap();
+        assert_eq!(a.read(&mut [0u8; 4]), Err(UtpError::Reset));
+        assert_eq!(a.write(b"x"), Err(UtpError::Reset));
+    }
+
+    #[test]
+    fn rto_follows_rfc_6298() {
+        let mut a = Connection::connect(config(), 1, 0);
+        assert_eq!(a.rto(), INITIAL_RTO);
+        a.rtt_sample(200_000);
+        assert_eq!(a.rto(), 200_000 + 4 * 100_000);
+        a.rtt_sample(200_000);
+        // rttvar 3/4 · 100 ms, srtt unchanged.
+        assert_eq!(a.rto(), 200_000 + 4 * 75_000);
+        a.rtt_sample(1000);
+        assert!(a.rto() >= MIN_RTO);
+    }
+}

@@ -208,7 +208,7 @@ fn run(data: &[u8], fwd: LinkSpec, back: LinkSpec, seed: u64, limit: Micros) -> 
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u64 * 2_654_435_761 >> 13) as u8)
+        .map(|i| ((i as u64 * 2_654_435_761) >> 13) as u8)
         .collect()
 }
 
