@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::conn::{Config, Connection, Micros, State, UtpError};
-use crate::packet::{is_utp, Packet, PacketType};
+use crate::packet::{is_utp, Header, Packet, PacketType, HEADER_LEN};
 
 /// Connections waiting in `accept`; SYNs beyond are dropped (the peer retries).
 pub const ACCEPT_BACKLOG: usize = 64;
@@ -225,7 +225,9 @@ async fn drive(
                     }
                     continue;
                 }
-                dispatch(&inner, d, from, &accept_tx);
+                if let Some(reset) = dispatch(&inner, d, from, &accept_tx) {
+                    let _ = inner.socket.send_to(&reset, from).await;
+                }
             }
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
@@ -233,13 +235,15 @@ async fn drive(
     }
 }
 
+/// Hands the datagram to its connection or accepts a SYN; returns a RESET to send back for a
+/// packet of a connection we do not know (as libtorrent does, so the peer gives up at once).
 fn dispatch(
     inner: &Arc<Inner>,
     d: &[u8],
     from: SocketAddr,
     accept_tx: &mpsc::Sender<(UtpStream, SocketAddr)>,
-) {
-    let Ok(p) = Packet::parse(d) else { return };
+) -> Option<Vec<u8>> {
+    let p = Packet::parse(d).ok()?;
     let now = inner.now();
     let mut conns = inner.conns();
     let key = if p.header.ty == PacketType::Syn {
@@ -249,15 +253,28 @@ fn dispatch(
     };
     if let Some(shared) = conns.get(&key) {
         let _ = lock(shared).conn.handle_datagram(d, now);
-        return;
+        return None;
     }
-    if p.header.ty != PacketType::Syn {
-        return;
+    match p.header.ty {
+        PacketType::Syn => {}
+        PacketType::Reset => return None,
+        _ => {
+            let mut reset = Vec::with_capacity(HEADER_LEN);
+            Header {
+                ty: PacketType::Reset,
+                conn_id: p.header.conn_id,
+                timestamp: now as u32,
+                timestamp_diff: (now as u32).wrapping_sub(p.header.timestamp),
+                wnd_size: 0,
+                seq_nr: random_u16(now),
+                ack_nr: p.header.seq_nr,
+            }
+            .write(None, b"", &mut reset);
+            return Some(reset);
+        }
     }
     let seq = random_u16(now ^ u64::from(p.header.conn_id));
-    let Ok(conn) = Connection::accept(inner.config.clone(), d, seq, now) else {
-        return;
-    };
+    let conn = Connection::accept(inner.config.clone(), d, seq, now).ok()?;
     let shared = new_slot(conn);
     let stream = UtpStream {
         shared: shared.clone(),
@@ -266,6 +283,7 @@ fn dispatch(
     if accept_tx.try_send((stream, from)).is_ok() {
         conns.insert(key, shared);
     }
+    None
 }
 
 /// One uTP connection as a byte stream. Dropping it closes our direction (a FIN after the

@@ -82,3 +82,32 @@ async fn non_utp_datagrams_go_to_the_hook() {
         .unwrap();
     assert_eq!(&buf[..n], b"d1:y1:re");
 }
+
+/// A packet for a connection the socket does not know is answered with a RESET naming it.
+#[tokio::test]
+async fn unknown_connection_gets_a_reset() {
+    let s = UtpSocket::bind("127.0.0.75:0".parse().unwrap(), Config::default(), None)
+        .await
+        .unwrap();
+    let peer = tokio::net::UdpSocket::bind("127.0.0.76:0").await.unwrap();
+    let mut data = Vec::new();
+    utp::packet::Header {
+        ty: utp::PacketType::Data,
+        conn_id: 777,
+        timestamp: 1,
+        timestamp_diff: 0,
+        wnd_size: 1000,
+        seq_nr: 42,
+        ack_nr: 1,
+    }
+    .write(None, b"hello", &mut data);
+    peer.send_to(&data, s.local_addr().unwrap()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), peer.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let p = utp::Packet::parse(&buf[..n]).unwrap();
+    assert_eq!(p.header.ty, utp::PacketType::Reset);
+    assert_eq!((p.header.conn_id, p.header.ack_nr), (777, 42));
+}
