@@ -16,7 +16,7 @@ use wire::{BlockRef, Decoder, Handshake, InfoHash, Message, PeerId, HANDSHAKE_LE
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const PIECE: usize = 16384;
-const PIECES: usize = 4;
+const PIECES: usize = 64;
 
 struct Libtorrent {
     child: Child,
@@ -159,7 +159,7 @@ async fn we_download_from_libtorrent_over_utp() {
         let mut buf = BytesMut::new();
         assert_eq!(
             message(&mut s, &mut buf).await,
-            Message::Bitfield(vec![0xf0].into())
+            Message::Bitfield(vec![0xff; PIECES / 8].into())
         );
         send(&mut s, Message::Interested).await;
         while message(&mut s, &mut buf).await != Message::Unchoke {}
@@ -222,7 +222,7 @@ async fn libtorrent_downloads_from_us_over_utp() {
         s.write_all(&handshake(*theirs.info_hash.as_bytes()).encode())
             .await
             .unwrap();
-        send(&mut s, Message::Bitfield(vec![0xf0].into())).await;
+        send(&mut s, Message::Bitfield(vec![0xff; PIECES / 8].into())).await;
         send(&mut s, Message::Unchoke).await;
         let data = content();
         let mut buf = BytesMut::new();

@@ -1,5 +1,5 @@
 # A libtorrent peer speaking only uTP (TCP disabled both ways) for crates/utp/tests/libtorrent.rs.
-# Makes a 4-piece torrent whose byte i is (i * 7) % 256 (16 KiB pieces). MODE "seed": seeds it;
+# Makes a 64-piece (1 MiB) torrent whose byte i is (i * 7) % 256 (16 KiB pieces). MODE "seed": seeds it;
 # MODE "leech": has no data and downloads it. Prints "PORT V1HASH V2HASH" once listening (and, as a
 # seed, seeding; V2HASH truncated to 20 bytes as handshakes carry it), then obeys "connect IP PORT" lines on stdin; as a leech prints "finished"
 # when it has the whole file, checked against the piece hashes.
@@ -17,7 +17,7 @@ src = os.path.join(d, "src")
 os.makedirs(src)
 path = os.path.join(src, "data.bin")
 with open(path, "wb") as f:
-    f.write(bytes((i * 7) % 256 for i in range(4 * piece)))
+    f.write(bytes((i * 7) % 256 for i in range(64 * piece)))
 fs = lt.file_storage()
 lt.add_files(fs, path)
 t = lt.create_torrent(fs, piece)
