@@ -338,8 +338,9 @@ impl Connection {
         }
         self.reply_micro = (now as u32).wrapping_sub(h.timestamp);
         if h.ty == PacketType::Syn {
-            // Our STATE answering it was lost.
-            if h.seq_nr == self.ack_nr_of_syn() {
+            // Our STATE answering it was lost: the dialer retransmits the SYN and sends nothing
+            // else until answered, so our ack_nr is still the SYN's.
+            if h.seq_nr == self.ack_nr {
                 self.need_ack = true;
             }
             return Ok(());
@@ -364,12 +365,6 @@ impl Connection {
             self.state = State::Closed;
         }
         Ok(())
-    }
-
-    fn ack_nr_of_syn(&self) -> u16 {
-        // For an accepted connection the SYN's sequence number is the first we acknowledged;
-        // only an unchanged ack_nr can be a retransmitted SYN worth answering.
-        self.ack_nr
     }
 
     fn handle_acks(&mut self, p: &Packet, now: Micros) {
