@@ -781,6 +781,31 @@ mod tests {
         assert_eq!(a.write(b"x"), Err(UtpError::Reset));
     }
 
+    /// The answer to a SYN is lost: the dialer's retransmitted SYN (after its timeout) gets a
+    /// new one, and the connection opens.
+    #[test]
+    fn retransmitted_syn_answered_again() {
+        let mut a = Connection::connect(config(), 10, 0);
+        let syn = drain(&mut a, 0);
+        let mut b = Connection::accept(config(), &syn[0], 300, 0).unwrap();
+        assert_eq!(drain(&mut b, 0).len(), 1); // lost
+        let t = a.poll_timeout().unwrap();
+        assert_eq!(t, INITIAL_RTO);
+        a.handle_timeout(t);
+        let again = drain(&mut a, t);
+        assert_eq!(seq(&again[0]), (PacketType::Syn, 1));
+        b.handle_datagram(&again[0], t).unwrap();
+        for d in drain(&mut b, t) {
+            a.handle_datagram(&d, t).unwrap();
+        }
+        assert_eq!(a.state(), State::Connected);
+        assert_eq!(
+            a.rto(),
+            2 * INITIAL_RTO,
+            "backed off, and no RTT sample from a retransmission"
+        );
+    }
+
     #[test]
     fn rto_follows_rfc_6298() {
         let mut a = Connection::connect(config(), 1, 0);
