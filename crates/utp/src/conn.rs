@@ -1,0 +1,821 @@
+//! One uTP connection as a sans-IO state machine: datagrams and times in, datagrams out.
+
+use std::collections::VecDeque;
+
+use thiserror::Error;
+
+use crate::ledbat::Ledbat;
+use crate::packet::{Header, Packet, PacketError, PacketType, MAX_SACK_BYTES};
+
+/// Microseconds on the caller's clock (any epoch; only differences and the low 32 bits, which
+/// go on the wire as timestamps, are used).
+pub type Micros = u64;
+
+/// Payload bytes per packet. No path MTU discovery: 1380 bytes of payload, plus the 20-byte
+/// header and a selective ack of at most 34 bytes, is 1434 bytes of UDP payload, which fits the
+/// 1452 an IPv6 packet carries over a 1500-byte Ethernet MTU (1472 over IPv4), with room for a
+/// PPPoE header. A path narrower than that (some tunnels) fragments; probing is future work.
+pub const DEFAULT_PAYLOAD: usize = 1380;
+/// Unsent plus unacknowledged bytes a connection holds (what `write` accepts up to).
+pub const DEFAULT_SEND_BUFFER: usize = 1 << 20;
+/// Received bytes not yet read plus those held out of order: the window we advertise.
+pub const DEFAULT_RECV_BUFFER: usize = 1 << 20;
+/// Packets past the next expected one we keep out of order: what a selective ack can name.
+pub const MAX_REORDER: usize = MAX_SACK_BYTES * 8 + 1;
+/// Packets in flight at once, whatever the windows say (a fraction of the 16-bit sequence space).
+pub const MAX_IN_FLIGHT: usize = 4096;
+/// RFC 6298: initial RTO 1 s, floor 1 s… we floor at 500 ms as libtorrent does, since uTP's
+/// RTT includes a deliberate 100 ms of queue; ceiling 60 s.
+pub const INITIAL_RTO: Micros = 1_000_000;
+pub const MIN_RTO: Micros = 500_000;
+pub const MAX_RTO: Micros = 60_000_000;
+/// Consecutive timeouts before the connection is given up (SYN: fewer).
+pub const MAX_TIMEOUTS: u32 = 8;
+pub const MAX_SYN_TIMEOUTS: u32 = 4;
+/// Duplicate acks (or packets selectively acked past a hole) that declare the hole lost.
+pub const DUP_ACK_THRESHOLD: u32 = 3;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub max_payload: usize,
+    pub send_buffer: usize,
+    pub recv_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_payload: DEFAULT_PAYLOAD,
+            send_buffer: DEFAULT_SEND_BUFFER,
+            recv_buffer: DEFAULT_RECV_BUFFER,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    SynSent,
+    Connected,
+    /// Both sides' FINs sent and acknowledged.
+    Closed,
+    Reset,
+    TimedOut,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UtpError {
+    #[error("the connection was reset by the peer")]
+    Reset,
+    #[error("the connection timed out")]
+    TimedOut,
+    #[error("nothing to read yet")]
+    WouldBlock,
+    #[error("the connection is closed")]
+    Closed,
+    #[error("not a SYN")]
+    NotSyn,
+    #[error(transparent)]
+    Packet(#[from] PacketError),
+}
+
+/// `a` before `b` in 16-bit sequence space.
+fn seq_lt(a: u16, b: u16) -> bool {
+    (a.wrapping_sub(b) as i16) < 0
+}
+
+#[derive(Debug)]
+struct Sent {
+    seq: u16,
+    ty: PacketType,
+    payload: Vec<u8>,
+    sent_at: Micros,
+    transmissions: u32,
+    need_resend: bool,
+    sacked: bool,
+}
+
+impl Sent {
+    fn in_flight(&self) -> bool {
+        !self.sacked && !self.need_resend && self.transmissions > 0
+    }
+}
+
+/// A received packet waiting for the ones before it.
+#[derive(Debug)]
+enum Held {
+    Data(Vec<u8>),
+    Fin,
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    state: State,
+    recv_id: u16,
+    send_id: u16,
+    /// Next sequence number we send.
+    seq_nr: u16,
+    /// Last sequence number received in order.
+    ack_nr: u16,
+    send_buf: VecDeque<u8>,
+    /// Oldest first: `inflight[i].seq == inflight[0].seq + i`.
+    inflight: VecDeque<Sent>,
+    unacked_bytes: usize,
+    peer_wnd: usize,
+    ledbat: Ledbat,
+    srtt: Option<(Micros, Micros)>,
+    rto: Micros,
+    rto_deadline: Option<Micros>,
+    timeouts: u32,
+    dup_acks: u32,
+    /// Losses up to this sequence number belong to the window already halved.
+    recovery_until: u16,
+    recv_buf: VecDeque<u8>,
+    /// Index i holds sequence number `ack_nr + 1 + i`.
+    reorder: VecDeque<Option<Held>>,
+    reorder_bytes: usize,
+    need_ack: bool,
+    last_wnd: usize,
+    /// Our clock minus the peer's timestamp on its last packet: its `timestamp_difference`.
+    reply_micro: u32,
+    closing: bool,
+    fin_sent: bool,
+    eof: bool,
+}
+
+impl Connection {
+    fn new(config: Config, recv_id: u16, send_id: u16, seq_nr: u16, state: State) -> Connection {
+        let ledbat = Ledbat::new(config.max_payload);
+        let last_wnd = config.recv_buffer;
+        Connection {
+            state,
+            recv_id,
+            send_id,
+            seq_nr,
+            ack_nr: 0,
+            send_buf: VecDeque::new(),
+            inflight: VecDeque::new(),
+            unacked_bytes: 0,
+            peer_wnd: config.max_payload,
+            ledbat,
+            srtt: None,
+            rto: INITIAL_RTO,
+            rto_deadline: None,
+            timeouts: 0,
+            dup_acks: 0,
+            recovery_until: seq_nr.wrapping_sub(1),
+            recv_buf: VecDeque::new(),
+            reorder: VecDeque::new(),
+            reorder_bytes: 0,
+            need_ack: false,
+            last_wnd,
+            reply_micro: 0,
+            closing: false,
+            fin_sent: false,
+            eof: false,
+            config,
+        }
+    }
+
+    /// Dials: `conn_id` is ours to receive on (random, unused towards that peer); the SYN goes
+    /// out on the first [`Connection::poll_transmit`].
+    pub fn connect(config: Config, conn_id: u16, now: Micros) -> Connection {
+        Connection::connect_from(config, conn_id, 1, now)
+    }
+
+    /// [`Connection::connect`] with the SYN's sequence number chosen (BEP 29 says 1; libtorrent
+    /// draws it at random, which is also fine).
+    pub fn connect_from(config: Config, conn_id: u16, seq_nr: u16, _now: Micros) -> Connection {
+        let mut c = Connection::new(
+            config,
+            conn_id,
+            conn_id.wrapping_add(1),
+            seq_nr,
+            State::SynSent,
+        );
+        c.inflight.push_back(Sent {
+            seq: seq_nr,
+            ty: PacketType::Syn,
+            payload: Vec::new(),
+            sent_at: 0,
+            transmissions: 0,
+            need_resend: true,
+            sacked: false,
+        });
+        c.seq_nr = seq_nr.wrapping_add(1);
+        c
+    }
+
+    /// Answers a SYN: `seq_nr` is our initial sequence number (random). The acknowledging STATE
+    /// goes out on the first [`Connection::poll_transmit`].
+    pub fn accept(
+        config: Config,
+        syn: &[u8],
+        seq_nr: u16,
+        now: Micros,
+    ) -> Result<Connection, UtpError> {
+        let p = Packet::parse(syn)?;
+        if p.header.ty != PacketType::Syn {
+            return Err(UtpError::NotSyn);
+        }
+        let id = p.header.conn_id;
+        let mut c = Connection::new(config, id.wrapping_add(1), id, seq_nr, State::Connected);
+        c.ack_nr = p.header.seq_nr;
+        c.peer_wnd = p.header.wnd_size as usize;
+        c.reply_micro = (now as u32).wrapping_sub(p.header.timestamp);
+        c.need_ack = true;
+        Ok(c)
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// The connection id the peer's packets carry (for demultiplexing).
+    pub fn recv_id(&self) -> u16 {
+        self.recv_id
+    }
+    pub fn cwnd(&self) -> usize {
+        self.ledbat.cwnd()
+    }
+    pub fn queuing_delay(&self) -> Option<u32> {
+        self.ledbat.queuing_delay()
+    }
+    pub fn rto(&self) -> Micros {
+        self.rto
+    }
+    /// Whether the peer has finished sending and everything it sent was read.
+    pub fn is_eof(&self) -> bool {
+        self.eof && self.recv_buf.is_empty()
+    }
+    /// Whether everything written has been sent and acknowledged.
+    pub fn is_flushed(&self) -> bool {
+        self.send_buf.is_empty() && self.inflight.iter().all(|s| s.ty == PacketType::Fin)
+    }
+
+    /// Whether our FIN went out and was acknowledged.
+    pub fn fin_acked(&self) -> bool {
+        self.fin_sent && self.inflight.is_empty()
+    }
+
+    fn error(&self) -> Option<UtpError> {
+        match self.state {
+            State::Reset => Some(UtpError::Reset),
+            State::TimedOut => Some(UtpError::TimedOut),
+            _ => None,
+        }
+    }
+
+    /// Queues bytes to send; returns how many fit in the send buffer.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, UtpError> {
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        if self.closing || self.state == State::Closed {
+            return Err(UtpError::Closed);
+        }
+        let room = self
+            .config
+            .send_buffer
+            .saturating_sub(self.send_buf.len() + self.unacked_bytes);
+        let n = room.min(data.len());
+        self.send_buf.extend(&data[..n]);
+        Ok(n)
+    }
+
+    /// Reads received bytes in order; `Ok(0)` (with a non-empty `buf`) at the end of the stream.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, UtpError> {
+        if self.recv_buf.is_empty() {
+            if self.eof || buf.is_empty() {
+                return Ok(0);
+            }
+            return Err(self.error().unwrap_or(UtpError::WouldBlock));
+        }
+        let n = buf.len().min(self.recv_buf.len());
+        for (dst, src) in buf.iter_mut().zip(self.recv_buf.drain(..n)) {
+            *dst = src;
+        }
+        // A window we advertised small has reopened: say so, or a sender stalled on it waits
+        // for its timeout.
+        if self.last_wnd < 4 * self.config.max_payload && self.window() > self.last_wnd {
+            self.need_ack = true;
+        }
+        Ok(n)
+    }
+
+    /// Finishes our direction: a FIN follows the last written byte.
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    fn window(&self) -> usize {
+        self.config
+            .recv_buffer
+            .saturating_sub(self.recv_buf.len() + self.reorder_bytes)
+    }
+
+    fn flight(&self) -> usize {
+        self.inflight
+            .iter()
+            .filter(|s| s.in_flight())
+            .map(|s| s.payload.len())
+            .sum()
+    }
+
+    pub fn handle_datagram(&mut self, datagram: &[u8], now: Micros) -> Result<(), UtpError> {
+        let p = Packet::parse(datagram)?;
+        let h = p.header;
+        let expected_id = if h.ty == PacketType::Syn {
+            self.send_id
+        } else {
+            self.recv_id
+        };
+        if h.conn_id != expected_id || matches!(self.state, State::Reset | State::TimedOut) {
+            return Ok(());
+        }
+        if h.ty == PacketType::Reset {
+            self.state = State::Reset;
+            return Ok(());
+        }
+        self.reply_micro = (now as u32).wrapping_sub(h.timestamp);
+        if h.ty == PacketType::Syn {
+            // Our STATE answering it was lost: the dialer retransmits the SYN and sends nothing
+            // else until answered, so our ack_nr is still the SYN's.
+            if h.seq_nr == self.ack_nr {
+                self.need_ack = true;
+            }
+            return Ok(());
+        }
+        if self.state == State::SynSent {
+            if h.ty != PacketType::State || h.ack_nr != self.seq_nr.wrapping_sub(1) {
+                return Ok(());
+            }
+            self.state = State::Connected;
+            self.ack_nr = h.seq_nr.wrapping_sub(1);
+        }
+        self.peer_wnd = h.wnd_size as usize;
+        self.handle_acks(&p, now);
+        match h.ty {
+            PacketType::Data => {
+                self.receive(h.seq_nr, Held::Data(p.payload.to_vec()), p.payload.len())
+            }
+            PacketType::Fin => self.receive(h.seq_nr, Held::Fin, 0),
+            _ => {}
+        }
+        if self.fin_sent && self.inflight.is_empty() && self.eof {
+            self.state = State::Closed;
+        }
+        Ok(())
+    }
+
+    fn handle_acks(&mut self, p: &Packet, now: Micros) {
+        let h = p.header;
+        let flight_before = self.flight();
+        let mut bytes_acked = 0;
+        let mut rtt_sample = None;
+        let Some(first) = self.inflight.front().map(|s| s.seq) else {
+            self.dup_acks = 0;
+            self.delay_sample(h.timestamp_diff, now);
+            return;
+        };
+        let acked = h.ack_nr.wrapping_sub(first).wrapping_add(1) as usize;
+        if acked <= self.inflight.len() && acked > 0 {
+            for s in self.inflight.drain(..acked) {
+                if !s.sacked && s.transmissions > 0 {
+                    bytes_acked += s.payload.len();
+                }
+                self.unacked_bytes -= s.payload.len();
+                if s.transmissions == 1 {
+                    rtt_sample = Some(now.saturating_sub(s.sent_at));
+                }
+            }
+            self.dup_acks = 0;
+            self.timeouts = 0;
+            self.rto_deadline = if self.inflight.is_empty() {
+                None
+            } else {
+                Some(now + self.rto)
+            };
+        } else if h.ack_nr == first.wrapping_sub(1)
+            && h.ty == PacketType::State
+            && self.inflight.iter().any(|s| s.in_flight())
+        {
+            self.dup_acks += 1;
+            if self.dup_acks == DUP_ACK_THRESHOLD {
+                self.lost(0);
+            }
+        }
+        if let Some(mask) = p.sack {
+            bytes_acked += self.handle_sack(h.ack_nr, mask);
+        }
+        if let Some(r) = rtt_sample {
+            self.rtt_sample(r);
+        }
+        self.delay_sample(h.timestamp_diff, now);
+        self.ledbat.on_ack(bytes_acked, flight_before);
+    }
+
+    fn delay_sample(&mut self, diff: u32, now: Micros) {
+        // Zero means the peer had no timestamp of ours yet.
+        if diff != 0 {
+            self.ledbat.on_delay_sample(diff, now);
+        }
+    }
+
+    /// Marks what the bitmask acknowledges; a packet with [`DUP_ACK_THRESHOLD`] or more acked
+    /// past it is lost. Returns the bytes newly acknowledged.
+    fn handle_sack(&mut self, ack_nr: u16, mask: &[u8]) -> usize {
+        let Some(first) = self.inflight.front().map(|s| s.seq) else {
+            return 0;
+        };
+        let mut bytes = 0;
+        for (i, byte) in mask.iter().enumerate() {
+            for bit in 0..8 {
+                if byte & (1 << bit) == 0 {
+                    continue;
+                }
+                let seq = ack_nr.wrapping_add(2 + (i * 8 + bit) as u16);
+                let idx = seq.wrapping_sub(first) as usize;
+                if let Some(s) = self.inflight.get_mut(idx) {
+                    if !s.sacked && s.transmissions > 0 {
+                        s.sacked = true;
+                        s.need_resend = false;
+                        bytes += s.payload.len();
+                    }
+                }
+            }
+        }
+        let mut sacked_after = 0;
+        let mut lost = Vec::new();
+        for (i, s) in self.inflight.iter().enumerate().rev() {
+            if s.sacked {
+                sacked_after += 1;
+            } else if sacked_after >= DUP_ACK_THRESHOLD && s.transmissions == 1 && !s.need_resend {
+                lost.push(i);
+            }
+        }
+        for i in lost {
+            self.lost(i);
+        }
+        bytes
+    }
+
+    fn lost(&mut self, idx: usize) {
+        let Some(s) = self.inflight.get_mut(idx) else {
+            return;
+        };
+        s.need_resend = true;
+        let seq = s.seq;
+        if seq_lt(self.recovery_until, seq) {
+            self.ledbat.on_loss();
+            self.recovery_until = self.seq_nr.wrapping_sub(1);
+        }
+    }
+
+    fn rtt_sample(&mut self, r: Micros) {
+        let (srtt, rttvar) = match self.srtt {
+            None => (r, r / 2),
+            Some((srtt, rttvar)) => {
+                let rttvar = (3 * rttvar + srtt.abs_diff(r)) / 4;
+                ((7 * srtt + r) / 8, rttvar)
+            }
+        };
+        self.srtt = Some((srtt, rttvar));
+        self.rto = (srtt + 4 * rttvar).clamp(MIN_RTO, MAX_RTO);
+    }
+
+    fn receive(&mut self, seq: u16, held: Held, len: usize) {
+        self.need_ack = true;
+        let dist = seq.wrapping_sub(self.ack_nr) as usize;
+        // 0 or "negative": a duplicate of something delivered; the ack answers it.
+        if dist == 0 || dist > u16::MAX as usize / 2 || dist > MAX_REORDER || self.eof {
+            return;
+        }
+        if len > self.window() {
+            return;
+        }
+        if self.reorder.len() < dist {
+            self.reorder.resize_with(dist, || None);
+        }
+        let slot = &mut self.reorder[dist - 1];
+        if slot.is_none() {
+            *slot = Some(held);
+            self.reorder_bytes += len;
+        }
+        while let Some(Some(_)) = self.reorder.front() {
+            let Some(Some(held)) = self.reorder.pop_front() else {
+                break;
+            };
+            self.ack_nr = self.ack_nr.wrapping_add(1);
+            match held {
+                Held::Data(d) => {
+                    self.reorder_bytes -= d.len();
+                    self.recv_buf.extend(d);
+                }
+                Held::Fin => {
+                    self.eof = true;
+                    self.reorder.clear();
+                    self.reorder_bytes = 0;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn sack_mask(&self) -> Option<Vec<u8>> {
+        if self.reorder.len() < 2 {
+            return None;
+        }
+        let mut mask = vec![0u8; (self.reorder.len() - 1).div_ceil(8).min(MAX_SACK_BYTES)];
+        for (i, slot) in self.reorder.iter().enumerate().skip(1) {
+            if slot.is_some() && (i - 1) / 8 < mask.len() {
+                mask[(i - 1) / 8] |= 1 << ((i - 1) % 8);
+            }
+        }
+        Some(mask)
+    }
+
+    fn packet(&mut self, ty: PacketType, seq: u16, payload: &[u8], now: Micros) -> Vec<u8> {
+        let wnd = self.window();
+        self.last_wnd = wnd;
+        self.need_ack = false;
+        let h = Header {
+            ty,
+            conn_id: if ty == PacketType::Syn {
+                self.recv_id
+            } else {
+                self.send_id
+            },
+            timestamp: now as u32,
+            timestamp_diff: self.reply_micro,
+            wnd_size: wnd.min(u32::MAX as usize) as u32,
+            seq_nr: seq,
+            ack_nr: self.ack_nr,
+        };
+        let sack = if ty == PacketType::Syn {
+            None
+        } else {
+            self.sack_mask()
+        };
+        let mut out = Vec::with_capacity(20 + 36 + payload.len());
+        h.write(sack.as_deref(), payload, &mut out);
+        out
+    }
+
+    /// The next datagram to send, if any. Call until `None` after every input.
+    pub fn poll_transmit(&mut self, now: Micros) -> Option<Vec<u8>> {
+        if self.state == State::Closed && self.need_ack {
+            // The peer's FIN (or its retransmission) still wants its ack.
+            let seq = self.seq_nr;
+            return Some(self.packet(PacketType::State, seq, &[], now));
+        }
+        if !matches!(self.state, State::SynSent | State::Connected) {
+            return None;
+        }
+        let window = self.ledbat.cwnd().min(self.peer_wnd);
+        let flight = self.flight();
+        if let Some(i) = self.inflight.iter().position(|s| s.need_resend) {
+            let len = self.inflight[i].payload.len();
+            if flight == 0 || flight + len <= window {
+                let s = &mut self.inflight[i];
+                s.need_resend = false;
+                s.transmissions += 1;
+                s.sent_at = now;
+                let (ty, seq, payload) = (s.ty, s.seq, std::mem::take(&mut s.payload));
+                let out = self.packet(ty, seq, &payload, now);
+                self.inflight[i].payload = payload;
+                self.arm_timer(now);
+                return Some(out);
+            }
+        }
+        if self.state == State::Connected
+            && !self.send_buf.is_empty()
+            && self.inflight.len() < MAX_IN_FLIGHT
+        {
+            let len = self.send_buf.len().min(self.config.max_payload);
+            if flight == 0 || flight + len <= window {
+                let payload: Vec<u8> = self.send_buf.drain(..len).collect();
+                return Some(self.send_new(PacketType::Data, payload, now));
+            }
+        }
+        if self.state == State::Connected
+            && self.closing
+            && !self.fin_sent
+            && self.send_buf.is_empty()
+        {
+            self.fin_sent = true;
+            return Some(self.send_new(PacketType::Fin, Vec::new(), now));
+        }
+        if self.need_ack && self.state == State::Connected {
+            let seq = self.seq_nr;
+            return Some(self.packet(PacketType::State, seq, &[], now));
+        }
+        None
+    }
+
+    fn send_new(&mut self, ty: PacketType, payload: Vec<u8>, now: Micros) -> Vec<u8> {
+        let seq = self.seq_nr;
+        self.seq_nr = seq.wrapping_add(1);
+        let out = self.packet(ty, seq, &payload, now);
+        self.unacked_bytes += payload.len();
+        self.inflight.push_back(Sent {
+            seq,
+            ty,
+            payload,
+            sent_at: now,
+            transmissions: 1,
+            need_resend: false,
+            sacked: false,
+        });
+        self.arm_timer(now);
+        out
+    }
+
+    fn arm_timer(&mut self, now: Micros) {
+        if self.rto_deadline.is_none() {
+            self.rto_deadline = Some(now + self.rto);
+        }
+    }
+
+    /// When [`Connection::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Micros> {
+        if !matches!(self.state, State::SynSent | State::Connected) {
+            return None;
+        }
+        self.rto_deadline
+    }
+
+    pub fn handle_timeout(&mut self, now: Micros) {
+        let Some(deadline) = self.rto_deadline else {
+            return;
+        };
+        if now < deadline || !matches!(self.state, State::SynSent | State::Connected) {
+            return;
+        }
+        if self.inflight.is_empty() {
+            self.rto_deadline = None;
+            return;
+        }
+        self.timeouts += 1;
+        let limit = if self.state == State::SynSent {
+            MAX_SYN_TIMEOUTS
+        } else {
+            MAX_TIMEOUTS
+        };
+        if self.timeouts > limit {
+            self.state = State::TimedOut;
+            return;
+        }
+        self.rto = (self.rto * 2).min(MAX_RTO);
+        for s in self.inflight.iter_mut().filter(|s| !s.sacked) {
+            s.need_resend = true;
+        }
+        self.ledbat.on_timeout();
+        self.recovery_until = self.seq_nr.wrapping_sub(1);
+        self.rto_deadline = Some(now + self.rto);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            max_payload: 100,
+            send_buffer: 1 << 16,
+            recv_buffer: 1 << 16,
+        }
+    }
+
+    fn drain(c: &mut Connection, now: Micros) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| c.poll_transmit(now)).collect()
+    }
+
+    fn seq(d: &[u8]) -> (PacketType, u16) {
+        let p = Packet::parse(d).unwrap();
+        (p.header.ty, p.header.seq_nr)
+    }
+
+    /// Runs A→B lossless until A has at least `n` data packets out in one batch; returns that
+    /// batch and the time.
+    fn grown(a: &mut Connection, b: &mut Connection, n: usize) -> (Vec<Vec<u8>>, Micros) {
+        let mut now = 0;
+        loop {
+            now += 10_000;
+            a.write(&[7u8; 4000]).unwrap();
+            let batch = drain(a, now);
+            if batch.len() >= n {
+                return (batch, now);
+            }
+            now += 10_000;
+            for d in batch {
+                b.handle_datagram(&d, now).unwrap();
+            }
+            let mut sink = [0u8; 1 << 16];
+            while b.read(&mut sink).is_ok() {}
+            for d in drain(b, now) {
+                a.handle_datagram(&d, now).unwrap();
+            }
+        }
+    }
+
+    fn pair() -> (Connection, Connection) {
+        let mut a = Connection::connect(config(), 10, 0);
+        let syn = drain(&mut a, 0);
+        let mut b = Connection::accept(config(), &syn[0], 300, 0).unwrap();
+        for d in drain(&mut b, 0) {
+            a.handle_datagram(&d, 0).unwrap();
+        }
+        assert_eq!(a.state(), State::Connected);
+        (a, b)
+    }
+
+    /// A hole followed by three or more delivered packets: the selective acks and duplicate acks
+    /// retransmit the hole at once, before any timeout; and a later timeout resends only the
+    /// hole, not what the receiver holds out of order.
+    #[test]
+    fn hole_retransmitted_fast_and_sacked_packets_kept() {
+        let (mut a, mut b) = pair();
+        let (batch, mut now) = grown(&mut a, &mut b, 6);
+        let lost = seq(&batch[0]);
+        assert_eq!(lost.0, PacketType::Data);
+        let cwnd = a.cwnd();
+        now += 10_000;
+        let mut acks = Vec::new();
+        for d in &batch[1..] {
+            b.handle_datagram(d, now).unwrap();
+            acks.extend(drain(&mut b, now));
+        }
+        assert!(Packet::parse(acks.last().unwrap()).unwrap().sack.is_some());
+        for d in &acks {
+            a.handle_datagram(d, now).unwrap();
+        }
+        let again = drain(&mut a, now);
+        assert_eq!(seq(&again[0]), lost, "the hole first, without a timeout");
+        assert!(a.cwnd() < cwnd, "a loss halves the window");
+        // Nothing more arrives: at the timeout only the hole goes again.
+        let t = a.poll_timeout().unwrap();
+        a.handle_timeout(t);
+        let resent: Vec<_> = drain(&mut a, t).iter().map(|d| seq(d)).collect();
+        assert_eq!(resent, vec![lost]);
+    }
+
+    #[test]
+    fn write_bounded_by_send_buffer_and_reset_reported() {
+        let (mut a, _b) = pair();
+        assert_eq!(a.write(&[0u8; 100_000]).unwrap(), 1 << 16);
+        assert_eq!(a.write(&[0u8; 10]).unwrap(), 0);
+        let mut reset = Vec::new();
+        Header {
+            ty: PacketType::Reset,
+            conn_id: a.recv_id(),
+            timestamp: 0,
+            timestamp_diff: 0,
+            wnd_size: 0,
+            seq_nr: 0,
+            ack_nr: 0,
+        }
+        .write(None, b"", &mut reset);
+        a.handle_datagram(&reset, 1).unwrap();
+        assert_eq!(a.read(&mut [0u8; 4]), Err(UtpError::Reset));
+        assert_eq!(a.write(b"x"), Err(UtpError::Reset));
+    }
+
+    /// The answer to a SYN is lost: the dialer's retransmitted SYN (after its timeout) gets a
+    /// new one, and the connection opens.
+    #[test]
+    fn retransmitted_syn_answered_again() {
+        let mut a = Connection::connect(config(), 10, 0);
+        let syn = drain(&mut a, 0);
+        let mut b = Connection::accept(config(), &syn[0], 300, 0).unwrap();
+        assert_eq!(drain(&mut b, 0).len(), 1); // lost
+        let t = a.poll_timeout().unwrap();
+        assert_eq!(t, INITIAL_RTO);
+        a.handle_timeout(t);
+        let again = drain(&mut a, t);
+        assert_eq!(seq(&again[0]), (PacketType::Syn, 1));
+        b.handle_datagram(&again[0], t).unwrap();
+        for d in drain(&mut b, t) {
+            a.handle_datagram(&d, t).unwrap();
+        }
+        assert_eq!(a.state(), State::Connected);
+        assert_eq!(
+            a.rto(),
+            2 * INITIAL_RTO,
+            "backed off, and no RTT sample from a retransmission"
+        );
+    }
+
+    #[test]
+    fn rto_follows_rfc_6298() {
+        let mut a = Connection::connect(config(), 1, 0);
+        assert_eq!(a.rto(), INITIAL_RTO);
+        a.rtt_sample(200_000);
+        assert_eq!(a.rto(), 200_000 + 4 * 100_000);
+        a.rtt_sample(200_000);
+        // rttvar 3/4 · 100 ms, srtt unchanged.
+        assert_eq!(a.rto(), 200_000 + 4 * 75_000);
+        a.rtt_sample(1000);
+        assert!(a.rto() >= MIN_RTO);
+    }
+}
