@@ -101,6 +101,19 @@ impl Discovery {
             config.lsd_group = group;
         }
     }
+
+    /// Starts a torrent with this discovery: its DHT node ([`Discovery::start_dht`]), then
+    /// [`Discovery::apply`] and [`crate::start`].
+    pub async fn start_torrent(
+        &self,
+        mut config: TorrentConfig,
+    ) -> Result<crate::TorrentHandle, crate::StartError> {
+        let dht = self
+            .start_dht(config.listen, config.torrent.private)
+            .await?;
+        self.apply(&mut config, dht);
+        crate::start(config).await
+    }
 }
 
 /// The id a magnet's torrent goes by on the wire: its v1 info-hash, or its v2 one truncated (BEP 52).

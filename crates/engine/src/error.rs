@@ -20,6 +20,9 @@ pub enum StartError {
     /// The peer listener could not be opened.
     #[error(transparent)]
     Listen(#[from] io::Error),
+    /// The torrent's DHT node could not be started ([`crate::Discovery::start_torrent`]).
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
 }
 
 /// Why `engine::metadata::fetch_metadata` gave up.

@@ -598,13 +598,12 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     };
     let result = rt.block_on(async move {
         let mut signals = Signals::new();
-        let discovery = args.discovery.settings();
-        let dht = discovery
-            .start_dht(config.listen, torrent.private)
+        let handle = args
+            .discovery
+            .settings()
+            .start_torrent(config)
             .await
             .map_err(Failure::failed)?;
-        discovery.apply(&mut config, dht);
-        let handle = engine::start(config).await.map_err(Failure::failed)?;
         let s = handle.status();
         if !s.complete {
             let bad_pieces = s.pieces_total - s.pieces_have;

@@ -203,13 +203,12 @@ pub fn run(args: ShareArgs) -> CmdResult {
         // Our own tracker learns of the seed directly (below): announcing to it through the router's
         // external address fails where the router has no hairpin NAT, with a warning each interval.
         config.use_trackers = tracker.is_none();
-        let discovery = args.discovery.settings();
-        let dht = discovery
-            .start_dht(config.listen, torrent.private)
+        let handle = args
+            .discovery
+            .settings()
+            .start_torrent(config)
             .await
             .map_err(Failure::failed)?;
-        discovery.apply(&mut config, dht);
-        let handle = engine::start(config).await.map_err(Failure::failed)?;
         // Friends reach the seed at the external address even when no tracker names it.
         let seed_addr = SocketAddr::new(
             public_ip,
