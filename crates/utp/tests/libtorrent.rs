@@ -4,8 +4,7 @@
 //! `UtpSocket` and downloads the file from us (libtorrent checks the piece hashes).
 //! Without python3-libtorrent the tests are skipped, unless CI=true, where they fail.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -18,81 +17,16 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const PIECE: usize = 16384;
 const PIECES: usize = 64;
 
-struct Libtorrent {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Option<BufReader<ChildStdout>>,
-    port: u16,
-    /// The v1 info-hash.
-    info_hash: [u8; 20],
-    /// The v2 info-hash truncated to 20 bytes: what libtorrent may put in its handshake for a
-    /// hybrid torrent when it connects.
-    info_hash_v2: [u8; 20],
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Libtorrent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn have_libtorrent() -> bool {
-    let ok = Command::new("/usr/bin/python3")
-        .args(["-c", "import libtorrent"])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var("CI").as_deref() == Ok("true") {
-        panic!("python3-libtorrent is missing (CI=true: not skipping)");
-    }
-    if !ok {
-        eprintln!("skipped: /usr/bin/python3 cannot import libtorrent");
-    }
-    ok
-}
+#[path = "../../../tests/support/libtorrent_child.rs"]
+mod libtorrent_child;
+use libtorrent_child::{have_libtorrent, Libtorrent};
 
 fn libtorrent(ip: &str, mode: &str) -> Libtorrent {
-    let dir = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/libtorrent_peer.py");
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(script)
-        .arg(dir.path())
-        .args([ip, mode])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    // The script gives up after 60 s without starting, which ends this read.
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let mut words = line.split_whitespace();
-    let port: u16 = words
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("libtorrent printed no port");
-    let mut hash = || {
-        let hex = words.next().expect("libtorrent printed no info-hash");
-        let mut h = [0u8; 20];
-        for (i, b) in h.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-        }
-        h
-    };
-    let (info_hash, info_hash_v2) = (hash(), hash());
-    Libtorrent {
-        child,
-        stdin,
-        stdout: Some(stdout),
-        port,
-        info_hash,
-        info_hash_v2,
-        _dir: dir,
-    }
+    libtorrent_child::start(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/libtorrent_peer.py"),
+        ip,
+        mode,
+    )
 }
 
 fn content() -> Vec<u8> {
