@@ -19,6 +19,7 @@ The process exits when stdin reaches end of file (the test that started it is go
 """
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -58,6 +59,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=120.0)
     args = ap.parse_args()
 
+    # A crash inside libtorrent leaves the Python stack of every thread on stderr, for the log.
+    faulthandler.enable()
     threading.Thread(target=watch_stdin, daemon=True).start()
 
     cat = lt.alert.category_t
