@@ -22,6 +22,7 @@ mod storage;
 mod stream;
 mod torrent;
 pub mod tracker;
+mod transport;
 mod upload;
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use torrent_core::{PeerEvent, PeerKey};
@@ -20,6 +19,7 @@ use wire::{BlockRef, Decoder, Handshake, Message, HANDSHAKE_LEN};
 use crate::conns::{AcceptBackoff, Admitted, HandshakeGate};
 use crate::link::{Out, PeerIo, UploadIo, WRITER_QUEUE};
 use crate::torrent::Shared;
+use crate::transport::{PeerStream, ReadHalf, WriteHalf};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,13 +97,13 @@ async fn incoming(
     if theirs.info_hash != shared.id {
         anyhow::bail!("handshake for another torrent");
     }
-    answer_incoming(shared, stream, addr, theirs).await
+    answer_incoming(shared, PeerStream::tcp(stream)?, addr, theirs).await
 }
 
 /// Answers an incoming peer whose handshake named this torrent, then runs the connection.
 pub(crate) async fn answer_incoming(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     addr: SocketAddr,
     theirs: Handshake,
 ) -> anyhow::Result<()> {
@@ -128,7 +128,8 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
         if !bind.is_unspecified() && bind.is_ipv4() == addr.is_ipv4() {
             socket.bind(SocketAddr::new(bind, 0))?;
         }
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
+        let mut stream = PeerStream::tcp(stream)?;
         let ours = Handshake::new(shared.id, shared.config.peer_id, shared.uses_dht());
         stream.write_all(&ours.encode()).await?;
         let mut buf = [0u8; HANDSHAKE_LEN];
@@ -255,7 +256,7 @@ impl Watch {
 /// The writer: drains queued messages into one vectored write per wake-up. Blocks are written from the
 /// piece buffers they were sliced from, never copied into the output buffer (unless the socket stalls).
 async fn writer(
-    mut half: OwnedWriteHalf,
+    mut half: WriteHalf,
     mut rx: mpsc::Receiver<Out>,
     shared: Arc<Shared>,
     key: PeerKey,
@@ -424,13 +425,22 @@ async fn write_segments<W: AsyncWrite + Unpin>(
 
 async fn run(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: PeerStream,
     addr: SocketAddr,
     outgoing: bool,
     ours: Handshake,
     theirs: Handshake,
 ) -> anyhow::Result<()> {
-    stream.set_nodelay(true)?;
+    tracing::debug!(
+        "peer {addr}: {} over {:?}{}",
+        if outgoing { "dialled" } else { "accepted" },
+        stream.carrier(),
+        if stream.encrypted() {
+            ", encrypted"
+        } else {
+            ""
+        }
+    );
     let (mut read_half, write_half) = stream.into_split();
     let budget = shared.config.peer_budget.clone();
     if budget.as_ref().is_some_and(|b| !b.try_take()) {
@@ -474,7 +484,7 @@ async fn read_loop(
     shared: &Arc<Shared>,
     key: PeerKey,
     addr: SocketAddr,
-    read: &mut OwnedReadHalf,
+    read: &mut ReadHalf,
     close: &Notify,
 ) -> anyhow::Result<()> {
     let decoder = Decoder::default();

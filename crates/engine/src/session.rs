@@ -83,6 +83,7 @@ async fn accept_loop(listener: TcpListener, torrents: Registry, gate: Arc<Handsh
                     .get(&theirs.info_hash)
                     .cloned()
                     .ok_or_else(|| anyhow::anyhow!("handshake for a torrent we do not have"))?;
+                let stream = crate::transport::PeerStream::tcp(stream)?;
                 crate::peer::answer_incoming(shared, stream, addr, theirs).await
             }
             .await;
