@@ -10,5 +10,8 @@ fuzz_target!(|data: &[u8]| {
         let again = PexMessage::decode(&m.encode()).expect("own message must parse");
         assert_eq!(again.added.len(), m.added.len());
         assert_eq!(again.dropped.len(), m.dropped.len());
+        // Every address keeps its own flag byte, in order, through a round trip.
+        assert_eq!(m.added_flags.len(), m.added.len());
+        assert_eq!((&again.added, &again.added_flags), (&m.added, &m.added_flags));
     }
 });

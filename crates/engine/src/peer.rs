@@ -713,7 +713,7 @@ mod tests {
             id: torrent_core::UT_PEX_ID,
             payload: wire::PexMessage {
                 added,
-                dropped: Vec::new(),
+                ..Default::default()
             }
             .encode()
             .into(),

@@ -37,6 +37,8 @@ pub const PEX_MIN_GAP: Duration = Duration::from_secs(45);
 pub const MAX_KNOWN: usize = 2000;
 /// The id we ask peers to use for `ut_pex` messages to us.
 pub const UT_PEX_ID: u8 = 2;
+/// The id we ask peers to use for `ut_holepunch` messages to us (BEP 55).
+pub const UT_HOLEPUNCH_ID: u8 = 4;
 
 /// Timings and caps; [`Limits::default`] holds the engine's values.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@
 
 pub mod bitfield;
 mod config;
+mod holepunch;
 mod peer;
 pub mod picker;
 pub mod rng;
@@ -26,8 +27,9 @@ pub use bitfield::Bitfield;
 pub use config::{
     CoreConfig, ExtensionInfo, Limits, KEEPALIVE, MAX_KNOWN, MAX_PEER_QUEUED_BYTES,
     MAX_PEER_REQUESTS, MAX_QUEUE, MAX_REFUSED_REQUESTS, MIN_QUEUE, MIN_REFUSED_REQUESTS,
-    PEX_MIN_GAP, SNUB_TIMEOUT, UT_PEX_ID,
+    PEX_MIN_GAP, SNUB_TIMEOUT, UT_HOLEPUNCH_ID, UT_PEX_ID,
 };
+pub use holepunch::{MAX_RENDEZVOUS, RENDEZVOUS_WINDOW};
 pub use picker::{Picker, Received, BLOCK};
 pub use rng::Rng;
 pub use torrent::{

@@ -56,6 +56,9 @@ pub(crate) struct Peer {
     /// The ids the peer wants `ut_metadata` and `ut_pex` messages under.
     pub their_ut_metadata: Option<u8>,
     pub their_ut_pex: Option<u8>,
+    /// The id it wants `ut_holepunch` messages under, and the rendezvous it has asked of us lately.
+    pub their_ut_holepunch: Option<u8>,
+    pub rendezvous: crate::holepunch::RendezvousBudget,
     /// When our next exchange to it is due, what it has been told of, and when we last took one.
     pub next_pex: Option<Instant>,
     pub pex_told: BTreeSet<SocketAddr>,
@@ -103,6 +106,8 @@ impl Peer {
             max_refused: None,
             their_ut_metadata: None,
             their_ut_pex: None,
+            their_ut_holepunch: None,
+            rendezvous: crate::holepunch::RendezvousBudget::new(),
             next_pex: None,
             pex_told: BTreeSet::new(),
             pex_in: None,

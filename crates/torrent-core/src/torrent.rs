@@ -9,7 +9,8 @@ use bytes::Bytes;
 use wire::{BlockRef, Connection, Event, ExtensionHandshake, Handshake, Message};
 
 use crate::bitfield::Bitfield;
-use crate::config::{CoreConfig, UT_PEX_ID};
+use crate::config::{CoreConfig, UT_HOLEPUNCH_ID, UT_PEX_ID};
+use crate::holepunch::{self, Answer};
 use crate::peer::{Accepted, Peer};
 use crate::picker::{Picker, Received};
 use crate::rng::Rng;
@@ -229,6 +230,8 @@ pub struct Stats {
     pub wasted: u64,
     /// Peer-exchange messages sent.
     pub pex_sent: u64,
+    /// Rendezvous relayed (BEP 55): two peers told to connect to each other.
+    pub introductions: u64,
     /// Choker rounds run.
     pub choke_rounds: u64,
 }
@@ -442,8 +445,11 @@ impl TorrentCore {
             if let Some(id) = ext.ut_metadata {
                 extensions.insert("ut_metadata".to_string(), id);
             }
+            // Introductions, like exchanges, hand out peers the tracker did not: not in private
+            // torrents, and not where peer exchange is turned off.
             if self.config.uses_pex() {
                 extensions.insert("ut_pex".to_string(), UT_PEX_ID);
+                extensions.insert("ut_holepunch".to_string(), UT_HOLEPUNCH_ID);
             }
             let addr = self.peers[&key].addr;
             let hs = ExtensionHandshake {
@@ -988,6 +994,7 @@ impl TorrentCore {
                 }
                 if self.config.uses_pex() {
                     p.their_ut_pex = theirs.id_of("ut_pex");
+                    p.their_ut_holepunch = theirs.id_of("ut_holepunch");
                     // A first exchange soon after connecting, then at most once a minute (BEP 11).
                     p.next_pex = Some(now + self.config.limits.pex_first);
                 }
@@ -1013,6 +1020,12 @@ impl TorrentCore {
                         let added = pex.added.into_iter().take(wire::MAX_PEX_PEERS);
                         self.add_addresses(added.collect::<Vec<_>>(), now);
                     }
+                }
+            }
+            Event::Extended { id, payload } if id == UT_HOLEPUNCH_ID && self.config.uses_pex() => {
+                match wire::HolepunchMessage::decode(&payload) {
+                    Ok(message) => self.on_holepunch(key, message),
+                    Err(_) => self.remove_peer(key, Some(DisconnectReason::BadExtension)),
                 }
             }
             Event::Extended { id, payload } if Some(id) == self.config.extension.ut_metadata => {
@@ -1529,6 +1542,83 @@ impl TorrentCore {
         }
     }
 
+    /// A `ut_holepunch` message (BEP 55), from a peer that said it speaks it. As the relay, a
+    /// rendezvous is answered with a `Connect` to each side or an error; as a side, a `Connect` has
+    /// the address dialled at once, since the other side is dialling us now. Both count against the
+    /// sender's budget of rendezvous.
+    fn on_holepunch(&mut self, key: u64, message: wire::HolepunchMessage) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(reply_id) = p.their_ut_holepunch else {
+            return;
+        };
+        if !p.rendezvous.take(now) {
+            return;
+        }
+        let (relay_ip, requester) = (p.addr.ip(), p.listen.unwrap_or(p.addr));
+        let asked = message.addr;
+        match message.kind {
+            wire::HolepunchKind::Rendezvous => {
+                let found = self
+                    .peers
+                    .iter()
+                    .find(|(_, q)| q.addr == asked || q.listen == Some(asked))
+                    .map(|(k, q)| (*k, q.their_ut_holepunch));
+                let target = found.map(|(k, id)| holepunch::Target {
+                    addr: asked,
+                    speaks_holepunch: id.is_some(),
+                    is_requester: k == key,
+                });
+                let reply = |kind, addr| Message::Extended {
+                    id: reply_id,
+                    payload: wire::HolepunchMessage { kind, addr }.encode().into(),
+                };
+                match holepunch::answer(requester, asked, target) {
+                    Answer::Introduce {
+                        requester_to,
+                        target_to,
+                    } => {
+                        let Some((target_key, Some(target_id))) = found else {
+                            return;
+                        };
+                        self.send(key, reply(wire::HolepunchKind::Connect, requester_to));
+                        let to_target = wire::HolepunchMessage {
+                            kind: wire::HolepunchKind::Connect,
+                            addr: target_to,
+                        };
+                        self.send(
+                            target_key,
+                            Message::Extended {
+                                id: target_id,
+                                payload: to_target.encode().into(),
+                            },
+                        );
+                        self.stats.introductions += 1;
+                    }
+                    Answer::Refuse(e) => {
+                        self.send(key, reply(wire::HolepunchKind::Error(e), asked))
+                    }
+                    Answer::Ignore => {}
+                }
+            }
+            wire::HolepunchKind::Connect => {
+                let ours = Some(asked) == self.config.listen;
+                if holepunch::may_dial(relay_ip, asked)
+                    && !ours
+                    && !self.banned.contains(&asked.ip())
+                    && !self.connected.contains(&asked)
+                {
+                    self.known.retain(|a| *a != asked);
+                    self.known.push_front(asked);
+                    self.dial();
+                }
+            }
+            wire::HolepunchKind::Error(_) => {}
+        }
+    }
+
     /// The earliest peer exchange due.
     fn next_pex_due(&self) -> Option<Instant> {
         self.peers
@@ -1542,11 +1632,22 @@ impl TorrentCore {
     fn maybe_pex(&mut self, key: u64) {
         let now = self.now;
         let interval = self.config.limits.pex_interval;
-        let listens: BTreeSet<SocketAddr> = self
+        // Each listen address with the flags BEP 11 lets us claim for it: a seed, and one that takes
+        // introductions (BEP 55), so a peer that cannot reach it may ask us for one.
+        let listens: BTreeMap<SocketAddr, u8> = self
             .peers
             .iter()
             .filter(|(k, _)| **k != key)
-            .filter_map(|(_, p)| p.listen)
+            .filter_map(|(_, p)| {
+                let mut flags = 0;
+                if p.their_ut_holepunch.is_some() {
+                    flags |= wire::PEX_HOLEPUNCH;
+                }
+                if p.bitfield.is_complete() {
+                    flags |= wire::PEX_SEED;
+                }
+                Some((p.listen?, flags))
+            })
             .collect();
         let Some(p) = self.peers.get_mut(&key) else {
             return;
@@ -1558,15 +1659,19 @@ impl TorrentCore {
             return;
         }
         p.next_pex = Some(now + interval);
+        let added: Vec<SocketAddr> = listens
+            .keys()
+            .filter(|a| !p.pex_told.contains(a))
+            .copied()
+            .take(wire::MAX_PEX_PEERS)
+            .collect();
         let message = wire::PexMessage {
-            added: listens
-                .difference(&p.pex_told)
-                .copied()
-                .take(wire::MAX_PEX_PEERS)
-                .collect(),
+            added_flags: added.iter().map(|a| listens[a]).collect(),
+            added,
             dropped: p
                 .pex_told
-                .difference(&listens)
+                .iter()
+                .filter(|a| !listens.contains_key(a))
                 .copied()
                 .take(wire::MAX_PEX_PEERS)
                 .collect(),

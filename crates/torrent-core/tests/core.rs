@@ -9,7 +9,10 @@ use torrent_core::{
     Action, AnnounceEvent, Bitfield, CoreConfig, DisconnectReason, PeerEvent, PeerKey, Refused,
     TorrentCore, BLOCK, MAX_PEER_REQUESTS, MAX_REFUSED_REQUESTS,
 };
-use wire::{BlockRef, ExtensionHandshake, Handshake, Message};
+use wire::{
+    BlockRef, ExtensionHandshake, Handshake, HolepunchError, HolepunchKind, HolepunchMessage,
+    Message,
+};
 
 const PIECE: u32 = 4 * BLOCK;
 
@@ -618,9 +621,17 @@ fn a_cancel_takes_a_request_back_once_and_a_choke_rejects_the_rest() {
 }
 
 fn extension_handshake(pex: bool, port: u16) -> Message {
+    extension_handshake_with(pex, false, port)
+}
+
+/// Ours: `ut_pex` under 9, `ut_holepunch` under 11.
+fn extension_handshake_with(pex: bool, holepunch: bool, port: u16) -> Message {
     let mut extensions = std::collections::BTreeMap::new();
     if pex {
         extensions.insert("ut_pex".to_string(), 9u8);
+    }
+    if holepunch {
+        extensions.insert("ut_holepunch".to_string(), 11u8);
     }
     let hs = ExtensionHandshake {
         extensions,
@@ -687,7 +698,7 @@ fn peer_exchange_from_a_peer_is_taken_at_most_every_45_seconds_and_50_at_a_time(
     let pex = |from: u8| {
         let message = wire::PexMessage {
             added: (0..50).map(|i| addr([10, 11, from, i], 6881)).collect(),
-            dropped: Vec::new(),
+            ..Default::default()
         };
         Message::Extended {
             id: torrent_core::UT_PEX_ID,
@@ -897,4 +908,154 @@ fn interest_follows_the_peers_pieces_our_pieces_and_priorities() {
     h.core.set_piece_priority(3, 2);
     h.msg(k, Message::Have(1));
     assert!(sent(&h.drain(), k).contains(&Message::Interested));
+}
+
+fn holepunch_sent(actions: &[Action], to: PeerKey) -> Vec<HolepunchMessage> {
+    sent(actions, to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Extended { id: 11, payload } => HolepunchMessage::decode(&payload).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn holepunch(kind: HolepunchKind, to: SocketAddr) -> Message {
+    Message::Extended {
+        id: torrent_core::UT_HOLEPUNCH_ID,
+        payload: HolepunchMessage { kind, addr: to }.encode().into(),
+    }
+}
+
+#[test]
+fn a_rendezvous_introduces_two_peers_that_both_take_introductions() {
+    let mut h = H::new(8, true, |c| c.max_peers = 10);
+    let (a, b, c) = (
+        h.add([203, 0, 113, 1], 50001),
+        h.add([203, 0, 113, 2], 50002),
+        h.add([203, 0, 113, 3], 50003),
+    );
+    h.msg(a, extension_handshake_with(true, true, 6881));
+    h.msg(b, extension_handshake_with(true, true, 6882));
+    h.msg(c, extension_handshake_with(true, false, 6883));
+    h.drain();
+    // Each learns of the others with the holepunch flag where it applies.
+    h.advance(Duration::from_secs(2));
+    let told = pex_sent(&h.drain(), a);
+    let flag_of = |pex: &wire::PexMessage, who: SocketAddr| {
+        pex.flags_of(pex.added.iter().position(|x| *x == who).expect("told"))
+    };
+    let (b_listen, c_listen) = (addr([203, 0, 113, 2], 6882), addr([203, 0, 113, 3], 6883));
+    assert_eq!(
+        flag_of(&told[0], b_listen) & wire::PEX_HOLEPUNCH,
+        wire::PEX_HOLEPUNCH
+    );
+    assert_eq!(flag_of(&told[0], c_listen) & wire::PEX_HOLEPUNCH, 0);
+    assert_eq!(flag_of(&told[0], b_listen) & wire::PEX_SEED, 0);
+
+    // A asks to meet B by the address PEX gave it: both are told to connect, each to the other's
+    // listen address.
+    h.msg(a, holepunch(HolepunchKind::Rendezvous, b_listen));
+    let actions = h.drain();
+    let a_listen = addr([203, 0, 113, 1], 6881);
+    let to_a = holepunch_sent(&actions, a);
+    let to_b = holepunch_sent(&actions, b);
+    assert_eq!(to_a.len(), 1);
+    assert_eq!(
+        (to_a[0].kind, to_a[0].addr),
+        (HolepunchKind::Connect, b_listen)
+    );
+    assert_eq!(
+        (to_b[0].kind, to_b[0].addr),
+        (HolepunchKind::Connect, a_listen)
+    );
+    assert_eq!(h.core.stats().introductions, 1);
+
+    // C does not take introductions, nobody is at D, and A is A.
+    let refusals = [
+        (c_listen, HolepunchError::NoSupport),
+        (addr([203, 0, 113, 4], 6884), HolepunchError::NotConnected),
+        (a_listen, HolepunchError::NoSelf),
+    ];
+    for (target, error) in refusals {
+        h.msg(a, holepunch(HolepunchKind::Rendezvous, target));
+        let actions = h.drain();
+        let to_a = holepunch_sent(&actions, a);
+        assert_eq!(to_a.len(), 1, "{target}");
+        assert_eq!(
+            (to_a[0].kind, to_a[0].addr),
+            (HolepunchKind::Error(error), target)
+        );
+        assert!(holepunch_sent(&actions, c).is_empty());
+    }
+    assert_eq!(h.core.stats().introductions, 1);
+}
+
+#[test]
+fn rendezvous_are_budgeted_per_peer_and_absent_from_private_torrents() {
+    let mut h = H::new(8, true, |c| c.max_peers = 10);
+    let (a, b) = (h.add([203, 0, 113, 1], 1), h.add([203, 0, 113, 2], 2));
+    h.msg(a, extension_handshake_with(true, true, 6881));
+    h.msg(b, extension_handshake_with(true, true, 6882));
+    h.drain();
+    let b_listen = addr([203, 0, 113, 2], 6882);
+    for _ in 0..torrent_core::MAX_RENDEZVOUS + 5 {
+        h.msg(a, holepunch(HolepunchKind::Rendezvous, b_listen));
+    }
+    let introduced = holepunch_sent(&h.drain(), b).len() as u32;
+    assert_eq!(introduced, torrent_core::MAX_RENDEZVOUS);
+    h.advance(torrent_core::RENDEZVOUS_WINDOW);
+    h.drain();
+    h.msg(a, holepunch(HolepunchKind::Rendezvous, b_listen));
+    assert_eq!(holepunch_sent(&h.drain(), b).len(), 1, "a new window");
+
+    // A private torrent neither offers the extension nor answers it.
+    let mut p = H::new(8, true, |c| {
+        c.max_peers = 10;
+        c.private = true;
+    });
+    let (a, b) = (p.add([203, 0, 113, 1], 1), p.add([203, 0, 113, 2], 2));
+    p.msg(a, extension_handshake_with(true, true, 6881));
+    p.msg(b, extension_handshake_with(true, true, 6882));
+    let offered = p.drain().iter().any(|act| match act {
+        Action::Send {
+            message: Message::Extended { id: 0, payload },
+            ..
+        } => ExtensionHandshake::decode(payload).is_ok_and(|hs| hs.id_of("ut_holepunch").is_some()),
+        _ => false,
+    });
+    assert!(!offered);
+    p.msg(a, holepunch(HolepunchKind::Rendezvous, b_listen));
+    assert!(holepunch_sent(&p.drain(), b).is_empty());
+}
+
+#[test]
+fn a_connect_from_a_relay_is_dialled_at_once_unless_it_points_into_a_private_network() {
+    let mut h = H::new(8, false, |c| c.max_peers = 10);
+    let relay = h.add([203, 0, 113, 9], 1);
+    h.msg(relay, extension_handshake_with(true, true, 6881));
+    h.drain();
+    let dialled = |actions: &[Action]| -> Vec<SocketAddr> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Connect { addr } => Some(*addr),
+                _ => None,
+            })
+            .collect()
+    };
+    let other = addr([198, 51, 100, 7], 7000);
+    h.msg(relay, holepunch(HolepunchKind::Connect, other));
+    assert_eq!(dialled(&h.drain()), vec![other]);
+    // Already being dialled: not twice.
+    h.msg(relay, holepunch(HolepunchKind::Connect, other));
+    assert!(dialled(&h.drain()).is_empty());
+    h.msg(
+        relay,
+        holepunch(HolepunchKind::Connect, addr([192, 168, 1, 20], 7000)),
+    );
+    assert!(
+        dialled(&h.drain()).is_empty(),
+        "a public relay naming a private address"
+    );
 }

@@ -6,6 +6,7 @@
 mod codec;
 mod extension;
 mod handshake;
+mod holepunch;
 mod lsd;
 mod message;
 mod metadata;
@@ -15,6 +16,7 @@ mod state;
 pub use codec::{Decoder, DEFAULT_MAX_MESSAGE};
 pub use extension::ExtensionHandshake;
 pub use handshake::{Handshake, HANDSHAKE_LEN, PROTOCOL};
+pub use holepunch::{HolepunchError, HolepunchKind, HolepunchMessage, MAX_HOLEPUNCH_LEN};
 pub use ids::{InfoHash, PeerId};
 pub use lsd::{
     LsdAnnounce, LsdError, LSD_GROUP_V4, LSD_GROUP_V6, LSD_PORT, MAX_LSD_COOKIE, MAX_LSD_DATAGRAM,
@@ -22,7 +24,7 @@ pub use lsd::{
 };
 pub use message::{BlockRef, HashRange, Message};
 pub use metadata::{MetadataMessage, MAX_METADATA, METADATA_PIECE};
-pub use pex::{PexMessage, MAX_PEX_PEERS};
+pub use pex::{PexMessage, MAX_PEX_PEERS, PEX_ENCRYPTION, PEX_HOLEPUNCH, PEX_SEED, PEX_UTP};
 pub use state::{Connection, ConnectionError, Event};
 
 /// Why bytes from a peer were refused.
