@@ -500,6 +500,9 @@ impl Shared {
             Action::Banned { ip } => {
                 tracing::warn!("banning {ip}: sent data that failed the hash check");
             }
+            Action::Introduced { requester, target } => {
+                tracing::info!("introduced {requester} to {target}: both dial each other (BEP 55)");
+            }
             Action::SeenAs { voter, ip } => {
                 self.vote_external(crate::external_ip::Voter::Peer(voter), ip);
             }

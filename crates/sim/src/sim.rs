@@ -569,7 +569,8 @@ impl Sim {
             | Action::ServeMetadata { .. }
             | Action::ServeHashes { .. }
             | Action::Banned { .. }
-            | Action::SeenAs { .. } => {}
+            | Action::SeenAs { .. }
+            | Action::Introduced { .. } => {}
             Action::VerifyPiece { piece } => self.nodes[id as usize].verify.push(piece),
             Action::Disconnect { peer, .. } => {
                 let node = &mut self.nodes[id as usize];

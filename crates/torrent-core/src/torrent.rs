@@ -148,6 +148,13 @@ pub enum Action {
         /// Which.
         ip: IpAddr,
     },
+    /// Two peers were told to connect to each other (a BEP 55 rendezvous): worth a log line.
+    Introduced {
+        /// The peer that asked, at the address the other was given.
+        requester: SocketAddr,
+        /// The peer it asked for.
+        target: SocketAddr,
+    },
     /// A peer says in its extension handshake (BEP 10 `yourip`) at which address it sees us: one
     /// vote towards our external address.
     SeenAs {
@@ -1023,9 +1030,9 @@ impl TorrentCore {
                 }
             }
             Event::Extended { id, payload } if id == UT_HOLEPUNCH_ID && self.config.uses_pex() => {
-                match wire::HolepunchMessage::decode(&payload) {
-                    Ok(message) => self.on_holepunch(key, message),
-                    Err(_) => self.remove_peer(key, Some(DisconnectReason::BadExtension)),
+                // One we cannot read is ignored, as libtorrent does: clients differ in the details.
+                if let Ok(message) = wire::HolepunchMessage::decode(&payload) {
+                    self.on_holepunch(key, message);
                 }
             }
             Event::Extended { id, payload } if Some(id) == self.config.extension.ut_metadata => {
@@ -1596,6 +1603,10 @@ impl TorrentCore {
                             },
                         );
                         self.stats.introductions += 1;
+                        self.actions.push_back(Action::Introduced {
+                            requester: target_to,
+                            target: requester_to,
+                        });
                     }
                     Answer::Refuse(e) => {
                         self.send(key, reply(wire::HolepunchKind::Error(e), asked))

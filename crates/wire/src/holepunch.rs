@@ -86,7 +86,9 @@ impl HolepunchMessage {
         out
     }
 
-    /// Parses a payload of exactly the length its address type implies.
+    /// Parses a payload of exactly the length its address type implies. BEP 55 puts a zero error code
+    /// at the end of every message; libtorrent 2.0 sends it only in error messages, so a rendezvous or
+    /// connect without it is taken too.
     pub fn decode(payload: &[u8]) -> Result<HolepunchMessage, WireError> {
         let bad = |why: &str| WireError::BadExtension(format!("ut_holepunch: {why}"));
         let (&kind, rest) = payload.split_first().ok_or_else(|| bad("empty"))?;
@@ -96,7 +98,8 @@ impl HolepunchMessage {
             1 => 16,
             other => return Err(bad(&format!("address type {other}"))),
         };
-        if rest.len() != ip_len + 2 + 4 {
+        let error_code = rest.len() == ip_len + 2 + 4;
+        if rest.len() != ip_len + 2 && !error_code {
             return Err(bad(&format!("{} bytes", payload.len())));
         }
         let (ip, rest) = rest.split_at(ip_len);
@@ -108,11 +111,14 @@ impl HolepunchMessage {
             }
         };
         let port = u16::from_be_bytes([rest[0], rest[1]]);
-        let error = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
         let kind = match kind {
             0 => HolepunchKind::Rendezvous,
             1 => HolepunchKind::Connect,
-            2 => HolepunchKind::Error(HolepunchError::from_code(error)),
+            2 if error_code => {
+                let code = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
+                HolepunchKind::Error(HolepunchError::from_code(code))
+            }
+            2 => return Err(bad("error without its code")),
             other => return Err(bad(&format!("message type {other}"))),
         };
         Ok(HolepunchMessage {
@@ -146,6 +152,26 @@ mod tests {
         }
     }
 
+    /// What libtorrent 2.0.8 sent in the hole punching lab: a rendezvous with no error code.
+    #[test]
+    fn libtorrents_messages_without_the_error_code_are_taken() {
+        let rendezvous = [0, 0, 11, 11, 12, 1, 0x1a, 0xe1];
+        assert_eq!(
+            HolepunchMessage::decode(&rendezvous),
+            Ok(HolepunchMessage {
+                kind: HolepunchKind::Rendezvous,
+                addr: "11.11.12.1:6881".parse().unwrap(),
+            })
+        );
+        let mut connect_v6 = vec![1, 1];
+        connect_v6.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        connect_v6.extend_from_slice(&[0, 80]);
+        assert_eq!(
+            HolepunchMessage::decode(&connect_v6).map(|m| m.kind),
+            Ok(HolepunchKind::Connect)
+        );
+    }
+
     #[test]
     fn wrong_lengths_and_types_are_refused() {
         let good = HolepunchMessage {
@@ -153,7 +179,7 @@ mod tests {
             addr: "192.0.2.1:80".parse().unwrap(),
         }
         .encode();
-        for cut in 0..good.len() {
+        for cut in (0..good.len()).filter(|&cut| cut != 8) {
             assert!(HolepunchMessage::decode(&good[..cut]).is_err(), "{cut}");
         }
         let mut long = good.clone();
@@ -165,6 +191,11 @@ mod tests {
         let mut family = good;
         family[1] = 2;
         assert!(HolepunchMessage::decode(&family).is_err());
+        let no_code = [2, 0, 1, 2, 3, 4, 0, 5];
+        assert!(
+            HolepunchMessage::decode(&no_code).is_err(),
+            "an error needs its code"
+        );
         let unknown = [2, 0, 1, 2, 3, 4, 0, 5, 0, 0, 0, 9];
         assert_eq!(
             HolepunchMessage::decode(&unknown).map(|m| m.kind),

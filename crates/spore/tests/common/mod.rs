@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod api;
+pub mod netns;
 pub mod redis_cluster;
 mod tracker_client;
 #[allow(unused_imports)]

@@ -1,0 +1,198 @@
+//! Hole punching (BEP 55, issue 15): two homes, each behind its own router that masquerades and maps
+//! no ports, so neither home can take a connection from outside; a relay in `inet` that both dial.
+//! The relay is Spore, downloading with its upload capped near zero (and its download slowed, so that it
+//! stays a leecher: a seed drops other seeds, and would drop home A); libtorrent seeds in home A and
+//! downloads in home B. B learns of A only through the relay's peer exchange, cannot reach it, asks the
+//! relay for a rendezvous, and the two connect to each other at once over uTP: the download can only
+//! finish in time over that direct connection. A runs without peer exchange, so it never dials B on its
+//! own at the moment B dials it (two such dials open both NATs by themselves, no relay needed). Root, `ip`, `nft` and python3-libtorrent are needed
+//! (a failure when CI=true). Nothing leaves the machine.
+
+use std::path::Path;
+use std::time::Duration;
+
+mod common;
+use common::netns::Netns;
+use common::*;
+
+const RELAY_IP: &str = "11.11.12.2";
+const EXT_A: &str = "11.11.12.1";
+const EXT_B: &str = "11.11.12.3";
+const RELAY_PORT: u16 = 6881;
+const SIZE: usize = 6_000_000;
+/// The relay's upload: at this rate it would take SIZE / 1 KiB = about 100 minutes to serve B.
+const RELAY_MAX_UP: &str = "1K";
+const RELAY_MAX_DOWN: &str = "16K";
+
+fn lab_available() -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "the hole punching lab needs root when CI=true"
+        );
+        eprintln!("skipped: not root");
+        return false;
+    }
+    let have = have_tool("ip", &["-V"]) && have_tool("nft", &["--version"]);
+    have && libtorrent_available()
+}
+
+/// Five namespaces: `inet` (a bridge with the relay's address), and a home behind a router on each
+/// side. The homes' default routes go through their routers; the routers' through nothing beyond
+/// `inet`'s bridge.
+struct Lab {
+    /// Dropped first: the lab's logs are printed if the test is failing.
+    _logs: FailureLogs,
+    homes: [Netns; 2],
+    routers: [Netns; 2],
+    inet: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let pid = std::process::id();
+        let name = |role: &str| format!("spore-hp{tag}-{role}-{pid}");
+        let dir = tempfile::tempdir().unwrap();
+        let lab = Lab {
+            _logs: FailureLogs(dir.path().to_path_buf()),
+            homes: [Netns::new(name("ha")), Netns::new(name("hb"))],
+            routers: [Netns::new(name("ra")), Netns::new(name("rb"))],
+            inet: Netns::new(name("inet")),
+            dir,
+        };
+        lab.inet.ip(&["link", "add", "br0", "type", "bridge"]);
+        lab.inet
+            .ip(&["addr", "add", &format!("{RELAY_IP}/24"), "dev", "br0"]);
+        lab.inet.ip(&["link", "set", "br0", "up"]);
+        for (i, ext) in [EXT_A, EXT_B].into_iter().enumerate() {
+            let lan = format!("192.168.{}.", 80 + i);
+            let (home, router) = (&lab.homes[i], &lab.routers[i]);
+            home.link(
+                "lan",
+                &format!("{lan}2/24"),
+                router,
+                "lan",
+                &format!("{lan}1/24"),
+            );
+            home.ip(&["route", "add", "default", "via", &format!("{lan}1")]);
+            let port = format!("wan{i}");
+            router.link("wan", &format!("{ext}/24"), &lab.inet, &port, "");
+            lab.inet.ip(&["link", "set", &port, "master", "br0"]);
+            router.masquerade("wan", lab.dir.path());
+        }
+        lab
+    }
+}
+
+/// Prints the last lines of every log in its directory when dropped during a panic, and keeps a copy
+/// of the whole logs in /tmp.
+struct FailureLogs(std::path::PathBuf);
+
+impl Drop for FailureLogs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let keep = std::path::PathBuf::from(format!("/tmp/spore-holepunch-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&keep);
+        eprintln!("----- whole logs kept in {}", keep.display());
+        for entry in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "err") {
+                let _ = std::fs::copy(&path, keep.join(entry.file_name()));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("----- {} (last 60 lines)", path.display());
+                for l in &lines[lines.len().saturating_sub(60)..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+/// libtorrent (tests/interop/lt_holepunch.py) in `ns`.
+fn libtorrent(
+    lab: &Lab,
+    ns: &Netns,
+    mode: &str,
+    torrent: &Path,
+    save: &Path,
+    extra: &[&str],
+) -> Proc {
+    let mut c = ns.command("/usr/bin/python3");
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/lt_holepunch.py"))
+        .args([mode, s(torrent), s(save)])
+        .args([
+            "--relay",
+            &format!("{RELAY_IP}:{RELAY_PORT}"),
+            "--timeout",
+            "120",
+        ])
+        .args(extra);
+    let p = Proc::spawn(c, lab.dir.path().join(format!("lt-{mode}.err")));
+    p.wait_for("\"listening\"", T);
+    p
+}
+
+#[test]
+fn two_homes_behind_nat_connect_through_a_spore_relay() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("1");
+    let dir = lab.dir.path();
+    let (seed_dir, relay_dir, get_dir) = (dir.join("a"), dir.join("relay"), dir.join("b"));
+    for d in [&seed_dir, &relay_dir, &get_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let content = data(55, SIZE);
+    std::fs::write(seed_dir.join("film.bin"), &content).unwrap();
+    let torrent = dir.join("film.torrent");
+    create_torrent(&seed_dir.join("film.bin"), &torrent, "256K", None);
+
+    let mut relay = lab.inet.command(env!("CARGO_BIN_EXE_spore"));
+    relay
+        .args(["get", s(&torrent), "-o", s(&relay_dir), "--no-seed"])
+        .args(["--listen", &format!("{RELAY_IP}:{RELAY_PORT}")])
+        .args(["--max-up", RELAY_MAX_UP, "--max-down", RELAY_MAX_DOWN])
+        .args(["--no-dht", "--no-lsd", "--no-port-mapping"])
+        .env("XDG_DATA_HOME", dir.join("relay-state"))
+        .env("SPORE_LOG", "debug");
+    let relay = Proc::spawn(relay, dir.join("relay.err"));
+    relay.wait_for("listening on", T);
+
+    let started = std::time::Instant::now();
+    let seed = libtorrent(
+        &lab,
+        &lab.homes[0],
+        "seed",
+        &torrent,
+        &seed_dir,
+        &["--no-pex"],
+    );
+    let get = libtorrent(&lab, &lab.homes[1], "get", &torrent, &get_dir, &[]);
+    // A's connection to B, as B's router shows it, made in hole punching mode: A dials B only when
+    // the relay's connect message tells it to (it runs without peer exchange).
+    let punched = format!("{{\"ip\": \"{EXT_B}:6881\", \"holepunched\": true");
+    let line = seed.wait_for(&punched, Duration::from_secs(60));
+    eprintln!(
+        "[{:5.1}s] A reached B by hole punching: {line}",
+        started.elapsed().as_secs_f64()
+    );
+    get.wait_for("\"event\": \"done\"", Duration::from_secs(60));
+    eprintln!(
+        "[{:5.1}s] B has the whole file",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        sha256(&get_dir.join("film.bin")),
+        sha256(&seed_dir.join("film.bin"))
+    );
+    let log = std::fs::read_to_string(&relay.stderr).unwrap_or_default();
+    assert!(
+        log.contains("introduced"),
+        "the relay logged no introduction"
+    );
+}
