@@ -3,6 +3,7 @@
 
 mod aligned;
 mod conns;
+mod dht6;
 pub mod dht;
 pub mod discovery;
 mod error;

@@ -10,7 +10,7 @@ use crate::{CmdResult, Failure};
 
 #[derive(Args)]
 pub struct DhtArgs {
-    /// UDP address to listen on (IPv4)
+    /// UDP address to listen on: IPv4, IPv6 (BEP 32), or `[::]:PORT` for both
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:6881")]
     pub listen: SocketAddr,
     /// Nodes to join through; none makes this the first node of a new network
@@ -22,11 +22,7 @@ pub struct DhtArgs {
 }
 
 pub fn run(args: DhtArgs) -> CmdResult {
-    let std::net::IpAddr::V4(bind) = args.listen.ip() else {
-        return Err(Failure::BadInput(anyhow!(
-            "the DHT node listens on IPv4 only"
-        )));
-    };
+    let bind = args.listen.ip();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,7 +48,11 @@ pub fn run(args: DhtArgs) -> CmdResult {
             let _ =
                 tokio::time::timeout(std::time::Duration::from_secs(30), node.bootstrapped()).await;
         }
-        println!("dht: node on {}", node.local_addr().await);
+        let addr = node.local_addr().await;
+        println!("dht: node on {addr}");
+        if let Some(v6) = node.local_addr_v6().filter(|_| addr.is_ipv4()) {
+            println!("dht: IPv6 node on {v6}");
+        }
         let _ = std::io::stdout().flush();
         signals.recv().await;
         node.save_to(args.state.as_deref()).await;

@@ -5,6 +5,9 @@
 //! must announce over both families (BEP 7) for a downloader in `v4` and one in `v6` to find it, over
 //! HTTP and over UDP. Nothing leaves the machine: the namespaces have no route anywhere else, and DNS
 //! inside them points at their own loopback. Root and `ip` are needed (a failure when CI=true).
+//!
+//! And the DHT over IPv6 alone (BEP 32): `spore dht` nodes, a seed and a downloader all on `::1`,
+//! which run no IPv4 DHT at all, the downloader starting from a trackerless magnet link.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -243,4 +246,84 @@ fn a_dual_stack_seed_is_found_over_ipv4_and_over_ipv6() {
         assert!(log.contains(&seed_addr), "{tag}: no {seed_addr} in {log}");
     }
     drop(tracker);
+}
+
+/// A `spore dht` node on `[::1]`, with `extra` flags; returns it and its address.
+fn dht6_node(dir: &std::path::Path, n: usize, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["dht", "--listen", "[::1]:0"];
+    args.extend_from_slice(extra);
+    let p = Proc::start(&args, dir.join(format!("dht-{n}.err")));
+    let addr = p
+        .wait_for("dht: node on ", T)
+        .trim_start_matches("dht: node on ")
+        .trim()
+        .to_string();
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    (p, addr)
+}
+
+#[test]
+fn the_dht_finds_a_peer_over_ipv6_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_first, boot) = dht6_node(d, 0, &[]);
+    let _others: Vec<(Proc, String)> = (1..4)
+        .map(|i| dht6_node(d, i, &["--bootstrap", &boot]))
+        .collect();
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/six.bin"), data(32, 2_000_000)).unwrap();
+    // No tracker at all.
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/six.bin")),
+        "-o",
+        s(&d.join("t.torrent")),
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["magnet", s(&d.join("t.torrent"))])
+        .output()
+        .unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(!magnet.contains("tr="));
+    let mut seed = Command::new(env!("CARGO_BIN_EXE_spore"));
+    seed.args([
+        "seed",
+        s(&d.join("t.torrent")),
+        "--data",
+        s(&d.join("seed")),
+        "--listen",
+        "[::1]:0",
+        "--dht-bootstrap",
+        &boot,
+    ])
+    .env("SPORE_LOG", "debug");
+    let seeder = Proc::spawn(seed, d.join("seed.err"));
+    seeder.wait_for("seeding", T);
+    // Its announce reached the IPv6 DHT (nodes that took it, then "nodes").
+    wait_for_log(&seeder.stderr, &["DHT (IPv6): announced to "]);
+    let log = std::fs::read_to_string(&seeder.stderr).unwrap();
+    assert!(
+        !log.contains("DHT (IPv6): announced to 0 nodes"),
+        "the first announce found no node: {log}"
+    );
+    let mut getter = Proc::start(
+        &[
+            "get",
+            &magnet,
+            "-o",
+            s(&d.join("dl")),
+            "--listen",
+            "[::1]:0",
+            "--no-seed",
+            "--dht-bootstrap",
+            &boot,
+        ],
+        d.join("get.err"),
+    );
+    getter.wait_for("complete: six.bin", T);
+    assert!(getter.wait_exit(T).success());
+    assert_eq!(
+        sha256(&d.join("dl/six.bin")),
+        sha256(&d.join("seed/six.bin"))
+    );
 }
