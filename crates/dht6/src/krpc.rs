@@ -143,7 +143,9 @@ impl Message {
                             .ok_or(DecodeError::Field("token"))?
                             .to_vec(),
                     },
-                    other => Query::Other(String::from_utf8_lossy(&other[..other.len().min(32)]).into_owned()),
+                    other => Query::Other(
+                        String::from_utf8_lossy(&other[..other.len().min(32)]).into_owned(),
+                    ),
                 };
                 Body::Query { id, query }
             }
@@ -341,8 +343,12 @@ mod tests {
     #[test]
     fn a_libtorrent_style_reply_with_ipv4_values_keeps_the_ipv6_ones() {
         // d1:rd2:id20:...5:token2:xx6:valuesl6:<v4>18:<v6>ee1:t2:aa1:y1:re
-        let mut m = b"d1:rd2:id20:AAAAAAAAAAAAAAAAAAAA5:token2:xx6:valuesl6:\x0a\x00\x00\x01\x1a\xe118:".to_vec();
-        m.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x1a, 0xe1]);
+        let mut m =
+            b"d1:rd2:id20:AAAAAAAAAAAAAAAAAAAA5:token2:xx6:valuesl6:\x0a\x00\x00\x01\x1a\xe118:"
+                .to_vec();
+        m.extend_from_slice(&[
+            0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x1a, 0xe1,
+        ]);
         m.extend_from_slice(b"ee1:t2:aa1:y1:re");
         match Message::decode(&m).unwrap().body {
             Body::Response { values, token, .. } => {

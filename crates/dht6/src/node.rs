@@ -549,10 +549,7 @@ impl Node {
                 implied_port,
                 token,
             } => {
-                let good = self
-                    .secrets
-                    .iter()
-                    .any(|s| self.token(*s, &from) == token);
+                let good = self.secrets.iter().any(|s| self.token(*s, &from) == token);
                 let port = if implied_port { from.port() } else { port };
                 if !good {
                     return Body::Error {

@@ -154,7 +154,11 @@ mod tests {
         for i in 1..=20u8 {
             t.seen([i; 20], addr(u16::from(i)));
         }
-        let got: Vec<NodeId> = t.closest(&[4; 20], 3).into_iter().map(|(id, _)| id).collect();
+        let got: Vec<NodeId> = t
+            .closest(&[4; 20], 3)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         assert_eq!(got, vec![[4; 20], [5; 20], [6; 20]]);
         // Ourselves and unusable addresses are never kept.
         t.seen([0xff; 20], addr(77));

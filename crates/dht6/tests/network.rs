@@ -87,7 +87,9 @@ impl Net {
         self.events
             .iter()
             .filter_map(|(a, e)| match e {
-                Event::Peers { lookup: l, peers } if *a == at && *l == lookup => Some(peers.clone()),
+                Event::Peers { lookup: l, peers } if *a == at && *l == lookup => {
+                    Some(peers.clone())
+                }
                 _ => None,
             })
             .flatten()
@@ -108,7 +110,11 @@ fn nodes_join_announce_and_find_a_peer() {
     }
     let hash = [0x5a; 20];
     let now = net.now;
-    let a = net.nodes.get_mut(&addr(7)).unwrap().announce(hash, 7000, now);
+    let a = net
+        .nodes
+        .get_mut(&addr(7))
+        .unwrap()
+        .announce(hash, 7000, now);
     net.run(net.now + 60_000);
     let (answered, announced) = net.done(addr(7), a).expect("announce ended");
     assert!(answered >= 8 && announced >= 1, "{answered} {announced}");
@@ -161,7 +167,10 @@ fn an_announce_needs_a_token_given_to_that_address() {
     let query = |q: Query| {
         Message {
             tid: b"xy".to_vec(),
-            body: Body::Query { id: [9; 20], query: q },
+            body: Body::Query {
+                id: [9; 20],
+                query: q,
+            },
         }
         .encode()
     };
@@ -171,7 +180,10 @@ fn an_announce_needs_a_token_given_to_that_address() {
         0,
     );
     let reply = Message::decode(&node.poll_transmit().unwrap().data).unwrap();
-    let Body::Response { token: Some(token), .. } = reply.body else {
+    let Body::Response {
+        token: Some(token), ..
+    } = reply.body
+    else {
         panic!("{reply:?}")
     };
     let announce = query(Query::AnnouncePeer {
@@ -183,7 +195,9 @@ fn an_announce_needs_a_token_given_to_that_address() {
     // The same token from another address is refused; from the asker it stores the peer.
     node.handle_datagram(SocketAddr::V6(other), &announce, 1);
     assert!(matches!(
-        Message::decode(&node.poll_transmit().unwrap().data).unwrap().body,
+        Message::decode(&node.poll_transmit().unwrap().data)
+            .unwrap()
+            .body,
         Body::Error { code: 203, .. }
     ));
     node.handle_datagram(SocketAddr::V6(asker), &announce, 2);
@@ -193,7 +207,10 @@ fn an_announce_needs_a_token_given_to_that_address() {
         &query(Query::GetPeers { info_hash: [1; 20] }),
         3,
     );
-    match Message::decode(&node.poll_transmit().unwrap().data).unwrap().body {
+    match Message::decode(&node.poll_transmit().unwrap().data)
+        .unwrap()
+        .body
+    {
         Body::Response { values, .. } => {
             assert_eq!(values, vec!["[2001:db8::1]:6000".parse().unwrap()])
         }

@@ -3,8 +3,8 @@
 
 mod aligned;
 mod conns;
-mod dht6;
 pub mod dht;
+mod dht6;
 pub mod discovery;
 mod error;
 pub mod external_ip;

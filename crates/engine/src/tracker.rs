@@ -54,7 +54,10 @@ pub async fn announce(
         );
         for (family, answer) in [("IPv4", &a), ("IPv6", &b)] {
             if let Ok(r) = answer {
-                tracing::debug!("tracker {url}: announced over {family}, {} peers", r.peers.len());
+                tracing::debug!(
+                    "tracker {url}: announced over {family}, {} peers",
+                    r.peers.len()
+                );
             }
         }
         vec![a, b]
@@ -119,7 +122,8 @@ fn merge(answers: Vec<Result<Announced, TrackerError>>) -> Result<Announced, Tra
                         m.seeders = m.seeders.max(a.seeders);
                         m.leechers = m.leechers.max(a.leechers);
                         let known: HashSet<SocketAddr> = m.peers.iter().copied().collect();
-                        m.peers.extend(a.peers.into_iter().filter(|p| !known.contains(p)));
+                        m.peers
+                            .extend(a.peers.into_iter().filter(|p| !known.contains(p)));
                         m.external_ip = match (m.external_ip, a.external_ip) {
                             (Some(IpAddr::V6(_)), Some(ip @ IpAddr::V4(_))) | (None, Some(ip)) => {
                                 Some(ip)

@@ -7,7 +7,8 @@
 //! inside them points at their own loopback. Root and `ip` are needed (a failure when CI=true).
 //!
 //! And the DHT over IPv6 alone (BEP 32): `spore dht` nodes, a seed and a downloader all on `::1`,
-//! which run no IPv4 DHT at all, the downloader starting from a trackerless magnet link.
+//! which run no IPv4 DHT at all, the downloader starting from a trackerless magnet link; and with
+//! libtorrent (python3-libtorrent) on either side of that IPv6 DHT.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -325,5 +326,114 @@ fn the_dht_finds_a_peer_over_ipv6_only() {
     assert_eq!(
         sha256(&d.join("dl/six.bin")),
         sha256(&d.join("seed/six.bin"))
+    );
+}
+
+/// libtorrent (tests/interop/lt_dht.py) seeding or getting over the DHT through `node`, on `::1`.
+fn lt_dht(
+    mode: &str,
+    torrent: &str,
+    save: &std::path::Path,
+    node: &str,
+    log: &std::path::Path,
+) -> Proc {
+    let port = node.rsplit(':').next().unwrap();
+    let mut command = Command::new("/usr/bin/python3");
+    command
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/lt_dht.py"))
+        .args([mode, torrent, s(save), "::1", "::1", port]);
+    Proc::spawn(command, log.to_path_buf())
+}
+
+#[test]
+fn spore_and_libtorrent_find_each_other_over_the_ipv6_dht() {
+    if !libtorrent_available() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "python3-libtorrent is needed when CI=true"
+        );
+        eprintln!("skipped: no python3-libtorrent");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_boot_node, boot) = dht6_node(d, 0, &[]);
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/lt.bin"), data(33, 1_500_000)).unwrap();
+    spore_ok(&[
+        "create",
+        s(&d.join("seed/lt.bin")),
+        "-o",
+        s(&d.join("t.torrent")),
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["magnet", s(&d.join("t.torrent"))])
+        .output()
+        .unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    // libtorrent seeds and announces to Spore's DHT node; Spore's download finds it there.
+    let lt_seed = lt_dht(
+        "seed",
+        s(&d.join("t.torrent")),
+        &d.join("seed"),
+        &boot,
+        &d.join("lt-seed.log"),
+    );
+    lt_seed.wait_for("\"done\"", T);
+    let get = |out: &str| {
+        let mut p = Proc::start(
+            &[
+                "get",
+                &magnet,
+                "-o",
+                s(&d.join(out)),
+                "--listen",
+                "[::1]:0",
+                "--no-seed",
+                "--dht-bootstrap",
+                &boot,
+            ],
+            d.join(format!("{out}.err")),
+        );
+        p.wait_for("complete: lt.bin", T);
+        assert!(p.wait_exit(T).success());
+        assert_eq!(
+            sha256(&d.join(out).join("lt.bin")),
+            sha256(&d.join("seed/lt.bin"))
+        );
+    };
+    // libtorrent announces once its lookup is done: until then Spore may find nobody and look again
+    // 15 s later, well within the wait.
+    get("from-lt");
+    drop(lt_seed);
+
+    // Spore seeds; libtorrent's lookup through the same node finds it.
+    let mut seed = Command::new(env!("CARGO_BIN_EXE_spore"));
+    seed.args([
+        "seed",
+        s(&d.join("t.torrent")),
+        "--data",
+        s(&d.join("seed")),
+        "--listen",
+        "[::1]:0",
+        "--dht-bootstrap",
+        &boot,
+    ])
+    .env("SPORE_LOG", "debug");
+    let spore_seed = Proc::spawn(seed, d.join("spore-seed.err"));
+    spore_seed.wait_for("seeding", T);
+    wait_for_log(&spore_seed.stderr, &["DHT (IPv6): announced to "]);
+    let lt_get = lt_dht(
+        "get",
+        &magnet,
+        &d.join("lt-dl"),
+        &boot,
+        &d.join("lt-get.log"),
+    );
+    lt_get.wait_for("\"done\"", T);
+    assert_eq!(
+        sha256(&d.join("lt-dl/lt.bin")),
+        sha256(&d.join("seed/lt.bin"))
     );
 }
