@@ -1,5 +1,5 @@
 //! The IPv6 DHT node (BEP 32) on a tokio task: the sans-IO `dht6::Node` fed from one IPv6-only UDP
-//! socket, its timer, and the lookups [`crate::dht::DhtNode`] asks for. The task ends when the last
+//! socket, its timer, and the lookups the DHT handle (`DhtNode`) asks for. The task ends when the last
 //! handle is dropped.
 
 use std::collections::HashMap;
