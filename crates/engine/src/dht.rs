@@ -106,6 +106,20 @@ impl DhtNode {
     ) -> std::io::Result<DhtNode> {
         let (v4_bind, v6) = families(config.bind);
         let mut port = config.port;
+        // The IPv6 node's bootstrap names are resolved while mainline resolves its own.
+        let v6_bootstrap = v6.then(|| {
+            let wanted: Vec<String> = if alone {
+                Vec::new()
+            } else if nodes.is_empty() {
+                mainline::DEFAULT_BOOTSTRAP_NODES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                nodes.clone()
+            };
+            tokio::task::spawn_blocking(move || ipv6_nodes(&wanted))
+        });
         let v4 = match v4_bind {
             Some(bind) => {
                 let mut builder = Dht::builder();
@@ -126,23 +140,8 @@ impl DhtNode {
             }
             None => None,
         };
-        let v6 = if v6 {
-            let IpAddr::V6(ip) = config.bind else {
-                return Err(std::io::Error::other("IPv6 DHT on an IPv4 address"));
-            };
-            let wanted: Vec<String> = if alone {
-                Vec::new()
-            } else if nodes.is_empty() {
-                mainline::DEFAULT_BOOTSTRAP_NODES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            } else {
-                nodes
-            };
-            let bootstrap = tokio::task::spawn_blocking(move || ipv6_nodes(&wanted))
-                .await
-                .map_err(std::io::Error::other)?;
+        let v6 = if let (Some(resolving), IpAddr::V6(ip)) = (v6_bootstrap, config.bind) {
+            let bootstrap = resolving.await.map_err(std::io::Error::other)?;
             let node = V6Node::start(SocketAddrV6::new(ip, port, 0, 0), bootstrap).await?;
             port = node.addr.port();
             Some(node)
@@ -265,5 +264,33 @@ impl DhtNode {
 
     pub async fn routing_table_size(&self) -> usize {
         self.addresses().await.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bind_address_picks_the_dhts() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            families(ip("10.0.0.1")),
+            (Some("10.0.0.1".parse().unwrap()), false)
+        );
+        assert_eq!(families(ip("::")), (Some(Ipv4Addr::UNSPECIFIED), true));
+        assert_eq!(families(ip("::1")), (None, true));
+    }
+
+    #[test]
+    fn the_ipv6_node_joins_through_ipv6_addresses_only() {
+        let nodes = [
+            "127.0.0.1:1".to_string(),
+            "[::1]:2".to_string(),
+            "[::ffff:10.0.0.1]:3".to_string(),
+            "[::1]:2".to_string(),
+            "not an address".to_string(),
+        ];
+        assert_eq!(ipv6_nodes(&nodes), vec!["[::1]:2".parse().unwrap()]);
     }
 }
