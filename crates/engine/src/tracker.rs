@@ -48,19 +48,25 @@ pub async fn announce(
         ip => vec![Some(ip)],
     };
     let answers = if let [v4, v6] = sources[..] {
-        let (a, b) = tokio::join!(
-            announce_from(url, announce, v4),
-            announce_from(url, announce, v6)
-        );
-        for (family, answer) in [("IPv4", &a), ("IPv6", &b)] {
-            if let Ok(r) = answer {
-                tracing::debug!(
-                    "tracker {url}: announced over {family}, {} peers",
-                    r.peers.len()
-                );
+        both_families(v4, v6, |bind| {
+            let (url, announce) = (url.to_string(), announce.clone());
+            async move {
+                let answer = announce_from(&url, &announce, bind).await;
+                if let Ok(r) = &answer {
+                    let family = if bind.is_some_and(|ip| ip.is_ipv4()) {
+                        "IPv4"
+                    } else {
+                        "IPv6"
+                    };
+                    tracing::debug!(
+                        "tracker {url}: announced over {family}, {} peers",
+                        r.peers.len()
+                    );
+                }
+                answer
             }
-        }
-        vec![a, b]
+        })
+        .await
     } else {
         let mut answers = Vec::with_capacity(sources.len());
         for bind in sources {
@@ -69,6 +75,51 @@ pub async fn announce(
         answers
     };
     merge(answers)
+}
+
+/// How long the second family's announce is waited for once the first has succeeded. A host whose
+/// IPv6 (or IPv4) route drops packets would otherwise hold every announce's peers back until the
+/// slow one times out (15 s over HTTP); past this wait it goes on by itself, so the tracker still
+/// learns that address, and only its peers are not merged.
+const SECOND_FAMILY_GRACE: Duration = Duration::from_secs(3);
+
+/// The announces from `v4` and `v6` at once (`one` makes each); their answers once both are in, or
+/// once one succeeded and the other had [`SECOND_FAMILY_GRACE`] more (it then runs on by itself).
+async fn both_families<F, Fut>(
+    v4: Option<IpAddr>,
+    v6: Option<IpAddr>,
+    one: F,
+) -> Vec<Result<Announced, TrackerError>>
+where
+    F: Fn(Option<IpAddr>) -> Fut,
+    Fut: std::future::Future<Output = Result<Announced, TrackerError>> + Send + 'static,
+{
+    let mut running = tokio::task::JoinSet::new();
+    running.spawn(one(v4));
+    running.spawn(one(v6));
+    let mut answers = Vec::with_capacity(2);
+    let mut deadline = None;
+    loop {
+        let next = match deadline {
+            None => running.join_next().await,
+            Some(at) => match tokio::time::timeout_at(at, running.join_next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some(joined) = next else {
+            break;
+        };
+        let Ok(answer) = joined else {
+            continue;
+        };
+        if answer.is_ok() {
+            deadline.get_or_insert(tokio::time::Instant::now() + SECOND_FAMILY_GRACE);
+        }
+        answers.push(answer);
+    }
+    running.detach_all();
+    answers
 }
 
 /// The sources of a `[::]` listener's announce: IPv4 and IPv6 when the tracker's host has addresses
@@ -396,6 +447,34 @@ mod tests {
         assert_eq!(m.interval, Duration::from_secs(900));
         assert_eq!((m.seeders, m.leechers), (1, 2));
         assert_eq!(m.external_ip, Some("198.51.100.9".parse().unwrap()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_family_holds_the_other_back_only_briefly() {
+        let start = tokio::time::Instant::now();
+        let answers = both_families(
+            Some([0, 0, 0, 0].into()),
+            Some([0u16; 8].into()),
+            |bind| async move {
+                if bind.is_some_and(|ip| ip.is_ipv6()) {
+                    // A route that drops packets: the HTTP timeout.
+                    tokio::time::sleep(Duration::from_secs(15)).await;
+                    return Err(TrackerError::NoAnswer);
+                }
+                Ok(answer(&["10.0.0.1:1"], 60, "198.51.100.9"))
+            },
+        )
+        .await;
+        assert_eq!(start.elapsed(), SECOND_FAMILY_GRACE);
+        assert_eq!(answers.len(), 1);
+        assert!(answers[0].is_ok());
+        // Both failing: every answer is waited for.
+        let answers = both_families(None, None, |_| async {
+            tokio::time::sleep(Duration::from_secs(9)).await;
+            Err::<Announced, _>(TrackerError::NoAnswer)
+        })
+        .await;
+        assert_eq!(answers.len(), 2);
     }
 
     #[test]
