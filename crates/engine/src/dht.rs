@@ -142,8 +142,18 @@ impl DhtNode {
         };
         let v6 = if let (Some(resolving), IpAddr::V6(ip)) = (v6_bootstrap, config.bind) {
             let bootstrap = resolving.await.map_err(std::io::Error::other)?;
-            let node = V6Node::start(SocketAddrV6::new(ip, port, 0, 0), bootstrap).await?;
-            port = node.addr.port();
+            let node =
+                match V6Node::start(SocketAddrV6::new(ip, port, 0, 0), bootstrap.clone()).await {
+                    // The IPv4 node's port number is taken over IPv6 by another program: any other.
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && v4.is_some() => {
+                        tracing::debug!("DHT (IPv6): port {port} taken, using another");
+                        V6Node::start(SocketAddrV6::new(ip, 0, 0, 0), bootstrap).await?
+                    }
+                    other => other?,
+                };
+            if v4.is_none() {
+                port = node.addr.port();
+            }
             Some(node)
         } else {
             None
