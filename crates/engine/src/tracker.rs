@@ -135,7 +135,8 @@ async fn dual_sources(url: &str) -> Vec<Option<IpAddr>> {
     let Ok(u) = parsed else {
         return vec![None];
     };
-    let Ok(addrs) = tokio::net::lookup_host((u.host, u.port)).await else {
+    let lookup = tokio::net::lookup_host((u.host, u.port));
+    let Ok(Ok(addrs)) = tokio::time::timeout(Duration::from_secs(10), lookup).await else {
         return vec![None];
     };
     let (mut v4, mut v6) = (false, false);
