@@ -38,6 +38,11 @@ pub struct Config {
     pub token_period: u64,
     /// Milliseconds between lookups of our own id that keep the routing table fresh.
     pub refresh_every: u64,
+    /// Queries answered per second from one source (an IPv6 /64; loopback is not limited): a
+    /// spoofed flood gets no more replies than this (a reply is several times a query's size).
+    pub max_queries_per_source: u32,
+    /// Sources counted at once; past it, queries from new sources wait for the next second.
+    pub max_sources: usize,
 }
 
 impl Default for Config {
@@ -57,6 +62,8 @@ impl Default for Config {
             peer_ttl: 30 * 60_000,
             token_period: 5 * 60_000,
             refresh_every: 15 * 60_000,
+            max_queries_per_source: 100,
+            max_sources: 4096,
         }
     }
 }
@@ -144,6 +151,8 @@ pub struct Node {
     in_flight: BTreeMap<u16, InFlight>,
     lookups: BTreeMap<LookupId, Lookup>,
     next_lookup: LookupId,
+    /// Queries answered per source /64 in the current second: (second, count).
+    answered: BTreeMap<u64, (u64, u32)>,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     rng: u64,
@@ -183,6 +192,7 @@ impl Node {
             in_flight: BTreeMap::new(),
             lookups: BTreeMap::new(),
             next_lookup: 1,
+            answered: BTreeMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             rng,
@@ -402,6 +412,9 @@ impl Node {
         };
         match message.body {
             Body::Query { id, query } => {
+                if !self.may_answer(&from, now) {
+                    return;
+                }
                 self.table.seen(id, from);
                 let body = self.answer(from, query, now);
                 let reply = Message {
@@ -442,6 +455,28 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Whether a query from `from` is answered: at most [`Config::max_queries_per_source`] a second
+    /// from its /64.
+    fn may_answer(&mut self, from: &SocketAddrV6, now: u64) -> bool {
+        if from.ip().is_loopback() {
+            return true;
+        }
+        let source = (u128::from(*from.ip()) >> 64) as u64;
+        let second = now / 1000;
+        if !self.answered.contains_key(&source) && self.answered.len() >= self.config.max_sources {
+            self.answered.retain(|_, (s, _)| *s == second);
+            if self.answered.len() >= self.config.max_sources {
+                return false;
+            }
+        }
+        let (at, count) = self.answered.entry(source).or_insert((second, 0));
+        if *at != second {
+            (*at, *count) = (second, 0);
+        }
+        *count = count.saturating_add(1);
+        *count <= self.config.max_queries_per_source
     }
 
     fn take_in_flight(&mut self, tid: &[u8], from: SocketAddrV6) -> Option<InFlight> {

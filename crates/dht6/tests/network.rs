@@ -6,8 +6,9 @@ use std::net::{SocketAddr, SocketAddrV6};
 
 use dht6::{Body, Config, Event, LookupId, Message, Node, Query};
 
+/// Each node in a /64 of its own, as on the Internet (the per-source reply limit counts by /64).
 fn addr(i: usize) -> SocketAddrV6 {
-    format!("[fd00::{:x}]:6881", i + 1).parse().unwrap()
+    format!("[fd00:{:x}::1]:6881", i + 1).parse().unwrap()
 }
 
 struct Net {
@@ -125,7 +126,7 @@ fn nodes_join_announce_and_find_a_peer() {
     let (answered, announced) = net.done(addr(7), a).expect("announce ended");
     assert!(answered >= 8 && announced >= 1, "{answered} {announced}");
     assert!(net.done(addr(31), g).is_some());
-    let want: SocketAddrV6 = "[fd00::8]:7000".parse().unwrap();
+    let want: SocketAddrV6 = "[fd00:8::1]:7000".parse().unwrap();
     assert_eq!(net.peers(addr(31), g), vec![want]);
 }
 
@@ -150,7 +151,7 @@ fn dead_nodes_cost_timeouts_not_the_lookup() {
     lonely.set_bootstrap(boot);
     let started = net.now;
     let l = lonely.bootstrap(net.now);
-    let me: SocketAddrV6 = "[fd00::ffff]:6881".parse().unwrap();
+    let me: SocketAddrV6 = "[fd00:ffff::1]:6881".parse().unwrap();
     net.nodes.insert(me, lonely);
     net.run(net.now + 60_000);
     assert!(net.done(me, l).is_some());
@@ -237,4 +238,41 @@ fn the_same_seeds_and_inputs_give_the_same_run() {
     let (second, ..) = join_announce_find();
     assert_eq!(first.now, second.now);
     assert_eq!(first.events, second.events);
+}
+
+#[test]
+fn one_source_gets_a_bounded_number_of_replies_a_second() {
+    let mut node = Node::new(Config::default(), 0);
+    let ping = Message {
+        tid: b"pp".to_vec(),
+        body: Body::Query {
+            id: [9; 20],
+            query: Query::Ping,
+        },
+    }
+    .encode();
+    let replies = |node: &mut Node| std::iter::from_fn(|| node.poll_transmit()).count();
+    // Two addresses of one /64 share its budget.
+    for i in 0..150u16 {
+        let from: SocketAddrV6 = format!("[2001:db8::{:x}]:1", i + 1).parse().unwrap();
+        node.handle_datagram(SocketAddr::V6(from), &ping, 10);
+    }
+    assert_eq!(replies(&mut node), 100);
+    // Another /64, and the next second, are served.
+    node.handle_datagram(
+        SocketAddr::V6("[2001:db8:0:1::1]:1".parse().unwrap()),
+        &ping,
+        10,
+    );
+    node.handle_datagram(
+        SocketAddr::V6("[2001:db8::1]:1".parse().unwrap()),
+        &ping,
+        1_000,
+    );
+    assert_eq!(replies(&mut node), 2);
+    // Loopback is not limited.
+    for _ in 0..150 {
+        node.handle_datagram(SocketAddr::V6("[::1]:1".parse().unwrap()), &ping, 1_000);
+    }
+    assert_eq!(replies(&mut node), 150);
 }
