@@ -3,7 +3,7 @@
 //! dictionary fetched from the peers all of these find). The CLI's `get`, `seed`, `share` and the
 //! daemon set discovery up through here alike.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -57,10 +57,8 @@ impl Discovery {
         if !self.dht || private || (listen.ip().is_loopback() && self.dht_bootstrap.is_empty()) {
             return Ok(None);
         }
-        let bind = match listen.ip() {
-            IpAddr::V4(v4) => v4,
-            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-        };
+        // `[::]` runs the IPv4 and the IPv6 DHT, a specific address the one of its family.
+        let bind = listen.ip();
         let port = self.dht_port.unwrap_or_else(|| {
             let wanted = SocketAddr::from((bind, listen.port()));
             if listen.port() != 0 && std::net::UdpSocket::bind(wanted).is_ok() {

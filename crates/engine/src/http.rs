@@ -297,8 +297,7 @@ pub(crate) async fn resolve(
             source,
         })?
         .collect();
-    // An unspecified address (a dual-stack `[::]` listener) has no family to prefer.
-    let family_of = family_of.filter(|ip| !ip.is_unspecified());
+    // An unspecified source address still names its family (one of a dual-stack client's announces).
     addrs
         .iter()
         .find(|a| family_of.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4()))

@@ -4,6 +4,7 @@
 mod aligned;
 mod conns;
 pub mod dht;
+mod dht6;
 pub mod discovery;
 mod error;
 pub mod external_ip;

@@ -79,11 +79,17 @@ pub async fn fetch_metadata(
                 left: 1,
                 event: TrackerEvent::Started,
                 numwant: Some(50),
-                key: None,
+                // The same key on every announce (BEP 7: one client announcing from two addresses).
+                key: Some(u32::from_le_bytes([
+                    request.peer_id[8],
+                    request.peer_id[9],
+                    request.peer_id[10],
+                    request.peer_id[11],
+                ])),
                 ip: None,
             };
             for url in &request.trackers {
-                match crate::tracker::announce(url, &params, bind).await {
+                match crate::tracker::announce(url, &params, request.listen.ip()).await {
                     Ok(r) => found.extend(r.peers),
                     Err(e) => tracing::warn!("tracker {url}: {e:#}"),
                 }

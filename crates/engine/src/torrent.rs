@@ -995,10 +995,6 @@ impl Shared {
         }
     }
 
-    fn bind_ip(&self) -> Option<IpAddr> {
-        Some(self.config.listen.ip()).filter(|ip| !ip.is_unspecified())
-    }
-
     /// Announces to each tier (first URL that answers, BEP 12); returns the shortest interval.
     pub(crate) async fn announce_all(self: &Arc<Self>, event: TrackerEvent) -> Option<Duration> {
         let params = self.announce_params(event);
@@ -1008,7 +1004,7 @@ impl Shared {
         for (t, tier) in tiers.iter().enumerate() {
             for (position, url) in tier.iter().enumerate() {
                 self.note_tracker(url, |s| s.announcing = true);
-                let answer = crate::tracker::announce(url, &params, self.bind_ip()).await;
+                let answer = crate::tracker::announce(url, &params, self.config.listen.ip()).await;
                 self.note_tracker(url, |s| {
                     s.announcing = false;
                     s.last_announce = Some(SystemTime::now());

@@ -32,15 +32,13 @@ async fn announce_and_scrape_over_http_and_udp() {
     let udp = format!("udp://{}/announce", running.udp_addr.unwrap());
     let bind = Some("127.0.0.5".parse().unwrap());
 
-    let first = announce(&http, &params(1, 7001, 0), bind).await.unwrap();
+    let first = announce(&http, &params(1, 7001, 0), "127.0.0.5".parse().unwrap())
+        .await
+        .unwrap();
     assert!(first.peers.is_empty());
-    let second = announce(
-        &udp,
-        &params(2, 7002, 10),
-        Some("127.0.0.6".parse().unwrap()),
-    )
-    .await
-    .unwrap();
+    let second = announce(&udp, &params(2, 7002, 10), "127.0.0.6".parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         second.peers,
         vec!["127.0.0.5:7001".parse().unwrap()],
@@ -60,10 +58,12 @@ async fn announce_and_scrape_over_http_and_udp() {
         assert_eq!((stats[0].seeders, stats[0].leechers), (1, 1), "{url}");
         assert_eq!(stats[1], Default::default());
     }
-    assert!(
-        announce("udp://127.0.0.1:9/announce", &params(3, 1, 1), None)
-            .await
-            .is_err()
-    );
+    assert!(announce(
+        "udp://127.0.0.1:9/announce",
+        &params(3, 1, 1),
+        "0.0.0.0".parse().unwrap()
+    )
+    .await
+    .is_err());
     running.shutdown().await;
 }

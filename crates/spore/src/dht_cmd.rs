@@ -10,9 +10,10 @@ use crate::{CmdResult, Failure};
 
 #[derive(Args)]
 pub struct DhtArgs {
-    /// UDP address to listen on (IPv4)
-    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:6881")]
-    pub listen: SocketAddr,
+    /// UDP address to listen on: IPv4, IPv6 (BEP 32), or `[::]:PORT` for both [default: [::]:6881
+    /// where the system has IPv6, else 0.0.0.0:6881]
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
     /// Nodes to join through; none makes this the first node of a new network
     #[arg(long = "bootstrap", value_name = "HOST:PORT")]
     pub bootstrap: Vec<String>,
@@ -22,11 +23,10 @@ pub struct DhtArgs {
 }
 
 pub fn run(args: DhtArgs) -> CmdResult {
-    let std::net::IpAddr::V4(bind) = args.listen.ip() else {
-        return Err(Failure::BadInput(anyhow!(
-            "the DHT node listens on IPv4 only"
-        )));
-    };
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::new(crate::opts::any_ip(), 6881));
+    let bind = listen.ip();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,11 +35,11 @@ pub fn run(args: DhtArgs) -> CmdResult {
     rt.block_on(async move {
         let saved = args.state.as_ref().is_some_and(|f| f.exists());
         let node = if args.bootstrap.is_empty() && !saved {
-            engine::dht::DhtNode::start_alone(bind, args.listen.port()).await
+            engine::dht::DhtNode::start_alone(bind, listen.port()).await
         } else {
             let config = engine::dht::DhtConfig {
                 bind,
-                port: args.listen.port(),
+                port: listen.port(),
                 bootstrap: args.bootstrap.clone(),
                 state_file: args.state.clone(),
             };
@@ -52,7 +52,11 @@ pub fn run(args: DhtArgs) -> CmdResult {
             let _ =
                 tokio::time::timeout(std::time::Duration::from_secs(30), node.bootstrapped()).await;
         }
-        println!("dht: node on {}", node.local_addr().await);
+        let addr = node.local_addr().await;
+        println!("dht: node on {addr}");
+        if let Some(v6) = node.local_addr_v6().filter(|_| addr.is_ipv4()) {
+            println!("dht: IPv6 node on {v6}");
+        }
         let _ = std::io::stdout().flush();
         signals.recv().await;
         node.save_to(args.state.as_deref()).await;

@@ -72,7 +72,7 @@ pub struct GetArgs {
     /// Download directory
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
-    /// Address to accept peers on [default: 0.0.0.0:6881, or a free port if that is taken; port 0 picks one]
+    /// Address to accept peers on [default: [::]:6881 (IPv4 and IPv6) where the system has IPv6, else 0.0.0.0:6881; a free port if that is taken; port 0 picks one]
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<SocketAddr>,
     /// Only these files (numbers as `spore info` shows them), e.g. 0,3-5
@@ -123,7 +123,7 @@ pub struct SeedArgs {
     /// Directory holding the torrent's content (or the content itself)
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
-    /// Address to accept peers on [default: 0.0.0.0:6881]
+    /// Address to accept peers on [default: [::]:6881 where the system has IPv6, else 0.0.0.0:6881]
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<SocketAddr>,
     /// Connect to this peer directly; repeatable
@@ -274,13 +274,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(Failure::Failed)
 }
 
-/// 0.0.0.0:6881, or any free port when another program holds 6881.
+/// `[::]:6881` where the system has IPv6, else 0.0.0.0:6881; any free port when 6881 is taken.
 fn default_listen() -> SocketAddr {
-    let preferred = SocketAddr::from(([0, 0, 0, 0], 6881));
-    match std::net::TcpListener::bind(preferred) {
-        Ok(_) => preferred,
-        Err(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-    }
+    crate::opts::default_listen(6881)
 }
 
 fn progress_bar() -> ProgressBar {

@@ -1,6 +1,6 @@
 //! Options and places shared by several commands and the daemon.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -57,4 +57,24 @@ pub(crate) fn state_dir(explicit: Option<&Path>) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("."))
         .join("spore")
+}
+
+/// The address that takes peers of every family the system has: `[::]` (one dual-stack socket, IPv4
+/// and IPv6 peers) where it has IPv6, else `0.0.0.0`.
+pub(crate) fn any_ip() -> IpAddr {
+    if std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).is_ok() {
+        IpAddr::from(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::from(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+/// The peer address when none is given: [`any_ip`] on `port`, or on any free port when another
+/// program holds `port`.
+pub(crate) fn default_listen(port: u16) -> SocketAddr {
+    let preferred = SocketAddr::new(any_ip(), port);
+    match std::net::TcpListener::bind(preferred) {
+        Ok(_) => preferred,
+        Err(_) => SocketAddr::new(preferred.ip(), 0),
+    }
 }

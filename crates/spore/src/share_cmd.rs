@@ -96,11 +96,12 @@ pub fn run(args: ShareArgs) -> CmdResult {
         return Err(bad(anyhow!("{} does not exist", args.path.display())));
     }
     let local_ip = primary_ip();
-    // Where peers connect: --public-ip, else loopback when that is where we are, else everywhere.
+    // Where peers connect: --public-ip, else loopback when that is where we are, else everywhere
+    // (IPv4 and IPv6 where the system has it).
     let listen_ip = match args.public_ip {
         Some(ip) if ip.is_loopback() => ip,
         None if local_ip.is_loopback() => local_ip,
-        _ => IpAddr::from([0, 0, 0, 0]),
+        _ => crate::opts::any_ip(),
     };
     let map_ports = crate::port_mapping::wanted(args.discovery.no_port_mapping, listen_ip);
     // The router must be told the real port: pick it now when any will do.

@@ -704,3 +704,81 @@ async fn https_needs_a_certificate_and_key_that_load() {
     .unwrap();
     assert!(format!("{e:#}").contains("bad.pem"), "{e:#}");
 }
+
+/// BEP 7 on a dual-stack tracker: one client announcing from its IPv4 and its IPv6 address is one
+/// peer in each list, every requester gets both (`peers6` included), and `ip=`, `ipv4=`, `ipv6=`
+/// register nothing: only a request's source address is ever recorded, so nobody can have the
+/// tracker hand out a third party's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_announces_and_address_parameters() {
+    let running = tracker::start(Config {
+        http: "[::]:0".into(),
+        udp: "[::]:0".into(),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let port = running.http_addr.unwrap().port();
+    let udp_port = running.udp_addr.unwrap().port();
+    tokio::task::spawn_blocking(move || {
+        let hash = [0x77; 20];
+        let query = |peer: u8, port: u16, extra: &str| {
+            let q = proto::encode_announce(&HttpAnnounce {
+                announce: announce(hash, peer, port, 9, Event::Started),
+                compact: true,
+                no_peer_id: true,
+                tracker_id: None,
+            });
+            format!("/announce?{q}{extra}")
+        };
+        let v4: SocketAddr = ([127, 0, 0, 1], port).into();
+        let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        // The same client from both families, naming third-party addresses as it goes.
+        let spoof = "&ip=192.0.2.7&ipv4=192.0.2.8%3A9&ipv6=%5B2001%3Adb8%3A%3A9%5D%3A9";
+        AnnounceResponse::decode(&http_get(v4, &query(1, 6001, spoof))).unwrap();
+        let from_v6 = AnnounceResponse::decode(&http_get(v6, &query(1, 6001, spoof))).unwrap();
+        assert_eq!(from_v6.external_ip, Some("::1".parse().unwrap()));
+        assert_eq!(
+            from_v6.peers.iter().map(|p| p.addr).collect::<Vec<_>>(),
+            vec!["127.0.0.1:6001".parse::<SocketAddr>().unwrap()],
+            "its own IPv6 entry left out, no spoofed address anywhere"
+        );
+        // Another peer over IPv4 gets both of the first one's addresses, IPv6 in `peers6`.
+        let body = http_get(v4, &query(2, 6002, ""));
+        assert!(body.windows(7).any(|w| w == b"peers6:"), "no peers6 key");
+        let mut peers: Vec<SocketAddr> = AnnounceResponse::decode(&body)
+            .unwrap()
+            .peers
+            .iter()
+            .map(|p| p.addr)
+            .collect();
+        peers.sort();
+        let mut want: Vec<SocketAddr> = vec![
+            "[::1]:6001".parse().unwrap(),
+            "127.0.0.1:6001".parse().unwrap(),
+        ];
+        want.sort();
+        assert_eq!(peers, want);
+        // UDP (BEP 15) answers in the requester's family: 18-byte entries to an IPv6 client.
+        let udp = Udp::new(format!("[::1]:{udp_port}").parse().unwrap(), "[::1]:0");
+        let connection_id = udp.connect();
+        let mut out = Vec::new();
+        Request::Announce {
+            connection_id,
+            transaction_id: 5,
+            announce: announce(hash, 3, 6003, 9, Event::Started),
+            url_data: Vec::new(),
+        }
+        .write(&mut out);
+        let reply = udp.exchange_raw(&out).unwrap();
+        match Response::parse(&reply, true).unwrap() {
+            Response::Announce { peers, .. } => {
+                assert_eq!(peers, vec!["[::1]:6001".parse::<SocketAddr>().unwrap()])
+            }
+            other => panic!("{other:?}"),
+        }
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}

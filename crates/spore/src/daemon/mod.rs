@@ -89,9 +89,10 @@ pub struct DaemonArgs {
     /// [default: $XDG_DATA_HOME/spore/daemon]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Address to accept peers on, for every torrent
-    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:6881")]
-    pub listen: SocketAddr,
+    /// Address to accept peers on, for every torrent [default: [::]:6881 (IPv4 and IPv6) where the
+    /// system has IPv6, else 0.0.0.0:6881]
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
     /// Address of the JSON API and web page (a token is required on every API call)
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9091")]
     pub api: SocketAddr,
@@ -353,9 +354,12 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         .chain(settings.allowed_dirs.iter().cloned())
         .collect();
     let fitted = conns::fit(&settings).map_err(|e| Failure::BadInput(anyhow!(e)))?;
-    let session = Session::bind(args.listen, fitted.handshake)
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::new(crate::opts::any_ip(), 6881));
+    let session = Session::bind(listen, fitted.handshake)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let listen = session.listen_addr();
     let port_mapping = crate::port_mapping::wanted(
         args.discovery.no_port_mapping || !settings.port_mapping,
