@@ -152,6 +152,7 @@ impl Pair {
                 Action::CancelRead { .. }
                 | Action::Banned { .. }
                 | Action::SeenAs { .. }
+                | Action::Introduced { .. }
                 | Action::Connect { .. }
                 | Action::Announce { .. }
                 | Action::ServeMetadata { .. }
