@@ -154,6 +154,7 @@ impl Pair {
                 | Action::SeenAs { .. }
                 | Action::Connect { .. }
                 | Action::Announce { .. }
+                | Action::Introduced { .. }
                 | Action::ServeMetadata { .. }
                 | Action::ServeHashes { .. } => {}
             }
