@@ -5,7 +5,7 @@
 //! with what each peer said meanwhile (its extension handshake, bitfield, haves, interest).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ use torrent_core::{MetaAction, MetadataConfig, MetadataCore, PeerKey};
 use tracker_proto::{Announce, Event as TrackerEvent};
 use wire::{Decoder, Handshake, HashRange, Message};
 
+pub use crate::carry::CarriedPeers;
+use crate::carry::{Carried, CarriedPeer};
 pub use crate::error::MetadataError;
 use crate::peer::Dial;
 use crate::transport::PeerStream;
@@ -47,51 +49,6 @@ pub struct MetadataRequest {
     pub dht: Option<crate::dht::DhtNode>,
     /// Connections at most.
     pub max_peers: usize,
-}
-
-/// One live connection of the metadata phase, for the torrent to take over.
-pub(crate) struct CarriedPeer {
-    pub stream: PeerStream,
-    pub addr: SocketAddr,
-    pub outgoing: bool,
-    pub ours: Handshake,
-    pub theirs: Handshake,
-    /// Bytes read and not yet decoded (part of a frame).
-    pub buffered: BytesMut,
-    /// What the peer said that the torrent core is to hear first.
-    pub said: Vec<Message>,
-}
-
-/// The connections a metadata phase leaves open, the IPs it banned and the peer id it used, for
-/// [`crate::TorrentConfig::carried`]: the torrent started with them takes them over (once; a copy of
-/// the configuration shares them). Dropping the last copy closes them.
-#[derive(Clone, Default)]
-pub struct CarriedPeers(Arc<Mutex<Option<Carried>>>);
-
-pub(crate) struct Carried {
-    pub peers: Vec<CarriedPeer>,
-    pub banned: Vec<IpAddr>,
-}
-
-impl CarriedPeers {
-    /// Live connections not yet taken over.
-    pub fn len(&self) -> usize {
-        self.0.lock().as_ref().map_or(0, |c| c.peers.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub(crate) fn take(&self) -> Option<Carried> {
-        self.0.lock().take()
-    }
-}
-
-impl std::fmt::Debug for CarriedPeers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CarriedPeers({})", self.len())
-    }
 }
 
 /// What a magnet link's peers gave us.
@@ -308,7 +265,7 @@ pub async fn fetch_metadata(
     Ok(Metadata {
         info,
         piece_layers,
-        peers: CarriedPeers(Arc::new(Mutex::new(Some(Carried { peers, banned })))),
+        peers: CarriedPeers::new(Carried { peers, banned }),
         peer_id: request.peer_id,
     })
 }
@@ -472,9 +429,7 @@ async fn connection(
     }
     let said = {
         let mut st = hub.state.lock();
-        if st.links.remove(&key).is_none() {
-            return None;
-        }
+        st.links.remove(&key)?;
         st.core.take_carried(key)
     };
     Some(CarriedPeer {

@@ -177,7 +177,7 @@ pub(crate) async fn dial(
 
 /// Takes over a connection from a magnet link's metadata phase: registered with the core like a new
 /// one, then what the peer said before the piece count was known is fed in, then its bytes as usual.
-pub(crate) async fn adopt(shared: Arc<Shared>, carried: crate::metadata::CarriedPeer) {
+pub(crate) async fn adopt(shared: Arc<Shared>, carried: crate::carry::CarriedPeer) {
     let addr = carried.addr;
     let outgoing = carried.outgoing;
     let result = run_with(

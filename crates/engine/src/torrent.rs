@@ -79,7 +79,7 @@ pub struct TorrentConfig {
     /// directory; the storage opens them through `metainfo::beneath` like the torrent's own.
     pub file_paths: Option<Vec<Vec<String>>>,
     /// Live connections from a magnet link's metadata phase, taken over when the torrent starts.
-    pub carried: crate::metadata::CarriedPeers,
+    pub carried: crate::carry::CarriedPeers,
 }
 
 /// The last announce to one tracker, as a status view shows it.
