@@ -189,7 +189,7 @@ pub async fn fetch_metadata(
         timer: tokio::sync::Notify::new(),
     });
     let how = Arc::new(Dial {
-        bind: request.listen.ip(),
+        bind: request.listen,
         info_hash: request.info_hash,
         peer_id: request.peer_id,
         dht: request.dht.is_some(),

@@ -119,7 +119,7 @@ pub(crate) async fn answer_incoming(
 /// the unit is given back when the handshake is over, and registering the peer takes its own.
 pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
     let how = Dial {
-        bind: shared.config.listen.ip(),
+        bind: shared.config.listen,
         info_hash: shared.id,
         peer_id: shared.config.peer_id,
         dht: shared.uses_dht(),
@@ -140,8 +140,9 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
 
 /// What an outgoing connection says of us, and from where it is made.
 pub(crate) struct Dial {
-    /// Our listening IP: outgoing connections leave from it when it is not unspecified.
-    pub bind: std::net::IpAddr,
+    /// Our listening address: outgoing connections leave from its IP when that is not unspecified,
+    /// never from its port.
+    pub bind: SocketAddr,
     pub info_hash: ids::InfoHash,
     pub peer_id: ids::PeerId,
     pub dht: bool,
@@ -153,14 +154,25 @@ pub(crate) async fn dial(
     how: &Dial,
     addr: SocketAddr,
 ) -> anyhow::Result<(PeerStream, Handshake, Handshake)> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
+    let new_socket = || {
+        if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
     };
-    let bind = how.bind;
+    let mut socket = new_socket()?;
+    let bind = how.bind.ip();
     if !bind.is_unspecified() && bind.is_ipv4() == addr.is_ipv4() {
         socket.bind(SocketAddr::new(bind, 0))?;
+        // `get` picks its listening port before a magnet's metadata phase and binds it after; a
+        // connection that phase hands over must not be holding it. While the first socket holds the
+        // port, the second gets another.
+        if socket.local_addr()?.port() == how.bind.port() {
+            let other = new_socket()?;
+            other.bind(SocketAddr::new(bind, 0))?;
+            socket = other;
+        }
     }
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
     let mut stream = PeerStream::tcp(stream)?;

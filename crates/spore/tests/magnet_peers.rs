@@ -128,3 +128,44 @@ fn the_connection_that_fetched_the_metadata_downloads_the_data() {
         "one connection for the metadata and the data"
     );
 }
+
+#[test]
+fn the_daemon_downloads_an_x_pe_magnet_over_the_connection_that_fetched_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/d.bin"), data(33, 1_000_000)).unwrap();
+    create_torrent(&d.join("seed/d.bin"), &d.join("t.torrent"), "auto", None);
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["magnet", s(&d.join("t.torrent"))])
+        .output()
+        .unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (_seed, addr) = start_seed(
+        d,
+        &d.join("t.torrent"),
+        &d.join("seed"),
+        "127.0.0.2:0",
+        &["--no-trackers"],
+    );
+    let (relay, connections) = counting_relay(addr);
+    let daemon = start_daemon(&d.join("state"), &d.join("dl"), "daemon.err", None);
+    let link = format!("{magnet}&x.pe={relay}");
+    let added = daemon.ok(
+        "POST",
+        "/api/torrents",
+        Some(serde_json::json!({ "magnet": link })),
+    );
+    let id = added["id"].as_str().unwrap().to_string();
+    // No tracker, no DHT: the x.pe peer is known to the metadata phase alone, so before the
+    // connections carried over the download had nobody to get the data from.
+    daemon.wait(&id, "seeding", Duration::from_secs(30), |t| {
+        t["state"] == "seeding"
+    });
+    assert_eq!(sha256(&d.join("dl/d.bin")), sha256(&d.join("seed/d.bin")));
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one connection for the metadata and the data"
+    );
+}
