@@ -473,3 +473,143 @@ fn addresses_are_dialled_within_the_limit_and_never_our_own() {
     h.core.dial_failed(addrs[0], h.now);
     assert_eq!(dialled(h.actions()), vec![addrs[2]]);
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Peer `0` answers its oldest outstanding request, truthfully or not.
+        Answer(usize, bool),
+        Reject(usize),
+        Close(usize),
+        Connect,
+        Wait(u64),
+        Have(usize, u32),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0..4usize, proptest::bool::weighted(0.9)).prop_map(|(p, t)| Step::Answer(p, t)),
+            1 => (0..4usize).prop_map(Step::Reject),
+            1 => (0..4usize).prop_map(Step::Close),
+            1 => Just(Step::Connect),
+            1 => (1..30u64).prop_map(Step::Wait),
+            1 => (0..4usize, 0..1000u32).prop_map(|(p, i)| Step::Have(p, i)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever peers do: at most a window of distinct pieces is in flight, only pieces of the
+        /// dictionary are asked for, what is kept per peer stays under its cap, and nothing is asked
+        /// for once the metadata is done.
+        #[test]
+        fn the_window_and_the_caps_hold_under_any_peer_behaviour(
+            pieces in 1..40u32,
+            steps in proptest::collection::vec(step(), 1..300),
+        ) {
+            let size = pieces as usize * METADATA_PIECE - 7;
+            let mut h = H::new(|c| c.max_carried = 64);
+            let mut peers: Vec<PeerKey> = Vec::new();
+            let mut ip = 1u8;
+            let mut inflight: BTreeMap<PeerKey, BTreeMap<u32, Instant>> = BTreeMap::new();
+            let mut done = false;
+            for s in steps {
+                match s {
+                    Step::Connect => {
+                        ip = ip.wrapping_add(1).max(1);
+                        if h.core.is_done() || h.core.is_banned([10, 0, 0, ip].into()) {
+                            continue;
+                        }
+                        peers.push(h.offering(ip, Some(size as u64)));
+                    }
+                    Step::Answer(i, truthful) => {
+                        let Some(&p) = peers.get(i) else { continue };
+                        let Some((piece, _)) = inflight.get_mut(&p).and_then(|s| s.pop_first())
+                        else {
+                            continue;
+                        };
+                        h.data(p, piece, size, if truthful { piece as u8 } else { 0xee });
+                    }
+                    Step::Reject(i) => {
+                        let Some(&p) = peers.get(i) else { continue };
+                        let reject = MetadataMessage::Reject { piece: 0 }.encode();
+                        h.msg(p, Message::Extended { id: UT_METADATA_ID, payload: reject.into() });
+                        inflight.remove(&p);
+                    }
+                    Step::Close(i) => {
+                        if i < peers.len() {
+                            let p = peers.remove(i);
+                            h.core.closed(p, h.now);
+                            inflight.remove(&p);
+                        }
+                    }
+                    Step::Wait(secs) => {
+                        h.advance(Duration::from_secs(secs));
+                    }
+                    Step::Have(i, piece) => {
+                        if let Some(&p) = peers.get(i) {
+                            h.msg(p, Message::Have(piece));
+                        }
+                    }
+                }
+                // Until the core is quiet: an answer to a check brings actions of its own.
+                loop {
+                    let actions = h.actions();
+                    if actions.is_empty() {
+                        break;
+                    }
+                    for a in actions {
+                        match a {
+                            MetaAction::Send { peer, message: Message::Extended { id, payload } }
+                                if id == THEIR_ID =>
+                            {
+                                if let Ok(MetadataMessage::Request { piece }) =
+                                    MetadataMessage::decode(&payload)
+                                {
+                                    prop_assert!(!done, "asked for piece {} after done", piece);
+                                    prop_assert!(piece < pieces);
+                                    inflight.entry(peer).or_default().insert(piece, h.now);
+                                }
+                            }
+                            MetaAction::Disconnect { peer, .. } => {
+                                inflight.remove(&peer);
+                                peers.retain(|p| *p != peer);
+                            }
+                            MetaAction::CheckInfo { info } => {
+                                prop_assert_eq!(info.len(), size);
+                                let good = info
+                                    .chunks(METADATA_PIECE)
+                                    .enumerate()
+                                    .all(|(i, c)| c.iter().all(|b| *b == i as u8));
+                                h.core.info_checked(good.then(Vec::new), h.now);
+                                inflight.clear();
+                            }
+                            MetaAction::Done => done = true,
+                            _ => {}
+                        }
+                    }
+                }
+                // A peer with a request older than the timeout is not asked again and its answers
+                // count for nothing.
+                let now = h.now;
+                inflight.retain(|_, asked| {
+                    asked.values().all(|t| now.duration_since(*t) < METADATA_REQUEST_TIMEOUT)
+                });
+                let distinct: BTreeSet<u32> =
+                    inflight.values().flat_map(|a| a.keys()).copied().collect();
+                prop_assert!(
+                    distinct.len() <= INFO_WINDOW as usize,
+                    "{} pieces in flight",
+                    distinct.len()
+                );
+            }
+            for p in peers {
+                prop_assert!(h.core.take_carried(p).len() <= 64);
+            }
+        }
+    }
+}
