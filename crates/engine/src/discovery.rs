@@ -119,16 +119,40 @@ pub fn magnet_wire_id(magnet: &Magnet) -> Result<InfoHash, MagnetError> {
     crate::wire_id_of(magnet.info_hash_v1, magnet.info_hash_v2).ok_or(MagnetError::NoInfoHash)
 }
 
+/// A magnet link's torrent and the connections that fetched it.
+pub struct MagnetTorrent {
+    pub torrent: Torrent,
+    pub carry: Carry,
+}
+
+/// The live connections of a metadata phase, for the download to take over ([`Carry::into_config`]).
+#[derive(Debug, Clone)]
+pub struct Carry {
+    pub peers: crate::metadata::CarriedPeers,
+    /// The peer id those connections know us by.
+    pub peer_id: ids::PeerId,
+}
+
+impl Carry {
+    /// Has a torrent started with `config` take over the connections (under the same peer id).
+    pub fn into_config(&self, config: &mut TorrentConfig) {
+        config.carried = self.peers.clone();
+        config.peer_id = self.peer_id;
+    }
+}
+
 /// The torrent of a magnet link: its info dictionary from peers (found through the link's trackers and
 /// peers, `peers` and the DHT), checked against every hash the link names, with the piece layers of a
-/// v2-only torrent (BEP 52 hash requests, each proven against its file root). Gives up after `timeout`.
+/// v2-only torrent (BEP 52 hash requests, each proven against its file root), and the connections
+/// that fetched it, which the torrent takes over. Gives up after `timeout`.
 pub async fn magnet_torrent(
     magnet: &Magnet,
     listen: SocketAddr,
     peers: &[SocketAddr],
     dht: Option<DhtNode>,
+    max_peers: usize,
     timeout: Duration,
-) -> Result<Torrent, MagnetError> {
+) -> Result<MagnetTorrent, MagnetError> {
     let id = magnet_wire_id(magnet)?;
     let mut known: Vec<SocketAddr> = peers.to_vec();
     known.extend(
@@ -146,11 +170,18 @@ pub async fn magnet_torrent(
         listen,
         peer_id: crate::new_peer_id(),
         dht,
+        max_peers,
     };
     let metadata = fetch_metadata(&request, timeout).await?;
     let mut torrent = Torrent::from_info_bytes(&metadata.info).map_err(MagnetError::Info)?;
     torrent.piece_layers = metadata.piece_layers;
     torrent.trackers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
     torrent.web_seeds = magnet.web_seeds.clone();
-    Ok(torrent)
+    Ok(MagnetTorrent {
+        torrent,
+        carry: Carry {
+            peers: metadata.peers,
+            peer_id: metadata.peer_id,
+        },
+    })
 }

@@ -1,7 +1,7 @@
 //! Starting a torrent, and the tasks that drive its core besides the peers' own: the timer, the
 //! tracker announces, the DHT lookups, local discovery and dialling.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -147,6 +147,17 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
     let core = TorrentCore::new(core_config, Instant::now());
     let already_done = core.is_complete();
     let (dial, dial_rx) = mpsc::unbounded_channel();
+    let carried = config.carried.take();
+    let dial_rx = match &carried {
+        Some(c) if !c.peers.is_empty() => {
+            let given = c.peers.iter().map(|p| p.addr);
+            skip_first_dial(
+                dial_rx,
+                given.filter(|a| config.peers.contains(a)).collect(),
+            )
+        }
+        _ => dial_rx,
+    };
     let (announces, announce_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         id: wire_id(&torrent),
@@ -212,10 +223,39 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
     }
     // The peers given in the configuration, queued when the core was made.
     shared.with_core_now(|_, _| ());
+    // A magnet link's connections carry over from its metadata phase, and so do its bans.
+    if let Some(carried) = carried {
+        shared.with_core_now(|core, _| {
+            for ip in carried.banned {
+                core.ban(ip);
+            }
+        });
+        for peer in carried.peers {
+            tasks.push(tokio::spawn(crate::peer::adopt(shared.clone(), peer)));
+        }
+    }
     Ok(TorrentHandle {
         shared,
         tasks: Mutex::new(tasks),
     })
+}
+
+/// The core dials the peers given in the configuration when it is made; a connection to one of them
+/// carried over from the metadata phase is that dial, done already: the first `Connect` to each such address is
+/// dropped (the adopted connection reports `dial_failed` when it ends, as a dial would).
+fn skip_first_dial(
+    mut rx: mpsc::UnboundedReceiver<SocketAddr>,
+    mut carried: HashSet<SocketAddr>,
+) -> mpsc::UnboundedReceiver<SocketAddr> {
+    let (tx, out) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(addr) = rx.recv().await {
+            if !carried.remove(&addr) && tx.send(addr).is_err() {
+                return;
+            }
+        }
+    });
+    out
 }
 
 /// Runs the core's timeouts (choker rounds, free slots, per-peer upkeep, announces, redials) when due.

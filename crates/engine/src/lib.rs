@@ -2,6 +2,7 @@
 //! picker, tit-for-tat choking, verified storage, hostile-peer banning, and HTTP/UDP tracker announces.
 
 mod aligned;
+mod carry;
 mod conns;
 pub mod dht;
 mod dht6;

@@ -1,27 +1,37 @@
-//! Fetching a torrent's info dictionary from peers (BEP 9), for magnet links.
+//! A magnet link's metadata phase (BEP 9, and BEP 52 piece layers), as I/O for
+//! `torrent_core::MetadataCore` on the torrent's own peer stack: connections are dialled by
+//! `peer::dial`, frames decoded by `wire::Decoder`, and when the info dictionary is checked every live
+//! connection is handed over ([`CarriedPeers`]) to the torrent, which `engine::start` makes from it,
+//! with what each peer said meanwhile (its extension handshake, bitfield, haves, interest).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
-
-pub use crate::error::MetadataError;
 use bytes::BytesMut;
 use ids::{InfoHash, PeerId};
 use metainfo::merkle::{self, Hash256};
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use torrent_core::{MetaAction, MetadataConfig, MetadataCore, PeerKey};
 use tracker_proto::{Announce, Event as TrackerEvent};
-use wire::{
-    Decoder, ExtensionHandshake, Handshake, HashRange, Message, MetadataMessage, HANDSHAKE_LEN,
-    MAX_METADATA, METADATA_PIECE,
-};
+use wire::{Decoder, Handshake, HashRange, Message};
 
-/// The id we ask peers to use for `ut_metadata` messages to us.
-pub const UT_METADATA_ID: u8 = 1;
-const PEER_TIMEOUT: Duration = Duration::from_secs(20);
+pub use crate::carry::CarriedPeers;
+use crate::carry::{Carried, CarriedPeer};
+pub use crate::error::MetadataError;
+use crate::peer::Dial;
+use crate::transport::PeerStream;
+pub use torrent_core::metadata::UT_METADATA_ID;
+
+/// Messages queued for one peer's socket in the metadata phase; a peer that lets more pile up (it
+/// asks for metadata and does not read our rejects) is dropped.
+const LINK_QUEUE: usize = 256;
+/// How long live connections have to finish their writes when the metadata is complete.
+const HANDOVER_GRACE: Duration = Duration::from_secs(2);
 
 /// What to fetch and from where.
 pub struct MetadataRequest {
@@ -37,6 +47,8 @@ pub struct MetadataRequest {
     pub peer_id: PeerId,
     /// Also look the info-hash up in the DHT.
     pub dht: Option<crate::dht::DhtNode>,
+    /// Connections at most.
+    pub max_peers: usize,
 }
 
 /// What a magnet link's peers gave us.
@@ -46,6 +58,10 @@ pub struct Metadata {
     /// For a v2-only torrent, the piece layer of each file longer than a piece (BEP 52 hash requests),
     /// each proven against its file's `pieces root`. Empty otherwise.
     pub piece_layers: HashMap<Hash256, Vec<Hash256>>,
+    /// The connections that fetched it, to download over.
+    pub peers: CarriedPeers,
+    /// The peer id they know us by.
+    pub peer_id: PeerId,
 }
 
 /// Whether `info` has every hash the magnet link names.
@@ -56,286 +72,380 @@ fn matches(request_v1: Option<[u8; 20]>, request_v2: Option<[u8; 32]>, info: &[u
         && request_v2.is_none_or(|h| sha2::Sha256::digest(info).as_slice() == h)
 }
 
-/// Downloads the info dictionary (and a v2-only torrent's piece layers) from the first peer that has
-/// them right. Gives up after `timeout`.
+struct State {
+    core: MetadataCore,
+    links: HashMap<PeerKey, mpsc::Sender<Message>>,
+    info: Option<Vec<u8>>,
+    layers: Option<LayerFetch>,
+}
+
+struct Hub {
+    state: Mutex<State>,
+    expect: (Option<[u8; 20]>, Option<[u8; 32]>),
+    dial: mpsc::UnboundedSender<SocketAddr>,
+    done: watch::Sender<bool>,
+    timer: tokio::sync::Notify,
+}
+
+impl Hub {
+    fn with_core<R>(&self, f: impl FnOnce(&mut MetadataCore, Instant) -> R) -> R {
+        let mut st = self.state.lock();
+        let now = Instant::now();
+        let r = f(&mut st.core, now);
+        self.pump(&mut st, now);
+        r
+    }
+
+    /// Carries out the core's actions until it has none.
+    fn pump(&self, st: &mut State, now: Instant) {
+        while let Some(action) = st.core.poll_action() {
+            match action {
+                MetaAction::Send { peer, message } => {
+                    let sent = st.links.get(&peer).map(|l| l.try_send(message));
+                    if let Some(Err(_)) = sent {
+                        // Never dropped silently: a peer that cannot take it is let go.
+                        st.links.remove(&peer);
+                        st.core.closed(peer, now);
+                    }
+                }
+                MetaAction::Connect { addr } => {
+                    let _ = self.dial.send(addr);
+                }
+                MetaAction::Disconnect { peer, reason } => {
+                    tracing::debug!("metadata peer {}: {reason}", peer.0);
+                    st.links.remove(&peer);
+                }
+                MetaAction::Banned { ip } => tracing::info!("banned {ip}: bad metadata"),
+                MetaAction::CheckInfo { info } => {
+                    let layers = self.check_info(&info);
+                    let ranges = layers.as_ref().map(|l| l.pending.clone());
+                    if layers.is_some() {
+                        st.info = Some(info);
+                    } else {
+                        tracing::debug!("metadata does not match the info-hash");
+                    }
+                    st.layers = layers;
+                    st.core.info_checked(ranges, now);
+                }
+                MetaAction::CheckHashes {
+                    peer,
+                    range,
+                    hashes,
+                } => {
+                    let ok = st
+                        .layers
+                        .as_mut()
+                        .is_some_and(|l| l.received(range, &hashes));
+                    st.core.hashes_checked(peer, range, ok, now);
+                }
+                MetaAction::Done => {
+                    let _ = self.done.send(true);
+                }
+            }
+        }
+        self.timer.notify_one();
+    }
+
+    /// The piece layers still to fetch when `info` is the torrent's, `None` when it is not.
+    fn check_info(&self, info: &[u8]) -> Option<LayerFetch> {
+        if !matches(self.expect.0, self.expect.1, info) {
+            return None;
+        }
+        match metainfo::Torrent::from_info_bytes(info) {
+            Ok(torrent) => Some(LayerFetch::new(&torrent)),
+            Err(e) => {
+                tracing::warn!("metadata matches the info-hash but is not a torrent: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Downloads the info dictionary (and a v2-only torrent's piece layers) from the peers, keeping the
+/// connections for the download. Gives up after `timeout`.
 pub async fn fetch_metadata(
     request: &MetadataRequest,
     timeout: Duration,
 ) -> Result<Metadata, MetadataError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut tried: HashSet<SocketAddr> = HashSet::new();
-    let mut attempts = JoinSet::new();
-    let bind = Some(request.listen.ip()).filter(|ip| !ip.is_unspecified());
-    let mut next_announce = tokio::time::Instant::now();
+    let (dial_tx, mut dial_rx) = mpsc::unbounded_channel();
+    let (done, mut done_rx) = watch::channel(false);
+    let config = MetadataConfig {
+        max_peers: request.max_peers.max(1),
+        listen: Some(request.listen),
+        client: Some(format!("Spore {}", env!("CARGO_PKG_VERSION"))),
+        ..MetadataConfig::default()
+    };
+    let hub = Arc::new(Hub {
+        state: Mutex::new(State {
+            core: MetadataCore::new(config, Instant::now()),
+            links: HashMap::new(),
+            info: None,
+            layers: None,
+        }),
+        expect: (request.expect_v1, request.expect_v2),
+        dial: dial_tx,
+        done,
+        timer: tokio::sync::Notify::new(),
+    });
+    let how = Arc::new(Dial {
+        bind: request.listen,
+        info_hash: request.info_hash,
+        peer_id: request.peer_id,
+        dht: request.dht.is_some(),
+    });
+    let discovery = tokio::spawn(discover(
+        hub.clone(),
+        request.info_hash,
+        request.peer_id,
+        request.listen,
+        request.trackers.clone(),
+        request.peers.clone(),
+        request.dht.clone(),
+    ));
+    let _discovery = AbortOnDrop(discovery);
+    let mut tasks: JoinSet<Option<CarriedPeer>> = JoinSet::new();
+    let mut peers = Vec::new();
     loop {
-        if tokio::time::Instant::now() >= next_announce {
-            let mut found = request.peers.clone();
-            let params = Announce {
-                info_hash: request.info_hash,
-                peer_id: request.peer_id,
-                port: request.listen.port(),
-                uploaded: 0,
-                downloaded: 0,
-                left: 1,
-                event: TrackerEvent::Started,
-                numwant: Some(50),
-                // The same key on every announce (BEP 7: one client announcing from two addresses).
-                key: Some(u32::from_le_bytes([
-                    request.peer_id[8],
-                    request.peer_id[9],
-                    request.peer_id[10],
-                    request.peer_id[11],
-                ])),
-                ip: None,
-            };
-            for url in &request.trackers {
-                match crate::tracker::announce(url, &params, request.listen.ip()).await {
-                    Ok(r) => found.extend(r.peers),
-                    Err(e) => tracing::warn!("tracker {url}: {e:#}"),
-                }
-            }
-            if let Some(node) = &request.dht {
-                if let Ok(peers) =
-                    tokio::time::timeout(Duration::from_secs(15), node.get_peers(request.info_hash))
-                        .await
-                {
-                    found.extend(peers);
-                }
-            }
-            for addr in found {
-                if addr != request.listen && addr.port() != 0 && tried.insert(addr) {
-                    let (hash, id) = (request.info_hash, request.peer_id);
-                    let expect = (request.expect_v1, request.expect_v2);
-                    attempts.spawn(
-                        async move { (addr, from_peer(addr, hash, id, bind, expect).await) },
-                    );
-                }
-            }
-            next_announce = tokio::time::Instant::now() + Duration::from_secs(10);
-        }
-        let wake = next_announce.min(deadline);
+        let next = hub.state.lock().core.poll_timeout();
+        let wake = next
+            .map(tokio::time::Instant::from_std)
+            .map_or(deadline, |t| t.min(deadline));
         tokio::select! {
-            Some(done) = attempts.join_next(), if !attempts.is_empty() => {
-                if let Ok((addr, result)) = done {
-                    match result {
-                        Ok(metadata) => return Ok(metadata),
-                        Err(e) => tracing::debug!("metadata from {addr}: {e:#}"),
+            addr = dial_rx.recv() => {
+                let Some(addr) = addr else { continue };
+                let (hub, how, done) = (hub.clone(), how.clone(), hub.done.subscribe());
+                tasks.spawn(async move {
+                    let dialled = tokio::select! {
+                        r = crate::peer::dial(&how, addr) => r,
+                        _ = until_done(done) => return None,
+                    };
+                    match dialled {
+                        Ok((stream, ours, theirs)) => {
+                            connection(hub, stream, addr, true, ours, theirs).await
+                        }
+                        Err(e) => {
+                            tracing::debug!("metadata peer {addr}: {e:#}");
+                            hub.with_core(|core, now| core.dial_failed(addr, now));
+                            None
+                        }
                     }
+                });
+            }
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                // A connection hands itself over as soon as the metadata is complete.
+                if let Ok(Some(peer)) = joined {
+                    peers.push(peer);
                 }
             }
+            _ = hub.timer.notified() => {}
             _ = tokio::time::sleep_until(wake) => {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(MetadataError::Timeout { secs: timeout.as_secs() });
                 }
+                hub.with_core(|core, now| core.handle_timeout(now));
             }
+            _ = done_rx.changed() => break,
+        }
+    }
+    // The live connections finish what they were writing and hand themselves over.
+    let grace = tokio::time::Instant::now() + HANDOVER_GRACE;
+    while let Ok(Some(joined)) = tokio::time::timeout_at(grace, tasks.join_next()).await {
+        if let Ok(Some(peer)) = joined {
+            peers.push(peer);
+        }
+    }
+    tasks.abort_all();
+    let mut st = hub.state.lock();
+    let info = st.info.take().unwrap_or_default();
+    let piece_layers = st.layers.take().map(|l| l.layers).unwrap_or_default();
+    let banned = st.core.banned().copied().collect();
+    drop(st);
+    tracing::debug!("metadata fetched; {} connections carry over", peers.len());
+    Ok(Metadata {
+        info,
+        piece_layers,
+        peers: CarriedPeers::new(Carried { peers, banned }),
+        peer_id: request.peer_id,
+    })
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn until_done(mut done: watch::Receiver<bool>) {
+    while !*done.borrow_and_update() {
+        if done.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }
 
-async fn from_peer(
-    addr: SocketAddr,
+/// Finds peers every 10 s until the fetch ends: the link's and the caller's, its trackers, the DHT.
+async fn discover(
+    hub: Arc<Hub>,
     info_hash: InfoHash,
     peer_id: PeerId,
-    bind: Option<std::net::IpAddr>,
-    (expect_v1, expect_v2): (Option<[u8; 20]>, Option<[u8; 32]>),
-) -> anyhow::Result<Metadata> {
-    tokio::time::timeout(PEER_TIMEOUT, async {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
+    listen: SocketAddr,
+    trackers: Vec<String>,
+    given: Vec<SocketAddr>,
+    dht: Option<crate::dht::DhtNode>,
+) {
+    loop {
+        hub.with_core(|core, now| core.add_addresses(given.clone(), now));
+        let params = Announce {
+            info_hash,
+            peer_id,
+            port: listen.port(),
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+            event: TrackerEvent::Started,
+            numwant: Some(50),
+            // The same key on every announce (BEP 7: one client announcing from two addresses).
+            key: Some(u32::from_le_bytes([
+                peer_id[8],
+                peer_id[9],
+                peer_id[10],
+                peer_id[11],
+            ])),
+            ip: None,
         };
-        if let Some(ip) = bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
-            socket.bind(SocketAddr::new(ip, 0))?;
+        for url in &trackers {
+            match crate::tracker::announce(url, &params, listen.ip()).await {
+                Ok(r) => hub.with_core(|core, now| core.add_addresses(r.peers, now)),
+                Err(e) => tracing::warn!("tracker {url}: {e:#}"),
+            }
         }
-        let mut stream = socket.connect(addr).await?;
-        let ours = Handshake::new(info_hash, peer_id, false);
-        stream.write_all(&ours.encode()).await?;
-        let mut hs = [0u8; HANDSHAKE_LEN];
-        stream.read_exact(&mut hs).await?;
-        let theirs = Handshake::decode(&hs)?;
-        if theirs.info_hash != info_hash || !theirs.supports_extensions() {
-            bail!("peer cannot send metadata");
+        if let Some(node) = &dht {
+            let lookup = tokio::time::timeout(Duration::from_secs(15), node.get_peers(info_hash));
+            if let Ok(peers) = lookup.await {
+                hub.with_core(|core, now| core.add_addresses(peers, now));
+            }
         }
-        let mut m = std::collections::BTreeMap::new();
-        m.insert("ut_metadata".to_string(), UT_METADATA_ID);
-        let ext = ExtensionHandshake {
-            extensions: m,
-            ..Default::default()
-        };
-        let mut out = BytesMut::new();
-        Message::Extended {
-            id: 0,
-            payload: ext.encode().into(),
-        }
-        .encode(&mut out);
-        stream.write_all(&out).await?;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
 
-        let decoder = Decoder::default();
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut info: Option<InfoFetch> = None;
-        let mut their_id = 0;
-        let mut layers: Option<LayerFetch> = None;
+/// One connection in the metadata phase: frames in to the core, its messages out, until the core lets
+/// it go (`None`) or the metadata is complete (the connection, for the torrent).
+async fn connection(
+    hub: Arc<Hub>,
+    stream: PeerStream,
+    addr: SocketAddr,
+    outgoing: bool,
+    ours: Handshake,
+    theirs: Handshake,
+) -> Option<CarriedPeer> {
+    let (tx, mut rx) = mpsc::channel(LINK_QUEUE);
+    let key = {
+        let mut st = hub.state.lock();
+        let now = Instant::now();
+        match st.core.add_peer(addr, &ours, &theirs, now) {
+            Ok(key) => {
+                st.links.insert(key, tx);
+                hub.pump(&mut st, now);
+                key
+            }
+            Err(e) => {
+                tracing::debug!("metadata peer {addr}: {e}");
+                if outgoing {
+                    st.core.dial_failed(addr, now);
+                    hub.pump(&mut st, now);
+                }
+                return None;
+            }
+        }
+    };
+    let (carrier, encrypted) = (stream.carrier(), stream.encrypted());
+    let (mut read, mut write) = stream.into_split();
+    let decoder = Decoder::default();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut out = BytesMut::new();
+    let mut done = hub.done.subscribe();
+    let result: anyhow::Result<()> = async {
         loop {
-            while let Some(message) = decoder.decode(&mut buf)? {
-                let (id, payload) = match message {
-                    Message::Extended { id, payload } => (id, payload),
-                    Message::Hashes { range, hashes } => {
-                        if let Some(fetch) = layers.as_mut() {
-                            fetch.received(range, &hashes)?;
-                            if fetch.done() {
-                                let info = info.take().map(|f| f.info).unwrap_or_default();
-                                return Ok(Metadata {
-                                    info,
-                                    piece_layers: std::mem::take(&mut fetch.layers),
-                                });
-                            }
-                        }
-                        continue;
+            if *done.borrow_and_update() {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = done.changed() => {}
+                message = rx.recv() => {
+                    let Some(message) = message else {
+                        anyhow::bail!("let go by the metadata phase");
+                    };
+                    message.encode(&mut out);
+                    while let Ok(m) = rx.try_recv() {
+                        m.encode(&mut out);
                     }
-                    Message::HashReject(_) => bail!("peer rejected our hash request"),
-                    _ => continue,
-                };
-                if id == 0 {
-                    let theirs = ExtensionHandshake::decode(&payload)?;
-                    their_id = theirs
-                        .id_of("ut_metadata")
-                        .ok_or_else(|| anyhow!("peer has no ut_metadata"))?;
-                    let size = theirs
-                        .metadata_size
-                        .filter(|&s| s > 0 && s as usize <= MAX_METADATA)
-                        .ok_or_else(|| anyhow!("peer gave no usable metadata_size"))?
-                        as usize;
-                    let mut fetch = InfoFetch::new(size);
-                    request_pieces(&mut stream, their_id, fetch.requests()).await?;
-                    info = Some(fetch);
-                } else if id == UT_METADATA_ID {
-                    let Some(fetch) = info.as_mut() else { continue };
-                    match MetadataMessage::decode(&payload)? {
-                        MetadataMessage::Data {
-                            piece,
-                            total_size,
-                            data,
-                        } => fetch.received(piece, total_size, data)?,
-                        MetadataMessage::Reject { piece } => {
-                            bail!("peer rejected metadata piece {piece}")
-                        }
-                        MetadataMessage::Request { .. } => {}
+                    write.write_all(&out).await?;
+                    out.clear();
+                }
+                n = read.read_buf(&mut buf) => {
+                    if n? == 0 {
+                        anyhow::bail!("peer closed the connection");
                     }
-                    request_pieces(&mut stream, their_id, fetch.requests()).await?;
-                    if fetch.done() && layers.is_none() {
-                        let info = &fetch.info;
-                        if !matches(expect_v1, expect_v2, info) {
-                            bail!("metadata does not match the info-hash");
+                    let mut frames = Vec::new();
+                    let decoded = loop {
+                        match decoder.decode(&mut buf) {
+                            Ok(Some(m)) => frames.push(m),
+                            Ok(None) => break Ok(()),
+                            Err(e) => break Err(e),
                         }
-                        let torrent = metainfo::Torrent::from_info_bytes(info)
-                            .map_err(|e| anyhow!("metadata: {e}"))?;
-                        let fetch = LayerFetch::new(&torrent);
-                        if fetch.done() {
-                            return Ok(Metadata {
-                                info: info.clone(),
-                                piece_layers: HashMap::new(),
-                            });
+                    };
+                    hub.with_core(|core, now| {
+                        for m in frames {
+                            core.handle_message(key, m, now);
                         }
-                        let mut out = BytesMut::new();
-                        for range in &fetch.pending {
-                            Message::HashRequest(*range).encode(&mut out);
-                        }
-                        stream.write_all(&out).await?;
-                        layers = Some(fetch);
+                    });
+                    decoded?;
+                    if buf.capacity() - buf.len() < 16 * 1024 {
+                        buf.reserve(64 * 1024);
                     }
                 }
             }
-            if stream.read_buf(&mut buf).await? == 0 {
-                bail!("peer closed the connection");
-            }
         }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!("metadata peer {addr}: {e:#}");
+        let mut st = hub.state.lock();
+        let now = Instant::now();
+        st.links.remove(&key);
+        st.core.closed(key, now);
+        if outgoing {
+            st.core.dial_failed(addr, now);
+        }
+        hub.pump(&mut st, now);
+        return None;
+    }
+    // What the core queued last goes out before the torrent's first messages.
+    while let Ok(m) = rx.try_recv() {
+        m.encode(&mut out);
+    }
+    if !out.is_empty() && write.write_all(&out).await.is_err() {
+        return None;
+    }
+    let said = {
+        let mut st = hub.state.lock();
+        st.links.remove(&key)?;
+        st.core.take_carried(key)
+    };
+    Some(CarriedPeer {
+        stream: PeerStream::from_halves(read, write, carrier, encrypted),
+        addr,
+        outgoing,
+        ours,
+        theirs,
+        buffered: buf,
+        said,
     })
-    .await
-    .map_err(|_| anyhow!("timed out"))?
-}
-
-async fn request_pieces(
-    stream: &mut tokio::net::TcpStream,
-    their_id: u8,
-    pieces: Vec<u32>,
-) -> anyhow::Result<()> {
-    if pieces.is_empty() {
-        return Ok(());
-    }
-    let mut out = BytesMut::new();
-    for piece in pieces {
-        Message::Extended {
-            id: their_id,
-            payload: MetadataMessage::Request { piece }.encode().into(),
-        }
-        .encode(&mut out);
-    }
-    stream.write_all(&out).await?;
-    Ok(())
-}
-
-/// Metadata pieces asked for at a time.
-const INFO_WINDOW: u32 = 16;
-
-/// An info dictionary arriving piece by piece. The size a peer claims in its extension handshake costs
-/// nothing by itself: pieces are asked for a window at a time and kept in order, so what we hold is
-/// never more than what the peer has sent, plus at most a window of early pieces.
-struct InfoFetch {
-    size: usize,
-    pieces: u32,
-    /// The pieces received so far, in order from the first.
-    info: Vec<u8>,
-    have: u32,
-    next_request: u32,
-    /// Pieces that came before one asked for earlier, all within the window.
-    early: BTreeMap<u32, Vec<u8>>,
-}
-
-impl InfoFetch {
-    fn new(size: usize) -> InfoFetch {
-        InfoFetch {
-            size,
-            pieces: size.div_ceil(METADATA_PIECE) as u32,
-            info: Vec::new(),
-            have: 0,
-            next_request: 0,
-            early: BTreeMap::new(),
-        }
-    }
-
-    /// Pieces to ask for now, to keep a window in flight.
-    fn requests(&mut self) -> Vec<u32> {
-        let end = self.pieces.min(self.have + INFO_WINDOW);
-        let ask: Vec<u32> = (self.next_request..end).collect();
-        self.next_request = self.next_request.max(end);
-        ask
-    }
-
-    fn received(&mut self, piece: u32, total_size: u64, data: Vec<u8>) -> anyhow::Result<()> {
-        if piece >= self.next_request {
-            bail!("metadata piece {piece} was not asked for");
-        }
-        if piece < self.have || self.early.contains_key(&piece) {
-            // A repeat; the first copy stands (the hash check judges the whole).
-            return Ok(());
-        }
-        let start = piece as usize * METADATA_PIECE;
-        let expected = (self.size - start).min(METADATA_PIECE);
-        if total_size != self.size as u64 || data.len() != expected {
-            bail!("metadata piece {piece} has the wrong size");
-        }
-        self.early.insert(piece, data);
-        while let Some(data) = self.early.remove(&self.have) {
-            self.info.extend_from_slice(&data);
-            self.have += 1;
-        }
-        Ok(())
-    }
-
-    fn done(&self) -> bool {
-        self.have == self.pieces
-    }
 }
 
 /// Most hashes asked for in one BEP 52 request (libtorrent refuses more than 8192 and, when it
@@ -394,22 +504,20 @@ impl LayerFetch {
         fetch
     }
 
-    fn done(&self) -> bool {
-        self.pending.is_empty()
-    }
-
-    /// Takes an answer to one of our requests once its proof holds.
-    fn received(&mut self, range: HashRange, hashes: &[Hash256]) -> anyhow::Result<()> {
+    /// Takes an answer to one of our requests if its proof holds (`false` if not).
+    fn received(&mut self, range: HashRange, hashes: &[Hash256]) -> bool {
         let Some(at) = self.pending.iter().position(|r| {
             r.pieces_root == range.pieces_root && r.index == range.index && r.length == range.length
         }) else {
-            return Ok(());
+            return false;
         };
         let (index, length) = (range.index as usize, range.length as usize);
-        let proven = merkle::verify_proof(hashes, index, length, self.pad, range.pieces_root)
-            .ok_or_else(|| anyhow!("piece-layer hashes that do not prove the file root"))?;
+        let Some(proven) = merkle::verify_proof(hashes, index, length, self.pad, range.pieces_root)
+        else {
+            return false;
+        };
         let Some((pieces, layer)) = self.files.get_mut(&range.pieces_root) else {
-            return Ok(());
+            return false;
         };
         let end = (index + length).min(*pieces);
         layer[index..end].copy_from_slice(&proven[..end - index]);
@@ -423,7 +531,7 @@ impl LayerFetch {
                 self.layers.insert(range.pieces_root, layer);
             }
         }
-        Ok(())
+        true
     }
 }
 
@@ -431,13 +539,8 @@ impl LayerFetch {
 mod tests {
     use super::*;
 
-    fn piece(fetch: &InfoFetch, i: u32) -> Vec<u8> {
-        let len = (fetch.size - i as usize * METADATA_PIECE).min(METADATA_PIECE);
-        vec![i as u8; len]
-    }
-
     #[tokio::test]
-    async fn an_info_dictionary_of_many_windows_is_fetched_from_a_seed() {
+    async fn an_info_dictionary_of_many_windows_is_fetched_from_a_seed_over_one_connection_kept() {
         // Thousands of long file names make an info dictionary of more than 16 metadata pieces,
         // so the window has to slide for the fetch to finish.
         let dir = tempfile::tempdir().unwrap();
@@ -454,10 +557,8 @@ mod tests {
         )
         .unwrap();
         let info_len = created.torrent.info_bytes.len();
-        assert!(
-            info_len > (INFO_WINDOW as usize + 1) * METADATA_PIECE,
-            "{info_len}"
-        );
+        let window = torrent_core::metadata::INFO_WINDOW as usize;
+        assert!(info_len > (window + 1) * wire::METADATA_PIECE, "{info_len}");
         let torrent = std::sync::Arc::new(created.torrent);
         let mut config =
             crate::torrent::TorrentConfig::new(torrent.clone(), dir.path().join("content"));
@@ -473,57 +574,30 @@ mod tests {
             listen: SocketAddr::from(([127, 0, 0, 1], 1)),
             peer_id: crate::torrent::new_peer_id(),
             dht: None,
+            max_peers: 50,
         };
         let got = fetch_metadata(&request, Duration::from_secs(30))
             .await
             .unwrap();
         assert!(got.info == torrent.info_bytes, "the fetched info differs");
-    }
-
-    #[test]
-    fn a_claimed_size_costs_nothing_until_pieces_arrive() {
-        let mut fetch = InfoFetch::new(MAX_METADATA);
-        assert_eq!(fetch.info.capacity(), 0);
-        assert_eq!(fetch.requests(), (0..INFO_WINDOW).collect::<Vec<_>>());
-        assert!(fetch.requests().is_empty(), "one window in flight");
-        for i in 0..4 {
-            fetch
-                .received(i, MAX_METADATA as u64, piece(&fetch, i))
-                .unwrap();
-        }
-        assert_eq!(fetch.info.len(), 4 * METADATA_PIECE);
+        assert_eq!(got.peers.len(), 1, "the seed's connection carries over");
+        let carried = got.peers.take().unwrap();
+        let peer = &carried.peers[0];
+        assert_eq!(peer.addr, seed.listen_addr());
+        // The seed's extension handshake and its have-all (or bitfield) wait for the torrent core.
         assert!(
-            fetch.info.capacity() <= 8 * METADATA_PIECE,
-            "{}",
-            fetch.info.capacity()
+            peer.said
+                .iter()
+                .any(|m| matches!(m, Message::Extended { id: 0, .. })),
+            "{:?}",
+            peer.said
         );
-        // The window slides only as pieces complete in order.
-        assert_eq!(
-            fetch.requests(),
-            (INFO_WINDOW..INFO_WINDOW + 4).collect::<Vec<_>>()
+        assert!(
+            peer.said
+                .iter()
+                .any(|m| matches!(m, Message::HaveAll | Message::Bitfield(_))),
+            "{} messages",
+            peer.said.len()
         );
-        let beyond = INFO_WINDOW + 4;
-        assert!(fetch
-            .received(beyond, MAX_METADATA as u64, piece(&fetch, beyond))
-            .is_err());
-    }
-
-    #[test]
-    fn pieces_out_of_order_assemble_in_order_and_bad_ones_are_refused() {
-        let size = 3 * METADATA_PIECE + 100;
-        let mut fetch = InfoFetch::new(size);
-        assert_eq!(fetch.requests(), vec![0, 1, 2, 3]);
-        let total = size as u64;
-        assert!(fetch.received(1, total + 1, piece(&fetch, 1)).is_err());
-        assert!(fetch.received(3, total, vec![3; METADATA_PIECE]).is_err());
-        for i in [3, 1, 2] {
-            fetch.received(i, total, piece(&fetch, i)).unwrap();
-        }
-        assert!(fetch.info.is_empty() && !fetch.done());
-        fetch.received(0, total, piece(&fetch, 0)).unwrap();
-        fetch.received(2, total, vec![9; METADATA_PIECE]).unwrap();
-        assert!(fetch.done());
-        let expected: Vec<u8> = (0..4).flat_map(|i| piece(&fetch, i)).collect();
-        assert_eq!(fetch.info, expected);
     }
 }

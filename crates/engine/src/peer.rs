@@ -118,29 +118,13 @@ pub(crate) async fn answer_incoming(
 /// Dials `addr`, which the connect loop took a unit of the shared peer budget for (if there is one):
 /// the unit is given back when the handshake is over, and registering the peer takes its own.
 pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
-    let handshake = async {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        let bind = shared.config.listen.ip();
-        if !bind.is_unspecified() && bind.is_ipv4() == addr.is_ipv4() {
-            socket.bind(SocketAddr::new(bind, 0))?;
-        }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
-        let mut stream = PeerStream::tcp(stream)?;
-        let ours = Handshake::new(shared.id, shared.config.peer_id, shared.uses_dht());
-        stream.write_all(&ours.encode()).await?;
-        let mut buf = [0u8; HANDSHAKE_LEN];
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
-        let theirs = Handshake::decode(&buf)?;
-        if theirs.info_hash != shared.id {
-            anyhow::bail!("peer answered for another torrent");
-        }
-        Ok((stream, ours, theirs))
-    }
-    .await;
+    let how = Dial {
+        bind: shared.config.listen,
+        info_hash: shared.id,
+        peer_id: shared.config.peer_id,
+        dht: shared.uses_dht(),
+    };
+    let handshake = dial(&how, addr).await;
     if let Some(budget) = &shared.config.peer_budget {
         budget.give_back();
     }
@@ -152,6 +136,79 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
         tracing::debug!("peer {addr}: {e:#}");
     }
     shared.with_core_now(|core, now| core.dial_failed(addr, now));
+}
+
+/// What an outgoing connection says of us, and from where it is made.
+pub(crate) struct Dial {
+    /// Our listening address: outgoing connections leave from its IP when that is not unspecified,
+    /// never from its port.
+    pub bind: SocketAddr,
+    pub info_hash: ids::InfoHash,
+    pub peer_id: ids::PeerId,
+    pub dht: bool,
+}
+
+/// Connects to `addr` and exchanges handshakes: the one way out for a torrent's peers and a magnet
+/// link's metadata phase alike.
+pub(crate) async fn dial(
+    how: &Dial,
+    addr: SocketAddr,
+) -> anyhow::Result<(PeerStream, Handshake, Handshake)> {
+    let new_socket = || {
+        if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+    };
+    let mut socket = new_socket()?;
+    let bind = how.bind.ip();
+    if !bind.is_unspecified() && bind.is_ipv4() == addr.is_ipv4() {
+        socket.bind(SocketAddr::new(bind, 0))?;
+        // `get` picks its listening port before a magnet's metadata phase and binds it after; a
+        // connection that phase hands over must not be holding it. While the first socket holds the
+        // port, the second gets another.
+        if socket.local_addr()?.port() == how.bind.port() {
+            let other = new_socket()?;
+            other.bind(SocketAddr::new(bind, 0))?;
+            socket = other;
+        }
+    }
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
+    let mut stream = PeerStream::tcp(stream)?;
+    let ours = Handshake::new(how.info_hash, how.peer_id, how.dht);
+    stream.write_all(&ours.encode()).await?;
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
+    let theirs = Handshake::decode(&buf)?;
+    if theirs.info_hash != how.info_hash {
+        anyhow::bail!("peer answered for another torrent");
+    }
+    Ok((stream, ours, theirs))
+}
+
+/// Takes over a connection from a magnet link's metadata phase: registered with the core like a new
+/// one, then what the peer said before the piece count was known is fed in, then its bytes as usual.
+pub(crate) async fn adopt(shared: Arc<Shared>, carried: crate::carry::CarriedPeer) {
+    let addr = carried.addr;
+    let outgoing = carried.outgoing;
+    let result = run_with(
+        shared.clone(),
+        carried.stream,
+        addr,
+        outgoing,
+        carried.ours,
+        carried.theirs,
+        carried.buffered,
+        carried.said,
+    )
+    .await;
+    if let Err(e) = result {
+        tracing::debug!("peer {addr}: {e:#}");
+    }
+    if outgoing {
+        shared.with_core_now(|core, now| core.dial_failed(addr, now));
+    }
 }
 
 /// Dials the addresses the core asks for (`Connect` actions).
@@ -431,6 +488,33 @@ async fn run(
     ours: Handshake,
     theirs: Handshake,
 ) -> anyhow::Result<()> {
+    let buf = BytesMut::with_capacity(256 * 1024);
+    run_with(
+        shared,
+        stream,
+        addr,
+        outgoing,
+        ours,
+        theirs,
+        buf,
+        Vec::new(),
+    )
+    .await
+}
+
+/// [`run`] for a connection that has been read from already: `buf` holds bytes not yet decoded, and
+/// `said` the messages the core is to hear first.
+#[allow(clippy::too_many_arguments)]
+async fn run_with(
+    shared: Arc<Shared>,
+    stream: PeerStream,
+    addr: SocketAddr,
+    outgoing: bool,
+    ours: Handshake,
+    theirs: Handshake,
+    buf: BytesMut,
+    said: Vec<Message>,
+) -> anyhow::Result<()> {
     tracing::debug!(
         "peer {addr}: {} over {:?}{}",
         if outgoing { "dialled" } else { "accepted" },
@@ -465,6 +549,14 @@ async fn run(
         .register(addr, outgoing, &ours, &theirs, link)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     shared.finish(after).await;
+    if !said.is_empty() {
+        let ((), after) = shared.with_core(|core, now| {
+            for m in said {
+                core.handle_event(key, PeerEvent::Message(m), now);
+            }
+        });
+        shared.finish(after).await;
+    }
     let writer_task = tokio::spawn(writer(
         write_half,
         out_rx,
@@ -473,7 +565,7 @@ async fn run(
         uploads,
         close.clone(),
     ));
-    let result = read_loop(&shared, key, addr, &mut read_half, &close).await;
+    let result = read_loop(&shared, key, addr, &mut read_half, buf, &close).await;
     shared.unregister(key);
     writer_task.abort();
     result
@@ -485,10 +577,10 @@ async fn read_loop(
     key: PeerKey,
     addr: SocketAddr,
     read: &mut ReadHalf,
+    mut buf: BytesMut,
     close: &Notify,
 ) -> anyhow::Result<()> {
     let decoder = Decoder::default();
-    let mut buf = BytesMut::with_capacity(256 * 1024);
     let mut frames = Vec::new();
     let mut stop = shared.stopping();
     loop {

@@ -78,6 +78,8 @@ pub struct TorrentConfig {
     /// (`metainfo::validate_component`: no `..`, no separators), so every path stays inside the
     /// directory; the storage opens them through `metainfo::beneath` like the torrent's own.
     pub file_paths: Option<Vec<Vec<String>>>,
+    /// Live connections from a magnet link's metadata phase, taken over when the torrent starts.
+    pub carried: crate::carry::CarriedPeers,
 }
 
 /// The last announce to one tracker, as a status view shows it.
@@ -143,6 +145,7 @@ impl TorrentConfig {
             lsd_group: LSD_GROUP,
             trackers: None,
             file_paths: None,
+            carried: Default::default(),
         }
     }
 }

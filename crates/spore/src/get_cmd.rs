@@ -162,22 +162,23 @@ fn bad(e: impl Into<anyhow::Error>) -> Failure {
     Failure::BadInput(e.into())
 }
 
-/// Fetches a magnet link's info dictionary from its peers (BEP 9) and checks it against the info-hash.
+/// Fetches a magnet link's info dictionary from its peers (BEP 9) and checks it against the info-hash;
+/// the connections that fetched it come along for the download.
 fn torrent_from_magnet(
     link: &str,
     listen: SocketAddr,
     peers: &[SocketAddr],
     dht: Option<engine::dht::DhtNode>,
+    max_peers: usize,
     rt: &tokio::runtime::Runtime,
-) -> Result<Arc<Torrent>, Failure> {
+) -> Result<engine::discovery::MagnetTorrent, Failure> {
     let magnet = metainfo::Magnet::parse(link).map_err(bad)?;
     let v1 = engine::discovery::magnet_wire_id(&magnet).map_err(bad)?;
     eprintln!("fetching metadata for {} from peers...", v1.to_hex());
     let timeout = Duration::from_secs(120);
     rt.block_on(engine::discovery::magnet_torrent(
-        &magnet, listen, peers, dht, timeout,
+        &magnet, listen, peers, dht, max_peers, timeout,
     ))
-    .map(Arc::new)
     .map_err(|e| match e {
         // Nobody answered: the link may be fine. The others are the link's or its metadata's fault.
         engine::MagnetError::Metadata(_) => Failure::failed(e),
@@ -408,13 +409,23 @@ fn download(
     max_down: Option<u64>,
 ) -> CmdResult {
     let discovery = args.discovery.settings();
+    let mut fetched = None;
     let (torrent, dht) = if args.torrent.starts_with("magnet:") {
         // A magnet link's private flag is unknown until the metadata arrives; the engine keeps a private
         // torrent off the DHT once it is known.
         let dht = rt
             .block_on(discovery.start_dht(listen, false))
             .map_err(Failure::failed)?;
-        let torrent = torrent_from_magnet(&args.torrent, listen, &args.peers, dht.clone(), rt)?;
+        let magnet = torrent_from_magnet(
+            &args.torrent,
+            listen,
+            &args.peers,
+            dht.clone(),
+            max_peers,
+            rt,
+        )?;
+        fetched = Some(magnet.carry);
+        let torrent = Arc::new(magnet.torrent);
         (torrent, dht)
     } else {
         let torrent = load_torrent(&args.torrent)?;
@@ -444,6 +455,9 @@ fn download(
     config.use_trackers = !args.no_trackers;
     config.max_upload_rate = max_up;
     config.max_download_rate = max_down;
+    if let Some(carry) = &fetched {
+        carry.into_config(&mut config);
+    }
     discovery.apply(&mut config, dht);
     rt.block_on(async move {
         let mut signals = Signals::new();

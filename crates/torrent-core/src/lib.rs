@@ -15,6 +15,7 @@
 pub mod bitfield;
 mod config;
 mod holepunch;
+pub mod metadata;
 mod peer;
 pub mod picker;
 pub mod rng;
@@ -30,6 +31,7 @@ pub use config::{
     PEX_MIN_GAP, SNUB_TIMEOUT, UT_HOLEPUNCH_ID, UT_PEX_ID,
 };
 pub use holepunch::{MAX_RENDEZVOUS, RENDEZVOUS_WINDOW};
+pub use metadata::{MetaAction, MetaDisconnect, MetadataConfig, MetadataCore};
 pub use picker::{Picker, Received, BLOCK};
 pub use rng::Rng;
 pub use torrent::{

@@ -178,6 +178,8 @@ pub struct Entry {
     moving: Option<Arc<relocate::Progress>>,
     /// Started past the queue's limits (until it stops; not kept across restarts).
     start_now: bool,
+    /// The connections of its metadata phase, until its first start takes them over.
+    carried: Option<engine::discovery::Carry>,
 }
 
 type Slot = Arc<Mutex<Entry>>;
@@ -571,6 +573,7 @@ impl Daemon {
             gate: Arc::new(WriteGate::default()),
             moving: None,
             start_now: false,
+            carried: None,
         }));
         self.entries.lock().insert(id, slot.clone());
         slot
@@ -793,27 +796,31 @@ impl Daemon {
                 metainfo::Magnet::parse(&link).map_err(|e| Fault::MetadataKept(e.to_string()))?;
             // The session's real port is announced: trackers refuse port 0, and a peer that dials it
             // before the torrent is registered is only turned away by the session.
-            let torrent = engine::discovery::magnet_torrent(
-                &magnet,
-                self.listen,
-                &[],
-                self.dht.clone(),
-                METADATA_TIMEOUT,
-            )
-            .await
-            .map_err(|e| Fault::Metadata(Arc::new(e)))?;
+            let max_peers = self.fitted.lock().peers_per_torrent;
+            let engine::discovery::MagnetTorrent { torrent, carry } =
+                engine::discovery::magnet_torrent(
+                    &magnet,
+                    self.listen,
+                    &[],
+                    self.dht.clone(),
+                    max_peers,
+                    METADATA_TIMEOUT,
+                )
+                .await
+                .map_err(|e| Fault::Metadata(Arc::new(e)))?;
             let gate = slot.lock().gate.clone();
             // Removed while its metadata was on the way: leave nothing behind.
             gate.write(|| self.store.save_metainfo(&id, &torrent.to_file_bytes()))
                 .ok_or_else(|| Fault::MetadataKept("removed".into()))?
                 .map_err(|e| Fault::MetadataKept(format!("{e:#}")))?;
-            Ok(torrent)
+            Ok((torrent, carry))
         }
         .await;
         let mut e = slot.lock();
         match result {
-            Ok(torrent) => {
+            Ok((torrent, carry)) => {
                 e.torrent = Some(Arc::new(torrent));
+                e.carried = Some(carry);
                 if e.phase == Phase::FetchingMetadata {
                     e.phase = Phase::Queued;
                 }
@@ -858,10 +865,10 @@ impl Daemon {
     }
 
     async fn start(self: Arc<Self>, slot: Slot, generation: u64) {
-        let (id, torrent, record) = {
-            let e = slot.lock();
+        let (id, torrent, record, carried) = {
+            let mut e = slot.lock();
             let Some(t) = e.torrent.clone() else { return };
-            (e.id, t, e.record.clone())
+            (e.id, t, e.record.clone(), e.carried.take())
         };
         let resume = self.resume_for(
             &id,
@@ -889,6 +896,9 @@ impl Daemon {
         config.global_download = Some(self.global_down.clone());
         config.peer_budget = Some(self.peer_budget.clone());
         config.max_peers = self.fitted.lock().peers_per_torrent;
+        if let Some(carry) = &carried {
+            carry.into_config(&mut config);
+        }
         self.discovery.apply(&mut config, self.dht.clone());
         // Resume data used as is needs no rewrite.
         let trusted = resume
