@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
+
+use crate::encryption::Encryption;
+use crate::transport::PeerStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use wire::{Handshake, HANDSHAKE_LEN};
@@ -169,40 +172,71 @@ pub(crate) fn admit(gate: &Arc<HandshakeGate>, stream: &TcpStream, ip: IpAddr) -
             Err(_) => return None,
         }
     }
-    if filled == HANDSHAKE_LEN {
+    // An MSE handshake takes round trips whatever has arrived: it always waits in a slot.
+    if filled == HANDSHAKE_LEN && mse::detect(&buf[..]) == mse::Detected::Plaintext {
         return Some(Admitted::Ready(buf));
     }
     let slot = gate.admit(ip_group(ip))?;
     Some(Admitted::Waiting { buf, filled, slot })
 }
 
-/// Reads the rest of an admitted connection's handshake within the gate's timeout, then frees its slot.
+/// Finishes an admitted connection's handshakes within the gate's timeout, then frees its slot: a
+/// plaintext BitTorrent handshake, or (told apart by its first bytes) an MSE handshake, answered as
+/// `encryption` allows, with `lookup` finding the torrent it asks for, and the BitTorrent handshake
+/// inside it. A connection `encryption` does not allow is refused with an info line naming it.
 pub(crate) async fn finish_handshake(
     gate: &HandshakeGate,
-    stream: &mut TcpStream,
+    stream: TcpStream,
     admitted: Admitted,
-) -> anyhow::Result<Handshake> {
-    let buf = match admitted {
-        Admitted::Ready(buf) => buf,
-        Admitted::Waiting {
-            mut buf,
-            filled,
-            slot,
-        } => {
-            let timeout = gate.limits().timeout;
-            tokio::select! {
-                read = tokio::time::timeout(timeout, stream.read_exact(&mut buf[filled..])) => {
-                    read.map_err(|_| anyhow::anyhow!("no handshake within {timeout:?}"))??;
+    addr: SocketAddr,
+    encryption: Encryption,
+    lookup: impl mse::SkeyLookup + 'static,
+) -> anyhow::Result<(PeerStream, Handshake)> {
+    let (mut buf, mut filled, slot) = match admitted {
+        Admitted::Ready(buf) => (buf, HANDSHAKE_LEN, None),
+        Admitted::Waiting { buf, filled, slot } => (buf, filled, Some(slot)),
+    };
+    let mut stream = PeerStream::tcp(stream)?;
+    let work = async move {
+        loop {
+            match crate::encryption::incoming_kind(encryption, &buf[..filled]) {
+                Err(refused) => {
+                    tracing::info!("peer {addr}: {refused}");
+                    return Err(refused.into());
                 }
-                _ = slot.evicted.notified() => {
-                    anyhow::bail!("closed to make room for a newer connection")
+                Ok(mse::Detected::NeedMore) => {
+                    let n = stream.read(&mut buf[filled..]).await?;
+                    if n == 0 {
+                        anyhow::bail!("peer closed the connection before its handshake");
+                    }
+                    filled += n;
+                }
+                Ok(mse::Detected::Plaintext) => {
+                    stream.read_exact(&mut buf[filled..]).await?;
+                    let theirs = Handshake::decode(&buf[..])?;
+                    return Ok((stream, theirs));
+                }
+                Ok(mse::Detected::Encrypted) => {
+                    return crate::encryption::respond(stream, &buf[..filled], encryption, lookup)
+                        .await;
                 }
             }
-            drop(slot);
-            buf
         }
     };
-    Ok(Handshake::decode(&buf[..])?)
+    let Some(slot) = slot else {
+        return work.await;
+    };
+    let timeout = gate.limits().timeout;
+    let result = tokio::select! {
+        done = tokio::time::timeout(timeout, work) => {
+            done.map_err(|_| anyhow::anyhow!("no handshake within {timeout:?}"))?
+        }
+        _ = slot.evicted.notified() => {
+            anyhow::bail!("closed to make room for a newer connection")
+        }
+    };
+    drop(slot);
+    result
 }
 
 /// What an accept loop does between failed accepts: nothing for a connection that died in the backlog,

@@ -129,6 +129,7 @@ pub async fn magnet_torrent(
     listen: SocketAddr,
     peers: &[SocketAddr],
     dht: Option<DhtNode>,
+    encryption: crate::Encryption,
     timeout: Duration,
 ) -> Result<Torrent, MagnetError> {
     let id = magnet_wire_id(magnet)?;
@@ -148,6 +149,7 @@ pub async fn magnet_torrent(
         listen,
         peer_id: crate::new_peer_id(),
         dht,
+        encryption,
     };
     let metadata = fetch_metadata(&request, timeout).await?;
     let mut torrent = Torrent::from_info_bytes(&metadata.info).map_err(MagnetError::Info)?;

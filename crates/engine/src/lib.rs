@@ -5,6 +5,7 @@ mod aligned;
 mod conns;
 pub mod dht;
 pub mod discovery;
+mod encryption;
 mod error;
 pub mod external_ip;
 mod handle;
@@ -46,6 +47,7 @@ pub use conns::{
     ip_group, raise_nofile_limit, AcceptBackoff, FdBudget, HandshakeLimits, FILE_RESERVE,
 };
 pub use discovery::Discovery;
+pub use encryption::{BadEncryption, Encryption};
 pub use error::{DiscoveryError, HttpError, MagnetError, MetadataError, StartError, TrackerError};
 pub use http::{api_request, ApiRequest};
 pub use ids::{InfoHash, PeerId};

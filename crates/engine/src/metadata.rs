@@ -11,12 +11,11 @@ use bytes::BytesMut;
 use ids::{InfoHash, PeerId};
 use metainfo::merkle::{self, Hash256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 use tokio::task::JoinSet;
 use tracker_proto::{Announce, Event as TrackerEvent};
 use wire::{
-    Decoder, ExtensionHandshake, Handshake, HashRange, Message, MetadataMessage, HANDSHAKE_LEN,
-    MAX_METADATA, METADATA_PIECE,
+    Decoder, ExtensionHandshake, Handshake, HashRange, Message, MetadataMessage, MAX_METADATA,
+    METADATA_PIECE,
 };
 
 /// The id we ask peers to use for `ut_metadata` messages to us.
@@ -37,6 +36,8 @@ pub struct MetadataRequest {
     pub peer_id: PeerId,
     /// Also look the info-hash up in the DHT.
     pub dht: Option<crate::dht::DhtNode>,
+    /// What we dial peers with (MSE or plaintext), as a torrent's own connections.
+    pub encryption: crate::Encryption,
 }
 
 /// What a magnet link's peers gave us.
@@ -100,9 +101,12 @@ pub async fn fetch_metadata(
                 if addr != request.listen && addr.port() != 0 && tried.insert(addr) {
                     let (hash, id) = (request.info_hash, request.peer_id);
                     let expect = (request.expect_v1, request.expect_v2);
-                    attempts.spawn(
-                        async move { (addr, from_peer(addr, hash, id, bind, expect).await) },
-                    );
+                    let dial = Dial {
+                        addr,
+                        bind,
+                        encryption: request.encryption,
+                    };
+                    attempts.spawn(async move { (addr, from_peer(dial, hash, id, expect).await) });
                 }
             }
             next_announce = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -126,28 +130,27 @@ pub async fn fetch_metadata(
     }
 }
 
-async fn from_peer(
+/// Where and how to connect to one peer.
+struct Dial {
     addr: SocketAddr,
+    bind: Option<std::net::IpAddr>,
+    encryption: crate::Encryption,
+}
+
+async fn from_peer(
+    dial: Dial,
     info_hash: InfoHash,
     peer_id: PeerId,
-    bind: Option<std::net::IpAddr>,
     (expect_v1, expect_v2): (Option<[u8; 20]>, Option<[u8; 32]>),
 ) -> anyhow::Result<Metadata> {
     tokio::time::timeout(PEER_TIMEOUT, async {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(ip) = bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
-        let mut stream = socket.connect(addr).await?;
         let ours = Handshake::new(info_hash, peer_id, false);
-        stream.write_all(&ours.encode()).await?;
-        let mut hs = [0u8; HANDSHAKE_LEN];
-        stream.read_exact(&mut hs).await?;
-        let theirs = Handshake::decode(&hs)?;
+        let bind = dial.bind.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let (mut stream, theirs) =
+            crate::encryption::outgoing(dial.encryption, &ours, PEER_TIMEOUT, || {
+                crate::peer::dial_tcp(dial.addr, bind)
+            })
+            .await?;
         if theirs.info_hash != info_hash || !theirs.supports_extensions() {
             bail!("peer cannot send metadata");
         }
@@ -250,7 +253,7 @@ async fn from_peer(
 }
 
 async fn request_pieces(
-    stream: &mut tokio::net::TcpStream,
+    stream: &mut crate::transport::PeerStream,
     their_id: u8,
     pieces: Vec<u32>,
 ) -> anyhow::Result<()> {
@@ -467,6 +470,7 @@ mod tests {
             listen: SocketAddr::from(([127, 0, 0, 1], 1)),
             peer_id: crate::torrent::new_peer_id(),
             dht: None,
+            encryption: crate::Encryption::Require,
         };
         let got = fetch_metadata(&request, Duration::from_secs(30))
             .await

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use torrent_core::{PeerEvent, PeerKey};
-use wire::{BlockRef, Decoder, Handshake, Message, HANDSHAKE_LEN};
+use wire::{BlockRef, Decoder, Handshake, Message};
 
 use crate::conns::{AcceptBackoff, Admitted, HandshakeGate};
 use crate::link::{Out, PeerIo, UploadIo, WRITER_QUEUE};
@@ -88,16 +88,19 @@ pub(crate) async fn accept_loop(
 
 async fn incoming(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
     gate: &HandshakeGate,
     admitted: Admitted,
 ) -> anyhow::Result<()> {
-    let theirs = crate::conns::finish_handshake(gate, &mut stream, admitted).await?;
+    let ours: mse::InfoHashes = [shared.id.0].into_iter().collect();
+    let encryption = shared.config.encryption;
+    let (stream, theirs) =
+        crate::conns::finish_handshake(gate, stream, admitted, addr, encryption, ours).await?;
     if theirs.info_hash != shared.id {
         anyhow::bail!("handshake for another torrent");
     }
-    answer_incoming(shared, PeerStream::tcp(stream)?, addr, theirs).await
+    answer_incoming(shared, stream, addr, theirs).await
 }
 
 /// Answers an incoming peer whose handshake named this torrent, then runs the connection.
@@ -119,22 +122,11 @@ pub(crate) async fn answer_incoming(
 /// the unit is given back when the handshake is over, and registering the peer takes its own.
 pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
     let handshake = async {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        let bind = shared.config.listen.ip();
-        if !bind.is_unspecified() && bind.is_ipv4() == addr.is_ipv4() {
-            socket.bind(SocketAddr::new(bind, 0))?;
-        }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
-        let mut stream = PeerStream::tcp(stream)?;
         let ours = Handshake::new(shared.id, shared.config.peer_id, shared.uses_dht());
-        stream.write_all(&ours.encode()).await?;
-        let mut buf = [0u8; HANDSHAKE_LEN];
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
-        let theirs = Handshake::decode(&buf)?;
+        let dial = || dial_tcp(addr, shared.config.listen.ip());
+        let (stream, theirs) =
+            crate::encryption::outgoing(shared.config.encryption, &ours, HANDSHAKE_TIMEOUT, dial)
+                .await?;
         if theirs.info_hash != shared.id {
             anyhow::bail!("peer answered for another torrent");
         }
@@ -152,6 +144,23 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
         tracing::debug!("peer {addr}: {e:#}");
     }
     shared.with_core_now(|core, now| core.dial_failed(addr, now));
+}
+
+/// A TCP connection to `addr`, from `bind`'s address when it is a specific one of the same family.
+pub(crate) async fn dial_tcp(
+    addr: SocketAddr,
+    bind: std::net::IpAddr,
+) -> anyhow::Result<PeerStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if !bind.is_unspecified() && bind.is_ipv4() == addr.is_ipv4() {
+        socket.bind(SocketAddr::new(bind, 0))?;
+    }
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
+    Ok(PeerStream::tcp(stream)?)
 }
 
 /// Dials the addresses the core asks for (`Connect` actions).
@@ -441,6 +450,7 @@ async fn run(
             ""
         }
     );
+    let encrypted = stream.encrypted();
     let (mut read_half, write_half) = stream.into_split();
     let budget = shared.config.peer_budget.clone();
     if budget.as_ref().is_some_and(|b| !b.try_take()) {
@@ -459,6 +469,7 @@ async fn run(
         close: close.clone(),
         uploads: uploads.clone(),
         budget,
+        encrypted,
     };
     // A refused peer's link is dropped here, which gives its budget unit back.
     let (key, after) = shared

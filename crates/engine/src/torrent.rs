@@ -78,6 +78,9 @@ pub struct TorrentConfig {
     /// (`metainfo::validate_component`: no `..`, no separators), so every path stays inside the
     /// directory; the storage opens them through `metainfo::beneath` like the torrent's own.
     pub file_paths: Option<Vec<Vec<String>>>,
+    /// Message Stream Encryption: what we dial with and accept (on our own listener; a `Session`
+    /// has its own for incoming peers).
+    pub encryption: crate::encryption::Encryption,
 }
 
 /// The last announce to one tracker, as a status view shows it.
@@ -143,6 +146,7 @@ impl TorrentConfig {
             lsd_group: LSD_GROUP,
             trackers: None,
             file_paths: None,
+            encryption: crate::encryption::Encryption::Prefer,
         }
     }
 }
@@ -343,6 +347,8 @@ pub struct PeerInfo {
     pub incoming: bool,
     /// We do not choke it, and it wants data from us.
     pub uploading_to: bool,
+    /// The connection is encrypted (MSE, RC4).
+    pub encrypted: bool,
 }
 
 pub struct TorrentHandle {
@@ -388,12 +394,12 @@ impl Shared {
 
     /// Connected peers: address and payload bytes from and to each.
     pub fn peer_list(&self) -> Vec<PeerInfo> {
-        self.state
-            .lock()
-            .core
+        let st = self.state.lock();
+        st.core
             .peers()
             .into_iter()
             .map(|p| PeerInfo {
+                encrypted: st.links.get(&p.key).is_some_and(|l| l.encrypted),
                 addr: p.addr,
                 downloaded: p.downloaded,
                 uploaded: p.uploaded,

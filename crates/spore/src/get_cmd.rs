@@ -31,6 +31,10 @@ pub struct ConnArgs {
     /// An incoming connection that has not sent its handshake by then is closed, e.g. 5s
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub handshake_timeout: String,
+    /// Message Stream Encryption: prefer (dial encrypted, fall back to plaintext; accept both),
+    /// require (encrypted only), off (plaintext only)
+    #[arg(long, value_name = "MODE", default_value = "prefer")]
+    pub encryption: engine::Encryption,
 }
 
 impl ConnArgs {
@@ -168,6 +172,7 @@ fn torrent_from_magnet(
     listen: SocketAddr,
     peers: &[SocketAddr],
     dht: Option<engine::dht::DhtNode>,
+    encryption: engine::Encryption,
     rt: &tokio::runtime::Runtime,
 ) -> Result<Arc<Torrent>, Failure> {
     let magnet = metainfo::Magnet::parse(link).map_err(bad)?;
@@ -175,7 +180,7 @@ fn torrent_from_magnet(
     eprintln!("fetching metadata for {} from peers...", v1.to_hex());
     let timeout = Duration::from_secs(120);
     rt.block_on(engine::discovery::magnet_torrent(
-        &magnet, listen, peers, dht, timeout,
+        &magnet, listen, peers, dht, encryption, timeout,
     ))
     .map(Arc::new)
     .map_err(|e| match e {
@@ -418,7 +423,14 @@ fn download(
         let dht = rt
             .block_on(discovery.start_dht(listen, false))
             .map_err(Failure::failed)?;
-        let torrent = torrent_from_magnet(&args.torrent, listen, &args.peers, dht.clone(), rt)?;
+        let torrent = torrent_from_magnet(
+            &args.torrent,
+            listen,
+            &args.peers,
+            dht.clone(),
+            args.conns.encryption,
+            rt,
+        )?;
         (torrent, dht)
     } else {
         let torrent = load_torrent(&args.torrent)?;
@@ -445,6 +457,7 @@ fn download(
     config.sequential = args.sequential;
     config.max_peers = max_peers;
     config.handshake = handshake;
+    config.encryption = args.conns.encryption;
     config.use_trackers = !args.no_trackers;
     config.max_upload_rate = max_up;
     config.max_download_rate = max_down;
@@ -589,6 +602,7 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     config.max_upload_rate = max_up;
     config.max_peers = max_peers;
     config.handshake = handshake;
+    config.encryption = args.conns.encryption;
     let rt = runtime()?;
     let mapper = {
         let _rt = rt.enter();

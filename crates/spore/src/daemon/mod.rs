@@ -356,6 +356,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     let session = Session::bind(args.listen, fitted.handshake)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    session.set_encryption(settings.encryption.into());
     let listen = session.listen_addr();
     let port_mapping = crate::port_mapping::wanted(
         args.discovery.no_port_mapping || !settings.port_mapping,
@@ -784,6 +785,7 @@ impl Daemon {
             let e = slot.lock();
             (e.id, e.record.magnet.clone().unwrap_or_default())
         };
+        let encryption = self.settings.lock().encryption.into();
         let result = async {
             let magnet =
                 metainfo::Magnet::parse(&link).map_err(|e| Fault::MetadataKept(e.to_string()))?;
@@ -794,6 +796,7 @@ impl Daemon {
                 self.listen,
                 &[],
                 self.dht.clone(),
+                encryption,
                 METADATA_TIMEOUT,
             )
             .await
@@ -868,6 +871,7 @@ impl Daemon {
         let mut config = TorrentConfig::new(torrent.clone(), record.download_dir.clone());
         config.listen = SocketAddr::new(self.listen.ip(), 0);
         config.session_listener = Some(self.listen);
+        config.encryption = self.settings.lock().encryption.into();
         config.selected_files = record.files.clone();
         config.file_priorities = record.priorities.clone();
         config.trackers = record.trackers.clone();
@@ -1451,6 +1455,7 @@ impl Daemon {
         self.apply_rates(&settings);
         self.peer_budget.set_max(fitted.peers_total);
         self.session.set_handshake_limits(fitted.handshake);
+        self.session.set_encryption(settings.encryption.into());
         self.api_conns.set_limits(fitted.api);
         *self.fitted.lock() = fitted;
         engine::set_upload_memory(usize::try_from(settings.upload_memory).unwrap_or(usize::MAX));
@@ -1803,6 +1808,7 @@ impl Daemon {
                             "client": p.client,
                             "incoming": p.incoming,
                             "uploading_to": p.uploading_to,
+                            "encrypted": p.encrypted,
                         })
                     })
                     .collect()
