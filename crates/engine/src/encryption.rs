@@ -91,6 +91,8 @@ impl FromStr for Encryption {
 pub(crate) enum MseFailure {
     #[error("peer closed the connection during the encryption handshake")]
     Closed,
+    #[error("peer answered the encryption handshake with a plaintext one")]
+    PlaintextAnswer,
     #[error("no encryption handshake within {0:?}")]
     Timeout(Duration),
     #[error("encryption handshake: {0}")]
@@ -113,10 +115,15 @@ impl From<io::Error> for MseFailure {
 
 /// Whether an outgoing MSE attempt that failed so is worth one plaintext connection: under
 /// `prefer`, when the peer hung up or stayed silent (what a plaintext-only client does with bytes
-/// that are not a BitTorrent handshake), as libtorrent's `pe_enabled` reconnects. A peer that
-/// spoke MSE wrongly, or a policy of `require`, gets no second try.
+/// that are not a BitTorrent handshake), as libtorrent's `pe_enabled` reconnects, or answered with
+/// a plaintext handshake of its own. A peer that spoke MSE wrongly, or a policy of `require`, gets
+/// no second try.
 pub(crate) fn retry_in_plaintext(policy: Encryption, failure: &MseFailure) -> bool {
-    policy == Encryption::Prefer && matches!(failure, MseFailure::Closed | MseFailure::Timeout(_))
+    policy == Encryption::Prefer
+        && matches!(
+            failure,
+            MseFailure::Closed | MseFailure::Timeout(_) | MseFailure::PlaintextAnswer
+        )
 }
 
 /// Fresh secrets (private key, paddings) from the operating system's random source.
@@ -139,9 +146,18 @@ fn secrets() -> io::Result<mse::Secrets> {
     Ok(mse::Secrets::from_seed(&seed))
 }
 
-/// Runs `hs` over `stream` until it completes: what it has to send goes out before each read.
-async fn drive(stream: &mut PeerStream, hs: &mut MseHandshake) -> Result<mse::Done, MseFailure> {
+/// Runs `hs` over `stream` until it completes: what it has to send goes out before each read. An
+/// initiator (`initiator`) whose peer's first bytes are a plaintext BitTorrent handshake header
+/// (which a Diffie-Hellman key matches with probability 2^-160) stops at once: the peer speaks
+/// plaintext and waits for more than the handshake would ever send it.
+async fn drive(
+    stream: &mut PeerStream,
+    hs: &mut MseHandshake,
+    initiator: bool,
+) -> Result<mse::Done, MseFailure> {
     let mut buf = [0u8; HANDSHAKE_READ];
+    let mut head = [0u8; mse::PLAINTEXT_HEADER.len()];
+    let mut seen = 0;
     loop {
         if let Some(out) = hs.poll_transmit() {
             stream.write_all(&out).await?;
@@ -152,6 +168,14 @@ async fn drive(stream: &mut PeerStream, hs: &mut MseHandshake) -> Result<mse::Do
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Err(MseFailure::Closed);
+        }
+        if initiator && seen < head.len() {
+            let take = (head.len() - seen).min(n);
+            head[seen..seen + take].copy_from_slice(&buf[..take]);
+            seen += take;
+            if mse::detect(&head[..seen]) == Detected::Plaintext {
+                return Err(MseFailure::PlaintextAnswer);
+            }
         }
         hs.handle_input(&buf[..n])?;
     }
@@ -233,7 +257,7 @@ async fn initiate(mut stream: PeerStream, ours: &Handshake) -> Result<PeerStream
         ours.encode().to_vec(),
         secrets().map_err(MseFailure::Random)?,
     )?;
-    let done = drive(&mut stream, &mut hs).await?;
+    let done = drive(&mut stream, &mut hs, true).await?;
     Ok(secured(stream, done.cipher, done.leftover))
 }
 
@@ -284,7 +308,7 @@ pub(crate) async fn respond(
     let mut hs =
         MseHandshake::responder(lookup, mse_policy, secrets().map_err(MseFailure::Random)?);
     hs.handle_input(first).map_err(MseFailure::from)?;
-    let done = drive(&mut stream, &mut hs).await?;
+    let done = drive(&mut stream, &mut hs, false).await?;
     let skey = done.skey;
     let mut prefix = done.initial_payload;
     prefix.extend_from_slice(&done.leftover);

@@ -1716,7 +1716,8 @@ fn encryption_set_through_the_rpc_and_required_refuses_plaintext_peers() {
         "daemon.err",
         None,
     );
-    let get = json!({"method": "session-get", "arguments": {"fields": ["encryption", "peer-port"]}});
+    let get =
+        json!({"method": "session-get", "arguments": {"fields": ["encryption", "peer-port"]}});
     let v = rpc(&d, &get);
     assert_eq!(v["arguments"]["encryption"], "preferred", "{v}");
     let port = v["arguments"]["peer-port"].as_u64().unwrap() as u16;
@@ -1737,7 +1738,8 @@ fn encryption_set_through_the_rpc_and_required_refuses_plaintext_peers() {
     hs.extend_from_slice(b"BitTorrent protocol");
     hs.extend_from_slice(&[0u8; 48]);
     conn.write_all(&hs).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut reply = [0u8; 68];
     match conn.read(&mut reply) {
         Ok(0) | Err(_) => {}

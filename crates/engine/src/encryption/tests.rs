@@ -291,6 +291,36 @@ async fn prefer_falls_back_to_plaintext_once_when_the_peer_hangs_up() {
     let _ = peer.await.unwrap();
 }
 
+/// A plaintext peer that answers whatever it is sent with its own handshake (and then waits) is
+/// dialled again in plaintext at once, not after the handshake timeout.
+#[tokio::test]
+async fn prefer_falls_back_at_once_when_the_peer_answers_in_plaintext() {
+    let (a1, mut b1) = pipe(4096);
+    let (a2, mut b2) = pipe(4096);
+    let peer = tokio::spawn(async move {
+        let mut hs = [0u8; 68];
+        b1.read_exact(&mut hs).await.unwrap();
+        b1.write_all(&handshake(7, 2).encode()).await.unwrap();
+        b2.read_exact(&mut hs).await.unwrap();
+        assert_eq!(mse::detect(&hs), Detected::Plaintext);
+        b2.write_all(&handshake(7, 2).encode()).await.unwrap();
+        (b1, b2)
+    });
+    let mut conns = vec![a2, a1];
+    let ours = handshake(7, 1);
+    let started = std::time::Instant::now();
+    let (stream, theirs) = outgoing(Encryption::Prefer, &ours, WAIT, || {
+        let next = conns.pop();
+        async move { next.ok_or_else(|| anyhow::anyhow!("dialled three times")) }
+    })
+    .await
+    .unwrap();
+    assert!(started.elapsed() < WAIT / 2, "waited for the timeout");
+    assert!(!stream.encrypted());
+    assert_eq!(theirs.peer_id, PeerId::new([2; 20]));
+    let _ = peer.await.unwrap();
+}
+
 #[tokio::test]
 async fn require_does_not_fall_back() {
     let (a1, mut b1) = pipe(4096);
@@ -322,6 +352,9 @@ fn retry_only_under_prefer_and_only_for_a_hang_up_or_silence() {
     use Encryption::*;
     let closed = MseFailure::Closed;
     let silent = MseFailure::Timeout(WAIT);
+    let plain = MseFailure::PlaintextAnswer;
+    assert!(retry_in_plaintext(Prefer, &plain));
+    assert!(!retry_in_plaintext(Require, &plain));
     let wrong = MseFailure::Protocol(mse::MseError::NoSyncVc);
     let io = MseFailure::Io(io::Error::other("x"));
     assert!(retry_in_plaintext(Prefer, &closed));
