@@ -138,3 +138,60 @@ async fn accept_loop(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ids::PeerId;
+    use wire::Handshake;
+
+    use super::*;
+    use crate::encryption::outgoing;
+
+    /// Dials the session as an MSE initiator (rc4 only) for `info_hash`: whether it is answered,
+    /// encrypted, by that torrent.
+    async fn mse_dial(addr: SocketAddr, info_hash: [u8; 20]) -> anyhow::Result<bool> {
+        let ours = Handshake::new(InfoHash::new(info_hash), PeerId::new([1; 20]), false);
+        let bind = std::net::Ipv4Addr::UNSPECIFIED.into();
+        let (stream, theirs) = outgoing(
+            Encryption::Require,
+            &ours,
+            Duration::from_secs(10),
+            || crate::peer::dial_tcp(addr, bind),
+        )
+        .await?;
+        Ok(stream.encrypted() && theirs.info_hash.0 == info_hash)
+    }
+
+    #[tokio::test]
+    async fn mse_peers_reach_the_torrent_their_skey_names_among_several() {
+        let session = Session::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            HandshakeLimits::default(),
+        )
+        .await
+        .unwrap();
+        let addr = session.listen_addr();
+        let mut seeds = Vec::new();
+        for len in [40_000, 50_000, 60_000] {
+            let seed = crate::testutil::seed(len, 16 * 1024, |c| {
+                c.session_listener = Some(addr);
+            })
+            .await;
+            session.register(&seed.handle);
+            seeds.push(seed);
+        }
+        for seed in seeds.iter().rev() {
+            assert!(mse_dial(addr, seed.info_hash).await.unwrap());
+        }
+        // A torrent the session does not serve: the responder finds no SKEY and closes.
+        assert!(mse_dial(addr, [0xAB; 20]).await.is_err());
+        // Unregistered: no longer found.
+        session.unregister(&InfoHash::new(seeds[1].info_hash));
+        assert!(mse_dial(addr, seeds[1].info_hash).await.is_err());
+        // Encryption off: MSE peers are refused, for every torrent.
+        session.set_encryption(Encryption::Off);
+        assert!(mse_dial(addr, seeds[0].info_hash).await.is_err());
+    }
+}
