@@ -532,6 +532,53 @@ mod tests {
         }
     }
 
+    /// Reads what the other end sends until it closes `stream`: how long after `since` that was.
+    async fn drained(stream: &mut TcpStream, since: std::time::Instant) -> Duration {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return since.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("not closed within 30 s"),
+            }
+        }
+    }
+
+    /// MSE initiators that send their public key and then nothing hold waiting slots like silent
+    /// plaintext peers: past the per-IP cap they are closed at once (their key already readable
+    /// does not let them skip the gate), the others at the handshake timeout, after our answer.
+    #[tokio::test]
+    async fn stalled_mse_handshakes_are_held_to_the_gate() {
+        use tokio::io::AsyncWriteExt;
+        const TIMEOUT: Duration = Duration::from_secs(3);
+        let seed = crate::testutil::seed(16 * 1024, 16 * 1024, |c| {
+            c.handshake = limits(64, 2, TIMEOUT)
+        })
+        .await;
+        let to = seed.handle.listen_addr();
+        let start = std::time::Instant::now();
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            let mut s = silent(9, to).await;
+            // A public key (below the prime, not 0, 1 or P-1) and no more.
+            s.write_all(&[0x42; 96]).await.expect("send Ya");
+            conns.push(s);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut refused = conns.split_off(2);
+        for s in &mut refused {
+            let t = drained(s, start).await;
+            assert!(t < TIMEOUT, "refused connection closed after {t:?}");
+        }
+        for s in &mut conns {
+            let t = drained(s, start).await;
+            assert!(
+                t >= TIMEOUT,
+                "closed after {t:?}, before the handshake timeout"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_full_waiting_room_closes_its_oldest_and_a_real_peer_is_served() {
         let seed = crate::testutil::seed(16 * 1024, 16 * 1024, |c| {

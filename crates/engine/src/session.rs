@@ -154,13 +154,11 @@ mod tests {
     async fn mse_dial(addr: SocketAddr, info_hash: [u8; 20]) -> anyhow::Result<bool> {
         let ours = Handshake::new(InfoHash::new(info_hash), PeerId::new([1; 20]), false);
         let bind = std::net::Ipv4Addr::UNSPECIFIED.into();
-        let (stream, theirs) = outgoing(
-            Encryption::Require,
-            &ours,
-            Duration::from_secs(10),
-            || crate::peer::dial_tcp(addr, bind),
-        )
-        .await?;
+        let (stream, theirs) =
+            outgoing(Encryption::Require, &ours, Duration::from_secs(10), || {
+                crate::peer::dial_tcp(addr, bind)
+            })
+            .await?;
         Ok(stream.encrypted() && theirs.info_hash.0 == info_hash)
     }
 
