@@ -126,6 +126,47 @@ pub(crate) fn retry_in_plaintext(policy: Encryption, failure: &MseFailure) -> bo
         )
 }
 
+/// Most peers [`PlaintextPeers`] remembers; past it the record starts over.
+pub const MAX_PLAINTEXT_PEERS: usize = 4096;
+
+/// Peers dialled under `prefer` that took only plaintext, as libtorrent keeps `pe_support` per
+/// peer: dialled in plaintext straight away next time instead of failing the MSE handshake again
+/// (which for a silent peer costs the whole handshake timeout).
+#[derive(Debug, Default)]
+pub(crate) struct PlaintextPeers(std::collections::HashSet<std::net::SocketAddr>);
+
+impl PlaintextPeers {
+    /// The policy to dial `addr` with under `policy`.
+    pub(crate) fn policy_for(&self, policy: Encryption, addr: std::net::SocketAddr) -> Encryption {
+        if policy == Encryption::Prefer && self.0.contains(&addr) {
+            Encryption::Off
+        } else {
+            policy
+        }
+    }
+
+    /// What a connection dialled under `policy` came to: a `prefer` dial that ended in plaintext
+    /// marks the peer; an encrypted one clears it.
+    pub(crate) fn dialled(
+        &mut self,
+        policy: Encryption,
+        addr: std::net::SocketAddr,
+        encrypted: bool,
+    ) {
+        if policy != Encryption::Prefer {
+            return;
+        }
+        if encrypted {
+            self.0.remove(&addr);
+        } else {
+            if self.0.len() >= MAX_PLAINTEXT_PEERS {
+                self.0.clear();
+            }
+            self.0.insert(addr);
+        }
+    }
+}
+
 /// Fresh secrets (private key, paddings) from the operating system's random source.
 fn secrets() -> io::Result<mse::Secrets> {
     let mut seed = [0u8; 32];

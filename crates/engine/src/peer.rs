@@ -124,9 +124,14 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
     let handshake = async {
         let ours = Handshake::new(shared.id, shared.config.peer_id, shared.uses_dht());
         let dial = || dial_tcp(addr, shared.config.listen.ip());
+        let policy = shared.config.encryption;
+        let dial_policy = shared.plaintext_peers.lock().policy_for(policy, addr);
         let (stream, theirs) =
-            crate::encryption::outgoing(shared.config.encryption, &ours, HANDSHAKE_TIMEOUT, dial)
-                .await?;
+            crate::encryption::outgoing(dial_policy, &ours, HANDSHAKE_TIMEOUT, dial).await?;
+        shared
+            .plaintext_peers
+            .lock()
+            .dialled(dial_policy, addr, stream.encrypted());
         if theirs.info_hash != shared.id {
             anyhow::bail!("peer answered for another torrent");
         }

@@ -240,6 +240,8 @@ pub struct Shared {
     pub lsd_announces: AtomicU64,
     /// Our address as connected peers (BEP 10 `yourip`) and trackers (BEP 24) report it.
     pub(crate) external_votes: Mutex<crate::external_ip::ExternalIpVotes>,
+    /// Peers that answered our MSE handshake only in plaintext (`prefer` dials them so at once).
+    pub(crate) plaintext_peers: Mutex<crate::encryption::PlaintextPeers>,
     pub(crate) complete: AtomicBool,
     /// Signalled on completion and on `failure`.
     pub(crate) complete_notify: Notify,

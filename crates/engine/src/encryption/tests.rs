@@ -407,3 +407,31 @@ fn incoming_policy() {
     );
     assert!("on".parse::<Encryption>().is_err());
 }
+
+#[test]
+fn a_prefer_peer_that_took_plaintext_is_dialled_in_plaintext_next_time() {
+    use std::net::SocketAddr;
+    let a: SocketAddr = "192.0.2.1:6881".parse().unwrap();
+    let b: SocketAddr = "192.0.2.2:6881".parse().unwrap();
+    let mut peers = PlaintextPeers::default();
+    assert_eq!(peers.policy_for(Encryption::Prefer, a), Encryption::Prefer);
+    peers.dialled(Encryption::Prefer, a, false);
+    assert_eq!(peers.policy_for(Encryption::Prefer, a), Encryption::Off);
+    assert_eq!(peers.policy_for(Encryption::Prefer, b), Encryption::Prefer);
+    // `require` is never weakened, and its outcomes are not recorded.
+    assert_eq!(
+        peers.policy_for(Encryption::Require, a),
+        Encryption::Require
+    );
+    peers.dialled(Encryption::Require, b, false);
+    assert_eq!(peers.policy_for(Encryption::Prefer, b), Encryption::Prefer);
+    // An encrypted success clears the mark.
+    peers.dialled(Encryption::Prefer, a, true);
+    assert_eq!(peers.policy_for(Encryption::Prefer, a), Encryption::Prefer);
+    // Bounded: past the cap the record starts over.
+    for n in 0..=MAX_PLAINTEXT_PEERS as u32 {
+        let addr = SocketAddr::from((std::net::Ipv4Addr::from(0x0A00_0000 + n), 1));
+        peers.dialled(Encryption::Prefer, addr, false);
+    }
+    assert!(peers.0.len() <= MAX_PLAINTEXT_PEERS);
+}
