@@ -4,6 +4,8 @@
 # downloader on 127.0.0.3; the seeder's file is in the page cache; each download starts from nothing.
 #   benches/transfer.sh            (env: SIZE=1G RUNS=3 PIECE=1M BENCH_DIR=/tmp/spore-transfer
 #                                   PAIRS="spore libtorrent aria2")
+# Spore pairs: `spore` runs both with their defaults (--encryption prefer: RC4 between two Spores);
+# `spore-rc4` and `spore-plain` pass --encryption require / off to both, for the cost of encryption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1G}
@@ -47,13 +49,15 @@ results=$(mktemp)
 run_pair() { # name, run index
     local name=$1 i=$2 seed_pid get_pid start end
     rm -rf dl && mkdir dl && sync
+    local enc=()
+    case $name in spore-rc4) enc=(--encryption require) ;; spore-plain) enc=(--encryption off) ;; esac
     case $name in
-    spore)
-        timed seed.log "$SPORE" seed t.torrent --data seed --listen 127.0.0.2:0
+    spore | spore-rc4 | spore-plain)
+        timed seed.log "$SPORE" seed t.torrent --data seed --listen 127.0.0.2:0 "${enc[@]}"
         seed_pid=$LAST_PID
         wait_line seed.log "seeding"
         start=$(date +%s.%N)
-        timed get.log "$SPORE" get t.torrent -o dl --listen 127.0.0.3:0 --no-seed
+        timed get.log "$SPORE" get t.torrent -o dl --listen 127.0.0.3:0 --no-seed "${enc[@]}"
         get_pid=$LAST_PID
         wait "$get_pid"
         end=$(date +%s.%N)

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
+
+use crate::encryption::Encryption;
+use crate::transport::PeerStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use wire::{Handshake, HANDSHAKE_LEN};
@@ -169,40 +172,71 @@ pub(crate) fn admit(gate: &Arc<HandshakeGate>, stream: &TcpStream, ip: IpAddr) -
             Err(_) => return None,
         }
     }
-    if filled == HANDSHAKE_LEN {
+    // An MSE handshake takes round trips whatever has arrived: it always waits in a slot.
+    if filled == HANDSHAKE_LEN && mse::detect(&buf[..]) == mse::Detected::Plaintext {
         return Some(Admitted::Ready(buf));
     }
     let slot = gate.admit(ip_group(ip))?;
     Some(Admitted::Waiting { buf, filled, slot })
 }
 
-/// Reads the rest of an admitted connection's handshake within the gate's timeout, then frees its slot.
+/// Finishes an admitted connection's handshakes within the gate's timeout, then frees its slot: a
+/// plaintext BitTorrent handshake, or (told apart by its first bytes) an MSE handshake, answered as
+/// `encryption` allows, with `lookup` finding the torrent it asks for, and the BitTorrent handshake
+/// inside it. A connection `encryption` does not allow is refused with an info line naming it.
 pub(crate) async fn finish_handshake(
     gate: &HandshakeGate,
-    stream: &mut TcpStream,
+    stream: TcpStream,
     admitted: Admitted,
-) -> anyhow::Result<Handshake> {
-    let buf = match admitted {
-        Admitted::Ready(buf) => buf,
-        Admitted::Waiting {
-            mut buf,
-            filled,
-            slot,
-        } => {
-            let timeout = gate.limits().timeout;
-            tokio::select! {
-                read = tokio::time::timeout(timeout, stream.read_exact(&mut buf[filled..])) => {
-                    read.map_err(|_| anyhow::anyhow!("no handshake within {timeout:?}"))??;
+    addr: SocketAddr,
+    encryption: Encryption,
+    lookup: impl mse::SkeyLookup + 'static,
+) -> anyhow::Result<(PeerStream, Handshake)> {
+    let (mut buf, mut filled, slot) = match admitted {
+        Admitted::Ready(buf) => (buf, HANDSHAKE_LEN, None),
+        Admitted::Waiting { buf, filled, slot } => (buf, filled, Some(slot)),
+    };
+    let mut stream = PeerStream::tcp(stream)?;
+    let work = async move {
+        loop {
+            match crate::encryption::incoming_kind(encryption, &buf[..filled]) {
+                Err(refused) => {
+                    tracing::info!("peer {addr}: {refused}");
+                    return Err(refused.into());
                 }
-                _ = slot.evicted.notified() => {
-                    anyhow::bail!("closed to make room for a newer connection")
+                Ok(mse::Detected::NeedMore) => {
+                    let n = stream.read(&mut buf[filled..]).await?;
+                    if n == 0 {
+                        anyhow::bail!("peer closed the connection before its handshake");
+                    }
+                    filled += n;
+                }
+                Ok(mse::Detected::Plaintext) => {
+                    stream.read_exact(&mut buf[filled..]).await?;
+                    let theirs = Handshake::decode(&buf[..])?;
+                    return Ok((stream, theirs));
+                }
+                Ok(mse::Detected::Encrypted) => {
+                    return crate::encryption::respond(stream, &buf[..filled], encryption, lookup)
+                        .await;
                 }
             }
-            drop(slot);
-            buf
         }
     };
-    Ok(Handshake::decode(&buf[..])?)
+    let Some(slot) = slot else {
+        return work.await;
+    };
+    let timeout = gate.limits().timeout;
+    let result = tokio::select! {
+        done = tokio::time::timeout(timeout, work) => {
+            done.map_err(|_| anyhow::anyhow!("no handshake within {timeout:?}"))?
+        }
+        _ = slot.evicted.notified() => {
+            anyhow::bail!("closed to make room for a newer connection")
+        }
+    };
+    drop(slot);
+    result
 }
 
 /// What an accept loop does between failed accepts: nothing for a connection that died in the backlog,
@@ -491,6 +525,53 @@ mod tests {
         let mut other = silent(8, to).await;
         for s in kept.iter_mut().chain([&mut other]) {
             let t = closed(s, start).await;
+            assert!(
+                t >= TIMEOUT,
+                "closed after {t:?}, before the handshake timeout"
+            );
+        }
+    }
+
+    /// Reads what the other end sends until it closes `stream`: how long after `since` that was.
+    async fn drained(stream: &mut TcpStream, since: std::time::Instant) -> Duration {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return since.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("not closed within 30 s"),
+            }
+        }
+    }
+
+    /// MSE initiators that send their public key and then nothing hold waiting slots like silent
+    /// plaintext peers: past the per-IP cap they are closed at once (their key already readable
+    /// does not let them skip the gate), the others at the handshake timeout, after our answer.
+    #[tokio::test]
+    async fn stalled_mse_handshakes_are_held_to_the_gate() {
+        use tokio::io::AsyncWriteExt;
+        const TIMEOUT: Duration = Duration::from_secs(3);
+        let seed = crate::testutil::seed(16 * 1024, 16 * 1024, |c| {
+            c.handshake = limits(64, 2, TIMEOUT)
+        })
+        .await;
+        let to = seed.handle.listen_addr();
+        let start = std::time::Instant::now();
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            let mut s = silent(9, to).await;
+            // A public key (below the prime, not 0, 1 or P-1) and no more.
+            s.write_all(&[0x42; 96]).await.expect("send Ya");
+            conns.push(s);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut refused = conns.split_off(2);
+        for s in &mut refused {
+            let t = drained(s, start).await;
+            assert!(t < TIMEOUT, "refused connection closed after {t:?}");
+        }
+        for s in &mut conns {
+            let t = drained(s, start).await;
             assert!(
                 t >= TIMEOUT,
                 "closed after {t:?}, before the handshake timeout"

@@ -151,6 +151,7 @@ pub async fn magnet_torrent(
     peers: &[SocketAddr],
     dht: Option<DhtNode>,
     max_peers: usize,
+    encryption: crate::Encryption,
     timeout: Duration,
 ) -> Result<MagnetTorrent, MagnetError> {
     let id = magnet_wire_id(magnet)?;
@@ -171,6 +172,7 @@ pub async fn magnet_torrent(
         peer_id: crate::new_peer_id(),
         dht,
         max_peers,
+        encryption,
     };
     let metadata = fetch_metadata(&request, timeout).await?;
     let mut torrent = Torrent::from_info_bytes(&metadata.info).map_err(MagnetError::Info)?;

@@ -175,6 +175,7 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
         dht_announces: AtomicU64::new(0),
         lsd_announces: AtomicU64::new(0),
         external_votes: Mutex::new(Default::default()),
+        plaintext_peers: Mutex::new(Default::default()),
         complete: AtomicBool::new(already_done),
         complete_notify: Notify::new(),
         failure: Mutex::new(None),

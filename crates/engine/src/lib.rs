@@ -7,6 +7,7 @@ mod conns;
 pub mod dht;
 mod dht6;
 pub mod discovery;
+mod encryption;
 mod error;
 pub mod external_ip;
 mod handle;
@@ -48,6 +49,7 @@ pub use conns::{
     ip_group, raise_nofile_limit, AcceptBackoff, FdBudget, HandshakeLimits, FILE_RESERVE,
 };
 pub use discovery::Discovery;
+pub use encryption::{BadEncryption, Encryption};
 pub use error::{DiscoveryError, HttpError, MagnetError, MetadataError, StartError, TrackerError};
 pub use http::{api_request, ApiRequest};
 pub use ids::{InfoHash, PeerId};

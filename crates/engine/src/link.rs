@@ -123,6 +123,8 @@ pub(crate) struct PeerIo {
     pub uploads: Arc<UploadIo>,
     /// The unit of a shared connection budget this connection holds, given back when it goes.
     pub budget: Option<Arc<PeerBudget>>,
+    /// The connection runs over MSE with RC4.
+    pub encrypted: bool,
 }
 
 impl Drop for PeerIo {

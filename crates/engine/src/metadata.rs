@@ -49,6 +49,8 @@ pub struct MetadataRequest {
     pub dht: Option<crate::dht::DhtNode>,
     /// Connections at most.
     pub max_peers: usize,
+    /// MSE for the connections (a plaintext retry under `Prefer`, as the torrent's own dials).
+    pub encryption: crate::Encryption,
 }
 
 /// What a magnet link's peers gave us.
@@ -193,6 +195,7 @@ pub async fn fetch_metadata(
         info_hash: request.info_hash,
         peer_id: request.peer_id,
         dht: request.dht.is_some(),
+        encryption: request.encryption,
     });
     let discovery = tokio::spawn(discover(
         hub.clone(),
@@ -575,6 +578,7 @@ mod tests {
             peer_id: crate::torrent::new_peer_id(),
             dht: None,
             max_peers: 50,
+            encryption: crate::Encryption::Require,
         };
         let got = fetch_metadata(&request, Duration::from_secs(30))
             .await

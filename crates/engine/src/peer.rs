@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use torrent_core::{PeerEvent, PeerKey};
-use wire::{BlockRef, Decoder, Handshake, Message, HANDSHAKE_LEN};
+use wire::{BlockRef, Decoder, Handshake, Message};
 
 use crate::conns::{AcceptBackoff, Admitted, HandshakeGate};
 use crate::link::{Out, PeerIo, UploadIo, WRITER_QUEUE};
@@ -88,16 +88,19 @@ pub(crate) async fn accept_loop(
 
 async fn incoming(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
     gate: &HandshakeGate,
     admitted: Admitted,
 ) -> anyhow::Result<()> {
-    let theirs = crate::conns::finish_handshake(gate, &mut stream, admitted).await?;
+    let ours: mse::InfoHashes = [shared.id.0].into_iter().collect();
+    let encryption = shared.config.encryption;
+    let (stream, theirs) =
+        crate::conns::finish_handshake(gate, stream, admitted, addr, encryption, ours).await?;
     if theirs.info_hash != shared.id {
         anyhow::bail!("handshake for another torrent");
     }
-    answer_incoming(shared, PeerStream::tcp(stream)?, addr, theirs).await
+    answer_incoming(shared, stream, addr, theirs).await
 }
 
 /// Answers an incoming peer whose handshake named this torrent, then runs the connection.
@@ -118,13 +121,25 @@ pub(crate) async fn answer_incoming(
 /// Dials `addr`, which the connect loop took a unit of the shared peer budget for (if there is one):
 /// the unit is given back when the handshake is over, and registering the peer takes its own.
 pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
+    // A peer that answered only plaintext before is dialled in plaintext straight away.
+    let policy = shared
+        .plaintext_peers
+        .lock()
+        .policy_for(shared.config.encryption, addr);
     let how = Dial {
         bind: shared.config.listen,
         info_hash: shared.id,
         peer_id: shared.config.peer_id,
         dht: shared.uses_dht(),
+        encryption: policy,
     };
     let handshake = dial(&how, addr).await;
+    if let Ok((stream, _, _)) = &handshake {
+        shared
+            .plaintext_peers
+            .lock()
+            .dialled(policy, addr, stream.encrypted());
+    }
     if let Some(budget) = &shared.config.peer_budget {
         budget.give_back();
     }
@@ -146,6 +161,8 @@ pub(crate) struct Dial {
     pub info_hash: ids::InfoHash,
     pub peer_id: ids::PeerId,
     pub dht: bool,
+    /// MSE for this dial (`Off`, or `Prefer` with a plaintext retry, or `Require`).
+    pub encryption: crate::Encryption,
 }
 
 /// Connects to `addr` and exchanges handshakes: the one way out for a torrent's peers and a magnet
@@ -154,6 +171,19 @@ pub(crate) async fn dial(
     how: &Dial,
     addr: SocketAddr,
 ) -> anyhow::Result<(PeerStream, Handshake, Handshake)> {
+    let ours = Handshake::new(how.info_hash, how.peer_id, how.dht);
+    let tcp = || dial_tcp(addr, how.bind);
+    let (stream, theirs) =
+        crate::encryption::outgoing(how.encryption, &ours, HANDSHAKE_TIMEOUT, tcp).await?;
+    if theirs.info_hash != how.info_hash {
+        anyhow::bail!("peer answered for another torrent");
+    }
+    Ok((stream, ours, theirs))
+}
+
+/// A TCP connection to `addr`, from `bind`'s address when it is a specific one of the same family,
+/// never from its port.
+pub(crate) async fn dial_tcp(addr: SocketAddr, bind: SocketAddr) -> anyhow::Result<PeerStream> {
     let new_socket = || {
         if addr.is_ipv4() {
             TcpSocket::new_v4()
@@ -162,29 +192,20 @@ pub(crate) async fn dial(
         }
     };
     let mut socket = new_socket()?;
-    let bind = how.bind.ip();
-    if !bind.is_unspecified() && bind.is_ipv4() == addr.is_ipv4() {
-        socket.bind(SocketAddr::new(bind, 0))?;
+    let ip = bind.ip();
+    if !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4() {
+        socket.bind(SocketAddr::new(ip, 0))?;
         // `get` picks its listening port before a magnet's metadata phase and binds it after; a
         // connection that phase hands over must not be holding it. While the first socket holds the
         // port, the second gets another.
-        if socket.local_addr()?.port() == how.bind.port() {
+        if socket.local_addr()?.port() == bind.port() {
             let other = new_socket()?;
-            other.bind(SocketAddr::new(bind, 0))?;
+            other.bind(SocketAddr::new(ip, 0))?;
             socket = other;
         }
     }
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
-    let mut stream = PeerStream::tcp(stream)?;
-    let ours = Handshake::new(how.info_hash, how.peer_id, how.dht);
-    stream.write_all(&ours.encode()).await?;
-    let mut buf = [0u8; HANDSHAKE_LEN];
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await??;
-    let theirs = Handshake::decode(&buf)?;
-    if theirs.info_hash != how.info_hash {
-        anyhow::bail!("peer answered for another torrent");
-    }
-    Ok((stream, ours, theirs))
+    Ok(PeerStream::tcp(stream)?)
 }
 
 /// Takes over a connection from a magnet link's metadata phase: registered with the core like a new
@@ -525,6 +546,7 @@ async fn run_with(
             ""
         }
     );
+    let encrypted = stream.encrypted();
     let (mut read_half, write_half) = stream.into_split();
     let budget = shared.config.peer_budget.clone();
     if budget.as_ref().is_some_and(|b| !b.try_take()) {
@@ -543,6 +565,7 @@ async fn run_with(
         close: close.clone(),
         uploads: uploads.clone(),
         budget,
+        encrypted,
     };
     // A refused peer's link is dropped here, which gives its budget unit back.
     let (key, after) = shared

@@ -10,14 +10,32 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
 use crate::conns::{AcceptBackoff, HandshakeGate, HandshakeLimits};
+use crate::encryption::Encryption;
 use crate::torrent::{Shared, TorrentHandle};
 
-type Registry = Arc<Mutex<HashMap<InfoHash, Arc<Shared>>>>;
+/// The torrents served, by info-hash and by HASH('req2', info-hash) (what an MSE peer names).
+#[derive(Default)]
+struct Torrents {
+    by_hash: HashMap<InfoHash, Arc<Shared>>,
+    by_req2: mse::InfoHashes,
+}
+
+type Registry = Arc<Mutex<Torrents>>;
+
+/// An MSE responder's view of the registry.
+struct Lookup(Registry);
+
+impl mse::SkeyLookup for Lookup {
+    fn find(&self, req2: &[u8; 20]) -> Option<[u8; 20]> {
+        self.0.lock().by_req2.find(req2)
+    }
+}
 
 pub struct Session {
     listen_addr: SocketAddr,
     torrents: Registry,
     gate: Arc<HandshakeGate>,
+    encryption: Arc<Mutex<Encryption>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -28,13 +46,26 @@ impl Session {
         let listen_addr = listener.local_addr()?;
         let torrents: Registry = Arc::default();
         let gate = HandshakeGate::new(limits);
-        let accept = tokio::spawn(accept_loop(listener, torrents.clone(), gate.clone()));
+        let encryption = Arc::new(Mutex::new(Encryption::default()));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            torrents.clone(),
+            gate.clone(),
+            encryption.clone(),
+        ));
         Ok(Session {
             listen_addr,
             torrents,
             gate,
+            encryption,
             accept,
         })
+    }
+
+    /// What incoming peers may speak (plaintext, MSE, or either); applies to connections accepted
+    /// from now on. Outgoing connections follow each torrent's `TorrentConfig::encryption`.
+    pub fn set_encryption(&self, encryption: Encryption) {
+        *self.encryption.lock() = encryption;
     }
 
     /// Changes the caps on connections waiting for their handshake.
@@ -48,13 +79,17 @@ impl Session {
     }
 
     pub fn register(&self, handle: &TorrentHandle) {
-        self.torrents
-            .lock()
+        let mut torrents = self.torrents.lock();
+        torrents.by_req2.insert(handle.shared.id.0);
+        torrents
+            .by_hash
             .insert(handle.shared.id, handle.shared.clone());
     }
 
     pub fn unregister(&self, id: &InfoHash) {
-        self.torrents.lock().remove(id);
+        let mut torrents = self.torrents.lock();
+        torrents.by_req2.remove(&id.0);
+        torrents.by_hash.remove(id);
     }
 }
 
@@ -64,10 +99,15 @@ impl Drop for Session {
     }
 }
 
-async fn accept_loop(listener: TcpListener, torrents: Registry, gate: Arc<HandshakeGate>) {
+async fn accept_loop(
+    listener: TcpListener,
+    torrents: Registry,
+    gate: Arc<HandshakeGate>,
+    encryption: Arc<Mutex<Encryption>>,
+) {
     let mut backoff = AcceptBackoff::new("peer listener");
     loop {
-        let (mut stream, addr) = backoff.accept(&listener).await;
+        let (stream, addr) = backoff.accept(&listener).await;
         let addr = crate::peer::canonical(addr);
         // Refused (its IP or the listener has too many connections without a handshake): closed now.
         let Some(admitted) = crate::conns::admit(&gate, &stream, addr.ip()) else {
@@ -75,15 +115,20 @@ async fn accept_loop(listener: TcpListener, torrents: Registry, gate: Arc<Handsh
         };
         let torrents = torrents.clone();
         let gate = gate.clone();
+        let encryption = *encryption.lock();
         tokio::spawn(async move {
             let result = async {
-                let theirs = crate::conns::finish_handshake(&gate, &mut stream, admitted).await?;
+                let lookup = Lookup(torrents.clone());
+                let (stream, theirs) = crate::conns::finish_handshake(
+                    &gate, stream, admitted, addr, encryption, lookup,
+                )
+                .await?;
                 let shared = torrents
                     .lock()
+                    .by_hash
                     .get(&theirs.info_hash)
                     .cloned()
                     .ok_or_else(|| anyhow::anyhow!("handshake for a torrent we do not have"))?;
-                let stream = crate::transport::PeerStream::tcp(stream)?;
                 crate::peer::answer_incoming(shared, stream, addr, theirs).await
             }
             .await;
@@ -91,5 +136,60 @@ async fn accept_loop(listener: TcpListener, torrents: Registry, gate: Arc<Handsh
                 tracing::debug!("incoming {addr}: {e:#}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ids::PeerId;
+    use wire::Handshake;
+
+    use super::*;
+    use crate::encryption::outgoing;
+
+    /// Dials the session as an MSE initiator (rc4 only) for `info_hash`: whether it is answered,
+    /// encrypted, by that torrent.
+    async fn mse_dial(addr: SocketAddr, info_hash: [u8; 20]) -> anyhow::Result<bool> {
+        let ours = Handshake::new(InfoHash::new(info_hash), PeerId::new([1; 20]), false);
+        let bind = SocketAddr::from(([0, 0, 0, 0], 0));
+        let (stream, theirs) =
+            outgoing(Encryption::Require, &ours, Duration::from_secs(10), || {
+                crate::peer::dial_tcp(addr, bind)
+            })
+            .await?;
+        Ok(stream.encrypted() && theirs.info_hash.0 == info_hash)
+    }
+
+    #[tokio::test]
+    async fn mse_peers_reach_the_torrent_their_skey_names_among_several() {
+        let session = Session::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            HandshakeLimits::default(),
+        )
+        .await
+        .unwrap();
+        let addr = session.listen_addr();
+        let mut seeds = Vec::new();
+        for len in [40_000, 50_000, 60_000] {
+            let seed = crate::testutil::seed(len, 16 * 1024, |c| {
+                c.session_listener = Some(addr);
+            })
+            .await;
+            session.register(&seed.handle);
+            seeds.push(seed);
+        }
+        for seed in seeds.iter().rev() {
+            assert!(mse_dial(addr, seed.info_hash).await.unwrap());
+        }
+        // A torrent the session does not serve: the responder finds no SKEY and closes.
+        assert!(mse_dial(addr, [0xAB; 20]).await.is_err());
+        // Unregistered: no longer found.
+        session.unregister(&InfoHash::new(seeds[1].info_hash));
+        assert!(mse_dial(addr, seeds[1].info_hash).await.is_err());
+        // Encryption off: MSE peers are refused, for every torrent.
+        session.set_encryption(Encryption::Off);
+        assert!(mse_dial(addr, seeds[0].info_hash).await.is_err());
     }
 }

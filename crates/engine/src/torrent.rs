@@ -80,6 +80,9 @@ pub struct TorrentConfig {
     pub file_paths: Option<Vec<Vec<String>>>,
     /// Live connections from a magnet link's metadata phase, taken over when the torrent starts.
     pub carried: crate::carry::CarriedPeers,
+    /// Message Stream Encryption: what we dial with and accept (on our own listener; a `Session`
+    /// has its own for incoming peers).
+    pub encryption: crate::encryption::Encryption,
 }
 
 /// The last announce to one tracker, as a status view shows it.
@@ -146,6 +149,7 @@ impl TorrentConfig {
             trackers: None,
             file_paths: None,
             carried: Default::default(),
+            encryption: crate::encryption::Encryption::Prefer,
         }
     }
 }
@@ -239,6 +243,8 @@ pub struct Shared {
     pub lsd_announces: AtomicU64,
     /// Our address as connected peers (BEP 10 `yourip`) and trackers (BEP 24) report it.
     pub(crate) external_votes: Mutex<crate::external_ip::ExternalIpVotes>,
+    /// Peers that answered our MSE handshake only in plaintext (`prefer` dials them so at once).
+    pub(crate) plaintext_peers: Mutex<crate::encryption::PlaintextPeers>,
     pub(crate) complete: AtomicBool,
     /// Signalled on completion and on `failure`.
     pub(crate) complete_notify: Notify,
@@ -346,6 +352,8 @@ pub struct PeerInfo {
     pub incoming: bool,
     /// We do not choke it, and it wants data from us.
     pub uploading_to: bool,
+    /// The connection is encrypted (MSE, RC4).
+    pub encrypted: bool,
 }
 
 pub struct TorrentHandle {
@@ -391,12 +399,12 @@ impl Shared {
 
     /// Connected peers: address and payload bytes from and to each.
     pub fn peer_list(&self) -> Vec<PeerInfo> {
-        self.state
-            .lock()
-            .core
+        let st = self.state.lock();
+        st.core
             .peers()
             .into_iter()
             .map(|p| PeerInfo {
+                encrypted: st.links.get(&p.key).is_some_and(|l| l.encrypted),
                 addr: p.addr,
                 downloaded: p.downloaded,
                 uploaded: p.uploaded,

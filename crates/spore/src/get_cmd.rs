@@ -31,6 +31,10 @@ pub struct ConnArgs {
     /// An incoming connection that has not sent its handshake by then is closed, e.g. 5s
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub handshake_timeout: String,
+    /// Message Stream Encryption: prefer (dial encrypted, fall back to plaintext; accept both),
+    /// require (encrypted only), off (plaintext only)
+    #[arg(long, value_name = "MODE", default_value = "prefer")]
+    pub encryption: engine::Encryption,
 }
 
 impl ConnArgs {
@@ -170,6 +174,7 @@ fn torrent_from_magnet(
     peers: &[SocketAddr],
     dht: Option<engine::dht::DhtNode>,
     max_peers: usize,
+    encryption: engine::Encryption,
     rt: &tokio::runtime::Runtime,
 ) -> Result<engine::discovery::MagnetTorrent, Failure> {
     let magnet = metainfo::Magnet::parse(link).map_err(bad)?;
@@ -177,7 +182,7 @@ fn torrent_from_magnet(
     eprintln!("fetching metadata for {} from peers...", v1.to_hex());
     let timeout = Duration::from_secs(120);
     rt.block_on(engine::discovery::magnet_torrent(
-        &magnet, listen, peers, dht, max_peers, timeout,
+        &magnet, listen, peers, dht, max_peers, encryption, timeout,
     ))
     .map_err(|e| match e {
         // Nobody answered: the link may be fine. The others are the link's or its metadata's fault.
@@ -422,6 +427,7 @@ fn download(
             &args.peers,
             dht.clone(),
             max_peers,
+            args.conns.encryption,
             rt,
         )?;
         fetched = Some(magnet.carry);
@@ -452,6 +458,7 @@ fn download(
     config.sequential = args.sequential;
     config.max_peers = max_peers;
     config.handshake = handshake;
+    config.encryption = args.conns.encryption;
     config.use_trackers = !args.no_trackers;
     config.max_upload_rate = max_up;
     config.max_download_rate = max_down;
@@ -599,6 +606,7 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     config.max_upload_rate = max_up;
     config.max_peers = max_peers;
     config.handshake = handshake;
+    config.encryption = args.conns.encryption;
     let rt = runtime()?;
     let mapper = {
         let _rt = rt.enter();

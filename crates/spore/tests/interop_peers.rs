@@ -29,6 +29,9 @@ use sha2::{Digest, Sha256};
 
 // Only for `check_skipped_files`; this file keeps its own process and logging helpers.
 mod common;
+// Message Stream Encryption against the same clients (tests/interop_peers/encryption.rs).
+#[path = "interop_peers/encryption.rs"]
+mod encryption;
 
 // ---------------------------------------------------------------------------------------------
 // Test context: a temporary directory, a deadline, and the logs to show if the test fails.
@@ -714,8 +717,22 @@ fn libtorrent(
     ip: &str,
     peers: &[&str],
 ) -> Libtorrent {
+    libtorrent_with(ctx, mode, fx, save, ip, peers, &[])
+}
+
+/// As `libtorrent`, with `extra` arguments for lt_transfer.py (e.g. `--encryption forced`).
+fn libtorrent_with(
+    ctx: &Ctx,
+    mode: &str,
+    fx: &Fixture,
+    save: &Path,
+    ip: &str,
+    peers: &[&str],
+    extra: &[&str],
+) -> Libtorrent {
     let mut args: Vec<String> = [mode, s(&fx.torrent), s(save), "--ip", ip]
         .iter()
+        .chain(extra)
         .map(|a| a.to_string())
         .collect();
     for p in peers {
@@ -787,6 +804,11 @@ fn libtorrent_done(ctx: &Ctx, lt: &mut Libtorrent) -> String {
 // aria2.
 
 fn aria2(ctx: &Ctx, mode: &str, fx: &Fixture, dir: &Path, ip: &str) -> Peer {
+    aria2_with(ctx, mode, fx, dir, ip, &[])
+}
+
+/// As `aria2`, with `extra` options (e.g. `--bt-require-crypto=true`).
+fn aria2_with(ctx: &Ctx, mode: &str, fx: &Fixture, dir: &Path, ip: &str, extra: &[&str]) -> Peer {
     let log = ctx.path(&format!("aria2-{mode}.log"));
     let mut cmd = Command::new("aria2c");
     cmd.args([
@@ -816,6 +838,7 @@ fn aria2(ctx: &Ctx, mode: &str, fx: &Fixture, dir: &Path, ip: &str) -> Peer {
     } else {
         cmd.args(["--seed-time=0"]);
     }
+    cmd.args(extra);
     cmd.arg(s(&fx.torrent));
     ctx.add_log(format!("aria2-{mode} log"), log);
     Peer::spawn(ctx, &format!("aria2-{mode}"), cmd)
@@ -831,6 +854,11 @@ struct Transmission {
 }
 
 fn transmission(ctx: &Ctx, ip: &str) -> Transmission {
+    transmission_with(ctx, ip, serde_json::json!({}))
+}
+
+/// As `transmission`, with `extra` keys for its settings.json (e.g. `"encryption": 2`).
+fn transmission_with(ctx: &Ctx, ip: &str, extra: serde_json::Value) -> Transmission {
     let conf = ctx.path("transmission");
     std::fs::create_dir_all(&conf).unwrap();
     let peer_port = free_port(ip);
@@ -861,6 +889,10 @@ fn transmission(ctx: &Ctx, ip: &str) -> Transmission {
         "speed-limit-down-enabled": false,
         "message-level": 2,
     });
+    let mut settings = settings;
+    if let (Some(all), Some(more)) = (settings.as_object_mut(), extra.as_object()) {
+        all.extend(more.clone());
+    }
     std::fs::write(conf.join("settings.json"), settings.to_string()).unwrap();
     let mut cmd = Command::new("transmission-daemon");
     cmd.args(["-f", "-g", s(&conf)]);

@@ -1702,3 +1702,57 @@ fn peers_show_their_client_names_and_flags() {
         assert!(!p["flagStr"].as_str().unwrap().contains('I'), "{t}");
     }
 }
+
+/// `encryption` through `session-set` in Transmission's words, read back by `session-get` and the
+/// JSON API; once "required", a peer sending a plaintext handshake to the daemon's port is closed
+/// unanswered and the log (info level) names it.
+#[test]
+fn encryption_set_through_the_rpc_and_required_refuses_plaintext_peers() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_daemon(
+        &dir.path().join("state"),
+        &dir.path().join("dl"),
+        "daemon.err",
+        None,
+    );
+    let get =
+        json!({"method": "session-get", "arguments": {"fields": ["encryption", "peer-port"]}});
+    let v = rpc(&d, &get);
+    assert_eq!(v["arguments"]["encryption"], "preferred", "{v}");
+    let port = v["arguments"]["peer-port"].as_u64().unwrap() as u16;
+    rpc_refused(
+        &d,
+        &json!({"method": "session-set", "arguments": {"encryption": "sometimes"}}),
+    );
+    let v = rpc(
+        &d,
+        &json!({"method": "session-set", "arguments": {"encryption": "required"}}),
+    );
+    assert_eq!(v["result"], "success", "{v}");
+    assert_eq!(rpc(&d, &get)["arguments"]["encryption"], "required");
+    assert_eq!(d.ok("GET", "/api/settings", None)["encryption"], "require");
+
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut hs = vec![19u8];
+    hs.extend_from_slice(b"BitTorrent protocol");
+    hs.extend_from_slice(&[0u8; 48]);
+    conn.write_all(&hs).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = [0u8; 68];
+    match conn.read(&mut reply) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("the daemon answered {n} bytes to a plaintext handshake"),
+    }
+    let us = conn.local_addr().unwrap();
+    let want = format!("peer {us}: refused a plaintext connection: encryption is required");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&d.proc.stderr)
+        .unwrap_or_default()
+        .contains(&want)
+    {
+        assert!(Instant::now() < deadline, "no {want:?} in the daemon's log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -362,6 +362,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     let session = Session::bind(listen, fitted.handshake)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    session.set_encryption(settings.encryption.into());
     let listen = session.listen_addr();
     let port_mapping = crate::port_mapping::wanted(
         args.discovery.no_port_mapping || !settings.port_mapping,
@@ -791,6 +792,7 @@ impl Daemon {
             let e = slot.lock();
             (e.id, e.record.magnet.clone().unwrap_or_default())
         };
+        let encryption = self.settings.lock().encryption.into();
         let result = async {
             let magnet =
                 metainfo::Magnet::parse(&link).map_err(|e| Fault::MetadataKept(e.to_string()))?;
@@ -804,6 +806,7 @@ impl Daemon {
                     &[],
                     self.dht.clone(),
                     max_peers,
+                    encryption,
                     METADATA_TIMEOUT,
                 )
                 .await
@@ -879,6 +882,7 @@ impl Daemon {
         let mut config = TorrentConfig::new(torrent.clone(), record.download_dir.clone());
         config.listen = SocketAddr::new(self.listen.ip(), 0);
         config.session_listener = Some(self.listen);
+        config.encryption = self.settings.lock().encryption.into();
         config.selected_files = record.files.clone();
         config.file_priorities = record.priorities.clone();
         config.trackers = record.trackers.clone();
@@ -1465,6 +1469,7 @@ impl Daemon {
         self.apply_rates(&settings);
         self.peer_budget.set_max(fitted.peers_total);
         self.session.set_handshake_limits(fitted.handshake);
+        self.session.set_encryption(settings.encryption.into());
         self.api_conns.set_limits(fitted.api);
         *self.fitted.lock() = fitted;
         engine::set_upload_memory(usize::try_from(settings.upload_memory).unwrap_or(usize::MAX));
@@ -1817,6 +1822,7 @@ impl Daemon {
                             "client": p.client,
                             "incoming": p.incoming,
                             "uploading_to": p.uploading_to,
+                            "encrypted": p.encrypted,
                         })
                     })
                     .collect()

@@ -18,6 +18,7 @@ use axum::Router;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
+use super::store::Encryption;
 use super::{api, ApiError, Daemon, Phase, Slot, Source};
 
 /// The largest request body: a `torrent-add` carries a whole .torrent file in base64.
@@ -658,7 +659,11 @@ impl Rpc {
             "pex-enabled": discovery.pex,
             "lpd-enabled": discovery.lsd,
             "utp-enabled": false,
-            "encryption": "tolerated",
+            "encryption": match s.encryption {
+                Encryption::Require => "required",
+                Encryption::Prefer => "preferred",
+                Encryption::Off => "tolerated",
+            },
             "blocklist-enabled": false,
             "blocklist-size": 0,
             "blocklist-url": "",
@@ -767,6 +772,20 @@ impl Rpc {
             if let Some(n) = u64_arg(args, name)? {
                 change.insert(key.into(), json!(n));
             }
+        }
+        // Transmission's "tolerated" (plaintext preferred, encryption accepted) is closest to off.
+        if let Some(mode) = str_arg(args, "encryption")? {
+            let value = match mode.as_str() {
+                "required" => "require",
+                "preferred" => "prefer",
+                "tolerated" => "off",
+                _ => {
+                    return Err(params(format!(
+                        "encryption {mode:?}: required, preferred or tolerated"
+                    )))
+                }
+            };
+            change.insert("encryption".into(), value.into());
         }
         let ratio = f64_arg(args, "seedRatioLimit")?;
         match (bool_arg(args, "seedRatioLimited")?, ratio) {
@@ -1052,11 +1071,13 @@ impl Rpc {
                     let up = p["upload_rate"].as_f64().unwrap_or(0.0) as u64;
                     let incoming = p["incoming"] == true;
                     let uploading = up > 0 || p["uploading_to"] == true;
-                    // Transmission's letters: D downloading from it, U uploading to it, I it
-                    // connected to us (never E: Spore speaks plaintext).
+                    // Transmission's letters: D downloading from it, U uploading to it, E
+                    // encrypted, I it connected to us.
+                    let encrypted = p["encrypted"] == true;
                     let mut flags = String::new();
                     if down > 0 { flags.push('D'); }
                     if uploading { flags.push('U'); }
+                    if encrypted { flags.push('E'); }
                     if incoming { flags.push('I'); }
                     json!({
                         "address": addr.map_or(String::new(), |a| a.ip().to_string()),
@@ -1066,7 +1087,7 @@ impl Rpc {
                         "isDownloadingFrom": down > 0, "isUploadingTo": uploading,
                         "clientIsChoked": false, "clientIsInterested": false,
                         "peerIsChoked": false, "peerIsInterested": false,
-                        "isEncrypted": false, "isIncoming": incoming, "isUTP": false,
+                        "isEncrypted": encrypted, "isIncoming": incoming, "isUTP": false,
                     })
                 }).collect::<Vec<_>>()),
                 "magnetLink" => view["magnet"].clone(),

@@ -68,6 +68,29 @@ pub struct Settings {
     pub upload_memory: u64,
     /// Ask the router to forward the peer port (UPnP IGD, PCP, NAT-PMP); read at start.
     pub port_mapping: bool,
+    /// Message Stream Encryption: `prefer`, `require` or `off`. Incoming peers follow a change at
+    /// once; outgoing connections of torrents started afterwards.
+    pub encryption: Encryption,
+}
+
+/// The `encryption` setting, as the config file and the API spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    #[default]
+    Prefer,
+    Require,
+    Off,
+}
+
+impl From<Encryption> for engine::Encryption {
+    fn from(e: Encryption) -> engine::Encryption {
+        match e {
+            Encryption::Prefer => engine::Encryption::Prefer,
+            Encryption::Require => engine::Encryption::Require,
+            Encryption::Off => engine::Encryption::Off,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -105,6 +128,7 @@ impl Default for Settings {
             watch_dir: None,
             upload_memory: engine::DEFAULT_UPLOAD_MEMORY as u64,
             port_mapping: true,
+            encryption: Encryption::Prefer,
         }
     }
 }

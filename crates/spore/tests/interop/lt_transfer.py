@@ -2,10 +2,13 @@
 """One libtorrent peer for Spore's peer interop tests (driven by ../interop_peers.rs).
 
 usage: lt_transfer.py seed|get TORRENT SAVE_PATH --ip IP [--peer IP:PORT]... [--timeout SECONDS]
+                      [--encryption forced|disabled]
 
 Runs a libtorrent session bound to IP only (listening and outgoing sockets), with DHT, LSD, UPnP,
 NAT-PMP and uTP off, adds TORRENT with SAVE_PATH as its save path, and (optionally) dials each
---peer. Trackers in TORRENT are used as they are.
+--peer. Trackers in TORRENT are used as they are. --encryption forced sets both encryption policies
+to pe_forced with rc4 only (allowed_enc_level pe_rc4); disabled sets both to pe_disabled (plaintext
+only); without it libtorrent's defaults hold (pe_enabled both ways).
 
 stdout gets one JSON object per line:
   {"event": "listening", "port": P}            once the listen socket is up
@@ -57,6 +60,7 @@ def main():
     ap.add_argument("--ip", required=True)
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--encryption", choices=["forced", "disabled"])
     args = ap.parse_args()
 
     # A crash inside libtorrent leaves the Python stack of every thread on stderr, for the log.
@@ -64,7 +68,7 @@ def main():
     threading.Thread(target=watch_stdin, daemon=True).start()
 
     cat = lt.alert.category_t
-    ses = lt.session({
+    settings = {
         "listen_interfaces": "%s:0" % args.ip,
         "outgoing_interfaces": args.ip,
         "enable_dht": False,
@@ -77,7 +81,13 @@ def main():
         "announce_to_all_trackers": True,
         "alert_mask": cat.error_notification | cat.status_notification | cat.peer_notification
         | cat.connect_notification | cat.tracker_notification | cat.storage_notification,
-    })
+    }
+    if args.encryption == "forced":
+        settings.update({"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 2,
+                         "prefer_rc4": True})
+    elif args.encryption == "disabled":
+        settings.update({"out_enc_policy": 2, "in_enc_policy": 2})
+    ses = lt.session(settings)
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(args.torrent)
     params.save_path = args.save_path
