@@ -217,7 +217,13 @@ pub struct Settings {
 }
 
 pub struct Cluster {
-    conn: ClusterConnection,
+    client: ClusterClient,
+    /// Replaced by `reconnect` when requests keep failing (see there).
+    conn: parking_lot::RwLock<ClusterConnection>,
+    /// When `reconnect` last made a new connection.
+    reconnected: parking_lot::Mutex<Option<Instant>>,
+    /// `errors` when `reconnect` last looked.
+    errors_seen: AtomicU64,
     announce: redis::Script,
     counts: redis::Script,
     list: redis::Script,
@@ -286,6 +292,9 @@ fn peers(v: &Value, size: usize, out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
+/// Least time between two new connections made because requests failed.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
 /// Script calls of a flush in flight at once.
 const FLUSH_IN_FLIGHT: usize = 256;
 
@@ -350,7 +359,10 @@ impl Cluster {
                 source,
             })?;
         Ok(Cluster {
-            conn,
+            client,
+            conn: parking_lot::RwLock::new(conn),
+            reconnected: parking_lot::Mutex::new(None),
+            errors_seen: AtomicU64::new(0),
             announce: redis::Script::new(ANNOUNCE),
             counts: redis::Script::new(COUNTS),
             list: redis::Script::new(PUBLISH_LIST),
@@ -367,6 +379,38 @@ impl Cluster {
         })
     }
 
+    fn conn(&self) -> ClusterConnection {
+        self.conn.read().clone()
+    }
+
+    /// Makes a new connection, with a fresh slot map, if requests failed since the last call and the
+    /// last new connection is at least `RECONNECT_EVERY` old. redis-rs refreshes its slot map on a
+    /// `MOVED` reply, but when a master dies it only reconnects to the dead address, so the slots a
+    /// replica took over would fail until something else refreshed the map.
+    pub async fn reconnect(&self) {
+        let errors = self.errors.load(Ordering::Relaxed);
+        if self.errors_seen.swap(errors, Ordering::Relaxed) == errors {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .reconnected
+            .lock()
+            .is_some_and(|at| now.duration_since(at) < RECONNECT_EVERY)
+        {
+            return;
+        }
+        *self.reconnected.lock() = Some(now);
+        match tokio::time::timeout(RECONNECT_EVERY, self.client.get_async_connection()).await {
+            Ok(Ok(conn)) => {
+                *self.conn.write() = conn;
+                tracing::debug!("cluster: new connection, slot map refreshed");
+            }
+            Ok(Err(e)) => tracing::debug!("cluster: reconnecting: {e}"),
+            Err(_) => tracing::debug!("cluster: reconnecting timed out"),
+        }
+    }
+
     /// The connection-ID key of `period` (see `conn_id`), the same for every node: the first node to ask
     /// makes it (`mine`), and it expires two periods after its own.
     pub async fn period_key(
@@ -374,7 +418,7 @@ impl Cluster {
         period: u64,
         mine: (u64, u64),
     ) -> Result<(u64, u64), ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let key = format!("{SECRET_KEY}:{period}");
         let proposal = format!("{:016x}{:016x}", mine.0, mine.1);
         let period_secs = crate::conn_id::PERIOD_WINDOWS * 60;
@@ -396,7 +440,7 @@ impl Cluster {
 
     /// The users' version (see `USERS_VERSION`).
     pub async fn users_version(&self) -> Result<u64, ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let v: Option<u64> = redis::cmd("GET")
             .arg(USERS_VERSION)
             .query_async(&mut conn)
@@ -411,13 +455,13 @@ impl Cluster {
         for h in hashes {
             invocation.arg(&h[..]);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Ok(invocation.invoke_async(&mut conn).await?)
     }
 
     /// The list's version (0 before any node published one).
     pub async fn list_version(&self) -> Result<u64, ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let v: Option<u64> = redis::cmd("GET")
             .arg(LIST_VERSION)
             .query_async(&mut conn)
@@ -427,7 +471,7 @@ impl Cluster {
 
     /// The cluster's allow/deny list.
     pub async fn list(&self) -> Result<std::collections::HashSet<InfoHash>, ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
             .arg(LIST)
             .query_async(&mut conn)
@@ -441,7 +485,7 @@ impl Cluster {
 
     /// Every passkey.
     pub async fn passkeys(&self) -> Result<std::collections::HashSet<String>, ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Ok(redis::cmd("HKEYS")
             .arg(USERS_BY_KEY)
             .query_async(&mut conn)
@@ -466,7 +510,7 @@ impl Cluster {
                 .arg(*down)
                 .ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
@@ -571,7 +615,7 @@ impl Cluster {
             let op = u.set + 1 + if u.stop { 4 } else { 0 };
             invocation.arg(u.member()).arg(op);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let Value::Array(items) = reply else {
             return Err(ClusterError::Reply);
@@ -698,7 +742,7 @@ impl Cluster {
         for k in keys(hash) {
             invocation.key(k);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let Value::Array(items) = &reply else {
             return Err(ClusterError::Reply);
@@ -720,7 +764,7 @@ impl Cluster {
 /// Adds a private user in the cluster and returns the passkey.
 pub async fn add_user(cluster: &Cluster, name: &str) -> Result<String, crate::Error> {
     let passkey = crate::access::random_hex(16)?;
-    let mut conn = cluster.conn.clone();
+    let mut conn = cluster.conn();
     let added: i64 = redis::Script::new(ADD_USER)
         .key(USERS_BY_KEY)
         .key(USERS_BY_NAME)
@@ -737,7 +781,7 @@ pub async fn add_user(cluster: &Cluster, name: &str) -> Result<String, crate::Er
 
 /// Revokes a user by name or passkey; whether one was found.
 pub async fn revoke_user(cluster: &Cluster, who: &str) -> Result<bool, crate::Error> {
-    let mut conn = cluster.conn.clone();
+    let mut conn = cluster.conn();
     let found: i64 = redis::Script::new(REVOKE_USER)
         .key(USERS_BY_KEY)
         .key(USERS_BY_NAME)
@@ -750,7 +794,7 @@ pub async fn revoke_user(cluster: &Cluster, who: &str) -> Result<bool, crate::Er
 
 /// Every user with their totals, by name.
 pub async fn list_users(cluster: &Cluster) -> Result<Vec<crate::UserTotals>, crate::Error> {
-    let mut conn = cluster.conn.clone();
+    let mut conn = cluster.conn();
     let users: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(USERS_BY_KEY)
         .query_async(&mut conn)
