@@ -149,7 +149,7 @@ echo "| run | responses/s (runs) | median | vs memory | script calls / announce 
 echo "|---|---|---|---|---|---|---|---|---|"
 median() { sort -n | awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 mem=$(awk '$1 == "memory" { print $2 }' "$work/results" | median)
-for kind in memory cluster two; do
+for kind in ${KINDS:-memory cluster two}; do
     med=$(awk -v k="$kind" '$1 == k { print $2 }' "$work/results" | median)
     awk -v k="$kind" -v m="$med" -v mem="$mem" '$1 == k {
         r = r (r ? "; " : "") $2; c = c (c ? ", " : "") $4; b = b (b ? ", " : "") $5
