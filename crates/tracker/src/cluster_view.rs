@@ -1,12 +1,13 @@
 //! A node's short-lived view of the swarms it shares through a cluster, and its queue of writes.
 //!
 //! A hot swarm would cost a cluster round trip (and a script run on a master) per announce. Instead a
-//! node keeps, per swarm, the sample of peers and the counts the cluster last returned (`Sample`), and
-//! answers a plain re-announce (no event) from it while it is younger than `cluster_view_ttl_ms`. The
-//! announce's own write is not skipped: it joins the `Queue`, and every `cluster_flush_interval_ms` one
-//! script call per swarm carries all of that swarm's queued writes, its reply refreshing the view. Joins,
-//! leaves and completions (`started`, `stopped`, `completed`) always go to the cluster at once, so
-//! membership changes are seen by every node as soon as their views refresh.
+//! node keeps, per swarm, the sample of peers, the counts and the completed downloads the cluster last
+//! returned (`Sample`), and answers announces (whatever their event) and scrapes from it while it is
+//! younger than `cluster_view_ttl_ms`. An announce's own write is not skipped: it joins the `Queue`, and
+//! every `cluster_flush_interval_ms` one script call per swarm carries all of that swarm's queued writes
+//! (completions counted), its reply refreshing the view. So what one node learns, every node hands out
+//! within the flush interval plus the view's time to live. Empty swarms are not kept, so the first peer
+//! of a swarm is written at once.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
