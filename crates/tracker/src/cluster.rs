@@ -20,7 +20,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::Value;
 use serde::Deserialize;
-use tracker_proto::{Event, InfoHash, ScrapeStats};
+use tracker_proto::{InfoHash, ScrapeStats};
 
 use crate::cluster_view::{coalesce, Queue, Sample, Update, Views};
 pub use crate::cluster_view::{Answer, Job};
@@ -60,12 +60,16 @@ const ANNOUNCE: &str = r#"
 --       writes may create the swarm (1|0), completions to add, then pairs of (member, op): op 1..4
 --       adds or refreshes the member in that set, 5..8 removes it (stopped) from set op - 4.
 -- One call carries every write a node queued for the swarm; a lone announce is a call of one write.
--- Expired peers are pruned from all four sets first, so the sets' sizes are the live counts.
+-- Expired peers are pruned first, so the sets' sizes are the live counts. Returns the four counts,
+-- the four samples (each one string of concatenated members) and the completed downloads.
 local now = tonumber(redis.call('TIME')[1])
 local timeout, cap, rnd, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if ARGV[5] == '0' and redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) == 0 then
+-- A family (IPv4, IPv6) whose two sets do not exist costs one call, not four: most swarms have no
+-- IPv6 peers.
+local family = {redis.call('EXISTS', KEYS[1], KEYS[2]) > 0, redis.call('EXISTS', KEYS[3], KEYS[4]) > 0}
+if ARGV[5] == '0' and not family[1] and not family[2] then
   -- A new swarm its creator may not make (its per-source limit on the node): not tracked.
-  return {0, 0, 0, 0, {}, {}, {}, {}}
+  return {0, 0, 0, 0, '', '', '', '', 0}
 end
 local adds, rems = {{}, {}, {}, {}}, {{}, {}, {}, {}}
 local sibling = {2, 1, 4, 3}
@@ -90,37 +94,44 @@ local function bulk(cmd, key, list)
   end
   return done
 end
-local n, total = {}, 0
+local n, total = {0, 0, 0, 0}, 0
 for k = 1, 4 do
-  if #rems[k] > 0 then bulk('ZREM', KEYS[k], rems[k]) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now - 1)
-  n[k] = redis.call('ZCARD', KEYS[k])
-  total = total + n[k]
+  if family[math.floor((k + 1) / 2)] then
+    if #rems[k] > 0 then bulk('ZREM', KEYS[k], rems[k]) end
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now - 1)
+    n[k] = redis.call('ZCARD', KEYS[k])
+    total = total + n[k]
+  end
 end
 for k = 1, 4 do
   local a = adds[k]
   if #a > 0 then
+    local added = 0
     if total + #a / 2 <= cap then
-      total = total + bulk('ZADD', KEYS[k], a)
+      added = bulk('ZADD', KEYS[k], a)
     else
       for i = 1, #a, 2 do
-        if total < cap then
-          total = total + redis.call('ZADD', KEYS[k], a[i], a[i + 1])
+        if total + added < cap then
+          added = added + redis.call('ZADD', KEYS[k], a[i], a[i + 1])
         else
           redis.call('ZADD', KEYS[k], 'XX', a[i], a[i + 1])
         end
       end
     end
+    total = total + added
+    n[k] = n[k] + added
     redis.call('EXPIRE', KEYS[k], timeout + 60)
-    n[k] = redis.call('ZCARD', KEYS[k])
   end
 end
+local completed = 0
 if ARGV[6] ~= '0' then
-  redis.call('INCRBY', KEYS[5], ARGV[6])
+  completed = redis.call('INCRBY', KEYS[5], ARGV[6])
   redis.call('EXPIRE', KEYS[5], timeout + 60)
+else
+  completed = tonumber(redis.call('GET', KEYS[5]) or '0') or 0
 end
 local out = {n[1], n[2], n[3], n[4]}
--- A window of `want` peers from a random place in each set, wrapping round once.
+-- A window of `want` peers from a random place in each set, wrapping round once, as one string.
 for k = 1, 4 do
   local live, got = n[k], {}
   if live > 0 and want > 0 then
@@ -131,8 +142,9 @@ for k = 1, 4 do
       for _, m in ipairs(redis.call('ZRANGE', KEYS[k], 0, room - #got - 1)) do got[#got + 1] = m end
     end
   end
-  out[k + 4] = got
+  out[k + 4] = table.concat(got)
 end
+out[9] = completed
 return out
 "#;
 
@@ -140,7 +152,7 @@ const COUNTS: &str = r#"
 local now = tonumber(redis.call('TIME')[1])
 local function live(k) return redis.call('ZCOUNT', k, now, '+inf') end
 local c = tonumber(redis.call('GET', KEYS[5]) or '0') or 0
-return {live(KEYS[1]) + live(KEYS[3]), live(KEYS[2]) + live(KEYS[4]), c}
+return {live(KEYS[1]), live(KEYS[2]), live(KEYS[3]), live(KEYS[4]), c}
 "#;
 
 /// Longest a request to the cluster may take, retries included; then it fails (and the fallback
@@ -205,7 +217,13 @@ pub struct Settings {
 }
 
 pub struct Cluster {
-    conn: ClusterConnection,
+    client: ClusterClient,
+    /// Replaced by `reconnect` when requests keep failing (see there).
+    conn: parking_lot::RwLock<ClusterConnection>,
+    /// When `reconnect` last made a new connection.
+    reconnected: parking_lot::Mutex<Option<Instant>>,
+    /// `errors` when `reconnect` last looked.
+    errors_seen: AtomicU64,
     announce: redis::Script,
     counts: redis::Script,
     list: redis::Script,
@@ -216,6 +234,8 @@ pub struct Cluster {
     pub queue: Queue,
     /// Announces answered from the view (their writes queued).
     pub view_answers: AtomicU64,
+    /// Scraped info-hashes answered from the view.
+    pub view_scrapes: AtomicU64,
     /// Requests the cluster failed (timed out, refused, unreachable).
     pub errors: AtomicU64,
     /// Requests sent to the cluster (one per announce or scraped info-hash).
@@ -262,16 +282,18 @@ fn int(v: &Value) -> Option<u32> {
     }
 }
 
+/// A sample: members of `size` bytes, concatenated.
 fn peers(v: &Value, size: usize, out: &mut Vec<u8>) -> Option<()> {
-    let Value::Array(items) = v else { return None };
-    for item in items {
-        match item {
-            Value::BulkString(b) if b.len() == size => out.extend_from_slice(b),
-            _ => return None,
-        }
+    match v {
+        Value::BulkString(b) if b.len() % size == 0 => out.extend_from_slice(b),
+        Value::Nil => {}
+        _ => return None,
     }
     Some(())
 }
+
+/// Least time between two new connections made because requests failed.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 /// Script calls of a flush in flight at once.
 const FLUSH_IN_FLIGHT: usize = 256;
@@ -337,7 +359,10 @@ impl Cluster {
                 source,
             })?;
         Ok(Cluster {
-            conn,
+            client,
+            conn: parking_lot::RwLock::new(conn),
+            reconnected: parking_lot::Mutex::new(None),
+            errors_seen: AtomicU64::new(0),
             announce: redis::Script::new(ANNOUNCE),
             counts: redis::Script::new(COUNTS),
             list: redis::Script::new(PUBLISH_LIST),
@@ -347,10 +372,43 @@ impl Cluster {
             views: Views::new(settings.view_ttl),
             queue: Queue::new(settings.queue_max),
             view_answers: AtomicU64::new(0),
+            view_scrapes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             batches: AtomicU64::new(0),
         })
+    }
+
+    fn conn(&self) -> ClusterConnection {
+        self.conn.read().clone()
+    }
+
+    /// Makes a new connection, with a fresh slot map, if requests failed since the last call and the
+    /// last new connection is at least `RECONNECT_EVERY` old. redis-rs refreshes its slot map on a
+    /// `MOVED` reply, but when a master dies it only reconnects to the dead address, so the slots a
+    /// replica took over would fail until something else refreshed the map.
+    pub async fn reconnect(&self) {
+        let errors = self.errors.load(Ordering::Relaxed);
+        if self.errors_seen.swap(errors, Ordering::Relaxed) == errors {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .reconnected
+            .lock()
+            .is_some_and(|at| now.duration_since(at) < RECONNECT_EVERY)
+        {
+            return;
+        }
+        *self.reconnected.lock() = Some(now);
+        match tokio::time::timeout(RECONNECT_EVERY, self.client.get_async_connection()).await {
+            Ok(Ok(conn)) => {
+                *self.conn.write() = conn;
+                tracing::debug!("cluster: new connection, slot map refreshed");
+            }
+            Ok(Err(e)) => tracing::debug!("cluster: reconnecting: {e}"),
+            Err(_) => tracing::debug!("cluster: reconnecting timed out"),
+        }
     }
 
     /// The connection-ID key of `period` (see `conn_id`), the same for every node: the first node to ask
@@ -360,7 +418,7 @@ impl Cluster {
         period: u64,
         mine: (u64, u64),
     ) -> Result<(u64, u64), ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let key = format!("{SECRET_KEY}:{period}");
         let proposal = format!("{:016x}{:016x}", mine.0, mine.1);
         let period_secs = crate::conn_id::PERIOD_WINDOWS * 60;
@@ -382,7 +440,7 @@ impl Cluster {
 
     /// The users' version (see `USERS_VERSION`).
     pub async fn users_version(&self) -> Result<u64, ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let v: Option<u64> = redis::cmd("GET")
             .arg(USERS_VERSION)
             .query_async(&mut conn)
@@ -397,13 +455,13 @@ impl Cluster {
         for h in hashes {
             invocation.arg(&h[..]);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Ok(invocation.invoke_async(&mut conn).await?)
     }
 
     /// The list's version (0 before any node published one).
     pub async fn list_version(&self) -> Result<u64, ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let v: Option<u64> = redis::cmd("GET")
             .arg(LIST_VERSION)
             .query_async(&mut conn)
@@ -413,7 +471,7 @@ impl Cluster {
 
     /// The cluster's allow/deny list.
     pub async fn list(&self) -> Result<std::collections::HashSet<InfoHash>, ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
             .arg(LIST)
             .query_async(&mut conn)
@@ -427,7 +485,7 @@ impl Cluster {
 
     /// Every passkey.
     pub async fn passkeys(&self) -> Result<std::collections::HashSet<String>, ClusterError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Ok(redis::cmd("HKEYS")
             .arg(USERS_BY_KEY)
             .query_async(&mut conn)
@@ -452,7 +510,7 @@ impl Cluster {
                 .arg(*down)
                 .ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
@@ -486,11 +544,12 @@ impl Cluster {
         }
     }
 
-    /// Answers a plain re-announce from the swarm's view if it is fresh and holds enough peers, and
-    /// queues its write; None when the announce must go to the cluster now (a join, leave or
-    /// completion, no fresh view, a full queue, or the cluster failing: then the fallback decides).
+    /// Answers an announce from the swarm's view if it is fresh and holds enough peers, and queues its
+    /// write (a join, leave or completion too: it reaches the cluster with the next flush); None when
+    /// the announce must go to the cluster now (no fresh view, more peers wanted than it sampled, a
+    /// full queue, or the cluster failing: then the fallback decides).
     pub fn from_view(&self, job: &Job) -> Option<Answer> {
-        if job.event != Event::None || !self.is_up() {
+        if !self.is_up() {
             return None;
         }
         let sample = self.views.fresh(&job.hash, Instant::now())?;
@@ -556,16 +615,17 @@ impl Cluster {
             let op = u.set + 1 + if u.stop { 4 } else { 0 };
             invocation.arg(u.member()).arg(op);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let Value::Array(items) = reply else {
             return Err(ClusterError::Reply);
         };
-        let [c0, c1, c2, c3, p0, p1, p2, p3] = items.as_slice() else {
+        let [c0, c1, c2, c3, p0, p1, p2, p3, done] = items.as_slice() else {
             return Err(ClusterError::Reply);
         };
         let mut sample = Sample {
             size,
+            completed: int(done).ok_or(ClusterError::Reply)?,
             ..Sample::default()
         };
         for (k, (c, p)) in [(c0, p0), (c1, p1), (c2, p2), (c3, p3)]
@@ -640,39 +700,71 @@ impl Cluster {
         }
     }
 
-    pub async fn scrape(&self, hash: &InfoHash) -> Result<ScrapeStats, ClusterError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        let result = self.scrape_inner(hash).await;
-        self.note(&result);
-        result
+    /// A scrape from the swarm's view, if it is fresh (the same staleness as an announce answered
+    /// from it).
+    pub fn scrape_from_view(&self, hash: &InfoHash) -> Option<ScrapeStats> {
+        if !self.is_up() {
+            return None;
+        }
+        let stats = self.views.fresh(hash, Instant::now())?.stats();
+        self.view_scrapes.fetch_add(1, Ordering::Relaxed);
+        Some(stats)
     }
 
-    async fn scrape_inner(&self, hash: &InfoHash) -> Result<ScrapeStats, ClusterError> {
+    /// One scrape: from the view, or from the cluster.
+    pub async fn scrape(&self, hash: &InfoHash) -> Result<ScrapeStats, ClusterError> {
+        if let Some(stats) = self.scrape_from_view(hash) {
+            return Ok(stats);
+        }
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.scrape_one(hash).await
+    }
+
+    /// Scrapes of info-hashes no view answered, in flight together: one round trip per cluster node.
+    pub async fn scrape_all(&self, hashes: &[InfoHash]) -> Vec<Result<ScrapeStats, ClusterError>> {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        together(hashes.iter().map(|h| self.scrape_one(h)).collect()).await
+    }
+
+    async fn scrape_one(&self, hash: &InfoHash) -> Result<ScrapeStats, ClusterError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
+        let result = self.scrape_inner(hash).await;
+        self.note(&result);
+        let sample = result?;
+        let stats = sample.stats();
+        self.views.put_counts(*hash, sample, sent);
+        Ok(stats)
+    }
+
+    async fn scrape_inner(&self, hash: &InfoHash) -> Result<Sample, ClusterError> {
         let mut invocation = self.counts.prepare_invoke();
         for k in keys(hash) {
             invocation.key(k);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let reply: Value = invocation.invoke_async(&mut conn).await?;
-        match &reply {
-            Value::Array(items) => match items.as_slice() {
-                [s, l, c] => Ok(ScrapeStats {
-                    seeders: int(s).ok_or(ClusterError::Reply)?,
-                    leechers: int(l).ok_or(ClusterError::Reply)?,
-                    completed: int(c).ok_or(ClusterError::Reply)?,
-                }),
-                _ => Err(ClusterError::Reply),
-            },
-            _ => Err(ClusterError::Reply),
+        let Value::Array(items) = &reply else {
+            return Err(ClusterError::Reply);
+        };
+        let [c0, c1, c2, c3, done] = items.as_slice() else {
+            return Err(ClusterError::Reply);
+        };
+        let mut sample = Sample {
+            completed: int(done).ok_or(ClusterError::Reply)?,
+            ..Sample::default()
+        };
+        for (k, c) in [c0, c1, c2, c3].into_iter().enumerate() {
+            sample.counts[k] = int(c).ok_or(ClusterError::Reply)?;
         }
+        Ok(sample)
     }
 }
 
 /// Adds a private user in the cluster and returns the passkey.
 pub async fn add_user(cluster: &Cluster, name: &str) -> Result<String, crate::Error> {
     let passkey = crate::access::random_hex(16)?;
-    let mut conn = cluster.conn.clone();
+    let mut conn = cluster.conn();
     let added: i64 = redis::Script::new(ADD_USER)
         .key(USERS_BY_KEY)
         .key(USERS_BY_NAME)
@@ -689,7 +781,7 @@ pub async fn add_user(cluster: &Cluster, name: &str) -> Result<String, crate::Er
 
 /// Revokes a user by name or passkey; whether one was found.
 pub async fn revoke_user(cluster: &Cluster, who: &str) -> Result<bool, crate::Error> {
-    let mut conn = cluster.conn.clone();
+    let mut conn = cluster.conn();
     let found: i64 = redis::Script::new(REVOKE_USER)
         .key(USERS_BY_KEY)
         .key(USERS_BY_NAME)
@@ -702,7 +794,7 @@ pub async fn revoke_user(cluster: &Cluster, who: &str) -> Result<bool, crate::Er
 
 /// Every user with their totals, by name.
 pub async fn list_users(cluster: &Cluster) -> Result<Vec<crate::UserTotals>, crate::Error> {
-    let mut conn = cluster.conn.clone();
+    let mut conn = cluster.conn();
     let users: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(USERS_BY_KEY)
         .query_async(&mut conn)

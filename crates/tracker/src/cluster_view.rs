@@ -1,12 +1,13 @@
 //! A node's short-lived view of the swarms it shares through a cluster, and its queue of writes.
 //!
 //! A hot swarm would cost a cluster round trip (and a script run on a master) per announce. Instead a
-//! node keeps, per swarm, the sample of peers and the counts the cluster last returned (`Sample`), and
-//! answers a plain re-announce (no event) from it while it is younger than `cluster_view_ttl_ms`. The
-//! announce's own write is not skipped: it joins the `Queue`, and every `cluster_flush_interval_ms` one
-//! script call per swarm carries all of that swarm's queued writes, its reply refreshing the view. Joins,
-//! leaves and completions (`started`, `stopped`, `completed`) always go to the cluster at once, so
-//! membership changes are seen by every node as soon as their views refresh.
+//! node keeps, per swarm, the sample of peers, the counts and the completed downloads the cluster last
+//! returned (`Sample`), and answers announces (whatever their event) and scrapes from it while it is
+//! younger than `cluster_view_ttl_ms`. An announce's own write is not skipped: it joins the `Queue`, and
+//! every `cluster_flush_interval_ms` one script call per swarm carries all of that swarm's queued writes
+//! (completions counted), its reply refreshing the view. So what one node learns, every node hands out
+//! within the flush interval plus the view's time to live. Empty swarms are not kept, so the first peer
+//! of a swarm is written at once.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tracker_proto::{Event, InfoHash};
+use tracker_proto::{Event, InfoHash, ScrapeStats};
 
 use crate::store::{compact, Compact, Family};
 
@@ -93,8 +94,10 @@ pub struct Sample {
     pub counts: [u32; SETS],
     /// Compact addresses, concatenated (6 bytes each in sets 0 and 1, 18 in 2 and 3).
     pub peers: [Vec<u8>; SETS],
-    /// Peers asked for per set.
+    /// Peers asked for per set (0 for the counts of a scrape, which hold no peers).
     pub size: usize,
+    /// Completed downloads.
+    pub completed: u32,
 }
 
 fn width(set: usize) -> usize {
@@ -106,6 +109,16 @@ fn width(set: usize) -> usize {
 }
 
 impl Sample {
+    /// The swarm's scrape: seeders, leechers and completed downloads.
+    pub fn stats(&self) -> ScrapeStats {
+        let c = &self.counts;
+        ScrapeStats {
+            seeders: c[0] + c[2],
+            leechers: c[1] + c[3],
+            completed: self.completed,
+        }
+    }
+
     /// Whether it holds every peer an announce wanting `want` could be handed (one more than `want`,
     /// as the announcer itself may be among them).
     pub fn covers(&self, want: usize) -> bool {
@@ -193,12 +206,31 @@ impl Views {
     /// Records what the cluster said of a swarm at `at` (when the request was sent, so age is never
     /// underestimated).
     pub fn put(&self, hash: InfoHash, sample: Sample, at: Instant) {
-        if self.ttl.is_zero() {
+        self.insert(hash, sample, at, true);
+    }
+
+    /// Records a scrape's counts (a sample without peers) unless the view holds a fresh sample, which
+    /// says as much and more.
+    pub fn put_counts(&self, hash: InfoHash, sample: Sample, at: Instant) {
+        self.insert(hash, sample, at, false);
+    }
+
+    fn insert(&self, hash: InfoHash, sample: Sample, at: Instant, over_fresh: bool) {
+        // An empty swarm is not kept: the first peer to join it (or one its creation limit turned
+        // away) is written at once, and an unknown info-hash costs no memory.
+        if self.ttl.is_zero() || sample.counts == [0; SETS] {
             return;
         }
         let mut shard = self.shard(&hash).lock();
-        if shard.len() < MAX_VIEWS / VIEW_SHARDS || shard.contains_key(&hash) {
-            shard.insert(hash, (at, Arc::new(sample)));
+        match shard.get(&hash) {
+            Some((then, _)) if !over_fresh && at.duration_since(*then) < self.ttl => {}
+            Some(_) => {
+                shard.insert(hash, (at, Arc::new(sample)));
+            }
+            None if shard.len() < MAX_VIEWS / VIEW_SHARDS => {
+                shard.insert(hash, (at, Arc::new(sample)));
+            }
+            None => {}
         }
     }
 
@@ -351,13 +383,34 @@ mod tests {
     fn a_view_is_fresh_only_for_its_time_to_live() {
         let views = Views::new(Duration::from_millis(100));
         let t0 = Instant::now();
-        views.put([1; 20].into(), Sample::default(), t0);
+        let one = Sample {
+            counts: [1, 0, 0, 0],
+            ..Sample::default()
+        };
+        views.put([1; 20].into(), one.clone(), t0);
         assert!(views.fresh(&[1; 20].into(), t0).is_some());
         assert!(views
             .fresh(&[1; 20].into(), t0 + Duration::from_millis(100))
             .is_none());
         views.prune(t0 + Duration::from_secs(1));
         assert!(views.fresh(&[1; 20].into(), t0).is_none(), "pruned");
+        // An empty swarm is not kept; a scrape's counts do not replace a fresh sample.
+        views.put([2; 20].into(), Sample::default(), t0);
+        assert!(views.fresh(&[2; 20].into(), t0).is_none());
+        let sampled = Sample {
+            size: 51,
+            ..one.clone()
+        };
+        views.put([3; 20].into(), sampled.clone(), t0);
+        views.put_counts([3; 20].into(), one.clone(), t0);
+        assert_eq!(*views.fresh(&[3; 20].into(), t0).unwrap(), sampled);
+        let later = t0 + Duration::from_millis(150);
+        views.put_counts([3; 20].into(), one.clone(), later);
+        assert_eq!(
+            *views.fresh(&[3; 20].into(), later).unwrap(),
+            one,
+            "stale: replaced"
+        );
     }
 
     #[test]

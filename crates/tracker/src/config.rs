@@ -72,10 +72,10 @@ pub struct Config {
     pub cluster_fallback: crate::cluster::Fallback,
     /// Seconds to wait for the cluster at start before giving up.
     pub cluster_connect_timeout: u64,
-    /// Milliseconds a node answers plain re-announces of a swarm from the sample the cluster last gave
-    /// it (0: every announce goes to the cluster); at most 10 000.
+    /// Milliseconds a node answers announces and scrapes of a swarm from the sample the cluster last
+    /// gave it (0: every announce goes to the cluster); at most 10 000.
     pub cluster_view_ttl_ms: u64,
-    /// Milliseconds at most between two sends of the queued re-announce writes (one script call per
+    /// Milliseconds at most between two sends of the queued announce writes (one script call per
     /// swarm carrying all of them); at most 10 000.
     pub cluster_flush_interval_ms: u64,
     /// Most writes queued for the next flush; past it announces go to the cluster one by one.
@@ -118,8 +118,8 @@ impl Default for Config {
             cluster: String::new(),
             cluster_fallback: crate::cluster::Fallback::Refuse,
             cluster_connect_timeout: 10,
-            cluster_view_ttl_ms: 2000,
-            cluster_flush_interval_ms: 1000,
+            cluster_view_ttl_ms: 1500,
+            cluster_flush_interval_ms: 1500,
             cluster_queue_max: 1_000_000,
         }
     }

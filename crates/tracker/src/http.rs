@@ -280,20 +280,39 @@ async fn do_scrape(
         )
             .into_response();
     }
-    let mut files = Vec::new();
-    for h in hashes
-        .iter()
+    let hashes: Vec<tracker_proto::InfoHash> = hashes
+        .into_iter()
         .filter(|h| state.access.check(h, passkey).is_ok())
-    {
-        let stats = match &state.cluster {
-            None => state.store.scrape(h),
-            Some(cluster) => match cluster.scrape(h).await {
-                Ok(stats) => stats,
-                Err(_) => state.store.scrape(h),
-            },
-        };
-        files.push((*h, stats));
-    }
+        .collect();
+    let files = match &state.cluster {
+        None => hashes.iter().map(|h| (*h, state.store.scrape(h))).collect(),
+        Some(cluster) => {
+            // From the view where it is fresh; the others from the cluster in one round trip, or
+            // from this node's own table if the cluster fails.
+            let files: Vec<_> = hashes
+                .iter()
+                .map(|h| (*h, cluster.scrape_from_view(h)))
+                .collect();
+            let missing: Vec<tracker_proto::InfoHash> = files
+                .iter()
+                .filter(|(_, s)| s.is_none())
+                .map(|(h, _)| *h)
+                .collect();
+            let mut fetched = if missing.is_empty() {
+                Vec::new()
+            } else {
+                cluster.scrape_all(&missing).await
+            }
+            .into_iter();
+            files
+                .into_iter()
+                .map(|(h, s)| {
+                    let stats = s.or_else(|| fetched.next().and_then(Result::ok));
+                    (h, stats.unwrap_or_else(|| state.store.scrape(&h)))
+                })
+                .collect()
+        }
+    };
     bencoded(ScrapeResponse { files }.encode())
 }
 
@@ -476,8 +495,14 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
         metric(
             "spore_tracker_cluster_view_answers_total",
             "counter",
-            "Re-announces answered from this node's view of the swarm (their writes queued).",
+            "Announces answered from this node's view of the swarm (their writes queued).",
             &[("", load(&cluster.view_answers))],
+        );
+        metric(
+            "spore_tracker_cluster_view_scrapes_total",
+            "counter",
+            "Scraped info-hashes answered from this node's view of the swarm.",
+            &[("", load(&cluster.view_scrapes))],
         );
         metric(
             "spore_tracker_cluster_queued",

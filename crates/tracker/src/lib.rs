@@ -485,6 +485,7 @@ async fn flush_writes(state: Arc<State>) {
         }
         cluster.flush().await;
         cluster.views.prune(std::time::Instant::now());
+        cluster.reconnect().await;
     }
 }
 

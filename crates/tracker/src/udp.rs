@@ -78,16 +78,26 @@ pub fn spawn(
 /// Where an announce reply's leecher and seeder counts go (after action, transaction ID, interval).
 const COUNTS_AT: usize = 12;
 
+/// What a reply waits for from the cluster.
+enum Pending {
+    Announce(Job),
+    /// A scrape's stats, those no view answered still `None`.
+    Scrape {
+        transaction_id: u32,
+        hashes: Vec<tracker_proto::InfoHash>,
+        stats: Vec<Option<ScrapeStats>>,
+    },
+}
+
 /// Handles one datagram; writes the reply into `out` and returns whether to send it. With a cluster, an
-/// announce's reply is left at its header and the announce put in `pending`, to be sent to the cluster
-/// with the rest of the batch.
+/// announce or scrape the node's view cannot answer is put in `pending` (an announce's reply left at
+/// its header), to be sent to the cluster with the rest of the batch.
 fn handle(
     state: &State,
-    runtime: &tokio::runtime::Handle,
     packet: &[u8],
     src: SocketAddr,
     out: &mut Vec<u8>,
-    pending: &mut Option<Job>,
+    pending: &mut Option<Pending>,
 ) -> bool {
     let src = canonical(src);
     let counters = &state.counters;
@@ -175,7 +185,7 @@ fn handle(
                 };
                 match cluster.from_view(&job) {
                     Some(answer) => write_answer(state, out, &job, Ok(answer)),
-                    None => *pending = Some(job),
+                    None => *pending = Some(Pending::Announce(job)),
                 }
                 return true;
             }
@@ -208,19 +218,35 @@ fn handle(
                 return false;
             }
             Counters::add(&counters.udp_scrapes);
-            let stats = info_hashes
-                .iter()
-                .map(|h| match state.access.check(h, None) {
-                    Ok(()) => match &state.cluster {
-                        None => state.store.scrape(h),
-                        Some(cluster) => runtime
-                            .block_on(cluster.scrape(h))
-                            .unwrap_or_else(|_| state.store.scrape(h)),
-                    },
-                    // Private and unlisted torrents show nothing.
-                    Err(_) => ScrapeStats::default(),
-                })
-                .collect();
+            // Private and unlisted torrents show nothing.
+            let allowed = |h: &tracker_proto::InfoHash| state.access.check(h, None).is_ok();
+            let stats = match &state.cluster {
+                None => info_hashes
+                    .iter()
+                    .map(|h| match allowed(h) {
+                        true => state.store.scrape(h),
+                        false => ScrapeStats::default(),
+                    })
+                    .collect(),
+                Some(cluster) => {
+                    let stats: Vec<Option<ScrapeStats>> = info_hashes
+                        .iter()
+                        .map(|h| match allowed(h) {
+                            true => cluster.scrape_from_view(h),
+                            false => Some(ScrapeStats::default()),
+                        })
+                        .collect();
+                    if stats.iter().any(Option::is_none) {
+                        *pending = Some(Pending::Scrape {
+                            transaction_id,
+                            hashes: info_hashes,
+                            stats,
+                        });
+                        return true;
+                    }
+                    stats.into_iter().flatten().collect()
+                }
+            };
             Response::Scrape {
                 transaction_id,
                 stats,
@@ -245,21 +271,79 @@ fn write_counts(out: &mut [u8], leechers: u32, seeders: u32) {
 /// announces go to the cluster together.
 const CLUSTER_GROUP: usize = 4;
 
-/// Sends a group's announces to the cluster at once and completes their replies; `at` is each job's
-/// (batch, reply).
-fn finish_cluster_announces(
+/// Sends a group's announces and scrapes to the cluster at once and completes their replies; `at` is
+/// each one's (batch, reply).
+fn finish_cluster_requests(
     state: &State,
     runtime: &tokio::runtime::Handle,
     batches: &mut [Batch],
-    jobs: &[Job],
-    at: &[(usize, usize)],
+    pending: &mut [(Pending, (usize, usize))],
 ) {
     let Some(cluster) = &state.cluster else {
         return;
     };
-    let answers = runtime.block_on(cluster.announce_all(jobs));
-    for ((job, &(batch, reply)), answer) in jobs.iter().zip(at).zip(answers) {
-        write_answer(state, &mut batches[batch].replies[reply], job, answer);
+    let mut jobs = Vec::new();
+    let mut scraped = Vec::new();
+    for (p, _) in pending.iter() {
+        match p {
+            Pending::Announce(job) => jobs.push(*job),
+            Pending::Scrape { hashes, stats, .. } => scraped.extend(
+                hashes
+                    .iter()
+                    .zip(stats)
+                    .filter(|(_, s)| s.is_none())
+                    .map(|(h, _)| *h),
+            ),
+        }
+    }
+    let (answers, scrapes) = runtime.block_on(async {
+        let scrapes = async {
+            if scraped.is_empty() {
+                Vec::new()
+            } else {
+                cluster.scrape_all(&scraped).await
+            }
+        };
+        let answers = async {
+            if jobs.is_empty() {
+                Vec::new()
+            } else {
+                cluster.announce_all(&jobs).await
+            }
+        };
+        tokio::join!(answers, scrapes)
+    });
+    let mut answers = answers.into_iter();
+    let mut scrapes = scrapes.into_iter();
+    for (p, (batch, reply)) in pending.iter_mut() {
+        let out = &mut batches[*batch].replies[*reply];
+        match p {
+            Pending::Announce(job) => {
+                let answer = answers.next().unwrap_or(Err(cluster::ClusterError::Reply));
+                write_answer(state, out, job, answer);
+            }
+            Pending::Scrape {
+                transaction_id,
+                hashes,
+                stats,
+            } => {
+                let stats = hashes
+                    .iter()
+                    .zip(stats.iter())
+                    .map(|(h, s)| {
+                        s.or_else(|| scrapes.next().and_then(Result::ok))
+                            // The cluster failed: this node's own table.
+                            .unwrap_or_else(|| state.store.scrape(h))
+                    })
+                    .collect();
+                out.clear();
+                Response::Scrape {
+                    transaction_id: *transaction_id,
+                    stats,
+                }
+                .write(out);
+            }
+        }
     }
 }
 
@@ -310,7 +394,7 @@ fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool, runtime: &tokio::
             let (packet, out) = batch.request_and_reply(i, replies);
             out.clear();
             let mut pending = None;
-            if handle(state, runtime, &packet[..len], src, out, &mut pending) {
+            if handle(state, &packet[..len], src, out, &mut pending) {
                 batch.set_destination(replies, src);
                 replies += 1;
             }
@@ -329,8 +413,7 @@ fn cluster_worker(
 ) {
     let mut batches: Vec<Batch> = (0..CLUSTER_GROUP).map(|_| Batch::new(v6)).collect();
     let fd = socket.as_raw_fd();
-    let mut jobs = Vec::with_capacity(BATCH * CLUSTER_GROUP);
-    let mut at = Vec::with_capacity(BATCH * CLUSTER_GROUP);
+    let mut pending = Vec::with_capacity(BATCH * CLUSTER_GROUP);
     let mut replies = [0usize; CLUSTER_GROUP];
     while !stop.load(Ordering::Relaxed) {
         let mut used = 0;
@@ -351,21 +434,19 @@ fn cluster_worker(
                 let len = batch.received_len(i);
                 let (packet, out) = batch.request_and_reply(i, replies[k]);
                 out.clear();
-                let mut pending = None;
-                if handle(state, runtime, &packet[..len], src, out, &mut pending) {
+                let mut waits = None;
+                if handle(state, &packet[..len], src, out, &mut waits) {
                     batch.set_destination(replies[k], src);
-                    if let Some(job) = pending {
-                        jobs.push(job);
-                        at.push((k, replies[k]));
+                    if let Some(p) = waits {
+                        pending.push((p, (k, replies[k])));
                     }
                     replies[k] += 1;
                 }
             }
         }
-        if !jobs.is_empty() {
-            finish_cluster_announces(state, runtime, &mut batches, &jobs, &at);
-            jobs.clear();
-            at.clear();
+        if !pending.is_empty() {
+            finish_cluster_requests(state, runtime, &mut batches, &mut pending);
+            pending.clear();
         }
         for (batch, &count) in batches.iter_mut().zip(&replies).take(used) {
             batch.send(fd, count);

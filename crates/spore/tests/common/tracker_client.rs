@@ -111,6 +111,14 @@ impl Udp {
         })
     }
 
+    pub fn scrape(&self, hashes: &[[u8; 20]]) -> Option<Response> {
+        self.exchange(Request::Scrape {
+            connection_id: self.id,
+            transaction_id: 4,
+            info_hashes: hashes.iter().map(|h| tracker_proto::InfoHash(*h)).collect(),
+        })
+    }
+
     /// Announces each hash (pipelined in batches, every reply awaited) and returns how many replies
     /// came back.
     pub fn announce_many(&self, hashes: impl Iterator<Item = [u8; 20]>) -> usize {
