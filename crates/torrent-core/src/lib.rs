@@ -17,6 +17,7 @@ mod config;
 mod peer;
 pub mod picker;
 pub mod rng;
+mod suggest;
 mod torrent;
 
 use std::collections::{HashMap, HashSet};
@@ -25,8 +26,8 @@ use std::hash::{BuildHasherDefault, DefaultHasher};
 pub use bitfield::Bitfield;
 pub use config::{
     CoreConfig, ExtensionInfo, Limits, KEEPALIVE, MAX_KNOWN, MAX_PEER_QUEUED_BYTES,
-    MAX_PEER_REQUESTS, MAX_QUEUE, MAX_REFUSED_REQUESTS, MIN_QUEUE, MIN_REFUSED_REQUESTS,
-    PEX_MIN_GAP, SNUB_TIMEOUT, UT_PEX_ID,
+    MAX_PEER_REQUESTS, MAX_QUEUE, MAX_REFUSED_REQUESTS, MAX_SUGGESTED, MIN_QUEUE,
+    MIN_REFUSED_REQUESTS, PEX_MIN_GAP, SNUB_TIMEOUT, UT_PEX_ID,
 };
 pub use picker::{Picker, Received, BLOCK};
 pub use rng::Rng;

@@ -62,6 +62,11 @@ pub(crate) struct Peer {
     pub pex_in: Option<Instant>,
     pub last_received: Instant,
     pub last_sent: Instant,
+    /// Pieces it suggested (BEP 6) that we would still start, oldest first, at most `MAX_SUGGESTED`.
+    pub suggested: Vec<u32>,
+    /// Pieces we suggested to it while seeding that it has not yet asked for, at most
+    /// `CoreConfig::suggest`.
+    pub offered: Vec<u32>,
 }
 
 impl Peer {
@@ -108,6 +113,8 @@ impl Peer {
             pex_in: None,
             last_received: now,
             last_sent: now,
+            suggested: Vec::new(),
+            offered: Vec::new(),
         }
     }
 
