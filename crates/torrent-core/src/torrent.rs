@@ -64,6 +64,10 @@ pub enum DisconnectReason {
     /// The torrent stops.
     #[error("torrent stopped")]
     Stopped,
+    /// The table was full with addresses waiting, and it had exchanged the least with us lately: its
+    /// place goes to a new connection (peer turnover).
+    #[error("turned over for a new peer")]
+    Turnover,
 }
 
 /// What happened on one connection.
@@ -1552,6 +1556,9 @@ impl TorrentCore {
             p.down_mark = p.downloaded;
             p.up_mark = p.uploaded;
         }
+        if now.saturating_duration_since(self.last_optimistic) >= self.config.optimistic_interval {
+            self.turnover();
+        }
         // Peers with less misuse on record first, then by rate.
         let mut candidates: Vec<(u64, u32, f64)> = self
             .peers
@@ -1600,6 +1607,33 @@ impl TorrentCore {
             if let Some(p) = self.peers.get_mut(&k) {
                 p.optimistic = Some(k) == optimistic;
             }
+        }
+    }
+
+    /// Peer turnover, at each optimistic rotation: with the table full and addresses waiting, the
+    /// peers that exchanged least with us over the last round, then over the connection (and neither hold one of our slots nor
+    /// have our requests) make room for new connections, `max_peers / 25` at a time (4 %, as
+    /// libtorrent's `peer_turnover`). Without it, the first peers of a swarm fill each other's tables
+    /// and everyone who comes later is turned away from them, and from the seed, until they finish.
+    fn turnover(&mut self) {
+        let max = self.config.max_peers;
+        if self.peers.len() < max || self.known.is_empty() {
+            return;
+        }
+        let (now, min_age) = (self.now, self.config.optimistic_interval);
+        let mut idle: Vec<(f64, u64, u64)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.conn.am_choking
+                    && p.outstanding.is_empty()
+                    && now.saturating_duration_since(p.since) >= min_age
+            })
+            .map(|(k, p)| (p.rate_down + p.rate_up, p.downloaded + p.uploaded, *k))
+            .collect();
+        idle.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for (_, _, k) in idle.into_iter().take((max / 25).max(1)) {
+            self.remove_peer(k, Some(DisconnectReason::Turnover));
         }
     }
 

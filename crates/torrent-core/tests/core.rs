@@ -992,3 +992,38 @@ fn no_duplicate_requests_while_a_wanted_piece_is_unstarted() {
     h.advance(Duration::from_secs(1));
     assert_eq!(requests(&h.drain(), b), to_a);
 }
+
+#[test]
+fn a_full_table_turns_over_the_peer_that_exchanged_least_when_others_wait() {
+    let mut h = H::new(8, false, |c| c.max_peers = 3);
+    let keys: Vec<PeerKey> = (1..=3).map(|i| h.add([10, 12, 0, i], 6881)).collect();
+    for &k in &keys {
+        h.msg(k, Message::HaveAll);
+    }
+    h.drain();
+    // The first two send us blocks; the third sends nothing.
+    for &k in &keys[..2] {
+        h.msg(k, Message::Unchoke);
+    }
+    let actions = h.drain();
+    for &k in &keys[..2] {
+        for r in requests(&actions, k).into_iter().take(2) {
+            h.msg(k, piece_msg(r, 1));
+        }
+    }
+    h.drain();
+    // Nobody waiting: nobody is dropped.
+    h.advance(Duration::from_secs(30));
+    assert!(disconnected(&h.drain()).is_empty());
+    h.core.add_addresses([addr([10, 12, 0, 9], 6881)], h.now);
+    h.drain();
+    h.advance(Duration::from_secs(30));
+    let actions = h.drain();
+    assert_eq!(
+        disconnected(&actions),
+        vec![(keys[2], DisconnectReason::Turnover)]
+    );
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Connect { addr: a } if *a == addr([10, 12, 0, 9], 6881))));
+}
