@@ -3,8 +3,8 @@
 //! the time it happened, and takes out what to do ([`TorrentCore::poll_action`]) and when to call back
 //! ([`TorrentCore::poll_timeout`]). It owns the picker, the peer table and each peer's
 //! `wire::Connection` (the one copy of choke and interest state), the choker, strikes and bans,
-//! endgame cancels, request-queue sizing, snub detection, PEX and announce timing, and upload queue
-//! budgets.
+//! endgame cancels, request-queue sizing, snub detection, peer turnover, a seed's piece suggestions
+//! (`suggest.rs`), PEX and announce timing, and upload queue budgets.
 //!
 //! Nothing here reads a clock, opens a socket or a file, starts a thread or asks the OS for randomness
 //! (`tests/purity.rs` checks the sources): the same inputs and seed give the same actions, which is what
