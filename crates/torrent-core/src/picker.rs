@@ -266,9 +266,18 @@ impl Picker {
             }
             self.take_open(p, max - (out.len() - start_len), out);
         }
-        // 1. Pieces the peer suggested, of the highest priority: a peer suggests what it would rather
-        // send (a seed, pieces it has not given out yet), so they go even before open blocks of started
-        // pieces, which others can send as well (not when streaming: order comes first there).
+        // 1. Open blocks of pieces already started, highest priority first.
+        let mut started: Vec<u32> = self.open.iter().copied().filter(|&p| peer.get(p)).collect();
+        started.sort_by_key(|&p| std::cmp::Reverse(self.priority[p as usize]));
+        for p in started {
+            self.take_open(p, max - (out.len() - start_len), out);
+            if out.len() - start_len >= max {
+                return;
+            }
+        }
+        // 2. Pieces the peer suggested, of the highest priority: what it would rather send (a seed,
+        // pieces it has not given out yet). After the started pieces, so pieces are finished before
+        // new ones start (each started piece holds a buffer); not when streaming: order comes first.
         if !self.sequential {
             for &p in suggested {
                 if out.len() - start_len >= max {
@@ -278,15 +287,6 @@ impl Picker {
                     self.start_piece(p);
                     self.take_open(p, max - (out.len() - start_len), out);
                 }
-            }
-        }
-        // 2. Open blocks of pieces already started, highest priority first.
-        let mut started: Vec<u32> = self.open.iter().copied().filter(|&p| peer.get(p)).collect();
-        started.sort_by_key(|&p| std::cmp::Reverse(self.priority[p as usize]));
-        for p in started {
-            self.take_open(p, max - (out.len() - start_len), out);
-            if out.len() - start_len >= max {
-                return;
             }
         }
         // 3. New pieces.
