@@ -1611,9 +1611,9 @@ impl TorrentCore {
     }
 
     /// Peer turnover, at each optimistic rotation: with the table full and addresses waiting, the
-    /// peers that exchanged least with us over the last round, then over the connection (and neither hold one of our slots nor
-    /// have our requests) make room for new connections, `max_peers / 25` at a time (4 %, as
-    /// libtorrent's `peer_turnover`). Without it, the first peers of a swarm fill each other's tables
+    /// peers that exchanged least with us over the last round, then over the connection, make room for
+    /// new connections, `max_peers / 25` at a time (4 %, as libtorrent's `peer_turnover`); never one
+    /// that holds one of our slots, has our requests, or is a seed while we download. Without it, the first peers of a swarm fill each other's tables
     /// and everyone who comes later is turned away from them, and from the seed, until they finish.
     fn turnover(&mut self) {
         let max = self.config.max_peers;
@@ -1621,12 +1621,14 @@ impl TorrentCore {
             return;
         }
         let (now, min_age) = (self.now, self.config.optimistic_interval);
+        let downloading = !self.completed;
         let mut idle: Vec<(f64, u64, u64)> = self
             .peers
             .iter()
             .filter(|(_, p)| {
                 p.conn.am_choking
                     && p.outstanding.is_empty()
+                    && !(downloading && p.bitfield.is_complete())
                     && now.saturating_duration_since(p.since) >= min_age
             })
             .map(|(k, p)| (p.rate_down + p.rate_up, p.downloaded + p.uploaded, *k))

@@ -995,10 +995,14 @@ fn no_duplicate_requests_while_a_wanted_piece_is_unstarted() {
 
 #[test]
 fn a_full_table_turns_over_the_peer_that_exchanged_least_when_others_wait() {
-    let mut h = H::new(8, false, |c| c.max_peers = 3);
+    let mut h = H::new(8, false, |c| {
+        c.max_peers = 3;
+        c.limits.initial_queue = 4;
+    });
     let keys: Vec<PeerKey> = (1..=3).map(|i| h.add([10, 12, 0, i], 6881)).collect();
+    // Pieces 0 to 6 each (a seed is never turned over while we download).
     for &k in &keys {
-        h.msg(k, Message::HaveAll);
+        h.msg(k, Message::Bitfield(vec![0xFEu8].into()));
     }
     h.drain();
     // The first two send us blocks; the third sends nothing.
