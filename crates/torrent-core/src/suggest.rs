@@ -25,7 +25,7 @@ pub(crate) struct Suggester {
 impl Suggester {
     pub(crate) fn new(piece_sizes: &[u32], seed: u64) -> Suggester {
         let n = piece_sizes.len();
-        let mut rng = Rng::new(seed ^ 0x7375_6767_6573_74);
+        let mut rng = Rng::new(seed ^ 0x0073_7567_6765_7374);
         let mut order: Vec<u32> = (0..n as u32).collect();
         for i in (1..n).rev() {
             order.swap(i, rng.below(i + 1));
