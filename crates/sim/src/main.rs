@@ -189,6 +189,8 @@ fn flash(scale: &Scale, out: &Path) -> Result<()> {
         "ratio",
         "seed_upload_F",
         "mean_download_s",
+        "duplicates_pct",
+        "copy_out_s",
         "events",
         "wall_s",
     ]);
@@ -200,6 +202,8 @@ fn flash(scale: &Scale, out: &Path) -> Result<()> {
         f2(f.ratio()),
         f2(f.seed_upload),
         f1(f.mean_download),
+        f1(100.0 * f.duplicates),
+        f1(f.copy_out),
         r.outcome.events.to_string(),
         f1(r.wall.as_secs_f64()),
     ]);

@@ -172,6 +172,11 @@ pub struct CrowdFigures {
     /// The original seed's upload in files.
     pub seed_upload: f64,
     pub mean_download: f64,
+    /// Payload the leechers received beyond one copy each (endgame duplicates, blocks that crossed a
+    /// cancel), as a fraction of what they needed.
+    pub duplicates: f64,
+    /// Seconds from the first arrival until the leechers held every piece between them.
+    pub copy_out: f64,
     pub done: usize,
     pub leechers: usize,
 }
@@ -214,7 +219,15 @@ pub fn crowd_figures(run: &Run) -> CrowdFigures {
         .max()
         .map_or(0.0, secs);
     let times: Vec<f64> = leechers.iter().filter_map(|p| p.download_time()).collect();
+    let received: f64 = leechers.iter().map(|p| p.downloaded as f64).sum();
+    let needed = file * leechers.len() as f64;
     CrowdFigures {
+        copy_out: run.outcome.copy_out.map_or(f64::NAN, secs) - first,
+        duplicates: if needed > 0.0 {
+            received / needed - 1.0
+        } else {
+            0.0
+        },
         all_done: last - first,
         bound: fluid_lower_bound(file, seed_up, min_down, &uploads),
         seed_upload: run.outcome.peers.first().map_or(0, |p| p.uploaded) as f64 / file,

@@ -155,8 +155,12 @@ pub struct Outcome {
     pub events: u64,
     /// Payload bytes that left an uplink but found their connection closed on arrival.
     pub dropped: u64,
+    /// Payload bytes that left an uplink and were still on the way when the run ended.
+    pub in_flight: u64,
     /// When a peer with `Departure::WhenCopyOut` left.
     pub copy_out_departure: Option<Duration>,
+    /// When the leechers first held every piece between them (one full copy out of the seeds).
+    pub copy_out: Option<Duration>,
     /// Everyone who arrived without the file completed it.
     pub all_done: bool,
 }
@@ -233,6 +237,7 @@ pub struct Sim {
     events: u64,
     dropped: u64,
     copy_out_departure: Option<Duration>,
+    copy_out: Option<Duration>,
 }
 
 impl Sim {
@@ -307,6 +312,7 @@ impl Sim {
             events: 0,
             dropped: 0,
             copy_out_departure: None,
+            copy_out: None,
             cfg,
         };
         for (id, at) in arrivals {
@@ -361,7 +367,16 @@ impl Sim {
             end: Duration::from_nanos(self.now),
             events: self.events,
             dropped: self.dropped,
+            in_flight: self
+                .heap
+                .iter()
+                .map(|e| match e.ev {
+                    Ev::Data { block, .. } => u64::from(block.length),
+                    _ => 0,
+                })
+                .sum(),
             copy_out_departure: self.copy_out_departure,
+            copy_out: self.copy_out,
             all_done,
             peers: self.nodes.into_iter().map(|n| n.stats).collect(),
         }
@@ -837,6 +852,7 @@ impl Sim {
         if self.covered < self.cfg.pieces {
             return;
         }
+        self.copy_out.get_or_insert(Duration::from_nanos(self.now));
         for id in 0..self.nodes.len() as NodeId {
             let node = &self.nodes[id as usize];
             if node.core.is_some() && node_departs_on_copy(node) {

@@ -35,6 +35,8 @@ pub const PEX_MIN_GAP: Duration = Duration::from_secs(45);
 /// Addresses waiting to be dialled, at most: trackers, PEX, LSD and the DHT can offer far more than a
 /// torrent will ever connect to, and what PEX and the DHT offer is chosen by strangers.
 pub const MAX_KNOWN: usize = 2000;
+/// Suggestions (BEP 6 Suggest Piece) kept per peer, the oldest dropped first: a peer may send any number.
+pub const MAX_SUGGESTED: usize = 32;
 /// The id we ask peers to use for `ut_pex` messages to us.
 pub const UT_PEX_ID: u8 = 2;
 /// The id we ask peers to use for `ut_holepunch` messages to us (BEP 55).
@@ -165,6 +167,10 @@ pub struct CoreConfig {
     pub seed: u64,
     /// Pick pieces in order (streaming) instead of rarest first.
     pub sequential: bool,
+    /// While seeding, how many pieces we keep suggested (BEP 6 Suggest Piece) to each unchoked peer
+    /// that has the fast extension: pieces we have given out least, so our upload goes to first copies
+    /// (0: none). Spore and libtorrent request suggested pieces first.
+    pub suggest: usize,
     /// Accept requests for a piece's bytes as if every piece had the size of the largest (zeros past
     /// the end): libtorrent asks for a v2 file's tail piece that way.
     pub full_tail_requests: bool,
@@ -197,6 +203,7 @@ impl CoreConfig {
             max_peers: 50,
             seed,
             sequential: false,
+            suggest: 8,
             full_tail_requests: false,
             peers: Vec::new(),
             listen: None,

@@ -3,8 +3,8 @@
 //! the time it happened, and takes out what to do ([`TorrentCore::poll_action`]) and when to call back
 //! ([`TorrentCore::poll_timeout`]). It owns the picker, the peer table and each peer's
 //! `wire::Connection` (the one copy of choke and interest state), the choker, strikes and bans,
-//! endgame cancels, request-queue sizing, snub detection, PEX and announce timing, and upload queue
-//! budgets.
+//! endgame cancels, request-queue sizing, snub detection, peer turnover, a seed's piece suggestions
+//! (`suggest.rs`), PEX and announce timing, and upload queue budgets.
 //!
 //! Nothing here reads a clock, opens a socket or a file, starts a thread or asks the OS for randomness
 //! (`tests/purity.rs` checks the sources): the same inputs and seed give the same actions, which is what
@@ -19,6 +19,7 @@ pub mod metadata;
 mod peer;
 pub mod picker;
 pub mod rng;
+mod suggest;
 mod torrent;
 
 use std::collections::{HashMap, HashSet};
@@ -27,8 +28,8 @@ use std::hash::{BuildHasherDefault, DefaultHasher};
 pub use bitfield::Bitfield;
 pub use config::{
     CoreConfig, ExtensionInfo, Limits, KEEPALIVE, MAX_KNOWN, MAX_PEER_QUEUED_BYTES,
-    MAX_PEER_REQUESTS, MAX_QUEUE, MAX_REFUSED_REQUESTS, MIN_QUEUE, MIN_REFUSED_REQUESTS,
-    PEX_MIN_GAP, SNUB_TIMEOUT, UT_HOLEPUNCH_ID, UT_PEX_ID,
+    MAX_PEER_REQUESTS, MAX_QUEUE, MAX_REFUSED_REQUESTS, MAX_SUGGESTED, MIN_QUEUE,
+    MIN_REFUSED_REQUESTS, PEX_MIN_GAP, SNUB_TIMEOUT, UT_HOLEPUNCH_ID, UT_PEX_ID,
 };
 pub use holepunch::{MAX_RENDEZVOUS, RENDEZVOUS_WINDOW};
 pub use metadata::{MetaAction, MetaDisconnect, MetadataConfig, MetadataCore};

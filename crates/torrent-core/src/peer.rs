@@ -65,6 +65,13 @@ pub(crate) struct Peer {
     pub pex_in: Option<Instant>,
     pub last_received: Instant,
     pub last_sent: Instant,
+    /// When it connected.
+    pub since: Instant,
+    /// Pieces it suggested (BEP 6) that we would still start, oldest first, at most `MAX_SUGGESTED`.
+    pub suggested: Vec<u32>,
+    /// Pieces we suggested to it while seeding that it has not yet asked for, at most
+    /// `CoreConfig::suggest`.
+    pub offered: Vec<u32>,
 }
 
 impl Peer {
@@ -113,6 +120,9 @@ impl Peer {
             pex_in: None,
             last_received: now,
             last_sent: now,
+            since: now,
+            suggested: Vec::new(),
+            offered: Vec::new(),
         }
     }
 

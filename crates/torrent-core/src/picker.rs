@@ -1,10 +1,12 @@
-//! Which blocks to ask which peer for: finish started pieces first, then the rarest wanted piece (random
-//! tie-break) or the next one in order when streaming; higher file priority first; endgame duplicates the
-//! last outstanding blocks so one slow peer cannot hold up the end. Time-critical pieces (a stream's read
+//! Which blocks to ask which peer for: finish started pieces first, then pieces the peer suggested (BEP 6
+//! Suggest: a seed points each peer at pieces it has not given out yet), then the rarest wanted piece
+//! (random tie-break) or the next one in order when streaming; higher file priority first; once every
+//! wanted piece is started, endgame duplicates the last outstanding blocks so one slow peer cannot hold up
+//! the end. Time-critical pieces (a stream's read
 //! position and the window after it, as libtorrent's `set_piece_deadline`) go before all of that, most
 //! urgent first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use wire::BlockRef;
 
@@ -37,6 +39,21 @@ enum BlockState {
 struct Partial {
     blocks: Vec<BlockState>,
     received: u32,
+    /// Blocks in state `Open`.
+    open: u32,
+}
+
+impl Partial {
+    /// Sets block `b`'s state, keeping the count of open blocks.
+    fn set(&mut self, b: usize, state: BlockState) {
+        if self.blocks[b] == BlockState::Open {
+            self.open -= 1;
+        }
+        if state == BlockState::Open {
+            self.open += 1;
+        }
+        self.blocks[b] = state;
+    }
 }
 
 /// The download state of every piece: had, started (block by block), or not yet, with availability.
@@ -47,6 +64,13 @@ pub struct Picker {
     priority: Vec<u8>,
     availability: Vec<u32>,
     partial: HashMap<u32, Partial>,
+    /// Started pieces with an open block: what step 1 of [`Picker::pick`] looks at, instead of every
+    /// started piece (most have every block requested).
+    open: BTreeSet<u32>,
+    /// Wanted pieces neither had nor started: endgame waits until there are none.
+    unstarted: u32,
+    /// The highest priority of any piece.
+    top: u8,
     sequential: bool,
     /// Where the scan for the rarest piece starts: seeded per picker (from the OS in the engine), so
     /// peers that start together do not all chase the same pieces (a fixed seed made every Spore peer
@@ -80,12 +104,19 @@ impl Picker {
         let n = piece_sizes.len();
         let mut priority = priority;
         priority.resize(n, 0);
+        let unstarted = (0..n as u32)
+            .filter(|&i| priority[i as usize] > 0 && !have.get(i))
+            .count() as u32;
+        let top = priority.iter().copied().max().unwrap_or(0);
         Picker {
             piece_sizes,
             have,
             priority,
             availability: vec![0; n],
             partial: HashMap::default(),
+            open: BTreeSet::new(),
+            unstarted,
+            top,
             sequential: false,
             rng: crate::rng::Rng::new(seed),
             block: block.max(1),
@@ -135,8 +166,25 @@ impl Picker {
 
     /// Sets a piece's priority (0: not wanted).
     pub fn set_priority(&mut self, piece: u32, priority: u8) {
+        let before = self.is_unstarted(piece);
         if let Some(p) = self.priority.get_mut(piece as usize) {
             *p = priority;
+            self.top = self.priority.iter().copied().max().unwrap_or(0);
+        }
+        self.recount(piece, before);
+    }
+
+    /// Wanted, not had, not started.
+    fn is_unstarted(&self, piece: u32) -> bool {
+        self.priority_of(piece) > 0 && !self.have.get(piece) && !self.partial.contains_key(&piece)
+    }
+
+    /// Keeps `unstarted` right after a change to `piece`, which counted as unstarted before if `before`.
+    fn recount(&mut self, piece: u32, before: bool) {
+        match (before, self.is_unstarted(piece)) {
+            (true, false) => self.unstarted -= 1,
+            (false, true) => self.unstarted += 1,
+            _ => {}
         }
     }
 
@@ -194,8 +242,15 @@ impl Picker {
         }
     }
 
-    /// Appends up to `max` block requests for a peer that has `peer`.
-    pub fn pick(&mut self, peer: &Bitfield, max: usize, out: &mut Vec<BlockRef>) {
+    /// Appends up to `max` block requests for a peer that has `peer` and suggested the pieces of
+    /// `suggested` (BEP 6), in the order it suggested them.
+    pub fn pick(
+        &mut self,
+        peer: &Bitfield,
+        suggested: &[u32],
+        max: usize,
+        out: &mut Vec<BlockRef>,
+    ) {
         let start_len = out.len();
         // 0. Time-critical pieces, most urgent first: open blocks of started ones, or start them.
         for k in 0..self.critical.len() {
@@ -211,21 +266,30 @@ impl Picker {
             }
             self.take_open(p, max - (out.len() - start_len), out);
         }
-        // 1. Blocks of pieces already started, highest priority first.
-        let mut started: Vec<u32> = self
-            .partial
-            .keys()
-            .copied()
-            .filter(|&p| peer.get(p))
-            .collect();
-        started.sort_unstable_by_key(|&p| (std::cmp::Reverse(self.priority[p as usize]), p));
+        // 1. Open blocks of pieces already started, highest priority first.
+        let mut started: Vec<u32> = self.open.iter().copied().filter(|&p| peer.get(p)).collect();
+        started.sort_by_key(|&p| std::cmp::Reverse(self.priority[p as usize]));
         for p in started {
             self.take_open(p, max - (out.len() - start_len), out);
             if out.len() - start_len >= max {
                 return;
             }
         }
-        // 2. New pieces.
+        // 2. Pieces the peer suggested, of the highest priority: what it would rather send (a seed,
+        // pieces it has not given out yet). After the started pieces, so pieces are finished before
+        // new ones start (each started piece holds a buffer); not when streaming: order comes first.
+        if !self.sequential {
+            for &p in suggested {
+                if out.len() - start_len >= max {
+                    return;
+                }
+                if self.priority_of(p) == self.top && self.is_unstarted(p) && peer.get(p) {
+                    self.start_piece(p);
+                    self.take_open(p, max - (out.len() - start_len), out);
+                }
+            }
+        }
+        // 3. New pieces.
         while out.len() - start_len < max {
             let Some(p) = self.choose_new(peer) else {
                 break;
@@ -233,10 +297,12 @@ impl Picker {
             self.start_piece(p);
             self.take_open(p, max - (out.len() - start_len), out);
         }
-        if out.len() > start_len {
+        if out.len() > start_len || self.unstarted > 0 {
             return;
         }
-        // 3. Endgame: nothing left to start, so double up on blocks still in flight.
+        // 4. Endgame: no wanted piece is left to start, so double up on blocks still in flight. (Before
+        // that, a peer with nothing new to give gets no requests: a copy of a block another peer is
+        // sending would take upload from the swarm for nothing.)
         let mut in_flight: Vec<(u32, u32)> = Vec::new();
         for (&p, partial) in &self.partial {
             if !peer.get(p) {
@@ -251,8 +317,8 @@ impl Picker {
         in_flight.sort_unstable();
         for (p, b) in in_flight.into_iter().take(max) {
             if let Some(partial) = self.partial.get_mut(&p) {
-                if let BlockState::Requested(n) = &mut partial.blocks[b as usize] {
-                    *n += 1;
+                if let BlockState::Requested(n) = partial.blocks[b as usize] {
+                    partial.set(b as usize, BlockState::Requested(n + 1));
                 }
             }
             out.push(self.block_ref(p, b));
@@ -261,29 +327,48 @@ impl Picker {
 
     /// Makes `p` a started piece with every block open.
     fn start_piece(&mut self, p: u32) {
+        let before = self.is_unstarted(p);
         let n = self.piece_sizes[p as usize].div_ceil(self.block);
         self.partial.insert(
             p,
             Partial {
                 blocks: vec![BlockState::Open; n as usize],
                 received: 0,
+                open: n,
             },
         );
+        if n > 0 {
+            self.open.insert(p);
+        }
+        self.recount(p, before);
+    }
+
+    /// Keeps `open` right after blocks of `piece` changed state.
+    fn note_open(&mut self, piece: u32) {
+        if self.partial.get(&piece).is_some_and(|p| p.open > 0) {
+            self.open.insert(piece);
+        } else {
+            self.open.remove(&piece);
+        }
     }
 
     fn take_open(&mut self, piece: u32, max: usize, out: &mut Vec<BlockRef>) {
         let mut picked = Vec::new();
         if let Some(partial) = self.partial.get_mut(&piece) {
-            for (b, state) in partial.blocks.iter_mut().enumerate() {
-                if picked.len() >= max {
+            for b in 0..partial.blocks.len() {
+                if picked.len() >= max || partial.open == 0 {
                     break;
                 }
-                if *state == BlockState::Open {
-                    *state = BlockState::Requested(1);
+                if partial.blocks[b] == BlockState::Open {
+                    partial.set(b, BlockState::Requested(1));
                     picked.push(b as u32);
                 }
             }
         }
+        if picked.is_empty() {
+            return;
+        }
+        self.note_open(piece);
         for b in picked {
             out.push(self.block_ref(piece, b));
         }
@@ -300,7 +385,7 @@ impl Picker {
             self.rng.below(n as usize) as u32
         };
         let mut best: Option<(u8, u32, u32)> = None; // (priority, availability, piece)
-        let top = self.priority.iter().copied().max().unwrap_or(0);
+        let top = self.top;
         // From `offset` to the end, then from 0: pieces the peer has and we lack, in scan order.
         let candidates = peer
             .and_not(&self.have, offset, n)
@@ -356,10 +441,12 @@ impl Picker {
             BlockState::Requested(n) => n > 1,
             BlockState::Open => false,
         };
-        partial.blocks[b] = BlockState::Received;
+        partial.set(b, BlockState::Received);
         self.last_was_duplicated = duplicated;
         partial.received += 1;
-        if partial.received as usize == partial.blocks.len() {
+        let complete = partial.received as usize == partial.blocks.len();
+        self.note_open(block.index);
+        if complete {
             Received::PieceComplete
         } else {
             Received::Accepted
@@ -387,27 +474,42 @@ impl Picker {
 
     /// A request that will not be answered (choke, reject, peer gone): the block may be asked of others.
     pub fn abandoned(&mut self, block: &BlockRef) {
+        let b = (block.begin / self.block) as usize;
         if let Some(partial) = self.partial.get_mut(&block.index) {
-            if let Some(state) = partial.blocks.get_mut((block.begin / self.block) as usize) {
-                *state = match *state {
+            if let Some(&state) = partial.blocks.get(b) {
+                let state = match state {
                     BlockState::Requested(n) if n > 1 => BlockState::Requested(n - 1),
                     BlockState::Requested(_) => BlockState::Open,
                     other => other,
                 };
+                partial.set(b, state);
             }
+            self.note_open(block.index);
         }
     }
 
     /// The piece passed its hash and is stored.
     pub fn verified(&mut self, piece: u32) {
+        let before = self.is_unstarted(piece);
         self.partial.remove(&piece);
+        self.open.remove(&piece);
         self.have.set(piece);
         self.critical.retain(|&(_, p)| p != piece);
+        self.recount(piece, before);
     }
 
     /// The piece failed its hash: download it again from scratch.
     pub fn failed(&mut self, piece: u32) {
+        let before = self.is_unstarted(piece);
         self.partial.remove(&piece);
+        self.open.remove(&piece);
+        self.recount(piece, before);
+    }
+
+    /// Whether we would start `piece` now: wanted, not had, not started (a peer's suggestion of
+    /// anything else is stale).
+    pub fn would_start(&self, piece: u32) -> bool {
+        self.is_unstarted(piece)
     }
 }
 
@@ -436,7 +538,7 @@ mod tests {
                 let mut p = seeded(1000, seed);
                 p.peer_has_all(&all);
                 let mut out = Vec::new();
-                p.pick(&all, 1, &mut out);
+                p.pick(&all, &[], 1, &mut out);
                 out[0].index
             })
             .collect();
@@ -461,10 +563,10 @@ mod tests {
             b
         });
         let mut out = Vec::new();
-        p.pick(&all, 1, &mut out);
+        p.pick(&all, &[], 1, &mut out);
         assert_eq!(out[0].index, 1, "rarest piece first");
         out.clear();
-        p.pick(&all, 1, &mut out);
+        p.pick(&all, &[], 1, &mut out);
         assert_eq!(
             (out[0].index, out[0].begin),
             (1, BLOCK),
@@ -479,7 +581,7 @@ mod tests {
         p.set_priority(2, 7);
         let all = Bitfield::full(3);
         let mut out = Vec::new();
-        p.pick(&all, 10, &mut out);
+        p.pick(&all, &[], 10, &mut out);
         let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
         assert_eq!(pieces, vec![2, 2, 1, 1]);
         assert_eq!(p.received(&out[0]), Received::Accepted);
@@ -507,10 +609,10 @@ mod tests {
         let mut p = picker(1);
         let all = Bitfield::full(1);
         let mut first = Vec::new();
-        p.pick(&all, 10, &mut first);
+        p.pick(&all, &[], 10, &mut first);
         assert_eq!(first.len(), 2);
         let mut second = Vec::new();
-        p.pick(&all, 10, &mut second);
+        p.pick(&all, &[], 10, &mut second);
         assert_eq!(second, first, "endgame re-requests in-flight blocks");
         assert_eq!(p.received(&second[1]), Received::Accepted);
         assert!(
@@ -519,12 +621,12 @@ mod tests {
         );
         p.abandoned(&second[1]);
         let mut third = Vec::new();
-        p.pick(&all, 10, &mut third);
+        p.pick(&all, &[], 10, &mut third);
         assert!(third.is_empty(), "at most two requests per block");
         p.abandoned(&first[0]);
         p.abandoned(&first[0]);
         let mut again = Vec::new();
-        p.pick(&all, 10, &mut again);
+        p.pick(&all, &[], 10, &mut again);
         assert_eq!(again, vec![first[0]]);
     }
 
@@ -535,7 +637,7 @@ mod tests {
         let all = Bitfield::full(5);
         p.peer_has_all(&all);
         let mut out = Vec::new();
-        p.pick(&all, 6, &mut out);
+        p.pick(&all, &[], 6, &mut out);
         let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
         assert_eq!(pieces, vec![0, 0, 1, 1, 2, 2]);
     }
@@ -548,13 +650,13 @@ mod tests {
         // A started piece of high priority would otherwise come first.
         p.set_priority(3, 7);
         let mut out = Vec::new();
-        p.pick(&all, 1, &mut out);
+        p.pick(&all, &[], 1, &mut out);
         assert_eq!(out[0].index, 3);
         // Reader 1 reads at piece 50 (then 51, 52), reader 2 at piece 80 (then 81).
         p.set_deadlines(1, vec![50, 51, 52]);
         p.set_deadlines(2, vec![80, 81]);
         let mut out = Vec::new();
-        p.pick(&all, 8, &mut out);
+        p.pick(&all, &[], 8, &mut out);
         let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
         assert_eq!(
             pieces,
@@ -562,7 +664,7 @@ mod tests {
             "each reader's current piece, then the read-ahead, before the started piece 3"
         );
         let mut out = Vec::new();
-        p.pick(&all, 3, &mut out);
+        p.pick(&all, &[], 3, &mut out);
         let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
         assert_eq!(pieces, vec![52, 52, 3]);
         // A verified piece leaves the critical list; clearing a reader drops its pieces.
@@ -579,7 +681,7 @@ mod tests {
         p.set_deadlines(2, Vec::new());
         p.set_deadlines(1, vec![51, 60]);
         let mut out = Vec::new();
-        p.pick(&all, 2, &mut out);
+        p.pick(&all, &[], 2, &mut out);
         let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
         assert_eq!(pieces, vec![60, 60], "had pieces are skipped");
         assert!(p.has_deadlines());
@@ -593,7 +695,7 @@ mod tests {
         let all = Bitfield::full(2);
         p.set_sequential(true);
         let mut out = Vec::new();
-        p.pick(&all, 10, &mut out);
+        p.pick(&all, &[], 10, &mut out);
         assert_eq!(
             out.last().unwrap(),
             &BlockRef {

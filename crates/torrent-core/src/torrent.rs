@@ -9,11 +9,12 @@ use bytes::Bytes;
 use wire::{BlockRef, Connection, Event, ExtensionHandshake, Handshake, Message};
 
 use crate::bitfield::Bitfield;
-use crate::config::{CoreConfig, UT_HOLEPUNCH_ID, UT_PEX_ID};
+use crate::config::{CoreConfig, MAX_SUGGESTED, UT_HOLEPUNCH_ID, UT_PEX_ID};
 use crate::holepunch::{self, Answer};
 use crate::peer::{Accepted, Peer};
 use crate::picker::{Picker, Received};
 use crate::rng::Rng;
+use crate::suggest::Suggester;
 use crate::{AnnounceEvent, DetMap, DetSet};
 
 /// The core's handle for one connection; never reused within a core.
@@ -64,6 +65,10 @@ pub enum DisconnectReason {
     /// The torrent stops.
     #[error("torrent stopped")]
     Stopped,
+    /// The table was full with addresses waiting, and it had exchanged the least with us lately: its
+    /// place goes to a new connection (peer turnover).
+    #[error("turned over for a new peer")]
+    Turnover,
 }
 
 /// What happened on one connection.
@@ -296,6 +301,14 @@ pub struct TorrentCore {
     actions: VecDeque<Action>,
     /// Peers whose request queues may need topping up before the next action is handed out.
     to_fill: BTreeSet<u64>,
+    /// Peers that unchoke us and got fewer requests than their queue holds at their last top-up: they
+    /// are topped up again when a requested block opens up (a choke, a reject, a peer gone), so a
+    /// peer is re-picked only when something it could give us may have changed.
+    hungry: BTreeSet<u64>,
+    /// The earliest peer exchange due (kept, not recomputed over every peer at each `poll_timeout`).
+    pex_due: Option<Instant>,
+    /// What we suggest while seeding (made when first needed).
+    suggester: Option<Suggester>,
     /// Picks the optimistic unchoke and free slots, so every choked peer gets its turn.
     rng: Rng,
     now: Instant,
@@ -350,6 +363,9 @@ impl TorrentCore {
             contributors: DetMap::default(),
             actions: VecDeque::new(),
             to_fill: BTreeSet::new(),
+            hungry: BTreeSet::new(),
+            pex_due: None,
+            suggester: None,
             now,
             next_tick: now + config.limits.tick,
             last_tick: now,
@@ -494,7 +510,6 @@ impl TorrentCore {
                     Ok(event) => self.on_wire_event(key, event),
                     Err(e) => self.remove_peer(key, Some(e.into())),
                 }
-                self.to_fill.insert(key);
             }
             PeerEvent::WriteStalled(stalled) => self.set_stalled(key, stalled),
             PeerEvent::BlockSent(b) => {
@@ -526,6 +541,9 @@ impl TorrentCore {
         p.uploaded += len;
         p.last_upload = self.now;
         self.stats.uploaded += len;
+        if let Some(s) = self.suggester.as_mut() {
+            s.uploaded(block.index, len);
+        }
         true
     }
 
@@ -760,6 +778,7 @@ impl TorrentCore {
             for k in keys {
                 self.maybe_pex(k);
             }
+            self.refresh_pex_due();
         }
         if let (Some(at), false) = (self.announces.next, self.announces.in_flight) {
             if now >= at {
@@ -970,6 +989,13 @@ impl TorrentCore {
         self.picker.peer_gone(&p.bitfield);
         self.connected.remove(&p.addr);
         self.to_fill.remove(&key);
+        self.hungry.remove(&key);
+        if p.their_ut_pex.is_some() && p.next_pex.is_some() {
+            self.refresh_pex_due();
+        }
+        if !p.outstanding.is_empty() {
+            self.reopened();
+        }
         if let Some(reason) = reason {
             self.actions.push_back(Action::Disconnect {
                 peer: PeerKey(key),
@@ -989,7 +1015,16 @@ impl TorrentCore {
         };
         let pieces = p.bitfield.len();
         match event {
-            Event::KeepAlive | Event::DhtPort(_) | Event::Suggest(_) | Event::AllowedFast(_) => {}
+            Event::KeepAlive | Event::DhtPort(_) | Event::AllowedFast(_) => {}
+            Event::Suggest(i) => {
+                if self.picker.would_start(i) && !p.suggested.contains(&i) {
+                    if p.suggested.len() >= MAX_SUGGESTED {
+                        p.suggested.remove(0);
+                    }
+                    p.suggested.push(i);
+                    self.to_fill.insert(key);
+                }
+            }
             Event::Extended { id: 0, payload } => {
                 let Ok(theirs) = ExtensionHandshake::decode(&payload) else {
                     self.remove_peer(key, Some(DisconnectReason::BadExtension));
@@ -1004,6 +1039,10 @@ impl TorrentCore {
                     p.their_ut_holepunch = theirs.id_of("ut_holepunch");
                     // A first exchange soon after connecting, then at most once a minute (BEP 11).
                     p.next_pex = Some(now + self.config.limits.pex_first);
+                    let due = now + self.config.limits.pex_first;
+                    if p.their_ut_pex.is_some() && self.pex_due.is_none_or(|d| due < d) {
+                        self.pex_due = Some(due);
+                    }
                 }
                 if let Some(port) = theirs.listen_port {
                     p.listen = Some(SocketAddr::new(p.addr.ip(), port));
@@ -1056,10 +1095,12 @@ impl TorrentCore {
             Event::Bitfield(bits) => {
                 self.set_peer_bits(key, Bitfield::from_bytes(&bits, pieces));
                 self.update_interest(key);
+                self.to_fill.insert(key);
             }
             Event::HaveAll => {
                 self.set_peer_bits(key, Bitfield::full(pieces));
                 self.update_interest(key);
+                self.to_fill.insert(key);
             }
             Event::HaveNone => self.set_peer_bits(key, Bitfield::new(pieces)),
             Event::Have(i) => {
@@ -1067,9 +1108,19 @@ impl TorrentCore {
                     self.picker.peer_has(i);
                     if wants(&self.picker, i) {
                         p.wanted += 1;
+                        // Only a piece we would start can give it more to pick.
+                        if self.picker.would_start(i) {
+                            self.to_fill.insert(key);
+                        }
                     }
                 }
-                if !p.conn.am_interested {
+                let interested = p.conn.am_interested;
+                if let Some(at) = p.offered.iter().position(|&o| o == i) {
+                    // It got a piece we suggested elsewhere: suggest another.
+                    p.offered.swap_remove(at);
+                    self.suggest_to(key);
+                }
+                if !interested {
                     self.update_interest(key);
                 }
             }
@@ -1078,10 +1129,12 @@ impl TorrentCore {
                 if !p.conn.fast() {
                     self.abandon_all(key);
                 }
+                self.hungry.remove(&key);
             }
             Event::Unchoked => {
                 p.snubbed = false;
                 p.last_block = now;
+                self.to_fill.insert(key);
             }
             Event::Interested => self.fill_free_slot(None),
             Event::NotInterested => {}
@@ -1097,15 +1150,25 @@ impl TorrentCore {
                     p.received_since_tick += data.len() as u64;
                     p.downloaded += data.len() as u64;
                     let ip = p.addr.ip();
+                    self.to_fill.insert(key);
                     self.block_received(key, ip, block, data);
                 }
             }
             Event::Rejected(b) => {
                 if p.outstanding.remove(&b) {
                     self.picker.abandoned(&b);
+                    self.to_fill.insert(key);
+                    self.reopened();
                 }
             }
-            Event::Request(b) => self.serve(key, b),
+            Event::Request(b) => {
+                if let Some(at) = p.offered.iter().position(|&o| o == b.index) {
+                    // It took up a suggestion: the next piece makes up for it.
+                    p.offered.swap_remove(at);
+                }
+                self.suggest_to(key);
+                self.serve(key, b);
+            }
             Event::RequestWhileChoked(b) => {
                 if self.refuse(key) {
                     return;
@@ -1160,17 +1223,28 @@ impl TorrentCore {
             return;
         };
         if let Some(m) = p.conn.set_interested(p.wanted > 0) {
+            if p.conn.am_interested {
+                self.to_fill.insert(key);
+            }
             self.send(key, m);
         }
-        self.to_fill.insert(key);
     }
 
     fn abandon_all(&mut self, key: u64) {
         if let Some(p) = self.peers.get_mut(&key) {
+            let any = !p.outstanding.is_empty();
             for b in p.outstanding.drain() {
                 self.picker.abandoned(&b);
             }
+            if any {
+                self.reopened();
+            }
         }
+    }
+
+    /// Requested blocks opened up again: peers that had nothing left to pick may now.
+    fn reopened(&mut self) {
+        self.to_fill.extend(self.hungry.iter().copied());
     }
 
     /// Tops the peer's requests up to its queue target (one while it snubs us).
@@ -1179,16 +1253,40 @@ impl TorrentCore {
             return;
         };
         if p.conn.peer_choking || !p.conn.am_interested {
+            self.hungry.remove(&key);
             return;
         }
         let target = if p.snubbed { 1 } else { p.queue_target };
         if p.outstanding.len() >= target {
+            self.hungry.remove(&key);
             return;
         }
         let mut picked = Vec::new();
-        self.picker
-            .pick(&p.bitfield, target - p.outstanding.len(), &mut picked);
-        picked.retain(|b| p.outstanding.insert(*b));
+        self.picker.pick(
+            &p.bitfield,
+            &p.suggested,
+            target - p.outstanding.len(),
+            &mut picked,
+        );
+        if !p.suggested.is_empty() {
+            let picker = &self.picker;
+            p.suggested.retain(|&i| picker.would_start(i));
+        }
+        // Endgame may hand back blocks already asked of this very peer: the picker counted them as a
+        // second request, which is undone.
+        let picker = &mut self.picker;
+        picked.retain(|b| {
+            let new = p.outstanding.insert(*b);
+            if !new {
+                picker.abandoned(b);
+            }
+            new
+        });
+        if p.outstanding.len() < target {
+            self.hungry.insert(key);
+        } else {
+            self.hungry.remove(&key);
+        }
         for b in picked {
             self.send(key, Message::Request(b));
         }
@@ -1208,6 +1306,7 @@ impl TorrentCore {
                 .collect();
             for k in others {
                 self.send(k, Message::Cancel(block));
+                self.to_fill.insert(k);
             }
         }
         let contributors = self.contributors.entry(block.index).or_default();
@@ -1317,6 +1416,7 @@ impl TorrentCore {
         let Some(m) = p.conn.set_choking(true) else {
             return;
         };
+        p.offered.clear();
         // Taken back before the choke is queued, so no piece can follow it.
         let dropped = p.uploads.take_all();
         let fast = p.conn.fast();
@@ -1343,8 +1443,40 @@ impl TorrentCore {
             p.refused = 0;
             p.last_upload = now;
             p.turns += 1;
+            // Suggestions first, so the peer's first requests already follow them.
+            for _ in 0..self.config.suggest.min(MAX_SUGGESTED) {
+                self.suggest_to(key);
+            }
             self.send(key, m);
         }
+    }
+
+    /// While we seed: suggests to an unchoked peer with the fast extension a piece it lacks that we have
+    /// given out least (`Suggester`), so our upload goes to first copies. At most `CoreConfig::suggest`
+    /// are open per peer; each one it takes up or gets elsewhere makes room for the next, and a choke
+    /// withdraws them.
+    fn suggest_to(&mut self, key: u64) {
+        let n = self.config.piece_sizes.len();
+        let want = self.config.suggest.min(MAX_SUGGESTED);
+        if want == 0 || n == 0 || !self.picker.have().is_complete() {
+            return;
+        }
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        if p.conn.am_choking || !p.conn.fast() || p.offered.len() >= want {
+            return;
+        }
+        let suggester = self
+            .suggester
+            .get_or_insert_with(|| Suggester::new(&self.config.piece_sizes, self.config.seed));
+        let Some(piece) = suggester.next(&p.bitfield, &p.offered) else {
+            return;
+        };
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.offered.push(piece);
+        }
+        self.send(key, Message::Suggest(piece));
     }
 
     /// Chokes a peer (a slow reader, or one over its request cap without the fast extension) and gives
@@ -1444,6 +1576,9 @@ impl TorrentCore {
             p.down_mark = p.downloaded;
             p.up_mark = p.uploaded;
         }
+        if now.saturating_duration_since(self.last_optimistic) >= self.config.optimistic_interval {
+            self.turnover();
+        }
         // Peers with less misuse on record first, then by rate.
         let mut candidates: Vec<(u64, u32, f64)> = self
             .peers
@@ -1492,6 +1627,35 @@ impl TorrentCore {
             if let Some(p) = self.peers.get_mut(&k) {
                 p.optimistic = Some(k) == optimistic;
             }
+        }
+    }
+
+    /// Peer turnover, at each optimistic rotation: with the table full and addresses waiting, the
+    /// peers that exchanged least with us over the last round, then over the connection, make room for
+    /// new connections, `max_peers / 25` at a time (4 %, as libtorrent's `peer_turnover`); never one
+    /// that holds one of our slots, has our requests, or is a seed while we download. Without it, the first peers of a swarm fill each other's tables
+    /// and everyone who comes later is turned away from them, and from the seed, until they finish.
+    fn turnover(&mut self) {
+        let max = self.config.max_peers;
+        if self.peers.len() < max || self.known.is_empty() {
+            return;
+        }
+        let (now, min_age) = (self.now, self.config.optimistic_interval);
+        let downloading = !self.completed;
+        let mut idle: Vec<(f64, u64, u64)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.conn.am_choking
+                    && p.outstanding.is_empty()
+                    && !(downloading && p.bitfield.is_complete())
+                    && now.saturating_duration_since(p.since) >= min_age
+            })
+            .map(|(k, p)| (p.rate_down + p.rate_up, p.downloaded + p.uploaded, *k))
+            .collect();
+        idle.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for (_, _, k) in idle.into_iter().take((max / 25).max(1)) {
+            self.remove_peer(k, Some(DisconnectReason::Turnover));
         }
     }
 
@@ -1632,11 +1796,17 @@ impl TorrentCore {
 
     /// The earliest peer exchange due.
     fn next_pex_due(&self) -> Option<Instant> {
-        self.peers
+        self.pex_due
+    }
+
+    /// Recomputes the earliest peer exchange due, after a peer's changed or it left.
+    fn refresh_pex_due(&mut self) {
+        self.pex_due = self
+            .peers
             .values()
             .filter(|p| p.their_ut_pex.is_some())
             .filter_map(|p| p.next_pex)
-            .min()
+            .min();
     }
 
     /// Tells the peer which peers we are connected to now and which we dropped (BEP 11), when due.

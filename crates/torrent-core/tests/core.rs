@@ -136,7 +136,11 @@ fn disconnected(actions: &[Action]) -> Vec<(PeerKey, DisconnectReason)> {
 
 #[test]
 fn an_interested_peer_takes_a_free_slot_at_once_and_a_round_keeps_the_fastest() {
-    let mut h = H::new(8, true, |c| c.upload_slots = 2);
+    // Suggestions (tested below) left out: this test reads the exact messages.
+    let mut h = H::new(8, true, |c| {
+        c.upload_slots = 2;
+        c.suggest = 0;
+    });
     let keys: Vec<PeerKey> = (0..5).map(|i| h.add([10, 0, 0, i + 1], 1000)).collect();
     h.drain();
     for &k in &keys {
@@ -504,7 +508,7 @@ fn the_request_queue_follows_the_peers_rate() {
 
 #[test]
 fn requests_past_the_cap_are_rejected_under_bep_6_and_choke_the_peer_without_it() {
-    let mut h = H::new(200, true, |_| {});
+    let mut h = H::new(200, true, |c| c.suggest = 0);
     let fast = h.add([10, 6, 0, 1], 1);
     h.msg(fast, Message::Interested);
     h.drain();
@@ -524,7 +528,7 @@ fn requests_past_the_cap_are_rejected_under_bep_6_and_choke_the_peer_without_it(
     assert!(h.unchoked(fast));
 
     // Bytes count too: 8 MiB of 32 KiB requests is 256 of them.
-    let mut h = H::new(200, true, |_| {});
+    let mut h = H::new(200, true, |c| c.suggest = 0);
     let big = h.add([10, 6, 0, 3], 1);
     h.msg(big, Message::Interested);
     h.drain();
@@ -1058,4 +1062,133 @@ fn a_connect_from_a_relay_is_dialled_at_once_unless_it_points_into_a_private_net
         dialled(&h.drain()).is_empty(),
         "a public relay naming a private address"
     );
+}
+
+fn suggestions(actions: &[Action], to: PeerKey) -> Vec<u32> {
+    sent(actions, to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Suggest(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_seed_suggests_pieces_not_given_out_yet_before_any_piece_twice() {
+    let mut h = H::new(16, true, |c| c.suggest = 4);
+    let (a, b) = (h.add([10, 9, 0, 1], 1), h.add([10, 9, 0, 2], 1));
+    h.drain();
+    h.msg(a, Message::Interested);
+    let to_a = h.drain();
+    let offered_a = suggestions(&to_a, a);
+    assert_eq!(offered_a.len(), 4);
+    // The suggestions go before the unchoke, so the first requests can follow them.
+    assert_eq!(sent(&to_a, a).last(), Some(&Message::Unchoke));
+    h.msg(b, Message::Interested);
+    let offered_b = suggestions(&h.drain(), b);
+    assert_eq!(offered_b.len(), 4);
+    // a takes up its first suggestion: it gets the next one, and nobody gets a piece twice while some
+    // piece has not gone out.
+    for blk in 0..4 {
+        let r = block(offered_a[0], blk);
+        h.msg(a, Message::Request(r));
+        assert!(h.core.commit_upload(a, r, h.now));
+    }
+    let more = suggestions(&h.drain(), a);
+    assert_eq!(more.len(), 1);
+    let mut all: Vec<u32> = offered_a
+        .iter()
+        .chain(&offered_b)
+        .chain(&more)
+        .copied()
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 9, "nine different pieces suggested");
+    // A peer without the fast extension gets none (Suggest is a BEP 6 message).
+    let slow = h.add_slow([10, 9, 0, 3], 1);
+    h.drain();
+    h.msg(slow, Message::Interested);
+    assert!(suggestions(&h.drain(), slow).is_empty());
+}
+
+#[test]
+fn a_downloader_asks_for_the_pieces_a_peer_suggests_first() {
+    let (mut h, keys) = downloading(64, &[[10, 10, 0, 1]]);
+    let a = keys[0];
+    h.drain();
+    h.msg(a, Message::Suggest(40));
+    h.msg(a, Message::Suggest(17));
+    h.msg(a, Message::Unchoke);
+    let asked: Vec<u32> = requests(&h.drain(), a).iter().map(|b| b.index).collect();
+    assert_eq!(&asked[..8], &[40, 40, 40, 40, 17, 17, 17, 17], "{asked:?}");
+}
+
+#[test]
+fn no_duplicate_requests_while_a_wanted_piece_is_unstarted() {
+    // Piece 1 is only at c, which chokes us; a and b have piece 0.
+    let mut h = H::new(2, false, |_| {});
+    let (a, b, c) = (
+        h.add([10, 11, 0, 1], 6881),
+        h.add([10, 11, 0, 2], 6881),
+        h.add([10, 11, 0, 3], 6881),
+    );
+    for k in [a, b] {
+        h.msg(k, Message::Bitfield(vec![0x80u8].into()));
+    }
+    h.msg(c, Message::HaveAll);
+    h.drain();
+    h.msg(a, Message::Unchoke);
+    let to_a = requests(&h.drain(), a);
+    assert_eq!(to_a.len(), 4, "piece 0 from a");
+    // b has nothing we have not asked a for, and piece 1 is yet to start: a copy of a's requests
+    // would cost b's upload for nothing.
+    h.msg(b, Message::Unchoke);
+    assert!(requests(&h.drain(), b).is_empty());
+    // Once every piece is started, the last blocks are doubled up (endgame), and a peer's own
+    // outstanding blocks do not count as doubled.
+    h.msg(c, Message::Unchoke);
+    assert_eq!(requests(&h.drain(), c).len(), 4, "piece 1 from c");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(requests(&h.drain(), b), to_a);
+}
+
+#[test]
+fn a_full_table_turns_over_the_peer_that_exchanged_least_when_others_wait() {
+    let mut h = H::new(8, false, |c| {
+        c.max_peers = 3;
+        c.limits.initial_queue = 4;
+    });
+    let keys: Vec<PeerKey> = (1..=3).map(|i| h.add([10, 12, 0, i], 6881)).collect();
+    // Pieces 0 to 6 each (a seed is never turned over while we download).
+    for &k in &keys {
+        h.msg(k, Message::Bitfield(vec![0xFEu8].into()));
+    }
+    h.drain();
+    // The first two send us blocks; the third sends nothing.
+    for &k in &keys[..2] {
+        h.msg(k, Message::Unchoke);
+    }
+    let actions = h.drain();
+    for &k in &keys[..2] {
+        for r in requests(&actions, k).into_iter().take(2) {
+            h.msg(k, piece_msg(r, 1));
+        }
+    }
+    h.drain();
+    // Nobody waiting: nobody is dropped.
+    h.advance(Duration::from_secs(30));
+    assert!(disconnected(&h.drain()).is_empty());
+    h.core.add_addresses([addr([10, 12, 0, 9], 6881)], h.now);
+    h.drain();
+    h.advance(Duration::from_secs(30));
+    let actions = h.drain();
+    assert_eq!(
+        disconnected(&actions),
+        vec![(keys[2], DisconnectReason::Turnover)]
+    );
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Connect { addr: a } if *a == addr([10, 12, 0, 9], 6881))));
 }
