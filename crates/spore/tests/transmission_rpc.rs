@@ -1696,7 +1696,9 @@ fn peers_show_their_client_names_and_flags() {
         "{t}"
     );
     assert!(incoming["flagStr"].as_str().unwrap().contains('I'), "{t}");
-    assert!(!incoming["flagStr"].as_str().unwrap().contains('E'), "{t}");
+    // Both sides run the default `--encryption prefer`: the connection is RC4 (MSE).
+    assert!(incoming["flagStr"].as_str().unwrap().contains('E'), "{t}");
+    assert_eq!(incoming["isEncrypted"], true, "{t}");
     // The seed the daemon dialled is no incoming peer.
     for p in peers.iter().filter(|p| p["isIncoming"] == false) {
         assert!(!p["flagStr"].as_str().unwrap().contains('I'), "{t}");
