@@ -86,7 +86,16 @@ impl UtpSocket {
         config: Config,
         other: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
     ) -> io::Result<UtpSocket> {
-        let socket = UdpSocket::bind(addr).await?;
+        UtpSocket::from_socket(UdpSocket::bind(addr).await?, config, other)
+    }
+
+    /// Speaks uTP on a socket the caller made (with the options it wants: dual-stack, buffer
+    /// sizes). Must be called within a tokio runtime.
+    pub fn from_socket(
+        socket: UdpSocket,
+        config: Config,
+        other: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+    ) -> io::Result<UtpSocket> {
         let inner = Arc::new(Inner {
             socket,
             conns: Mutex::new(HashMap::new()),
@@ -107,6 +116,11 @@ impl UtpSocket {
         self.inner.socket.local_addr()
     }
 
+    /// Connections the socket holds: dialling, open, or closing until their FIN is acknowledged.
+    pub fn connections(&self) -> usize {
+        self.inner.conns().len()
+    }
+
     /// Sends a datagram that is not uTP (a DHT message) from the shared socket.
     pub async fn send_other(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
         self.inner.socket.send_to(datagram, to).await
@@ -122,9 +136,10 @@ impl UtpSocket {
             .ok_or_else(|| io::Error::other("uTP socket task ended"))
     }
 
-    /// Dials `addr`; resolves once the peer has answered the SYN.
+    /// Dials `addr`; resolves once the peer has answered the SYN. Cancel-safe: a dial dropped
+    /// before it resolves (a caller's timeout), refused or timed out is forgotten at once.
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<UtpStream> {
-        let shared = {
+        let (key, shared) = {
             let mut conns = self.inner.conns();
             let mut salt = self.inner.now();
             let id = loop {
@@ -140,9 +155,13 @@ impl UtpSocket {
             let conn = Connection::connect(self.inner.config.clone(), id, self.inner.now());
             let shared = new_slot(conn);
             conns.insert((addr, id), shared.clone());
-            shared
+            ((addr, id), shared)
         };
         self.inner.wake.notify_one();
+        let mut pending = PendingDial {
+            inner: &self.inner,
+            key: Some(key),
+        };
         poll_fn(|cx| -> Poll<io::Result<()>> {
             let mut slot = lock(&shared);
             match slot.conn.state() {
@@ -156,10 +175,25 @@ impl UtpSocket {
             }
         })
         .await?;
+        pending.key = None;
         Ok(UtpStream {
             shared,
             inner: self.inner.clone(),
         })
+    }
+}
+
+/// A dial not yet answered: its connection leaves the table unless the dial succeeded.
+struct PendingDial<'a> {
+    inner: &'a Arc<Inner>,
+    key: Option<Key>,
+}
+
+impl Drop for PendingDial<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.inner.conns().remove(&key);
+        }
     }
 }
 
