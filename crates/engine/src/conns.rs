@@ -159,10 +159,19 @@ pub(crate) enum Admitted {
 /// when the waiting room is full of silent connections; another takes a waiting slot, or is refused
 /// (`None`: the caller drops it, closing it at once) when its IP or the listener has none left.
 pub(crate) fn admit(gate: &Arc<HandshakeGate>, stream: &TcpStream, ip: IpAddr) -> Option<Admitted> {
+    admit_reading(gate, ip, |buf| stream.try_read(buf))
+}
+
+/// [`admit`] for any stream: `try_read` reads what has arrived, or fails with `WouldBlock`.
+pub(crate) fn admit_reading(
+    gate: &Arc<HandshakeGate>,
+    ip: IpAddr,
+    mut try_read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> Option<Admitted> {
     let mut buf = Box::new([0u8; HANDSHAKE_LEN]);
     let mut filled = 0;
     while filled < HANDSHAKE_LEN {
-        match stream.try_read(&mut buf[filled..]) {
+        match try_read(&mut buf[filled..]) {
             Ok(0) => return None,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -177,9 +186,9 @@ pub(crate) fn admit(gate: &Arc<HandshakeGate>, stream: &TcpStream, ip: IpAddr) -
 }
 
 /// Reads the rest of an admitted connection's handshake within the gate's timeout, then frees its slot.
-pub(crate) async fn finish_handshake(
+pub(crate) async fn finish_handshake<S: tokio::io::AsyncRead + Unpin>(
     gate: &HandshakeGate,
-    stream: &mut TcpStream,
+    stream: &mut S,
     admitted: Admitted,
 ) -> anyhow::Result<Handshake> {
     let buf = match admitted {

@@ -119,17 +119,7 @@ pub(crate) async fn answer_incoming(
 /// the unit is given back when the handshake is over, and registering the peer takes its own.
 pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
     let handshake = async {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        let bind = shared.config.listen.ip();
-        if !bind.is_unspecified() && bind.is_ipv4() == addr.is_ipv4() {
-            socket.bind(SocketAddr::new(bind, 0))?;
-        }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
-        let mut stream = PeerStream::tcp(stream)?;
+        let mut stream = dial(&shared, addr).await?;
         let ours = Handshake::new(shared.id, shared.config.peer_id, shared.uses_dht());
         stream.write_all(&ours.encode()).await?;
         let mut buf = [0u8; HANDSHAKE_LEN];
@@ -152,6 +142,37 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
         tracing::debug!("peer {addr}: {e:#}");
     }
     shared.with_core_now(|core, now| core.dial_failed(addr, now));
+}
+
+/// A connection to `addr` over the torrent's transports: uTP first (unless that peer did not answer
+/// it before), then TCP when uTP gets no answer.
+async fn dial(shared: &Shared, addr: SocketAddr) -> anyhow::Result<PeerStream> {
+    let transports = shared.config.transports;
+    if let Some(utp) = shared.utp.as_ref().filter(|_| transports.utp) {
+        if !transports.tcp || !utp.known_without_utp(addr) {
+            match utp.dial(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) if transports.tcp => {
+                    tracing::debug!("peer {addr}: no uTP ({e}), dialling over TCP")
+                }
+                Err(e) => return Err(anyhow::anyhow!("uTP: {e}")),
+            }
+        }
+    }
+    if !transports.tcp {
+        anyhow::bail!("no transport to dial with");
+    }
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    let bind = shared.config.listen.ip();
+    if !bind.is_unspecified() && bind.is_ipv4() == addr.is_ipv4() {
+        socket.bind(SocketAddr::new(bind, 0))?;
+    }
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
+    Ok(PeerStream::tcp(stream)?)
 }
 
 /// Dials the addresses the core asks for (`Connect` actions).

@@ -18,23 +18,50 @@ pub struct Session {
     listen_addr: SocketAddr,
     torrents: Registry,
     gate: Arc<HandshakeGate>,
-    accept: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    utp: Option<crate::UtpEndpoint>,
 }
 
 impl Session {
     /// Listens on `addr`, holding connections that have not sent their handshake within `limits`.
-    pub async fn bind(addr: SocketAddr, limits: HandshakeLimits) -> std::io::Result<Session> {
-        let listener = crate::peer::listen(addr)?;
+    /// With uTP among `transports`, a UDP socket on the same port takes uTP peers as well.
+    pub async fn bind(
+        addr: SocketAddr,
+        limits: HandshakeLimits,
+        transports: crate::Transports,
+    ) -> std::io::Result<Session> {
+        let (listener, utp) = crate::utp_listen::bind_pair(addr, transports)?;
         let listen_addr = listener.local_addr()?;
         let torrents: Registry = Arc::default();
         let gate = HandshakeGate::new(limits);
-        let accept = tokio::spawn(accept_loop(listener, torrents.clone(), gate.clone()));
+        let mut tasks = Vec::new();
+        if let Some(endpoint) = utp.clone() {
+            tasks.push(tokio::spawn(crate::utp_listen::accept_loop(
+                endpoint,
+                crate::utp_listen::Route::Many(torrents.clone()),
+                gate.clone(),
+                std::future::pending(),
+            )));
+        }
+        if transports.tcp {
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                torrents.clone(),
+                gate.clone(),
+            )));
+        }
         Ok(Session {
             listen_addr,
             torrents,
             gate,
-            accept,
+            tasks,
+            utp,
         })
+    }
+
+    /// The uTP socket torrents of this session dial through (`TorrentConfig::session_utp`).
+    pub fn utp(&self) -> Option<crate::UtpEndpoint> {
+        self.utp.clone()
     }
 
     /// Changes the caps on connections waiting for their handshake.
@@ -60,7 +87,9 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.accept.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 

@@ -68,6 +68,10 @@ pub struct TorrentConfig {
     /// Accept no connections of our own: a `Session` owns the listening socket at this address and
     /// hands us the peers that ask for this torrent.
     pub session_listener: Option<SocketAddr>,
+    /// The `Session`'s uTP socket at that address, through which this torrent dials over uTP.
+    pub session_utp: Option<crate::UtpEndpoint>,
+    /// Which transports peer connections use, in and out (uTP first, TCP when it gets no answer).
+    pub transports: crate::Transports,
     /// Local service discovery (BEP 14; never for private torrents) through this multicast group.
     pub lsd: bool,
     pub lsd_group: SocketAddr,
@@ -138,6 +142,8 @@ impl TorrentConfig {
             global_download: None,
             resume: None,
             session_listener: None,
+            session_utp: None,
+            transports: crate::Transports::default(),
             peer_budget: None,
             lsd: false,
             lsd_group: LSD_GROUP,
@@ -228,6 +234,8 @@ pub struct Shared {
     pub(crate) state: Mutex<State>,
     pub id: InfoHash,
     pub listen_addr: SocketAddr,
+    /// The uTP socket dials go through (our own, or the session's); `None` without uTP.
+    pub(crate) utp: Option<crate::UtpEndpoint>,
     pub downloaded: AtomicU64,
     pub uploaded: AtomicU64,
     /// Bytes that failed verification.

@@ -31,6 +31,9 @@ pub struct ConnArgs {
     /// An incoming connection that has not sent its handshake by then is closed, e.g. 5s
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub handshake_timeout: String,
+    /// Transports for peer connections: utp,tcp dials uTP first and falls back to TCP
+    #[arg(long, value_name = "LIST", default_value = "utp,tcp")]
+    pub transports: engine::Transports,
 }
 
 impl ConnArgs {
@@ -411,7 +414,8 @@ fn download(
     max_up: Option<u64>,
     max_down: Option<u64>,
 ) -> CmdResult {
-    let discovery = args.discovery.settings();
+    let mut discovery = args.discovery.settings();
+    discovery.utp = args.conns.transports.utp;
     let (torrent, dht) = if args.torrent.starts_with("magnet:") {
         // A magnet link's private flag is unknown until the metadata arrives; the engine keeps a private
         // torrent off the DHT once it is known.
@@ -445,6 +449,7 @@ fn download(
     config.sequential = args.sequential;
     config.max_peers = max_peers;
     config.handshake = handshake;
+    config.transports = args.conns.transports;
     config.use_trackers = !args.no_trackers;
     config.max_upload_rate = max_up;
     config.max_download_rate = max_down;
@@ -589,6 +594,7 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     config.max_upload_rate = max_up;
     config.max_peers = max_peers;
     config.handshake = handshake;
+    config.transports = args.conns.transports;
     let rt = runtime()?;
     let mapper = {
         let _rt = rt.enter();

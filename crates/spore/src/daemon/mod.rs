@@ -220,6 +220,8 @@ pub struct Daemon {
     discovery: engine::Discovery,
     /// Whether the peer port is being mapped on the router (shown by the RPC).
     port_mapping: bool,
+    /// Transports for peer connections, from the settings at start.
+    transports: engine::Transports,
     listen: SocketAddr,
     global_up: Arc<Limiter>,
     global_down: Arc<Limiter>,
@@ -353,7 +355,11 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         .chain(settings.allowed_dirs.iter().cloned())
         .collect();
     let fitted = conns::fit(&settings).map_err(|e| Failure::BadInput(anyhow!(e)))?;
-    let session = Session::bind(args.listen, fitted.handshake)
+    let transports: engine::Transports = settings
+        .transports
+        .parse()
+        .map_err(|e| Failure::BadInput(anyhow!("setting transports: {e}")))?;
+    let session = Session::bind(args.listen, fitted.handshake, transports)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen = session.listen_addr();
@@ -362,7 +368,8 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         listen.ip(),
     );
     let mapper = crate::port_mapping::start_quiet(port_mapping, listen);
-    let discovery = args.discovery.settings();
+    let mut discovery = args.discovery.settings();
+    discovery.utp = transports.utp;
     let dht = discovery
         .start_dht(listen, false)
         .await
@@ -392,6 +399,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         dht,
         discovery,
         port_mapping,
+        transports,
         listen,
         entries: Mutex::new(BTreeMap::new()),
         events: tokio::sync::broadcast::channel(64).0,
@@ -868,6 +876,8 @@ impl Daemon {
         let mut config = TorrentConfig::new(torrent.clone(), record.download_dir.clone());
         config.listen = SocketAddr::new(self.listen.ip(), 0);
         config.session_listener = Some(self.listen);
+        config.session_utp = self.session.utp();
+        config.transports = self.transports;
         config.selected_files = record.files.clone();
         config.file_priorities = record.priorities.clone();
         config.trackers = record.trackers.clone();

@@ -657,7 +657,7 @@ impl Rpc {
             "dht-enabled": discovery.dht,
             "pex-enabled": discovery.pex,
             "lpd-enabled": discovery.lsd,
-            "utp-enabled": false,
+            "utp-enabled": self.daemon.transports.utp,
             "encryption": "tolerated",
             "blocklist-enabled": false,
             "blocklist-size": 0,

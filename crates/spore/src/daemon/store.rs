@@ -68,6 +68,8 @@ pub struct Settings {
     pub upload_memory: u64,
     /// Ask the router to forward the peer port (UPnP IGD, PCP, NAT-PMP); read at start.
     pub port_mapping: bool,
+    /// Transports for peer connections (`utp,tcp`, `tcp`, `utp`); read at start.
+    pub transports: String,
 }
 
 impl Default for Settings {
@@ -105,6 +107,7 @@ impl Default for Settings {
             watch_dir: None,
             upload_memory: engine::DEFAULT_UPLOAD_MEMORY as u64,
             port_mapping: true,
+            transports: engine::Transports::default().to_string(),
         }
     }
 }
