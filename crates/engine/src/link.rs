@@ -123,6 +123,8 @@ pub(crate) struct PeerIo {
     pub uploads: Arc<UploadIo>,
     /// The unit of a shared connection budget this connection holds, given back when it goes.
     pub budget: Option<Arc<PeerBudget>>,
+    /// What carries the connection (for status views).
+    pub carrier: crate::transport::Carrier,
 }
 
 impl Drop for PeerIo {

@@ -119,7 +119,13 @@ pub(crate) async fn answer_incoming(
 /// the unit is given back when the handshake is over, and registering the peer takes its own.
 pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
     let handshake = async {
-        let mut stream = dial(&shared, addr).await?;
+        let mut stream = crate::utp_transport::dial(
+            shared.utp.as_ref(),
+            shared.config.transports,
+            addr,
+            dial_tcp(&shared, addr),
+        )
+        .await?;
         let ours = Handshake::new(shared.id, shared.config.peer_id, shared.uses_dht());
         stream.write_all(&ours.encode()).await?;
         let mut buf = [0u8; HANDSHAKE_LEN];
@@ -144,24 +150,8 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
     shared.with_core_now(|core, now| core.dial_failed(addr, now));
 }
 
-/// A connection to `addr` over the torrent's transports: uTP first (unless that peer did not answer
-/// it before), then TCP when uTP gets no answer.
-async fn dial(shared: &Shared, addr: SocketAddr) -> anyhow::Result<PeerStream> {
-    let transports = shared.config.transports;
-    if let Some(utp) = shared.utp.as_ref().filter(|_| transports.utp) {
-        if !transports.tcp || !utp.known_without_utp(addr) {
-            match utp.dial(addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) if transports.tcp => {
-                    tracing::debug!("peer {addr}: no uTP ({e}), dialling over TCP")
-                }
-                Err(e) => return Err(anyhow::anyhow!("uTP: {e}")),
-            }
-        }
-    }
-    if !transports.tcp {
-        anyhow::bail!("no transport to dial with");
-    }
+/// A TCP connection to `addr`, from the listen address's IP when that is set.
+async fn dial_tcp(shared: &Shared, addr: SocketAddr) -> anyhow::Result<PeerStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -462,6 +452,7 @@ async fn run(
             ""
         }
     );
+    let carrier = stream.carrier();
     let (mut read_half, write_half) = stream.into_split();
     let budget = shared.config.peer_budget.clone();
     if budget.as_ref().is_some_and(|b| !b.try_take()) {
@@ -480,6 +471,7 @@ async fn run(
         close: close.clone(),
         uploads: uploads.clone(),
         budget,
+        carrier,
     };
     // A refused peer's link is dropped here, which gives its budget unit back.
     let (key, after) = shared

@@ -351,6 +351,8 @@ pub struct PeerInfo {
     pub incoming: bool,
     /// We do not choke it, and it wants data from us.
     pub uploading_to: bool,
+    /// The connection runs over uTP (else TCP).
+    pub utp: bool,
 }
 
 pub struct TorrentHandle {
@@ -396,12 +398,15 @@ impl Shared {
 
     /// Connected peers: address and payload bytes from and to each.
     pub fn peer_list(&self) -> Vec<PeerInfo> {
-        self.state
-            .lock()
+        let state = self.state.lock();
+        state
             .core
             .peers()
             .into_iter()
             .map(|p| PeerInfo {
+                utp: state.links.get(&p.key).is_some_and(|l| {
+                    l.carrier == crate::transport::Carrier::Utp
+                }),
                 addr: p.addr,
                 downloaded: p.downloaded,
                 uploaded: p.uploaded,

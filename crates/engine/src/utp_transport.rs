@@ -2,11 +2,14 @@
 //! transports a torrent may use (`--transports`), and dialling over uTP with the memory of peers
 //! that did not answer it, so they are dialled over TCP straight away next time.
 //!
-//! The policy is libtorrent's: every peer is assumed to speak uTP until a uTP dial to it fails
-//! (no answer within [`UTP_DIAL_TIMEOUT`], or a RESET), then TCP is tried at once.
+//! The policy is libtorrent's, with a shorter wait: every peer is assumed to speak uTP until a uTP
+//! dial to it fails (no answer within [`UTP_DIAL_TIMEOUT`], or a RESET), and is then dialled over
+//! TCP first. A uTP dial unanswered after [`UTP_HEAD_START`] gets a TCP dial beside it, and the first
+//! connection made wins, so a peer without uTP costs a second, not three.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -20,6 +23,8 @@ use crate::transport::PeerStream;
 /// How long a uTP dial waits for the peer's answer to its SYN before TCP is tried. libtorrent waits
 /// 3 s too (`utp_connect_timeout`).
 pub const UTP_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a uTP dial goes alone before TCP is dialled beside it.
+pub const UTP_HEAD_START: Duration = Duration::from_secs(1);
 /// Peers remembered as not answering uTP, per socket; the oldest is forgotten first.
 pub const NO_UTP_MEMORY: usize = 4096;
 /// Kernel buffers asked for the UDP socket: a few hundred packets of a fast transfer arrive
@@ -190,6 +195,59 @@ impl UtpEndpoint {
                 Err(e)
             }
         }
+    }
+}
+
+/// A connection to `addr` over `transports`: uTP first through `utp` (unless that peer did not
+/// answer it before), with `tcp` (a TCP dial, not started yet) beside it after [`UTP_HEAD_START`]
+/// or at once when uTP fails; the first connection wins.
+pub(crate) async fn dial(
+    utp: Option<&UtpEndpoint>,
+    transports: Transports,
+    addr: SocketAddr,
+    tcp: impl Future<Output = anyhow::Result<PeerStream>>,
+) -> anyhow::Result<PeerStream> {
+    let utp = utp
+        .filter(|_| transports.utp)
+        .filter(|u| !transports.tcp || !u.known_without_utp(addr));
+    let Some(utp) = utp else {
+        if !transports.tcp {
+            anyhow::bail!("no transport to dial with");
+        }
+        return tcp.await;
+    };
+    let utp_dial = utp.dial(addr);
+    tokio::pin!(utp_dial);
+    if !transports.tcp {
+        return utp_dial.await.map_err(|e| anyhow::anyhow!("uTP: {e}"));
+    }
+    tokio::select! {
+        r = &mut utp_dial => match r {
+            Ok(stream) => return Ok(stream),
+            Err(e) => {
+                tracing::debug!("peer {addr}: no uTP ({e}), dialling over TCP");
+                return tcp.await;
+            }
+        },
+        () = tokio::time::sleep(UTP_HEAD_START) => {}
+    }
+    tracing::debug!("peer {addr}: no uTP answer yet, dialling over TCP too");
+    tokio::pin!(tcp);
+    tokio::select! {
+        r = &mut utp_dial => match r {
+            Ok(stream) => Ok(stream),
+            Err(e) => {
+                tracing::debug!("peer {addr}: no uTP ({e})");
+                tcp.await
+            }
+        },
+        r = &mut tcp => match r {
+            Ok(stream) => Ok(stream),
+            Err(e) => {
+                tracing::debug!("peer {addr}: TCP failed ({e:#}), waiting for uTP");
+                utp_dial.await.map_err(|e| anyhow::anyhow!("uTP: {e}"))
+            }
+        },
     }
 }
 

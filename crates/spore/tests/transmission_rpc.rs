@@ -1697,6 +1697,9 @@ fn peers_show_their_client_names_and_flags() {
     );
     assert!(incoming["flagStr"].as_str().unwrap().contains('I'), "{t}");
     assert!(!incoming["flagStr"].as_str().unwrap().contains('E'), "{t}");
+    // Both Spores speak uTP, so the downloader dialled the daemon's session over it.
+    assert_eq!(incoming["isUTP"], true, "{t}");
+    assert!(incoming["flagStr"].as_str().unwrap().contains('T'), "{t}");
     // The seed the daemon dialled is no incoming peer.
     for p in peers.iter().filter(|p| p["isIncoming"] == false) {
         assert!(!p["flagStr"].as_str().unwrap().contains('I'), "{t}");

@@ -1812,6 +1812,7 @@ impl Daemon {
                             "upload_rate": p.rate_up,
                             "client": p.client,
                             "incoming": p.incoming,
+                            "utp": p.utp,
                             "uploading_to": p.uploading_to,
                         })
                     })

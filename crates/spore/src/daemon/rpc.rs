@@ -1051,13 +1051,15 @@ impl Rpc {
                     let down = p["download_rate"].as_f64().unwrap_or(0.0) as u64;
                     let up = p["upload_rate"].as_f64().unwrap_or(0.0) as u64;
                     let incoming = p["incoming"] == true;
+                    let utp = p["utp"] == true;
                     let uploading = up > 0 || p["uploading_to"] == true;
                     // Transmission's letters: D downloading from it, U uploading to it, I it
-                    // connected to us (never E: Spore speaks plaintext).
+                    // connected to us, T over uTP (never E: Spore speaks plaintext).
                     let mut flags = String::new();
                     if down > 0 { flags.push('D'); }
                     if uploading { flags.push('U'); }
                     if incoming { flags.push('I'); }
+                    if utp { flags.push('T'); }
                     json!({
                         "address": addr.map_or(String::new(), |a| a.ip().to_string()),
                         "port": addr.map_or(0, |a| a.port()),
@@ -1066,7 +1068,7 @@ impl Rpc {
                         "isDownloadingFrom": down > 0, "isUploadingTo": uploading,
                         "clientIsChoked": false, "clientIsInterested": false,
                         "peerIsChoked": false, "peerIsInterested": false,
-                        "isEncrypted": false, "isIncoming": incoming, "isUTP": false,
+                        "isEncrypted": false, "isIncoming": incoming, "isUTP": utp,
                     })
                 }).collect::<Vec<_>>()),
                 "magnetLink" => view["magnet"].clone(),
