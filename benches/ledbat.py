@@ -25,7 +25,8 @@ import sys
 import tempfile
 import time
 
-NS_A, NS_R, NS_B = "spore-ledbat-a", "spore-ledbat-r", "spore-ledbat-b"
+# Per process, so two runs at once (tests of several worktrees) never share a namespace.
+NS_A, NS_R, NS_B = ("spore-ledbat-%s-%d" % (n, os.getpid()) for n in "arb")
 IP_A, IP_B = "10.78.0.1", "10.79.0.2"
 PORT = 6881
 
