@@ -231,12 +231,19 @@ async fn drive(
                 if let Some(t) = slot.conn.poll_timeout() {
                     next = Some(next.map_or(t, |n| n.min(t)));
                 }
-                // Spurious wake-ups are cheap; missing one hangs a stream.
-                if let Some(w) = slot.read_waker.take() {
-                    w.wake();
+                // A task is woken when it can make progress: bytes to read, room to write, or a
+                // state other than open (connected, closed, failed: it sees which). Waking every
+                // task on every datagram cost a context switch per packet.
+                let open = slot.conn.state() == State::Connected;
+                if !open || slot.conn.readable() > 0 || slot.conn.is_eof() {
+                    if let Some(w) = slot.read_waker.take() {
+                        w.wake();
+                    }
                 }
-                if let Some(w) = slot.write_waker.take() {
-                    w.wake();
+                if !open || slot.conn.writable() > 0 {
+                    if let Some(w) = slot.write_waker.take() {
+                        w.wake();
+                    }
                 }
                 !(slot.dropped
                     && (finished(&slot.conn) || slot.conn.is_flushed() && slot.conn.fin_acked()))
@@ -353,7 +360,10 @@ impl AsyncRead for UtpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut slot = lock(&self.shared);
-        match slot.conn.read(buf.initialize_unfilled()) {
+        // Only what is there to read is zeroed first, not the caller's whole buffer (a peer
+        // reader hands 256 KiB).
+        let want = slot.conn.readable().clamp(1, buf.remaining().max(1));
+        match slot.conn.read(buf.initialize_unfilled_to(want.min(buf.remaining()))) {
             Ok(n) => {
                 buf.advance(n);
                 drop(slot);
