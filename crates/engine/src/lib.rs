@@ -66,9 +66,9 @@ pub use torrent::{
 pub(crate) use torrent_core::bitfield;
 pub use torrent_core::Bitfield;
 pub use torrent_core::{Picker, Received, BLOCK};
-pub use utp_transport::{
-    Transports, TransportsError, UtpEndpoint, NO_UTP_MEMORY, UTP_DIAL_TIMEOUT, UTP_HEAD_START,
-};
 pub use upload::{
     set_upload_memory, upload_memory_limit, upload_memory_used, DEFAULT_UPLOAD_MEMORY,
+};
+pub use utp_transport::{
+    Transports, TransportsError, UtpEndpoint, NO_UTP_MEMORY, UTP_DIAL_TIMEOUT, UTP_HEAD_START,
 };

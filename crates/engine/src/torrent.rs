@@ -404,9 +404,10 @@ impl Shared {
             .peers()
             .into_iter()
             .map(|p| PeerInfo {
-                utp: state.links.get(&p.key).is_some_and(|l| {
-                    l.carrier == crate::transport::Carrier::Utp
-                }),
+                utp: state
+                    .links
+                    .get(&p.key)
+                    .is_some_and(|l| l.carrier == crate::transport::Carrier::Utp),
                 addr: p.addr,
                 downloaded: p.downloaded,
                 uploaded: p.uploaded,

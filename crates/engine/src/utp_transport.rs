@@ -179,15 +179,14 @@ impl UtpEndpoint {
                 ))
             }
         };
-        let result = match tokio::time::timeout(UTP_DIAL_TIMEOUT, self.inner.socket.connect(to))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no uTP answer within the dial timeout",
-            )),
-        };
+        let result =
+            match tokio::time::timeout(UTP_DIAL_TIMEOUT, self.inner.socket.connect(to)).await {
+                Ok(r) => r,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no uTP answer within the dial timeout",
+                )),
+            };
         match result {
             Ok(stream) => Ok(PeerStream::utp(stream)),
             Err(e) => {

@@ -23,6 +23,8 @@ use crate::packet::{is_utp, Header, Packet, PacketType, HEADER_LEN};
 
 /// Connections waiting in `accept`; SYNs beyond are dropped (the peer retries).
 pub const ACCEPT_BACKLOG: usize = 64;
+/// Datagrams read at most between two passes over the connections.
+const RECV_BATCH: usize = 64;
 /// Largest datagram read; a longer one is truncated and then fails to parse as uTP sensibly.
 const MAX_DATAGRAM: usize = 65536;
 
@@ -259,20 +261,37 @@ async fn drive(
         tokio::select! {
             r = inner.socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
-                let d = &buf[..n];
-                if !is_utp(d) {
-                    if let Some(other) = &other {
-                        let _ = other.try_send((d.to_vec(), from));
-                    }
-                    continue;
-                }
-                if let Some(reset) = dispatch(&inner, d, from, &accept_tx) {
-                    let _ = inner.socket.send_to(&reset, from).await;
+                handle_datagram(&inner, &buf[..n], from, &accept_tx, other.as_ref()).await;
+                // What else has arrived is handled before the connections are polled again:
+                // one pass over them per batch, not per datagram.
+                for _ in 1..RECV_BATCH {
+                    let Ok((n, from)) = inner.socket.try_recv_from(&mut buf) else {
+                        break;
+                    };
+                    handle_datagram(&inner, &buf[..n], from, &accept_tx, other.as_ref()).await;
                 }
             }
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
+    }
+}
+
+async fn handle_datagram(
+    inner: &Arc<Inner>,
+    d: &[u8],
+    from: SocketAddr,
+    accept_tx: &mpsc::Sender<(UtpStream, SocketAddr)>,
+    other: Option<&mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+) {
+    if !is_utp(d) {
+        if let Some(other) = other {
+            let _ = other.try_send((d.to_vec(), from));
+        }
+        return;
+    }
+    if let Some(reset) = dispatch(inner, d, from, accept_tx) {
+        let _ = inner.socket.send_to(&reset, from).await;
     }
 }
 
@@ -363,7 +382,10 @@ impl AsyncRead for UtpStream {
         // Only what is there to read is zeroed first, not the caller's whole buffer (a peer
         // reader hands 256 KiB).
         let want = slot.conn.readable().clamp(1, buf.remaining().max(1));
-        match slot.conn.read(buf.initialize_unfilled_to(want.min(buf.remaining()))) {
+        match slot
+            .conn
+            .read(buf.initialize_unfilled_to(want.min(buf.remaining())))
+        {
             Ok(n) => {
                 buf.advance(n);
                 drop(slot);

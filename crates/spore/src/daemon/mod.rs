@@ -1457,6 +1457,10 @@ impl Daemon {
             return Err(bad("watch_dir must be an absolute path"));
         }
         check_alt_schedule(&settings).map_err(bad)?;
+        // Read at the next start: refused now rather than then.
+        if let Err(e) = settings.transports.parse::<engine::Transports>() {
+            return Err(bad(format!("transports: {e}")));
+        }
         let fitted = conns::fit(&settings).map_err(bad)?;
         self.apply_rates(&settings);
         self.peer_budget.set_max(fitted.peers_total);
