@@ -2,6 +2,8 @@
 # One seeder, one downloader, a 1 GiB single-file torrent on loopback, through `spore tracker`:
 # Spore→Spore, libtorrent→libtorrent, aria2→aria2 in the same run, median of RUNS. Seeder on 127.0.0.2,
 # downloader on 127.0.0.3; the seeder's file is in the page cache; each download starts from nothing.
+# Pairs: spore (over TCP), spore-utp (both --transports utp), libtorrent (TCP), libtorrent-utp
+# (TCP off both ways), aria2 (TCP; it has no uTP).
 #   benches/transfer.sh            (env: SIZE=1G RUNS=3 PIECE=1M BENCH_DIR=/tmp/spore-transfer
 #                                   PAIRS="spore libtorrent aria2")
 # Spore pairs: `spore` runs both with their defaults (--encryption prefer: RC4 between two Spores);
@@ -49,20 +51,22 @@ results=$(mktemp)
 run_pair() { # name, run index
     local name=$1 i=$2 seed_pid get_pid start end
     rm -rf dl && mkdir dl && sync
-    local enc=()
+    local enc=() transports=tcp
     case $name in spore-rc4) enc=(--encryption require) ;; spore-plain) enc=(--encryption off) ;; esac
+    case $name in *-utp) transports=utp ;; esac
     case $name in
-    spore | spore-rc4 | spore-plain)
-        timed seed.log "$SPORE" seed t.torrent --data seed --listen 127.0.0.2:0 "${enc[@]}"
+    spore | spore-rc4 | spore-plain | spore-utp)
+        timed seed.log "$SPORE" seed t.torrent --data seed --listen 127.0.0.2:0 --transports $transports "${enc[@]}"
         seed_pid=$LAST_PID
         wait_line seed.log "seeding"
         start=$(date +%s.%N)
-        timed get.log "$SPORE" get t.torrent -o dl --listen 127.0.0.3:0 --no-seed "${enc[@]}"
+        timed get.log "$SPORE" get t.torrent -o dl --listen 127.0.0.3:0 --no-seed --transports $transports "${enc[@]}"
         get_pid=$LAST_PID
         wait "$get_pid"
         end=$(date +%s.%N)
         ;;
-    libtorrent)
+    libtorrent | libtorrent-utp)
+        export LT_TRANSPORTS=$transports
         timed seed.log /usr/bin/python3 "$LT" seed t.torrent seed 127.0.0.2
         seed_pid=$LAST_PID
         wait_line seed.log '"done"'

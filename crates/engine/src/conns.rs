@@ -162,10 +162,19 @@ pub(crate) enum Admitted {
 /// when the waiting room is full of silent connections; another takes a waiting slot, or is refused
 /// (`None`: the caller drops it, closing it at once) when its IP or the listener has none left.
 pub(crate) fn admit(gate: &Arc<HandshakeGate>, stream: &TcpStream, ip: IpAddr) -> Option<Admitted> {
+    admit_reading(gate, ip, |buf| stream.try_read(buf))
+}
+
+/// [`admit`] for any stream: `try_read` reads what has arrived, or fails with `WouldBlock`.
+pub(crate) fn admit_reading(
+    gate: &Arc<HandshakeGate>,
+    ip: IpAddr,
+    mut try_read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> Option<Admitted> {
     let mut buf = Box::new([0u8; HANDSHAKE_LEN]);
     let mut filled = 0;
     while filled < HANDSHAKE_LEN {
-        match stream.try_read(&mut buf[filled..]) {
+        match try_read(&mut buf[filled..]) {
             Ok(0) => return None,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -186,7 +195,7 @@ pub(crate) fn admit(gate: &Arc<HandshakeGate>, stream: &TcpStream, ip: IpAddr) -
 /// inside it. A connection `encryption` does not allow is refused with an info line naming it.
 pub(crate) async fn finish_handshake(
     gate: &HandshakeGate,
-    stream: TcpStream,
+    stream: PeerStream,
     admitted: Admitted,
     addr: SocketAddr,
     encryption: Encryption,
@@ -196,7 +205,7 @@ pub(crate) async fn finish_handshake(
         Admitted::Ready(buf) => (buf, HANDSHAKE_LEN, None),
         Admitted::Waiting { buf, filled, slot } => (buf, filled, Some(slot)),
     };
-    let mut stream = PeerStream::tcp(stream)?;
+    let mut stream = stream;
     let work = async move {
         loop {
             match crate::encryption::incoming_kind(encryption, &buf[..filled]) {

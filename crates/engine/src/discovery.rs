@@ -21,8 +21,11 @@ pub struct Discovery {
     pub dht: bool,
     /// Nodes to join the DHT through instead of the public routers.
     pub dht_bootstrap: Vec<String>,
-    /// UDP port of the DHT node; `None` is the peer port if free, or any.
+    /// UDP port of the DHT node; `None` is the peer port if free (and not uTP's), or any.
     pub dht_port: Option<u16>,
+    /// The peer port's UDP side carries uTP, so the DHT takes another port by default: the `mainline`
+    /// crate binds a socket of its own and cannot share one with uTP.
+    pub utp: bool,
     /// Where the DHT's routing table is kept between runs, when joining through the public routers.
     pub dht_state_file: Option<PathBuf>,
     pub pex: bool,
@@ -37,6 +40,7 @@ impl Default for Discovery {
             dht: true,
             dht_bootstrap: Vec::new(),
             dht_port: None,
+            utp: true,
             dht_state_file: None,
             pex: true,
             lsd: true,
@@ -61,7 +65,7 @@ impl Discovery {
         let bind = listen.ip();
         let port = self.dht_port.unwrap_or_else(|| {
             let wanted = SocketAddr::from((bind, listen.port()));
-            if listen.port() != 0 && std::net::UdpSocket::bind(wanted).is_ok() {
+            if listen.port() != 0 && !self.utp && std::net::UdpSocket::bind(wanted).is_ok() {
                 listen.port()
             } else {
                 0
@@ -106,7 +110,9 @@ impl Discovery {
         &self,
         mut config: TorrentConfig,
     ) -> Result<crate::TorrentHandle, crate::StartError> {
-        let dht = self
+        let mut this = self.clone();
+        this.utp &= config.transports.utp;
+        let dht = this
             .start_dht(config.listen, config.torrent.private)
             .await?;
         self.apply(&mut config, dht);

@@ -127,12 +127,16 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
     })
     .await?;
 
-    let (listener, listen_addr) = match config.session_listener {
-        Some(addr) => (None, addr),
+    let (listener, listen_addr, utp) = match config.session_listener {
+        Some(addr) => (
+            None,
+            addr,
+            config.session_utp.clone().filter(|_| config.transports.utp),
+        ),
         None => {
-            let listener = crate::peer::listen(config.listen)?;
+            let (listener, utp) = crate::utp_listen::bind_pair(config.listen, config.transports)?;
             let addr = listener.local_addr()?;
-            (Some(listener), addr)
+            (Some(listener), addr, utp)
         }
     };
     let (stopping, _) = watch::channel(false);
@@ -169,6 +173,7 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
         storage,
         state: Mutex::new(State::new(core)),
         listen_addr,
+        utp,
         downloaded: AtomicU64::new(0),
         uploaded: AtomicU64::new(0),
         wasted: AtomicU64::new(0),
@@ -200,11 +205,24 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
     let mut tasks = Vec::new();
     if let Some(listener) = listener {
         let gate = crate::conns::HandshakeGate::new(shared.config.handshake);
-        tasks.push(tokio::spawn(crate::peer::accept_loop(
-            shared.clone(),
-            listener,
-            gate,
-        )));
+        if let Some(endpoint) = shared.utp.clone() {
+            let mut stop = shared.stopping();
+            tasks.push(tokio::spawn(crate::utp_listen::accept_loop(
+                endpoint,
+                crate::utp_listen::Route::One(shared.clone()),
+                gate.clone(),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            )));
+        }
+        if shared.config.transports.tcp {
+            tasks.push(tokio::spawn(crate::peer::accept_loop(
+                shared.clone(),
+                listener,
+                gate,
+            )));
+        }
     }
     tasks.push(tokio::spawn(crate::peer::dial_loop(
         shared.clone(),

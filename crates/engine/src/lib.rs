@@ -27,6 +27,8 @@ mod torrent;
 pub mod tracker;
 mod transport;
 mod upload;
+mod utp_listen;
+mod utp_transport;
 
 #[cfg(test)]
 mod testutil;
@@ -70,4 +72,7 @@ pub use torrent_core::Bitfield;
 pub use torrent_core::{Picker, Received, BLOCK};
 pub use upload::{
     set_upload_memory, upload_memory_limit, upload_memory_used, DEFAULT_UPLOAD_MEMORY,
+};
+pub use utp_transport::{
+    Transports, TransportsError, UtpEndpoint, NO_UTP_MEMORY, UTP_DIAL_TIMEOUT, UTP_HEAD_START,
 };

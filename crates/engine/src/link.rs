@@ -125,6 +125,8 @@ pub(crate) struct PeerIo {
     pub budget: Option<Arc<PeerBudget>>,
     /// The connection runs over MSE with RC4.
     pub encrypted: bool,
+    /// What carries the connection (for status views).
+    pub carrier: crate::transport::Carrier,
 }
 
 impl Drop for PeerIo {

@@ -196,6 +196,12 @@ pub async fn fetch_metadata(
         peer_id: request.peer_id,
         dht: request.dht.is_some(),
         encryption: request.encryption,
+        // No uTP socket exists before the torrent starts: the metadata phase dials over TCP.
+        utp: None,
+        transports: crate::Transports {
+            tcp: true,
+            utp: false,
+        },
     });
     let discovery = tokio::spawn(discover(
         hub.clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, Notify};
 use torrent_core::{PeerEvent, PeerKey};
 use wire::{BlockRef, Decoder, Handshake, Message};
@@ -79,16 +79,22 @@ pub(crate) async fn accept_loop(
         let shared = shared.clone();
         let gate = gate.clone();
         tokio::spawn(async move {
-            if let Err(e) = incoming(shared, stream, addr, &gate, admitted).await {
+            let result = match PeerStream::tcp(stream) {
+                Ok(stream) => incoming(shared, stream, addr, &gate, admitted).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
                 tracing::debug!("incoming {addr}: {e:#}");
             }
         });
     }
 }
 
-async fn incoming(
+/// An admitted connection to this torrent's own listener (TCP or uTP): its handshakes, plaintext or
+/// MSE as the torrent's policy allows, then the connection.
+pub(crate) async fn incoming(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: PeerStream,
     addr: SocketAddr,
     gate: &HandshakeGate,
     admitted: Admitted,
@@ -132,6 +138,8 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
         peer_id: shared.config.peer_id,
         dht: shared.uses_dht(),
         encryption: policy,
+        utp: shared.utp.clone(),
+        transports: shared.config.transports,
     };
     let handshake = dial(&how, addr).await;
     if let Ok((stream, _, _)) = &handshake {
@@ -163,6 +171,9 @@ pub(crate) struct Dial {
     pub dht: bool,
     /// MSE for this dial (`Off`, or `Prefer` with a plaintext retry, or `Require`).
     pub encryption: crate::Encryption,
+    /// The uTP socket to dial through (none: TCP only), and which transports may be used.
+    pub utp: Option<crate::UtpEndpoint>,
+    pub transports: crate::Transports,
 }
 
 /// Connects to `addr` and exchanges handshakes: the one way out for a torrent's peers and a magnet
@@ -172,7 +183,16 @@ pub(crate) async fn dial(
     addr: SocketAddr,
 ) -> anyhow::Result<(PeerStream, Handshake, Handshake)> {
     let ours = Handshake::new(how.info_hash, how.peer_id, how.dht);
-    let tcp = || dial_tcp(addr, how.bind);
+    // uTP first where the peer may speak it, TCP beside it when uTP is slow to answer; a plaintext
+    // retry under `Prefer` dials again the same way.
+    let tcp = || {
+        crate::utp_transport::dial(
+            how.utp.as_ref(),
+            how.transports,
+            addr,
+            dial_tcp(addr, how.bind),
+        )
+    };
     let (stream, theirs) =
         crate::encryption::outgoing(how.encryption, &ours, HANDSHAKE_TIMEOUT, tcp).await?;
     if theirs.info_hash != how.info_hash {
@@ -547,6 +567,7 @@ async fn run_with(
         }
     );
     let encrypted = stream.encrypted();
+    let carrier = stream.carrier();
     let (mut read_half, write_half) = stream.into_split();
     let budget = shared.config.peer_budget.clone();
     if budget.as_ref().is_some_and(|b| !b.try_take()) {
@@ -566,6 +587,7 @@ async fn run_with(
         uploads: uploads.clone(),
         budget,
         encrypted,
+        carrier,
     };
     // A refused peer's link is dropped here, which gives its budget unit back.
     let (key, after) = shared

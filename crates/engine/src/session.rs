@@ -31,35 +31,82 @@ impl mse::SkeyLookup for Lookup {
     }
 }
 
+/// What the session's uTP listener asks of it.
+struct UtpRoute {
+    torrents: Registry,
+    encryption: Arc<Mutex<Encryption>>,
+}
+
+impl crate::utp_listen::SessionRoute for UtpRoute {
+    fn find(&self, id: &InfoHash) -> Option<Arc<Shared>> {
+        self.torrents.lock().by_hash.get(id).cloned()
+    }
+
+    fn lookup(&self) -> Box<dyn mse::SkeyLookup> {
+        Box::new(Lookup(self.torrents.clone()))
+    }
+
+    fn encryption(&self) -> Encryption {
+        *self.encryption.lock()
+    }
+}
+
 pub struct Session {
     listen_addr: SocketAddr,
     torrents: Registry,
     gate: Arc<HandshakeGate>,
     encryption: Arc<Mutex<Encryption>>,
-    accept: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    utp: Option<crate::UtpEndpoint>,
 }
 
 impl Session {
     /// Listens on `addr`, holding connections that have not sent their handshake within `limits`.
-    pub async fn bind(addr: SocketAddr, limits: HandshakeLimits) -> std::io::Result<Session> {
-        let listener = crate::peer::listen(addr)?;
+    /// With uTP among `transports`, a UDP socket on the same port takes uTP peers as well.
+    pub async fn bind(
+        addr: SocketAddr,
+        limits: HandshakeLimits,
+        transports: crate::Transports,
+    ) -> std::io::Result<Session> {
+        let (listener, utp) = crate::utp_listen::bind_pair(addr, transports)?;
         let listen_addr = listener.local_addr()?;
         let torrents: Registry = Arc::default();
         let gate = HandshakeGate::new(limits);
         let encryption = Arc::new(Mutex::new(Encryption::default()));
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            torrents.clone(),
-            gate.clone(),
-            encryption.clone(),
-        ));
+        let mut tasks = Vec::new();
+        if let Some(endpoint) = utp.clone() {
+            let route = Arc::new(UtpRoute {
+                torrents: torrents.clone(),
+                encryption: encryption.clone(),
+            });
+            tasks.push(tokio::spawn(crate::utp_listen::accept_loop(
+                endpoint,
+                crate::utp_listen::Route::Many(route),
+                gate.clone(),
+                std::future::pending(),
+            )));
+        }
+        if transports.tcp {
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                torrents.clone(),
+                gate.clone(),
+                encryption.clone(),
+            )));
+        }
         Ok(Session {
             listen_addr,
             torrents,
             gate,
             encryption,
-            accept,
+            tasks,
+            utp,
         })
+    }
+
+    /// The uTP socket torrents of this session dial through (`TorrentConfig::session_utp`).
+    pub fn utp(&self) -> Option<crate::UtpEndpoint> {
+        self.utp.clone()
     }
 
     /// What incoming peers may speak (plaintext, MSE, or either); applies to connections accepted
@@ -95,7 +142,9 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.accept.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -119,6 +168,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let result = async {
                 let lookup = Lookup(torrents.clone());
+                let stream = crate::transport::PeerStream::tcp(stream)?;
                 let (stream, theirs) = crate::conns::finish_handshake(
                     &gate, stream, admitted, addr, encryption, lookup,
                 )
@@ -167,6 +217,7 @@ mod tests {
         let session = Session::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             HandshakeLimits::default(),
+            crate::Transports::default(),
         )
         .await
         .unwrap();

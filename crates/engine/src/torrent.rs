@@ -68,6 +68,10 @@ pub struct TorrentConfig {
     /// Accept no connections of our own: a `Session` owns the listening socket at this address and
     /// hands us the peers that ask for this torrent.
     pub session_listener: Option<SocketAddr>,
+    /// The `Session`'s uTP socket at that address, through which this torrent dials over uTP.
+    pub session_utp: Option<crate::UtpEndpoint>,
+    /// Which transports peer connections use, in and out (uTP first, TCP when it gets no answer).
+    pub transports: crate::Transports,
     /// Local service discovery (BEP 14; never for private torrents) through this multicast group.
     pub lsd: bool,
     pub lsd_group: SocketAddr,
@@ -143,6 +147,8 @@ impl TorrentConfig {
             global_download: None,
             resume: None,
             session_listener: None,
+            session_utp: None,
+            transports: crate::Transports::default(),
             peer_budget: None,
             lsd: false,
             lsd_group: LSD_GROUP,
@@ -235,6 +241,8 @@ pub struct Shared {
     pub(crate) state: Mutex<State>,
     pub id: InfoHash,
     pub listen_addr: SocketAddr,
+    /// The uTP socket dials go through (our own, or the session's); `None` without uTP.
+    pub(crate) utp: Option<crate::UtpEndpoint>,
     pub downloaded: AtomicU64,
     pub uploaded: AtomicU64,
     /// Bytes that failed verification.
@@ -354,6 +362,8 @@ pub struct PeerInfo {
     pub uploading_to: bool,
     /// The connection is encrypted (MSE, RC4).
     pub encrypted: bool,
+    /// The connection runs over uTP (else TCP).
+    pub utp: bool,
 }
 
 pub struct TorrentHandle {
@@ -405,6 +415,10 @@ impl Shared {
             .into_iter()
             .map(|p| PeerInfo {
                 encrypted: st.links.get(&p.key).is_some_and(|l| l.encrypted),
+                utp: st
+                    .links
+                    .get(&p.key)
+                    .is_some_and(|l| l.carrier == crate::transport::Carrier::Utp),
                 addr: p.addr,
                 downloaded: p.downloaded,
                 uploaded: p.uploaded,

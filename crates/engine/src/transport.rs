@@ -16,6 +16,8 @@ pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Carrier {
     Tcp,
+    /// uTP (BEP 29) over UDP, with LEDBAT congestion control.
+    Utp,
 }
 
 pub(crate) struct PeerStream {
@@ -36,6 +38,12 @@ impl PeerStream {
             Carrier::Tcp,
             false,
         ))
+    }
+
+    /// A uTP connection (plaintext).
+    pub(crate) fn utp(stream: utp::UtpStream) -> PeerStream {
+        let (read, write) = tokio::io::split(stream);
+        PeerStream::from_halves(Box::new(read), Box::new(write), Carrier::Utp, false)
     }
 
     pub(crate) fn from_halves(

@@ -35,6 +35,9 @@ pub struct ConnArgs {
     /// require (encrypted only), off (plaintext only)
     #[arg(long, value_name = "MODE", default_value = "prefer")]
     pub encryption: engine::Encryption,
+    /// Transports for peer connections: utp,tcp dials uTP first and falls back to TCP
+    #[arg(long, value_name = "LIST", default_value = "utp,tcp")]
+    pub transports: engine::Transports,
 }
 
 impl ConnArgs {
@@ -413,7 +416,8 @@ fn download(
     max_up: Option<u64>,
     max_down: Option<u64>,
 ) -> CmdResult {
-    let discovery = args.discovery.settings();
+    let mut discovery = args.discovery.settings();
+    discovery.utp = args.conns.transports.utp;
     let mut fetched = None;
     let (torrent, dht) = if args.torrent.starts_with("magnet:") {
         // A magnet link's private flag is unknown until the metadata arrives; the engine keeps a private
@@ -459,6 +463,7 @@ fn download(
     config.max_peers = max_peers;
     config.handshake = handshake;
     config.encryption = args.conns.encryption;
+    config.transports = args.conns.transports;
     config.use_trackers = !args.no_trackers;
     config.max_upload_rate = max_up;
     config.max_download_rate = max_down;
@@ -607,6 +612,7 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     config.max_peers = max_peers;
     config.handshake = handshake;
     config.encryption = args.conns.encryption;
+    config.transports = args.conns.transports;
     let rt = runtime()?;
     let mapper = {
         let _rt = rt.enter();

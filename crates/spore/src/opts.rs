@@ -39,6 +39,7 @@ impl DiscoveryArgs {
             dht: !self.no_dht,
             dht_bootstrap: self.dht_bootstrap.clone(),
             dht_port: self.dht_port,
+            utp: true,
             dht_state_file: Some(state_dir(None).join("dht-nodes.txt")),
             pex: !self.no_pex,
             lsd: !self.no_lsd,

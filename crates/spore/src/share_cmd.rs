@@ -202,6 +202,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
         config.max_peers = max_peers;
         config.handshake = handshake;
         config.encryption = args.conns.encryption;
+        config.transports = args.conns.transports;
         // Our own tracker learns of the seed directly (below): announcing to it through the router's
         // external address fails where the router has no hairpin NAT, with a warning each interval.
         config.use_trackers = tracker.is_none();

@@ -720,6 +720,27 @@ fn libtorrent(
     libtorrent_with(ctx, mode, fx, save, ip, peers, &[])
 }
 
+/// [`libtorrent`] with its peers over `transports`: `tcp`, `utp` (TCP off both ways) or `both`.
+fn libtorrent_over(
+    ctx: &Ctx,
+    mode: &str,
+    fx: &Fixture,
+    save: &Path,
+    ip: &str,
+    peers: &[&str],
+    transports: &str,
+) -> Libtorrent {
+    libtorrent_with(
+        ctx,
+        mode,
+        fx,
+        save,
+        ip,
+        peers,
+        &["--transports", transports],
+    )
+}
+
 /// As `libtorrent`, with `extra` arguments for lt_transfer.py (e.g. `--encryption forced`).
 fn libtorrent_with(
     ctx: &Ctx,
@@ -1580,4 +1601,189 @@ fn spore_retries_a_peer_that_comes_up_late() {
     get.wait_for(&ctx, &format!("complete: {}", fx.name));
     assert!(get.wait_exit(&ctx).success());
     assert_files(&ctx, &fx, &dl, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. uTP (BEP 29): with TCP off on one side or both, and the fall-back to TCP.
+
+/// Whether Spore's debug log at LABEL.err says a peer connection ran over `carrier` (`Utp`, `Tcp`).
+fn spore_log_says(ctx: &Ctx, label: &str, needle: &str) -> bool {
+    std::fs::read_to_string(ctx.path(&format!("{label}.err")))
+        .unwrap_or_default()
+        .contains(needle)
+}
+
+/// libtorrent with TCP off both ways seeds; `spore get --transports utp` (no TCP either) finds it
+/// through the tracker and dials it over uTP.
+#[test]
+fn libtorrent_seeds_spore_downloads_over_utp_only() {
+    if !have_libtorrent() {
+        return;
+    }
+    let ctx = Ctx::new("libtorrent_seeds_spore_utp", BUDGET);
+    let tracker = start_tracker(&ctx);
+    let fx = fixture(
+        &ctx,
+        "u",
+        "utp.img",
+        false,
+        &[("utp.img", 16 * 1024 * 1024 + 7)],
+        &[&tracker.http],
+        "256K",
+        "--v1",
+    );
+    let mut lt = libtorrent_over(&ctx, "seed", &fx, &fx.src, "127.0.0.140", &[], "utp");
+    libtorrent_done(&ctx, &mut lt);
+    tracker.wait_seeders(&ctx, &fx, 1);
+    let dl = ctx.path("spore-dl");
+    let mut get = spore_get(
+        &ctx,
+        &fx,
+        &dl,
+        "127.0.0.141",
+        &["--no-seed", "--transports", "utp"],
+    );
+    get.wait_for(&ctx, &format!("complete: {}", fx.name));
+    assert!(get.wait_exit(&ctx).success());
+    assert_files(&ctx, &fx, &dl, None);
+    assert!(spore_log_says(&ctx, "spore-get", "dialled over Utp"));
+}
+
+/// `spore seed --transports utp` (its TCP listener closed); libtorrent with TCP off both ways finds
+/// it through the tracker and downloads over uTP: Spore's incoming uTP path, through the gate.
+#[test]
+fn spore_seeds_libtorrent_downloads_over_utp_only() {
+    if !have_libtorrent() {
+        return;
+    }
+    let ctx = Ctx::new("spore_seeds_libtorrent_utp", BUDGET);
+    let tracker = start_tracker(&ctx);
+    let fx = fixture(
+        &ctx,
+        "w",
+        "wave.bin",
+        false,
+        &[("wave.bin", 12 * 1024 * 1024 + 5)],
+        &[&tracker.udp],
+        "256K",
+        "--v1",
+    );
+    let (mut seeder, _) = spore_seed(&ctx, &fx, "127.0.0.142", &["--transports", "utp"]);
+    tracker.wait_seeders(&ctx, &fx, 1);
+    let dl = ctx.path("lt-dl");
+    let mut lt = libtorrent_over(&ctx, "get", &fx, &dl, "127.0.0.143", &[], "utp");
+    libtorrent_done(&ctx, &mut lt);
+    assert_files(&ctx, &fx, &dl, None);
+    seeder.assert_alive(&ctx);
+    assert!(spore_log_says(&ctx, "spore-seed", "accepted over Utp"));
+}
+
+/// Transmission with uTP on: `spore seed --transports utp --peer` dials it over uTP (Spore has no
+/// TCP at all) and Transmission downloads.
+#[test]
+fn spore_seeds_transmission_downloads_over_utp() {
+    if !have_transmission() {
+        return;
+    }
+    let ctx = Ctx::new("spore_seeds_transmission_utp", BUDGET);
+    let tracker = start_tracker(&ctx);
+    let fx = fixture(
+        &ctx,
+        "q",
+        "quartet",
+        true,
+        &[("one.flac", 3 * 1024 * 1024 + 3), ("two.flac", 2_000_001)],
+        &[&tracker.http],
+        "256K",
+        "--v1",
+    );
+    let mut tr = transmission_with(
+        &ctx,
+        "127.0.0.144",
+        serde_json::json!({"utp-enabled": true}),
+    );
+    let dl = ctx.path("tr-dl");
+    tr.add(&fx, &dl);
+    tr.wait_ready(&ctx, false);
+    let peer = tr.peer_addr.clone();
+    let (mut seeder, _) = spore_seed(
+        &ctx,
+        &fx,
+        "127.0.0.145",
+        &["--transports", "utp", "--peer", &peer],
+    );
+    tr.wait_complete(&ctx);
+    assert_files(&ctx, &fx, &dl, None);
+    seeder.assert_alive(&ctx);
+    assert!(spore_log_says(&ctx, "spore-seed", "dialled over Utp"));
+}
+
+/// Spore to Spore with the default transports: the dial goes over uTP.
+#[test]
+fn spore_to_spore_prefers_utp() {
+    let ctx = Ctx::new("spore_to_spore_utp", BUDGET);
+    let tracker = start_tracker(&ctx);
+    let fx = fixture(
+        &ctx,
+        "s",
+        "both.bin",
+        false,
+        &[("both.bin", 10 * 1024 * 1024 + 1)],
+        &[&tracker.http],
+        "256K",
+        "--v1",
+    );
+    let (mut seeder, addr) = spore_seed(&ctx, &fx, "127.0.0.146", &["--no-trackers"]);
+    let dl = ctx.path("spore-dl");
+    let mut get = spore_get(
+        &ctx,
+        &fx,
+        &dl,
+        "127.0.0.147",
+        &["--no-seed", "--no-trackers", "--peer", &addr],
+    );
+    get.wait_for(&ctx, &format!("complete: {}", fx.name));
+    assert!(get.wait_exit(&ctx).success());
+    assert_files(&ctx, &fx, &dl, None);
+    seeder.assert_alive(&ctx);
+    assert!(spore_log_says(&ctx, "spore-get", "dialled over Utp"));
+    assert!(spore_log_says(&ctx, "spore-seed", "accepted over Utp"));
+}
+
+/// A peer without uTP (`spore seed --transports tcp`: no UDP socket at all): the default
+/// `spore get` dials uTP, hears nothing for its head start, and connects over TCP.
+#[test]
+fn spore_falls_back_to_tcp_for_a_peer_without_utp() {
+    let ctx = Ctx::new("utp_fallback_to_tcp", BUDGET);
+    let tracker = start_tracker(&ctx);
+    let fx = fixture(
+        &ctx,
+        "f",
+        "fallback.bin",
+        false,
+        &[("fallback.bin", 4 * 1024 * 1024 + 9)],
+        &[&tracker.http],
+        "256K",
+        "--v1",
+    );
+    let (mut seeder, addr) = spore_seed(
+        &ctx,
+        &fx,
+        "127.0.0.148",
+        &["--no-trackers", "--transports", "tcp"],
+    );
+    let dl = ctx.path("spore-dl");
+    let mut get = spore_get(
+        &ctx,
+        &fx,
+        &dl,
+        "127.0.0.149",
+        &["--no-seed", "--no-trackers", "--peer", &addr],
+    );
+    get.wait_for(&ctx, &format!("complete: {}", fx.name));
+    assert!(get.wait_exit(&ctx).success());
+    assert_files(&ctx, &fx, &dl, None);
+    seeder.assert_alive(&ctx);
+    assert!(spore_log_says(&ctx, "spore-get", "dialling over TCP too"));
+    assert!(spore_log_says(&ctx, "spore-get", "dialled over Tcp"));
 }

@@ -1696,9 +1696,12 @@ fn peers_show_their_client_names_and_flags() {
         "{t}"
     );
     assert!(incoming["flagStr"].as_str().unwrap().contains('I'), "{t}");
-    // Both sides run the default `--encryption prefer`: the connection is RC4 (MSE).
+    // Both Spores run the defaults: `--encryption prefer` (RC4 between two Spores) and uTP first, so
+    // the downloader dialled the daemon's session over uTP, encrypted.
     assert!(incoming["flagStr"].as_str().unwrap().contains('E'), "{t}");
     assert_eq!(incoming["isEncrypted"], true, "{t}");
+    assert_eq!(incoming["isUTP"], true, "{t}");
+    assert!(incoming["flagStr"].as_str().unwrap().contains('T'), "{t}");
     // The seed the daemon dialled is no incoming peer.
     for p in peers.iter().filter(|p| p["isIncoming"] == false) {
         assert!(!p["flagStr"].as_str().unwrap().contains('I'), "{t}");

@@ -29,8 +29,10 @@ pub const MAX_IN_FLIGHT: usize = 4096;
 pub const INITIAL_RTO: Micros = 1_000_000;
 pub const MIN_RTO: Micros = 500_000;
 pub const MAX_RTO: Micros = 60_000_000;
-/// Consecutive timeouts before the connection is given up (SYN: fewer).
-pub const MAX_TIMEOUTS: u32 = 8;
+/// Consecutive timeouts before the connection is given up: 5 (libtorrent resends 3 times, which
+/// gives up under 15 % loss), so a peer that vanished (killed, no FIN) is dropped within about
+/// 30 s at the least RTO (0.5 + 1 + ... + 16 s), not two minutes, and its requests go to others.
+pub const MAX_TIMEOUTS: u32 = 5;
 pub const MAX_SYN_TIMEOUTS: u32 = 4;
 /// Duplicate acks (or packets selectively acked past a hole) that declare the hole lost.
 pub const DUP_ACK_THRESHOLD: u32 = 3;
@@ -121,6 +123,11 @@ pub struct Connection {
     /// Oldest first: `inflight[i].seq == inflight[0].seq + i`.
     inflight: VecDeque<Sent>,
     unacked_bytes: usize,
+    /// Payload bytes of `inflight` packets in flight (`Sent::in_flight`), and how many packets
+    /// wait for retransmission: kept as packets change, so sending a packet costs no walk over
+    /// the window.
+    flight_bytes: usize,
+    resends: usize,
     peer_wnd: usize,
     ledbat: Ledbat,
     srtt: Option<(Micros, Micros)>,
@@ -156,6 +163,8 @@ impl Connection {
             send_buf: VecDeque::new(),
             inflight: VecDeque::new(),
             unacked_bytes: 0,
+            flight_bytes: 0,
+            resends: 0,
             peer_wnd: config.max_payload,
             ledbat,
             srtt: None,
@@ -202,6 +211,7 @@ impl Connection {
             need_resend: true,
             sacked: false,
         });
+        c.resends = 1;
         c.seq_nr = seq_nr.wrapping_add(1);
         c
     }
@@ -291,15 +301,29 @@ impl Connection {
             return Err(self.error().unwrap_or(UtpError::WouldBlock));
         }
         let n = buf.len().min(self.recv_buf.len());
-        for (dst, src) in buf.iter_mut().zip(self.recv_buf.drain(..n)) {
-            *dst = src;
-        }
+        let (a, b) = self.recv_buf.as_slices();
+        let from_a = a.len().min(n);
+        buf[..from_a].copy_from_slice(&a[..from_a]);
+        buf[from_a..n].copy_from_slice(&b[..n - from_a]);
+        self.recv_buf.drain(..n);
         // A window we advertised small has reopened: say so, or a sender stalled on it waits
         // for its timeout.
         if self.last_wnd < 4 * self.config.max_payload && self.window() > self.last_wnd {
             self.need_ack = true;
         }
         Ok(n)
+    }
+
+    /// Received bytes ready to read.
+    pub fn readable(&self) -> usize {
+        self.recv_buf.len()
+    }
+
+    /// Bytes [`Connection::write`] would take now.
+    pub fn writable(&self) -> usize {
+        self.config
+            .send_buffer
+            .saturating_sub(self.send_buf.len() + self.unacked_bytes)
     }
 
     /// Finishes our direction: a FIN follows the last written byte.
@@ -314,11 +338,57 @@ impl Connection {
     }
 
     fn flight(&self) -> usize {
-        self.inflight
+        #[cfg(debug_assertions)]
+        self.check_counters();
+        self.flight_bytes
+    }
+
+    /// The counters against a walk over the window (tests only: the walk is what they save).
+    #[cfg(debug_assertions)]
+    fn check_counters(&self) {
+        let walked: usize = self
+            .inflight
             .iter()
             .filter(|s| s.in_flight())
             .map(|s| s.payload.len())
-            .sum()
+            .sum();
+        assert_eq!(self.flight_bytes, walked, "flight bytes");
+        let resends = self.inflight.iter().filter(|s| s.need_resend).count();
+        assert_eq!(self.resends, resends, "packets to resend");
+    }
+
+    /// Packet `idx` is to be sent again (lost, or a timeout).
+    fn mark_resend(&mut self, idx: usize) {
+        let Some(s) = self.inflight.get_mut(idx) else {
+            return;
+        };
+        if s.need_resend || s.sacked {
+            return;
+        }
+        if s.in_flight() {
+            self.flight_bytes -= s.payload.len();
+        }
+        s.need_resend = true;
+        self.resends += 1;
+    }
+
+    /// Bytes newly acknowledged by a selective ack of packet `idx`.
+    fn mark_sacked(&mut self, idx: usize) -> usize {
+        let Some(s) = self.inflight.get_mut(idx) else {
+            return 0;
+        };
+        if s.sacked || s.transmissions == 0 {
+            return 0;
+        }
+        if s.in_flight() {
+            self.flight_bytes -= s.payload.len();
+        }
+        if s.need_resend {
+            self.resends -= 1;
+        }
+        s.sacked = true;
+        s.need_resend = false;
+        s.payload.len()
     }
 
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Micros) -> Result<(), UtpError> {
@@ -383,6 +453,12 @@ impl Connection {
                 if !s.sacked && s.transmissions > 0 {
                     bytes_acked += s.payload.len();
                 }
+                if s.in_flight() {
+                    self.flight_bytes -= s.payload.len();
+                }
+                if s.need_resend {
+                    self.resends -= 1;
+                }
                 self.unacked_bytes -= s.payload.len();
                 if s.transmissions == 1 {
                     rtt_sample = Some(now.saturating_sub(s.sent_at));
@@ -435,13 +511,7 @@ impl Connection {
                 }
                 let seq = ack_nr.wrapping_add(2 + (i * 8 + bit) as u16);
                 let idx = seq.wrapping_sub(first) as usize;
-                if let Some(s) = self.inflight.get_mut(idx) {
-                    if !s.sacked && s.transmissions > 0 {
-                        s.sacked = true;
-                        s.need_resend = false;
-                        bytes += s.payload.len();
-                    }
-                }
+                bytes += self.mark_sacked(idx);
             }
         }
         let mut sacked_after = 0;
@@ -460,11 +530,10 @@ impl Connection {
     }
 
     fn lost(&mut self, idx: usize) {
-        let Some(s) = self.inflight.get_mut(idx) else {
+        let Some(seq) = self.inflight.get(idx).map(|s| s.seq) else {
             return;
         };
-        s.need_resend = true;
-        let seq = s.seq;
+        self.mark_resend(idx);
         if seq_lt(self.recovery_until, seq) {
             self.ledbat.on_loss();
             self.recovery_until = self.seq_nr.wrapping_sub(1);
@@ -573,9 +642,16 @@ impl Connection {
         }
         let window = self.ledbat.cwnd().min(self.peer_wnd);
         let flight = self.flight();
-        if let Some(i) = self.inflight.iter().position(|s| s.need_resend) {
+        let resend = if self.resends > 0 {
+            self.inflight.iter().position(|s| s.need_resend)
+        } else {
+            None
+        };
+        if let Some(i) = resend {
             let len = self.inflight[i].payload.len();
             if flight == 0 || flight + len <= window {
+                self.resends -= 1;
+                self.flight_bytes += len;
                 let s = &mut self.inflight[i];
                 s.need_resend = false;
                 s.transmissions += 1;
@@ -593,7 +669,12 @@ impl Connection {
         {
             let len = self.send_buf.len().min(self.config.max_payload);
             if flight == 0 || flight + len <= window {
-                let payload: Vec<u8> = self.send_buf.drain(..len).collect();
+                let mut payload = Vec::with_capacity(len);
+                let (a, b) = self.send_buf.as_slices();
+                let from_a = a.len().min(len);
+                payload.extend_from_slice(&a[..from_a]);
+                payload.extend_from_slice(&b[..len - from_a]);
+                self.send_buf.drain(..len);
                 return Some(self.send_new(PacketType::Data, payload, now));
             }
         }
@@ -617,6 +698,7 @@ impl Connection {
         self.seq_nr = seq.wrapping_add(1);
         let out = self.packet(ty, seq, &payload, now);
         self.unacked_bytes += payload.len();
+        self.flight_bytes += payload.len();
         self.inflight.push_back(Sent {
             seq,
             ty,
@@ -666,8 +748,8 @@ impl Connection {
             return;
         }
         self.rto = (self.rto * 2).min(MAX_RTO);
-        for s in self.inflight.iter_mut().filter(|s| !s.sacked) {
-            s.need_resend = true;
+        for i in 0..self.inflight.len() {
+            self.mark_resend(i);
         }
         self.ledbat.on_timeout();
         self.recovery_until = self.seq_nr.wrapping_sub(1);

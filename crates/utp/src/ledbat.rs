@@ -26,6 +26,9 @@ pub const ALLOWED_INCREASE_SEGMENTS: f64 = 1.0;
 /// RTT, like TCP's congestion avoidance, never faster.
 pub const GAIN: f64 = 1.0;
 
+/// Above target, the window shrinks by at most this fraction of itself per window of acks.
+pub const MAX_DECREASE: f64 = 0.5;
+
 const MINUTE_US: u64 = 60_000_000;
 
 /// `a` before `b` on the 32-bit microsecond circle.
@@ -110,8 +113,15 @@ impl Ledbat {
         let Some(queuing) = self.queuing_delay() else {
             return;
         };
-        let off_target = ((TARGET_US as f64 - queuing as f64) / TARGET_US as f64).clamp(-1.0, 1.0);
-        self.cwnd += GAIN * off_target * bytes_acked as f64 * self.mss / self.cwnd;
+        let off_target = (TARGET_US as f64 - queuing as f64) / TARGET_US as f64;
+        if off_target >= 0.0 {
+            self.cwnd += GAIN * off_target * bytes_acked as f64 * self.mss / self.cwnd;
+        } else {
+            // Above target the window shrinks in proportion to itself, as LEDBAT++
+            // (draft-irtf-iccrg-ledbat-plus-plus) does: RFC 6817's one segment per round trip
+            // takes tens of seconds to give a large window back to a TCP flow that arrives.
+            self.cwnd -= (-off_target).min(MAX_DECREASE) * bytes_acked as f64;
+        }
         let max_allowed = flight as f64 + ALLOWED_INCREASE_SEGMENTS * self.mss;
         self.cwnd = self.cwnd.min(max_allowed).max(self.min_cwnd());
     }
@@ -157,6 +167,33 @@ mod tests {
         l.on_ack(1000, 1 << 20);
         assert!(l.cwnd() < before);
         assert_eq!(l.queuing_delay(), Some(200_000));
+    }
+
+    #[test]
+    fn above_target_a_window_of_acks_shrinks_the_window_in_proportion_at_most_half() {
+        let window_of_acks = |queuing: u32| {
+            let mut l = Ledbat::new(1000);
+            l.on_delay_sample(5000, 0);
+            for _ in 0..2000 {
+                l.on_ack(1000, 1 << 20);
+            }
+            let big = l.cwnd();
+            for _ in 0..CURRENT_FILTER {
+                l.on_delay_sample(5000 + queuing, 1);
+            }
+            let mut acked = 0;
+            while acked < big {
+                l.on_ack(1000, 1 << 20);
+                acked += 1000;
+            }
+            l.cwnd() as f64 / big as f64
+        };
+        // 120 ms: 20 % over target, the window loses about a fifth (compounded over the acks).
+        let r = window_of_acks(120_000);
+        assert!((0.78..=0.84).contains(&r), "{r}");
+        // Twice the target and more: at most half per window of acks.
+        let r = window_of_acks(400_000);
+        assert!((0.45..=0.6).contains(&r), "{r}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ use crate::packet::{is_utp, Header, Packet, PacketType, HEADER_LEN};
 
 /// Connections waiting in `accept`; SYNs beyond are dropped (the peer retries).
 pub const ACCEPT_BACKLOG: usize = 64;
+/// Datagrams read at most between two passes over the connections.
+const RECV_BATCH: usize = 64;
 /// Largest datagram read; a longer one is truncated and then fails to parse as uTP sensibly.
 const MAX_DATAGRAM: usize = 65536;
 
@@ -86,7 +88,16 @@ impl UtpSocket {
         config: Config,
         other: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
     ) -> io::Result<UtpSocket> {
-        let socket = UdpSocket::bind(addr).await?;
+        UtpSocket::from_socket(UdpSocket::bind(addr).await?, config, other)
+    }
+
+    /// Speaks uTP on a socket the caller made (with the options it wants: dual-stack, buffer
+    /// sizes). Must be called within a tokio runtime.
+    pub fn from_socket(
+        socket: UdpSocket,
+        config: Config,
+        other: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+    ) -> io::Result<UtpSocket> {
         let inner = Arc::new(Inner {
             socket,
             conns: Mutex::new(HashMap::new()),
@@ -107,6 +118,11 @@ impl UtpSocket {
         self.inner.socket.local_addr()
     }
 
+    /// Connections the socket holds: dialling, open, or closing until their FIN is acknowledged.
+    pub fn connections(&self) -> usize {
+        self.inner.conns().len()
+    }
+
     /// Sends a datagram that is not uTP (a DHT message) from the shared socket.
     pub async fn send_other(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
         self.inner.socket.send_to(datagram, to).await
@@ -122,9 +138,10 @@ impl UtpSocket {
             .ok_or_else(|| io::Error::other("uTP socket task ended"))
     }
 
-    /// Dials `addr`; resolves once the peer has answered the SYN.
+    /// Dials `addr`; resolves once the peer has answered the SYN. Cancel-safe: a dial dropped
+    /// before it resolves (a caller's timeout), refused or timed out is forgotten at once.
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<UtpStream> {
-        let shared = {
+        let (key, shared) = {
             let mut conns = self.inner.conns();
             let mut salt = self.inner.now();
             let id = loop {
@@ -140,9 +157,13 @@ impl UtpSocket {
             let conn = Connection::connect(self.inner.config.clone(), id, self.inner.now());
             let shared = new_slot(conn);
             conns.insert((addr, id), shared.clone());
-            shared
+            ((addr, id), shared)
         };
         self.inner.wake.notify_one();
+        let mut pending = PendingDial {
+            inner: &self.inner,
+            key: Some(key),
+        };
         poll_fn(|cx| -> Poll<io::Result<()>> {
             let mut slot = lock(&shared);
             match slot.conn.state() {
@@ -156,10 +177,25 @@ impl UtpSocket {
             }
         })
         .await?;
+        pending.key = None;
         Ok(UtpStream {
             shared,
             inner: self.inner.clone(),
         })
+    }
+}
+
+/// A dial not yet answered: its connection leaves the table unless the dial succeeded.
+struct PendingDial<'a> {
+    inner: &'a Arc<Inner>,
+    key: Option<Key>,
+}
+
+impl Drop for PendingDial<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.inner.conns().remove(&key);
+        }
     }
 }
 
@@ -197,12 +233,19 @@ async fn drive(
                 if let Some(t) = slot.conn.poll_timeout() {
                     next = Some(next.map_or(t, |n| n.min(t)));
                 }
-                // Spurious wake-ups are cheap; missing one hangs a stream.
-                if let Some(w) = slot.read_waker.take() {
-                    w.wake();
+                // A task is woken when it can make progress: bytes to read, room to write, or a
+                // state other than open (connected, closed, failed: it sees which). Waking every
+                // task on every datagram cost a context switch per packet.
+                let open = slot.conn.state() == State::Connected;
+                if !open || slot.conn.readable() > 0 || slot.conn.is_eof() {
+                    if let Some(w) = slot.read_waker.take() {
+                        w.wake();
+                    }
                 }
-                if let Some(w) = slot.write_waker.take() {
-                    w.wake();
+                if !open || slot.conn.writable() > 0 {
+                    if let Some(w) = slot.write_waker.take() {
+                        w.wake();
+                    }
                 }
                 !(slot.dropped
                     && (finished(&slot.conn) || slot.conn.is_flushed() && slot.conn.fin_acked()))
@@ -218,20 +261,37 @@ async fn drive(
         tokio::select! {
             r = inner.socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
-                let d = &buf[..n];
-                if !is_utp(d) {
-                    if let Some(other) = &other {
-                        let _ = other.try_send((d.to_vec(), from));
-                    }
-                    continue;
-                }
-                if let Some(reset) = dispatch(&inner, d, from, &accept_tx) {
-                    let _ = inner.socket.send_to(&reset, from).await;
+                handle_datagram(&inner, &buf[..n], from, &accept_tx, other.as_ref()).await;
+                // What else has arrived is handled before the connections are polled again:
+                // one pass over them per batch, not per datagram.
+                for _ in 1..RECV_BATCH {
+                    let Ok((n, from)) = inner.socket.try_recv_from(&mut buf) else {
+                        break;
+                    };
+                    handle_datagram(&inner, &buf[..n], from, &accept_tx, other.as_ref()).await;
                 }
             }
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
+    }
+}
+
+async fn handle_datagram(
+    inner: &Arc<Inner>,
+    d: &[u8],
+    from: SocketAddr,
+    accept_tx: &mpsc::Sender<(UtpStream, SocketAddr)>,
+    other: Option<&mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+) {
+    if !is_utp(d) {
+        if let Some(other) = other {
+            let _ = other.try_send((d.to_vec(), from));
+        }
+        return;
+    }
+    if let Some(reset) = dispatch(inner, d, from, accept_tx) {
+        let _ = inner.socket.send_to(&reset, from).await;
     }
 }
 
@@ -319,7 +379,13 @@ impl AsyncRead for UtpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut slot = lock(&self.shared);
-        match slot.conn.read(buf.initialize_unfilled()) {
+        // Only what is there to read is zeroed first, not the caller's whole buffer (a peer
+        // reader hands 256 KiB).
+        let want = slot.conn.readable().clamp(1, buf.remaining().max(1));
+        match slot
+            .conn
+            .read(buf.initialize_unfilled_to(want.min(buf.remaining())))
+        {
             Ok(n) => {
                 buf.advance(n);
                 drop(slot);

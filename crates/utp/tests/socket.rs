@@ -111,3 +111,16 @@ async fn unknown_connection_gets_a_reset() {
     assert_eq!(p.header.ty, utp::PacketType::Reset);
     assert_eq!((p.header.conn_id, p.header.ack_nr), (777, 42));
 }
+
+#[tokio::test]
+async fn a_dial_given_up_by_its_caller_is_forgotten() {
+    // A UDP port that never answers.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.74:0").await.unwrap();
+    let a = UtpSocket::bind("127.0.0.73:0".parse().unwrap(), Config::default(), None)
+        .await
+        .unwrap();
+    let dial = a.connect(silent.local_addr().unwrap());
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), dial).await;
+    assert!(gave_up.is_err(), "a silent port answered");
+    assert_eq!(a.connections(), 0, "the abandoned dial is still held");
+}

@@ -223,6 +223,8 @@ pub struct Daemon {
     discovery: engine::Discovery,
     /// Whether the peer port is being mapped on the router (shown by the RPC).
     port_mapping: bool,
+    /// Transports for peer connections, from the settings at start.
+    transports: engine::Transports,
     listen: SocketAddr,
     global_up: Arc<Limiter>,
     global_down: Arc<Limiter>,
@@ -359,7 +361,11 @@ async fn serve(args: DaemonArgs) -> CmdResult {
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::new(crate::opts::any_ip(), 6881));
-    let session = Session::bind(listen, fitted.handshake)
+    let transports: engine::Transports = settings
+        .transports
+        .parse()
+        .map_err(|e| Failure::BadInput(anyhow!("setting transports: {e}")))?;
+    let session = Session::bind(listen, fitted.handshake, transports)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     session.set_encryption(settings.encryption.into());
@@ -369,7 +375,8 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         listen.ip(),
     );
     let mapper = crate::port_mapping::start_quiet(port_mapping, listen);
-    let discovery = args.discovery.settings();
+    let mut discovery = args.discovery.settings();
+    discovery.utp = transports.utp;
     let dht = discovery
         .start_dht(listen, false)
         .await
@@ -399,6 +406,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         dht,
         discovery,
         port_mapping,
+        transports,
         listen,
         entries: Mutex::new(BTreeMap::new()),
         events: tokio::sync::broadcast::channel(64).0,
@@ -883,6 +891,8 @@ impl Daemon {
         config.listen = SocketAddr::new(self.listen.ip(), 0);
         config.session_listener = Some(self.listen);
         config.encryption = self.settings.lock().encryption.into();
+        config.session_utp = self.session.utp();
+        config.transports = self.transports;
         config.selected_files = record.files.clone();
         config.file_priorities = record.priorities.clone();
         config.trackers = record.trackers.clone();
@@ -1465,6 +1475,10 @@ impl Daemon {
             return Err(bad("watch_dir must be an absolute path"));
         }
         check_alt_schedule(&settings).map_err(bad)?;
+        // Read at the next start: refused now rather than then.
+        if let Err(e) = settings.transports.parse::<engine::Transports>() {
+            return Err(bad(format!("transports: {e}")));
+        }
         let fitted = conns::fit(&settings).map_err(bad)?;
         self.apply_rates(&settings);
         self.peer_budget.set_max(fitted.peers_total);
@@ -1821,6 +1835,7 @@ impl Daemon {
                             "upload_rate": p.rate_up,
                             "client": p.client,
                             "incoming": p.incoming,
+                            "utp": p.utp,
                             "uploading_to": p.uploading_to,
                             "encrypted": p.encrypted,
                         })

@@ -658,7 +658,7 @@ impl Rpc {
             "dht-enabled": discovery.dht,
             "pex-enabled": discovery.pex,
             "lpd-enabled": discovery.lsd,
-            "utp-enabled": false,
+            "utp-enabled": self.daemon.transports.utp,
             "encryption": match s.encryption {
                 Encryption::Require => "required",
                 Encryption::Prefer => "preferred",
@@ -1070,15 +1070,17 @@ impl Rpc {
                     let down = p["download_rate"].as_f64().unwrap_or(0.0) as u64;
                     let up = p["upload_rate"].as_f64().unwrap_or(0.0) as u64;
                     let incoming = p["incoming"] == true;
+                    let utp = p["utp"] == true;
                     let uploading = up > 0 || p["uploading_to"] == true;
                     // Transmission's letters: D downloading from it, U uploading to it, E
-                    // encrypted, I it connected to us.
+                    // encrypted, I it connected to us, T over uTP.
                     let encrypted = p["encrypted"] == true;
                     let mut flags = String::new();
                     if down > 0 { flags.push('D'); }
                     if uploading { flags.push('U'); }
                     if encrypted { flags.push('E'); }
                     if incoming { flags.push('I'); }
+                    if utp { flags.push('T'); }
                     json!({
                         "address": addr.map_or(String::new(), |a| a.ip().to_string()),
                         "port": addr.map_or(0, |a| a.port()),
@@ -1087,7 +1089,7 @@ impl Rpc {
                         "isDownloadingFrom": down > 0, "isUploadingTo": uploading,
                         "clientIsChoked": false, "clientIsInterested": false,
                         "peerIsChoked": false, "peerIsInterested": false,
-                        "isEncrypted": encrypted, "isIncoming": incoming, "isUTP": false,
+                        "isEncrypted": encrypted, "isIncoming": incoming, "isUTP": utp,
                     })
                 }).collect::<Vec<_>>()),
                 "magnetLink" => view["magnet"].clone(),

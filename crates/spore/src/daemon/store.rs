@@ -68,6 +68,8 @@ pub struct Settings {
     pub upload_memory: u64,
     /// Ask the router to forward the peer port (UPnP IGD, PCP, NAT-PMP); read at start.
     pub port_mapping: bool,
+    /// Transports for peer connections (`utp,tcp`, `tcp`, `utp`); read at start.
+    pub transports: String,
     /// Message Stream Encryption: `prefer`, `require` or `off`. Incoming peers follow a change at
     /// once; outgoing connections of torrents started afterwards.
     pub encryption: Encryption,
@@ -129,6 +131,7 @@ impl Default for Settings {
             upload_memory: engine::DEFAULT_UPLOAD_MEMORY as u64,
             port_mapping: true,
             encryption: Encryption::Prefer,
+            transports: engine::Transports::default().to_string(),
         }
     }
 }

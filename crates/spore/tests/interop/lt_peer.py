@@ -5,8 +5,10 @@ usage: lt_peer.py seed|get TORRENT|MAGNET SAVE_DIR IP [PEER_IP:PORT ...]
 Prints JSON lines: {"listening": port} once listening, {"done": true, ...} when the data is complete
 (seed: after the recheck found it whole), and {"pex_peers": N} whenever the number of connected peers
 libtorrent has heard of through peer exchange (BEP 11) changes. Then keeps running (seeding) until killed.
+Peers go over TCP only, unless LT_TRANSPORTS=utp (uTP only: TCP off both ways) or both.
 """
 import json
+import os
 import sys
 import time
 
@@ -16,6 +18,9 @@ import libtorrent as lt
 def main():
     mode, torrent, save, ip = sys.argv[1:5]
     peers = sys.argv[5:]
+    transports = os.environ.get("LT_TRANSPORTS", "tcp")
+    if transports not in ("tcp", "utp", "both"):
+        sys.exit("LT_TRANSPORTS: tcp, utp or both")
     s = lt.session({
         "listen_interfaces": "%s:0" % ip,
         "outgoing_interfaces": ip,
@@ -23,8 +28,10 @@ def main():
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
+        "enable_outgoing_utp": transports != "tcp",
+        "enable_incoming_utp": transports != "tcp",
+        "enable_outgoing_tcp": transports != "utp",
+        "enable_incoming_tcp": transports != "utp",
         "allow_multiple_connections_per_ip": True,
         "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.status_notification,
     })

@@ -2,10 +2,11 @@
 """One libtorrent peer for Spore's peer interop tests (driven by ../interop_peers.rs).
 
 usage: lt_transfer.py seed|get TORRENT SAVE_PATH --ip IP [--peer IP:PORT]... [--timeout SECONDS]
-                      [--encryption forced|disabled]
+                      [--encryption forced|disabled] [--transports tcp|utp|both]
 
-Runs a libtorrent session bound to IP only (listening and outgoing sockets), with DHT, LSD, UPnP,
-NAT-PMP and uTP off, adds TORRENT with SAVE_PATH as its save path, and (optionally) dials each
+Runs a libtorrent session bound to IP only (listening and outgoing sockets), with DHT, LSD, UPnP
+and NAT-PMP off, and peers over TCP only (the default), uTP only (incoming and outgoing TCP off),
+or both, adds TORRENT with SAVE_PATH as its save path, and (optionally) dials each
 --peer. Trackers in TORRENT are used as they are. --encryption forced sets both encryption policies
 to pe_forced with rc4 only (allowed_enc_level pe_rc4); disabled sets both to pe_disabled (plaintext
 only); without it libtorrent's defaults hold (pe_enabled both ways).
@@ -61,6 +62,7 @@ def main():
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--encryption", choices=["forced", "disabled"])
+    ap.add_argument("--transports", choices=["tcp", "utp", "both"], default="tcp")
     args = ap.parse_args()
 
     # A crash inside libtorrent leaves the Python stack of every thread on stderr, for the log.
@@ -75,8 +77,10 @@ def main():
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
+        "enable_outgoing_utp": args.transports != "tcp",
+        "enable_incoming_utp": args.transports != "tcp",
+        "enable_outgoing_tcp": args.transports != "utp",
+        "enable_incoming_tcp": args.transports != "utp",
         "allow_multiple_connections_per_ip": True,
         "announce_to_all_trackers": True,
         "alert_mask": cat.error_notification | cat.status_notification | cat.peer_notification
