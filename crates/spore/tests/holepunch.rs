@@ -1,7 +1,7 @@
 //! Hole punching (BEP 55, issue 15): two homes, each behind its own router that masquerades and maps
 //! no ports, so neither home can take a connection from outside; a relay in `inet` that both dial.
-//! The relay is Spore, downloading with its upload capped near zero (and its download slowed, so that it
-//! stays a leecher: a seed drops other seeds, and would drop home A); libtorrent seeds in home A and
+//! The relay is Spore, downloading at 64 KiB/s, so it has little to pass on (and stays a leecher: a seed
+//! drops other seeds, and would drop home A); libtorrent seeds in home A and
 //! downloads in home B. B learns of A only through the relay's peer exchange, cannot reach it, asks the
 //! relay for a rendezvous, and the two connect to each other at once over uTP: the download can only
 //! finish in time over that direct connection. A runs without peer exchange, so it never dials B on its
@@ -20,9 +20,10 @@ const EXT_A: &str = "11.11.12.1";
 const EXT_B: &str = "11.11.12.3";
 const RELAY_PORT: u16 = 6881;
 const SIZE: usize = 6_000_000;
-/// The relay's upload: at this rate it would take SIZE / 1 KiB = about 100 minutes to serve B.
-const RELAY_MAX_UP: &str = "1K";
-const RELAY_MAX_DOWN: &str = "16K";
+/// The relay's download, and so the most it can pass on to B: SIZE at this rate takes over 90 s, longer
+/// than the test waits. Its upload is not capped: a capped writer holds its connect messages behind
+/// blocks waiting for the limiter, and a slower download delays reading them as much.
+const RELAY_MAX_DOWN: &str = "64K";
 
 fn lab_available() -> bool {
     if unsafe { libc::geteuid() } != 0 {
@@ -156,7 +157,7 @@ fn two_homes_behind_nat_connect_through_a_spore_relay() {
     relay
         .args(["get", s(&torrent), "-o", s(&relay_dir), "--no-seed"])
         .args(["--listen", &format!("{RELAY_IP}:{RELAY_PORT}")])
-        .args(["--max-up", RELAY_MAX_UP, "--max-down", RELAY_MAX_DOWN])
+        .args(["--max-down", RELAY_MAX_DOWN])
         .args(["--no-dht", "--no-lsd", "--no-port-mapping"])
         .env("XDG_DATA_HOME", dir.join("relay-state"))
         .env("SPORE_LOG", "debug");
