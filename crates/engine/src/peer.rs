@@ -185,7 +185,7 @@ pub(crate) async fn dial(
     let ours = Handshake::new(how.info_hash, how.peer_id, how.dht);
     // uTP first where the peer may speak it, TCP beside it when uTP is slow to answer; a plaintext
     // retry under `Prefer` dials again the same way.
-    let tcp = || {
+    let connect = || {
         crate::utp_transport::dial(
             how.utp.as_ref(),
             how.transports,
@@ -194,7 +194,7 @@ pub(crate) async fn dial(
         )
     };
     let (stream, theirs) =
-        crate::encryption::outgoing(how.encryption, &ours, HANDSHAKE_TIMEOUT, tcp).await?;
+        crate::encryption::outgoing(how.encryption, &ours, HANDSHAKE_TIMEOUT, connect).await?;
     if theirs.info_hash != how.info_hash {
         anyhow::bail!("peer answered for another torrent");
     }

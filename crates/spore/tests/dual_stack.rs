@@ -14,26 +14,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 mod common;
+use common::netns::ip;
 use common::*;
 
 const DUAL_V4: &str = "10.77.4.1";
 const V4_IP: &str = "10.77.4.2";
 const DUAL_V6: &str = "fd77:6::1";
 const V6_IP: &str = "fd77:6::2";
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip(args: &[&str]) -> String {
-    run(Command::new("ip").args(args))
-}
 
 /// Three namespaces, removed on drop (with their processes) whether the test passed or not.
 struct Lab {

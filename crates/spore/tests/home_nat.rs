@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::netns::{ip, run};
 use common::*;
 
 /// The router's external address: miniupnpd refuses private and reserved ranges for ext_ip.
@@ -24,20 +25,6 @@ enum RouterKind {
     PcpOnly,
     /// No port mapping daemon at all.
     None,
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip(args: &[&str]) -> String {
-    run(Command::new("ip").args(args))
 }
 
 /// Three namespaces and what runs in them; all removed on drop, whether the test passed or not.
