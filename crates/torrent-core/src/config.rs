@@ -83,6 +83,9 @@ pub struct Limits {
     pub max_known: usize,
     /// IPs whose misuse is remembered, at most: when full, the record starts over.
     pub max_misuse_records: usize,
+    /// Every this long each IP's misuse on record is halved (and forgotten at zero), so an address
+    /// that misbehaved once, or that a later user inherits, is not held to half measures forever.
+    pub misuse_half_life: Duration,
     /// How often per-peer upkeep runs (queue sizing, snubbing, keep-alives, idle peers, PEX).
     pub tick: Duration,
     /// How often, between choker rounds, slots that peers stopped using are given to waiting peers.
@@ -115,6 +118,7 @@ impl Default for Limits {
             pex_min_gap: PEX_MIN_GAP,
             max_known: MAX_KNOWN,
             max_misuse_records: 4096,
+            misuse_half_life: Duration::from_secs(15 * 60),
             tick: Duration::from_secs(1),
             slot_check: Duration::from_millis(500),
             redial: (Duration::from_secs(2), Duration::from_secs(60)),

@@ -314,6 +314,8 @@ pub struct TorrentCore {
     now: Instant,
     next_tick: Instant,
     last_tick: Instant,
+    /// When the misuse on record is next halved.
+    next_misuse_fade: Instant,
     next_slot_check: Instant,
     next_choke: Instant,
     last_choke: Instant,
@@ -369,6 +371,7 @@ impl TorrentCore {
             now,
             next_tick: now + config.limits.tick,
             last_tick: now,
+            next_misuse_fade: now + config.limits.misuse_half_life,
             next_slot_check: now + config.limits.slot_check,
             next_choke: now + config.choke_interval,
             last_choke: now,
@@ -1667,6 +1670,13 @@ impl TorrentCore {
             .as_secs_f64()
             .max(1e-3);
         self.last_tick = now;
+        if now >= self.next_misuse_fade {
+            self.misuse.retain(|_, n| {
+                *n /= 2;
+                *n > 0
+            });
+            self.next_misuse_fade = now + self.config.limits.misuse_half_life;
+        }
         let limits = self.config.limits.clone();
         let block = f64::from(self.config.block_size.max(1));
         let keys: Vec<u64> = self.peers.keys().copied().collect();

@@ -598,6 +598,14 @@ fn a_peer_that_keeps_asking_while_choked_is_dropped_sooner_with_misuse_on_record
         disconnected(&h.drain()),
         vec![(k, DisconnectReason::Flooding(MAX_REFUSED_REQUESTS / 2 + 1))]
     );
+    // Two misuses on record fade to one after a half-life, to none after two: the full allowance.
+    h.advance(h.core.config().limits.misuse_half_life * 2 + Duration::from_secs(2));
+    let k = h.add([10, 7, 0, 1], 3);
+    h.drain();
+    for i in 0..MAX_REFUSED_REQUESTS {
+        h.msg(k, Message::Request(block(0, (i % 4) as u32)));
+    }
+    assert!(disconnected(&h.drain()).is_empty(), "misuse forgotten");
 }
 
 #[test]
