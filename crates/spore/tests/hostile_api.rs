@@ -78,6 +78,21 @@ fn the_page_has_no_token_and_a_one_time_link_signs_the_browser_in() {
     // link previewer cannot spend it) and sets no cookie.
     let link = d.start_link();
     assert!(!link.contains(&d.token));
+    // Whatever a browser keeps from opening the link must not open the API: it would send a cookie
+    // to every port of this host, another user's server included (the link used to set one).
+    let (_, head) = open_link(d.api, &link);
+    let kept = header(&head, "set-cookie").map_or("", |c| c.split(';').next().unwrap_or(""));
+    let (status, _) = http(
+        d.api,
+        "GET",
+        "/api/torrents",
+        &[("Cookie", kept), ("Origin", &origin)],
+        b"",
+    );
+    assert_eq!(
+        status, 401,
+        "a cookie from the login link opens the API: {kept}"
+    );
     for path in ["/login", "/login?once=", "/login?once=00", path_of(&link)] {
         let (status, head) = open_link(d.api, &format!("http://{host}{path}"));
         assert_eq!(status, 200, "{path}: {head}");
