@@ -1,5 +1,6 @@
 //! The daemon's API against a hostile local user: no token from the web page, a one-time login link
-//! that works once, cookie sessions refused cross-origin, no data written outside the allowed
+//! that works once, a session that is never a cookie (a browser sends cookies to every port of the
+//! host) and is refused cross-origin, no data written outside the allowed
 //! directories, API `path`s that cannot freeze the daemon, fill its memory or reveal what a file holds,
 //! and relative path settings made absolute at start.
 
@@ -56,6 +57,8 @@ fn the_page_has_no_token_and_a_one_time_link_signs_the_browser_in() {
         None,
     );
     let host = d.api.to_string();
+    let origin = format!("http://{host}");
+    let other_port = format!("http://127.0.0.1:{}", d.api.port() ^ 1);
 
     // Any local process may load the page: it gets neither the token nor a way to one.
     let (status, head, page) = http_full(d.api, "GET", "/", &[], b"");
@@ -70,52 +73,112 @@ fn the_page_has_no_token_and_a_one_time_link_signs_the_browser_in() {
         "the page says how to sign in: {page}"
     );
     assert!(header(&head, "set-cookie").is_none(), "{head}");
-    for path in ["/login", "/login?once=", "/login?once=00"] {
+
+    // Opening a link only loads the page, whose script posts the secret: a GET uses nothing up (a
+    // link previewer cannot spend it) and sets no cookie.
+    let link = d.start_link();
+    assert!(!link.contains(&d.token));
+    // Whatever a browser keeps from opening the link must not open the API: it would send a cookie
+    // to every port of this host, another user's server included (the link used to set one).
+    let (_, head) = open_link(d.api, &link);
+    let kept = header(&head, "set-cookie").map_or("", |c| c.split(';').next().unwrap_or(""));
+    let (status, _) = http(
+        d.api,
+        "GET",
+        "/api/torrents",
+        &[("Cookie", kept), ("Origin", &origin)],
+        b"",
+    );
+    assert_eq!(
+        status, 401,
+        "a cookie from the login link opens the API: {kept}"
+    );
+    for path in ["/login", "/login?once=", "/login?once=00", path_of(&link)] {
         let (status, head) = open_link(d.api, &format!("http://{host}{path}"));
-        assert_eq!(status, 403, "{path}: {head}");
+        assert_eq!(status, 200, "{path}: {head}");
         assert!(header(&head, "set-cookie").is_none(), "{path}: {head}");
+    }
+    for bad in ["", "00", &"0".repeat(64)] {
+        let (status, v) = d.sign_in(&format!("{origin}/login?once={bad}"));
+        assert_eq!(status, 403, "{bad:?}: {v}");
+        assert!(v.get("token").is_none(), "{v}");
+    }
+    // The secret is posted by the daemon's own page only; a refused post does not use it up.
+    let body = json!({ "once": path_of(&link).split_once("once=").unwrap().1 }).to_string();
+    for foreign in [&[("Origin", other_port.as_str())][..], &[]] {
+        let (status, _) = http(d.api, "POST", "/login", foreign, body.as_bytes());
+        assert_eq!(status, 403, "{foreign:?}");
     }
     let (status, _) = http(d.api, "POST", "/api/login-link", &[], b"");
     assert_eq!(status, 401, "a login link needs the token");
 
-    // The link printed at start works once: a session cookie, HttpOnly and SameSite=Strict.
-    let link = d.start_link();
-    assert!(!link.contains(&d.token));
-    let (status, head) = open_link(d.api, &link);
-    assert_eq!(status, 303, "{head}");
-    assert_eq!(header(&head, "location"), Some("/"));
-    let cookie = header(&head, "set-cookie").expect("a session cookie");
-    let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
-    for want in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(attributes.contains(&want), "{want} missing: {cookie}");
-    }
-    let session = attributes[0].to_string();
-    assert!(!session.contains(&d.token));
-    let (status, head) = open_link(d.api, &link);
-    assert_eq!(status, 403, "a used link works again: {head}");
+    // The link works once: a session token and a stream token, in the body, not in a cookie.
+    let (status, head, body) = http_full(
+        d.api,
+        "POST",
+        "/login",
+        &[("Origin", &origin), ("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{head}");
     assert!(header(&head, "set-cookie").is_none(), "{head}");
+    assert_eq!(header(&head, "cache-control"), Some("no-store"));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let session = v["token"].as_str().expect("a session token").to_string();
+    let stream = v["stream_token"]
+        .as_str()
+        .expect("a stream token")
+        .to_string();
+    assert_eq!(v["expires_in"], 86400);
+    assert!(session != stream && !session.contains(&d.token) && !stream.contains(&d.token));
+    let (status, v) = d.sign_in(&link);
+    assert_eq!(status, 403, "a used link works again: {v}");
 
-    // With the cookie: the page itself (still without the token) and API calls.
-    let (status, page) = http(d.api, "GET", "/", &[("Cookie", &session)], b"");
-    let page = String::from_utf8_lossy(&page);
-    assert_eq!(status, 200);
-    assert!(page.contains("id=\"add-button\""), "not the full page");
-    assert!(!page.contains(&d.token));
-    let (status, body) = http(d.api, "GET", "/api/torrents", &[("Cookie", &session)], b"");
+    // The session as the page sends it, a header from its own origin: the API works.
+    let bearer = format!("Bearer {session}");
+    let (status, body) = http(
+        d.api,
+        "GET",
+        "/api/torrents",
+        &[("Authorization", &bearer)],
+        b"",
+    );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let change = json!({"max_active_downloads": 3}).to_string();
-    let origin = format!("http://{host}");
     let (status, body) = http(
         d.api,
         "PUT",
         "/api/settings",
-        &[("Cookie", &session), ("Origin", &origin)],
+        &[("Authorization", &bearer), ("Origin", &origin)],
         change.as_bytes(),
     );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    // A state-changing call from any other origin (another port of this host is the same site, so
-    // SameSite alone lets the cookie through) or with no word on its origin is refused.
-    let other_port = format!("http://127.0.0.1:{}", d.api.port() ^ 1);
+
+    // The session in a cookie, as a browser would send it to any other port of this host (where
+    // another user's server may read it), opens nothing, whatever the request says of its origin.
+    let cookie = format!("spore_session={session}");
+    let as_cookie: [&[(&str, &str)]; 3] = [
+        &[("Cookie", &cookie)],
+        &[("Cookie", &cookie), ("Origin", &origin)],
+        &[("Cookie", &cookie), ("Sec-Fetch-Site", "same-origin")],
+    ];
+    for headers in as_cookie {
+        for (method, path, body) in [
+            ("GET", "/api/torrents", &b""[..]),
+            ("GET", "/api/events", b""),
+            ("PUT", "/api/settings", change.as_bytes()),
+            (
+                "POST",
+                "/transmission/rpc",
+                b"{\"method\": \"session-get\"}",
+            ),
+        ] {
+            let (status, _) = http(d.api, method, path, headers, body);
+            assert_eq!(status, 401, "{method} {path} {headers:?}");
+        }
+    }
+    // With the header, a state-changing call from any other origin or with no word on its origin is
+    // refused too.
     let foreign: [&[(&str, &str)]; 4] = [
         &[("Origin", "http://evil.example")],
         &[("Origin", &other_port)],
@@ -123,17 +186,50 @@ fn the_page_has_no_token_and_a_one_time_link_signs_the_browser_in() {
         &[],
     ];
     for extra in foreign {
-        let mut headers = vec![("Cookie", session.as_str())];
+        let mut headers = vec![("Authorization", bearer.as_str())];
         headers.extend_from_slice(extra);
         let (status, _) = http(d.api, "PUT", "/api/settings", &headers, change.as_bytes());
         assert_eq!(status, 403, "{extra:?}");
     }
+
+    // The stream token opens file streams (404: no such torrent, past the door) and nothing else;
+    // the session token never goes in a URL.
+    let no_torrent = format!("/stream/{}/0", "0".repeat(40));
+    let (status, _) = http(
+        d.api,
+        "GET",
+        &format!("{no_torrent}?token={stream}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 404);
+    let (status, _) = http(
+        d.api,
+        "GET",
+        &format!("{no_torrent}?token={session}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 401);
+    let stream_bearer = format!("Bearer {stream}");
+    for (path, headers) in [
+        (format!("/api/events?token={stream}"), &[][..]),
+        (format!("/api/events?token={session}"), &[]),
+        (
+            "/api/torrents".to_string(),
+            &[("Authorization", stream_bearer.as_str())],
+        ),
+    ] {
+        let (status, _) = http(d.api, "GET", &path, headers, b"");
+        assert_eq!(status, 401, "{path} {headers:?}");
+    }
+
     // A session cannot mint links; the token holder can, with `spore web`.
     let (status, _) = http(
         d.api,
         "POST",
         "/api/login-link",
-        &[("Cookie", &session), ("Origin", &origin)],
+        &[("Authorization", &bearer), ("Origin", &origin)],
         b"",
     );
     assert_eq!(status, 403);
@@ -148,8 +244,8 @@ fn the_page_has_no_token_and_a_one_time_link_signs_the_browser_in() {
         fresh.starts_with(&format!("http://{host}/login?once=")),
         "{fresh}"
     );
-    assert_eq!(open_link(d.api, &fresh).0, 303);
-    assert_eq!(open_link(d.api, &fresh).0, 403);
+    assert_eq!(d.sign_in(&fresh).0, 200);
+    assert_eq!(d.sign_in(&fresh).0, 403);
     // Without the token file, `spore web` gets nothing.
     let out = Command::new(env!("CARGO_BIN_EXE_spore"))
         .args(["web", "--api", &host, "--state-dir", s(dir.path())])

@@ -155,31 +155,25 @@ fn rpc_refusals_handshake_and_session_get() {
     let bearer = format!("Bearer {}", d.token);
     let (status, v) = call(&[("Authorization", &bearer)], session_get.as_bytes());
     assert_eq!((status, v["result"].as_str()), (200, Some("success")));
-    // So does the web page's session cookie, from the daemon's own origin only.
+    // The web page's session is no RPC credential, as a header or as a cookie (which a browser would
+    // send to any port of this host).
     let link = d.start_link();
-    let path = &link[link.find("/login").unwrap()..];
-    let (status, head, _) = http_full(d.api, "GET", path, &[], b"");
-    assert_eq!(status, 303, "{head}");
-    let cookie = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("set-cookie").then(|| v.trim())
-        })
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let (status, v) = d.sign_in(&link);
+    assert_eq!(status, 200, "{v}");
+    let session = v["token"].as_str().unwrap();
     let own = format!("http://{}", d.api);
-    let (status, v) = call(
-        &[("Cookie", &cookie), ("Origin", &own)],
-        session_get.as_bytes(),
-    );
-    assert_eq!((status, v["result"].as_str()), (200, Some("success")));
-    let (status, _) = call(
-        &[("Cookie", &cookie), ("Origin", "http://evil.example")],
-        session_get.as_bytes(),
-    );
-    assert_eq!(status, 401, "a cookie from another origin");
+    let as_bearer = format!("Bearer {session}");
+    let as_cookie = format!("spore_session={session}");
+    for headers in [
+        [
+            ("Authorization", as_bearer.as_str()),
+            ("Origin", own.as_str()),
+        ],
+        [("Cookie", as_cookie.as_str()), ("Origin", own.as_str())],
+    ] {
+        let (status, _) = call(&headers, session_get.as_bytes());
+        assert_eq!(status, 401, "{headers:?}");
+    }
     // Only the fields asked for.
     let (_, v) = call(
         &[("Authorization", &auth)],

@@ -23,7 +23,6 @@ use super::{ApiError, Daemon, Source};
 
 const MAX_BODY: usize = 16 << 20;
 const PAGE: &str = include_str!("web/index.html");
-const LOGIN_PAGE: &str = include_str!("web/login.html");
 
 /// How long a one-time login link may wait to be opened.
 pub const LINK_TTL: Duration = Duration::from_secs(120);
@@ -33,11 +32,15 @@ const MAX_LINKS: usize = 16;
 const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Browser sessions at once; a login beyond this ends the oldest.
 const MAX_SESSIONS: usize = 32;
-const SESSION_COOKIE: &str = "spore_session";
+/// The largest `POST /login` body: a JSON object with one 64-hex-digit secret.
+const MAX_LOGIN_BODY: usize = 1024;
 
 /// The web page's credentials. The page never holds the API token: `spore daemon` and `spore web` (which
-/// asks the daemon with the token, so only who can read the token file) print a one-time login link,
-/// and opening it trades its secret for a session in an HttpOnly, SameSite=Strict cookie.
+/// asks the daemon with the token, so only who can read the token file) print a one-time login link;
+/// the page it opens posts the link's secret and gets a session token back, which it keeps in
+/// `sessionStorage` and sends as `Authorization: Bearer`. Never a cookie: a browser sends a host's
+/// cookies to every port of that host, so another user's server on another port would receive it,
+/// while storage and headers a script sets are bound to the page's origin (scheme, host and port).
 #[derive(Default)]
 pub struct Sessions {
     inner: Mutex<SessionsInner>,
@@ -47,8 +50,17 @@ pub struct Sessions {
 struct SessionsInner {
     /// (secret, expiry) of each one-time link not yet used.
     links: Vec<(String, Instant)>,
-    /// (secret, expiry) of each session.
-    sessions: Vec<(String, Instant)>,
+    sessions: Vec<Session>,
+}
+
+struct Session {
+    /// What the page sends as `Authorization: Bearer`.
+    token: String,
+    /// The `?token=` of the page's stream links (`GET`/`HEAD /stream/...` only), for what cannot send a
+    /// header: a link opened in a new tab, a URL copied into a media player. Not the session token,
+    /// so a URL that leaks (history, a player's log) opens files and nothing else.
+    stream: String,
+    expiry: Instant,
 }
 
 /// Takes the entry whose secret is `secret` out of `list`, comparing with every entry in constant time.
@@ -86,29 +98,45 @@ impl Sessions {
         Ok(secret)
     }
 
-    /// Uses up the one-time secret `once`; a new session's secret if it was valid.
-    fn redeem(&self, once: &str) -> Option<String> {
+    /// Uses up the one-time secret `once`; a new session's (token, stream token) if it was valid.
+    fn redeem(&self, once: &str) -> Option<(String, String)> {
         let now = Instant::now();
         let mut inner = self.inner.lock();
         if !take_secret(&mut inner.links, once, now) {
             return None;
         }
-        let session = super::store::random_hex(32).ok()?;
-        push_bounded(
-            &mut inner.sessions,
-            session.clone(),
-            now + SESSION_TTL,
-            MAX_SESSIONS,
-        );
-        Some(session)
+        let token = super::store::random_hex(32).ok()?;
+        let stream = super::store::random_hex(32).ok()?;
+        inner.sessions.retain(|s| s.expiry > now);
+        if inner.sessions.len() >= MAX_SESSIONS {
+            inner.sessions.remove(0);
+        }
+        inner.sessions.push(Session {
+            token: token.clone(),
+            stream: stream.clone(),
+            expiry: now + SESSION_TTL,
+        });
+        Some((token, stream))
     }
 
-    pub(super) fn valid(&self, session: &str) -> bool {
+    /// Whether `token` is a live session's token.
+    fn valid(&self, token: &str) -> bool {
+        self.any(|s| same(&s.token, token))
+    }
+
+    /// Whether `key` is a live session's stream token.
+    fn stream_valid(&self, key: &str) -> bool {
+        self.any(|s| same(&s.stream, key))
+    }
+
+    /// Whether a live session matches, trying every one so the time taken does not say which.
+    fn any(&self, matches: impl Fn(&Session) -> bool) -> bool {
         let now = Instant::now();
         let inner = self.inner.lock();
-        inner.sessions.iter().fold(false, |ok, (s, expiry)| {
-            ok | (same(s, session) && *expiry > now)
-        })
+        inner
+            .sessions
+            .iter()
+            .fold(false, |ok, s| ok | (matches(s) && s.expiry > now))
     }
 }
 
@@ -117,6 +145,8 @@ impl Sessions {
 enum Auth {
     Token,
     Session,
+    /// A session's stream token, on `GET`/`HEAD /stream/...`.
+    Stream,
     /// `/metrics` on a loopback-bound API.
     Open,
 }
@@ -144,7 +174,7 @@ pub fn router(daemon: Arc<Daemon>, bound: SocketAddr) -> Router {
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authorize));
     Router::new()
         .route("/", get(page))
-        .route("/login", get(login))
+        .route("/login", get(page).post(login))
         .merge(api)
         .merge(rpc)
         .fallback(|| async { ApiError::NotFound })
@@ -195,9 +225,9 @@ fn is_loopback_host(host: &str) -> bool {
 /// Bound to one address, only that address or a loopback name will do, so a web page whose domain
 /// was pointed at this machine (DNS rebinding) cannot talk to the daemon. Bound to a wildcard
 /// address, the API is meant to be reached under names the daemon cannot know (the machine's
-/// names, its addresses on each network), so any Host is served: the token or a session cookie
-/// is the defence there, and a foreign page has neither (the cookie is SameSite=Strict and
-/// cookie-authenticated calls must come from the daemon's own origin).
+/// names, its addresses on each network), so any Host is served: the token or a session token is the
+/// defence there, and a foreign page has neither (both travel in a header a page can set only for
+/// its own origin, from storage only its own origin can read).
 fn host_allowed(host: &str, bound: SocketAddr) -> bool {
     bound.ip().is_unspecified()
         || is_loopback_host(host)
@@ -218,16 +248,26 @@ async fn check_host(State(ctx): State<Ctx>, req: Request, next: Next) -> Respons
     next.run(req).await
 }
 
+/// The token a request carries in `Authorization: Bearer` or `X-Spore-Token`, or else in `?token=` of
+/// `query`.
 pub(super) fn token_of(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    header_token(headers).or_else(|| query_token(query))
+}
+
+fn header_token(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
         return v.strip_prefix("Bearer ").map(|t| t.trim().to_string());
     }
-    if let Some(v) = headers.get("x-spore-token").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim().to_string());
-    }
+    headers
+        .get("x-spore-token")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
     query?
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="))
@@ -243,24 +283,11 @@ pub(super) fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// The session secret in the request's cookies, if any.
-pub(super) fn session_of(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == SESSION_COOKIE).then_some(v)
-        })
-}
-
-/// Whether a cookie-authenticated request comes from the daemon's own page. The cookie is
-/// SameSite=Strict, but a site is not an origin: a page on another port of this host (any local
-/// user can serve one) is the same site, so the browser's own word on the origin is checked too.
-/// A state-changing call must carry an `Origin` naming this host (browsers send it with every
-/// POST, PUT and DELETE) or `Sec-Fetch-Site: same-origin`; any call carrying either must agree.
+/// Whether a request from a browser comes from the daemon's own page, by the browser's word on its
+/// origin. A session token can only be sent by the page that holds it, so this is a second line (a
+/// page on another port of this host, which any local user can serve, is another origin). A
+/// state-changing call must carry an `Origin` naming this host (browsers send it with every POST,
+/// PUT and DELETE) or `Sec-Fetch-Site: same-origin`; any call carrying either must agree.
 pub(super) fn same_origin(headers: &HeaderMap, method: &Method) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let fetch_site = text("sec-fetch-site");
@@ -280,22 +307,35 @@ pub(super) fn same_origin(headers: &HeaderMap, method: &Method) -> bool {
 
 async fn authorize(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
+    let stream = path.starts_with("/stream/");
     // The query-string token is only for the event stream and file streams (for clients that cannot
     // add headers: EventSource, media players).
-    let query = (path == "/api/events" || path.starts_with("/stream/"))
+    let query = (path == "/api/events" || stream)
         .then(|| req.uri().query())
         .flatten();
     let open_metrics = path == "/metrics" && ctx.bound.ip().is_loopback();
-    let auth = if token_of(req.headers(), query).is_some_and(|t| same(&t, &ctx.daemon.token)) {
+    let sessions = &ctx.daemon.sessions;
+    // Cookies are never read: a browser sends them to every port of the host.
+    let in_header = header_token(req.headers());
+    let in_query = query_token(query);
+    let is_token = |t: &Option<String>| t.as_deref().is_some_and(|t| same(t, &ctx.daemon.token));
+    let auth = if is_token(&in_header) || is_token(&in_query) {
         Auth::Token
-    } else if session_of(req.headers()).is_some_and(|s| ctx.daemon.sessions.valid(s)) {
+    } else if in_header.as_deref().is_some_and(|t| sessions.valid(t)) {
         if !same_origin(req.headers(), req.method()) {
             return error(
                 StatusCode::FORBIDDEN,
-                "cross-origin request refused: the session cookie is for the daemon's own page",
+                "cross-origin request refused: a session is for the daemon's own page",
             );
         }
         Auth::Session
+    } else if stream
+        && matches!(*req.method(), Method::GET | Method::HEAD)
+        && in_query
+            .as_deref()
+            .is_some_and(|k| sessions.stream_valid(k))
+    {
+        Auth::Stream
     } else if open_metrics {
         Auth::Open
     } else {
@@ -326,50 +366,45 @@ fn html(body: &str, status: StatusCode, csp: &'static str) -> Response {
 }
 
 const PAGE_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'";
-const LOGIN_CSP: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'";
 
-/// The web page to a browser with a session; to any other, a page saying how to get one (and no secret).
-async fn page(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
-    if session_of(&headers).is_some_and(|s| ctx.daemon.sessions.valid(s)) {
-        html(PAGE, StatusCode::OK, PAGE_CSP)
-    } else {
-        html(
-            &LOGIN_PAGE.replace("{{MESSAGE}}", "Sign in to see this daemon's torrents."),
-            StatusCode::OK,
-            LOGIN_CSP,
-        )
-    }
+/// `GET /` and `GET /login?once=SECRET`: the web page, to anyone (it holds no secret and shows nothing
+/// without a session). Opened as a login link, its script posts the secret to `POST /login` and
+/// takes it out of the address bar; a GET never uses a link up, so a link previewer cannot spend it.
+async fn page() -> Response {
+    html(PAGE, StatusCode::OK, PAGE_CSP)
 }
 
-/// `GET /login?once=SECRET`: a one-time link traded for a session cookie, then on to the page.
+/// `POST /login` `{"once": SECRET}` from the daemon's own page: the one-time secret traded for a
+/// session, `{"token", "stream_token", "expires_in"}`.
 async fn login(State(ctx): State<Ctx>, req: Request) -> Response {
-    let once = query_param(req.uri().query(), "once").unwrap_or_default();
-    let Some(session) = ctx.daemon.sessions.redeem(&once) else {
-        return html(
-            &LOGIN_PAGE.replace(
-                "{{MESSAGE}}",
-                "This login link is not valid: it was used already, it expired, or the daemon restarted since.",
-            ),
+    if !same_origin(req.headers(), req.method()) {
+        return error(
             StatusCode::FORBIDDEN,
-            LOGIN_CSP,
+            "cross-origin request refused: a login is for the daemon's own page",
+        );
+    }
+    let once = match axum::body::to_bytes(req.into_body(), MAX_LOGIN_BODY).await {
+        Ok(body) => serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("once").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let Some((token, stream)) = ctx.daemon.sessions.redeem(&once) else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "this login link is not valid: it was used already, it expired, or the daemon restarted since",
         );
     };
-    let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
-    );
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    let h = response.headers_mut();
-    h.insert(header::LOCATION, HeaderValue::from_static("/"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        h.insert(header::SET_COOKIE, v);
-    }
+    let mut response = axum::Json(json!({
+        "token": token,
+        "stream_token": stream,
+        "expires_in": SESSION_TTL.as_secs(),
+    }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -642,7 +677,40 @@ mod tests {
     }
 
     #[test]
-    fn a_cookie_call_must_come_from_the_daemons_own_origin() {
+    fn a_login_gives_a_session_token_and_a_stream_token_that_do_not_stand_in_for_each_other() {
+        let sessions = Sessions::default();
+        let once = sessions.new_link().expect("random bytes");
+        let (token, stream) = sessions.redeem(&once).expect("a fresh link");
+        assert!(sessions.redeem(&once).is_none(), "used twice");
+        assert_ne!(token, stream);
+        assert!(sessions.valid(&token) && sessions.stream_valid(&stream));
+        assert!(!sessions.valid(&stream) && !sessions.stream_valid(&token));
+        assert!(!sessions.valid("") && !sessions.stream_valid(""));
+        // Past the cap, the oldest session (and its stream token) ends.
+        for _ in 0..MAX_SESSIONS {
+            let once = sessions.new_link().expect("random bytes");
+            sessions.redeem(&once).expect("a fresh link");
+        }
+        assert!(!sessions.valid(&token) && !sessions.stream_valid(&stream));
+    }
+
+    #[test]
+    fn the_token_is_read_from_headers_and_only_then_the_query() {
+        let mut h = HeaderMap::new();
+        assert_eq!(token_of(&h, Some("a=1&token=q")).as_deref(), Some("q"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("spore_session=c; token=c"),
+        );
+        assert_eq!(token_of(&h, None), None, "a cookie is never a credential");
+        h.insert("x-spore-token", HeaderValue::from_static(" x "));
+        assert_eq!(token_of(&h, Some("token=q")).as_deref(), Some("x"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert_eq!(header_token(&h).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_session_call_must_come_from_the_daemons_own_origin() {
         let headers = |pairs: &[(&'static str, &'static str)]| {
             let mut h = HeaderMap::new();
             h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:9091"));

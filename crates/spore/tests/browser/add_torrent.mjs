@@ -1,6 +1,8 @@
 // Drives the daemon's web page in headless Chromium: sign in through the one-time login link, add a
 // .torrent through the Add dialog, wait for its row to reach 100% and seeding, look at the detail
-// panel, save a screenshot.
+// panel, save a screenshot. Then, as another user's server on another port of the same host, check
+// that the browser hands it nothing of the session, and that the daemon's page on another origin has
+// no session either.
 // Started by crates/spore/tests/browser.rs, which passes everything through the environment:
 //   SPORE_URL         the daemon's page, http://127.0.0.1:PORT/
 //   SPORE_LOGIN       the one-time login link the daemon printed
@@ -13,6 +15,7 @@
 //   CHROMIUM          the browser binary [default: /usr/bin/chromium]
 
 import { chromium } from "playwright-core";
+import http from "node:http";
 
 const env = (name, fallback) => {
   const v = process.env[name] ?? fallback;
@@ -61,24 +64,35 @@ try {
     if (!u.startsWith(origin) && !u.startsWith("data:")) problems.push(`request off the daemon: ${u}`);
   });
 
+  // The page's calls to the API, to see that none goes out before it has a session.
+  const apiCalls = [];
+  page.on("request", (r) => {
+    if (new URL(r.url()).pathname.startsWith("/api/")) apiCalls.push(r.url());
+  });
+  const signedOutDialog = () => page.locator("#login-dialog").evaluate((d) => d.open);
+  const stored = (p) => p.evaluate(() => JSON.parse(sessionStorage.getItem("spore-session") || "null"));
+
   step(`open ${url} before signing in (seed at ${seed})`);
   await page.goto(url, { waitUntil: "load" });
-  await page.locator("#login-message").waitFor();
-  if (await page.locator("#add-button").count()) throw new Error("the page shows torrents without a session");
+  await page.locator("#login-dialog[open]").waitFor();
+  if ((await page.locator("#login-title").textContent()) !== "Sign in") throw new Error("no sign-in dialog");
+  await page.waitForTimeout(1500); // the watchdog's tick, which would poll if it thought it could
+  if (apiCalls.length) throw new Error(`API calls without a session: ${apiCalls.join(", ")}`);
 
   step("sign in through the one-time link");
   await page.goto(login, { waitUntil: "load" });
-  if (page.url() !== url) throw new Error(`the login link led to ${page.url()}, not ${url}`);
-  await page.locator("#add-button").waitFor({ state: "visible" });
-  const cookies = await context.cookies(url);
-  const session = cookies.find((c) => c.name === "spore_session");
-  if (!session || !session.httpOnly || session.sameSite !== "Strict" || session.path !== "/")
-    throw new Error(`session cookie: ${JSON.stringify(cookies)}`);
-  if ((await page.content()).includes(apiToken)) throw new Error("the page holds the API token");
-  if (await page.evaluate(() => document.cookie.includes("spore_session"))) throw new Error("the page's script can read its session");
-  // The session carries the live stream, with no token anywhere.
+  // The secret leaves the address bar at once.
+  if (page.url() !== url) throw new Error(`the login link left ${page.url()}, not ${url}`);
+  // The session carries the live stream and the calls, with no token anywhere.
   await page.locator('#conn[data-mode="live"]').waitFor({ timeout: 15_000 });
-  if (await page.locator("#login-dialog").evaluate((d) => d.open)) throw new Error("the page says it is signed out");
+  if (await signedOutDialog()) throw new Error("the page says it is signed out");
+  const session = await stored(page);
+  if (!session || !/^[0-9a-f]{64}$/.test(session.token) || !/^[0-9a-f]{64}$/.test(session.stream) || session.token === session.stream)
+    throw new Error(`session in sessionStorage: ${JSON.stringify(session)}`);
+  const cookies = await context.cookies();
+  if (cookies.length) throw new Error(`the daemon set cookies: ${JSON.stringify(cookies)}`);
+  if ((await page.content()).includes(apiToken)) throw new Error("the page holds the API token");
+  if ((await page.content()).includes(session.token)) throw new Error("the page's HTML holds its session token");
 
   step("add the .torrent through the Add dialog");
   await page.click("#add-button");
@@ -123,16 +137,18 @@ try {
   const response = await saved;
   if (!response.ok()) throw new Error(`priority change answered ${response.status()}`);
   const view = await page.evaluate(async (tid) => {
-    const r = await fetch(`/api/torrents/${tid}`);
+    const { token } = JSON.parse(sessionStorage.getItem("spore-session"));
+    const r = await fetch(`/api/torrents/${tid}`, { headers: { Authorization: `Bearer ${token}` } });
     return r.json();
   }, id);
   if (view.files[0].priority !== "high") throw new Error(`priority not saved: ${JSON.stringify(view.files)}`);
   // Priorities apply without a restart; the torrent must still be seeding.
   await page.locator(`tr[data-id="${id}"][data-state="seeding"]`).waitFor({ timeout: 30000 });
 
-  step("the first file's stream link answers a range with the page's session");
+  step("the first file's stream link answers a range with the session's stream token");
   const href = await page.locator("#files tbody a.stream-link").first().getAttribute("href");
-  if (href !== `/stream/${id}/${view.files[0].index}`) throw new Error(`stream link ${href}`);
+  const streamPath = `/stream/${id}/${view.files[0].index}`;
+  if (href !== `${streamPath}?token=${session.stream}`) throw new Error(`stream link ${href}`);
   const ranged = await page.evaluate(async (url) => {
     const r = await fetch(url, { headers: { Range: "bytes=0-9" } });
     return { status: r.status, range: r.headers.get("content-range"), length: (await r.arrayBuffer()).byteLength };
@@ -165,13 +181,59 @@ try {
   await page.screenshot({ path: screenshot });
   console.log(`screenshot: ${screenshot}`);
 
+  // (After the check of the page's console: the browser logs each of these refusals as an error.)
+  step("without the session header, or the stream token, the page's own origin gets nothing");
+  const bare = await page.evaluate(async () => (await fetch("/api/torrents", { credentials: "include" })).status);
+  if (bare !== 401) throw new Error(`the API answered ${bare} to a call without the session header`);
+  const tokenless = await page.evaluate(async (url) => (await fetch(url, { credentials: "include" })).status, streamPath);
+  if (tokenless !== 401) throw new Error(`a stream without its token answered ${tokenless}`);
+
+  step("another user's server on another port of this host gets nothing of the session");
+  // Cookies are shared by every port of a host; origins are not. This browser (the daemon user's)
+  // visits a server someone else runs on this machine: the server must receive no credential, and
+  // its page must find none.
+  const seen = [];
+  const foreign = http.createServer((req, res) => {
+    seen.push(req.headers);
+    res.writeHead(200, { "Content-Type": "text/html" });
+    res.end("<!doctype html><title>someone else's server</title><p>hello</p>");
+  });
+  await new Promise((ok) => foreign.listen(0, "127.0.0.1", ok));
+  const foreignUrl = `http://127.0.0.1:${foreign.address().port}/`;
+  const visit = await context.newPage();
+  await visit.goto(foreignUrl);
+  await visit.goto(foreignUrl + "again");
+  const found = await visit.evaluate(() => ({ cookie: document.cookie, session: sessionStorage.length, local: localStorage.length }));
+  await visit.close();
+  foreign.close();
+  if (seen.length < 2) throw new Error(`the foreign server saw ${seen.length} requests`);
+  for (const h of seen) {
+    if (h.cookie || h.authorization) throw new Error(`the foreign server received a credential: ${JSON.stringify(h)}`);
+  }
+  if (found.cookie || found.session || found.local) throw new Error(`the foreign page found: ${JSON.stringify(found)}`);
+
+  step("the daemon's page on another origin (localhost, same port) has no session");
+  const elsewhere = new URL(url);
+  elsewhere.hostname = "localhost";
+  const otherOrigin = await context.newPage();
+  await otherOrigin.goto(elsewhere.href, { waitUntil: "load" });
+  await otherOrigin.locator("#login-dialog[open]").waitFor();
+  if (await stored(otherOrigin)) throw new Error("the page on another origin has a session");
+  if (await otherOrigin.locator("#torrents tbody tr").count()) throw new Error("the page on another origin shows torrents");
+  await otherOrigin.close();
+
   step("the used link signs no one in again");
   const again = await browser.newContext();
   const other = await again.newPage();
-  const reused = await other.goto(login);
-  if (reused.status() !== 403) throw new Error(`a used login link answered ${reused.status()}`);
-  if ((await again.cookies(url)).length) throw new Error("a used login link set a cookie");
+  await other.goto(login, { waitUntil: "load" });
+  await other.locator("#login-dialog[open]").waitFor();
+  const refusal = await other.locator("#login-error").textContent();
+  if (!/not valid/.test(refusal)) throw new Error(`a used login link: ${refusal}`);
+  if (await stored(other)) throw new Error("a used login link gave a session");
+  if ((await again.cookies()).length) throw new Error("a used login link set a cookie");
   await again.close();
+  // The first page is still signed in.
+  if (await signedOutDialog()) throw new Error("the page was signed out");
   console.log("browser test passed");
 } catch (e) {
   console.error(`FAILED: ${e.stack || e}`);

@@ -216,4 +216,20 @@ impl Daemon {
         let at = line.find("http://").expect("a link");
         line[at..].split_whitespace().next().unwrap().to_string()
     }
+
+    /// Signs in as the web page does with a login link (`http://HOST/login?once=SECRET`): posts its
+    /// secret from the daemon's own origin. (status, JSON reply: `token`, `stream_token` or `error`).
+    pub fn sign_in(&self, link: &str) -> (u16, Value) {
+        let once = link.split_once("once=").map_or("", |(_, s)| s);
+        let origin = format!("http://{}", self.api);
+        let body = serde_json::json!({ "once": once }).to_string();
+        let (status, body) = http(
+            self.api,
+            "POST",
+            "/login",
+            &[("Origin", &origin), ("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
 }
