@@ -506,21 +506,11 @@ fn download(
         }
         if !args.no_seed {
             println!("seeding; Ctrl-C to stop");
-            let seed_started = Instant::now();
             let goal = engine::SeedGoal {
                 ratio: args.seed_ratio,
                 time: seed_time,
             };
-            let goal = async {
-                loop {
-                    let s = handle.status();
-                    if goal.reached(s.uploaded, s.wanted, seed_started.elapsed()) {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            };
-            follow(&handle, &name, &mut signals, goal).await;
+            follow(&handle, &name, &mut signals, handle.wait_seed_goal(goal)).await;
         }
         let s = handle.status();
         handle.stop().await;
