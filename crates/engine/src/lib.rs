@@ -67,11 +67,11 @@ pub use torrent::{
     new_peer_id, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
     TorrentError, TorrentHandle, TrackerStats, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
 };
-/// The piece set, the picker and the seeded generator live in the pure `torrent-core` crate; these
-/// paths keep working for the engine's users.
+/// The piece set lives in the pure `torrent-core` crate; owners see it (resume data, a file's
+/// progress). The picker and the rest of a torrent's policy are not re-exported: an owner of a torrent
+/// reaches it only through `TorrentHandle`.
 pub(crate) use torrent_core::bitfield;
 pub use torrent_core::Bitfield;
-pub use torrent_core::{Picker, Received, BLOCK};
 pub use upload::{
     set_upload_memory, upload_memory_limit, upload_memory_used, DEFAULT_UPLOAD_MEMORY,
 };

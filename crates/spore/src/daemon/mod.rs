@@ -826,29 +826,28 @@ impl Daemon {
             &record.download_dir,
         );
         let resumed = resume.is_some();
-        let mut config = TorrentConfig::new(torrent.clone(), record.download_dir.clone());
-        config.listen = SocketAddr::new(self.listen.ip(), 0);
-        config.session_listener = Some(self.listen);
-        config.encryption = self.settings.lock().encryption.into();
-        config.session_utp = self.session.utp();
-        config.transports = self.transports;
-        config.selected_files = record.files.clone();
-        config.file_priorities = record.priorities.clone();
-        config.trackers = record.trackers.clone();
-        if !record.renames.is_empty() {
+        let file_paths = (!record.renames.is_empty()).then(|| {
             let paths = torrent.files.iter();
-            config.file_paths = Some(
-                paths
-                    .map(|f| store::disk_path(&f.path, &record.renames))
-                    .collect(),
-            );
-        }
-        config.max_upload_rate = record.max_upload_rate;
-        config.max_download_rate = record.max_download_rate;
-        config.global_upload = Some(self.global_up.clone());
-        config.global_download = Some(self.global_down.clone());
-        config.peer_budget = Some(self.peer_budget.clone());
-        config.max_peers = self.fitted.lock().peers_per_torrent;
+            paths
+                .map(|f| store::disk_path(&f.path, &record.renames))
+                .collect()
+        });
+        let encryption = self.settings.lock().encryption.into();
+        let max_peers = self.fitted.lock().peers_per_torrent;
+        let mut config = TorrentConfig::new(torrent.clone(), record.download_dir.clone());
+        config
+            .in_session(&self.session)
+            .transport(encryption, self.transports)
+            .files(record.files.clone(), record.priorities.clone())
+            .trackers(record.trackers.clone())
+            .file_paths(file_paths)
+            .rates(record.max_upload_rate, record.max_download_rate)
+            .shared_limits(
+                self.global_up.clone(),
+                self.global_down.clone(),
+                self.peer_budget.clone(),
+            )
+            .max_peers(max_peers);
         if let Some(carry) = &carried {
             carry.into_config(&mut config);
         }
@@ -858,7 +857,7 @@ impl Daemon {
             .as_ref()
             .filter(|r| !r.check_unlisted)
             .map(|r| r.have.count());
-        config.resume = resume;
+        config.resume(resume);
         let started = Instant::now();
         let result = engine::start(config).await;
         let overtaken = match result {
