@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use crate::opts::DiscoveryArgs;
 use crate::{CmdResult, Failure};
-use sched::{reorder, QueueMove};
+use engine::lifecycle::{reorder, QueueMove};
 use store::{Record, ResumeFile, Settings, Store, WriteGate};
 
 /// At most this many labels per torrent, of at most this many bytes each, none with a comma
