@@ -1,9 +1,10 @@
 //! Starting a torrent, and the tasks that drive its core besides the peers' own: the timer, the
-//! tracker announces, the DHT lookups, local discovery and dialling.
+//! tracker announces and dialling; the DHT lookups (`dht_lookup.rs`) and local discovery (`lsd.rs`)
+//! are started here.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -234,7 +235,7 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
         tasks.push(tokio::spawn(tracker_loop(shared.clone(), announce_rx)));
     }
     if let (Some(node), false) = (shared.config.dht.clone(), shared.torrent.private) {
-        tasks.push(tokio::spawn(dht_loop(shared.clone(), node)));
+        tasks.push(tokio::spawn(crate::dht_lookup::run(shared.clone(), node)));
     }
     if shared.config.lsd && !shared.torrent.private {
         let group = shared.config.lsd_group;
@@ -312,34 +313,6 @@ async fn tracker_loop(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<T
             }
             _ = stop.changed() => {
                 let _ = tokio::time::timeout(Duration::from_secs(5), shared.announce_all(TrackerEvent::Stopped)).await;
-                return;
-            }
-        }
-    }
-}
-
-/// Looks peers up in the DHT and announces ourselves: every 15 s while we have few peers and are still
-/// downloading, every 5 minutes otherwise.
-async fn dht_loop(shared: Arc<Shared>, node: crate::dht::DhtNode) {
-    let mut stop = shared.stopping();
-    loop {
-        let lookup = tokio::time::timeout(Duration::from_secs(30), node.get_peers(shared.id));
-        if let Ok(peers) = lookup.await {
-            tracing::debug!("DHT: {} peers", peers.len());
-            shared.add_peers(peers);
-        }
-        shared.dht_announces.fetch_add(1, Ordering::Relaxed);
-        node.announce(shared.id, shared.listen_addr.port()).await;
-        let few = shared.state.lock().core.peer_count() < 5;
-        let wait = if few && !shared.is_complete() {
-            15
-        } else {
-            300
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-            _ = stop.changed() => {
-                node.save().await;
                 return;
             }
         }

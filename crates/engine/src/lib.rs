@@ -6,6 +6,7 @@ mod carry;
 mod conns;
 pub mod dht;
 mod dht6;
+mod dht_lookup;
 pub mod discovery;
 mod encryption;
 mod error;
@@ -13,6 +14,7 @@ pub mod external_ip;
 mod handle;
 mod http;
 mod launch;
+pub mod lifecycle;
 mod link;
 pub mod lsd;
 pub mod metadata;
@@ -57,7 +59,7 @@ pub use http::{api_request, ApiRequest};
 pub use ids::{InfoHash, PeerId};
 pub use launch::start;
 pub use rate::Limiter;
-pub use seed_goal::SeedGoal;
+pub use seed_goal::{SeedClock, SeedGoal};
 pub use session::Session;
 pub use storage::{piece_matches, DiskError, FilePathsError, Storage};
 pub use stream::{ReadError, Reader};
@@ -65,11 +67,11 @@ pub use torrent::{
     new_peer_id, wire_id, wire_id_of, PeerBudget, PeerInfo, Resume, Status, TorrentConfig,
     TorrentError, TorrentHandle, TrackerStats, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL,
 };
-/// The piece set, the picker and the seeded generator live in the pure `torrent-core` crate; these
-/// paths keep working for the engine's users.
+/// The piece set lives in the pure `torrent-core` crate; owners see it (resume data, a file's
+/// progress). The picker and the rest of a torrent's policy are not re-exported: an owner of a torrent
+/// reaches it only through `TorrentHandle`.
 pub(crate) use torrent_core::bitfield;
 pub use torrent_core::Bitfield;
-pub use torrent_core::{Picker, Received, BLOCK};
 pub use upload::{
     set_upload_memory, upload_memory_limit, upload_memory_used, DEFAULT_UPLOAD_MEMORY,
 };

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::conns::{AcceptBackoff, HandshakeGate, HandshakeLimits};
 use crate::encryption::Encryption;
-use crate::torrent::{Shared, TorrentHandle};
+use crate::torrent::{Shared, TorrentConfig, TorrentHandle};
 
 /// The torrents served, by info-hash and by HASH('req2', info-hash) (what an MSE peer names).
 #[derive(Default)]
@@ -104,7 +104,7 @@ impl Session {
         })
     }
 
-    /// The uTP socket torrents of this session dial through (`TorrentConfig::session_utp`).
+    /// The uTP socket torrents of this session dial through (`TorrentConfig::in_session`).
     pub fn utp(&self) -> Option<crate::UtpEndpoint> {
         self.utp.clone()
     }
@@ -120,7 +120,7 @@ impl Session {
         self.gate.set_limits(limits);
     }
 
-    /// The address torrents started with `session_listener: Some(session.listen_addr())` announce.
+    /// The address the session's torrents (`TorrentConfig::in_session`) announce.
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
     }
@@ -137,6 +137,18 @@ impl Session {
         let mut torrents = self.torrents.lock();
         torrents.by_req2.remove(&id.0);
         torrents.by_hash.remove(id);
+    }
+}
+
+impl TorrentConfig {
+    /// One of `session`'s torrents: it accepts no connections of its own (the session hands it the
+    /// peers that ask for it), announces the session's port, and dials uTP through its socket.
+    pub fn in_session(&mut self, session: &Session) -> &mut Self {
+        let addr = session.listen_addr();
+        self.listen = SocketAddr::new(addr.ip(), 0);
+        self.session_listener = Some(addr);
+        self.session_utp = session.utp();
+        self
     }
 }
 

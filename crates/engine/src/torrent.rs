@@ -25,68 +25,69 @@ use crate::link::{Out, PeerIo};
 use crate::rate::Limiter;
 use crate::storage::{piece_matches, DiskError, Storage};
 
-/// What to download and how.
+/// What to download and how. Its fields are the engine's: owners set them through the methods below
+/// (and `Discovery::apply`, `Carry::into_config`), and cannot read the torrent's internals back.
 #[derive(Debug, Clone)]
 pub struct TorrentConfig {
-    pub torrent: Arc<Torrent>,
+    pub(crate) torrent: Arc<Torrent>,
     /// Downloaded files go below this directory (at their torrent paths).
-    pub download_dir: PathBuf,
+    pub(crate) download_dir: PathBuf,
     /// Address to accept peers on (port 0 picks one). Outgoing connections and tracker requests are sent
     /// from its IP when it is not unspecified.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Peers to connect to directly.
-    pub peers: Vec<SocketAddr>,
+    pub(crate) peers: Vec<SocketAddr>,
     /// Which files to download (`None`: all).
-    pub selected_files: Option<Vec<bool>>,
+    pub(crate) selected_files: Option<Vec<bool>>,
     /// Per file, how urgent among the selected ones: `PRIORITY_LOW`, `_NORMAL` (the default) or `_HIGH`.
     /// The picker takes every wanted piece of a higher priority first.
-    pub file_priorities: Option<Vec<u8>>,
-    pub sequential: bool,
+    pub(crate) file_priorities: Option<Vec<u8>>,
+    pub(crate) sequential: bool,
     /// Whether to use the torrent's trackers.
-    pub use_trackers: bool,
+    pub(crate) use_trackers: bool,
     /// Connections to peers, established or being dialled.
-    pub max_peers: usize,
+    pub(crate) max_peers: usize,
     /// Caps on incoming connections that have not sent their handshake yet (on our own listener; a
     /// `Session` has its own).
-    pub handshake: crate::conns::HandshakeLimits,
-    pub upload_slots: usize,
-    pub peer_id: PeerId,
+    pub(crate) handshake: crate::conns::HandshakeLimits,
+    pub(crate) upload_slots: usize,
+    pub(crate) peer_id: PeerId,
     /// Bytes per second; `None` is unlimited.
-    pub max_upload_rate: Option<u64>,
-    pub max_download_rate: Option<u64>,
+    pub(crate) max_upload_rate: Option<u64>,
+    pub(crate) max_download_rate: Option<u64>,
     /// A DHT node to find and announce peers through (never used for private torrents).
-    pub dht: Option<crate::dht::DhtNode>,
+    pub(crate) dht: Option<crate::dht::DhtNode>,
     /// Peer exchange (BEP 11; never for private torrents).
-    pub pex: bool,
+    pub(crate) pex: bool,
     /// Limits shared with other torrents (a daemon's global rates), on top of this torrent's own.
-    pub global_upload: Option<Arc<Limiter>>,
-    pub global_download: Option<Arc<Limiter>>,
+    pub(crate) global_upload: Option<Arc<Limiter>>,
+    pub(crate) global_download: Option<Arc<Limiter>>,
     /// A cap on connections shared with other torrents (a daemon's global peer limit).
-    pub peer_budget: Option<Arc<PeerBudget>>,
+    pub(crate) peer_budget: Option<Arc<PeerBudget>>,
     /// What a previous session knew, to start without rehashing everything.
-    pub resume: Option<Resume>,
+    pub(crate) resume: Option<Resume>,
     /// Accept no connections of our own: a `Session` owns the listening socket at this address and
     /// hands us the peers that ask for this torrent.
-    pub session_listener: Option<SocketAddr>,
+    pub(crate) session_listener: Option<SocketAddr>,
     /// The `Session`'s uTP socket at that address, through which this torrent dials over uTP.
-    pub session_utp: Option<crate::UtpEndpoint>,
+    pub(crate) session_utp: Option<crate::UtpEndpoint>,
     /// Which transports peer connections use, in and out (uTP first, TCP when it gets no answer).
-    pub transports: crate::Transports,
+    pub(crate) transports: crate::Transports,
     /// Local service discovery (BEP 14; never for private torrents) through this multicast group.
-    pub lsd: bool,
-    pub lsd_group: SocketAddr,
+    pub(crate) lsd: bool,
+    pub(crate) lsd_group: SocketAddr,
     /// The announce list to use instead of the torrent's own (`None`: the torrent's).
-    pub trackers: Option<Vec<Vec<String>>>,
+    pub(crate) trackers: Option<Vec<Vec<String>>>,
     /// Per file, the path components below `download_dir` where its data lives, when they differ from
     /// the torrent's own paths (a renamed file or folder). Each component must be a valid file name
     /// (`metainfo::validate_component`: no `..`, no separators), so every path stays inside the
     /// directory; the storage opens them through `metainfo::beneath` like the torrent's own.
-    pub file_paths: Option<Vec<Vec<String>>>,
+    pub(crate) file_paths: Option<Vec<Vec<String>>>,
     /// Live connections from a magnet link's metadata phase, taken over when the torrent starts.
-    pub carried: crate::carry::CarriedPeers,
+    pub(crate) carried: crate::carry::CarriedPeers,
     /// Message Stream Encryption: what we dial with and accept (on our own listener; a `Session`
     /// has its own for incoming peers).
-    pub encryption: crate::encryption::Encryption,
+    pub(crate) encryption: crate::encryption::Encryption,
 }
 
 /// The last announce to one tracker, as a status view shows it.
@@ -157,6 +158,109 @@ impl TorrentConfig {
             carried: Default::default(),
             encryption: crate::encryption::Encryption::Prefer,
         }
+    }
+
+    /// Address to accept peers on (port 0 picks one); outgoing connections and tracker requests are
+    /// sent from its IP when it is not unspecified.
+    pub fn listen(&mut self, addr: SocketAddr) -> &mut Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Peers to connect to directly, besides those discovery finds.
+    pub fn peers(&mut self, peers: impl IntoIterator<Item = SocketAddr>) -> &mut Self {
+        self.peers.extend(peers);
+        self
+    }
+
+    /// Which files to download (`None`: all), and per file how urgent among the selected ones
+    /// (`PRIORITY_LOW`, `_NORMAL`, `_HIGH`; `None`: all normal).
+    pub fn files(&mut self, selected: Option<Vec<bool>>, priorities: Option<Vec<u8>>) -> &mut Self {
+        self.selected_files = selected;
+        self.file_priorities = priorities;
+        self
+    }
+
+    /// Per file, the path components below the download directory where its data lives, when they
+    /// differ from the torrent's own (a renamed file or folder); each must be a valid file name.
+    pub fn file_paths(&mut self, paths: Option<Vec<Vec<String>>>) -> &mut Self {
+        self.file_paths = paths;
+        self
+    }
+
+    /// Pieces in order (for streaming) rather than rarest first.
+    pub fn sequential(&mut self, on: bool) -> &mut Self {
+        self.sequential = on;
+        self
+    }
+
+    /// Whether to announce to trackers at all.
+    pub fn use_trackers(&mut self, on: bool) -> &mut Self {
+        self.use_trackers = on;
+        self
+    }
+
+    /// The announce list to use instead of the torrent's own (`None`: the torrent's).
+    pub fn trackers(&mut self, tiers: Option<Vec<Vec<String>>>) -> &mut Self {
+        self.trackers = tiers;
+        self
+    }
+
+    /// Connections to peers, established or being dialled, and the caps on incoming connections
+    /// that have not sent their handshake yet (on the torrent's own listener).
+    pub fn connections(
+        &mut self,
+        max_peers: usize,
+        handshake: crate::conns::HandshakeLimits,
+    ) -> &mut Self {
+        self.max_peers = max_peers;
+        self.handshake = handshake;
+        self
+    }
+
+    /// Connections to peers, established or being dialled.
+    pub fn max_peers(&mut self, max: usize) -> &mut Self {
+        self.max_peers = max;
+        self
+    }
+
+    /// Message Stream Encryption for dialling (and accepting, on the torrent's own listener), and
+    /// the transports peer connections use.
+    pub fn transport(
+        &mut self,
+        encryption: crate::encryption::Encryption,
+        transports: crate::Transports,
+    ) -> &mut Self {
+        self.encryption = encryption;
+        self.transports = transports;
+        self
+    }
+
+    /// The torrent's own rate limits, bytes per second (`None`: unlimited).
+    pub fn rates(&mut self, upload: Option<u64>, download: Option<u64>) -> &mut Self {
+        self.max_upload_rate = upload;
+        self.max_download_rate = download;
+        self
+    }
+
+    /// Limits shared with other torrents (a daemon's global rates and peer cap), on top of the
+    /// torrent's own.
+    pub fn shared_limits(
+        &mut self,
+        upload: Arc<Limiter>,
+        download: Arc<Limiter>,
+        peers: Arc<PeerBudget>,
+    ) -> &mut Self {
+        self.global_upload = Some(upload);
+        self.global_download = Some(download);
+        self.peer_budget = Some(peers);
+        self
+    }
+
+    /// What a previous session knew, to start without rehashing everything.
+    pub fn resume(&mut self, resume: Option<Resume>) -> &mut Self {
+        self.resume = resume;
+        self
     }
 }
 

@@ -453,20 +453,18 @@ fn download(
         .with_context(|| format!("cannot create {}", args.output.display()))
         .map_err(Failure::Failed)?;
     let mut config = TorrentConfig::new(torrent.clone(), args.output.clone());
-    config.listen = listen;
-    config.peers = args.peers.clone();
-    // A magnet's x.pe peers serve the download too, not only the metadata: with no tracker or DHT
-    // naming them again they are all there is.
-    config.peers.extend(magnet_peers(&args.torrent));
-    config.selected_files = selected;
-    config.sequential = args.sequential;
-    config.max_peers = max_peers;
-    config.handshake = handshake;
-    config.encryption = args.conns.encryption;
-    config.transports = args.conns.transports;
-    config.use_trackers = !args.no_trackers;
-    config.max_upload_rate = max_up;
-    config.max_download_rate = max_down;
+    config
+        .listen(listen)
+        .peers(args.peers.iter().copied())
+        // A magnet's x.pe peers serve the download too, not only the metadata: with no tracker or
+        // DHT naming them again they are all there is.
+        .peers(magnet_peers(&args.torrent))
+        .files(selected, None)
+        .sequential(args.sequential)
+        .connections(max_peers, handshake)
+        .transport(args.conns.encryption, args.conns.transports)
+        .use_trackers(!args.no_trackers)
+        .rates(max_up, max_down);
     if let Some(carry) = &fetched {
         carry.into_config(&mut config);
     }
@@ -506,21 +504,11 @@ fn download(
         }
         if !args.no_seed {
             println!("seeding; Ctrl-C to stop");
-            let seed_started = Instant::now();
             let goal = engine::SeedGoal {
                 ratio: args.seed_ratio,
                 time: seed_time,
             };
-            let goal = async {
-                loop {
-                    let s = handle.status();
-                    if goal.reached(s.uploaded, s.wanted, seed_started.elapsed()) {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            };
-            follow(&handle, &name, &mut signals, goal).await;
+            follow(&handle, &name, &mut signals, handle.wait_seed_goal(goal)).await;
         }
         let s = handle.status();
         handle.stop().await;
@@ -604,21 +592,20 @@ pub fn seed(args: SeedArgs) -> CmdResult {
         return Err(bad(anyhow!("{} does not exist", args.data.display())));
     }
     let download_dir = content_parent(&torrent, &args.data)?;
+    let listen = args.listen.unwrap_or_else(default_listen);
     let mut config = TorrentConfig::new(torrent.clone(), download_dir);
-    config.listen = args.listen.unwrap_or_else(default_listen);
-    config.peers = args.peers.clone();
-    config.use_trackers = !args.no_trackers;
-    config.max_upload_rate = max_up;
-    config.max_peers = max_peers;
-    config.handshake = handshake;
-    config.encryption = args.conns.encryption;
-    config.transports = args.conns.transports;
+    config
+        .listen(listen)
+        .peers(args.peers.iter().copied())
+        .use_trackers(!args.no_trackers)
+        .rates(max_up, None)
+        .connections(max_peers, handshake)
+        .transport(args.conns.encryption, args.conns.transports);
     let rt = runtime()?;
     let mapper = {
         let _rt = rt.enter();
-        let wanted =
-            crate::port_mapping::wanted(args.discovery.no_port_mapping, config.listen.ip());
-        crate::port_mapping::start_quiet(wanted, config.listen)
+        let wanted = crate::port_mapping::wanted(args.discovery.no_port_mapping, listen.ip());
+        crate::port_mapping::start_quiet(wanted, listen)
     };
     let result = rt.block_on(async move {
         let mut signals = Signals::new();

@@ -198,14 +198,14 @@ pub fn run(args: ShareArgs) -> CmdResult {
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), PathBuf::from);
         let mut config = TorrentConfig::new(torrent.clone(), content_dir);
-        config.listen = SocketAddr::new(listen_ip, peer_port);
-        config.max_peers = max_peers;
-        config.handshake = handshake;
-        config.encryption = args.conns.encryption;
-        config.transports = args.conns.transports;
-        // Our own tracker learns of the seed directly (below): announcing to it through the router's
-        // external address fails where the router has no hairpin NAT, with a warning each interval.
-        config.use_trackers = tracker.is_none();
+        config
+            .listen(SocketAddr::new(listen_ip, peer_port))
+            .connections(max_peers, handshake)
+            .transport(args.conns.encryption, args.conns.transports)
+            // Our own tracker learns of the seed directly (below): announcing to it through the
+            // router's external address fails where the router has no hairpin NAT, with a warning
+            // each interval.
+            .use_trackers(tracker.is_none());
         let handle = args
             .discovery
             .settings()

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use crate::opts::DiscoveryArgs;
 use crate::{CmdResult, Failure};
-use sched::{reorder, QueueMove};
+use engine::lifecycle::{reorder, QueueMove};
 use store::{Record, ResumeFile, Settings, Store, WriteGate};
 
 /// At most this many labels per torrent, of at most this many bytes each, none with a comma
@@ -113,19 +113,8 @@ pub struct DaemonArgs {
 /// How long a magnet link's metadata is looked for before the torrent goes to state `error`.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Where a torrent is in its life.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Phase {
-    FetchingMetadata,
-    Queued,
-    Checking,
-    Running,
-    Paused,
-    Finished,
-    /// Its data is being moved to another directory (stopped meanwhile).
-    Moving,
-    Error(Fault),
-}
+/// Where a torrent is in its life: the engine's life cycle, with the daemon's faults.
+pub type Phase = engine::lifecycle::Phase<Fault>;
 
 /// Why a torrent is in state `error`: the engine's own error where it comes from the engine, so the
 /// daemon can tell a disk that failed from a magnet link nobody answers. Shown to users as text.
@@ -159,25 +148,21 @@ pub struct Entry {
     pub id: InfoHash,
     pub record: Record,
     pub torrent: Option<Arc<Torrent>>,
-    pub phase: Phase,
+    /// Its phase and the rest of its life cycle (start generations, queue, seeding clock).
+    pub life: engine::lifecycle::Lifecycle<Fault>,
     handle: Option<Arc<TorrentHandle>>,
     /// Totals before the running session started.
     base_downloaded: u64,
     base_uploaded: u64,
-    seeding_since: Option<Instant>,
     last_saved_have: u32,
     /// (progress, pieces verified) when the engine stopped it on an error, shown while in `error`.
     kept: Option<(f64, u32)>,
     /// The record as last written, to skip writing it again unchanged.
     saved_record: Option<Record>,
-    /// Bumped on every start and stop, so a start that finishes late knows it was overtaken.
-    generation: u64,
     /// Every write of its state files goes through it. Taken before the entry's lock, never inside it.
     gate: Arc<WriteGate>,
     /// How far the move of its data is, while in `Moving`.
     moving: Option<Arc<relocate::Progress>>,
-    /// Started past the queue's limits (until it stops; not kept across restarts).
-    start_now: bool,
     /// The connections of its metadata phase, until its first start takes them over.
     carried: Option<engine::discovery::Carry>,
 }
@@ -192,20 +177,8 @@ impl Entry {
             .map(|t| store::on_disk(t, &self.record.renames))
     }
 
-    /// Adds the whole seconds seeded since `seeding_since` to the record's total, which is what is
-    /// saved and what the seed_time goal counts. The clock keeps running from the remainder unless
-    /// seeding `stops`, so folding often loses nothing.
-    fn fold_seeding_time(&mut self, stops: bool) {
-        let Some(since) = self.seeding_since else {
-            return;
-        };
-        let secs = since.elapsed().as_secs();
-        self.record.seeding_secs += secs;
-        self.seeding_since = if stops {
-            None
-        } else {
-            Some(since + Duration::from_secs(secs))
-        };
+    pub fn phase(&self) -> &Phase {
+        self.life.phase()
     }
 }
 
@@ -557,31 +530,21 @@ impl Daemon {
     /// Adds an entry for a torrent whose record is already in the state directory.
     fn insert(&self, id: InfoHash, record: Record, torrent: Option<Arc<Torrent>>) -> Slot {
         let saved = record.clone();
-        let phase = if record.paused {
-            Phase::Paused
-        } else if torrent.is_none() {
-            Phase::FetchingMetadata
-        } else if record.finished {
-            Phase::Finished
-        } else {
-            Phase::Queued
-        };
+        let life =
+            engine::lifecycle::Lifecycle::new(record.paused, torrent.is_some(), record.finished);
         let slot = Arc::new(Mutex::new(Entry {
             id,
             base_downloaded: record.downloaded,
             base_uploaded: record.uploaded,
             record,
             torrent,
-            phase,
+            life,
             handle: None,
-            seeding_since: None,
             last_saved_have: 0,
             kept: None,
             saved_record: Some(saved),
-            generation: 0,
             gate: Arc::new(WriteGate::default()),
             moving: None,
-            start_now: false,
             carried: None,
         }));
         self.entries.lock().insert(id, slot.clone());
@@ -744,53 +707,31 @@ impl Daemon {
         Ok(view)
     }
 
-    /// Starts what may start: metadata fetches, and queued torrents while there are free slots.
+    /// Starts what may start: metadata fetches, and queued torrents while there are free slots
+    /// (the engine's queue rules).
     fn schedule(self: &Arc<Self>) {
-        let (max_down, max_seed) = {
+        let mut queue = {
             let s = self.settings.lock();
-            (s.max_active_downloads, s.max_active_seeds)
+            engine::lifecycle::Queue::new(s.max_active_downloads, s.max_active_seeds)
         };
         let slots = self.slots();
-        let (mut downloads, mut seeds) = (0, 0);
         for slot in &slots {
             let e = slot.lock();
-            if matches!(e.phase, Phase::Running | Phase::Checking) {
-                if e.record.complete {
-                    seeds += 1;
-                } else {
-                    downloads += 1;
-                }
-            }
+            queue.count(&e.life, e.record.complete);
         }
         for slot in slots {
             let mut e = slot.lock();
-            match e.phase {
-                Phase::FetchingMetadata if e.generation == 0 && !e.record.paused => {
-                    e.generation += 1;
+            let complete = e.record.complete;
+            match queue.admit(&mut e.life, complete) {
+                Some(engine::lifecycle::Step::FetchMetadata) => {
+                    drop(e);
                     tokio::spawn(self.clone().fetch_metadata(slot.clone()));
                 }
-                Phase::Queued => {
-                    let free = if e.record.complete {
-                        seeds < max_seed
-                    } else {
-                        downloads < max_down
-                    };
-                    // `torrent-start-now` starts it past the queue's limits.
-                    if !free && !e.start_now {
-                        continue;
-                    }
-                    if e.record.complete {
-                        seeds += 1;
-                    } else {
-                        downloads += 1;
-                    }
-                    e.phase = Phase::Checking;
-                    e.generation += 1;
-                    let generation = e.generation;
+                Some(engine::lifecycle::Step::Start { generation }) => {
                     drop(e);
                     tokio::spawn(self.clone().start(slot.clone(), generation));
                 }
-                _ => {}
+                None => {}
             }
         }
     }
@@ -832,11 +773,9 @@ impl Daemon {
             Ok((torrent, carry)) => {
                 e.torrent = Some(Arc::new(torrent));
                 e.carried = Some(carry);
-                if e.phase == Phase::FetchingMetadata {
-                    e.phase = Phase::Queued;
-                }
+                e.life.metadata_arrived();
             }
-            Err(fault) => e.phase = Phase::Error(fault),
+            Err(fault) => e.life.fail(fault),
         }
         drop(e);
         self.schedule();
@@ -887,29 +826,28 @@ impl Daemon {
             &record.download_dir,
         );
         let resumed = resume.is_some();
-        let mut config = TorrentConfig::new(torrent.clone(), record.download_dir.clone());
-        config.listen = SocketAddr::new(self.listen.ip(), 0);
-        config.session_listener = Some(self.listen);
-        config.encryption = self.settings.lock().encryption.into();
-        config.session_utp = self.session.utp();
-        config.transports = self.transports;
-        config.selected_files = record.files.clone();
-        config.file_priorities = record.priorities.clone();
-        config.trackers = record.trackers.clone();
-        if !record.renames.is_empty() {
+        let file_paths = (!record.renames.is_empty()).then(|| {
             let paths = torrent.files.iter();
-            config.file_paths = Some(
-                paths
-                    .map(|f| store::disk_path(&f.path, &record.renames))
-                    .collect(),
-            );
-        }
-        config.max_upload_rate = record.max_upload_rate;
-        config.max_download_rate = record.max_download_rate;
-        config.global_upload = Some(self.global_up.clone());
-        config.global_download = Some(self.global_down.clone());
-        config.peer_budget = Some(self.peer_budget.clone());
-        config.max_peers = self.fitted.lock().peers_per_torrent;
+            paths
+                .map(|f| store::disk_path(&f.path, &record.renames))
+                .collect()
+        });
+        let encryption = self.settings.lock().encryption.into();
+        let max_peers = self.fitted.lock().peers_per_torrent;
+        let mut config = TorrentConfig::new(torrent.clone(), record.download_dir.clone());
+        config
+            .in_session(&self.session)
+            .transport(encryption, self.transports)
+            .files(record.files.clone(), record.priorities.clone())
+            .trackers(record.trackers.clone())
+            .file_paths(file_paths)
+            .rates(record.max_upload_rate, record.max_download_rate)
+            .shared_limits(
+                self.global_up.clone(),
+                self.global_down.clone(),
+                self.peer_budget.clone(),
+            )
+            .max_peers(max_peers);
         if let Some(carry) = &carried {
             carry.into_config(&mut config);
         }
@@ -919,14 +857,14 @@ impl Daemon {
             .as_ref()
             .filter(|r| !r.check_unlisted)
             .map(|r| r.have.count());
-        config.resume = resume;
+        config.resume(resume);
         let started = Instant::now();
         let result = engine::start(config).await;
         let overtaken = match result {
             Ok(handle) => {
                 let handle = Arc::new(handle);
                 let mut e = slot.lock();
-                if e.generation != generation || e.phase != Phase::Checking {
+                if !e.life.started(generation) {
                     // Paused or removed while checking.
                     Some(handle)
                 } else {
@@ -938,13 +876,12 @@ impl Daemon {
                     );
                     self.session.register(&handle);
                     e.handle = Some(handle);
-                    e.phase = Phase::Running;
                     e.last_saved_have = trusted.unwrap_or(u32::MAX);
                     None
                 }
             }
             Err(err) => {
-                slot.lock().phase = Phase::Error(Fault::Start(Arc::new(err)));
+                slot.lock().life.fail(Fault::Start(Arc::new(err)));
                 None
             }
         };
@@ -1002,7 +939,8 @@ impl Daemon {
                     e.record.done = Some(store::now_secs());
                 }
             }
-            e.fold_seeding_time(false);
+            let seeded = e.life.fold_seeding(Instant::now());
+            e.record.seeding_secs += seeded;
             if let Some((count, _)) = &resume {
                 e.last_saved_have = *count;
             }
@@ -1038,10 +976,8 @@ impl Daemon {
     async fn stop_entry(&self, slot: &Slot, phase: Phase) {
         let handle = {
             let mut e = slot.lock();
-            e.generation += 1;
-            e.phase = phase;
-            e.start_now = false;
-            e.fold_seeding_time(true);
+            let seeded = e.life.stop(phase, Instant::now());
+            e.record.seeding_secs += seeded;
             e.handle.clone()
         };
         if let Some(h) = handle {
@@ -1085,17 +1021,10 @@ impl Daemon {
         Self::not_moving(&slot)?;
         {
             let mut e = slot.lock();
-            e.start_now = now;
             e.record.paused = false;
             e.record.finished = false;
-            if matches!(e.phase, Phase::Paused | Phase::Finished | Phase::Error(_)) {
-                e.phase = if e.torrent.is_some() {
-                    Phase::Queued
-                } else {
-                    e.generation = 0;
-                    Phase::FetchingMetadata
-                };
-            }
+            let has_metadata = e.torrent.is_some();
+            e.life.resume(has_metadata, now);
         }
         self.save(&slot, true);
         self.schedule();
@@ -1166,24 +1095,15 @@ impl Daemon {
         let restart = change.files.is_some() || change.download_dir.is_some();
         let mut old_phase = None;
         if restart {
-            let phase = slot.lock().phase.clone();
+            let phase = slot.lock().phase().clone();
             old_phase = Some(phase);
             self.stop_entry(&slot, Phase::Paused).await;
         }
-        // Where it was before the stop, queued again when it was active.
-        let back_to = |phase: Option<Phase>| {
-            phase.map(|p| match p {
-                Phase::Running | Phase::Checking | Phase::Queued => Phase::Queued,
-                other => other,
-            })
-        };
         if let Some(to) = &change.download_dir {
             if let Err(reply) = self.relocate(&slot, to).await {
-                if let Some(p) = back_to(old_phase) {
-                    let mut e = slot.lock();
-                    if e.phase == Phase::Paused {
-                        e.phase = p;
-                    }
+                // Where it was before the stop, queued again when it was active.
+                if let Some(p) = old_phase {
+                    slot.lock().life.restore_if_paused(p);
                 }
                 self.save(&slot, true);
                 self.schedule();
@@ -1194,8 +1114,8 @@ impl Daemon {
         {
             let mut e = slot.lock();
             change.apply(&mut e);
-            if let Some(p) = back_to(old_phase) {
-                e.phase = p;
+            if let Some(p) = old_phase {
+                e.life.restore(p);
             }
         }
         self.save(&slot, true);
@@ -1256,7 +1176,7 @@ impl Daemon {
                 target.join("/")
             )));
         }
-        let was = slot.lock().phase.clone();
+        let was = slot.lock().phase().clone();
         let restart = matches!(was, Phase::Running | Phase::Checking | Phase::Queued);
         if restart {
             self.stop_entry(&slot, Phase::Paused).await;
@@ -1278,10 +1198,7 @@ impl Daemon {
             ))),
         };
         if restart {
-            let mut e = slot.lock();
-            if e.phase == Phase::Paused {
-                e.phase = Phase::Queued;
-            }
+            slot.lock().life.restore_if_paused(was);
         }
         self.save(&slot, true);
         self.schedule();
@@ -1290,7 +1207,7 @@ impl Daemon {
 
     /// Refuses to act on a torrent whose data is being moved.
     fn not_moving(slot: &Slot) -> Result<(), ApiError> {
-        if slot.lock().phase == Phase::Moving {
+        if *slot.lock().phase() == Phase::Moving {
             return Err(ApiError::Conflict(
                 "its data is being moved; try again when that is done".into(),
             ));
@@ -1323,7 +1240,7 @@ impl Daemon {
         {
             let mut e = slot.lock();
             e.record.moving_to = Some(to.clone());
-            e.phase = Phase::Moving;
+            e.life.begin_move();
             e.moving = Some(progress.clone());
         }
         // The journal is on disk before the first file moves.
@@ -1339,7 +1256,7 @@ impl Daemon {
                     e.record.moving_to = None;
                     e.record.moved_from = copied.then(|| from.clone());
                     e.moving = None;
-                    e.phase = Phase::Paused;
+                    e.life.move_ended();
                 }
                 // Committed: from here the new place is the one.
                 self.save(slot, true);
@@ -1363,7 +1280,7 @@ impl Daemon {
                 e.record.moving_to = None;
                 e.moving = None;
                 if failure.rolled_back {
-                    e.phase = Phase::Paused;
+                    e.life.move_ended();
                     Err(ApiError::Internal(format!(
                         "cannot move the data to {}: {:#}; it stays in {}, nothing was changed",
                         to.display(),
@@ -1380,7 +1297,7 @@ impl Daemon {
                         from.display()
                     );
                     e.record.paused = true;
-                    e.phase = Phase::Error(Fault::Move(message.clone()));
+                    e.life.fail(Fault::Move(message.clone()));
                     Err(ApiError::Internal(message))
                 }
             }
@@ -1413,7 +1330,7 @@ impl Daemon {
                 e.record.moving_to = None;
                 if !whole {
                     e.record.paused = true;
-                    e.phase = Phase::Error(Fault::Move(format!(
+                    e.life.fail(Fault::Move(format!(
                         "an interrupted move to {} could not be undone",
                         to.display()
                     )));
@@ -1635,15 +1552,20 @@ impl Daemon {
                     let st = h.status();
                     let mut goal_reached = false;
                     if st.complete {
-                        let since = *e.seeding_since.get_or_insert_with(Instant::now);
-                        // The seconds of earlier sessions count, as do those not yet folded in.
-                        let secs = e.record.seeding_secs + since.elapsed().as_secs();
                         let uploaded = e.base_uploaded + st.uploaded;
                         let goal = engine::SeedGoal {
                             ratio: e.record.seed_ratio.or(ratio_goal),
                             time: e.record.seed_time.or(time_goal).map(Duration::from_secs),
                         };
-                        goal_reached = goal.reached(uploaded, st.wanted, Duration::from_secs(secs));
+                        // The seconds of earlier sessions count, as do those not yet folded in.
+                        let earlier = e.record.seeding_secs;
+                        goal_reached = e.life.seed_goal_reached(
+                            &goal,
+                            uploaded,
+                            st.wanted,
+                            earlier,
+                            Instant::now(),
+                        );
                         if !e.record.complete {
                             e.record.complete = true;
                         }
@@ -1679,8 +1601,8 @@ impl Daemon {
     async fn shutdown(&self) {
         let mut stops = Vec::new();
         for slot in self.slots() {
-            let phase = slot.lock().phase.clone();
-            if matches!(phase, Phase::Running | Phase::Checking) {
+            let active = slot.lock().phase().is_active();
+            if active {
                 stops.push(async move { self.stop_entry(&slot, Phase::Queued).await });
             }
         }
@@ -1738,7 +1660,7 @@ impl Daemon {
                 s.pieces_have,
             ),
             None if e.record.complete => (1.0, torrent.map_or(0, |t| t.piece_count() as u32)),
-            None if matches!(e.phase, Phase::Error(_)) => e.kept.unwrap_or((0.0, 0)),
+            None if matches!(e.phase(), Phase::Error(_)) => e.kept.unwrap_or((0.0, 0)),
             None => (0.0, 0),
         };
         let downloaded = e.base_downloaded + status.as_ref().map_or(0, |s| s.downloaded);
@@ -1746,7 +1668,7 @@ impl Daemon {
         let (down_rate, up_rate) = status
             .as_ref()
             .map_or((0.0, 0.0), |s| (s.download_rate, s.upload_rate));
-        let state = match &e.phase {
+        let state = match e.phase() {
             Phase::Running if status.as_ref().is_some_and(|s| s.complete) => "seeding",
             Phase::Running => "downloading",
             Phase::FetchingMetadata => "fetching_metadata",
@@ -1776,7 +1698,7 @@ impl Daemon {
             "id": e.id.to_hex(),
             "name": name,
             "state": state,
-            "error": match &e.phase { Phase::Error(m) => Some(m.to_string()), _ => None },
+            "error": match e.phase() { Phase::Error(m) => Some(m.to_string()), _ => None },
             "progress": progress,
             "size": size,
             "total_size": total_size,

@@ -933,7 +933,7 @@ impl Rpc {
             None => ((1.0 - progress) * size as f64).round().max(0.0) as u64,
         };
         let complete = status.as_ref().map_or(e.record.complete, |s| s.complete);
-        let code = match (&e.phase, complete) {
+        let code = match (e.phase(), complete) {
             (Phase::Paused | Phase::Finished | Phase::Error(_), _) => 0,
             // Transmission has no state for a move; its verification is the closest.
             (Phase::Checking | Phase::Moving, _) => 2,
@@ -942,7 +942,7 @@ impl Rpc {
             (Phase::FetchingMetadata, _) | (Phase::Running, false) => 4,
             (Phase::Running, true) => 6,
         };
-        let error_string = match &e.phase {
+        let error_string = match e.phase() {
             Phase::Error(m) => m.to_string(),
             _ => String::new(),
         };
@@ -966,7 +966,7 @@ impl Rpc {
         let kb = |r: Option<u64>| r.map_or(0, |r| r.div_ceil(KB));
         let ratio_mode = if e.record.seed_ratio.is_some() { 1 } else { 0 };
         let seconds_seeding =
-            e.record.seeding_secs + e.seeding_since.map_or(0, |s| s.elapsed().as_secs());
+            e.record.seeding_secs + e.life.unfolded_seeding(std::time::Instant::now());
         let mut out = Map::new();
         for f in fields {
             let v = match f.as_str() {
@@ -1007,7 +1007,7 @@ impl Rpc {
                 "comment" => json!(torrent.as_ref().and_then(|t| t.comment.clone()).unwrap_or_default()),
                 "creator" => json!(torrent.as_ref().and_then(|t| t.created_by.clone()).unwrap_or_default()),
                 "source" => json!(torrent.as_ref().and_then(|t| t.source.clone()).unwrap_or_default()),
-                "isFinished" => json!(e.phase == Phase::Finished),
+                "isFinished" => json!(*e.phase() == Phase::Finished),
                 "isPrivate" => view["private"].clone(),
                 "isStalled" => json!(false),
                 "labels" => json!(e.record.labels),
@@ -1369,16 +1369,13 @@ impl Rpc {
         }
         super::Daemon::not_moving(slot)?;
         self.daemon.check_dir(&dir).await?;
-        let before = slot.lock().phase.clone();
+        let before = slot.lock().phase().clone();
         self.daemon.stop_entry(slot, Phase::Paused).await;
         {
             let mut e = slot.lock();
             e.record.download_dir = dir;
             e.record.complete = false;
-            e.phase = match before {
-                Phase::Running | Phase::Checking | Phase::Queued => Phase::Queued,
-                other => other,
-            };
+            e.life.restore(before);
         }
         self.forget_resume(slot);
         self.daemon.save(slot, true);
@@ -1409,7 +1406,7 @@ impl Rpc {
     /// checks every piece. A stopped torrent is checked when it is next started.
     async fn verify(&self, slot: &Slot) -> Result<(), Fail> {
         super::Daemon::not_moving(slot)?;
-        let before = slot.lock().phase.clone();
+        let before = slot.lock().phase().clone();
         if before == Phase::FetchingMetadata {
             return Ok(());
         }
@@ -1422,7 +1419,7 @@ impl Rpc {
             {
                 let mut e = slot.lock();
                 e.record.complete = false;
-                e.phase = Phase::Queued;
+                e.life.restore(before);
             }
             self.daemon.save(slot, true);
             self.daemon.schedule();

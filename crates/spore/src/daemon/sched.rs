@@ -1,68 +1,7 @@
-//! Pure rules of the daemon's queue order and of the alternative speed limits' weekly schedule, kept
-//! apart from any clock so they can be tested in virtual time.
+//! Pure rules of the alternative speed limits' weekly schedule, kept apart from any clock so they can
+//! be tested in virtual time. (The queue's order and slots are the engine's: `engine::lifecycle`.)
 
 use super::store::Settings;
-
-/// How `queue-move-*` (and the API's `queue_position`) move torrents in the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueMove {
-    Top,
-    Up,
-    Down,
-    Bottom,
-    /// To this position (0 first; past the end: last).
-    To(usize),
-}
-
-impl QueueMove {
-    pub fn parse(name: &str) -> Option<QueueMove> {
-        match name {
-            "top" => Some(QueueMove::Top),
-            "up" => Some(QueueMove::Up),
-            "down" => Some(QueueMove::Down),
-            "bottom" => Some(QueueMove::Bottom),
-            _ => None,
-        }
-    }
-}
-
-/// The queue `order` with the items `moved` picks moved as `how` says, the others keeping their
-/// relative order (as Transmission moves a set of torrents: each one step, or all to one end).
-pub fn reorder<T: Clone>(order: &[T], moved: impl Fn(&T) -> bool, how: QueueMove) -> Vec<T> {
-    let mut out = order.to_vec();
-    match how {
-        QueueMove::Top | QueueMove::Bottom => {
-            let (picked, rest): (Vec<T>, Vec<T>) = order.iter().cloned().partition(|t| moved(t));
-            out = if how == QueueMove::Top {
-                picked.into_iter().chain(rest).collect()
-            } else {
-                rest.into_iter().chain(picked).collect()
-            };
-        }
-        QueueMove::Up => {
-            for i in 1..out.len() {
-                if moved(&out[i]) && !moved(&out[i - 1]) {
-                    out.swap(i, i - 1);
-                }
-            }
-        }
-        QueueMove::Down => {
-            for i in (0..out.len().saturating_sub(1)).rev() {
-                if moved(&out[i]) && !moved(&out[i + 1]) {
-                    out.swap(i, i + 1);
-                }
-            }
-        }
-        QueueMove::To(position) => {
-            let (picked, mut rest): (Vec<T>, Vec<T>) =
-                order.iter().cloned().partition(|t| moved(t));
-            let at = position.min(rest.len());
-            rest.splice(at..at, picked);
-            out = rest;
-        }
-    }
-    out
-}
 
 /// A local time of the week: the day (0 Sunday ... 6 Saturday) and the minute after midnight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,31 +55,6 @@ pub fn local_week_time() -> Option<WeekTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ids(order: &[u8], moved: &[u8], how: QueueMove) -> Vec<u8> {
-        reorder(order, |x| moved.contains(x), how)
-    }
-
-    #[test]
-    fn queue_moves_keep_the_others_in_order() {
-        let q = [1, 2, 3, 4, 5];
-        assert_eq!(ids(&q, &[4], QueueMove::Top), [4, 1, 2, 3, 5]);
-        assert_eq!(ids(&q, &[2, 4], QueueMove::Top), [2, 4, 1, 3, 5]);
-        assert_eq!(ids(&q, &[2, 4], QueueMove::Bottom), [1, 3, 5, 2, 4]);
-        assert_eq!(ids(&q, &[3], QueueMove::Up), [1, 3, 2, 4, 5]);
-        assert_eq!(ids(&q, &[1], QueueMove::Up), q);
-        assert_eq!(
-            ids(&q, &[1, 2], QueueMove::Up),
-            q,
-            "a block at the top stays"
-        );
-        assert_eq!(ids(&q, &[2, 4], QueueMove::Up), [2, 1, 4, 3, 5]);
-        assert_eq!(ids(&q, &[2, 4], QueueMove::Down), [1, 3, 2, 5, 4]);
-        assert_eq!(ids(&q, &[5], QueueMove::Down), q);
-        assert_eq!(ids(&q, &[5], QueueMove::To(1)), [1, 5, 2, 3, 4]);
-        assert_eq!(ids(&q, &[1], QueueMove::To(99)), [2, 3, 4, 5, 1]);
-        assert_eq!(ids(&[], &[1], QueueMove::Down), Vec::<u8>::new());
-    }
 
     fn schedule(begin: u32, end: u32, days: u8) -> Settings {
         Settings {
