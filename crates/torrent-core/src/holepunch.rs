@@ -361,6 +361,27 @@ mod tests {
     }
 
     #[test]
+    fn leads_asks_and_punches_are_bounded_oldest_first() {
+        let now = Instant::now();
+        let mut p = Punches::default();
+        let addr = |i: usize| SocketAddr::from(([198, 51, (i >> 8) as u8, i as u8], 7000));
+        for i in 0..=MAX_LEADS {
+            p.learned(addr(i), 1);
+            p.refused(addr(i), now);
+            p.told(addr(i), now);
+        }
+        assert_eq!(p.leads.len(), MAX_LEADS);
+        assert_eq!(p.asked.len(), MAX_LEADS);
+        assert_eq!(p.told.len(), MAX_LEADS);
+        assert!(p.leads.get(&addr(0)).is_none() && !p.is_punching(addr(0), now));
+        assert!(p.is_punching(addr(MAX_LEADS), now));
+        // Learning again of one known moves nothing out.
+        p.learned(addr(MAX_LEADS), 2);
+        assert_eq!(p.leads.len(), MAX_LEADS);
+        assert_eq!(p.lead_order.len(), MAX_LEADS);
+    }
+
+    #[test]
     fn a_public_relay_cannot_send_us_into_a_private_network() {
         assert!(!may_dial(
             "203.0.113.1".parse().unwrap(),
