@@ -246,9 +246,10 @@ fn spore_home(lab: &Lab, home: usize, name: &str, args: &[&str]) -> Proc {
     p
 }
 
-/// Spore at both homes, Spore as the relay: the seed in home A, `spore get` in home B. B hears of A
-/// only from the relay's peer exchange, cannot reach it, asks the relay for a rendezvous, and both
-/// dial each other at once over uTP; the relay can pass on too little in the time allowed.
+/// Spore at both homes: the seed in home A, `spore get` in home B, a Spore relay in `inet`
+/// downloading at `RELAY_MAX_DOWN`. B hears of A only from the relay's peer exchange, cannot reach
+/// it, asks the relay for a rendezvous, and both dial each other at once over uTP; the relay can
+/// pass on too little in the time allowed.
 #[test]
 fn two_spore_homes_behind_nat_connect_through_a_spore_relay() {
     if !lab_available() {
@@ -284,6 +285,22 @@ fn two_spore_homes_behind_nat_connect_through_a_spore_relay() {
         "get-b",
         &["get", s(&torrent), "-o", s(&get_dir), "--no-seed"],
     );
+    b_asks_and_gets_the_file(&get, started);
+    assert_eq!(
+        sha256(&get_dir.join("film.bin")),
+        sha256(&seed_dir.join("film.bin"))
+    );
+    wait_for_log(
+        &seed.stderr,
+        &[EXT_B, "introduced us"],
+        Duration::from_secs(1),
+    );
+    wait_for_log(&relay.stderr, &["introduced"], Duration::from_secs(1));
+}
+
+/// B (Spore) asks the relay for A once its dial fails, and gets the file over the punched
+/// connection.
+fn b_asks_and_gets_the_file(get: &Proc, started: std::time::Instant) {
     let asked = wait_for_log(&get.stderr, &[EXT_A, "asked"], Duration::from_secs(40));
     eprintln!(
         "[{:5.1}s] B could not reach A: {asked}",
@@ -294,20 +311,73 @@ fn two_spore_homes_behind_nat_connect_through_a_spore_relay() {
         "[{:5.1}s] B has the whole file",
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(
-        sha256(&get_dir.join("film.bin")),
-        sha256(&seed_dir.join("film.bin"))
-    );
     let punched = wait_for_log(
         &get.stderr,
         &[EXT_A, "connected through the hole punch"],
         Duration::from_secs(1),
     );
     eprintln!("B: {punched}");
-    wait_for_log(
-        &seed.stderr,
-        &[EXT_B, "introduced us"],
-        Duration::from_secs(1),
+}
+
+/// Spore asking a libtorrent relay: libtorrent seeds in home A (without peer exchange, so it dials
+/// B only when the relay says so) and relays in `inet`, downloading at 64 KiB/s; `spore get` in
+/// home B. libtorrent finds both sides of a rendezvous by the addresses their connections come from,
+/// so B speaks only uTP, whose connections leave from the listening port (over TCP the relay would
+/// send A to a port of the moment). With peer exchange on both homes, a libtorrent relay tells both
+/// of each other in the same second: their own dials then cross and open both NATs with no
+/// rendezvous, which is why A runs without it.
+#[test]
+fn a_spore_home_meets_a_libtorrent_home_through_a_libtorrent_relay() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new("3");
+    let dir = lab.dir.path();
+    let (seed_dir, relay_dir, get_dir) = (dir.join("a"), dir.join("relay"), dir.join("b"));
+    for d in [&seed_dir, &relay_dir, &get_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(seed_dir.join("film.bin"), data(57, SIZE)).unwrap();
+    let torrent = dir.join("film.torrent");
+    create_torrent(&seed_dir.join("film.bin"), &torrent, "256K", None);
+    let down = (64 * 1024).to_string();
+    let relay = libtorrent(
+        &lab,
+        &lab.inet,
+        "relay",
+        &torrent,
+        &relay_dir,
+        &["--max-down", &down],
     );
-    wait_for_log(&relay.stderr, &["introduced"], Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let seed = libtorrent(
+        &lab,
+        &lab.homes[0],
+        "seed",
+        &torrent,
+        &seed_dir,
+        &["--no-pex"],
+    );
+    relay.wait_for(EXT_A, T);
+    let get = spore_home(
+        &lab,
+        1,
+        "get-b",
+        &[
+            "get",
+            s(&torrent),
+            "-o",
+            s(&get_dir),
+            "--no-seed",
+            "--transports",
+            "utp",
+        ],
+    );
+    b_asks_and_gets_the_file(&get, started);
+    assert_eq!(
+        sha256(&get_dir.join("film.bin")),
+        sha256(&seed_dir.join("film.bin"))
+    );
+    let punched = format!("{{\"ip\": \"{EXT_B}:6881\", \"holepunched\": true");
+    seed.wait_for(&punched, Duration::from_secs(1));
 }

@@ -1131,10 +1131,7 @@ fn a_peer_we_cannot_reach_is_asked_of_the_peer_that_told_us_of_it_then_after_a_b
     assert_eq!(rendezvous_sent(&actions, relay), vec![target]);
     assert_eq!(
         punch_steps(&actions),
-        vec![(
-            target,
-            torrent_core::PunchStep::Asked { relay: relay_addr }
-        )]
+        vec![(target, torrent_core::PunchStep::Asked { relay: relay_addr })]
     );
     // Once per back-off: the first is ASK_BACKOFF.0, then twice that.
     let (first, _) = torrent_core::ASK_BACKOFF;
@@ -1232,7 +1229,10 @@ fn only_a_connected_relay_that_takes_introductions_and_still_lists_the_peer_is_a
     let (t1, t2) = (addr([198, 51, 100, 7], 7000), addr([198, 51, 100, 8], 7000));
     let (mut h, relay) = home_with_relay(false, &[t1]);
     h.core.unreachable(t1, h.now);
-    assert!(rendezvous_sent(&h.drain(), relay).is_empty(), "no ut_holepunch");
+    assert!(
+        rendezvous_sent(&h.drain(), relay).is_empty(),
+        "no ut_holepunch"
+    );
 
     let (mut h, relay) = home_with_relay(true, &[t1, t2]);
     // It dropped t1 since; nobody told us of 192.0.2.1.
@@ -1327,7 +1327,9 @@ fn two_connections_with_one_peer_leave_the_same_one_at_both_ends() {
     let theirs = h.theirs(true);
     let ours = h.ours;
     let a = addr([198, 51, 100, 3], 6881);
-    h.core.add_peer(a, true, &ours, &theirs, h.now).expect("room");
+    h.core
+        .add_peer(a, true, &ours, &theirs, h.now)
+        .expect("room");
     assert_eq!(
         h.core.add_peer(a, true, &ours, &theirs, h.now),
         Err(Refused::Duplicate)
