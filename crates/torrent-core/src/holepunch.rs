@@ -373,7 +373,7 @@ mod tests {
         assert_eq!(p.leads.len(), MAX_LEADS);
         assert_eq!(p.asked.len(), MAX_LEADS);
         assert_eq!(p.told.len(), MAX_LEADS);
-        assert!(p.leads.get(&addr(0)).is_none() && !p.is_punching(addr(0), now));
+        assert!(!p.leads.contains_key(&addr(0)) && !p.is_punching(addr(0), now));
         assert!(p.is_punching(addr(MAX_LEADS), now));
         // Learning again of one known moves nothing out.
         p.learned(addr(MAX_LEADS), 2);

@@ -1257,7 +1257,7 @@ fn our_rendezvous_to_one_relay_are_budgeted() {
     }
     let first = rendezvous_sent(&h.drain(), relay);
     assert_eq!(first.len() as u32, torrent_core::MAX_ASKED);
-    assert!(torrent_core::MAX_ASKED < torrent_core::MAX_RENDEZVOUS);
+    const { assert!(torrent_core::MAX_ASKED < torrent_core::MAX_RENDEZVOUS) };
     h.advance(torrent_core::RENDEZVOUS_WINDOW);
     h.drain();
     for t in &targets {
