@@ -360,25 +360,34 @@ mod tests {
         ));
     }
 
+    /// Leads, asks and punches all go through `bounded_insert` (tests/core.rs drives them in
+    /// virtual time; no clock is read here).
     #[test]
     fn leads_asks_and_punches_are_bounded_oldest_first() {
-        let now = Instant::now();
-        let mut p = Punches::default();
         let addr = |i: usize| SocketAddr::from(([198, 51, (i >> 8) as u8, i as u8], 7000));
+        let mut p = Punches::default();
         for i in 0..=MAX_LEADS {
             p.learned(addr(i), 1);
-            p.refused(addr(i), now);
-            p.told(addr(i), now);
         }
         assert_eq!(p.leads.len(), MAX_LEADS);
-        assert_eq!(p.asked.len(), MAX_LEADS);
-        assert_eq!(p.told.len(), MAX_LEADS);
-        assert!(!p.leads.contains_key(&addr(0)) && !p.is_punching(addr(0), now));
-        assert!(p.is_punching(addr(MAX_LEADS), now));
-        // Learning again of one known moves nothing out.
+        assert!(!p.leads.contains_key(&addr(0)));
+        assert!(p.leads.contains_key(&addr(MAX_LEADS)));
+        // Learning again of one known moves nothing out, and the latest informant is kept.
         p.learned(addr(MAX_LEADS), 2);
-        assert_eq!(p.leads.len(), MAX_LEADS);
-        assert_eq!(p.lead_order.len(), MAX_LEADS);
+        assert_eq!((p.leads.len(), p.lead_order.len()), (MAX_LEADS, MAX_LEADS));
+        assert_eq!(p.leads[&addr(MAX_LEADS)].relay, 2);
+        p.dropped(addr(MAX_LEADS), 1);
+        assert!(p.leads.contains_key(&addr(MAX_LEADS)), "not its informant");
+        p.dropped(addr(MAX_LEADS), 2);
+        assert!(!p.leads.contains_key(&addr(MAX_LEADS)));
+
+        let (mut map, mut order) = (DetMap::default(), VecDeque::new());
+        for i in 0..MAX_LEADS + 10 {
+            bounded_insert(&mut map, &mut order, addr(i), i);
+        }
+        assert_eq!((map.len(), order.len()), (MAX_LEADS, MAX_LEADS));
+        assert_eq!(order.front(), Some(&addr(10)));
+        assert!(!map.contains_key(&addr(9)));
     }
 
     #[test]
