@@ -1,5 +1,8 @@
 //! Hole punching (BEP 55, issue 15): two homes, each behind its own router that masquerades and maps
 //! no ports, so neither home can take a connection from outside; a relay in `inet` that both dial.
+//! Three casts: libtorrent at both homes with a Spore relay (Spore relays); Spore at both homes with a
+//! Spore relay, and Spore in home B with libtorrent in home A and as the relay (Spore asks for the
+//! rendezvous and follows the relay's connect). The first is described in detail here:
 //! The relay is Spore, downloading at 64 KiB/s, so it has little to pass on (and stays a leecher: a seed
 //! drops other seeds, and would drop home A); libtorrent seeds in home A and
 //! downloads in home B. B learns of A only through the relay's peer exchange, cannot reach it, asks the
