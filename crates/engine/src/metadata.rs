@@ -191,6 +191,7 @@ pub async fn fetch_metadata(
         timer: tokio::sync::Notify::new(),
     });
     let how = Arc::new(Dial {
+        holepunch: false,
         bind: request.listen,
         info_hash: request.info_hash,
         peer_id: request.peer_id,

@@ -133,7 +133,9 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
         .plaintext_peers
         .lock()
         .policy_for(shared.config.encryption, addr);
+    let holepunch = shared.state.lock().core.is_punching(addr);
     let how = Dial {
+        holepunch,
         bind: shared.config.listen,
         info_hash: shared.id,
         peer_id: shared.config.peer_id,
@@ -152,6 +154,7 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
     if let Some(budget) = &shared.config.peer_budget {
         budget.give_back();
     }
+    let reached = handshake.is_ok();
     let result = match handshake {
         Ok((stream, ours, theirs)) => run(shared.clone(), stream, addr, true, ours, theirs).await,
         Err(e) => Err(e),
@@ -159,7 +162,14 @@ pub(crate) async fn connect(shared: Arc<Shared>, addr: SocketAddr) {
     if let Err(e) = result {
         tracing::debug!("peer {addr}: {e:#}");
     }
-    shared.with_core_now(|core, now| core.dial_failed(addr, now));
+    // A peer we never reached may be behind a NAT: the core may ask a relay to introduce us.
+    shared.with_core_now(|core, now| {
+        if reached {
+            core.dial_failed(addr, now)
+        } else {
+            core.unreachable(addr, now)
+        }
+    });
 }
 
 /// What an outgoing connection says of us, and from where it is made.
@@ -175,6 +185,10 @@ pub(crate) struct Dial {
     /// The uTP socket to dial through (none: TCP only), and which transports may be used.
     pub utp: Option<crate::UtpEndpoint>,
     pub transports: crate::Transports,
+    /// The dial answers a relay's `connect` (BEP 55): the peer dials us at the same moment, through
+    /// NATs that let in only what answers packets sent out, so uTP goes first whatever is remembered
+    /// of the peer, and its failure is not remembered.
+    pub holepunch: bool,
 }
 
 /// Connects to `addr` and exchanges handshakes: the one way out for a torrent's peers and a magnet
@@ -190,6 +204,7 @@ pub(crate) async fn dial(
         crate::utp_transport::dial(
             how.utp.as_ref(),
             how.transports,
+            how.holepunch,
             addr,
             dial_tcp(addr, how.bind),
         )

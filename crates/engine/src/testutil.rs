@@ -86,11 +86,12 @@ impl FakePeer {
     /// announced).
     pub(crate) async fn connect(addr: SocketAddr, info_hash: [u8; 20], fast: bool) -> FakePeer {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let mut ours = Handshake::new(
-            wire::InfoHash(info_hash),
-            wire::PeerId::new(*b"-XX0000-scriptedpeer"),
-            false,
-        );
+        // Each its own id: two connections with one id from one IP are one peer's duplicates.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let mut id = *b"-XX0000-scriptedpeer";
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        id[16..].copy_from_slice(&n.to_be_bytes());
+        let mut ours = Handshake::new(wire::InfoHash(info_hash), wire::PeerId::new(id), false);
         if !fast {
             ours.reserved[7] &= !0x04;
         }

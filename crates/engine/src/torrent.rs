@@ -15,7 +15,7 @@ use ids::{InfoHash, PeerId};
 use metainfo::Torrent;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch, Notify};
-use torrent_core::{Action, PeerEvent, PeerKey, Refused, TorrentCore};
+use torrent_core::{Action, PeerEvent, PeerKey, PunchStep, Refused, TorrentCore};
 use tracker_proto::{Announce, Event as TrackerEvent};
 use wire::Message;
 
@@ -632,6 +632,21 @@ impl Shared {
             Action::Introduced { requester, target } => {
                 tracing::info!("introduced {requester} to {target}: both dial each other (BEP 55)");
             }
+            Action::Punch { target, step } => match step {
+                PunchStep::Asked { relay } => tracing::info!(
+                    "peer {target} unreachable: asked {relay}, which knows it, to introduce us (BEP 55)"
+                ),
+                PunchStep::Refused { relay, error } => tracing::info!(
+                    "peer {target}: {relay} cannot introduce us ({error:?}); not asking again for a while"
+                ),
+                PunchStep::Told { relay } => tracing::info!(
+                    "peer {target}: {relay} introduced us, dialling it as it dials us (BEP 55)"
+                ),
+                PunchStep::Connected { incoming } => tracing::info!(
+                    "peer {target}: connected through the hole punch ({})",
+                    if incoming { "its dial came in" } else { "our dial got through" }
+                ),
+            },
             Action::SeenAs { voter, ip } => {
                 self.vote_external(crate::external_ip::Voter::Peer(voter), ip);
             }

@@ -163,8 +163,9 @@ impl UtpEndpoint {
     }
 
     /// Dials `addr` over uTP, giving up after [`UTP_DIAL_TIMEOUT`]; a peer that does not answer
-    /// is remembered.
-    pub(crate) async fn dial(&self, addr: SocketAddr) -> io::Result<PeerStream> {
+    /// is remembered, unless `holepunch` (its NAT may have dropped our first SYNs before its own
+    /// went out: that says nothing of its uTP).
+    pub(crate) async fn dial(&self, addr: SocketAddr, holepunch: bool) -> io::Result<PeerStream> {
         let local = self.local_addr()?;
         let to = match (local, addr.ip()) {
             (SocketAddr::V4(_), IpAddr::V4(_)) | (SocketAddr::V6(_), IpAddr::V6(_)) => addr,
@@ -190,7 +191,9 @@ impl UtpEndpoint {
         match result {
             Ok(stream) => Ok(PeerStream::utp(stream)),
             Err(e) => {
-                self.remember_without_utp(addr);
+                if !holepunch {
+                    self.remember_without_utp(addr);
+                }
                 Err(e)
             }
         }
@@ -198,24 +201,25 @@ impl UtpEndpoint {
 }
 
 /// A connection to `addr` over `transports`: uTP first through `utp` (unless that peer did not
-/// answer it before), with `tcp` (a TCP dial, not started yet) beside it after [`UTP_HEAD_START`]
-/// or at once when uTP fails; the first connection wins.
+/// answer it before and this is no `holepunch` dial), with `tcp` (a TCP dial, not started yet)
+/// beside it after [`UTP_HEAD_START`] or at once when uTP fails; the first connection wins.
 pub(crate) async fn dial(
     utp: Option<&UtpEndpoint>,
     transports: Transports,
+    holepunch: bool,
     addr: SocketAddr,
     tcp: impl Future<Output = anyhow::Result<PeerStream>>,
 ) -> anyhow::Result<PeerStream> {
     let utp = utp
         .filter(|_| transports.utp)
-        .filter(|u| !transports.tcp || !u.known_without_utp(addr));
+        .filter(|u| holepunch || !transports.tcp || !u.known_without_utp(addr));
     let Some(utp) = utp else {
         if !transports.tcp {
             anyhow::bail!("no transport to dial with");
         }
         return tcp.await;
     };
-    let utp_dial = utp.dial(addr);
+    let utp_dial = utp.dial(addr, holepunch);
     tokio::pin!(utp_dial);
     if !transports.tcp {
         return utp_dial.await.map_err(|e| anyhow::anyhow!("uTP: {e}"));
@@ -275,7 +279,7 @@ mod tests {
         let ep = UtpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let to = silent.local_addr().unwrap();
         tokio::time::pause();
-        assert!(ep.dial(to).await.is_err());
+        assert!(ep.dial(to, false).await.is_err());
         assert!(ep.known_without_utp(to));
         for port in 1..=NO_UTP_MEMORY as u16 {
             ep.remember_without_utp(SocketAddr::from(([127, 0, 0, 9], port)));

@@ -585,7 +585,8 @@ impl Sim {
             | Action::ServeHashes { .. }
             | Action::Banned { .. }
             | Action::SeenAs { .. }
-            | Action::Introduced { .. } => {}
+            | Action::Introduced { .. }
+            | Action::Punch { .. } => {}
             Action::VerifyPiece { piece } => self.nodes[id as usize].verify.push(piece),
             Action::Disconnect { peer, .. } => {
                 let node = &mut self.nodes[id as usize];

@@ -1,7 +1,7 @@
 //! `spore share PATH`: make a torrent, run a tracker for it in this process, seed it, and print what a
 //! friend needs.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -59,6 +59,48 @@ fn primary_ip() -> IpAddr {
         .ok()
         .filter(|ip| !ip.is_unspecified())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// The machine's global IPv6 address, the one its default route leaves from, if it has one (a UDP
+/// socket connected to an address sends nothing: the kernel only picks the source).
+fn global_ipv6() -> Option<Ipv6Addr> {
+    let socket = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect("[2001:db8::1]:9").ok()?;
+    match socket.local_addr().ok()?.ip() {
+        IpAddr::V6(v6) if is_global_unicast(v6) => Some(v6),
+        _ => None,
+    }
+}
+
+/// 2000::/3, where every global unicast address is: not loopback, link-local, unique local, or an
+/// IPv4-mapped address.
+fn is_global_unicast(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xe000 == 0x2000
+}
+
+/// Where the magnet says the seed is: `seed` (the external address, IPv4 behind a home router), and
+/// our global IPv6 address on the peer port when we listen on IPv6 there: no NAT stands in front of
+/// it, so a friend with IPv6 may reach it when the IPv4 one is not forwarded.
+fn seed_peers(seed: SocketAddr, listen: SocketAddr, v6: Option<Ipv6Addr>) -> Vec<SocketAddr> {
+    let mut peers = vec![seed];
+    let listens_there = |v6: &Ipv6Addr| match listen.ip() {
+        IpAddr::V6(l) => l.is_unspecified() || l == *v6,
+        IpAddr::V4(_) => false,
+    };
+    if let Some(v6) = v6.filter(listens_there) {
+        let addr = SocketAddr::new(IpAddr::V6(v6), listen.port());
+        if addr != seed {
+            peers.push(addr);
+        }
+    }
+    peers
+}
+
+/// The magnet link `share` prints: the torrent's hashes, name and trackers, and the seed's addresses
+/// as `x.pe`.
+fn share_magnet(mut magnet: Magnet, peers: &[SocketAddr]) -> String {
+    magnet.peers.extend(peers.iter().map(|p| p.to_string()));
+    magnet.to_string()
 }
 
 /// Writes the torrent beside the data, or into the state directory if that fails.
@@ -228,9 +270,11 @@ pub fn run(args: ShareArgs) -> CmdResult {
                 seed_addr,
             )
         });
-        let mut magnet = Magnet::from_torrent(&torrent);
-        magnet.peers.push(seed_addr.to_string());
-        let magnet = magnet.to_string();
+        let listening = handle.listen_addr();
+        let magnet = share_magnet(
+            Magnet::from_torrent(&torrent),
+            &seed_peers(seed_addr, listening, global_ipv6()),
+        );
         println!(
             "sharing {} ({})",
             torrent.name,
@@ -255,4 +299,59 @@ pub fn run(args: ShareArgs) -> CmdResult {
         println!("stopped sharing");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_magnet_names_a_global_ipv6_address_where_we_listen_on_it() {
+        let seed = a("203.0.113.7:6881");
+        let v6: Ipv6Addr = "2001:db8::5".parse().unwrap();
+        assert_eq!(
+            seed_peers(seed, a("[::]:6881"), Some(v6)),
+            vec![seed, a("[2001:db8::5]:6881")]
+        );
+        assert_eq!(
+            seed_peers(seed, a("[2001:db8::5]:7000"), Some(v6)),
+            vec![seed, a("[2001:db8::5]:7000")]
+        );
+        // Not where we do not listen on it, nor twice, nor without one.
+        assert_eq!(seed_peers(seed, a("0.0.0.0:6881"), Some(v6)), vec![seed]);
+        assert_eq!(
+            seed_peers(seed, a("[2001:db8::6]:6881"), Some(v6)),
+            vec![seed]
+        );
+        let v6_seed = a("[2001:db8::5]:6881");
+        assert_eq!(seed_peers(v6_seed, a("[::]:6881"), Some(v6)), vec![v6_seed]);
+        assert_eq!(seed_peers(seed, a("[::]:6881"), None), vec![seed]);
+
+        let base = Magnet {
+            info_hash_v1: Some([7; 20]),
+            name: Some("film".into()),
+            ..Magnet::default()
+        };
+        let link = share_magnet(base, &seed_peers(seed, a("[::]:6881"), Some(v6)));
+        let back = Magnet::parse(&link).unwrap();
+        assert_eq!(back.peers, vec!["203.0.113.7:6881", "[2001:db8::5]:6881"]);
+    }
+
+    #[test]
+    fn only_global_unicast_ipv6_counts() {
+        for (ip, global) in [
+            ("2001:db8::1", true),
+            ("2a00:1450::1", true),
+            ("fe80::1", false),
+            ("fd00::1", false),
+            ("::1", false),
+            ("::ffff:192.0.2.1", false),
+        ] {
+            assert_eq!(is_global_unicast(ip.parse().unwrap()), global, "{ip}");
+        }
+    }
 }

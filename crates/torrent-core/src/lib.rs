@@ -31,13 +31,16 @@ pub use config::{
     MAX_PEER_REQUESTS, MAX_QUEUE, MAX_REFUSED_REQUESTS, MAX_SUGGESTED, MIN_QUEUE,
     MIN_REFUSED_REQUESTS, PEX_MIN_GAP, SNUB_TIMEOUT, UT_HOLEPUNCH_ID, UT_PEX_ID,
 };
-pub use holepunch::{MAX_RENDEZVOUS, RENDEZVOUS_WINDOW};
+pub use holepunch::{
+    ASK_BACKOFF, MAX_ASKED, MAX_LEADS, MAX_RENDEZVOUS, PUNCH_WINDOW, REFUSED_BACKOFF,
+    RENDEZVOUS_WINDOW,
+};
 pub use metadata::{MetaAction, MetaDisconnect, MetadataConfig, MetadataCore};
 pub use picker::{Picker, Received, BLOCK};
 pub use rng::Rng;
 pub use torrent::{
-    client_name, Action, DisconnectReason, PeerEvent, PeerKey, PeerSnapshot, Refused, Stats,
-    TorrentCore, MAX_CLIENT_NAME,
+    client_name, Action, DisconnectReason, PeerEvent, PeerKey, PeerSnapshot, PunchStep, Refused,
+    Stats, TorrentCore, MAX_CLIENT_NAME,
 };
 /// The tracker event an [`Action::Announce`] asks for.
 pub use tracker_proto::Event as AnnounceEvent;

@@ -11,6 +11,8 @@ use crate::{DetMap, DetSet};
 
 pub(crate) struct Peer {
     pub addr: SocketAddr,
+    /// The id from its handshake: two connections with one peer are told apart by it.
+    pub peer_id: wire::PeerId,
     pub incoming: bool,
     /// The one copy of who chokes whom and who is interested.
     pub conn: Connection,
@@ -86,6 +88,7 @@ impl Peer {
     ) -> Peer {
         Peer {
             addr,
+            peer_id: wire::PeerId::new([0; 20]),
             incoming,
             conn,
             bitfield: Bitfield::new(pieces),

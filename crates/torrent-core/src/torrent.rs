@@ -36,6 +36,9 @@ pub enum Refused {
     /// The torrent is stopping.
     #[error("stopping")]
     Stopped,
+    /// We have a connection with this peer (its id, from its IP) already, the one to keep.
+    #[error("already connected to this peer")]
+    Duplicate,
 }
 
 /// Why the core ends a connection ([`Action::Disconnect`]).
@@ -69,6 +72,37 @@ pub enum DisconnectReason {
     /// place goes to a new connection (peer turnover).
     #[error("turned over for a new peer")]
     Turnover,
+    /// A second connection with the same peer (two dialled each other at once, as in a hole punch)
+    /// is kept instead, the one both ends choose.
+    #[error("duplicate connection")]
+    Duplicate,
+}
+
+/// One step of a hole punch (BEP 55) as the peer behind a NAT takes it: worth a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PunchStep {
+    /// We could not reach the target and asked `relay`, which told us of it, to introduce us.
+    Asked {
+        /// Where the relay is.
+        relay: SocketAddr,
+    },
+    /// `relay` could not introduce us; nobody is asked for the target for a while.
+    Refused {
+        /// Where the relay is.
+        relay: SocketAddr,
+        /// What it said.
+        error: wire::HolepunchError,
+    },
+    /// `relay` told us to connect to the target now (it tells the target the same): dialled at once.
+    Told {
+        /// Where the relay is.
+        relay: SocketAddr,
+    },
+    /// A connection with the target, made while a punch to it was under way.
+    Connected {
+        /// It dialled us (its dial got through our NAT first).
+        incoming: bool,
+    },
 }
 
 /// What happened on one connection.
@@ -159,6 +193,13 @@ pub enum Action {
         requester: SocketAddr,
         /// The peer it asked for.
         target: SocketAddr,
+    },
+    /// A hole punch (BEP 55) with `target` moved on: worth a log line.
+    Punch {
+        /// The peer we cannot reach or are connecting to.
+        target: SocketAddr,
+        /// What happened.
+        step: PunchStep,
     },
     /// A peer says in its extension handshake (BEP 10 `yourip`) at which address it sees us: one
     /// vote towards our external address.
@@ -323,6 +364,8 @@ pub struct TorrentCore {
     announces: Announces,
     redial_backoff: Duration,
     next_redial: Instant,
+    /// Rendezvous we ask for and punches under way (BEP 55, as a peer behind a NAT).
+    punches: holepunch::Punches,
     stats: Stats,
     completed: bool,
     stopped: bool,
@@ -379,6 +422,7 @@ impl TorrentCore {
             announces,
             redial_backoff: config.limits.redial.0,
             next_redial: now + config.limits.redial.0,
+            punches: holepunch::Punches::default(),
             stats: Stats::default(),
             completed,
             stopped: false,
@@ -418,6 +462,9 @@ impl TorrentCore {
         if self.banned.contains(&addr.ip()) {
             return Err(Refused::Banned);
         }
+        if let Some(other) = self.duplicate_of(addr, incoming, ours, theirs)? {
+            self.remove_peer(other, Some(DisconnectReason::Duplicate));
+        }
         let misuse = self.misuse.get(&addr.ip()).copied().unwrap_or(0);
         if self.peers.len() >= self.config.max_peers {
             // Full: make room by dropping the peer with the worst record, if it is worse than the
@@ -436,13 +483,45 @@ impl TorrentCore {
         let pieces = self.config.piece_sizes.len() as u32;
         let conn = Connection::new(pieces, ours, theirs);
         let queue = self.config.limits.initial_queue;
-        self.peers.insert(
-            key,
-            Peer::new(addr, incoming, conn, pieces, misuse, queue, self.now),
-        );
+        let mut peer = Peer::new(addr, incoming, conn, pieces, misuse, queue, self.now);
+        peer.peer_id = theirs.peer_id;
+        self.peers.insert(key, peer);
         self.connected.insert(addr);
+        if self.punches.punched(addr, incoming, self.now) {
+            self.actions.push_back(Action::Punch {
+                target: addr,
+                step: PunchStep::Connected { incoming },
+            });
+        }
         self.opening(key, theirs.supports_dht());
         Ok(PeerKey(key))
+    }
+
+    /// The connection already in the table with the same peer (its id, from the same IP), if there
+    /// is one: the one to drop for the newcomer, or `Duplicate` when the newcomer goes. Two peers that
+    /// dialled each other at once each hold both connections; as libtorrent does, both keep the one
+    /// dialled by the peer with the greater id, so they never drop opposite ones and end with none.
+    /// Of two in the same direction the first stays.
+    fn duplicate_of(
+        &self,
+        addr: SocketAddr,
+        incoming: bool,
+        ours: &Handshake,
+        theirs: &Handshake,
+    ) -> Result<Option<u64>, Refused> {
+        let Some((&other, p)) = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.peer_id == theirs.peer_id && p.addr.ip() == addr.ip())
+        else {
+            return Ok(None);
+        };
+        let ours_dials = ours.peer_id.0 > theirs.peer_id.0;
+        if p.incoming != incoming && incoming != ours_dials {
+            Ok(Some(other))
+        } else {
+            Err(Refused::Duplicate)
+        }
     }
 
     fn opening(&mut self, key: u64, their_dht: bool) {
@@ -673,6 +752,51 @@ impl TorrentCore {
             self.connected.remove(&addr);
         }
         self.dial();
+    }
+
+    /// A `Connect` reached nobody (no answer, refused, or no handshake): as `dial_failed`, and when a
+    /// connected peer that takes `ut_holepunch` messages told us of the address by peer exchange, so
+    /// is connected to it, that peer is asked to introduce us (BEP 55 rendezvous; budgeted, and asked
+    /// again for the same address only after a back-off).
+    pub fn unreachable(&mut self, addr: SocketAddr, now: Instant) {
+        self.advance(now);
+        if !self.stopped && self.config.uses_pex() && !self.peers.values().any(|p| p.addr == addr) {
+            let peers = &self.peers;
+            let usable = |k: u64| {
+                peers
+                    .get(&k)
+                    .is_some_and(|p| p.their_ut_holepunch.is_some())
+            };
+            if let Some(relay) = self.punches.unreachable(addr, self.now, usable) {
+                if let Some(p) = self.peers.get(&relay) {
+                    let (id, relay_addr) = (p.their_ut_holepunch, p.addr);
+                    if let Some(id) = id {
+                        let ask = wire::HolepunchMessage {
+                            kind: wire::HolepunchKind::Rendezvous,
+                            addr,
+                        };
+                        self.send(
+                            relay,
+                            Message::Extended {
+                                id,
+                                payload: ask.encode().into(),
+                            },
+                        );
+                        self.actions.push_back(Action::Punch {
+                            target: addr,
+                            step: PunchStep::Asked { relay: relay_addr },
+                        });
+                    }
+                }
+            }
+        }
+        self.dial_failed(addr, now);
+    }
+
+    /// Whether a dial to `addr` answers a relay's `connect` (BEP 55) made lately: the peer dials us
+    /// at the same moment, so the dial should go over uTP whatever is remembered of the peer.
+    pub fn is_punching(&self, addr: SocketAddr) -> bool {
+        self.punches.is_punching(addr, self.now)
     }
 
     /// A `Connect` the I/O layer could not start yet (a limit shared with other torrents): the address
@@ -990,7 +1114,11 @@ impl TorrentCore {
             self.picker.abandoned(b);
         }
         self.picker.peer_gone(&p.bitfield);
-        self.connected.remove(&p.addr);
+        // A duplicate being dropped leaves the address connected.
+        if !self.peers.values().any(|q| q.addr == p.addr) {
+            self.connected.remove(&p.addr);
+        }
+        self.punches.relay_gone(key);
         self.to_fill.remove(&key);
         self.hungry.remove(&key);
         if p.their_ut_pex.is_some() && p.next_pex.is_some() {
@@ -1066,8 +1194,18 @@ impl TorrentCore {
                     if let Ok(pex) = wire::PexMessage::decode(&payload) {
                         // The decoder caps added and added6 together already; this cap holds even if
                         // it changes, as BEP 11's 50 per message is what bounds our dialing queue.
-                        let added = pex.added.into_iter().take(wire::MAX_PEX_PEERS);
-                        self.add_addresses(added.collect::<Vec<_>>(), now);
+                        let added: Vec<SocketAddr> =
+                            pex.added.into_iter().take(wire::MAX_PEX_PEERS).collect();
+                        // The sender is connected to what it lists: the one to ask for an
+                        // introduction if we cannot reach them (the holepunch flag is not required,
+                        // as a relay says so itself if that peer cannot take one).
+                        for a in &added {
+                            self.punches.learned(*a, key);
+                        }
+                        for d in pex.dropped.iter().take(wire::MAX_PEX_PEERS) {
+                            self.punches.dropped(*d, key);
+                        }
+                        self.add_addresses(added, now);
                     }
                 }
             }
@@ -1738,7 +1876,8 @@ impl TorrentCore {
         if !p.rendezvous.take(now) {
             return;
         }
-        let (relay_ip, requester) = (p.addr.ip(), p.listen.unwrap_or(p.addr));
+        let (relay_addr, requester) = (p.addr, p.listen.unwrap_or(p.addr));
+        let relay_ip = relay_addr.ip();
         let asked = message.addr;
         match message.kind {
             wire::HolepunchKind::Rendezvous => {
@@ -1795,12 +1934,26 @@ impl TorrentCore {
                     && !self.banned.contains(&asked.ip())
                     && !self.connected.contains(&asked)
                 {
+                    self.punches.told(asked, now);
+                    self.actions.push_back(Action::Punch {
+                        target: asked,
+                        step: PunchStep::Told { relay: relay_addr },
+                    });
                     self.known.retain(|a| *a != asked);
                     self.known.push_front(asked);
                     self.dial();
                 }
             }
-            wire::HolepunchKind::Error(_) => {}
+            wire::HolepunchKind::Error(error) => {
+                self.punches.refused(asked, now);
+                self.actions.push_back(Action::Punch {
+                    target: asked,
+                    step: PunchStep::Refused {
+                        relay: relay_addr,
+                        error,
+                    },
+                });
+            }
         }
     }
 

@@ -1072,6 +1072,283 @@ fn a_connect_from_a_relay_is_dialled_at_once_unless_it_points_into_a_private_net
     );
 }
 
+fn pex_of(added: &[SocketAddr], dropped: &[SocketAddr]) -> Message {
+    let message = wire::PexMessage {
+        added: added.to_vec(),
+        added_flags: vec![wire::PEX_HOLEPUNCH; added.len()],
+        dropped: dropped.to_vec(),
+    };
+    Message::Extended {
+        id: torrent_core::UT_PEX_ID,
+        payload: message.encode().into(),
+    }
+}
+
+/// Moves time on by `d` a minute at a time, `relay` sending keep-alives (a silent one is dropped).
+fn advance_alive(h: &mut H, relay: PeerKey, d: Duration) {
+    let mut left = d;
+    while !left.is_zero() {
+        let step = left.min(Duration::from_secs(60));
+        h.advance(step);
+        h.msg(relay, Message::KeepAlive);
+        left -= step;
+    }
+}
+
+fn rendezvous_sent(actions: &[Action], to: PeerKey) -> Vec<SocketAddr> {
+    holepunch_sent(actions, to)
+        .into_iter()
+        .filter(|m| m.kind == HolepunchKind::Rendezvous)
+        .map(|m| m.addr)
+        .collect()
+}
+
+fn punch_steps(actions: &[Action]) -> Vec<(SocketAddr, torrent_core::PunchStep)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Punch { target, step } => Some((*target, *step)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A leecher connected to a relay at 203.0.113.9 (which takes introductions unless told otherwise)
+/// that told it of `targets` by peer exchange.
+fn home_with_relay(holepunch: bool, targets: &[SocketAddr]) -> (H, PeerKey) {
+    let mut h = H::new(8, false, |c| c.max_peers = 60);
+    let relay = h.add([203, 0, 113, 9], 40000);
+    h.msg(relay, extension_handshake_with(true, holepunch, 6881));
+    h.msg(relay, pex_of(targets, &[]));
+    h.drain();
+    (h, relay)
+}
+
+#[test]
+fn a_peer_we_cannot_reach_is_asked_of_the_peer_that_told_us_of_it_then_after_a_back_off() {
+    let target = addr([198, 51, 100, 7], 7000);
+    let (mut h, relay) = home_with_relay(true, &[target]);
+    let relay_addr = addr([203, 0, 113, 9], 40000);
+    // A dial that got through and ended later asks nobody.
+    h.core.dial_failed(target, h.now);
+    assert!(rendezvous_sent(&h.drain(), relay).is_empty());
+    h.core.add_addresses([target], h.now);
+    h.drain();
+    h.core.unreachable(target, h.now);
+    let actions = h.drain();
+    assert_eq!(rendezvous_sent(&actions, relay), vec![target]);
+    assert_eq!(
+        punch_steps(&actions),
+        vec![(target, torrent_core::PunchStep::Asked { relay: relay_addr })]
+    );
+    // Once per back-off: the first is ASK_BACKOFF.0, then twice that.
+    let (first, _) = torrent_core::ASK_BACKOFF;
+    let mut asked_at = Vec::new();
+    for step in 1..=12 {
+        advance_alive(&mut h, relay, first / 2);
+        h.core.add_addresses([target], h.now);
+        h.core.unreachable(target, h.now);
+        if !rendezvous_sent(&h.drain(), relay).is_empty() {
+            asked_at.push(step);
+        }
+    }
+    assert_eq!(asked_at, vec![2, 6], "after 1, then 2 back-offs");
+}
+
+#[test]
+fn a_relays_connect_is_dialled_in_holepunch_mode_and_its_failure_asks_nobody() {
+    let target = addr([198, 51, 100, 7], 7000);
+    let (mut h, relay) = home_with_relay(true, &[target]);
+    h.core.unreachable(target, h.now);
+    h.drain();
+    assert!(!h.core.is_punching(target));
+    h.msg(relay, holepunch(HolepunchKind::Connect, target));
+    let actions = h.drain();
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Connect { addr } if *addr == target)));
+    assert!(h.core.is_punching(target), "the dial goes over uTP");
+    // The punch failed: asked again only after the back-off, not at once.
+    h.core.unreachable(target, h.now);
+    assert!(rendezvous_sent(&h.drain(), relay).is_empty());
+    h.advance(torrent_core::PUNCH_WINDOW);
+    assert!(!h.core.is_punching(target));
+
+    // A second punch that works: the connection is reported as punched, whichever side dialled.
+    advance_alive(&mut h, relay, torrent_core::ASK_BACKOFF.0);
+    h.core.add_addresses([target], h.now);
+    h.core.unreachable(target, h.now);
+    assert_eq!(rendezvous_sent(&h.drain(), relay), vec![target]);
+    let theirs = h.theirs(true);
+    let ours = h.ours;
+    h.core
+        .add_peer(target, true, &ours, &theirs, h.now)
+        .expect("room");
+    assert_eq!(
+        punch_steps(&h.drain()),
+        vec![(
+            target,
+            torrent_core::PunchStep::Connected { incoming: true }
+        )]
+    );
+    // A connection long after is nothing of the kind.
+    h.advance(torrent_core::PUNCH_WINDOW);
+    let other = h.add([198, 51, 100, 7], 7001);
+    assert!(punch_steps(&h.drain()).is_empty());
+    h.event(other, PeerEvent::Closed);
+}
+
+#[test]
+fn a_relays_error_stops_asking_for_that_peer_for_a_while() {
+    let target = addr([198, 51, 100, 7], 7000);
+    let (mut h, relay) = home_with_relay(true, &[target]);
+    h.core.unreachable(target, h.now);
+    h.drain();
+    h.msg(
+        relay,
+        holepunch(HolepunchKind::Error(HolepunchError::NoSupport), target),
+    );
+    let steps = punch_steps(&h.drain());
+    assert!(matches!(
+        steps[..],
+        [(
+            t,
+            torrent_core::PunchStep::Refused {
+                error: HolepunchError::NoSupport,
+                ..
+            }
+        )] if t == target
+    ));
+    advance_alive(&mut h, relay, torrent_core::ASK_BACKOFF.0);
+    h.core.add_addresses([target], h.now);
+    h.core.unreachable(target, h.now);
+    assert!(
+        rendezvous_sent(&h.drain(), relay).is_empty(),
+        "the back-off is not enough"
+    );
+    advance_alive(&mut h, relay, torrent_core::REFUSED_BACKOFF);
+    h.core.add_addresses([target], h.now);
+    h.core.unreachable(target, h.now);
+    assert_eq!(rendezvous_sent(&h.drain(), relay), vec![target]);
+}
+
+#[test]
+fn only_a_connected_relay_that_takes_introductions_and_still_lists_the_peer_is_asked() {
+    let (t1, t2) = (addr([198, 51, 100, 7], 7000), addr([198, 51, 100, 8], 7000));
+    let (mut h, relay) = home_with_relay(false, &[t1]);
+    h.core.unreachable(t1, h.now);
+    assert!(
+        rendezvous_sent(&h.drain(), relay).is_empty(),
+        "no ut_holepunch"
+    );
+
+    let (mut h, relay) = home_with_relay(true, &[t1, t2]);
+    // It dropped t1 since; nobody told us of 192.0.2.1.
+    h.advance(torrent_core::PEX_MIN_GAP);
+    h.msg(relay, pex_of(&[], &[t1]));
+    h.drain();
+    h.core.unreachable(t1, h.now);
+    h.core.unreachable(addr([192, 0, 2, 1], 1), h.now);
+    assert!(rendezvous_sent(&h.drain(), relay).is_empty());
+    // Gone: nobody to ask.
+    h.event(relay, PeerEvent::Closed);
+    h.core.unreachable(t2, h.now);
+    assert!(punch_steps(&h.drain()).is_empty());
+}
+
+#[test]
+fn our_rendezvous_to_one_relay_are_budgeted() {
+    let targets: Vec<SocketAddr> = (0..50).map(|i| addr([198, 51, 100, i], 7000)).collect();
+    let (mut h, relay) = home_with_relay(true, &targets);
+    for t in &targets {
+        h.core.unreachable(*t, h.now);
+    }
+    let first = rendezvous_sent(&h.drain(), relay);
+    assert_eq!(first.len() as u32, torrent_core::MAX_ASKED);
+    const { assert!(torrent_core::MAX_ASKED < torrent_core::MAX_RENDEZVOUS) };
+    h.advance(torrent_core::RENDEZVOUS_WINDOW);
+    h.drain();
+    for t in &targets {
+        h.core.unreachable(*t, h.now);
+    }
+    let second = rendezvous_sent(&h.drain(), relay);
+    assert_eq!(second.len() as u32, torrent_core::MAX_ASKED);
+    assert!(second.iter().all(|t| !first.contains(t)), "the others");
+}
+
+/// Two peers that dialled each other at once each hold two connections: both keep the same one,
+/// the one dialled by the greater peer id, and the other goes without a strike or a ban.
+#[test]
+fn two_connections_with_one_peer_leave_the_same_one_at_both_ends() {
+    let low = ids::PeerId::new([0x10; 20]);
+    let high = ids::PeerId::new([0xF0; 20]);
+    // Connection X is dialled by `low`, Y by `high`. Each end sees them in either order.
+    for x_first in [true, false] {
+        let mut kept = Vec::new();
+        for (me, them, me_dialled_x) in [(low, high, true), (high, low, false)] {
+            let mut h = H::new(8, false, |c| c.max_peers = 10);
+            h.ours.peer_id = me;
+            let mut theirs = h.theirs(true);
+            theirs.peer_id = them;
+            let ours = h.ours;
+            let them_addr = addr([198, 51, 100, if me == low { 2 } else { 1 }], 6881);
+            // X is outgoing at the end that dialled it.
+            let x_incoming = !me_dialled_x;
+            let order = if x_first {
+                [("X", x_incoming), ("Y", !x_incoming)]
+            } else {
+                [("Y", !x_incoming), ("X", x_incoming)]
+            };
+            let mut keys = Vec::new();
+            for (name, incoming) in order {
+                match h.core.add_peer(them_addr, incoming, &ours, &theirs, h.now) {
+                    Ok(k) => keys.push((name, k)),
+                    Err(e) => assert_eq!(e, Refused::Duplicate),
+                }
+            }
+            let actions = h.drain();
+            let dropped: Vec<PeerKey> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Disconnect {
+                        peer,
+                        reason: DisconnectReason::Duplicate,
+                    } => Some(*peer),
+                    _ => None,
+                })
+                .collect();
+            let alive: Vec<&str> = keys
+                .iter()
+                .filter(|(_, k)| !dropped.contains(k))
+                .map(|(n, _)| *n)
+                .collect();
+            assert_eq!(alive.len(), 1, "{actions:?}");
+            assert_eq!(h.core.peer_count(), 1);
+            assert_eq!(h.core.connected_count(), 1, "the address stays connected");
+            assert!(!actions.iter().any(|a| matches!(a, Action::Banned { .. })));
+            kept.push(alive[0]);
+        }
+        assert_eq!(kept, vec!["Y", "Y"], "the greater id's dial, at both ends");
+    }
+    // Two in the same direction: the first stays.
+    let mut h = H::new(8, false, |c| c.max_peers = 10);
+    let theirs = h.theirs(true);
+    let ours = h.ours;
+    let a = addr([198, 51, 100, 3], 6881);
+    h.core
+        .add_peer(a, true, &ours, &theirs, h.now)
+        .expect("room");
+    assert_eq!(
+        h.core.add_peer(a, true, &ours, &theirs, h.now),
+        Err(Refused::Duplicate)
+    );
+    // The same id from another IP is another peer.
+    assert!(h
+        .core
+        .add_peer(addr([198, 51, 100, 4], 6881), true, &ours, &theirs, h.now)
+        .is_ok());
+}
+
 fn suggestions(actions: &[Action], to: PeerKey) -> Vec<u32> {
     sent(actions, to)
         .into_iter()

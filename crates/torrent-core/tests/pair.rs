@@ -153,6 +153,7 @@ impl Pair {
                 | Action::Banned { .. }
                 | Action::SeenAs { .. }
                 | Action::Introduced { .. }
+                | Action::Punch { .. }
                 | Action::Connect { .. }
                 | Action::Announce { .. }
                 | Action::ServeMetadata { .. }

@@ -3,6 +3,10 @@
 
 usage: lt_holepunch.py seed|get TORRENT SAVE_PATH --relay IP:PORT [--port P] [--no-pex]
                       [--timeout SECONDS]
+       lt_holepunch.py relay TORRENT SAVE_PATH --relay IP:PORT [--max-down BYTES_PER_SECOND]
+
+As relay it is the peer in the middle: it listens on IP:PORT, dials nobody, downloads at most
+--max-down, and passes peers on by peer exchange and rendezvous (BEP 55) as libtorrent does.
 
 Listens on every address of its network namespace (TCP and uTP on port P, 6881 by default), with DHT, LSD, UPnP
 and NAT-PMP off, and dials only the relay: every other peer it can learn of comes from the relay's
@@ -39,13 +43,14 @@ def emit(**obj):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["seed", "get"])
+    ap.add_argument("mode", choices=["seed", "get", "relay"])
     ap.add_argument("torrent")
     ap.add_argument("save_path")
     ap.add_argument("--relay", required=True)
     ap.add_argument("--port", type=int, default=6881)
     ap.add_argument("--no-pex", action="store_true")
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--max-down", type=int, default=0)
     args = ap.parse_args()
     faulthandler.enable()
 
@@ -53,7 +58,8 @@ def main():
     settings = {
         # One fixed port on every address: libtorrent names one port in its extension handshake,
         # and with port 0 each address would get its own.
-        "listen_interfaces": "0.0.0.0:%d" % args.port,
+        "listen_interfaces": (args.relay if args.mode == "relay" else "0.0.0.0:%d" % args.port),
+        "download_rate_limit": args.max_down,
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,
@@ -79,8 +85,9 @@ def main():
     params.save_path = args.save_path
     handle = ses.add_torrent(params)
     emit(event="listening", port=ses.listen_port())
-    host, port = args.relay.rsplit(":", 1)
-    handle.connect_peer((host, int(port)))
+    if args.mode != "relay":
+        host, port = args.relay.rsplit(":", 1)
+        handle.connect_peer((host, int(port)))
 
     deadline = time.monotonic() + args.timeout
     done = False
