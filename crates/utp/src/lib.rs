@@ -18,6 +18,7 @@ pub mod ledbat;
 pub mod mtu;
 pub mod packet;
 mod socket;
+mod sys;
 
 pub use socket::ACCEPT_BACKLOG;
 
