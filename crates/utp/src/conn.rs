@@ -1112,6 +1112,39 @@ mod tests {
         assert_eq!(checked, 2, "both losses were exercised");
     }
 
+    /// The local stack refuses a probe as too big: the ceiling drops below it and the search
+    /// goes on beneath.
+    #[test]
+    fn probe_refused_locally_lowers_the_ceiling() {
+        let mut a = Connection::connect(Config::default(), 10, 0);
+        let syn = drain(&mut a, 0);
+        let mut b = Connection::accept(Config::default(), &syn[0], 300, 0).unwrap();
+        for d in drain(&mut b, 0) {
+            a.handle_datagram(&d, 0).unwrap();
+        }
+        let mut now = 0;
+        loop {
+            now += 10_000;
+            assert!(now < 10_000_000, "no probe");
+            a.write(&[1u8; 1 << 16]).unwrap();
+            let batch: Vec<Transmit> = std::iter::from_fn(|| a.poll_datagram(now)).collect();
+            if let Some(p) = batch.iter().find(|t| t.probe) {
+                a.probe_too_big();
+                assert_eq!(a.path_mtu().ceiling(), p.data.len() - 1);
+                assert_eq!(a.path_mtu().probe_seq(), None);
+                break;
+            }
+            for t in &batch {
+                b.handle_datagram(&t.data, now + 5_000).unwrap();
+            }
+            let mut sink = [0u8; 1 << 16];
+            while b.read(&mut sink).is_ok() {}
+            for d in drain(&mut b, now + 5_000) {
+                a.handle_datagram(&d, now + 10_000).unwrap();
+            }
+        }
+    }
+
     #[test]
     fn rto_follows_rfc_6298() {
         let mut a = Connection::connect(config(), 1, 0);

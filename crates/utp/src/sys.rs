@@ -259,3 +259,41 @@ mod fallback {
 
 #[cfg(not(target_os = "linux"))]
 pub use fallback::*;
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_route_mtu_is_known() {
+        assert_eq!(route_mtu("127.0.0.1:9".parse().unwrap()), Some(65536));
+        assert_eq!(
+            route_mtu("[::ffff:127.0.0.1]:9".parse().unwrap()),
+            Some(65536)
+        );
+    }
+
+    /// A GSO train arrives as its datagrams, coalesced or not; probes' DF toggles.
+    #[test]
+    fn gso_train_arrives_as_its_datagrams() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let gro = enable_gro(&b);
+        set_dont_fragment(&a, true).unwrap();
+        set_dont_fragment(&a, false).unwrap();
+        let segs: Vec<Vec<u8>> = (0..4u8)
+            .map(|i| vec![i; if i == 3 { 50 } else { 100 }])
+            .collect();
+        let refs: Vec<&[u8]> = segs.iter().map(|s| &s[..]).collect();
+        send_segments(&a, &refs, b.local_addr().unwrap()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while got.len() < 4 {
+            let (n, from, seg) = recv_gro(&b, &mut buf).unwrap();
+            assert_eq!(from, a.local_addr().unwrap());
+            assert!(gro || seg.is_none());
+            got.extend(buf[..n].chunks(seg.unwrap_or(n)).map(<[u8]>::to_vec));
+        }
+        assert_eq!(got, segs);
+    }
+}
