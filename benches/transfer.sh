@@ -7,7 +7,8 @@
 #   benches/transfer.sh            (env: SIZE=1G RUNS=3 PIECE=1M BENCH_DIR=/tmp/spore-transfer
 #                                   PAIRS="spore libtorrent aria2")
 # Spore pairs: `spore` runs both with their defaults (--encryption prefer: RC4 between two Spores);
-# `spore-rc4` and `spore-plain` pass --encryption require / off to both, for the cost of encryption.
+# `spore-rc4` and `spore-plain` pass --encryption require / off to both, for the cost of encryption;
+# `spore-utp-plain` is `spore-utp` with --encryption off (uTP against `spore-plain`, TCP, both plaintext).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1G}
@@ -52,10 +53,10 @@ run_pair() { # name, run index
     local name=$1 i=$2 seed_pid get_pid start end
     rm -rf dl && mkdir dl && sync
     local enc=() transports=tcp
-    case $name in spore-rc4) enc=(--encryption require) ;; spore-plain) enc=(--encryption off) ;; esac
-    case $name in *-utp) transports=utp ;; esac
+    case $name in spore-rc4) enc=(--encryption require) ;; spore-plain | spore-utp-plain) enc=(--encryption off) ;; esac
+    case $name in *-utp | *-utp-plain) transports=utp ;; esac
     case $name in
-    spore | spore-rc4 | spore-plain | spore-utp)
+    spore | spore-rc4 | spore-plain | spore-utp | spore-utp-plain)
         timed seed.log "$SPORE" seed t.torrent --data seed --listen 127.0.0.2:0 --transports $transports "${enc[@]}"
         seed_pid=$LAST_PID
         wait_line seed.log "seeding"

@@ -5,17 +5,22 @@ use std::collections::VecDeque;
 use thiserror::Error;
 
 use crate::ledbat::Ledbat;
-use crate::packet::{Header, Packet, PacketError, PacketType, MAX_SACK_BYTES};
+use crate::mtu::PathMtu;
+use crate::packet::{Header, Packet, PacketError, PacketType, HEADER_LEN, MAX_SACK_BYTES};
 
 /// Microseconds on the caller's clock (any epoch; only differences and the low 32 bits, which
 /// go on the wire as timestamps, are used).
 pub type Micros = u64;
 
-/// Payload bytes per packet. No path MTU discovery: 1380 bytes of payload, plus the 20-byte
-/// header and a selective ack of at most 34 bytes, is 1434 bytes of UDP payload, which fits the
-/// 1452 an IPv6 packet carries over a 1500-byte Ethernet MTU (1472 over IPv4), with room for a
-/// PPPoE header. A path narrower than that (some tunnels) fragments; probing is future work.
-pub const DEFAULT_PAYLOAD: usize = 1380;
+/// Bytes of a datagram besides the payload, at most: the 20-byte header and a selective ack of up
+/// to 34 bytes. Packets are sized for the largest, so a retransmission carrying a longer
+/// selective ack than the first transmission still fits.
+pub const PACKET_OVERHEAD: usize = HEADER_LEN + 2 + MAX_SACK_BYTES;
+/// Payload bytes of the largest packet: what a 1500-byte Ethernet MTU carries over IPv4 (1472
+/// bytes of UDP payload). Path MTU discovery ([`crate::mtu`]) searches up to this from 548-byte
+/// datagrams; the driver lowers it to the route's MTU (IPv6 headers are 20 bytes longer).
+pub const DEFAULT_PAYLOAD: usize =
+    1500 - crate::mtu::IPV4_HEADER - crate::mtu::UDP_HEADER - PACKET_OVERHEAD;
 /// Unsent plus unacknowledged bytes a connection holds (what `write` accepts up to).
 pub const DEFAULT_SEND_BUFFER: usize = 1 << 20;
 /// Received bytes not yet read plus those held out of order: the window we advertise.
@@ -39,6 +44,7 @@ pub const DUP_ACK_THRESHOLD: u32 = 3;
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Payload of the largest packet (the path MTU search's ceiling, less [`PACKET_OVERHEAD`]).
     pub max_payload: usize,
     pub send_buffer: usize,
     pub recv_buffer: usize,
@@ -102,6 +108,14 @@ impl Sent {
     }
 }
 
+/// A datagram to send. `probe`: a path MTU probe, to go with the "don't fragment" bit; should the
+/// local stack refuse it as too big, tell [`Connection::probe_too_big`] and send it again without.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub data: Vec<u8>,
+    pub probe: bool,
+}
+
 /// A received packet waiting for the ones before it.
 #[derive(Debug)]
 enum Held {
@@ -130,6 +144,7 @@ pub struct Connection {
     resends: usize,
     peer_wnd: usize,
     ledbat: Ledbat,
+    mtu: PathMtu,
     srtt: Option<(Micros, Micros)>,
     rto: Micros,
     rto_deadline: Option<Micros>,
@@ -152,7 +167,8 @@ pub struct Connection {
 
 impl Connection {
     fn new(config: Config, recv_id: u16, send_id: u16, seq_nr: u16, state: State) -> Connection {
-        let ledbat = Ledbat::new(config.max_payload);
+        let mtu = PathMtu::new(config.max_payload.max(1) + PACKET_OVERHEAD);
+        let ledbat = Ledbat::new(mtu.floor() - PACKET_OVERHEAD);
         let last_wnd = config.recv_buffer;
         Connection {
             state,
@@ -167,6 +183,7 @@ impl Connection {
             resends: 0,
             peer_wnd: config.max_payload,
             ledbat,
+            mtu,
             srtt: None,
             rto: INITIAL_RTO,
             rto_deadline: None,
@@ -252,6 +269,30 @@ impl Connection {
     }
     pub fn rto(&self) -> Micros {
         self.rto
+    }
+    /// The path MTU search: floor (what packets are sized to) and ceiling, datagram bytes.
+    pub fn path_mtu(&self) -> &PathMtu {
+        &self.mtu
+    }
+
+    /// Lowers the largest datagram tried to `ceiling` bytes (the route's MTU less the IP and UDP
+    /// headers, see [`crate::mtu::ceiling_for`]).
+    pub fn limit_mtu(&mut self, ceiling: usize) {
+        self.mtu.limit(ceiling.max(PACKET_OVERHEAD + 1));
+        self.ledbat.set_mss(self.payload_size());
+    }
+
+    /// The local stack refused the probe just handed out as too big (`EMSGSIZE`): the search's
+    /// ceiling drops below it. The caller sends it again without "don't fragment".
+    pub fn probe_too_big(&mut self) {
+        if let Some(seq) = self.mtu.probe_seq() {
+            self.mtu.lost(seq);
+        }
+    }
+
+    /// Payload of an ordinary packet: what fits the floor with a full selective ack.
+    fn payload_size(&self) -> usize {
+        self.mtu.floor().saturating_sub(PACKET_OVERHEAD).max(1)
     }
     /// Whether the peer has finished sending and everything it sent was read.
     pub fn is_eof(&self) -> bool {
@@ -388,7 +429,11 @@ impl Connection {
         }
         s.sacked = true;
         s.need_resend = false;
-        s.payload.len()
+        let (seq, len) = (s.seq, s.payload.len());
+        if self.mtu.acked(seq) {
+            self.ledbat.set_mss(self.payload_size());
+        }
+        len
     }
 
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Micros) -> Result<(), UtpError> {
@@ -449,7 +494,9 @@ impl Connection {
         };
         let acked = h.ack_nr.wrapping_sub(first).wrapping_add(1) as usize;
         if acked <= self.inflight.len() && acked > 0 {
+            let mut floor_rose = false;
             for s in self.inflight.drain(..acked) {
+                floor_rose |= self.mtu.acked(s.seq);
                 if !s.sacked && s.transmissions > 0 {
                     bytes_acked += s.payload.len();
                 }
@@ -463,6 +510,9 @@ impl Connection {
                 if s.transmissions == 1 {
                     rtt_sample = Some(now.saturating_sub(s.sent_at));
                 }
+            }
+            if floor_rose {
+                self.ledbat.set_mss(self.payload_size());
             }
             self.dup_acks = 0;
             self.timeouts = 0;
@@ -534,6 +584,10 @@ impl Connection {
             return;
         };
         self.mark_resend(idx);
+        // A lost probe was too big, not a sign of congestion.
+        if self.mtu.lost(seq) {
+            return;
+        }
         if seq_lt(self.recovery_until, seq) {
             self.ledbat.on_loss();
             self.recovery_until = self.seq_nr.wrapping_sub(1);
@@ -632,10 +686,16 @@ impl Connection {
 
     /// The next datagram to send, if any. Call until `None` after every input.
     pub fn poll_transmit(&mut self, now: Micros) -> Option<Vec<u8>> {
+        self.poll_datagram(now).map(|t| t.data)
+    }
+
+    /// [`Connection::poll_transmit`], saying which datagram is a path MTU probe.
+    pub fn poll_datagram(&mut self, now: Micros) -> Option<Transmit> {
+        let plain = |data| Transmit { data, probe: false };
         if self.state == State::Closed && self.need_ack {
             // The peer's FIN (or its retransmission) still wants its ack.
             let seq = self.seq_nr;
-            return Some(self.packet(PacketType::State, seq, &[], now));
+            return Some(plain(self.packet(PacketType::State, seq, &[], now)));
         }
         if !matches!(self.state, State::SynSent | State::Connected) {
             return None;
@@ -660,22 +720,39 @@ impl Connection {
                 let out = self.packet(ty, seq, &payload, now);
                 self.inflight[i].payload = payload;
                 self.arm_timer(now);
-                return Some(out);
+                return Some(plain(out));
             }
         }
         if self.state == State::Connected
             && !self.send_buf.is_empty()
             && self.inflight.len() < MAX_IN_FLIGHT
         {
-            let len = self.send_buf.len().min(self.config.max_payload);
-            if flight == 0 || flight + len <= window {
+            // A probe is a full packet of the size tried, selective ack included; without
+            // enough to send to fill it, an ordinary packet goes.
+            let probe = self.mtu.probe_size(self.ledbat.cwnd()).and_then(|size| {
+                let header = HEADER_LEN + self.sack_mask().map_or(0, |m| 2 + m.len());
+                let len = size.saturating_sub(header);
+                (self.send_buf.len() >= len).then_some(len)
+            });
+            let len = probe.unwrap_or_else(|| self.send_buf.len().min(self.payload_size()));
+            // A probe goes where an ordinary packet would: it may overshoot the window by the
+            // difference, once a round trip. Waiting for room for it stalled windows of a few
+            // packets, which the window's cap (flight plus one packet) never lets grow.
+            let counted = len.min(self.payload_size());
+            if flight == 0 || flight + counted <= window {
                 let mut payload = Vec::with_capacity(len);
                 let (a, b) = self.send_buf.as_slices();
                 let from_a = a.len().min(len);
                 payload.extend_from_slice(&a[..from_a]);
                 payload.extend_from_slice(&b[..len - from_a]);
                 self.send_buf.drain(..len);
-                return Some(self.send_new(PacketType::Data, payload, now));
+                let seq = self.seq_nr;
+                let data = self.send_new(PacketType::Data, payload, now);
+                if probe.is_some() {
+                    self.mtu.probe_sent(seq, data.len());
+                }
+                let probe = self.mtu.probe_seq() == Some(seq);
+                return Some(Transmit { data, probe });
             }
         }
         if self.state == State::Connected
@@ -684,11 +761,11 @@ impl Connection {
             && self.send_buf.is_empty()
         {
             self.fin_sent = true;
-            return Some(self.send_new(PacketType::Fin, Vec::new(), now));
+            return Some(plain(self.send_new(PacketType::Fin, Vec::new(), now)));
         }
         if self.need_ack && self.state == State::Connected {
             let seq = self.seq_nr;
-            return Some(self.packet(PacketType::State, seq, &[], now));
+            return Some(plain(self.packet(PacketType::State, seq, &[], now)));
         }
         None
     }
@@ -737,7 +814,19 @@ impl Connection {
             self.rto_deadline = None;
             return;
         }
-        self.timeouts += 1;
+        // Nothing unacknowledged but the probe, and it timed out: it was too big, as libtorrent
+        // reads it; that is no sign of a dead peer.
+        let probe = self.mtu.probe_seq();
+        let mut unacked = self.inflight.iter().filter(|s| !s.sacked);
+        let only_probe = match (unacked.next(), unacked.next()) {
+            (Some(s), None) => Some(s.seq) == probe,
+            _ => false,
+        };
+        if let (true, Some(seq)) = (only_probe, probe) {
+            self.mtu.lost(seq);
+        } else {
+            self.timeouts += 1;
+        }
         let limit = if self.state == State::SynSent {
             MAX_SYN_TIMEOUTS
         } else {
@@ -886,6 +975,174 @@ mod tests {
             2 * INITIAL_RTO,
             "backed off, and no RTT sample from a retransmission"
         );
+    }
+
+    /// A→B with the default (path MTU searching) config over a path that drops datagrams above
+    /// `path` bytes with "don't fragment" set, silently, as a router does (and fragments those
+    /// without). Returns A, B, the largest datagram A sent that was not a probe, and how many of
+    /// those were over `path` (lost probes sent again).
+    fn transfer_over_path(path: usize, bytes: usize) -> (Connection, Connection, usize, usize) {
+        let mut a = Connection::connect(Config::default(), 10, 0);
+        let syn = drain(&mut a, 0);
+        let mut b = Connection::accept(Config::default(), &syn[0], 300, 0).unwrap();
+        for d in drain(&mut b, 0) {
+            a.handle_datagram(&d, 0).unwrap();
+        }
+        let data: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+        let (mut written, mut got, mut largest, mut fragmented) = (0, Vec::new(), 0, 0);
+        let mut now = 0;
+        while got.len() < bytes {
+            now += 10_000;
+            assert!(now < 600_000_000, "stalled at {} bytes", got.len());
+            written += a.write(&data[written..]).unwrap();
+            if a.poll_timeout().is_some_and(|t| t <= now) {
+                a.handle_timeout(now);
+            }
+            while let Some(t) = a.poll_datagram(now) {
+                if !t.probe {
+                    largest = largest.max(t.data.len());
+                    fragmented += usize::from(t.data.len() > path);
+                }
+                // Without "don't fragment", a big datagram passes in fragments.
+                if t.data.len() <= path || !t.probe {
+                    b.handle_datagram(&t.data, now + 5_000).unwrap();
+                }
+            }
+            let mut sink = [0u8; 1 << 16];
+            while let Ok(n) = b.read(&mut sink) {
+                got.extend_from_slice(&sink[..n]);
+            }
+            for d in drain(&mut b, now + 5_000) {
+                a.handle_datagram(&d, now + 10_000).unwrap();
+            }
+        }
+        assert!(got == data);
+        (a, b, largest, fragmented)
+    }
+
+    #[test]
+    fn path_mtu_search_finds_the_path_and_ordinary_packets_stay_within_it() {
+        let (a, _b, _, fragmented) = transfer_over_path(1200, 4 << 20);
+        let m = a.path_mtu();
+        assert!(
+            m.floor() <= 1200 && 1200 - m.floor() < crate::mtu::SEARCH_DONE,
+            "{m:?}"
+        );
+        assert!(m.ceiling() >= 1200, "{m:?}");
+        assert!(
+            fragmented <= 8,
+            "only lost probes go again over the path's MTU: {fragmented}"
+        );
+        // An unlimited path: the search reaches the ceiling, 1472 bytes.
+        let (a, _b, largest, _) = transfer_over_path(usize::MAX, 4 << 20);
+        assert!(a.path_mtu().floor() > 1472 - crate::mtu::SEARCH_DONE);
+        // Room is kept for a selective ack that the packets without one do not use.
+        let floor = a.path_mtu().floor();
+        assert!(
+            largest >= floor - 2 - MAX_SACK_BYTES && largest <= 1472,
+            "{largest}"
+        );
+    }
+
+    /// A probe lost among delivered packets lowers the ceiling at its timeout, which does not count
+    /// towards giving the connection up; a lost ordinary packet halves the window and leaves floor
+    /// and ceiling alone.
+    #[test]
+    fn lost_probe_lowers_ceiling_not_cwnd_and_ordinary_loss_moves_no_mtu() {
+        let mut a = Connection::connect(Config::default(), 10, 0);
+        let syn = drain(&mut a, 0);
+        let mut b = Connection::accept(Config::default(), &syn[0], 300, 0).unwrap();
+        for d in drain(&mut b, 0) {
+            a.handle_datagram(&d, 0).unwrap();
+        }
+        let mut now = 0;
+        let mut lose_probe = true;
+        let mut checked = 0;
+        for _ in 0..2000 {
+            now += 10_000;
+            a.write(&[7u8; 1 << 16]).unwrap();
+            let batch: Vec<Transmit> = std::iter::from_fn(|| a.poll_datagram(now)).collect();
+            let probe = batch.iter().position(|t| t.probe);
+            let (cwnd, before) = (a.cwnd(), a.path_mtu().clone());
+            // Lose the first probe; once the search is done, the first packet of a batch.
+            let lost = match probe {
+                Some(i) if lose_probe => i,
+                _ if !lose_probe && batch.len() > 4 => 0,
+                _ => usize::MAX,
+            };
+            now += 5_000;
+            for (i, t) in batch.iter().enumerate() {
+                if i != lost {
+                    b.handle_datagram(&t.data, now).unwrap();
+                }
+            }
+            let mut sink = [0u8; 1 << 16];
+            while b.read(&mut sink).is_ok() {}
+            now += 5_000;
+            for d in drain(&mut b, now) {
+                a.handle_datagram(&d, now).unwrap();
+            }
+            if lost == usize::MAX {
+                continue;
+            }
+            if lose_probe {
+                // The others are selectively acked: at the timeout only the probe is missing.
+                let t = a.poll_timeout().unwrap();
+                a.handle_timeout(t);
+                now = t;
+                let after = a.path_mtu();
+                assert_eq!(after.ceiling(), batch[lost].data.len() - 1);
+                assert_eq!(after.floor(), before.floor());
+                assert_eq!(a.timeouts, 0, "a lost probe is no sign of a dead peer");
+                let again = a.poll_datagram(now).unwrap();
+                assert_eq!(again.data[20..], batch[lost].data[20..], "the probe again");
+                assert!(!again.probe, "without don't-fragment: it may be fragmented");
+                b.handle_datagram(&again.data, now).unwrap();
+                lose_probe = false;
+            } else {
+                let after = a.path_mtu();
+                assert_eq!(after.floor(), before.floor());
+                assert_eq!(after.ceiling(), before.ceiling());
+                assert!(a.cwnd() < cwnd, "an ordinary loss halves the window");
+                checked += 1;
+                break;
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 2, "both losses were exercised");
+    }
+
+    /// The local stack refuses a probe as too big: the ceiling drops below it and the search
+    /// goes on beneath.
+    #[test]
+    fn probe_refused_locally_lowers_the_ceiling() {
+        let mut a = Connection::connect(Config::default(), 10, 0);
+        let syn = drain(&mut a, 0);
+        let mut b = Connection::accept(Config::default(), &syn[0], 300, 0).unwrap();
+        for d in drain(&mut b, 0) {
+            a.handle_datagram(&d, 0).unwrap();
+        }
+        let mut now = 0;
+        loop {
+            now += 10_000;
+            assert!(now < 10_000_000, "no probe");
+            a.write(&[1u8; 1 << 16]).unwrap();
+            let batch: Vec<Transmit> = std::iter::from_fn(|| a.poll_datagram(now)).collect();
+            if let Some(p) = batch.iter().find(|t| t.probe) {
+                a.probe_too_big();
+                assert_eq!(a.path_mtu().ceiling(), p.data.len() - 1);
+                assert_eq!(a.path_mtu().probe_seq(), None);
+                break;
+            }
+            for t in &batch {
+                b.handle_datagram(&t.data, now + 5_000).unwrap();
+            }
+            let mut sink = [0u8; 1 << 16];
+            while b.read(&mut sink).is_ok() {}
+            for d in drain(&mut b, now + 5_000) {
+                a.handle_datagram(&d, now + 10_000).unwrap();
+            }
+        }
     }
 
     #[test]

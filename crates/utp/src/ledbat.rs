@@ -126,6 +126,13 @@ impl Ledbat {
         self.cwnd = self.cwnd.min(max_allowed).max(self.min_cwnd());
     }
 
+    /// The segment size changed (path MTU discovery): the gain and the floor follow it, and the
+    /// window is at least the new floor.
+    pub fn set_mss(&mut self, mss: usize) {
+        self.mss = mss as f64;
+        self.cwnd = self.cwnd.max(self.min_cwnd());
+    }
+
     fn min_cwnd(&self) -> f64 {
         MIN_CWND_SEGMENTS * self.mss
     }

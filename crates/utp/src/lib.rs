@@ -15,11 +15,13 @@
 
 pub mod conn;
 pub mod ledbat;
+pub mod mtu;
 pub mod packet;
 mod socket;
+mod sys;
 
 pub use socket::ACCEPT_BACKLOG;
 
-pub use conn::{Config, Connection, Micros, State, UtpError};
+pub use conn::{Config, Connection, Micros, State, Transmit, UtpError};
 pub use packet::{is_utp, Packet, PacketError, PacketType};
 pub use socket::{UtpSocket, UtpStream};

@@ -9,17 +9,19 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::conn::{Config, Connection, Micros, State, UtpError};
+use crate::conn::{Config, Connection, Micros, State, Transmit, UtpError};
 use crate::packet::{is_utp, Header, Packet, PacketType, HEADER_LEN};
+use crate::sys;
 
 /// Connections waiting in `accept`; SYNs beyond are dropped (the peer retries).
 pub const ACCEPT_BACKLOG: usize = 64;
@@ -51,6 +53,15 @@ struct Inner {
     wake: Notify,
     epoch: Instant,
     config: Config,
+    /// Trains of datagrams to one peer go in one UDP GSO send, until the kernel refuses one.
+    gso: AtomicBool,
+}
+
+/// A datagram to send, and the connection it is a path MTU probe of (to tell it of `EMSGSIZE`).
+struct Out {
+    data: Vec<u8>,
+    to: SocketAddr,
+    probe: Option<Shared>,
 }
 
 impl Inner {
@@ -60,6 +71,12 @@ impl Inner {
     fn conns(&self) -> MutexGuard<'_, HashMap<Key, Shared>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A new connection to `peer` searches for the path MTU up to what its route allows.
+fn limit_to_route(conn: &mut Connection, peer: SocketAddr) {
+    let v6 = sys::wire_ip(&peer).is_ipv6();
+    conn.limit_mtu(crate::mtu::ceiling_for(sys::route_mtu(peer), v6));
 }
 
 /// A UDP socket speaking uTP. Datagrams that are not uTP go to the `other` channel given to
@@ -98,7 +115,14 @@ impl UtpSocket {
         config: Config,
         other: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
     ) -> io::Result<UtpSocket> {
+        // Ordinary packets are no larger than the path has carried, so they may go without
+        // "don't fragment"; probes set it for their send (see `send_probe`). Best effort: a
+        // system without the option sends its probes as it sends everything.
+        let _ = sys::set_dont_fragment(&socket, false);
+        #[cfg(target_os = "linux")]
+        let _ = sys::enable_gro(&socket);
         let inner = Arc::new(Inner {
+            gso: AtomicBool::new(cfg!(target_os = "linux")),
             socket,
             conns: Mutex::new(HashMap::new()),
             wake: Notify::new(),
@@ -154,7 +178,8 @@ impl UtpSocket {
                 }
                 salt += 1;
             };
-            let conn = Connection::connect(self.inner.config.clone(), id, self.inner.now());
+            let mut conn = Connection::connect(self.inner.config.clone(), id, self.inner.now());
+            limit_to_route(&mut conn, addr);
             let shared = new_slot(conn);
             conns.insert((addr, id), shared.clone());
             ((addr, id), shared)
@@ -218,7 +243,7 @@ async fn drive(
     other: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut out: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+    let mut out: Vec<Out> = Vec::new();
     loop {
         let now = inner.now();
         let mut next: Option<Micros> = None;
@@ -227,8 +252,13 @@ async fn drive(
             conns.retain(|&(addr, _), shared| {
                 let mut slot = lock(shared);
                 slot.conn.handle_timeout(now);
-                while let Some(d) = slot.conn.poll_transmit(now) {
-                    out.push((d, addr));
+                while let Some(Transmit { data, probe }) = slot.conn.poll_datagram(now) {
+                    let probe = probe.then(|| shared.clone());
+                    out.push(Out {
+                        data,
+                        to: addr,
+                        probe,
+                    });
                 }
                 if let Some(t) = slot.conn.poll_timeout() {
                     next = Some(next.map_or(t, |n| n.min(t)));
@@ -251,28 +281,127 @@ async fn drive(
                     && (finished(&slot.conn) || slot.conn.is_flushed() && slot.conn.fin_acked()))
             });
         }
-        for (d, addr) in out.drain(..) {
-            // A full socket buffer or an unreachable peer loses the datagram: uTP retransmits.
-            let _ = inner.socket.send_to(&d, addr).await;
-        }
+        send_all(&inner, &mut out).await;
         let sleep = next.map_or(Duration::from_secs(3600), |t| {
             Duration::from_micros(t.saturating_sub(inner.now()))
         });
         tokio::select! {
-            r = inner.socket.recv_from(&mut buf) => {
-                let Ok((n, from)) = r else { continue };
-                handle_datagram(&inner, &buf[..n], from, &accept_tx, other.as_ref()).await;
-                // What else has arrived is handled before the connections are polled again:
-                // one pass over them per batch, not per datagram.
-                for _ in 1..RECV_BATCH {
-                    let Ok((n, from)) = inner.socket.try_recv_from(&mut buf) else {
+            r = inner.socket.readable() => {
+                if r.is_err() {
+                    continue;
+                }
+                // What has arrived is handled before the connections are polled again: one
+                // pass over them per batch, not per datagram.
+                for _ in 0..RECV_BATCH {
+                    let Ok((n, from, segment)) = recv(&inner.socket, &mut buf) else {
                         break;
                     };
-                    handle_datagram(&inner, &buf[..n], from, &accept_tx, other.as_ref()).await;
+                    // A train the kernel coalesced (GRO): equal datagrams but maybe the last.
+                    for d in buf[..n].chunks(segment.unwrap_or(n).max(1)) {
+                        handle_datagram(&inner, d, from, &accept_tx, other.as_ref()).await;
+                    }
                 }
             }
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// One receive, without waiting: (bytes, sender, segment size of a coalesced train).
+fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+    #[cfg(target_os = "linux")]
+    return socket.try_io(Interest::READABLE, || sys::recv_gro(socket, buf));
+    #[cfg(not(target_os = "linux"))]
+    return socket.try_recv_from(buf).map(|(n, from)| (n, from, None));
+}
+
+/// Sends what the connections gave: runs of equal datagrams to one peer as one GSO send where
+/// the kernel takes it, probes one by one with "don't fragment". A full socket buffer waits; an
+/// unreachable peer loses the datagram, which uTP retransmits.
+async fn send_all(inner: &Inner, out: &mut Vec<Out>) {
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(conn) = &out[i].probe {
+            send_probe(inner, &out[i].data, out[i].to, conn).await;
+            i += 1;
+            continue;
+        }
+        let (to, size) = (out[i].to, out[i].data.len());
+        let mut j = i + 1;
+        let mut bytes = size;
+        if inner.gso.load(Ordering::Relaxed) {
+            while let Some(o) = out.get(j) {
+                let len = o.data.len();
+                if o.probe.is_some()
+                    || o.to != to
+                    || len > size
+                    || j - i >= sys::MAX_SEGMENTS
+                    || bytes + len > sys::MAX_GSO_BYTES
+                {
+                    break;
+                }
+                bytes += len;
+                j += 1;
+                // Only the last segment may be shorter.
+                if len < size {
+                    break;
+                }
+            }
+        }
+        if j - i > 1 {
+            #[cfg(target_os = "linux")]
+            {
+                let segments: Vec<&[u8]> = out[i..j].iter().map(|o| &o.data[..]).collect();
+                let sent = inner
+                    .socket
+                    .async_io(Interest::WRITABLE, || {
+                        sys::send_segments(&inner.socket, &segments, to)
+                    })
+                    .await;
+                match sent {
+                    Ok(()) => {
+                        i = j;
+                        continue;
+                    }
+                    // No GSO here (an old kernel, a device without checksum offload): one
+                    // datagram per send from now on.
+                    Err(e) if gso_refused(&e) => inner.gso.store(false, Ordering::Relaxed),
+                    Err(_) => {
+                        i = j;
+                        continue;
+                    }
+                }
+            }
+        }
+        for o in &out[i..j] {
+            let _ = inner.socket.send_to(&o.data, o.to).await;
+        }
+        i = j;
+    }
+    out.clear();
+}
+
+#[cfg(target_os = "linux")]
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
+/// A path MTU probe goes with "don't fragment"; refused by the local stack as too big for the
+/// interface, its connection learns so and it goes again without, as libtorrent does.
+async fn send_probe(inner: &Inner, data: &[u8], to: SocketAddr, conn: &Shared) {
+    let df = sys::set_dont_fragment(&inner.socket, true).is_ok();
+    let sent = inner.socket.send_to(data, to).await;
+    if df {
+        let _ = sys::set_dont_fragment(&inner.socket, false);
+    }
+    if let Err(e) = sent {
+        if e.raw_os_error() == Some(libc::EMSGSIZE) {
+            lock(conn).conn.probe_too_big();
+            let _ = inner.socket.send_to(data, to).await;
         }
     }
 }
@@ -334,7 +463,8 @@ fn dispatch(
         }
     }
     let seq = random_u16(now ^ u64::from(p.header.conn_id));
-    let conn = Connection::accept(inner.config.clone(), d, seq, now).ok()?;
+    let mut conn = Connection::accept(inner.config.clone(), d, seq, now).ok()?;
+    limit_to_route(&mut conn, from);
     let shared = new_slot(conn);
     let stream = UtpStream {
         shared: shared.clone(),
