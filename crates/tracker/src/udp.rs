@@ -309,8 +309,9 @@ struct Deferred {
 }
 
 /// Groups of requests a completer has at the cluster at once: each group is what its worker handed
-/// over while the previous ones were out, so under load they grow and the round trips stay few.
-const GROUPS_IN_FLIGHT: usize = 4;
+/// over while the previous ones were out, so under load they grow and the round trips stay few (and
+/// each has at most `GROUP_IN_FLIGHT` calls out at a time, see `cluster`).
+const GROUPS_IN_FLIGHT: usize = 2;
 
 /// Worker batches a completer takes into one group at most.
 const GROUP_BATCHES: usize = 64;
