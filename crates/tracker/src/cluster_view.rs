@@ -360,7 +360,8 @@ impl Waiting {
         self.now.fetch_sub(n, Ordering::AcqRel);
     }
 
-    pub fn len(&self) -> usize {
+    /// Requests waiting now.
+    pub fn count(&self) -> usize {
         self.now.load(Ordering::Relaxed)
     }
 }
@@ -462,10 +463,10 @@ mod tests {
         assert!(!waiting.reserve(5), "6 + 5 > 10");
         assert_eq!(waiting.busy.load(Ordering::Relaxed), 5);
         assert!(waiting.reserve(4));
-        assert_eq!(waiting.len(), 10);
+        assert_eq!(waiting.count(), 10);
         waiting.release(6);
         assert!(waiting.reserve(5));
-        assert_eq!(waiting.len(), 9);
+        assert_eq!(waiting.count(), 9);
     }
 
     #[test]

@@ -520,7 +520,7 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
             "spore_tracker_cluster_waiting",
             "gauge",
             "UDP requests waiting on the cluster (their worker went on serving).",
-            &[("", cluster.waiting.len() as u64)],
+            &[("", cluster.waiting.count() as u64)],
         );
         metric(
             "spore_tracker_cluster_busy_total",
