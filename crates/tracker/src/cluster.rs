@@ -23,7 +23,24 @@ use serde::Deserialize;
 use tracker_proto::{InfoHash, ScrapeStats};
 
 use crate::cluster_view::{coalesce, Queue, Sample, Update, Views};
-pub use crate::cluster_view::{Answer, Job};
+pub use crate::cluster_view::{Answer, Job, Waiting};
+
+impl ClusterError {
+    /// The same failure, for each of the announces that shared a failed call (`RedisError` is not
+    /// `Clone`): only its kind matters to them (`complete`).
+    fn same(&self) -> ClusterError {
+        match self {
+            ClusterError::Busy => ClusterError::Busy,
+            ClusterError::Timeout(a, d) => ClusterError::Timeout(a.clone(), *d),
+            ClusterError::Redis(e) => ClusterError::Redis(redis::RedisError::from((
+                e.kind(),
+                "shared call failed",
+                e.to_string(),
+            ))),
+            _ => ClusterError::Reply,
+        }
+    }
+}
 
 /// What a node does while the cluster does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -52,6 +69,9 @@ pub enum ClusterError {
     Redis(#[from] redis::RedisError),
     #[error("cluster: unexpected reply")]
     Reply,
+    /// `WAITING_MAX` requests already wait on the cluster: this one was not sent.
+    #[error("too many requests waiting on the cluster")]
+    Busy,
 }
 
 const ANNOUNCE: &str = r#"
@@ -242,7 +262,14 @@ pub struct Cluster {
     pub requests: AtomicU64,
     /// Sets of requests sent together: a UDP batch, or one HTTP request's.
     pub batches: AtomicU64,
+    /// UDP requests handed to the async side and not yet answered.
+    pub waiting: Waiting,
 }
+
+/// Most UDP requests a node lets wait on the cluster at once (about 200 bytes each). A UDP worker never
+/// waits on the cluster itself: past this it answers at once, busy, rather than queue without bound
+/// (the client retries, as after any error).
+pub const WAITING_MAX: usize = 16_384;
 
 /// `redis://a:1,b:2` or `a:1,b:2` → the node URLs.
 pub fn parse_addresses(spec: &str) -> Result<Vec<String>, ClusterError> {
@@ -264,6 +291,25 @@ pub fn parse_addresses(spec: &str) -> Result<Vec<String>, ClusterError> {
         return Err(bad());
     }
     Ok(nodes)
+}
+
+/// The suffixes of a swarm's five keys, in the script's order.
+const KEY_SUFFIXES: [&[u8]; 5] = [b"s4", b"l4", b"s6", b"l6", b"c"];
+
+/// Bytes of `{<info-hash hex>}:`, the start of each of a swarm's keys.
+const KEY_PREFIX: usize = 43;
+
+/// A swarm's key up to its suffix, with room for the longest suffix.
+fn key_prefix(hash: &InfoHash) -> [u8; KEY_PREFIX + 2] {
+    let mut key = [0; KEY_PREFIX + 2];
+    key[0] = b'{';
+    for (i, b) in hash.iter().enumerate() {
+        key[1 + 2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
+        key[2 + 2 * i] = b"0123456789abcdef"[usize::from(b & 15)];
+    }
+    key[41] = b'}';
+    key[42] = b':';
+    key
 }
 
 fn keys(hash: &InfoHash) -> [String; 5] {
@@ -298,10 +344,19 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// Script calls of a flush in flight at once.
 const FLUSH_IN_FLIGHT: usize = 256;
 
-/// Runs every future to completion, each polled (so its request written) before any reply is waited
-/// for, and each polled again only when woken (a flush has thousands in flight); the results in order.
+/// Script calls of one UDP group or HTTP scrape in flight at once. redis-rs's cluster connection walks
+/// its in-flight requests on every poll: with UDP groups of thousands all out at once that walk was
+/// 12 % of a node's profile (BENCHMARKS.md).
+const GROUP_IN_FLIGHT: usize = 128;
+
+/// Runs the futures to completion, `GROUP_IN_FLIGHT` at a time, each polled (so its request written)
+/// before any reply is waited for; the results in order.
 async fn together<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    futures_util::future::join_all(futures).await
+    futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
+        futures_util::stream::iter(futures),
+        GROUP_IN_FLIGHT,
+    ))
+    .await
 }
 
 impl Cluster {
@@ -376,6 +431,7 @@ impl Cluster {
             errors: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            waiting: Waiting::new(WAITING_MAX),
         })
     }
 
@@ -599,24 +655,17 @@ impl Cluster {
         completed: u64,
         size: usize,
     ) -> Result<Sample, ClusterError> {
-        let mut invocation = self.announce.prepare_invoke();
-        for k in keys(hash) {
-            invocation.key(k);
-        }
         let completed = completed + updates.iter().filter(|u| u.completed).count() as u64;
-        invocation
-            .arg(self.settings.peer_timeout)
-            .arg(self.settings.max_peers)
-            .arg(crate::store::random() as u32)
-            .arg(size)
-            .arg(u8::from(updates.iter().any(|u| u.may_create)))
-            .arg(completed);
-        for u in updates {
-            let op = u.set + 1 + if u.stop { 4 } else { 0 };
-            invocation.arg(u.member()).arg(op);
-        }
         let mut conn = self.conn();
-        let reply: Value = invocation.invoke_async(&mut conn).await?;
+        let cmd = self.announce_cmd(hash, updates, completed, size, false);
+        let reply: Value = match cmd.query_async(&mut conn).await {
+            // A master that has not seen the script yet (new, or restarted): EVAL runs and caches it.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let cmd = self.announce_cmd(hash, updates, completed, size, true);
+                cmd.query_async(&mut conn).await?
+            }
+            reply => reply?,
+        };
         let Value::Array(items) = reply else {
             return Err(ClusterError::Reply);
         };
@@ -639,10 +688,90 @@ impl Cluster {
         Ok(sample)
     }
 
-    /// Announces in flight together: one round trip per cluster node for the lot.
+    /// The announce script's command (`EVAL` with its text when `eval`, else `EVALSHA`), its keys and
+    /// arguments written straight into the command's one buffer: `ScriptInvocation` would copy each
+    /// into a buffer of its own first.
+    fn announce_cmd(
+        &self,
+        hash: &InfoHash,
+        updates: &[Update],
+        completed: u64,
+        size: usize,
+        eval: bool,
+    ) -> redis::Cmd {
+        let mut cmd = redis::Cmd::with_capacity(13 + 2 * updates.len(), 320 + 24 * updates.len());
+        if eval {
+            cmd.arg("EVAL").arg(ANNOUNCE);
+        } else {
+            cmd.arg("EVALSHA").arg(self.announce.get_hash());
+        }
+        cmd.arg(5);
+        let mut key = key_prefix(hash);
+        for suffix in KEY_SUFFIXES {
+            key[KEY_PREFIX..KEY_PREFIX + suffix.len()].copy_from_slice(suffix);
+            cmd.arg(&key[..KEY_PREFIX + suffix.len()]);
+        }
+        cmd.arg(self.settings.peer_timeout)
+            .arg(self.settings.max_peers)
+            .arg(crate::store::random() as u32)
+            .arg(size)
+            .arg(u8::from(updates.iter().any(|u| u.may_create)))
+            .arg(completed);
+        for u in updates {
+            let op = u.set + 1 + if u.stop { 4 } else { 0 };
+            cmd.arg(u.member()).arg(op);
+        }
+        cmd
+    }
+
+    /// Announces in flight together: one round trip per cluster node for the lot, and one script call
+    /// per swarm (announces to the same swarm share it, as in a flush, and are answered from its reply).
     pub async fn announce_all(&self, jobs: &[Job]) -> Vec<Result<Answer, ClusterError>> {
         self.batches.fetch_add(1, Ordering::Relaxed);
-        together(jobs.iter().map(|j| self.announce_one(j)).collect()).await
+        if jobs.len() == 1 {
+            return vec![self.announce_one(&jobs[0]).await];
+        }
+        // Each swarm's announces, in order of first appearance.
+        let mut swarm_of = Vec::with_capacity(jobs.len());
+        let mut swarms: Vec<(InfoHash, Vec<Update>)> = Vec::new();
+        let mut index: std::collections::HashMap<InfoHash, usize> =
+            std::collections::HashMap::with_capacity(jobs.len());
+        for job in jobs {
+            let k = *index.entry(job.hash).or_insert_with(|| {
+                swarms.push((job.hash, Vec::new()));
+                swarms.len() - 1
+            });
+            swarms[k].1.push(job.update());
+            swarm_of.push(k);
+        }
+        let samples = together(
+            swarms
+                .iter()
+                .map(|(hash, updates)| {
+                    let (one_each, completed) = coalesce(updates);
+                    let extra = completed - one_each.iter().filter(|u| u.completed).count() as u64;
+                    let size = one_each
+                        .iter()
+                        .map(|u| usize::from(u.want) + 1)
+                        .max()
+                        .unwrap_or(0)
+                        .max(self.settings.sample);
+                    async move {
+                        let result = self.write(*hash, &one_each, extra, size).await;
+                        self.note(&result);
+                        result
+                    }
+                })
+                .collect(),
+        )
+        .await;
+        jobs.iter()
+            .zip(swarm_of)
+            .map(|(job, k)| match &samples[k] {
+                Ok(sample) => Ok(sample.answer(job, crate::store::random() as usize)),
+                Err(e) => Err(e.same()),
+            })
+            .collect()
     }
 
     /// Sends every queued write, one script call per swarm, all in flight together. Writes the cluster
@@ -826,6 +955,9 @@ pub fn want(config: &crate::Config, numwant: Option<u32>) -> usize {
 /// The failure reason announces get while the cluster is lost and `cluster_fallback = "refuse"`.
 pub const UNAVAILABLE: &str = "tracker storage unavailable: try again later";
 
+/// The failure reason of an announce that found `WAITING_MAX` requests waiting on the cluster.
+pub const BUSY: &str = "tracker busy: try again later";
+
 /// Completes an announce the cluster answered (or failed): the node's own view records it too, and
 /// answers it when the cluster failed and the fallback is `local`.
 pub fn complete(
@@ -851,6 +983,9 @@ pub fn complete(
             local(0, &mut none);
             Ok(answer)
         }
+        // Overload is not a lost cluster: answering from the node's own table would keep this peer's
+        // write from the other nodes.
+        Err(ClusterError::Busy) => Err(BUSY),
         Err(_) => match state.cluster.as_ref().map(|c| c.fallback) {
             Some(Fallback::Local) => {
                 let mut answer = Answer::default();
@@ -888,5 +1023,10 @@ mod tests {
         let k = keys(&[0xab; 20].into());
         let tag = format!("{{{}}}", "ab".repeat(20));
         assert!(k.iter().all(|k| k.starts_with(&tag)), "{k:?}");
+        let mut prefix = key_prefix(&[0xab; 20].into());
+        for (suffix, key) in KEY_SUFFIXES.iter().zip(&k) {
+            prefix[KEY_PREFIX..KEY_PREFIX + suffix.len()].copy_from_slice(suffix);
+            assert_eq!(&prefix[..KEY_PREFIX + suffix.len()], key.as_bytes());
+        }
     }
 }

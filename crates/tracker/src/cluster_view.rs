@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -323,6 +323,49 @@ impl Queue {
     }
 }
 
+/// Requests waiting on the cluster, bounded: what a UDP worker hands over instead of waiting itself.
+pub struct Waiting {
+    now: AtomicUsize,
+    max: usize,
+    /// Requests turned away (answered busy) because `max` were waiting.
+    pub busy: AtomicU64,
+}
+
+impl Waiting {
+    pub fn new(max: usize) -> Waiting {
+        Waiting {
+            now: AtomicUsize::new(0),
+            max,
+            busy: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes room for `n` requests; false (all `n` counted busy) if that would pass the bound. Each
+    /// request taken is given back by `release` once answered.
+    pub fn reserve(&self, n: usize) -> bool {
+        let max = self.max;
+        let taken = self
+            .now
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w + n <= max).then_some(w + n)
+            })
+            .is_ok();
+        if !taken {
+            self.busy.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    pub fn release(&self, n: usize) {
+        self.now.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Requests waiting now.
+    pub fn count(&self) -> usize {
+        self.now.load(Ordering::Relaxed)
+    }
+}
+
 /// A swarm's queued writes reduced to one per peer (its last), and how many completions they carry.
 pub fn coalesce(updates: &[Update]) -> (Vec<Update>, u64) {
     let completed = updates.iter().filter(|u| u.completed).count() as u64;
@@ -411,6 +454,19 @@ mod tests {
             one,
             "stale: replaced"
         );
+    }
+
+    #[test]
+    fn waiting_requests_are_bounded_and_released() {
+        let waiting = Waiting::new(10);
+        assert!(waiting.reserve(6));
+        assert!(!waiting.reserve(5), "6 + 5 > 10");
+        assert_eq!(waiting.busy.load(Ordering::Relaxed), 5);
+        assert!(waiting.reserve(4));
+        assert_eq!(waiting.count(), 10);
+        waiting.release(6);
+        assert!(waiting.reserve(5));
+        assert_eq!(waiting.count(), 9);
     }
 
     #[test]

@@ -517,6 +517,18 @@ async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
             &[("", load(&cluster.queue.full))],
         );
         metric(
+            "spore_tracker_cluster_waiting",
+            "gauge",
+            "UDP requests waiting on the cluster (their worker went on serving).",
+            &[("", cluster.waiting.count() as u64)],
+        );
+        metric(
+            "spore_tracker_cluster_busy_total",
+            "counter",
+            "UDP requests answered busy because too many were waiting on the cluster.",
+            &[("", load(&cluster.waiting.busy))],
+        );
+        metric(
             "spore_tracker_cluster_writes_lost_total",
             "counter",
             "Queued writes dropped: the cluster failed them and the queue had no room to retry.",

@@ -159,6 +159,8 @@ pub struct Running {
     http_tasks: Vec<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     udp_threads: Vec<std::thread::JoinHandle<()>>,
+    /// Answer what the UDP workers handed to the cluster; they end after the workers.
+    udp_completers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Binds the configured sockets and starts serving on the current tokio runtime (HTTP, housekeeping)
@@ -305,6 +307,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
 
     let mut udp_addr = None;
     let mut udp_threads = Vec::new();
+    let mut udp_completers = Vec::new();
     if !state.config.udp.is_empty() {
         let addr: SocketAddr = state.config.udp.parse().map_err(|e| {
             Error::Config(format!(
@@ -312,7 +315,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
                 state.config.udp
             ))
         })?;
-        let (bound, threads) = udp::spawn(
+        let (bound, workers) = udp::spawn(
             addr,
             udp_workers,
             state.clone(),
@@ -320,7 +323,8 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
             tokio::runtime::Handle::current(),
         )?;
         udp_addr = Some(bound);
-        udp_threads = threads;
+        udp_threads = workers.threads;
+        udp_completers = workers.completers;
     }
 
     if state.cluster.is_some() {
@@ -373,6 +377,7 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
         http_tasks,
         tasks,
         udp_threads,
+        udp_completers,
     })
 }
 
@@ -402,6 +407,10 @@ impl Running {
             }
         })
         .await;
+        // Requests still at the cluster are answered (each gives up within `REQUEST_DEADLINE`).
+        for t in self.udp_completers.drain(..) {
+            let _ = t.await;
+        }
         if let Err(e) = self.state.access.flush() {
             tracing::warn!("saving totals at shutdown: {e:#}");
         }

@@ -46,6 +46,14 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket, crate::Error> {
     Ok(socket.into())
 }
 
+/// The threads and tasks serving UDP.
+pub struct Workers {
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+    /// On a cluster, one per worker: completes the requests its worker handed over (see `complete`);
+    /// each ends once its worker has stopped and its requests are answered.
+    pub completers: Vec<tokio::task::JoinHandle<()>>,
+}
+
 /// Binds `workers` sockets to `addr` (the first picks the port if it is 0) and starts a thread for each.
 pub fn spawn(
     addr: SocketAddr,
@@ -53,26 +61,40 @@ pub fn spawn(
     state: Arc<State>,
     stop: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
-) -> Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>), crate::Error> {
+) -> Result<(SocketAddr, Workers), crate::Error> {
     let first = bind(addr)?;
     let bound = first.local_addr()?;
     let mut sockets = vec![first];
     for _ in 1..workers.max(1) {
         sockets.push(bind(bound)?);
     }
-    let threads = sockets
-        .into_iter()
-        .enumerate()
-        .map(|(i, socket)| {
-            let state = state.clone();
-            let stop = stop.clone();
-            let runtime = runtime.clone();
+    let mut completers = Vec::new();
+    let mut threads = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let to_cluster = match state.cluster {
+            Some(_) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let replies = socket.try_clone()?;
+                completers.push(runtime.spawn(complete(state.clone(), replies, rx)));
+                Some(tx)
+            }
+            None => None,
+        };
+        let state = state.clone();
+        let stop = stop.clone();
+        threads.push(
             std::thread::Builder::new()
                 .name(format!("udp-{i}"))
-                .spawn(move || worker(socket, &state, &stop, &runtime))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((bound, threads))
+                .spawn(move || worker(socket, &state, &stop, to_cluster))?,
+        );
+    }
+    Ok((
+        bound,
+        Workers {
+            threads,
+            completers,
+        },
+    ))
 }
 
 /// Where an announce reply's leecher and seeder counts go (after action, transaction ID, interval).
@@ -80,7 +102,10 @@ const COUNTS_AT: usize = 12;
 
 /// What a reply waits for from the cluster.
 enum Pending {
-    Announce(Job),
+    Announce {
+        job: Job,
+        transaction_id: u32,
+    },
     /// A scrape's stats, those no view answered still `None`.
     Scrape {
         transaction_id: u32,
@@ -169,10 +194,7 @@ fn handle(
                 Family::V6
             };
             // Header first, then the compact peers straight into the reply.
-            out.extend_from_slice(&1u32.to_be_bytes());
-            out.extend_from_slice(&transaction_id.to_be_bytes());
-            out.extend_from_slice(&state.config.interval.to_be_bytes());
-            out.extend_from_slice(&[0; 8]);
+            write_announce_header(state, out, transaction_id);
             if let Some(cluster) = &state.cluster {
                 let job = Job {
                     hash: announce.info_hash,
@@ -184,8 +206,13 @@ fn handle(
                     may_create: state.store.may_create(&announce.info_hash, peer),
                 };
                 match cluster.from_view(&job) {
-                    Some(answer) => write_answer(state, out, &job, Ok(answer)),
-                    None => *pending = Some(Pending::Announce(job)),
+                    Some(answer) => write_answer(state, out, 0, &job, Ok(answer)),
+                    None => {
+                        *pending = Some(Pending::Announce {
+                            job,
+                            transaction_id,
+                        })
+                    }
                 }
                 return true;
             }
@@ -262,31 +289,70 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
+/// An announce reply up to its counts (left zero).
+fn write_announce_header(state: &State, out: &mut Vec<u8>, transaction_id: u32) {
+    out.extend_from_slice(&1u32.to_be_bytes());
+    out.extend_from_slice(&transaction_id.to_be_bytes());
+    out.extend_from_slice(&state.config.interval.to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+}
+
 fn write_counts(out: &mut [u8], leechers: u32, seeders: u32) {
     out[COUNTS_AT..COUNTS_AT + 4].copy_from_slice(&leechers.to_be_bytes());
     out[COUNTS_AT + 4..COUNTS_AT + 8].copy_from_slice(&seeders.to_be_bytes());
 }
 
-/// Batches received back to back (the first waited for, the others only if already queued) whose
-/// announces go to the cluster together.
-const CLUSTER_GROUP: usize = 4;
+/// A request the cluster must answer, and where its reply goes.
+struct Deferred {
+    pending: Pending,
+    to: socket2::SockAddr,
+}
 
-/// Sends a group's announces and scrapes to the cluster at once and completes their replies; `at` is
-/// each one's (batch, reply).
-fn finish_cluster_requests(
-    state: &State,
-    runtime: &tokio::runtime::Handle,
-    batches: &mut [Batch],
-    pending: &mut [(Pending, (usize, usize))],
+/// Groups of requests a completer has at the cluster at once: each group is what its worker handed
+/// over while the previous ones were out, so under load they grow and the round trips stay few (and
+/// each has at most `GROUP_IN_FLIGHT` calls out at a time, see `cluster`).
+const GROUPS_IN_FLIGHT: usize = 2;
+
+/// Worker batches a completer takes into one group at most.
+const GROUP_BATCHES: usize = 64;
+
+/// Answers what a UDP worker handed over: the requests of each group go to the cluster together (one
+/// round trip per cluster node), and their replies are sent from here as soon as it answers, while the
+/// worker goes on receiving and answering from the view. Ends when the worker has stopped and every
+/// request it handed over is answered.
+async fn complete(
+    state: Arc<State>,
+    socket: UdpSocket,
+    mut from_worker: tokio::sync::mpsc::UnboundedReceiver<Vec<Deferred>>,
 ) {
+    use futures_util::StreamExt;
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut batches = Vec::with_capacity(GROUP_BATCHES);
+    loop {
+        tokio::select! {
+            Some(()) = running.next(), if !running.is_empty() => {}
+            n = from_worker.recv_many(&mut batches, GROUP_BATCHES), if running.len() < GROUPS_IN_FLIGHT => {
+                if n == 0 {
+                    break;
+                }
+                let group: Vec<Deferred> = batches.drain(..).flatten().collect();
+                running.push(answer_group(&state, &socket, group));
+            }
+        }
+    }
+    while running.next().await.is_some() {}
+}
+
+/// Sends a group's announces and scrapes to the cluster at once, and its replies when it answers.
+async fn answer_group(state: &State, socket: &UdpSocket, group: Vec<Deferred>) {
     let Some(cluster) = &state.cluster else {
         return;
     };
-    let mut jobs = Vec::new();
+    let mut jobs = Vec::with_capacity(group.len());
     let mut scraped = Vec::new();
-    for (p, _) in pending.iter() {
-        match p {
-            Pending::Announce(job) => jobs.push(*job),
+    for d in &group {
+        match &d.pending {
+            Pending::Announce { job, .. } => jobs.push(*job),
             Pending::Scrape { hashes, stats, .. } => scraped.extend(
                 hashes
                     .iter()
@@ -296,75 +362,106 @@ fn finish_cluster_requests(
             ),
         }
     }
-    let (answers, scrapes) = runtime.block_on(async {
-        let scrapes = async {
-            if scraped.is_empty() {
-                Vec::new()
-            } else {
-                cluster.scrape_all(&scraped).await
-            }
-        };
-        let answers = async {
-            if jobs.is_empty() {
-                Vec::new()
-            } else {
-                cluster.announce_all(&jobs).await
-            }
-        };
-        tokio::join!(answers, scrapes)
-    });
+    let scrapes = async {
+        if scraped.is_empty() {
+            Vec::new()
+        } else {
+            cluster.scrape_all(&scraped).await
+        }
+    };
+    let answers = async {
+        if jobs.is_empty() {
+            Vec::new()
+        } else {
+            cluster.announce_all(&jobs).await
+        }
+    };
+    let (answers, scrapes) = tokio::join!(answers, scrapes);
     let mut answers = answers.into_iter();
     let mut scrapes = scrapes.into_iter();
-    for (p, (batch, reply)) in pending.iter_mut() {
-        let out = &mut batches[*batch].replies[*reply];
-        match p {
-            Pending::Announce(job) => {
-                let answer = answers.next().unwrap_or(Err(cluster::ClusterError::Reply));
-                write_answer(state, out, job, answer);
-            }
-            Pending::Scrape {
-                transaction_id,
-                hashes,
+    // Every reply in one buffer: one allocation for the group.
+    let mut out = Vec::with_capacity(group.len() * 256);
+    let mut ends = Vec::with_capacity(group.len());
+    for d in &group {
+        write_reply(state, &mut out, &d.pending, &mut answers, &mut scrapes);
+        ends.push(out.len());
+    }
+    cluster.waiting.release(group.len());
+    send_many(
+        socket.as_raw_fd(),
+        group.len(),
+        |i| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            (&out[start..ends[i]], &group[i].to)
+        },
+        libc::MSG_DONTWAIT,
+    );
+}
+
+/// Appends the reply to a request the cluster answered (`answers` and `scrapes` in order), or failed:
+/// an announce gets the fallback's answer, a scrape this node's own table.
+fn write_reply(
+    state: &State,
+    out: &mut Vec<u8>,
+    pending: &Pending,
+    answers: &mut impl Iterator<Item = Result<cluster::Answer, cluster::ClusterError>>,
+    scrapes: &mut impl Iterator<Item = Result<ScrapeStats, cluster::ClusterError>>,
+) {
+    match pending {
+        Pending::Announce {
+            job,
+            transaction_id,
+        } => {
+            let start = out.len();
+            write_announce_header(state, out, *transaction_id);
+            let answer = answers.next().unwrap_or(Err(cluster::ClusterError::Reply));
+            write_answer(state, out, start, job, answer);
+        }
+        Pending::Scrape {
+            transaction_id,
+            hashes,
+            stats,
+        } => {
+            let stats = hashes
+                .iter()
+                .zip(stats.iter())
+                .map(|(h, s)| {
+                    s.or_else(|| scrapes.next().and_then(Result::ok))
+                        // The cluster failed: this node's own table.
+                        .unwrap_or_else(|| state.store.scrape(h))
+                })
+                .collect();
+            Response::Scrape {
+                transaction_id: *transaction_id,
                 stats,
-            } => {
-                let stats = hashes
-                    .iter()
-                    .zip(stats.iter())
-                    .map(|(h, s)| {
-                        s.or_else(|| scrapes.next().and_then(Result::ok))
-                            // The cluster failed: this node's own table.
-                            .unwrap_or_else(|| state.store.scrape(h))
-                    })
-                    .collect();
-                out.clear();
-                Response::Scrape {
-                    transaction_id: *transaction_id,
-                    stats,
-                }
-                .write(out);
             }
+            .write(out);
         }
     }
 }
 
-/// Completes an announce reply left at its header: the counts and peers, or the fallback's failure.
+/// Completes an announce reply (at `start` in `out`) left at its header: the counts and peers, or the
+/// fallback's failure.
 fn write_answer(
     state: &State,
     out: &mut Vec<u8>,
+    start: usize,
     job: &Job,
     answer: Result<cluster::Answer, cluster::ClusterError>,
 ) {
     match cluster::complete(state, job, answer) {
         Ok(answer) => {
-            write_counts(out, answer.leechers, answer.seeders);
+            write_counts(&mut out[start..], answer.leechers, answer.seeders);
             out.extend_from_slice(match job.family {
                 Family::V6 => &answer.v6,
                 _ => &answer.v4,
             });
         }
         Err(reason) => {
-            let transaction_id = u32::from_be_bytes([out[4], out[5], out[6], out[7]]);
-            out.clear();
+            let at = start + 4;
+            let transaction_id =
+                u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
+            out.truncate(start);
             Counters::add(&state.counters.errors);
             Response::Error {
                 transaction_id,
@@ -375,10 +472,15 @@ fn write_answer(
     }
 }
 
-fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool, runtime: &tokio::runtime::Handle) {
+fn worker(
+    socket: UdpSocket,
+    state: &State,
+    stop: &AtomicBool,
+    to_cluster: Option<tokio::sync::mpsc::UnboundedSender<Vec<Deferred>>>,
+) {
     let v6 = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
-    if state.cluster.is_some() {
-        return cluster_worker(socket, v6, state, stop, runtime);
+    if let (Some(cluster), Some(to_cluster)) = (&state.cluster, to_cluster) {
+        return cluster_worker(socket, v6, state, cluster, stop, to_cluster);
     }
     let mut batch = Batch::new(v6);
     let fd = socket.as_raw_fd();
@@ -403,54 +505,114 @@ fn worker(socket: UdpSocket, state: &State, stop: &AtomicBool, runtime: &tokio::
     }
 }
 
-/// The worker of a node on a cluster: up to `CLUSTER_GROUP` batches, one cluster round trip.
+/// The worker of a node on a cluster. It never waits on the cluster: what the view answers is sent
+/// with the batch, the rest goes to this worker's completer (`complete`), which answers it when the
+/// cluster does; past `cluster::WAITING_MAX` waiting requests, the rest are answered busy at once.
 fn cluster_worker(
     socket: UdpSocket,
     v6: bool,
     state: &State,
+    cluster: &cluster::Cluster,
     stop: &AtomicBool,
-    runtime: &tokio::runtime::Handle,
+    to_cluster: tokio::sync::mpsc::UnboundedSender<Vec<Deferred>>,
 ) {
-    let mut batches: Vec<Batch> = (0..CLUSTER_GROUP).map(|_| Batch::new(v6)).collect();
+    let mut batch = Batch::new(v6);
     let fd = socket.as_raw_fd();
-    let mut pending = Vec::with_capacity(BATCH * CLUSTER_GROUP);
-    let mut replies = [0usize; CLUSTER_GROUP];
     while !stop.load(Ordering::Relaxed) {
-        let mut used = 0;
-        for (k, batch) in batches.iter_mut().enumerate() {
-            let flags = if k == 0 {
-                libc::MSG_WAITFORONE
-            } else {
-                libc::MSG_WAITFORONE | libc::MSG_DONTWAIT
-            };
-            let received = batch.receive(fd, flags);
-            if received == 0 {
-                break;
-            }
-            used = k + 1;
-            replies[k] = 0;
-            for i in 0..received {
-                let Some(src) = batch.source(i) else { continue };
-                let len = batch.received_len(i);
-                let (packet, out) = batch.request_and_reply(i, replies[k]);
-                out.clear();
-                let mut waits = None;
-                if handle(state, &packet[..len], src, out, &mut waits) {
-                    batch.set_destination(replies[k], src);
-                    if let Some(p) = waits {
-                        pending.push((p, (k, replies[k])));
+        let received = batch.receive(fd, libc::MSG_WAITFORONE);
+        if received == 0 {
+            continue;
+        }
+        let mut replies = 0;
+        let mut deferred = Vec::new();
+        for i in 0..received {
+            let Some(src) = batch.source(i) else { continue };
+            let len = batch.received_len(i);
+            let (packet, out) = batch.request_and_reply(i, replies);
+            out.clear();
+            let mut waits = None;
+            if handle(state, &packet[..len], src, out, &mut waits) {
+                match waits {
+                    None => {
+                        batch.set_destination(replies, src);
+                        replies += 1;
                     }
-                    replies[k] += 1;
+                    Some(pending) => deferred.push(Deferred {
+                        pending,
+                        to: batch.destination(src),
+                    }),
                 }
             }
         }
-        if !pending.is_empty() {
-            finish_cluster_requests(state, runtime, &mut batches, &mut pending);
-            pending.clear();
+        if !deferred.is_empty() {
+            let n = deferred.len();
+            let refused = if cluster.waiting.reserve(n) {
+                match to_cluster.send(deferred) {
+                    Ok(()) => None,
+                    // The completer is gone (the runtime is shutting down).
+                    Err(e) => {
+                        cluster.waiting.release(n);
+                        Some(e.0)
+                    }
+                }
+            } else {
+                Some(deferred)
+            };
+            for d in refused.into_iter().flatten() {
+                // Room: every deferred request freed the reply slot it would have used.
+                let out = &mut batch.replies[replies];
+                out.clear();
+                let busy = || -> Result<cluster::Answer, _> { Err(cluster::ClusterError::Busy) };
+                write_reply(
+                    state,
+                    out,
+                    &d.pending,
+                    &mut std::iter::repeat_with(busy),
+                    &mut std::iter::empty(),
+                );
+                batch.destinations[replies] = d.to;
+                replies += 1;
+            }
         }
-        for (batch, &count) in batches.iter_mut().zip(&replies).take(used) {
-            batch.send(fd, count);
+        batch.send(fd, replies);
+    }
+}
+
+/// Sends `count` datagrams (`item(i)`: the bytes and the destination of the i-th) with sendmmsg, up
+/// to `BATCH` a call; stops at the first error (a full send buffer, an unreachable client): UDP replies
+/// may be lost, and the clients retry.
+fn send_many<'a>(
+    fd: i32,
+    count: usize,
+    item: impl Fn(usize) -> (&'a [u8], &'a socket2::SockAddr),
+    flags: i32,
+) {
+    let mut sent = 0;
+    while sent < count {
+        let mut iovecs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
+        let mut headers: [MaybeUninit<libc::mmsghdr>; BATCH] = [MaybeUninit::uninit(); BATCH];
+        let todo = (count - sent).min(BATCH);
+        for j in 0..todo {
+            let (bytes, to) = item(sent + j);
+            iovecs[j].write(libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            });
+            // SAFETY: an all-zero mmsghdr is valid; we then point it at live buffers.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = to.len();
+            h.msg_hdr.msg_iov = iovecs[j].as_mut_ptr();
+            h.msg_hdr.msg_iovlen = 1;
+            headers[j].write(h);
         }
+        // SAFETY: `todo` headers were initialised above and point at buffers that outlive the call
+        // (the kernel only reads them).
+        let n = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr().cast(), todo as u32, flags) };
+        if n <= 0 {
+            return;
+        }
+        sent += n as usize;
     }
 }
 
@@ -566,44 +728,24 @@ impl Batch {
         (&self.requests[request], &mut self.replies[reply])
     }
 
-    fn set_destination(&mut self, reply: usize, addr: SocketAddr) {
-        // A dual-stack IPv6 socket must address IPv4 clients in mapped form.
+    /// Where a reply to `addr` goes: a dual-stack IPv6 socket must address IPv4 clients in mapped
+    /// form.
+    fn destination(&self, addr: SocketAddr) -> socket2::SockAddr {
         let addr = match addr {
             SocketAddr::V4(a) if self.v6_socket => {
                 SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
             }
             other => other,
         };
-        self.destinations[reply] = socket2::SockAddr::from(addr);
+        socket2::SockAddr::from(addr)
+    }
+
+    fn set_destination(&mut self, reply: usize, addr: SocketAddr) {
+        self.destinations[reply] = self.destination(addr);
     }
 
     fn send(&mut self, fd: i32, count: usize) {
-        let mut sent = 0;
-        while sent < count {
-            let mut iovecs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
-            let mut headers: [MaybeUninit<libc::mmsghdr>; BATCH] = [MaybeUninit::uninit(); BATCH];
-            let todo = count - sent;
-            for j in 0..todo {
-                let i = sent + j;
-                iovecs[j].write(libc::iovec {
-                    iov_base: self.replies[i].as_mut_ptr().cast(),
-                    iov_len: self.replies[i].len(),
-                });
-                // SAFETY: an all-zero mmsghdr is valid; we then point it at live buffers.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = self.destinations[i].as_ptr() as *mut libc::c_void;
-                h.msg_hdr.msg_namelen = self.destinations[i].len();
-                h.msg_hdr.msg_iov = iovecs[j].as_mut_ptr();
-                h.msg_hdr.msg_iovlen = 1;
-                headers[j].write(h);
-            }
-            // SAFETY: `todo` headers were initialised above and point at buffers that outlive the call.
-            let n = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr().cast(), todo as u32, 0) };
-            if n <= 0 {
-                // A full send buffer or an unreachable client: drop the rest of this batch.
-                return;
-            }
-            sent += n as usize;
-        }
+        let (replies, destinations) = (&self.replies, &self.destinations);
+        send_many(fd, count, |i| (&replies[i][..], &destinations[i]), 0);
     }
 }
