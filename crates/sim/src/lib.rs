@@ -29,6 +29,7 @@
 
 pub mod bound;
 pub mod config;
+pub mod queue;
 pub mod report;
 pub mod rng;
 pub mod scenarios;
