@@ -2,8 +2,9 @@
 //! messages over a simulated network in virtual time.
 //!
 //! # The model
-//! - **Time** is virtual: a binary heap of (time, sequence) events, so equal times run in the order
-//!   they were scheduled and a run is a pure function of its configuration and seed.
+//! - **Time** is virtual: events are ordered by (time, sequence), so equal times run in the order
+//!   they were scheduled and a run is a pure function of its configuration and seed (the queue is a
+//!   timing wheel, `queue.rs`, that pops in exactly a binary heap's order).
 //! - **Links**: every peer has an upload and a download capacity. Its uplink sends one block at a time,
 //!   first come first served across its connections, each for `size / upload`; the block then arrives
 //!   one-way delay after its last byte left (cut-through), unless the receiver's downlink, which
@@ -29,6 +30,7 @@
 
 pub mod bound;
 pub mod config;
+pub mod queue;
 pub mod report;
 pub mod rng;
 pub mod scenarios;

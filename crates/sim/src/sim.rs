@@ -1,8 +1,7 @@
-//! The discrete-event loop: a binary heap of (virtual time, sequence number) events drives every
+//! The discrete-event loop: a queue of (virtual time, sequence number) events drives every
 //! peer's `TorrentCore` and the links between them. See the crate documentation for the model.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -13,10 +12,9 @@ use torrent_core::{
 use wire::{BlockRef, Handshake, Message};
 
 use crate::config::{Arrivals, Departure, SwarmConfig};
+use crate::queue::{Queue, Time};
 use crate::rng::Rng;
 
-/// Virtual nanoseconds since the start of the run.
-type Time = u64;
 pub type NodeId = u32;
 type ConnId = u32;
 
@@ -89,30 +87,6 @@ enum Ev {
         to: u8,
     },
     Leave(NodeId),
-}
-
-struct Entry {
-    at: Time,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    // Reversed: the heap's top is the earliest event, the first scheduled among equal times.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
 }
 
 struct Conn {
@@ -221,8 +195,7 @@ pub struct Sim {
     cfg: SwarmConfig,
     base: Instant,
     now: Time,
-    seq: u64,
-    heap: BinaryHeap<Entry>,
+    queue: Queue<Ev>,
     rng: Rng,
     nodes: Vec<Node>,
     conns: Vec<Conn>,
@@ -298,8 +271,7 @@ impl Sim {
         let mut sim = Sim {
             base: Instant::now(),
             now: 0,
-            seq: 0,
-            heap: BinaryHeap::new(),
+            queue: Queue::default(),
             rng,
             nodes,
             conns: Vec::new(),
@@ -322,12 +294,7 @@ impl Sim {
     }
 
     fn push(&mut self, at: Time, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Entry {
-            at,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(at, ev);
     }
 
     fn instant(&self) -> Instant {
@@ -350,7 +317,7 @@ impl Sim {
         let every = nanos(every).max(1);
         let mut next_report = every;
         while self.waiting > 0 {
-            let Some(entry) = self.heap.pop() else { break };
+            let Some(entry) = self.queue.pop() else { break };
             if entry.at > limit {
                 break;
             }
@@ -368,7 +335,7 @@ impl Sim {
             events: self.events,
             dropped: self.dropped,
             in_flight: self
-                .heap
+                .queue
                 .iter()
                 .map(|e| match e.ev {
                     Ev::Data { block, .. } => u64::from(block.length),

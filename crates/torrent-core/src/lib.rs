@@ -20,6 +20,7 @@ mod peer;
 pub mod picker;
 pub mod rng;
 mod suggest;
+mod table;
 mod torrent;
 
 use std::collections::{HashMap, HashSet};

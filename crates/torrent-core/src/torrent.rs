@@ -15,6 +15,7 @@ use crate::peer::{Accepted, Peer};
 use crate::picker::{Picker, Received};
 use crate::rng::Rng;
 use crate::suggest::Suggester;
+use crate::table::KeyTable;
 use crate::{AnnounceEvent, DetMap, DetSet};
 
 /// The core's handle for one connection; never reused within a core.
@@ -326,7 +327,7 @@ pub struct TorrentCore {
     config: CoreConfig,
     picker: Picker,
     piece_length: u32,
-    peers: BTreeMap<u64, Peer>,
+    peers: KeyTable<Peer>,
     next_key: u64,
     /// Addresses we may connect to, and those with a live or pending connection.
     known: VecDeque<SocketAddr>,
@@ -398,7 +399,7 @@ impl TorrentCore {
             rng: Rng::new(config.seed ^ 0x6368_6f6b_6572),
             picker,
             piece_length,
-            peers: BTreeMap::new(),
+            peers: KeyTable::default(),
             next_key: 0,
             known: VecDeque::new(),
             connected: DetSet::default(),
@@ -579,14 +580,11 @@ impl TorrentCore {
     pub fn handle_event(&mut self, peer: PeerKey, event: PeerEvent, now: Instant) {
         self.advance(now);
         let key = peer.0;
-        if !self.peers.contains_key(&key) {
+        let Some(p) = self.peers.get_mut(&key) else {
             return;
-        }
+        };
         match event {
             PeerEvent::Message(m) => {
-                let Some(p) = self.peers.get_mut(&key) else {
-                    return;
-                };
                 p.last_received = self.now;
                 match p.conn.receive(m) {
                     Ok(event) => self.on_wire_event(key, event),
