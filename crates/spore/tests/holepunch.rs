@@ -118,6 +118,30 @@ impl Drop for FailureLogs {
     }
 }
 
+/// The seed's file (SIZE bytes from `seed`) in `a/`, the relay's and B's empty folders, its torrent.
+struct Film {
+    seed_dir: std::path::PathBuf,
+    relay_dir: std::path::PathBuf,
+    get_dir: std::path::PathBuf,
+    torrent: std::path::PathBuf,
+}
+
+fn film(dir: &Path, seed: u64) -> Film {
+    let (seed_dir, relay_dir, get_dir) = (dir.join("a"), dir.join("relay"), dir.join("b"));
+    for d in [&seed_dir, &relay_dir, &get_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(seed_dir.join("film.bin"), data(seed, SIZE)).unwrap();
+    let torrent = dir.join("film.torrent");
+    create_torrent(&seed_dir.join("film.bin"), &torrent, "256K", None);
+    Film {
+        seed_dir,
+        relay_dir,
+        get_dir,
+        torrent,
+    }
+}
+
 /// libtorrent (tests/interop/lt_holepunch.py) in `ns`.
 fn libtorrent(
     lab: &Lab,
@@ -149,14 +173,12 @@ fn two_homes_behind_nat_connect_through_a_spore_relay() {
     }
     let lab = Lab::new("1");
     let dir = lab.dir.path();
-    let (seed_dir, relay_dir, get_dir) = (dir.join("a"), dir.join("relay"), dir.join("b"));
-    for d in [&seed_dir, &relay_dir, &get_dir] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let content = data(55, SIZE);
-    std::fs::write(seed_dir.join("film.bin"), &content).unwrap();
-    let torrent = dir.join("film.torrent");
-    create_torrent(&seed_dir.join("film.bin"), &torrent, "256K", None);
+    let Film {
+        seed_dir,
+        relay_dir,
+        get_dir,
+        torrent,
+    } = film(dir, 55);
 
     let relay = spore_relay(&lab, &torrent, &relay_dir);
 
@@ -243,7 +265,7 @@ fn spore_home(lab: &Lab, home: usize, name: &str, args: &[&str]) -> Proc {
 }
 
 /// Spore at both homes: the seed in home A, `spore get` in home B, a Spore relay in `inet`
-/// downloading at `RELAY_MAX_DOWN`. B hears of A only from the relay's peer exchange, cannot reach
+/// downloading at `RELAY_MAX_DOWN` and uploading at `RELAY_MAX_UP`. B hears of A only from the relay's peer exchange, cannot reach
 /// it, asks the relay for a rendezvous, and both dial each other at once over uTP; the relay can
 /// pass on too little in the time allowed.
 #[test]
@@ -253,13 +275,12 @@ fn two_spore_homes_behind_nat_connect_through_a_spore_relay() {
     }
     let lab = Lab::new("2");
     let dir = lab.dir.path();
-    let (seed_dir, relay_dir, get_dir) = (dir.join("a"), dir.join("relay"), dir.join("b"));
-    for d in [&seed_dir, &relay_dir, &get_dir] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    std::fs::write(seed_dir.join("film.bin"), data(56, SIZE)).unwrap();
-    let torrent = dir.join("film.torrent");
-    create_torrent(&seed_dir.join("film.bin"), &torrent, "256K", None);
+    let Film {
+        seed_dir,
+        relay_dir,
+        get_dir,
+        torrent,
+    } = film(dir, 56);
     let relay = spore_relay(&lab, &torrent, &relay_dir);
 
     let started = std::time::Instant::now();
@@ -329,13 +350,12 @@ fn a_spore_home_meets_a_libtorrent_home_through_a_libtorrent_relay() {
     }
     let lab = Lab::new("3");
     let dir = lab.dir.path();
-    let (seed_dir, relay_dir, get_dir) = (dir.join("a"), dir.join("relay"), dir.join("b"));
-    for d in [&seed_dir, &relay_dir, &get_dir] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    std::fs::write(seed_dir.join("film.bin"), data(57, SIZE)).unwrap();
-    let torrent = dir.join("film.torrent");
-    create_torrent(&seed_dir.join("film.bin"), &torrent, "256K", None);
+    let Film {
+        seed_dir,
+        relay_dir,
+        get_dir,
+        torrent,
+    } = film(dir, 57);
     let down = (64 * 1024).to_string();
     let relay = libtorrent(
         &lab,

@@ -65,14 +65,15 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-impl RedisCluster {
-    /// Starts six nodes under `dir` and joins them into a cluster whose every slot is served.
-    pub fn start(dir: &Path) -> RedisCluster {
-        let mut nodes = Vec::new();
-        for i in 0..6 {
+impl RedisNode {
+    /// Starts node `i` under `dir` on a free port and waits until it answers. The port was free when
+    /// picked, but another test's node or any outgoing connection may take it before this node binds
+    /// it: a node that exits instead of answering is started again on another port.
+    fn spawn(dir: &Path, i: usize) -> RedisNode {
+        let node_dir = dir.join(format!("redis-{i}"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        for attempt in 1..=5 {
             let port = free_port_pair();
-            let node_dir = dir.join(format!("redis-{i}"));
-            std::fs::create_dir_all(&node_dir).unwrap();
             let mut command = Command::new("redis-server");
             command.args([
                 "--bind",
@@ -99,21 +100,35 @@ impl RedisCluster {
                 "--repl-diskless-sync-delay",
                 "0",
             ]);
-            let proc = Proc::spawn(command, node_dir.join("stderr"));
-            nodes.push(RedisNode {
-                port,
-                proc: Some(proc),
-                dir: node_dir,
-            });
-        }
-        let cluster = RedisCluster { nodes };
-        for n in &cluster.nodes {
+            let mut proc = Proc::spawn(command, node_dir.join("stderr"));
+            let mut exited = false;
             wait_until(
-                &format!("redis on port {} answering", n.port),
+                &format!("redis on port {port} answering"),
                 Duration::from_secs(20),
-                || cli(n.port, &["ping"]).is_some_and(|o| o.contains("PONG")),
+                || {
+                    exited = proc.child.try_wait().ok().flatten().is_some();
+                    exited || cli(port, &["ping"]).is_some_and(|o| o.contains("PONG"))
+                },
             );
+            if !exited {
+                return RedisNode {
+                    port,
+                    proc: Some(proc),
+                    dir: node_dir,
+                };
+            }
+            let log = std::fs::read_to_string(node_dir.join("redis.log")).unwrap_or_default();
+            eprintln!("redis node {i} on port {port} exited (attempt {attempt}): {log}");
         }
+        panic!("redis node {i} did not start in 5 attempts");
+    }
+}
+
+impl RedisCluster {
+    /// Starts six nodes under `dir` and joins them into a cluster whose every slot is served.
+    pub fn start(dir: &Path) -> RedisCluster {
+        let nodes = (0..6).map(|i| RedisNode::spawn(dir, i)).collect();
+        let cluster = RedisCluster { nodes };
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         for n in &cluster.nodes {
