@@ -404,9 +404,8 @@ async fn writer(
                 Out::Block(b) if shared.state.lock().core.upload_pending(key, &b) => {
                     if shared.cached_piece(b.index).is_none() && !segments.is_empty() {
                         // Going to the disk: what is batched goes out first.
-                        segments.push(out.split().freeze());
                         queued = 0;
-                        if write_segments(&mut half, &mut segments, &mut watch)
+                        if flush(&mut half, &mut out, &mut segments, &mut watch)
                             .await
                             .is_err()
                         {
@@ -444,13 +443,9 @@ async fn writer(
                                             }
                                         };
                                         // Whatever was batched before this block was queued first.
-                                        if let Some(payload) = control.encode_head(&mut out) {
-                                            segments.push(out.split().freeze());
-                                            segments.push(payload.clone());
-                                        }
-                                        segments.push(out.split().freeze());
+                                        control.encode(&mut out);
                                         queued = 0;
-                                        if write_segments(&mut half, &mut segments, &mut watch)
+                                        if flush(&mut half, &mut out, &mut segments, &mut watch)
                                             .await
                                             .is_err()
                                         {
@@ -499,10 +494,7 @@ async fn writer(
             }
             next = deferred.pop_front().or_else(|| rx.try_recv().ok());
         }
-        if !out.is_empty() {
-            segments.push(out.split().freeze());
-        }
-        if write_segments(&mut half, &mut segments, &mut watch)
+        if flush(&mut half, &mut out, &mut segments, &mut watch)
             .await
             .is_err()
         {
@@ -511,6 +503,19 @@ async fn writer(
     }
     // The reader may be waiting for the peer: tell it the connection is over.
     close.notify_one();
+}
+
+/// Writes the batched `segments` followed by what is staged in `out`.
+async fn flush(
+    half: &mut WriteHalf,
+    out: &mut BytesMut,
+    segments: &mut Vec<Bytes>,
+    watch: &mut Watch,
+) -> std::io::Result<()> {
+    if !out.is_empty() {
+        segments.push(out.split().freeze());
+    }
+    write_segments(half, segments, watch).await
 }
 
 /// Block `b` of its piece's bytes (zeros past the end of a short tail piece).
