@@ -330,11 +330,18 @@ fn have_transmission() -> bool {
 
 /// A TCP port that is free on `ip` right now.
 fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let [port] = free_ports(ip);
+    port
+}
+
+/// `N` distinct TCP ports free on `ip` right now. The listeners are held until all are picked:
+/// the kernel may hand a just-released port out again, as it once gave Transmission's peer
+/// port to its RPC server too (its peer listener then failed to bind, and nobody could connect).
+fn free_ports<const N: usize>(ip: &str) -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind((ip, 0)).unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 fn s(p: &Path) -> &str {
@@ -882,8 +889,7 @@ fn transmission(ctx: &Ctx, ip: &str) -> Transmission {
 fn transmission_with(ctx: &Ctx, ip: &str, extra: serde_json::Value) -> Transmission {
     let conf = ctx.path("transmission");
     std::fs::create_dir_all(&conf).unwrap();
-    let peer_port = free_port(ip);
-    let rpc_port = free_port(ip);
+    let [peer_port, rpc_port] = free_ports(ip);
     let settings = serde_json::json!({
         "dht-enabled": false,
         "lpd-enabled": false,
