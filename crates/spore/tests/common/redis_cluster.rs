@@ -1,7 +1,8 @@
 //! A real Redis Cluster for the tests, from Debian's `redis-server` and `redis-cli`: three masters and
 //! three replicas on free loopback ports, each in its own directory, every process killed on drop.
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -57,6 +58,21 @@ pub fn cli(port: u16, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Whether a server on `port` answers `PING` within a second. Not `redis-cli`, which has no timeout:
+/// whatever holds a port taken from under a starting node may accept and never answer.
+fn answers_ping(port: u16) -> bool {
+    let limit = Duration::from_secs(1);
+    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), limit) else {
+        return false;
+    };
+    let mut reply = [0u8; 7];
+    stream.set_read_timeout(Some(limit)).is_ok()
+        && stream.set_write_timeout(Some(limit)).is_ok()
+        && stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
 fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -107,7 +123,7 @@ impl RedisNode {
                 Duration::from_secs(20),
                 || {
                     exited = proc.child.try_wait().ok().flatten().is_some();
-                    exited || cli(port, &["ping"]).is_some_and(|o| o.contains("PONG"))
+                    exited || answers_ping(port)
                 },
             );
             if !exited {
