@@ -50,6 +50,29 @@ impl Default for Discovery {
 }
 
 impl Discovery {
+    /// Decides now the UDP port the DHT will take for a client listening on `listen`, so that the
+    /// router can be asked for it together with the peer port; `None` when no DHT will run. Without
+    /// uTP the DHT shares the peer port; with uTP it takes the port above (stable between runs, as
+    /// the DHT's routing tables elsewhere remember it), or any free one.
+    pub fn settle_dht_port(&mut self, listen: SocketAddr) -> Option<u16> {
+        if !self.dht || (listen.ip().is_loopback() && self.dht_bootstrap.is_empty()) {
+            return None;
+        }
+        let free = |port: u16| {
+            std::net::UdpSocket::bind((listen.ip(), port))
+                .and_then(|s| s.local_addr())
+                .map(|a| a.port())
+                .ok()
+        };
+        let port = self.dht_port.or_else(|| match listen.port() {
+            0 => free(0),
+            peer if !self.utp => free(peer).or_else(|| free(0)),
+            peer => peer.checked_add(1).and_then(free).or_else(|| free(0)),
+        })?;
+        self.dht_port = Some(port);
+        Some(port)
+    }
+
     /// Starts a DHT node for a client listening on `listen`, unless the DHT is off or the torrent
     /// `private`. A client bound to a loopback address uses the DHT only with explicit bootstrap nodes
     /// (it could not reach the public network anyway).
@@ -192,4 +215,65 @@ pub async fn magnet_torrent(
             peer_id: metadata.peer_id,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_loopback(utp: bool) -> Discovery {
+        Discovery {
+            utp,
+            // Loopback runs a DHT only with explicit bootstrap nodes.
+            dht_bootstrap: vec!["127.0.0.1:1".into()],
+            ..Discovery::default()
+        }
+    }
+
+    #[test]
+    fn no_dht_no_port() {
+        let listen: SocketAddr = "127.0.0.1:6881".parse().unwrap();
+        let mut off = Discovery {
+            dht: false,
+            ..on_loopback(true)
+        };
+        assert_eq!(off.settle_dht_port(listen), None);
+        assert_eq!(Discovery::default().settle_dht_port(listen), None);
+    }
+
+    #[test]
+    fn an_explicit_port_is_kept() {
+        let mut d = Discovery {
+            dht_port: Some(7000),
+            ..on_loopback(true)
+        };
+        assert_eq!(
+            d.settle_dht_port("127.0.0.1:6881".parse().unwrap()),
+            Some(7000)
+        );
+    }
+
+    #[test]
+    fn with_utp_the_port_above_else_any_free_one() {
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let above = held.local_addr().unwrap().port();
+        let listen = SocketAddr::from(([127, 0, 0, 1], above - 1));
+        let mut d = on_loopback(true);
+        let other = d.settle_dht_port(listen).unwrap();
+        assert_ne!(other, above, "the port above is taken");
+        assert_eq!(d.dht_port, Some(other), "settled for start_dht");
+        drop(held);
+        assert_eq!(on_loopback(true).settle_dht_port(listen), Some(above));
+    }
+
+    #[test]
+    fn without_utp_the_peer_port() {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(on_loopback(false).settle_dht_port(listen), Some(port));
+    }
 }

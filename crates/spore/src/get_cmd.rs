@@ -393,13 +393,16 @@ pub fn get(args: GetArgs) -> CmdResult {
         }
     };
     let rt = runtime()?;
+    let mut discovery = args.discovery.settings();
+    discovery.utp = args.conns.transports.utp;
     let mapper = {
         let _rt = rt.enter();
         let wanted = crate::port_mapping::wanted(args.discovery.no_port_mapping, listen.ip());
-        crate::port_mapping::start_quiet(wanted, listen)
+        let dht_port = wanted.then(|| discovery.settle_dht_port(listen)).flatten();
+        crate::port_mapping::start_quiet(wanted, listen, dht_port)
     };
     let result = download(
-        args, listen, &rt, max_peers, handshake, seed_time, max_up, max_down,
+        args, discovery, listen, &rt, max_peers, handshake, seed_time, max_up, max_down,
     );
     rt.block_on(crate::port_mapping::stop(mapper));
     result
@@ -408,6 +411,7 @@ pub fn get(args: GetArgs) -> CmdResult {
 #[allow(clippy::too_many_arguments)]
 fn download(
     args: GetArgs,
+    discovery: engine::Discovery,
     listen: SocketAddr,
     rt: &tokio::runtime::Runtime,
     max_peers: usize,
@@ -416,8 +420,6 @@ fn download(
     max_up: Option<u64>,
     max_down: Option<u64>,
 ) -> CmdResult {
-    let mut discovery = args.discovery.settings();
-    discovery.utp = args.conns.transports.utp;
     let mut fetched = None;
     let (torrent, dht) = if args.torrent.starts_with("magnet:") {
         // A magnet link's private flag is unknown until the metadata arrives; the engine keeps a private
@@ -602,16 +604,17 @@ pub fn seed(args: SeedArgs) -> CmdResult {
         .connections(max_peers, handshake)
         .transport(args.conns.encryption, args.conns.transports);
     let rt = runtime()?;
+    let mut discovery = args.discovery.settings();
+    discovery.utp = args.conns.transports.utp;
     let mapper = {
         let _rt = rt.enter();
         let wanted = crate::port_mapping::wanted(args.discovery.no_port_mapping, listen.ip());
-        crate::port_mapping::start_quiet(wanted, listen)
+        let dht_port = wanted.then(|| discovery.settle_dht_port(listen)).flatten();
+        crate::port_mapping::start_quiet(wanted, listen, dht_port)
     };
     let result = rt.block_on(async move {
         let mut signals = Signals::new();
-        let handle = args
-            .discovery
-            .settings()
+        let handle = discovery
             .start_torrent(config)
             .await
             .map_err(Failure::failed)?;

@@ -11,14 +11,17 @@ pub(crate) fn wanted(disabled: bool, listen: IpAddr) -> bool {
     !disabled && !listen.is_loopback()
 }
 
-/// The peer port over TCP and UDP (uTP, the DHT on the same port) plus `extra` (TCP and UDP each).
-pub(crate) fn ports(peer_port: u16, extra: &[u16]) -> Vec<(Protocol, u16)> {
+/// The peer port over TCP and UDP (uTP on UDP), `extra` ports (TCP and UDP each), and the DHT's UDP
+/// port when it has its own.
+pub(crate) fn ports(peer_port: u16, extra: &[u16], dht: Option<u16>) -> Vec<(Protocol, u16)> {
     let mut out = Vec::new();
-    for port in std::iter::once(peer_port).chain(extra.iter().copied()) {
-        for protocol in [Protocol::Tcp, Protocol::Udp] {
-            if port != 0 && !out.contains(&(protocol, port)) {
-                out.push((protocol, port));
-            }
+    let both = std::iter::once(peer_port)
+        .chain(extra.iter().copied())
+        .flat_map(|port| [(Protocol::Tcp, port), (Protocol::Udp, port)]);
+    let dht = dht.map(|port| (Protocol::Udp, port));
+    for wanted in both.chain(dht) {
+        if wanted.1 != 0 && !out.contains(&wanted) {
+            out.push(wanted);
         }
     }
     out
@@ -34,9 +37,10 @@ pub(crate) fn start(wanted: bool, ports: Vec<(Protocol, u16)>) -> Option<Mapper>
     })
 }
 
-/// For `get` and `seed`: logs what the router did, without holding anything up.
-pub(crate) fn start_quiet(wanted: bool, listen: SocketAddr) -> Option<Mapper> {
-    start(wanted, ports(listen.port(), &[]))
+/// For `get`, `seed` and the daemon: logs what the router did, without holding anything up. `dht` is
+/// the DHT's UDP port ([`engine::Discovery::settle_dht_port`]).
+pub(crate) fn start_quiet(wanted: bool, listen: SocketAddr, dht: Option<u16>) -> Option<Mapper> {
+    start(wanted, ports(listen.port(), &[], dht))
 }
 
 /// Removes the mappings, if any.
@@ -58,15 +62,23 @@ pub(crate) fn external_port(outcome: &Outcome, protocol: Protocol, internal: u16
 }
 
 /// The line `share` prints when no router mapped the ports: who cannot connect and what to forward.
-pub(crate) fn unreachable_hint(local: IpAddr, ports: &[u16], why: &str) -> String {
+pub(crate) fn unreachable_hint(
+    local: IpAddr,
+    ports: &[u16],
+    dht: Option<u16>,
+    why: &str,
+) -> String {
     let list: Vec<String> = ports
         .iter()
         .filter(|p| **p != 0)
         .map(u16::to_string)
         .collect();
+    let dht = dht
+        .filter(|p| *p != 0 && !ports.contains(p))
+        .map_or_else(String::new, |p| format!(" (and UDP port {p} for the DHT)"));
     format!(
         "warning: no router mapped our ports ({why}); friends outside this network may not reach you: \
-         forward TCP and UDP port{} {} to {local} on your router and pass --public-ip YOUR_PUBLIC_IP",
+         forward TCP and UDP port{} {}{dht} to {local} on your router and pass --public-ip YOUR_PUBLIC_IP",
         if list.len() == 1 { "" } else { "s" },
         list.join(" and ")
     )
@@ -91,10 +103,11 @@ pub(crate) async fn share_reach(
     explicit_ip: Option<IpAddr>,
     peer_port: u16,
     tracker_ports: (u16, u16),
+    dht: Option<u16>,
 ) -> ShareReach {
     let (http, udp) = tracker_ports;
     let mut reach = ShareReach {
-        mapper: start(wanted, ports(peer_port, &[http, udp])),
+        mapper: start(wanted, ports(peer_port, &[http, udp], dht)),
         public_ip: explicit_ip.unwrap_or(local_ip),
         peer_port,
         tracker_ports,
@@ -137,7 +150,7 @@ pub(crate) async fn share_reach(
                     all.push(p);
                 }
             }
-            println!("{}", unreachable_hint(local_ip, &all, &why));
+            println!("{}", unreachable_hint(local_ip, &all, dht, &why));
         }
     }
     reach
@@ -181,7 +194,7 @@ mod tests {
     #[test]
     fn ports_are_tcp_and_udp_once_each() {
         assert_eq!(
-            ports(6881, &[6969, 6881, 0]),
+            ports(6881, &[6969, 6881, 0], None),
             vec![
                 (Protocol::Tcp, 6881),
                 (Protocol::Udp, 6881),
@@ -189,7 +202,24 @@ mod tests {
                 (Protocol::Udp, 6969)
             ]
         );
-        assert!(ports(0, &[]).is_empty());
+        assert!(ports(0, &[], None).is_empty());
+    }
+
+    #[test]
+    fn the_dht_port_is_udp_only() {
+        assert_eq!(
+            ports(6881, &[], Some(6882)),
+            vec![
+                (Protocol::Tcp, 6881),
+                (Protocol::Udp, 6881),
+                (Protocol::Udp, 6882)
+            ]
+        );
+        assert_eq!(
+            ports(6881, &[], Some(6881)).len(),
+            2,
+            "shared with the peer port"
+        );
     }
 
     #[test]
@@ -228,8 +258,14 @@ mod tests {
 
     #[test]
     fn the_hint_is_one_line_naming_ports_and_address() {
-        let h = unreachable_hint("192.168.1.5".parse().unwrap(), &[6881, 6969], "no reply");
+        let ip = "192.168.1.5".parse().unwrap();
+        let h = unreachable_hint(ip, &[6881, 6969], None, "no reply");
         assert!(!h.contains('\n'));
         assert!(h.contains("6881 and 6969 to 192.168.1.5"), "{h}");
+        let h = unreachable_hint(ip, &[6881], Some(6882), "no reply");
+        assert!(
+            h.contains("port 6881 (and UDP port 6882 for the DHT) to 192.168.1.5"),
+            "{h}"
+        );
     }
 }

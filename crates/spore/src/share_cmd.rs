@@ -186,12 +186,19 @@ pub fn run(args: ShareArgs) -> CmdResult {
             let port = |a: Option<SocketAddr>| a.map_or(args.tracker_port, |a| a.port());
             (port(t.http_addr), port(t.udp_addr))
         });
+        let mut discovery = args.discovery.settings();
+        discovery.utp = args.conns.transports.utp;
+        // A private torrent keeps off the DHT, so has no DHT port to map.
+        let dht_port = (map_ports && !args.private)
+            .then(|| discovery.settle_dht_port(SocketAddr::new(listen_ip, peer_port)))
+            .flatten();
         let reach = crate::port_mapping::share_reach(
             map_ports,
             local_ip,
             args.public_ip,
             peer_port,
             tracker_ports,
+            dht_port,
         )
         .await;
         let public_ip = reach.public_ip;
@@ -248,9 +255,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
             // router's external address fails where the router has no hairpin NAT, with a warning
             // each interval.
             .use_trackers(tracker.is_none());
-        let handle = args
-            .discovery
-            .settings()
+        let handle = discovery
             .start_torrent(config)
             .await
             .map_err(Failure::failed)?;

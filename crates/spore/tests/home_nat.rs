@@ -264,6 +264,7 @@ fn share_from_home(kind: RouterKind, tag: &str) {
                 warning.contains("6881") && warning.contains(HOME_IP),
                 "{warning}"
             );
+            assert!(warning.contains("UDP port 6882 for the DHT"), "{warning}");
             let magnet = sharer
                 .wait_for("magnet: ", T)
                 .trim_start_matches("magnet: ")
@@ -275,8 +276,17 @@ fn share_from_home(kind: RouterKind, tag: &str) {
     sharer.wait_for("send your friend this command", T);
 
     if kind != RouterKind::None {
-        // Peer port and tracker port, TCP and UDP each.
-        assert_eq!(lab.forwards().len(), 4, "{:?}", lab.forwards());
+        // Peer port and tracker port, TCP and UDP each, and the DHT's own UDP port (uTP holds the
+        // peer port's UDP side).
+        let forwards = lab.forwards();
+        assert_eq!(forwards.len(), 5, "{forwards:?}");
+        assert!(
+            // nftables names the protocol by its number: 0x11 is UDP.
+            forwards
+                .iter()
+                .any(|l| l.contains("0x11") && l.contains("dport 6882")),
+            "{forwards:?}"
+        );
         let out = lab.dir.path().join("friend");
         let mut friend = lab.spore(
             &lab.inet.clone(),

@@ -347,9 +347,12 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         args.discovery.no_port_mapping || !settings.port_mapping,
         listen.ip(),
     );
-    let mapper = crate::port_mapping::start_quiet(port_mapping, listen);
     let mut discovery = args.discovery.settings();
     discovery.utp = transports.utp;
+    let dht_port = port_mapping
+        .then(|| discovery.settle_dht_port(listen))
+        .flatten();
+    let mapper = crate::port_mapping::start_quiet(port_mapping, listen, dht_port);
     let dht = discovery
         .start_dht(listen, false)
         .await
