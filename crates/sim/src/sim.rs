@@ -1,7 +1,14 @@
-//! The discrete-event loop: a queue of (virtual time, sequence number) events drives every
-//! peer's `TorrentCore` and the links between them. See the crate documentation for the model.
+//! The discrete-event loop: a queue of (virtual time, tie-break) events drives every peer's
+//! `TorrentCore` and the links between them. See the crate documentation for the model.
+//!
+//! Events run in conservative windows: nothing one peer does reaches another sooner than
+//! `lookahead` (the smallest one-way delay between two peers, or to the tracker), so within a window
+//! no peer's events depend on another's, and each peer runs all of its events of the window in a row
+//! (its core stays in cache). Every peer owns its state: its core, its random numbers, its side of
+//! each connection; the tracker is a node of its own. A run is the same whatever the window size up
+//! to `lookahead` (`windows_of_any_size_up_to_the_lookahead_give_the_same_run`).
 
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -12,7 +19,7 @@ use torrent_core::{
 use wire::{BlockRef, Handshake, Message};
 
 use crate::config::{Arrivals, Departure, SwarmConfig};
-use crate::queue::{Queue, Time};
+use crate::queue::{Entry, Queue, Time};
 use crate::rng::Rng;
 
 pub type NodeId = u32;
@@ -22,8 +29,10 @@ const INFO_HASH: [u8; 20] = *b"spore-sim-torrent-01";
 /// The unit of loss: a TCP-sized chunk of a message.
 const SEGMENT: u64 = 16 * 1024;
 const MIN_RTO: Time = 200_000_000;
-/// Tracker round trip beyond the peer's own access latency.
+/// Tracker round trip beyond the peer's own access latency (half of it each way).
 const TRACKER_DELAY: Time = 20_000_000;
+/// Bits of an event's tie-break that count the sender's events; the sender's id is above them.
+const SEQ_BITS: u32 = 40;
 
 fn nanos(d: Duration) -> Time {
     d.as_nanos().min(u128::from(u64::MAX)) as Time
@@ -64,18 +73,33 @@ enum Ev {
         to: u8,
         piece: u32,
     },
-    /// A block reaches side `to` of `conn`.
+    /// A block reaches side `to` of `conn`; `ready` once it has also passed the receiver's downlink.
     Data {
         conn: ConnId,
         to: u8,
         block: BlockRef,
+        ready: bool,
     },
     /// The node's uplink finished sending its current block.
     LinkDone(NodeId),
-    /// TCP and BitTorrent handshakes done: both cores meet.
+    /// The dialler's handshake reaches `to`, which takes the connection or turns it away.
     Dialled {
         from: NodeId,
         to: NodeId,
+    },
+    /// `to` took the connection: its handshake reaches the dialler (side 0 of `conn`).
+    Accepted {
+        conn: ConnId,
+    },
+    /// Nobody at `to`, or it turned the dialler away.
+    DialFailed {
+        from: NodeId,
+        to: NodeId,
+    },
+    /// An announce reaches the tracker.
+    Announce {
+        node: NodeId,
+        stopped: bool,
     },
     TrackerReply {
         node: NodeId,
@@ -87,6 +111,8 @@ enum Ev {
         to: u8,
     },
     Leave(NodeId),
+    /// A message that waited behind blocks on the receiver's downlink, now due.
+    Held(Box<Ev>),
 }
 
 struct Conn {
@@ -95,7 +121,12 @@ struct Conn {
     /// Side `i` still has the connection open (it has neither closed it nor seen it closed).
     open: [bool; 2],
     /// When the last message toward side `i` arrives: a later one never overtakes it (one TCP stream).
+    /// Written by the sender's side only.
     last: [Time; 2],
+    /// Blocks toward side `i` held by its downlink, and when the last of them passes it: messages
+    /// behind them wait. Written by side `i` only.
+    holding: [u32; 2],
+    held: [Time; 2],
     owd: Time,
 }
 
@@ -161,6 +192,10 @@ struct Node {
     has: Vec<bool>,
     departure: Departure,
     stats: PeerStats,
+    /// Its own random numbers (loss on what it sends), so that peers can run in any order.
+    rng: Rng,
+    /// Events it has scheduled: the tie-break among equal times, with its id.
+    pushes: u64,
 }
 
 const NO_CONN: ConnId = ConnId::MAX;
@@ -195,13 +230,28 @@ pub struct Sim {
     cfg: SwarmConfig,
     base: Instant,
     now: Time,
-    queue: Queue<Ev>,
-    rng: Rng,
+    /// Every event beyond the current window, with the node it happens at.
+    queue: Queue<(NodeId, Ev)>,
+    /// The node whose events are running, and its events of the window still to run.
+    running: NodeId,
+    local: BinaryHeap<Entry<Ev>>,
+    window_end: Time,
+    /// The shortest time in which one node's event can cause another's.
+    lookahead: Time,
+    /// The window size (`lookahead`; smaller only to test that it makes no difference).
+    window: Time,
+    batch: Vec<Entry<(NodeId, Ev)>>,
     nodes: Vec<Node>,
     conns: Vec<Conn>,
-    /// Present peers, for the tracker (with each one's index in it).
+    /// The tracker's node id (one past the peers), random numbers and scheduled events.
+    tracker: NodeId,
+    tracker_rng: Rng,
+    tracker_pushes: u64,
+    /// Present peers, as the tracker knows them (with each one's index in it).
     present: Vec<NodeId>,
     slot: Vec<Option<usize>>,
+    /// Pieces a leecher got first or lost by leaving in this window: (time, node, piece, got).
+    holding: Vec<(Time, NodeId, u32, bool)>,
     payload: Bytes,
     /// How many leechers hold each piece, and how many pieces at least one holds.
     holders: Vec<u32>,
@@ -262,21 +312,41 @@ impl Sim {
                         seed: group.seed,
                         ..PeerStats::default()
                     },
+                    rng: Rng::new(rng.next_u64()),
+                    pushes: 0,
                 });
                 arrivals.push((id, (at * 1e9) as Time));
             }
         }
         let waiting = nodes.iter().filter(|n| !n.stats.seed).count();
         let n = nodes.len();
+        let mut lats: Vec<Time> = nodes.iter().map(|n| n.lat).collect();
+        lats.sort_unstable();
+        let pair = match lats[..] {
+            [a, b, ..] => a + b,
+            _ => Time::MAX,
+        };
+        let to_tracker = lats.first().map_or(Time::MAX, |&a| a + TRACKER_DELAY / 2);
+        let lookahead = pair.min(to_tracker).max(1);
+        let tracker_rng = Rng::new(rng.next_u64());
         let mut sim = Sim {
             base: Instant::now(),
             now: 0,
             queue: Queue::default(),
-            rng,
+            running: 0,
+            local: BinaryHeap::new(),
+            window_end: 0,
+            lookahead,
+            window: lookahead,
+            batch: Vec::new(),
             nodes,
             conns: Vec::new(),
+            tracker: n as NodeId,
+            tracker_rng,
+            tracker_pushes: 0,
             present: Vec::new(),
             slot: vec![None; n],
+            holding: Vec::new(),
             payload: Bytes::from(vec![0u8; cfg.piece_size as usize]),
             holders: vec![0; cfg.pieces as usize],
             covered: 0,
@@ -288,13 +358,37 @@ impl Sim {
             cfg,
         };
         for (id, at) in arrivals {
-            sim.push(at, Ev::Arrive(id));
+            sim.running = id;
+            sim.push(at, id, Ev::Arrive(id));
         }
         sim
     }
 
-    fn push(&mut self, at: Time, ev: Ev) {
-        self.queue.push(at, ev);
+    /// Runs the simulation in windows of `window` instead of the lookahead (no bigger than it): the
+    /// run must not change.
+    pub fn window(mut self, window: Duration) -> Sim {
+        self.window = nanos(window).clamp(1, self.lookahead);
+        self
+    }
+
+    /// Schedules `ev` at node `to`, sent by the running node.
+    fn push(&mut self, at: Time, to: NodeId, ev: Ev) {
+        let src = self.running;
+        let count = match self.nodes.get_mut(src as usize) {
+            Some(n) => &mut n.pushes,
+            None => &mut self.tracker_pushes,
+        };
+        *count += 1;
+        let seq = (u64::from(src) << SEQ_BITS) | *count;
+        if to == src && at < self.window_end {
+            self.local.push(Entry { at, seq, ev });
+        } else {
+            debug_assert!(
+                at >= self.window_end,
+                "an event reached another node within the lookahead"
+            );
+            self.queue.push_seq(at, seq, (to, ev));
+        }
     }
 
     fn instant(&self) -> Instant {
@@ -313,31 +407,69 @@ impl Sim {
         every: Duration,
         mut report: impl FnMut((Duration, usize, u64)),
     ) -> Outcome {
-        let limit = nanos(self.cfg.time_limit);
+        let limit = nanos(self.cfg.time_limit).saturating_add(1);
         let every = nanos(every).max(1);
         let mut next_report = every;
-        while self.waiting > 0 {
-            let Some(entry) = self.queue.pop() else { break };
-            if entry.at > limit {
+        // Once everyone is done, the run goes on to the next multiple of the lookahead, so that it
+        // ends at the same point whatever the window.
+        let mut stop = limit;
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut latest = 0;
+        loop {
+            let Some(first) = self.queue.pop_before(stop) else {
                 break;
-            }
-            while entry.at >= next_report {
+            };
+            let start = first.at - first.at % self.window;
+            self.window_end = (start + self.window).min(stop);
+            while start >= next_report {
                 report((Duration::from_nanos(next_report), self.waiting, self.events));
                 next_report = next_report.saturating_add(every);
             }
-            self.now = entry.at;
-            self.events += 1;
-            self.handle(entry.ev);
+            batch.push(first);
+            while let Some(e) = self.queue.pop_before(self.window_end) {
+                batch.push(e);
+            }
+            // Stable: each node's events stay in (time, tie-break) order.
+            batch.sort_by_key(|e| e.ev.0);
+            let mut events = batch.drain(..).peekable();
+            while let Some(e) = events.next() {
+                let node = e.ev.0;
+                self.running = node;
+                self.local.push(Entry {
+                    at: e.at,
+                    seq: e.seq,
+                    ev: e.ev.1,
+                });
+                while let Some(e) = events.next_if(|e| e.ev.0 == node) {
+                    self.local.push(Entry {
+                        at: e.at,
+                        seq: e.seq,
+                        ev: e.ev.1,
+                    });
+                }
+                while let Some(e) = self.local.pop() {
+                    self.now = e.at;
+                    latest = latest.max(e.at);
+                    self.events += 1;
+                    self.handle(e.ev);
+                }
+            }
+            drop(events);
+            self.end_window();
+            if self.waiting == 0 && stop == limit {
+                stop = self.window_end.div_ceil(self.lookahead) * self.lookahead;
+            }
         }
+        self.batch = batch;
         let all_done = self.waiting == 0;
         Outcome {
-            end: Duration::from_nanos(self.now),
+            end: Duration::from_nanos(latest),
             events: self.events,
             dropped: self.dropped,
             in_flight: self
                 .queue
                 .iter()
-                .map(|e| match e.ev {
+                .map(|e| match e.ev.1 {
                     Ev::Data { block, .. } => u64::from(block.length),
                     _ => 0,
                 })
@@ -350,7 +482,24 @@ impl Sim {
     }
 
     fn handle(&mut self, ev: Ev) {
+        if let Ev::Deliver { conn, to, .. } | Ev::Have { conn, to, .. } | Ev::Closed { conn, to } =
+            ev
+        {
+            let c = &self.conns[conn as usize];
+            let side = to as usize;
+            if c.holding[side] > 0 && c.open[side] {
+                // Blocks that reached the receiver before it are still on its downlink.
+                let at = c.held[side];
+                self.push(at, self.running, Ev::Held(Box::new(ev)));
+                return;
+            }
+        }
+        self.run_event(ev);
+    }
+
+    fn run_event(&mut self, ev: Ev) {
         match ev {
+            Ev::Held(ev) => self.run_event(*ev),
             Ev::Arrive(id) => self.arrive(id),
             Ev::Timer(id) => {
                 let now = self.instant();
@@ -369,14 +518,45 @@ impl Sim {
             Ev::Have { conn, to, piece } => {
                 self.deliver(conn, to, PeerEvent::Message(Message::Have(piece)))
             }
-            Ev::Data { conn, to, block } => {
-                let c = &self.conns[conn as usize];
-                if !c.open[to as usize] {
+            Ev::Data {
+                conn,
+                to,
+                block,
+                ready,
+            } => {
+                let c = &mut self.conns[conn as usize];
+                let side = to as usize;
+                if !c.open[side] {
                     self.dropped += u64::from(block.length);
+                    if ready {
+                        c.holding[side] -= 1;
+                    }
                     return;
                 }
-                self.nodes[c.ends[to as usize] as usize].stats.downloaded +=
-                    u64::from(block.length);
+                let node = &mut self.nodes[c.ends[side] as usize];
+                if ready {
+                    c.holding[side] -= 1;
+                } else {
+                    // The receiver's downlink passes blocks in the order they reach it, at its rate;
+                    // a block behind others, and whatever follows it on its connection, waits.
+                    let on_down = (f64::from(block.length) / node.down * 1e9) as Time;
+                    let at = (node.down_free + on_down).max(self.now);
+                    node.down_free = at;
+                    if at > self.now || c.holding[side] > 0 {
+                        let at = at.max(c.held[side]);
+                        c.holding[side] += 1;
+                        c.held[side] = at;
+                        let ev = Ev::Data {
+                            conn,
+                            to,
+                            block,
+                            ready: true,
+                        };
+                        self.push(at, self.running, ev);
+                        return;
+                    }
+                }
+                node.stats.downloaded += u64::from(block.length);
                 let data = self.payload.slice(0..block.length as usize);
                 let msg = Message::Piece {
                     index: block.index,
@@ -387,6 +567,12 @@ impl Sim {
             }
             Ev::LinkDone(id) => self.link_done(id),
             Ev::Dialled { from, to } => self.dialled(from, to),
+            Ev::Accepted { conn } => self.accepted(conn),
+            Ev::DialFailed { from, to } => {
+                self.nodes[from as usize].failed.push(node_addr(to));
+                self.drain(from);
+            }
+            Ev::Announce { node, stopped } => self.announce(node, stopped),
             Ev::TrackerReply { node, peers } => {
                 let now = self.instant();
                 let interval = self.cfg.announce_interval;
@@ -453,11 +639,9 @@ impl Sim {
         node.core = Some(core);
         node.has = vec![seed; self.cfg.pieces as usize];
         node.stats.arrived = Some(Duration::from_nanos(self.now));
-        self.slot[id as usize] = Some(self.present.len());
-        self.present.push(id);
         self.drain(id);
-        if node_departs_on_copy(&self.nodes[id as usize]) {
-            self.check_copy_out();
+        if node_departs_on_copy(&self.nodes[id as usize]) && self.covered >= self.cfg.pieces {
+            self.push(self.now, id, Ev::Leave(id));
         }
     }
 
@@ -503,7 +687,7 @@ impl Sim {
             let at = (at.saturating_duration_since(self.base).as_nanos() as Time).max(self.now);
             if node.timer.is_none_or(|t| at < t) {
                 node.timer = Some(at);
-                self.push(at, Ev::Timer(id));
+                self.push(at, id, Ev::Timer(id));
             }
         }
     }
@@ -524,6 +708,7 @@ impl Sim {
                     self.enqueue_block(id, conn, to, block);
                 } else {
                     let at = self.arrival(conn, to, 64, self.now);
+                    let node = self.conns[conn as usize].ends[to as usize];
                     let ev = match message {
                         Message::Have(piece) => Ev::Have { conn, to, piece },
                         msg => Ev::Deliver {
@@ -532,7 +717,7 @@ impl Sim {
                             msg: Box::new(msg),
                         },
                     };
-                    self.push(at, ev);
+                    self.push(at, node, ev);
                 }
             }
             Action::ReadBlock { peer, block } => {
@@ -567,18 +752,15 @@ impl Sim {
                     self.nodes[id as usize].failed.push(addr);
                     return;
                 };
-                // SYN, SYN-ACK, then the two BitTorrent handshakes: one and a half round trips.
+                // SYN, SYN-ACK, then the two BitTorrent handshakes: the dialler's reaches `to` after
+                // one round trip, `to`'s the dialler one way later.
                 let owd = self.nodes[id as usize].lat + self.nodes[to as usize].lat;
-                self.push(self.now + 3 * owd, Ev::Dialled { from: id, to });
+                self.push(self.now + 2 * owd, to, Ev::Dialled { from: id, to });
             }
             Action::Announce { event } => {
-                if event == AnnounceEvent::Stopped {
-                    return;
-                }
-                let peers = self.sample(id);
-                let at = self.now + 2 * self.nodes[id as usize].lat + TRACKER_DELAY;
-                let peers = peers.into_boxed_slice();
-                self.push(at, Ev::TrackerReply { node: id, peers });
+                let at = self.now + self.nodes[id as usize].lat + TRACKER_DELAY / 2;
+                let stopped = event == AnnounceEvent::Stopped;
+                self.push(at, self.tracker, Ev::Announce { node: id, stopped });
             }
             Action::Completed => {
                 let node = &mut self.nodes[id as usize];
@@ -586,7 +768,7 @@ impl Sim {
                     node.stats.completed = Some(Duration::from_nanos(self.now));
                     self.waiting -= 1;
                     if let Departure::AfterDone(d) = node.departure {
-                        self.push(self.now + nanos(d), Ev::Leave(id));
+                        self.push(self.now + nanos(d), id, Ev::Leave(id));
                     }
                 }
             }
@@ -605,7 +787,8 @@ impl Sim {
         if self.cfg.loss > 0.0 {
             let segments = bytes.div_ceil(SEGMENT).max(1) as i32;
             let p_any = 1.0 - (1.0 - self.cfg.loss).powi(segments);
-            if self.rng.unit() < p_any {
+            let sender = self.running as usize;
+            if self.nodes[sender].rng.unit() < p_any {
                 at += MIN_RTO.max(4 * owd);
             }
         }
@@ -628,8 +811,9 @@ impl Sim {
         let now = self.instant();
         let node = &mut self.nodes[id as usize];
         while let Some((conn, to, block)) = node.uplink.pop_front() {
+            // Only its own side: a close by the other side reaches it one way later.
             let c = &self.conns[conn as usize];
-            if !c.open[to as usize] || !c.open[1 - to as usize] {
+            if !c.open[1 - to as usize] {
                 continue;
             }
             // The writer's last word with the core: a block cancelled or choked away meanwhile stays.
@@ -643,7 +827,7 @@ impl Sim {
             }
             node.sending = Some((conn, to, block));
             let busy = (f64::from(block.length) / node.up * 1e9) as Time;
-            self.push(self.now + busy.max(1), Ev::LinkDone(id));
+            self.push(self.now + busy.max(1), id, Ev::LinkDone(id));
             return;
         }
     }
@@ -653,75 +837,80 @@ impl Sim {
             return;
         };
         let c = &self.conns[conn as usize];
-        if c.open[0] && c.open[1] {
+        if c.open[1 - to as usize] {
             let receiver = c.ends[to as usize];
             let len = u64::from(block.length);
             let start = self.now - (len as f64 / self.nodes[id as usize].up * 1e9) as Time;
-            let r = &self.nodes[receiver as usize];
-            let on_down = (len as f64 / r.down * 1e9) as Time;
-            // Cut-through: the block arrives one-way delay after its last byte left, unless the
-            // receiver's downlink (busy with earlier blocks, or slower than this uplink) holds it.
-            let earliest = (start + c.owd + on_down).max(r.down_free + on_down);
+            let on_down = (len as f64 / self.nodes[receiver as usize].down * 1e9) as Time;
+            // Cut-through: the block reaches the receiver one-way delay after its last byte left, or
+            // after its first byte arrived plus its time on a slower downlink; there it waits for the
+            // blocks ahead of it on the downlink (see the `Data` event).
+            let earliest = start + c.owd + on_down;
             let at = self.arrival(conn, to, len, self.now).max(earliest);
-            let c = &mut self.conns[conn as usize];
-            c.last[to as usize] = at;
-            self.nodes[receiver as usize].down_free = at;
+            self.conns[conn as usize].last[to as usize] = at;
             self.nodes[id as usize].stats.uploaded += len;
-            self.push(at, Ev::Data { conn, to, block });
+            let ev = Ev::Data {
+                conn,
+                to,
+                block,
+                ready: false,
+            };
+            self.push(at, receiver, ev);
         }
         self.start_next(id);
         self.drain(id);
     }
 
+    /// The dialler's handshake reaches `to` (running): it takes the connection or turns it away.
     fn dialled(&mut self, from: NodeId, to: NodeId) {
         let now = self.instant();
-        let (f, t) = (&self.nodes[from as usize], &self.nodes[to as usize]);
-        if f.core.is_none() {
-            return;
-        }
-        let (hs_from, hs_to) = (f.hs, t.hs);
+        let owd = self.nodes[from as usize].lat + self.nodes[to as usize].lat;
+        let (hs_from, hs_to) = (self.nodes[from as usize].hs, self.nodes[to as usize].hs);
         let Some(Ok(key_to)) = self.nodes[to as usize]
             .core
             .as_mut()
             .map(|c| c.add_peer(node_addr(from), true, &hs_to, &hs_from, now))
         else {
             // Nobody there, or it turned us away: the dial failed.
-            self.nodes[from as usize].failed.push(node_addr(to));
-            self.drain(from);
+            self.push(self.now + owd, from, Ev::DialFailed { from, to });
             return;
         };
         let conn = self.conns.len() as ConnId;
-        let owd = self.nodes[from as usize].lat + self.nodes[to as usize].lat;
-        let Some(Ok(key_from)) = self.nodes[from as usize]
-            .core
-            .as_mut()
-            .map(|c| c.add_peer(node_addr(to), false, &hs_from, &hs_to, now))
-        else {
-            // The dialler turned it down after all: the other side sees the connection close.
-            self.nodes[from as usize].failed.push(node_addr(to));
-            self.conns.push(Conn {
-                ends: [from, to],
-                keys: [key_to, key_to],
-                open: [false, true],
-                last: [0, 0],
-                owd,
-            });
-            self.nodes[to as usize].remember(key_to, conn);
-            self.push(self.now + owd, Ev::Closed { conn, to: 1 });
-            self.drain(to);
-            self.drain(from);
-            return;
-        };
         self.conns.push(Conn {
             ends: [from, to],
-            keys: [key_from, key_to],
+            keys: [PeerKey(u64::MAX), key_to],
             open: [true, true],
-            last: [0, 0],
+            last: [self.now + owd, 0],
+            holding: [0, 0],
+            held: [0, 0],
             owd,
         });
-        self.nodes[from as usize].remember(key_from, conn);
         self.nodes[to as usize].remember(key_to, conn);
+        // Before anything `to` sends on the connection.
+        self.push(self.now + owd, from, Ev::Accepted { conn });
         self.drain(to);
+    }
+
+    /// `to`'s handshake reaches the dialler (running): its core meets `to` too, or turns it down after
+    /// all (or has left), and `to` sees the connection close.
+    fn accepted(&mut self, conn: ConnId) {
+        let now = self.instant();
+        let [from, to] = self.conns[conn as usize].ends;
+        let (hs_from, hs_to) = (self.nodes[from as usize].hs, self.nodes[to as usize].hs);
+        let Some(core) = self.nodes[from as usize].core.as_mut() else {
+            self.close(conn, from);
+            return;
+        };
+        match core.add_peer(node_addr(to), false, &hs_from, &hs_to, now) {
+            Ok(key) => {
+                self.conns[conn as usize].keys[0] = key;
+                self.nodes[from as usize].remember(key, conn);
+            }
+            Err(_) => {
+                self.nodes[from as usize].failed.push(node_addr(to));
+                self.close(conn, from);
+            }
+        }
         self.drain(from);
     }
 
@@ -730,10 +919,30 @@ impl Sim {
         let to = self.other_side(conn, me);
         let c = &mut self.conns[conn as usize];
         c.open[1 - to as usize] = false;
-        if c.open[to as usize] {
-            let at = (self.now + c.owd).max(c.last[to as usize]);
-            self.push(at, Ev::Closed { conn, to });
+        let at = (self.now + c.owd).max(c.last[to as usize]);
+        let node = c.ends[to as usize];
+        self.push(at, node, Ev::Closed { conn, to });
+    }
+
+    /// An announce reaches the tracker (running): it learns who is present, and answers all but a
+    /// goodbye with a sample of the others.
+    fn announce(&mut self, id: NodeId, stopped: bool) {
+        if stopped {
+            if let Some(i) = self.slot[id as usize].take() {
+                self.present.swap_remove(i);
+                if let Some(&moved) = self.present.get(i) {
+                    self.slot[moved as usize] = Some(i);
+                }
+            }
+            return;
         }
+        if self.slot[id as usize].is_none() {
+            self.slot[id as usize] = Some(self.present.len());
+            self.present.push(id);
+        }
+        let peers = self.sample(id).into_boxed_slice();
+        let at = self.now + self.nodes[id as usize].lat + TRACKER_DELAY / 2;
+        self.push(at, id, Ev::TrackerReply { node: id, peers });
     }
 
     fn leave(&mut self, id: NodeId) {
@@ -756,12 +965,6 @@ impl Sim {
         for conn in conns {
             self.close(conn, id);
         }
-        if let Some(i) = self.slot[id as usize].take() {
-            self.present.swap_remove(i);
-            if let Some(&moved) = self.present.get(i) {
-                self.slot[moved as usize] = Some(i);
-            }
-        }
         let node = &mut self.nodes[id as usize];
         if !node.stats.seed {
             if node.stats.completed.is_none() {
@@ -770,10 +973,7 @@ impl Sim {
             let has = std::mem::take(&mut node.has);
             for (p, h) in has.into_iter().enumerate() {
                 if h {
-                    self.holders[p] -= 1;
-                    if self.holders[p] == 0 {
-                        self.covered -= 1;
-                    }
+                    self.holding.push((self.now, id, p as u32, false));
                 }
             }
         }
@@ -789,7 +989,7 @@ impl Sim {
         let mut tries = 0;
         while picked.len() < want && tries < want * 20 {
             tries += 1;
-            let cand = self.present[self.rng.below(self.present.len())];
+            let cand = self.present[self.tracker_rng.below(self.present.len())];
             if cand != id && !picked.contains(&cand) {
                 picked.push(cand);
             }
@@ -806,29 +1006,50 @@ impl Sim {
         if let Some(h) = node.has.get_mut(piece as usize) {
             if !*h {
                 *h = true;
-                self.holders[piece as usize] += 1;
-                if self.holders[piece as usize] == 1 {
-                    self.covered += 1;
-                    self.check_copy_out();
-                }
+                self.holding.push((self.now, id, piece, true));
             }
         }
     }
 
-    /// Sends away the peers that leave once the others hold a full copy, if they now do.
-    fn check_copy_out(&mut self) {
-        if self.covered < self.cfg.pieces {
+    /// Counts the pieces leechers got or lost in the window, in time order; once they hold every
+    /// piece between them, the peers that leave then learn it (one lookahead later, as from a tracker).
+    fn end_window(&mut self) {
+        if self.holding.is_empty() {
             return;
         }
-        self.copy_out.get_or_insert(Duration::from_nanos(self.now));
-        for id in 0..self.nodes.len() as NodeId {
-            let node = &self.nodes[id as usize];
-            if node.core.is_some() && node_departs_on_copy(node) {
-                self.copy_out_departure
-                    .get_or_insert(Duration::from_nanos(self.now));
-                self.push(self.now, Ev::Leave(id));
+        let mut changes = std::mem::take(&mut self.holding);
+        // Stable: a node's own changes keep their order.
+        changes.sort_by_key(|&(at, node, _, _)| (at, node));
+        for &(at, _, piece, got) in &changes {
+            let h = &mut self.holders[piece as usize];
+            if got {
+                *h += 1;
+                if *h == 1 {
+                    self.covered += 1;
+                }
+            } else {
+                *h -= 1;
+                if *h == 0 {
+                    self.covered -= 1;
+                }
+            }
+            // Every piece is out now (again, if a leecher's leaving had taken one away).
+            if got && *h == 1 && self.covered == self.cfg.pieces {
+                self.copy_out.get_or_insert(Duration::from_nanos(at));
+                for id in 0..self.nodes.len() as NodeId {
+                    let node = &self.nodes[id as usize];
+                    if node.core.is_some() && node_departs_on_copy(node) {
+                        let leave = at + self.lookahead;
+                        self.copy_out_departure
+                            .get_or_insert(Duration::from_nanos(leave));
+                        self.running = id;
+                        self.push(leave, id, Ev::Leave(id));
+                    }
+                }
             }
         }
+        changes.clear();
+        self.holding = changes;
     }
 }
 

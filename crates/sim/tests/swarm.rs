@@ -93,3 +93,17 @@ fn fluid_bound_takes_the_tightest_of_its_three_limits() {
     let b = fluid_lower_bound(f, 20.0, 1e9, &[10.0; 10]);
     assert!((b - 10_000.0 / 120.0).abs() < 1e-9, "{b}");
 }
+
+#[test]
+fn windows_of_any_size_up_to_the_lookahead_give_the_same_run() {
+    // Peers run their events of a window one peer after another; what one does reaches another only
+    // a lookahead later, so the window's size (down to one instant) must not change anything.
+    let whole = Sim::new(small(3, 20, Departure::Never)).run();
+    assert!(whole.all_done);
+    for window in [Duration::from_nanos(1), Duration::from_micros(2_500)] {
+        let run = Sim::new(small(3, 20, Departure::Never))
+            .window(window)
+            .run();
+        assert_eq!(run, whole, "window {window:?}");
+    }
+}
