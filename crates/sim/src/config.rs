@@ -71,6 +71,8 @@ pub struct SwarmConfig {
     /// The run stops here even if some peers have not finished (reported as unfinished).
     pub time_limit: Duration,
     pub groups: Vec<Group>,
+    /// Threads a run may use (each window's peers are split between them; the run is the same).
+    pub threads: usize,
 }
 
 impl SwarmConfig {
@@ -95,6 +97,7 @@ impl SwarmConfig {
             announce_interval: Duration::from_secs(300),
             time_limit: Duration::from_secs(4 * 3600),
             groups,
+            threads: 1,
         }
     }
 }

@@ -2,14 +2,15 @@
 //! messages over a simulated network in virtual time.
 //!
 //! # The model
-//! - **Time** is virtual: events are ordered by (time, sequence), so equal times run in the order
-//!   they were scheduled and a run is a pure function of its configuration and seed (the queue is a
-//!   timing wheel, `queue.rs`, that pops in exactly a binary heap's order).
+//! - **Time** is virtual: each peer's events run in (time, sender, sender's count) order, so a run is
+//!   a pure function of its configuration and seed. Peers run in conservative windows of the shortest
+//!   delay between two nodes, node by node and split between threads (`sim.rs`): the same run for any
+//!   window up to that delay and any number of threads.
 //! - **Links**: every peer has an upload and a download capacity. Its uplink sends one block at a time,
 //!   first come first served across its connections, each for `size / upload`; the block then arrives
 //!   one-way delay after its last byte left (cut-through), unless the receiver's downlink, which
-//!   passes `download` bytes per second in arrival order, is still busy, in which case it queues
-//!   there. The uplink is not slowed by a busy receiver: the core's request pipeline bounds how much can
+//!   passes `download` bytes per second in the order blocks reach it, is still busy, in which case it
+//!   queues there (and what follows on its connection waits behind it). The uplink is not slowed by a busy receiver: the core's request pipeline bounds how much can
 //!   pile up. Control messages take no capacity, only the one-way delay.
 //! - **Latency**: each peer has an access latency; a message between two peers takes the sum. Messages
 //!   on one connection never overtake each other (one TCP stream).
@@ -20,8 +21,9 @@
 //! - **Churn**: groups of peers arrive at a time, spread over an interval, or as a Poisson stream, and
 //!   leave never, some time after completing, or once a full copy is out among the others. A leaving
 //!   peer's connections close; the others see the close one way later.
-//! - **Tracker**: an announce returns a random sample of present peers (`add_addresses`); connecting
-//!   takes 1.5 round trips, then both cores get `add_peer` with the two `wire::Handshake`s.
+//! - **Tracker**: a node of its own, 10 ms beyond a peer's access latency; it learns who is present
+//!   from announces and answers with a random sample of them (`add_addresses`). Connecting: the
+//!   dialled core gets `add_peer` one round trip after the dial, the dialler one way later.
 //! - **Blocks** are as big as the wire allows by default (128 KiB, `wire::Connection`'s request cap, with
 //!   the core's queue limits scaled to keep the same bytes in flight): the event count, not the byte
 //!   count, is what a run costs. Hashing is instant and always succeeds; there is no disk.

@@ -29,6 +29,10 @@ struct Cli {
     /// Runs at once for the scenarios made of several runs.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Threads each run may use: the peers of each window of virtual time are split between them
+    /// (same figures however many).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
     /// Connections per peer (the engine's default is 50): the `Have` fan-out, so most of a run's events.
     #[arg(long, default_value_t = 50)]
     max_peers: usize,
@@ -64,6 +68,7 @@ fn main() -> Result<()> {
         pieces: cli.pieces,
         leechers: cli.leechers,
         jobs: cli.jobs,
+        threads: cli.threads,
         max_peers: cli.max_peers,
         leecher_up: cli.leecher_up,
     };

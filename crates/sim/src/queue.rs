@@ -18,7 +18,7 @@ const BUCKETS: u64 = 1024;
 
 pub struct Entry<E> {
     pub at: Time,
-    seq: u64,
+    pub seq: u64,
     pub ev: E,
 }
 
@@ -76,6 +76,11 @@ impl<E> Queue<E> {
         });
     }
 
+    /// Schedules `ev` at `at` with a tie-break the caller chose: among equal times, lower `seq` first.
+    pub fn push_seq(&mut self, at: Time, seq: u64, ev: E) {
+        self.place(Entry { at, seq, ev });
+    }
+
     fn place(&mut self, e: Entry<E>) {
         let b = e.at >> SHIFT;
         if b <= self.cur {
@@ -118,6 +123,17 @@ impl<E> Queue<E> {
                 }
             }
         }
+    }
+
+    /// The earliest event if it is due before `limit`.
+    pub fn pop_before(&mut self, limit: Time) -> Option<Entry<E>> {
+        let e = self.pop()?;
+        if e.at < limit {
+            return Some(e);
+        }
+        // `pop` moved the wheel to its bucket: it goes back to the front.
+        self.current.push(e);
+        None
     }
 
     /// Every event still scheduled, in no order.

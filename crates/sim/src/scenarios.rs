@@ -12,8 +12,10 @@ pub struct Scale {
     pub seed: u64,
     pub pieces: u32,
     pub leechers: usize,
-    /// How many runs go at once (each run is single-threaded and deterministic on its own).
+    /// How many runs go at once.
     pub jobs: usize,
+    /// Threads each run may use (a run is the same however many).
+    pub threads: usize,
     pub max_peers: usize,
     /// The flash crowd's mean upload, MiB/s (4: as fast as the seed).
     pub leecher_up: f64,
@@ -22,6 +24,7 @@ pub struct Scale {
 fn swarm(scale: &Scale, groups: Vec<Group>) -> SwarmConfig {
     let mut c = SwarmConfig::new(scale.seed, scale.pieces, PIECE, groups);
     c.max_peers = scale.max_peers;
+    c.threads = scale.threads;
     c
 }
 

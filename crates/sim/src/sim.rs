@@ -1,8 +1,17 @@
-//! The discrete-event loop: a queue of (virtual time, sequence number) events drives every
-//! peer's `TorrentCore` and the links between them. See the crate documentation for the model.
+//! The discrete-event loop: a queue of (virtual time, tie-break) events drives every peer's
+//! `TorrentCore` and the links between them. See the crate documentation for the model.
+//!
+//! Events run in conservative windows: nothing one peer does reaches another sooner than
+//! `lookahead` (the smallest one-way delay between two peers, or to the tracker), so within a window
+//! no peer's events depend on another's, and each peer runs all of its events of the window in a row
+//! (its core stays in cache). Every peer owns its state: its core, its random numbers, its side of
+//! each connection; the tracker is a node of its own. A run is the same whatever the window size up
+//! to `lookahead` and however the peers are split between threads
+//! (`windows_and_threads_do_not_change_a_run`).
 
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,18 +21,21 @@ use torrent_core::{
 use wire::{BlockRef, Handshake, Message};
 
 use crate::config::{Arrivals, Departure, SwarmConfig};
-use crate::queue::{Queue, Time};
+use crate::queue::{Entry, Queue, Time};
 use crate::rng::Rng;
 
 pub type NodeId = u32;
-type ConnId = u32;
+/// A connection end's index in its node's `ends`.
+type EndId = u32;
 
 const INFO_HASH: [u8; 20] = *b"spore-sim-torrent-01";
 /// The unit of loss: a TCP-sized chunk of a message.
 const SEGMENT: u64 = 16 * 1024;
 const MIN_RTO: Time = 200_000_000;
-/// Tracker round trip beyond the peer's own access latency.
+/// Tracker round trip beyond the peer's own access latency (half of it each way).
 const TRACKER_DELAY: Time = 20_000_000;
+/// Bits of an event's tie-break that count the sender's events; the sender's id is above them.
+const SEQ_BITS: u32 = 40;
 
 fn nanos(d: Duration) -> Time {
     d.as_nanos().min(u128::from(u64::MAX)) as Time
@@ -50,52 +62,73 @@ fn addr_node(addr: &SocketAddr) -> Option<NodeId> {
 }
 
 enum Ev {
-    Arrive(NodeId),
-    Timer(NodeId),
-    /// A control message reaches side `to` of `conn` (boxed, and `Have`s, most of them, go as `Have`:
-    /// a small event keeps the heap fast).
+    Arrive,
+    Timer,
+    /// A control message reaches the node's end `end` (boxed, and `Have`s, most of them, go as
+    /// `Have`: a small event keeps the queue fast).
     Deliver {
-        conn: ConnId,
-        to: u8,
+        end: EndId,
         msg: Box<Message>,
     },
     Have {
-        conn: ConnId,
-        to: u8,
+        end: EndId,
         piece: u32,
     },
-    /// A block reaches side `to` of `conn`.
+    /// A block reaches end `end`; `ready` once it has also passed the node's downlink.
     Data {
-        conn: ConnId,
-        to: u8,
+        end: EndId,
         block: BlockRef,
+        ready: bool,
     },
     /// The node's uplink finished sending its current block.
-    LinkDone(NodeId),
-    /// TCP and BitTorrent handshakes done: both cores meet.
+    LinkDone,
+    /// The handshake of `from` (dialling from its end `from_end`) reaches the node, which takes the
+    /// connection or turns it away.
     Dialled {
         from: NodeId,
-        to: NodeId,
+        from_end: EndId,
+    },
+    /// The dialled peer took the connection on its end `peer_end`: its handshake reaches the dialler.
+    Accepted {
+        end: EndId,
+        peer_end: EndId,
+    },
+    /// Nobody there, or it turned the dialler away.
+    DialFailed {
+        end: EndId,
+    },
+    /// An announce of `node` reaches the tracker.
+    Announce {
+        node: NodeId,
+        stopped: bool,
     },
     TrackerReply {
-        node: NodeId,
         peers: Box<[SocketAddr]>,
     },
-    /// Side `to` of `conn` learns the other side closed it.
+    /// End `end` learns the other side closed the connection.
     Closed {
-        conn: ConnId,
-        to: u8,
+        end: EndId,
     },
-    Leave(NodeId),
+    Leave,
+    /// A message that waited behind blocks on the node's downlink, now due.
+    Held(Box<Ev>),
 }
 
-struct Conn {
-    ends: [NodeId; 2],
-    keys: [PeerKey; 2],
-    /// Side `i` still has the connection open (it has neither closed it nor seen it closed).
-    open: [bool; 2],
-    /// When the last message toward side `i` arrives: a later one never overtakes it (one TCP stream).
-    last: [Time; 2],
+/// A node's end of a connection: everything on it is written by that node only, so nodes can run
+/// side by side.
+struct End {
+    peer: NodeId,
+    /// The peer's end (`NO_END` while a dial is under way).
+    peer_end: EndId,
+    key: PeerKey,
+    /// Not closed by this node, nor seen closed.
+    open: bool,
+    /// When the last message toward the peer arrives: a later one never overtakes it (one TCP stream).
+    last_out: Time,
+    /// Blocks that reached this node on it and wait for its downlink, and when the last passes it:
+    /// messages behind them wait too.
+    holding: u32,
+    held: Time,
     owd: Time,
 }
 
@@ -139,20 +172,26 @@ pub struct Outcome {
     pub all_done: bool,
 }
 
-struct Node {
-    group: usize,
-    core: Option<TorrentCore>,
+/// What other nodes may read of a node: fixed for the run.
+struct Profile {
     hs: Handshake,
     up: f64,
     down: f64,
     lat: Time,
-    /// Connection of each of the core's peer keys (keys count up from 0 and are never reused).
-    keys: Vec<ConnId>,
-    uplink: VecDeque<(ConnId, u8, BlockRef)>,
-    sending: Option<(ConnId, u8, BlockRef)>,
-    /// When the downlink has delivered everything scheduled on it.
+}
+
+struct Node {
+    group: usize,
+    core: Option<TorrentCore>,
+    /// Its connection ends, and the end of each of the core's peer keys (keys count up from 0 and are
+    /// never reused).
+    ends: Vec<End>,
+    keys: Vec<EndId>,
+    uplink: VecDeque<(EndId, BlockRef)>,
+    sending: Option<(EndId, BlockRef)>,
+    /// When the downlink has passed everything that reached it.
     down_free: Time,
-    /// The earliest timer event in the heap for this node.
+    /// The earliest timer event scheduled for this node.
     timer: Option<Time>,
     verify: Vec<u32>,
     /// Dials that found nobody, to report to the core once its actions are drained.
@@ -161,62 +200,95 @@ struct Node {
     has: Vec<bool>,
     departure: Departure,
     stats: PeerStats,
+    /// Its own random numbers (loss on what it sends), so that peers can run in any order.
+    rng: Rng,
+    /// Events it has scheduled: the tie-break among equal times, with its id.
+    pushes: u64,
 }
 
-const NO_CONN: ConnId = ConnId::MAX;
+const NO_END: EndId = EndId::MAX;
 
 impl Node {
-    fn conn(&self, key: PeerKey) -> Option<ConnId> {
-        let c = *self.keys.get(usize::try_from(key.0).ok()?)?;
-        (c != NO_CONN).then_some(c)
+    fn end_of(&self, key: PeerKey) -> Option<EndId> {
+        let e = *self.keys.get(usize::try_from(key.0).ok()?)?;
+        (e != NO_END).then_some(e)
     }
 
-    fn remember(&mut self, key: PeerKey, conn: ConnId) {
+    fn remember(&mut self, key: PeerKey, end: EndId) {
         let Ok(i) = usize::try_from(key.0) else {
             return;
         };
         if self.keys.len() <= i {
-            self.keys.resize(i + 1, NO_CONN);
+            self.keys.resize(i + 1, NO_END);
         }
-        self.keys[i] = conn;
+        self.keys[i] = end;
     }
 
     fn forget(&mut self, key: PeerKey) {
-        if let Some(c) = usize::try_from(key.0)
+        if let Some(e) = usize::try_from(key.0)
             .ok()
             .and_then(|i| self.keys.get_mut(i))
         {
-            *c = NO_CONN;
+            *e = NO_END;
         }
     }
 }
 
-pub struct Sim {
-    cfg: SwarmConfig,
-    base: Instant,
-    now: Time,
-    queue: Queue<Ev>,
-    rng: Rng,
-    nodes: Vec<Node>,
-    conns: Vec<Conn>,
-    /// Present peers, for the tracker (with each one's index in it).
+/// The tracker, a node of its own: who is present as far as it has heard.
+struct Tracker {
     present: Vec<NodeId>,
     slot: Vec<Option<usize>>,
+    rng: Rng,
+    pushes: u64,
+}
+
+/// What every node may read during a window.
+struct World {
+    cfg: SwarmConfig,
+    base: Instant,
     payload: Bytes,
+    profiles: Vec<Profile>,
+    tracker: NodeId,
+    /// The leechers hold every piece between them (as of the window's start).
+    copy_is_out: bool,
+}
+
+fn seq(src: NodeId, count: u64) -> u64 {
+    (u64::from(src) << SEQ_BITS) | count
+}
+
+pub struct Sim {
+    world: World,
+    /// Every event beyond the current window, with the node it happens at.
+    queue: Queue<(NodeId, Ev)>,
+    nodes: Vec<Node>,
+    tracker: Tracker,
+    /// The shortest time in which one node's event can cause another's.
+    lookahead: Time,
+    /// The window size (`lookahead`; smaller only to test that it makes no difference).
+    window: Time,
+    threads: usize,
+    /// Windows with fewer events run on one thread.
+    parallel_min: usize,
     /// How many leechers hold each piece, and how many pieces at least one holds.
     holders: Vec<u32>,
     covered: u32,
     waiting: usize,
     events: u64,
     dropped: u64,
+    latest: Time,
     copy_out_departure: Option<Duration>,
     copy_out: Option<Duration>,
 }
+
+/// Below this many events a window runs on one thread: starting threads would cost more.
+const PARALLEL_MIN: usize = 256;
 
 impl Sim {
     pub fn new(cfg: SwarmConfig) -> Sim {
         let mut rng = Rng::new(cfg.seed);
         let mut nodes = Vec::new();
+        let mut profiles = Vec::new();
         let mut arrivals = Vec::new();
         for (g, group) in cfg.groups.iter().enumerate() {
             let mut t = 0.0;
@@ -237,9 +309,7 @@ impl Sim {
                 let lat = lo + (rng.unit() * hi.saturating_sub(lo) as f64) as Time;
                 let mut peer_id = *b"-SP0001-000000000000";
                 peer_id[8..].copy_from_slice(format!("{id:012}").as_bytes());
-                nodes.push(Node {
-                    group: g,
-                    core: None,
+                profiles.push(Profile {
                     hs: Handshake::new(
                         ids::InfoHash::new(INFO_HASH),
                         ids::PeerId::new(peer_id),
@@ -248,6 +318,11 @@ impl Sim {
                     up: group.upload,
                     down: group.download,
                     lat,
+                });
+                nodes.push(Node {
+                    group: g,
+                    core: None,
+                    ends: Vec::new(),
                     keys: Vec::new(),
                     uplink: VecDeque::new(),
                     sending: None,
@@ -262,43 +337,75 @@ impl Sim {
                         seed: group.seed,
                         ..PeerStats::default()
                     },
+                    rng: Rng::new(rng.next_u64()),
+                    pushes: 0,
                 });
                 arrivals.push((id, (at * 1e9) as Time));
             }
         }
         let waiting = nodes.iter().filter(|n| !n.stats.seed).count();
         let n = nodes.len();
-        let mut sim = Sim {
-            base: Instant::now(),
-            now: 0,
-            queue: Queue::default(),
-            rng,
-            nodes,
-            conns: Vec::new(),
+        let mut lats: Vec<Time> = profiles.iter().map(|p| p.lat).collect();
+        lats.sort_unstable();
+        let pair = match lats[..] {
+            [a, b, ..] => a + b,
+            _ => Time::MAX,
+        };
+        let to_tracker = lats.first().map_or(Time::MAX, |&a| a + TRACKER_DELAY / 2);
+        let lookahead = pair.min(to_tracker).max(1);
+        let tracker = Tracker {
             present: Vec::new(),
             slot: vec![None; n],
-            payload: Bytes::from(vec![0u8; cfg.piece_size as usize]),
-            holders: vec![0; cfg.pieces as usize],
+            rng: Rng::new(rng.next_u64()),
+            pushes: 0,
+        };
+        let cfg_threads = cfg.threads.max(1);
+        let mut queue = Queue::default();
+        for (id, at) in arrivals {
+            let node = &mut nodes[id as usize];
+            node.pushes += 1;
+            queue.push_seq(at, seq(id, node.pushes), (id, Ev::Arrive));
+        }
+        Sim {
+            world: World {
+                base: Instant::now(),
+                payload: Bytes::from(vec![0u8; cfg.piece_size as usize]),
+                profiles,
+                tracker: n as NodeId,
+                copy_is_out: false,
+                cfg,
+            },
+            queue,
+            nodes,
+            tracker,
+            lookahead,
+            window: lookahead,
+            threads: cfg_threads,
+            parallel_min: PARALLEL_MIN,
+            holders: Vec::new(),
             covered: 0,
             waiting,
             events: 0,
             dropped: 0,
+            latest: 0,
             copy_out_departure: None,
             copy_out: None,
-            cfg,
-        };
-        for (id, at) in arrivals {
-            sim.push(at, Ev::Arrive(id));
         }
-        sim
     }
 
-    fn push(&mut self, at: Time, ev: Ev) {
-        self.queue.push(at, ev);
+    /// Runs the simulation in windows of `window` instead of the lookahead (no bigger than it): the
+    /// run must not change.
+    pub fn window(mut self, window: Duration) -> Sim {
+        self.window = nanos(window).clamp(1, self.lookahead);
+        self
     }
 
-    fn instant(&self) -> Instant {
-        self.base + Duration::from_nanos(self.now)
+    /// Runs each window's peers on up to `threads` threads, even the smallest windows (the run must
+    /// not change; for tests).
+    pub fn threads(mut self, threads: usize) -> Sim {
+        self.threads = threads.max(1);
+        self.parallel_min = 0;
+        self
     }
 
     /// Runs until every leecher has completed or the time limit, and returns what happened.
@@ -313,31 +420,42 @@ impl Sim {
         every: Duration,
         mut report: impl FnMut((Duration, usize, u64)),
     ) -> Outcome {
-        let limit = nanos(self.cfg.time_limit);
+        self.holders = vec![0; self.world.cfg.pieces as usize];
+        let limit = nanos(self.world.cfg.time_limit).saturating_add(1);
         let every = nanos(every).max(1);
         let mut next_report = every;
-        while self.waiting > 0 {
-            let Some(entry) = self.queue.pop() else { break };
-            if entry.at > limit {
+        // Once everyone is done, the run goes on to the next multiple of the lookahead, so that it
+        // ends at the same point whatever the window.
+        let mut stop = limit;
+        let mut batch = Vec::new();
+        loop {
+            let Some(first) = self.queue.pop_before(stop) else {
                 break;
-            }
-            while entry.at >= next_report {
+            };
+            let start = first.at - first.at % self.window;
+            let end = (start + self.window).min(stop);
+            while start >= next_report {
                 report((Duration::from_nanos(next_report), self.waiting, self.events));
                 next_report = next_report.saturating_add(every);
             }
-            self.now = entry.at;
-            self.events += 1;
-            self.handle(entry.ev);
+            batch.push(first);
+            while let Some(e) = self.queue.pop_before(end) {
+                batch.push(e);
+            }
+            self.run_window(&mut batch, end);
+            if self.waiting == 0 && stop == limit {
+                stop = end.div_ceil(self.lookahead) * self.lookahead;
+            }
         }
         let all_done = self.waiting == 0;
         Outcome {
-            end: Duration::from_nanos(self.now),
+            end: Duration::from_nanos(self.latest),
             events: self.events,
             dropped: self.dropped,
             in_flight: self
                 .queue
                 .iter()
-                .map(|e| match e.ev {
+                .map(|e| match e.ev.1 {
                     Ev::Data { block, .. } => u64::from(block.length),
                     _ => 0,
                 })
@@ -349,13 +467,256 @@ impl Sim {
         }
     }
 
-    fn handle(&mut self, ev: Ev) {
+    /// Runs the events of one window, node by node, the nodes split in contiguous ranges between
+    /// threads; then schedules what they sent each other and counts the pieces they got.
+    fn run_window(&mut self, batch: &mut Vec<Entry<(NodeId, Ev)>>, end: Time) {
+        // (time, tie-break) are unique: this is each node's events in order.
+        batch.sort_unstable_by_key(|e| (e.ev.0, e.at, e.seq));
+        let n = self.nodes.len();
+        let parts = if batch.len() < self.parallel_min {
+            1
+        } else {
+            self.threads.min(n.max(1))
+        };
+        let world = &self.world;
+        let mut workers: Vec<Worker> = Vec::with_capacity(parts);
+        let mut nodes: &mut [Node] = &mut self.nodes;
+        let mut tracker = Some(&mut self.tracker);
+        let mut first: NodeId = 0;
+        let mut rest = std::mem::take(batch);
+        for i in 0..parts {
+            let last = i + 1 == parts;
+            let upto = if last { n } else { n * (i + 1) / parts };
+            let (mine, others) = std::mem::take(&mut nodes).split_at_mut(upto - first as usize);
+            nodes = others;
+            let split = if last {
+                rest.len()
+            } else {
+                rest.partition_point(|e| (e.ev.0 as usize) < upto)
+            };
+            let tail = rest.split_off(split);
+            let events = std::mem::replace(&mut rest, tail);
+            workers.push(Worker {
+                world,
+                nodes: mine,
+                first,
+                tracker: if last { tracker.take() } else { None },
+                batch: events,
+                now: 0,
+                running: first,
+                window_end: end,
+                local: BinaryHeap::new(),
+                out: Vec::new(),
+                events: 0,
+                dropped: 0,
+                finished: 0,
+                holding: Vec::new(),
+                latest: 0,
+            });
+            first = upto as NodeId;
+        }
+        let mut workers = workers;
+        if workers.len() == 1 {
+            workers[0].run();
+        } else {
+            thread::scope(|s| {
+                let (head, others) = workers.split_at_mut(1);
+                let handles: Vec<_> = others
+                    .iter_mut()
+                    .map(|w| s.spawn(move || w.run()))
+                    .collect();
+                head[0].run();
+                for h in handles {
+                    if let Err(e) = h.join() {
+                        std::panic::resume_unwind(e);
+                    }
+                }
+            });
+        }
+        let mut holding = Vec::new();
+        let mut outs = Vec::new();
+        for w in workers {
+            self.events += w.events;
+            self.dropped += w.dropped;
+            self.waiting -= w.finished;
+            self.latest = self.latest.max(w.latest);
+            holding.extend(w.holding);
+            outs.push(w.out);
+            *batch = w.batch;
+        }
+        batch.clear();
+        for out in outs {
+            for e in out {
+                self.queue.push_seq(e.at, e.seq, e.ev);
+            }
+        }
+        self.count_holders(holding);
+    }
+
+    /// Counts the pieces leechers got or lost in the window, in time order; once they hold every
+    /// piece between them, the peers that leave then learn it (one lookahead later, as from a tracker).
+    fn count_holders(&mut self, mut changes: Vec<(Time, NodeId, u32, bool)>) {
+        // Stable: a node's own changes keep their order.
+        changes.sort_by_key(|&(at, node, _, _)| (at, node));
+        for (at, _, piece, got) in changes {
+            let h = &mut self.holders[piece as usize];
+            if got {
+                *h += 1;
+                if *h == 1 {
+                    self.covered += 1;
+                }
+            } else {
+                *h -= 1;
+                if *h == 0 {
+                    self.covered -= 1;
+                }
+            }
+            // Every piece is out now (again, if a leecher's leaving had taken one away).
+            if got && *h == 1 && self.covered == self.world.cfg.pieces {
+                self.copy_out.get_or_insert(Duration::from_nanos(at));
+                for id in 0..self.nodes.len() as NodeId {
+                    let node = &mut self.nodes[id as usize];
+                    if node.core.is_some() && node_departs_on_copy(node) {
+                        let leave = at + self.lookahead;
+                        self.copy_out_departure
+                            .get_or_insert(Duration::from_nanos(leave));
+                        node.pushes += 1;
+                        self.queue
+                            .push_seq(leave, seq(id, node.pushes), (id, Ev::Leave));
+                    }
+                }
+            }
+        }
+        self.world.copy_is_out = self.covered == self.world.cfg.pieces;
+    }
+}
+
+/// One thread's share of a window: a contiguous range of nodes (the last range also has the tracker)
+/// and their events.
+struct Worker<'a> {
+    world: &'a World,
+    nodes: &'a mut [Node],
+    first: NodeId,
+    tracker: Option<&'a mut Tracker>,
+    batch: Vec<Entry<(NodeId, Ev)>>,
+    now: Time,
+    /// The node whose events are running, and its events of the window beyond the batch.
+    running: NodeId,
+    window_end: Time,
+    local: BinaryHeap<Entry<Ev>>,
+    /// Events for later windows.
+    out: Vec<Entry<(NodeId, Ev)>>,
+    events: u64,
+    dropped: u64,
+    /// Leechers that completed, or left before they did.
+    finished: usize,
+    /// Pieces a leecher got first or lost by leaving: (time, node, piece, got).
+    holding: Vec<(Time, NodeId, u32, bool)>,
+    latest: Time,
+}
+
+impl<'a> Worker<'a> {
+    fn node(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[(id - self.first) as usize]
+    }
+
+    fn cfg(&self) -> &'a SwarmConfig {
+        &self.world.cfg
+    }
+
+    fn instant(&self) -> Instant {
+        self.world.base + Duration::from_nanos(self.now)
+    }
+
+    fn run(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        let mut events = batch.into_iter().peekable();
+        while let Some(next) = events.peek() {
+            let node = next.ev.0;
+            self.running = node;
+            loop {
+                // The node's next event: from the batch, or one it scheduled for itself meanwhile.
+                let from_batch = match (events.peek(), self.local.peek()) {
+                    (Some(b), Some(l)) if b.ev.0 == node => (b.at, b.seq) < (l.at, l.seq),
+                    (Some(b), None) => b.ev.0 == node,
+                    (_, Some(_)) => false,
+                    (_, None) => break,
+                };
+                let (at, ev) = if from_batch {
+                    match events.next() {
+                        Some(e) => (e.at, e.ev.1),
+                        None => break,
+                    }
+                } else {
+                    match self.local.pop() {
+                        Some(e) => (e.at, e.ev),
+                        None => break,
+                    }
+                };
+                self.now = at;
+                self.latest = self.latest.max(at);
+                self.events += 1;
+                self.handle(node, ev);
+            }
+        }
+    }
+
+    /// Schedules `ev` at node `to`, sent by the running node.
+    fn push(&mut self, at: Time, to: NodeId, ev: Ev) {
+        let src = self.running;
+        let count = if src == self.world.tracker {
+            match self.tracker.as_deref_mut() {
+                Some(t) => &mut t.pushes,
+                None => return,
+            }
+        } else {
+            &mut self.node(src).pushes
+        };
+        *count += 1;
+        let seq = seq(src, *count);
+        if to == src && at < self.window_end {
+            self.local.push(Entry { at, seq, ev });
+        } else {
+            debug_assert!(
+                at >= self.window_end,
+                "an event reached another node within the lookahead"
+            );
+            self.out.push(Entry {
+                at,
+                seq,
+                ev: (to, ev),
+            });
+        }
+    }
+
+    fn handle(&mut self, id: NodeId, ev: Ev) {
+        if id == self.world.tracker {
+            if let Ev::Announce { node, stopped } = ev {
+                self.announce(node, stopped);
+            }
+            return;
+        }
+        if let Ev::Deliver { end, .. } | Ev::Have { end, .. } | Ev::Closed { end } = ev {
+            let e = &self.node(id).ends[end as usize];
+            if e.holding > 0 && e.open {
+                // Blocks that reached the node before it are still on its downlink.
+                let at = e.held;
+                self.push(at, id, Ev::Held(Box::new(ev)));
+                return;
+            }
+        }
+        self.run_event(id, ev);
+    }
+
+    fn run_event(&mut self, id: NodeId, ev: Ev) {
         match ev {
-            Ev::Arrive(id) => self.arrive(id),
-            Ev::Timer(id) => {
+            Ev::Held(ev) => self.run_event(id, *ev),
+            Ev::Arrive => self.arrive(id),
+            Ev::Timer => {
                 let now = self.instant();
-                let node = &mut self.nodes[id as usize];
-                if node.timer == Some(self.now) {
+                let t = self.now;
+                let node = self.node(id);
+                if node.timer == Some(t) {
                     node.timer = None;
                 }
                 if let Some(core) = node.core.as_mut() {
@@ -365,72 +726,110 @@ impl Sim {
                     self.drain(id);
                 }
             }
-            Ev::Deliver { conn, to, msg } => self.deliver(conn, to, PeerEvent::Message(*msg)),
-            Ev::Have { conn, to, piece } => {
-                self.deliver(conn, to, PeerEvent::Message(Message::Have(piece)))
+            Ev::Deliver { end, msg } => self.deliver(id, end, PeerEvent::Message(*msg)),
+            Ev::Have { end, piece } => {
+                self.deliver(id, end, PeerEvent::Message(Message::Have(piece)))
             }
-            Ev::Data { conn, to, block } => {
-                let c = &self.conns[conn as usize];
-                if !c.open[to as usize] {
-                    self.dropped += u64::from(block.length);
-                    return;
-                }
-                self.nodes[c.ends[to as usize] as usize].stats.downloaded +=
-                    u64::from(block.length);
-                let data = self.payload.slice(0..block.length as usize);
-                let msg = Message::Piece {
-                    index: block.index,
-                    begin: block.begin,
-                    data,
-                };
-                self.deliver(conn, to, PeerEvent::Message(msg));
+            Ev::Data { end, block, ready } => self.data(id, end, block, ready),
+            Ev::LinkDone => self.link_done(id),
+            Ev::Dialled { from, from_end } => self.dialled(id, from, from_end),
+            Ev::Accepted { end, peer_end } => self.accepted(id, end, peer_end),
+            Ev::DialFailed { end } => {
+                let node = self.node(id);
+                let e = &mut node.ends[end as usize];
+                e.open = false;
+                let addr = node_addr(e.peer);
+                node.failed.push(addr);
+                self.drain(id);
             }
-            Ev::LinkDone(id) => self.link_done(id),
-            Ev::Dialled { from, to } => self.dialled(from, to),
-            Ev::TrackerReply { node, peers } => {
+            Ev::Announce { .. } => {}
+            Ev::TrackerReply { peers } => {
                 let now = self.instant();
-                let interval = self.cfg.announce_interval;
-                if let Some(core) = self.nodes[node as usize].core.as_mut() {
+                let interval = self.cfg().announce_interval;
+                if let Some(core) = self.node(id).core.as_mut() {
                     core.announced(Some(interval), now);
                     core.add_addresses(peers.into_vec(), now);
-                    self.drain(node);
+                    self.drain(id);
                 }
             }
-            Ev::Closed { conn, to } => {
-                let c = &mut self.conns[conn as usize];
-                if !c.open[to as usize] {
+            Ev::Closed { end } => {
+                let now = self.instant();
+                let node = self.node(id);
+                let e = &mut node.ends[end as usize];
+                if !e.open {
                     return;
                 }
-                c.open[to as usize] = false;
-                let (node, key) = (c.ends[to as usize], c.keys[to as usize]);
-                let now = self.instant();
-                let n = &mut self.nodes[node as usize];
-                n.forget(key);
-                if let Some(core) = n.core.as_mut() {
+                e.open = false;
+                let key = e.key;
+                node.forget(key);
+                if let Some(core) = node.core.as_mut() {
                     core.handle_event(key, PeerEvent::Closed, now);
-                    self.drain(node);
+                    self.drain(id);
                 }
             }
-            Ev::Leave(id) => self.leave(id),
+            Ev::Leave => self.leave(id),
         }
     }
 
-    fn deliver(&mut self, conn: ConnId, to: u8, event: PeerEvent) {
-        let c = &self.conns[conn as usize];
-        if !c.open[to as usize] {
+    fn data(&mut self, id: NodeId, end: EndId, block: BlockRef, ready: bool) {
+        let now = self.now;
+        let e = &mut self.node(id).ends[end as usize];
+        if ready {
+            e.holding -= 1;
+        }
+        if !e.open {
+            self.dropped += u64::from(block.length);
             return;
         }
-        let (node, key) = (c.ends[to as usize], c.keys[to as usize]);
+        if !ready {
+            // The downlink passes blocks in the order they reach it, at its rate; a block behind
+            // others, and whatever follows it on its connection, waits.
+            let rate = self.world.profiles[id as usize].down;
+            let node = self.node(id);
+            let on_down = (f64::from(block.length) / rate * 1e9) as Time;
+            let at = (node.down_free + on_down).max(now);
+            node.down_free = at;
+            let e = &mut node.ends[end as usize];
+            if at > now || e.holding > 0 {
+                let at = at.max(e.held);
+                e.holding += 1;
+                e.held = at;
+                let ev = Ev::Data {
+                    end,
+                    block,
+                    ready: true,
+                };
+                self.push(at, id, ev);
+                return;
+            }
+        }
+        self.node(id).stats.downloaded += u64::from(block.length);
+        let data = self.world.payload.slice(0..block.length as usize);
+        let msg = Message::Piece {
+            index: block.index,
+            begin: block.begin,
+            data,
+        };
+        self.deliver(id, end, PeerEvent::Message(msg));
+    }
+
+    fn deliver(&mut self, id: NodeId, end: EndId, event: PeerEvent) {
         let now = self.instant();
-        if let Some(core) = self.nodes[node as usize].core.as_mut() {
+        let node = self.node(id);
+        let e = &node.ends[end as usize];
+        if !e.open {
+            return;
+        }
+        let key = e.key;
+        if let Some(core) = node.core.as_mut() {
             core.handle_event(key, event, now);
-            self.drain(node);
+            self.drain(id);
         }
     }
 
     fn arrive(&mut self, id: NodeId) {
-        let cfg = &self.cfg;
-        let group = &cfg.groups[self.nodes[id as usize].group];
+        let cfg = self.cfg();
+        let group = &cfg.groups[self.nodes[(id - self.first) as usize].group];
         let have = if group.seed {
             Bitfield::full(cfg.pieces)
         } else {
@@ -448,29 +847,25 @@ impl Sim {
         config.listen = Some(node_addr(id));
         scale_queues(&mut config.limits, cfg.block_size);
         let seed = group.seed;
+        let pieces = cfg.pieces as usize;
         let core = TorrentCore::new(config, self.instant());
-        let node = &mut self.nodes[id as usize];
+        let now = self.now;
+        let node = self.node(id);
         node.core = Some(core);
-        node.has = vec![seed; self.cfg.pieces as usize];
-        node.stats.arrived = Some(Duration::from_nanos(self.now));
-        self.slot[id as usize] = Some(self.present.len());
-        self.present.push(id);
+        node.has = vec![seed; pieces];
+        node.stats.arrived = Some(Duration::from_nanos(now));
         self.drain(id);
-        if node_departs_on_copy(&self.nodes[id as usize]) {
-            self.check_copy_out();
+        if node_departs_on_copy(self.node(id)) && self.world.copy_is_out {
+            self.push(now, id, Ev::Leave);
         }
     }
 
     /// Carries out everything the node's core asked for, then re-arms its timer.
     fn drain(&mut self, id: NodeId) {
         loop {
-            let Some(action) = self.nodes[id as usize]
-                .core
-                .as_mut()
-                .and_then(|c| c.poll_action())
-            else {
+            let Some(action) = self.node(id).core.as_mut().and_then(|c| c.poll_action()) else {
                 let now = self.instant();
-                let node = &mut self.nodes[id as usize];
+                let node = self.node(id);
                 if !node.failed.is_empty() {
                     let failed = std::mem::take(&mut node.failed);
                     if let Some(core) = node.core.as_mut() {
@@ -487,7 +882,7 @@ impl Sim {
                 let pieces = std::mem::take(&mut node.verify);
                 for piece in pieces {
                     self.verified(id, piece);
-                    if let Some(core) = self.nodes[id as usize].core.as_mut() {
+                    if let Some(core) = self.node(id).core.as_mut() {
                         core.piece_checked(piece, true, now);
                     }
                 }
@@ -495,56 +890,60 @@ impl Sim {
             };
             self.act(id, action);
         }
-        let node = &mut self.nodes[id as usize];
+        let (base, now) = (self.world.base, self.now);
+        let node = self.node(id);
         let Some(core) = node.core.as_ref() else {
             return;
         };
         if let Some(at) = core.poll_timeout() {
-            let at = (at.saturating_duration_since(self.base).as_nanos() as Time).max(self.now);
+            let at = (at.saturating_duration_since(base).as_nanos() as Time).max(now);
             if node.timer.is_none_or(|t| at < t) {
                 node.timer = Some(at);
-                self.push(at, Ev::Timer(id));
+                self.push(at, id, Ev::Timer);
             }
         }
     }
 
     fn act(&mut self, id: NodeId, action: Action) {
+        let now = self.now;
         match action {
             Action::Send { peer, message } => {
-                let Some(conn) = self.nodes[id as usize].conn(peer) else {
+                let Some(end) = self.node(id).end_of(peer) else {
                     return;
                 };
-                let to = self.other_side(conn, id);
                 if let Message::Piece { index, begin, data } = message {
                     let block = BlockRef {
                         index,
                         begin,
                         length: data.len() as u32,
                     };
-                    self.enqueue_block(id, conn, to, block);
+                    self.enqueue_block(id, end, block);
                 } else {
-                    let at = self.arrival(conn, to, 64, self.now);
+                    let at = self.arrival(id, end, 64, now);
+                    let e = &self.node(id).ends[end as usize];
+                    let (to, peer_end) = (e.peer, e.peer_end);
                     let ev = match message {
-                        Message::Have(piece) => Ev::Have { conn, to, piece },
+                        Message::Have(piece) => Ev::Have {
+                            end: peer_end,
+                            piece,
+                        },
                         msg => Ev::Deliver {
-                            conn,
-                            to,
+                            end: peer_end,
                             msg: Box::new(msg),
                         },
                     };
-                    self.push(at, ev);
+                    self.push(at, to, ev);
                 }
             }
             Action::ReadBlock { peer, block } => {
-                if let Some(conn) = self.nodes[id as usize].conn(peer) {
-                    let to = self.other_side(conn, id);
-                    self.enqueue_block(id, conn, to, block);
+                if let Some(end) = self.node(id).end_of(peer) {
+                    self.enqueue_block(id, end, block);
                 }
             }
             Action::CancelRead { peer, block } => {
-                let node = &mut self.nodes[id as usize];
-                if let Some(conn) = node.conn(peer) {
-                    node.uplink.retain(|&(c, _, b)| !(c == conn && b == block));
+                let node = self.node(id);
+                if let Some(end) = node.end_of(peer) {
+                    node.uplink.retain(|&(e, b)| !(e == end && b == block));
                 }
             }
             Action::StoreBlock { .. }
@@ -554,70 +953,82 @@ impl Sim {
             | Action::SeenAs { .. }
             | Action::Introduced { .. }
             | Action::Punch { .. } => {}
-            Action::VerifyPiece { piece } => self.nodes[id as usize].verify.push(piece),
+            Action::VerifyPiece { piece } => self.node(id).verify.push(piece),
             Action::Disconnect { peer, .. } => {
-                let node = &mut self.nodes[id as usize];
-                if let Some(conn) = node.conn(peer) {
+                let node = self.node(id);
+                if let Some(end) = node.end_of(peer) {
                     node.forget(peer);
-                    self.close(conn, id);
+                    self.close(id, end);
                 }
             }
             Action::Connect { addr } => {
-                let Some(to) = addr_node(&addr).filter(|&t| (t as usize) < self.nodes.len()) else {
-                    self.nodes[id as usize].failed.push(addr);
+                let world: &'a World = self.world;
+                let profiles = &world.profiles;
+                let Some(to) = addr_node(&addr).filter(|&t| (t as usize) < profiles.len()) else {
+                    self.node(id).failed.push(addr);
                     return;
                 };
-                // SYN, SYN-ACK, then the two BitTorrent handshakes: one and a half round trips.
-                let owd = self.nodes[id as usize].lat + self.nodes[to as usize].lat;
-                self.push(self.now + 3 * owd, Ev::Dialled { from: id, to });
+                // SYN, SYN-ACK, then the two BitTorrent handshakes: the dialler's reaches `to` after
+                // one round trip, `to`'s the dialler one way later.
+                let owd = profiles[id as usize].lat + profiles[to as usize].lat;
+                let node = self.node(id);
+                let from_end = node.ends.len() as EndId;
+                node.ends.push(End {
+                    peer: to,
+                    peer_end: NO_END,
+                    key: PeerKey(u64::MAX),
+                    open: true,
+                    last_out: 0,
+                    holding: 0,
+                    held: 0,
+                    owd,
+                });
+                self.push(now + 2 * owd, to, Ev::Dialled { from: id, from_end });
             }
             Action::Announce { event } => {
-                if event == AnnounceEvent::Stopped {
-                    return;
-                }
-                let peers = self.sample(id);
-                let at = self.now + 2 * self.nodes[id as usize].lat + TRACKER_DELAY;
-                let peers = peers.into_boxed_slice();
-                self.push(at, Ev::TrackerReply { node: id, peers });
+                let at = now + self.world.profiles[id as usize].lat + TRACKER_DELAY / 2;
+                let stopped = event == AnnounceEvent::Stopped;
+                let tracker = self.world.tracker;
+                self.push(at, tracker, Ev::Announce { node: id, stopped });
             }
             Action::Completed => {
-                let node = &mut self.nodes[id as usize];
+                let node = self.node(id);
                 if node.stats.completed.is_none() && !node.stats.seed {
-                    node.stats.completed = Some(Duration::from_nanos(self.now));
-                    self.waiting -= 1;
-                    if let Departure::AfterDone(d) = node.departure {
-                        self.push(self.now + nanos(d), Ev::Leave(id));
+                    node.stats.completed = Some(Duration::from_nanos(now));
+                    let departure = node.departure;
+                    self.finished += 1;
+                    if let Departure::AfterDone(d) = departure {
+                        self.push(now + nanos(d), id, Ev::Leave);
                     }
                 }
             }
         }
     }
 
-    fn other_side(&self, conn: ConnId, me: NodeId) -> u8 {
-        u8::from(self.conns[conn as usize].ends[0] == me)
-    }
-
-    /// When a message of `bytes` sent at `sent` reaches side `to`: one-way delay, plus a retransmission
-    /// timeout if one of its segments is lost, never before what was sent earlier on the connection.
-    fn arrival(&mut self, conn: ConnId, to: u8, bytes: u64, sent: Time) -> Time {
-        let owd = self.conns[conn as usize].owd;
+    /// When a message of `bytes` sent now on end `end` reaches the peer: one-way delay, plus a
+    /// retransmission timeout if one of its segments is lost, never before what was sent earlier on
+    /// the connection.
+    fn arrival(&mut self, id: NodeId, end: EndId, bytes: u64, sent: Time) -> Time {
+        let loss = self.cfg().loss;
+        let node = self.node(id);
+        let owd = node.ends[end as usize].owd;
         let mut at = sent + owd;
-        if self.cfg.loss > 0.0 {
+        if loss > 0.0 {
             let segments = bytes.div_ceil(SEGMENT).max(1) as i32;
-            let p_any = 1.0 - (1.0 - self.cfg.loss).powi(segments);
-            if self.rng.unit() < p_any {
+            let p_any = 1.0 - (1.0 - loss).powi(segments);
+            if node.rng.unit() < p_any {
                 at += MIN_RTO.max(4 * owd);
             }
         }
-        let c = &mut self.conns[conn as usize];
-        at = at.max(c.last[to as usize]);
-        c.last[to as usize] = at;
+        let e = &mut node.ends[end as usize];
+        at = at.max(e.last_out);
+        e.last_out = at;
         at
     }
 
-    fn enqueue_block(&mut self, id: NodeId, conn: ConnId, to: u8, block: BlockRef) {
-        let node = &mut self.nodes[id as usize];
-        node.uplink.push_back((conn, to, block));
+    fn enqueue_block(&mut self, id: NodeId, end: EndId, block: BlockRef) {
+        let node = self.node(id);
+        node.uplink.push_back((end, block));
         if node.sending.is_none() {
             self.start_next(id);
         }
@@ -626,14 +1037,17 @@ impl Sim {
     /// Puts the next block of the uplink's FIFO on the wire: it occupies the link for size / upload.
     fn start_next(&mut self, id: NodeId) {
         let now = self.instant();
-        let node = &mut self.nodes[id as usize];
-        while let Some((conn, to, block)) = node.uplink.pop_front() {
-            let c = &self.conns[conn as usize];
-            if !c.open[to as usize] || !c.open[1 - to as usize] {
+        let up = self.world.profiles[id as usize].up;
+        let t = self.now;
+        let node = self.node(id);
+        while let Some((end, block)) = node.uplink.pop_front() {
+            // Only its own end: a close by the other side reaches it one way later.
+            let e = &node.ends[end as usize];
+            if !e.open {
                 continue;
             }
             // The writer's last word with the core: a block cancelled or choked away meanwhile stays.
-            let key = c.keys[1 - to as usize];
+            let key = e.key;
             if !node
                 .core
                 .as_mut()
@@ -641,192 +1055,209 @@ impl Sim {
             {
                 continue;
             }
-            node.sending = Some((conn, to, block));
-            let busy = (f64::from(block.length) / node.up * 1e9) as Time;
-            self.push(self.now + busy.max(1), Ev::LinkDone(id));
+            node.sending = Some((end, block));
+            let busy = (f64::from(block.length) / up * 1e9) as Time;
+            self.push(t + busy.max(1), id, Ev::LinkDone);
             return;
         }
     }
 
     fn link_done(&mut self, id: NodeId) {
-        let Some((conn, to, block)) = self.nodes[id as usize].sending.take() else {
+        let now = self.now;
+        let Some((end, block)) = self.node(id).sending.take() else {
             return;
         };
-        let c = &self.conns[conn as usize];
-        if c.open[0] && c.open[1] {
-            let receiver = c.ends[to as usize];
+        let e = &self.node(id).ends[end as usize];
+        if e.open {
+            let (to, peer_end, owd) = (e.peer, e.peer_end, e.owd);
             let len = u64::from(block.length);
-            let start = self.now - (len as f64 / self.nodes[id as usize].up * 1e9) as Time;
-            let r = &self.nodes[receiver as usize];
-            let on_down = (len as f64 / r.down * 1e9) as Time;
-            // Cut-through: the block arrives one-way delay after its last byte left, unless the
-            // receiver's downlink (busy with earlier blocks, or slower than this uplink) holds it.
-            let earliest = (start + c.owd + on_down).max(r.down_free + on_down);
-            let at = self.arrival(conn, to, len, self.now).max(earliest);
-            let c = &mut self.conns[conn as usize];
-            c.last[to as usize] = at;
-            self.nodes[receiver as usize].down_free = at;
-            self.nodes[id as usize].stats.uploaded += len;
-            self.push(at, Ev::Data { conn, to, block });
+            let world: &'a World = self.world;
+            let profiles = &world.profiles;
+            let start = now - (len as f64 / profiles[id as usize].up * 1e9) as Time;
+            let on_down = (len as f64 / profiles[to as usize].down * 1e9) as Time;
+            // Cut-through: the block reaches the receiver one-way delay after its last byte left, or
+            // after its first byte arrived plus its time on a slower downlink; there it waits for the
+            // blocks ahead of it on the downlink (`Worker::data`).
+            let earliest = start + owd + on_down;
+            let at = self.arrival(id, end, len, now).max(earliest);
+            let node = self.node(id);
+            node.ends[end as usize].last_out = at;
+            node.stats.uploaded += len;
+            let ev = Ev::Data {
+                end: peer_end,
+                block,
+                ready: false,
+            };
+            self.push(at, to, ev);
         }
         self.start_next(id);
         self.drain(id);
     }
 
-    fn dialled(&mut self, from: NodeId, to: NodeId) {
+    /// The handshake of `from` reaches `id`: it takes the connection or turns it away.
+    fn dialled(&mut self, id: NodeId, from: NodeId, from_end: EndId) {
         let now = self.instant();
-        let (f, t) = (&self.nodes[from as usize], &self.nodes[to as usize]);
-        if f.core.is_none() {
-            return;
-        }
-        let (hs_from, hs_to) = (f.hs, t.hs);
-        let Some(Ok(key_to)) = self.nodes[to as usize]
+        let t = self.now;
+        let world: &'a World = self.world;
+        let profiles = &world.profiles;
+        let owd = profiles[from as usize].lat + profiles[id as usize].lat;
+        let (hs_from, hs_to) = (profiles[from as usize].hs, profiles[id as usize].hs);
+        let node = self.node(id);
+        let Some(Ok(key)) = node
             .core
             .as_mut()
             .map(|c| c.add_peer(node_addr(from), true, &hs_to, &hs_from, now))
         else {
-            // Nobody there, or it turned us away: the dial failed.
-            self.nodes[from as usize].failed.push(node_addr(to));
-            self.drain(from);
+            // Nobody there, or it turned the dialler away.
+            self.push(t + owd, from, Ev::DialFailed { end: from_end });
             return;
         };
-        let conn = self.conns.len() as ConnId;
-        let owd = self.nodes[from as usize].lat + self.nodes[to as usize].lat;
-        let Some(Ok(key_from)) = self.nodes[from as usize]
-            .core
-            .as_mut()
-            .map(|c| c.add_peer(node_addr(to), false, &hs_from, &hs_to, now))
-        else {
-            // The dialler turned it down after all: the other side sees the connection close.
-            self.nodes[from as usize].failed.push(node_addr(to));
-            self.conns.push(Conn {
-                ends: [from, to],
-                keys: [key_to, key_to],
-                open: [false, true],
-                last: [0, 0],
-                owd,
-            });
-            self.nodes[to as usize].remember(key_to, conn);
-            self.push(self.now + owd, Ev::Closed { conn, to: 1 });
-            self.drain(to);
-            self.drain(from);
-            return;
-        };
-        self.conns.push(Conn {
-            ends: [from, to],
-            keys: [key_from, key_to],
-            open: [true, true],
-            last: [0, 0],
+        let end = node.ends.len() as EndId;
+        node.ends.push(End {
+            peer: from,
+            peer_end: from_end,
+            key,
+            open: true,
+            last_out: 0,
+            holding: 0,
+            held: 0,
             owd,
         });
-        self.nodes[from as usize].remember(key_from, conn);
-        self.nodes[to as usize].remember(key_to, conn);
-        self.drain(to);
-        self.drain(from);
+        node.remember(key, end);
+        // Before anything this side sends on the connection.
+        self.push(
+            t + owd,
+            from,
+            Ev::Accepted {
+                end: from_end,
+                peer_end: end,
+            },
+        );
+        self.drain(id);
     }
 
-    /// Node `me` closes `conn`: the other side learns it one way later, after what was already sent.
-    fn close(&mut self, conn: ConnId, me: NodeId) {
-        let to = self.other_side(conn, me);
-        let c = &mut self.conns[conn as usize];
-        c.open[1 - to as usize] = false;
-        if c.open[to as usize] {
-            let at = (self.now + c.owd).max(c.last[to as usize]);
-            self.push(at, Ev::Closed { conn, to });
+    /// The dialled peer's handshake reaches the dialler `id`: its core meets the peer too, or turns it
+    /// down after all (or has left), and the peer sees the connection close.
+    fn accepted(&mut self, id: NodeId, end: EndId, peer_end: EndId) {
+        let now = self.instant();
+        let world: &'a World = self.world;
+        let node = self.node(id);
+        let e = &mut node.ends[end as usize];
+        e.peer_end = peer_end;
+        let to = e.peer;
+        let profiles = &world.profiles;
+        let (hs_from, hs_to) = (profiles[id as usize].hs, profiles[to as usize].hs);
+        let Some(core) = node.core.as_mut() else {
+            self.close(id, end);
+            return;
+        };
+        match core.add_peer(node_addr(to), false, &hs_from, &hs_to, now) {
+            Ok(key) => {
+                node.ends[end as usize].key = key;
+                node.remember(key, end);
+            }
+            Err(_) => {
+                node.failed.push(node_addr(to));
+                self.close(id, end);
+            }
         }
+        self.drain(id);
+    }
+
+    /// Node `id` closes its end: the peer learns it one way later, after what was already sent.
+    fn close(&mut self, id: NodeId, end: EndId) {
+        let now = self.now;
+        let e = &mut self.node(id).ends[end as usize];
+        e.open = false;
+        let at = (now + e.owd).max(e.last_out);
+        let (to, peer_end) = (e.peer, e.peer_end);
+        self.push(at, to, Ev::Closed { end: peer_end });
+    }
+
+    /// An announce reaches the tracker: it learns who is present, and answers all but a goodbye with
+    /// a sample of the others.
+    fn announce(&mut self, id: NodeId, stopped: bool) {
+        let want = self.world.cfg.tracker_peers;
+        let Some(t) = self.tracker.as_deref_mut() else {
+            return;
+        };
+        if stopped {
+            if let Some(i) = t.slot[id as usize].take() {
+                t.present.swap_remove(i);
+                if let Some(&moved) = t.present.get(i) {
+                    t.slot[moved as usize] = Some(i);
+                }
+            }
+            return;
+        }
+        if t.slot[id as usize].is_none() {
+            t.slot[id as usize] = Some(t.present.len());
+            t.present.push(id);
+        }
+        // Up to `tracker_peers` present peers other than `id`, drawn at random.
+        let want = want.min(t.present.len().saturating_sub(1));
+        let mut picked: Vec<NodeId> = Vec::with_capacity(want);
+        let mut tries = 0;
+        while picked.len() < want && tries < want * 20 {
+            tries += 1;
+            let cand = t.present[t.rng.below(t.present.len())];
+            if cand != id && !picked.contains(&cand) {
+                picked.push(cand);
+            }
+        }
+        let peers: Box<[SocketAddr]> = picked.into_iter().map(node_addr).collect();
+        let at = self.now + self.world.profiles[id as usize].lat + TRACKER_DELAY / 2;
+        self.push(at, id, Ev::TrackerReply { peers });
     }
 
     fn leave(&mut self, id: NodeId) {
         let now = self.instant();
-        let Some(core) = self.nodes[id as usize].core.as_mut() else {
+        let t = self.now;
+        let Some(core) = self.node(id).core.as_mut() else {
             return;
         };
         // Stopping closes every connection (`Disconnect` actions) and says goodbye to the tracker.
         core.stop(now);
         self.drain(id);
-        let node = &mut self.nodes[id as usize];
+        let node = self.node(id);
         node.core = None;
-        node.stats.left = Some(Duration::from_nanos(self.now));
+        node.stats.left = Some(Duration::from_nanos(t));
         node.uplink.clear();
         node.sending = None;
-        let conns: Vec<ConnId> = std::mem::take(&mut node.keys)
+        let ends: Vec<EndId> = std::mem::take(&mut node.keys)
             .into_iter()
-            .filter(|&c| c != NO_CONN)
+            .filter(|&e| e != NO_END)
             .collect();
-        for conn in conns {
-            self.close(conn, id);
+        for end in ends {
+            self.close(id, end);
         }
-        if let Some(i) = self.slot[id as usize].take() {
-            self.present.swap_remove(i);
-            if let Some(&moved) = self.present.get(i) {
-                self.slot[moved as usize] = Some(i);
-            }
-        }
-        let node = &mut self.nodes[id as usize];
+        let node = self.node(id);
         if !node.stats.seed {
-            if node.stats.completed.is_none() {
-                self.waiting -= 1;
-            }
+            let unfinished = node.stats.completed.is_none();
             let has = std::mem::take(&mut node.has);
+            if unfinished {
+                self.finished += 1;
+            }
             for (p, h) in has.into_iter().enumerate() {
                 if h {
-                    self.holders[p] -= 1;
-                    if self.holders[p] == 0 {
-                        self.covered -= 1;
-                    }
+                    self.holding.push((t, id, p as u32, false));
                 }
             }
         }
     }
 
-    /// Up to `tracker_peers` present peers other than `id`, drawn at random.
-    fn sample(&mut self, id: NodeId) -> Vec<SocketAddr> {
-        let want = self
-            .cfg
-            .tracker_peers
-            .min(self.present.len().saturating_sub(1));
-        let mut picked: Vec<NodeId> = Vec::with_capacity(want);
-        let mut tries = 0;
-        while picked.len() < want && tries < want * 20 {
-            tries += 1;
-            let cand = self.present[self.rng.below(self.present.len())];
-            if cand != id && !picked.contains(&cand) {
-                picked.push(cand);
-            }
-        }
-        picked.into_iter().map(node_addr).collect()
-    }
-
     fn verified(&mut self, id: NodeId, piece: u32) {
-        let node = &mut self.nodes[id as usize];
-        node.stats.verified += u64::from(self.cfg.piece_size);
+        let size = u64::from(self.cfg().piece_size);
+        let t = self.now;
+        let node = self.node(id);
+        node.stats.verified += size;
         if node.stats.seed {
             return;
         }
         if let Some(h) = node.has.get_mut(piece as usize) {
             if !*h {
                 *h = true;
-                self.holders[piece as usize] += 1;
-                if self.holders[piece as usize] == 1 {
-                    self.covered += 1;
-                    self.check_copy_out();
-                }
-            }
-        }
-    }
-
-    /// Sends away the peers that leave once the others hold a full copy, if they now do.
-    fn check_copy_out(&mut self) {
-        if self.covered < self.cfg.pieces {
-            return;
-        }
-        self.copy_out.get_or_insert(Duration::from_nanos(self.now));
-        for id in 0..self.nodes.len() as NodeId {
-            let node = &self.nodes[id as usize];
-            if node.core.is_some() && node_departs_on_copy(node) {
-                self.copy_out_departure
-                    .get_or_insert(Duration::from_nanos(self.now));
-                self.push(self.now, Ev::Leave(id));
+                self.holding.push((t, id, piece, true));
             }
         }
     }

@@ -93,3 +93,30 @@ fn fluid_bound_takes_the_tightest_of_its_three_limits() {
     let b = fluid_lower_bound(f, 20.0, 1e9, &[10.0; 10]);
     assert!((b - 10_000.0 / 120.0).abs() < 1e-9, "{b}");
 }
+
+#[test]
+fn windows_and_threads_do_not_change_a_run() {
+    // Peers run their events of a window one peer after another, the peers split between threads;
+    // what one does reaches another only a lookahead later, so neither the window's size (down to
+    // one instant) nor the threads may change anything.
+    let serial = Sim::new(small(3, 20, Departure::Never)).run();
+    assert!(serial.all_done);
+    for window in [Duration::from_nanos(1), Duration::from_micros(2_500)] {
+        let run = Sim::new(small(3, 20, Departure::Never))
+            .window(window)
+            .run();
+        assert_eq!(run, serial, "window {window:?}");
+    }
+    for threads in [2, 3] {
+        let run = Sim::new(small(3, 20, Departure::Never))
+            .threads(threads)
+            .run();
+        assert_eq!(run, serial, "{threads} threads");
+    }
+    // Peers leaving as the copy comes out, and after they complete.
+    let mut cfg = small(5, 20, Departure::WhenCopyOut);
+    cfg.groups[1].departure = Departure::AfterDone(Duration::from_secs(60));
+    let serial = Sim::new(cfg.clone()).run();
+    assert!(serial.all_done);
+    assert_eq!(Sim::new(cfg).threads(2).run(), serial);
+}
