@@ -185,7 +185,10 @@ mod tests {
     #[test]
     fn piece_index_converts_only_where_it_cannot_lose() {
         let i = PieceIndex::new(7);
-        assert_eq!((i.get(), i.as_usize(), format!("{i}")), (7, 7, "7".to_string()));
+        assert_eq!(
+            (i.get(), i.as_usize(), format!("{i}")),
+            (7, 7, "7".to_string())
+        );
         assert_eq!(PieceIndex::try_from(7usize), Ok(i));
         assert!(PieceIndex::try_from(u32::MAX as usize + 1).is_err());
         assert!(PieceIndex::new(1) < PieceIndex::new(2));

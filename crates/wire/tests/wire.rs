@@ -25,7 +25,10 @@ fn messages_byte_for_byte() {
         (Message::Unchoke, vec![0, 0, 0, 1, 1]),
         (Message::Interested, vec![0, 0, 0, 1, 2]),
         (Message::NotInterested, vec![0, 0, 0, 1, 3]),
-        (Message::Have(PieceIndex::new(0x01020304)), vec![0, 0, 0, 5, 4, 1, 2, 3, 4]),
+        (
+            Message::Have(PieceIndex::new(0x01020304)),
+            vec![0, 0, 0, 5, 4, 1, 2, 3, 4],
+        ),
         (
             Message::Bitfield(Bytes::from_static(&[0xff, 0x80])),
             vec![0, 0, 0, 3, 5, 0xff, 0x80],
@@ -47,14 +50,20 @@ fn messages_byte_for_byte() {
             vec![0, 0, 0, 13, 8, 0, 0, 0, 1, 0, 0, 0x40, 0, 0, 0, 0x40, 0],
         ),
         (Message::Port(6881), vec![0, 0, 0, 3, 9, 0x1a, 0xe1]),
-        (Message::Suggest(PieceIndex::new(7)), vec![0, 0, 0, 5, 13, 0, 0, 0, 7]),
+        (
+            Message::Suggest(PieceIndex::new(7)),
+            vec![0, 0, 0, 5, 13, 0, 0, 0, 7],
+        ),
         (Message::HaveAll, vec![0, 0, 0, 1, 14]),
         (Message::HaveNone, vec![0, 0, 0, 1, 15]),
         (
             Message::Reject(B),
             vec![0, 0, 0, 13, 16, 0, 0, 0, 1, 0, 0, 0x40, 0, 0, 0, 0x40, 0],
         ),
-        (Message::AllowedFast(PieceIndex::new(9)), vec![0, 0, 0, 5, 17, 0, 0, 0, 9]),
+        (
+            Message::AllowedFast(PieceIndex::new(9)),
+            vec![0, 0, 0, 5, 17, 0, 0, 0, 9],
+        ),
         (
             Message::Extended {
                 id: 3,
@@ -149,7 +158,10 @@ fn codec_waits_for_whole_messages_and_caps_length() {
         buf.extend_from_slice(&[*b]);
     }
     assert_eq!(decoder.missing(&buf), 0);
-    assert_eq!(decoder.decode(&mut buf).unwrap(), Some(Message::Have(PieceIndex::new(5))));
+    assert_eq!(
+        decoder.decode(&mut buf).unwrap(),
+        Some(Message::Have(PieceIndex::new(5)))
+    );
 
     // A huge length prefix is refused from its 4 bytes alone.
     let mut buf = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
@@ -223,7 +235,10 @@ fn bitfield_rules_as_real_clients_need_them() {
         })
     );
     let mut c = connection(10, true);
-    assert_eq!(c.receive(Message::Have(PieceIndex::new(3))), Ok(Event::Have(PieceIndex::new(3))));
+    assert_eq!(
+        c.receive(Message::Have(PieceIndex::new(3))),
+        Ok(Event::Have(PieceIndex::new(3)))
+    );
     assert_eq!(c.receive(Message::HaveAll), Ok(Event::HaveAll));
     assert_eq!(
         c.receive(Message::Have(PieceIndex::new(10))),
@@ -260,10 +275,16 @@ fn choking_and_requests() {
         c.receive(Message::Request(B)),
         Ok(Event::RequestWhileChoked(B))
     );
-    assert_eq!(c.allow_fast(PieceIndex::new(1)), Some(Message::AllowedFast(PieceIndex::new(1))));
+    assert_eq!(
+        c.allow_fast(PieceIndex::new(1)),
+        Some(Message::AllowedFast(PieceIndex::new(1)))
+    );
     assert_eq!(c.allow_fast(PieceIndex::new(1)), None);
     assert_eq!(c.receive(Message::Request(B)), Ok(Event::Request(B)));
-    let other = BlockRef { index: PieceIndex::new(2), ..B };
+    let other = BlockRef {
+        index: PieceIndex::new(2),
+        ..B
+    };
     assert_eq!(
         c.receive(Message::Request(other)),
         Ok(Event::RequestWhileChoked(other))
