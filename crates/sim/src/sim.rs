@@ -9,7 +9,7 @@ use bytes::Bytes;
 use torrent_core::{
     Action, AnnounceEvent, Bitfield, CoreConfig, Limits, PeerEvent, PeerKey, TorrentCore, BLOCK,
 };
-use wire::{BlockRef, Handshake, Message};
+use wire::{BlockRef, Handshake, Message, PieceIndex};
 
 use crate::config::{Arrivals, Departure, SwarmConfig};
 use crate::queue::{Queue, Time};
@@ -62,7 +62,7 @@ enum Ev {
     Have {
         conn: ConnId,
         to: u8,
-        piece: u32,
+        piece: PieceIndex,
     },
     /// A block reaches side `to` of `conn`.
     Data {
@@ -154,7 +154,7 @@ struct Node {
     down_free: Time,
     /// The earliest timer event in the heap for this node.
     timer: Option<Time>,
-    verify: Vec<u32>,
+    verify: Vec<PieceIndex>,
     /// Dials that found nobody, to report to the core once its actions are drained.
     failed: Vec<SocketAddr>,
     /// Pieces it has verified, for the full-copy count.
@@ -797,17 +797,17 @@ impl Sim {
         picked.into_iter().map(node_addr).collect()
     }
 
-    fn verified(&mut self, id: NodeId, piece: u32) {
+    fn verified(&mut self, id: NodeId, piece: PieceIndex) {
         let node = &mut self.nodes[id as usize];
         node.stats.verified += u64::from(self.cfg.piece_size);
         if node.stats.seed {
             return;
         }
-        if let Some(h) = node.has.get_mut(piece as usize) {
+        if let Some(h) = node.has.get_mut(piece.as_usize()) {
             if !*h {
                 *h = true;
-                self.holders[piece as usize] += 1;
-                if self.holders[piece as usize] == 1 {
+                self.holders[piece.as_usize()] += 1;
+                if self.holders[piece.as_usize()] == 1 {
                     self.covered += 1;
                     self.check_copy_out();
                 }
