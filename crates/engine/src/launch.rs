@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch, Notify};
 use torrent_core::{CoreConfig, ExtensionInfo, TorrentCore};
 use tracker_proto::Event as TrackerEvent;
+use wire::PieceIndex;
 
 use crate::bitfield::Bitfield;
 use crate::rate::Limiter;
@@ -108,7 +109,8 @@ pub async fn start(config: TorrentConfig) -> Result<TorrentHandle, crate::StartE
                 }
                 buf.resize(recheck_torrent.piece_size(u64::from(i)) as usize, 0);
                 let start = u64::from(i) * recheck_torrent.piece_length;
-                if storage.read(start, &mut buf).is_ok() && piece_matches(&recheck_torrent, i, &buf)
+                if storage.read(start, &mut buf).is_ok()
+                    && piece_matches(&recheck_torrent, PieceIndex::new(i), &buf)
                 {
                     have.set(i);
                 }

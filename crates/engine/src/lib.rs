@@ -56,7 +56,7 @@ pub use discovery::Discovery;
 pub use encryption::{BadEncryption, Encryption};
 pub use error::{DiscoveryError, HttpError, MagnetError, MetadataError, StartError, TrackerError};
 pub use http::{api_request, ApiRequest};
-pub use ids::{InfoHash, PeerId};
+pub use ids::{InfoHash, PeerId, PieceIndex};
 pub use launch::start;
 pub use rate::Limiter;
 pub use seed_goal::{SeedClock, SeedGoal};

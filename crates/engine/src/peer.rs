@@ -295,7 +295,7 @@ async fn block_bytes(
     if let Some(piece) = shared.cached_piece(b.index) {
         return Some(slice_block(&piece, b));
     }
-    let size = shared.piece_sizes.get(b.index as usize).copied()?;
+    let size = shared.piece_sizes.get(b.index.as_usize()).copied()?;
     let more = shared.state.lock().core.pending_in_piece(key, b.index) > 1;
     if more && uploads.read_whole(size) {
         if let Some(piece) = shared.piece_data(b.index).await {
@@ -758,7 +758,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use wire::{BlockRef, Message};
+    use wire::{BlockRef, Message, PieceIndex};
 
     use crate::testutil::{seed, FakePeer, Seed};
 
@@ -769,7 +769,7 @@ mod tests {
 
     fn block(i: u32) -> BlockRef {
         BlockRef {
-            index: i / 16,
+            index: PieceIndex::new(i / 16),
             begin: (i % 16) * 1024,
             length: 1024,
         }
@@ -1114,7 +1114,7 @@ mod tests {
             let fits = torrent_core::MAX_PEER_QUEUED_BYTES / BIG as usize;
             let requested: Vec<BlockRef> = (0..fits as u32 + 16)
                 .map(|i| BlockRef {
-                    index: i / 8,
+                    index: PieceIndex::new(i / 8),
                     begin: (i % 8) * BIG,
                     length: BIG,
                 })

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use metainfo::beneath::{self, Open};
 use metainfo::{merkle, Torrent, Version};
+use wire::PieceIndex;
 
 use crate::aligned::ALIGN;
 use parking_lot::Mutex;
@@ -311,15 +312,15 @@ impl Storage {
 
 /// Whether `data` is piece `index` of `torrent`: SHA-1 for v1, the merkle piece root for v2, both for
 /// hybrid torrents.
-pub fn piece_matches(torrent: &Torrent, index: u32, data: &[u8]) -> bool {
+pub fn piece_matches(torrent: &Torrent, index: PieceIndex, data: &[u8]) -> bool {
     let v1_ok = || {
         torrent
             .pieces_v1
-            .get(index as usize)
+            .get(index.as_usize())
             .is_some_and(|expected| Sha1::digest(data).as_slice() == expected)
     };
     let v2_ok = || {
-        let start = u64::from(index) * torrent.piece_length;
+        let start = u64::from(index.get()) * torrent.piece_length;
         let Some(file) = torrent.files.iter().find(|f| {
             !f.attr.pad && f.length > 0 && f.offset <= start && start < f.offset + f.length
         }) else {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use wire::PieceIndex;
 
 use crate::torrent::{Shared, TorrentHandle};
 
@@ -69,10 +70,11 @@ impl Reader {
         let mut stopping = shared.stopping();
         let id = self.id;
         shared.with_core_now(|core, _| {
-            let pending: Vec<u32> = window
+            let pending: Vec<PieceIndex> = window
                 .iter()
                 .copied()
                 .filter(|&p| !core.have().get(p))
+                .map(PieceIndex::new)
                 .collect();
             core.set_deadlines(id, pending);
         });

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch, Notify};
 use torrent_core::{Action, PeerEvent, PeerKey, PunchStep, Refused, TorrentCore};
 use tracker_proto::{Announce, Event as TrackerEvent};
-use wire::Message;
+use wire::{Message, PieceIndex};
 
 use crate::bitfield::Bitfield;
 pub use crate::link::PeerBudget;
@@ -304,12 +304,12 @@ pub(crate) struct State {
     /// Every policy decision: the peer table, picker, choker, strikes and bans (see `torrent_core`).
     pub core: TorrentCore,
     /// Pieces being downloaded, block by block.
-    buffers: HashMap<u32, crate::aligned::AlignedBuf>,
+    buffers: HashMap<PieceIndex, crate::aligned::AlignedBuf>,
     /// The registered connections' writer queues.
     links: HashMap<PeerKey, PeerIo>,
     /// Recently used pieces; an entry being read from disk is an empty cell others wait on, so many
     /// requests for one piece cause one read.
-    cache: VecDeque<(u32, Arc<tokio::sync::OnceCell<Bytes>>)>,
+    cache: VecDeque<(PieceIndex, Arc<tokio::sync::OnceCell<Bytes>>)>,
 }
 
 impl State {
@@ -326,7 +326,7 @@ impl State {
 /// Work that waits until the state's lock is released (`Shared::finish`).
 pub(crate) enum After {
     /// Hash and write a completed piece.
-    Verify(u32, crate::aligned::AlignedBuf),
+    Verify(PieceIndex, crate::aligned::AlignedBuf),
     /// Flush and tell waiters: every wanted piece is verified.
     Completed,
 }
@@ -539,8 +539,8 @@ impl Shared {
         self.stopping.subscribe()
     }
 
-    pub(crate) fn piece_start(&self, index: u32) -> u64 {
-        u64::from(index) * self.torrent.piece_length
+    pub(crate) fn piece_start(&self, index: PieceIndex) -> u64 {
+        u64::from(index.get()) * self.torrent.piece_length
     }
 
     /// Runs `f` on the torrent core under the lock and carries out every action it queued; returns
@@ -590,7 +590,7 @@ impl Shared {
             // The writer asks the core before it sends a block: one taken back is never sent.
             Action::CancelRead { .. } => {}
             Action::StoreBlock { block, data, .. } => {
-                let size = self.piece_sizes[block.index as usize] as usize;
+                let size = self.piece_sizes[block.index.as_usize()] as usize;
                 let end = block.begin as usize + data.len();
                 let buf = st
                     .buffers
@@ -686,7 +686,11 @@ impl Shared {
         let Some(link) = st.links.get(&peer) else {
             return;
         };
-        let size = self.piece_sizes.get(b.index as usize).copied().unwrap_or(0);
+        let size = self
+            .piece_sizes
+            .get(b.index.as_usize())
+            .copied()
+            .unwrap_or(0);
         let uploads = &link.uploads;
         if st.core.pending_in_piece(peer, b.index) == 2
             && !st.cache.iter().any(|(i, _)| *i == b.index)
@@ -858,7 +862,7 @@ impl Shared {
         drop(link);
     }
 
-    fn verify_and_store(self: &Arc<Self>, index: u32, buf: crate::aligned::AlignedBuf) {
+    fn verify_and_store(self: &Arc<Self>, index: PieceIndex, buf: crate::aligned::AlignedBuf) {
         let abandon = |shared: &Arc<Self>| {
             shared.with_core_now(|core, now| core.piece_abandoned(index, now));
         };
@@ -941,9 +945,9 @@ impl Shared {
     }
 
     /// A verified piece's bytes if they are in memory now.
-    pub(crate) fn cached_piece(&self, index: u32) -> Option<Bytes> {
+    pub(crate) fn cached_piece(&self, index: PieceIndex) -> Option<Bytes> {
         let st = self.state.lock();
-        if !st.core.have().get(index) {
+        if !st.core.have().get(index.get()) {
             return None;
         }
         st.cache
@@ -954,11 +958,11 @@ impl Shared {
 
     /// A verified piece's bytes, from the cache or the disk; `None` also when the upload memory budget
     /// has no room for another piece (the caller reads just the block it needs).
-    pub(crate) async fn piece_data(self: &Arc<Self>, index: u32) -> Option<Bytes> {
-        let size = *self.piece_sizes.get(index as usize)? as usize;
+    pub(crate) async fn piece_data(self: &Arc<Self>, index: PieceIndex) -> Option<Bytes> {
+        let size = *self.piece_sizes.get(index.as_usize())? as usize;
         let (cell, charge) = {
             let mut st = self.state.lock();
-            if !st.core.have().get(index) {
+            if !st.core.have().get(index.get()) {
                 return None;
             }
             match st.cache.iter().find(|(i, _)| *i == index) {
@@ -1001,8 +1005,8 @@ impl Shared {
     /// a v2 file's tail piece asked for as if full length): what a request costs when its piece is not
     /// worth caching or the upload memory budget is spent.
     pub(crate) async fn block_from_disk(self: &Arc<Self>, b: wire::BlockRef) -> Option<Bytes> {
-        let size = *self.piece_sizes.get(b.index as usize)?;
-        if !self.state.lock().core.have().get(b.index) {
+        let size = *self.piece_sizes.get(b.index.as_usize())?;
+        if !self.state.lock().core.have().get(b.index.get()) {
             return None;
         }
         let on_disk = size
@@ -1090,7 +1094,7 @@ impl Shared {
             (r.3, r.4)
         };
         let wanted: u64 = (0..self.piece_sizes.len())
-            .filter(|&i| st.core.picker().priority_of(i as u32) > 0)
+            .filter(|&i| PieceIndex::try_from(i).is_ok_and(|i| st.core.picker().priority_of(i) > 0))
             .map(|i| u64::from(self.piece_sizes[i]))
             .sum();
         Status {
@@ -1278,7 +1282,7 @@ impl State {
         }
     }
 
-    fn cache_insert(&mut self, index: u32, cell: Arc<tokio::sync::OnceCell<Bytes>>) {
+    fn cache_insert(&mut self, index: PieceIndex, cell: Arc<tokio::sync::OnceCell<Bytes>>) {
         self.cache.retain(|(i, _)| *i != index);
         if self.cache.len() >= CACHE_PIECES {
             self.cache.pop_front();
@@ -1321,7 +1325,9 @@ impl TorrentHandle {
         );
         shared.with_core_now(|core, _| {
             for (i, p) in priority.into_iter().enumerate() {
-                core.set_piece_priority(i as u32, p);
+                if let Ok(i) = PieceIndex::try_from(i) {
+                    core.set_piece_priority(i, p);
+                }
             }
         });
     }

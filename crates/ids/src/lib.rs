@@ -1,9 +1,10 @@
-//! BitTorrent's 20-byte identifiers as types of their own, so an info-hash is not passed where a peer
-//! id is meant (both are `[u8; 20]` on the wire). No dependencies: the protocol crates (`wire`,
-//! `tracker-proto`), the engine and the tracker all use these.
+//! BitTorrent's identifiers as types of their own, so an info-hash is not passed where a peer id is
+//! meant (both are `[u8; 20]` on the wire), nor a block offset or a count where a piece index is (all
+//! are `u32`). No dependencies: the protocol crates (`wire`, `tracker-proto`), the torrent core, the
+//! engine and the tracker all use these.
 //!
-//! Both dereference to their bytes, so code that reads them as `&[u8; 20]` (hex, hashing, indexing)
-//! keeps working; building one from bytes is explicit (`InfoHash::from(bytes)`).
+//! The 20-byte ids dereference to their bytes, so code that reads them as `&[u8; 20]` (hex, hashing,
+//! indexing) keeps working; building one from bytes is explicit (`InfoHash::from(bytes)`).
 
 use std::fmt;
 use std::ops::Deref;
@@ -112,6 +113,43 @@ id20!(
     PeerId
 );
 
+/// A piece's number within a torrent (BEP 3's `index`), as the wire carries it. Made from a `u32`
+/// with `new`, or from a `usize` position only through the checked `TryFrom`, so a block offset, a
+/// length or a count is never taken for one by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PieceIndex(u32);
+
+impl PieceIndex {
+    pub const fn new(index: u32) -> PieceIndex {
+        PieceIndex(index)
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// For indexing per-piece tables (lossless: `usize` is at least 32 bits wherever this builds).
+    pub const fn as_usize(self) -> usize {
+        self.0 as usize
+    }
+}
+
+// A 16-bit `usize` would make `as_usize` lossy.
+const _: () = assert!(usize::BITS >= 32);
+
+impl TryFrom<usize> for PieceIndex {
+    type Error = std::num::TryFromIntError;
+    fn try_from(index: usize) -> Result<PieceIndex, Self::Error> {
+        u32::try_from(index).map(PieceIndex)
+    }
+}
+
+impl fmt::Display for PieceIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +180,17 @@ mod tests {
         assert_eq!(InfoHash::try_from(&bytes[..]).ok(), Some(id));
         assert!(InfoHash::try_from(&bytes[..19]).is_err());
         assert_eq!(id[3], 7);
+    }
+
+    #[test]
+    fn piece_index_converts_only_where_it_cannot_lose() {
+        let i = PieceIndex::new(7);
+        assert_eq!(
+            (i.get(), i.as_usize(), format!("{i}")),
+            (7, 7, "7".to_string())
+        );
+        assert_eq!(PieceIndex::try_from(7usize), Ok(i));
+        assert!(PieceIndex::try_from(u32::MAX as usize + 1).is_err());
+        assert!(PieceIndex::new(1) < PieceIndex::new(2));
     }
 }

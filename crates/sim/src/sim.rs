@@ -18,7 +18,7 @@ use bytes::Bytes;
 use torrent_core::{
     Action, AnnounceEvent, Bitfield, CoreConfig, Limits, PeerEvent, PeerKey, TorrentCore, BLOCK,
 };
-use wire::{BlockRef, Handshake, Message};
+use wire::{BlockRef, Handshake, Message, PieceIndex};
 
 use crate::config::{Arrivals, Departure, SwarmConfig};
 use crate::queue::{Entry, Queue, Time};
@@ -72,7 +72,7 @@ enum Ev {
     },
     Have {
         end: EndId,
-        piece: u32,
+        piece: PieceIndex,
     },
     /// A block reaches end `end`; `ready` once it has also passed the node's downlink.
     Data {
@@ -193,7 +193,7 @@ struct Node {
     down_free: Time,
     /// The earliest timer event scheduled for this node.
     timer: Option<Time>,
-    verify: Vec<u32>,
+    verify: Vec<PieceIndex>,
     /// Dials that found nobody, to report to the core once its actions are drained.
     failed: Vec<SocketAddr>,
     /// Pieces it has verified, for the full-copy count.
@@ -1246,7 +1246,7 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn verified(&mut self, id: NodeId, piece: u32) {
+    fn verified(&mut self, id: NodeId, piece: PieceIndex) {
         let size = u64::from(self.cfg().piece_size);
         let t = self.now;
         let node = self.node(id);
@@ -1254,10 +1254,10 @@ impl<'a> Worker<'a> {
         if node.stats.seed {
             return;
         }
-        if let Some(h) = node.has.get_mut(piece as usize) {
+        if let Some(h) = node.has.get_mut(piece.as_usize()) {
             if !*h {
                 *h = true;
-                self.holding.push((t, id, piece, true));
+                self.holding.push((t, id, piece.get(), true));
             }
         }
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use wire::{BlockRef, Connection};
+use wire::{BlockRef, Connection, PieceIndex};
 
 use crate::bitfield::Bitfield;
 use crate::{DetMap, DetSet};
@@ -70,10 +70,10 @@ pub(crate) struct Peer {
     /// When it connected.
     pub since: Instant,
     /// Pieces it suggested (BEP 6) that we would still start, oldest first, at most `MAX_SUGGESTED`.
-    pub suggested: Vec<u32>,
+    pub suggested: Vec<PieceIndex>,
     /// Pieces we suggested to it while seeding that it has not yet asked for, at most
     /// `CoreConfig::suggest`.
-    pub offered: Vec<u32>,
+    pub offered: Vec<PieceIndex>,
 }
 
 impl Peer {
@@ -149,7 +149,7 @@ impl Peer {
 pub(crate) struct UploadQueue {
     pending: DetSet<BlockRef>,
     bytes: usize,
-    per_piece: DetMap<u32, u32>,
+    per_piece: DetMap<PieceIndex, u32>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -184,7 +184,7 @@ impl UploadQueue {
     }
 
     /// Requests pending in piece `index`.
-    pub(crate) fn in_piece(&self, index: u32) -> u32 {
+    pub(crate) fn in_piece(&self, index: PieceIndex) -> u32 {
         self.per_piece.get(&index).copied().unwrap_or(0)
     }
 

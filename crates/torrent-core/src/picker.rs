@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use wire::BlockRef;
+use wire::{BlockRef, PieceIndex};
 
 use crate::bitfield::Bitfield;
 use crate::DetMap as HashMap;
@@ -134,9 +134,13 @@ impl Picker {
     /// before; an empty list clears them). They are picked before anything else, whatever their
     /// priority, interleaved across readers by their place in each list, so the piece a reader waits
     /// for now comes before any reader's read-ahead.
-    pub fn set_deadlines(&mut self, reader: u64, pieces: Vec<u32>) {
+    pub fn set_deadlines(&mut self, reader: u64, pieces: Vec<PieceIndex>) {
         let n = self.piece_sizes.len() as u32;
-        let pieces: Vec<u32> = pieces.into_iter().filter(|&p| p < n).collect();
+        let pieces: Vec<u32> = pieces
+            .into_iter()
+            .map(PieceIndex::get)
+            .filter(|&p| p < n)
+            .collect();
         if pieces.is_empty() {
             self.deadlines.remove(&reader);
         } else {
@@ -169,7 +173,8 @@ impl Picker {
     }
 
     /// Sets a piece's priority (0: not wanted).
-    pub fn set_priority(&mut self, piece: u32, priority: u8) {
+    pub fn set_priority(&mut self, piece: PieceIndex, priority: u8) {
+        let piece = piece.get();
         let before = self.is_unstarted(piece);
         if let Some(p) = self.priority.get_mut(piece as usize) {
             *p = priority;
@@ -180,7 +185,9 @@ impl Picker {
 
     /// Wanted, not had, not started.
     fn is_unstarted(&self, piece: u32) -> bool {
-        self.priority_of(piece) > 0 && !self.have.get(piece) && !self.started.get(piece)
+        self.priority_of(PieceIndex::new(piece)) > 0
+            && !self.have.get(piece)
+            && !self.started.get(piece)
     }
 
     /// Keeps `unstarted` right after a change to `piece`, which counted as unstarted before if `before`.
@@ -207,8 +214,8 @@ impl Picker {
     }
 
     /// One more peer has `piece`.
-    pub fn peer_has(&mut self, piece: u32) {
-        if let Some(a) = self.availability.get_mut(piece as usize) {
+    pub fn peer_has(&mut self, piece: PieceIndex) {
+        if let Some(a) = self.availability.get_mut(piece.as_usize()) {
             *a += 1;
         }
     }
@@ -216,7 +223,9 @@ impl Picker {
     /// One more peer has every piece of `bits`.
     pub fn peer_has_all(&mut self, bits: &Bitfield) {
         for i in bits.ones() {
-            self.peer_has(i);
+            if let Some(a) = self.availability.get_mut(i as usize) {
+                *a += 1;
+            }
         }
     }
 
@@ -240,7 +249,7 @@ impl Picker {
         let size = self.piece_sizes[piece as usize];
         let begin = block * self.block;
         BlockRef {
-            index: piece,
+            index: PieceIndex::new(piece),
             begin,
             length: (size - begin).min(self.block),
         }
@@ -251,7 +260,7 @@ impl Picker {
     pub fn pick(
         &mut self,
         peer: &Bitfield,
-        suggested: &[u32],
+        suggested: &[PieceIndex],
         max: usize,
         out: &mut Vec<BlockRef>,
     ) {
@@ -283,11 +292,14 @@ impl Picker {
         // pieces it has not given out yet). After the started pieces, so pieces are finished before
         // new ones start (each started piece holds a buffer); not when streaming: order comes first.
         if !self.sequential {
-            for &p in suggested {
+            for p in suggested.iter().map(|p| p.get()) {
                 if out.len() - start_len >= max {
                     return;
                 }
-                if self.priority_of(p) == self.top && self.is_unstarted(p) && peer.get(p) {
+                if self.priority_of(PieceIndex::new(p)) == self.top
+                    && self.is_unstarted(p)
+                    && peer.get(p)
+                {
                     self.start_piece(p);
                     self.take_open(p, max - (out.len() - start_len), out);
                 }
@@ -427,11 +439,11 @@ impl Picker {
     /// Records a received block. Blocks never asked for, of the wrong size, or already received are
     /// `Unexpected` and must be dropped.
     pub fn received(&mut self, block: &BlockRef) -> Received {
-        let Some(&size) = self.piece_sizes.get(block.index as usize) else {
+        let Some(&size) = self.piece_sizes.get(block.index.as_usize()) else {
             return Received::Unexpected;
         };
         let expected_length = size.saturating_sub(block.begin).min(self.block);
-        let Some(partial) = self.partial.get_mut(&block.index) else {
+        let Some(partial) = self.partial.get_mut(&block.index.get()) else {
             return Received::Unexpected;
         };
         let b = (block.begin / self.block) as usize;
@@ -450,7 +462,7 @@ impl Picker {
         self.last_was_duplicated = duplicated;
         partial.received += 1;
         let complete = partial.received as usize == partial.blocks.len();
-        self.note_open(block.index);
+        self.note_open(block.index.get());
         if complete {
             Received::PieceComplete
         } else {
@@ -465,14 +477,14 @@ impl Picker {
     }
 
     /// A piece's priority (0 past the end).
-    pub fn priority_of(&self, piece: u32) -> u8 {
-        self.priority.get(piece as usize).copied().unwrap_or(0)
+    pub fn priority_of(&self, piece: PieceIndex) -> u8 {
+        self.priority.get(piece.as_usize()).copied().unwrap_or(0)
     }
 
     /// Whether this block is wanted (requested and not yet received).
     pub fn expects(&self, block: &BlockRef) -> bool {
         self.partial
-            .get(&block.index)
+            .get(&block.index.get())
             .and_then(|p| p.blocks.get((block.begin / self.block) as usize))
             .is_some_and(|s| matches!(s, BlockState::Requested(_)))
     }
@@ -480,7 +492,7 @@ impl Picker {
     /// A request that will not be answered (choke, reject, peer gone): the block may be asked of others.
     pub fn abandoned(&mut self, block: &BlockRef) {
         let b = (block.begin / self.block) as usize;
-        if let Some(partial) = self.partial.get_mut(&block.index) {
+        if let Some(partial) = self.partial.get_mut(&block.index.get()) {
             if let Some(&state) = partial.blocks.get(b) {
                 let state = match state {
                     BlockState::Requested(n) if n > 1 => BlockState::Requested(n - 1),
@@ -489,12 +501,13 @@ impl Picker {
                 };
                 partial.set(b, state);
             }
-            self.note_open(block.index);
+            self.note_open(block.index.get());
         }
     }
 
     /// The piece passed its hash and is stored.
-    pub fn verified(&mut self, piece: u32) {
+    pub fn verified(&mut self, piece: PieceIndex) {
+        let piece = piece.get();
         let before = self.is_unstarted(piece);
         self.partial.remove(&piece);
         self.started.clear(piece);
@@ -505,7 +518,8 @@ impl Picker {
     }
 
     /// The piece failed its hash: download it again from scratch.
-    pub fn failed(&mut self, piece: u32) {
+    pub fn failed(&mut self, piece: PieceIndex) {
+        let piece = piece.get();
         let before = self.is_unstarted(piece);
         self.partial.remove(&piece);
         self.started.clear(piece);
@@ -515,8 +529,8 @@ impl Picker {
 
     /// Whether we would start `piece` now: wanted, not had, not started (a peer's suggestion of
     /// anything else is stale).
-    pub fn would_start(&self, piece: u32) -> bool {
-        self.is_unstarted(piece)
+    pub fn would_start(&self, piece: PieceIndex) -> bool {
+        self.is_unstarted(piece.get())
     }
 }
 
@@ -546,7 +560,7 @@ mod tests {
                 p.peer_has_all(&all);
                 let mut out = Vec::new();
                 p.pick(&all, &[], 1, &mut out);
-                out[0].index
+                out[0].index.get()
             })
             .collect();
         // Twenty pickers agreeing by chance on fewer than 5 of 1000 equally rare pieces is all but
@@ -571,12 +585,12 @@ mod tests {
         });
         let mut out = Vec::new();
         p.pick(&all, &[], 1, &mut out);
-        assert_eq!(out[0].index, 1, "rarest piece first");
+        assert_eq!(out[0].index, PieceIndex::new(1), "rarest piece first");
         out.clear();
         p.pick(&all, &[], 1, &mut out);
         assert_eq!(
             (out[0].index, out[0].begin),
-            (1, BLOCK),
+            (PieceIndex::new(1), BLOCK),
             "then the rest of the started piece"
         );
     }
@@ -584,12 +598,12 @@ mod tests {
     #[test]
     fn priorities_and_completion() {
         let mut p = picker(3);
-        p.set_priority(0, 0);
-        p.set_priority(2, 7);
+        p.set_priority(PieceIndex::new(0), 0);
+        p.set_priority(PieceIndex::new(2), 7);
         let all = Bitfield::full(3);
         let mut out = Vec::new();
         p.pick(&all, &[], 10, &mut out);
-        let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
+        let pieces: Vec<u32> = out.iter().map(|b| b.index.get()).collect();
         assert_eq!(pieces, vec![2, 2, 1, 1]);
         assert_eq!(p.received(&out[0]), Received::Accepted);
         assert_eq!(p.received(&out[1]), Received::PieceComplete);
@@ -603,11 +617,11 @@ mod tests {
             ..out[2]
         };
         assert_eq!(p.received(&wrong_size), Received::Unexpected);
-        p.verified(2);
+        p.verified(PieceIndex::new(2));
         assert!(!p.done());
         p.received(&out[2]);
         assert_eq!(p.received(&out[3]), Received::PieceComplete);
-        p.verified(1);
+        p.verified(PieceIndex::new(1));
         assert!(p.done(), "piece 0 is not wanted");
     }
 
@@ -645,7 +659,7 @@ mod tests {
         p.peer_has_all(&all);
         let mut out = Vec::new();
         p.pick(&all, &[], 6, &mut out);
-        let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
+        let pieces: Vec<u32> = out.iter().map(|b| b.index.get()).collect();
         assert_eq!(pieces, vec![0, 0, 1, 1, 2, 2]);
     }
 
@@ -655,16 +669,23 @@ mod tests {
         let all = Bitfield::full(100);
         p.peer_has_all(&all);
         // A started piece of high priority would otherwise come first.
-        p.set_priority(3, 7);
+        p.set_priority(PieceIndex::new(3), 7);
         let mut out = Vec::new();
         p.pick(&all, &[], 1, &mut out);
-        assert_eq!(out[0].index, 3);
+        assert_eq!(out[0].index, PieceIndex::new(3));
         // Reader 1 reads at piece 50 (then 51, 52), reader 2 at piece 80 (then 81).
-        p.set_deadlines(1, vec![50, 51, 52]);
-        p.set_deadlines(2, vec![80, 81]);
+        p.set_deadlines(
+            1,
+            vec![
+                PieceIndex::new(50),
+                PieceIndex::new(51),
+                PieceIndex::new(52),
+            ],
+        );
+        p.set_deadlines(2, vec![PieceIndex::new(80), PieceIndex::new(81)]);
         let mut out = Vec::new();
         p.pick(&all, &[], 8, &mut out);
-        let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
+        let pieces: Vec<u32> = out.iter().map(|b| b.index.get()).collect();
         assert_eq!(
             pieces,
             vec![50, 50, 80, 80, 51, 51, 81, 81],
@@ -672,24 +693,24 @@ mod tests {
         );
         let mut out = Vec::new();
         p.pick(&all, &[], 3, &mut out);
-        let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
+        let pieces: Vec<u32> = out.iter().map(|b| b.index.get()).collect();
         assert_eq!(pieces, vec![52, 52, 3]);
         // A verified piece leaves the critical list; clearing a reader drops its pieces.
         for b in [50u32, 51] {
             for begin in [0, BLOCK] {
                 p.received(&BlockRef {
-                    index: b,
+                    index: PieceIndex::new(b),
                     begin,
                     length: BLOCK,
                 });
             }
-            p.verified(b);
+            p.verified(PieceIndex::new(b));
         }
         p.set_deadlines(2, Vec::new());
-        p.set_deadlines(1, vec![51, 60]);
+        p.set_deadlines(1, vec![PieceIndex::new(51), PieceIndex::new(60)]);
         let mut out = Vec::new();
         p.pick(&all, &[], 2, &mut out);
-        let pieces: Vec<u32> = out.iter().map(|b| b.index).collect();
+        let pieces: Vec<u32> = out.iter().map(|b| b.index.get()).collect();
         assert_eq!(pieces, vec![60, 60], "had pieces are skipped");
         assert!(p.has_deadlines());
         p.set_deadlines(1, Vec::new());
@@ -706,7 +727,7 @@ mod tests {
         assert_eq!(
             out.last().unwrap(),
             &BlockRef {
-                index: 1,
+                index: PieceIndex::new(1),
                 begin: 0,
                 length: 100
             }

@@ -2,6 +2,8 @@
 //! often as every other piece, so a swarm gets a first copy of every piece from it before a second copy
 //! of any (what BEP 16 super-seeding aims at, without hiding pieces from anyone).
 
+use wire::PieceIndex;
+
 use crate::bitfield::Bitfield;
 use crate::rng::Rng;
 
@@ -45,12 +47,12 @@ impl Suggester {
     }
 
     /// The next due piece the peer (with `has`) lacks and was not already offered (`offered`).
-    pub(crate) fn next(&mut self, has: &Bitfield, offered: &[u32]) -> Option<u32> {
+    pub(crate) fn next(&mut self, has: &Bitfield, offered: &[PieceIndex]) -> Option<PieceIndex> {
         let n = self.order.len();
         for _ in 0..n.min(MAX_SCAN) {
-            let piece = self.order[self.at];
+            let piece = PieceIndex::new(self.order[self.at]);
             self.at = (self.at + 1) % n;
-            if self.is_due(piece as usize) && !has.get(piece) && !offered.contains(&piece) {
+            if self.is_due(piece.as_usize()) && !has.get(piece.get()) && !offered.contains(&piece) {
                 return Some(piece);
             }
         }
@@ -58,8 +60,8 @@ impl Suggester {
     }
 
     /// `bytes` of `piece` went out (to anyone, suggested or not).
-    pub(crate) fn uploaded(&mut self, piece: u32, bytes: u64) {
-        let p = piece as usize;
+    pub(crate) fn uploaded(&mut self, piece: PieceIndex, bytes: u64) {
+        let p = piece.as_usize();
         if p >= self.sent.len() {
             return;
         }
@@ -90,21 +92,21 @@ mod tests {
         }
         let mut sorted = first.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, (0..8).collect::<Vec<_>>());
+        assert_eq!(sorted, (0..8).map(PieceIndex::new).collect::<Vec<_>>());
         // Nothing uploaded yet: the walk comes round to the same pieces.
         assert_eq!(s.next(&none, &[]), Some(first[0]));
         // Piece first[1] goes out in full (in two parts): it is skipped until every piece has.
         s.uploaded(first[1], 60);
         s.uploaded(first[1], 40);
-        let next: Vec<u32> = (0..7).filter_map(|_| s.next(&none, &[])).collect();
+        let next: Vec<PieceIndex> = (0..7).filter_map(|_| s.next(&none, &[])).collect();
         assert!(!next.contains(&first[1]), "{next:?}");
-        for p in 0..8 {
+        for p in (0..8).map(PieceIndex::new) {
             if p != first[1] {
                 s.uploaded(p, 100);
             }
         }
         // Round two: every piece is due again.
-        let again: Vec<u32> = (0..8).filter_map(|_| s.next(&none, &[])).collect();
+        let again: Vec<PieceIndex> = (0..8).filter_map(|_| s.next(&none, &[])).collect();
         assert_eq!(again.len(), 8);
     }
 
@@ -116,7 +118,7 @@ mod tests {
         has = Bitfield::new(4);
         has.set(2);
         for _ in 0..6 {
-            assert_ne!(s.next(&has, &[]), Some(2));
+            assert_ne!(s.next(&has, &[]), Some(PieceIndex::new(2)));
         }
     }
 }

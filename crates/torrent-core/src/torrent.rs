@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wire::{BlockRef, Connection, Event, ExtensionHandshake, Handshake, Message};
+use wire::{BlockRef, Connection, Event, ExtensionHandshake, Handshake, Message, PieceIndex};
 
 use crate::bitfield::Bitfield;
 use crate::config::{CoreConfig, MAX_SUGGESTED, UT_HOLEPUNCH_ID, UT_PEX_ID};
@@ -161,7 +161,7 @@ pub enum Action {
     /// [`TorrentCore::piece_checked`].
     VerifyPiece {
         /// Which.
-        piece: u32,
+        piece: PieceIndex,
     },
     /// End the connection (the core has forgotten the peer already).
     Disconnect {
@@ -313,13 +313,15 @@ struct Announces {
 }
 
 /// Whether we want piece `i` and lack it.
-fn wants(picker: &Picker, i: u32) -> bool {
-    picker.priority_of(i) > 0 && !picker.have().get(i)
+fn wants(picker: &Picker, i: PieceIndex) -> bool {
+    picker.priority_of(i) > 0 && !picker.have().get(i.get())
 }
 
 /// Pieces of `bits` we want and lack.
 fn wanted_from(picker: &Picker, bits: &Bitfield) -> u32 {
-    bits.ones().filter(|&i| wants(picker, i)).count() as u32
+    bits.ones()
+        .filter(|&i| wants(picker, PieceIndex::new(i)))
+        .count() as u32
 }
 
 /// One torrent's state and policy; see the crate documentation.
@@ -339,7 +341,7 @@ pub struct TorrentCore {
     misuse: DetMap<IpAddr, u32>,
     banned: DetSet<IpAddr>,
     /// IPs that sent blocks of each piece being downloaded.
-    contributors: DetMap<u32, Vec<IpAddr>>,
+    contributors: DetMap<PieceIndex, Vec<IpAddr>>,
     actions: VecDeque<Action>,
     /// Peers whose request queues may need topping up before the next action is handed out.
     to_fill: BTreeSet<u64>,
@@ -636,7 +638,7 @@ impl TorrentCore {
 
     /// Requests of the peer's pending in piece `index` (the upload path reads a whole piece when a peer
     /// asks for more than one block of it).
-    pub fn pending_in_piece(&self, peer: PeerKey, index: u32) -> u32 {
+    pub fn pending_in_piece(&self, peer: PeerKey, index: PieceIndex) -> u32 {
         self.peers
             .get(&peer.0)
             .map_or(0, |p| p.uploads.in_piece(index))
@@ -645,13 +647,13 @@ impl TorrentCore {
     /// The result of a [`Action::VerifyPiece`]: `ok` when it matched its hash and was written. A good
     /// piece is announced to every peer (`Have`); a bad one gives each contributor a strike (two for a
     /// sole contributor), and two strikes ban the IP and drop its connections.
-    pub fn piece_checked(&mut self, piece: u32, ok: bool, now: Instant) {
+    pub fn piece_checked(&mut self, piece: PieceIndex, ok: bool, now: Instant) {
         self.advance(now);
         let contributors = self.contributors.remove(&piece).unwrap_or_default();
         if ok {
             if wants(&self.picker, piece) {
                 for p in self.peers.values_mut() {
-                    if p.bitfield.get(piece) {
+                    if p.bitfield.get(piece.get()) {
                         p.wanted = p.wanted.saturating_sub(1);
                     }
                 }
@@ -680,7 +682,7 @@ impl TorrentCore {
         self.stats.wasted += u64::from(
             self.config
                 .piece_sizes
-                .get(piece as usize)
+                .get(piece.as_usize())
                 .copied()
                 .unwrap_or(0),
         );
@@ -703,7 +705,7 @@ impl TorrentCore {
     }
 
     /// A verified piece could not be written (the torrent is failing): download it again, no strikes.
-    pub fn piece_abandoned(&mut self, piece: u32, now: Instant) {
+    pub fn piece_abandoned(&mut self, piece: PieceIndex, now: Instant) {
         self.advance(now);
         self.contributors.remove(&piece);
         self.picker.failed(piece);
@@ -943,7 +945,7 @@ impl TorrentCore {
     }
 
     /// Changes a piece's priority (0: not wanted).
-    pub fn set_piece_priority(&mut self, piece: u32, priority: u8) {
+    pub fn set_piece_priority(&mut self, piece: PieceIndex, priority: u8) {
         if (self.picker.priority_of(piece) > 0) != (priority > 0) {
             self.wanted_stale = true;
         }
@@ -952,7 +954,7 @@ impl TorrentCore {
     }
 
     /// Sets reader `reader`'s time-critical pieces, most urgent first (see [`Picker::set_deadlines`]).
-    pub fn set_deadlines(&mut self, reader: u64, pieces: Vec<u32>) {
+    pub fn set_deadlines(&mut self, reader: u64, pieces: Vec<PieceIndex>) {
         self.picker.set_deadlines(reader, pieces);
         self.fill_all();
     }
@@ -1243,7 +1245,7 @@ impl TorrentCore {
             }
             Event::HaveNone => self.set_peer_bits(key, Bitfield::new(pieces)),
             Event::Have(i) => {
-                if p.bitfield.set(i) {
+                if p.bitfield.set(i.get()) {
                     self.picker.peer_has(i);
                     if wants(&self.picker, i) {
                         p.wanted += 1;
@@ -1469,7 +1471,7 @@ impl TorrentCore {
         let size = self
             .config
             .piece_sizes
-            .get(b.index as usize)
+            .get(b.index.as_usize())
             .copied()
             .unwrap_or(0);
         let limit = if self.config.full_tail_requests {
@@ -1478,7 +1480,7 @@ impl TorrentCore {
             size
         };
         let in_range = size > 0 && u64::from(b.begin) + u64::from(b.length) <= u64::from(limit);
-        let have = self.picker.have().get(b.index);
+        let have = self.picker.have().get(b.index.get());
         let limits = &self.config.limits;
         let (max, max_bytes) = (limits.max_peer_requests, limits.max_peer_queued_bytes);
         let Some(p) = self.peers.get_mut(&key) else {

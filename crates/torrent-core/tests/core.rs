@@ -11,7 +11,7 @@ use torrent_core::{
 };
 use wire::{
     BlockRef, ExtensionHandshake, Handshake, HolepunchError, HolepunchKind, HolepunchMessage,
-    Message,
+    Message, PieceIndex,
 };
 
 const PIECE: u32 = 4 * BLOCK;
@@ -29,7 +29,7 @@ fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
 
 fn block(piece: u32, b: u32) -> BlockRef {
     BlockRef {
-        index: piece,
+        index: PieceIndex::new(piece),
         begin: b * BLOCK,
         length: BLOCK,
     }
@@ -379,8 +379,10 @@ fn contributors_of_a_bad_piece_get_strikes_and_a_sole_contributor_is_banned_at_o
         h.msg(b, piece_msg(*blk, 2));
     }
     let actions = h.drain();
-    assert!(actions.contains(&Action::VerifyPiece { piece: 0 }));
-    h.core.piece_checked(0, false, h.now);
+    assert!(actions.contains(&Action::VerifyPiece {
+        piece: PieceIndex::new(0)
+    }));
+    h.core.piece_checked(PieceIndex::new(0), false, h.now);
     // One strike each: nobody is banned yet.
     let actions = h.drain();
     assert!(disconnected(&actions).is_empty());
@@ -393,7 +395,7 @@ fn contributors_of_a_bad_piece_get_strikes_and_a_sole_contributor_is_banned_at_o
         h.msg(b, piece_msg(*blk, 3));
     }
     h.drain();
-    h.core.piece_checked(0, false, h.now);
+    h.core.piece_checked(PieceIndex::new(0), false, h.now);
     assert_eq!(
         disconnected(&h.drain()),
         vec![(b, DisconnectReason::Banned)]
@@ -410,7 +412,7 @@ fn contributors_of_a_bad_piece_get_strikes_and_a_sole_contributor_is_banned_at_o
 fn a_bad_piece_explained_by_a_banned_peer_strikes_nobody_else() {
     let (mut h, keys) = downloading(2, &[[10, 2, 0, 1], [10, 2, 0, 2]]);
     let (a, b) = (keys[0], keys[1]);
-    h.core.set_piece_priority(1, 0);
+    h.core.set_piece_priority(PieceIndex::new(1), 0);
     h.drain();
     h.msg(a, Message::Unchoke);
     let to_a = requests(&h.drain(), a);
@@ -426,7 +428,7 @@ fn a_bad_piece_explained_by_a_banned_peer_strikes_nobody_else() {
     }
     h.drain();
     h.core.ban("10.2.0.1".parse().expect("ip"));
-    h.core.piece_checked(0, false, h.now);
+    h.core.piece_checked(PieceIndex::new(0), false, h.now);
     assert_eq!(h.core.banned_count(), 1, "b is not struck for a's blocks");
     assert!(h.core.peer(b).is_some());
 }
@@ -478,12 +480,12 @@ fn a_peer_that_sits_on_our_requests_is_snubbed_and_its_blocks_go_elsewhere() {
     assert_eq!(requests(&actions, a).len(), 1, "one request at a time");
     // What a held is asked of b first (b's queue is at the floor: its rate is not known yet).
     h.msg(b, Message::Unchoke);
-    let held: BTreeSet<(u32, u32)> = to_a.iter().map(|b| (b.index, b.begin)).collect();
+    let held: BTreeSet<(u32, u32)> = to_a.iter().map(|b| (b.index.get(), b.begin)).collect();
     let to_b = requests(&h.drain(), b);
     assert_eq!(to_b.len(), 16);
     assert!(to_b
         .iter()
-        .all(|blk| held.contains(&(blk.index, blk.begin))));
+        .all(|blk| held.contains(&(blk.index.get(), blk.begin))));
 }
 
 #[test]
@@ -534,7 +536,7 @@ fn requests_past_the_cap_are_rejected_under_bep_6_and_choke_the_peer_without_it(
     h.drain();
     for i in 0..257 {
         let b = BlockRef {
-            index: i / 2,
+            index: PieceIndex::new(i / 2),
             begin: (i % 2) * 2 * BLOCK,
             length: 2 * BLOCK,
         };
@@ -784,7 +786,7 @@ fn announces_start_then_follow_the_interval_and_completion() {
         h.msg(k, piece_msg(b, 0));
     }
     h.drain();
-    h.core.piece_checked(0, true, h.now);
+    h.core.piece_checked(PieceIndex::new(0), true, h.now);
     let actions = h.drain();
     assert!(actions.contains(&Action::Completed));
     h.advance(Duration::from_millis(1));
@@ -810,7 +812,7 @@ fn a_protocol_violation_ends_the_connection() {
     let mut h = H::new(8, true, |_| {});
     let k = h.add([10, 14, 0, 1], 1);
     h.drain();
-    h.msg(k, Message::Have(99));
+    h.msg(k, Message::Have(PieceIndex::new(99)));
     assert!(matches!(
         disconnected(&h.drain())[..],
         [(p, DisconnectReason::Protocol(_))] if p == k
@@ -891,13 +893,13 @@ fn interest_follows_the_peers_pieces_our_pieces_and_priorities() {
     let mut h = H::new(4, false, |_| {});
     let k = h.add([10, 16, 0, 1], 1);
     h.drain();
-    h.msg(k, Message::Have(3));
+    h.msg(k, Message::Have(PieceIndex::new(3)));
     assert_eq!(sent(&h.drain(), k), vec![Message::Interested]);
     // Piece 3 no longer wanted: nothing to get from this peer.
-    h.core.set_piece_priority(3, 0);
+    h.core.set_piece_priority(PieceIndex::new(3), 0);
     h.msg(k, Message::KeepAlive);
-    h.msg(k, Message::Have(3));
-    h.msg(k, Message::Have(2));
+    h.msg(k, Message::Have(PieceIndex::new(3)));
+    h.msg(k, Message::Have(PieceIndex::new(2)));
     let actions = h.drain();
     assert!(
         sent(&actions, k).is_empty(),
@@ -909,16 +911,16 @@ fn interest_follows_the_peers_pieces_our_pieces_and_priorities() {
     h.msg(other, Message::Unchoke);
     let reqs: Vec<BlockRef> = requests(&h.drain(), other)
         .into_iter()
-        .filter(|b| b.index == 2)
+        .filter(|b| b.index == PieceIndex::new(2))
         .collect();
     for b in reqs {
         h.msg(other, piece_msg(b, 0));
     }
     h.drain();
-    h.core.piece_checked(2, true, h.now);
+    h.core.piece_checked(PieceIndex::new(2), true, h.now);
     assert!(sent(&h.drain(), k).contains(&Message::NotInterested));
-    h.core.set_piece_priority(3, 2);
-    h.msg(k, Message::Have(1));
+    h.core.set_piece_priority(PieceIndex::new(3), 2);
+    h.msg(k, Message::Have(PieceIndex::new(1)));
     assert!(sent(&h.drain(), k).contains(&Message::Interested));
 }
 
@@ -1353,7 +1355,7 @@ fn suggestions(actions: &[Action], to: PeerKey) -> Vec<u32> {
     sent(actions, to)
         .into_iter()
         .filter_map(|m| match m {
-            Message::Suggest(i) => Some(i),
+            Message::Suggest(i) => Some(i.get()),
             _ => None,
         })
         .collect()
@@ -1403,10 +1405,13 @@ fn a_downloader_asks_for_the_pieces_a_peer_suggests_first() {
     let (mut h, keys) = downloading(64, &[[10, 10, 0, 1]]);
     let a = keys[0];
     h.drain();
-    h.msg(a, Message::Suggest(40));
-    h.msg(a, Message::Suggest(17));
+    h.msg(a, Message::Suggest(PieceIndex::new(40)));
+    h.msg(a, Message::Suggest(PieceIndex::new(17)));
     h.msg(a, Message::Unchoke);
-    let asked: Vec<u32> = requests(&h.drain(), a).iter().map(|b| b.index).collect();
+    let asked: Vec<u32> = requests(&h.drain(), a)
+        .iter()
+        .map(|b| b.index.get())
+        .collect();
     assert_eq!(&asked[..8], &[40, 40, 40, 40, 17, 17, 17, 17], "{asked:?}");
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use torrent_core::metadata::{INFO_WINDOW, METADATA_REQUEST_TIMEOUT, UT_METADATA_ID};
 use torrent_core::{MetaAction, MetaDisconnect, MetadataConfig, MetadataCore, PeerKey, Refused};
 use wire::{
-    ExtensionHandshake, Handshake, HashRange, Message, MetadataMessage, MAX_METADATA,
+    ExtensionHandshake, Handshake, HashRange, Message, MetadataMessage, PieceIndex, MAX_METADATA,
     METADATA_PIECE,
 };
 
@@ -261,8 +261,8 @@ fn a_peer_without_ut_metadata_is_kept_for_the_download_with_what_it_said() {
     let mut h = H::new(|_| {});
     let plain = h.connect(1, false);
     let no_meta = h.offering(2, None);
-    h.msg(plain, Message::Have(3));
-    h.msg(plain, Message::Have(5));
+    h.msg(plain, Message::Have(PieceIndex::new(3)));
+    h.msg(plain, Message::Have(PieceIndex::new(5)));
     h.msg(no_meta, Message::HaveAll);
     h.msg(no_meta, Message::Unchoke);
     h.msg(plain, Message::Interested);
@@ -272,7 +272,11 @@ fn a_peer_without_ut_metadata_is_kept_for_the_download_with_what_it_said() {
     assert!(disconnects(&actions).is_empty());
     assert_eq!(
         h.core.take_carried(plain),
-        vec![Message::Have(3), Message::Have(5), Message::Interested]
+        vec![
+            Message::Have(PieceIndex::new(3)),
+            Message::Have(PieceIndex::new(5)),
+            Message::Interested
+        ]
     );
     let carried = h.core.take_carried(no_meta);
     assert!(matches!(carried[0], Message::Extended { id: 0, .. }));
@@ -284,16 +288,19 @@ fn a_bitfield_replaces_earlier_haves_and_a_chatty_peer_is_dropped() {
     let mut h = H::new(|c| c.max_carried = 8);
     let p = h.connect(1, false);
     for i in 0..5 {
-        h.msg(p, Message::Have(i));
+        h.msg(p, Message::Have(PieceIndex::new(i)));
     }
     h.msg(p, Message::Bitfield(vec![0xff].into()));
-    h.msg(p, Message::Have(9));
+    h.msg(p, Message::Have(PieceIndex::new(9)));
     assert_eq!(
         h.core.take_carried(p),
-        vec![Message::Bitfield(vec![0xff].into()), Message::Have(9)]
+        vec![
+            Message::Bitfield(vec![0xff].into()),
+            Message::Have(PieceIndex::new(9))
+        ]
     );
     for i in 0..9 {
-        h.msg(p, Message::Have(i));
+        h.msg(p, Message::Have(PieceIndex::new(i)));
     }
     assert_eq!(
         disconnects(&h.actions()),
@@ -552,7 +559,7 @@ mod prop {
                     }
                     Step::Have(i, piece) => {
                         if let Some(&p) = peers.get(i) {
-                            h.msg(p, Message::Have(piece));
+                            h.msg(p, Message::Have(PieceIndex::new(piece)));
                         }
                     }
                 }

@@ -121,7 +121,7 @@ impl Pair {
                 Action::Send { message, .. } => self.wire[i].push_back(message),
                 Action::ReadBlock { peer, block } => {
                     if self.sides[i].core.commit_upload(peer, block, now) {
-                        let at = self.offset(block.index) + block.begin as usize;
+                        let at = self.offset(block.index.get()) + block.begin as usize;
                         let data = self.sides[i].data[at..at + block.length as usize].to_vec();
                         self.wire[i].push_back(Message::Piece {
                             index: block.index,
@@ -131,14 +131,14 @@ impl Pair {
                     }
                 }
                 Action::StoreBlock { block, data, .. } => {
-                    let at = self.offset(block.index) + block.begin as usize;
+                    let at = self.offset(block.index.get()) + block.begin as usize;
                     self.sides[i].data[at..at + data.len()].copy_from_slice(&data);
                 }
                 Action::VerifyPiece { piece } => {
-                    let at = self.offset(piece);
-                    let len = self.piece_sizes[piece as usize] as usize;
+                    let at = self.offset(piece.get());
+                    let len = self.piece_sizes[piece.as_usize()] as usize;
                     let ok: [u8; 20] = Sha1::digest(&self.sides[i].data[at..at + len]).into();
-                    let ok = ok == self.hashes[piece as usize];
+                    let ok = ok == self.hashes[piece.as_usize()];
                     self.sides[i].core.piece_checked(piece, ok, now);
                 }
                 Action::Completed => self.sides[i].completed = true,

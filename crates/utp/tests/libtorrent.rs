@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use utp::{Config, UtpSocket, UtpStream};
-use wire::{BlockRef, Decoder, Handshake, InfoHash, Message, PeerId, HANDSHAKE_LEN};
+use wire::{BlockRef, Decoder, Handshake, InfoHash, Message, PeerId, PieceIndex, HANDSHAKE_LEN};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const PIECE: usize = 16384;
@@ -101,7 +101,7 @@ async fn we_download_from_libtorrent_over_utp() {
             send(
                 &mut s,
                 Message::Request(BlockRef {
-                    index,
+                    index: PieceIndex::new(index),
                     begin: 0,
                     length: PIECE as u32,
                 }),
@@ -113,7 +113,7 @@ async fn we_download_from_libtorrent_over_utp() {
         while got < PIECES {
             if let Message::Piece { index, begin, data } = message(&mut s, &mut buf).await {
                 assert_eq!((begin, data.len()), (0, PIECE));
-                file[index as usize * PIECE..][..PIECE].copy_from_slice(&data);
+                file[index.as_usize() * PIECE..][..PIECE].copy_from_slice(&data);
                 got += 1;
             }
         }
@@ -177,7 +177,7 @@ async fn libtorrent_downloads_from_us_over_utp() {
             match m {
                 None => return served,
                 Some(Message::Request(b)) => {
-                    let at = b.index as usize * PIECE + b.begin as usize;
+                    let at = b.index.as_usize() * PIECE + b.begin as usize;
                     let block = data[at..at + b.length as usize].to_vec();
                     send(
                         &mut s,

@@ -17,7 +17,7 @@ pub use codec::{Decoder, DEFAULT_MAX_MESSAGE};
 pub use extension::ExtensionHandshake;
 pub use handshake::{Handshake, HANDSHAKE_LEN, PROTOCOL};
 pub use holepunch::{HolepunchError, HolepunchKind, HolepunchMessage, MAX_HOLEPUNCH_LEN};
-pub use ids::{InfoHash, PeerId};
+pub use ids::{InfoHash, PeerId, PieceIndex};
 pub use lsd::{
     LsdAnnounce, LsdError, LSD_GROUP_V4, LSD_GROUP_V6, LSD_PORT, MAX_LSD_COOKIE, MAX_LSD_DATAGRAM,
     MAX_LSD_INFOHASHES, MAX_LSD_PACKET,

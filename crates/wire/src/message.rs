@@ -2,12 +2,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::WireError;
+use crate::{PieceIndex, WireError};
 
 /// A block: `length` bytes at `begin` within piece `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BlockRef {
-    pub index: u32,
+    pub index: PieceIndex,
     pub begin: u32,
     pub length: u32,
 }
@@ -19,11 +19,11 @@ pub enum Message {
     Unchoke,
     Interested,
     NotInterested,
-    Have(u32),
+    Have(PieceIndex),
     Bitfield(Bytes),
     Request(BlockRef),
     Piece {
-        index: u32,
+        index: PieceIndex,
         begin: u32,
         data: Bytes,
     },
@@ -31,11 +31,11 @@ pub enum Message {
     /// DHT port (BEP 5).
     Port(u16),
     /// BEP 6.
-    Suggest(u32),
+    Suggest(PieceIndex),
     HaveAll,
     HaveNone,
     Reject(BlockRef),
-    AllowedFast(u32),
+    AllowedFast(PieceIndex),
     /// BEP 10: id 0 is the extension handshake, others are the ids the receiver assigned.
     Extended {
         id: u8,
@@ -126,7 +126,7 @@ fn exact(id: u8, payload: &[u8], len: usize, expected: &'static str) -> Result<(
 
 fn block(payload: &[u8]) -> BlockRef {
     BlockRef {
-        index: u32_at(payload, 0),
+        index: PieceIndex::new(u32_at(payload, 0)),
         begin: u32_at(payload, 4),
         length: u32_at(payload, 8),
     }
@@ -155,7 +155,7 @@ impl Message {
             }
             id::HAVE | id::SUGGEST | id::ALLOWED_FAST => {
                 exact(message_id, p, 4, "4")?;
-                let index = u32_at(p, 0);
+                let index = PieceIndex::new(u32_at(p, 0));
                 match message_id {
                     id::HAVE => Message::Have(index),
                     id::SUGGEST => Message::Suggest(index),
@@ -181,7 +181,7 @@ impl Message {
                     });
                 }
                 Message::Piece {
-                    index: u32_at(p, 0),
+                    index: PieceIndex::new(u32_at(p, 0)),
                     begin: u32_at(p, 4),
                     data: payload.slice(8..),
                 }
@@ -251,15 +251,15 @@ impl Message {
             out.put_u32(1);
             out.put_u8(id);
         };
-        let index_msg = |out: &mut BytesMut, id: u8, index: u32| {
+        let index_msg = |out: &mut BytesMut, id: u8, index: PieceIndex| {
             out.put_u32(5);
             out.put_u8(id);
-            out.put_u32(index);
+            out.put_u32(index.get());
         };
         let block_msg = |out: &mut BytesMut, id: u8, b: &BlockRef| {
             out.put_u32(13);
             out.put_u8(id);
-            out.put_u32(b.index);
+            out.put_u32(b.index.get());
             out.put_u32(b.begin);
             out.put_u32(b.length);
         };
@@ -285,7 +285,7 @@ impl Message {
             Message::Piece { index, begin, data } => {
                 out.put_u32(9 + data.len() as u32);
                 out.put_u8(id::PIECE);
-                out.put_u32(*index);
+                out.put_u32(index.get());
                 out.put_u32(*begin);
                 return Some(data);
             }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use crate::{BlockRef, Handshake, Message};
+use crate::{BlockRef, Handshake, Message, PieceIndex};
 
 /// Largest block a peer may request: 16 KiB is the norm, some clients ask for up to 128 KiB.
 pub const MAX_REQUEST: u32 = 128 * 1024;
@@ -19,7 +19,7 @@ pub enum Event {
     Unchoked,
     Interested,
     NotInterested,
-    Have(u32),
+    Have(PieceIndex),
     /// The peer's piece bitfield (exactly the right length, spare bits clear).
     Bitfield(Bytes),
     HaveAll,
@@ -30,13 +30,13 @@ pub enum Event {
     RequestWhileChoked(BlockRef),
     Cancel(BlockRef),
     Block {
-        index: u32,
+        index: PieceIndex,
         begin: u32,
         data: Bytes,
     },
     Rejected(BlockRef),
-    Suggest(u32),
-    AllowedFast(u32),
+    Suggest(PieceIndex),
+    AllowedFast(PieceIndex),
     DhtPort(u16),
     Extended {
         id: u8,
@@ -63,7 +63,7 @@ pub enum ConnectionError {
     #[error("extension message from a peer that did not negotiate it")]
     ExtensionsNotNegotiated,
     #[error("piece index {0} out of range")]
-    PieceOutOfRange(u32),
+    PieceOutOfRange(PieceIndex),
     #[error("request for {0} bytes")]
     BadRequestLength(u32),
 }
@@ -77,7 +77,7 @@ pub struct Connection {
     pub peer_choking: bool,
     pub peer_interested: bool,
     /// Pieces we let this peer request while choked (BEP 6).
-    allowed_fast_out: HashSet<u32>,
+    allowed_fast_out: HashSet<PieceIndex>,
 }
 
 impl Connection {
@@ -108,8 +108,8 @@ impl Connection {
         (self.num_pieces as usize).div_ceil(8)
     }
 
-    fn piece(&self, index: u32) -> Result<u32, ConnectionError> {
-        if index < self.num_pieces {
+    fn piece(&self, index: PieceIndex) -> Result<PieceIndex, ConnectionError> {
+        if index.get() < self.num_pieces {
             Ok(index)
         } else {
             Err(ConnectionError::PieceOutOfRange(index))
@@ -242,8 +242,8 @@ impl Connection {
     }
 
     /// Lets the peer request `piece` while choked (BEP 6); `None` without the fast extension.
-    pub fn allow_fast(&mut self, piece: u32) -> Option<Message> {
-        if !self.fast || piece >= self.num_pieces {
+    pub fn allow_fast(&mut self, piece: PieceIndex) -> Option<Message> {
+        if !self.fast || piece.get() >= self.num_pieces {
             return None;
         }
         self.allowed_fast_out

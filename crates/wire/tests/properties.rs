@@ -1,13 +1,17 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use wire::{BlockRef, Decoder, Message};
+use wire::{BlockRef, Decoder, Message, PieceIndex};
 
 fn block() -> impl Strategy<Value = BlockRef> {
     (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(index, begin, length)| BlockRef {
-        index,
+        index: PieceIndex::new(index),
         begin,
         length,
     })
+}
+
+fn piece() -> impl Strategy<Value = PieceIndex> {
+    any::<u32>().prop_map(PieceIndex::new)
 }
 
 fn message() -> impl Strategy<Value = Message> {
@@ -20,14 +24,14 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Message::NotInterested),
         Just(Message::HaveAll),
         Just(Message::HaveNone),
-        any::<u32>().prop_map(Message::Have),
-        any::<u32>().prop_map(Message::Suggest),
-        any::<u32>().prop_map(Message::AllowedFast),
+        piece().prop_map(Message::Have),
+        piece().prop_map(Message::Suggest),
+        piece().prop_map(Message::AllowedFast),
         bytes().prop_map(Message::Bitfield),
         block().prop_map(Message::Request),
         block().prop_map(Message::Cancel),
         block().prop_map(Message::Reject),
-        (any::<u32>(), any::<u32>(), bytes()).prop_map(|(index, begin, data)| Message::Piece {
+        (piece(), any::<u32>(), bytes()).prop_map(|(index, begin, data)| Message::Piece {
             index,
             begin,
             data

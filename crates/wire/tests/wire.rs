@@ -3,7 +3,7 @@ use wire::{
     BlockRef, Connection, ConnectionError, Decoder, Event, ExtensionHandshake, Handshake, Message,
     WireError,
 };
-use wire::{InfoHash, PeerId};
+use wire::{InfoHash, PeerId, PieceIndex};
 
 fn encoded(m: &Message) -> Vec<u8> {
     let mut out = BytesMut::new();
@@ -12,7 +12,7 @@ fn encoded(m: &Message) -> Vec<u8> {
 }
 
 const B: BlockRef = BlockRef {
-    index: 1,
+    index: PieceIndex::new(1),
     begin: 0x4000,
     length: 0x4000,
 };
@@ -25,7 +25,10 @@ fn messages_byte_for_byte() {
         (Message::Unchoke, vec![0, 0, 0, 1, 1]),
         (Message::Interested, vec![0, 0, 0, 1, 2]),
         (Message::NotInterested, vec![0, 0, 0, 1, 3]),
-        (Message::Have(0x01020304), vec![0, 0, 0, 5, 4, 1, 2, 3, 4]),
+        (
+            Message::Have(PieceIndex::new(0x01020304)),
+            vec![0, 0, 0, 5, 4, 1, 2, 3, 4],
+        ),
         (
             Message::Bitfield(Bytes::from_static(&[0xff, 0x80])),
             vec![0, 0, 0, 3, 5, 0xff, 0x80],
@@ -36,7 +39,7 @@ fn messages_byte_for_byte() {
         ),
         (
             Message::Piece {
-                index: 2,
+                index: PieceIndex::new(2),
                 begin: 3,
                 data: Bytes::from_static(b"abc"),
             },
@@ -47,14 +50,20 @@ fn messages_byte_for_byte() {
             vec![0, 0, 0, 13, 8, 0, 0, 0, 1, 0, 0, 0x40, 0, 0, 0, 0x40, 0],
         ),
         (Message::Port(6881), vec![0, 0, 0, 3, 9, 0x1a, 0xe1]),
-        (Message::Suggest(7), vec![0, 0, 0, 5, 13, 0, 0, 0, 7]),
+        (
+            Message::Suggest(PieceIndex::new(7)),
+            vec![0, 0, 0, 5, 13, 0, 0, 0, 7],
+        ),
         (Message::HaveAll, vec![0, 0, 0, 1, 14]),
         (Message::HaveNone, vec![0, 0, 0, 1, 15]),
         (
             Message::Reject(B),
             vec![0, 0, 0, 13, 16, 0, 0, 0, 1, 0, 0, 0x40, 0, 0, 0, 0x40, 0],
         ),
-        (Message::AllowedFast(9), vec![0, 0, 0, 5, 17, 0, 0, 0, 9]),
+        (
+            Message::AllowedFast(PieceIndex::new(9)),
+            vec![0, 0, 0, 5, 17, 0, 0, 0, 9],
+        ),
         (
             Message::Extended {
                 id: 3,
@@ -142,14 +151,17 @@ fn handshake_layout_and_bits() {
 #[test]
 fn codec_waits_for_whole_messages_and_caps_length() {
     let decoder = Decoder::new(1000);
-    let bytes = encoded(&Message::Have(5));
+    let bytes = encoded(&Message::Have(PieceIndex::new(5)));
     let mut buf = BytesMut::new();
     for (i, b) in bytes.iter().enumerate() {
         assert_eq!(decoder.decode(&mut buf).unwrap(), None, "after {i} bytes");
         buf.extend_from_slice(&[*b]);
     }
     assert_eq!(decoder.missing(&buf), 0);
-    assert_eq!(decoder.decode(&mut buf).unwrap(), Some(Message::Have(5)));
+    assert_eq!(
+        decoder.decode(&mut buf).unwrap(),
+        Some(Message::Have(PieceIndex::new(5)))
+    );
 
     // A huge length prefix is refused from its 4 bytes alone.
     let mut buf = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
@@ -195,8 +207,8 @@ fn bitfield_rules_as_real_clients_need_them() {
         .is_ok());
     assert_eq!(c.receive(Message::Port(6881)), Ok(Event::DhtPort(6881)));
     assert_eq!(
-        c.receive(Message::AllowedFast(1)),
-        Ok(Event::AllowedFast(1))
+        c.receive(Message::AllowedFast(PieceIndex::new(1))),
+        Ok(Event::AllowedFast(PieceIndex::new(1)))
     );
     assert_eq!(c.receive(Message::Unchoke), Ok(Event::Unchoked));
     assert_eq!(
@@ -223,11 +235,14 @@ fn bitfield_rules_as_real_clients_need_them() {
         })
     );
     let mut c = connection(10, true);
-    assert_eq!(c.receive(Message::Have(3)), Ok(Event::Have(3)));
+    assert_eq!(
+        c.receive(Message::Have(PieceIndex::new(3))),
+        Ok(Event::Have(PieceIndex::new(3)))
+    );
     assert_eq!(c.receive(Message::HaveAll), Ok(Event::HaveAll));
     assert_eq!(
-        c.receive(Message::Have(10)),
-        Err(ConnectionError::PieceOutOfRange(10))
+        c.receive(Message::Have(PieceIndex::new(10))),
+        Err(ConnectionError::PieceOutOfRange(PieceIndex::new(10)))
     );
 }
 
@@ -242,13 +257,13 @@ fn fast_extension_needs_negotiation() {
         slow.receive(Message::Reject(B)),
         Err(ConnectionError::FastNotNegotiated)
     );
-    assert_eq!(slow.allow_fast(1), None);
+    assert_eq!(slow.allow_fast(PieceIndex::new(1)), None);
     let mut fast = connection(10, true);
     assert_eq!(fast.receive(Message::HaveAll), Ok(Event::HaveAll));
     assert_eq!(fast.receive(Message::Reject(B)), Ok(Event::Rejected(B)));
     assert_eq!(
-        fast.receive(Message::AllowedFast(2)),
-        Ok(Event::AllowedFast(2))
+        fast.receive(Message::AllowedFast(PieceIndex::new(2))),
+        Ok(Event::AllowedFast(PieceIndex::new(2)))
     );
 }
 
@@ -260,10 +275,16 @@ fn choking_and_requests() {
         c.receive(Message::Request(B)),
         Ok(Event::RequestWhileChoked(B))
     );
-    assert_eq!(c.allow_fast(1), Some(Message::AllowedFast(1)));
-    assert_eq!(c.allow_fast(1), None);
+    assert_eq!(
+        c.allow_fast(PieceIndex::new(1)),
+        Some(Message::AllowedFast(PieceIndex::new(1)))
+    );
+    assert_eq!(c.allow_fast(PieceIndex::new(1)), None);
     assert_eq!(c.receive(Message::Request(B)), Ok(Event::Request(B)));
-    let other = BlockRef { index: 2, ..B };
+    let other = BlockRef {
+        index: PieceIndex::new(2),
+        ..B
+    };
     assert_eq!(
         c.receive(Message::Request(other)),
         Ok(Event::RequestWhileChoked(other))

@@ -314,7 +314,9 @@ fn verify(
         let len = t.piece_size(p) as usize;
         buf.resize(len, 0);
         let start = p * t.piece_length;
-        let index = u32::try_from(p).context("piece index")?;
+        let index = u32::try_from(p)
+            .map(engine::PieceIndex::new)
+            .context("piece index")?;
         let at_new = new.read(start, &mut buf).is_ok() && engine::piece_matches(t, index, &buf);
         if !at_new {
             // A piece the old place did not have either (not downloaded yet) is no loss.

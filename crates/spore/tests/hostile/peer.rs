@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use wire::{BlockRef, Handshake, Message};
+use wire::{BlockRef, Handshake, Message, PieceIndex};
 
 const BLOCK: u32 = 16 * 1024;
 /// Requests per write.
@@ -131,7 +131,7 @@ fn flood(
             let block = ((*n / u64::from(pieces)) % u64::from(blocks)) as u32;
             *n += 1;
             Message::Request(BlockRef {
-                index: piece,
+                index: PieceIndex::new(piece),
                 begin: block * BLOCK,
                 length: BLOCK,
             })
