@@ -17,29 +17,53 @@ pub enum Voter {
     Tracker(String),
 }
 
+/// Votes are kept per address family: a dual-stack host has one IPv4 and one IPv6 address, and
+/// the peers reaching it over one family cannot outvote those reaching it over the other.
 #[derive(Debug, Default)]
 pub struct ExternalIpVotes {
+    v4: FamilyVotes,
+    v6: FamilyVotes,
+}
+
+#[derive(Debug, Default)]
+struct FamilyVotes {
     by_voter: HashMap<Voter, IpAddr>,
 }
 
 impl ExternalIpVotes {
-    /// Records that `voter` sees us at `seen` (its latest word counts). Returns the majority if this
-    /// vote changed it.
+    /// Records that `voter` sees us at `seen` (its latest word for that family counts). Returns the
+    /// family's majority if this vote changed it.
     pub fn record(&mut self, voter: Voter, seen: IpAddr) -> Option<IpAddr> {
         if seen.is_unspecified() || seen.is_loopback() || seen.is_multicast() {
             return None;
         }
-        let before = self.majority();
-        if self.by_voter.len() >= MAX_VOTERS && !self.by_voter.contains_key(&voter) {
+        let family = match seen {
+            IpAddr::V4(_) => &mut self.v4,
+            IpAddr::V6(_) => &mut self.v6,
+        };
+        let before = family.majority();
+        if family.by_voter.len() >= MAX_VOTERS && !family.by_voter.contains_key(&voter) {
             return None;
         }
-        self.by_voter.insert(voter, seen);
-        let after = self.majority();
+        family.by_voter.insert(voter, seen);
+        let after = family.majority();
         (after != before).then_some(after).flatten()
     }
 
-    /// The address named by more than half of the votes, with at least [`MIN_VOTES`] of them.
+    /// Our IPv4 address as most say, else our IPv6 address as most say.
     pub fn majority(&self) -> Option<IpAddr> {
+        self.v4.majority().or_else(|| self.v6.majority())
+    }
+
+    /// Our IPv6 address as most voters over IPv6 say.
+    pub fn majority_v6(&self) -> Option<IpAddr> {
+        self.v6.majority()
+    }
+}
+
+impl FamilyVotes {
+    /// The address named by more than half of the votes, with at least [`MIN_VOTES`] of them.
+    fn majority(&self) -> Option<IpAddr> {
         let mut counts: HashMap<IpAddr, usize> = HashMap::new();
         for seen in self.by_voter.values() {
             *counts.entry(*seen).or_default() += 1;
@@ -91,7 +115,29 @@ mod tests {
         for i in 0..(MAX_VOTERS as u32 + 50) {
             v.record(Voter::Peer(IpAddr::from(i.to_be_bytes())), ip("11.11.11.1"));
         }
-        assert_eq!(v.by_voter.len(), MAX_VOTERS);
+        assert_eq!(v.v4.by_voter.len(), MAX_VOTERS);
         assert_eq!(v.majority(), Some(ip("11.11.11.1")));
+    }
+
+    #[test]
+    fn each_family_has_its_own_majority() {
+        let mut v = ExternalIpVotes::default();
+        let tracker = || Voter::Tracker("http://t.example/announce".into());
+        // Three peers over IPv4 and two over IPv6: the IPv6 votes are not outvoted by the IPv4 ones.
+        for p in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
+            v.record(peer(p), ip("11.11.11.1"));
+        }
+        v.record(peer("2001:db8::1"), ip("2001:db8:ff::7"));
+        assert_eq!(
+            v.record(peer("2001:db8::2"), ip("2001:db8:ff::7")),
+            Some(ip("2001:db8:ff::7"))
+        );
+        assert_eq!(v.majority(), Some(ip("11.11.11.1")));
+        assert_eq!(v.majority_v6(), Some(ip("2001:db8:ff::7")));
+        // A tracker announced to over both families votes once in each.
+        v.record(tracker(), ip("11.11.11.1"));
+        v.record(tracker(), ip("2001:db8:ff::7"));
+        assert_eq!(v.majority(), Some(ip("11.11.11.1")));
+        assert_eq!(v.majority_v6(), Some(ip("2001:db8:ff::7")));
     }
 }
