@@ -333,6 +333,20 @@ mod tests {
             .await
             .unwrap_err();
         assert!(format!("{e:#}").contains("more than 5"), "{e:#}");
+
+        // The status is what matters when its body would not be used, however large it says it is.
+        let addr = serve(vec![
+            "HTTP/1.1 302 Found\r\nLocation: /b\r\nContent-Length: 1000000\r\n\r\n".into(),
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 1000000\r\n\r\n".into(),
+        ])
+        .await;
+        let e = http_get(&format!("http://{addr}/a"), None, 100)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            format!("{e}"),
+            format!("redirected to http://{addr}/b: answered HTTP 404")
+        );
     }
 
     #[tokio::test]

@@ -44,18 +44,22 @@ where
     let end = loop {
         match stream.read(&mut buf).await {
             Ok(0) => break End::Clean,
-            Ok(n) => decoder.push(&buf[..n])?,
+            Ok(n) => {
+                let pushed = decoder.push(&buf[..n]);
+                // A body no one will use cannot fail the exchange: its head is all that counts.
+                if let Some(head) = decoder.head() {
+                    if let Some(wanted) = want_body.take() {
+                        if !wanted(head) {
+                            return Ok(decoder.head_only().ok_or(ResponseError::NoHead)?);
+                        }
+                    }
+                }
+                pushed?;
+            }
             // rustls reports a TCP close without close_notify this way. Many servers end responses
             // like that; it is accepted where the head says how long the body is.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break End::Cut,
             Err(e) => return Err(e.into()),
-        }
-        if let Some(head) = decoder.head() {
-            if let Some(wanted) = want_body.take() {
-                if !wanted(head) {
-                    return Ok(decoder.head_only().ok_or(ResponseError::NoHead)?);
-                }
-            }
         }
         if decoder.is_done() {
             break End::Clean;
@@ -136,6 +140,32 @@ mod tests {
         assert_eq!(
             (r.status(), r.head.header("location"), r.body.len()),
             (302, Some("/y"), 0)
+        );
+        // Neither a body over the cap nor broken chunks matter when the body is not wanted.
+        let (r, _) = against(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 99999\r\n\r\n",
+            true,
+            false,
+        )
+        .await;
+        assert_eq!(r.unwrap().status(), 404);
+        let (r, _) = against(
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            true,
+            false,
+        )
+        .await;
+        assert_eq!(r.unwrap().status(), 404);
+        // Wanted, they fail at once, without waiting for the server to close.
+        let (r, _) = against(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999\r\n\r\n",
+            true,
+            true,
+        )
+        .await;
+        assert!(
+            matches!(r, Err(Error::Response(ResponseError::BodyTooLong(1024)))),
+            "{r:?}"
         );
         let (r, _) = against(
             b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\nab",

@@ -116,6 +116,9 @@ enum State {
     ChunkData(usize),
     /// How much of the CRLF after a chunk's data has come.
     ChunkEnd(usize),
+    /// The head announced a body over the cap: an error at the next push or at the end, so a caller
+    /// has the head first and may not want the body anyway.
+    TooLong,
     Done,
 }
 
@@ -144,9 +147,13 @@ impl Decoder {
     }
 
     /// Takes the next bytes of the stream. Bytes after the end of the response are ignored. After an
-    /// error the decoder is of no further use.
+    /// error the decoder is of no further use, but [`head`](Self::head) gives the head if it was read
+    /// (a body over the cap, bad chunks).
     pub fn push(&mut self, mut data: &[u8]) -> Result<(), ResponseError> {
-        while !data.is_empty() {
+        loop {
+            if data.is_empty() && self.state != State::TooLong {
+                return Ok(());
+            }
             let used = match self.state {
                 State::Head => {
                     let max = self.limits.head;
@@ -159,6 +166,9 @@ impl Decoder {
                     self.head = Some(head);
                     self.state = state;
                     self.line = Vec::new();
+                    if state == State::TooLong {
+                        return Err(ResponseError::BodyTooLong(self.limits.body));
+                    }
                     used
                 }
                 State::Length(left) => {
@@ -222,11 +232,11 @@ impl Decoder {
                     };
                     1
                 }
+                State::TooLong => return Err(ResponseError::BodyTooLong(self.limits.body)),
                 State::Done => return Ok(()),
             };
             data = &data[used..];
         }
-        Ok(())
     }
 
     /// The status line and headers, once they are in.
@@ -248,6 +258,7 @@ impl Decoder {
             }),
             (State::Head, _) => Err(ResponseError::NoHead),
             (State::ToEnd, End::Cut) => Err(ResponseError::Unterminated),
+            (State::TooLong, _) => Err(ResponseError::BodyTooLong(self.limits.body)),
             _ => Err(ResponseError::Truncated),
         }
     }
@@ -339,7 +350,7 @@ fn read_head(bytes: &[u8], limits: &Limits) -> Result<(Head, State), ResponseErr
         _ if chunked => State::ChunkLine,
         // These never have a body, whatever the headers say.
         _ if matches!(status, 204 | 304) => State::Done,
-        Some(n) if n > limits.body => return Err(ResponseError::BodyTooLong(limits.body)),
+        Some(n) if n > limits.body => State::TooLong,
         Some(0) => State::Done,
         Some(n) => State::Length(n),
         None => State::ToEnd,
