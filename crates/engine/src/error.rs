@@ -36,8 +36,11 @@ pub enum MetadataError {
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The URL (or a redirect's target) is not one this client can fetch.
-    #[error("{0}")]
-    Url(String),
+    #[error(transparent)]
+    Url(#[from] http_client::UrlError),
+    /// A URL (ours or a redirect's) that would put a line break into the request.
+    #[error(transparent)]
+    Request(#[from] http_client::RequestError),
     #[error("{0}")]
     Tls(String),
     #[error("timed out after {0} s")]
@@ -53,6 +56,9 @@ pub enum HttpError {
     },
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The server's response could not be read (cut short, over a limit, not HTTP).
+    #[error(transparent)]
+    Response(#[from] http_client::ResponseError),
     /// The server answered, but not with a usable body ("answered HTTP 404").
     #[error("{0}")]
     Reply(String),
@@ -62,6 +68,16 @@ pub enum HttpError {
     /// A request after a redirect failed: the URL that failed, and why.
     #[error("redirected to {url}: {source}")]
     Redirected { url: String, source: Box<HttpError> },
+}
+
+impl From<http_client::Error> for HttpError {
+    fn from(e: http_client::Error) -> HttpError {
+        match e {
+            http_client::Error::Request(e) => HttpError::Request(e),
+            http_client::Error::Io(e) => HttpError::Io(e),
+            http_client::Error::Response(e) => HttpError::Response(e),
+        }
+    }
 }
 
 /// Why an announce or a scrape failed.

@@ -35,20 +35,6 @@ mod utp_transport;
 #[cfg(test)]
 mod testutil;
 
-/// Entry points for the fuzz targets under `fuzz/` into parsers that are otherwise private.
-#[doc(hidden)]
-pub mod fuzzing {
-    /// Parses `raw` as an HTTP(S) reply capped at `max_len` body bytes, `clean_end` saying whether the
-    /// stream ended properly: the body's length, or the redirect target resolved against a fixed URL.
-    pub fn http_response(
-        raw: &[u8],
-        clean_end: bool,
-        max_len: usize,
-    ) -> Option<Result<usize, String>> {
-        crate::http::fuzz_response(raw, clean_end, max_len)
-    }
-}
-
 pub use conns::{
     ip_group, raise_nofile_limit, AcceptBackoff, FdBudget, HandshakeLimits, FILE_RESERVE,
 };

@@ -17,8 +17,9 @@ use tracker_proto::udp::{Request, Response};
 use tracker_proto::{Announce, InfoHash};
 
 pub use crate::error::TrackerError;
+use crate::http::resolve;
 pub use crate::http::{http_get, HttpError};
-use crate::http::{parse_url, resolve};
+use http_client::parse_url;
 
 const UDP_ATTEMPT: Duration = Duration::from_secs(3);
 const UDP_ATTEMPTS: usize = 3;
@@ -293,7 +294,7 @@ async fn udp_connect(
     url: &str,
     bind: Option<IpAddr>,
 ) -> Result<(UdpSession, String), TrackerError> {
-    let u = parse_url(url, "udp", 80)?;
+    let u = parse_url(url, "udp", 80).map_err(HttpError::from)?;
     let addr = resolve(u.host, u.port, bind).await?;
     let local = match bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
         Some(ip) => SocketAddr::new(ip, 0),

@@ -326,8 +326,8 @@ async fn try_location(location: &str) -> Result<Router, String> {
     let (reply, _) = http::exchange("GET", &url, &[], &[], HTTP_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
-    if reply.status != 200 {
-        return Err(format!("description: HTTP {}", reply.status));
+    if reply.status() != 200 {
+        return Err(format!("description: HTTP {}", reply.status()));
     }
     let service = igd::find_service(&reply.body, &url).map_err(|e| e.to_string())?;
     let (_, local) = soap(&service, igd::get_external_ip(&service)).await?;
@@ -354,8 +354,8 @@ async fn soap(service: &Service, action: igd::Action) -> Result<(Vec<u8>, Socket
     .map_err(|e| e.to_string())?;
     match igd::parse_soap(&reply.body).map_err(|e| e.to_string())? {
         SoapReply::Fault(code, text) => Err(format!("UPnP error {code} {text}")),
-        SoapReply::Ok if reply.status == 200 => Ok((reply.body, local)),
-        SoapReply::Ok => Err(format!("HTTP {}", reply.status)),
+        SoapReply::Ok if reply.status() == 200 => Ok((reply.body, local)),
+        SoapReply::Ok => Err(format!("HTTP {}", reply.status())),
     }
 }
 

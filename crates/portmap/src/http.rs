@@ -1,10 +1,11 @@
-//! The little HTTP/1.1 a UPnP control point needs: http:// URLs with an IP literal host, one request
-//! per connection, and replies read into a bounded buffer (Content-Length, chunked, or to EOF).
+//! The little HTTP a UPnP control point needs, on the `http-client` crate: http:// URLs with an IP
+//! literal host, one request per connection, replies bounded by [`LIMITS`].
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_client::{Limits, Request, Response, Version};
 
 use crate::ParseError;
 
@@ -12,6 +13,8 @@ use crate::ParseError;
 pub const MAX_HEAD: usize = 8 * 1024;
 /// A device description or a SOAP reply; real ones are a few KiB.
 pub const MAX_BODY: usize = 64 * 1024;
+/// What one reply from the router may cost.
+pub const LIMITS: Limits = Limits::new(MAX_HEAD, MAX_BODY);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
@@ -27,197 +30,35 @@ impl Url {
         if text.len() > crate::ssdp::MAX_LOCATION {
             return Err(ParseError::Long(text.len()));
         }
-        let rest = text
-            .get(..7)
-            .filter(|s| s.eq_ignore_ascii_case("http://"))
-            .map(|_| &text[7..])
-            .ok_or(ParseError::Malformed("not an http:// URL"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, p) = v6
-                .split_once(']')
-                .ok_or(ParseError::Malformed("bad IPv6 host"))?;
-            (h, p.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        let ip: IpAddr = host
+        Url::parse_any_length(text)
+    }
+
+    fn parse_any_length(text: &str) -> Result<Url, ParseError> {
+        let text = http_client::normalise_scheme(text);
+        let u = http_client::parse_url(&text, "http", 80)?;
+        let ip: IpAddr = u
+            .host
             .parse()
             .map_err(|_| ParseError::Malformed("host is not an IP address"))?;
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| ParseError::Malformed("bad port"))?,
-            None => 80,
-        };
         Ok(Url {
-            addr: SocketAddr::new(ip, port),
-            path: path.to_string(),
+            addr: SocketAddr::new(ip, u.port),
+            path: u.path.to_string(),
         })
     }
 
     /// `reference` (absolute, or a path, or relative to this URL's directory) resolved against this URL.
     pub fn join(&self, reference: &str) -> Result<Url, ParseError> {
-        let reference = reference.trim();
         if reference.len() > crate::ssdp::MAX_LOCATION {
             return Err(ParseError::Long(reference.len()));
         }
-        if reference
-            .get(..7)
-            .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-        {
-            return Url::parse(reference);
-        }
-        let path = if reference.starts_with('/') {
-            reference.to_string()
-        } else {
-            let dir = self.path.rfind('/').map_or("/", |i| &self.path[..=i]);
-            format!("{dir}{reference}")
-        };
-        Ok(Url {
-            addr: self.addr,
-            path,
-        })
-    }
-
-    fn host_header(&self) -> String {
-        self.addr.to_string()
+        Url::parse_any_length(&http_client::redirect_target(&self.to_string(), reference)?)
     }
 }
 
-/// A request with `Connection: close`.
-pub fn request(method: &str, url: &Url, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        url.path,
-        url.host_header(),
-        body.len()
-    );
-    for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.addr, self.path)
     }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
-}
-
-/// A whole reply: status and body.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
-/// Reads a reply from `buf`. `Ok(None)` means more bytes are needed; `eof` says no more will come
-/// (a reply without a length then ends where the bytes do).
-pub fn parse_reply(buf: &[u8], eof: bool) -> Result<Option<Reply>, ParseError> {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        if buf.len() > MAX_HEAD {
-            return Err(ParseError::Long(buf.len()));
-        }
-        return if eof {
-            Err(ParseError::Short(buf.len()))
-        } else {
-            Ok(None)
-        };
-    };
-    if end > MAX_HEAD {
-        return Err(ParseError::Long(end));
-    }
-    let head =
-        std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::Malformed("head not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut words = status_line.split_whitespace();
-    if !words.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
-        return Err(ParseError::Malformed("not an HTTP reply"));
-    }
-    let status: u16 = words
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or(ParseError::Malformed("bad status"))?;
-    let mut length = None;
-    let mut chunked = false;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value
-                .parse()
-                .map_err(|_| ParseError::Malformed("bad Content-Length"))?;
-            if n > MAX_BODY {
-                return Err(ParseError::Long(n));
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            && value.to_ascii_lowercase().contains("chunked")
-        {
-            chunked = true;
-        }
-    }
-    let body = &buf[end + 4..];
-    if chunked {
-        return dechunk(body, eof).map(|b| b.map(|body| Reply { status, body }));
-    }
-    match length {
-        Some(n) if body.len() >= n => Ok(Some(Reply {
-            status,
-            body: body[..n].to_vec(),
-        })),
-        Some(_) if eof => Err(ParseError::Short(body.len())),
-        Some(_) => Ok(None),
-        None if body.len() > MAX_BODY => Err(ParseError::Long(body.len())),
-        None if eof => Ok(Some(Reply {
-            status,
-            body: body.to_vec(),
-        })),
-        None => Ok(None),
-    }
-}
-
-fn dechunk(mut rest: &[u8], eof: bool) -> Result<Option<Vec<u8>>, ParseError> {
-    let mut out = Vec::new();
-    loop {
-        let Some(line_end) = find(rest, b"\r\n") else {
-            return if eof || rest.len() > 32 {
-                Err(ParseError::Malformed("bad chunk"))
-            } else {
-                Ok(None)
-            };
-        };
-        let size_text = std::str::from_utf8(&rest[..line_end])
-            .map_err(|_| ParseError::Malformed("bad chunk size"))?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| ParseError::Malformed("bad chunk size"))?;
-        if size > MAX_BODY || out.len() + size > MAX_BODY {
-            return Err(ParseError::Long(out.len().saturating_add(size)));
-        }
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok(Some(out));
-        }
-        if rest.len() < size + 2 {
-            return if eof {
-                Err(ParseError::Short(rest.len()))
-            } else {
-                Ok(None)
-            };
-        }
-        out.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Why an HTTP exchange failed.
@@ -227,8 +68,8 @@ pub enum FetchError {
     Io(#[from] std::io::Error),
     #[error("timed out")]
     Timeout,
-    #[error("{0}")]
-    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Http(#[from] http_client::Error),
 }
 
 /// One exchange with `url`, the whole of it bounded by `timeout`. Returns the local address used too
@@ -239,25 +80,21 @@ pub async fn exchange(
     headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
-) -> Result<(Reply, SocketAddr), FetchError> {
+) -> Result<(Response, SocketAddr), FetchError> {
+    let host = url.addr.to_string();
+    let request = Request {
+        method,
+        target: &url.path,
+        host: &host,
+        version: Version::Http11,
+        headers,
+        body,
+    };
     let work = async {
         let mut stream = tokio::net::TcpStream::connect(url.addr).await?;
         let local = stream.local_addr()?;
-        stream
-            .write_all(&request(method, url, headers, body))
-            .await?;
-        let mut buf = Vec::with_capacity(4096);
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            if buf.len() + n > MAX_HEAD + MAX_BODY {
-                return Err(ParseError::Long(buf.len() + n).into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(reply) = parse_reply(&buf, n == 0)? {
-                return Ok((reply, local));
-            }
-        }
+        let reply = http_client::exchange(&mut stream, &request, LIMITS, |_| true).await?;
+        Ok((reply, local))
     };
     tokio::time::timeout(timeout, work)
         .await
@@ -286,58 +123,55 @@ mod tests {
         assert!(Url::parse("https://10.0.0.1/").is_err());
         assert!(Url::parse("http://10.0.0.1:99999/").is_err());
         assert_eq!(Url::parse("http://[fe80::1]:80/d").unwrap().addr.port(), 80);
+        assert_eq!(Url::parse("HTTP://10.0.0.1/d").unwrap().path, "/d");
+        assert_eq!(deep.join("//10.0.0.3/y").unwrap().addr.port(), 80);
+        assert!(deep.join("https://10.0.0.2/x").is_err());
+        // Each part within the SSDP bound; joined, they may be longer.
+        let long = format!("http://10.0.0.1/{}", "a".repeat(400));
+        let joined = Url::parse(&long).unwrap().join(&"b".repeat(500)).unwrap();
+        assert_eq!(joined.path.len(), 501);
+        assert_eq!(
+            joined.to_string(),
+            format!("http://10.0.0.1:80/{}", "b".repeat(500))
+        );
     }
 
-    #[test]
-    fn replies_with_length_chunks_or_eof() {
-        let full = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-        assert_eq!(parse_reply(&full[..20], false), Ok(None));
-        assert_eq!(parse_reply(&full[..full.len() - 1], false), Ok(None));
-        assert_eq!(
-            parse_reply(full, false),
-            Ok(Some(Reply {
-                status: 200,
-                body: b"hello".to_vec()
-            }))
-        );
-        let chunked = b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n";
-        assert_eq!(
-            parse_reply(chunked, false),
-            Ok(Some(Reply {
-                status: 500,
-                body: b"abcde".to_vec()
-            }))
-        );
-        let eof = b"HTTP/1.0 200 OK\r\n\r\nbody";
-        assert_eq!(parse_reply(eof, false), Ok(None));
-        assert_eq!(parse_reply(eof, true).unwrap().unwrap().body, b"body");
-    }
-
-    #[test]
-    fn oversized_or_broken_replies() {
-        let big = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-            MAX_BODY + 1
-        );
-        assert!(parse_reply(big.as_bytes(), false).is_err());
-        assert!(parse_reply(&vec![b'a'; MAX_HEAD + 1], false).is_err());
-        assert!(parse_reply(b"SSH-2.0\r\n\r\n", false).is_err());
-        assert!(parse_reply(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffff\r\n",
-            false
+    #[tokio::test]
+    async fn an_exchange_returns_any_status_and_the_address_the_router_saw() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/ctl", listener.local_addr().unwrap())).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, peer) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n<x/>") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request cut short: {request:?}");
+                request.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfau\n\r\n2\r\nlt\r\n0\r\n\r\n")
+                .await
+                .unwrap();
+            (String::from_utf8(request).unwrap(), peer)
+        });
+        let (reply, local) = exchange(
+            "POST",
+            &url,
+            &[("SOAPAction", "\"a#b\"")],
+            b"<x/>",
+            Duration::from_secs(10),
         )
-        .is_err());
-        assert!(parse_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", true).is_err());
-    }
-
-    #[test]
-    fn request_has_host_length_and_close() {
-        let url = Url::parse("http://10.0.0.1:5000/ctl").unwrap();
-        let r =
-            String::from_utf8(request("POST", &url, &[("SOAPAction", "\"a#b\"")], b"xy")).unwrap();
+        .await
+        .unwrap();
         assert_eq!(
-            r,
-            "POST /ctl HTTP/1.1\r\nHost: 10.0.0.1:5000\r\nConnection: close\r\nContent-Length: 2\r\nSOAPAction: \"a#b\"\r\n\r\nxy"
+            (reply.status(), reply.body.as_slice()),
+            (500, &b"fau\nlt"[..])
         );
+        let (request, peer) = server.await.unwrap();
+        assert_eq!(local, peer);
+        assert!(request.starts_with("POST /ctl HTTP/1.1\r\n"), "{request}");
+        assert!(request.contains("\r\nSOAPAction: \"a#b\"\r\n"), "{request}");
+        assert!(request.contains("\r\nContent-Length: 4\r\n"), "{request}");
     }
 }

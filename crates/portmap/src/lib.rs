@@ -52,4 +52,6 @@ pub enum ParseError {
     Opcode(u8),
     #[error("malformed reply: {0}")]
     Malformed(&'static str),
+    #[error(transparent)]
+    Url(#[from] http_client::UrlError),
 }
