@@ -58,6 +58,7 @@ pub struct Session {
     encryption: Arc<Mutex<Encryption>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     utp: Option<crate::UtpEndpoint>,
+    transports: crate::Transports,
 }
 
 impl Session {
@@ -101,12 +102,18 @@ impl Session {
             encryption,
             tasks,
             utp,
+            transports,
         })
     }
 
     /// The uTP socket torrents of this session dial through (`TorrentConfig::in_session`).
     pub fn utp(&self) -> Option<crate::UtpEndpoint> {
         self.utp.clone()
+    }
+
+    /// The transports the session listens on, and its torrents dial with.
+    pub fn transports(&self) -> crate::Transports {
+        self.transports
     }
 
     /// What incoming peers may speak (plaintext, MSE, or either); applies to connections accepted
