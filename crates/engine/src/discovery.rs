@@ -126,21 +126,6 @@ impl Discovery {
             config.lsd_group = group;
         }
     }
-
-    /// Starts a torrent with this discovery: its DHT node ([`Discovery::start_dht`]), then
-    /// [`Discovery::apply`] and [`crate::start`].
-    pub async fn start_torrent(
-        &self,
-        mut config: TorrentConfig,
-    ) -> Result<crate::TorrentHandle, crate::StartError> {
-        let mut this = self.clone();
-        this.utp &= config.transports.utp;
-        let dht = this
-            .start_dht(config.listen, config.torrent.private)
-            .await?;
-        self.apply(&mut config, dht);
-        crate::start(config).await
-    }
 }
 
 /// The id a magnet's torrent goes by on the wire: its v1 info-hash, or its v2 one truncated (BEP 52).
