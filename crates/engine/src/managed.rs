@@ -12,15 +12,19 @@ use std::time::{Duration, Instant};
 use ids::InfoHash;
 use metainfo::{Magnet, Torrent};
 use parking_lot::Mutex;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::dht::DhtNode;
-use crate::discovery::{magnet_torrent, magnet_wire_id, Carry, Discovery, MagnetTorrent};
+use crate::discovery::{
+    magnet_finish, magnet_request, magnet_wire_id, Carry, Discovery, MagnetTorrent,
+};
 use crate::error::{DiscoveryError, MagnetError, StartError};
 use crate::lifecycle::{Lifecycle, Observed, Phase, Queue, Step};
+use crate::metadata::fetch_metadata_with;
 use crate::seed_goal::SeedGoal;
 use crate::session::Session;
 use crate::torrent::{Status, TorrentConfig, TorrentError, TorrentHandle};
+use crate::transport::IncomingPeer;
 
 /// How often running torrents are reviewed (errors, seed goals) and the queue looked at, besides
 /// whenever a command or a finished start asks for it.
@@ -127,6 +131,8 @@ struct Entry {
     carry: Option<Carry>,
     /// The status when it last ran.
     kept: Option<Status>,
+    /// Its completion was seen by a pass (and told to those waiting for changes).
+    completion_told: bool,
 }
 
 impl Entry {
@@ -217,6 +223,7 @@ impl Client {
             fetch: None,
             carry: None,
             kept: None,
+            completion_told: false,
         })));
         drop(torrents);
         self.inner.wake.notify_one();
@@ -227,7 +234,7 @@ impl Client {
         self.inner.slot(id).map(|slot| snapshot(&slot.lock()))
     }
 
-    /// Waits until something changed (a phase, a start) since the last call on `seen`.
+    /// Waits until something changed (a phase, a start, a completion) since the last call on `seen`.
     pub async fn changed(&self, seen: &mut watch::Receiver<u64>) {
         let _ = seen.changed().await;
     }
@@ -312,6 +319,7 @@ async fn stop(inner: &Inner, slot: &Slot, to: Phase<Fault>) {
         let mut e = slot.lock();
         if let Some(fetch) = e.fetch.take() {
             fetch.abort();
+            inner.session.unregister_fetch(&e.id);
         }
         e.life.stop(to, Instant::now());
         let handle = e.handle.take();
@@ -348,6 +356,10 @@ async fn pass(inner: &Arc<Inner>) {
             let mut e = slot.lock();
             let Some(h) = e.handle.clone() else { continue };
             let st = h.status();
+            if st.complete != e.completion_told {
+                e.completion_told = st.complete;
+                inner.changed();
+            }
             let seen = Observed {
                 error: h.error().map(Fault::Stopped),
                 complete: st.complete,
@@ -372,7 +384,9 @@ async fn pass(inner: &Arc<Inner>) {
         let complete = e.complete();
         match queue.admit(&mut e.life, complete) {
             Some(Step::FetchMetadata { generation }) => {
-                let task = tokio::spawn(fetch(inner.clone(), slot.clone(), generation));
+                // Peers that dial us for it join the metadata phase.
+                let incoming = inner.session.register_fetch(e.id);
+                let task = tokio::spawn(fetch(inner.clone(), slot.clone(), generation, incoming));
                 e.fetch = Some(task.abort_handle());
             }
             Some(Step::Start { generation }) => {
@@ -385,21 +399,33 @@ async fn pass(inner: &Arc<Inner>) {
     }
 }
 
-async fn fetch(inner: Arc<Inner>, slot: Slot, generation: u64) {
-    let spec = slot.lock().spec.clone();
+async fn fetch(
+    inner: Arc<Inner>,
+    slot: Slot,
+    generation: u64,
+    incoming: mpsc::UnboundedReceiver<IncomingPeer>,
+) {
+    let (id, spec) = {
+        let e = slot.lock();
+        (e.id, e.spec.clone())
+    };
     let Source::Magnet(magnet) = &spec.source else {
         return;
     };
-    let result = magnet_torrent(
-        magnet,
-        inner.session.listen_addr(),
-        &spec.peers,
-        inner.dht.clone(),
-        spec.max_peers,
-        spec.encryption,
-        spec.metadata_timeout,
-    )
+    let result = async {
+        let request = magnet_request(
+            magnet,
+            inner.session.listen_addr(),
+            &spec.peers,
+            inner.dht.clone(),
+            spec.max_peers,
+            spec.encryption,
+        )?;
+        let metadata = fetch_metadata_with(&request, spec.metadata_timeout, Some(incoming)).await?;
+        magnet_finish(magnet, metadata)
+    }
     .await;
+    inner.session.unregister_fetch(&id);
     {
         let mut e = slot.lock();
         e.fetch = None;
@@ -521,9 +547,10 @@ mod tests {
                 c.changed(&mut seen).await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(30), wait)
-            .await
-            .expect("the torrent reached the phase waited for")
+        match tokio::time::timeout(Duration::from_secs(30), wait).await {
+            Ok(s) => s,
+            Err(_) => panic!("still {:?}", c.snapshot(id)),
+        }
     }
 
     /// A seed and a leecher behind one client: the leecher downloads from the seed, meets its ratio
@@ -578,6 +605,34 @@ mod tests {
         let gone = c.remove(&ids[1]).await.unwrap();
         assert_eq!(gone.phase, Phase::Paused);
         assert!(c.snapshot(&ids[1]).is_none());
+    }
+
+    /// A magnet link that names no peer and no tracker: the seed dials us, joins the metadata phase,
+    /// and its connection carries over to the download, which completes.
+    #[tokio::test]
+    async fn a_peer_that_dials_a_magnet_in_its_metadata_phase_serves_it() {
+        let c = client().await;
+        let addr = c.session().listen_addr();
+        let (torrent_dir, _, torrent) = crate::testutil::made(50_000, 16 * 1024, V1);
+        let link = Magnet::from_torrent(&torrent).to_string();
+        let mut add = AddTorrent::new(
+            Source::Magnet(Magnet::parse(&link).unwrap()),
+            torrent_dir.path().join("download"),
+        );
+        add.metadata_timeout = Duration::from_secs(30);
+        let mut seen = c.subscribe();
+        let id = c.add(add).unwrap();
+        // The first pass starts the fetch; then the seed dials.
+        c.changed(&mut seen).await;
+        let _seed = crate::testutil::seed(50_000, 16 * 1024, |config| {
+            config.peers = vec![addr];
+        })
+        .await;
+        let s = wait_for(&c, &id, |s| {
+            s.status.as_ref().is_some_and(|st| st.complete) || matches!(s.phase, Phase::Error(_))
+        })
+        .await;
+        assert_eq!(s.phase, Phase::Running, "{s:?}");
     }
 
     /// A magnet link nobody answers, paused while looking for its metadata and resumed: it stays

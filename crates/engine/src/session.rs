@@ -8,16 +8,30 @@ use std::sync::Arc;
 use ids::InfoHash;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::conns::{AcceptBackoff, HandshakeGate, HandshakeLimits};
 use crate::encryption::Encryption;
 use crate::torrent::{Shared, TorrentConfig, TorrentHandle};
+use crate::transport::IncomingPeer;
+use crate::utp_listen::Destination;
 
-/// The torrents served, by info-hash and by HASH('req2', info-hash) (what an MSE peer names).
+/// The torrents served, by info-hash and by HASH('req2', info-hash) (what an MSE peer names), and
+/// the magnet links whose metadata is being fetched, which take incoming peers too.
 #[derive(Default)]
 struct Torrents {
     by_hash: HashMap<InfoHash, Arc<Shared>>,
+    fetching: HashMap<InfoHash, mpsc::UnboundedSender<IncomingPeer>>,
     by_req2: mse::InfoHashes,
+}
+
+impl Torrents {
+    fn find(&self, id: &InfoHash) -> Option<Destination> {
+        match self.by_hash.get(id) {
+            Some(shared) => Some(Destination::Torrent(shared.clone())),
+            None => self.fetching.get(id).cloned().map(Destination::Metadata),
+        }
+    }
 }
 
 type Registry = Arc<Mutex<Torrents>>;
@@ -38,8 +52,8 @@ struct UtpRoute {
 }
 
 impl crate::utp_listen::SessionRoute for UtpRoute {
-    fn find(&self, id: &InfoHash) -> Option<Arc<Shared>> {
-        self.torrents.lock().by_hash.get(id).cloned()
+    fn find(&self, id: &InfoHash) -> Option<Destination> {
+        self.torrents.lock().find(id)
     }
 
     fn lookup(&self) -> Box<dyn mse::SkeyLookup> {
@@ -142,8 +156,28 @@ impl Session {
 
     pub fn unregister(&self, id: &InfoHash) {
         let mut torrents = self.torrents.lock();
-        torrents.by_req2.remove(&id.0);
         torrents.by_hash.remove(id);
+        if !torrents.fetching.contains_key(id) {
+            torrents.by_req2.remove(&id.0);
+        }
+    }
+
+    /// A magnet link's metadata phase takes the peers that ask for `id` (until the torrent runs, or
+    /// [`Session::unregister_fetch`]): they arrive on the receiver.
+    pub(crate) fn register_fetch(&self, id: InfoHash) -> mpsc::UnboundedReceiver<IncomingPeer> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut torrents = self.torrents.lock();
+        torrents.by_req2.insert(id.0);
+        torrents.fetching.insert(id, tx);
+        rx
+    }
+
+    pub(crate) fn unregister_fetch(&self, id: &InfoHash) {
+        let mut torrents = self.torrents.lock();
+        torrents.fetching.remove(id);
+        if !torrents.by_hash.contains_key(id) {
+            torrents.by_req2.remove(&id.0);
+        }
     }
 }
 
@@ -192,13 +226,11 @@ async fn accept_loop(
                     &gate, stream, admitted, addr, encryption, lookup,
                 )
                 .await?;
-                let shared = torrents
+                let to = torrents
                     .lock()
-                    .by_hash
-                    .get(&theirs.info_hash)
-                    .cloned()
+                    .find(&theirs.info_hash)
                     .ok_or_else(|| anyhow::anyhow!("handshake for a torrent we do not have"))?;
-                crate::peer::answer_incoming(shared, stream, addr, theirs).await
+                to.hand_over(stream, addr, theirs).await
             }
             .await;
             if let Err(e) = result {
