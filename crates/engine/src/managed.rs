@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ids::InfoHash;
 use metainfo::{Magnet, Torrent};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 
 use crate::dht::DhtNode;
 use crate::discovery::{
@@ -24,7 +24,6 @@ use crate::metadata::fetch_metadata_with;
 use crate::seed_goal::SeedGoal;
 use crate::session::Session;
 use crate::torrent::{Status, TorrentConfig, TorrentError, TorrentHandle};
-use crate::transport::IncomingPeer;
 
 /// How often running torrents are reviewed (errors, seed goals) and the queue looked at, besides
 /// whenever a command or a finished start asks for it.
@@ -319,7 +318,6 @@ async fn stop(inner: &Inner, slot: &Slot, to: Phase<Fault>) {
         let mut e = slot.lock();
         if let Some(fetch) = e.fetch.take() {
             fetch.abort();
-            inner.session.unregister_fetch(&e.id);
         }
         e.life.stop(to, Instant::now());
         let handle = e.handle.take();
@@ -384,9 +382,7 @@ async fn pass(inner: &Arc<Inner>) {
         let complete = e.complete();
         match queue.admit(&mut e.life, complete) {
             Some(Step::FetchMetadata { generation }) => {
-                // Peers that dial us for it join the metadata phase.
-                let incoming = inner.session.register_fetch(e.id);
-                let task = tokio::spawn(fetch(inner.clone(), slot.clone(), generation, incoming));
+                let task = tokio::spawn(fetch(inner.clone(), slot.clone(), generation));
                 e.fetch = Some(task.abort_handle());
             }
             Some(Step::Start { generation }) => {
@@ -399,33 +395,54 @@ async fn pass(inner: &Arc<Inner>) {
     }
 }
 
-async fn fetch(
-    inner: Arc<Inner>,
-    slot: Slot,
-    generation: u64,
-    incoming: mpsc::UnboundedReceiver<IncomingPeer>,
-) {
-    let (id, spec) = {
-        let e = slot.lock();
-        (e.id, e.spec.clone())
-    };
+/// A magnet link's torrent ([`crate::discovery::magnet_torrent`]) for a torrent of `session`: the
+/// peers that dial the session for it join its metadata phase, and carry over with the others.
+pub async fn fetch_magnet(
+    session: &Session,
+    magnet: &Magnet,
+    peers: &[SocketAddr],
+    dht: Option<DhtNode>,
+    max_peers: usize,
+    encryption: crate::Encryption,
+    timeout: Duration,
+) -> Result<MagnetTorrent, MagnetError> {
+    let request = magnet_request(
+        magnet,
+        session.listen_addr(),
+        peers,
+        dht,
+        max_peers,
+        encryption,
+    )?;
+    let id = request.info_hash;
+    // Unregistered however the fetch ends, also when its task is aborted.
+    struct Registered<'a>(&'a Session, InfoHash, u64);
+    impl Drop for Registered<'_> {
+        fn drop(&mut self) {
+            self.0.unregister_fetch(&self.1, self.2);
+        }
+    }
+    let (number, incoming) = session.register_fetch(id);
+    let _registered = Registered(session, id, number);
+    let metadata = fetch_metadata_with(&request, timeout, Some(incoming)).await?;
+    magnet_finish(magnet, metadata)
+}
+
+async fn fetch(inner: Arc<Inner>, slot: Slot, generation: u64) {
+    let spec = slot.lock().spec.clone();
     let Source::Magnet(magnet) = &spec.source else {
         return;
     };
-    let result = async {
-        let request = magnet_request(
-            magnet,
-            inner.session.listen_addr(),
-            &spec.peers,
-            inner.dht.clone(),
-            spec.max_peers,
-            spec.encryption,
-        )?;
-        let metadata = fetch_metadata_with(&request, spec.metadata_timeout, Some(incoming)).await?;
-        magnet_finish(magnet, metadata)
-    }
+    let result = fetch_magnet(
+        &inner.session,
+        magnet,
+        &spec.peers,
+        inner.dht.clone(),
+        spec.max_peers,
+        spec.encryption,
+        spec.metadata_timeout,
+    )
     .await;
-    inner.session.unregister_fetch(&id);
     {
         let mut e = slot.lock();
         e.fetch = None;

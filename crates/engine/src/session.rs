@@ -21,7 +21,10 @@ use crate::utp_listen::Destination;
 #[derive(Default)]
 struct Torrents {
     by_hash: HashMap<InfoHash, Arc<Shared>>,
-    fetching: HashMap<InfoHash, mpsc::UnboundedSender<IncomingPeer>>,
+    /// Each with the number of its registration, so that a fetch that ends late leaves a newer
+    /// one's registration alone.
+    fetching: HashMap<InfoHash, (u64, mpsc::UnboundedSender<IncomingPeer>)>,
+    registrations: u64,
     by_req2: mse::InfoHashes,
 }
 
@@ -29,7 +32,10 @@ impl Torrents {
     fn find(&self, id: &InfoHash) -> Option<Destination> {
         match self.by_hash.get(id) {
             Some(shared) => Some(Destination::Torrent(shared.clone())),
-            None => self.fetching.get(id).cloned().map(Destination::Metadata),
+            None => self
+                .fetching
+                .get(id)
+                .map(|(_, phase)| Destination::Metadata(phase.clone())),
         }
     }
 }
@@ -163,17 +169,25 @@ impl Session {
     }
 
     /// A magnet link's metadata phase takes the peers that ask for `id` (until the torrent runs, or
-    /// [`Session::unregister_fetch`]): they arrive on the receiver.
-    pub(crate) fn register_fetch(&self, id: InfoHash) -> mpsc::UnboundedReceiver<IncomingPeer> {
+    /// [`Session::unregister_fetch`] with the number returned): they arrive on the receiver.
+    pub(crate) fn register_fetch(
+        &self,
+        id: InfoHash,
+    ) -> (u64, mpsc::UnboundedReceiver<IncomingPeer>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut torrents = self.torrents.lock();
+        torrents.registrations += 1;
+        let number = torrents.registrations;
         torrents.by_req2.insert(id.0);
-        torrents.fetching.insert(id, tx);
-        rx
+        torrents.fetching.insert(id, (number, tx));
+        (number, rx)
     }
 
-    pub(crate) fn unregister_fetch(&self, id: &InfoHash) {
+    pub(crate) fn unregister_fetch(&self, id: &InfoHash, number: u64) {
         let mut torrents = self.torrents.lock();
+        if torrents.fetching.get(id).is_none_or(|(n, _)| *n != number) {
+            return;
+        }
         torrents.fetching.remove(id);
         if !torrents.by_hash.contains_key(id) {
             torrents.by_req2.remove(&id.0);

@@ -754,10 +754,11 @@ impl Daemon {
             // The session's real port is announced: trackers refuse port 0, and a peer that dials it
             // before the torrent is registered is only turned away by the session.
             let max_peers = self.fitted.lock().peers_per_torrent;
+            // Peers that dial the session for it join the metadata phase.
             let engine::discovery::MagnetTorrent { torrent, carry } =
-                engine::discovery::magnet_torrent(
+                engine::managed::fetch_magnet(
+                    &self.session,
                     &magnet,
-                    self.listen,
                     &[],
                     self.dht.clone(),
                     max_peers,
