@@ -126,21 +126,6 @@ impl Discovery {
             config.lsd_group = group;
         }
     }
-
-    /// Starts a torrent with this discovery: its DHT node ([`Discovery::start_dht`]), then
-    /// [`Discovery::apply`] and [`crate::start`].
-    pub async fn start_torrent(
-        &self,
-        mut config: TorrentConfig,
-    ) -> Result<crate::TorrentHandle, crate::StartError> {
-        let mut this = self.clone();
-        this.utp &= config.transports.utp;
-        let dht = this
-            .start_dht(config.listen, config.torrent.private)
-            .await?;
-        self.apply(&mut config, dht);
-        crate::start(config).await
-    }
 }
 
 /// The id a magnet's torrent goes by on the wire: its v1 info-hash, or its v2 one truncated (BEP 52).
@@ -183,6 +168,20 @@ pub async fn magnet_torrent(
     encryption: crate::Encryption,
     timeout: Duration,
 ) -> Result<MagnetTorrent, MagnetError> {
+    let request = magnet_request(magnet, listen, peers, dht, max_peers, encryption)?;
+    let metadata = fetch_metadata(&request, timeout).await?;
+    magnet_finish(magnet, metadata)
+}
+
+/// What a magnet link's metadata phase fetches and from where ([`magnet_torrent`]).
+pub(crate) fn magnet_request(
+    magnet: &Magnet,
+    listen: SocketAddr,
+    peers: &[SocketAddr],
+    dht: Option<DhtNode>,
+    max_peers: usize,
+    encryption: crate::Encryption,
+) -> Result<MetadataRequest, MagnetError> {
     let id = magnet_wire_id(magnet)?;
     let mut known: Vec<SocketAddr> = peers.to_vec();
     known.extend(
@@ -203,7 +202,14 @@ pub async fn magnet_torrent(
         max_peers,
         encryption,
     };
-    let metadata = fetch_metadata(&request, timeout).await?;
+    Ok(request)
+}
+
+/// A magnet link's torrent made from the metadata its peers gave.
+pub(crate) fn magnet_finish(
+    magnet: &Magnet,
+    metadata: crate::metadata::Metadata,
+) -> Result<MagnetTorrent, MagnetError> {
     let mut torrent = Torrent::from_info_bytes(&metadata.info).map_err(MagnetError::Info)?;
     torrent.piece_layers = metadata.piece_layers;
     torrent.trackers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();

@@ -20,7 +20,7 @@ pub enum StartError {
     /// The peer listener could not be opened.
     #[error(transparent)]
     Listen(#[from] io::Error),
-    /// The torrent's DHT node could not be started ([`crate::Discovery::start_torrent`]).
+    /// The torrent's DHT node could not be started ([`crate::Client::start`]).
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
 }

@@ -2,12 +2,10 @@
 //! [`TorrentHandle`]'s life-cycle calls: the torrent's state itself stays inside the engine.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use ids::InfoHash;
 
 use crate::bitfield::Bitfield;
-use crate::seed_goal::{SeedClock, SeedGoal};
 use crate::torrent::{PeerInfo, TorrentHandle, TrackerStats};
 
 impl TorrentHandle {
@@ -39,18 +37,5 @@ impl TorrentHandle {
     /// Changes the torrent's own download limit, bytes per second (`None`: unlimited).
     pub fn set_download_rate(&self, rate: Option<u64>) {
         self.shared.down_limit.set_rate(rate);
-    }
-
-    /// Resolves once this session's seeding meets `goal` (never, with no goal): `spore get`'s rule,
-    /// counted as the daemon counts it.
-    pub async fn wait_seed_goal(&self, goal: SeedGoal) {
-        let mut clock = SeedClock::default();
-        loop {
-            let s = self.status();
-            if clock.goal_reached(&goal, s.uploaded, s.wanted, 0, Instant::now()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
     }
 }

@@ -17,6 +17,7 @@ mod launch;
 pub mod lifecycle;
 mod link;
 pub mod lsd;
+pub mod managed;
 pub mod metadata;
 mod peer;
 mod rate;
@@ -44,6 +45,7 @@ pub use error::{DiscoveryError, HttpError, MagnetError, MetadataError, StartErro
 pub use http::{api_request, ApiRequest};
 pub use ids::{InfoHash, PeerId, PieceIndex};
 pub use launch::start;
+pub use managed::Client;
 pub use rate::Limiter;
 pub use seed_goal::{SeedClock, SeedGoal};
 pub use session::Session;

@@ -46,9 +46,11 @@ impl<F> Phase<F> {
 #[derive(Debug, Clone)]
 pub struct Lifecycle<F> {
     phase: Phase<F>,
-    /// Bumped on every start and stop, so a start that finishes late knows it was overtaken. 0 while a
-    /// magnet link's metadata fetch is still to be started.
+    /// Bumped on every start, metadata fetch and stop, so a start or fetch that finishes late knows
+    /// it was overtaken.
     generation: u64,
+    /// A magnet link's metadata fetch is to be started (at the next queue pass).
+    fetch_pending: bool,
     /// Started past the queue's limits (until it stops; not kept across restarts).
     start_now: bool,
     seeding: SeedClock,
@@ -58,8 +60,8 @@ pub struct Lifecycle<F> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// Look for a magnet link's metadata; then [`Lifecycle::metadata_arrived`] or
-    /// [`Lifecycle::fail`].
-    FetchMetadata,
+    /// [`Lifecycle::fetch_failed`] with this generation.
+    FetchMetadata { generation: u64 },
     /// Check and start the torrent; then [`Lifecycle::started`] with this generation, or
     /// [`Lifecycle::fail`].
     Start { generation: u64 },
@@ -79,6 +81,7 @@ impl<F> Lifecycle<F> {
             Phase::Queued
         };
         Lifecycle {
+            fetch_pending: matches!(phase, Phase::FetchingMetadata),
             phase,
             generation: 0,
             start_now: false,
@@ -90,11 +93,28 @@ impl<F> Lifecycle<F> {
         &self.phase
     }
 
-    /// The metadata arrived: queued, unless it was stopped meanwhile.
+    /// The metadata arrived: queued, unless it was stopped meanwhile. Metadata is good whichever fetch
+    /// found it, so a late fetch counts too while the torrent still waits for it.
     pub fn metadata_arrived(&mut self) {
         if matches!(self.phase, Phase::FetchingMetadata) {
             self.phase = Phase::Queued;
+            self.fetch_pending = false;
         }
+    }
+
+    /// The metadata fetch of `generation` failed: an error, unless that fetch was overtaken (the
+    /// torrent was paused meanwhile, or resumed and fetches again); then `false` and nothing changes.
+    pub fn fetch_failed(&mut self, generation: u64, fault: F) -> bool {
+        if self.generation != generation || !matches!(self.phase, Phase::FetchingMetadata) {
+            return false;
+        }
+        self.phase = Phase::Error(fault);
+        true
+    }
+
+    /// Whether a metadata fetch of `generation` is still the one wanted.
+    pub fn fetch_current(&self, generation: u64) -> bool {
+        self.generation == generation && matches!(self.phase, Phase::FetchingMetadata)
     }
 
     /// The metadata fetch, the start, or the owner's work on it failed.
@@ -112,12 +132,22 @@ impl<F> Lifecycle<F> {
         true
     }
 
+    /// The start of `generation` failed: an error, unless that start was overtaken (then `false`).
+    pub fn start_failed(&mut self, generation: u64, fault: F) -> bool {
+        if self.generation != generation || !matches!(self.phase, Phase::Checking) {
+            return false;
+        }
+        self.phase = Phase::Error(fault);
+        true
+    }
+
     /// Stopped, to `to` (paused, finished, queued at shutdown, error); a start under way is overtaken.
     /// Returns the whole seconds seeded since the last fold, for the owner's total.
     pub fn stop(&mut self, to: Phase<F>, now: Instant) -> u64 {
         self.generation += 1;
         self.phase = to;
         self.start_now = false;
+        self.fetch_pending = false;
         self.seeding.fold(now, true)
     }
 
@@ -132,7 +162,7 @@ impl<F> Lifecycle<F> {
             self.phase = if has_metadata {
                 Phase::Queued
             } else {
-                self.generation = 0;
+                self.fetch_pending = true;
                 Phase::FetchingMetadata
             };
         }
@@ -185,6 +215,39 @@ impl<F> Lifecycle<F> {
     }
 }
 
+/// What the owner sees of a started torrent at a review ([`Lifecycle::review`]).
+#[derive(Debug, Clone)]
+pub struct Observed<F> {
+    /// Why the engine stopped it by itself (a disk error), if it did.
+    pub error: Option<F>,
+    /// It has every wanted piece.
+    pub complete: bool,
+    /// Bytes uploaded in all its sessions, and the bytes of its wanted files.
+    pub uploaded: u64,
+    pub wanted: u64,
+}
+
+impl<F> Lifecycle<F> {
+    /// The periodic review of a running torrent: where it should stop to, if anywhere: in `error`
+    /// when the engine stopped it by itself, `Finished` once a complete torrent meets its seed `goal`
+    /// (`earlier_secs` seeded in earlier sessions, folded). The owner then stops it with
+    /// [`Lifecycle::stop`].
+    pub fn review(
+        &mut self,
+        seen: Observed<F>,
+        goal: &SeedGoal,
+        earlier_secs: u64,
+        now: Instant,
+    ) -> Option<Phase<F>> {
+        if let Some(fault) = seen.error {
+            return Some(Phase::Error(fault));
+        }
+        let met = seen.complete
+            && self.seed_goal_reached(goal, seen.uploaded, seen.wanted, earlier_secs, now);
+        met.then_some(Phase::Finished)
+    }
+}
+
 /// The queue's slots: at most `max_downloads` incomplete and `max_seeds` complete torrents active at
 /// once. One pass over the torrents in queue order: first [`Queue::count`] each, then
 /// [`Queue::admit`] each.
@@ -218,9 +281,12 @@ impl Queue {
     /// past the limits when started with `now`.
     pub fn admit<F>(&mut self, torrent: &mut Lifecycle<F>, complete: bool) -> Option<Step> {
         match torrent.phase {
-            Phase::FetchingMetadata if torrent.generation == 0 => {
+            Phase::FetchingMetadata if torrent.fetch_pending => {
+                torrent.fetch_pending = false;
                 torrent.generation += 1;
-                Some(Step::FetchMetadata)
+                Some(Step::FetchMetadata {
+                    generation: torrent.generation,
+                })
             }
             Phase::Queued => {
                 let max = if complete {
@@ -424,12 +490,21 @@ mod tests {
         let t = &mut ts[0].0;
         assert!(!t.started(1));
         start(t, 3);
+        // A failed start overtaken by a pause leaves it paused; a current one is an error.
+        t.stop(Phase::Paused, Instant::now());
+        assert!(!t.start_failed(3, "disk".into()));
+        assert_eq!(t.phase(), &Phase::Paused);
+        t.resume(true, false);
+        assert_eq!(pass((1, 1), &mut ts), [Some(Step::Start { generation: 5 })]);
+        assert!(ts[0].0.start_failed(5, "disk".into()));
+        assert_eq!(ts[0].0.phase(), &Phase::Error("disk".into()));
     }
 
     #[test]
     fn a_magnet_link_fetches_once_then_queues() {
         let mut ts = vec![(L::new(false, false, false), false)];
-        assert_eq!(pass((0, 0), &mut ts), [Some(Step::FetchMetadata)]);
+        let fetch = |generation| Some(Step::FetchMetadata { generation });
+        assert_eq!(pass((0, 0), &mut ts), [fetch(1)]);
         assert_eq!(pass((0, 0), &mut ts), [None], "one fetch at a time");
         ts[0].0.metadata_arrived();
         assert_eq!(ts[0].0.phase(), &Phase::Queued);
@@ -441,11 +516,74 @@ mod tests {
         // A failed fetch is an error; resumed without metadata, it fetches again.
         let mut ts = vec![(L::new(false, false, false), false)];
         pass((1, 1), &mut ts);
-        ts[0].0.fail("nobody answered".into());
+        assert!(ts[0].0.fetch_failed(1, "nobody answered".into()));
         assert_eq!(ts[0].0.phase(), &Phase::Error("nobody answered".into()));
         assert_eq!(pass((1, 1), &mut ts), [None]);
         ts[0].0.resume(false, false);
-        assert_eq!(pass((1, 1), &mut ts), [Some(Step::FetchMetadata)]);
+        assert_eq!(pass((1, 1), &mut ts), [fetch(2)]);
+    }
+
+    /// A magnet link paused while its metadata is looked for, then resumed: the first fetch's late
+    /// failure neither puts the paused torrent in error nor ends the second fetch.
+    #[test]
+    fn a_magnet_link_paused_and_resumed_while_fetching() {
+        let mut ts = vec![(L::new(false, false, false), false)];
+        let fetch = |generation| Some(Step::FetchMetadata { generation });
+        assert_eq!(pass((1, 1), &mut ts), [fetch(1)]);
+        let t = &mut ts[0].0;
+        t.stop(Phase::Paused, Instant::now());
+        assert!(!t.fetch_current(1));
+        assert!(
+            !t.fetch_failed(1, "timed out".into()),
+            "overtaken by the pause"
+        );
+        assert_eq!(t.phase(), &Phase::Paused);
+        assert_eq!(pass((1, 1), &mut ts), [None], "paused: no fetch");
+        ts[0].0.resume(false, false);
+        assert_eq!(pass((1, 1), &mut ts), [fetch(3)]);
+        assert_eq!(pass((1, 1), &mut ts), [None], "one fetch at a time");
+        let t = &mut ts[0].0;
+        assert!(
+            !t.fetch_failed(1, "timed out".into()),
+            "the first fetch's end"
+        );
+        assert_eq!(t.phase(), &Phase::FetchingMetadata);
+        assert!(t.fetch_current(3));
+        t.metadata_arrived();
+        assert_eq!(t.phase(), &Phase::Queued);
+        assert_eq!(pass((1, 1), &mut ts), [Some(Step::Start { generation: 4 })]);
+    }
+
+    #[test]
+    fn a_review_stops_on_errors_and_met_goals() {
+        let t0 = Instant::now();
+        let goal = SeedGoal {
+            ratio: Some(1.0),
+            time: None,
+        };
+        let seen = |error: Option<&str>, complete, uploaded| Observed {
+            error: error.map(String::from),
+            complete,
+            uploaded,
+            wanted: 100,
+        };
+        let mut t = L::new(false, true, false);
+        assert_eq!(
+            t.review(seen(None, false, 500), &goal, 0, t0),
+            None,
+            "incomplete"
+        );
+        assert_eq!(t.review(seen(None, true, 99), &goal, 0, t0), None);
+        assert_eq!(
+            t.review(seen(None, true, 100), &goal, 0, t0),
+            Some(Phase::Finished)
+        );
+        assert_eq!(
+            t.review(seen(Some("disk full"), true, 100), &goal, 0, t0),
+            Some(Phase::Error("disk full".into()))
+        );
+        let none = SeedGoal::default();
+        assert_eq!(t.review(seen(None, true, 1 << 40), &none, 0, t0), None);
     }
 
     #[test]

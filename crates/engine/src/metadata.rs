@@ -24,7 +24,7 @@ pub use crate::carry::CarriedPeers;
 use crate::carry::{Carried, CarriedPeer};
 pub use crate::error::MetadataError;
 use crate::peer::Dial;
-use crate::transport::PeerStream;
+use crate::transport::{IncomingPeer, PeerStream};
 pub use torrent_core::metadata::UT_METADATA_ID;
 
 /// Messages queued for one peer's socket in the metadata phase; a peer that lets more pile up (it
@@ -169,6 +169,16 @@ pub async fn fetch_metadata(
     request: &MetadataRequest,
     timeout: Duration,
 ) -> Result<Metadata, MetadataError> {
+    fetch_metadata_with(request, timeout, None).await
+}
+
+/// [`fetch_metadata`], also answering the peers that dial us for the torrent (a session hands them
+/// over on `incoming`).
+pub(crate) async fn fetch_metadata_with(
+    request: &MetadataRequest,
+    timeout: Duration,
+    mut incoming: Option<mpsc::UnboundedReceiver<IncomingPeer>>,
+) -> Result<Metadata, MetadataError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let (dial_tx, mut dial_rx) = mpsc::unbounded_channel();
     let (done, mut done_rx) = watch::channel(false);
@@ -242,6 +252,21 @@ pub async fn fetch_metadata(
                     }
                 });
             }
+            peer = next_incoming(&mut incoming) => {
+                let Some(IncomingPeer { mut stream, addr, theirs }) = peer else {
+                    incoming = None;
+                    continue;
+                };
+                let ours = Handshake::new(request.info_hash, request.peer_id, request.dht.is_some());
+                let hub = hub.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = stream.write_all(&ours.encode()).await {
+                        tracing::debug!("incoming metadata peer {addr}: {e}");
+                        return None;
+                    }
+                    connection(hub, stream, addr, false, ours, theirs).await
+                });
+            }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 // A connection hands itself over as soon as the metadata is complete.
                 if let Ok(Some(peer)) = joined {
@@ -285,6 +310,16 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The next peer a session hands over; never, without a session or once it stopped handing over.
+async fn next_incoming(
+    incoming: &mut Option<mpsc::UnboundedReceiver<IncomingPeer>>,
+) -> Option<IncomingPeer> {
+    match incoming {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,16 +8,36 @@ use std::sync::Arc;
 use ids::InfoHash;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::conns::{AcceptBackoff, HandshakeGate, HandshakeLimits};
 use crate::encryption::Encryption;
 use crate::torrent::{Shared, TorrentConfig, TorrentHandle};
+use crate::transport::IncomingPeer;
+use crate::utp_listen::Destination;
 
-/// The torrents served, by info-hash and by HASH('req2', info-hash) (what an MSE peer names).
+/// The torrents served, by info-hash and by HASH('req2', info-hash) (what an MSE peer names), and
+/// the magnet links whose metadata is being fetched, which take incoming peers too.
 #[derive(Default)]
 struct Torrents {
     by_hash: HashMap<InfoHash, Arc<Shared>>,
+    /// Each with the number of its registration, so that a fetch that ends late leaves a newer
+    /// one's registration alone.
+    fetching: HashMap<InfoHash, (u64, mpsc::UnboundedSender<IncomingPeer>)>,
+    registrations: u64,
     by_req2: mse::InfoHashes,
+}
+
+impl Torrents {
+    fn find(&self, id: &InfoHash) -> Option<Destination> {
+        match self.by_hash.get(id) {
+            Some(shared) => Some(Destination::Torrent(shared.clone())),
+            None => self
+                .fetching
+                .get(id)
+                .map(|(_, phase)| Destination::Metadata(phase.clone())),
+        }
+    }
 }
 
 type Registry = Arc<Mutex<Torrents>>;
@@ -38,8 +58,8 @@ struct UtpRoute {
 }
 
 impl crate::utp_listen::SessionRoute for UtpRoute {
-    fn find(&self, id: &InfoHash) -> Option<Arc<Shared>> {
-        self.torrents.lock().by_hash.get(id).cloned()
+    fn find(&self, id: &InfoHash) -> Option<Destination> {
+        self.torrents.lock().find(id)
     }
 
     fn lookup(&self) -> Box<dyn mse::SkeyLookup> {
@@ -58,6 +78,7 @@ pub struct Session {
     encryption: Arc<Mutex<Encryption>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     utp: Option<crate::UtpEndpoint>,
+    transports: crate::Transports,
 }
 
 impl Session {
@@ -101,12 +122,18 @@ impl Session {
             encryption,
             tasks,
             utp,
+            transports,
         })
     }
 
     /// The uTP socket torrents of this session dial through (`TorrentConfig::in_session`).
     pub fn utp(&self) -> Option<crate::UtpEndpoint> {
         self.utp.clone()
+    }
+
+    /// The transports the session listens on, and its torrents dial with.
+    pub fn transports(&self) -> crate::Transports {
+        self.transports
     }
 
     /// What incoming peers may speak (plaintext, MSE, or either); applies to connections accepted
@@ -135,8 +162,36 @@ impl Session {
 
     pub fn unregister(&self, id: &InfoHash) {
         let mut torrents = self.torrents.lock();
-        torrents.by_req2.remove(&id.0);
         torrents.by_hash.remove(id);
+        if !torrents.fetching.contains_key(id) {
+            torrents.by_req2.remove(&id.0);
+        }
+    }
+
+    /// A magnet link's metadata phase takes the peers that ask for `id` (until the torrent runs, or
+    /// [`Session::unregister_fetch`] with the number returned): they arrive on the receiver.
+    pub(crate) fn register_fetch(
+        &self,
+        id: InfoHash,
+    ) -> (u64, mpsc::UnboundedReceiver<IncomingPeer>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut torrents = self.torrents.lock();
+        torrents.registrations += 1;
+        let number = torrents.registrations;
+        torrents.by_req2.insert(id.0);
+        torrents.fetching.insert(id, (number, tx));
+        (number, rx)
+    }
+
+    pub(crate) fn unregister_fetch(&self, id: &InfoHash, number: u64) {
+        let mut torrents = self.torrents.lock();
+        if torrents.fetching.get(id).is_none_or(|(n, _)| *n != number) {
+            return;
+        }
+        torrents.fetching.remove(id);
+        if !torrents.by_hash.contains_key(id) {
+            torrents.by_req2.remove(&id.0);
+        }
     }
 }
 
@@ -185,13 +240,11 @@ async fn accept_loop(
                     &gate, stream, admitted, addr, encryption, lookup,
                 )
                 .await?;
-                let shared = torrents
+                let to = torrents
                     .lock()
-                    .by_hash
-                    .get(&theirs.info_hash)
-                    .cloned()
+                    .find(&theirs.info_hash)
                     .ok_or_else(|| anyhow::anyhow!("handshake for a torrent we do not have"))?;
-                crate::peer::answer_incoming(shared, stream, addr, theirs).await
+                to.hand_over(stream, addr, theirs).await
             }
             .await;
             if let Err(e) = result {

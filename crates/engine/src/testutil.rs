@@ -37,6 +37,33 @@ pub(crate) async fn seed_version(
     version: metainfo::Version,
     tweak: impl FnOnce(&mut TorrentConfig),
 ) -> Seed {
+    let (dir, content, torrent) = made(len, piece_length, version);
+    let info_hash = crate::torrent::wire_id(&torrent);
+    let mut config = TorrentConfig::new(torrent, content);
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.use_trackers = false;
+    config.pex = false;
+    tweak(&mut config);
+    let handle = start(config).await.expect("torrent starts");
+    assert!(handle.shared.is_complete(), "the fixture seeds");
+    Seed {
+        handle,
+        info_hash: *info_hash,
+        _dir: dir,
+    }
+}
+
+/// A single-file torrent of `len` bytes of pseudo-random data, the data written below `content` in a
+/// new temporary directory: (the directory, `content`, the torrent).
+pub(crate) fn made(
+    len: usize,
+    piece_length: u64,
+    version: metainfo::Version,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<metainfo::Torrent>,
+) {
     let dir = tempfile::tempdir().expect("temp dir");
     let content = dir.path().join("content");
     std::fs::create_dir_all(&content).expect("content dir");
@@ -58,19 +85,7 @@ pub(crate) async fn seed_version(
     };
     let created = metainfo::create(&file, &options, &AtomicU64::new(0)).expect("torrent");
     let torrent = Arc::new(created.torrent);
-    let info_hash = crate::torrent::wire_id(&torrent);
-    let mut config = TorrentConfig::new(torrent, content);
-    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.use_trackers = false;
-    config.pex = false;
-    tweak(&mut config);
-    let handle = start(config).await.expect("torrent starts");
-    assert!(handle.shared.is_complete(), "the fixture seeds");
-    Seed {
-        handle,
-        info_hash: *info_hash,
-        _dir: dir,
-    }
+    (dir, content, torrent)
 }
 
 /// The far end of one connection, driven by the test.

@@ -12,6 +12,14 @@ use tokio::net::TcpStream;
 pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// A peer that dialled a session for a magnet link still in its metadata phase: its handshake read,
+/// ours not sent yet. The metadata phase answers it and runs it beside the peers it dialled.
+pub(crate) struct IncomingPeer {
+    pub stream: PeerStream,
+    pub addr: std::net::SocketAddr,
+    pub theirs: wire::Handshake,
+}
+
 /// What carries a peer connection's bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Carrier {

@@ -76,9 +76,39 @@ pub(crate) enum Route {
     Many(Arc<dyn SessionRoute>),
 }
 
+/// Where a session hands a peer whose handshake it read: a running torrent, or a magnet link's
+/// metadata phase.
+pub(crate) enum Destination {
+    Torrent(Arc<Shared>),
+    Metadata(tokio::sync::mpsc::UnboundedSender<crate::transport::IncomingPeer>),
+}
+
+impl Destination {
+    /// Answers the peer: the torrent's handshake and its peer task, or to the metadata phase.
+    pub(crate) async fn hand_over(
+        self,
+        stream: PeerStream,
+        addr: std::net::SocketAddr,
+        theirs: wire::Handshake,
+    ) -> anyhow::Result<()> {
+        match self {
+            Destination::Torrent(shared) => {
+                crate::peer::answer_incoming(shared, stream, addr, theirs).await
+            }
+            Destination::Metadata(phase) => phase
+                .send(crate::transport::IncomingPeer {
+                    stream,
+                    addr,
+                    theirs,
+                })
+                .map_err(|_| anyhow::anyhow!("the metadata phase is over")),
+        }
+    }
+}
+
 /// What a session's uTP listener asks of the session.
 pub(crate) trait SessionRoute: Send + Sync {
-    fn find(&self, id: &InfoHash) -> Option<Arc<Shared>>;
+    fn find(&self, id: &InfoHash) -> Option<Destination>;
     fn lookup(&self) -> Box<dyn mse::SkeyLookup>;
     fn encryption(&self) -> Encryption;
 }
@@ -147,10 +177,10 @@ pub(crate) async fn accept_loop(
                             &gate, stream, admitted, addr, encryption, lookup,
                         )
                         .await?;
-                        let shared = session.find(&theirs.info_hash).ok_or_else(|| {
+                        let to = session.find(&theirs.info_hash).ok_or_else(|| {
                             anyhow::anyhow!("handshake for a torrent we do not have")
                         })?;
-                        crate::peer::answer_incoming(shared, stream, addr, theirs).await
+                        to.hand_over(stream, addr, theirs).await
                     }
                     .await
                 }

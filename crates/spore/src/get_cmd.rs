@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use engine::{Status, TorrentConfig, TorrentHandle};
+use engine::lifecycle::Phase;
+use engine::managed::{AddTorrent, Fault, Snapshot, Source};
+use engine::{Client, InfoHash, Status};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use metainfo::Torrent;
 
@@ -169,31 +171,6 @@ fn bad(e: impl Into<anyhow::Error>) -> Failure {
     Failure::BadInput(e.into())
 }
 
-/// Fetches a magnet link's info dictionary from its peers (BEP 9) and checks it against the info-hash;
-/// the connections that fetched it come along for the download.
-fn torrent_from_magnet(
-    link: &str,
-    listen: SocketAddr,
-    peers: &[SocketAddr],
-    dht: Option<engine::dht::DhtNode>,
-    max_peers: usize,
-    encryption: engine::Encryption,
-    rt: &tokio::runtime::Runtime,
-) -> Result<engine::discovery::MagnetTorrent, Failure> {
-    let magnet = metainfo::Magnet::parse(link).map_err(bad)?;
-    let v1 = engine::discovery::magnet_wire_id(&magnet).map_err(bad)?;
-    eprintln!("fetching metadata for {} from peers...", v1.to_hex());
-    let timeout = Duration::from_secs(120);
-    rt.block_on(engine::discovery::magnet_torrent(
-        &magnet, listen, peers, dht, max_peers, encryption, timeout,
-    ))
-    .map_err(|e| match e {
-        // Nobody answered: the link may be fine. The others are the link's or its metadata's fault.
-        engine::MagnetError::Metadata(_) => Failure::failed(e),
-        _ => bad(e),
-    })
-}
-
 fn load_torrent(source: &str) -> Result<Arc<Torrent>, Failure> {
     if source.starts_with("http://") || source.starts_with("https://") {
         let bytes = runtime()?
@@ -346,33 +323,104 @@ impl Signals {
     }
 }
 
-/// Shows progress until `done` resolves (its output) or a signal arrives (`None`).
-async fn follow<T>(
-    handle: &TorrentHandle,
-    name: &str,
+/// One torrent behind a session of its own on `listen`, with the discovery given: what `get`,
+/// `seed` and `share` run, the engine driving its life cycle as it drives the daemon's torrents.
+pub(crate) async fn one_torrent(
+    listen: SocketAddr,
+    conns: &ConnArgs,
+    handshake: engine::HandshakeLimits,
+    discovery: engine::Discovery,
+    add: AddTorrent,
+) -> Result<(Client, InfoHash), Failure> {
+    let session = engine::Session::bind(listen, handshake, conns.transports)
+        .await
+        .map_err(|e| Failure::Failed(anyhow!("cannot listen on {listen}: {e}")))?;
+    session.set_encryption(conns.encryption);
+    // A magnet link's private flag is unknown until the metadata arrives; the engine keeps a private
+    // torrent off the DHT once it is known.
+    let private = matches!(&add.source, Source::Torrent(t) if t.private);
+    let client = Client::start(session, discovery, private)
+        .await
+        .map_err(Failure::failed)?;
+    let id = client.add(add).map_err(bad)?;
+    Ok((client, id))
+}
+
+/// Shows progress until the torrent's snapshot satisfies `until` (that snapshot) or a signal arrives
+/// (`None`).
+pub(crate) async fn follow(
+    client: &Client,
+    id: &InfoHash,
     signals: &mut Signals,
-    done: impl std::future::Future<Output = T>,
-) -> Option<T> {
+    until: impl Fn(&Snapshot) -> bool,
+) -> Option<Snapshot> {
     let bar = progress_bar();
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tokio::pin!(done);
+    let mut changes = client.subscribe();
     let signal = signals.recv();
     tokio::pin!(signal);
     let finished = loop {
+        let snap = client.snapshot(id)?;
+        if until(&snap) {
+            break Some(snap);
+        }
+        if let (Phase::Running, Some(status), Some(name)) = (&snap.phase, &snap.status, &snap.name)
+        {
+            bar.set_message(status_line(name, status, started));
+        }
         tokio::select! {
-            out = &mut done => break Some(out),
             _ = &mut signal => break None,
-            _ = tick.tick() => bar.set_message(status_line(name, &handle.status(), started)),
+            _ = tick.tick() => {}
+            _ = client.changed(&mut changes) => {}
         }
     };
     bar.finish_and_clear();
     finished
 }
 
-/// Shows a live status line until Ctrl-C or SIGTERM.
-pub(crate) async fn follow_public(handle: &TorrentHandle, name: &str, signals: &mut Signals) {
-    follow(handle, name, signals, std::future::pending::<()>()).await;
+/// A torrent that left the running phase: why, as the command's failure. `Stopped` (a disk error)
+/// says what is kept; a magnet link nobody answered may be fine, its other faults are the link's.
+fn fault(snap: &Snapshot) -> Failure {
+    let Phase::Error(f) = &snap.phase else {
+        return Failure::Failed(anyhow!("stopped"));
+    };
+    match f {
+        Fault::Metadata(e) if matches!(**e, engine::MagnetError::Metadata(_)) => {
+            Failure::Failed(anyhow!("{e}"))
+        }
+        Fault::Metadata(e) => bad(anyhow!("{e}")),
+        Fault::Config(e) => bad(anyhow!("{e}")),
+        Fault::Start(e) => Failure::Failed(anyhow!("{e}")),
+        Fault::Stopped(e) => {
+            let have = snap.status.as_ref().map_or(0, |s| s.pieces_have);
+            Failure::Failed(anyhow!(
+                "{e}; the {have} verified pieces are kept: run the same command again to resume"
+            ))
+        }
+    }
+}
+
+/// Waits until the torrent runs (its metadata fetched, its data checked): the moment it started, or
+/// why it could not (`None` on a signal).
+pub(crate) async fn until_running(
+    client: &Client,
+    id: &InfoHash,
+    signals: &mut Signals,
+) -> Result<Option<Instant>, Failure> {
+    let snap = follow(client, id, signals, |s| {
+        !matches!(
+            s.phase,
+            Phase::FetchingMetadata | Phase::Queued | Phase::Checking
+        )
+    })
+    .await;
+    match snap {
+        None => Ok(None),
+        // Finished already: a complete torrent whose seed goal was met at once.
+        Some(s) if matches!(s.phase, Phase::Running | Phase::Finished) => Ok(Some(Instant::now())),
+        Some(s) => Err(fault(&s)),
+    }
 }
 
 pub fn get(args: GetArgs) -> CmdResult {
@@ -420,118 +468,105 @@ fn download(
     max_up: Option<u64>,
     max_down: Option<u64>,
 ) -> CmdResult {
-    let mut fetched = None;
-    let (torrent, dht) = if args.torrent.starts_with("magnet:") {
-        // A magnet link's private flag is unknown until the metadata arrives; the engine keeps a private
-        // torrent off the DHT once it is known.
-        let dht = rt
-            .block_on(discovery.start_dht(listen, false))
-            .map_err(Failure::failed)?;
-        let magnet = torrent_from_magnet(
-            &args.torrent,
-            listen,
-            &args.peers,
-            dht.clone(),
-            max_peers,
-            args.conns.encryption,
-            rt,
-        )?;
-        fetched = Some(magnet.carry);
-        let torrent = Arc::new(magnet.torrent);
-        (torrent, dht)
+    let source = if args.torrent.starts_with("magnet:") {
+        let magnet = metainfo::Magnet::parse(&args.torrent).map_err(bad)?;
+        let id = engine::discovery::magnet_wire_id(&magnet).map_err(bad)?;
+        eprintln!("fetching metadata for {} from peers...", id.to_hex());
+        Source::Magnet(magnet)
     } else {
         let torrent = load_torrent(&args.torrent)?;
-        let dht = rt
-            .block_on(discovery.start_dht(listen, torrent.private))
-            .map_err(Failure::failed)?;
-        (torrent, dht)
+        // A bad selection is a usage error before any network work.
+        if let Some(files) = &args.files {
+            parse_files(files, &torrent)?;
+        }
+        Source::Torrent(torrent)
     };
-    let selected = args
-        .files
-        .as_deref()
-        .map(|f| parse_files(f, &torrent))
-        .transpose()?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))
         .map_err(Failure::Failed)?;
-    let mut config = TorrentConfig::new(torrent.clone(), args.output.clone());
-    config
-        .listen(listen)
-        .peers(args.peers.iter().copied())
-        // A magnet's x.pe peers serve the download too, not only the metadata: with no tracker or
-        // DHT naming them again they are all there is.
-        .peers(magnet_peers(&args.torrent))
-        .files(selected, None)
-        .sequential(args.sequential)
-        .connections(max_peers, handshake)
-        .transport(args.conns.encryption, args.conns.transports)
-        .use_trackers(!args.no_trackers)
-        .rates(max_up, max_down);
-    if let Some(carry) = &fetched {
-        carry.into_config(&mut config);
-    }
-    discovery.apply(&mut config, dht);
+    let mut add = AddTorrent::new(source, args.output.clone());
+    add.peers = args.peers.clone();
+    add.max_peers = max_peers;
+    add.encryption = args.conns.encryption;
+    // With --no-seed the command ends at completion, before any goal counts.
+    add.goal = engine::SeedGoal {
+        ratio: args.seed_ratio,
+        time: seed_time,
+    };
+    let (files, sequential, use_trackers) =
+        (args.files.clone(), args.sequential, !args.no_trackers);
+    add.configure = Some(Arc::new(move |torrent, config| {
+        let selected = files
+            .as_deref()
+            .map(|f| parse_files(f, torrent))
+            .transpose()
+            .map_err(|e| match e {
+                Failure::BadInput(e) | Failure::Failed(e) => format!("{e:#}"),
+            })?;
+        config
+            .files(selected, None)
+            .sequential(sequential)
+            .use_trackers(use_trackers)
+            .rates(max_up, max_down);
+        Ok(())
+    }));
     rt.block_on(async move {
         let mut signals = Signals::new();
-        let handle = engine::start(config).await.map_err(Failure::failed)?;
-        println!("listening on {}", handle.listen_addr());
-        let started = Instant::now();
-        let name = torrent.name.clone();
-        match follow(&handle, &name, &mut signals, handle.wait_complete()).await {
+        let (client, id) = one_torrent(listen, &args.conns, handshake, discovery, add).await?;
+        let interrupted = || Failure::Failed(anyhow!("interrupted before the download completed"));
+        let Some(started) = until_running(&client, &id, &mut signals).await? else {
+            client.remove(&id).await;
+            return Err(interrupted());
+        };
+        println!("listening on {}", client.session().listen_addr());
+        let done = |s: &Snapshot| {
+            s.phase != Phase::Running || s.status.as_ref().is_some_and(|st| st.complete)
+        };
+        let snap = match follow(&client, &id, &mut signals, done).await {
             None => {
-                handle.stop().await;
-                return Err(Failure::Failed(anyhow!(
-                    "interrupted before the download completed"
-                )));
+                client.remove(&id).await;
+                return Err(interrupted());
             }
-            // The engine stopped the torrent (a disk error): one line saying why and what is kept.
-            Some(Err(e)) => {
-                let have = handle.status().pieces_have;
-                handle.stop().await;
-                return Err(Failure::Failed(anyhow!(
-                    "{e}; the {have} verified pieces are kept: run the same command again to resume"
-                )));
+            Some(s) => s,
+        };
+        let name = snap.name.clone().unwrap_or_default();
+        let status = match (&snap.phase, snap.status.clone()) {
+            (Phase::Running | Phase::Finished, Some(status)) => status,
+            _ => {
+                client.remove(&id).await;
+                return Err(fault(&snap));
             }
-            Some(Ok(())) => {}
-        }
-        let s = handle.status();
+        };
         println!(
             "complete: {} ({} in {:.1} s)",
             name,
-            size(s.wanted),
+            size(status.wanted),
             started.elapsed().as_secs_f64()
         );
         if let Some(cmd) = &args.on_complete {
-            run_on_complete(cmd, &torrent, &args.output);
+            run_on_complete(cmd, &name, &args.output, &id);
         }
+        let mut ended = None;
         if !args.no_seed {
             println!("seeding; Ctrl-C to stop");
-            let goal = engine::SeedGoal {
-                ratio: args.seed_ratio,
-                time: seed_time,
-            };
-            follow(&handle, &name, &mut signals, handle.wait_seed_goal(goal)).await;
+            ended = follow(&client, &id, &mut signals, |s| s.phase != Phase::Running).await;
         }
-        let s = handle.status();
-        handle.stop().await;
-        print_stopped(&s);
+        let last = client.remove(&id).await;
+        if let Some(s) = ended.filter(|s| matches!(s.phase, Phase::Error(_))) {
+            return Err(fault(&s));
+        }
+        if let Some(s) = last.as_ref().and_then(|s| s.status.as_ref()) {
+            print_stopped(s);
+        }
         Ok(())
     })
 }
 
-/// The `x.pe` peers of a magnet link (nothing for anything else).
-fn magnet_peers(source: &str) -> Vec<SocketAddr> {
-    metainfo::Magnet::parse(source)
-        .map(|m| m.peers.iter().filter_map(|p| p.parse().ok()).collect())
-        .unwrap_or_default()
-}
-
-fn run_on_complete(cmd: &str, torrent: &Torrent, dir: &std::path::Path) {
-    let id = engine::wire_id(torrent);
+fn run_on_complete(cmd: &str, name: &str, dir: &std::path::Path, id: &InfoHash) {
     let result = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
-        .env("SPORE_TORRENT_NAME", &torrent.name)
+        .env("SPORE_TORRENT_NAME", name)
         .env("SPORE_TORRENT_DIR", dir)
         .env("SPORE_INFO_HASH", id.to_hex())
         .spawn();
@@ -595,14 +630,15 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     }
     let download_dir = content_parent(&torrent, &args.data)?;
     let listen = args.listen.unwrap_or_else(default_listen);
-    let mut config = TorrentConfig::new(torrent.clone(), download_dir);
-    config
-        .listen(listen)
-        .peers(args.peers.iter().copied())
-        .use_trackers(!args.no_trackers)
-        .rates(max_up, None)
-        .connections(max_peers, handshake)
-        .transport(args.conns.encryption, args.conns.transports);
+    let mut add = AddTorrent::new(Source::Torrent(torrent.clone()), download_dir);
+    add.peers = args.peers.clone();
+    add.max_peers = max_peers;
+    add.encryption = args.conns.encryption;
+    let use_trackers = !args.no_trackers;
+    add.configure = Some(Arc::new(move |_, config| {
+        config.use_trackers(use_trackers).rates(max_up, None);
+        Ok(())
+    }));
     let rt = runtime()?;
     let mut discovery = args.discovery.settings();
     discovery.utp = args.conns.transports.utp;
@@ -614,29 +650,52 @@ pub fn seed(args: SeedArgs) -> CmdResult {
     };
     let result = rt.block_on(async move {
         let mut signals = Signals::new();
-        let handle = discovery
-            .start_torrent(config)
-            .await
-            .map_err(Failure::failed)?;
-        let s = handle.status();
-        if !s.complete {
-            let bad_pieces = s.pieces_total - s.pieces_have;
-            handle.stop().await;
-            return Err(Failure::Failed(anyhow!(
-                "the data does not match the torrent: {bad_pieces} of {} pieces missing or bad (spore verify lists them)",
-                s.pieces_total
-            )));
+        let (client, id) = one_torrent(listen, &args.conns, handshake, discovery, add).await?;
+        if until_running(&client, &id, &mut signals).await?.is_none() {
+            client.remove(&id).await;
+            return Ok(());
         }
-        println!("listening on {}", handle.listen_addr());
-        println!("seeding {} ({}); Ctrl-C to stop", torrent.name, size(torrent.total_size()));
-        follow(&handle, &torrent.name, &mut signals, std::future::pending::<()>()).await;
-        let s = handle.status();
-        handle.stop().await;
-        print_stopped(&s);
-        Ok(())
+        seeding(&client, &id, &mut signals, || {
+            println!("listening on {}", client.session().listen_addr());
+            println!(
+                "seeding {} ({}); Ctrl-C to stop",
+                torrent.name,
+                size(torrent.total_size())
+            );
+        })
+        .await
     });
     rt.block_on(crate::port_mapping::stop(mapper));
     result
+}
+
+/// Seeds a torrent that runs, once it is found complete (after `announce`), until a signal: `seed`'s
+/// and `share`'s last part.
+pub(crate) async fn seeding(
+    client: &Client,
+    id: &InfoHash,
+    signals: &mut Signals,
+    announce: impl FnOnce(),
+) -> CmdResult {
+    let status = client.snapshot(id).and_then(|s| s.status);
+    if let Some(s) = status.filter(|s| !s.complete) {
+        client.remove(id).await;
+        let bad_pieces = s.pieces_total - s.pieces_have;
+        return Err(Failure::Failed(anyhow!(
+            "the data does not match the torrent: {bad_pieces} of {} pieces missing or bad (spore verify lists them)",
+            s.pieces_total
+        )));
+    }
+    announce();
+    let snap = follow(client, id, signals, |s| s.phase != Phase::Running).await;
+    let last = client.remove(id).await;
+    if let Some(s) = snap.filter(|s| matches!(s.phase, Phase::Error(_))) {
+        return Err(fault(&s));
+    }
+    if let Some(s) = last.as_ref().and_then(|s| s.status.as_ref()) {
+        print_stopped(s);
+    }
+    Ok(())
 }
 
 /// The last line of `get` and `seed`: what moved, and how much the torrent told PEX, the DHT and LSD

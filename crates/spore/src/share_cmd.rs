@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use engine::TorrentConfig;
+use engine::managed::{AddTorrent, Source};
 use metainfo::{CreateOptions, Magnet, Version};
 
 use crate::{CmdResult, Failure};
@@ -246,26 +246,34 @@ pub fn run(args: ShareArgs) -> CmdResult {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), PathBuf::from);
-        let mut config = TorrentConfig::new(torrent.clone(), content_dir);
-        config
-            .listen(SocketAddr::new(listen_ip, peer_port))
-            .connections(max_peers, handshake)
-            .transport(args.conns.encryption, args.conns.transports)
-            // Our own tracker learns of the seed directly (below): announcing to it through the
-            // router's external address fails where the router has no hairpin NAT, with a warning
-            // each interval.
-            .use_trackers(tracker.is_none());
-        let handle = discovery
-            .start_torrent(config)
-            .await
-            .map_err(Failure::failed)?;
+        let mut add = AddTorrent::new(Source::Torrent(torrent.clone()), content_dir);
+        add.max_peers = max_peers;
+        add.encryption = args.conns.encryption;
+        // Our own tracker learns of the seed directly (below): announcing to it through the router's
+        // external address fails where the router has no hairpin NAT, with a warning each interval.
+        let use_trackers = tracker.is_none();
+        add.configure = Some(Arc::new(move |_, config| {
+            config.use_trackers(use_trackers);
+            Ok(())
+        }));
+        let listen = SocketAddr::new(listen_ip, peer_port);
+        let (client, id) =
+            crate::get_cmd::one_torrent(listen, &args.conns, handshake, discovery, add).await?;
+        if crate::get_cmd::until_running(&client, &id, &mut signals)
+            .await?
+            .is_none()
+        {
+            client.remove(&id).await;
+            return Ok(());
+        }
+        let listening = client.session().listen_addr();
         // Friends reach the seed at the external address even when no tracker names it.
         let seed_addr = SocketAddr::new(
             public_ip,
             if reach.mapper.is_some() {
                 reach.peer_port
             } else {
-                handle.listen_addr().port()
+                listening.port()
             },
         );
         let registration = tracker.as_ref().map(|t| {
@@ -275,25 +283,25 @@ pub fn run(args: ShareArgs) -> CmdResult {
                 seed_addr,
             )
         });
-        let listening = handle.listen_addr();
         let magnet = share_magnet(
             Magnet::from_torrent(&torrent),
             &seed_peers(seed_addr, listening, global_ipv6()),
         );
-        println!(
-            "sharing {} ({})",
-            torrent.name,
-            crate::format::size(torrent.total_size())
-        );
-        println!("torrent: {}", saved.display());
-        println!("magnet: {magnet}");
-        if tracker.is_some() {
-            println!("tracker: {}", trackers.join(" "));
-        }
-        println!("peers connect to: {}", handle.listen_addr());
-        println!("send your friend this command:\n  spore get '{magnet}' -o .");
-        crate::get_cmd::follow_public(&handle, &torrent.name, &mut signals).await;
-        handle.stop().await;
+        let seeded = crate::get_cmd::seeding(&client, &id, &mut signals, || {
+            println!(
+                "sharing {} ({})",
+                torrent.name,
+                crate::format::size(torrent.total_size())
+            );
+            println!("torrent: {}", saved.display());
+            println!("magnet: {magnet}");
+            if tracker.is_some() {
+                println!("tracker: {}", trackers.join(" "));
+            }
+            println!("peers connect to: {listening}");
+            println!("send your friend this command:\n  spore get '{magnet}' -o .");
+        })
+        .await;
         if let Some(r) = registration {
             r.abort();
         }
@@ -301,6 +309,7 @@ pub fn run(args: ShareArgs) -> CmdResult {
         if let Some(t) = tracker {
             t.shutdown().await;
         }
+        seeded?;
         println!("stopped sharing");
         Ok(())
     })

@@ -169,3 +169,52 @@ fn the_daemon_downloads_an_x_pe_magnet_over_the_connection_that_fetched_its_meta
         "one connection for the metadata and the data"
     );
 }
+
+/// A magnet link that names no peer, with no tracker and no DHT: the daemon's only peer is a seed
+/// that dials it. That peer joins the metadata phase, which the session used to turn away ("a
+/// torrent we do not have") until the torrent ran, so the metadata never came.
+#[test]
+fn a_peer_that_dials_the_daemon_serves_a_magnet_in_its_metadata_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("seed")).unwrap();
+    std::fs::write(d.join("seed/d.bin"), data(34, 600_000)).unwrap();
+    create_torrent(&d.join("seed/d.bin"), &d.join("t.torrent"), "auto", None);
+    let out = Command::new(env!("CARGO_BIN_EXE_spore"))
+        .args(["magnet", s(&d.join("t.torrent"))])
+        .output()
+        .unwrap();
+    let magnet = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // The daemon's peer port, for the seed to dial.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let state = d.join("state");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spore"));
+    command
+        .args(["daemon", "--state-dir", s(&state)])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--api", "127.0.0.1:0", "--download-dir", s(&d.join("dl"))])
+        .args(["--allowed-dir", s(d)])
+        .env("SPORE_LOG", "info");
+    let daemon = spawn_daemon(command, &state, &d.join("daemon.err"));
+    let added = daemon.ok(
+        "POST",
+        "/api/torrents",
+        Some(serde_json::json!({ "magnet": magnet })),
+    );
+    let id = added["id"].as_str().unwrap().to_string();
+    let peer = format!("127.0.0.1:{port}");
+    let (_seed, _) = start_seed(
+        d,
+        &d.join("t.torrent"),
+        &d.join("seed"),
+        "127.0.0.2:0",
+        &["--no-trackers", "--peer", &peer],
+    );
+    daemon.wait(&id, "seeding", Duration::from_secs(30), |t| {
+        t["state"] == "seeding"
+    });
+    assert_eq!(sha256(&d.join("dl/d.bin")), sha256(&d.join("seed/d.bin")));
+}

@@ -165,6 +165,8 @@ pub struct Entry {
     moving: Option<Arc<relocate::Progress>>,
     /// The connections of its metadata phase, until its first start takes them over.
     carried: Option<engine::discovery::Carry>,
+    /// Its metadata fetch under way, ended when it is paused or removed.
+    fetch: Option<tokio::task::AbortHandle>,
 }
 
 type Slot = Arc<Mutex<Entry>>;
@@ -549,6 +551,7 @@ impl Daemon {
             gate: Arc::new(WriteGate::default()),
             moving: None,
             carried: None,
+            fetch: None,
         }));
         self.entries.lock().insert(id, slot.clone());
         slot
@@ -726,9 +729,9 @@ impl Daemon {
             let mut e = slot.lock();
             let complete = e.record.complete;
             match queue.admit(&mut e.life, complete) {
-                Some(engine::lifecycle::Step::FetchMetadata) => {
-                    drop(e);
-                    tokio::spawn(self.clone().fetch_metadata(slot.clone()));
+                Some(engine::lifecycle::Step::FetchMetadata { generation }) => {
+                    let task = tokio::spawn(self.clone().fetch_metadata(slot.clone(), generation));
+                    e.fetch = Some(task.abort_handle());
                 }
                 Some(engine::lifecycle::Step::Start { generation }) => {
                     drop(e);
@@ -739,7 +742,7 @@ impl Daemon {
         }
     }
 
-    async fn fetch_metadata(self: Arc<Self>, slot: Slot) {
+    async fn fetch_metadata(self: Arc<Self>, slot: Slot, generation: u64) {
         let (id, link) = {
             let e = slot.lock();
             (e.id, e.record.magnet.clone().unwrap_or_default())
@@ -751,10 +754,11 @@ impl Daemon {
             // The session's real port is announced: trackers refuse port 0, and a peer that dials it
             // before the torrent is registered is only turned away by the session.
             let max_peers = self.fitted.lock().peers_per_torrent;
+            // Peers that dial the session for it join the metadata phase.
             let engine::discovery::MagnetTorrent { torrent, carry } =
-                engine::discovery::magnet_torrent(
+                engine::managed::fetch_magnet(
+                    &self.session,
                     &magnet,
-                    self.listen,
                     &[],
                     self.dht.clone(),
                     max_peers,
@@ -773,12 +777,19 @@ impl Daemon {
         .await;
         let mut e = slot.lock();
         match result {
-            Ok((torrent, carry)) => {
+            // Metadata is good whichever fetch found it; its connections only while still wanted.
+            Ok((torrent, carry)) if e.torrent.is_none() => {
                 e.torrent = Some(Arc::new(torrent));
-                e.carried = Some(carry);
+                if e.life.fetch_current(generation) {
+                    e.carried = Some(carry);
+                }
                 e.life.metadata_arrived();
             }
-            Err(fault) => e.life.fail(fault),
+            Ok(_) => {}
+            // Overtaken (paused, or resumed and fetching again): that fetch's end is no error.
+            Err(fault) => {
+                e.life.fetch_failed(generation, fault);
+            }
         }
         drop(e);
         self.schedule();
@@ -884,7 +895,10 @@ impl Daemon {
                 }
             }
             Err(err) => {
-                slot.lock().life.fail(Fault::Start(Arc::new(err)));
+                // Paused or removed while checking: that start's failure is no error.
+                slot.lock()
+                    .life
+                    .start_failed(generation, Fault::Start(Arc::new(err)));
                 None
             }
         };
@@ -979,6 +993,9 @@ impl Daemon {
     async fn stop_entry(&self, slot: &Slot, phase: Phase) {
         let handle = {
             let mut e = slot.lock();
+            if let Some(fetch) = e.fetch.take() {
+                fetch.abort();
+            }
             let seeded = e.life.stop(phase, Instant::now());
             e.record.seeding_secs += seeded;
             e.handle.clone()
@@ -1522,66 +1539,55 @@ impl Daemon {
                 (s.seed_ratio, s.seed_time)
             };
             for slot in self.slots() {
-                let failed = {
-                    let e = slot.lock();
-                    let name = e.torrent.as_ref().map(|t| t.name.clone());
-                    e.handle
-                        .as_ref()
-                        .and_then(|h| h.error())
-                        .map(|err| (name, err))
-                };
-                if let Some((name, error)) = failed {
-                    {
-                        let mut e = slot.lock();
-                        if let Some(st) = e.handle.as_ref().map(|h| h.status()) {
-                            let progress = if st.wanted == 0 {
-                                1.0
-                            } else {
-                                1.0 - st.left as f64 / st.wanted as f64
-                            };
-                            e.kept = Some((progress, st.pieces_have));
-                        }
-                    }
-                    // The engine stopped it (a disk error): stopped here too, its resume data saved
-                    // with every verified piece, in state `error` until resumed.
-                    tracing::error!("{}: {error}", name.unwrap_or_default());
-                    self.stop_entry(&slot, Phase::Error(Fault::Stopped(error)))
-                        .await;
-                    continue;
-                }
-                let (handle, goal_reached, dirty) = {
+                let (handle, verdict, dirty, name) = {
                     let mut e = slot.lock();
                     let Some(h) = e.handle.clone() else { continue };
                     let st = h.status();
-                    let mut goal_reached = false;
-                    if st.complete {
-                        let uploaded = e.base_uploaded + st.uploaded;
-                        let goal = engine::SeedGoal {
-                            ratio: e.record.seed_ratio.or(ratio_goal),
-                            time: e.record.seed_time.or(time_goal).map(Duration::from_secs),
-                        };
-                        // The seconds of earlier sessions count, as do those not yet folded in.
-                        let earlier = e.record.seeding_secs;
-                        goal_reached = e.life.seed_goal_reached(
-                            &goal,
-                            uploaded,
-                            st.wanted,
-                            earlier,
-                            Instant::now(),
-                        );
-                        if !e.record.complete {
-                            e.record.complete = true;
-                        }
+                    let error = h.error();
+                    if st.complete && error.is_none() {
+                        e.record.complete = true;
                         if e.record.done.is_none() {
                             e.record.done = Some(store::now_secs());
                         }
                     }
-                    (h, goal_reached, st.pieces_have != e.last_saved_have)
+                    let seen = engine::lifecycle::Observed {
+                        error: error.map(Fault::Stopped),
+                        complete: st.complete,
+                        uploaded: e.base_uploaded + st.uploaded,
+                        wanted: st.wanted,
+                    };
+                    let goal = engine::SeedGoal {
+                        ratio: e.record.seed_ratio.or(ratio_goal),
+                        time: e.record.seed_time.or(time_goal).map(Duration::from_secs),
+                    };
+                    // The seconds of earlier sessions count, as do those not yet folded in.
+                    let earlier = e.record.seeding_secs;
+                    let verdict = e.life.review(seen, &goal, earlier, Instant::now());
+                    if matches!(verdict, Some(Phase::Error(_))) {
+                        let progress = if st.wanted == 0 {
+                            1.0
+                        } else {
+                            1.0 - st.left as f64 / st.wanted as f64
+                        };
+                        e.kept = Some((progress, st.pieces_have));
+                    }
+                    let name = e.torrent.as_ref().map(|t| t.name.clone());
+                    (h, verdict, st.pieces_have != e.last_saved_have, name)
                 };
-                if goal_reached {
-                    slot.lock().record.finished = true;
-                    self.stop_entry(&slot, Phase::Finished).await;
-                    continue;
+                match verdict {
+                    Some(Phase::Error(fault)) => {
+                        // The engine stopped it (a disk error): stopped here too, its resume data
+                        // saved with every verified piece, in state `error` until resumed.
+                        tracing::error!("{}: {fault}", name.unwrap_or_default());
+                        self.stop_entry(&slot, Phase::Error(fault)).await;
+                        continue;
+                    }
+                    Some(to) => {
+                        slot.lock().record.finished = true;
+                        self.stop_entry(&slot, to).await;
+                        continue;
+                    }
+                    None => {}
                 }
                 // Pieces verified since the last save, or totals every 30 s.
                 if dirty || ticks.is_multiple_of(30) {

@@ -1,0 +1,679 @@
+//! Torrents driven through their life cycle behind one [`Session`]: a magnet link's metadata fetch,
+//! the queue, checking and starting, pausing and resuming, the seed goal, and the error phase, with
+//! discovery (trackers, DHT, LSD, PEX) set up once for all of them. The rules are the pure ones of
+//! [`crate::lifecycle`]; this is the thin async driver that carries out what they ask. Owners see
+//! snapshots and give commands by info-hash; they never hold a torrent's internals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ids::InfoHash;
+use metainfo::{Magnet, Torrent};
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+
+use crate::dht::DhtNode;
+use crate::discovery::{
+    magnet_finish, magnet_request, magnet_wire_id, Carry, Discovery, MagnetTorrent,
+};
+use crate::error::{DiscoveryError, MagnetError, StartError};
+use crate::lifecycle::{Lifecycle, Observed, Phase, Queue, Step};
+use crate::metadata::fetch_metadata_with;
+use crate::seed_goal::SeedGoal;
+use crate::session::Session;
+use crate::torrent::{Status, TorrentConfig, TorrentError, TorrentHandle};
+
+/// How often running torrents are reviewed (errors, seed goals) and the queue looked at, besides
+/// whenever a command or a finished start asks for it.
+const PASS_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a managed torrent is in state `error`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Fault {
+    /// A magnet link's metadata could not be had.
+    #[error("metadata: {0}")]
+    Metadata(Arc<MagnetError>),
+    /// The owner's configuration refused the torrent (e.g. a file selection beyond its files).
+    #[error("{0}")]
+    Config(String),
+    /// The engine could not start it (its files, the check, the listener).
+    #[error("{0}")]
+    Start(Arc<StartError>),
+    /// The engine stopped it by itself (a write failed).
+    #[error("{0}")]
+    Stopped(TorrentError),
+}
+
+/// Errors hold no comparable state; two faults that read alike are the same to a user.
+impl PartialEq for Fault {
+    fn eq(&self, other: &Fault) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+/// What a managed torrent is made from.
+#[derive(Clone)]
+pub enum Source {
+    Torrent(Arc<Torrent>),
+    Magnet(Magnet),
+}
+
+/// The owner's last word on a torrent's configuration, once its metadata is known: file selection,
+/// rates, trackers and the like, beyond what [`AddTorrent`] sets. An `Err` puts it in state `error`.
+pub type Configure = Arc<dyn Fn(&Torrent, &mut TorrentConfig) -> Result<(), String> + Send + Sync>;
+
+/// A torrent to manage and its settings.
+#[derive(Clone)]
+pub struct AddTorrent {
+    pub source: Source,
+    pub download_dir: PathBuf,
+    /// Peers to connect to directly (also while a magnet link's metadata is looked for).
+    pub peers: Vec<SocketAddr>,
+    pub max_peers: usize,
+    pub encryption: crate::Encryption,
+    /// When a complete torrent stops seeding (to `Finished`).
+    pub goal: SeedGoal,
+    /// Added paused: it waits for [`Client::resume`].
+    pub paused: bool,
+    /// How long a magnet link's metadata is looked for before the torrent goes to state `error`.
+    pub metadata_timeout: Duration,
+    pub configure: Option<Configure>,
+}
+
+impl AddTorrent {
+    pub fn new(source: Source, download_dir: PathBuf) -> AddTorrent {
+        AddTorrent {
+            source,
+            download_dir,
+            peers: Vec::new(),
+            max_peers: 50,
+            encryption: crate::Encryption::default(),
+            goal: SeedGoal::default(),
+            paused: false,
+            metadata_timeout: Duration::from_secs(120),
+            configure: None,
+        }
+    }
+}
+
+/// Why a torrent could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error("torrent {} is already added", .0.to_hex())]
+    Duplicate(InfoHash),
+    #[error(transparent)]
+    Magnet(#[from] MagnetError),
+}
+
+/// What an owner sees of a managed torrent.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub id: InfoHash,
+    pub phase: Phase<Fault>,
+    /// Its name, once its metadata is known.
+    pub name: Option<String>,
+    /// The engine's status while it runs, else the last one seen (none before its first start).
+    pub status: Option<Status>,
+}
+
+struct Entry {
+    id: InfoHash,
+    spec: AddTorrent,
+    torrent: Option<Arc<Torrent>>,
+    life: Lifecycle<Fault>,
+    handle: Option<Arc<TorrentHandle>>,
+    /// The metadata fetch under way, ended when the torrent is paused or removed.
+    fetch: Option<tokio::task::AbortHandle>,
+    /// The connections of the metadata phase, until the first start takes them over.
+    carry: Option<Carry>,
+    /// The status when it last ran.
+    kept: Option<Status>,
+    /// Its completion was seen by a pass (and told to those waiting for changes).
+    completion_told: bool,
+}
+
+impl Entry {
+    fn status(&self) -> Option<Status> {
+        self.handle
+            .as_ref()
+            .map(|h| h.status())
+            .or(self.kept.clone())
+    }
+
+    fn complete(&self) -> bool {
+        self.status().is_some_and(|s| s.complete)
+    }
+}
+
+type Slot = Arc<Mutex<Entry>>;
+
+struct Inner {
+    session: Session,
+    discovery: Discovery,
+    dht: Option<DhtNode>,
+    /// (downloads, seeds) active at once.
+    limits: Mutex<(usize, usize)>,
+    /// In queue order.
+    torrents: Mutex<Vec<Slot>>,
+    wake: Notify,
+    /// Bumped on every change an owner may wait for.
+    changes: watch::Sender<u64>,
+}
+
+/// A client: torrents behind one session, driven through their life cycle.
+pub struct Client {
+    inner: Arc<Inner>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    /// Drives torrents behind `session`, finding peers as `discovery` says (its DHT node started
+    /// here, unless the torrents are `private`).
+    pub async fn start(
+        session: Session,
+        discovery: Discovery,
+        private: bool,
+    ) -> Result<Client, DiscoveryError> {
+        let mut discovery = discovery;
+        discovery.utp &= session.transports().utp;
+        let dht = discovery.start_dht(session.listen_addr(), private).await?;
+        let inner = Arc::new(Inner {
+            session,
+            discovery,
+            dht,
+            limits: Mutex::new((usize::MAX, usize::MAX)),
+            torrents: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            changes: watch::channel(0).0,
+        });
+        let driver = tokio::spawn(drive(inner.clone()));
+        Ok(Client { inner, driver })
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.inner.session
+    }
+
+    /// How many incomplete and complete torrents may be active at once.
+    pub fn set_queue(&self, downloads: usize, seeds: usize) {
+        *self.inner.limits.lock() = (downloads, seeds);
+        self.inner.wake.notify_one();
+    }
+
+    /// Adds a torrent, last in the queue.
+    pub fn add(&self, add: AddTorrent) -> Result<InfoHash, AddError> {
+        let (id, torrent) = match &add.source {
+            Source::Torrent(t) => (crate::wire_id(t), Some(t.clone())),
+            Source::Magnet(m) => (magnet_wire_id(m)?, None),
+        };
+        let mut torrents = self.inner.torrents.lock();
+        if torrents.iter().any(|s| s.lock().id == id) {
+            return Err(AddError::Duplicate(id));
+        }
+        let life = Lifecycle::new(add.paused, torrent.is_some(), false);
+        torrents.push(Arc::new(Mutex::new(Entry {
+            id,
+            spec: add,
+            torrent,
+            life,
+            handle: None,
+            fetch: None,
+            carry: None,
+            kept: None,
+            completion_told: false,
+        })));
+        drop(torrents);
+        self.inner.wake.notify_one();
+        Ok(id)
+    }
+
+    pub fn snapshot(&self, id: &InfoHash) -> Option<Snapshot> {
+        self.inner.slot(id).map(|slot| snapshot(&slot.lock()))
+    }
+
+    /// Waits until something changed (a phase, a start, a completion) since the last call on `seen`.
+    pub async fn changed(&self, seen: &mut watch::Receiver<u64>) {
+        let _ = seen.changed().await;
+    }
+
+    /// A receiver for [`Client::changed`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Stops a torrent (announcing `stopped`) until resumed; a metadata fetch under way ends.
+    pub async fn pause(&self, id: &InfoHash) -> Option<Snapshot> {
+        let slot = self.inner.slot(id)?;
+        stop(&self.inner, &slot, Phase::Paused).await;
+        let snap = snapshot(&slot.lock());
+        Some(snap)
+    }
+
+    /// Queues a paused, finished or failed torrent again (a magnet link without its metadata yet
+    /// looks for it again); with `now`, past the queue's limits.
+    pub fn resume(&self, id: &InfoHash, now: bool) -> Option<Snapshot> {
+        let slot = self.inner.slot(id)?;
+        let snap = {
+            let mut e = slot.lock();
+            let has_metadata = e.torrent.is_some();
+            e.life.resume(has_metadata, now);
+            snapshot(&e)
+        };
+        self.inner.changed();
+        self.inner.wake.notify_one();
+        Some(snap)
+    }
+
+    /// Stops a torrent and forgets it: its last snapshot.
+    pub async fn remove(&self, id: &InfoHash) -> Option<Snapshot> {
+        let slot = self.inner.slot(id)?;
+        self.inner
+            .torrents
+            .lock()
+            .retain(|s| !Arc::ptr_eq(s, &slot));
+        stop(&self.inner, &slot, Phase::Paused).await;
+        let snap = snapshot(&slot.lock());
+        Some(snap)
+    }
+
+    /// Stops every torrent, for a clean exit.
+    pub async fn shutdown(&self) {
+        let slots = self.inner.torrents.lock().clone();
+        let stops = slots.iter().map(|s| stop(&self.inner, s, Phase::Queued));
+        futures_util::future::join_all(stops).await;
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Inner {
+    fn slot(&self, id: &InfoHash) -> Option<Slot> {
+        let torrents = self.torrents.lock();
+        torrents.iter().find(|s| s.lock().id == *id).cloned()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+}
+
+fn snapshot(e: &Entry) -> Snapshot {
+    Snapshot {
+        id: e.id,
+        phase: e.life.phase().clone(),
+        name: e.torrent.as_ref().map(|t| t.name.clone()),
+        status: e.status(),
+    }
+}
+
+/// Stops a torrent to `to`: its metadata fetch or its engine torrent, unregistered from the session.
+async fn stop(inner: &Inner, slot: &Slot, to: Phase<Fault>) {
+    let handle = {
+        let mut e = slot.lock();
+        if let Some(fetch) = e.fetch.take() {
+            fetch.abort();
+        }
+        e.life.stop(to, Instant::now());
+        let handle = e.handle.take();
+        if let Some(h) = &handle {
+            e.kept = Some(h.status());
+        }
+        handle
+    };
+    inner.changed();
+    if let Some(h) = handle {
+        inner.session.unregister(&h.info_hash());
+        h.stop().await;
+    }
+    inner.wake.notify_one();
+}
+
+/// The driver: a pass now and then, and whenever something asks for one.
+async fn drive(inner: Arc<Inner>) {
+    loop {
+        pass(&inner).await;
+        tokio::select! {
+            _ = tokio::time::sleep(PASS_EVERY) => {}
+            _ = inner.wake.notified() => {}
+        }
+    }
+}
+
+/// Reviews the running torrents (errors, seed goals), then starts what the queue admits.
+async fn pass(inner: &Arc<Inner>) {
+    let now = Instant::now();
+    let slots = inner.torrents.lock().clone();
+    for slot in &slots {
+        let verdict = {
+            let mut e = slot.lock();
+            let Some(h) = e.handle.clone() else { continue };
+            let st = h.status();
+            if st.complete != e.completion_told {
+                e.completion_told = st.complete;
+                inner.changed();
+            }
+            let seen = Observed {
+                error: h.error().map(Fault::Stopped),
+                complete: st.complete,
+                uploaded: st.uploaded,
+                wanted: st.wanted,
+            };
+            let goal = e.spec.goal;
+            e.life.review(seen, &goal, 0, now)
+        };
+        if let Some(to) = verdict {
+            stop(inner, slot, to).await;
+        }
+    }
+    let (downloads, seeds) = *inner.limits.lock();
+    let mut queue = Queue::new(downloads, seeds);
+    for slot in &slots {
+        let e = slot.lock();
+        queue.count(&e.life, e.complete());
+    }
+    for slot in &slots {
+        let mut e = slot.lock();
+        let complete = e.complete();
+        match queue.admit(&mut e.life, complete) {
+            Some(Step::FetchMetadata { generation }) => {
+                let task = tokio::spawn(fetch(inner.clone(), slot.clone(), generation));
+                e.fetch = Some(task.abort_handle());
+            }
+            Some(Step::Start { generation }) => {
+                tokio::spawn(start(inner.clone(), slot.clone(), generation));
+            }
+            None => continue,
+        }
+        drop(e);
+        inner.changed();
+    }
+}
+
+/// A magnet link's torrent ([`crate::discovery::magnet_torrent`]) for a torrent of `session`: the
+/// peers that dial the session for it join its metadata phase, and carry over with the others.
+pub async fn fetch_magnet(
+    session: &Session,
+    magnet: &Magnet,
+    peers: &[SocketAddr],
+    dht: Option<DhtNode>,
+    max_peers: usize,
+    encryption: crate::Encryption,
+    timeout: Duration,
+) -> Result<MagnetTorrent, MagnetError> {
+    let request = magnet_request(
+        magnet,
+        session.listen_addr(),
+        peers,
+        dht,
+        max_peers,
+        encryption,
+    )?;
+    let id = request.info_hash;
+    // Unregistered however the fetch ends, also when its task is aborted.
+    struct Registered<'a>(&'a Session, InfoHash, u64);
+    impl Drop for Registered<'_> {
+        fn drop(&mut self) {
+            self.0.unregister_fetch(&self.1, self.2);
+        }
+    }
+    let (number, incoming) = session.register_fetch(id);
+    let _registered = Registered(session, id, number);
+    let metadata = fetch_metadata_with(&request, timeout, Some(incoming)).await?;
+    magnet_finish(magnet, metadata)
+}
+
+async fn fetch(inner: Arc<Inner>, slot: Slot, generation: u64) {
+    let spec = slot.lock().spec.clone();
+    let Source::Magnet(magnet) = &spec.source else {
+        return;
+    };
+    let result = fetch_magnet(
+        &inner.session,
+        magnet,
+        &spec.peers,
+        inner.dht.clone(),
+        spec.max_peers,
+        spec.encryption,
+        spec.metadata_timeout,
+    )
+    .await;
+    {
+        let mut e = slot.lock();
+        e.fetch = None;
+        match result {
+            // Metadata is good whichever fetch found it; its connections only while still wanted.
+            Ok(MagnetTorrent { torrent, carry }) if e.torrent.is_none() => {
+                if e.life.fetch_current(generation) {
+                    e.carry = Some(carry);
+                }
+                e.torrent = Some(Arc::new(torrent));
+                e.life.metadata_arrived();
+            }
+            Ok(_) => {}
+            Err(err) => {
+                e.life
+                    .fetch_failed(generation, Fault::Metadata(Arc::new(err)));
+            }
+        }
+    }
+    inner.changed();
+    inner.wake.notify_one();
+}
+
+/// The engine's configuration of a managed torrent: in the session, with its discovery, its
+/// metadata phase's connections, and the owner's last word.
+fn config(inner: &Inner, e: &mut Entry, torrent: &Arc<Torrent>) -> Result<TorrentConfig, Fault> {
+    let spec = &e.spec;
+    let mut config = TorrentConfig::new(torrent.clone(), spec.download_dir.clone());
+    config
+        .in_session(&inner.session)
+        .peers(spec.peers.iter().copied())
+        .max_peers(spec.max_peers)
+        .transport(spec.encryption, inner.session.transports());
+    if let Source::Magnet(m) = &spec.source {
+        // A magnet's x.pe peers serve the download too, not only the metadata: with no tracker or
+        // DHT naming them again they are all there is.
+        config.peers(m.peers.iter().filter_map(|p| p.parse::<SocketAddr>().ok()));
+    }
+    if let Some(carry) = e.carry.take() {
+        carry.into_config(&mut config);
+    }
+    inner.discovery.apply(&mut config, inner.dht.clone());
+    if let Some(configure) = &e.spec.configure {
+        configure(torrent, &mut config).map_err(Fault::Config)?;
+    }
+    Ok(config)
+}
+
+async fn start(inner: Arc<Inner>, slot: Slot, generation: u64) {
+    let made = {
+        let mut e = slot.lock();
+        let Some(torrent) = e.torrent.clone() else {
+            return;
+        };
+        config(&inner, &mut e, &torrent)
+    };
+    let result = match made {
+        Ok(config) => crate::start(config)
+            .await
+            .map_err(|e| Fault::Start(Arc::new(e))),
+        Err(fault) => Err(fault),
+    };
+    let overtaken = match result {
+        Ok(handle) => {
+            let handle = Arc::new(handle);
+            let mut e = slot.lock();
+            if e.life.started(generation) {
+                inner.session.register(&handle);
+                e.kept = Some(handle.status());
+                e.handle = Some(handle);
+                None
+            } else {
+                // Paused or removed while checking.
+                Some(handle)
+            }
+        }
+        Err(fault) => {
+            slot.lock().life.start_failed(generation, fault);
+            None
+        }
+    };
+    if let Some(handle) = overtaken {
+        handle.stop().await;
+    }
+    inner.changed();
+    inner.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use metainfo::Version::V1;
+
+    use super::*;
+
+    async fn client() -> Client {
+        let session = Session::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            crate::HandshakeLimits::default(),
+            crate::Transports::default(),
+        )
+        .await
+        .unwrap();
+        let discovery = Discovery {
+            dht: false,
+            lsd: false,
+            ..Discovery::default()
+        };
+        Client::start(session, discovery, false).await.unwrap()
+    }
+
+    async fn wait_for(c: &Client, id: &InfoHash, want: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        let mut seen = c.subscribe();
+        let wait = async {
+            loop {
+                let s = c.snapshot(id).unwrap();
+                if want(&s) {
+                    return s;
+                }
+                c.changed(&mut seen).await;
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(30), wait).await {
+            Ok(s) => s,
+            Err(_) => panic!("still {:?}", c.snapshot(id)),
+        }
+    }
+
+    /// A seed and a leecher behind one client: the leecher downloads from the seed, meets its ratio
+    /// goal at once (0), and finishes; the seed keeps seeding.
+    #[tokio::test]
+    async fn a_leecher_downloads_from_a_seed_and_finishes_at_its_goal() {
+        let (_dir, content, torrent) = crate::testutil::made(100_000, 16 * 1024, V1);
+        let c = client().await;
+        let seed = c
+            .add(AddTorrent::new(Source::Torrent(torrent.clone()), content))
+            .unwrap();
+        let s = wait_for(&c, &seed, |s| s.phase == Phase::Running).await;
+        assert!(s.status.unwrap().complete);
+        let seed_addr = c.session().listen_addr();
+        // The leecher in a second client, dialing the first.
+        let c2 = client().await;
+        let leech_dir = tempfile::tempdir().unwrap();
+        let mut add = AddTorrent::new(Source::Torrent(torrent), leech_dir.path().to_path_buf());
+        add.peers = vec![seed_addr];
+        add.goal = SeedGoal {
+            ratio: Some(0.0),
+            time: None,
+        };
+        let leech = c2.add(add.clone()).unwrap();
+        assert!(matches!(c2.add(add), Err(AddError::Duplicate(_))));
+        let s = wait_for(&c2, &leech, |s| s.phase == Phase::Finished).await;
+        assert!(s.status.unwrap().complete);
+        assert_eq!(c.snapshot(&seed).unwrap().phase, Phase::Running);
+    }
+
+    /// The queue admits one download at a time; a paused torrent waits, and resumed, runs.
+    #[tokio::test]
+    async fn the_queue_and_pause_resume() {
+        let c = client().await;
+        c.set_queue(1, 1);
+        let mut ids = Vec::new();
+        let mut made = Vec::new();
+        for len in [30_000, 40_000] {
+            let (dir, _, torrent) = crate::testutil::made(len, 16 * 1024, V1);
+            // Downloads, with no peer to download from.
+            let add = AddTorrent::new(Source::Torrent(torrent), dir.path().join("empty"));
+            ids.push(c.add(add).unwrap());
+            made.push(dir);
+        }
+        wait_for(&c, &ids[0], |s| s.phase == Phase::Running).await;
+        assert_eq!(c.snapshot(&ids[1]).unwrap().phase, Phase::Queued);
+        let paused = c.pause(&ids[0]).await.unwrap();
+        assert_eq!(paused.phase, Phase::Paused);
+        wait_for(&c, &ids[1], |s| s.phase == Phase::Running).await;
+        c.resume(&ids[0], true);
+        wait_for(&c, &ids[0], |s| s.phase == Phase::Running).await;
+        let gone = c.remove(&ids[1]).await.unwrap();
+        assert_eq!(gone.phase, Phase::Paused);
+        assert!(c.snapshot(&ids[1]).is_none());
+    }
+
+    /// A magnet link that names no peer and no tracker: the seed dials us, joins the metadata phase,
+    /// and its connection carries over to the download, which completes.
+    #[tokio::test]
+    async fn a_peer_that_dials_a_magnet_in_its_metadata_phase_serves_it() {
+        let c = client().await;
+        let addr = c.session().listen_addr();
+        let (torrent_dir, _, torrent) = crate::testutil::made(50_000, 16 * 1024, V1);
+        let link = Magnet::from_torrent(&torrent).to_string();
+        let mut add = AddTorrent::new(
+            Source::Magnet(Magnet::parse(&link).unwrap()),
+            torrent_dir.path().join("download"),
+        );
+        add.metadata_timeout = Duration::from_secs(30);
+        let mut seen = c.subscribe();
+        let id = c.add(add).unwrap();
+        // The first pass starts the fetch; then the seed dials.
+        c.changed(&mut seen).await;
+        let _seed = crate::testutil::seed(50_000, 16 * 1024, |config| {
+            config.peers = vec![addr];
+        })
+        .await;
+        let s = wait_for(&c, &id, |s| {
+            s.status.as_ref().is_some_and(|st| st.complete) || matches!(s.phase, Phase::Error(_))
+        })
+        .await;
+        assert_eq!(s.phase, Phase::Running, "{s:?}");
+    }
+
+    /// A magnet link nobody answers, paused while looking for its metadata and resumed: it stays
+    /// paused (not in error) meanwhile, looks again when resumed, and fails only when that fetch does.
+    #[tokio::test]
+    async fn a_magnet_link_paused_while_fetching_stays_paused() {
+        let c = client().await;
+        let link = format!("magnet:?xt=urn:btih:{}", "ab".repeat(20));
+        let mut add = AddTorrent::new(
+            Source::Magnet(Magnet::parse(&link).unwrap()),
+            PathBuf::from("/nonexistent"),
+        );
+        add.metadata_timeout = Duration::from_millis(300);
+        let mut seen = c.subscribe();
+        let id = c.add(add).unwrap();
+        // The first pass starts the fetch.
+        c.changed(&mut seen).await;
+        assert_eq!(c.snapshot(&id).unwrap().phase, Phase::FetchingMetadata);
+        c.pause(&id).await;
+        // Longer than the fetch's timeout: the aborted fetch does not put it in error.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(c.snapshot(&id).unwrap().phase, Phase::Paused);
+        c.resume(&id, false);
+        let s = wait_for(&c, &id, |s| matches!(s.phase, Phase::Error(_))).await;
+        assert!(matches!(s.phase, Phase::Error(Fault::Metadata(_))), "{s:?}");
+    }
+}
