@@ -372,6 +372,9 @@ pub struct TorrentCore {
     stats: Stats,
     completed: bool,
     stopped: bool,
+    /// A connection was turned away for a full table since the last turnover: someone waits for a
+    /// place even when we know no address to dial.
+    turned_away: bool,
     /// A priority changed between wanted and not: every peer's `wanted` count is recounted at the next
     /// interest check.
     wanted_stale: bool,
@@ -429,6 +432,7 @@ impl TorrentCore {
             stats: Stats::default(),
             completed,
             stopped: false,
+            turned_away: false,
             wanted_stale: false,
             config,
         };
@@ -478,7 +482,10 @@ impl TorrentCore {
                 .filter(|(_, p)| p.misuse > misuse)
                 .max_by_key(|(k, p)| (p.misuse, Reverse(**k)))
                 .map(|(k, _)| *k)
-                .ok_or(Refused::Full)?;
+                .ok_or_else(|| {
+                    self.turned_away = true;
+                    Refused::Full
+                })?;
             self.remove_peer(worst, Some(DisconnectReason::Evicted));
         }
         let key = self.next_key;
@@ -1771,14 +1778,20 @@ impl TorrentCore {
         }
     }
 
-    /// Peer turnover, at each optimistic rotation: with the table full and addresses waiting, the
+    /// Peer turnover, at each optimistic rotation: with the table full and others waiting (addresses to
+    /// dial, or connections turned away for a full table since the last rotation), the
     /// peers that exchanged least with us over the last round, then over the connection, make room for
     /// new connections, `max_peers / 25` at a time (4 %, as libtorrent's `peer_turnover`); never one
     /// that holds one of our slots, has our requests, or is a seed while we download. Without it, the first peers of a swarm fill each other's tables
     /// and everyone who comes later is turned away from them, and from the seed, until they finish.
     fn turnover(&mut self) {
         let max = self.config.max_peers;
-        if self.peers.len() < max || self.known.is_empty() {
+        // Peers we turned away for a full table wait as much as addresses we know: in a flash crowd
+        // the first arrivals fill each other's tables, learn of nobody new (their peer exchanges
+        // name one another), and would otherwise turn every later arrival away until they finish.
+        let waiting = !self.known.is_empty() || self.turned_away;
+        self.turned_away = false;
+        if self.peers.len() < max || !waiting {
             return;
         }
         let (now, min_age) = (self.now, self.config.optimistic_interval);

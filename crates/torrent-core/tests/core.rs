@@ -1445,6 +1445,47 @@ fn no_duplicate_requests_while_a_wanted_piece_is_unstarted() {
 }
 
 #[test]
+fn a_full_table_that_turned_someone_away_turns_over_with_no_address_waiting() {
+    // A flash crowd's first arrivals fill each other's tables and hear, by peer exchange, only of one
+    // another: nothing waits to be dialled, yet every later arrival is turned away. Those turned away
+    // wait as much as known addresses do, so the table turns over for them.
+    let mut h = H::new(8, false, |c| {
+        c.max_peers = 3;
+        c.limits.initial_queue = 4;
+    });
+    let keys: Vec<PeerKey> = (1..=3).map(|i| h.add([10, 13, 0, i], 6881)).collect();
+    for &k in &keys {
+        h.msg(k, Message::Bitfield(vec![0xFEu8].into()));
+    }
+    h.drain();
+    for &k in &keys[..2] {
+        h.msg(k, Message::Unchoke);
+    }
+    let actions = h.drain();
+    for &k in &keys[..2] {
+        for r in requests(&actions, k).into_iter().take(2) {
+            h.msg(k, piece_msg(r, 1));
+        }
+    }
+    h.drain();
+    h.advance(Duration::from_secs(30));
+    assert!(disconnected(&h.drain()).is_empty());
+    assert_eq!(h.core.known().count(), 0);
+    assert_eq!(h.try_add([10, 13, 0, 9], 6881), Err(Refused::Full));
+    h.drain();
+    h.advance(Duration::from_secs(30));
+    assert_eq!(
+        disconnected(&h.drain()),
+        vec![(keys[2], DisconnectReason::Turnover)]
+    );
+    // The newcomer gets the place; with nobody turned away since, nobody else is dropped.
+    h.add([10, 13, 0, 9], 6881);
+    h.drain();
+    h.advance(Duration::from_secs(30));
+    assert!(disconnected(&h.drain()).is_empty());
+}
+
+#[test]
 fn a_full_table_turns_over_the_peer_that_exchanged_least_when_others_wait() {
     let mut h = H::new(8, false, |c| {
         c.max_peers = 3;
