@@ -355,6 +355,22 @@ impl Connection {
         Ok(n)
     }
 
+    /// Whether [`Connection::poll_datagram`] may have something to send now, besides what an
+    /// arriving packet or a timer would bring: the driver need not be woken for a write that
+    /// only queues behind a full window (the next ack sends it), nor for a read that leaves the
+    /// advertised window as it was.
+    pub fn wants_transmit(&self) -> bool {
+        if self.need_ack || self.resends > 0 || (self.closing && !self.fin_sent) {
+            return true;
+        }
+        if self.state != State::Connected || self.send_buf.is_empty() {
+            return false;
+        }
+        let window = self.ledbat.cwnd().min(self.peer_wnd);
+        let flight = self.flight_bytes;
+        flight == 0 || flight + self.send_buf.len().min(self.payload_size()) <= window
+    }
+
     /// Received bytes ready to read.
     pub fn readable(&self) -> usize {
         self.recv_buf.len()
