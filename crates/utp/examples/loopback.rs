@@ -23,9 +23,13 @@ fn main() {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let receiver = std::thread::spawn(move || {
         runtime().block_on(async move {
-            let s = UtpSocket::bind("127.0.0.3:0".parse().expect("addr"), Config::default(), None)
-                .await
-                .expect("bind");
+            let s = UtpSocket::bind(
+                "127.0.0.3:0".parse().expect("addr"),
+                Config::default(),
+                None,
+            )
+            .await
+            .expect("bind");
             addr_tx.send(s.local_addr().expect("addr")).expect("send");
             let (mut stream, _) = s.accept().await.expect("accept");
             let mut buf = vec![0u8; 256 << 10];
@@ -48,9 +52,13 @@ fn main() {
     });
     let to = addr_rx.recv().expect("address");
     runtime().block_on(async move {
-        let s = UtpSocket::bind("127.0.0.2:0".parse().expect("addr"), Config::default(), None)
-            .await
-            .expect("bind");
+        let s = UtpSocket::bind(
+            "127.0.0.2:0".parse().expect("addr"),
+            Config::default(),
+            None,
+        )
+        .await
+        .expect("bind");
         let mut stream = s.connect(to).await.expect("connect");
         let block = vec![7u8; 16 << 10];
         let mut sent = 0;
