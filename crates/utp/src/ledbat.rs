@@ -26,6 +26,10 @@ pub const ALLOWED_INCREASE_SEGMENTS: f64 = 1.0;
 /// RTT, like TCP's congestion avoidance, never faster.
 pub const GAIN: f64 = 1.0;
 
+/// Slow start ends once the queueing delay passes this fraction of the target (LEDBAT++,
+/// draft-irtf-iccrg-ledbat-plus-plus §4.2: 3/4), or at the first loss or timeout.
+pub const SLOW_START_EXIT: f64 = 0.75;
+
 /// Above target, the window shrinks by at most this fraction of itself per window of acks.
 pub const MAX_DECREASE: f64 = 0.5;
 
@@ -43,6 +47,9 @@ pub struct Ledbat {
     /// (minute number, least sample in it), oldest first.
     base: VecDeque<(u64, u32)>,
     current: VecDeque<u32>,
+    /// Until the first sign of a queue or a loss, the window doubles every round trip as TCP's
+    /// does: at one segment per round trip a fast path took thousands of round trips to fill.
+    slow_start: bool,
 }
 
 impl Ledbat {
@@ -53,6 +60,7 @@ impl Ledbat {
             mss,
             base: VecDeque::with_capacity(BASE_MINUTES + 1),
             current: VecDeque::with_capacity(CURRENT_FILTER + 1),
+            slow_start: true,
         }
     }
 
@@ -114,7 +122,15 @@ impl Ledbat {
             return;
         };
         let off_target = (TARGET_US as f64 - queuing as f64) / TARGET_US as f64;
-        if off_target >= 0.0 {
+        if self.slow_start && (queuing as f64) > SLOW_START_EXIT * TARGET_US as f64 {
+            self.slow_start = false;
+        }
+        if self.slow_start {
+            // Each acked byte adds one: a window of acks doubles the window. The delay-based
+            // growth is taken instead should it ever be the larger.
+            let ledbat = GAIN * off_target * bytes_acked as f64 * self.mss / self.cwnd;
+            self.cwnd += (bytes_acked as f64).max(ledbat);
+        } else if off_target >= 0.0 {
             self.cwnd += GAIN * off_target * bytes_acked as f64 * self.mss / self.cwnd;
         } else {
             // Above target the window shrinks in proportion to itself, as LEDBAT++
@@ -138,14 +154,21 @@ impl Ledbat {
     }
 
     /// A loss (fast retransmit): halve, as TCP does (RFC 6817 §2.4.1), at most once per RTT (the
-    /// caller's concern).
+    /// caller's concern), and grow by delay from now on.
     pub fn on_loss(&mut self) {
+        self.slow_start = false;
         self.cwnd = (self.cwnd / 2.0).max(self.min_cwnd());
     }
 
     /// A retransmission timeout: one segment, as TCP after an RTO.
     pub fn on_timeout(&mut self) {
+        self.slow_start = false;
         self.cwnd = self.mss;
+    }
+
+    /// Whether the window still grows by slow start.
+    pub fn in_slow_start(&self) -> bool {
+        self.slow_start
     }
 }
 
@@ -153,9 +176,94 @@ impl Ledbat {
 mod tests {
     use super::*;
 
+    /// Past slow start, as after a first queue or loss.
+    fn avoiding(mss: usize) -> Ledbat {
+        let mut l = Ledbat::new(mss);
+        l.slow_start = false;
+        l
+    }
+
+    /// Acks a full window in `mss`-sized acks with `flight` large enough not to cap.
+    fn ack_window(l: &mut Ledbat, mss: usize) {
+        let start = l.cwnd();
+        let mut acked = 0;
+        while acked < start {
+            l.on_ack(mss, 1 << 30);
+            acked += mss;
+        }
+    }
+
+    #[test]
+    fn slow_start_doubles_per_window_until_delay_passes_three_quarters_of_target() {
+        let mut l = Ledbat::new(1000);
+        l.on_delay_sample(5000, 0);
+        assert!(l.in_slow_start());
+        for _ in 0..5 {
+            let before = l.cwnd();
+            ack_window(&mut l, 1000);
+            assert_eq!(l.cwnd(), 2 * before);
+        }
+        // Half the target: still below the exit, still doubling.
+        for _ in 0..CURRENT_FILTER {
+            l.on_delay_sample(5000 + TARGET_US / 2, 1);
+        }
+        let before = l.cwnd();
+        ack_window(&mut l, 1000);
+        assert_eq!(l.cwnd(), 2 * before);
+        // 80 ms of queue: slow start ends; the window grows by delay, less than a segment a window.
+        for _ in 0..CURRENT_FILTER {
+            l.on_delay_sample(5000 + TARGET_US * 4 / 5, 2);
+        }
+        let before = l.cwnd();
+        ack_window(&mut l, 1000);
+        assert!(!l.in_slow_start());
+        let grown = l.cwnd() - before;
+        assert!((100..=1000).contains(&grown), "grew {grown}");
+        // And it does not come back when the queue drains.
+        for _ in 0..CURRENT_FILTER {
+            l.on_delay_sample(5000, 3);
+        }
+        let before = l.cwnd();
+        ack_window(&mut l, 1000);
+        // About a segment (the last ack overshoots the window a little), not a doubling.
+        assert!(l.cwnd() - before <= 1100, "{} {}", before, l.cwnd());
+    }
+
+    #[test]
+    fn slow_start_ends_at_a_loss_or_a_timeout_and_never_grows_blind() {
+        let mut l = Ledbat::new(1000);
+        // No delay sample yet: the window holds, slow start or not.
+        l.on_ack(1000, 1 << 30);
+        assert_eq!(l.cwnd(), 2000);
+        l.on_delay_sample(5000, 0);
+        for _ in 0..4 {
+            ack_window(&mut l, 1000);
+        }
+        assert_eq!(l.cwnd(), 32_000);
+        l.on_loss();
+        assert!(!l.in_slow_start());
+        assert_eq!(l.cwnd(), 16_000);
+        ack_window(&mut l, 1000);
+        assert!(l.cwnd() <= 17_000, "{}", l.cwnd());
+
+        let mut l = Ledbat::new(1000);
+        l.on_delay_sample(5000, 0);
+        ack_window(&mut l, 1000);
+        l.on_timeout();
+        assert!(!l.in_slow_start());
+        assert_eq!(l.cwnd(), 1000);
+        // Slow start is still capped by what is in flight (RFC 6817 ALLOWED_INCREASE).
+        let mut l = Ledbat::new(1000);
+        l.on_delay_sample(5000, 0);
+        for _ in 0..100 {
+            l.on_ack(1000, 2000);
+        }
+        assert_eq!(l.cwnd(), 3000);
+    }
+
     #[test]
     fn grows_one_mss_per_window_at_zero_delay_and_shrinks_above_target() {
-        let mut l = Ledbat::new(1000);
+        let mut l = avoiding(1000);
         l.on_delay_sample(5000, 0);
         let start = l.cwnd();
         // A full window acked in 1000-byte acks, flight large enough not to cap.
@@ -179,7 +287,7 @@ mod tests {
     #[test]
     fn above_target_a_window_of_acks_shrinks_the_window_in_proportion_at_most_half() {
         let window_of_acks = |queuing: u32| {
-            let mut l = Ledbat::new(1000);
+            let mut l = avoiding(1000);
             l.on_delay_sample(5000, 0);
             for _ in 0..2000 {
                 l.on_ack(1000, 1 << 20);

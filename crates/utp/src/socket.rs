@@ -6,7 +6,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::hash::{BuildHasher, Hasher};
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -272,7 +272,10 @@ async fn drive(
                         w.wake();
                     }
                 }
-                if !open || slot.conn.writable() > 0 {
+                // A writer waits for a quarter of the send buffer, not for the first byte of
+                // room: woken on every ack it wrote a packet's worth at a time, a context switch
+                // and a lock round per packet (TCP wakes its writers at a third).
+                if !open || slot.conn.writable() * 4 >= inner.config.send_buffer.max(1) {
                     if let Some(w) = slot.write_waker.take() {
                         w.wake();
                     }
@@ -518,9 +521,11 @@ impl AsyncRead for UtpStream {
         {
             Ok(n) => {
                 buf.advance(n);
+                // Reading may reopen the window the peer waits on; otherwise the driver has
+                // nothing to do for it, and waking it costs a context switch per read.
+                let wake = n > 0 && slot.conn.wants_transmit();
                 drop(slot);
-                if n > 0 {
-                    // Reading may reopen the window the peer waits on.
+                if wake {
                     self.inner.wake.notify_one();
                 }
                 Poll::Ready(Ok(()))
@@ -540,19 +545,47 @@ impl AsyncWrite for UtpStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(data)])
+    }
+
+    /// All the slices that fit go in under one lock and one wake of the driver: a peer writes
+    /// each block as a 13-byte message header and the block, which one at a time left the
+    /// header to go out alone in a packet of its own.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let mut slot = lock(&self.shared);
-        match slot.conn.write(data) {
-            Ok(0) if !data.is_empty() => {
-                slot.write_waker = Some(cx.waker().clone());
-                Poll::Pending
+        let mut total = 0;
+        for b in bufs {
+            match slot.conn.write(b) {
+                Ok(n) => {
+                    total += n;
+                    if n < b.len() {
+                        break;
+                    }
+                }
+                Err(e) if total == 0 => return Poll::Ready(Err(io_error(e))),
+                Err(_) => break,
             }
-            Ok(n) => {
-                drop(slot);
-                self.inner.wake.notify_one();
-                Poll::Ready(Ok(n))
-            }
-            Err(e) => Poll::Ready(Err(io_error(e))),
         }
+        if total == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            slot.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        // Behind a full window the bytes wait for the next ack, which the driver handles
+        // anyway: waking it now would find nothing to send.
+        let wake = slot.conn.wants_transmit();
+        drop(slot);
+        if wake {
+            self.inner.wake.notify_one();
+        }
+        Poll::Ready(Ok(total))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     /// Written bytes are already the connection's to deliver; flushing waits for nothing.
