@@ -357,24 +357,42 @@ fn a_spore_home_meets_a_libtorrent_home_through_a_libtorrent_relay() {
         torrent,
     } = film(dir, 57);
     let down = (64 * 1024).to_string();
-    let relay = libtorrent(
-        &lab,
-        &lab.inet,
-        "relay",
-        &torrent,
-        &relay_dir,
-        &["--max-down", &down],
-    );
-    let started = std::time::Instant::now();
-    let seed = libtorrent(
-        &lab,
-        &lab.homes[0],
-        "seed",
-        &torrent,
-        &seed_dir,
-        &["--no-pex"],
-    );
-    relay.wait_for(EXT_A, T);
+    // Debian's libtorrent 2.0 sometimes dies of a segmentation fault in its own uTP code as the
+    // libtorrent seed's connection reaches the libtorrent relay (upstream arvidn/libtorrent#7277 is
+    // one such crash), before Spore is started. Only that crash, in that phase, is tried again: a
+    // libtorrent that dies once Spore talks to it still fails the test.
+    let mut attempts = 0;
+    let (_relay, seed, started) = loop {
+        attempts += 1;
+        let mut relay = libtorrent(
+            &lab,
+            &lab.inet,
+            "relay",
+            &torrent,
+            &relay_dir,
+            &["--max-down", &down],
+        );
+        let started = std::time::Instant::now();
+        let mut seed = libtorrent(
+            &lab,
+            &lab.homes[0],
+            "seed",
+            &torrent,
+            &seed_dir,
+            &["--no-pex"],
+        );
+        if relay.try_wait_for(EXT_A, T).is_some() {
+            break (relay, seed, started);
+        }
+        let crashed = seed.killed_by(Duration::ZERO) == Some(libc::SIGSEGV)
+            || relay.killed_by(Duration::from_secs(5)) == Some(libc::SIGSEGV);
+        let log = std::fs::read_to_string(&relay.stderr).unwrap_or_default();
+        assert!(
+            crashed && attempts < 3,
+            "the relay never saw home A (attempt {attempts}); relay's log: {log}"
+        );
+        eprintln!("libtorrent crashed before Spore started (attempt {attempts}); starting over");
+    };
     let get = spore_home(
         &lab,
         1,

@@ -74,6 +74,35 @@ impl Proc {
         }
     }
 
+    /// Waits for a stdout line containing `needle`; `None` if the process closed its stdout (it
+    /// exited) or `timeout` passed first.
+    pub fn try_wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The signal that killed the process, once it has exited (waiting up to `timeout`).
+    pub fn killed_by(&mut self, timeout: Duration) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.signal();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn addr(&self, timeout: Duration) -> SocketAddr {
         let line = self.wait_for("listening on ", timeout);
         line.trim_start_matches("listening on ")
