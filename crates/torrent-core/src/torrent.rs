@@ -14,6 +14,7 @@ use crate::holepunch::{self, Answer};
 use crate::peer::{Accepted, Peer};
 use crate::picker::{Picker, Received};
 use crate::rng::Rng;
+use crate::seeds::SeedAddrs;
 use crate::suggest::Suggester;
 use crate::table::KeyTable;
 use crate::{AnnounceEvent, DetMap, DetSet};
@@ -334,6 +335,9 @@ pub struct TorrentCore {
     /// Addresses we may connect to, and those with a live or pending connection.
     known: VecDeque<SocketAddr>,
     connected: DetSet<SocketAddr>,
+    /// Addresses known to be seeds: not queued or dialled while we are one, since two seeds only
+    /// connect to disconnect again.
+    seeds: SeedAddrs,
     strikes: DetMap<IpAddr, u32>,
     /// Times a peer from this IP held an upload slot and stopped reading, or flooded us with requests
     /// past its cap. Kept across connections, since a hostile peer that is dropped reconnects with a
@@ -408,6 +412,7 @@ impl TorrentCore {
             next_key: 0,
             known: VecDeque::new(),
             connected: DetSet::default(),
+            seeds: SeedAddrs::default(),
             strikes: DetMap::default(),
             misuse: DetMap::default(),
             banned: DetSet::default(),
@@ -673,6 +678,8 @@ impl TorrentCore {
             if self.picker.done() && !self.completed {
                 self.completed = true;
                 self.actions.push_back(Action::Completed);
+                let seeds = &self.seeds;
+                self.known.retain(|a| !seeds.contains(a));
                 if self.config.trackers && !self.announces.completed_sent {
                     self.announces.completed_sent = true;
                     self.announces.event = AnnounceEvent::Completed;
@@ -744,6 +751,7 @@ impl TorrentCore {
                 || addr.port() == 0
                 || self.banned.contains(&addr.ip())
                 || self.connected.contains(&addr)
+                || (self.completed && self.seeds.contains(&addr))
             {
                 continue;
             }
@@ -850,6 +858,7 @@ impl TorrentCore {
             self.remove_peer(k, Some(DisconnectReason::Stopped));
         }
         self.known.clear();
+        self.seeds.clear();
         if self.config.trackers {
             self.announces.next = None;
             self.actions.push_back(Action::Announce {
@@ -1201,6 +1210,12 @@ impl TorrentCore {
                     if let Ok(pex) = wire::PexMessage::decode(&payload) {
                         // The decoder caps added and added6 together already; this cap holds even if
                         // it changes, as BEP 11's 50 per message is what bounds our dialing queue.
+                        let cap = self.config.limits.max_seed_addrs;
+                        for (i, a) in pex.added.iter().enumerate().take(wire::MAX_PEX_PEERS) {
+                            if pex.flags_of(i) & wire::PEX_SEED != 0 {
+                                self.seeds.insert(*a, cap);
+                            }
+                        }
                         let added: Vec<SocketAddr> =
                             pex.added.into_iter().take(wire::MAX_PEX_PEERS).collect();
                         // The sender is connected to what it lists: the one to ask for an
@@ -1348,7 +1363,34 @@ impl TorrentCore {
         self.picker.peer_gone(&p.bitfield);
         self.picker.peer_has_all(&bits);
         p.wanted = wanted_from(&self.picker, &bits);
+        if !bits.is_complete() {
+            // Whoever is at a marked address now lacks pieces: a seed that left, a new peer there.
+            if !p.incoming {
+                self.seeds.remove(&p.addr);
+            }
+            if let Some(listen) = p.listen {
+                self.seeds.remove(&listen);
+            }
+        }
         p.bitfield = bits;
+    }
+
+    /// Ends a connection where both sides are seeds, and marks the peer's address a seed so it is not
+    /// dialled again while we seed (peer exchange and the tracker keep naming it).
+    fn both_seeds(&mut self, key: u64) {
+        if let Some(p) = self.peers.get(&key) {
+            let cap = self.config.limits.max_seed_addrs;
+            // An incoming peer's address has its ephemeral port; the one to dial is its listen port.
+            let (addr, listen) = (p.addr, p.listen);
+            if !p.incoming {
+                self.seeds.insert(addr, cap);
+            }
+            if let Some(listen) = listen {
+                self.seeds.insert(listen, cap);
+            }
+            self.known.retain(|a| *a != addr && Some(*a) != listen);
+        }
+        self.remove_peer(key, Some(DisconnectReason::BothSeeds));
     }
 
     /// Declares interest when the peer has a piece we want, withdraws it when not; ends the connection
@@ -1358,7 +1400,7 @@ impl TorrentCore {
             return;
         };
         if p.bitfield.is_complete() && self.completed {
-            self.remove_peer(key, Some(DisconnectReason::BothSeeds));
+            self.both_seeds(key);
             return;
         }
         if self.wanted_stale {
@@ -1846,7 +1888,7 @@ impl TorrentCore {
                 continue;
             };
             if p.bitfield.is_complete() && self.completed {
-                self.remove_peer(k, Some(DisconnectReason::BothSeeds));
+                self.both_seeds(k);
                 continue;
             }
             // The request queue holds about two seconds of this peer's rate (the bandwidth-delay

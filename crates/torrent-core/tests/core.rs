@@ -1523,3 +1523,132 @@ fn a_full_table_turns_over_the_peer_that_exchanged_least_when_others_wait() {
         .iter()
         .any(|a| matches!(a, Action::Connect { addr: a } if *a == addr([10, 12, 0, 9], 6881))));
 }
+
+fn dials(actions: &[Action]) -> Vec<SocketAddr> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Connect { addr } => Some(*addr),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_seed_does_not_dial_an_address_peer_exchange_flags_as_a_seed() {
+    let (seed, leech) = (addr([10, 20, 0, 1], 6881), addr([10, 20, 0, 2], 6881));
+    let flagged = wire::PexMessage {
+        added: vec![seed, leech],
+        added_flags: vec![wire::PEX_SEED, 0],
+        dropped: vec![],
+    };
+    let pex = Message::Extended {
+        id: torrent_core::UT_PEX_ID,
+        payload: flagged.encode().into(),
+    };
+    for seeding in [true, false] {
+        let mut h = H::new(8, seeding, |c| c.max_peers = 10);
+        let k = h.add([10, 20, 1, 1], 40000);
+        h.msg(k, extension_handshake(true, 6881));
+        h.drain();
+        h.msg(k, pex.clone());
+        let dialled = dials(&h.drain());
+        if seeding {
+            assert_eq!(dialled, vec![leech], "a seed skips the flagged seed");
+            // Named again without the flag (the tracker knows no flags): still skipped.
+            h.core.add_addresses([seed], h.now);
+            assert!(dials(&h.drain()).is_empty());
+        } else {
+            assert_eq!(dialled, vec![seed, leech], "a downloader wants seeds");
+        }
+    }
+}
+
+#[test]
+fn a_seed_does_not_dial_again_an_address_it_left_because_both_were_seeds() {
+    let mut h = H::new(8, true, |c| c.max_peers = 10);
+    let out = addr([10, 21, 0, 1], 6881);
+    h.core.add_addresses([out], h.now);
+    assert_eq!(dials(&h.drain()), vec![out]);
+    let (ours, theirs) = (h.ours, h.theirs(true));
+    let k = h
+        .core
+        .add_peer(out, false, &ours, &theirs, h.now)
+        .expect("room");
+    h.msg(k, Message::HaveAll);
+    assert_eq!(
+        disconnected(&h.drain()),
+        vec![(k, DisconnectReason::BothSeeds)]
+    );
+    // A seed that dialled us: the address to dial it at is its listen port.
+    let inc = h.add([10, 21, 0, 2], 50000);
+    h.msg(inc, extension_handshake(true, 6882));
+    h.msg(inc, Message::HaveAll);
+    assert_eq!(
+        disconnected(&h.drain()),
+        vec![(inc, DisconnectReason::BothSeeds)]
+    );
+    // Trackers and peer exchange keep naming both, for as long as we seed.
+    for _ in 0..10 {
+        h.core
+            .add_addresses([out, addr([10, 21, 0, 2], 6882)], h.now);
+        assert!(dials(&h.drain()).is_empty());
+        assert_eq!(h.core.known().count(), 0);
+        h.advance(Duration::from_secs(60));
+    }
+    // Someone else at the address who lacks pieces clears the mark.
+    let (ours, theirs) = (h.ours, h.theirs(true));
+    let k = h
+        .core
+        .add_peer(out, false, &ours, &theirs, h.now)
+        .expect("room");
+    h.msg(k, Message::HaveNone);
+    h.event(k, PeerEvent::Closed);
+    h.drain();
+    h.core.add_addresses([out], h.now);
+    assert_eq!(dials(&h.drain()), vec![out]);
+}
+
+#[test]
+fn a_downloader_that_finishes_drops_queued_seeds_and_does_not_redial_its_seeds() {
+    let mut h = H::new(1, false, |c| c.max_peers = 1);
+    let (ours, theirs) = (h.ours, h.theirs(true));
+    let from = addr([10, 22, 0, 1], 6881);
+    let k = h
+        .core
+        .add_peer(from, false, &ours, &theirs, h.now)
+        .expect("room");
+    h.msg(k, extension_handshake(true, 6881));
+    h.msg(k, Message::HaveAll);
+    h.drain();
+    // It names a seed while the table is full: queued, since we still download.
+    let queued = addr([10, 22, 0, 2], 6881);
+    let flagged = wire::PexMessage {
+        added: vec![queued],
+        added_flags: vec![wire::PEX_SEED],
+        dropped: vec![],
+    };
+    h.msg(
+        k,
+        Message::Extended {
+            id: torrent_core::UT_PEX_ID,
+            payload: flagged.encode().into(),
+        },
+    );
+    assert_eq!(h.core.known().copied().collect::<Vec<_>>(), vec![queued]);
+    h.msg(k, Message::Unchoke);
+    for b in 0..4 {
+        h.msg(k, piece_msg(block(0, b), 1));
+    }
+    h.drain();
+    h.core.piece_checked(PieceIndex::new(0), true, h.now);
+    let actions = h.drain();
+    assert!(actions.contains(&Action::Completed));
+    assert_eq!(
+        disconnected(&actions),
+        vec![(k, DisconnectReason::BothSeeds)]
+    );
+    assert!(dials(&actions).is_empty(), "the queued seed is not dialled");
+    h.core.add_addresses([from, queued], h.now);
+    assert!(dials(&h.drain()).is_empty());
+}
