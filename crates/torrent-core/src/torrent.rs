@@ -2058,10 +2058,15 @@ impl TorrentCore {
             return;
         }
         p.next_pex = Some(now + interval);
+        // A peer told of as a downloader that has finished since is named again with the seed flag:
+        // seeds that learn it do not dial it, which is most of what finished peers dialled before.
         let added: Vec<SocketAddr> = listens
-            .keys()
-            .filter(|a| !p.pex_told.contains(a))
-            .copied()
+            .iter()
+            .filter(|(a, f)| match p.pex_told.get(a) {
+                None => true,
+                Some(&as_seed) => !as_seed && **f & wire::PEX_SEED != 0,
+            })
+            .map(|(a, _)| *a)
             .take(wire::MAX_PEX_PEERS)
             .collect();
         let message = wire::PexMessage {
@@ -2069,7 +2074,7 @@ impl TorrentCore {
             added,
             dropped: p
                 .pex_told
-                .iter()
+                .keys()
                 .filter(|a| !listens.contains_key(a))
                 .copied()
                 .take(wire::MAX_PEX_PEERS)
@@ -2078,8 +2083,8 @@ impl TorrentCore {
         if message.added.is_empty() && message.dropped.is_empty() {
             return;
         }
-        for a in &message.added {
-            p.pex_told.insert(*a);
+        for (a, f) in message.added.iter().zip(&message.added_flags) {
+            p.pex_told.insert(*a, f & wire::PEX_SEED != 0);
         }
         for d in &message.dropped {
             p.pex_told.remove(d);

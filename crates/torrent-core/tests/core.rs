@@ -1652,3 +1652,35 @@ fn a_downloader_that_finishes_drops_queued_seeds_and_does_not_redial_its_seeds()
     h.core.add_addresses([from, queued], h.now);
     assert!(dials(&h.drain()).is_empty());
 }
+
+#[test]
+fn a_peer_told_of_as_a_downloader_is_named_again_as_a_seed_once_it_finishes() {
+    let mut h = H::new(8, false, |c| c.max_peers = 10);
+    let k = h.add([10, 23, 0, 1], 40000);
+    h.msg(k, extension_handshake(true, 6881));
+    let other = h.add([10, 23, 0, 2], 40000);
+    h.msg(other, extension_handshake(false, 6882));
+    h.msg(other, Message::HaveNone);
+    h.drain();
+    h.advance(Duration::from_secs(2));
+    let first = pex_sent(&h.drain(), k);
+    assert_eq!(first.len(), 1);
+    let named = addr([10, 23, 0, 2], 6882);
+    assert_eq!(first[0].added, vec![named]);
+    assert_eq!(first[0].flags_of(0) & wire::PEX_SEED, 0);
+    for i in 0..8 {
+        h.msg(other, Message::Have(PieceIndex::new(i)));
+    }
+    h.msg(k, Message::KeepAlive);
+    h.drain();
+    h.advance(Duration::from_secs(60));
+    let second = pex_sent(&h.drain(), k);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].added, vec![named]);
+    assert_eq!(second[0].flags_of(0) & wire::PEX_SEED, wire::PEX_SEED);
+    // Once: the next exchange has nothing new.
+    h.msg(k, Message::KeepAlive);
+    h.msg(other, Message::KeepAlive);
+    h.advance(Duration::from_secs(60));
+    assert!(pex_sent(&h.drain(), k).is_empty());
+}
