@@ -338,6 +338,8 @@ pub struct TorrentCore {
     /// Addresses known to be seeds: not queued or dialled while we are one, since two seeds only
     /// connect to disconnect again.
     seeds: SeedAddrs,
+    /// Addresses whose dials failed in a row, and when each may be dialled again.
+    failed: DetMap<SocketAddr, (u32, Instant)>,
     strikes: DetMap<IpAddr, u32>,
     /// Times a peer from this IP held an upload slot and stopped reading, or flooded us with requests
     /// past its cap. Kept across connections, since a hostile peer that is dropped reconnects with a
@@ -413,6 +415,7 @@ impl TorrentCore {
             known: VecDeque::new(),
             connected: DetSet::default(),
             seeds: SeedAddrs::default(),
+            failed: DetMap::default(),
             strikes: DetMap::default(),
             misuse: DetMap::default(),
             banned: DetSet::default(),
@@ -502,6 +505,7 @@ impl TorrentCore {
         peer.peer_id = theirs.peer_id;
         self.peers.insert(key, peer);
         self.connected.insert(addr);
+        self.failed.remove(&addr);
         if self.punches.punched(addr, incoming, self.now) {
             self.actions.push_back(Action::Punch {
                 target: addr,
@@ -752,6 +756,7 @@ impl TorrentCore {
                 || self.banned.contains(&addr.ip())
                 || self.connected.contains(&addr)
                 || (self.completed && self.seeds.contains(&addr))
+                || self.backing_off(addr)
             {
                 continue;
             }
@@ -765,8 +770,37 @@ impl TorrentCore {
         self.advance(now);
         if !self.peers.values().any(|p| p.addr == addr) {
             self.connected.remove(&addr);
+            self.note_failure(addr);
         }
         self.dial();
+    }
+
+    /// Backs `addr` off: a peer whose table is full refuses every dial until it turns peers over,
+    /// and without this each time a tracker or peer exchange named it again we dialled it again.
+    fn note_failure(&mut self, addr: SocketAddr) {
+        let (first, most) = self.config.limits.dial_backoff;
+        if first.is_zero() || self.config.peers.contains(&addr) {
+            return;
+        }
+        let now = self.now;
+        if self.failed.len() >= self.config.limits.max_failed_addrs
+            && !self.failed.contains_key(&addr)
+        {
+            self.failed.retain(|_, (_, until)| *until > now);
+            if self.failed.len() >= self.config.limits.max_failed_addrs {
+                self.failed.clear();
+            }
+        }
+        let entry = self.failed.entry(addr).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let wait = first.saturating_mul(1 << (entry.0 - 1).min(16)).min(most);
+        entry.1 = now + wait;
+    }
+
+    fn backing_off(&self, addr: SocketAddr) -> bool {
+        self.failed
+            .get(&addr)
+            .is_some_and(|(_, until)| *until > self.now)
     }
 
     /// A `Connect` reached nobody (no answer, refused, or no handshake): as `dial_failed`, and when a
@@ -859,6 +893,7 @@ impl TorrentCore {
         }
         self.known.clear();
         self.seeds.clear();
+        self.failed.clear();
         if self.config.trackers {
             self.announces.next = None;
             self.actions.push_back(Action::Announce {

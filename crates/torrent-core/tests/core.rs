@@ -1684,3 +1684,28 @@ fn a_peer_told_of_as_a_downloader_is_named_again_as_a_seed_once_it_finishes() {
     h.advance(Duration::from_secs(60));
     assert!(pex_sent(&h.drain(), k).is_empty());
 }
+
+#[test]
+fn an_address_whose_dial_failed_is_backed_off_before_it_is_dialled_again() {
+    let mut h = H::new(8, false, |c| c.max_peers = 10);
+    let full = addr([10, 24, 0, 1], 6881);
+    h.core.add_addresses([full], h.now);
+    assert_eq!(dials(&h.drain()), vec![full]);
+    // It turned us away (a full table): named again at once, it waits 30 s, then 60 s.
+    h.core.dial_failed(full, h.now);
+    h.core.add_addresses([full], h.now);
+    assert!(dials(&h.drain()).is_empty());
+    h.advance(Duration::from_secs(30));
+    h.drain();
+    h.core.add_addresses([full], h.now);
+    assert_eq!(dials(&h.drain()), vec![full]);
+    h.core.dial_failed(full, h.now);
+    h.advance(Duration::from_secs(59));
+    h.drain();
+    h.core.add_addresses([full], h.now);
+    assert!(dials(&h.drain()).is_empty(), "the back-off doubles");
+    h.advance(Duration::from_secs(1));
+    h.drain();
+    h.core.add_addresses([full], h.now);
+    assert_eq!(dials(&h.drain()), vec![full]);
+}
