@@ -1,6 +1,6 @@
 //! What the core keeps per connection.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -61,10 +61,9 @@ pub(crate) struct Peer {
     /// The id it wants `ut_holepunch` messages under, and the rendezvous it has asked of us lately.
     pub their_ut_holepunch: Option<u8>,
     pub rendezvous: crate::holepunch::RendezvousBudget,
-    /// When our next exchange to it is due, what it has been told of (and whether as a seed), and
-    /// when we last took one.
+    /// When our next exchange to it is due, what it has been told of, and when we last took one.
     pub next_pex: Option<Instant>,
-    pub pex_told: BTreeMap<SocketAddr, bool>,
+    pub pex_told: BTreeSet<SocketAddr>,
     pub pex_in: Option<Instant>,
     pub last_received: Instant,
     pub last_sent: Instant,
@@ -120,7 +119,7 @@ impl Peer {
             their_ut_holepunch: None,
             rendezvous: crate::holepunch::RendezvousBudget::new(),
             next_pex: None,
-            pex_told: BTreeMap::new(),
+            pex_told: BTreeSet::new(),
             pex_in: None,
             last_received: now,
             last_sent: now,
