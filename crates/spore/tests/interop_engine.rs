@@ -535,18 +535,29 @@ fn the_swarm_outlives_its_seed_and_tracker_with_libtorrent_and_aria2_in_it() {
         std::thread::sleep(Duration::from_millis(50));
         poll(&mut done, &mut lt_pex);
     }
-    // And aria2 (1.36, which speaks ut_pex by default) logs the exchanges it receives from Spore peers.
+    // And aria2 (1.36, which speaks ut_pex by default) logs the exchanges it receives from Spore peers
+    // (the downloaders on 127.0.0.8x or the original seed on 127.0.0.2).
     let aria_heard_pex = || {
         std::fs::read_to_string(d.join("aria.log"))
             .unwrap_or_default()
             .lines()
-            .any(|l| l.contains("From: 127.0.0.8") && l.contains("extended ut_pex added="))
+            .any(|l| {
+                (l.contains("From: 127.0.0.8") || l.contains("From: 127.0.0.2:"))
+                    && l.contains("extended ut_pex added=")
+            })
     };
     let deadline = std::time::Instant::now() + T;
     while !aria_heard_pex() {
         assert!(
             std::time::Instant::now() < deadline,
-            "aria2 got no PEX message from a Spore peer"
+            "aria2 got no PEX message from a Spore peer; its log's ut_pex and Spore lines: {}",
+            std::fs::read_to_string(d.join("aria.log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("ut_pex") || l.contains("127.0.0.8"))
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         std::thread::sleep(Duration::from_millis(100));
     }
