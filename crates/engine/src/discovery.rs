@@ -5,14 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ids::InfoHash;
 use metainfo::{Magnet, Torrent};
 
 use crate::dht::{DhtConfig, DhtNode};
 pub use crate::error::{DiscoveryError, MagnetError};
-use crate::metadata::{fetch_metadata, MetadataRequest};
+use crate::metadata::MetadataRequest;
 use crate::TorrentConfig;
 
 /// What discovery a client uses (its command-line switches or settings).
@@ -155,25 +154,8 @@ impl Carry {
     }
 }
 
-/// The torrent of a magnet link: its info dictionary from peers (found through the link's trackers and
-/// peers, `peers` and the DHT), checked against every hash the link names, with the piece layers of a
-/// v2-only torrent (BEP 52 hash requests, each proven against its file root), and the connections
-/// that fetched it, which the torrent takes over. Gives up after `timeout`.
-pub async fn magnet_torrent(
-    magnet: &Magnet,
-    listen: SocketAddr,
-    peers: &[SocketAddr],
-    dht: Option<DhtNode>,
-    max_peers: usize,
-    encryption: crate::Encryption,
-    timeout: Duration,
-) -> Result<MagnetTorrent, MagnetError> {
-    let request = magnet_request(magnet, listen, peers, dht, max_peers, encryption)?;
-    let metadata = fetch_metadata(&request, timeout).await?;
-    magnet_finish(magnet, metadata)
-}
-
-/// What a magnet link's metadata phase fetches and from where ([`magnet_torrent`]).
+/// What a magnet link's metadata phase fetches and from where: the link's trackers and peers, `peers`
+/// and the DHT ([`crate::managed::fetch_magnet`] runs it).
 pub(crate) fn magnet_request(
     magnet: &Magnet,
     listen: SocketAddr,

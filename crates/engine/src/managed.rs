@@ -395,8 +395,11 @@ async fn pass(inner: &Arc<Inner>) {
     }
 }
 
-/// A magnet link's torrent ([`crate::discovery::magnet_torrent`]) for a torrent of `session`: the
-/// peers that dial the session for it join its metadata phase, and carry over with the others.
+/// The torrent of a magnet link for a torrent of `session`: its info dictionary from peers, checked
+/// against every hash the link names, with the piece layers of a v2-only torrent (BEP 52 hash
+/// requests, each proven against its file root), and the connections that fetched it, which the
+/// torrent takes over; the peers that dial the session for it join this metadata phase. Gives up
+/// after `timeout`.
 pub async fn fetch_magnet(
     session: &Session,
     magnet: &Magnet,
