@@ -508,10 +508,15 @@ impl TorrentCore {
     }
 
     /// The connection already in the table with the same peer (its id, from the same IP), if there
-    /// is one: the one to drop for the newcomer, or `Duplicate` when the newcomer goes. Two peers that
-    /// dialled each other at once each hold both connections; as libtorrent does, both keep the one
-    /// dialled by the peer with the greater id, so they never drop opposite ones and end with none.
-    /// Of two in the same direction the first stays.
+    /// is one: the one to drop for the newcomer, or `Duplicate` when the newcomer goes.
+    ///
+    /// Clients disagree on which of two connections to keep, and when both ends drop a different
+    /// one the pair is left with none. aria2 and Transmission drop whichever comes second, and they
+    /// dial a peer they are connected to when peer exchange names its listen address (its connection
+    /// to them came from another port), so the first must stay. libtorrent never dials an address it is connected
+    /// to; when two dials cross it keeps the one made by the end with the lower listen port, and
+    /// drops the other whatever its age, so for libtorrent (and clients built on it) and for Spore
+    /// the port rule is followed. Of two in the same direction the first stays.
     fn duplicate_of(
         &self,
         addr: SocketAddr,
@@ -526,8 +531,24 @@ impl TorrentCore {
         else {
             return Ok(None);
         };
-        let ours_dials = ours.peer_id.0 > theirs.peer_id.0;
-        if p.incoming != incoming && incoming != ours_dials {
+        let keep_newcomer = match self.config.extension.listen_port {
+            Some(our_port)
+                if p.incoming != incoming && settles_duplicates_by_port(&theirs.peer_id) =>
+            {
+                // The address we dialled is their listen address.
+                let their_port = if incoming { p.addr.port() } else { addr.port() };
+                let our_dial_stays = match our_port.cmp(&their_port) {
+                    std::cmp::Ordering::Less => true,
+                    std::cmp::Ordering::Greater => false,
+                    // libtorrent picks at random here; between Spores the greater id's dial stays.
+                    std::cmp::Ordering::Equal => ours.peer_id.0 > theirs.peer_id.0,
+                };
+                // The newcomer is our dial when it is not incoming.
+                our_dial_stays != incoming
+            }
+            _ => false,
+        };
+        if keep_newcomer {
             Ok(Some(other))
         } else {
             Err(Refused::Duplicate)
@@ -743,7 +764,7 @@ impl TorrentCore {
             if Some(addr) == self.config.listen
                 || addr.port() == 0
                 || self.banned.contains(&addr.ip())
-                || self.connected.contains(&addr)
+                || self.is_connected_to(addr)
             {
                 continue;
             }
@@ -1106,9 +1127,18 @@ impl TorrentCore {
             let Some(addr) = self.known.pop_front() else {
                 break;
             };
+            if self.is_connected_to(addr) {
+                continue;
+            }
             self.connected.insert(addr);
             self.actions.push_back(Action::Connect { addr });
         }
+    }
+
+    /// Whether `addr` is dialled or connected already, as the address of a connection or the listen
+    /// address a peer that dialled us gave: dialling that peer again would make a second connection.
+    fn is_connected_to(&self, addr: SocketAddr) -> bool {
+        self.connected.contains(&addr) || self.peers.values().any(|p| p.listen == Some(addr))
     }
 
     /// Takes a peer out of the table (its connection told to end when `reason` is given), gives its
@@ -2034,8 +2064,14 @@ impl TorrentCore {
                 .collect(),
         };
         if message.added.is_empty() && message.dropped.is_empty() {
+            // An empty exchange is not sent. Before the first, the peer hears one as soon as we know
+            // of someone (rechecked as often as the first is timed), not a minute on.
+            if p.pex_out.is_none() {
+                p.next_pex = Some(now + self.config.limits.pex_first);
+            }
             return;
         }
+        p.pex_out = Some(now);
         for a in &message.added {
             p.pex_told.insert(*a);
         }
@@ -2051,4 +2087,12 @@ impl TorrentCore {
             },
         );
     }
+}
+
+/// Whether the client a peer id names settles two connections between the same pair by the
+/// listen-port rule ([`TorrentCore::add_peer`]): libtorrent (`-LT`), qBittorrent (`-qB`) and Deluge
+/// (`-DE`), which are built on it, and Spore (`-SO`).
+fn settles_duplicates_by_port(id: &wire::PeerId) -> bool {
+    let id = &id.0;
+    id[0] == b'-' && matches!(&id[1..3], b"LT" | b"qB" | b"DE" | b"SO")
 }

@@ -703,6 +703,34 @@ fn peer_exchange_goes_two_seconds_after_the_handshake_then_every_minute() {
     assert_eq!(h.core.stats().pex_sent, 2);
 }
 
+/// A peer that connects while we know of nobody else gets no empty exchange, and hears of the
+/// first peer we learn of within one more `pex_first`, not a minute after its handshake; from then
+/// on exchanges are a minute apart.
+#[test]
+fn the_first_peer_exchange_waits_for_news_not_for_a_minute() {
+    let mut h = H::new(8, true, |c| c.max_peers = 100);
+    let k = h.add([10, 9, 0, 1], 1);
+    h.msg(k, extension_handshake(true, 7000));
+    h.drain();
+    h.advance(Duration::from_secs(5));
+    assert!(pex_sent(&h.drain(), k).is_empty(), "nothing to tell");
+    let other = h.add([10, 9, 1, 1], 1);
+    h.msg(other, extension_handshake(false, 8000));
+    h.drain();
+    h.advance(Duration::from_secs(2));
+    let first = pex_sent(&h.drain(), k);
+    assert_eq!(first.len(), 1, "told within 2 s of the news");
+    assert_eq!(first[0].added, vec![addr([10, 9, 1, 1], 8000)]);
+    // The next one, with more news, a minute after that first one.
+    let third = h.add([10, 9, 1, 2], 1);
+    h.msg(third, extension_handshake(false, 8001));
+    h.drain();
+    h.advance(Duration::from_secs(57));
+    assert!(pex_sent(&h.drain(), k).is_empty(), "not before a minute");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(pex_sent(&h.drain(), k).len(), 1);
+}
+
 #[test]
 fn peer_exchange_from_a_peer_is_taken_at_most_every_45_seconds_and_50_at_a_time() {
     let mut h = H::new(8, false, |c| c.max_peers = 2);
@@ -1278,77 +1306,177 @@ fn our_rendezvous_to_one_relay_are_budgeted() {
     assert!(second.iter().all(|t| !first.contains(t)), "the others");
 }
 
-/// Two peers that dialled each other at once each hold two connections: both keep the same one,
-/// the one dialled by the greater peer id, and the other goes without a strike or a ban.
-#[test]
-fn two_connections_with_one_peer_leave_the_same_one_at_both_ends() {
-    let low = ids::PeerId::new([0x10; 20]);
-    let high = ids::PeerId::new([0xF0; 20]);
-    // Connection X is dialled by `low`, Y by `high`. Each end sees them in either order.
-    for x_first in [true, false] {
-        let mut kept = Vec::new();
-        for (me, them, me_dialled_x) in [(low, high, true), (high, low, false)] {
-            let mut h = H::new(8, false, |c| c.max_peers = 10);
-            h.ours.peer_id = me;
-            let mut theirs = h.theirs(true);
-            theirs.peer_id = them;
-            let ours = h.ours;
-            let them_addr = addr([198, 51, 100, if me == low { 2 } else { 1 }], 6881);
-            // X is outgoing at the end that dialled it.
-            let x_incoming = !me_dialled_x;
-            let order = if x_first {
-                [("X", x_incoming), ("Y", !x_incoming)]
-            } else {
-                [("Y", !x_incoming), ("X", x_incoming)]
-            };
-            let mut keys = Vec::new();
-            for (name, incoming) in order {
-                match h.core.add_peer(them_addr, incoming, &ours, &theirs, h.now) {
-                    Ok(k) => keys.push((name, k)),
-                    Err(e) => assert_eq!(e, Refused::Duplicate),
-                }
-            }
-            let actions = h.drain();
-            let dropped: Vec<PeerKey> = actions
-                .iter()
-                .filter_map(|a| match a {
-                    Action::Disconnect {
-                        peer,
-                        reason: DisconnectReason::Duplicate,
-                    } => Some(*peer),
-                    _ => None,
-                })
-                .collect();
-            let alive: Vec<&str> = keys
-                .iter()
-                .filter(|(_, k)| !dropped.contains(k))
-                .map(|(n, _)| *n)
-                .collect();
-            assert_eq!(alive.len(), 1, "{actions:?}");
-            assert_eq!(h.core.peer_count(), 1);
-            assert_eq!(h.core.connected_count(), 1, "the address stays connected");
-            assert!(!actions.iter().any(|a| matches!(a, Action::Banned { .. })));
-            kept.push(alive[0]);
+/// An Azureus-style peer id of `client` (two letters), the rest `fill`.
+fn client_id(client: &[u8; 2], fill: u8) -> ids::PeerId {
+    let mut id = [fill; 20];
+    id[0] = b'-';
+    id[1..3].copy_from_slice(client);
+    id[3..7].copy_from_slice(b"2080");
+    id[7] = b'-';
+    ids::PeerId::new(id)
+}
+
+/// Registers connections with one peer in `order` (name, incoming) at a core listening on
+/// `our_port` whose peer id is `me`; the peer is `them` listening on `their_port`. Returns the names
+/// of the connections left, after checking that nothing was banned and the address stays connected.
+fn duplicates_left(
+    me: ids::PeerId,
+    our_port: u16,
+    them: ids::PeerId,
+    their_port: u16,
+    order: &[(&'static str, bool)],
+) -> Vec<&'static str> {
+    let mut h = H::new(8, false, |c| {
+        c.max_peers = 10;
+        c.extension.listen_port = Some(our_port);
+    });
+    h.ours.peer_id = me;
+    let mut theirs = h.theirs(true);
+    theirs.peer_id = them;
+    let ours = h.ours;
+    let ip = [198, 51, 100, 7];
+    let mut keys = Vec::new();
+    for (name, incoming) in order {
+        // Our dial reaches their listen port; theirs comes from a port of their OS's choosing.
+        let port = if *incoming {
+            50_000 + keys.len() as u16
+        } else {
+            their_port
+        };
+        match h
+            .core
+            .add_peer(addr(ip, port), *incoming, &ours, &theirs, h.now)
+        {
+            Ok(k) => keys.push((*name, k)),
+            Err(e) => assert_eq!(e, Refused::Duplicate),
         }
-        assert_eq!(kept, vec!["Y", "Y"], "the greater id's dial, at both ends");
     }
-    // Two in the same direction: the first stays.
+    let actions = h.drain();
+    let dropped: Vec<PeerKey> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Disconnect {
+                peer,
+                reason: DisconnectReason::Duplicate,
+            } => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert!(!actions.iter().any(|a| matches!(a, Action::Banned { .. })));
+    assert_eq!(h.core.peer_count(), 1, "{actions:?}");
+    assert_eq!(h.core.connected_count(), 1, "the address stays connected");
+    keys.iter()
+        .filter(|(_, k)| !dropped.contains(k))
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+/// Two peers that dialled each other at once each hold two connections. With libtorrent (and
+/// Spore) both ends keep the same one, whatever order they saw them in: the one dialled by the end
+/// with the lower listen port, as libtorrent's duplicate resolution does; equal ports fall back to
+/// the greater peer id's dial.
+#[test]
+fn crossed_dials_with_libtorrent_leave_the_same_connection_at_both_ends() {
+    let spore_low = client_id(b"SO", 0x10);
+    let spore_high = client_id(b"SO", 0xF0);
+    let libtorrent = client_id(b"LT", 0x30);
+    // Connection X is dialled by the first end, Y by the second.
+    for (a, a_port, b, b_port, kept) in [
+        (spore_high, 6000, libtorrent, 7000, "X"),
+        (spore_high, 7000, libtorrent, 6000, "Y"),
+        (spore_low, 6881, spore_high, 6881, "Y"),
+        (spore_high, 6881, spore_low, 6881, "X"),
+    ] {
+        for x_first in [true, false] {
+            let order = |x_incoming: bool| {
+                if x_first {
+                    [("X", x_incoming), ("Y", !x_incoming)]
+                } else {
+                    [("Y", !x_incoming), ("X", x_incoming)]
+                }
+            };
+            // At the first end X is outgoing; at the second it is incoming.
+            let at_a = duplicates_left(a, a_port, b, b_port, &order(false));
+            assert_eq!(at_a, vec![kept], "at the first end, x first: {x_first}");
+            // The second end runs the same rule only when it is Spore; libtorrent's side is
+            // libtorrent's, and the rule above is the one it runs.
+            if b != libtorrent {
+                let at_b = duplicates_left(b, b_port, a, a_port, &order(true));
+                assert_eq!(at_b, vec![kept], "at the second end, x first: {x_first}");
+            }
+        }
+    }
+}
+
+/// aria2 and Transmission keep the first of two connections with a peer and drop the second, and
+/// aria2 dials a connected peer again when peer exchange names its listen address: the first stays
+/// here too, in either direction and whatever the ports or ids, or both ends would drop a different
+/// one and the pair would be left with none (seen with aria2 in interop_engine's offline swarm).
+#[test]
+fn a_second_connection_from_other_clients_goes_and_the_first_stays() {
+    let spore = client_id(b"SO", 0x10);
+    let aria2 = ids::PeerId::new(*b"A2-1-36-0-abcdefghij");
+    let transmission = client_id(b"TR", 0xF0);
+    for them in [aria2, transmission] {
+        for (our_port, their_port) in [(6000, 7000), (7000, 6000)] {
+            for first_incoming in [true, false] {
+                let order = [("first", first_incoming), ("second", !first_incoming)];
+                let left = duplicates_left(spore, our_port, them, their_port, &order);
+                assert_eq!(left, vec!["first"]);
+            }
+        }
+    }
+    // Two in the same direction: the first stays, from any client.
+    for them in [aria2, client_id(b"LT", 0x30)] {
+        let order = [("first", true), ("second", true)];
+        assert_eq!(
+            duplicates_left(spore, 6000, them, 7000, &order),
+            vec!["first"]
+        );
+    }
+    // The same id from another IP is another peer.
     let mut h = H::new(8, false, |c| c.max_peers = 10);
     let theirs = h.theirs(true);
     let ours = h.ours;
-    let a = addr([198, 51, 100, 3], 6881);
     h.core
-        .add_peer(a, true, &ours, &theirs, h.now)
+        .add_peer(addr([198, 51, 100, 3], 6881), true, &ours, &theirs, h.now)
         .expect("room");
-    assert_eq!(
-        h.core.add_peer(a, true, &ours, &theirs, h.now),
-        Err(Refused::Duplicate)
-    );
-    // The same id from another IP is another peer.
     assert!(h
         .core
         .add_peer(addr([198, 51, 100, 4], 6881), true, &ours, &theirs, h.now)
         .is_ok());
+}
+
+/// A peer that dialled us named its listen address in its extension handshake: when peer exchange
+/// or a tracker names that address, it is not dialled (a second connection to the same peer).
+#[test]
+fn the_listen_address_of_a_peer_that_dialled_us_is_not_dialled() {
+    let mut h = H::new(8, false, |c| c.max_peers = 10);
+    let k = h.add([198, 51, 100, 9], 50_123);
+    let hs = wire::ExtensionHandshake {
+        listen_port: Some(6881),
+        ..Default::default()
+    };
+    h.msg(
+        k,
+        Message::Extended {
+            id: 0,
+            payload: hs.encode().into(),
+        },
+    );
+    h.drain();
+    let listen = addr([198, 51, 100, 9], 6881);
+    let other = addr([198, 51, 100, 10], 6881);
+    h.core.add_addresses([listen, other], h.now);
+    let dialled: Vec<SocketAddr> = h
+        .drain()
+        .iter()
+        .filter_map(|a| match a {
+            Action::Connect { addr } => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dialled, vec![other]);
 }
 
 fn suggestions(actions: &[Action], to: PeerKey) -> Vec<u32> {
