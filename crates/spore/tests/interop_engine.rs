@@ -386,10 +386,6 @@ fn aria2_in_swarm(torrent: &Path, dir: &Path, ip: &str, done: &Path, log: &Path)
         "--bt-tracker-connect-timeout=5",
         "--seed-ratio=0.0",
         "--seed-time=10",
-        // Slow enough that Spore peers stay connected to it as a downloader for many seconds: a
-        // Spore peer's first exchange goes 2 s after the extension handshake, and a fast aria2 that
-        // was done before them was dropped by finished Spore peers (both seeds) within that.
-        "--max-download-limit=512K",
         &format!("--on-bt-download-complete={}", s(&hook)),
         &format!("--log={}", s(&dir.with_extension("log"))),
         "--log-level=info",
