@@ -35,6 +35,13 @@ pub const PEX_MIN_GAP: Duration = Duration::from_secs(45);
 /// Addresses waiting to be dialled, at most: trackers, PEX, LSD and the DHT can offer far more than a
 /// torrent will ever connect to, and what PEX and the DHT offer is chosen by strangers.
 pub const MAX_KNOWN: usize = 2000;
+/// Addresses remembered as seeds (from a peer exchange's seed flag or a both-seeds disconnect), at
+/// most, the oldest forgotten first: while we seed we do not dial them. As many as the addresses we
+/// queue, so a swarm's worth fits while strangers' claims cannot grow it.
+pub const MAX_SEED_ADDRS: usize = 2000;
+/// Addresses whose dials failed lately (refused, often for a full peer table, or unanswered), at
+/// most: each is not dialled again before its back-off ends. Past this the record starts over.
+pub const MAX_FAILED_ADDRS: usize = 2000;
 /// Suggestions (BEP 6 Suggest Piece) kept per peer, the oldest dropped first: a peer may send any number.
 pub const MAX_SUGGESTED: usize = 32;
 /// The id we ask peers to use for `ut_pex` messages to us.
@@ -81,6 +88,13 @@ pub struct Limits {
     pub pex_min_gap: Duration,
     /// See [`MAX_KNOWN`].
     pub max_known: usize,
+    /// See [`MAX_SEED_ADDRS`].
+    pub max_seed_addrs: usize,
+    /// A dial that failed is not tried again before this, doubling with each failure in a row up to
+    /// the second (trackers and peer exchange name the address again meanwhile).
+    pub dial_backoff: (Duration, Duration),
+    /// See [`MAX_FAILED_ADDRS`].
+    pub max_failed_addrs: usize,
     /// IPs whose misuse is remembered, at most: when full, the record starts over.
     pub max_misuse_records: usize,
     /// Every this long each IP's misuse on record is halved (and forgotten at zero), so an address
@@ -117,6 +131,9 @@ impl Default for Limits {
             pex_interval: Duration::from_secs(60),
             pex_min_gap: PEX_MIN_GAP,
             max_known: MAX_KNOWN,
+            max_seed_addrs: MAX_SEED_ADDRS,
+            dial_backoff: (Duration::from_secs(30), Duration::from_secs(10 * 60)),
+            max_failed_addrs: MAX_FAILED_ADDRS,
             max_misuse_records: 4096,
             misuse_half_life: Duration::from_secs(15 * 60),
             tick: Duration::from_secs(1),

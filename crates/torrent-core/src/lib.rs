@@ -19,6 +19,7 @@ pub mod metadata;
 mod peer;
 pub mod picker;
 pub mod rng;
+mod seeds;
 mod suggest;
 mod table;
 mod torrent;
@@ -28,9 +29,10 @@ use std::hash::{BuildHasherDefault, DefaultHasher};
 
 pub use bitfield::Bitfield;
 pub use config::{
-    CoreConfig, ExtensionInfo, Limits, KEEPALIVE, MAX_KNOWN, MAX_PEER_QUEUED_BYTES,
-    MAX_PEER_REQUESTS, MAX_QUEUE, MAX_REFUSED_REQUESTS, MAX_SUGGESTED, MIN_QUEUE,
-    MIN_REFUSED_REQUESTS, PEX_MIN_GAP, SNUB_TIMEOUT, UT_HOLEPUNCH_ID, UT_PEX_ID,
+    CoreConfig, ExtensionInfo, Limits, KEEPALIVE, MAX_FAILED_ADDRS, MAX_KNOWN,
+    MAX_PEER_QUEUED_BYTES, MAX_PEER_REQUESTS, MAX_QUEUE, MAX_REFUSED_REQUESTS, MAX_SEED_ADDRS,
+    MAX_SUGGESTED, MIN_QUEUE, MIN_REFUSED_REQUESTS, PEX_MIN_GAP, SNUB_TIMEOUT, UT_HOLEPUNCH_ID,
+    UT_PEX_ID,
 };
 pub use holepunch::{
     ASK_BACKOFF, MAX_ASKED, MAX_LEADS, MAX_RENDEZVOUS, PUNCH_WINDOW, REFUSED_BACKOFF,

@@ -1,6 +1,6 @@
 //! What the core keeps per connection.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -61,9 +61,10 @@ pub(crate) struct Peer {
     /// The id it wants `ut_holepunch` messages under, and the rendezvous it has asked of us lately.
     pub their_ut_holepunch: Option<u8>,
     pub rendezvous: crate::holepunch::RendezvousBudget,
-    /// When our next exchange to it is due, what it has been told of, and when we last took one.
+    /// When our next exchange to it is due, what it has been told of (and whether as a seed), and
+    /// when we last took one.
     pub next_pex: Option<Instant>,
-    pub pex_told: BTreeSet<SocketAddr>,
+    pub pex_told: BTreeMap<SocketAddr, bool>,
     pub pex_in: Option<Instant>,
     /// When we last sent the peer an exchange (none yet: the first is sent as soon as it has news).
     pub pex_out: Option<Instant>,
@@ -121,7 +122,7 @@ impl Peer {
             their_ut_holepunch: None,
             rendezvous: crate::holepunch::RendezvousBudget::new(),
             next_pex: None,
-            pex_told: BTreeSet::new(),
+            pex_told: BTreeMap::new(),
             pex_in: None,
             pex_out: None,
             last_received: now,

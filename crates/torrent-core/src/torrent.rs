@@ -14,6 +14,7 @@ use crate::holepunch::{self, Answer};
 use crate::peer::{Accepted, Peer};
 use crate::picker::{Picker, Received};
 use crate::rng::Rng;
+use crate::seeds::SeedAddrs;
 use crate::suggest::Suggester;
 use crate::table::KeyTable;
 use crate::{AnnounceEvent, DetMap, DetSet};
@@ -334,6 +335,11 @@ pub struct TorrentCore {
     /// Addresses we may connect to, and those with a live or pending connection.
     known: VecDeque<SocketAddr>,
     connected: DetSet<SocketAddr>,
+    /// Addresses known to be seeds: not queued or dialled while we are one, since two seeds only
+    /// connect to disconnect again.
+    seeds: SeedAddrs,
+    /// Addresses whose dials failed in a row, and when each may be dialled again.
+    failed: DetMap<SocketAddr, (u32, Instant)>,
     strikes: DetMap<IpAddr, u32>,
     /// Times a peer from this IP held an upload slot and stopped reading, or flooded us with requests
     /// past its cap. Kept across connections, since a hostile peer that is dropped reconnects with a
@@ -408,6 +414,8 @@ impl TorrentCore {
             next_key: 0,
             known: VecDeque::new(),
             connected: DetSet::default(),
+            seeds: SeedAddrs::default(),
+            failed: DetMap::default(),
             strikes: DetMap::default(),
             misuse: DetMap::default(),
             banned: DetSet::default(),
@@ -497,6 +505,7 @@ impl TorrentCore {
         peer.peer_id = theirs.peer_id;
         self.peers.insert(key, peer);
         self.connected.insert(addr);
+        self.failed.remove(&addr);
         if self.punches.punched(addr, incoming, self.now) {
             self.actions.push_back(Action::Punch {
                 target: addr,
@@ -694,6 +703,8 @@ impl TorrentCore {
             if self.picker.done() && !self.completed {
                 self.completed = true;
                 self.actions.push_back(Action::Completed);
+                let seeds = &self.seeds;
+                self.known.retain(|a| !seeds.contains(a));
                 if self.config.trackers && !self.announces.completed_sent {
                     self.announces.completed_sent = true;
                     self.announces.event = AnnounceEvent::Completed;
@@ -765,6 +776,8 @@ impl TorrentCore {
                 || addr.port() == 0
                 || self.banned.contains(&addr.ip())
                 || self.is_connected_to(addr)
+                || (self.completed && self.seeds.contains(&addr))
+                || self.backing_off(addr)
             {
                 continue;
             }
@@ -778,8 +791,37 @@ impl TorrentCore {
         self.advance(now);
         if !self.peers.values().any(|p| p.addr == addr) {
             self.connected.remove(&addr);
+            self.note_failure(addr);
         }
         self.dial();
+    }
+
+    /// Backs `addr` off: a peer whose table is full refuses every dial until it turns peers over,
+    /// and without this each time a tracker or peer exchange named it again we dialled it again.
+    fn note_failure(&mut self, addr: SocketAddr) {
+        let (first, most) = self.config.limits.dial_backoff;
+        if first.is_zero() || self.config.peers.contains(&addr) {
+            return;
+        }
+        let now = self.now;
+        if self.failed.len() >= self.config.limits.max_failed_addrs
+            && !self.failed.contains_key(&addr)
+        {
+            self.failed.retain(|_, (_, until)| *until > now);
+            if self.failed.len() >= self.config.limits.max_failed_addrs {
+                self.failed.clear();
+            }
+        }
+        let entry = self.failed.entry(addr).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let wait = first.saturating_mul(1 << (entry.0 - 1).min(16)).min(most);
+        entry.1 = now + wait;
+    }
+
+    fn backing_off(&self, addr: SocketAddr) -> bool {
+        self.failed
+            .get(&addr)
+            .is_some_and(|(_, until)| *until > self.now)
     }
 
     /// A `Connect` reached nobody (no answer, refused, or no handshake): as `dial_failed`, and when a
@@ -871,6 +913,8 @@ impl TorrentCore {
             self.remove_peer(k, Some(DisconnectReason::Stopped));
         }
         self.known.clear();
+        self.seeds.clear();
+        self.failed.clear();
         if self.config.trackers {
             self.announces.next = None;
             self.actions.push_back(Action::Announce {
@@ -1231,6 +1275,12 @@ impl TorrentCore {
                     if let Ok(pex) = wire::PexMessage::decode(&payload) {
                         // The decoder caps added and added6 together already; this cap holds even if
                         // it changes, as BEP 11's 50 per message is what bounds our dialing queue.
+                        let cap = self.config.limits.max_seed_addrs;
+                        for (i, a) in pex.added.iter().enumerate().take(wire::MAX_PEX_PEERS) {
+                            if pex.flags_of(i) & wire::PEX_SEED != 0 {
+                                self.seeds.insert(*a, cap);
+                            }
+                        }
                         let added: Vec<SocketAddr> =
                             pex.added.into_iter().take(wire::MAX_PEX_PEERS).collect();
                         // The sender is connected to what it lists: the one to ask for an
@@ -1378,7 +1428,34 @@ impl TorrentCore {
         self.picker.peer_gone(&p.bitfield);
         self.picker.peer_has_all(&bits);
         p.wanted = wanted_from(&self.picker, &bits);
+        if !bits.is_complete() {
+            // Whoever is at a marked address now lacks pieces: a seed that left, a new peer there.
+            if !p.incoming {
+                self.seeds.remove(&p.addr);
+            }
+            if let Some(listen) = p.listen {
+                self.seeds.remove(&listen);
+            }
+        }
         p.bitfield = bits;
+    }
+
+    /// Ends a connection where both sides are seeds, and marks the peer's address a seed so it is not
+    /// dialled again while we seed (peer exchange and the tracker keep naming it).
+    fn both_seeds(&mut self, key: u64) {
+        if let Some(p) = self.peers.get(&key) {
+            let cap = self.config.limits.max_seed_addrs;
+            // An incoming peer's address has its ephemeral port; the one to dial is its listen port.
+            let (addr, listen) = (p.addr, p.listen);
+            if !p.incoming {
+                self.seeds.insert(addr, cap);
+            }
+            if let Some(listen) = listen {
+                self.seeds.insert(listen, cap);
+            }
+            self.known.retain(|a| *a != addr && Some(*a) != listen);
+        }
+        self.remove_peer(key, Some(DisconnectReason::BothSeeds));
     }
 
     /// Declares interest when the peer has a piece we want, withdraws it when not; ends the connection
@@ -1388,7 +1465,7 @@ impl TorrentCore {
             return;
         };
         if p.bitfield.is_complete() && self.completed {
-            self.remove_peer(key, Some(DisconnectReason::BothSeeds));
+            self.both_seeds(key);
             return;
         }
         if self.wanted_stale {
@@ -1876,7 +1953,7 @@ impl TorrentCore {
                 continue;
             };
             if p.bitfield.is_complete() && self.completed {
-                self.remove_peer(k, Some(DisconnectReason::BothSeeds));
+                self.both_seeds(k);
                 continue;
             }
             // The request queue holds about two seconds of this peer's rate (the bandwidth-delay
@@ -2046,10 +2123,15 @@ impl TorrentCore {
             return;
         }
         p.next_pex = Some(now + interval);
+        // A peer told of as a downloader that has finished since is named again with the seed flag:
+        // seeds that learn it do not dial it, which is most of what finished peers dialled before.
         let added: Vec<SocketAddr> = listens
-            .keys()
-            .filter(|a| !p.pex_told.contains(a))
-            .copied()
+            .iter()
+            .filter(|(a, f)| match p.pex_told.get(a) {
+                None => true,
+                Some(&as_seed) => !as_seed && **f & wire::PEX_SEED != 0,
+            })
+            .map(|(a, _)| *a)
             .take(wire::MAX_PEX_PEERS)
             .collect();
         let message = wire::PexMessage {
@@ -2057,7 +2139,7 @@ impl TorrentCore {
             added,
             dropped: p
                 .pex_told
-                .iter()
+                .keys()
                 .filter(|a| !listens.contains_key(a))
                 .copied()
                 .take(wire::MAX_PEX_PEERS)
@@ -2072,8 +2154,8 @@ impl TorrentCore {
             return;
         }
         p.pex_out = Some(now);
-        for a in &message.added {
-            p.pex_told.insert(*a);
+        for (a, f) in message.added.iter().zip(&message.added_flags) {
+            p.pex_told.insert(*a, f & wire::PEX_SEED != 0);
         }
         for d in &message.dropped {
             p.pex_told.remove(d);

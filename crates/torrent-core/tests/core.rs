@@ -1651,3 +1651,189 @@ fn a_full_table_turns_over_the_peer_that_exchanged_least_when_others_wait() {
         .iter()
         .any(|a| matches!(a, Action::Connect { addr: a } if *a == addr([10, 12, 0, 9], 6881))));
 }
+
+fn dials(actions: &[Action]) -> Vec<SocketAddr> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Connect { addr } => Some(*addr),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_seed_does_not_dial_an_address_peer_exchange_flags_as_a_seed() {
+    let (seed, leech) = (addr([10, 20, 0, 1], 6881), addr([10, 20, 0, 2], 6881));
+    let flagged = wire::PexMessage {
+        added: vec![seed, leech],
+        added_flags: vec![wire::PEX_SEED, 0],
+        dropped: vec![],
+    };
+    let pex = Message::Extended {
+        id: torrent_core::UT_PEX_ID,
+        payload: flagged.encode().into(),
+    };
+    for seeding in [true, false] {
+        let mut h = H::new(8, seeding, |c| c.max_peers = 10);
+        let k = h.add([10, 20, 1, 1], 40000);
+        h.msg(k, extension_handshake(true, 6881));
+        h.drain();
+        h.msg(k, pex.clone());
+        let dialled = dials(&h.drain());
+        if seeding {
+            assert_eq!(dialled, vec![leech], "a seed skips the flagged seed");
+            // Named again without the flag (the tracker knows no flags): still skipped.
+            h.core.add_addresses([seed], h.now);
+            assert!(dials(&h.drain()).is_empty());
+        } else {
+            assert_eq!(dialled, vec![seed, leech], "a downloader wants seeds");
+        }
+    }
+}
+
+#[test]
+fn a_seed_does_not_dial_again_an_address_it_left_because_both_were_seeds() {
+    let mut h = H::new(8, true, |c| c.max_peers = 10);
+    let out = addr([10, 21, 0, 1], 6881);
+    h.core.add_addresses([out], h.now);
+    assert_eq!(dials(&h.drain()), vec![out]);
+    let (ours, theirs) = (h.ours, h.theirs(true));
+    let k = h
+        .core
+        .add_peer(out, false, &ours, &theirs, h.now)
+        .expect("room");
+    h.msg(k, Message::HaveAll);
+    assert_eq!(
+        disconnected(&h.drain()),
+        vec![(k, DisconnectReason::BothSeeds)]
+    );
+    // A seed that dialled us: the address to dial it at is its listen port.
+    let inc = h.add([10, 21, 0, 2], 50000);
+    h.msg(inc, extension_handshake(true, 6882));
+    h.msg(inc, Message::HaveAll);
+    assert_eq!(
+        disconnected(&h.drain()),
+        vec![(inc, DisconnectReason::BothSeeds)]
+    );
+    // Trackers and peer exchange keep naming both, for as long as we seed.
+    for _ in 0..10 {
+        h.core
+            .add_addresses([out, addr([10, 21, 0, 2], 6882)], h.now);
+        assert!(dials(&h.drain()).is_empty());
+        assert_eq!(h.core.known().count(), 0);
+        h.advance(Duration::from_secs(60));
+    }
+    // Someone else at the address who lacks pieces clears the mark.
+    let (ours, theirs) = (h.ours, h.theirs(true));
+    let k = h
+        .core
+        .add_peer(out, false, &ours, &theirs, h.now)
+        .expect("room");
+    h.msg(k, Message::HaveNone);
+    h.event(k, PeerEvent::Closed);
+    h.drain();
+    h.core.add_addresses([out], h.now);
+    assert_eq!(dials(&h.drain()), vec![out]);
+}
+
+#[test]
+fn a_downloader_that_finishes_drops_queued_seeds_and_does_not_redial_its_seeds() {
+    let mut h = H::new(1, false, |c| c.max_peers = 1);
+    let (ours, theirs) = (h.ours, h.theirs(true));
+    let from = addr([10, 22, 0, 1], 6881);
+    let k = h
+        .core
+        .add_peer(from, false, &ours, &theirs, h.now)
+        .expect("room");
+    h.msg(k, extension_handshake(true, 6881));
+    h.msg(k, Message::HaveAll);
+    h.drain();
+    // It names a seed while the table is full: queued, since we still download.
+    let queued = addr([10, 22, 0, 2], 6881);
+    let flagged = wire::PexMessage {
+        added: vec![queued],
+        added_flags: vec![wire::PEX_SEED],
+        dropped: vec![],
+    };
+    h.msg(
+        k,
+        Message::Extended {
+            id: torrent_core::UT_PEX_ID,
+            payload: flagged.encode().into(),
+        },
+    );
+    assert_eq!(h.core.known().copied().collect::<Vec<_>>(), vec![queued]);
+    h.msg(k, Message::Unchoke);
+    for b in 0..4 {
+        h.msg(k, piece_msg(block(0, b), 1));
+    }
+    h.drain();
+    h.core.piece_checked(PieceIndex::new(0), true, h.now);
+    let actions = h.drain();
+    assert!(actions.contains(&Action::Completed));
+    assert_eq!(
+        disconnected(&actions),
+        vec![(k, DisconnectReason::BothSeeds)]
+    );
+    assert!(dials(&actions).is_empty(), "the queued seed is not dialled");
+    h.core.add_addresses([from, queued], h.now);
+    assert!(dials(&h.drain()).is_empty());
+}
+
+#[test]
+fn a_peer_told_of_as_a_downloader_is_named_again_as_a_seed_once_it_finishes() {
+    let mut h = H::new(8, false, |c| c.max_peers = 10);
+    let k = h.add([10, 23, 0, 1], 40000);
+    h.msg(k, extension_handshake(true, 6881));
+    let other = h.add([10, 23, 0, 2], 40000);
+    h.msg(other, extension_handshake(false, 6882));
+    h.msg(other, Message::HaveNone);
+    h.drain();
+    h.advance(Duration::from_secs(2));
+    let first = pex_sent(&h.drain(), k);
+    assert_eq!(first.len(), 1);
+    let named = addr([10, 23, 0, 2], 6882);
+    assert_eq!(first[0].added, vec![named]);
+    assert_eq!(first[0].flags_of(0) & wire::PEX_SEED, 0);
+    for i in 0..8 {
+        h.msg(other, Message::Have(PieceIndex::new(i)));
+    }
+    h.msg(k, Message::KeepAlive);
+    h.drain();
+    h.advance(Duration::from_secs(60));
+    let second = pex_sent(&h.drain(), k);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].added, vec![named]);
+    assert_eq!(second[0].flags_of(0) & wire::PEX_SEED, wire::PEX_SEED);
+    // Once: the next exchange has nothing new.
+    h.msg(k, Message::KeepAlive);
+    h.msg(other, Message::KeepAlive);
+    h.advance(Duration::from_secs(60));
+    assert!(pex_sent(&h.drain(), k).is_empty());
+}
+
+#[test]
+fn an_address_whose_dial_failed_is_backed_off_before_it_is_dialled_again() {
+    let mut h = H::new(8, false, |c| c.max_peers = 10);
+    let full = addr([10, 24, 0, 1], 6881);
+    h.core.add_addresses([full], h.now);
+    assert_eq!(dials(&h.drain()), vec![full]);
+    // It turned us away (a full table): named again at once, it waits 30 s, then 60 s.
+    h.core.dial_failed(full, h.now);
+    h.core.add_addresses([full], h.now);
+    assert!(dials(&h.drain()).is_empty());
+    h.advance(Duration::from_secs(30));
+    h.drain();
+    h.core.add_addresses([full], h.now);
+    assert_eq!(dials(&h.drain()), vec![full]);
+    h.core.dial_failed(full, h.now);
+    h.advance(Duration::from_secs(59));
+    h.drain();
+    h.core.add_addresses([full], h.now);
+    assert!(dials(&h.drain()).is_empty(), "the back-off doubles");
+    h.advance(Duration::from_secs(1));
+    h.drain();
+    h.core.add_addresses([full], h.now);
+    assert_eq!(dials(&h.drain()), vec![full]);
+}
