@@ -66,8 +66,6 @@ pub(crate) struct Peer {
     pub next_pex: Option<Instant>,
     pub pex_told: BTreeMap<SocketAddr, bool>,
     pub pex_in: Option<Instant>,
-    /// When we last sent the peer an exchange (none yet: the first is sent as soon as it has news).
-    pub pex_out: Option<Instant>,
     pub last_received: Instant,
     pub last_sent: Instant,
     /// When it connected.
@@ -124,7 +122,6 @@ impl Peer {
             next_pex: None,
             pex_told: BTreeMap::new(),
             pex_in: None,
-            pex_out: None,
             last_received: now,
             last_sent: now,
             since: now,

@@ -2146,14 +2146,8 @@ impl TorrentCore {
                 .collect(),
         };
         if message.added.is_empty() && message.dropped.is_empty() {
-            // An empty exchange is not sent. Before the first, the peer hears one as soon as we know
-            // of someone (rechecked as often as the first is timed), not a minute on.
-            if p.pex_out.is_none() {
-                p.next_pex = Some(now + self.config.limits.pex_first);
-            }
             return;
         }
-        p.pex_out = Some(now);
         for (a, f) in message.added.iter().zip(&message.added_flags) {
             p.pex_told.insert(*a, f & wire::PEX_SEED != 0);
         }

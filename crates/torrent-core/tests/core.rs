@@ -703,34 +703,6 @@ fn peer_exchange_goes_two_seconds_after_the_handshake_then_every_minute() {
     assert_eq!(h.core.stats().pex_sent, 2);
 }
 
-/// A peer that connects while we know of nobody else gets no empty exchange, and hears of the
-/// first peer we learn of within one more `pex_first`, not a minute after its handshake; from then
-/// on exchanges are a minute apart.
-#[test]
-fn the_first_peer_exchange_waits_for_news_not_for_a_minute() {
-    let mut h = H::new(8, true, |c| c.max_peers = 100);
-    let k = h.add([10, 9, 0, 1], 1);
-    h.msg(k, extension_handshake(true, 7000));
-    h.drain();
-    h.advance(Duration::from_secs(5));
-    assert!(pex_sent(&h.drain(), k).is_empty(), "nothing to tell");
-    let other = h.add([10, 9, 1, 1], 1);
-    h.msg(other, extension_handshake(false, 8000));
-    h.drain();
-    h.advance(Duration::from_secs(2));
-    let first = pex_sent(&h.drain(), k);
-    assert_eq!(first.len(), 1, "told within 2 s of the news");
-    assert_eq!(first[0].added, vec![addr([10, 9, 1, 1], 8000)]);
-    // The next one, with more news, a minute after that first one.
-    let third = h.add([10, 9, 1, 2], 1);
-    h.msg(third, extension_handshake(false, 8001));
-    h.drain();
-    h.advance(Duration::from_secs(57));
-    assert!(pex_sent(&h.drain(), k).is_empty(), "not before a minute");
-    h.advance(Duration::from_secs(2));
-    assert_eq!(pex_sent(&h.drain(), k).len(), 1);
-}
-
 #[test]
 fn peer_exchange_from_a_peer_is_taken_at_most_every_45_seconds_and_50_at_a_time() {
     let mut h = H::new(8, false, |c| c.max_peers = 2);
