@@ -304,7 +304,9 @@ fn transmission(dir: &Path, ip: &str, peer_port: u16, rpc_port: u16) -> (Proc, S
     );
     std::fs::write(conf.join("settings.json"), settings).unwrap();
     let mut command = Command::new("transmission-daemon");
-    command.args(["-f", "-g", s(&conf)]);
+    // It keeps a session-id file in TMPDIR and removes it only on a clean exit: in the test's
+    // directory, killing it leaves nothing behind in /tmp.
+    command.args(["-f", "-g", s(&conf)]).env("TMPDIR", &conf);
     let p = Proc::spawn(command, dir.join("transmission.err"));
     let rpc = format!("127.0.0.1:{rpc_port}");
     for _ in 0..200 {

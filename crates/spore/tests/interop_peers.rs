@@ -922,7 +922,9 @@ fn transmission_with(ctx: &Ctx, ip: &str, extra: serde_json::Value) -> Transmiss
     }
     std::fs::write(conf.join("settings.json"), settings.to_string()).unwrap();
     let mut cmd = Command::new("transmission-daemon");
-    cmd.args(["-f", "-g", s(&conf)]);
+    // It keeps a session-id file in TMPDIR and removes it only on a clean exit: in the test's
+    // directory, killing it leaves nothing behind in /tmp.
+    cmd.args(["-f", "-g", s(&conf)]).env("TMPDIR", &conf);
     let mut proc = Peer::spawn(ctx, "transmission", cmd);
     let rpc = format!("{ip}:{rpc_port}");
     ctx.poll("transmission-daemon's RPC", || {
