@@ -155,7 +155,7 @@ impl Carry {
 }
 
 /// What a magnet link's metadata phase fetches and from where: the link's trackers and peers, `peers`
-/// and the DHT ([`crate::managed::fetch_magnet`] runs it).
+/// and the DHT (`managed::fetch_magnet` runs it).
 pub(crate) fn magnet_request(
     magnet: &Magnet,
     listen: SocketAddr,

@@ -520,12 +520,12 @@ impl TorrentCore {
     /// is one: the one to drop for the newcomer, or `Duplicate` when the newcomer goes.
     ///
     /// Clients disagree on which of two connections to keep, and when both ends drop a different
-    /// one the pair is left with none. aria2 and Transmission drop whichever comes second, and they
-    /// dial a peer they are connected to when peer exchange names its listen address (its connection
-    /// to them came from another port), so the first must stay. libtorrent never dials an address it is connected
-    /// to; when two dials cross it keeps the one made by the end with the lower listen port, and
-    /// drops the other whatever its age, so for libtorrent (and clients built on it) and for Spore
-    /// the port rule is followed. Of two in the same direction the first stays.
+    /// one the pair is left with none. aria2 drops whichever comes second (its source says so), and
+    /// dials a peer it is connected to when peer exchange names that peer's listen address (its
+    /// connection came from another port), so the first must stay. libtorrent never dials an
+    /// address it is connected to; when two dials cross it keeps the one made by the end with the
+    /// lower listen port and drops the other whatever its age, so for libtorrent (and clients built
+    /// on it) and for Spore the port rule is followed. Of two in the same direction the first stays.
     fn duplicate_of(
         &self,
         addr: SocketAddr,
