@@ -4,6 +4,7 @@
 //! [`crate::lifecycle`]; this is the thin async driver that carries out what they ask. Owners see
 //! snapshots and give commands by info-hash; they never hold a torrent's internals.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -215,6 +216,9 @@ struct Inner {
     limits: Mutex<(usize, usize)>,
     /// In queue order.
     torrents: Mutex<Vec<Slot>>,
+    /// The same by info-hash, for the owner's many lookups (a daemon's thousands of torrents). Taken
+    /// after `torrents` when both are.
+    by_id: Mutex<HashMap<InfoHash, Slot>>,
     wake: Notify,
     /// Bumped on every change an owner may wait for.
     changes: watch::Sender<u64>,
@@ -254,6 +258,7 @@ impl Client {
             dht,
             limits: Mutex::new((usize::MAX, usize::MAX)),
             torrents: Mutex::new(Vec::new()),
+            by_id: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             changes: watch::channel(0).0,
         });
@@ -283,12 +288,13 @@ impl Client {
             Source::Magnet(m) => (magnet_wire_id(m)?, None),
         };
         let mut torrents = self.inner.torrents.lock();
-        if torrents.iter().any(|s| s.lock().id == id) {
+        let mut by_id = self.inner.by_id.lock();
+        if by_id.contains_key(&id) {
             return Err(AddError::Duplicate(id));
         }
         let earlier = add.earlier;
         let life = Lifecycle::new(add.paused, torrent.is_some(), earlier.finished);
-        torrents.push(Arc::new(Mutex::new(Entry {
+        let slot = Arc::new(Mutex::new(Entry {
             id,
             spec: add,
             torrent,
@@ -302,8 +308,10 @@ impl Client {
             uploaded: earlier.uploaded,
             seeded: earlier.seeding_secs,
             was_complete: earlier.complete,
-        })));
-        drop(torrents);
+        }));
+        by_id.insert(id, slot.clone());
+        torrents.push(slot);
+        drop((by_id, torrents));
         self.inner.wake.notify_one();
         Ok(id)
     }
@@ -422,10 +430,11 @@ impl Client {
     /// Stops a torrent and forgets it: its last snapshot.
     pub async fn remove(&self, id: &InfoHash) -> Option<Snapshot> {
         let slot = self.inner.slot(id)?;
-        self.inner
-            .torrents
-            .lock()
-            .retain(|s| !Arc::ptr_eq(s, &slot));
+        {
+            let mut torrents = self.inner.torrents.lock();
+            torrents.retain(|s| !Arc::ptr_eq(s, &slot));
+            self.inner.by_id.lock().remove(id);
+        }
         stop(&self.inner, &slot, Phase::Paused).await;
         let snap = snapshot(&slot.lock());
         Some(snap)
@@ -451,8 +460,7 @@ impl Drop for Client {
 
 impl Inner {
     fn slot(&self, id: &InfoHash) -> Option<Slot> {
-        let torrents = self.torrents.lock();
-        torrents.iter().find(|s| s.lock().id == *id).cloned()
+        self.by_id.lock().get(id).cloned()
     }
 
     fn changed(&self) {
