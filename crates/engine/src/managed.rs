@@ -198,10 +198,11 @@ impl Entry {
             .or(self.kept.clone())
     }
 
+    /// Without a whole status: the queue asks it of every torrent at every pass.
     fn complete(&self) -> bool {
         self.handle
             .as_ref()
-            .map_or(self.was_complete, |h| h.status().complete)
+            .map_or(self.was_complete, |h| h.shared.is_complete())
     }
 }
 
@@ -527,23 +528,38 @@ async fn pass(inner: &Arc<Inner>) {
     let now = Instant::now();
     let slots = inner.torrents.lock().clone();
     for slot in &slots {
-        let id = slot.lock().id;
+        let (id, running) = {
+            let e = slot.lock();
+            (e.id, e.handle.is_some())
+        };
+        if !running {
+            continue;
+        }
+        // Asked with no lock held; a stop meanwhile leaves no handle below.
         let goal = inner.owner.goal(&id);
         let verdict = {
             let mut e = slot.lock();
             let Some(h) = e.handle.clone() else { continue };
-            let st = h.status();
-            if st.complete != e.completion_told {
-                e.completion_told = st.complete;
+            let complete = h.shared.is_complete();
+            if complete != e.completion_told {
+                e.completion_told = complete;
                 inner.changed();
             }
+            let goal = goal.unwrap_or(e.spec.goal);
+            // A whole status (its wanted bytes count every piece) only for a seed with a ratio goal:
+            // nothing else needs its byte counts, and a daemon has many idle seeds.
+            let (uploaded, wanted) = if complete && goal.ratio.is_some() {
+                let st = h.status();
+                (st.uploaded, st.wanted)
+            } else {
+                (0, 0)
+            };
             let seen = Observed {
                 error: h.error().map(Fault::Stopped),
-                complete: st.complete,
-                uploaded: e.uploaded + st.uploaded,
-                wanted: st.wanted,
+                complete,
+                uploaded: e.uploaded + uploaded,
+                wanted,
             };
-            let goal = goal.unwrap_or(e.spec.goal);
             let earlier = e.seeded;
             e.life.review(seen, &goal, earlier, now)
         };
