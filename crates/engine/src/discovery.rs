@@ -155,7 +155,7 @@ impl Carry {
 }
 
 /// What a magnet link's metadata phase fetches and from where: the link's trackers and peers, `peers`
-/// and the DHT (`managed::fetch_magnet` runs it).
+/// and the DHT (the managed client's `fetch_magnet` runs it; this file is below that one).
 pub(crate) fn magnet_request(
     magnet: &Magnet,
     listen: SocketAddr,

@@ -1,8 +1,8 @@
 //! A torrent's life cycle as its owner drives it: the phases (fetching metadata, queued, checking,
 //! running, paused, finished, moving, error with a typed reason), the transitions between them, the
 //! queue's download and seed slots, and the seeding clock the seed goal counts. Pure: time is passed
-//! in and nothing is started here, so the rules are tested in virtual time; the owner (the daemon)
-//! starts and stops the torrents the transitions ask for. Also the queue's order: how torrents are
+//! in and nothing is started here, so the rules are tested in virtual time; `managed::Client` starts
+//! and stops the torrents the transitions ask for. Also the queue's order: how torrents are
 //! moved in it.
 
 use std::time::Instant;
@@ -412,7 +412,7 @@ mod tests {
         assert_eq!(ids(&[], &[1], QueueMove::Down), Vec::<u8>::new());
     }
 
-    /// One scheduling pass over `torrents` (each with whether it is complete), as the daemon makes it.
+    /// One scheduling pass over `torrents` (each with whether it is complete), as the managed client makes it.
     fn pass(queue: (usize, usize), torrents: &mut [(L, bool)]) -> Vec<Option<Step>> {
         let mut q = Queue::new(queue.0, queue.1);
         for (t, complete) in torrents.iter() {
@@ -628,7 +628,7 @@ mod tests {
     }
 
     /// A torrent seeds in virtual time until its time goal, counting an earlier session's seconds,
-    /// with the owner folding the clock into its total every 30 s as the daemon does.
+    /// with the owner folding the clock into its total every 30 s (folding often loses nothing).
     #[test]
     fn the_seed_goal_stops_a_seed_in_virtual_time() {
         let t0 = Instant::now();

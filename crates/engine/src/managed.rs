@@ -4,6 +4,7 @@
 //! [`crate::lifecycle`]; this is the thin async driver that carries out what they ask. Owners see
 //! snapshots and give commands by info-hash; they never hold a torrent's internals.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::discovery::{
     magnet_finish, magnet_request, magnet_wire_id, Carry, Discovery, MagnetTorrent,
 };
 use crate::error::{DiscoveryError, MagnetError, StartError};
-use crate::lifecycle::{Lifecycle, Observed, Phase, Queue, Step};
+use crate::lifecycle::{reorder, Lifecycle, Observed, Phase, Queue, QueueMove, Step};
 use crate::metadata::fetch_metadata_with;
 use crate::seed_goal::SeedGoal;
 use crate::session::Session;
@@ -35,9 +36,10 @@ pub enum Fault {
     /// A magnet link's metadata could not be had.
     #[error("metadata: {0}")]
     Metadata(Arc<MagnetError>),
-    /// The owner's configuration refused the torrent (e.g. a file selection beyond its files).
+    /// The owner refused or failed it: its configuration (e.g. a file selection beyond its files),
+    /// keeping the metadata found, or the owner's own work on it (moving its data).
     #[error("{0}")]
-    Config(String),
+    Owner(String),
     /// The engine could not start it (its files, the check, the listener).
     #[error("{0}")]
     Start(Arc<StartError>),
@@ -64,6 +66,47 @@ pub enum Source {
 /// rates, trackers and the like, beyond what [`AddTorrent`] sets. An `Err` puts it in state `error`.
 pub type Configure = Arc<dyn Fn(&Torrent, &mut TorrentConfig) -> Result<(), String> + Send + Sync>;
 
+/// What an owner that keeps torrents of its own (their state on disk, across restarts) does at the
+/// points of their life cycle that touch that state. Called with none of the client's locks held, so
+/// an owner may ask the client anything from them; each has a default that does nothing.
+pub trait Owner: Send + Sync {
+    /// A magnet link's metadata arrived; an `Err` (keeping it failed) puts the torrent in `error`.
+    fn metadata_found(&self, _id: &InfoHash, _torrent: &Arc<Torrent>) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// A start finished, `took` after it began: the torrent runs.
+    fn started(&self, _id: &InfoHash, _handle: &Arc<TorrentHandle>, _took: Duration) {}
+
+    /// The torrent stops to `to`, its engine torrent (if it ran) still running, for what should be
+    /// written before it stops (resume data); its totals in [`Client::snapshot`] are final.
+    fn stopping(&self, _id: &InfoHash, _handle: Option<&Arc<TorrentHandle>>, _to: &Phase<Fault>) {}
+
+    /// Its seed goal as it is now (`None`: the one it was added with).
+    fn goal(&self, _id: &InfoHash) -> Option<SeedGoal> {
+        None
+    }
+}
+
+/// The owner of torrents that keeps nothing of its own.
+struct NoOwner;
+
+impl Owner for NoOwner {}
+
+/// What earlier sessions knew of a torrent added again.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Earlier {
+    /// Bytes moved in them: the totals and the seed ratio count them.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Whole seconds seeded in them: the seed time counts them.
+    pub seeding_secs: u64,
+    /// It had every wanted piece: it queues for a seed's slot.
+    pub complete: bool,
+    /// It had met its seed goal: it stays finished until resumed.
+    pub finished: bool,
+}
+
 /// A torrent to manage and its settings.
 #[derive(Clone)]
 pub struct AddTorrent {
@@ -80,6 +123,7 @@ pub struct AddTorrent {
     /// How long a magnet link's metadata is looked for before the torrent goes to state `error`.
     pub metadata_timeout: Duration,
     pub configure: Option<Configure>,
+    pub earlier: Earlier,
 }
 
 impl AddTorrent {
@@ -94,6 +138,7 @@ impl AddTorrent {
             paused: false,
             metadata_timeout: Duration::from_secs(120),
             configure: None,
+            earlier: Earlier::default(),
         }
     }
 }
@@ -116,6 +161,10 @@ pub struct Snapshot {
     pub name: Option<String>,
     /// The engine's status while it runs, else the last one seen (none before its first start).
     pub status: Option<Status>,
+    /// Bytes downloaded and uploaded, and whole seconds seeded, in all its sessions.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub seeding_secs: u64,
 }
 
 struct Entry {
@@ -132,6 +181,13 @@ struct Entry {
     kept: Option<Status>,
     /// Its completion was seen by a pass (and told to those waiting for changes).
     completion_told: bool,
+    /// Bytes moved before the running session (earlier ones included).
+    downloaded: u64,
+    uploaded: u64,
+    /// Whole seconds seeded, folded at each stop (earlier sessions included).
+    seeded: u64,
+    /// Whether it had every wanted piece when it last ran (or as it was added).
+    was_complete: bool,
 }
 
 impl Entry {
@@ -142,8 +198,11 @@ impl Entry {
             .or(self.kept.clone())
     }
 
+    /// Without a whole status: the queue asks it of every torrent at every pass.
     fn complete(&self) -> bool {
-        self.status().is_some_and(|s| s.complete)
+        self.handle
+            .as_ref()
+            .map_or(self.was_complete, |h| h.shared.is_complete())
     }
 }
 
@@ -151,12 +210,16 @@ type Slot = Arc<Mutex<Entry>>;
 
 struct Inner {
     session: Session,
+    owner: Arc<dyn Owner>,
     discovery: Discovery,
     dht: Option<DhtNode>,
     /// (downloads, seeds) active at once.
     limits: Mutex<(usize, usize)>,
     /// In queue order.
     torrents: Mutex<Vec<Slot>>,
+    /// The same by info-hash, for the owner's many lookups (a daemon's thousands of torrents). Taken
+    /// after `torrents` when both are.
+    by_id: Mutex<HashMap<InfoHash, Slot>>,
     wake: Notify,
     /// Bumped on every change an owner may wait for.
     changes: watch::Sender<u64>,
@@ -176,15 +239,27 @@ impl Client {
         discovery: Discovery,
         private: bool,
     ) -> Result<Client, DiscoveryError> {
+        Client::start_owned(session, discovery, private, Arc::new(NoOwner)).await
+    }
+
+    /// The same, for an owner that keeps state of its own (see [`Owner`]).
+    pub async fn start_owned(
+        session: Session,
+        discovery: Discovery,
+        private: bool,
+        owner: Arc<dyn Owner>,
+    ) -> Result<Client, DiscoveryError> {
         let mut discovery = discovery;
         discovery.utp &= session.transports().utp;
         let dht = discovery.start_dht(session.listen_addr(), private).await?;
         let inner = Arc::new(Inner {
             session,
+            owner,
             discovery,
             dht,
             limits: Mutex::new((usize::MAX, usize::MAX)),
             torrents: Mutex::new(Vec::new()),
+            by_id: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             changes: watch::channel(0).0,
         });
@@ -194,6 +269,11 @@ impl Client {
 
     pub fn session(&self) -> &Session {
         &self.inner.session
+    }
+
+    /// The discovery its torrents use (the DHT's port settled).
+    pub fn discovery(&self) -> &Discovery {
+        &self.inner.discovery
     }
 
     /// How many incomplete and complete torrents may be active at once.
@@ -209,11 +289,13 @@ impl Client {
             Source::Magnet(m) => (magnet_wire_id(m)?, None),
         };
         let mut torrents = self.inner.torrents.lock();
-        if torrents.iter().any(|s| s.lock().id == id) {
+        let mut by_id = self.inner.by_id.lock();
+        if by_id.contains_key(&id) {
             return Err(AddError::Duplicate(id));
         }
-        let life = Lifecycle::new(add.paused, torrent.is_some(), false);
-        torrents.push(Arc::new(Mutex::new(Entry {
+        let earlier = add.earlier;
+        let life = Lifecycle::new(add.paused, torrent.is_some(), earlier.finished);
+        let slot = Arc::new(Mutex::new(Entry {
             id,
             spec: add,
             torrent,
@@ -223,14 +305,94 @@ impl Client {
             carry: None,
             kept: None,
             completion_told: false,
-        })));
-        drop(torrents);
+            downloaded: earlier.downloaded,
+            uploaded: earlier.uploaded,
+            seeded: earlier.seeding_secs,
+            was_complete: earlier.complete,
+        }));
+        by_id.insert(id, slot.clone());
+        torrents.push(slot);
+        drop((by_id, torrents));
         self.inner.wake.notify_one();
         Ok(id)
     }
 
     pub fn snapshot(&self, id: &InfoHash) -> Option<Snapshot> {
         self.inner.slot(id).map(|slot| snapshot(&slot.lock()))
+    }
+
+    /// Its engine torrent while it runs: for its views (peers, pieces, trackers) and live settings
+    /// (rates, priorities, trackers); its life cycle stays the client's.
+    pub fn handle(&self, id: &InfoHash) -> Option<Arc<TorrentHandle>> {
+        self.inner
+            .slot(id)
+            .and_then(|slot| slot.lock().handle.clone())
+    }
+
+    /// The torrents' info-hashes in queue order.
+    pub fn order(&self) -> Vec<InfoHash> {
+        let torrents = self.inner.torrents.lock();
+        torrents.iter().map(|s| s.lock().id).collect()
+    }
+
+    /// Moves the torrents `ids` in the queue as `how` says, the others keeping their order.
+    pub fn queue_move(&self, ids: &[InfoHash], how: QueueMove) {
+        {
+            let mut torrents = self.inner.torrents.lock();
+            let keyed: Vec<(InfoHash, Slot)> =
+                torrents.iter().map(|s| (s.lock().id, s.clone())).collect();
+            let moved = reorder(&keyed, |(id, _)| ids.contains(id), how);
+            *torrents = moved.into_iter().map(|(_, s)| s).collect();
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Stops a torrent for its owner's work on it (a move of its data, a new file selection): the
+    /// phase it was in, for [`Client::release`].
+    pub async fn hold(&self, id: &InfoHash) -> Option<Phase<Fault>> {
+        let slot = self.inner.slot(id)?;
+        let was = slot.lock().life.phase().clone();
+        stop(&self.inner, &slot, Phase::Paused).await;
+        Some(was)
+    }
+
+    /// The owner's work is over: back to where it was before [`Client::hold`] (queued again when it
+    /// was active), unless something moved it on meanwhile. With `changed_data`, its pieces are no
+    /// longer known complete (another selection, another place): it queues as a download.
+    pub fn release(&self, id: &InfoHash, was: Phase<Fault>, changed_data: bool) {
+        let Some(slot) = self.inner.slot(id) else {
+            return;
+        };
+        {
+            let mut e = slot.lock();
+            if changed_data {
+                e.was_complete = false;
+            }
+            e.life.restore_if_paused(was);
+        }
+        self.inner.changed();
+        self.inner.wake.notify_one();
+    }
+
+    /// Its data is being moved by its owner (`true`, while held), or that is over (`false`: paused,
+    /// for [`Client::release`]).
+    pub fn moving(&self, id: &InfoHash, on: bool) {
+        if let Some(slot) = self.inner.slot(id) {
+            let mut e = slot.lock();
+            if on {
+                e.life.begin_move();
+            } else {
+                e.life.move_ended();
+            }
+        }
+        self.inner.changed();
+    }
+
+    /// Stops a torrent in state `error` for `fault`, until resumed.
+    pub async fn fail(&self, id: &InfoHash, fault: Fault) {
+        if let Some(slot) = self.inner.slot(id) {
+            stop(&self.inner, &slot, Phase::Error(fault)).await;
+        }
     }
 
     /// Waits until something changed (a phase, a start, a completion) since the last call on `seen`.
@@ -269,19 +431,24 @@ impl Client {
     /// Stops a torrent and forgets it: its last snapshot.
     pub async fn remove(&self, id: &InfoHash) -> Option<Snapshot> {
         let slot = self.inner.slot(id)?;
-        self.inner
-            .torrents
-            .lock()
-            .retain(|s| !Arc::ptr_eq(s, &slot));
+        {
+            let mut torrents = self.inner.torrents.lock();
+            torrents.retain(|s| !Arc::ptr_eq(s, &slot));
+            self.inner.by_id.lock().remove(id);
+        }
         stop(&self.inner, &slot, Phase::Paused).await;
         let snap = snapshot(&slot.lock());
         Some(snap)
     }
 
-    /// Stops every torrent, for a clean exit.
+    /// Stops every active torrent (queued to start again next time), for a clean exit.
     pub async fn shutdown(&self) {
         let slots = self.inner.torrents.lock().clone();
-        let stops = slots.iter().map(|s| stop(&self.inner, s, Phase::Queued));
+        let active = slots.into_iter().filter(|s| {
+            let e = s.lock();
+            e.life.phase().is_active() || e.handle.is_some() || e.fetch.is_some()
+        });
+        let stops = active.map(|s| async move { stop(&self.inner, &s, Phase::Queued).await });
         futures_util::future::join_all(stops).await;
     }
 }
@@ -294,8 +461,7 @@ impl Drop for Client {
 
 impl Inner {
     fn slot(&self, id: &InfoHash) -> Option<Slot> {
-        let torrents = self.torrents.lock();
-        torrents.iter().find(|s| s.lock().id == *id).cloned()
+        self.by_id.lock().get(id).cloned()
     }
 
     fn changed(&self) {
@@ -304,28 +470,40 @@ impl Inner {
 }
 
 fn snapshot(e: &Entry) -> Snapshot {
+    let status = e.status();
+    let running = e.handle.as_ref().and(status.as_ref());
     Snapshot {
         id: e.id,
         phase: e.life.phase().clone(),
         name: e.torrent.as_ref().map(|t| t.name.clone()),
-        status: e.status(),
+        downloaded: e.downloaded + running.map_or(0, |s| s.downloaded),
+        uploaded: e.uploaded + running.map_or(0, |s| s.uploaded),
+        seeding_secs: e.seeded + e.life.unfolded_seeding(Instant::now()),
+        status,
     }
 }
 
-/// Stops a torrent to `to`: its metadata fetch or its engine torrent, unregistered from the session.
+/// Stops a torrent to `to`: its metadata fetch or its engine torrent, unregistered from the session,
+/// once its owner wrote what it keeps.
 async fn stop(inner: &Inner, slot: &Slot, to: Phase<Fault>) {
-    let handle = {
+    let (id, handle) = {
         let mut e = slot.lock();
         if let Some(fetch) = e.fetch.take() {
             fetch.abort();
         }
-        e.life.stop(to, Instant::now());
+        let seeded = e.life.stop(to.clone(), Instant::now());
+        e.seeded += seeded;
         let handle = e.handle.take();
         if let Some(h) = &handle {
-            e.kept = Some(h.status());
+            let st = h.status();
+            e.downloaded += st.downloaded;
+            e.uploaded += st.uploaded;
+            e.was_complete = st.complete;
+            e.kept = Some(st);
         }
-        handle
+        (e.id, handle)
     };
+    inner.owner.stopping(&id, handle.as_ref(), &to);
     inner.changed();
     if let Some(h) = handle {
         inner.session.unregister(&h.info_hash());
@@ -350,22 +528,40 @@ async fn pass(inner: &Arc<Inner>) {
     let now = Instant::now();
     let slots = inner.torrents.lock().clone();
     for slot in &slots {
+        let (id, running) = {
+            let e = slot.lock();
+            (e.id, e.handle.is_some())
+        };
+        if !running {
+            continue;
+        }
+        // Asked with no lock held; a stop meanwhile leaves no handle below.
+        let goal = inner.owner.goal(&id);
         let verdict = {
             let mut e = slot.lock();
             let Some(h) = e.handle.clone() else { continue };
-            let st = h.status();
-            if st.complete != e.completion_told {
-                e.completion_told = st.complete;
+            let complete = h.shared.is_complete();
+            if complete != e.completion_told {
+                e.completion_told = complete;
                 inner.changed();
             }
+            let goal = goal.unwrap_or(e.spec.goal);
+            // A whole status (its wanted bytes count every piece) only for a seed with a ratio goal:
+            // nothing else needs its byte counts, and a daemon has many idle seeds.
+            let (uploaded, wanted) = if complete && goal.ratio.is_some() {
+                let st = h.status();
+                (st.uploaded, st.wanted)
+            } else {
+                (0, 0)
+            };
             let seen = Observed {
                 error: h.error().map(Fault::Stopped),
-                complete: st.complete,
-                uploaded: st.uploaded,
-                wanted: st.wanted,
+                complete,
+                uploaded: e.uploaded + uploaded,
+                wanted,
             };
-            let goal = e.spec.goal;
-            e.life.review(seen, &goal, 0, now)
+            let earlier = e.seeded;
+            e.life.review(seen, &goal, earlier, now)
         };
         if let Some(to) = verdict {
             stop(inner, slot, to).await;
@@ -445,23 +641,33 @@ async fn fetch(inner: Arc<Inner>, slot: Slot, generation: u64) {
         spec.encryption,
         spec.metadata_timeout,
     )
-    .await;
+    .await
+    .map(|MagnetTorrent { torrent, carry }| (Arc::new(torrent), carry))
+    .map_err(|e| Fault::Metadata(Arc::new(e)));
+    let id = slot.lock().id;
+    // Kept by the owner before it counts: a torrent that runs has its metadata saved.
+    let result = result.and_then(|(torrent, carry)| {
+        inner
+            .owner
+            .metadata_found(&id, &torrent)
+            .map(|()| (torrent, carry))
+            .map_err(Fault::Owner)
+    });
     {
         let mut e = slot.lock();
         e.fetch = None;
         match result {
             // Metadata is good whichever fetch found it; its connections only while still wanted.
-            Ok(MagnetTorrent { torrent, carry }) if e.torrent.is_none() => {
+            Ok((torrent, carry)) if e.torrent.is_none() => {
                 if e.life.fetch_current(generation) {
                     e.carry = Some(carry);
                 }
-                e.torrent = Some(Arc::new(torrent));
+                e.torrent = Some(torrent);
                 e.life.metadata_arrived();
             }
             Ok(_) => {}
-            Err(err) => {
-                e.life
-                    .fetch_failed(generation, Fault::Metadata(Arc::new(err)));
+            Err(fault) => {
+                e.life.fetch_failed(generation, fault);
             }
         }
     }
@@ -470,9 +676,13 @@ async fn fetch(inner: Arc<Inner>, slot: Slot, generation: u64) {
 }
 
 /// The engine's configuration of a managed torrent: in the session, with its discovery, its
-/// metadata phase's connections, and the owner's last word.
-fn config(inner: &Inner, e: &mut Entry, torrent: &Arc<Torrent>) -> Result<TorrentConfig, Fault> {
-    let spec = &e.spec;
+/// metadata phase's connections, and the owner's last word (asked with no lock held).
+fn config(
+    inner: &Inner,
+    spec: &AddTorrent,
+    carry: Option<Carry>,
+    torrent: &Arc<Torrent>,
+) -> Result<TorrentConfig, Fault> {
     let mut config = TorrentConfig::new(torrent.clone(), spec.download_dir.clone());
     config
         .in_session(&inner.session)
@@ -484,24 +694,26 @@ fn config(inner: &Inner, e: &mut Entry, torrent: &Arc<Torrent>) -> Result<Torren
         // DHT naming them again they are all there is.
         config.peers(m.peers.iter().filter_map(|p| p.parse::<SocketAddr>().ok()));
     }
-    if let Some(carry) = e.carry.take() {
+    if let Some(carry) = carry {
         carry.into_config(&mut config);
     }
     inner.discovery.apply(&mut config, inner.dht.clone());
-    if let Some(configure) = &e.spec.configure {
-        configure(torrent, &mut config).map_err(Fault::Config)?;
+    if let Some(configure) = &spec.configure {
+        configure(torrent, &mut config).map_err(Fault::Owner)?;
     }
     Ok(config)
 }
 
 async fn start(inner: Arc<Inner>, slot: Slot, generation: u64) {
-    let made = {
+    let began = Instant::now();
+    let (id, spec, carry, torrent) = {
         let mut e = slot.lock();
         let Some(torrent) = e.torrent.clone() else {
             return;
         };
-        config(&inner, &mut e, &torrent)
+        (e.id, e.spec.clone(), e.carry.take(), torrent)
     };
+    let made = config(&inner, &spec, carry, &torrent);
     let result = match made {
         Ok(config) => crate::start(config)
             .await
@@ -515,7 +727,9 @@ async fn start(inner: Arc<Inner>, slot: Slot, generation: u64) {
             if e.life.started(generation) {
                 inner.session.register(&handle);
                 e.kept = Some(handle.status());
-                e.handle = Some(handle);
+                e.handle = Some(handle.clone());
+                drop(e);
+                inner.owner.started(&id, &handle, began.elapsed());
                 None
             } else {
                 // Paused or removed while checking.
@@ -541,6 +755,10 @@ mod tests {
     use super::*;
 
     async fn client() -> Client {
+        owned(Arc::new(NoOwner)).await
+    }
+
+    async fn owned(owner: Arc<dyn Owner>) -> Client {
         let session = Session::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             crate::HandshakeLimits::default(),
@@ -553,7 +771,9 @@ mod tests {
             lsd: false,
             ..Discovery::default()
         };
-        Client::start(session, discovery, false).await.unwrap()
+        Client::start_owned(session, discovery, false, owner)
+            .await
+            .unwrap()
     }
 
     async fn wait_for(c: &Client, id: &InfoHash, want: impl Fn(&Snapshot) -> bool) -> Snapshot {
@@ -601,21 +821,27 @@ mod tests {
         assert_eq!(c.snapshot(&seed).unwrap().phase, Phase::Running);
     }
 
-    /// The queue admits one download at a time; a paused torrent waits, and resumed, runs.
-    #[tokio::test]
-    async fn the_queue_and_pause_resume() {
+    /// A client with one download slot and two downloads with no peer to download from: the first
+    /// running, the second queued behind it (and the directories their torrents were made in).
+    async fn two_downloads_one_slot() -> (Client, Vec<InfoHash>, Vec<tempfile::TempDir>) {
         let c = client().await;
         c.set_queue(1, 1);
         let mut ids = Vec::new();
         let mut made = Vec::new();
         for len in [30_000, 40_000] {
             let (dir, _, torrent) = crate::testutil::made(len, 16 * 1024, V1);
-            // Downloads, with no peer to download from.
             let add = AddTorrent::new(Source::Torrent(torrent), dir.path().join("empty"));
             ids.push(c.add(add).unwrap());
             made.push(dir);
         }
         wait_for(&c, &ids[0], |s| s.phase == Phase::Running).await;
+        (c, ids, made)
+    }
+
+    /// The queue admits one download at a time; a paused torrent waits, and resumed, runs.
+    #[tokio::test]
+    async fn the_queue_and_pause_resume() {
+        let (c, ids, _made) = two_downloads_one_slot().await;
         assert_eq!(c.snapshot(&ids[1]).unwrap().phase, Phase::Queued);
         let paused = c.pause(&ids[0]).await.unwrap();
         assert_eq!(paused.phase, Phase::Paused);
@@ -627,11 +853,16 @@ mod tests {
         assert!(c.snapshot(&ids[1]).is_none());
     }
 
-    /// A magnet link that names no peer and no tracker: the seed dials us, joins the metadata phase,
-    /// and its connection carries over to the download, which completes.
-    #[tokio::test]
-    async fn a_peer_that_dials_a_magnet_in_its_metadata_phase_serves_it() {
-        let c = client().await;
+    /// A magnet link that names no peer and no tracker added to `c`, and once its metadata is looked
+    /// for, a seed of it that dials `c` (with the directory its torrent was made in).
+    async fn magnet_dialled(
+        c: &Client,
+    ) -> (
+        InfoHash,
+        Arc<Torrent>,
+        tempfile::TempDir,
+        crate::testutil::Seed,
+    ) {
         let addr = c.session().listen_addr();
         let (torrent_dir, _, torrent) = crate::testutil::made(50_000, 16 * 1024, V1);
         let link = Magnet::from_torrent(&torrent).to_string();
@@ -644,15 +875,135 @@ mod tests {
         let id = c.add(add).unwrap();
         // The first pass starts the fetch; then the seed dials.
         c.changed(&mut seen).await;
-        let _seed = crate::testutil::seed(50_000, 16 * 1024, |config| {
+        let seed = crate::testutil::seed(50_000, 16 * 1024, |config| {
             config.peers = vec![addr];
         })
         .await;
+        (id, torrent, torrent_dir, seed)
+    }
+
+    /// A magnet link that names no peer and no tracker: the seed dials us, joins the metadata phase,
+    /// and its connection carries over to the download, which completes.
+    #[tokio::test]
+    async fn a_peer_that_dials_a_magnet_in_its_metadata_phase_serves_it() {
+        let c = client().await;
+        let (id, _, _made, _seed) = magnet_dialled(&c).await;
         let s = wait_for(&c, &id, |s| {
             s.status.as_ref().is_some_and(|st| st.complete) || matches!(s.phase, Phase::Error(_))
         })
         .await;
         assert_eq!(s.phase, Phase::Running, "{s:?}");
+    }
+
+    /// An owner that notes what it is told, refuses metadata when asked to, and sets a goal of its own.
+    #[derive(Default)]
+    struct Noting {
+        seen: Mutex<Vec<String>>,
+        refuse_metadata: bool,
+        goal: Option<SeedGoal>,
+    }
+
+    impl Owner for Noting {
+        fn metadata_found(&self, _: &InfoHash, t: &Arc<Torrent>) -> Result<(), String> {
+            self.seen.lock().push(format!("metadata {}", t.name));
+            if self.refuse_metadata {
+                return Err("cannot keep it".into());
+            }
+            Ok(())
+        }
+
+        fn started(&self, _: &InfoHash, _: &Arc<TorrentHandle>, _: Duration) {
+            self.seen.lock().push("started".into());
+        }
+
+        fn stopping(&self, _: &InfoHash, handle: Option<&Arc<TorrentHandle>>, to: &Phase<Fault>) {
+            let running = handle.is_some_and(|h| h.status().complete);
+            self.seen.lock().push(format!("stopping {to:?} {running}"));
+        }
+
+        fn goal(&self, _: &InfoHash) -> Option<SeedGoal> {
+            self.goal
+        }
+    }
+
+    /// The owner is told of the start and, with the engine torrent still running, of the stop its
+    /// own goal asks for; the totals of earlier sessions count toward that goal and in the snapshot.
+    #[tokio::test]
+    async fn an_owner_sees_the_start_and_the_stop_and_sets_the_goal() {
+        let (_dir, content, torrent) = crate::testutil::made(100_000, 16 * 1024, V1);
+        let c = client().await;
+        c.add(AddTorrent::new(Source::Torrent(torrent.clone()), content))
+            .unwrap();
+        let owner = Arc::new(Noting {
+            // Met only with the earlier upload: 50 000 of 100 000 bytes now is not half.
+            goal: Some(SeedGoal {
+                ratio: Some(0.5),
+                time: None,
+            }),
+            ..Noting::default()
+        });
+        let c2 = owned(owner.clone()).await;
+        let leech_dir = tempfile::tempdir().unwrap();
+        let mut add = AddTorrent::new(Source::Torrent(torrent), leech_dir.path().to_path_buf());
+        add.peers = vec![c.session().listen_addr()];
+        add.earlier = Earlier {
+            downloaded: 7,
+            uploaded: 50_000,
+            seeding_secs: 3,
+            ..Earlier::default()
+        };
+        let id = c2.add(add).unwrap();
+        let s = wait_for(&c2, &id, |s| s.phase == Phase::Finished).await;
+        assert!(s.downloaded >= 100_007, "{s:?}");
+        assert!(s.uploaded >= 50_000 && s.seeding_secs >= 3, "{s:?}");
+        assert_eq!(
+            *owner.seen.lock(),
+            ["started", "stopping Finished true"],
+            "stopping is told while the torrent still runs"
+        );
+    }
+
+    /// Metadata its owner cannot keep puts a magnet link in `error`, as the owner's fault.
+    #[tokio::test]
+    async fn metadata_the_owner_cannot_keep_is_an_error() {
+        let owner = Arc::new(Noting {
+            refuse_metadata: true,
+            ..Noting::default()
+        });
+        let c = owned(owner.clone()).await;
+        let (id, torrent, _made, _seed) = magnet_dialled(&c).await;
+        let s = wait_for(&c, &id, |s| matches!(s.phase, Phase::Error(_))).await;
+        assert!(
+            matches!(&s.phase, Phase::Error(Fault::Owner(m)) if m == "cannot keep it"),
+            "{s:?}"
+        );
+        assert_eq!(owner.seen.lock()[0], format!("metadata {}", torrent.name));
+    }
+
+    /// The owner's work on a torrent: held (its slot freed), moved, released back to the queue;
+    /// the queue's order is the owner's to change; a failure is the owner's to give.
+    #[tokio::test]
+    async fn hold_move_release_reorder_and_fail() {
+        let (c, ids, _made) = two_downloads_one_slot().await;
+        c.queue_move(&[ids[1]], QueueMove::Top);
+        assert_eq!(c.order(), [ids[1], ids[0]]);
+        let was = c.hold(&ids[0]).await.unwrap();
+        assert_eq!(was, Phase::Running);
+        wait_for(&c, &ids[1], |s| s.phase == Phase::Running).await;
+        c.moving(&ids[0], true);
+        assert_eq!(c.snapshot(&ids[0]).unwrap().phase, Phase::Moving);
+        c.moving(&ids[0], false);
+        c.release(&ids[0], was, true);
+        // Queued again: the one download slot is taken.
+        assert_eq!(c.snapshot(&ids[0]).unwrap().phase, Phase::Queued);
+        c.fail(&ids[1], Fault::Owner("its disk is gone".into()))
+            .await;
+        let s = c.snapshot(&ids[1]).unwrap();
+        assert_eq!(
+            s.phase,
+            Phase::Error(Fault::Owner("its disk is gone".into()))
+        );
+        wait_for(&c, &ids[0], |s| s.phase == Phase::Running).await;
     }
 
     /// A magnet link nobody answers, paused while looking for its metadata and resumed: it stays

@@ -160,6 +160,12 @@ impl TorrentConfig {
         }
     }
 
+    /// Another directory for the downloaded files than the one it was made with (its data moved).
+    pub fn download_dir(&mut self, dir: PathBuf) -> &mut Self {
+        self.download_dir = dir;
+        self
+    }
+
     /// Address to accept peers on (port 0 picks one); outgoing connections and tracker requests are
     /// sent from its IP when it is not unspecified.
     pub fn listen(&mut self, addr: SocketAddr) -> &mut Self {

@@ -390,7 +390,7 @@ fn fault(snap: &Snapshot) -> Failure {
             Failure::Failed(anyhow!("{e}"))
         }
         Fault::Metadata(e) => bad(anyhow!("{e}")),
-        Fault::Config(e) => bad(anyhow!("{e}")),
+        Fault::Owner(e) => bad(anyhow!("{e}")),
         Fault::Start(e) => Failure::Failed(anyhow!("{e}")),
         Fault::Stopped(e) => {
             let have = snap.status.as_ref().map_or(0, |s| s.pieces_have);

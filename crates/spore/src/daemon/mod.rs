@@ -19,14 +19,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use engine::{Limiter, Session, Status, TorrentConfig, TorrentHandle};
+use engine::managed::{AddTorrent, Earlier};
+use engine::{Client, Limiter, Session, Status, TorrentConfig, TorrentHandle};
 use metainfo::{beneath, Torrent};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use crate::opts::DiscoveryArgs;
 use crate::{CmdResult, Failure};
-use engine::lifecycle::{reorder, QueueMove};
+use engine::lifecycle::QueueMove;
 use store::{Record, ResumeFile, Settings, Store, WriteGate};
 
 /// At most this many labels per torrent, of at most this many bytes each, none with a comma
@@ -113,60 +114,29 @@ pub struct DaemonArgs {
 /// How long a magnet link's metadata is looked for before the torrent goes to state `error`.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Where a torrent is in its life: the engine's life cycle, with the daemon's faults.
+/// Where a torrent is in its life: the engine's life cycle, driven by the daemon's `engine::Client`.
 pub type Phase = engine::lifecycle::Phase<Fault>;
 
 /// Why a torrent is in state `error`: the engine's own error where it comes from the engine, so the
-/// daemon can tell a disk that failed from a magnet link nobody answers. Shown to users as text.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Fault {
-    /// The metadata of a magnet link could not be had.
-    #[error("metadata: {0}")]
-    Metadata(Arc<engine::MagnetError>),
-    /// The magnet link saved does not parse, or the torrent from it could not be saved.
-    #[error("metadata: {0}")]
-    MetadataKept(String),
-    /// The engine could not start the torrent (its files, the check, the listener).
-    #[error("{0}")]
-    Start(Arc<engine::StartError>),
-    /// The engine stopped the running torrent (a write failed).
-    #[error("{0}")]
-    Stopped(engine::TorrentError),
-    /// Moving the torrent's data went wrong.
-    #[error("{0}")]
-    Move(String),
-}
+/// daemon can tell a disk that failed from a magnet link nobody answers; the daemon's own (a move of
+/// the data, keeping the metadata) as `Fault::Owner`. Shown to users as text.
+pub type Fault = engine::managed::Fault;
 
-/// Errors hold no comparable state; two faults that read alike are the same to a user.
-impl PartialEq for Fault {
-    fn eq(&self, other: &Fault) -> bool {
-        self.to_string() == other.to_string()
-    }
-}
-
+/// A torrent as the daemon keeps it: its record and files. Its life cycle (phase, queue slot, engine
+/// torrent, seed goal) is the client's, asked by its id.
 pub struct Entry {
     pub id: InfoHash,
     pub record: Record,
     pub torrent: Option<Arc<Torrent>>,
-    /// Its phase and the rest of its life cycle (start generations, queue, seeding clock).
-    pub life: engine::lifecycle::Lifecycle<Fault>,
-    handle: Option<Arc<TorrentHandle>>,
-    /// Totals before the running session started.
-    base_downloaded: u64,
-    base_uploaded: u64,
     last_saved_have: u32,
-    /// (progress, pieces verified) when the engine stopped it on an error, shown while in `error`.
-    kept: Option<(f64, u32)>,
+    /// Whether the start under way found resume data, and how many of its pieces it trusts as is.
+    start_note: Option<(bool, Option<u32>)>,
     /// The record as last written, to skip writing it again unchanged.
     saved_record: Option<Record>,
     /// Every write of its state files goes through it. Taken before the entry's lock, never inside it.
     gate: Arc<WriteGate>,
     /// How far the move of its data is, while in `Moving`.
     moving: Option<Arc<relocate::Progress>>,
-    /// The connections of its metadata phase, until its first start takes them over.
-    carried: Option<engine::discovery::Carry>,
-    /// Its metadata fetch under way, ended when it is paused or removed.
-    fetch: Option<tokio::task::AbortHandle>,
 }
 
 type Slot = Arc<Mutex<Entry>>;
@@ -177,10 +147,6 @@ impl Entry {
         self.torrent
             .as_ref()
             .map(|t| store::on_disk(t, &self.record.renames))
-    }
-
-    pub fn phase(&self) -> &Phase {
-        self.life.phase()
     }
 }
 
@@ -193,9 +159,9 @@ pub struct Daemon {
     /// (the API can move `download_dir` within them, never widen them).
     roots: Vec<PathBuf>,
     pub settings: Mutex<Settings>,
-    session: Session,
-    dht: Option<engine::dht::DhtNode>,
-    discovery: engine::Discovery,
+    /// The torrents' life cycle (queue, checks and starts, seed goals, metadata fetches), with
+    /// `Hooks` for what the daemon keeps of them.
+    client: Client,
     /// Whether the peer port is being mapped on the router (shown by the RPC).
     port_mapping: bool,
     /// Transports for peer connections, from the settings at start.
@@ -218,6 +184,87 @@ pub struct Daemon {
     /// Sizes of the watch directory's .torrent files at the last poll: one is added once its size
     /// held still between two polls (a file still being written is left for later).
     watch_seen: Mutex<std::collections::HashMap<PathBuf, u64>>,
+}
+
+/// What the daemon keeps of its torrents at the client's points of their life cycle: the metadata a
+/// magnet link found, the record and resume data as one starts and stops, and its seed goal.
+#[derive(Default)]
+struct Hooks {
+    /// Set once the daemon exists (it holds the client that holds these hooks).
+    daemon: std::sync::OnceLock<std::sync::Weak<Daemon>>,
+}
+
+impl Hooks {
+    fn daemon(&self) -> Option<Arc<Daemon>> {
+        self.daemon.get().and_then(std::sync::Weak::upgrade)
+    }
+}
+
+impl engine::managed::Owner for Hooks {
+    fn metadata_found(&self, id: &InfoHash, torrent: &Arc<Torrent>) -> Result<(), String> {
+        let daemon = self.daemon().ok_or("metadata: the daemon is stopping")?;
+        let slot = daemon.slot(id).map_err(|_| "metadata: removed")?;
+        let gate = slot.lock().gate.clone();
+        // Removed while its metadata was on the way: leave nothing behind.
+        gate.write(|| daemon.store.save_metainfo(id, &torrent.to_file_bytes()))
+            .ok_or("metadata: removed")?
+            .map_err(|e| format!("metadata: {e:#}"))?;
+        let mut e = slot.lock();
+        if e.torrent.is_none() {
+            e.torrent = Some(torrent.clone());
+        }
+        Ok(())
+    }
+
+    fn started(&self, id: &InfoHash, _handle: &Arc<TorrentHandle>, took: Duration) {
+        let Some(daemon) = self.daemon() else { return };
+        let Ok(slot) = daemon.slot(id) else { return };
+        {
+            let mut e = slot.lock();
+            let (resumed, trusted) = e.start_note.take().unwrap_or((false, None));
+            tracing::info!(
+                "{}: started in {} ms ({})",
+                e.torrent.as_ref().map_or("", |t| t.name.as_str()),
+                took.as_millis(),
+                if resumed { "fast resume" } else { "full check" }
+            );
+            e.last_saved_have = trusted.unwrap_or(u32::MAX);
+        }
+        daemon.save(&slot, false);
+    }
+
+    fn stopping(&self, id: &InfoHash, handle: Option<&Arc<TorrentHandle>>, to: &Phase) {
+        let Some(daemon) = self.daemon() else { return };
+        let Ok(slot) = daemon.slot(id) else { return };
+        match to {
+            Phase::Finished => slot.lock().record.finished = true,
+            // The engine stopped it (a disk error): its resume data is saved with every verified
+            // piece, and it stays in state `error` until resumed.
+            Phase::Error(fault @ Fault::Stopped(_)) => {
+                let name = slot.lock().torrent.as_ref().map(|t| t.name.clone());
+                tracing::error!("{}: {fault}", name.unwrap_or_default());
+            }
+            _ => {}
+        }
+        // A complete torrent's pieces and files no longer change: its saved resume data stands. The
+        // record is written, for the seeding time just folded in.
+        let complete = handle.is_some_and(|h| h.status().complete);
+        daemon.save_with(&slot, handle, !complete, true);
+    }
+
+    fn goal(&self, id: &InfoHash) -> Option<engine::SeedGoal> {
+        let daemon = self.daemon()?;
+        let slot = daemon.slot(id).ok()?;
+        let (ratio, time) = {
+            let e = slot.lock();
+            (e.record.seed_ratio, e.record.seed_time)
+        };
+        let s = daemon.settings.lock();
+        Some(engine::SeedGoal {
+            ratio: ratio.or(s.seed_ratio),
+            time: time.or(s.seed_time).map(Duration::from_secs),
+        })
+    }
 }
 
 /// An API failure: the status it maps to and a one-line reason.
@@ -355,10 +402,11 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         .then(|| discovery.settle_dht_port(listen))
         .flatten();
     let mapper = crate::port_mapping::start_quiet(port_mapping, listen, dht_port);
-    let dht = discovery
-        .start_dht(listen, false)
+    let hooks = Arc::new(Hooks::default());
+    let client = Client::start_owned(session, discovery, false, hooks.clone())
         .await
         .map_err(Failure::failed)?;
+    client.set_queue(settings.max_active_downloads, settings.max_active_seeds);
     let api_listener = tokio::net::TcpListener::bind(args.api)
         .await
         .with_context(|| format!("cannot listen on {}", args.api))?;
@@ -380,9 +428,7 @@ async fn serve(args: DaemonArgs) -> CmdResult {
             );
             Mutex::new(settings)
         },
-        session,
-        dht,
-        discovery,
+        client,
         port_mapping,
         transports,
         listen,
@@ -392,16 +438,27 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         alt_schedule_was: Mutex::new(None),
         watch_seen: Mutex::new(std::collections::HashMap::new()),
     });
+    let _ = hooks.daemon.set(Arc::downgrade(&daemon));
     let started = Instant::now();
     for (id, record, torrent) in daemon.store.load_all() {
         daemon.insert(id, record, torrent.map(Arc::new));
     }
     daemon.renumber_queue();
-    {
+    let failed_moves = {
         let d = daemon.clone();
         tokio::task::spawn_blocking(move || d.recover_moves())
             .await
-            .context("recovering moves")?;
+            .context("recovering moves")?
+    };
+    // To the client in queue order, once no move is half done.
+    for slot in daemon.slots() {
+        let id = slot.lock().id;
+        if let Err(fault) = daemon.manage(&slot) {
+            daemon.client.fail(&id, fault).await;
+        }
+    }
+    for (id, fault) in failed_moves {
+        daemon.client.fail(&id, fault).await;
     }
     daemon.apply_rates(&daemon.settings.lock().clone());
     println!(
@@ -419,7 +476,6 @@ async fn serve(args: DaemonArgs) -> CmdResult {
         api::LINK_TTL.as_secs()
     );
 
-    daemon.schedule();
     let ticker = tokio::spawn(daemon.clone().tick_loop());
     let app = api::router(daemon.clone(), api_addr);
     // Through `tap_io` so the handlers' `ConnectInfo<SocketAddr>` works with our listener.
@@ -532,29 +588,136 @@ impl Daemon {
         }
     }
 
-    /// Adds an entry for a torrent whose record is already in the state directory.
+    /// Adds an entry for a torrent whose record is already in the state directory (not yet managed:
+    /// see `manage`).
     fn insert(&self, id: InfoHash, record: Record, torrent: Option<Arc<Torrent>>) -> Slot {
         let saved = record.clone();
-        let life =
-            engine::lifecycle::Lifecycle::new(record.paused, torrent.is_some(), record.finished);
         let slot = Arc::new(Mutex::new(Entry {
             id,
-            base_downloaded: record.downloaded,
-            base_uploaded: record.uploaded,
             record,
             torrent,
-            life,
-            handle: None,
             last_saved_have: 0,
-            kept: None,
+            start_note: None,
             saved_record: Some(saved),
             gate: Arc::new(WriteGate::default()),
             moving: None,
-            carried: None,
-            fetch: None,
         }));
         self.entries.lock().insert(id, slot.clone());
         slot
+    }
+
+    /// Hands an entry to the client, last in its queue, as its record says (paused, finished, the
+    /// totals of earlier runs). A saved magnet link that no longer parses: added paused by its id
+    /// alone, and its fault returned for the caller to put it in `error`.
+    fn manage(self: &Arc<Self>, slot: &Slot) -> Result<(), Fault> {
+        let (id, record, torrent) = {
+            let e = slot.lock();
+            (e.id, e.record.clone(), e.torrent.clone())
+        };
+        let (source, fault) = match torrent {
+            Some(t) => (engine::managed::Source::Torrent(t), None),
+            None => {
+                let link = record.magnet.clone().unwrap_or_default();
+                match metainfo::Magnet::parse(&link) {
+                    Ok(m) => (engine::managed::Source::Magnet(m), None),
+                    Err(err) => {
+                        let by_id = format!("magnet:?xt=urn:btih:{}", id.to_hex());
+                        let m = metainfo::Magnet::parse(&by_id)
+                            .map_err(|e| Fault::Owner(format!("metadata: {e}")))?;
+                        let fault = Fault::Owner(format!("metadata: {err}"));
+                        (engine::managed::Source::Magnet(m), Some(fault))
+                    }
+                }
+            }
+        };
+        let mut add = AddTorrent::new(source, record.download_dir.clone());
+        add.paused = record.paused || fault.is_some();
+        add.max_peers = self.fitted.lock().peers_per_torrent;
+        add.encryption = self.settings.lock().encryption.into();
+        add.metadata_timeout = METADATA_TIMEOUT;
+        add.earlier = Earlier {
+            downloaded: record.downloaded,
+            uploaded: record.uploaded,
+            seeding_secs: record.seeding_secs,
+            complete: record.complete,
+            finished: record.finished,
+        };
+        let daemon = Arc::downgrade(self);
+        add.configure = Some(Arc::new(move |torrent, config| {
+            let daemon = daemon.upgrade().ok_or("the daemon is stopping")?;
+            daemon.configure(&id, torrent, config)
+        }));
+        // Already managed (added twice at once): the first stands.
+        let _ = self.client.add(add);
+        fault.map_or(Ok(()), Err)
+    }
+
+    /// The daemon's part of a start's configuration: the record's directory, file selection and
+    /// paths, trackers and rates, the session-wide limits, and the fast-resume data.
+    fn configure(
+        &self,
+        id: &InfoHash,
+        torrent: &Torrent,
+        config: &mut TorrentConfig,
+    ) -> Result<(), String> {
+        let slot = self.slot(id).map_err(|_| "removed".to_string())?;
+        let (record, kept) = {
+            let e = slot.lock();
+            (e.record.clone(), e.torrent.clone())
+        };
+        // The daemon's own copy (the same torrent), unless a metadata fetch just found it.
+        let kept = kept.unwrap_or_else(|| Arc::new(torrent.clone()));
+        let resume = self.resume_for(
+            id,
+            &store::on_disk(&kept, &record.renames),
+            &record.download_dir,
+        );
+        let file_paths = (!record.renames.is_empty()).then(|| {
+            let paths = torrent.files.iter();
+            paths
+                .map(|f| store::disk_path(&f.path, &record.renames))
+                .collect()
+        });
+        let encryption = self.settings.lock().encryption.into();
+        let max_peers = self.fitted.lock().peers_per_torrent;
+        config
+            .download_dir(record.download_dir.clone())
+            .transport(encryption, self.transports)
+            .files(record.files.clone(), record.priorities.clone())
+            .trackers(record.trackers.clone())
+            .file_paths(file_paths)
+            .rates(record.max_upload_rate, record.max_download_rate)
+            .shared_limits(
+                self.global_up.clone(),
+                self.global_down.clone(),
+                self.peer_budget.clone(),
+            )
+            .max_peers(max_peers);
+        // Resume data used as is needs no rewrite.
+        let trusted = resume
+            .as_ref()
+            .filter(|r| !r.check_unlisted)
+            .map(|r| r.have.count());
+        slot.lock().start_note = Some((resume.is_some(), trusted));
+        config.resume(resume);
+        Ok(())
+    }
+
+    /// Its phase, from the client (a torrent the client no longer knows, being removed: paused).
+    pub fn phase_of(&self, id: &InfoHash) -> Phase {
+        self.client.snapshot(id).map_or(Phase::Paused, |s| s.phase)
+    }
+
+    /// Its engine torrent while it runs.
+    pub fn handle(&self, id: &InfoHash) -> Option<Arc<TorrentHandle>> {
+        self.client.handle(id)
+    }
+
+    /// Whole seconds it seeded, in all its sessions.
+    pub fn seeding_secs(&self, e: &Entry) -> u64 {
+        self.client
+            .snapshot(&e.id)
+            .map_or(e.record.seeding_secs, |s| s.seeding_secs)
     }
 
     pub fn slot(&self, id: &InfoHash) -> Result<Slot, ApiError> {
@@ -584,21 +747,8 @@ impl Daemon {
 
     /// Reorders the queue (`ids` moved as `how` says) and saves the positions that changed.
     pub fn queue_move(self: &Arc<Self>, ids: &[InfoHash], how: QueueMove) {
-        let order: Vec<Slot> = self.slots();
-        let keys: Vec<InfoHash> = order.iter().map(|s| s.lock().id).collect();
-        let new = reorder(&keys, |k| ids.contains(k), how);
-        for (position, id) in new.iter().enumerate() {
-            let Some(slot) = order
-                .iter()
-                .zip(&keys)
-                .find(|(_, k)| *k == id)
-                .map(|(s, _)| s)
-            else {
-                continue;
-            };
-            self.set_queue_position(slot, position);
-        }
-        self.schedule();
+        self.client.queue_move(ids, how);
+        self.renumber_queue();
     }
 
     /// Stores `slot`'s queue position, saving its record only when it changed.
@@ -614,9 +764,20 @@ impl Daemon {
         }
     }
 
-    /// Makes the stored positions dense from 0 in their order (after a removal, or records of old).
+    /// Makes the stored positions dense from 0 in their order (after a removal, or records of old):
+    /// the client's, once it manages them.
     fn renumber_queue(&self) {
-        for (position, slot) in self.slots().iter().enumerate() {
+        let managed = self.client.order();
+        let order = if managed.is_empty() {
+            self.slots()
+        } else {
+            let entries = self.entries.lock();
+            managed
+                .iter()
+                .filter_map(|id| entries.get(id).cloned())
+                .collect()
+        };
+        for (position, slot) in order.iter().enumerate() {
             self.set_queue_position(slot, position);
         }
     }
@@ -705,94 +866,14 @@ impl Daemon {
         };
         self.store.save_record(&id, &record)?;
         let slot = self.insert(id, record, torrent);
+        if let Err(fault) = self.manage(&slot) {
+            self.client.fail(&id, fault).await;
+        }
         let _ = self
             .events
             .send(("added".into(), json!({"id": id.to_hex()}).to_string()));
-        self.schedule();
         let view = self.view(&slot, false);
         Ok(view)
-    }
-
-    /// Starts what may start: metadata fetches, and queued torrents while there are free slots
-    /// (the engine's queue rules).
-    fn schedule(self: &Arc<Self>) {
-        let mut queue = {
-            let s = self.settings.lock();
-            engine::lifecycle::Queue::new(s.max_active_downloads, s.max_active_seeds)
-        };
-        let slots = self.slots();
-        for slot in &slots {
-            let e = slot.lock();
-            queue.count(&e.life, e.record.complete);
-        }
-        for slot in slots {
-            let mut e = slot.lock();
-            let complete = e.record.complete;
-            match queue.admit(&mut e.life, complete) {
-                Some(engine::lifecycle::Step::FetchMetadata { generation }) => {
-                    let task = tokio::spawn(self.clone().fetch_metadata(slot.clone(), generation));
-                    e.fetch = Some(task.abort_handle());
-                }
-                Some(engine::lifecycle::Step::Start { generation }) => {
-                    drop(e);
-                    tokio::spawn(self.clone().start(slot.clone(), generation));
-                }
-                None => {}
-            }
-        }
-    }
-
-    async fn fetch_metadata(self: Arc<Self>, slot: Slot, generation: u64) {
-        let (id, link) = {
-            let e = slot.lock();
-            (e.id, e.record.magnet.clone().unwrap_or_default())
-        };
-        let encryption = self.settings.lock().encryption.into();
-        let result = async {
-            let magnet =
-                metainfo::Magnet::parse(&link).map_err(|e| Fault::MetadataKept(e.to_string()))?;
-            // The session's real port is announced: trackers refuse port 0, and a peer that dials it
-            // before the torrent is registered is only turned away by the session.
-            let max_peers = self.fitted.lock().peers_per_torrent;
-            // Peers that dial the session for it join the metadata phase.
-            let engine::discovery::MagnetTorrent { torrent, carry } =
-                engine::managed::fetch_magnet(
-                    &self.session,
-                    &magnet,
-                    &[],
-                    self.dht.clone(),
-                    max_peers,
-                    encryption,
-                    METADATA_TIMEOUT,
-                )
-                .await
-                .map_err(|e| Fault::Metadata(Arc::new(e)))?;
-            let gate = slot.lock().gate.clone();
-            // Removed while its metadata was on the way: leave nothing behind.
-            gate.write(|| self.store.save_metainfo(&id, &torrent.to_file_bytes()))
-                .ok_or_else(|| Fault::MetadataKept("removed".into()))?
-                .map_err(|e| Fault::MetadataKept(format!("{e:#}")))?;
-            Ok((torrent, carry))
-        }
-        .await;
-        let mut e = slot.lock();
-        match result {
-            // Metadata is good whichever fetch found it; its connections only while still wanted.
-            Ok((torrent, carry)) if e.torrent.is_none() => {
-                e.torrent = Some(Arc::new(torrent));
-                if e.life.fetch_current(generation) {
-                    e.carried = Some(carry);
-                }
-                e.life.metadata_arrived();
-            }
-            Ok(_) => {}
-            // Overtaken (paused, or resumed and fetching again): that fetch's end is no error.
-            Err(fault) => {
-                e.life.fetch_failed(generation, fault);
-            }
-        }
-        drop(e);
-        self.schedule();
     }
 
     /// Fast-resume data for a start: trusted as is when no file changed since it was saved, the
@@ -828,108 +909,47 @@ impl Daemon {
         })
     }
 
-    async fn start(self: Arc<Self>, slot: Slot, generation: u64) {
-        let (id, torrent, record, carried) = {
-            let mut e = slot.lock();
-            let Some(t) = e.torrent.clone() else { return };
-            (e.id, t, e.record.clone(), e.carried.take())
-        };
-        let resume = self.resume_for(
-            &id,
-            &store::on_disk(&torrent, &record.renames),
-            &record.download_dir,
-        );
-        let resumed = resume.is_some();
-        let file_paths = (!record.renames.is_empty()).then(|| {
-            let paths = torrent.files.iter();
-            paths
-                .map(|f| store::disk_path(&f.path, &record.renames))
-                .collect()
-        });
-        let encryption = self.settings.lock().encryption.into();
-        let max_peers = self.fitted.lock().peers_per_torrent;
-        let mut config = TorrentConfig::new(torrent.clone(), record.download_dir.clone());
-        config
-            .in_session(&self.session)
-            .transport(encryption, self.transports)
-            .files(record.files.clone(), record.priorities.clone())
-            .trackers(record.trackers.clone())
-            .file_paths(file_paths)
-            .rates(record.max_upload_rate, record.max_download_rate)
-            .shared_limits(
-                self.global_up.clone(),
-                self.global_down.clone(),
-                self.peer_budget.clone(),
-            )
-            .max_peers(max_peers);
-        if let Some(carry) = &carried {
-            carry.into_config(&mut config);
-        }
-        self.discovery.apply(&mut config, self.dht.clone());
-        // Resume data used as is needs no rewrite.
-        let trusted = resume
-            .as_ref()
-            .filter(|r| !r.check_unlisted)
-            .map(|r| r.have.count());
-        config.resume(resume);
-        let started = Instant::now();
-        let result = engine::start(config).await;
-        let overtaken = match result {
-            Ok(handle) => {
-                let handle = Arc::new(handle);
-                let mut e = slot.lock();
-                if !e.life.started(generation) {
-                    // Paused or removed while checking.
-                    Some(handle)
-                } else {
-                    tracing::info!(
-                        "{}: started in {} ms ({})",
-                        torrent.name,
-                        started.elapsed().as_millis(),
-                        if resumed { "fast resume" } else { "full check" }
-                    );
-                    self.session.register(&handle);
-                    e.handle = Some(handle);
-                    e.last_saved_have = trusted.unwrap_or(u32::MAX);
-                    None
-                }
-            }
-            Err(err) => {
-                // Paused or removed while checking: that start's failure is no error.
-                slot.lock()
-                    .life
-                    .start_failed(generation, Fault::Start(Arc::new(err)));
-                None
-            }
-        };
-        if let Some(handle) = overtaken {
-            handle.stop().await;
-            return;
-        }
-        self.save(&slot, false);
-    }
-
     /// Saves the record and, when running, the fast-resume data (file stamps first, then the pieces, so
     /// a piece written in between shows up as a changed file). Unless `force`, writes only what changed.
     fn save(&self, slot: &Slot, force: bool) {
-        let gate = slot.lock().gate.clone();
-        // Under the gate from the snapshot to the write, so saves land in the order they were taken.
-        gate.write(|| self.save_now(slot, force));
+        let id = slot.lock().id;
+        let handle = self.handle(&id);
+        self.save_with(slot, handle.as_ref(), force, force);
     }
 
-    fn save_now(&self, slot: &Slot, force: bool) {
-        let (id, torrent, dir, handle, last_have) = {
+    /// The same for a torrent running as `handle` (also one the client is stopping), the resume data
+    /// and the record each forced or not.
+    fn save_with(
+        &self,
+        slot: &Slot,
+        handle: Option<&Arc<TorrentHandle>>,
+        force_resume: bool,
+        force_record: bool,
+    ) {
+        let gate = slot.lock().gate.clone();
+        // Under the gate from the snapshot to the write, so saves land in the order they were taken.
+        gate.write(|| self.save_now(slot, handle, force_resume, force_record));
+    }
+
+    fn save_now(
+        &self,
+        slot: &Slot,
+        handle: Option<&Arc<TorrentHandle>>,
+        force_resume: bool,
+        force: bool,
+    ) {
+        let (id, torrent, dir, last_have) = {
             let e = slot.lock();
             (
                 e.id,
                 e.disk_torrent(),
                 e.record.download_dir.clone(),
-                e.handle.clone(),
                 e.last_saved_have,
             )
         };
-        let resume = match (&torrent, &handle) {
-            (Some(t), Some(h)) if force || h.have().count() != last_have => {
+        let snapshot = self.client.snapshot(&id);
+        let resume = match (&torrent, handle) {
+            (Some(t), Some(h)) if force_resume || h.have().count() != last_have => {
                 let files = store::file_stamps(t, &dir);
                 let saved_at = store::now_nanos();
                 let have = h.have();
@@ -947,17 +967,18 @@ impl Daemon {
         };
         let record = {
             let mut e = slot.lock();
-            if let Some(h) = &e.handle {
+            if let Some(s) = &snapshot {
+                e.record.downloaded = s.downloaded;
+                e.record.uploaded = s.uploaded;
+                e.record.seeding_secs = s.seeding_secs;
+            }
+            if let Some(h) = handle {
                 let s = h.status();
-                e.record.downloaded = e.base_downloaded + s.downloaded;
-                e.record.uploaded = e.base_uploaded + s.uploaded;
                 e.record.complete = s.complete;
                 if s.complete && e.record.done.is_none() {
                     e.record.done = Some(store::now_secs());
                 }
             }
-            let seeded = e.life.fold_seeding(Instant::now());
-            e.record.seeding_secs += seeded;
             if let Some((count, _)) = &resume {
                 e.last_saved_have = *count;
             }
@@ -989,41 +1010,12 @@ impl Daemon {
         }
     }
 
-    /// Stops a running torrent (announcing `stopped`), saving its resume data first.
-    async fn stop_entry(&self, slot: &Slot, phase: Phase) {
-        let handle = {
-            let mut e = slot.lock();
-            if let Some(fetch) = e.fetch.take() {
-                fetch.abort();
-            }
-            let seeded = e.life.stop(phase, Instant::now());
-            e.record.seeding_secs += seeded;
-            e.handle.clone()
-        };
-        if let Some(h) = handle {
-            // A complete torrent's pieces and files no longer change: its saved resume data stands.
-            let complete = h.status().complete;
-            self.save(slot, !complete);
-            {
-                let mut e = slot.lock();
-                let st = h.status();
-                e.base_downloaded += st.downloaded;
-                e.base_uploaded += st.uploaded;
-                e.handle = None;
-            }
-            self.session.unregister(&h.info_hash());
-            h.stop().await;
-        }
-        // Forced, for the seeding time just folded in.
-        self.save(slot, true);
-    }
-
     pub async fn pause(self: &Arc<Self>, id: &InfoHash) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
-        Self::not_moving(&slot)?;
+        self.not_moving(&slot)?;
         slot.lock().record.paused = true;
-        self.stop_entry(&slot, Phase::Paused).await;
-        self.schedule();
+        // Its record and resume data are saved as it stops (`Hooks::stopping`).
+        self.client.pause(id).await;
         Ok(self.view(&slot, false))
     }
 
@@ -1038,16 +1030,14 @@ impl Daemon {
         now: bool,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
-        Self::not_moving(&slot)?;
+        self.not_moving(&slot)?;
         {
             let mut e = slot.lock();
             e.record.paused = false;
             e.record.finished = false;
-            let has_metadata = e.torrent.is_some();
-            e.life.resume(has_metadata, now);
         }
         self.save(&slot, true);
-        self.schedule();
+        self.client.resume(id, now);
         Ok(self.view(&slot, false))
     }
 
@@ -1057,12 +1047,17 @@ impl Daemon {
         delete_data: bool,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
-        Self::not_moving(&slot)?;
+        self.not_moving(&slot)?;
         let gate = slot.lock().gate.clone();
         // Closed first: saving what is about to be deleted is wasted, and a save still running (the
         // tick's, or the stop's) must be over before the files go, or it would write them back.
         gate.close();
-        self.stop_entry(&slot, Phase::Paused).await;
+        if let Some(last) = self.client.remove(id).await {
+            // Its final totals, for the view below (nothing saves them any more).
+            let mut e = slot.lock();
+            e.record.downloaded = last.downloaded;
+            e.record.uploaded = last.uploaded;
+        }
         self.store.remove(id);
         if delete_data {
             let (torrent, dir) = {
@@ -1088,7 +1083,6 @@ impl Daemon {
             .events
             .send(("removed".into(), json!({"id": id.to_hex()}).to_string()));
         self.renumber_queue();
-        self.schedule();
         Ok(json!({"removed": id.to_hex()}))
     }
 
@@ -1100,7 +1094,7 @@ impl Daemon {
         change: &Value,
     ) -> Result<Value, ApiError> {
         let slot = self.slot(id)?;
-        Self::not_moving(&slot)?;
+        self.not_moving(&slot)?;
         let obj = change
             .as_object()
             .ok_or_else(|| bad("expected a JSON object"))?;
@@ -1115,34 +1109,28 @@ impl Daemon {
         let restart = change.files.is_some() || change.download_dir.is_some();
         let mut old_phase = None;
         if restart {
-            let phase = slot.lock().phase().clone();
-            old_phase = Some(phase);
-            self.stop_entry(&slot, Phase::Paused).await;
+            old_phase = self.client.hold(id).await;
         }
         if let Some(to) = &change.download_dir {
             if let Err(reply) = self.relocate(&slot, to).await {
                 // Where it was before the stop, queued again when it was active.
-                if let Some(p) = old_phase {
-                    slot.lock().life.restore_if_paused(p);
-                }
                 self.save(&slot, true);
-                self.schedule();
+                if let Some(p) = old_phase {
+                    self.client.release(id, p, false);
+                }
                 return Err(reply);
             }
         }
         let queue = change.queue;
-        {
-            let mut e = slot.lock();
-            change.apply(&mut e);
-            if let Some(p) = old_phase {
-                e.life.restore(p);
-            }
-        }
+        let handle = self.handle(id);
+        change.apply(&mut slot.lock(), handle.as_deref());
         self.save(&slot, true);
+        if let Some(p) = old_phase {
+            self.client.release(id, p, true);
+        }
         if let Some(how) = queue {
             self.queue_move(&[*id], how);
         }
-        self.schedule();
         Ok(self.view(&slot, false))
     }
 
@@ -1157,7 +1145,7 @@ impl Daemon {
         name: &str,
     ) -> Result<(String, String), ApiError> {
         let slot = self.slot(id)?;
-        Self::not_moving(&slot)?;
+        self.not_moving(&slot)?;
         metainfo::validate_component(name).map_err(|e| bad(format!("bad name: {e}")))?;
         let wanted: Vec<&str> = path.split('/').collect();
         if wanted.iter().any(|c| c.is_empty()) {
@@ -1196,11 +1184,13 @@ impl Daemon {
                 target.join("/")
             )));
         }
-        let was = slot.lock().phase().clone();
+        let was = self.phase_of(id);
         let restart = matches!(was, Phase::Running | Phase::Checking | Phase::Queued);
-        if restart {
-            self.stop_entry(&slot, Phase::Paused).await;
-        }
+        let held = if restart {
+            self.client.hold(id).await
+        } else {
+            None
+        };
         let dir = record.download_dir.clone();
         let from: Vec<String> = wanted.iter().map(|c| c.to_string()).collect();
         let renamed = blocking(move || relocate::rename_in_place(&dir, &from, &target)).await?;
@@ -1217,17 +1207,17 @@ impl Daemon {
                 "cannot rename {path} to {name}: {err}"
             ))),
         };
-        if restart {
-            slot.lock().life.restore_if_paused(was);
-        }
         self.save(&slot, true);
-        self.schedule();
+        if let Some(was) = held {
+            self.client.release(id, was, false);
+        }
         result
     }
 
     /// Refuses to act on a torrent whose data is being moved.
-    fn not_moving(slot: &Slot) -> Result<(), ApiError> {
-        if *slot.lock().phase() == Phase::Moving {
+    fn not_moving(&self, slot: &Slot) -> Result<(), ApiError> {
+        let id = slot.lock().id;
+        if self.phase_of(&id) == Phase::Moving {
             return Err(ApiError::Conflict(
                 "its data is being moved; try again when that is done".into(),
             ));
@@ -1240,9 +1230,9 @@ impl Daemon {
     /// `to`; on failure it names the old place, where the data is whole unless the undo failed too
     /// (then the torrent is left paused in `error`).
     async fn relocate(&self, slot: &Slot, to: &Path) -> Result<(), ApiError> {
-        let (torrent, from) = {
+        let (id, torrent, from) = {
             let e = slot.lock();
-            (e.disk_torrent(), e.record.download_dir.clone())
+            (e.id, e.disk_torrent(), e.record.download_dir.clone())
         };
         let Some(t) = torrent.filter(|_| from != to) else {
             return Ok(());
@@ -1260,9 +1250,9 @@ impl Daemon {
         {
             let mut e = slot.lock();
             e.record.moving_to = Some(to.clone());
-            e.life.begin_move();
             e.moving = Some(progress.clone());
         }
+        self.client.moving(&id, true);
         // The journal is on disk before the first file moves.
         self.save(slot, true);
         let (t2, from2, to2) = (t.clone(), from.clone(), to.clone());
@@ -1276,8 +1266,8 @@ impl Daemon {
                     e.record.moving_to = None;
                     e.record.moved_from = copied.then(|| from.clone());
                     e.moving = None;
-                    e.life.move_ended();
                 }
+                self.client.moving(&id, false);
                 // Committed: from here the new place is the one.
                 self.save(slot, true);
                 let (t2, from2, to2) = (t.clone(), from.clone(), to.clone());
@@ -1296,11 +1286,13 @@ impl Daemon {
                 Ok(())
             }
             Err(failure) => {
-                let mut e = slot.lock();
-                e.record.moving_to = None;
-                e.moving = None;
+                {
+                    let mut e = slot.lock();
+                    e.record.moving_to = None;
+                    e.moving = None;
+                }
                 if failure.rolled_back {
-                    e.life.move_ended();
+                    self.client.moving(&id, false);
                     Err(ApiError::Internal(format!(
                         "cannot move the data to {}: {:#}; it stays in {}, nothing was changed",
                         to.display(),
@@ -1316,8 +1308,8 @@ impl Daemon {
                         failure.error,
                         from.display()
                     );
-                    e.record.paused = true;
-                    e.life.fail(Fault::Move(message.clone()));
+                    slot.lock().record.paused = true;
+                    self.client.fail(&id, Fault::Owner(message.clone())).await;
                     Err(ApiError::Internal(message))
                 }
             }
@@ -1326,8 +1318,9 @@ impl Daemon {
 
     /// Finishes or undoes the moves a previous run was killed in the middle of: a move not yet
     /// recorded as done is undone (the old place keeps the data), and the old copies of one that was
-    /// are deleted.
-    fn recover_moves(&self) {
+    /// are deleted. Returns the faults of the torrents whose move could not be undone, for the client.
+    fn recover_moves(&self) -> Vec<(InfoHash, Fault)> {
+        let mut failed = Vec::new();
         for slot in self.slots() {
             let (t, record) = {
                 let e = slot.lock();
@@ -1350,10 +1343,13 @@ impl Daemon {
                 e.record.moving_to = None;
                 if !whole {
                     e.record.paused = true;
-                    e.life.fail(Fault::Move(format!(
-                        "an interrupted move to {} could not be undone",
-                        to.display()
-                    )));
+                    failed.push((
+                        e.id,
+                        Fault::Owner(format!(
+                            "an interrupted move to {} could not be undone",
+                            to.display()
+                        )),
+                    ));
                 }
             }
             if let Some(from) = &record.moved_from {
@@ -1369,6 +1365,7 @@ impl Daemon {
                 self.save(&slot, true);
             }
         }
+        failed
     }
 
     pub async fn update_settings(self: &Arc<Self>, change: &Value) -> Result<Value, ApiError> {
@@ -1419,14 +1416,16 @@ impl Daemon {
         let fitted = conns::fit(&settings).map_err(bad)?;
         self.apply_rates(&settings);
         self.peer_budget.set_max(fitted.peers_total);
-        self.session.set_handshake_limits(fitted.handshake);
-        self.session.set_encryption(settings.encryption.into());
+        let session = self.client.session();
+        session.set_handshake_limits(fitted.handshake);
+        session.set_encryption(settings.encryption.into());
         self.api_conns.set_limits(fitted.api);
         *self.fitted.lock() = fitted;
         engine::set_upload_memory(usize::try_from(settings.upload_memory).unwrap_or(usize::MAX));
         self.store.save_settings(&settings)?;
         *self.settings.lock() = settings.clone();
-        self.schedule();
+        self.client
+            .set_queue(settings.max_active_downloads, settings.max_active_seeds);
         Ok(settings_view(&settings))
     }
 
@@ -1524,7 +1523,9 @@ impl Daemon {
         *self.watch_seen.lock() = now_seen;
     }
 
-    /// Every second: seed goals, queue, and resume data for torrents that verified pieces.
+    /// Every second: the alternative speed schedule, the watch directory, resume data for torrents
+    /// that verified pieces, and the torrents' list to whoever follows the events. (Their life cycle,
+    /// seed goals included, is the client's.)
     async fn tick_loop(self: Arc<Self>) {
         let mut ticks = 0u64;
         loop {
@@ -1534,70 +1535,21 @@ impl Daemon {
             if ticks.is_multiple_of(WATCH_EVERY_SECS) {
                 self.watch_tick().await;
             }
-            let (ratio_goal, time_goal) = {
-                let s = self.settings.lock();
-                (s.seed_ratio, s.seed_time)
-            };
             for slot in self.slots() {
-                let (handle, verdict, dirty, name) = {
-                    let mut e = slot.lock();
-                    let Some(h) = e.handle.clone() else { continue };
-                    let st = h.status();
-                    let error = h.error();
-                    if st.complete && error.is_none() {
-                        e.record.complete = true;
-                        if e.record.done.is_none() {
-                            e.record.done = Some(store::now_secs());
-                        }
-                    }
-                    let seen = engine::lifecycle::Observed {
-                        error: error.map(Fault::Stopped),
-                        complete: st.complete,
-                        uploaded: e.base_uploaded + st.uploaded,
-                        wanted: st.wanted,
-                    };
-                    let goal = engine::SeedGoal {
-                        ratio: e.record.seed_ratio.or(ratio_goal),
-                        time: e.record.seed_time.or(time_goal).map(Duration::from_secs),
-                    };
-                    // The seconds of earlier sessions count, as do those not yet folded in.
-                    let earlier = e.record.seeding_secs;
-                    let verdict = e.life.review(seen, &goal, earlier, Instant::now());
-                    if matches!(verdict, Some(Phase::Error(_))) {
-                        let progress = if st.wanted == 0 {
-                            1.0
-                        } else {
-                            1.0 - st.left as f64 / st.wanted as f64
-                        };
-                        e.kept = Some((progress, st.pieces_have));
-                    }
-                    let name = e.torrent.as_ref().map(|t| t.name.clone());
-                    (h, verdict, st.pieces_have != e.last_saved_have, name)
+                let (id, last_have) = {
+                    let e = slot.lock();
+                    (e.id, e.last_saved_have)
                 };
-                match verdict {
-                    Some(Phase::Error(fault)) => {
-                        // The engine stopped it (a disk error): stopped here too, its resume data
-                        // saved with every verified piece, in state `error` until resumed.
-                        tracing::error!("{}: {fault}", name.unwrap_or_default());
-                        self.stop_entry(&slot, Phase::Error(fault)).await;
-                        continue;
-                    }
-                    Some(to) => {
-                        slot.lock().record.finished = true;
-                        self.stop_entry(&slot, to).await;
-                        continue;
-                    }
-                    None => {}
-                }
+                let Some(h) = self.handle(&id) else { continue };
                 // Pieces verified since the last save, or totals every 30 s.
-                if dirty || ticks.is_multiple_of(30) {
+                if h.status().pieces_have != last_have || ticks.is_multiple_of(30) {
                     let daemon = self.clone();
-                    let slot = slot.clone();
-                    let _ = tokio::task::spawn_blocking(move || daemon.save(&slot, false)).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        daemon.save_with(&slot, Some(&h), false, false)
+                    })
+                    .await;
                 }
-                drop(handle);
             }
-            self.schedule();
             if self.events.receiver_count() > 0 {
                 let _ = self
                     .events
@@ -1608,14 +1560,7 @@ impl Daemon {
 
     /// Stops every torrent (announcing `stopped`) and saves its state, for a clean exit.
     async fn shutdown(&self) {
-        let mut stops = Vec::new();
-        for slot in self.slots() {
-            let active = slot.lock().phase().is_active();
-            if active {
-                stops.push(async move { self.stop_entry(&slot, Phase::Queued).await });
-            }
-        }
-        futures_util::future::join_all(stops).await;
+        self.client.shutdown().await;
     }
 
     /// Every torrent's view and the bytes (downloaded, uploaded) of those removed, taken together.
@@ -1636,7 +1581,10 @@ impl Daemon {
     /// The JSON view of a torrent (docs/api.md), with files, peers and trackers when `detail`.
     pub fn view(&self, slot: &Slot, detail: bool) -> Value {
         let mut e = slot.lock();
-        let status: Option<Status> = e.handle.as_ref().map(|h| h.status());
+        let snapshot = self.client.snapshot(&e.id);
+        let handle = self.client.handle(&e.id);
+        let phase = snapshot.as_ref().map_or(Phase::Paused, |s| s.phase.clone());
+        let status: Option<Status> = handle.as_ref().map(|h| h.status());
         // Noted at once, not only at the next tick (which saves it).
         if status.as_ref().is_some_and(|s| s.complete) && e.record.done.is_none() {
             e.record.done = Some(store::now_secs());
@@ -1660,24 +1608,24 @@ impl Daemon {
                 .sum()
         });
         let (progress, pieces_have) = match &status {
-            Some(s) => (
-                if s.wanted == 0 {
-                    1.0
-                } else {
-                    1.0 - s.left as f64 / s.wanted as f64
-                },
-                s.pieces_have,
-            ),
+            Some(s) => (progress_of(s), s.pieces_have),
             None if e.record.complete => (1.0, torrent.map_or(0, |t| t.piece_count() as u32)),
-            None if matches!(e.phase(), Phase::Error(_)) => e.kept.unwrap_or((0.0, 0)),
+            // Where the engine stopped it, while in error.
+            None if matches!(phase, Phase::Error(_)) => snapshot
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .map_or((0.0, 0), |s| (progress_of(s), s.pieces_have)),
             None => (0.0, 0),
         };
-        let downloaded = e.base_downloaded + status.as_ref().map_or(0, |s| s.downloaded);
-        let uploaded = e.base_uploaded + status.as_ref().map_or(0, |s| s.uploaded);
+        let (downloaded, uploaded) = snapshot
+            .as_ref()
+            .map_or((e.record.downloaded, e.record.uploaded), |s| {
+                (s.downloaded, s.uploaded)
+            });
         let (down_rate, up_rate) = status
             .as_ref()
             .map_or((0.0, 0.0), |s| (s.download_rate, s.upload_rate));
-        let state = match e.phase() {
+        let state = match &phase {
             Phase::Running if status.as_ref().is_some_and(|s| s.complete) => "seeding",
             Phase::Running => "downloading",
             Phase::FetchingMetadata => "fetching_metadata",
@@ -1707,7 +1655,7 @@ impl Daemon {
             "id": e.id.to_hex(),
             "name": name,
             "state": state,
-            "error": match e.phase() { Phase::Error(m) => Some(m.to_string()), _ => None },
+            "error": match &phase { Phase::Error(m) => Some(m.to_string()), _ => None },
             "progress": progress,
             "size": size,
             "total_size": total_size,
@@ -1730,7 +1678,7 @@ impl Daemon {
             "done": e.record.done,
         });
         if detail {
-            let have = e.handle.as_ref().map(|h| h.have());
+            let have = handle.as_ref().map(|h| h.have());
             let files: Vec<Value> = torrent.map_or_else(Vec::new, |t| {
                 t.files
                     .iter()
@@ -1754,7 +1702,7 @@ impl Daemon {
                     })
                     .collect()
             });
-            let peers: Vec<Value> = e.handle.as_ref().map_or_else(Vec::new, |h| {
+            let peers: Vec<Value> = handle.as_ref().map_or_else(Vec::new, |h| {
                 h.peer_list()
                     .into_iter()
                     .map(|p| {
@@ -1773,8 +1721,7 @@ impl Daemon {
                     })
                     .collect()
             });
-            let announced = e
-                .handle
+            let announced = handle
                 .as_ref()
                 .map(|h| h.tracker_stats())
                 .unwrap_or_default();
@@ -1935,13 +1882,13 @@ impl Change {
     }
 
     /// Sets what was given, the data already moved to `download_dir`.
-    fn apply(self, e: &mut Entry) {
+    fn apply(self, e: &mut Entry, handle: Option<&TorrentHandle>) {
         if let Some(files) = self.files {
             e.record.files = Some(files);
             e.record.complete = false;
         }
         if let Some(levels) = self.priorities {
-            if let Some(h) = &e.handle {
+            if let Some(h) = handle {
                 h.set_file_priorities(&levels);
             }
             e.record.priorities = Some(levels);
@@ -1954,13 +1901,13 @@ impl Change {
         }
         if let Some(rate) = self.max_upload_rate {
             e.record.max_upload_rate = rate;
-            if let Some(h) = &e.handle {
+            if let Some(h) = handle {
                 h.set_upload_rate(rate);
             }
         }
         if let Some(rate) = self.max_download_rate {
             e.record.max_download_rate = rate;
-            if let Some(h) = &e.handle {
+            if let Some(h) = handle {
                 h.set_download_rate(rate);
             }
         }
@@ -1971,7 +1918,7 @@ impl Change {
             e.record.labels = labels;
         }
         if let Some(tiers) = self.trackers {
-            if let Some(h) = &e.handle {
+            if let Some(h) = handle {
                 h.set_trackers(&tiers);
             }
             e.record.trackers = Some(tiers);
@@ -2015,6 +1962,15 @@ fn opt_f64(v: &Value, key: &str) -> Result<Option<f64>, ApiError> {
         .filter(|x| *x >= 0.0)
         .map(Some)
         .ok_or_else(|| bad(format!("{key}: expected a non-negative number or null")))
+}
+
+/// Fraction of the wanted bytes verified.
+fn progress_of(s: &Status) -> f64 {
+    if s.wanted == 0 {
+        1.0
+    } else {
+        1.0 - s.left as f64 / s.wanted as f64
+    }
 }
 
 /// Fraction of a file's pieces that are verified.
@@ -2114,7 +2070,7 @@ mod tests {
         assert_eq!(start.to_string(), "too many pieces");
         assert_eq!(
             Phase::Error(start.clone()),
-            Phase::Error(Fault::Move("too many pieces".into()))
+            Phase::Error(Fault::Owner("too many pieces".into()))
         );
         assert_ne!(Phase::Error(start), Phase::Error(fault));
     }

@@ -432,7 +432,8 @@ impl Rpc {
             "torrent-reannounce" => {
                 // Running torrents announce now; stopped ones have nobody to announce for.
                 for (_, slot) in self.select(&args)? {
-                    if let Some(h) = slot.lock().handle.clone() {
+                    let id = slot.lock().id;
+                    if let Some(h) = self.daemon.handle(&id) {
                         h.reannounce();
                     }
                 }
@@ -564,7 +565,7 @@ impl Rpc {
                     .into_iter()
                     .filter(|(_, slot)| {
                         let e = slot.lock();
-                        let busy = e.handle.as_ref().is_some_and(|h| {
+                        let busy = self.daemon.handle(&e.id).is_some_and(|h| {
                             let s = h.status();
                             s.download_rate > 0.0 || s.upload_rate > 0.0
                         });
@@ -612,7 +613,7 @@ impl Rpc {
     fn session_get(&self, args: &Map<String, Value>, free: Option<u64>) -> Map<String, Value> {
         let s = self.daemon.settings.lock().clone();
         let kb = |r: Option<u64>| r.map_or(0, |r| r.div_ceil(KB));
-        let discovery = &self.daemon.discovery;
+        let discovery = self.daemon.client.discovery();
         let all = json!({
             "version": VERSION,
             "rpc-version": RPC_VERSION,
@@ -924,7 +925,9 @@ impl Rpc {
         let detail = fields.iter().any(|f| DETAIL.contains(&f.as_str()));
         let view = self.daemon.view(slot, detail);
         let e = slot.lock();
-        let status = e.handle.as_ref().map(|h| h.status());
+        let handle = self.daemon.handle(&e.id);
+        let phase = self.daemon.phase_of(&e.id);
+        let status = handle.as_ref().map(|h| h.status());
         let torrent = e.torrent.clone();
         let size = view["size"].as_u64().unwrap_or(0);
         let progress = view["progress"].as_f64().unwrap_or(0.0);
@@ -933,7 +936,7 @@ impl Rpc {
             None => ((1.0 - progress) * size as f64).round().max(0.0) as u64,
         };
         let complete = status.as_ref().map_or(e.record.complete, |s| s.complete);
-        let code = match (e.phase(), complete) {
+        let code = match (&phase, complete) {
             (Phase::Paused | Phase::Finished | Phase::Error(_), _) => 0,
             // Transmission has no state for a move; its verification is the closest.
             (Phase::Checking | Phase::Moving, _) => 2,
@@ -942,7 +945,7 @@ impl Rpc {
             (Phase::FetchingMetadata, _) | (Phase::Running, false) => 4,
             (Phase::Running, true) => 6,
         };
-        let error_string = match e.phase() {
+        let error_string = match &phase {
             Phase::Error(m) => m.to_string(),
             _ => String::new(),
         };
@@ -965,8 +968,7 @@ impl Rpc {
         };
         let kb = |r: Option<u64>| r.map_or(0, |r| r.div_ceil(KB));
         let ratio_mode = if e.record.seed_ratio.is_some() { 1 } else { 0 };
-        let seconds_seeding =
-            e.record.seeding_secs + e.life.unfolded_seeding(std::time::Instant::now());
+        let seconds_seeding = self.daemon.seeding_secs(&e);
         let mut out = Map::new();
         for f in fields {
             let v = match f.as_str() {
@@ -1007,7 +1009,7 @@ impl Rpc {
                 "comment" => json!(torrent.as_ref().and_then(|t| t.comment.clone()).unwrap_or_default()),
                 "creator" => json!(torrent.as_ref().and_then(|t| t.created_by.clone()).unwrap_or_default()),
                 "source" => json!(torrent.as_ref().and_then(|t| t.source.clone()).unwrap_or_default()),
-                "isFinished" => json!(*e.phase() == Phase::Finished),
+                "isFinished" => json!(phase == Phase::Finished),
                 "isPrivate" => view["private"].clone(),
                 "isStalled" => json!(false),
                 "labels" => json!(e.record.labels),
@@ -1100,7 +1102,7 @@ impl Rpc {
                 "pieceCount" => view["pieces"].clone(),
                 "pieceSize" => json!(torrent.as_ref().map_or(0, |t| t.piece_length)),
                 "pieces" => {
-                    let bytes = match (&e.handle, &torrent) {
+                    let bytes = match (&handle, &torrent) {
                         (Some(h), _) => h.have().to_bytes().to_vec(),
                         (None, Some(t)) => {
                             let n = t.piece_count() as usize;
@@ -1367,19 +1369,19 @@ impl Rpc {
         if !dir.is_absolute() {
             return Err(params("location must be an absolute path"));
         }
-        super::Daemon::not_moving(slot)?;
+        self.daemon.not_moving(slot)?;
         self.daemon.check_dir(&dir).await?;
-        let before = slot.lock().phase().clone();
-        self.daemon.stop_entry(slot, Phase::Paused).await;
+        let before = self.daemon.client.hold(&id).await;
         {
             let mut e = slot.lock();
             e.record.download_dir = dir;
             e.record.complete = false;
-            e.life.restore(before);
         }
         self.forget_resume(slot);
         self.daemon.save(slot, true);
-        self.daemon.schedule();
+        if let Some(before) = before {
+            self.daemon.client.release(&id, before, true);
+        }
         Ok(())
     }
 
@@ -1405,24 +1407,23 @@ impl Rpc {
     /// `torrent-verify`: stops the torrent, forgets its resume data, and starts it again, which
     /// checks every piece. A stopped torrent is checked when it is next started.
     async fn verify(&self, slot: &Slot) -> Result<(), Fail> {
-        super::Daemon::not_moving(slot)?;
-        let before = slot.lock().phase().clone();
+        self.daemon.not_moving(slot)?;
+        let id = slot.lock().id;
+        let before = self.daemon.phase_of(&id);
         if before == Phase::FetchingMetadata {
             return Ok(());
         }
         let active = matches!(before, Phase::Running | Phase::Checking | Phase::Queued);
-        if active {
-            self.daemon.stop_entry(slot, Phase::Paused).await;
-        }
+        let held = if active {
+            self.daemon.client.hold(&id).await
+        } else {
+            None
+        };
         self.forget_resume(slot);
-        if active {
-            {
-                let mut e = slot.lock();
-                e.record.complete = false;
-                e.life.restore(before);
-            }
+        if let Some(before) = held {
+            slot.lock().record.complete = false;
             self.daemon.save(slot, true);
-            self.daemon.schedule();
+            self.daemon.client.release(&id, before, true);
         }
         Ok(())
     }

@@ -152,7 +152,8 @@ pub async fn serve(
         .map_err(|_| ApiError::BadRequest(format!("{index:?} is not a file index")))?;
     let slot = daemon.slot(&id)?;
     // Its files are going from one place to another: nothing to read from either for now.
-    Daemon::not_moving(&slot)?;
+    daemon.not_moving(&slot)?;
+    let handle = daemon.handle(&id);
     let (torrent, handle, dir, selected, complete) = {
         let e = slot.lock();
         let Some(torrent) = e.disk_torrent() else {
@@ -167,7 +168,7 @@ pub async fn serve(
             .is_none_or(|f| f.get(index).copied().unwrap_or(true));
         (
             torrent,
-            e.handle.clone(),
+            handle,
             e.record.download_dir.clone(),
             selected,
             e.record.complete,
