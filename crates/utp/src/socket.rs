@@ -678,3 +678,35 @@ impl AsyncWrite for UtpStream {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datagram(ty: PacketType, conn_id: u16) -> Vec<u8> {
+        let mut d = Vec::new();
+        Header {
+            ty,
+            conn_id,
+            timestamp: 0,
+            timestamp_diff: 0,
+            wnd_size: 0,
+            seq_nr: 1,
+            ack_nr: 0,
+        }
+        .write(None, b"x", &mut d);
+        d
+    }
+
+    /// The key a datagram is looked up by is the one its connection was filed under: a dialer's
+    /// SYN carries the id it receives on, one below what its other packets carry.
+    #[test]
+    fn syn_keyed_one_above_its_id_other_packets_by_theirs() {
+        let from: SocketAddr = "127.0.0.1:6881".parse().unwrap();
+        assert_eq!(key_of(&datagram(PacketType::Syn, 7), from), (from, 8));
+        assert_eq!(key_of(&datagram(PacketType::Syn, 0xffff), from), (from, 0));
+        for ty in [PacketType::Data, PacketType::State, PacketType::Fin] {
+            assert_eq!(key_of(&datagram(ty, 8), from), (from, 8));
+        }
+    }
+}
