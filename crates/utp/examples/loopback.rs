@@ -14,6 +14,31 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// The connection's buffers: `UTP_BUFFER_MIB` (send and receive) if set, else the defaults.
+fn config() -> Config {
+    let mut c = Config::default();
+    if let Some(mib) = std::env::var("UTP_BUFFER_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        c.send_buffer = mib << 20;
+        c.recv_buffer = mib << 20;
+    }
+    c
+}
+
+/// A uTP socket on `addr` with 4 MiB kernel buffers each way, as the engine asks for.
+fn bind(addr: &str) -> UtpSocket {
+    let addr: std::net::SocketAddr = addr.parse().expect("addr");
+    let s = std::net::UdpSocket::bind(addr).expect("bind");
+    let s = socket2::Socket::from(s);
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true).expect("nonblocking");
+    let s = tokio::net::UdpSocket::from_std(s.into()).expect("tokio socket");
+    UtpSocket::from_socket(s, config(), None).expect("utp socket")
+}
+
 fn main() {
     let mib: usize = std::env::args()
         .nth(1)
@@ -23,13 +48,7 @@ fn main() {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let receiver = std::thread::spawn(move || {
         runtime().block_on(async move {
-            let s = UtpSocket::bind(
-                "127.0.0.3:0".parse().expect("addr"),
-                Config::default(),
-                None,
-            )
-            .await
-            .expect("bind");
+            let s = bind("127.0.0.3:0");
             addr_tx.send(s.local_addr().expect("addr")).expect("send");
             let (mut stream, _) = s.accept().await.expect("accept");
             let mut buf = vec![0u8; 256 << 10];
@@ -52,13 +71,7 @@ fn main() {
     });
     let to = addr_rx.recv().expect("address");
     runtime().block_on(async move {
-        let s = UtpSocket::bind(
-            "127.0.0.2:0".parse().expect("addr"),
-            Config::default(),
-            None,
-        )
-        .await
-        .expect("bind");
+        let s = bind("127.0.0.2:0");
         let mut stream = s.connect(to).await.expect("connect");
         let block = vec![7u8; 16 << 10];
         let mut sent = 0;

@@ -103,7 +103,10 @@ fn seq_lt(a: u16, b: u16) -> bool {
 struct Sent {
     seq: u16,
     ty: PacketType,
-    payload: Vec<u8>,
+    /// Its payload is `len` bytes of the send buffer from stream offset `start`: kept there, not
+    /// in a copy of its own, until acknowledged, and copied from there into each transmission.
+    start: u64,
+    len: usize,
     sent_at: Micros,
     transmissions: u32,
     need_resend: bool,
@@ -141,7 +144,11 @@ pub struct Connection {
     seq_nr: u16,
     /// Last sequence number received in order.
     ack_nr: u16,
+    /// Written bytes not yet acknowledged: the payloads of `inflight` in order (the first
+    /// `unacked_bytes`), then those not yet sent.
     send_buf: VecDeque<u8>,
+    /// Stream offset of `send_buf[0]`.
+    send_base: u64,
     /// Oldest first: `inflight[i].seq == inflight[0].seq + i`.
     inflight: VecDeque<Sent>,
     unacked_bytes: usize,
@@ -189,6 +196,7 @@ impl Connection {
             seq_nr,
             ack_nr: 0,
             send_buf: VecDeque::new(),
+            send_base: 0,
             inflight: VecDeque::new(),
             unacked_bytes: 0,
             flight_bytes: 0,
@@ -236,7 +244,8 @@ impl Connection {
         c.inflight.push_back(Sent {
             seq: seq_nr,
             ty: PacketType::Syn,
-            payload: Vec::new(),
+            start: 0,
+            len: 0,
             sent_at: 0,
             transmissions: 0,
             need_resend: true,
@@ -314,7 +323,7 @@ impl Connection {
     }
     /// Whether everything written has been sent and acknowledged.
     pub fn is_flushed(&self) -> bool {
-        self.send_buf.is_empty() && self.inflight.iter().all(|s| s.ty == PacketType::Fin)
+        self.unsent() == 0 && self.inflight.iter().all(|s| s.ty == PacketType::Fin)
     }
 
     /// Whether our FIN went out and was acknowledged.
@@ -338,11 +347,7 @@ impl Connection {
         if self.closing || self.state == State::Closed {
             return Err(UtpError::Closed);
         }
-        let room = self
-            .config
-            .send_buffer
-            .saturating_sub(self.send_buf.len() + self.unacked_bytes);
-        let n = room.min(data.len());
+        let n = self.writable().min(data.len());
         self.send_buf.extend(&data[..n]);
         Ok(n)
     }
@@ -377,12 +382,12 @@ impl Connection {
         if self.need_ack || self.resends > 0 || (self.closing && !self.fin_sent) {
             return true;
         }
-        if self.state != State::Connected || self.send_buf.is_empty() {
+        if self.state != State::Connected || self.unsent() == 0 {
             return false;
         }
         let window = self.ledbat.cwnd().min(self.peer_wnd);
         let flight = self.flight_bytes;
-        flight == 0 || flight + self.send_buf.len().min(self.payload_size()) <= window
+        flight == 0 || flight + self.unsent().min(self.payload_size()) <= window
     }
 
     /// Received bytes ready to read.
@@ -392,9 +397,12 @@ impl Connection {
 
     /// Bytes [`Connection::write`] would take now.
     pub fn writable(&self) -> usize {
-        self.config
-            .send_buffer
-            .saturating_sub(self.send_buf.len() + self.unacked_bytes)
+        self.config.send_buffer.saturating_sub(self.send_buf.len())
+    }
+
+    /// Written bytes not yet in any packet.
+    fn unsent(&self) -> usize {
+        self.send_buf.len() - self.unacked_bytes
     }
 
     /// Finishes our direction: a FIN follows the last written byte.
@@ -421,9 +429,19 @@ impl Connection {
             .inflight
             .iter()
             .filter(|s| s.in_flight())
-            .map(|s| s.payload.len())
+            .map(|s| s.len)
             .sum();
         assert_eq!(self.flight_bytes, walked, "flight bytes");
+        let mut at = self.send_base;
+        for s in &self.inflight {
+            assert_eq!(s.start, at, "payloads follow each other in the send buffer");
+            at += s.len as u64;
+        }
+        assert_eq!(
+            at - self.send_base,
+            self.unacked_bytes as u64,
+            "unacked bytes"
+        );
         let resends = self.inflight.iter().filter(|s| s.need_resend).count();
         assert_eq!(self.resends, resends, "packets to resend");
     }
@@ -437,7 +455,7 @@ impl Connection {
             return;
         }
         if s.in_flight() {
-            self.flight_bytes -= s.payload.len();
+            self.flight_bytes -= s.len;
         }
         s.need_resend = true;
         self.resends += 1;
@@ -452,14 +470,14 @@ impl Connection {
             return 0;
         }
         if s.in_flight() {
-            self.flight_bytes -= s.payload.len();
+            self.flight_bytes -= s.len;
         }
         if s.need_resend {
             self.resends -= 1;
         }
         s.sacked = true;
         s.need_resend = false;
-        let (seq, len) = (s.seq, s.payload.len());
+        let (seq, len) = (s.seq, s.len);
         if self.mtu.acked(seq) {
             self.ledbat.set_mss(self.payload_size());
         }
@@ -500,13 +518,8 @@ impl Connection {
         self.peer_wnd = h.wnd_size as usize;
         self.handle_acks(&p, now);
         match h.ty {
-            PacketType::Data => self.receive(
-                h.seq_nr,
-                Held::Data(p.payload.to_vec()),
-                p.payload.len(),
-                now,
-            ),
-            PacketType::Fin => self.receive(h.seq_nr, Held::Fin, 0, now),
+            PacketType::Data => self.receive(h.seq_nr, Some(p.payload), now),
+            PacketType::Fin => self.receive(h.seq_nr, None, now),
             _ => {}
         }
         if self.fin_sent && self.inflight.is_empty() && self.eof {
@@ -528,22 +541,26 @@ impl Connection {
         let acked = h.ack_nr.wrapping_sub(first).wrapping_add(1) as usize;
         if acked <= self.inflight.len() && acked > 0 {
             let mut floor_rose = false;
+            let mut freed = 0;
             for s in self.inflight.drain(..acked) {
                 floor_rose |= self.mtu.acked(s.seq);
                 if !s.sacked && s.transmissions > 0 {
-                    bytes_acked += s.payload.len();
+                    bytes_acked += s.len;
                 }
                 if s.in_flight() {
-                    self.flight_bytes -= s.payload.len();
+                    self.flight_bytes -= s.len;
                 }
                 if s.need_resend {
                     self.resends -= 1;
                 }
-                self.unacked_bytes -= s.payload.len();
+                freed += s.len;
                 if s.transmissions == 1 {
                     rtt_sample = Some(now.saturating_sub(s.sent_at));
                 }
             }
+            self.unacked_bytes -= freed;
+            self.send_buf.drain(..freed);
+            self.send_base += freed as u64;
             if floor_rose {
                 self.ledbat.set_mss(self.payload_size());
             }
@@ -639,11 +656,14 @@ impl Connection {
         self.rto = (srtt + 4 * rttvar).clamp(MIN_RTO, MAX_RTO);
     }
 
-    fn receive(&mut self, seq: u16, held: Held, len: usize, now: Micros) {
+    /// Takes data packet `seq` (`None`: the FIN). The next one expected goes straight into the
+    /// receive buffer from the datagram; only one ahead of a hole is copied aside to wait.
+    fn receive(&mut self, seq: u16, data: Option<&[u8]>, now: Micros) {
+        let len = data.map_or(0, <[u8]>::len);
         let dist = seq.wrapping_sub(self.ack_nr) as usize;
         // In order, nothing held after it: the ack may wait for more. Anything else (a
         // duplicate, a hole the sender must hear of, a FIN, no room) is answered at once.
-        let delay = dist == 1 && self.reorder.is_empty() && matches!(held, Held::Data(_));
+        let delay = dist == 1 && self.reorder.is_empty() && data.is_some();
         // 0 or "negative": a duplicate of something delivered; the ack answers it.
         if dist == 0 || dist > u16::MAX as usize / 2 || dist > MAX_REORDER || self.eof {
             self.need_ack = true;
@@ -663,48 +683,73 @@ impl Connection {
         } else {
             self.need_ack = true;
         }
-        if self.reorder.len() < dist {
-            self.reorder.resize_with(dist, || None);
-        }
-        let slot = &mut self.reorder[dist - 1];
-        if slot.is_none() {
-            *slot = Some(held);
-            self.reorder_bytes += len;
+        if dist == 1 {
+            // Its slot (if packets after it are held) is empty: it goes, and what it unblocks.
+            self.reorder.pop_front();
+            self.deliver(data);
+        } else {
+            if self.reorder.len() < dist {
+                self.reorder.resize_with(dist, || None);
+            }
+            let slot = &mut self.reorder[dist - 1];
+            if slot.is_none() {
+                *slot = Some(data.map_or(Held::Fin, |d| Held::Data(d.to_vec())));
+                self.reorder_bytes += len;
+            }
+            return;
         }
         while let Some(Some(_)) = self.reorder.front() {
             let Some(Some(held)) = self.reorder.pop_front() else {
                 break;
             };
-            self.ack_nr = self.ack_nr.wrapping_add(1);
             match held {
                 Held::Data(d) => {
                     self.reorder_bytes -= d.len();
-                    self.recv_buf.extend(d);
+                    self.deliver(Some(&d));
                 }
-                Held::Fin => {
-                    self.eof = true;
-                    self.reorder.clear();
-                    self.reorder_bytes = 0;
-                    break;
-                }
+                Held::Fin => self.deliver(None),
             }
         }
     }
 
-    fn sack_mask(&self) -> Option<Vec<u8>> {
+    /// The packet after `ack_nr` is here (`None`: the FIN).
+    fn deliver(&mut self, data: Option<&[u8]>) {
+        self.ack_nr = self.ack_nr.wrapping_add(1);
+        match data {
+            Some(d) => self.recv_buf.extend(d),
+            None => {
+                self.eof = true;
+                self.reorder.clear();
+                self.reorder_bytes = 0;
+            }
+        }
+    }
+
+    /// The selective ack to send, if packets are held past a hole: the mask and its length.
+    fn sack_mask(&self) -> Option<([u8; MAX_SACK_BYTES], usize)> {
         if self.reorder.len() < 2 {
             return None;
         }
-        let mut mask = vec![0u8; (self.reorder.len() - 1).div_ceil(8).min(MAX_SACK_BYTES)];
+        let mut mask = [0u8; MAX_SACK_BYTES];
+        let len = (self.reorder.len() - 1).div_ceil(8).min(MAX_SACK_BYTES);
         for (i, slot) in self.reorder.iter().enumerate().skip(1) {
-            if slot.is_some() && (i - 1) / 8 < mask.len() {
+            if slot.is_some() && (i - 1) / 8 < len {
                 mask[(i - 1) / 8] |= 1 << ((i - 1) % 8);
             }
         }
-        Some(mask)
+        Some((mask, len))
     }
 
-    fn packet(&mut self, ty: PacketType, seq: u16, payload: &[u8], now: Micros) -> Vec<u8> {
+    /// Appends packet `seq` to `out`: its header, the selective ack, and `len` bytes of the send
+    /// buffer from stream offset `start` as its payload.
+    fn write_packet(
+        &mut self,
+        ty: PacketType,
+        seq: u16,
+        (start, len): (u64, usize),
+        now: Micros,
+        out: &mut Vec<u8>,
+    ) {
         let wnd = self.window();
         self.last_wnd = wnd;
         self.need_ack = false;
@@ -728,9 +773,20 @@ impl Connection {
         } else {
             self.sack_mask()
         };
-        let mut out = Vec::with_capacity(20 + 36 + payload.len());
-        h.write(sack.as_deref(), payload, &mut out);
-        out
+        out.reserve(PACKET_OVERHEAD + len);
+        h.write(sack.as_ref().map(|(m, n)| &m[..*n]), &[], out);
+        if len == 0 {
+            return;
+        }
+        let at = (start - self.send_base) as usize;
+        let (a, b) = self.send_buf.as_slices();
+        if at < a.len() {
+            let from_a = (a.len() - at).min(len);
+            out.extend_from_slice(&a[at..at + from_a]);
+            out.extend_from_slice(&b[..len - from_a]);
+        } else {
+            out.extend_from_slice(&b[at - a.len()..at - a.len() + len]);
+        }
     }
 
     /// The next datagram to send, if any. Call until `None` after every input.
@@ -740,11 +796,20 @@ impl Connection {
 
     /// [`Connection::poll_transmit`], saying which datagram is a path MTU probe.
     pub fn poll_datagram(&mut self, now: Micros) -> Option<Transmit> {
-        let plain = |data| Transmit { data, probe: false };
+        let mut data = Vec::new();
+        let probe = self.poll_transmit_into(now, &mut data)?;
+        Some(Transmit { data, probe })
+    }
+
+    /// [`Connection::poll_datagram`] without an allocation: appends the next datagram, if any, to
+    /// `out` and says whether it is a path MTU probe. A driver gathers a pass's datagrams in one
+    /// buffer this way, each payload copied once, from the send buffer.
+    pub fn poll_transmit_into(&mut self, now: Micros, out: &mut Vec<u8>) -> Option<bool> {
         if self.state == State::Closed && self.need_ack {
             // The peer's FIN (or its retransmission) still wants its ack.
             let seq = self.seq_nr;
-            return Some(plain(self.packet(PacketType::State, seq, &[], now)));
+            self.write_packet(PacketType::State, seq, (0, 0), now, out);
+            return Some(false);
         }
         if !matches!(self.state, State::SynSent | State::Connected) {
             return None;
@@ -757,7 +822,7 @@ impl Connection {
             None
         };
         if let Some(i) = resend {
-            let len = self.inflight[i].payload.len();
+            let len = self.inflight[i].len;
             if flight == 0 || flight + len <= window {
                 self.resends -= 1;
                 self.flight_bytes += len;
@@ -765,77 +830,71 @@ impl Connection {
                 s.need_resend = false;
                 s.transmissions += 1;
                 s.sent_at = now;
-                let (ty, seq, payload) = (s.ty, s.seq, std::mem::take(&mut s.payload));
-                let out = self.packet(ty, seq, &payload, now);
-                self.inflight[i].payload = payload;
+                let (ty, seq, start) = (s.ty, s.seq, s.start);
+                self.write_packet(ty, seq, (start, len), now, out);
                 self.arm_timer(now);
-                return Some(plain(out));
+                return Some(false);
             }
         }
         if self.state == State::Connected
-            && !self.send_buf.is_empty()
+            && self.unsent() > 0
             && self.inflight.len() < MAX_IN_FLIGHT
         {
             // A probe is a full packet of the size tried, selective ack included; without
             // enough to send to fill it, an ordinary packet goes.
             let probe = self.mtu.probe_size(self.ledbat.cwnd()).and_then(|size| {
-                let header = HEADER_LEN + self.sack_mask().map_or(0, |m| 2 + m.len());
+                let header =
+                    HEADER_LEN + self.sack_mask().map_or(0, |(_, n)| 2 + n.div_ceil(4) * 4);
                 let len = size.saturating_sub(header);
-                (self.send_buf.len() >= len).then_some(len)
+                (self.unsent() >= len).then_some(len)
             });
-            let len = probe.unwrap_or_else(|| self.send_buf.len().min(self.payload_size()));
+            let len = probe.unwrap_or_else(|| self.unsent().min(self.payload_size()));
             // A probe goes where an ordinary packet would: it may overshoot the window by the
             // difference, once a round trip. Waiting for room for it stalled windows of a few
             // packets, which the window's cap (flight plus one packet) never lets grow.
             let counted = len.min(self.payload_size());
             if flight == 0 || flight + counted <= window {
-                let mut payload = Vec::with_capacity(len);
-                let (a, b) = self.send_buf.as_slices();
-                let from_a = a.len().min(len);
-                payload.extend_from_slice(&a[..from_a]);
-                payload.extend_from_slice(&b[..len - from_a]);
-                self.send_buf.drain(..len);
                 let seq = self.seq_nr;
-                let data = self.send_new(PacketType::Data, payload, now);
+                let before = out.len();
+                self.send_new(PacketType::Data, len, now, out);
                 if probe.is_some() {
-                    self.mtu.probe_sent(seq, data.len());
+                    self.mtu.probe_sent(seq, out.len() - before);
                 }
-                let probe = self.mtu.probe_seq() == Some(seq);
-                return Some(Transmit { data, probe });
+                return Some(self.mtu.probe_seq() == Some(seq));
             }
         }
-        if self.state == State::Connected
-            && self.closing
-            && !self.fin_sent
-            && self.send_buf.is_empty()
-        {
+        if self.state == State::Connected && self.closing && !self.fin_sent && self.unsent() == 0 {
             self.fin_sent = true;
-            return Some(plain(self.send_new(PacketType::Fin, Vec::new(), now)));
+            self.send_new(PacketType::Fin, 0, now, out);
+            return Some(false);
         }
         if self.need_ack && self.state == State::Connected {
             let seq = self.seq_nr;
-            return Some(plain(self.packet(PacketType::State, seq, &[], now)));
+            self.write_packet(PacketType::State, seq, (0, 0), now, out);
+            return Some(false);
         }
         None
     }
 
-    fn send_new(&mut self, ty: PacketType, payload: Vec<u8>, now: Micros) -> Vec<u8> {
+    /// Sends a new packet with the next `len` unsent bytes.
+    fn send_new(&mut self, ty: PacketType, len: usize, now: Micros, out: &mut Vec<u8>) {
         let seq = self.seq_nr;
         self.seq_nr = seq.wrapping_add(1);
-        let out = self.packet(ty, seq, &payload, now);
-        self.unacked_bytes += payload.len();
-        self.flight_bytes += payload.len();
+        let start = self.send_base + self.unacked_bytes as u64;
+        self.write_packet(ty, seq, (start, len), now, out);
+        self.unacked_bytes += len;
+        self.flight_bytes += len;
         self.inflight.push_back(Sent {
             seq,
             ty,
-            payload,
+            start,
+            len,
             sent_at: now,
             transmissions: 1,
             need_resend: false,
             sacked: false,
         });
         self.arm_timer(now);
-        out
     }
 
     fn arm_timer(&mut self, now: Micros) {
@@ -1283,5 +1342,137 @@ mod tests {
         assert_eq!(a.rto(), 200_000 + 4 * 75_000);
         a.rtt_sample(1000);
         assert!(a.rto() >= MIN_RTO);
+    }
+
+    /// A stream of distinct bytes (a counter), so that a payload from the wrong offset shows.
+    fn counting(from: usize, n: usize) -> Vec<u8> {
+        (from..from + n).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Payloads live in the send buffer until acknowledged: a retransmission, long after the
+    /// buffer's front moved on and its ring wrapped, carries the bytes the packet first carried.
+    #[test]
+    fn retransmission_carries_the_original_payload_after_the_buffer_moved() {
+        let (mut a, mut b) = pair();
+        let mut written = 0;
+        let mut now = 0;
+        let mut got = Vec::new();
+        let mut sink = [0u8; 1 << 16];
+        let mut checked = 0;
+        for round in 0..200 {
+            now += 10_000;
+            let n = a.write(&counting(written, 3000)).unwrap();
+            written += n;
+            let batch = drain(&mut a, now);
+            now += 10_000;
+            // Every few rounds the first data packet of the batch is lost: the others are
+            // acked past it, so its bytes stay while the buffer fills behind them.
+            let lose = round % 7 == 3 && batch.len() > 4;
+            let mut original = None;
+            for (i, d) in batch.iter().enumerate() {
+                if lose && i == 0 {
+                    let p = Packet::parse(d).unwrap();
+                    original = Some((p.header.seq_nr, p.payload.to_vec()));
+                    continue;
+                }
+                b.handle_datagram(d, now).unwrap();
+            }
+            while let Ok(n) = b.read(&mut sink) {
+                got.extend_from_slice(&sink[..n]);
+            }
+            for d in drain(&mut b, now) {
+                a.handle_datagram(&d, now).unwrap();
+            }
+            if let Some((seq, payload)) = original {
+                // Resent at once on the selective acks, or at the timeout.
+                let mut again = drain(&mut a, now);
+                if again.is_empty() {
+                    now = a.poll_timeout().unwrap();
+                    again = drain(&mut a, now);
+                }
+                let p = Packet::parse(&again[0]).unwrap();
+                assert_eq!(p.header.seq_nr, seq);
+                assert_eq!(p.payload, &payload[..], "the same bytes again");
+                for d in &again {
+                    b.handle_datagram(d, now).unwrap();
+                }
+                checked += 1;
+            }
+        }
+        while let Ok(n) = b.read(&mut sink) {
+            got.extend_from_slice(&sink[..n]);
+        }
+        assert!(checked >= 10, "losses exercised: {checked}");
+        assert!(got.len() > 100_000, "{}", got.len());
+        assert!(
+            got == counting(0, got.len()),
+            "the stream arrives whole and in order"
+        );
+    }
+
+    /// `poll_transmit_into` appends the same datagram `poll_datagram` returns, after what the
+    /// buffer held.
+    #[test]
+    fn transmit_into_appends_what_poll_datagram_gives() {
+        let (mut a, _) = pair();
+        let (mut c, _) = pair();
+        a.write(&counting(0, 500)).unwrap();
+        c.write(&counting(0, 500)).unwrap();
+        let mut out = b"other".to_vec();
+        let mut ends = Vec::new();
+        while let Some(probe) = a.poll_transmit_into(7, &mut out) {
+            let t = c.poll_datagram(7).unwrap();
+            assert_eq!(probe, t.probe);
+            assert_eq!(&out[out.len() - t.data.len()..], &t.data[..]);
+            ends.push(out.len());
+        }
+        assert!(c.poll_datagram(7).is_none());
+        assert_eq!(&out[..5], b"other");
+        assert_eq!(ends.len(), 2, "the initial window");
+    }
+
+    /// Packets out of order wait aside and go in order once the hole fills; the FIN after them
+    /// ends the stream only then.
+    #[test]
+    fn out_of_order_packets_delivered_in_order_with_the_fin() {
+        let (mut a, mut b) = pair();
+        let data = counting(0, 450);
+        a.write(&data).unwrap();
+        a.close();
+        let mut sent = Vec::new();
+        let mut now = 0;
+        // A window of two packets at first: run until the data and the FIN have gone.
+        while sent.len() < 6 {
+            now += 1_000;
+            sent.extend(drain(&mut a, now));
+            // B hears nothing yet: A's window opens on acks made up for what it sent.
+            let last = Packet::parse(sent.last().unwrap()).unwrap().header.seq_nr;
+            let mut ack = Vec::new();
+            Header {
+                ty: PacketType::State,
+                conn_id: a.recv_id(),
+                timestamp: now as u32,
+                timestamp_diff: 0,
+                wnd_size: 1 << 16,
+                seq_nr: 300,
+                ack_nr: last,
+            }
+            .write(None, b"", &mut ack);
+            a.handle_datagram(&ack, now).unwrap();
+        }
+        assert_eq!(seq(sent.last().unwrap()).0, PacketType::Fin);
+        let mut sink = [0u8; 1000];
+        // Everything but the first, backwards: nothing to read, no end of stream.
+        for d in sent[1..].iter().rev() {
+            b.handle_datagram(d, now).unwrap();
+            assert_eq!(b.read(&mut sink), Err(UtpError::WouldBlock));
+            assert!(!b.is_eof());
+        }
+        b.handle_datagram(&sent[0], now).unwrap();
+        let n = b.read(&mut sink).unwrap();
+        assert_eq!(&sink[..n], &data[..]);
+        assert!(b.is_eof());
+        assert_eq!(b.read(&mut sink), Ok(0));
+        assert_eq!(b.reorder_bytes, 0);
     }
 }

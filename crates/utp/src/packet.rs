@@ -152,14 +152,18 @@ impl Header {
     /// Appends the header, the selective ack if any (its length rounded up to a multiple of 4)
     /// and the payload to `out`.
     pub fn write(&self, sack: Option<&[u8]>, payload: &[u8], out: &mut Vec<u8>) {
-        out.push(((self.ty as u8) << 4) | VERSION);
-        out.push(if sack.is_some() { EXT_SACK } else { 0 });
-        out.extend_from_slice(&self.conn_id.to_be_bytes());
-        out.extend_from_slice(&self.timestamp.to_be_bytes());
-        out.extend_from_slice(&self.timestamp_diff.to_be_bytes());
-        out.extend_from_slice(&self.wnd_size.to_be_bytes());
-        out.extend_from_slice(&self.seq_nr.to_be_bytes());
-        out.extend_from_slice(&self.ack_nr.to_be_bytes());
+        // Laid out in place, then appended at once: a push per field checked the capacity
+        // eight times per packet.
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = ((self.ty as u8) << 4) | VERSION;
+        h[1] = if sack.is_some() { EXT_SACK } else { 0 };
+        h[2..4].copy_from_slice(&self.conn_id.to_be_bytes());
+        h[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
+        h[8..12].copy_from_slice(&self.timestamp_diff.to_be_bytes());
+        h[12..16].copy_from_slice(&self.wnd_size.to_be_bytes());
+        h[16..18].copy_from_slice(&self.seq_nr.to_be_bytes());
+        h[18..20].copy_from_slice(&self.ack_nr.to_be_bytes());
+        out.extend_from_slice(&h);
         if let Some(mask) = sack {
             let mask = &mask[..mask.len().min(MAX_SACK_BYTES)];
             let len = mask.len().max(1).div_ceil(4) * 4;

@@ -8,6 +8,7 @@ use std::future::poll_fn;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,7 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::conn::{Config, Connection, Micros, State, Transmit, UtpError};
+use crate::conn::{Config, Connection, Micros, State, UtpError};
 use crate::packet::{is_utp, Header, Packet, PacketType, HEADER_LEN};
 use crate::sys;
 
@@ -57,12 +58,24 @@ struct Inner {
     gso: AtomicBool,
 }
 
-/// A datagram to send, and the connection it is a path MTU probe of (to tell it of `EMSGSIZE`).
+/// A datagram to send (its bytes in [`Outbox::bytes`]), and the connection it is a path MTU
+/// probe of (to tell it of `EMSGSIZE`).
 struct Out {
-    data: Vec<u8>,
+    range: Range<usize>,
     to: SocketAddr,
     probe: Option<Shared>,
 }
+
+/// What a pass over the connections sends, the datagrams back to back in one buffer: no
+/// allocation per datagram, and a train to one peer is one slice for one GSO send.
+#[derive(Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    list: Vec<Out>,
+}
+
+/// Bytes an [`Outbox`] keeps allocated between passes: a window or so.
+const OUTBOX_KEEP: usize = 2 << 20;
 
 impl Inner {
     fn now(&self) -> Micros {
@@ -243,7 +256,8 @@ async fn drive(
     other: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut out: Vec<Out> = Vec::new();
+    let mut out = Outbox::default();
+    let mut resets = Vec::new();
     loop {
         let now = inner.now();
         let mut next: Option<Micros> = None;
@@ -252,12 +266,15 @@ async fn drive(
             conns.retain(|&(addr, _), shared| {
                 let mut slot = lock(shared);
                 slot.conn.handle_timeout(now);
-                while let Some(Transmit { data, probe }) = slot.conn.poll_datagram(now) {
-                    let probe = probe.then(|| shared.clone());
-                    out.push(Out {
-                        data,
+                loop {
+                    let start = out.bytes.len();
+                    let Some(probe) = slot.conn.poll_transmit_into(now, &mut out.bytes) else {
+                        break;
+                    };
+                    out.list.push(Out {
+                        range: start..out.bytes.len(),
                         to: addr,
-                        probe,
+                        probe: probe.then(|| shared.clone()),
                     });
                 }
                 if let Some(t) = slot.conn.poll_timeout() {
@@ -294,15 +311,34 @@ async fn drive(
                     continue;
                 }
                 // What has arrived is handled before the connections are polled again: one
-                // pass over them per batch, not per datagram.
-                for _ in 0..RECV_BATCH {
-                    let Ok((n, from, segment)) = recv(&inner.socket, &mut buf) else {
-                        break;
-                    };
-                    // A train the kernel coalesced (GRO): equal datagrams but maybe the last.
-                    for d in buf[..n].chunks(segment.unwrap_or(n).max(1)) {
-                        handle_datagram(&inner, d, from, &accept_tx, other.as_ref()).await;
+                // pass over them per batch, not per datagram; and the table is locked once for
+                // the batch.
+                {
+                    let mut conns = inner.conns();
+                    let mut last = None;
+                    for _ in 0..RECV_BATCH {
+                        let Ok((n, from, segment)) = recv(&inner.socket, &mut buf) else {
+                            break;
+                        };
+                        let train = Train {
+                            data: &buf[..n],
+                            segment: segment.unwrap_or(n).max(1),
+                            from,
+                            now: inner.now(),
+                        };
+                        let mut to = Dispatch {
+                            inner: &inner,
+                            conns: &mut conns,
+                            last: &mut last,
+                            accept_tx: &accept_tx,
+                            other: other.as_ref(),
+                            resets: &mut resets,
+                        };
+                        to.train(train);
                     }
+                }
+                for (reset, to) in resets.drain(..) {
+                    let _ = inner.socket.send_to(&reset, to).await;
                 }
             }
             _ = inner.wake.notified() => {}
@@ -322,20 +358,24 @@ fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Op
 /// Sends what the connections gave: runs of equal datagrams to one peer as one GSO send where
 /// the kernel takes it, probes one by one with "don't fragment". A full socket buffer waits; an
 /// unreachable peer loses the datagram, which uTP retransmits.
-async fn send_all(inner: &Inner, out: &mut Vec<Out>) {
+async fn send_all(inner: &Inner, outbox: &mut Outbox) {
+    let Outbox {
+        bytes: data,
+        list: out,
+    } = outbox;
     let mut i = 0;
     while i < out.len() {
         if let Some(conn) = &out[i].probe {
-            send_probe(inner, &out[i].data, out[i].to, conn).await;
+            send_probe(inner, &data[out[i].range.clone()], out[i].to, conn).await;
             i += 1;
             continue;
         }
-        let (to, size) = (out[i].to, out[i].data.len());
+        let (to, size) = (out[i].to, out[i].range.len());
         let mut j = i + 1;
         let mut bytes = size;
         if inner.gso.load(Ordering::Relaxed) {
             while let Some(o) = out.get(j) {
-                let len = o.data.len();
+                let len = o.range.len();
                 if o.probe.is_some()
                     || o.to != to
                     || len > size
@@ -355,11 +395,12 @@ async fn send_all(inner: &Inner, out: &mut Vec<Out>) {
         if j - i > 1 {
             #[cfg(target_os = "linux")]
             {
-                let segments: Vec<&[u8]> = out[i..j].iter().map(|o| &o.data[..]).collect();
+                // One peer's datagrams of a pass lie back to back: the train is one slice.
+                let train = &data[out[i].range.start..out[j - 1].range.end];
                 let sent = inner
                     .socket
                     .async_io(Interest::WRITABLE, || {
-                        sys::send_segments(&inner.socket, &segments, to)
+                        sys::send_train(&inner.socket, train, size, to)
                     })
                     .await;
                 match sent {
@@ -378,11 +419,13 @@ async fn send_all(inner: &Inner, out: &mut Vec<Out>) {
             }
         }
         for o in &out[i..j] {
-            let _ = inner.socket.send_to(&o.data, o.to).await;
+            let _ = inner.socket.send_to(&data[o.range.clone()], o.to).await;
         }
         i = j;
     }
     out.clear();
+    data.clear();
+    data.shrink_to(OUTBOX_KEEP);
 }
 
 #[cfg(target_os = "linux")]
@@ -409,74 +452,110 @@ async fn send_probe(inner: &Inner, data: &[u8], to: SocketAddr, conn: &Shared) {
     }
 }
 
-async fn handle_datagram(
-    inner: &Arc<Inner>,
-    d: &[u8],
+/// One receive: datagrams of `segment` bytes back to back (a train the kernel coalesced with
+/// GRO: all from `from`, the last maybe shorter), or one datagram.
+struct Train<'a> {
+    data: &'a [u8],
+    segment: usize,
     from: SocketAddr,
-    accept_tx: &mpsc::Sender<(UtpStream, SocketAddr)>,
-    other: Option<&mpsc::Sender<(Vec<u8>, SocketAddr)>>,
-) {
-    if !is_utp(d) {
-        if let Some(other) = other {
-            let _ = other.try_send((d.to_vec(), from));
-        }
-        return;
-    }
-    if let Some(reset) = dispatch(inner, d, from, accept_tx) {
-        let _ = inner.socket.send_to(&reset, from).await;
+    now: Micros,
+}
+
+/// Where a batch of received datagrams goes, the table locked for the batch.
+struct Dispatch<'a, 'b> {
+    inner: &'a Arc<Inner>,
+    conns: &'a mut HashMap<Key, Shared>,
+    /// The connection the last datagram went to: the next is most likely its too, and then
+    /// needs no lookup in the table.
+    last: &'a mut Option<(Key, Shared)>,
+    accept_tx: &'a mpsc::Sender<(UtpStream, SocketAddr)>,
+    other: Option<&'b mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+    /// RESETs to send once the batch is handled (for packets of unknown connections).
+    resets: &'a mut Vec<(Vec<u8>, SocketAddr)>,
+}
+
+/// The table key of a uTP datagram from `from` (one that passed [`is_utp`]): a SYN carries the
+/// id the dialer receives on, one below ours.
+fn key_of(d: &[u8], from: SocketAddr) -> Key {
+    let id = u16::from_be_bytes([d[2], d[3]]);
+    if d[0] >> 4 == PacketType::Syn as u8 {
+        (from, id.wrapping_add(1))
+    } else {
+        (from, id)
     }
 }
 
-/// Hands the datagram to its connection or accepts a SYN; returns a RESET to send back for a
-/// packet of a connection we do not know (as libtorrent does, so the peer gives up at once).
-fn dispatch(
-    inner: &Arc<Inner>,
-    d: &[u8],
-    from: SocketAddr,
-    accept_tx: &mpsc::Sender<(UtpStream, SocketAddr)>,
-) -> Option<Vec<u8>> {
-    let p = Packet::parse(d).ok()?;
-    let now = inner.now();
-    let mut conns = inner.conns();
-    let key = if p.header.ty == PacketType::Syn {
-        (from, p.header.conn_id.wrapping_add(1))
-    } else {
-        (from, p.header.conn_id)
-    };
-    if let Some(shared) = conns.get(&key) {
-        let _ = lock(shared).conn.handle_datagram(d, now);
-        return None;
-    }
-    match p.header.ty {
-        PacketType::Syn => {}
-        PacketType::Reset => return None,
-        _ => {
-            let mut reset = Vec::with_capacity(HEADER_LEN);
-            Header {
-                ty: PacketType::Reset,
-                conn_id: p.header.conn_id,
-                timestamp: now as u32,
-                timestamp_diff: (now as u32).wrapping_sub(p.header.timestamp),
-                wnd_size: 0,
-                seq_nr: random_u16(now),
-                ack_nr: p.header.seq_nr,
+impl Dispatch<'_, '_> {
+    /// Hands each datagram of the train to its connection, a run of them for one connection
+    /// under one lock of it.
+    fn train(&mut self, t: Train<'_>) {
+        let mut datagrams = t.data.chunks(t.segment).peekable();
+        while let Some(d) = datagrams.next() {
+            if !is_utp(d) {
+                if let Some(other) = self.other {
+                    let _ = other.try_send((d.to_vec(), t.from));
+                }
+                continue;
             }
-            .write(None, b"", &mut reset);
-            return Some(reset);
+            let key = key_of(d, t.from);
+            if self.last.as_ref().is_none_or(|(k, _)| *k != key) {
+                match self.conns.get(&key) {
+                    Some(shared) => *self.last = Some((key, shared.clone())),
+                    None => {
+                        if let Some(reset) = self.unknown(d, key, t.now) {
+                            self.resets.push((reset, t.from));
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some((_, shared)) = self.last.as_ref() else {
+                continue;
+            };
+            let mut slot = lock(shared);
+            let _ = slot.conn.handle_datagram(d, t.now);
+            while let Some(next) = datagrams.next_if(|n| is_utp(n) && key_of(n, t.from) == key) {
+                let _ = slot.conn.handle_datagram(next, t.now);
+            }
         }
     }
-    let seq = random_u16(now ^ u64::from(p.header.conn_id));
-    let mut conn = Connection::accept(inner.config.clone(), d, seq, now).ok()?;
-    limit_to_route(&mut conn, from);
-    let shared = new_slot(conn);
-    let stream = UtpStream {
-        shared: shared.clone(),
-        inner: inner.clone(),
-    };
-    if accept_tx.try_send((stream, from)).is_ok() {
-        conns.insert(key, shared);
+
+    /// A datagram for no connection in the table: a SYN is accepted; anything else but a RESET
+    /// gets a RESET back (as libtorrent does, so the peer gives up at once).
+    fn unknown(&mut self, d: &[u8], key: Key, now: Micros) -> Option<Vec<u8>> {
+        let p = Packet::parse(d).ok()?;
+        match p.header.ty {
+            PacketType::Syn => {}
+            PacketType::Reset => return None,
+            _ => {
+                let mut reset = Vec::with_capacity(HEADER_LEN);
+                Header {
+                    ty: PacketType::Reset,
+                    conn_id: p.header.conn_id,
+                    timestamp: now as u32,
+                    timestamp_diff: (now as u32).wrapping_sub(p.header.timestamp),
+                    wnd_size: 0,
+                    seq_nr: random_u16(now),
+                    ack_nr: p.header.seq_nr,
+                }
+                .write(None, b"", &mut reset);
+                return Some(reset);
+            }
+        }
+        let from = key.0;
+        let seq = random_u16(now ^ u64::from(p.header.conn_id));
+        let mut conn = Connection::accept(self.inner.config.clone(), d, seq, now).ok()?;
+        limit_to_route(&mut conn, from);
+        let shared = new_slot(conn);
+        let stream = UtpStream {
+            shared: shared.clone(),
+            inner: self.inner.clone(),
+        };
+        if self.accept_tx.try_send((stream, from)).is_ok() {
+            self.conns.insert(key, shared);
+        }
+        None
     }
-    None
 }
 
 /// One uTP connection as a byte stream. Dropping it closes our direction (a FIN after the
@@ -597,5 +676,37 @@ impl AsyncWrite for UtpStream {
         lock(&self.shared).conn.close();
         self.inner.wake.notify_one();
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datagram(ty: PacketType, conn_id: u16) -> Vec<u8> {
+        let mut d = Vec::new();
+        Header {
+            ty,
+            conn_id,
+            timestamp: 0,
+            timestamp_diff: 0,
+            wnd_size: 0,
+            seq_nr: 1,
+            ack_nr: 0,
+        }
+        .write(None, b"x", &mut d);
+        d
+    }
+
+    /// The key a datagram is looked up by is the one its connection was filed under: a dialer's
+    /// SYN carries the id it receives on, one below what its other packets carry.
+    #[test]
+    fn syn_keyed_one_above_its_id_other_packets_by_theirs() {
+        let from: SocketAddr = "127.0.0.1:6881".parse().unwrap();
+        assert_eq!(key_of(&datagram(PacketType::Syn, 7), from), (from, 8));
+        assert_eq!(key_of(&datagram(PacketType::Syn, 0xffff), from), (from, 0));
+        for ty in [PacketType::Data, PacketType::State, PacketType::Fin] {
+            assert_eq!(key_of(&datagram(ty, 8), from), (from, 8));
+        }
     }
 }

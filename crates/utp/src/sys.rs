@@ -128,21 +128,19 @@ mod imp {
         (r == 0 && v > 0).then_some(v as usize)
     }
 
-    /// Sends `segments` to `to` in one `sendmsg`: with more than one, as UDP GSO with segment
-    /// size the first's length (all but the last must be that long, the last no longer).
-    pub fn send_segments(
+    /// Sends `train`, datagrams of `segment` bytes back to back (the last may be shorter), to
+    /// `to` in one `sendmsg` as UDP GSO; a train of one datagram as an ordinary send.
+    pub fn send_train(
         sock: &impl AsRawFd,
-        segments: &[&[u8]],
+        train: &[u8],
+        segment: usize,
         to: SocketAddr,
     ) -> io::Result<()> {
         let addr = socket2::SockAddr::from(to);
-        let mut iov: Vec<libc::iovec> = segments
-            .iter()
-            .map(|s| libc::iovec {
-                iov_base: s.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            })
-            .collect();
+        let mut iov = libc::iovec {
+            iov_base: train.as_ptr() as *mut libc::c_void,
+            iov_len: train.len(),
+        };
         // SAFETY: CMSG_SPACE of a constant size.
         let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
         let mut control = [0u64; 4]; // aligned for cmsghdr; 32 bytes >= space
@@ -152,16 +150,16 @@ mod imp {
             let mut msg: libc::msghdr = zeroed();
             msg.msg_name = addr.as_ptr() as *mut libc::c_void;
             msg.msg_namelen = addr.len();
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len() as _;
-            if segments.len() > 1 {
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            if train.len() > segment {
                 msg.msg_control = control.as_mut_ptr().cast();
                 msg.msg_controllen = space as _;
                 let cm = libc::CMSG_FIRSTHDR(&msg);
                 (*cm).cmsg_level = libc::SOL_UDP;
                 (*cm).cmsg_type = UDP_SEGMENT;
                 (*cm).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                let size = segments[0].len() as u16;
+                let size = segment.min(u16::MAX as usize) as u16;
                 std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<u16>(), size);
             }
             let r = libc::sendmsg(sock.as_raw_fd(), &msg, 0);
@@ -284,8 +282,7 @@ mod tests {
         let segs: Vec<Vec<u8>> = (0..4u8)
             .map(|i| vec![i; if i == 3 { 50 } else { 100 }])
             .collect();
-        let refs: Vec<&[u8]> = segs.iter().map(|s| &s[..]).collect();
-        send_segments(&a, &refs, b.local_addr().unwrap()).unwrap();
+        send_train(&a, &segs.concat(), 100, b.local_addr().unwrap()).unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 65536];
         while got.len() < 4 {
