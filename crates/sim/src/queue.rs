@@ -1,147 +1,120 @@
-//! The event queue: a timing wheel of ~1 ms buckets over the next second of virtual time, a small
-//! binary heap for the bucket being run, and a heap for what lies beyond the wheel.
-//!
-//! It pops in exactly the order a single binary heap of (time, sequence) would, so a run is the same
-//! event for event; it is faster because the heap it works on at any time holds one bucket's events
-//! (hundreds, in cache) instead of the whole run's (hundreds of thousands, mostly `Have`s in flight).
+//! The event queue: events bucketed by window of virtual time (a ring of buckets over the next few
+//! hundred windows, a map beyond), each bucket unordered. The simulator runs one window at a time and
+//! sorts its bucket once, by node and then (time, sequence): nothing needs the events in a global
+//! order, so the binary heaps this replaces (a push and a pop of a log-n sift each, per event) were
+//! work for nothing.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 
 /// Virtual nanoseconds since the start of the run.
 pub type Time = u64;
 
-/// Bucket width: 2^20 ns, about 1 ms.
-const SHIFT: u32 = 20;
-/// Buckets on the wheel: about 1.07 s ahead (one-way delays, blocks on the wire, the 1 s tick).
-const BUCKETS: u64 = 1024;
+/// Buckets on the ring: with the simulator's 10 ms windows, 2.56 s ahead (one-way delays, blocks on
+/// the wire, the 1 s tick); later events wait in the map.
+const RING: u64 = 256;
 
+#[derive(Debug)]
 pub struct Entry<E> {
     pub at: Time,
     pub seq: u64,
     pub ev: E,
 }
 
-impl<E> PartialEq for Entry<E> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl<E> Eq for Entry<E> {}
-impl<E> PartialOrd for Entry<E> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<E> Ord for Entry<E> {
-    // Reversed: a heap's top is the earliest event, the first scheduled among equal times.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
+pub struct Windows<E> {
+    width: Time,
+    /// The window of `ring[head]`; no event is earlier.
+    base: u64,
+    head: usize,
+    ring: Vec<Vec<Entry<E>>>,
+    on_ring: usize,
+    far: BTreeMap<u64, Vec<Entry<E>>>,
 }
 
-pub struct Queue<E> {
-    seq: u64,
-    /// The bucket number (time >> SHIFT) being run: its events are in `current`.
-    cur: u64,
-    current: BinaryHeap<Entry<E>>,
-    /// Bucket `b` (cur < b < cur + BUCKETS) is `wheel[b % BUCKETS]`, unordered.
-    wheel: Vec<Vec<Entry<E>>>,
-    on_wheel: usize,
-    /// Events past the wheel's end.
-    far: BinaryHeap<Entry<E>>,
-}
-
-impl<E> Default for Queue<E> {
-    fn default() -> Self {
-        Queue {
-            seq: 0,
-            cur: 0,
-            current: BinaryHeap::new(),
-            wheel: (0..BUCKETS).map(|_| Vec::new()).collect(),
-            on_wheel: 0,
-            far: BinaryHeap::new(),
+impl<E> Windows<E> {
+    /// A queue of windows `width` long (at least 1 ns).
+    pub fn new(width: Time) -> Windows<E> {
+        Windows {
+            width: width.max(1),
+            base: 0,
+            head: 0,
+            ring: (0..RING).map(|_| Vec::new()).collect(),
+            on_ring: 0,
+            far: BTreeMap::new(),
         }
     }
-}
 
-impl<E> Queue<E> {
-    /// Schedules `ev` at `at`, after everything already scheduled at the same time.
-    pub fn push(&mut self, at: Time, ev: E) {
-        self.seq += 1;
-        self.place(Entry {
-            at,
-            seq: self.seq,
-            ev,
-        });
+    /// The window `at` falls in.
+    pub fn window_of(&self, at: Time) -> u64 {
+        at / self.width
     }
 
-    /// Schedules `ev` at `at` with a tie-break the caller chose: among equal times, lower `seq` first.
-    pub fn push_seq(&mut self, at: Time, seq: u64, ev: E) {
-        self.place(Entry { at, seq, ev });
-    }
-
-    fn place(&mut self, e: Entry<E>) {
-        let b = e.at >> SHIFT;
-        if b <= self.cur {
-            self.current.push(e);
-        } else if b < self.cur + BUCKETS {
-            self.wheel[(b % BUCKETS) as usize].push(e);
-            self.on_wheel += 1;
+    /// Schedules `e`; it must not be earlier than the last window taken.
+    pub fn push(&mut self, e: Entry<E>) {
+        let w = self.window_of(e.at);
+        debug_assert!(w >= self.base, "an event scheduled in a window already run");
+        let ahead = w.saturating_sub(self.base);
+        if ahead < RING {
+            let slot = (self.head + ahead as usize) % RING as usize;
+            self.ring[slot].push(e);
+            self.on_ring += 1;
         } else {
-            self.far.push(e);
+            self.far.entry(w).or_default().push(e);
         }
     }
 
-    /// The earliest event (the first scheduled among equal times).
-    pub fn pop(&mut self) -> Option<Entry<E>> {
-        loop {
-            if let Some(e) = self.current.pop() {
-                return Some(e);
+    /// The earliest window holding an event.
+    pub fn next(&self) -> Option<u64> {
+        if self.on_ring > 0 {
+            (0..RING).find_map(|i| {
+                let slot = (self.head + i as usize) % RING as usize;
+                (!self.ring[slot].is_empty()).then_some(self.base + i)
+            })
+        } else {
+            self.far.keys().next().copied()
+        }
+    }
+
+    /// Takes window `w`'s events, unordered, into `into` (emptied first); no earlier window may hold
+    /// any.
+    pub fn take(&mut self, w: u64, into: &mut Vec<Entry<E>>) {
+        into.clear();
+        if w < self.base {
+            return;
+        }
+        if self.on_ring == 0 {
+            self.base = w;
+        } else {
+            while self.base < w {
+                debug_assert!(self.ring[self.head].is_empty(), "a window was skipped");
+                self.head = (self.head + 1) % RING as usize;
+                self.base += 1;
             }
-            if self.on_wheel == 0 {
-                // Nothing within a second: jump straight to the far heap's first bucket.
-                let b = self.far.peek()?.at >> SHIFT;
-                self.cur = b.max(self.cur + 1);
+        }
+        // What was past the ring's end may be on it now.
+        while let Some(entry) = self.far.first_entry() {
+            let fw = *entry.key();
+            if fw >= self.base + RING {
+                break;
+            }
+            let slot = (self.head + (fw - self.base) as usize) % RING as usize;
+            let events = entry.remove();
+            self.on_ring += events.len();
+            if self.ring[slot].is_empty() {
+                self.ring[slot] = events;
             } else {
-                self.cur += 1;
-            }
-            let slot = (self.cur % BUCKETS) as usize;
-            let bucket = std::mem::take(&mut self.wheel[slot]);
-            self.on_wheel -= bucket.len();
-            // The emptied heap's storage becomes the slot's, so buckets stop allocating once warm.
-            let spare = std::mem::replace(&mut self.current, BinaryHeap::from(bucket));
-            self.wheel[slot] = spare.into_vec();
-            // The wheel moved on by one bucket: what was past its end may now be on it.
-            while self
-                .far
-                .peek()
-                .is_some_and(|e| e.at >> SHIFT < self.cur + BUCKETS)
-            {
-                if let Some(e) = self.far.pop() {
-                    self.place(e);
-                }
+                self.ring[slot].extend(events);
             }
         }
-    }
-
-    /// The earliest event if it is due before `limit`.
-    pub fn pop_before(&mut self, limit: Time) -> Option<Entry<E>> {
-        let e = self.pop()?;
-        if e.at < limit {
-            return Some(e);
-        }
-        // `pop` moved the wheel to its bucket: it goes back to the front.
-        self.current.push(e);
-        None
+        std::mem::swap(&mut self.ring[self.head], into);
+        self.on_ring -= into.len();
     }
 
     /// Every event still scheduled, in no order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry<E>> {
-        self.current
+        self.ring
             .iter()
-            .chain(self.wheel.iter().flatten())
-            .chain(self.far.iter())
+            .flatten()
+            .chain(self.far.values().flatten())
     }
 }
 
@@ -150,43 +123,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pops_in_time_then_schedule_order_as_one_heap_would() {
-        let mut q = Queue::default();
-        let mut heap = BinaryHeap::new();
+    fn windows_hold_exactly_their_events_however_far_ahead() {
+        let width = 10_000;
+        let mut q = Windows::new(width);
+        let mut all: Vec<(Time, u64)> = Vec::new();
         let mut x: u64 = 12345;
         let mut seq = 0;
         let mut now = 0;
+        let mut got: Vec<(Time, u64)> = Vec::new();
+        let mut bucket = Vec::new();
         for round in 0..20_000u64 {
-            // A mix of near, same-time, next-bucket and far (beyond the wheel) events.
+            // A mix of this window's end, next window, near and far (beyond the ring) events.
             for _ in 0..(round % 3) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                let at = now
-                    + match x % 5 {
-                        0 => 0,
-                        1 => x % 1000,
-                        2 => x % (1 << 22),
-                        3 => x % (3 << 30),
-                        _ => 1 << SHIFT,
+                let start = (now / width + 1) * width;
+                let at = start
+                    + match x % 4 {
+                        0 => x % width,
+                        1 => x % (width * 40),
+                        2 => x % (width * 3 * RING),
+                        _ => 0,
                     };
                 seq += 1;
-                q.push(at, seq);
-                heap.push(Entry { at, seq, ev: seq });
+                q.push(Entry { at, seq, ev: () });
+                all.push((at, seq));
             }
-            match (q.pop(), heap.pop()) {
-                (Some(a), Some(b)) => {
-                    assert_eq!((a.at, a.ev), (b.at, b.ev));
-                    now = a.at;
+            if round % 2 == 0 {
+                if let Some(w) = q.next() {
+                    q.take(w, &mut bucket);
+                    assert!(!bucket.is_empty());
+                    for e in &bucket {
+                        assert_eq!(q.window_of(e.at), w);
+                    }
+                    let mut b: Vec<(Time, u64)> = bucket.iter().map(|e| (e.at, e.seq)).collect();
+                    b.sort_unstable();
+                    got.extend(b);
+                    now = w * width;
                 }
-                (None, None) => {}
-                _ => panic!("one queue ran dry before the other"),
             }
         }
-        while let Some(b) = heap.pop() {
-            let a = q.pop().map(|a| (a.at, a.ev));
-            assert_eq!(a, Some((b.at, b.ev)));
+        while let Some(w) = q.next() {
+            q.take(w, &mut bucket);
+            let mut b: Vec<(Time, u64)> = bucket.iter().map(|e| (e.at, e.seq)).collect();
+            b.sort_unstable();
+            got.extend(b);
         }
-        assert!(q.pop().is_none());
+        all.sort_unstable();
+        assert_eq!(got, all);
+        assert_eq!(q.iter().count(), 0);
     }
 }

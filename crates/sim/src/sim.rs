@@ -11,6 +11,8 @@
 
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,7 @@ use torrent_core::{
 use wire::{BlockRef, Handshake, Message, PieceIndex};
 
 use crate::config::{Arrivals, Departure, SwarmConfig};
-use crate::queue::{Entry, Queue, Time};
+use crate::queue::{Entry, Time, Windows};
 use crate::rng::Rng;
 
 pub type NodeId = u32;
@@ -249,8 +251,9 @@ struct World {
     payload: Bytes,
     profiles: Vec<Profile>,
     tracker: NodeId,
-    /// The leechers hold every piece between them (as of the window's start).
-    copy_is_out: bool,
+    /// The leechers hold every piece between them (as of the window's start; written between
+    /// windows only).
+    copy_is_out: AtomicBool,
 }
 
 fn seq(src: NodeId, count: u64) -> u64 {
@@ -259,17 +262,63 @@ fn seq(src: NodeId, count: u64) -> u64 {
 
 pub struct Sim {
     world: World,
-    /// Every event beyond the current window, with the node it happens at.
-    queue: Queue<(NodeId, Ev)>,
     nodes: Vec<Node>,
     tracker: Tracker,
+    /// Every node's arrival.
+    arrivals: Vec<Entry<(NodeId, Ev)>>,
     /// The shortest time in which one node's event can cause another's.
     lookahead: Time,
     /// The window size (`lookahead`; smaller only to test that it makes no difference).
     window: Time,
     threads: usize,
-    /// Windows with fewer events run on one thread.
-    parallel_min: usize,
+}
+
+/// What one shard tells the others, and the leader tells everyone, between windows.
+struct Exchange {
+    shards: usize,
+    /// Events for another shard's nodes: `mail[from * shards + to]`.
+    mail: Vec<Mutex<Vec<Routed>>>,
+    reports: Vec<Mutex<Report>>,
+    control: Mutex<Control>,
+    barrier: Barrier,
+}
+
+impl Exchange {
+    fn wait(&self) {
+        if self.shards > 1 {
+            self.barrier.wait();
+        }
+    }
+}
+
+/// A shard's account of the window it ran.
+#[derive(Default)]
+struct Report {
+    events: u64,
+    dropped: u64,
+    finished: usize,
+    latest: Time,
+    holding: Vec<(Time, NodeId, u32, bool)>,
+    /// Its earliest window with an event, counting what it mailed to others.
+    next: Option<u64>,
+    /// Its nodes present that leave once a copy is out.
+    leave_on_copy: usize,
+}
+
+/// The leader's word for the next window.
+#[derive(Default)]
+struct Control {
+    /// The window to run and when it ends (`None`: the run is over).
+    window: Option<(u64, Time)>,
+    /// Times at which the nodes present that leave once a copy is out leave.
+    leaves: Vec<Time>,
+}
+
+/// The run's totals and the copy count, kept by the leader (shard 0's thread) between windows.
+struct Leader {
+    lookahead: Time,
+    window: Time,
+    pieces: u32,
     /// How many leechers hold each piece, and how many pieces at least one holds.
     holders: Vec<u32>,
     covered: u32,
@@ -279,10 +328,13 @@ pub struct Sim {
     latest: Time,
     copy_out_departure: Option<Duration>,
     copy_out: Option<Duration>,
+    limit: Time,
+    stop: Time,
+    every: Time,
+    next_report: Time,
+    /// The end of the window being run.
+    last_end: Option<Time>,
 }
-
-/// Below this many events a window runs on one thread: starting threads would cost more.
-const PARALLEL_MIN: usize = 256;
 
 impl Sim {
     pub fn new(cfg: SwarmConfig) -> Sim {
@@ -343,7 +395,6 @@ impl Sim {
                 arrivals.push((id, (at * 1e9) as Time));
             }
         }
-        let waiting = nodes.iter().filter(|n| !n.stats.seed).count();
         let n = nodes.len();
         let mut lats: Vec<Time> = profiles.iter().map(|p| p.lat).collect();
         lats.sort_unstable();
@@ -360,36 +411,33 @@ impl Sim {
             pushes: 0,
         };
         let cfg_threads = cfg.threads.max(1);
-        let mut queue = Queue::default();
-        for (id, at) in arrivals {
-            let node = &mut nodes[id as usize];
-            node.pushes += 1;
-            queue.push_seq(at, seq(id, node.pushes), (id, Ev::Arrive));
-        }
+        let arrivals = arrivals
+            .into_iter()
+            .map(|(id, at)| {
+                let node = &mut nodes[id as usize];
+                node.pushes += 1;
+                Entry {
+                    at,
+                    seq: seq(id, node.pushes),
+                    ev: (id, Ev::Arrive),
+                }
+            })
+            .collect();
         Sim {
             world: World {
                 base: Instant::now(),
                 payload: Bytes::from(vec![0u8; cfg.piece_size as usize]),
                 profiles,
                 tracker: n as NodeId,
-                copy_is_out: false,
+                copy_is_out: AtomicBool::new(false),
                 cfg,
             },
-            queue,
             nodes,
             tracker,
+            arrivals,
             lookahead,
             window: lookahead,
             threads: cfg_threads,
-            parallel_min: PARALLEL_MIN,
-            holders: Vec::new(),
-            covered: 0,
-            waiting,
-            events: 0,
-            dropped: 0,
-            latest: 0,
-            copy_out_departure: None,
-            copy_out: None,
         }
     }
 
@@ -400,11 +448,9 @@ impl Sim {
         self
     }
 
-    /// Runs each window's peers on up to `threads` threads, even the smallest windows (the run must
-    /// not change; for tests).
+    /// Splits the peers between `threads` threads (the run must not change; for tests).
     pub fn threads(mut self, threads: usize) -> Sim {
         self.threads = threads.max(1);
-        self.parallel_min = 0;
         self
     }
 
@@ -415,96 +461,61 @@ impl Sim {
 
     /// As [`Sim::run`], calling `report` every `every` of virtual time with (virtual time, leechers
     /// still downloading, events so far).
+    ///
+    /// The nodes are dealt out to shards, node `i` to shard `i % shards` (the tracker, node `n`, too),
+    /// one thread each for the whole run. Each shard keeps its nodes' events; per window it runs
+    /// them, keeps what its nodes sent themselves for later and mails the rest to the shards of their
+    /// receivers; shard 0's thread then, as leader, adds up the window and picks the next one.
     pub fn run_with_progress(
-        mut self,
+        self,
         every: Duration,
         mut report: impl FnMut((Duration, usize, u64)),
     ) -> Outcome {
-        self.holders = vec![0; self.world.cfg.pieces as usize];
-        let limit = nanos(self.world.cfg.time_limit).saturating_add(1);
+        let Sim {
+            world,
+            nodes,
+            tracker,
+            arrivals,
+            lookahead,
+            window,
+            threads,
+        } = self;
+        let n = nodes.len();
+        let shards = threads.clamp(1, n.max(1));
+        let limit = nanos(world.cfg.time_limit).saturating_add(1);
         let every = nanos(every).max(1);
-        let mut next_report = every;
-        // Once everyone is done, the run goes on to the next multiple of the lookahead, so that it
-        // ends at the same point whatever the window.
-        let mut stop = limit;
-        let mut batch = Vec::new();
-        loop {
-            let Some(first) = self.queue.pop_before(stop) else {
-                break;
-            };
-            let start = first.at - first.at % self.window;
-            let end = (start + self.window).min(stop);
-            while start >= next_report {
-                report((Duration::from_nanos(next_report), self.waiting, self.events));
-                next_report = next_report.saturating_add(every);
-            }
-            batch.push(first);
-            while let Some(e) = self.queue.pop_before(end) {
-                batch.push(e);
-            }
-            self.run_window(&mut batch, end);
-            if self.waiting == 0 && stop == limit {
-                stop = end.div_ceil(self.lookahead) * self.lookahead;
-            }
-        }
-        let all_done = self.waiting == 0;
-        Outcome {
-            end: Duration::from_nanos(self.latest),
-            events: self.events,
-            dropped: self.dropped,
-            in_flight: self
-                .queue
-                .iter()
-                .map(|e| match e.ev.1 {
-                    Ev::Data { block, .. } => u64::from(block.length),
-                    _ => 0,
-                })
-                .sum(),
-            copy_out_departure: self.copy_out_departure,
-            copy_out: self.copy_out,
-            all_done,
-            peers: self.nodes.into_iter().map(|n| n.stats).collect(),
-        }
-    }
-
-    /// Runs the events of one window, node by node, the nodes split in contiguous ranges between
-    /// threads; then schedules what they sent each other and counts the pieces they got.
-    fn run_window(&mut self, batch: &mut Vec<Entry<(NodeId, Ev)>>, end: Time) {
-        // (time, tie-break) are unique: this is each node's events in order.
-        batch.sort_unstable_by_key(|e| (e.ev.0, e.at, e.seq));
-        let n = self.nodes.len();
-        let parts = if batch.len() < self.parallel_min {
-            1
-        } else {
-            self.threads.min(n.max(1))
+        let mut leader = Leader {
+            lookahead,
+            window,
+            pieces: world.cfg.pieces,
+            holders: vec![0; world.cfg.pieces as usize],
+            covered: 0,
+            waiting: nodes.iter().filter(|n| !n.stats.seed).count(),
+            events: 0,
+            dropped: 0,
+            latest: 0,
+            copy_out_departure: None,
+            copy_out: None,
+            limit,
+            // Once everyone is done, the run goes on to the next multiple of the lookahead, so
+            // that it ends at the same point whatever the window.
+            stop: limit,
+            every,
+            next_report: every,
+            last_end: None,
         };
-        let world = &self.world;
-        let mut workers: Vec<Worker> = Vec::with_capacity(parts);
-        let mut nodes: &mut [Node] = &mut self.nodes;
-        let mut tracker = Some(&mut self.tracker);
-        let mut first: NodeId = 0;
-        let mut rest = std::mem::take(batch);
-        for i in 0..parts {
-            let last = i + 1 == parts;
-            let upto = if last { n } else { n * (i + 1) / parts };
-            let (mine, others) = std::mem::take(&mut nodes).split_at_mut(upto - first as usize);
-            nodes = others;
-            let split = if last {
-                rest.len()
-            } else {
-                rest.partition_point(|e| (e.ev.0 as usize) < upto)
-            };
-            let tail = rest.split_off(split);
-            let events = std::mem::replace(&mut rest, tail);
-            workers.push(Worker {
-                world,
-                nodes: mine,
-                first,
-                tracker: if last { tracker.take() } else { None },
-                batch: events,
+        let mut workers: Vec<Worker> = (0..shards)
+            .map(|s| Worker {
+                world: &world,
+                nodes: Vec::new(),
+                shard: s,
+                shards,
+                tracker: None,
+                queue: Windows::new(window),
+                batch: Vec::new(),
                 now: 0,
-                running: first,
-                window_end: end,
+                running: 0,
+                window_end: 0,
                 local: BinaryHeap::new(),
                 out: Vec::new(),
                 events: 0,
@@ -512,52 +523,154 @@ impl Sim {
                 finished: 0,
                 holding: Vec::new(),
                 latest: 0,
-            });
-            first = upto as NodeId;
+            })
+            .collect();
+        for (i, node) in nodes.into_iter().enumerate() {
+            workers[i % shards].nodes.push(node);
         }
-        let mut workers = workers;
-        if workers.len() == 1 {
-            workers[0].run();
-        } else {
-            thread::scope(|s| {
-                let (head, others) = workers.split_at_mut(1);
-                let handles: Vec<_> = others
-                    .iter_mut()
-                    .map(|w| s.spawn(move || w.run()))
-                    .collect();
-                head[0].run();
-                for h in handles {
-                    if let Err(e) = h.join() {
-                        std::panic::resume_unwind(e);
-                    }
-                }
-            });
+        workers[n % shards].tracker = Some(tracker);
+        for e in arrivals {
+            let s = e.ev.0 as usize % shards;
+            workers[s].queue.push(e);
         }
-        let mut holding = Vec::new();
-        let mut outs = Vec::new();
+        let exchange = Exchange {
+            shards,
+            mail: (0..shards * shards).map(|_| Mutex::default()).collect(),
+            reports: (0..shards).map(|_| Mutex::default()).collect(),
+            control: Mutex::default(),
+            barrier: Barrier::new(shards),
+        };
+        let mut first = workers.remove(0);
+        let rest = thread::scope(|s| {
+            let handles: Vec<_> = workers
+                .into_iter()
+                .map(|mut w| {
+                    let exchange = &exchange;
+                    s.spawn(move || {
+                        w.run_shard(exchange, None);
+                        w
+                    })
+                })
+                .collect();
+            let progress: &mut dyn FnMut((Duration, usize, u64)) = &mut report;
+            first.run_shard(&exchange, Some((&mut leader, progress)));
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect::<Vec<Worker>>()
+        });
+        let mut workers = vec![first];
+        workers.extend(rest);
+        // Events mailed in the last window and never taken in are still on the way too.
+        let mailed: Vec<Entry<(NodeId, Ev)>> = exchange
+            .mail
+            .into_iter()
+            .flat_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let in_flight = workers
+            .iter()
+            .flat_map(|w| w.queue.iter())
+            .chain(mailed.iter())
+            .map(|e| match e.ev.1 {
+                Ev::Data { block, .. } => u64::from(block.length),
+                _ => 0,
+            })
+            .sum();
+        let mut stats: Vec<Option<PeerStats>> = vec![None; n];
         for w in workers {
-            self.events += w.events;
-            self.dropped += w.dropped;
-            self.waiting -= w.finished;
-            self.latest = self.latest.max(w.latest);
-            holding.extend(w.holding);
-            outs.push(w.out);
-            *batch = w.batch;
-        }
-        batch.clear();
-        for out in outs {
-            for e in out {
-                self.queue.push_seq(e.at, e.seq, e.ev);
+            for (j, node) in w.nodes.into_iter().enumerate() {
+                stats[j * shards + w.shard] = Some(node.stats);
             }
         }
-        self.count_holders(holding);
+        Outcome {
+            end: Duration::from_nanos(leader.latest),
+            events: leader.events,
+            dropped: leader.dropped,
+            in_flight,
+            copy_out_departure: leader.copy_out_departure,
+            copy_out: leader.copy_out,
+            all_done: leader.waiting == 0,
+            peers: stats.into_iter().flatten().collect(),
+        }
+    }
+}
+
+type Progress<'r> = &'r mut dyn FnMut((Duration, usize, u64));
+
+/// An event with the node it happens at.
+type Routed = Entry<(NodeId, Ev)>;
+
+impl Leader {
+    /// Adds up the shards' reports of the window just run and picks the next window (`None`: done).
+    fn next_window(&mut self, reports: &[Mutex<Report>], progress: Progress) -> Control {
+        let mut holding = Vec::new();
+        let mut next: Option<u64> = None;
+        let mut leave_on_copy = 0;
+        for r in reports {
+            let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+            self.events += r.events;
+            self.dropped += r.dropped;
+            self.waiting -= r.finished;
+            self.latest = self.latest.max(r.latest);
+            holding.append(&mut r.holding);
+            next = match (next, r.next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            leave_on_copy += r.leave_on_copy;
+            *r = Report::default();
+        }
+        let ran = self.last_end.take();
+        if let Some(end) = ran {
+            self.window_ran(end);
+        }
+        // A window that ended at the stop ran everything before it.
+        if ran.is_some_and(|end| end >= self.stop) {
+            next = None;
+        }
+        let leaves = self.count_holders(holding, leave_on_copy > 0);
+        if let Some(&at) = leaves.first() {
+            let w = at / self.window;
+            next = Some(next.map_or(w, |n| n.min(w)));
+        }
+        let window = next.and_then(|w| {
+            let start = w * self.window;
+            if start >= self.stop {
+                return None;
+            }
+            while start >= self.next_report {
+                progress((
+                    Duration::from_nanos(self.next_report),
+                    self.waiting,
+                    self.events,
+                ));
+                self.next_report = self.next_report.saturating_add(self.every);
+            }
+            Some((w, (start + self.window).min(self.stop)))
+        });
+        self.last_end = window.map(|(_, end)| end);
+        Control { window, leaves }
+    }
+
+    /// After a window ending at `end` has run: once everyone is done, the run stops at the next
+    /// multiple of the lookahead.
+    fn window_ran(&mut self, end: Time) {
+        if self.waiting == 0 && self.stop == self.limit {
+            self.stop = end.div_ceil(self.lookahead) * self.lookahead;
+        }
     }
 
     /// Counts the pieces leechers got or lost in the window, in time order; once they hold every
-    /// piece between them, the peers that leave then learn it (one lookahead later, as from a tracker).
-    fn count_holders(&mut self, mut changes: Vec<(Time, NodeId, u32, bool)>) {
+    /// piece between them, the peers that leave then learn it (one lookahead later, as from a
+    /// tracker): the times they leave are returned.
+    fn count_holders(
+        &mut self,
+        mut changes: Vec<(Time, NodeId, u32, bool)>,
+        any_leave: bool,
+    ) -> Vec<Time> {
         // Stable: a node's own changes keep their order.
         changes.sort_by_key(|&(at, node, _, _)| (at, node));
+        let mut leaves = Vec::new();
         for (at, _, piece, got) in changes {
             let h = &mut self.holders[piece as usize];
             if got {
@@ -572,38 +685,36 @@ impl Sim {
                 }
             }
             // Every piece is out now (again, if a leecher's leaving had taken one away).
-            if got && *h == 1 && self.covered == self.world.cfg.pieces {
+            if got && *h == 1 && self.covered == self.pieces {
                 self.copy_out.get_or_insert(Duration::from_nanos(at));
-                for id in 0..self.nodes.len() as NodeId {
-                    let node = &mut self.nodes[id as usize];
-                    if node.core.is_some() && node_departs_on_copy(node) {
-                        let leave = at + self.lookahead;
-                        self.copy_out_departure
-                            .get_or_insert(Duration::from_nanos(leave));
-                        node.pushes += 1;
-                        self.queue
-                            .push_seq(leave, seq(id, node.pushes), (id, Ev::Leave));
-                    }
+                let leave = at + self.lookahead;
+                if any_leave {
+                    self.copy_out_departure
+                        .get_or_insert(Duration::from_nanos(leave));
                 }
+                leaves.push(leave);
             }
         }
-        self.world.copy_is_out = self.covered == self.world.cfg.pieces;
+        leaves
     }
 }
 
-/// One thread's share of a window: a contiguous range of nodes (the last range also has the tracker)
-/// and their events.
+/// One thread's nodes (node `i` is `nodes[i / shards]` of shard `i % shards`) with their events, and
+/// its share of each window's work.
 struct Worker<'a> {
     world: &'a World,
-    nodes: &'a mut [Node],
-    first: NodeId,
-    tracker: Option<&'a mut Tracker>,
+    nodes: Vec<Node>,
+    shard: usize,
+    shards: usize,
+    tracker: Option<Tracker>,
+    /// Its nodes' events of later windows.
+    queue: Windows<(NodeId, Ev)>,
     batch: Vec<Entry<(NodeId, Ev)>>,
     now: Time,
     /// The node whose events are running, and its events of the window beyond the batch.
     running: NodeId,
     window_end: Time,
-    local: BinaryHeap<Entry<Ev>>,
+    local: BinaryHeap<Local>,
     /// Events for later windows.
     out: Vec<Entry<(NodeId, Ev)>>,
     events: u64,
@@ -615,9 +726,30 @@ struct Worker<'a> {
     latest: Time,
 }
 
+/// An event a node scheduled for itself within the window: earliest first, then first scheduled.
+struct Local(Entry<Ev>);
+
+impl PartialEq for Local {
+    fn eq(&self, other: &Self) -> bool {
+        (self.0.at, self.0.seq) == (other.0.at, other.0.seq)
+    }
+}
+impl Eq for Local {}
+impl PartialOrd for Local {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Local {
+    // Reversed: the heap's top is the earliest.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.0.at, other.0.seq).cmp(&(self.0.at, self.0.seq))
+    }
+}
+
 impl<'a> Worker<'a> {
     fn node(&mut self, id: NodeId) -> &mut Node {
-        &mut self.nodes[(id - self.first) as usize]
+        &mut self.nodes[id as usize / self.shards]
     }
 
     fn cfg(&self) -> &'a SwarmConfig {
@@ -626,6 +758,113 @@ impl<'a> Worker<'a> {
 
     fn instant(&self) -> Instant {
         self.world.base + Duration::from_nanos(self.now)
+    }
+
+    /// The shard's side of the run: tells what it ran, waits for the leader's word, takes in its
+    /// mail and runs the window, until the leader says the run is over. The leader (shard 0's
+    /// thread) decides between the two barriers, while the others wait.
+    fn run_shard(&mut self, x: &Exchange, mut leader: Option<(&mut Leader, Progress)>) {
+        let me = self.shard;
+        let mut next = self.queue.next();
+        loop {
+            {
+                let mut r = x.reports[me].lock().unwrap_or_else(|e| e.into_inner());
+                r.events = std::mem::take(&mut self.events);
+                r.dropped = std::mem::take(&mut self.dropped);
+                r.finished = std::mem::take(&mut self.finished);
+                r.latest = self.latest;
+                r.holding = std::mem::take(&mut self.holding);
+                r.next = next;
+                r.leave_on_copy = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.core.is_some() && node_departs_on_copy(n))
+                    .count();
+            }
+            x.wait();
+            if let Some((l, progress)) = leader.as_mut() {
+                let control = l.next_window(&x.reports, &mut **progress);
+                self.world
+                    .copy_is_out
+                    .store(l.covered == l.pieces, Ordering::Relaxed);
+                *x.control.lock().unwrap_or_else(|e| e.into_inner()) = control;
+            }
+            x.wait();
+            let (window, leaves) = {
+                let c = x.control.lock().unwrap_or_else(|e| e.into_inner());
+                (c.window, c.leaves.clone())
+            };
+            let Some((w, end)) = window else {
+                break;
+            };
+            for from in 0..x.shards {
+                if from != me {
+                    let mut m = x.mail[from * x.shards + me]
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    for e in m.drain(..) {
+                        self.queue.push(e);
+                    }
+                }
+            }
+            for leave in leaves {
+                for j in 0..self.nodes.len() {
+                    let node = &mut self.nodes[j];
+                    if node.core.is_some() && node_departs_on_copy(node) {
+                        let id = (j * self.shards + me) as NodeId;
+                        node.pushes += 1;
+                        let seq = seq(id, node.pushes);
+                        self.queue.push(Entry {
+                            at: leave,
+                            seq,
+                            ev: (id, Ev::Leave),
+                        });
+                    }
+                }
+            }
+            let mut batch = std::mem::take(&mut self.batch);
+            self.queue.take(w, &mut batch);
+            if batch.iter().any(|e| e.at >= end) {
+                // The last window, cut short by the stop: what lies past it stays unrun.
+                let (now, later): (Vec<_>, Vec<_>) = batch.into_iter().partition(|e| e.at < end);
+                for e in later {
+                    self.queue.push(e);
+                }
+                batch = now;
+            }
+            // (time, tie-break) are unique: this is each node's events in order.
+            batch.sort_unstable_by_key(|e| (e.ev.0, e.at, e.seq));
+            self.batch = batch;
+            self.window_end = end;
+            self.run();
+            // What its own nodes sent each other stays; the rest goes to the receivers' shards.
+            let mut next_mailed: Option<u64> = None;
+            let mut mailbags: Vec<_> = (0..x.shards)
+                .map(|to| {
+                    (to != me).then(|| {
+                        x.mail[me * x.shards + to]
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                    })
+                })
+                .collect();
+            for e in self.out.drain(..) {
+                let to = e.ev.0 as usize % x.shards;
+                match mailbags[to].as_mut() {
+                    Some(bag) => {
+                        let w = self.queue.window_of(e.at);
+                        next_mailed = Some(next_mailed.map_or(w, |n| n.min(w)));
+                        bag.push(e);
+                    }
+                    None => self.queue.push(e),
+                }
+            }
+            drop(mailbags);
+            next = match (self.queue.next(), next_mailed) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
     }
 
     fn run(&mut self) {
@@ -637,7 +876,7 @@ impl<'a> Worker<'a> {
             loop {
                 // The node's next event: from the batch, or one it scheduled for itself meanwhile.
                 let from_batch = match (events.peek(), self.local.peek()) {
-                    (Some(b), Some(l)) if b.ev.0 == node => (b.at, b.seq) < (l.at, l.seq),
+                    (Some(b), Some(l)) if b.ev.0 == node => (b.at, b.seq) < (l.0.at, l.0.seq),
                     (Some(b), None) => b.ev.0 == node,
                     (_, Some(_)) => false,
                     (_, None) => break,
@@ -649,7 +888,7 @@ impl<'a> Worker<'a> {
                     }
                 } else {
                     match self.local.pop() {
-                        Some(e) => (e.at, e.ev),
+                        Some(e) => (e.0.at, e.0.ev),
                         None => break,
                     }
                 };
@@ -665,7 +904,7 @@ impl<'a> Worker<'a> {
     fn push(&mut self, at: Time, to: NodeId, ev: Ev) {
         let src = self.running;
         let count = if src == self.world.tracker {
-            match self.tracker.as_deref_mut() {
+            match self.tracker.as_mut() {
                 Some(t) => &mut t.pushes,
                 None => return,
             }
@@ -675,7 +914,7 @@ impl<'a> Worker<'a> {
         *count += 1;
         let seq = seq(src, *count);
         if to == src && at < self.window_end {
-            self.local.push(Entry { at, seq, ev });
+            self.local.push(Local(Entry { at, seq, ev }));
         } else {
             debug_assert!(
                 at >= self.window_end,
@@ -829,7 +1068,7 @@ impl<'a> Worker<'a> {
 
     fn arrive(&mut self, id: NodeId) {
         let cfg = self.cfg();
-        let group = &cfg.groups[self.nodes[(id - self.first) as usize].group];
+        let group = &cfg.groups[self.nodes[id as usize / self.shards].group];
         let have = if group.seed {
             Bitfield::full(cfg.pieces)
         } else {
@@ -855,7 +1094,7 @@ impl<'a> Worker<'a> {
         node.has = vec![seed; pieces];
         node.stats.arrived = Some(Duration::from_nanos(now));
         self.drain(id);
-        if node_departs_on_copy(self.node(id)) && self.world.copy_is_out {
+        if node_departs_on_copy(self.node(id)) && self.world.copy_is_out.load(Ordering::Relaxed) {
             self.push(now, id, Ev::Leave);
         }
     }
@@ -1178,7 +1417,7 @@ impl<'a> Worker<'a> {
     /// a sample of the others.
     fn announce(&mut self, id: NodeId, stopped: bool) {
         let want = self.world.cfg.tracker_peers;
-        let Some(t) = self.tracker.as_deref_mut() else {
+        let Some(t) = self.tracker.as_mut() else {
             return;
         };
         if stopped {

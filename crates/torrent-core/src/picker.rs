@@ -72,6 +72,9 @@ pub struct Picker {
     open: BTreeSet<u32>,
     /// Wanted pieces neither had nor started: endgame waits until there are none.
     unstarted: u32,
+    /// Wanted pieces not had: `done` is asked after every verified piece, and counting them there
+    /// was a scan of every piece each time.
+    missing: u32,
     /// The highest priority of any piece.
     top: u8,
     sequential: bool,
@@ -111,6 +114,9 @@ impl Picker {
             .filter(|&i| priority[i as usize] > 0 && !have.get(i))
             .count() as u32;
         let top = priority.iter().copied().max().unwrap_or(0);
+        let missing = (0..n as u32)
+            .filter(|&i| priority[i as usize] > 0 && !have.get(i))
+            .count() as u32;
         Picker {
             piece_sizes,
             have,
@@ -120,6 +126,7 @@ impl Picker {
             started: Bitfield::new(n as u32),
             open: BTreeSet::new(),
             unstarted,
+            missing,
             top,
             sequential: false,
             rng: crate::rng::Rng::new(seed),
@@ -176,7 +183,13 @@ impl Picker {
     pub fn set_priority(&mut self, piece: PieceIndex, priority: u8) {
         let piece = piece.get();
         let before = self.is_unstarted(piece);
+        let had = self.have.get(piece);
         if let Some(p) = self.priority.get_mut(piece as usize) {
+            match (*p > 0, priority > 0, had) {
+                (false, true, false) => self.missing += 1,
+                (true, false, false) => self.missing -= 1,
+                _ => {}
+            }
             *p = priority;
             self.top = self.priority.iter().copied().max().unwrap_or(0);
         }
@@ -201,8 +214,7 @@ impl Picker {
 
     /// Whether every wanted piece is had.
     pub fn done(&self) -> bool {
-        (0..self.piece_sizes.len() as u32)
-            .all(|i| self.priority[i as usize] == 0 || self.have.get(i))
+        self.missing == 0
     }
 
     /// Bytes of wanted pieces not yet verified.
@@ -512,7 +524,9 @@ impl Picker {
         self.partial.remove(&piece);
         self.started.clear(piece);
         self.open.remove(&piece);
-        self.have.set(piece);
+        if self.have.set(piece) && self.priority.get(piece as usize).is_some_and(|&p| p > 0) {
+            self.missing -= 1;
+        }
         self.critical.retain(|&(_, p)| p != piece);
         self.recount(piece, before);
     }
@@ -732,5 +746,26 @@ mod tests {
                 length: 100
             }
         );
+    }
+
+    #[test]
+    fn done_follows_priorities_and_verified_pieces() {
+        let mut p = picker(3);
+        p.verified(PieceIndex::new(0));
+        p.set_priority(PieceIndex::new(1), 0);
+        assert!(!p.done(), "piece 2 is wanted and missing");
+        p.set_priority(PieceIndex::new(2), 0);
+        assert!(p.done(), "nothing wanted is missing");
+        p.set_priority(PieceIndex::new(0), 0);
+        p.set_priority(PieceIndex::new(0), 3);
+        assert!(p.done(), "a had piece's priority changes nothing");
+        p.set_priority(PieceIndex::new(2), 5);
+        p.set_priority(PieceIndex::new(2), 1);
+        assert!(!p.done());
+        p.verified(PieceIndex::new(2));
+        p.verified(PieceIndex::new(2));
+        assert!(p.done());
+        p.set_priority(PieceIndex::new(1), 1);
+        assert!(!p.done());
     }
 }

@@ -2096,6 +2096,14 @@ impl TorrentCore {
     fn maybe_pex(&mut self, key: u64) {
         let now = self.now;
         let interval = self.config.limits.pex_interval;
+        // Every peer is asked when any one is due: only a due one pays for the list below.
+        let due = self
+            .peers
+            .get(&key)
+            .is_some_and(|p| p.their_ut_pex.is_some() && p.next_pex.is_some_and(|d| now >= d));
+        if !due {
+            return;
+        }
         // Each listen address with the flags BEP 11 lets us claim for it: a seed, and one that takes
         // introductions (BEP 55), so a peer that cannot reach it may ask us for one.
         let listens: BTreeMap<SocketAddr, u8> = self
