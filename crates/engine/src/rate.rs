@@ -39,6 +39,12 @@ impl Limiter {
         Some(self.rate.load(Ordering::Relaxed)).filter(|r| *r > 0)
     }
 
+    /// What passes at once after an idle spell (`None` when unlimited): a reader that takes no more
+    /// than this per read keeps what it hands on within the rate plus one burst.
+    pub fn burst(&self) -> Option<usize> {
+        self.rate().map(|r| (r as f64 * BURST_SECS) as usize)
+    }
+
     /// Waits until `bytes` may pass.
     pub async fn acquire(&self, bytes: usize) {
         let Some(rate) = self.rate() else {

@@ -505,6 +505,21 @@ impl Shared {
         }
     }
 
+    /// The most a peer's reader should take in one read while a download limit is set. The limiter is
+    /// paid after a read, so an unbounded read let a whole receive buffer (hundreds of KiB a peer)
+    /// through ahead of the limit: a 500 kB download at 150 kB/s finished in 1.7 s. One block is the
+    /// floor, so slow limits do not turn into tiny reads.
+    pub(crate) fn download_read_cap(&self) -> Option<usize> {
+        const FLOOR: usize = 16 * 1024 + 13;
+        let local = self.down_limit.burst();
+        let global = self.config.global_download.as_ref().and_then(|g| g.burst());
+        let cap = match (local, global) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(cap.max(FLOOR))
+    }
+
     pub(crate) async fn pass_download(&self, bytes: usize) {
         self.down_limit.acquire(bytes).await;
         if let Some(global) = &self.config.global_download {
