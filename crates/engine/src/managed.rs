@@ -730,6 +730,10 @@ async fn start(inner: Arc<Inner>, slot: Slot, generation: u64) {
                 e.handle = Some(handle.clone());
                 drop(e);
                 inner.owner.started(&id, &handle, began.elapsed());
+                tokio::spawn(wake_when_done(
+                    Arc::downgrade(&inner),
+                    handle.shared.clone(),
+                ));
                 None
             } else {
                 // Paused or removed while checking.
@@ -746,6 +750,20 @@ async fn start(inner: Arc<Inner>, slot: Slot, generation: u64) {
     }
     inner.changed();
     inner.wake.notify_one();
+}
+
+/// Wakes the driver as soon as the torrent completes or fails, so that the owner (`spore get` waiting
+/// to print `complete`, a seed goal) hears of it at once instead of at the next pass, up to a second
+/// later. Ends when the torrent stops.
+async fn wake_when_done(inner: std::sync::Weak<Inner>, shared: Arc<crate::torrent::Shared>) {
+    let mut stopping = shared.stopping();
+    tokio::select! {
+        _ = shared.wait_done() => {}
+        _ = stopping.wait_for(|s| *s) => return,
+    }
+    if let Some(inner) = inner.upgrade() {
+        inner.wake.notify_one();
+    }
 }
 
 #[cfg(test)]
@@ -819,6 +837,56 @@ mod tests {
         let s = wait_for(&c2, &leech, |s| s.phase == Phase::Finished).await;
         assert!(s.status.unwrap().complete);
         assert_eq!(c.snapshot(&seed).unwrap().phase, Phase::Running);
+    }
+
+    /// The owner hears of a completion through `changed` at once, not at the driver's next pass (up
+    /// to a second later, which `spore get` added to every download before printing `complete`).
+    /// Three downloads, each timed from the moment polling sees it complete.
+    #[tokio::test]
+    async fn a_completion_is_told_at_once() {
+        let c = client().await;
+        let c2 = client().await;
+        for len in [100_000, 150_000, 200_000] {
+            let (_dir, content, torrent) = crate::testutil::made(len, 16 * 1024, V1);
+            let seed = c
+                .add(AddTorrent::new(Source::Torrent(torrent.clone()), content))
+                .unwrap();
+            wait_for(&c, &seed, |s| s.phase == Phase::Running).await;
+            let leech_dir = tempfile::tempdir().unwrap();
+            let mut add = AddTorrent::new(Source::Torrent(torrent), leech_dir.path().to_path_buf());
+            add.peers = vec![c.session().listen_addr()];
+            let mut seen = c2.subscribe();
+            let leech = c2.add(add).unwrap();
+            let polled = async {
+                loop {
+                    let s = c2.snapshot(&leech).unwrap();
+                    if s.status.is_some_and(|st| st.complete) {
+                        return Instant::now();
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            let told = async {
+                loop {
+                    c2.changed(&mut seen).await;
+                    let s = c2.snapshot(&leech).unwrap();
+                    if s.status.is_some_and(|st| st.complete) {
+                        return Instant::now();
+                    }
+                }
+            };
+            let both = async { tokio::join!(polled, told) };
+            let (polled, told) = tokio::time::timeout(Duration::from_secs(30), both)
+                .await
+                .expect("the download completes");
+            let late = told.saturating_duration_since(polled);
+            assert!(
+                late < Duration::from_millis(250),
+                "{len}: told {late:?} after the download completed"
+            );
+            c2.remove(&leech).await;
+            c.remove(&seed).await;
+        }
     }
 
     /// A client with one download slot and two downloads with no peer to download from: the first
