@@ -860,10 +860,15 @@ impl Shared {
     ) -> Result<(PeerKey, Vec<After>), Refused> {
         let mut st = self.state.lock();
         let now = Instant::now();
+        let first = st.core.peer_count() == 0;
         let key = st.core.add_peer(addr, !outgoing, ours, theirs, now)?;
         st.links.insert(key, link);
         let mut after = Vec::new();
         self.pump(&mut st, now, &mut after);
+        if first {
+            // The timer loop may be asleep until the next announce: with peers the core's ticks run.
+            self.timer.notify_one();
+        }
         Ok((key, after))
     }
 

@@ -503,6 +503,12 @@ impl TorrentCore {
         let queue = self.config.limits.initial_queue;
         let mut peer = Peer::new(addr, incoming, conn, pieces, misuse, queue, self.now);
         peer.peer_id = theirs.peer_id;
+        if self.peers.len() == 0 {
+            // The per-peer timers slept while the table was empty (see `poll_timeout`): rates are
+            // measured from now, not from the last tick before it emptied.
+            self.last_tick = self.now;
+            self.next_tick = self.now + self.config.limits.tick;
+        }
         self.peers.insert(key, peer);
         self.connected.insert(addr);
         self.failed.remove(&addr);
@@ -925,27 +931,37 @@ impl TorrentCore {
 
     // ----- timers -----
 
-    /// When [`TorrentCore::handle_timeout`] is next due.
+    /// When [`TorrentCore::handle_timeout`] is next due (`None`: nothing is until an event).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.stopped {
             return None;
         }
-        let mut next = self
-            .next_tick
-            .min(self.next_slot_check)
-            .min(self.next_choke);
+        // The tick, the slot check and the choker only look after peers: with none connected they
+        // sleep (a daemon's thousand idle seeds woke three thousand times a second for nothing) and
+        // the first peer to arrive finds them due.
+        let mut next = None;
+        if self.peers.len() > 0 {
+            next = Some(
+                self.next_tick
+                    .min(self.next_slot_check)
+                    .min(self.next_choke),
+            );
+        } else if !self.misuse.is_empty() {
+            next = Some(self.next_misuse_fade);
+        }
+        let earliest = |next: Option<Instant>, at: Instant| Some(next.map_or(at, |n| n.min(at)));
         if let (Some(at), false) = (self.announces.next, self.announces.in_flight) {
-            next = next.min(at);
+            next = earliest(next, at);
         }
         if !self.config.peers.is_empty() {
-            next = next.min(self.next_redial);
+            next = earliest(next, self.next_redial);
         }
         // Peer exchanges go when due, not at the next tick: the first one is 2 s after the extension
         // handshake, and a swarm that finishes in 3 s has little time to spare.
         if let Some(pex) = self.next_pex_due() {
-            next = next.min(pex);
+            next = earliest(next, pex);
         }
-        Some(next)
+        next
     }
 
     /// Runs what is due by `now`: choker rounds and the optimistic rotation, free slots, per-peer upkeep

@@ -807,6 +807,61 @@ fn a_peer_that_sends_nothing_for_three_minutes_is_dropped_and_keepalives_go_out(
     assert_eq!(disconnected(&h.drain()), vec![(k, DisconnectReason::Idle)]);
 }
 
+/// A torrent with no peer (most of a daemon's seeds) has no timeout to wake for; the first peer to
+/// arrive brings the ticks back, and an hour of sleep does not count in its rate: its queue is sized
+/// from what it sends after it arrived.
+#[test]
+fn with_no_peer_nothing_wakes_the_torrent_and_the_first_peer_brings_the_ticks_back() {
+    let mut h = H::new(64, false, |_| {});
+    h.drain();
+    assert_eq!(
+        h.core.poll_timeout(),
+        None,
+        "an idle torrent wakes for nothing"
+    );
+    h.advance(Duration::from_secs(3600));
+    let k = h.add([10, 13, 0, 2], 1);
+    h.msg(k, Message::HaveAll);
+    h.msg(k, Message::Unchoke);
+    let due = h.core.poll_timeout().expect("a peer has timers");
+    assert!(due <= h.now + Duration::from_secs(1));
+    let target = |h: &H| h.core.peer(k).expect("known").queue_target;
+    let before = target(&h);
+    // Every request answered at once for a while: a rate measured over the hour would leave the
+    // queue where it was.
+    let mut answered = 0;
+    while answered < 200 {
+        let requests: Vec<BlockRef> = sent(&h.drain(), k)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Request(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        if requests.is_empty() {
+            break;
+        }
+        for b in requests {
+            let data = bytes::Bytes::from(vec![0u8; b.length as usize]);
+            h.msg(
+                k,
+                Message::Piece {
+                    index: b.index,
+                    begin: b.begin,
+                    data,
+                },
+            );
+            answered += 1;
+        }
+    }
+    h.advance(Duration::from_secs(1));
+    assert!(
+        target(&h) > before,
+        "queue target {} after {answered} blocks in a second (was {before})",
+        target(&h)
+    );
+}
+
 #[test]
 fn a_protocol_violation_ends_the_connection() {
     let mut h = H::new(8, true, |_| {});
