@@ -9,6 +9,7 @@
 # Spore pairs: `spore` runs both with their defaults (--encryption prefer: RC4 between two Spores);
 # `spore-rc4` and `spore-plain` pass --encryption require / off to both, for the cost of encryption;
 # `spore-utp-plain` is `spore-utp` with --encryption off (uTP against `spore-plain`, TCP, both plaintext).
+# `libtorrent-rc4` forces MSE with RC4 on both libtorrents (`libtorrent` is plaintext between the two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1G}
@@ -66,8 +67,9 @@ run_pair() { # name, run index
         wait "$get_pid"
         end=$(date +%s.%N)
         ;;
-    libtorrent | libtorrent-utp)
-        export LT_TRANSPORTS=$transports
+    libtorrent | libtorrent-utp | libtorrent-rc4)
+        export LT_TRANSPORTS=$transports LT_ENCRYPTION=default
+        if [ "$name" = libtorrent-rc4 ]; then LT_ENCRYPTION=rc4; fi
         timed seed.log /usr/bin/python3 "$LT" seed t.torrent seed 127.0.0.2
         seed_pid=$LAST_PID
         wait_line seed.log '"done"'

@@ -5,7 +5,8 @@ usage: lt_peer.py seed|get TORRENT|MAGNET SAVE_DIR IP [PEER_IP:PORT ...]
 Prints JSON lines: {"listening": port} once listening, {"done": true, ...} when the data is complete
 (seed: after the recheck found it whole), and {"pex_peers": N} whenever the number of connected peers
 libtorrent has heard of through peer exchange (BEP 11) changes. Then keeps running (seeding) until killed.
-Peers go over TCP only, unless LT_TRANSPORTS=utp (uTP only: TCP off both ways) or both.
+Peers go over TCP only, unless LT_TRANSPORTS=utp (uTP only: TCP off both ways) or both; in plaintext
+(libtorrent's default between two libtorrents), unless LT_ENCRYPTION=rc4 (MSE with RC4 forced both ways).
 """
 import json
 import os
@@ -21,7 +22,10 @@ def main():
     transports = os.environ.get("LT_TRANSPORTS", "tcp")
     if transports not in ("tcp", "utp", "both"):
         sys.exit("LT_TRANSPORTS: tcp, utp or both")
-    s = lt.session({
+    encryption = os.environ.get("LT_ENCRYPTION", "default")
+    if encryption not in ("default", "rc4"):
+        sys.exit("LT_ENCRYPTION: default or rc4")
+    settings = {
         "listen_interfaces": "%s:0" % ip,
         "outgoing_interfaces": ip,
         "enable_dht": False,
@@ -34,7 +38,11 @@ def main():
         "enable_incoming_tcp": transports != "utp",
         "allow_multiple_connections_per_ip": True,
         "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.status_notification,
-    })
+    }
+    if encryption == "rc4":
+        # pe_forced both ways, pe_rc4 only.
+        settings.update({"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 2, "prefer_rc4": True})
+    s = lt.session(settings)
     if torrent.startswith("magnet:"):
         params = lt.parse_magnet_uri(torrent)
     else:
