@@ -1543,8 +1543,11 @@ impl TorrentCore {
             let picker = &self.picker;
             p.suggested.retain(|&i| picker.would_start(i));
         }
-        // Endgame may hand back blocks already asked of this very peer: the picker counted them as a
-        // second request, which is undone.
+        if picked.is_empty() && p.outstanding.is_empty() {
+            picked.extend(self.picker.pick_duplicate(&p.bitfield));
+        }
+        // A block the picker hands back already asked of this very peer was counted as a second
+        // request, which is undone.
         let picker = &mut self.picker;
         picked.retain(|b| {
             let new = p.outstanding.insert(*b);
