@@ -3,14 +3,14 @@
 //! Each swarm lives in one hash slot: its keys share the hash tag `{<info-hash hex>}`. Four sorted sets
 //! hold its peers (IPv4 seeders, IPv4 leechers, IPv6 seeders, IPv6 leechers), each member a compact
 //! address scored by the second it expires, and a counter its completed downloads. An announce is one
-//! Lua script run atomically on the slot's master: drop expired peers, add, refresh or remove the
-//! announcing peer, count, and sample up to `numwant` others. Its clock is the server's (`TIME`), so
-//! nodes with skewed clocks agree. Every key expires `peer_timeout` after its swarm's last announce, so
-//! a dead swarm costs nothing and needs no sweep.
+//! atomic step of a Lua script on the slot's master: add, refresh or remove the announcing peer, count
+//! the live peers, and sample up to `numwant` others. Its clock is the server's (`TIME`), so nodes with
+//! skewed clocks agree. Every key expires some minutes after its swarm's last announce's timeout, so a
+//! dead swarm costs nothing and needs no sweep.
 //!
-//! Announces issued at once (a UDP worker's batch) are in flight together: the client keeps one
-//! multiplexed connection per cluster node and writes concurrent requests to it back to back, so a
-//! batch costs one round trip per node, not one per announce.
+//! Announces issued at once (a UDP worker's batch, a flush) are in flight together, and one script call
+//! takes the steps of many swarms of one master: a batch costs one round trip per master, and the
+//! master and the node pay per call, not per swarm, what a call costs beyond its steps.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -752,7 +752,7 @@ impl Cluster {
         if !self.is_up() {
             return None;
         }
-        let sample = self.views.fresh(&job.hash, Instant::now())?;
+        let sample = self.views.fresh_or_refresh(&job.hash, Instant::now())?;
         if !sample.covers(job.want) || !self.queue.push(job.hash, job.update()) {
             return None;
         }
@@ -922,7 +922,7 @@ impl Cluster {
         cmd
     }
 
-    /// Announces in flight together: one script call per swarm (announces to the same swarm share
+    /// Announces in flight together: one step per swarm (announces to the same swarm share
     /// it, as in a flush, and are answered from its reply), those of one master in one call.
     pub async fn announce_all(&self, jobs: &[Job]) -> Vec<Result<Answer, ClusterError>> {
         self.batches.fetch_add(1, Ordering::Relaxed);
