@@ -752,7 +752,7 @@ impl Cluster {
         if !self.is_up() {
             return None;
         }
-        let sample = self.views.fresh_or_refresh(&job.hash, Instant::now())?;
+        let sample = self.views.fresh(&job.hash, Instant::now())?;
         if !sample.covers(job.want) || !self.queue.push(job.hash, job.update()) {
             return None;
         }

@@ -6,8 +6,8 @@
 //! younger than `cluster_view_ttl_ms`. An announce's own write is not skipped: it joins the `Queue`, and
 //! every `cluster_flush_interval_ms` one script step per swarm carries all of that swarm's queued writes
 //! (completions counted), its reply refreshing the view. So what one node learns, every node hands out
-//! within the flush interval plus the view's time to live (and `REFRESH_GRACE`). Empty swarms are not
-//! kept, so the first peer of a swarm is written at once.
+//! within the flush interval plus the view's time to live. Empty swarms are not kept, so the first peer
+//! of a swarm is written at once.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -176,14 +176,8 @@ const VIEW_SHARDS: usize = 64;
 /// Most swarms in the view; past it a swarm is not cached and its announces go to the cluster.
 pub const MAX_VIEWS: usize = 1 << 20;
 
-/// One shard of the view: each swarm's sample, when it was asked for, and whether an announce that
-/// found it stale is refreshing it.
-type ViewShard = Mutex<HashMap<InfoHash, (Instant, Arc<Sample>, bool)>>;
-
-/// How much longer than its time to live a view still answers announces while the one announce that
-/// found it stale is at the cluster: the others to that swarm meanwhile would each be a script call
-/// that says the same.
-pub const REFRESH_GRACE: Duration = Duration::from_millis(250);
+/// One shard of the view: each swarm's sample and when it was asked for.
+type ViewShard = Mutex<HashMap<InfoHash, (Instant, Arc<Sample>)>>;
 
 pub struct Views {
     ttl: Duration,
@@ -205,22 +199,8 @@ impl Views {
     /// The swarm's sample if it is younger than the time to live.
     pub fn fresh(&self, hash: &InfoHash, now: Instant) -> Option<Arc<Sample>> {
         let shard = self.shard(hash).lock();
-        let (at, sample, _) = shard.get(hash)?;
+        let (at, sample) = shard.get(hash)?;
         (now.duration_since(*at) < self.ttl).then(|| sample.clone())
-    }
-
-    /// For an announce: the swarm's sample if it is younger than the time to live, or if it is being
-    /// refreshed and younger than that plus `REFRESH_GRACE`. Otherwise None, and the caller, whose
-    /// announce goes to the cluster and refreshes the view, is the one refreshing it.
-    pub fn fresh_or_refresh(&self, hash: &InfoHash, now: Instant) -> Option<Arc<Sample>> {
-        let mut shard = self.shard(hash).lock();
-        let (at, sample, refreshing) = shard.get_mut(hash)?;
-        let age = now.duration_since(*at);
-        if age < self.ttl || (*refreshing && age < self.ttl + REFRESH_GRACE) {
-            return Some(sample.clone());
-        }
-        *refreshing = true;
-        None
     }
 
     /// Records what the cluster said of a swarm at `at` (when the request was sent, so age is never
@@ -243,12 +223,12 @@ impl Views {
         }
         let mut shard = self.shard(&hash).lock();
         match shard.get(&hash) {
-            Some((then, _, _)) if !over_fresh && at.duration_since(*then) < self.ttl => {}
+            Some((then, _)) if !over_fresh && at.duration_since(*then) < self.ttl => {}
             Some(_) => {
-                shard.insert(hash, (at, Arc::new(sample), false));
+                shard.insert(hash, (at, Arc::new(sample)));
             }
             None if shard.len() < MAX_VIEWS / VIEW_SHARDS => {
-                shard.insert(hash, (at, Arc::new(sample), false));
+                shard.insert(hash, (at, Arc::new(sample)));
             }
             None => {}
         }
@@ -259,7 +239,7 @@ impl Views {
         for shard in self.shards.iter() {
             shard
                 .lock()
-                .retain(|_, (at, _, _)| now.duration_since(*at) < self.ttl + REFRESH_GRACE);
+                .retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
         }
     }
 }
@@ -483,22 +463,6 @@ mod tests {
             size: 51,
             ..one.clone()
         };
-        // Past its time to live, the first announce refreshes it, and the others are answered from
-        // it meanwhile, for a grace period only.
-        views.put([4; 20].into(), one.clone(), t0);
-        let stale = t0 + Duration::from_millis(100);
-        assert!(views.fresh_or_refresh(&[4; 20].into(), t0).is_some());
-        assert!(views.fresh_or_refresh(&[4; 20].into(), stale).is_none());
-        assert!(views.fresh_or_refresh(&[4; 20].into(), stale).is_some());
-        assert!(
-            views.fresh(&[4; 20].into(), stale).is_none(),
-            "not for scrapes"
-        );
-        assert!(views
-            .fresh_or_refresh(&[4; 20].into(), stale + REFRESH_GRACE)
-            .is_none());
-        views.put([4; 20].into(), one.clone(), stale);
-        assert!(views.fresh(&[4; 20].into(), stale).is_some(), "refreshed");
         views.put([3; 20].into(), sampled.clone(), t0);
         views.put_counts([3; 20].into(), one.clone(), t0);
         assert_eq!(*views.fresh(&[3; 20].into(), t0).unwrap(), sampled);
