@@ -11,11 +11,13 @@
 # Needs `cargo install aquatic_udp_load_test --version 0.9.0 --locked`, redis-server and redis-cli.
 #   benches/tracker-cluster.sh    (env: RUNS=3 DURATION=20 SUMMARIZE=15 TRACKER_CPUS=0 LOAD_CPUS=1
 #                                  REDIS_CPUS=0,1 TOML=extra tracker settings, KINDS="memory cluster
-#                                  two", clusterb: one node with TOML_B instead, PERF=FILE: a perf
+#                                  two", clusterb: one node with TOML_B and SPORE_B instead (another
+#                                  build, to compare two in one session), PERF=FILE: a perf
 #                                  profile of the one cluster node, COMMANDSTATS=FILE: the masters' INFO)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPORE=$(pwd)/${SPORE:-target/release/spore}
+SPORE_B=${SPORE_B:-$SPORE}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-20}
 SUMMARIZE=${SUMMARIZE:-15}
@@ -83,20 +85,20 @@ metric() { # http port, name: the value summed over labels
     curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $2 } END { print s + 0 }'
 }
 cpu_of() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
-start_node() { # name, http port, cluster or "", extra settings
+start_node() { # name, http port, cluster or "", extra settings, binary
     node_toml "$2" "$3" "$4" > "$work/$1.toml"
-    taskset -c "$TRACKER_CPUS" "$SPORE" tracker --config "$work/$1.toml" > "$work/$1.out" 2>&1 &
+    taskset -c "$TRACKER_CPUS" "${5:-$SPORE}" tracker --config "$work/$1.toml" > "$work/$1.out" 2>&1 &
     echo $! > "$work/$1.pid"
     until curl -s "http://127.0.0.1:$2/metrics" > /dev/null; do sleep 0.1; done
 }
 stop_node() { kill "$(cat "$work/$1.pid")"; wait "$(cat "$work/$1.pid")" 2> /dev/null || true; rm "$work/$1.pid"; }
 
 run() { # kind: memory | cluster | two | clusterb (one node with TOML_B)
-    local kind=$1 nodes=(n1) cluster="" toml=${TOML:-}
+    local kind=$1 nodes=(n1) cluster="" toml=${TOML:-} spore=$SPORE
     [ "$kind" = two ] && nodes=(n1 n2)
     [ "$kind" != memory ] && cluster=$CLUSTER
-    [ "$kind" = clusterb ] && toml=${TOML_B:-}
-    start_node n1 "$HTTP1" "$cluster" "$toml"
+    [ "$kind" = clusterb ] && toml=${TOML_B:-} && spore=$SPORE_B
+    start_node n1 "$HTTP1" "$cluster" "$toml" "$spore"
     [ "$kind" = two ] && start_node n2 "$HTTP2" "$cluster" "$toml"
     local ms rs; ms=$(masters); rs=$(replicas)
     for m in $ms; do redis-cli -p "$m" config resetstat > /dev/null; done

@@ -3,14 +3,14 @@
 //! Each swarm lives in one hash slot: its keys share the hash tag `{<info-hash hex>}`. Four sorted sets
 //! hold its peers (IPv4 seeders, IPv4 leechers, IPv6 seeders, IPv6 leechers), each member a compact
 //! address scored by the second it expires, and a counter its completed downloads. An announce is one
-//! Lua script run atomically on the slot's master: drop expired peers, add, refresh or remove the
-//! announcing peer, count, and sample up to `numwant` others. Its clock is the server's (`TIME`), so
-//! nodes with skewed clocks agree. Every key expires `peer_timeout` after its swarm's last announce, so
-//! a dead swarm costs nothing and needs no sweep.
+//! atomic step of a Lua script on the slot's master: add, refresh or remove the announcing peer, count
+//! the live peers, and sample up to `numwant` others. Its clock is the server's (`TIME`), so nodes with
+//! skewed clocks agree. Every key expires some minutes after its swarm's last announce's timeout, so a
+//! dead swarm costs nothing and needs no sweep.
 //!
-//! Announces issued at once (a UDP worker's batch) are in flight together: the client keeps one
-//! multiplexed connection per cluster node and writes concurrent requests to it back to back, so a
-//! batch costs one round trip per node, not one per announce.
+//! Announces issued at once (a UDP worker's batch, a flush) are in flight together, and one script call
+//! takes the steps of many swarms of one master: a batch costs one round trip per master, and the
+//! master and the node pay per call, not per swarm, what a call costs beyond its steps.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +22,7 @@ use redis::Value;
 use serde::Deserialize;
 use tracker_proto::{InfoHash, ScrapeStats};
 
-use crate::cluster_view::{coalesce, Queue, Sample, Update, Views};
+use crate::cluster_view::{coalesce, Queue, Sample, Update, Views, SETS};
 pub use crate::cluster_view::{Answer, Job, Waiting};
 
 impl ClusterError {
@@ -74,38 +74,30 @@ pub enum ClusterError {
     Busy,
 }
 
-const ANNOUNCE: &str = r#"
--- KEYS: seeders4 leechers4 seeders6 leechers6 completed
--- ARGV: peer timeout, most peers per swarm, a random number, peers to sample per set, whether the
---       writes may create the swarm (1|0), completions to add, then pairs of (member, op): op 1..4
---       adds or refreshes the member in that set, 5..8 removes it (stopped) from set op - 4.
--- One call carries every write a node queued for the swarm; a lone announce is a call of one write.
--- Expired peers are pruned first, so the sets' sizes are the live counts. Returns the four counts,
--- the four samples (each one string of concatenated members) and the completed downloads.
+const ANNOUNCE: &str = r#"#!lua flags=allow-cross-slot-keys
+-- KEYS[1]: a key of the first swarm (the call goes to its slot's master).
+-- ARGV: peer timeout, most peers per swarm, a random number, then per swarm: its key prefix
+--   ("{<info-hash hex>}:"), peers to sample per set, whether its writes may create it (1|0),
+--   completions to add, its number of writes n, then n pairs of (member, op): op 1..4 adds or
+--   refreshes the member in that set, 5..8 removes it (stopped) from set op - 4.
+-- The swarms of one call are those the node believes one master holds: one whose slot is not this
+-- master's (moved, or migrating) is left alone and marked so, for the node to send on its own.
+-- Returns one string: per swarm a header (done or not here, four live counts, completed downloads,
+-- four sample lengths in bytes) and the four samples, each a window of up to `want` members from a
+-- random place among the set's live ones, concatenated.
 local now = tonumber(redis.call('TIME')[1])
-local timeout, cap, rnd, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
--- A family (IPv4, IPv6) whose two sets do not exist costs one call, not four: most swarms have no
--- IPv6 peers.
-local family = {redis.call('EXISTS', KEYS[1], KEYS[2]) > 0, redis.call('EXISTS', KEYS[3], KEYS[4]) > 0}
-if ARGV[5] == '0' and not family[1] and not family[2] then
-  -- A new swarm its creator may not make (its per-source limit on the node): not tracked.
-  return {0, 0, 0, 0, '', '', '', '', 0}
+local timeout, cap, rnd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- Numbers handed to redis.call are formatted with printf each time: these once.
+local nows, exps = string.format('%d', now), string.format('%d', now + timeout)
+-- Keys live until a whole number of 5 minutes past their last write's timeout: moved forward at
+-- most once in 5 minutes, so most calls change (and replicate) no expiry.
+local until_ = string.format('%d', math.ceil((now + timeout + 60) / 300) * 300)
+-- A key that may be new (or have no expiry yet) gets one; a key known to have one only a later one.
+local function expire(key, new)
+  if new then redis.call('EXPIREAT', key, until_) else redis.call('EXPIREAT', key, until_, 'GT') end
 end
-local adds, rems = {{}, {}, {}, {}}, {{}, {}, {}, {}}
 local sibling = {2, 1, 4, 3}
-for i = 7, #ARGV, 2 do
-  local m, k = ARGV[i], tonumber(ARGV[i + 1])
-  if k > 4 then
-    k = k - 4
-    rems[k][#rems[k] + 1] = m
-  else
-    local a = adds[k]
-    a[#a + 1] = now + timeout
-    a[#a + 1] = m
-  end
-  local r = rems[sibling[k]]
-  r[#r + 1] = m
-end
+local HEADER = '>BIIIIIIIII'
 -- unpack is bounded by Lua's stack: long lists go in slices.
 local function bulk(cmd, key, list)
   local done = 0
@@ -114,58 +106,95 @@ local function bulk(cmd, key, list)
   end
   return done
 end
-local n, total = {0, 0, 0, 0}, 0
-for k = 1, 4 do
-  if family[math.floor((k + 1) / 2)] then
-    if #rems[k] > 0 then bulk('ZREM', KEYS[k], rems[k]) end
-    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now - 1)
-    n[k] = redis.call('ZCARD', KEYS[k])
+local function swarm(at, r)
+  local prefix, want, create, completions, writes = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2], ARGV[at + 3], tonumber(ARGV[at + 4])
+  local keys = {prefix .. 's4', prefix .. 'l4', prefix .. 's6', prefix .. 'l6'}
+  local c = prefix .. 'c'
+  -- The first touch of the swarm's slot, as pcall: a slot this master does not serve is an error
+  -- here, before anything of the swarm is written.
+  local v6 = redis.pcall('EXISTS', keys[3], keys[4])
+  if type(v6) == 'table' then
+    return string.rep('\0', 37)
+  end
+  if create == '0' and v6 == 0 and redis.call('EXISTS', keys[1], keys[2]) == 0 then
+    -- A new swarm its creator may not make (its per-source limit on the node): not tracked.
+    return struct.pack(HEADER, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+  end
+  local adds, rems = {{}, {}, {}, {}}, {{}, {}, {}, {}}
+  local v6writes = false
+  for i = at + 5, at + 4 + 2 * writes, 2 do
+    local m, k = ARGV[i], tonumber(ARGV[i + 1])
+    if k > 4 then
+      k = k - 4
+      rems[k][#rems[k] + 1] = m
+    else
+      local a = adds[k]
+      a[#a + 1] = exps
+      a[#a + 1] = m
+    end
+    if k > 2 then v6writes = true end
+    local s = rems[sibling[k]]
+    s[#s + 1] = m
+  end
+  local last = (v6 > 0 or v6writes) and 4 or 2
+  -- Expired peers are skipped when counting and sampling (they are the lowest scores); they are
+  -- removed on about one call in 16, which bounds what they cost in memory.
+  local prune = r % 16 == 0
+  local n, total = {0, 0, 0, 0}, 0
+  for k = 1, last do
+    if #rems[k] > 0 then bulk('ZREM', keys[k], rems[k]) end
+    if prune then redis.call('ZREMRANGEBYSCORE', keys[k], '-inf', '(' .. nows) end
+    n[k] = redis.call('ZCOUNT', keys[k], nows, '+inf')
     total = total + n[k]
   end
-end
-for k = 1, 4 do
-  local a = adds[k]
-  if #a > 0 then
-    local added = 0
-    if total + #a / 2 <= cap then
-      added = bulk('ZADD', KEYS[k], a)
-    else
-      for i = 1, #a, 2 do
-        if total + added < cap then
-          added = added + redis.call('ZADD', KEYS[k], a[i], a[i + 1])
-        else
-          redis.call('ZADD', KEYS[k], 'XX', a[i], a[i + 1])
+  for k = 1, last do
+    local a = adds[k]
+    if #a > 0 then
+      local added = 0
+      if total + #a / 2 <= cap then
+        added = bulk('ZADD', keys[k], a)
+      else
+        for i = 1, #a, 2 do
+          if total + added < cap then
+            added = added + redis.call('ZADD', keys[k], a[i], a[i + 1])
+          else
+            redis.call('ZADD', keys[k], 'XX', a[i], a[i + 1])
+          end
         end
       end
-    end
-    total = total + added
-    n[k] = n[k] + added
-    redis.call('EXPIRE', KEYS[k], timeout + 60)
-  end
-end
-local completed = 0
-if ARGV[6] ~= '0' then
-  completed = redis.call('INCRBY', KEYS[5], ARGV[6])
-  redis.call('EXPIRE', KEYS[5], timeout + 60)
-else
-  completed = tonumber(redis.call('GET', KEYS[5]) or '0') or 0
-end
-local out = {n[1], n[2], n[3], n[4]}
--- A window of `want` peers from a random place in each set, wrapping round once, as one string.
-for k = 1, 4 do
-  local live, got = n[k], {}
-  if live > 0 and want > 0 then
-    local first = rnd % live
-    local room = math.min(want, live)
-    got = redis.call('ZRANGE', KEYS[k], first, first + room - 1)
-    if #got < room then
-      for _, m in ipairs(redis.call('ZRANGE', KEYS[k], 0, room - #got - 1)) do got[#got + 1] = m end
+      total = total + added
+      expire(keys[k], n[k] == 0)
+      -- A member revived before its expired entry was pruned is not counted until the next call.
+      n[k] = n[k] + added
     end
   end
-  out[k + 4] = table.concat(got)
+  local completed
+  if completions ~= '0' then
+    completed = redis.call('INCRBY', c, completions)
+    expire(c, completed == tonumber(completions))
+  else
+    completed = tonumber(redis.call('GET', c) or '0') or 0
+  end
+  local got = {'', '', '', ''}
+  for k = 1, last do
+    local live = n[k]
+    if live > 0 and want > 0 then
+      local room = math.min(want, live)
+      -- Live members are the highest ranks: -live .. -1.
+      local first = r % (live - room + 1) - live
+      got[k] = table.concat(redis.call('ZRANGE', keys[k], first, first + room - 1))
+    end
+  end
+  return struct.pack(HEADER, 1, n[1], n[2], n[3], n[4], completed, #got[1], #got[2], #got[3], #got[4])
+    .. got[1] .. got[2] .. got[3] .. got[4]
 end
-out[9] = completed
-return out
+local out, at, i = {}, 4, 0
+while at <= #ARGV do
+  out[#out + 1] = swarm(at, rnd + i * 7919)
+  at = at + 5 + 2 * tonumber(ARGV[at + 4])
+  i = i + 1
+end
+return table.concat(out)
 "#;
 
 const COUNTS: &str = r#"
@@ -230,8 +259,6 @@ pub struct Settings {
     pub fallback: Fallback,
     pub peer_timeout: u32,
     pub max_peers: usize,
-    /// Peers a view samples per set when nothing asks for more (one more than `default_numwant`).
-    pub sample: usize,
     pub view_ttl: Duration,
     pub queue_max: usize,
 }
@@ -244,6 +271,11 @@ pub struct Cluster {
     reconnected: parking_lot::Mutex<Option<Instant>>,
     /// `errors` when `reconnect` last looked.
     errors_seen: AtomicU64,
+    /// Each slot's master as last read (`slot_owners`; empty before the first reading).
+    slots: parking_lot::RwLock<std::sync::Arc<Vec<u16>>>,
+    slots_read: parking_lot::Mutex<Option<Instant>>,
+    /// Set when a call found a swarm on another master than the map said: read it again.
+    slots_stale: AtomicBool,
     announce: redis::Script,
     counts: redis::Script,
     list: redis::Script,
@@ -328,21 +360,131 @@ fn int(v: &Value) -> Option<u32> {
     }
 }
 
-/// A sample: members of `size` bytes, concatenated.
-fn peers(v: &Value, size: usize, out: &mut Vec<u8>) -> Option<()> {
-    match v {
-        Value::BulkString(b) if b.len() % size == 0 => out.extend_from_slice(b),
-        Value::Nil => {}
-        _ => return None,
-    }
-    Some(())
-}
-
 /// Least time between two new connections made because requests failed.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
-/// Script calls of a flush in flight at once.
-const FLUSH_IN_FLIGHT: usize = 256;
+/// Most swarms in one script call. A call of many costs the master less than as many calls (and the
+/// node far less), but runs as one step: about 20 µs a swarm, so this bounds it near a millisecond.
+const STEPS_PER_CALL: usize = 48;
+
+/// How often a node re-reads the slot map (sooner when a call found a swarm on another master).
+const SLOTS_EVERY: Duration = Duration::from_secs(2);
+
+/// One swarm's step of the announce script: its writes (one per peer), the completions they carry,
+/// and the peers to sample per set.
+struct Step {
+    hash: InfoHash,
+    updates: Vec<Update>,
+    completed: u64,
+    size: usize,
+}
+
+impl Step {
+    /// The step for a swarm's queued or concurrent writes: as many peers sampled as its announcers
+    /// asked for (most ask for the same), one more as the announcer itself may be among them.
+    fn of(hash: InfoHash, updates: &[Update]) -> Step {
+        let (updates, completed) = coalesce(updates);
+        let size = updates
+            .iter()
+            .map(|u| usize::from(u.want))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        Step {
+            hash,
+            updates,
+            completed,
+            size,
+        }
+    }
+}
+
+/// The slot of a swarm's keys: CRC16 (XMODEM) of its hash tag, the info-hash in hex.
+fn slot(hash: &InfoHash) -> u16 {
+    let prefix = key_prefix(hash);
+    let mut crc: u16 = 0;
+    for &b in &prefix[1..41] {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// Each slot's master (an index, the same for the same master) from a `CLUSTER SLOTS` reply.
+fn slot_owners(reply: &Value) -> Option<Vec<u16>> {
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    let mut owners = vec![u16::MAX; 16384];
+    let mut masters: Vec<(&[u8], i64)> = Vec::new();
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return None;
+        };
+        let [Value::Int(start), Value::Int(end), Value::Array(master), ..] = fields.as_slice()
+        else {
+            return None;
+        };
+        let [Value::BulkString(host), Value::Int(port), ..] = master.as_slice() else {
+            return None;
+        };
+        let at = match masters
+            .iter()
+            .position(|&(h, p)| h == host.as_slice() && p == *port)
+        {
+            Some(at) => at,
+            None => {
+                masters.push((host, *port));
+                masters.len() - 1
+            }
+        };
+        let start = usize::try_from(*start).ok()?;
+        let end = usize::try_from(*end).ok()?;
+        owners.get_mut(start..=end)?.fill(u16::try_from(at).ok()?);
+    }
+    Some(owners)
+}
+
+/// Bytes of a step's header in the script's reply: done (1) or not this master's (0), four counts,
+/// completed downloads, four sample lengths.
+const STEP_HEADER: usize = 37;
+
+/// One step's part of the script's reply (taken off the front of `rest`): Some(None) when its slot
+/// was not the master's, None when the reply is malformed.
+fn parse_step(rest: &mut &[u8], size: usize) -> Option<Option<Sample>> {
+    let header = rest.get(..STEP_HEADER)?;
+    let field = |i: usize| {
+        let at = 1 + 4 * i;
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    if header[0] == 0 {
+        *rest = &rest[STEP_HEADER..];
+        return Some(None);
+    }
+    let mut sample = Sample {
+        size,
+        completed: field(4),
+        ..Sample::default()
+    };
+    let mut at = STEP_HEADER;
+    for k in 0..SETS {
+        sample.counts[k] = field(k);
+        let len = usize::try_from(field(5 + k)).ok()?;
+        if len % if k < 2 { 6 } else { 18 } != 0 {
+            return None;
+        }
+        sample.peers[k] = rest.get(at..at + len)?.to_vec();
+        at += len;
+    }
+    *rest = &rest[at..];
+    Some(Some(sample))
+}
 
 /// Script calls of one UDP group or HTTP scrape in flight at once. redis-rs's cluster connection walks
 /// its in-flight requests on every poll: with UDP groups of thousands all out at once that walk was
@@ -372,7 +514,6 @@ impl Cluster {
             fallback,
             peer_timeout,
             max_peers,
-            sample: 1,
             view_ttl: Duration::ZERO,
             queue_max: 0,
         };
@@ -418,6 +559,9 @@ impl Cluster {
             conn: parking_lot::RwLock::new(conn),
             reconnected: parking_lot::Mutex::new(None),
             errors_seen: AtomicU64::new(0),
+            slots: parking_lot::RwLock::new(std::sync::Arc::new(Vec::new())),
+            slots_read: parking_lot::Mutex::new(None),
+            slots_stale: AtomicBool::new(false),
             announce: redis::Script::new(ANNOUNCE),
             counts: redis::Script::new(COUNTS),
             list: redis::Script::new(PUBLISH_LIST),
@@ -626,106 +770,160 @@ impl Cluster {
     }
 
     async fn announce_one(&self, job: &Job) -> Result<Answer, ClusterError> {
-        let size = self.settings.sample.max(job.want + 1);
-        let result = self.write(job.hash, &[job.update()], 0, size).await;
+        let mut updates = self.queue.take_swarm(&job.hash);
+        let queued = updates.len();
+        updates.push(job.update());
+        let result = self
+            .run(&[Step::of(job.hash, &updates)])
+            .await
+            .pop()
+            .unwrap_or(Err(ClusterError::Reply));
         self.note(&result);
+        if result.is_err() && queued > 0 {
+            updates.truncate(queued);
+            self.queue.requeue(job.hash, updates);
+        }
         Ok(result?.answer(job, crate::store::random() as usize))
     }
 
-    /// Runs the swarm script with `updates` (and `completed` completions besides those in them),
-    /// sampling `size` peers per set; the reply refreshes the view.
-    async fn write(
-        &self,
-        hash: InfoHash,
-        updates: &[Update],
-        completed: u64,
-        size: usize,
-    ) -> Result<Sample, ClusterError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+    /// Runs the swarm script for each step, those of one master (as this node last read the slot map)
+    /// together in calls of up to `STEPS_PER_CALL`, all calls in flight at once; a step whose slot the
+    /// master did not serve is sent again on its own, where the client follows the cluster's redirect.
+    /// Each reply refreshes its swarm's view. The results in the order of `steps`.
+    async fn run(&self, steps: &[Step]) -> Vec<Result<Sample, ClusterError>> {
+        self.requests
+            .fetch_add(steps.len() as u64, Ordering::Relaxed);
         let sent = Instant::now();
-        let sample = self.write_inner(&hash, updates, completed, size).await?;
-        self.views.put(hash, sample.clone(), sent);
-        Ok(sample)
+        let slots = self.slots.read().clone();
+        let mut by_master: std::collections::HashMap<u16, Vec<usize>> =
+            std::collections::HashMap::new();
+        let mut calls: Vec<Vec<usize>> = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            match slots.get(usize::from(slot(&step.hash))) {
+                Some(&master) if master != u16::MAX => by_master.entry(master).or_default().push(i),
+                // Owner unknown: a call of its own, routed by the client.
+                _ => calls.push(vec![i]),
+            }
+        }
+        for indices in by_master.into_values() {
+            calls.extend(indices.chunks(STEPS_PER_CALL).map(<[usize]>::to_vec));
+        }
+        let mut results: Vec<Option<Result<Sample, ClusterError>>> =
+            (0..steps.len()).map(|_| None).collect();
+        let mut again = Vec::new();
+        let replies = together(calls.iter().map(|c| self.call(steps, c)).collect()).await;
+        for (call, reply) in calls.iter().zip(replies) {
+            match reply {
+                Ok(samples) => {
+                    for (&i, sample) in call.iter().zip(samples) {
+                        match sample {
+                            Some(sample) => results[i] = Some(Ok(sample)),
+                            None => again.push(i),
+                        }
+                    }
+                }
+                Err(e) => {
+                    for &i in call {
+                        results[i] = Some(Err(e.same()));
+                    }
+                }
+            }
+        }
+        if !again.is_empty() {
+            self.slots_stale.store(true, Ordering::Relaxed);
+            let alone: Vec<[usize; 1]> = again.iter().map(|&i| [i]).collect();
+            let replies = together(alone.iter().map(|c| self.call(steps, c)).collect()).await;
+            for (&i, reply) in again.iter().zip(replies) {
+                results[i] = Some(match reply {
+                    Ok(mut samples) => samples.pop().flatten().ok_or(ClusterError::Reply),
+                    Err(e) => Err(e),
+                });
+            }
+        }
+        results
+            .into_iter()
+            .zip(steps)
+            .map(|(result, step)| {
+                let result = result.unwrap_or(Err(ClusterError::Reply));
+                if let Ok(sample) = &result {
+                    self.views.put(step.hash, sample.clone(), sent);
+                }
+                result
+            })
+            .collect()
     }
 
-    async fn write_inner(
+    /// One script call for the steps at `indices` (one master's, as far as this node knows): a
+    /// sample for each, or None for one whose slot that master does not serve.
+    async fn call(
         &self,
-        hash: &InfoHash,
-        updates: &[Update],
-        completed: u64,
-        size: usize,
-    ) -> Result<Sample, ClusterError> {
-        let completed = completed + updates.iter().filter(|u| u.completed).count() as u64;
+        steps: &[Step],
+        indices: &[usize],
+    ) -> Result<Vec<Option<Sample>>, ClusterError> {
         let mut conn = self.conn();
-        let cmd = self.announce_cmd(hash, updates, completed, size, false);
+        let cmd = self.announce_cmd(steps, indices, false);
         let reply: Value = match cmd.query_async(&mut conn).await {
             // A master that has not seen the script yet (new, or restarted): EVAL runs and caches it.
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                let cmd = self.announce_cmd(hash, updates, completed, size, true);
+                let cmd = self.announce_cmd(steps, indices, true);
                 cmd.query_async(&mut conn).await?
             }
             reply => reply?,
         };
-        let Value::Array(items) = reply else {
+        let Value::BulkString(blob) = reply else {
             return Err(ClusterError::Reply);
         };
-        let [c0, c1, c2, c3, p0, p1, p2, p3, done] = items.as_slice() else {
+        let mut rest = blob.as_slice();
+        let samples = indices
+            .iter()
+            .map(|&i| parse_step(&mut rest, steps[i].size))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(ClusterError::Reply)?;
+        if !rest.is_empty() {
             return Err(ClusterError::Reply);
-        };
-        let mut sample = Sample {
-            size,
-            completed: int(done).ok_or(ClusterError::Reply)?,
-            ..Sample::default()
-        };
-        for (k, (c, p)) in [(c0, p0), (c1, p1), (c2, p2), (c3, p3)]
-            .into_iter()
-            .enumerate()
-        {
-            sample.counts[k] = int(c).ok_or(ClusterError::Reply)?;
-            peers(p, if k < 2 { 6 } else { 18 }, &mut sample.peers[k])
-                .ok_or(ClusterError::Reply)?;
         }
-        Ok(sample)
+        Ok(samples)
     }
 
-    /// The announce script's command (`EVAL` with its text when `eval`, else `EVALSHA`), its keys and
-    /// arguments written straight into the command's one buffer: `ScriptInvocation` would copy each
-    /// into a buffer of its own first.
-    fn announce_cmd(
-        &self,
-        hash: &InfoHash,
-        updates: &[Update],
-        completed: u64,
-        size: usize,
-        eval: bool,
-    ) -> redis::Cmd {
-        let mut cmd = redis::Cmd::with_capacity(13 + 2 * updates.len(), 320 + 24 * updates.len());
+    /// The announce script's command for the steps at `indices` (`EVAL` with its text when `eval`,
+    /// else `EVALSHA`), its arguments written straight into the command's one buffer.
+    fn announce_cmd(&self, steps: &[Step], indices: &[usize], eval: bool) -> redis::Cmd {
+        let writes: usize = indices.iter().map(|&i| steps[i].updates.len()).sum();
+        let mut cmd = redis::Cmd::with_capacity(
+            7 + 5 * indices.len() + 2 * writes,
+            100 + 64 * indices.len() + 24 * writes,
+        );
         if eval {
             cmd.arg("EVAL").arg(ANNOUNCE);
         } else {
             cmd.arg("EVALSHA").arg(self.announce.get_hash());
         }
-        cmd.arg(5);
-        let mut key = key_prefix(hash);
-        for suffix in KEY_SUFFIXES {
-            key[KEY_PREFIX..KEY_PREFIX + suffix.len()].copy_from_slice(suffix);
-            cmd.arg(&key[..KEY_PREFIX + suffix.len()]);
-        }
+        // The first swarm's key routes the call.
+        let first = indices.first().map_or([0; 20].into(), |&i| steps[i].hash);
+        let mut key = key_prefix(&first);
+        key[KEY_PREFIX..].copy_from_slice(KEY_SUFFIXES[0]);
+        cmd.arg(1).arg(&key[..]);
         cmd.arg(self.settings.peer_timeout)
             .arg(self.settings.max_peers)
-            .arg(crate::store::random() as u32)
-            .arg(size)
-            .arg(u8::from(updates.iter().any(|u| u.may_create)))
-            .arg(completed);
-        for u in updates {
-            let op = u.set + 1 + if u.stop { 4 } else { 0 };
-            cmd.arg(u.member()).arg(op);
+            .arg(crate::store::random() as u32);
+        for &i in indices {
+            let step = &steps[i];
+            let prefix = key_prefix(&step.hash);
+            cmd.arg(&prefix[..KEY_PREFIX])
+                .arg(step.size)
+                .arg(u8::from(step.updates.iter().any(|u| u.may_create)))
+                .arg(step.completed)
+                .arg(step.updates.len());
+            for u in &step.updates {
+                let op = u.set + 1 + if u.stop { 4 } else { 0 };
+                cmd.arg(u.member()).arg(op);
+            }
         }
         cmd
     }
 
-    /// Announces in flight together: one round trip per cluster node for the lot, and one script call
-    /// per swarm (announces to the same swarm share it, as in a flush, and are answered from its reply).
+    /// Announces in flight together: one step per swarm (announces to the same swarm share
+    /// it, as in a flush, and are answered from its reply), those of one master in one call.
     pub async fn announce_all(&self, jobs: &[Job]) -> Vec<Result<Answer, ClusterError>> {
         self.batches.fetch_add(1, Ordering::Relaxed);
         if jobs.len() == 1 {
@@ -736,35 +934,30 @@ impl Cluster {
         let mut swarms: Vec<(InfoHash, Vec<Update>)> = Vec::new();
         let mut index: std::collections::HashMap<InfoHash, usize> =
             std::collections::HashMap::with_capacity(jobs.len());
+        // Each swarm's queued writes come first: this call carries them instead of the next flush.
+        let mut queued = Vec::new();
         for job in jobs {
             let k = *index.entry(job.hash).or_insert_with(|| {
-                swarms.push((job.hash, Vec::new()));
+                let taken = self.queue.take_swarm(&job.hash);
+                queued.push(taken.len());
+                swarms.push((job.hash, taken));
                 swarms.len() - 1
             });
             swarms[k].1.push(job.update());
             swarm_of.push(k);
         }
-        let samples = together(
-            swarms
-                .iter()
-                .map(|(hash, updates)| {
-                    let (one_each, completed) = coalesce(updates);
-                    let extra = completed - one_each.iter().filter(|u| u.completed).count() as u64;
-                    let size = one_each
-                        .iter()
-                        .map(|u| usize::from(u.want) + 1)
-                        .max()
-                        .unwrap_or(0)
-                        .max(self.settings.sample);
-                    async move {
-                        let result = self.write(*hash, &one_each, extra, size).await;
-                        self.note(&result);
-                        result
-                    }
-                })
-                .collect(),
-        )
-        .await;
+        let steps: Vec<Step> = swarms
+            .iter()
+            .map(|(hash, updates)| Step::of(*hash, updates))
+            .collect();
+        let samples = self.run(&steps).await;
+        for (((hash, mut updates), n), result) in swarms.into_iter().zip(queued).zip(&samples) {
+            self.note(result);
+            if result.is_err() && n > 0 {
+                updates.truncate(n);
+                self.queue.requeue(hash, updates);
+            }
+        }
         jobs.iter()
             .zip(swarm_of)
             .map(|(job, k)| match &samples[k] {
@@ -774,40 +967,25 @@ impl Cluster {
             .collect()
     }
 
-    /// Sends every queued write, one script call per swarm, all in flight together. Writes the cluster
-    /// did not take go back in the queue for the next flush (those that do not fit are counted lost and
-    /// logged).
+    /// Sends every queued write, one step per swarm, in calls of one master's swarms, all in flight
+    /// together. Writes the cluster did not take go back in the queue for the next flush (those that
+    /// do not fit are counted lost and logged).
     pub async fn flush(&self) {
         let queued = self.queue.take();
         if queued.is_empty() {
             return;
         }
         self.batches.fetch_add(1, Ordering::Relaxed);
-        let calls: Vec<_> = queued
+        let (hashes, updates): (Vec<InfoHash>, Vec<Vec<Update>>) = queued.into_iter().unzip();
+        let steps: Vec<Step> = hashes
             .iter()
-            .map(|(hash, updates)| {
-                let (one_each, completed) = coalesce(updates);
-                let extra = completed - one_each.iter().filter(|u| u.completed).count() as u64;
-                // As many peers as this period's announcers asked for: most ask for the same.
-                let size = one_each
-                    .iter()
-                    .map(|u| usize::from(u.want))
-                    .max()
-                    .unwrap_or(0)
-                    + 1;
-                async move { self.write(*hash, &one_each, extra, size).await }
-            })
+            .zip(&updates)
+            .map(|(hash, updates)| Step::of(*hash, updates))
             .collect();
-        // A bounded number in flight: redis-rs's cluster connection walks its in-flight requests on
-        // every poll, so 10 000 at once cost more CPU on the node than the scripts cost the cluster.
-        let results: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
-            futures_util::stream::iter(calls),
-            FLUSH_IN_FLIGHT,
-        ))
-        .await;
+        let results = self.run(&steps).await;
         let (calls, mut failed, mut lost) = (results.len(), 0, 0);
         let mut first_error = None;
-        for ((hash, updates), result) in queued.into_iter().zip(results) {
+        for ((hash, updates), result) in hashes.into_iter().zip(updates).zip(results) {
             if let Err(e) = result {
                 failed += 1;
                 first_error.get_or_insert(e);
@@ -826,6 +1004,36 @@ impl Cluster {
             tracing::warn!(
                 "{lost} peer refreshes lost: the cluster did not take them and the write queue is full"
             );
+        }
+    }
+
+    /// Reads which master serves each slot, when the last reading is older than `SLOTS_EVERY` or a
+    /// call found a swarm elsewhere. Until the first reading every swarm is a call of its own.
+    pub async fn refresh_slots(&self) {
+        let now = Instant::now();
+        let due = self
+            .slots_read
+            .lock()
+            .is_none_or(|at| now.duration_since(at) >= SLOTS_EVERY);
+        if !due && !self.slots_stale.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        *self.slots_read.lock() = Some(now);
+        let mut conn = self.conn();
+        let read = tokio::time::timeout(
+            REQUEST_DEADLINE,
+            redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<Value>(&mut conn),
+        )
+        .await;
+        match read {
+            Ok(Ok(reply)) => match slot_owners(&reply) {
+                Some(owners) => *self.slots.write() = std::sync::Arc::new(owners),
+                None => tracing::debug!("cluster: unexpected CLUSTER SLOTS reply"),
+            },
+            Ok(Err(e)) => tracing::debug!("cluster: reading the slot map: {e}"),
+            Err(_) => tracing::debug!("cluster: reading the slot map timed out"),
         }
     }
 
@@ -1016,6 +1224,78 @@ mod tests {
         for bad in ["", "redis://", "h", "h:x", ":1", "h:1,"] {
             assert!(parse_addresses(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn slots_as_the_cluster_computes_them() {
+        // `CLUSTER KEYSLOT` of these swarms' keys.
+        assert_eq!(slot(&[0xab; 20].into()), 15_228);
+        assert_eq!(slot(&[0; 20].into()), 12_409);
+    }
+
+    #[test]
+    fn a_calls_reply_is_read_step_by_step() {
+        let header = |done: u8, fields: [u32; 9]| {
+            let mut h = vec![done];
+            for f in fields {
+                h.extend_from_slice(&f.to_be_bytes());
+            }
+            h
+        };
+        // A step done (one IPv4 seeder sampled of 2, one leecher, 3 completed), one not this
+        // master's, one done and empty.
+        let mut blob = header(1, [2, 1, 0, 0, 3, 6, 6, 0, 0]);
+        blob.extend_from_slice(b"AAAAAABBBBBB");
+        blob.extend(header(0, [0; 9]));
+        blob.extend(header(1, [0; 9]));
+        let mut rest = blob.as_slice();
+        let first = parse_step(&mut rest, 31).unwrap().unwrap();
+        assert_eq!(
+            (first.counts, first.completed, first.size),
+            ([2, 1, 0, 0], 3, 31)
+        );
+        assert_eq!(
+            (&first.peers[0][..], &first.peers[1][..]),
+            (&b"AAAAAA"[..], &b"BBBBBB"[..])
+        );
+        assert_eq!(parse_step(&mut rest, 31), Some(None));
+        assert_eq!(parse_step(&mut rest, 31).unwrap().unwrap().counts, [0; 4]);
+        assert!(rest.is_empty());
+        // Truncated, or a sample of a length no address has: malformed.
+        assert_eq!(parse_step(&mut &blob[..40], 31), None);
+        let mut odd = header(1, [1, 0, 0, 0, 0, 5, 0, 0, 0]);
+        odd.extend_from_slice(b"AAAAA");
+        assert_eq!(parse_step(&mut odd.as_slice(), 31), None);
+    }
+
+    #[test]
+    fn the_slot_map_names_each_slots_master() {
+        let node = |port: i64| {
+            Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let range = |start, end, port| {
+            Value::Array(vec![
+                Value::Int(start),
+                Value::Int(end),
+                node(port),
+                node(port + 3),
+            ])
+        };
+        let reply = Value::Array(vec![
+            range(0, 5460, 7000),
+            range(5461, 10922, 7001),
+            range(10923, 16383, 7000),
+        ]);
+        let owners = slot_owners(&reply).unwrap();
+        assert_eq!(
+            (owners[0], owners[5460], owners[5461], owners[16383]),
+            (0, 0, 1, 0)
+        );
+        assert!(slot_owners(&Value::Array(vec![range(0, 16384, 7000)])).is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! node keeps, per swarm, the sample of peers, the counts and the completed downloads the cluster last
 //! returned (`Sample`), and answers announces (whatever their event) and scrapes from it while it is
 //! younger than `cluster_view_ttl_ms`. An announce's own write is not skipped: it joins the `Queue`, and
-//! every `cluster_flush_interval_ms` one script call per swarm carries all of that swarm's queued writes
+//! every `cluster_flush_interval_ms` one script step per swarm carries all of that swarm's queued writes
 //! (completions counted), its reply refreshing the view. So what one node learns, every node hands out
 //! within the flush interval plus the view's time to live. Empty swarms are not kept, so the first peer
 //! of a swarm is written at once.
@@ -305,6 +305,15 @@ impl Queue {
         std::mem::take(&mut inner.0)
     }
 
+    /// Takes a swarm's queued writes, for a call that goes to its swarm anyway (the flush then has
+    /// one swarm less to send).
+    pub fn take_swarm(&self, hash: &InfoHash) -> Vec<Update> {
+        let mut inner = self.inner.lock();
+        let taken = inner.0.remove(hash).unwrap_or_default();
+        inner.1 -= taken.len();
+        taken
+    }
+
     /// Puts back writes a flush could not deliver, as many as fit; the rest are counted as lost.
     pub fn requeue(&self, hash: InfoHash, mut updates: Vec<Update>) -> usize {
         let mut inner = self.inner.lock();
@@ -369,6 +378,16 @@ impl Waiting {
 /// A swarm's queued writes reduced to one per peer (its last), and how many completions they carry.
 pub fn coalesce(updates: &[Update]) -> (Vec<Update>, u64) {
     let completed = updates.iter().filter(|u| u.completed).count() as u64;
+    // Most swarms have a write or two: a scan costs less than a set.
+    if updates.len() <= 8 {
+        let out = updates
+            .iter()
+            .enumerate()
+            .filter(|(i, u)| !updates[i + 1..].iter().any(|v| v.member() == u.member()))
+            .map(|(_, u)| *u)
+            .collect();
+        return (out, completed);
+    }
     let mut seen = HashSet::new();
     let mut out: Vec<Update> = updates
         .iter()
@@ -470,6 +489,26 @@ mod tests {
     }
 
     #[test]
+    fn coalescing_keeps_each_peers_last_write_in_order_whatever_their_number() {
+        for repeat in [1, 3] {
+            let ports: Vec<u16> = [1, 2, 1, 3, 2, 1].repeat(repeat);
+            let updates: Vec<Update> = ports
+                .iter()
+                .map(|&p| job(p, 5, Event::Completed, 0).update())
+                .collect();
+            let (one_each, completed) = coalesce(&updates);
+            let got: Vec<&[u8]> = one_each.iter().map(Update::member).collect();
+            assert_eq!(
+                got,
+                [member(3), member(2), member(1)],
+                "{} writes",
+                ports.len()
+            );
+            assert_eq!(completed, ports.len() as u64);
+        }
+    }
+
+    #[test]
     fn the_queue_is_bounded_and_coalesces_per_peer() {
         let queue = Queue::new(3);
         let hash: InfoHash = [1; 20].into();
@@ -483,6 +522,11 @@ mod tests {
         assert_eq!(completed, 1);
         assert_eq!(one_each.len(), 2);
         assert_eq!((one_each[0].member(), one_each[0].set), (&member(1)[..], 0));
+        // A call to the swarm takes its queued writes.
+        assert!(queue.push([2; 20].into(), job(5, 5, Event::None, 0).update()));
+        assert_eq!(queue.take_swarm(&[2; 20].into()).len(), 1);
+        assert!(queue.take_swarm(&[2; 20].into()).is_empty());
+        assert_eq!(queue.len(), 0);
         // A failed flush's writes go back as far as there is room; the rest are counted.
         assert!(queue.push(hash, job(4, 5, Event::None, 0).update()));
         assert_eq!(queue.requeue(hash, taken[&hash].clone()), 1);

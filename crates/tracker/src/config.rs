@@ -75,7 +75,7 @@ pub struct Config {
     /// Milliseconds a node answers announces and scrapes of a swarm from the sample the cluster last
     /// gave it (0: every announce goes to the cluster); at most 10 000.
     pub cluster_view_ttl_ms: u64,
-    /// Milliseconds at most between two sends of the queued announce writes (one script call per
+    /// Milliseconds at most between two sends of the queued announce writes (one script step per
     /// swarm carrying all of them); at most 10 000.
     pub cluster_flush_interval_ms: u64,
     /// Most writes queued for the next flush; past it announces go to the cluster one by one.

@@ -195,7 +195,6 @@ pub async fn start(mut config: Config) -> Result<Running, Error> {
             fallback: config.cluster_fallback,
             peer_timeout: config.peer_timeout,
             max_peers: config.max_peers_per_swarm,
-            sample: config.default_numwant.min(config.max_numwant) + 1,
             view_ttl: Duration::from_millis(config.cluster_view_ttl_ms),
             queue_max: config.cluster_queue_max,
         };
@@ -492,6 +491,7 @@ async fn flush_writes(state: Arc<State>) {
             _ = tick.tick() => {}
             _ = cluster.queue.wake.notified() => {}
         }
+        cluster.refresh_slots().await;
         cluster.flush().await;
         cluster.views.prune(std::time::Instant::now());
         cluster.reconnect().await;
