@@ -36,6 +36,10 @@ struct Cli {
     /// Connections per peer (the engine's default is 50): the `Have` fan-out, so most of a run's events.
     #[arg(long, default_value_t = 50)]
     max_peers: usize,
+    /// Milliseconds a peer's `Have`s wait on a connection to leave together (0: each at once, one
+    /// event each; see the crate documentation).
+    #[arg(long, default_value_t = spore_sim::config::DEFAULT_HAVE_BATCH.as_millis() as u64)]
+    have_batch_ms: u64,
     /// Mean upload of the flash crowd's leechers in MiB/s (half of them at 0.5x, half at 1.5x).
     #[arg(long, default_value_t = 4.0)]
     leecher_up: f64,
@@ -71,6 +75,7 @@ fn main() -> Result<()> {
         threads: cli.threads,
         max_peers: cli.max_peers,
         leecher_up: cli.leecher_up,
+        have_batch: Duration::from_millis(cli.have_batch_ms),
     };
     let out = cli.out.as_path();
     match cli.scenario {

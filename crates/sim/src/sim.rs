@@ -38,6 +38,8 @@ const MIN_RTO: Time = 200_000_000;
 const TRACKER_DELAY: Time = 20_000_000;
 /// Bits of an event's tie-break that count the sender's events; the sender's id is above them.
 const SEQ_BITS: u32 = 40;
+/// `Have`s one `Ev::Haves` carries.
+const HAVES_INLINE: usize = 4;
 
 fn nanos(d: Duration) -> Time {
     d.as_nanos().min(u128::from(u64::MAX)) as Time
@@ -76,6 +78,16 @@ enum Ev {
         end: EndId,
         piece: PieceIndex,
     },
+    /// `Have`s the peer wrote together (`SwarmConfig::have_batch`), in the order sent: the first
+    /// `count` of `pieces` (a longer write is several of these in a row; inline, as a box per event
+    /// cost more than the batch saved).
+    Haves {
+        end: EndId,
+        count: u8,
+        pieces: [PieceIndex; HAVES_INLINE],
+    },
+    /// The node's `Have`s waiting on its connections leave.
+    FlushHaves,
     /// A block reaches end `end`; `ready` once it has also passed the node's downlink.
     Data {
         end: EndId,
@@ -132,6 +144,8 @@ struct End {
     holding: u32,
     held: Time,
     owd: Time,
+    /// `Have`s waiting to leave together (`SwarmConfig::have_batch`).
+    haves: Vec<PieceIndex>,
 }
 
 /// What one peer did over the run.
@@ -206,6 +220,8 @@ struct Node {
     rng: Rng,
     /// Events it has scheduled: the tie-break among equal times, with its id.
     pushes: u64,
+    /// Its ends with `Have`s waiting (or sent early since): non-empty while a `FlushHaves` is due.
+    batched: Vec<EndId>,
 }
 
 const NO_END: EndId = EndId::MAX;
@@ -391,6 +407,7 @@ impl Sim {
                     },
                     rng: Rng::new(rng.next_u64()),
                     pushes: 0,
+                    batched: Vec::new(),
                 });
                 arrivals.push((id, (at * 1e9) as Time));
             }
@@ -935,7 +952,11 @@ impl<'a> Worker<'a> {
             }
             return;
         }
-        if let Ev::Deliver { end, .. } | Ev::Have { end, .. } | Ev::Closed { end } = ev {
+        if let Ev::Deliver { end, .. }
+        | Ev::Have { end, .. }
+        | Ev::Haves { end, .. }
+        | Ev::Closed { end } = ev
+        {
             let e = &self.node(id).ends[end as usize];
             if e.holding > 0 && e.open {
                 // Blocks that reached the node before it are still on its downlink.
@@ -968,6 +989,14 @@ impl<'a> Worker<'a> {
             Ev::Deliver { end, msg } => self.deliver(id, end, PeerEvent::Message(*msg)),
             Ev::Have { end, piece } => {
                 self.deliver(id, end, PeerEvent::Message(Message::Have(piece)))
+            }
+            Ev::Haves { end, count, pieces } => {
+                self.deliver_haves(id, end, &pieces[..usize::from(count)])
+            }
+            Ev::FlushHaves => {
+                for end in std::mem::take(&mut self.node(id).batched) {
+                    self.flush_haves(id, end);
+                }
             }
             Ev::Data { end, block, ready } => self.data(id, end, block, ready),
             Ev::LinkDone => self.link_done(id),
@@ -1066,6 +1095,70 @@ impl<'a> Worker<'a> {
         }
     }
 
+    fn deliver_haves(&mut self, id: NodeId, end: EndId, pieces: &[PieceIndex]) {
+        let now = self.instant();
+        let node = self.node(id);
+        let e = &node.ends[end as usize];
+        if !e.open {
+            return;
+        }
+        let key = e.key;
+        if let Some(core) = node.core.as_mut() {
+            core.handle_haves(key, pieces, now);
+            self.drain(id);
+        }
+    }
+
+    /// Holds a `Have` on end `end` until the node's next multiple of `have_batch`.
+    fn hold_have(&mut self, id: NodeId, end: EndId, piece: PieceIndex) {
+        let every = nanos(self.cfg().have_batch);
+        let now = self.now;
+        let node = self.node(id);
+        let first = node.batched.is_empty();
+        let e = &mut node.ends[end as usize];
+        if e.haves.is_empty() {
+            node.batched.push(end);
+        }
+        e.haves.push(piece);
+        if first {
+            self.push((now / every + 1) * every, id, Ev::FlushHaves);
+        }
+    }
+
+    /// Sends the `Have`s waiting on end `end` now, as one write.
+    fn flush_haves(&mut self, id: NodeId, end: EndId) {
+        let now = self.now;
+        let e = &mut self.node(id).ends[end as usize];
+        if !e.open {
+            // Closed by the other side: nothing more goes out on it.
+            e.haves = Vec::new();
+            return;
+        }
+        if e.haves.is_empty() {
+            return;
+        }
+        let pieces = std::mem::take(&mut e.haves);
+        let (to, peer_end) = (e.peer, e.peer_end);
+        // 9 bytes each on the wire.
+        let at = self.arrival(id, end, 9 * pieces.len() as u64, now);
+        for chunk in pieces.chunks(HAVES_INLINE) {
+            let mut inline = [PieceIndex::new(0); HAVES_INLINE];
+            inline[..chunk.len()].copy_from_slice(chunk);
+            let ev = Ev::Haves {
+                end: peer_end,
+                count: chunk.len() as u8,
+                pieces: inline,
+            };
+            self.push(at, to, ev);
+        }
+        // The buffer stays for the next batch (an open end's; a closed one's goes).
+        let e = &mut self.node(id).ends[end as usize];
+        if e.open {
+            e.haves = pieces;
+            e.haves.clear();
+        }
+    }
+
     fn arrive(&mut self, id: NodeId) {
         let cfg = self.cfg();
         let group = &cfg.groups[self.nodes[id as usize / self.shards].group];
@@ -1157,7 +1250,13 @@ impl<'a> Worker<'a> {
                         length: data.len() as u32,
                     };
                     self.enqueue_block(id, end, block);
+                } else if let (Message::Have(piece), false) =
+                    (&message, self.cfg().have_batch.is_zero())
+                {
+                    self.hold_have(id, end, *piece);
                 } else {
+                    // What waits goes first: messages on a connection keep their order.
+                    self.flush_haves(id, end);
                     let at = self.arrival(id, end, 64, now);
                     let e = &self.node(id).ends[end as usize];
                     let (to, peer_end) = (e.peer, e.peer_end);
@@ -1221,6 +1320,7 @@ impl<'a> Worker<'a> {
                     holding: 0,
                     held: 0,
                     owd,
+                    haves: Vec::new(),
                 });
                 self.push(now + 2 * owd, to, Ev::Dialled { from: id, from_end });
             }
@@ -1361,6 +1461,7 @@ impl<'a> Worker<'a> {
             holding: 0,
             held: 0,
             owd,
+            haves: Vec::new(),
         });
         node.remember(key, end);
         // Before anything this side sends on the connection.
@@ -1405,9 +1506,11 @@ impl<'a> Worker<'a> {
 
     /// Node `id` closes its end: the peer learns it one way later, after what was already sent.
     fn close(&mut self, id: NodeId, end: EndId) {
+        self.flush_haves(id, end);
         let now = self.now;
         let e = &mut self.node(id).ends[end as usize];
         e.open = false;
+        e.haves = Vec::new();
         let at = (now + e.owd).max(e.last_out);
         let (to, peer_end) = (e.peer, e.peer_end);
         self.push(at, to, Ev::Closed { end: peer_end });
