@@ -77,8 +77,8 @@ pub struct SwarmConfig {
     /// Threads a run may use (each window's peers are split between them; the run is the same).
     pub threads: usize,
     /// `Have`s a peer sends on a connection wait for the next multiple of this (of virtual time) and
-    /// leave together, as one write; any other message on the connection takes the waiting ones
-    /// along first. Zero: each leaves on its own at once. See the crate documentation.
+    /// leave together, as one write; any other control message on the connection takes the waiting
+    /// ones along first (a block, sent when the uplink gets to it, does not: held `Have`s follow it). Zero: each leaves on its own at once. See the crate documentation.
     pub have_batch: Duration,
 }
 

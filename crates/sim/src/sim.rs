@@ -38,7 +38,7 @@ const MIN_RTO: Time = 200_000_000;
 const TRACKER_DELAY: Time = 20_000_000;
 /// Bits of an event's tie-break that count the sender's events; the sender's id is above them.
 const SEQ_BITS: u32 = 40;
-/// `Have`s one `Ev::Haves` carries.
+/// `Have`s one write carries at most (`Ev::Haves`): a fifth sends the four waiting at once.
 const HAVES_INLINE: usize = 4;
 
 fn nanos(d: Duration) -> Time {
@@ -79,8 +79,7 @@ enum Ev {
         piece: PieceIndex,
     },
     /// `Have`s the peer wrote together (`SwarmConfig::have_batch`), in the order sent: the first
-    /// `count` of `pieces` (a longer write is several of these in a row; inline, as a box per event
-    /// cost more than the batch saved).
+    /// `count` of `pieces` (inline, as a box per event cost more than the batch saved).
     Haves {
         end: EndId,
         count: u8,
