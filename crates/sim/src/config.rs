@@ -9,6 +9,9 @@ pub const MIB: u64 = 1024 * KIB;
 /// unit the simulated peers can move.
 pub const MAX_UNIT: u32 = 128 * 1024;
 
+/// The default [`SwarmConfig::have_batch`].
+pub const DEFAULT_HAVE_BATCH: Duration = Duration::from_millis(100);
+
 /// When the peers of a group join.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Arrivals {
@@ -73,6 +76,10 @@ pub struct SwarmConfig {
     pub groups: Vec<Group>,
     /// Threads a run may use (each window's peers are split between them; the run is the same).
     pub threads: usize,
+    /// `Have`s a peer sends on a connection wait for the next multiple of this (of virtual time) and
+    /// leave together, as one write; any other control message on the connection takes the waiting
+    /// ones along first (a block, sent when the uplink gets to it, does not: held `Have`s follow it). Zero: each leaves on its own at once. See the crate documentation.
+    pub have_batch: Duration,
 }
 
 impl SwarmConfig {
@@ -98,6 +105,7 @@ impl SwarmConfig {
             time_limit: Duration::from_secs(4 * 3600),
             groups,
             threads: 1,
+            have_batch: DEFAULT_HAVE_BATCH,
         }
     }
 }

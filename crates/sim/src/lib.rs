@@ -14,6 +14,13 @@
 //!   pile up. Control messages take no capacity, only the one-way delay.
 //! - **Latency**: each peer has an access latency; a message between two peers takes the sum. Messages
 //!   on one connection never overtake each other (one TCP stream).
+//! - **`Have`s are written together**: a peer's `Have`s on a connection wait for its next multiple of
+//!   `have_batch` (100 ms by default) and leave as one write, as do four at once, or whatever waits
+//!   when another control message goes out on the connection (it follows them; a block does not
+//!   take them along, and `Have`s held while it left arrive after it). The receiving core takes
+//!   them with `TorrentCore::handle_haves`, the same as one by one. Most of a large run's messages
+//!   are `Have`s, and one event each was most of its time; the delay moves the flash crowd's figures
+//!   by about 1 % (BENCHMARKS.md). `have_batch` zero sends each at once, as the engine does.
 //! - **Loss** is a delay, not a drop: each 16 KiB segment is lost with probability `loss`, and a message
 //!   that loses any arrives one retransmission timeout (max(200 ms, 2 RTT)) late, holding back what
 //!   follows on its connection as TCP's head-of-line blocking does. Throughput loss from congestion

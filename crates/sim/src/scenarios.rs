@@ -19,12 +19,15 @@ pub struct Scale {
     pub max_peers: usize,
     /// The flash crowd's mean upload, MiB/s (4: as fast as the seed).
     pub leecher_up: f64,
+    /// [`SwarmConfig::have_batch`].
+    pub have_batch: Duration,
 }
 
 fn swarm(scale: &Scale, groups: Vec<Group>) -> SwarmConfig {
     let mut c = SwarmConfig::new(scale.seed, scale.pieces, PIECE, groups);
     c.max_peers = scale.max_peers;
     c.threads = scale.threads;
+    c.have_batch = scale.have_batch;
     c
 }
 

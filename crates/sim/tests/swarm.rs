@@ -120,3 +120,34 @@ fn windows_and_threads_do_not_change_a_run() {
     assert!(serial.all_done);
     assert_eq!(Sim::new(cfg).threads(2).run(), serial);
 }
+
+#[test]
+fn haves_sent_together_or_alone_give_the_same_swarm_in_fewer_events() {
+    // Batched `Have`s change when they arrive (by up to `have_batch`), not what the cores do with
+    // them: every leecher still completes with every byte, on fewer events; and a batched run is as
+    // independent of windows and threads as any.
+    let mut alone = small(4, 30, Departure::Never);
+    alone.have_batch = Duration::ZERO;
+    let mut together = alone.clone();
+    together.have_batch = Duration::from_millis(100);
+    let (a, t) = (Sim::new(alone).run(), Sim::new(together.clone()).run());
+    assert!(a.all_done && t.all_done);
+    for out in [&a, &t] {
+        let file = 64 * 256 * KIB;
+        assert!(out.peers.iter().all(|p| p.seed || p.verified == file));
+    }
+    assert!(t.events < a.events, "{} against {}", t.events, a.events);
+    let threads = Sim::new(together.clone())
+        .threads(2)
+        .window(Duration::from_micros(700))
+        .run();
+    assert_eq!(threads, t);
+    // Much the same swarm: the last leecher done within 10 % (a small swarm varies as much between
+    // seeds).
+    let last = |o: &spore_sim::Outcome| o.peers.iter().filter_map(|p| p.completed).max();
+    let (la, lt) = (
+        last(&a).unwrap().as_secs_f64(),
+        last(&t).unwrap().as_secs_f64(),
+    );
+    assert!((lt / la - 1.0).abs() < 0.1, "{la} s against {lt} s");
+}

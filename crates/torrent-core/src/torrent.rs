@@ -651,6 +651,27 @@ impl TorrentCore {
         }
     }
 
+    /// `Have`s of one peer read together, in order: the same as feeding each as a
+    /// [`PeerEvent::Message`]. A batch touches the peer's state while it is in cache, which is what
+    /// a `Have` costs in a swarm of many cores (the simulator's case).
+    pub fn handle_haves(&mut self, peer: PeerKey, pieces: &[PieceIndex], now: Instant) {
+        self.advance(now);
+        let key = peer.0;
+        for &i in pieces {
+            let Some(p) = self.peers.get_mut(&key) else {
+                return;
+            };
+            p.last_received = self.now;
+            match p.conn.receive(Message::Have(i)) {
+                Ok(event) => self.on_wire_event(key, event),
+                Err(e) => {
+                    self.remove_peer(key, Some(e.into()));
+                    return;
+                }
+            }
+        }
+    }
+
     /// The writer is about to send the block of a [`Action::ReadBlock`]: `true` if it is still wanted
     /// (it is then counted as uploaded and leaves the peer's queue), `false` if a cancel or a choke
     /// took it back. Exactly one of the piece and a reject goes out for every request.

@@ -878,6 +878,46 @@ fn a_protocol_violation_ends_the_connection() {
 }
 
 #[test]
+fn haves_in_a_batch_do_what_the_same_haves_one_by_one_do() {
+    // Two alike cores, each with a peer that unchokes it and one that does not; one core is fed the
+    // peers' `Have`s one by one, the other in batches (a repeat, an out-of-range piece that ends the
+    // connection, and pieces after it that must be ignored).
+    let run = |batched: bool| {
+        let mut h = H::new(16, false, |_| {});
+        let giver = h.add([10, 15, 0, 1], 1);
+        let other = h.add([10, 15, 0, 2], 1);
+        h.msg(giver, Message::Unchoke);
+        let mut actions = h.drain();
+        let batches: [(PeerKey, Vec<u32>); 4] = [
+            (giver, vec![3, 1, 3, 7]),
+            (other, vec![3, 9]),
+            (giver, vec![2]),
+            (other, vec![4, 99, 5]),
+        ];
+        for (k, pieces) in batches {
+            let pieces: Vec<PieceIndex> = pieces.into_iter().map(PieceIndex::new).collect();
+            if batched {
+                h.core.handle_haves(k, &pieces, h.now);
+            } else {
+                for p in pieces {
+                    h.msg(k, Message::Have(p));
+                }
+            }
+            actions.extend(h.drain());
+            h.advance(Duration::from_millis(5));
+        }
+        (actions, h.core.peer(giver), h.core.peer(other))
+    };
+    let (one_by_one, batched) = (run(false), run(true));
+    assert!(
+        requests(&one_by_one.0, PeerKey(0)).len() > 1,
+        "it asked the giver"
+    );
+    assert!(one_by_one.2.is_none(), "the bad index ended the connection");
+    assert_eq!(batched, one_by_one);
+}
+
+#[test]
 fn client_names_are_cleaned_and_capped() {
     use torrent_core::{client_name, MAX_CLIENT_NAME};
     assert_eq!(
