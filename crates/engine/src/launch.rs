@@ -284,7 +284,11 @@ fn skip_first_dial(
 async fn timer_loop(shared: Arc<Shared>) {
     let mut stop = shared.stopping();
     loop {
-        let next = shared.state.lock().core.poll_timeout();
+        let next = {
+            let mut st = shared.state.lock();
+            st.timer_at = st.core.poll_timeout();
+            st.timer_at
+        };
         let wait = next.map_or(Duration::from_secs(3600), |at| {
             at.saturating_duration_since(Instant::now())
         });

@@ -316,6 +316,8 @@ pub(crate) struct State {
     /// Recently used pieces; an entry being read from disk is an empty cell others wait on, so many
     /// requests for one piece cause one read.
     cache: VecDeque<(PieceIndex, Arc<tokio::sync::OnceCell<Bytes>>)>,
+    /// What the timer loop sleeps until (`None`: no deadline); an earlier timeout wakes it.
+    pub(crate) timer_at: Option<Instant>,
 }
 
 impl State {
@@ -325,6 +327,7 @@ impl State {
             buffers: HashMap::new(),
             links: HashMap::new(),
             cache: VecDeque::new(),
+            timer_at: None,
         }
     }
 }
@@ -593,6 +596,14 @@ impl Shared {
         while let Some(action) = st.core.poll_action() {
             self.dispatch(st, action, now, after);
         }
+        // An idle core's timer loop may sleep with no deadline (see `TorrentCore::poll_timeout`): what
+        // just happened (a first peer, a deferred dial) may have brought a timeout closer.
+        if let Some(due) = st.core.poll_timeout() {
+            if st.timer_at.is_none_or(|at| due < at) {
+                st.timer_at = Some(due);
+                self.timer.notify_one();
+            }
+        }
     }
 
     fn dispatch(
@@ -860,15 +871,10 @@ impl Shared {
     ) -> Result<(PeerKey, Vec<After>), Refused> {
         let mut st = self.state.lock();
         let now = Instant::now();
-        let first = st.core.peer_count() == 0;
         let key = st.core.add_peer(addr, !outgoing, ours, theirs, now)?;
         st.links.insert(key, link);
         let mut after = Vec::new();
         self.pump(&mut st, now, &mut after);
-        if first {
-            // The timer loop may be asleep until the next announce: with peers the core's ticks run.
-            self.timer.notify_one();
-        }
         Ok((key, after))
     }
 

@@ -960,6 +960,7 @@ impl TorrentCore {
         // The tick, the slot check and the choker only look after peers: with none connected they
         // sleep (a daemon's thousand idle seeds woke three thousand times a second for nothing) and
         // the first peer to arrive finds them due.
+        let earliest = |next: Option<Instant>, at: Instant| Some(next.map_or(at, |n| n.min(at)));
         let mut next = None;
         if self.peers.len() > 0 {
             next = Some(
@@ -967,10 +968,16 @@ impl TorrentCore {
                     .min(self.next_slot_check)
                     .min(self.next_choke),
             );
-        } else if !self.misuse.is_empty() {
-            next = Some(self.next_misuse_fade);
+        } else {
+            if !self.misuse.is_empty() {
+                next = Some(self.next_misuse_fade);
+            }
+            // Addresses wait with room to dial them: a dial the I/O layer deferred (a shared budget
+            // of connections was spent) is tried again at each tick.
+            if !self.known.is_empty() && self.connected.len() < self.config.max_peers {
+                next = earliest(next, self.next_tick);
+            }
         }
-        let earliest = |next: Option<Instant>, at: Instant| Some(next.map_or(at, |n| n.min(at)));
         if let (Some(at), false) = (self.announces.next, self.announces.in_flight) {
             next = earliest(next, at);
         }

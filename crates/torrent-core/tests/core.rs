@@ -864,6 +864,29 @@ fn with_no_peer_nothing_wakes_the_torrent_and_the_first_peer_brings_the_ticks_ba
     );
 }
 
+/// A dial the I/O layer deferred (the daemon's shared connection budget was spent on another torrent)
+/// is tried again at the next tick even with no peer connected: the idle core's sleep does not strand
+/// it (daemon::the_global_peer_limit_holds_across_torrents waited for ever).
+#[test]
+fn a_deferred_dial_is_tried_again_with_no_peer_connected() {
+    let mut h = H::new(8, false, |_| {});
+    h.drain();
+    let target = addr([10, 13, 0, 3], 6881);
+    h.core.add_addresses([target], h.now);
+    let dialled = |actions: &[Action]| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Connect { addr } if *addr == target))
+    };
+    assert!(dialled(&h.drain()));
+    h.core.dial_deferred(target, h.now);
+    assert!(!dialled(&h.drain()));
+    h.advance(Duration::from_secs(1));
+    assert!(dialled(&h.drain()), "the deferred dial is tried again");
+    // Dialled and not deferred again: nothing left to wake for.
+    assert_eq!(h.core.poll_timeout(), None);
+}
+
 #[test]
 fn a_protocol_violation_ends_the_connection() {
     let mut h = H::new(8, true, |_| {});
