@@ -117,6 +117,8 @@ impl UploadIo {
 
 /// One registered connection, as the torrent reaches it.
 pub(crate) struct PeerIo {
+    /// The connection's remote address, for log lines.
+    pub addr: std::net::SocketAddr,
     pub out: mpsc::Sender<Out>,
     /// Ends the peer's tasks (a permit is kept if they are not waiting yet).
     pub close: Arc<Notify>,

@@ -658,6 +658,7 @@ async fn run_with(
     let close = Arc::new(Notify::new());
     let uploads = Arc::new(UploadIo::default());
     let link = PeerIo {
+        addr,
         out: out_tx,
         close: close.clone(),
         uploads: uploads.clone(),

@@ -639,7 +639,8 @@ impl Shared {
             }
             Action::Disconnect { peer, reason } => {
                 if let Some(link) = st.links.remove(&peer) {
-                    tracing::debug!("peer {peer:?}: {reason}");
+                    // The connection's own task then ends with "disconnected by the torrent".
+                    tracing::debug!("peer {} ({peer:?}): disconnecting: {reason}", link.addr);
                     drop(link);
                 }
             }
