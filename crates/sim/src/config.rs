@@ -9,8 +9,10 @@ pub const MIB: u64 = 1024 * KIB;
 /// unit the simulated peers can move.
 pub const MAX_UNIT: u32 = 128 * 1024;
 
-/// The default [`SwarmConfig::have_batch`].
-pub const DEFAULT_HAVE_BATCH: Duration = Duration::from_millis(100);
+/// The default [`SwarmConfig::have_batch`]: none, each `Have` leaves at once as the engine sends it,
+/// so the figures are the engine's; 100 ms saves about a fifth of a large run's CPU and moves its
+/// figures by about 1 % (BENCHMARKS.md), for exploring.
+pub const DEFAULT_HAVE_BATCH: Duration = Duration::ZERO;
 
 /// When the peers of a group join.
 #[derive(Debug, Clone, Copy, PartialEq)]

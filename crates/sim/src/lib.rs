@@ -14,8 +14,9 @@
 //!   pile up. Control messages take no capacity, only the one-way delay.
 //! - **Latency**: each peer has an access latency; a message between two peers takes the sum. Messages
 //!   on one connection never overtake each other (one TCP stream).
-//! - **`Have`s are written together**: a peer's `Have`s on a connection wait for its next multiple of
-//!   `have_batch` (100 ms by default) and leave as one write, as do four at once, or whatever waits
+//! - **`Have`s may be written together**: with `have_batch` set (`--have-batch-ms`; zero by default,
+//!   as the engine sends them) a peer's `Have`s on a connection wait for its next multiple of it
+//!   and leave as one write, as do four at once, or whatever waits
 //!   when another control message goes out on the connection (it follows them; a block does not
 //!   take them along, and `Have`s held while it left arrive after it). The receiving core takes
 //!   them with `TorrentCore::handle_haves`, the same as one by one. Most of a large run's messages
