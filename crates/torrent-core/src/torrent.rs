@@ -969,8 +969,10 @@ impl TorrentCore {
                     .min(self.next_choke),
             );
         } else {
+            // The fade runs in the tick: waking before the tick is due would find nothing to do, and
+            // again at once, until it is.
             if !self.misuse.is_empty() {
-                next = Some(self.next_misuse_fade);
+                next = Some(self.next_misuse_fade.max(self.next_tick));
             }
             // Addresses wait with room to dial them: a dial the I/O layer deferred (a shared budget
             // of connections was spent) is tried again at each tick.

@@ -612,6 +612,47 @@ fn a_peer_that_keeps_asking_while_choked_is_dropped_sooner_with_misuse_on_record
     assert!(disconnected(&h.drain()).is_empty(), "misuse forgotten");
 }
 
+/// With misuse on record and no peer, the core wakes for the fade when its tick can run it: a fade
+/// due while the tick was not (the last peer left less than a second before it) made `poll_timeout`
+/// name the same past instant again and again.
+#[test]
+fn a_misuse_fade_with_no_peer_connected_does_not_wake_the_core_in_a_loop() {
+    let mut h = H::new(8, true, |c| c.upload_slots = 0);
+    h.drain();
+    assert_eq!(
+        h.core.config().limits.misuse_half_life,
+        Duration::from_secs(900)
+    );
+    // The first fade is due 900 s from the start; the ticks run at x.5 s, from the first peer's arrival.
+    h.advance(Duration::from_millis(500));
+    let stay = h.add([10, 7, 1, 9], 1);
+    let k = h.add([10, 7, 1, 1], 1);
+    for i in 0..=MAX_REFUSED_REQUESTS {
+        h.msg(k, Message::Request(block(0, (i % 4) as u32)));
+    }
+    assert_eq!(disconnected(&h.drain()).len(), 1, "the flooder goes");
+    for _ in 0..14 {
+        h.advance(Duration::from_secs(60));
+        h.msg(stay, Message::KeepAlive);
+    }
+    // 899.8 s: the last peer leaves between the tick at 899.5 and the fade at 900.
+    h.advance(Duration::from_millis(59_300));
+    h.event(stay, PeerEvent::Closed);
+    h.drain();
+    let mut last = h.now;
+    let mut woken = 0;
+    while let Some(due) = h.core.poll_timeout() {
+        assert!(due > last, "woken again at the same instant");
+        woken += 1;
+        assert!(woken < 4, "still waking");
+        last = due;
+        h.now = due;
+        h.core.handle_timeout(due);
+        h.drain();
+    }
+    assert_eq!(woken, 1, "one wake-up fades the record");
+}
+
 #[test]
 fn a_cancel_takes_a_request_back_once_and_a_choke_rejects_the_rest() {
     let mut h = H::new(8, true, |_| {});
