@@ -1083,20 +1083,22 @@ impl<'a> Worker<'a> {
     }
 
     fn deliver(&mut self, id: NodeId, end: EndId, event: PeerEvent) {
-        let now = self.instant();
-        let node = self.node(id);
-        let e = &node.ends[end as usize];
-        if !e.open {
-            return;
-        }
-        let key = e.key;
-        if let Some(core) = node.core.as_mut() {
-            core.handle_event(key, event, now);
-            self.drain(id);
-        }
+        self.feed_core(id, end, |core, key, now| core.handle_event(key, event, now));
     }
 
     fn deliver_haves(&mut self, id: NodeId, end: EndId, pieces: &[PieceIndex]) {
+        self.feed_core(id, end, |core, key, now| {
+            core.handle_haves(key, pieces, now)
+        });
+    }
+
+    /// Hands what arrived on an open end to the node's core, then carries out what the core does.
+    fn feed_core(
+        &mut self,
+        id: NodeId,
+        end: EndId,
+        feed: impl FnOnce(&mut TorrentCore, PeerKey, Instant),
+    ) {
         let now = self.instant();
         let node = self.node(id);
         let e = &node.ends[end as usize];
@@ -1105,7 +1107,7 @@ impl<'a> Worker<'a> {
         }
         let key = e.key;
         if let Some(core) = node.core.as_mut() {
-            core.handle_haves(key, pieces, now);
+            feed(core, key, now);
             self.drain(id);
         }
     }
