@@ -874,26 +874,12 @@ fn with_no_peer_nothing_wakes_the_torrent_and_the_first_peer_brings_the_ticks_ba
     // queue where it was.
     let mut answered = 0;
     while answered < 200 {
-        let requests: Vec<BlockRef> = sent(&h.drain(), k)
-            .into_iter()
-            .filter_map(|m| match m {
-                Message::Request(b) => Some(b),
-                _ => None,
-            })
-            .collect();
-        if requests.is_empty() {
+        let asked = requests(&h.drain(), k);
+        if asked.is_empty() {
             break;
         }
-        for b in requests {
-            let data = bytes::Bytes::from(vec![0u8; b.length as usize]);
-            h.msg(
-                k,
-                Message::Piece {
-                    index: b.index,
-                    begin: b.begin,
-                    data,
-                },
-            );
+        for b in asked {
+            h.msg(k, piece_msg(b, 0));
             answered += 1;
         }
     }
@@ -914,16 +900,15 @@ fn a_deferred_dial_is_tried_again_with_no_peer_connected() {
     h.drain();
     let target = addr([10, 13, 0, 3], 6881);
     h.core.add_addresses([target], h.now);
-    let dialled = |actions: &[Action]| {
-        actions
-            .iter()
-            .any(|a| matches!(a, Action::Connect { addr } if *addr == target))
-    };
-    assert!(dialled(&h.drain()));
+    assert_eq!(dials(&h.drain()), vec![target]);
     h.core.dial_deferred(target, h.now);
-    assert!(!dialled(&h.drain()));
+    assert!(dials(&h.drain()).is_empty());
     h.advance(Duration::from_secs(1));
-    assert!(dialled(&h.drain()), "the deferred dial is tried again");
+    assert_eq!(
+        dials(&h.drain()),
+        vec![target],
+        "the deferred dial is tried again"
+    );
     // Dialled and not deferred again: nothing left to wake for.
     assert_eq!(h.core.poll_timeout(), None);
 }
