@@ -993,6 +993,7 @@ impl Cluster {
         }
         self.batches.fetch_add(1, Ordering::Relaxed);
         let (hashes, updates): (Vec<InfoHash>, Vec<Vec<Update>>) = queued.into_iter().unzip();
+        self.views.refreshing(&hashes);
         let steps: Vec<Step> = hashes
             .iter()
             .zip(&updates)
