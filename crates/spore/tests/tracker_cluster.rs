@@ -936,14 +936,20 @@ fn scrapes_are_answered_from_a_fresh_view_and_from_the_cluster_otherwise() {
     done.left = 0;
     udp.announce(done, b"").unwrap();
     // B answered most of these from its view; its flush writes them to the cluster.
-    let zcard = |hash: [u8; 20], set: &str| {
+    // A swarm is one sorted set; its IPv4 seeders are scored in [2^32, 2^33), its IPv4 leechers in
+    // [2^33, 3 * 2^32) (see tracker::cluster).
+    let in_band = |hash: [u8; 20], band: u64| {
         let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-        let key = format!("{{{hex}}}:{set}");
-        redis_cluster::cli(cluster.nodes[0].port, &["-c", "zcard", &key])
-            .and_then(|o| o.trim().parse::<u32>().ok())
+        let key = format!("{{{hex}}}:p");
+        let (from, to) = (band << 32, format!("({}", (band + 1) << 32));
+        redis_cluster::cli(
+            cluster.nodes[0].port,
+            &["-c", "zcount", &key, &from.to_string(), &to],
+        )
+        .and_then(|o| o.trim().parse::<u32>().ok())
     };
     let since = Instant::now();
-    while zcard(hot, "s4") != Some(1) || zcard(cold, "l4") != Some(2) {
+    while in_band(hot, 1) != Some(1) || in_band(cold, 2) != Some(2) {
         assert!(
             since.elapsed() < BOUND,
             "B's writes did not reach the cluster"
