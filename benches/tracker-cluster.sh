@@ -13,11 +13,16 @@
 #                                  REDIS_CPUS=0,1 TOML=extra tracker settings, KINDS="memory cluster
 #                                  two", clusterb: one node with TOML_B and SPORE_B instead (another
 #                                  build, to compare two in one session), PERF=FILE: a perf
-#                                  profile of the one cluster node, COMMANDSTATS=FILE: the masters' INFO)
+#                                  profile of the one cluster node, REDIS_PERF=FILE: its
+#                                  masters, COMMANDSTATS=FILE: the masters' INFO)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SPORE=$(pwd)/${SPORE:-target/release/spore}
+# Relative paths are the checkout's (an absolute one is taken as it is: prefixing it named no file,
+# and the first node then never answered).
+SPORE=${SPORE:-target/release/spore}
+case $SPORE in /*) ;; *) SPORE=$(pwd)/$SPORE ;; esac
 SPORE_B=${SPORE_B:-$SPORE}
+case $SPORE_B in /*) ;; *) SPORE_B=$(pwd)/$SPORE_B ;; esac
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-20}
 SUMMARIZE=${SUMMARIZE:-15}
@@ -103,10 +108,16 @@ run() { # kind: memory | cluster | two | clusterb (one node with TOML_B)
     local ms rs; ms=$(masters); rs=$(replicas)
     for m in $ms; do redis-cli -p "$m" config resetstat > /dev/null; done
     local mcpu0 rcpu0; mcpu0=$(redis_cpu $ms); rcpu0=$(redis_cpu $rs)
-    local perf_pid=""
+    local perf_pid="" rperf_pid=""
     if [ -n "${PERF:-}" ] && [ "$kind" = cluster ]; then
         perf record -g -o "$work/perf.data" -p "$(cat "$work/n1.pid")" > /dev/null 2>&1 &
         perf_pid=$!
+    fi
+    if [ -n "${REDIS_PERF:-}" ] && [ "$kind" = cluster ]; then
+        local mpids; mpids=$(for m in $ms; do redis-cli -p "$m" info server |
+            awk -F: '/^process_id:/ { print $2 }' | tr -d '\r'; done | paste -sd,)
+        perf record -g -o "$work/rperf.data" -p "$mpids" > /dev/null 2>&1 &
+        rperf_pid=$!
     fi
     local rps
     rps=$(taskset -c "$LOAD_CPUS" aquatic_udp_load_test -c "$work/load.toml" 2>&1 | tee "$work/$kind.load" |
@@ -117,6 +128,12 @@ run() { # kind: memory | cluster | two | clusterb (one node with TOML_B)
         { perf report -i "$work/perf.data" --no-children --sort comm,dso --stdio 2> /dev/null
           perf report -i "$work/perf.data" --no-children --sort sym --percent-limit 0.7 --stdio -g none 2> /dev/null
         } | grep -E '^ +[0-9]' > "${PERF}" || true
+    fi
+    if [ -n "$rperf_pid" ]; then
+        kill -INT "$rperf_pid"; wait "$rperf_pid" 2> /dev/null || true
+        cp "$work/rperf.data" "${REDIS_PERF}.data"
+        perf report -i "$work/rperf.data" --no-children --sort sym --percent-limit 0.5 --stdio -g none \
+            2> /dev/null | grep -E '^ +[0-9]' > "${REDIS_PERF}" || true
     fi
     local stats; stats=$(for m in $ms; do redis-cli -p "$m" info commandstats; done)
     [ -n "${COMMANDSTATS:-}" ] && [ "$kind" != memory ] && echo "$stats" | tr -d '\r' >> "$COMMANDSTATS"

@@ -936,14 +936,20 @@ fn scrapes_are_answered_from_a_fresh_view_and_from_the_cluster_otherwise() {
     done.left = 0;
     udp.announce(done, b"").unwrap();
     // B answered most of these from its view; its flush writes them to the cluster.
-    let zcard = |hash: [u8; 20], set: &str| {
+    // A swarm is one sorted set; its IPv4 seeders are scored in [2^32, 2^33), its IPv4 leechers in
+    // [2^33, 3 * 2^32) (see tracker::cluster).
+    let in_band = |hash: [u8; 20], band: u64| {
         let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-        let key = format!("{{{hex}}}:{set}");
-        redis_cluster::cli(cluster.nodes[0].port, &["-c", "zcard", &key])
-            .and_then(|o| o.trim().parse::<u32>().ok())
+        let key = format!("{{{hex}}}:p");
+        let (from, to) = (band << 32, format!("({}", (band + 1) << 32));
+        redis_cluster::cli(
+            cluster.nodes[0].port,
+            &["-c", "zcount", &key, &from.to_string(), &to],
+        )
+        .and_then(|o| o.trim().parse::<u32>().ok())
     };
     let since = Instant::now();
-    while zcard(hot, "s4") != Some(1) || zcard(cold, "l4") != Some(2) {
+    while in_band(hot, 1) != Some(1) || in_band(cold, 2) != Some(2) {
         assert!(
             since.elapsed() < BOUND,
             "B's writes did not reach the cluster"
@@ -1007,4 +1013,71 @@ fn scrapes_are_answered_from_a_fresh_view_and_from_the_cluster_otherwise() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(metric(a.http, "spore_tracker_cluster_requests_total") > Some(calls + 1));
+}
+
+#[test]
+fn a_swarm_too_big_to_read_whole_is_counted_and_sampled_set_by_set() {
+    if !redis_cluster::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path());
+    // No view: every announce is a step of the script, which reads a swarm of up to 64 entries whole
+    // and counts and samples a bigger one set by set.
+    std::fs::write(dir.path().join("noview.toml"), "cluster_view_ttl_ms = 0\n").unwrap();
+    let config = dir.path().join("noview.toml");
+    let config = ["--config", config.to_str().unwrap()];
+    let a = node(dir.path(), "a", &cluster, &config);
+    let b = node(dir.path(), "b", &cluster, &config);
+    let hash = [0x5b; 20];
+    // 80 peers through A: 30 seeders that completed, then 50 leechers.
+    let udp = Udp::connect("127.0.0.90:0", a.udp);
+    for i in 0..80u16 {
+        let mut a = announce(hash, 1, 9000 + i, Event::Started);
+        if i < 30 {
+            a.left = 0;
+            a.event = Event::Completed;
+        }
+        assert!(matches!(
+            udp.announce(a, b""),
+            Some(Response::Announce { .. })
+        ));
+    }
+    // One leecher leaves, one becomes a seeder.
+    udp.announce(announce(hash, 1, 9079, Event::Stopped), b"")
+        .unwrap();
+    let mut done = announce(hash, 1, 9078, Event::Completed);
+    done.left = 0;
+    udp.announce(done, b"").unwrap();
+    // B (another node, no view) sees the same swarm: 31 seeders, 48 leechers and itself, 31
+    // completions; it hands out as many distinct peers as asked for, never itself.
+    let other = Udp::connect("127.0.0.91:0", b.udp);
+    let mut mine = announce(hash, 2, 9500, Event::Started);
+    mine.numwant = Some(45);
+    match other.announce(mine, b"") {
+        Some(Response::Announce {
+            seeders,
+            leechers,
+            peers,
+            ..
+        }) => {
+            assert_eq!((seeders, leechers), (31, 49));
+            let mut distinct = peers.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!((peers.len(), distinct.len()), (45, 45), "{peers:?}");
+            assert!(!peers.contains(&SocketAddr::from(([127, 0, 0, 91], 9500))));
+            assert!(!peers.contains(&SocketAddr::from(([127, 0, 0, 90], 9079))));
+        }
+        other => panic!("{other:?}"),
+    }
+    match other.scrape(&[hash]) {
+        Some(Response::Scrape { stats, .. }) => {
+            assert_eq!(
+                (stats[0].seeders, stats[0].leechers, stats[0].completed),
+                (31, 49, 31)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -1,11 +1,11 @@
 //! Swarms shared by several tracker nodes through a Redis (or Valkey) Cluster.
 //!
-//! Each swarm lives in one hash slot: its keys share the hash tag `{<info-hash hex>}`. Four sorted sets
-//! hold its peers (IPv4 seeders, IPv4 leechers, IPv6 seeders, IPv6 leechers), each member a compact
-//! address scored by the second it expires, and a counter its completed downloads. An announce is one
+//! Each swarm is one sorted set, `{<info-hash hex>}:p` (so one hash slot): its peers (IPv4 seeders, IPv4
+//! leechers, IPv6 seeders, IPv6 leechers, one score band each), each member a compact address scored by
+//! its band and the second it expires, and its completed downloads (see `ANNOUNCE`). An announce is one
 //! atomic step of a Lua script on the slot's master: add, refresh or remove the announcing peer, count
 //! the live peers, and sample up to `numwant` others. Its clock is the server's (`TIME`), so nodes with
-//! skewed clocks agree. Every key expires some minutes after its swarm's last announce's timeout, so a
+//! skewed clocks agree. The key expires some minutes after its swarm's last announce's timeout, so a
 //! dead swarm costs nothing and needs no sweep.
 //!
 //! Announces issued at once (a UDP worker's batch, a flush) are in flight together, and one script call
@@ -75,11 +75,15 @@ pub enum ClusterError {
 }
 
 const ANNOUNCE: &str = r#"#!lua flags=allow-cross-slot-keys
--- KEYS[1]: a key of the first swarm (the call goes to its slot's master).
--- ARGV: peer timeout, most peers per swarm, a random number, then per swarm: its key prefix
---   ("{<info-hash hex>}:"), peers to sample per set, whether its writes may create it (1|0),
+-- KEYS[1]: the first swarm's key (the call goes to its slot's master).
+-- ARGV: peer timeout, most peers per swarm, a random number, then per swarm: its key
+--   ("{<info-hash hex>}:p"), peers to sample per set, whether its writes may create it (1|0),
 --   completions to add, its number of writes n, then n pairs of (member, op): op 1..4 adds or
---   refreshes the member in that set, 5..8 removes it (stopped) from set op - 4.
+--   refreshes the member in that set, 5..8 removes it (stopped).
+-- A swarm is one sorted set. A peer (its compact address) is scored band * 2^32 + the second it
+-- expires, band 1..4 its set (IPv4 seeders, IPv4 leechers, IPv6 seeders, IPv6 leechers), so a peer
+-- changing sets is one ZADD and each set's live peers are one score range; the member 'c' is scored
+-- the swarm's completed downloads (below every band).
 -- The swarms of one call are those the node believes one master holds: one whose slot is not this
 -- master's (moved, or migrating) is left alone and marked so, for the node to send on its own.
 -- Returns one string: per swarm a header (done or not here, four live counts, completed downloads,
@@ -87,17 +91,22 @@ const ANNOUNCE: &str = r#"#!lua flags=allow-cross-slot-keys
 -- random place among the set's live ones, concatenated.
 local now = tonumber(redis.call('TIME')[1])
 local timeout, cap, rnd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local BAND = 4294967296
 -- Numbers handed to redis.call are formatted with printf each time: these once.
-local nows, exps = string.format('%d', now), string.format('%d', now + timeout)
+local score, live_from, band_end = {}, {}, {}
+for k = 1, 4 do
+  score[k] = string.format('%d', k * BAND + now + timeout)
+  live_from[k] = string.format('%d', k * BAND + now)
+  band_end[k] = string.format('(%d', (k + 1) * BAND)
+end
+local v6_from = string.format('%d', 3 * BAND + now)
 -- Keys live until a whole number of 5 minutes past their last write's timeout: moved forward at
 -- most once in 5 minutes, so most calls change (and replicate) no expiry.
 local until_ = string.format('%d', math.ceil((now + timeout + 60) / 300) * 300)
--- A key that may be new (or have no expiry yet) gets one; a key known to have one only a later one.
-local function expire(key, new)
-  if new then redis.call('EXPIREAT', key, until_) else redis.call('EXPIREAT', key, until_, 'GT') end
-end
-local sibling = {2, 1, 4, 3}
 local HEADER = '>BIIIIIIIII'
+-- A swarm of at most this many entries is read whole in one command (its samples are most of it
+-- anyway) instead of counted and sampled set by set.
+local SMALL = 64
 -- unpack is bounded by Lua's stack: long lists go in slices.
 local function bulk(cmd, key, list)
   local done = 0
@@ -106,86 +115,105 @@ local function bulk(cmd, key, list)
   end
   return done
 end
+-- A window of up to `want` of the n members of `list` (from `from`), at a place chosen by r.
+local function window(list, from, n, want, r)
+  local room = math.min(want, n)
+  local first = from + r % (n - room + 1)
+  return table.concat(list, '', first, first + room - 1)
+end
 local function swarm(at, r)
-  local prefix, want, create, completions, writes = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2], ARGV[at + 3], tonumber(ARGV[at + 4])
-  local keys = {prefix .. 's4', prefix .. 'l4', prefix .. 's6', prefix .. 'l6'}
-  local c = prefix .. 'c'
+  local key, want, create, completions, writes = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2], tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
   -- The first touch of the swarm's slot, as pcall: a slot this master does not serve is an error
   -- here, before anything of the swarm is written.
-  local v6 = redis.pcall('EXISTS', keys[3], keys[4])
-  if type(v6) == 'table' then
+  local card = redis.pcall('ZCARD', key)
+  if type(card) == 'table' then
     return string.rep('\0', 37)
   end
-  if create == '0' and v6 == 0 and redis.call('EXISTS', keys[1], keys[2]) == 0 then
+  local existed = card > 0
+  if create == '0' and not existed then
     -- A new swarm its creator may not make (its per-source limit on the node): not tracked.
     return struct.pack(HEADER, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0)
   end
-  local adds, rems = {{}, {}, {}, {}}, {{}, {}, {}, {}}
-  local v6writes = false
+  local adds, rems = {}, {}
   for i = at + 5, at + 4 + 2 * writes, 2 do
     local m, k = ARGV[i], tonumber(ARGV[i + 1])
     if k > 4 then
-      k = k - 4
-      rems[k][#rems[k] + 1] = m
+      rems[#rems + 1] = m
     else
-      local a = adds[k]
-      a[#a + 1] = exps
-      a[#a + 1] = m
+      adds[#adds + 1] = score[k]
+      adds[#adds + 1] = m
     end
-    if k > 2 then v6writes = true end
-    local s = rems[sibling[k]]
-    s[#s + 1] = m
   end
-  local last = (v6 > 0 or v6writes) and 4 or 2
-  -- Expired peers are skipped when counting and sampling (they are the lowest scores); they are
-  -- removed on about one call in 16, which bounds what they cost in memory.
-  local prune = r % 16 == 0
-  local n, total = {0, 0, 0, 0}, 0
-  for k = 1, last do
-    if #rems[k] > 0 then bulk('ZREM', keys[k], rems[k]) end
-    if prune then redis.call('ZREMRANGEBYSCORE', keys[k], '-inf', '(' .. nows) end
-    n[k] = redis.call('ZCOUNT', keys[k], nows, '+inf')
-    total = total + n[k]
-  end
-  for k = 1, last do
-    local a = adds[k]
-    if #a > 0 then
-      local added = 0
-      if total + #a / 2 <= cap then
-        added = bulk('ZADD', keys[k], a)
-      else
-        for i = 1, #a, 2 do
-          if total + added < cap then
-            added = added + redis.call('ZADD', keys[k], a[i], a[i + 1])
-          else
-            redis.call('ZADD', keys[k], 'XX', a[i], a[i + 1])
-          end
+  if #rems > 0 then card = card - bulk('ZREM', key, rems) end
+  if #adds > 0 then
+    -- The entries (live or not) bound the live peers: under the cap, everything is added at once.
+    if card + #adds / 2 <= cap then
+      card = card + bulk('ZADD', key, adds)
+    else
+      local live = 0
+      for k = 1, 4 do live = live + redis.call('ZCOUNT', key, live_from[k], band_end[k]) end
+      for i = 1, #adds, 2 do
+        if live < cap then
+          local added = redis.call('ZADD', key, adds[i], adds[i + 1])
+          live, card = live + added, card + added
+        else
+          redis.call('ZADD', key, 'XX', adds[i], adds[i + 1])
         end
       end
-      total = total + added
-      expire(keys[k], n[k] == 0)
-      -- A member revived before its expired entry was pruned is not counted until the next call.
-      n[k] = n[k] + added
     end
   end
   local completed
-  if completions ~= '0' then
-    completed = redis.call('INCRBY', c, completions)
-    expire(c, completed == tonumber(completions))
-  else
-    completed = tonumber(redis.call('GET', c) or '0') or 0
+  if completions > 0 then
+    completed = tonumber(redis.call('ZINCRBY', key, completions, 'c'))
+    if completed == completions then card = card + 1 end
   end
-  local got = {'', '', '', ''}
-  for k = 1, last do
-    local live = n[k]
-    if live > 0 and want > 0 then
-      local room = math.min(want, live)
-      -- Live members are the highest ranks: -live .. -1.
-      local first = r % (live - room + 1) - live
-      got[k] = table.concat(redis.call('ZRANGE', keys[k], first, first + room - 1))
+  if card <= 0 then
+    return struct.pack(HEADER, 1, 0, 0, 0, 0, completed or 0, 0, 0, 0, 0)
+  end
+  -- A key that is new gets an expiry; one that had one only a later one.
+  if existed then redis.call('EXPIREAT', key, until_, 'GT') else redis.call('EXPIREAT', key, until_) end
+  local n, got = {0, 0, 0, 0}, {'', '', '', ''}
+  if card <= SMALL then
+    local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    local live, dead = {{}, {}, {}, {}}, {}
+    for i = 1, #all, 2 do
+      local s = tonumber(all[i + 1])
+      local k = math.floor(s / BAND)
+      if k == 0 then
+        completed = completed or s
+      elseif k <= 4 then
+        if s - k * BAND >= now then
+          local l = live[k]
+          l[#l + 1] = all[i]
+        else
+          dead[#dead + 1] = all[i]
+        end
+      end
+    end
+    -- Expired peers of a small swarm are known here: gone at once.
+    if #dead > 0 then redis.call('ZREM', key, unpack(dead)) end
+    for k = 1, 4 do
+      n[k] = #live[k]
+      if n[k] > 0 and want > 0 then got[k] = window(live[k], 1, n[k], want, r) end
+    end
+  else
+    completed = completed or tonumber(redis.call('ZSCORE', key, 'c') or '0') or 0
+    -- Expired peers are skipped when counting and sampling (the lowest scores of their band); in
+    -- a large swarm they are removed on about one call in 16, which bounds what they cost.
+    local last = redis.call('ZCOUNT', key, v6_from, '+inf') > 0 and 4 or 2
+    for k = 1, last do
+      if r % 16 == 0 then
+        redis.call('ZREMRANGEBYSCORE', key, string.format('%d', k * BAND), '(' .. live_from[k])
+      end
+      n[k] = redis.call('ZCOUNT', key, live_from[k], band_end[k])
+      if n[k] > 0 and want > 0 then
+        local room = math.min(want, n[k])
+        got[k] = table.concat(redis.call('ZRANGE', key, live_from[k], band_end[k], 'BYSCORE',
+          'LIMIT', r % (n[k] - room + 1), room))
+      end
     end
   end
-  return struct.pack(HEADER, 1, n[1], n[2], n[3], n[4], completed, #got[1], #got[2], #got[3], #got[4])
+  return struct.pack(HEADER, 1, n[1], n[2], n[3], n[4], completed or 0, #got[1], #got[2], #got[3], #got[4])
     .. got[1] .. got[2] .. got[3] .. got[4]
 end
 local out, at, i = {}, 4, 0
@@ -199,9 +227,13 @@ return table.concat(out)
 
 const COUNTS: &str = r#"
 local now = tonumber(redis.call('TIME')[1])
-local function live(k) return redis.call('ZCOUNT', k, now, '+inf') end
-local c = tonumber(redis.call('GET', KEYS[5]) or '0') or 0
-return {live(KEYS[1]), live(KEYS[2]), live(KEYS[3]), live(KEYS[4]), c}
+local BAND = 4294967296
+local out = {}
+for k = 1, 4 do
+  out[k] = redis.call('ZCOUNT', KEYS[1], string.format('%d', k * BAND + now), string.format('(%d', (k + 1) * BAND))
+end
+out[5] = tonumber(redis.call('ZSCORE', KEYS[1], 'c') or '0') or 0
+return out
 "#;
 
 /// Longest a request to the cluster may take, retries included; then it fails (and the fallback
@@ -325,32 +357,19 @@ pub fn parse_addresses(spec: &str) -> Result<Vec<String>, ClusterError> {
     Ok(nodes)
 }
 
-/// The suffixes of a swarm's five keys, in the script's order.
-const KEY_SUFFIXES: [&[u8]; 5] = [b"s4", b"l4", b"s6", b"l6", b"c"];
+/// Bytes of a swarm's key, `{<info-hash hex>}:p`.
+const KEY_LEN: usize = 44;
 
-/// Bytes of `{<info-hash hex>}:`, the start of each of a swarm's keys.
-const KEY_PREFIX: usize = 43;
-
-/// A swarm's key up to its suffix, with room for the longest suffix.
-fn key_prefix(hash: &InfoHash) -> [u8; KEY_PREFIX + 2] {
-    let mut key = [0; KEY_PREFIX + 2];
+/// A swarm's key: its hash tag is the info-hash in hex, so it has one slot.
+fn key(hash: &InfoHash) -> [u8; KEY_LEN] {
+    let mut key = [0; KEY_LEN];
     key[0] = b'{';
     for (i, b) in hash.iter().enumerate() {
         key[1 + 2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
         key[2 + 2 * i] = b"0123456789abcdef"[usize::from(b & 15)];
     }
-    key[41] = b'}';
-    key[42] = b':';
+    key[41..].copy_from_slice(b"}:p");
     key
-}
-
-fn keys(hash: &InfoHash) -> [String; 5] {
-    let mut hex = String::with_capacity(40);
-    for b in hash.iter() {
-        hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    ["s4", "l4", "s6", "l6", "c"].map(|k| format!("{{{hex}}}:{k}"))
 }
 
 fn int(v: &Value) -> Option<u32> {
@@ -401,9 +420,9 @@ impl Step {
 
 /// The slot of a swarm's keys: CRC16 (XMODEM) of its hash tag, the info-hash in hex.
 fn slot(hash: &InfoHash) -> u16 {
-    let prefix = key_prefix(hash);
+    let key = key(hash);
     let mut crc: u16 = 0;
-    for &b in &prefix[1..41] {
+    for &b in &key[1..41] {
         crc ^= u16::from(b) << 8;
         for _ in 0..8 {
             crc = if crc & 0x8000 != 0 {
@@ -900,16 +919,13 @@ impl Cluster {
         }
         // The first swarm's key routes the call.
         let first = indices.first().map_or([0; 20].into(), |&i| steps[i].hash);
-        let mut key = key_prefix(&first);
-        key[KEY_PREFIX..].copy_from_slice(KEY_SUFFIXES[0]);
-        cmd.arg(1).arg(&key[..]);
+        cmd.arg(1).arg(&key(&first)[..]);
         cmd.arg(self.settings.peer_timeout)
             .arg(self.settings.max_peers)
             .arg(crate::store::random() as u32);
         for &i in indices {
             let step = &steps[i];
-            let prefix = key_prefix(&step.hash);
-            cmd.arg(&prefix[..KEY_PREFIX])
+            cmd.arg(&key(&step.hash)[..])
                 .arg(step.size)
                 .arg(u8::from(step.updates.iter().any(|u| u.may_create)))
                 .arg(step.completed)
@@ -977,6 +993,7 @@ impl Cluster {
         }
         self.batches.fetch_add(1, Ordering::Relaxed);
         let (hashes, updates): (Vec<InfoHash>, Vec<Vec<Update>>) = queued.into_iter().unzip();
+        self.views.refreshing(&hashes);
         let steps: Vec<Step> = hashes
             .iter()
             .zip(&updates)
@@ -1076,9 +1093,7 @@ impl Cluster {
 
     async fn scrape_inner(&self, hash: &InfoHash) -> Result<Sample, ClusterError> {
         let mut invocation = self.counts.prepare_invoke();
-        for k in keys(hash) {
-            invocation.key(k);
-        }
+        invocation.key(&key(hash)[..]);
         let mut conn = self.conn();
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let Value::Array(items) = &reply else {
@@ -1300,13 +1315,7 @@ mod tests {
 
     #[test]
     fn one_slot_per_swarm() {
-        let k = keys(&[0xab; 20].into());
         let tag = format!("{{{}}}", "ab".repeat(20));
-        assert!(k.iter().all(|k| k.starts_with(&tag)), "{k:?}");
-        let mut prefix = key_prefix(&[0xab; 20].into());
-        for (suffix, key) in KEY_SUFFIXES.iter().zip(&k) {
-            prefix[KEY_PREFIX..KEY_PREFIX + suffix.len()].copy_from_slice(suffix);
-            assert_eq!(&prefix[..KEY_PREFIX + suffix.len()], key.as_bytes());
-        }
+        assert_eq!(&key(&[0xab; 20].into())[..], format!("{tag}:p").as_bytes());
     }
 }

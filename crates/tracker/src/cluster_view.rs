@@ -176,11 +176,21 @@ const VIEW_SHARDS: usize = 64;
 /// Most swarms in the view; past it a swarm is not cached and its announces go to the cluster.
 pub const MAX_VIEWS: usize = 1 << 20;
 
-/// One shard of the view: each swarm's sample and when it was asked for.
-type ViewShard = Mutex<HashMap<InfoHash, (Instant, Arc<Sample>)>>;
+/// One shard of the view: each swarm's sample, when it was asked for, and whether a flush carrying
+/// the swarm's writes is asking again now.
+type ViewShard = Mutex<HashMap<InfoHash, (Instant, Arc<Sample>, bool)>>;
 
+/// Longest a sample past its time to live still answers while a flush refreshes it (see `Views`).
+pub const MAX_REFRESH_GRACE: Duration = Duration::from_secs(1);
+
+/// A swarm's view lives `ttl`, and a flush carrying the swarm's writes refreshes it; a hot swarm's
+/// view would otherwise lapse every flush for as long as the flush takes (hundreds of ms under load,
+/// thousands of steps), and every announce meanwhile would cost a step of its own. So while its
+/// refresh is in flight a sample answers up to `grace` longer (the smaller of `ttl` and
+/// `MAX_REFRESH_GRACE`): the round trip the staleness bound already counts, bounded.
 pub struct Views {
     ttl: Duration,
+    grace: Duration,
     shards: Box<[ViewShard]>,
 }
 
@@ -188,6 +198,7 @@ impl Views {
     pub fn new(ttl: Duration) -> Views {
         Views {
             ttl,
+            grace: ttl.min(MAX_REFRESH_GRACE),
             shards: (0..VIEW_SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
@@ -196,11 +207,25 @@ impl Views {
         &self.shards[usize::from(hash[0]) % VIEW_SHARDS]
     }
 
-    /// The swarm's sample if it is younger than the time to live.
+    fn live(&self, at: Instant, refreshing: bool, now: Instant) -> bool {
+        let age = now.saturating_duration_since(at);
+        age < self.ttl || (refreshing && age < self.ttl + self.grace)
+    }
+
+    /// The swarm's sample if it is younger than the time to live (or its grace, while refreshed).
     pub fn fresh(&self, hash: &InfoHash, now: Instant) -> Option<Arc<Sample>> {
         let shard = self.shard(hash).lock();
-        let (at, sample) = shard.get(hash)?;
-        (now.duration_since(*at) < self.ttl).then(|| sample.clone())
+        let (at, sample, refreshing) = shard.get(hash)?;
+        self.live(*at, *refreshing, now).then(|| sample.clone())
+    }
+
+    /// Marks the swarms a flush is about to refresh (until their reply replaces the sample).
+    pub fn refreshing<'a>(&self, hashes: impl IntoIterator<Item = &'a InfoHash>) {
+        for hash in hashes {
+            if let Some(entry) = self.shard(hash).lock().get_mut(hash) {
+                entry.2 = true;
+            }
+        }
     }
 
     /// Records what the cluster said of a swarm at `at` (when the request was sent, so age is never
@@ -223,23 +248,23 @@ impl Views {
         }
         let mut shard = self.shard(&hash).lock();
         match shard.get(&hash) {
-            Some((then, _)) if !over_fresh && at.duration_since(*then) < self.ttl => {}
+            Some((then, _, _)) if !over_fresh && at.duration_since(*then) < self.ttl => {}
             Some(_) => {
-                shard.insert(hash, (at, Arc::new(sample)));
+                shard.insert(hash, (at, Arc::new(sample), false));
             }
             None if shard.len() < MAX_VIEWS / VIEW_SHARDS => {
-                shard.insert(hash, (at, Arc::new(sample)));
+                shard.insert(hash, (at, Arc::new(sample), false));
             }
             None => {}
         }
     }
 
-    /// Forgets samples past their time to live.
+    /// Forgets samples past their time to live (and grace).
     pub fn prune(&self, now: Instant) {
         for shard in self.shards.iter() {
             shard
                 .lock()
-                .retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
+                .retain(|_, (at, _, refreshing)| self.live(*at, *refreshing, now));
         }
     }
 }
@@ -473,6 +498,34 @@ mod tests {
             one,
             "stale: replaced"
         );
+    }
+
+    #[test]
+    fn a_view_being_refreshed_answers_past_its_time_to_live_within_the_grace() {
+        let views = Views::new(Duration::from_millis(100));
+        let t0 = Instant::now();
+        let one = Sample {
+            counts: [1, 0, 0, 0],
+            ..Sample::default()
+        };
+        let (hot, cold): (InfoHash, InfoHash) = ([1; 20].into(), [2; 20].into());
+        views.put(hot, one.clone(), t0);
+        views.put(cold, one.clone(), t0);
+        views.refreshing([&hot]);
+        let late = t0 + Duration::from_millis(150);
+        assert!(views.fresh(&hot, late).is_some(), "refresh in flight");
+        assert!(views.fresh(&cold, late).is_none(), "no refresh: lapsed");
+        views.prune(late);
+        assert!(views.fresh(&hot, late).is_some(), "kept by the prune");
+        assert!(
+            views.fresh(&hot, t0 + Duration::from_millis(200)).is_none(),
+            "grace bounded (here by the TTL)"
+        );
+        // The reply replaces the sample, and the mark with it.
+        views.put(hot, one, late);
+        assert!(views
+            .fresh(&hot, late + Duration::from_millis(150))
+            .is_none());
     }
 
     #[test]
