@@ -164,6 +164,10 @@ pub struct Connection {
     rto: Micros,
     rto_deadline: Option<Micros>,
     timeouts: u32,
+    /// After a timeout the oldest packet goes twice: with the window down to one packet, a single
+    /// copy and its ack are one chance in a round, and under heavy loss (15 % each way) six lost
+    /// rounds in a row gave a live connection up as dead.
+    rto_copy: bool,
     dup_acks: u32,
     /// Losses up to this sequence number belong to the window already halved.
     recovery_until: u16,
@@ -208,6 +212,7 @@ impl Connection {
             rto: INITIAL_RTO,
             rto_deadline: None,
             timeouts: 0,
+            rto_copy: false,
             dup_acks: 0,
             recovery_until: seq_nr.wrapping_sub(1),
             recv_buf: VecDeque::new(),
@@ -566,6 +571,7 @@ impl Connection {
             }
             self.dup_acks = 0;
             self.timeouts = 0;
+            self.rto_copy = false;
             self.rto_deadline = if self.inflight.is_empty() {
                 None
             } else {
@@ -814,6 +820,20 @@ impl Connection {
         if !matches!(self.state, State::SynSent | State::Connected) {
             return None;
         }
+        if self.rto_copy {
+            match self.inflight.front() {
+                // Its retransmission goes first, below; the copy on the next call.
+                Some(s) if s.need_resend => {}
+                Some(s) if s.transmissions > 1 && !s.sacked => {
+                    self.rto_copy = false;
+                    // Counted in flight once: the copy is a second chance, not more data.
+                    let (ty, seq, start, len) = (s.ty, s.seq, s.start, s.len);
+                    self.write_packet(ty, seq, (start, len), now, out);
+                    return Some(false);
+                }
+                _ => self.rto_copy = false,
+            }
+        }
         let window = self.ledbat.cwnd().min(self.peer_wnd);
         let flight = self.flight();
         let resend = if self.resends > 0 {
@@ -956,6 +976,7 @@ impl Connection {
             self.mark_resend(i);
         }
         self.ledbat.on_timeout();
+        self.rto_copy = true;
         self.recovery_until = self.seq_nr.wrapping_sub(1);
         self.rto_deadline = Some(now + self.rto);
     }
@@ -1043,11 +1064,12 @@ mod tests {
         let again = drain(&mut a, now);
         assert_eq!(seq(&again[0]), lost, "the hole first, without a timeout");
         assert!(a.cwnd() < cwnd, "a loss halves the window");
-        // Nothing more arrives: at the timeout only the hole goes again.
+        // Nothing more arrives: at the timeout only the hole goes again, twice (two chances in a
+        // round of one packet).
         let t = a.poll_timeout().unwrap();
         a.handle_timeout(t);
         let resent: Vec<_> = drain(&mut a, t).iter().map(|d| seq(d)).collect();
-        assert_eq!(resent, vec![lost]);
+        assert_eq!(resent, vec![lost, lost]);
     }
 
     #[test]

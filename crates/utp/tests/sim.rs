@@ -167,8 +167,13 @@ fn run(data: &[u8], fwd: LinkSpec, back: LinkSpec, seed: u64, limit: Micros) -> 
         }
         assert!(
             matches!(a.state(), State::SynSent | State::Connected | State::Closed),
-            "A: {:?}",
-            a.state()
+            "A: {:?} at {} ms, received {} of {}, B {:?}, closed_a {}",
+            a.state(),
+            now / 1000,
+            received.len(),
+            data.len(),
+            b.as_ref().map(|b| b.state()),
+            closed_a
         );
         // Next event.
         let mut next = limit;
