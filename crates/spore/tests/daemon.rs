@@ -416,8 +416,7 @@ fn sigkill_at_three_moments_loses_no_verified_piece() {
         t["state"] == "seeding"
     });
     let restart = started.elapsed();
-    let log = std::fs::read_to_string(&d.proc.stderr).unwrap();
-    assert!(log.contains("(fast resume)"), "{log}");
+    d.proc.wait_stderr("(fast resume)", T);
     eprintln!("restart to seeding: {restart:?}");
 }
 
@@ -947,8 +946,7 @@ fn a_full_disk_stops_the_torrent_with_an_error_and_resume_finishes_it() {
     assert!(t["error"].is_null(), "{t}");
     assert!(t["pieces_have"].as_u64().unwrap() as u32 >= have, "{t}");
     d.wait(&id, "complete", T, |t| t["state"] == "seeding");
-    let log = std::fs::read_to_string(&d.proc.stderr).unwrap();
-    assert!(log.contains("(fast resume)"), "{log}");
+    d.proc.wait_stderr("(fast resume)", T);
     assert_eq!(
         sha256(&in_namespace_of(pid, &mnt.join("full.bin"))),
         sha256(&data_dir.join("full.bin"))

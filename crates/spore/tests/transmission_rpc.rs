@@ -1537,8 +1537,7 @@ fn rename_path_renames_on_disk_keeps_seeding_and_survives_a_restart() {
         "seeding after the restart",
         |t| t["percentDone"] == 1.0 && t["status"] == 6,
     );
-    let log = std::fs::read_to_string(&d.proc.stderr).unwrap_or_default();
-    assert!(log.contains("(fast resume)"), "{log}");
+    d.proc.wait_stderr("(fast resume)", T);
     assert!(!dl.join("pair").exists());
 
     // A move takes the files at their new names; a removal with data finds them there.

@@ -58,6 +58,24 @@ impl Proc {
         }
     }
 
+    /// Waits until the process's stderr holds `needle`; returns all of it. A line logged just after
+    /// the state the test waited for (the API can show a torrent running before its start is
+    /// logged) is waited for, not read once.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on stderr within {timeout:?}: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for a stdout line containing `needle` and returns it.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
