@@ -136,23 +136,6 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until `file` holds `needle`; returns its text.
-fn wait_file(file: &Path, needle: &str) -> String {
-    let deadline = Instant::now() + T;
-    loop {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never said {needle:?}: {text}",
-            file.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A seeded torrent announcing only to `url`; the seed is trusting `ca` and has announced.
 fn seeded(d: &Path, url: &str, ca: &Path, http: SocketAddr) -> Proc {
     std::fs::create_dir_all(d.join("seed")).unwrap();
@@ -241,7 +224,7 @@ fn an_untrusted_tracker_certificate_gives_no_peers_and_says_why() {
         &other.ca,
         d.join("get.err"),
     );
-    let err = wait_file(&d.join("get.err"), "certificate");
+    let err = wait_file(&d.join("get.err"), "certificate", T);
     assert!(err.contains(&url), "the error names the tracker: {err}");
     assert!(err.contains("UnknownIssuer"), "{err}");
     let m = wait_metrics(http, "a failed handshake", |m| {
@@ -269,7 +252,7 @@ fn an_untrusted_tracker_certificate_gives_no_peers_and_says_why() {
         &empty,
         d.join("get2.err"),
     );
-    let err = wait_file(&d.join("get2.err"), "no trusted root certificates");
+    let err = wait_file(&d.join("get2.err"), "no trusted root certificates", T);
     assert!(err.contains("SSL_CERT_FILE"), "{err}");
     let m = get_text(http, "/metrics");
     assert_eq!(

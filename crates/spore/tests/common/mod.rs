@@ -27,6 +27,23 @@ pub struct Proc {
     pub stderr: PathBuf,
 }
 
+/// Waits until `file` holds `needle` (written by another process as it runs); returns its text.
+pub fn wait_file(file: &Path, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never said {needle:?} within {timeout:?}: {text}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Proc {
     /// Runs `spore` with `args`.
     pub fn start(args: &[&str], stderr: PathBuf) -> Proc {
@@ -62,18 +79,7 @@ impl Proc {
     /// the state the test waited for (the API can show a torrent running before its start is
     /// logged) is waited for, not read once.
     pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-            if log.contains(needle) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} on stderr within {timeout:?}: {log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_file(&self.stderr, needle, timeout)
     }
 
     /// Waits for a stdout line containing `needle` and returns it.
