@@ -93,20 +93,25 @@ local now = tonumber(redis.call('TIME')[1])
 local timeout, cap, rnd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local BAND = 4294967296
 -- Numbers handed to redis.call are formatted with printf each time: these once.
-local score, live_from, band_end = {}, {}, {}
+local score, live_from, band_end, band_from, dead_to = {}, {}, {}, {}, {}
 for k = 1, 4 do
   score[k] = string.format('%d', k * BAND + now + timeout)
   live_from[k] = string.format('%d', k * BAND + now)
   band_end[k] = string.format('(%d', (k + 1) * BAND)
+  band_from[k] = string.format('%d', k * BAND)
+  dead_to[k] = '(' .. live_from[k]
 end
 local v6_from = string.format('%d', 3 * BAND + now)
 -- Keys live until a whole number of 5 minutes past their last write's timeout: moved forward at
 -- most once in 5 minutes, so most calls change (and replicate) no expiry.
 local until_ = string.format('%d', math.ceil((now + timeout + 60) / 300) * 300)
 local HEADER = '>BIIIIIIIII'
--- A swarm of at most this many entries is read whole in one command (its samples are most of it
--- anyway) instead of counted and sampled set by set.
-local SMALL = 64
+-- A swarm of at most this many entries is a listpack in Redis, where counting a range walks it: each
+-- set's live range is then read whole and counted and sampled here. Bigger ones are a skip list,
+-- where counting is cheap and a window far into a range is reached by rank, not by walking to it.
+-- (Never with scores: Redis 7.0 formats each with printf and Lua parses it back, which cost more
+-- than all the rest of a step of 40 entries.)
+local LISTPACK = 128
 -- unpack is bounded by Lua's stack: long lists go in slices.
 local function bulk(cmd, key, list)
   local done = 0
@@ -115,11 +120,16 @@ local function bulk(cmd, key, list)
   end
   return done
 end
--- A window of up to `want` of the n members of `list` (from `from`), at a place chosen by r.
-local function window(list, from, n, want, r)
+-- A window of up to `want` of the n members of `list`, at a place chosen by r.
+local function window(list, n, want, r)
   local room = math.min(want, n)
-  local first = from + r % (n - room + 1)
+  local first = 1 + r % (n - room + 1)
   return table.concat(list, '', first, first + room - 1)
+end
+-- A done step's part of the reply.
+local function answer(n, completed, got)
+  return struct.pack(HEADER, 1, n[1], n[2], n[3], n[4], completed, #got[1], #got[2], #got[3], #got[4])
+    .. got[1] .. got[2] .. got[3] .. got[4]
 end
 local function swarm(at, r)
   local key, want, create, completions, writes = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2], tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
@@ -134,7 +144,10 @@ local function swarm(at, r)
     -- A new swarm its creator may not make (its per-source limit on the node): not tracked.
     return struct.pack(HEADER, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0)
   end
-  local adds, rems = {}, {}
+  -- A new swarm holds just what this step adds (the node sends each member once a step): its
+  -- peers, set by set, are known here without reading them back.
+  local adds, rems, new = {}, {}, nil
+  if not existed then new = {{}, {}, {}, {}} end
   for i = at + 5, at + 4 + 2 * writes, 2 do
     local m, k = ARGV[i], tonumber(ARGV[i + 1])
     if k > 4 then
@@ -142,6 +155,7 @@ local function swarm(at, r)
     else
       adds[#adds + 1] = score[k]
       adds[#adds + 1] = m
+      if new then local l = new[k]; l[#l + 1] = m end
     end
   end
   if #rems > 0 then card = card - bulk('ZREM', key, rems) end
@@ -150,6 +164,7 @@ local function swarm(at, r)
     if card + #adds / 2 <= cap then
       card = card + bulk('ZADD', key, adds)
     else
+      new = nil
       local live = 0
       for k = 1, 4 do live = live + redis.call('ZCOUNT', key, live_from[k], band_end[k]) end
       for i = 1, #adds, 2 do
@@ -173,48 +188,42 @@ local function swarm(at, r)
   -- A key that is new gets an expiry; one that had one only a later one.
   if existed then redis.call('EXPIREAT', key, until_, 'GT') else redis.call('EXPIREAT', key, until_) end
   local n, got = {0, 0, 0, 0}, {'', '', '', ''}
-  if card <= SMALL then
-    local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-    local live, dead = {{}, {}, {}, {}}, {}
-    for i = 1, #all, 2 do
-      local s = tonumber(all[i + 1])
-      local k = math.floor(s / BAND)
-      if k == 0 then
-        completed = completed or s
-      elseif k <= 4 then
-        if s - k * BAND >= now then
-          local l = live[k]
-          l[#l + 1] = all[i]
-        else
-          dead[#dead + 1] = all[i]
-        end
-      end
-    end
-    -- Expired peers of a small swarm are known here: gone at once.
-    if #dead > 0 then redis.call('ZREM', key, unpack(dead)) end
+  if new then
     for k = 1, 4 do
-      n[k] = #live[k]
-      if n[k] > 0 and want > 0 then got[k] = window(live[k], 1, n[k], want, r) end
+      n[k] = #new[k]
+      if n[k] > 0 and want > 0 then got[k] = window(new[k], n[k], want, r) end
     end
-  else
-    completed = completed or tonumber(redis.call('ZSCORE', key, 'c') or '0') or 0
-    -- Expired peers are skipped when counting and sampling (the lowest scores of their band); in
-    -- a large swarm they are removed on about one call in 16, which bounds what they cost.
-    local last = redis.call('ZCOUNT', key, v6_from, '+inf') > 0 and 4 or 2
-    for k = 1, last do
-      if r % 16 == 0 then
-        redis.call('ZREMRANGEBYSCORE', key, string.format('%d', k * BAND), '(' .. live_from[k])
-      end
+    return answer(n, completed or 0, got)
+  end
+  completed = completed or tonumber(redis.call('ZSCORE', key, 'c') or '0') or 0
+  -- Expired peers are skipped when counting and sampling (the lowest scores of their band), and
+  -- removed on about one step in 16, which bounds what they cost.
+  local last = redis.call('ZCOUNT', key, v6_from, '+inf') > 0 and 4 or 2
+  for k = 1, last do
+    if r % 16 == 0 then
+      redis.call('ZREMRANGEBYSCORE', key, band_from[k], dead_to[k])
+    end
+    if card <= LISTPACK and want > 0 then
+      local live = redis.call('ZRANGE', key, live_from[k], band_end[k], 'BYSCORE')
+      n[k] = #live
+      if n[k] > 0 then got[k] = window(live, n[k], want, r) end
+    else
       n[k] = redis.call('ZCOUNT', key, live_from[k], band_end[k])
       if n[k] > 0 and want > 0 then
         local room = math.min(want, n[k])
-        got[k] = table.concat(redis.call('ZRANGE', key, live_from[k], band_end[k], 'BYSCORE',
-          'LIMIT', r % (n[k] - room + 1), room))
+        local skip = r % (n[k] - room + 1)
+        local peers
+        if skip == 0 then
+          peers = redis.call('ZRANGE', key, live_from[k], band_end[k], 'BYSCORE', 'LIMIT', 0, room)
+        else
+          local first = redis.call('ZCOUNT', key, '-inf', dead_to[k]) + skip
+          peers = redis.call('ZRANGE', key, first, first + room - 1)
+        end
+        got[k] = table.concat(peers)
       end
     end
   end
-  return struct.pack(HEADER, 1, n[1], n[2], n[3], n[4], completed or 0, #got[1], #got[2], #got[3], #got[4])
-    .. got[1] .. got[2] .. got[3] .. got[4]
+  return answer(n, completed or 0, got)
 end
 local out, at, i = {}, 4, 0
 while at <= #ARGV do
@@ -1317,5 +1326,248 @@ mod tests {
     fn one_slot_per_swarm() {
         let tag = format!("{{{}}}", "ab".repeat(20));
         assert_eq!(&key(&[0xab; 20].into())[..], format!("{tag}:p").as_bytes());
+    }
+}
+
+/// The announce script run on a `redis-server` of its own (started here, on a Unix socket): what it
+/// samples, byte for byte, from swarms with expired peers below the live ones in each set.
+#[cfg(test)]
+mod script_tests {
+    use super::*;
+
+    /// A `redis-server` child, stopped on drop.
+    struct Server {
+        child: std::process::Child,
+        conn: redis::Connection,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn server() -> Option<Server> {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("redis.sock");
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--unixsocket",
+            ])
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                assert!(std::env::var("CI").is_err(), "redis-server is needed: {e}");
+                eprintln!("skipped: redis-server is not installed");
+                return None;
+            }
+        };
+        let client = redis::Client::open(format!("redis+unix://{}", socket.display())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let conn = loop {
+            match client.get_connection() {
+                Ok(conn) => break conn,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("redis-server did not answer: {e}"),
+            }
+        };
+        Some(Server {
+            child,
+            conn,
+            _dir: dir,
+        })
+    }
+
+    const BAND: u64 = 1 << 32;
+
+    /// One step with no writes on `key`, sampling `want` per set with the random number `rnd`.
+    fn sample(conn: &mut redis::Connection, key: &str, want: usize, rnd: u32) -> Sample {
+        step(conn, key, want, rnd, 0, &[])
+    }
+
+    /// One step on `key` with `completions` and `writes` (member, op as the script takes it).
+    fn step(
+        conn: &mut redis::Connection,
+        key: &str,
+        want: usize,
+        rnd: u32,
+        completions: u32,
+        writes: &[(Vec<u8>, u8)],
+    ) -> Sample {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(ANNOUNCE)
+            .arg(1)
+            .arg(key)
+            .arg(3600)
+            .arg(100_000)
+            .arg(rnd);
+        cmd.arg(key)
+            .arg(want)
+            .arg(1)
+            .arg(completions)
+            .arg(writes.len());
+        for (member, op) in writes {
+            cmd.arg(&member[..]).arg(*op);
+        }
+        let reply: Value = cmd.query(conn).unwrap();
+        let Value::BulkString(blob) = reply else {
+            panic!("{reply:?}")
+        };
+        let mut rest = blob.as_slice();
+        let sample = parse_step(&mut rest, want).unwrap().unwrap();
+        assert!(rest.is_empty());
+        sample
+    }
+
+    #[test]
+    fn samples_are_windows_of_live_peers_whatever_the_encoding() {
+        let Some(mut server) = server() else { return };
+        let conn = &mut server.conn;
+        let (now, _): (u64, u64) = redis::cmd("TIME").query(conn).unwrap();
+        // (live, expired) peers in the IPv4 seeders' and leechers' sets: a swarm Redis keeps as a
+        // listpack (counted and sampled in Lua), and one past 128 entries (a skip list: counted by
+        // Redis, its window reached by rank).
+        for (key, sets) in [
+            ("{aa}:p", [(20u64, 7u64), (30, 5)]),
+            ("{bb}:p", [(70, 12), (90, 9)]),
+        ] {
+            let mut live: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+            let _: () = redis::cmd("ZADD")
+                .arg(key)
+                .arg(3)
+                .arg("c")
+                .query(conn)
+                .unwrap();
+            for (k, &(alive, expired)) in sets.iter().enumerate() {
+                let band = k as u64 + 1;
+                for i in 0..alive + expired {
+                    let member = vec![10, band as u8, (i >> 8) as u8, i as u8, 0x1a, 0xe1];
+                    // Expired peers a little before now; live ones expiring in order of i.
+                    let expires = if i < expired {
+                        now - 1 - i
+                    } else {
+                        now + 600 + i
+                    };
+                    if i >= expired {
+                        live[k].push(member.clone());
+                    }
+                    let _: () = redis::cmd("ZADD")
+                        .arg(key)
+                        .arg(band * BAND + expires)
+                        .arg(member)
+                        .query(conn)
+                        .unwrap();
+                }
+            }
+            let entries = 1 + sets.iter().map(|&(a, e)| a + e).sum::<u64>();
+            let encoding: String = redis::cmd("OBJECT")
+                .arg("ENCODING")
+                .arg(key)
+                .query(conn)
+                .unwrap();
+            assert_eq!(
+                encoding,
+                if entries > 128 {
+                    "skiplist"
+                } else {
+                    "listpack"
+                }
+            );
+            for want in [0, 10, 31, 200] {
+                // Random numbers that are not multiples of 16, which prune expired peers.
+                for rnd in (1..60u32).filter(|r| r % 16 != 0) {
+                    let got = sample(conn, key, want, rnd);
+                    assert_eq!(got.completed, 3);
+                    for (k, live) in live.iter().enumerate() {
+                        let n = live.len();
+                        assert_eq!(got.counts[k] as usize, n, "{key} set {k}");
+                        let room = want.min(n);
+                        let skip = rnd as usize % (n - room + 1);
+                        let expected: Vec<u8> = live[skip..skip + room].concat();
+                        assert_eq!(
+                            got.peers[k], expected,
+                            "{key} set {k} want {want} rnd {rnd}"
+                        );
+                    }
+                    assert_eq!(&got.counts[2..], &[0, 0]);
+                }
+            }
+            let card: u64 = redis::cmd("ZCARD").arg(key).query(conn).unwrap();
+            assert_eq!(
+                card, entries,
+                "expired peers removed on a step not meant to"
+            );
+            // A step whose random number is a multiple of 16 removes the expired ones, and sees
+            // the same.
+            let got = sample(conn, key, 31, 32);
+            assert_eq!(
+                got.counts[..2],
+                [live[0].len() as u32, live[1].len() as u32]
+            );
+            let card: u64 = redis::cmd("ZCARD").arg(key).query(conn).unwrap();
+            assert_eq!(card, 1 + (live[0].len() + live[1].len()) as u64);
+        }
+    }
+
+    #[test]
+    fn a_new_swarm_answers_with_what_its_first_step_added() {
+        let Some(mut server) = server() else { return };
+        let conn = &mut server.conn;
+        let v4 = |i: u8| vec![10, 0, 0, i, 0x1a, 0xe1];
+        let v6 = |i: u8| {
+            let mut m = vec![0x20, 0x01, 0x0d, 0xb8];
+            m.resize(15, 0);
+            m.extend([i, 0x1a, 0xe1]);
+            m
+        };
+        // Three seeders, four leechers, an IPv6 leecher, a peer that stopped before it was ever
+        // there, two completions.
+        let mut writes: Vec<(Vec<u8>, u8)> = (1..=3).map(|i| (v4(i), 1)).collect();
+        writes.extend((4..=7).map(|i| (v4(i), 2)));
+        writes.push((v6(1), 4));
+        writes.push((v4(9), 6));
+        let sets = |sample: &Sample| -> Vec<Vec<Vec<u8>>> {
+            (0..SETS)
+                .map(|k| {
+                    let width = if k < 2 { 6 } else { 18 };
+                    let mut peers: Vec<Vec<u8>> =
+                        sample.peers[k].chunks(width).map(<[u8]>::to_vec).collect();
+                    peers.sort();
+                    peers
+                })
+                .collect()
+        };
+        let first = step(conn, "{cc}:p", 31, 5, 2, &writes);
+        assert_eq!((first.counts, first.completed), ([3, 4, 0, 1], 2));
+        let expected = vec![
+            (1..=3).map(v4).collect::<Vec<_>>(),
+            (4..=7).map(v4).collect(),
+            Vec::new(),
+            vec![v6(1)],
+        ];
+        assert_eq!(sets(&first), expected);
+        // Read back from Redis, the swarm is the same.
+        let again = sample(conn, "{cc}:p", 31, 5);
+        assert_eq!((again.counts, again.completed), ([3, 4, 0, 1], 2));
+        assert_eq!(sets(&again), expected);
+        let card: u64 = redis::cmd("ZCARD").arg("{cc}:p").query(conn).unwrap();
+        assert_eq!(card, 9);
+        // A window of a new swarm's set, when fewer are wanted than it holds.
+        let few = step(conn, "{dd}:p", 2, 1, 0, &writes[3..7]);
+        assert_eq!(few.counts, [0, 4, 0, 0]);
+        assert_eq!(few.peers[1], [v4(5), v4(6)].concat());
     }
 }
