@@ -92,26 +92,27 @@ const ANNOUNCE: &str = r#"#!lua flags=allow-cross-slot-keys
 local now = tonumber(redis.call('TIME')[1])
 local timeout, cap, rnd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local BAND = 4294967296
--- Numbers handed to redis.call are formatted with printf each time: these once.
-local score, live_from, band_end, band_from, dead_to = {}, {}, {}, {}, {}
+-- Numbers handed to redis.call are formatted with printf each time: these once a call, and the
+-- bands' bounds (k * 2^32) written out.
+local band_from = {'4294967296', '8589934592', '12884901888', '17179869184'}
+local band_end = {'(8589934592', '(12884901888', '(17179869184', '(21474836480'}
+local score, live_from, dead_to = {}, {}, {}
 for k = 1, 4 do
   score[k] = string.format('%d', k * BAND + now + timeout)
   live_from[k] = string.format('%d', k * BAND + now)
-  band_end[k] = string.format('(%d', (k + 1) * BAND)
-  band_from[k] = string.format('%d', k * BAND)
   dead_to[k] = '(' .. live_from[k]
 end
-local v6_from = string.format('%d', 3 * BAND + now)
 -- Keys live until a whole number of 5 minutes past their last write's timeout: moved forward at
 -- most once in 5 minutes, so most calls change (and replicate) no expiry.
 local until_ = string.format('%d', math.ceil((now + timeout + 60) / 300) * 300)
 local HEADER = '>BIIIIIIIII'
--- A swarm of at most this many entries is a listpack in Redis, where counting a range walks it: each
--- set's live range is then read whole and counted and sampled here. Bigger ones are a skip list,
--- where counting is cheap and a window far into a range is reached by rank, not by walking to it.
--- (Never with scores: Redis 7.0 formats each with printf and Lua parses it back, which cost more
--- than all the rest of a step of 40 entries.)
-local LISTPACK = 128
+-- A swarm of at most TINY entries is read whole with its scores in one command (Redis 7.0 formats
+-- each score with printf and Lua parses it back, about half a microsecond each, less than the two
+-- or three commands it saves). Up to LISTPACK entries Redis keeps a swarm as a listpack, where
+-- counting a range walks it: each set's live range is then read whole and counted here. Bigger
+-- ones are a skip list, where counting is cheap and a window far into a range is reached by rank,
+-- not by walking to it.
+local TINY, LISTPACK = 8, 128
 -- unpack is bounded by Lua's stack: long lists go in slices.
 local function bulk(cmd, key, list)
   local done = 0
@@ -188,17 +189,40 @@ local function swarm(at, r)
   -- A key that is new gets an expiry; one that had one only a later one.
   if existed then redis.call('EXPIREAT', key, until_, 'GT') else redis.call('EXPIREAT', key, until_) end
   local n, got = {0, 0, 0, 0}, {'', '', '', ''}
-  if new then
+  -- Each set's live peers, when the swarm is known whole.
+  local lists = new
+  if not lists and card <= TINY then
+    local all = redis.call('ZRANGE', key, '0', '-1', 'WITHSCORES')
+    local dead = {}
+    lists = {{}, {}, {}, {}}
+    for i = 1, #all, 2 do
+      local s = tonumber(all[i + 1])
+      local k = math.floor(s / BAND)
+      if k == 0 then
+        completed = completed or s
+      elseif k <= 4 then
+        if s - k * BAND >= now then
+          local l = lists[k]
+          l[#l + 1] = all[i]
+        else
+          dead[#dead + 1] = all[i]
+        end
+      end
+    end
+    -- Expired peers of a tiny swarm are known here: gone at once.
+    if #dead > 0 then redis.call('ZREM', key, unpack(dead)) end
+  end
+  if lists then
     for k = 1, 4 do
-      n[k] = #new[k]
-      if n[k] > 0 and want > 0 then got[k] = window(new[k], n[k], want, r) end
+      n[k] = #lists[k]
+      if n[k] > 0 and want > 0 then got[k] = window(lists[k], n[k], want, r) end
     end
     return answer(n, completed or 0, got)
   end
   completed = completed or tonumber(redis.call('ZSCORE', key, 'c') or '0') or 0
   -- Expired peers are skipped when counting and sampling (the lowest scores of their band), and
   -- removed on about one step in 16, which bounds what they cost.
-  local last = redis.call('ZCOUNT', key, v6_from, '+inf') > 0 and 4 or 2
+  local last = redis.call('ZCOUNT', key, live_from[3], '+inf') > 0 and 4 or 2
   for k = 1, last do
     if r % 16 == 0 then
       redis.call('ZREMRANGEBYSCORE', key, band_from[k], dead_to[k])
@@ -1437,11 +1461,13 @@ mod script_tests {
         let Some(mut server) = server() else { return };
         let conn = &mut server.conn;
         let (now, _): (u64, u64) = redis::cmd("TIME").query(conn).unwrap();
-        // (live, expired) peers in the IPv4 seeders' and leechers' sets: a swarm Redis keeps as a
-        // listpack (counted and sampled in Lua), and one past 128 entries (a skip list: counted by
-        // Redis, its window reached by rank).
+        // (live, expired) peers in the IPv4 seeders' and leechers' sets: a swarm of 8 entries (read
+        // whole with scores), one Redis keeps as a listpack (each set's live range counted and
+        // sampled in Lua), and one past 128 entries (a skip list: counted by Redis, its window
+        // reached by rank).
         for (key, sets) in [
-            ("{aa}:p", [(20u64, 7u64), (30, 5)]),
+            ("{ab}:p", [(2u64, 1u64), (3, 1)]),
+            ("{aa}:p", [(20, 7), (30, 5)]),
             ("{bb}:p", [(70, 12), (90, 9)]),
         ] {
             let mut live: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
@@ -1505,11 +1531,11 @@ mod script_tests {
                     assert_eq!(&got.counts[2..], &[0, 0]);
                 }
             }
+            // Up to 8 entries, read whole with their scores, the expired ones are removed at once;
+            // else on a step in 16.
+            let live_entries = 1 + (live[0].len() + live[1].len()) as u64;
             let card: u64 = redis::cmd("ZCARD").arg(key).query(conn).unwrap();
-            assert_eq!(
-                card, entries,
-                "expired peers removed on a step not meant to"
-            );
+            assert_eq!(card, if entries <= 8 { live_entries } else { entries });
             // A step whose random number is a multiple of 16 removes the expired ones, and sees
             // the same.
             let got = sample(conn, key, 31, 32);
@@ -1518,7 +1544,7 @@ mod script_tests {
                 [live[0].len() as u32, live[1].len() as u32]
             );
             let card: u64 = redis::cmd("ZCARD").arg(key).query(conn).unwrap();
-            assert_eq!(card, 1 + (live[0].len() + live[1].len()) as u64);
+            assert_eq!(card, live_entries);
         }
     }
 
