@@ -196,18 +196,21 @@ fn handle(
             // Header first, then the compact peers straight into the reply.
             write_announce_header(state, out, transaction_id);
             if let Some(cluster) = &state.cluster {
-                let job = Job {
+                let mut job = Job {
                     hash: announce.info_hash,
                     peer,
                     left: announce.left,
                     event: announce.event,
                     want: cluster::want(&state.config, announce.numwant),
                     family,
-                    may_create: state.store.may_create(&announce.info_hash, peer),
+                    // A swarm its view answers for is in the cluster: the creation limit (a lock
+                    // and a lookup of this node's own table) is asked only when the view cannot.
+                    may_create: true,
                 };
                 match cluster.from_view(&job) {
                     Some(answer) => write_answer(state, out, 0, &job, Ok(answer)),
                     None => {
+                        job.may_create = state.store.may_create(&announce.info_hash, peer);
                         *pending = Some(Pending::Announce {
                             job,
                             transaction_id,
